@@ -1,0 +1,316 @@
+/**
+ * Model configuration: the Hugging Face `config.json` of a supported architecture, validated and
+ * normalised into one `ModelConfig` that the graph builders, the weight loader and the exporter share.
+ *
+ * Supported `model_type`s:
+ * - `gpt2`  — GPT-2 (Radford et al., "Language Models are Unsupervised Multitask Learners", 2019):
+ *   learned absolute positions, pre-LayerNorm blocks, GELU MLP, Conv1D weights stored [in, out].
+ * - `llama` — LLaMA (Touvron et al., "LLaMA: Open and Efficient Foundation Language Models", 2023):
+ *   RMSNorm, rotary position embeddings (Su et al., "RoFormer", 2021), SwiGLU MLP (Shazeer, "GLU
+ *   Variants Improve Transformer", 2020), grouped-query attention (Ainslie et al., "GQA", 2023).
+ * - `qwen2` — Qwen2 (Yang et al., "Qwen2 Technical Report", 2024): the llama architecture with a bias
+ *   on the q/k/v projections; normalised to `arch: 'llama'` with `qkvBias: true`.
+ *
+ * Unknown extra fields are tolerated (HF configs carry many: `torch_dtype`, `transformers_version`,
+ * `architectures`, ...); fields that would change the computation in a way this project does not
+ * implement (`rope_scaling`, sliding-window attention) are rejected rather than silently ignored.
+ *
+ * Parameter names and shapes (`parameterShapes`) follow the HF checkpoints exactly, so a
+ * `model.safetensors` from the Hub loads by name and an exported directory loads back into
+ * `transformers`.
+ */
+import { ConfigError, parseConfig, z } from '../common/config.js';
+
+/** The model types this project can build, as HF names them in `config.json`. */
+export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2'] as const;
+export type SupportedModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
+
+/** Fields both normalised architectures share. Sizes are element counts. */
+interface ModelConfigBase {
+  /** The HF `model_type` this config came from (written back on export). */
+  modelType: SupportedModelType;
+  /** Vocabulary size: rows of the embedding and of the LM head. */
+  vocabSize: number;
+  /** Model (residual stream) width. */
+  hidden: number;
+  /** Number of transformer blocks. */
+  layers: number;
+  /** Number of query heads. */
+  heads: number;
+  /** Number of key/value heads (= heads without grouped-query attention). */
+  kvHeads: number;
+  /** Width of one attention head. */
+  headDim: number;
+  /** Inner width of the MLP. */
+  intermediate: number;
+  /** Longest sequence (prompt + completion) the model supports. */
+  maxPositions: number;
+  /** Epsilon of every LayerNorm / RMSNorm. */
+  normEps: number;
+  /** LM head shares the token-embedding matrix (then `lm_head.weight` is absent from checkpoints). */
+  tieWordEmbeddings: boolean;
+  /** Beginning-of-sequence token id, when the config names one. */
+  bosTokenId: number | null;
+  /** End-of-sequence token ids (HF allows one or a list); generation stops on any of them. */
+  eosTokenIds: number[];
+  /** Padding token id, when the config names one. */
+  padTokenId: number | null;
+}
+
+export interface Gpt2ModelConfig extends ModelConfigBase {
+  arch: 'gpt2';
+  /**
+   * MLP activation. `gelu_tanh` is HF's `gelu_new` / `gelu_pytorch_tanh` (the tanh approximation of
+   * Hendrycks & Gimpel, "GELUs", 2016, used by the original GPT-2); `gelu` is the exact erf form.
+   */
+  activation: 'gelu_tanh' | 'gelu' | 'relu';
+}
+
+export interface LlamaModelConfig extends ModelConfigBase {
+  arch: 'llama';
+  activation: 'silu';
+  /** RoPE base frequency θ (RoFormer); 10000 for LLaMA, 1e6 for Qwen2.5. */
+  ropeTheta: number;
+  /** q_proj / k_proj / v_proj carry a bias (Qwen2 always; LLaMA when `attention_bias`). */
+  qkvBias: boolean;
+  /** o_proj carries a bias (LLaMA with `attention_bias`; never Qwen2). */
+  oBias: boolean;
+  /** gate/up/down projections carry a bias (LLaMA `mlp_bias`). */
+  mlpBias: boolean;
+}
+
+/** One normalised model configuration; `arch` discriminates. */
+export type ModelConfig = Gpt2ModelConfig | LlamaModelConfig;
+
+const posInt = z.number().int().positive();
+const tokenId = z.number().int().nonnegative();
+const eosField = z.union([tokenId, z.array(tokenId)]).nullish();
+
+/** HF GPT2Config fields we read (defaults are GPT2Config's). */
+const gpt2Schema = z.object({
+  model_type: z.literal('gpt2'),
+  vocab_size: posInt.default(50257),
+  n_embd: posInt.default(768),
+  n_layer: posInt.default(12),
+  n_head: posInt.default(12),
+  n_positions: posInt.default(1024),
+  /** MLP width; null means 4 × n_embd. */
+  n_inner: posInt.nullish(),
+  layer_norm_epsilon: z.number().positive().default(1e-5),
+  activation_function: z.enum(['gelu_new', 'gelu_pytorch_tanh', 'gelu', 'relu']).default('gelu_new'),
+  tie_word_embeddings: z.boolean().default(true),
+  bos_token_id: tokenId.nullish(),
+  eos_token_id: eosField,
+  pad_token_id: tokenId.nullish(),
+}).superRefine((c, ctx) => {
+  if (c.n_embd % c.n_head !== 0) {
+    ctx.addIssue({ code: 'custom', path: ['n_head'], message: `n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})` });
+  }
+});
+
+/** HF LlamaConfig / Qwen2Config fields we read (defaults are LlamaConfig's unless noted). */
+const llamaLikeSchema = z.object({
+  model_type: z.enum(['llama', 'qwen2']),
+  vocab_size: posInt,
+  hidden_size: posInt,
+  num_hidden_layers: posInt,
+  num_attention_heads: posInt,
+  /** Absent means no grouped-query attention (= num_attention_heads). */
+  num_key_value_heads: posInt.nullish(),
+  intermediate_size: posInt,
+  rms_norm_eps: z.number().positive().default(1e-6),
+  rope_theta: z.number().positive().default(10000),
+  max_position_embeddings: posInt.default(2048),
+  tie_word_embeddings: z.boolean().default(false),
+  /** LLaMA: bias on q/k/v/o. Qwen2 ignores it (its q/k/v always have a bias, o never). */
+  attention_bias: z.boolean().default(false),
+  mlp_bias: z.boolean().default(false),
+  /** Absent means hidden_size / num_attention_heads. */
+  head_dim: posInt.nullish(),
+  hidden_act: z.literal('silu', { error: 'only silu (SwiGLU) is supported for llama/qwen2' }).default('silu'),
+  rope_scaling: z.null({ error: 'rope_scaling is not supported (only plain RoPE); remove it or set it to null' }).optional(),
+  use_sliding_window: z.literal(false, { error: 'sliding-window attention is not supported; set use_sliding_window to false' }).optional(),
+  bos_token_id: tokenId.nullish(),
+  eos_token_id: eosField,
+  pad_token_id: tokenId.nullish(),
+}).superRefine((c, ctx) => {
+  if (c.head_dim == null && c.hidden_size % c.num_attention_heads !== 0) {
+    ctx.addIssue({
+      code: 'custom', path: ['num_attention_heads'],
+      message: `hidden_size (${c.hidden_size}) must be divisible by num_attention_heads (${c.num_attention_heads}) unless head_dim is given`,
+    });
+  }
+  const kv = c.num_key_value_heads ?? c.num_attention_heads;
+  if (c.num_attention_heads % kv !== 0) {
+    ctx.addIssue({
+      code: 'custom', path: ['num_key_value_heads'],
+      message: `num_attention_heads (${c.num_attention_heads}) must be divisible by num_key_value_heads (${kv})`,
+    });
+  }
+  const headDim = c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads);
+  if (headDim % 2 !== 0) {
+    ctx.addIssue({ code: 'custom', path: [c.head_dim == null ? 'hidden_size' : 'head_dim'], message: `head dimension (${headDim}) must be even for rotary embeddings` });
+  }
+});
+
+function eosList(eos: number | number[] | null | undefined): number[] {
+  if (eos == null) return [];
+  return Array.isArray(eos) ? [...eos] : [eos];
+}
+
+/**
+ * Validates a Hugging Face `config.json` (already parsed from JSON) and normalises it.
+ * `what` names the source in error messages (e.g. the file path).
+ * Throws ConfigError naming the field: an unknown `model_type` (listing the supported ones), a
+ * missing or mistyped field, or inconsistent sizes.
+ */
+export function parseModelConfig(input: unknown, what = 'model config.json'): ModelConfig {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ConfigError(what, [{ path: '', message: 'expected a JSON object' }]);
+  }
+  const modelType = (input as Record<string, unknown>).model_type;
+  if (!(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(modelType)) {
+    throw new ConfigError(what, [{
+      path: 'model_type',
+      message: `unsupported model_type ${JSON.stringify(modelType)}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    }]);
+  }
+  if (modelType === 'gpt2') {
+    const c = parseConfig(gpt2Schema, input, what);
+    const activation = c.activation_function === 'gelu' ? 'gelu' : c.activation_function === 'relu' ? 'relu' : 'gelu_tanh';
+    return {
+      arch: 'gpt2', modelType: 'gpt2',
+      vocabSize: c.vocab_size, hidden: c.n_embd, layers: c.n_layer, heads: c.n_head, kvHeads: c.n_head,
+      headDim: c.n_embd / c.n_head, intermediate: c.n_inner ?? 4 * c.n_embd, maxPositions: c.n_positions,
+      normEps: c.layer_norm_epsilon, tieWordEmbeddings: c.tie_word_embeddings,
+      bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
+      activation,
+    };
+  }
+  const c = parseConfig(llamaLikeSchema, input, what);
+  const qwen = c.model_type === 'qwen2';
+  return {
+    arch: 'llama', modelType: c.model_type,
+    vocabSize: c.vocab_size, hidden: c.hidden_size, layers: c.num_hidden_layers, heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads ?? c.num_attention_heads,
+    headDim: c.head_dim ?? c.hidden_size / c.num_attention_heads,
+    intermediate: c.intermediate_size, maxPositions: c.max_position_embeddings, normEps: c.rms_norm_eps,
+    tieWordEmbeddings: c.tie_word_embeddings,
+    bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
+    activation: 'silu', ropeTheta: c.rope_theta,
+    qkvBias: qwen || c.attention_bias, oBias: !qwen && c.attention_bias, mlpBias: !qwen && c.mlp_bias,
+  };
+}
+
+/**
+ * The HF `config.json` object for a normalised config (what `transformers` needs to load the
+ * exported directory). `extra` fields (e.g. the original file's other keys) are kept unless they
+ * conflict with the normalised values, which win.
+ */
+export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const eos = config.eosTokenIds.length === 0 ? null : config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : config.eosTokenIds;
+  const ids = { bos_token_id: config.bosTokenId, eos_token_id: eos, ...(config.padTokenId === null ? {} : { pad_token_id: config.padTokenId }) };
+  if (config.arch === 'gpt2') {
+    return {
+      ...extra,
+      architectures: ['GPT2LMHeadModel'], model_type: 'gpt2',
+      vocab_size: config.vocabSize, n_embd: config.hidden, n_layer: config.layers, n_head: config.heads,
+      n_positions: config.maxPositions, n_ctx: config.maxPositions, n_inner: config.intermediate,
+      layer_norm_epsilon: config.normEps,
+      activation_function: config.activation === 'gelu_tanh' ? 'gelu_new' : config.activation,
+      tie_word_embeddings: config.tieWordEmbeddings, ...ids,
+    };
+  }
+  const qwen = config.modelType === 'qwen2';
+  if (qwen && (config.oBias || config.mlpBias || !config.qkvBias)) {
+    throw new ConfigError('model config', [{ path: 'modelType', message: 'qwen2 has q/k/v bias and no o/mlp bias; use modelType llama for other bias layouts' }]);
+  }
+  if (!qwen && config.qkvBias !== config.oBias) {
+    throw new ConfigError('model config', [{ path: 'qkvBias', message: 'llama attention_bias puts a bias on q/k/v/o together; use modelType qwen2 for q/k/v-only bias' }]);
+  }
+  return {
+    ...extra,
+    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], model_type: config.modelType,
+    vocab_size: config.vocabSize, hidden_size: config.hidden, num_hidden_layers: config.layers,
+    num_attention_heads: config.heads, num_key_value_heads: config.kvHeads, head_dim: config.headDim,
+    intermediate_size: config.intermediate, max_position_embeddings: config.maxPositions,
+    rms_norm_eps: config.normEps, rope_theta: config.ropeTheta, hidden_act: 'silu',
+    tie_word_embeddings: config.tieWordEmbeddings,
+    ...(qwen ? {} : { attention_bias: config.oBias, mlp_bias: config.mlpBias }),
+    ...ids,
+  };
+}
+
+/** One expected parameter: its HF name and shape (all parameters are float32 in memory). */
+export interface ParameterSpec {
+  name: string;
+  shape: number[];
+}
+
+/**
+ * The parameters of a model, in HF names and shapes, in a fixed order (embeddings, blocks in order,
+ * final norm, head). GPT-2 linear weights are Conv1D [in, out]; llama linear weights are nn.Linear
+ * [out, in]. `lm_head.weight` is listed only when the embeddings are not tied.
+ */
+export function parameterShapes(config: ModelConfig): ParameterSpec[] {
+  const out: ParameterSpec[] = [];
+  const add = (name: string, ...shape: number[]) => out.push({ name, shape });
+  const { vocabSize: V, hidden: H, intermediate: I } = config;
+  if (config.arch === 'gpt2') {
+    add('transformer.wte.weight', V, H);
+    add('transformer.wpe.weight', config.maxPositions, H);
+    for (let i = 0; i < config.layers; i++) {
+      const p = `transformer.h.${i}`;
+      add(`${p}.ln_1.weight`, H);
+      add(`${p}.ln_1.bias`, H);
+      add(`${p}.attn.c_attn.weight`, H, 3 * H);
+      add(`${p}.attn.c_attn.bias`, 3 * H);
+      add(`${p}.attn.c_proj.weight`, H, H);
+      add(`${p}.attn.c_proj.bias`, H);
+      add(`${p}.ln_2.weight`, H);
+      add(`${p}.ln_2.bias`, H);
+      add(`${p}.mlp.c_fc.weight`, H, I);
+      add(`${p}.mlp.c_fc.bias`, I);
+      add(`${p}.mlp.c_proj.weight`, I, H);
+      add(`${p}.mlp.c_proj.bias`, H);
+    }
+    add('transformer.ln_f.weight', H);
+    add('transformer.ln_f.bias', H);
+  } else {
+    const q = config.heads * config.headDim;
+    const kv = config.kvHeads * config.headDim;
+    add('model.embed_tokens.weight', V, H);
+    for (let i = 0; i < config.layers; i++) {
+      const p = `model.layers.${i}`;
+      add(`${p}.input_layernorm.weight`, H);
+      add(`${p}.self_attn.q_proj.weight`, q, H);
+      if (config.qkvBias) add(`${p}.self_attn.q_proj.bias`, q);
+      add(`${p}.self_attn.k_proj.weight`, kv, H);
+      if (config.qkvBias) add(`${p}.self_attn.k_proj.bias`, kv);
+      add(`${p}.self_attn.v_proj.weight`, kv, H);
+      if (config.qkvBias) add(`${p}.self_attn.v_proj.bias`, kv);
+      add(`${p}.self_attn.o_proj.weight`, H, q);
+      if (config.oBias) add(`${p}.self_attn.o_proj.bias`, H);
+      add(`${p}.post_attention_layernorm.weight`, H);
+      add(`${p}.mlp.gate_proj.weight`, I, H);
+      if (config.mlpBias) add(`${p}.mlp.gate_proj.bias`, I);
+      add(`${p}.mlp.up_proj.weight`, I, H);
+      if (config.mlpBias) add(`${p}.mlp.up_proj.bias`, I);
+      add(`${p}.mlp.down_proj.weight`, H, I);
+      if (config.mlpBias) add(`${p}.mlp.down_proj.bias`, H);
+    }
+    add('model.norm.weight', H);
+  }
+  if (!config.tieWordEmbeddings) add('lm_head.weight', V, H);
+  return out;
+}
+
+/** Name of the token-embedding matrix (the LM head when embeddings are tied). */
+export function embeddingName(config: ModelConfig): string {
+  return config.arch === 'gpt2' ? 'transformer.wte.weight' : 'model.embed_tokens.weight';
+}
+
+/** Total number of parameters (elements) of a model. */
+export function parameterCount(config: ModelConfig): number {
+  return parameterShapes(config).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
