@@ -1,0 +1,9 @@
+/**
+ * The built-in reward kinds of this folder, in the order of README.md's table. `registry.ts`'s
+ * `defaultRegistry()` registers them; this file only lists them (no side effects on import).
+ */
+import type { RewardDefinition } from './types.js';
+
+export function builtinRewards(): RewardDefinition[] {
+  return [];
+}
