@@ -3,7 +3,9 @@
  * `defaultRegistry()` registers them; this file only lists them (no side effects on import).
  */
 import type { RewardDefinition } from './types.js';
+import { exactMatch, mathEquivalence, multipleChoice } from './verifiable.js';
 
 export function builtinRewards(): RewardDefinition[] {
-  return [];
+  const defs = [exactMatch, mathEquivalence, multipleChoice];
+  return defs as unknown as RewardDefinition[];
 }
