@@ -312,7 +312,7 @@ export class HfTokenizer implements TextTokenizer {
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new TokenizerError(`encode expects a string, got ${typeof text}`);
     const { ids, tokens } = this.impl.encode(text, { add_special_tokens: options.addSpecialTokens ?? true });
-    const bad = ids.findIndex((id) => !Number.isInteger(id));
+    const bad = ids.findIndex((id: unknown) => !Number.isInteger(id));
     if (bad >= 0) {
       throw new TokenizerError(`piece ${JSON.stringify(tokens[bad])} of the text is not in the vocabulary and the tokenizer has no unk token`);
     }
