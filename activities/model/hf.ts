@@ -1,0 +1,201 @@
+/**
+ * Hugging Face model directories: load `config.json` + weights (`model.safetensors` or shards with
+ * `model.safetensors.index.json`) + `tokenizer.json` (+ `tokenizer_config.json`,
+ * `generation_config.json`) into `{config, tensors, tokenizer}`, and write them back in the layout
+ * `transformers.AutoModelForCausalLM.from_pretrained` reads.
+ *
+ * Weights are checked against `parameterShapes(config)`: every problem (missing, unexpected, wrongly
+ * shaped or wrongly typed tensor) is reported by name in one error. Known non-parameter buffers of
+ * older checkpoints are dropped (GPT-2's `attn.bias` / `attn.masked_bias` causal masks, llama's
+ * `rotary_emb.inv_freq`), GPT-2 checkpoints saved from the bare `GPT2Model` (names without the
+ * `transformer.` prefix) are renamed, and with tied embeddings an `lm_head.weight` present in the file
+ * is dropped (the head is the embedding matrix).
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { logger } from '../common/log.js';
+import { parameterShapes, parseModelConfig, toHfConfig, type ModelConfig } from './config.js';
+import { readCheckpointDir, writeCheckpointDir, type SafetensorsDtype, type TensorMap, type WriteCheckpointOptions } from './safetensors.js';
+import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
+
+const log = logger('model:hf');
+
+/** A model directory's contents, in memory. */
+export interface HfModel {
+  config: ModelConfig;
+  /** `config.json` as read: its other fields are written back on export. Empty for new models. */
+  rawConfig: Record<string, unknown>;
+  /** Exactly the parameters `parameterShapes(config)` lists, in that order, all F32. */
+  tensors: TensorMap;
+  /** The tokenizer, when the directory has a `tokenizer.json`. */
+  tokenizer: TextTokenizer | null;
+}
+
+/** A model directory whose files do not fit together. */
+export class ModelDirError extends Error {
+  override readonly name = 'ModelDirError';
+}
+
+/** How many problems one error message lists before summarising the rest. */
+const MAX_LISTED = 12;
+
+/** Renames and drops what HF checkpoints carry besides the parameters (see the file comment). */
+function normaliseNames(config: ModelConfig, tensors: TensorMap): TensorMap {
+  const out: TensorMap = new Map();
+  const bareGpt2 = config.arch === 'gpt2' && ![...tensors.keys()].some((n) => n.startsWith('transformer.'));
+  for (const [name, t] of tensors) {
+    if (config.arch === 'gpt2' && /(^|\.)attn\.(bias|masked_bias)$/.test(name)) continue;
+    if (config.arch === 'llama' && /\.rotary_emb\.inv_freq$/.test(name)) continue;
+    const renamed = bareGpt2 && name !== 'lm_head.weight' ? `transformer.${name}` : name;
+    out.set(renamed, t);
+  }
+  return out;
+}
+
+/**
+ * Checks tensors against the parameters of `config` and returns them in `parameterShapes` order.
+ * `sourceDtypes` (file dtypes before upcasting) only improves the messages. Throws ModelDirError
+ * listing every missing, unexpected, wrongly shaped or wrongly typed tensor by name.
+ */
+export function checkParameters(
+  config: ModelConfig,
+  tensors: TensorMap,
+  what: string,
+  sourceDtypes: Map<string, SafetensorsDtype> = new Map(),
+): TensorMap {
+  const named = normaliseNames(config, tensors);
+  const specs = parameterShapes(config);
+  const expected = new Set(specs.map((s) => s.name));
+  if (config.tieWordEmbeddings && named.has('lm_head.weight')) {
+    log.debug({ what }, 'tied embeddings: ignoring lm_head.weight stored in the checkpoint');
+    named.delete('lm_head.weight');
+  }
+  const problems: string[] = [];
+  const out: TensorMap = new Map();
+  for (const spec of specs) {
+    const t = named.get(spec.name);
+    if (!t) {
+      problems.push(`missing tensor "${spec.name}" (expected shape [${spec.shape}])`);
+      continue;
+    }
+    if (t.dtype !== 'F32') {
+      problems.push(`tensor "${spec.name}" has dtype ${sourceDtypes.get(spec.name) ?? t.dtype}, expected a float tensor (F32, BF16 or F16)`);
+      continue;
+    }
+    if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
+      problems.push(`tensor "${spec.name}" has shape [${t.shape}], expected [${spec.shape}]`);
+      continue;
+    }
+    out.set(spec.name, t);
+  }
+  for (const name of named.keys()) {
+    if (!expected.has(name)) problems.push(`unexpected tensor "${name}" (not a parameter of this ${config.modelType} config)`);
+  }
+  if (problems.length > 0) {
+    const listed = problems.slice(0, MAX_LISTED).join('; ');
+    const more = problems.length > MAX_LISTED ? `; and ${problems.length - MAX_LISTED} more` : '';
+    throw new ModelDirError(`${what}: weights do not match config.json (${config.modelType}, ${config.layers} layers, hidden ${config.hidden}): ${listed}${more}`);
+  }
+  return out;
+}
+
+async function readJson(file: string, required: boolean): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !required) return null;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ModelDirError(`${file} does not exist; expected a Hugging Face model directory`);
+    throw e;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ModelDirError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelDirError(`${file}: expected a JSON object`);
+  return json as Record<string, unknown>;
+}
+
+/** eos ids a `generation_config.json` names (one or a list). */
+function generationEos(gen: Record<string, unknown> | null): number[] {
+  const eos = gen?.eos_token_id;
+  if (typeof eos === 'number') return [eos];
+  if (Array.isArray(eos)) return eos.filter((x): x is number => typeof x === 'number');
+  return [];
+}
+
+/** Options of `loadHfModel`. */
+export interface LoadHfModelOptions {
+  /** Fail when the directory has no `tokenizer.json` (default false: `tokenizer` is then null). */
+  requireTokenizer?: boolean;
+}
+
+/**
+ * Loads a Hugging Face model directory. The tokenizer's `eosIds` include the eos ids of
+ * `config.json` and `generation_config.json` (chat models end turns with several).
+ */
+export async function loadHfModel(dir: string, options: LoadHfModelOptions = {}): Promise<HfModel> {
+  const rawConfig = (await readJson(path.join(dir, 'config.json'), true))!;
+  const config = parseModelConfig(rawConfig, path.join(dir, 'config.json'));
+  const weights = await readCheckpointDir(dir);
+  const tensors = checkParameters(config, weights.tensors, dir, weights.sourceDtypes);
+  const tokJson = await readJson(path.join(dir, 'tokenizer.json'), options.requireTokenizer ?? false);
+  let tokenizer: TextTokenizer | null = null;
+  if (tokJson) {
+    const tokConfig = (await readJson(path.join(dir, 'tokenizer_config.json'), false)) ?? {};
+    const gen = await readJson(path.join(dir, 'generation_config.json'), false);
+    const extraEosIds = [...config.eosTokenIds, ...generationEos(gen)];
+    tokenizer = loadTokenizer(tokJson, tokConfig, { extraEosIds }, path.join(dir, 'tokenizer.json'));
+    if (tokenizer.vocabSize > config.vocabSize) {
+      throw new ModelDirError(`${dir}: tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}; the embedding cannot cover the tokenizer`);
+    }
+  }
+  log.info({ dir, modelType: config.modelType, layers: config.layers, hidden: config.hidden, tensors: tensors.size, tokenizer: tokenizer?.kind ?? null }, 'loaded model directory');
+  return { config, rawConfig, tensors, tokenizer };
+}
+
+async function writeJson(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n');
+  await rename(tmp, file);
+}
+
+/** What `saveHfModel` writes. */
+export interface SaveHfModelInput {
+  config: ModelConfig;
+  tensors: TensorMap;
+  tokenizer?: TextTokenizer | null;
+  /** Fields of an original `config.json` to keep (those the normalised config sets are overwritten). */
+  rawConfig?: Record<string, unknown>;
+}
+
+/**
+ * Writes a Hugging Face model directory: `config.json`, `generation_config.json` (bos/eos ids),
+ * the weights (`model.safetensors`, or shards + index beyond `maxShardBytes`), and with a tokenizer
+ * `tokenizer.json` + `tokenizer_config.json`. Tensors are checked against the config first, so an
+ * export never writes a directory that would not load. Deterministic: same input, same bytes.
+ * Returns the file names written.
+ */
+export async function saveHfModel(dir: string, model: SaveHfModelInput, options: WriteCheckpointOptions = {}): Promise<string[]> {
+  const tensors = checkParameters(model.config, model.tensors, `export to ${dir}`);
+  await mkdir(dir, { recursive: true });
+  const hfConfig = toHfConfig(model.config, model.rawConfig ?? {});
+  const files = ['config.json', 'generation_config.json'];
+  await writeJson(path.join(dir, 'config.json'), hfConfig);
+  const eos = model.tokenizer ? [...new Set([...model.config.eosTokenIds, ...model.tokenizer.eosIds])] : model.config.eosTokenIds;
+  await writeJson(path.join(dir, 'generation_config.json'), {
+    bos_token_id: model.config.bosTokenId ?? model.tokenizer?.bosId ?? null,
+    eos_token_id: eos.length === 1 ? eos[0] : eos,
+    ...(model.config.padTokenId === null ? {} : { pad_token_id: model.config.padTokenId }),
+  });
+  files.push(...(await writeCheckpointDir(dir, tensors, options)));
+  if (model.tokenizer) {
+    await writeJson(path.join(dir, 'tokenizer.json'), model.tokenizer.toTokenizerJson());
+    await writeJson(path.join(dir, 'tokenizer_config.json'), model.tokenizer.toTokenizerConfig());
+    files.push('tokenizer.json', 'tokenizer_config.json');
+  }
+  log.info({ dir, files }, 'wrote model directory');
+  return files;
+}
