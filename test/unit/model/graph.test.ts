@@ -17,15 +17,17 @@ test('a built model encodes to a ModelProto that decodes to the same graph and r
   g.output(y, 'y');
   const bytes = g.toBytes();
   const m = decodeModel(bytes);
+  const gp = m.graph!;
+  const dims = gp.input![0]!.type!.tensorType!.shape!.dim!;
   assert.equal(Number(m.irVersion), 9);
   assert.deepEqual(m.opsetImport.map((o) => [o.domain, Number(o.version)]), [['', OPSET]]);
-  assert.equal(m.graph!.input[0]!.name, 'x');
-  assert.equal(m.graph!.input[0]!.type!.tensorType!.shape!.dim![0]!.dimParam, 'batch');
-  assert.equal(Number(m.graph!.input[0]!.type!.tensorType!.shape!.dim![1]!.dimValue), 3);
-  assert.deepEqual(m.graph!.node.map((n) => n.opType), ['MatMul', 'Add', 'Identity']);
-  assert.ok(m.graph!.node[0]!.output[0]!.startsWith('layer.0/'), 'values are named under their scope');
-  const wInit = m.graph!.initializer.find((i) => i.name === 'w')!;
-  assert.deepEqual(Array.from(new Float32Array(Uint8Array.from(wInit.rawData).buffer)), [1, 2, 3, 4, 5, 6]);
+  assert.equal(gp.input![0]!.name, 'x');
+  assert.equal(dims[0]!.dimParam, 'batch');
+  assert.equal(Number(dims[1]!.dimValue), 3);
+  assert.deepEqual(gp.node!.map((n) => n.opType), ['MatMul', 'Add', 'Identity']);
+  assert.ok(gp.node![0]!.output![0]!.startsWith('layer.0/'), 'values are named under their scope');
+  const wInit = gp.initializer!.find((i) => i.name === 'w')!;
+  assert.deepEqual(Array.from(new Float32Array(Uint8Array.from(wInit.rawData!).buffer)), [1, 2, 3, 4, 5, 6]);
 
   const s = await ort.InferenceSession.create(bytes);
   const r = await s.run({ x: new ort.Tensor('float32', Float32Array.from([1, 0, 0, 0, 1, 1]), [2, 3]) });
