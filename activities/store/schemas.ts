@@ -1,0 +1,220 @@
+/**
+ * The data contracts of DESIGN.md §5: one table schema per kind of step artifact, plus the input of
+ * offline reward annotation. docs/data-contracts.md is generated from these declarations
+ * (`npx tsx activities/store/schemas-doc.ts > docs/data-contracts.md`) and a unit test keeps the
+ * two in step.
+ *
+ * Row keys: (run_id, step, prompt_id, sample_id); tree rollouts add node_id and parent_node_id.
+ * Column names are snake_case everywhere (Arrow, TypeScript rows, docs), one name per concept.
+ */
+import { defineTable, readTable, writeTable, type RowInput, type RowOf } from './arrow.js';
+
+const runId = { kind: 'utf8', doc: 'Run id (the workflow id of the training run, or of the job for offline annotation).' } as const;
+const step = { kind: 'int32', doc: 'Training step the row belongs to (0-based); offline jobs use 0.' } as const;
+const promptId = { kind: 'utf8', doc: 'Stable id of the prompt in its dataset (also the counter-RNG coordinate, DESIGN.md §6).' } as const;
+const sampleId = { kind: 'int32', doc: 'Index of the sample among the samples drawn for this prompt in this step (0..G-1 for a group of G); for tree rollouts, the index of the node within the prompt\'s tree.' } as const;
+const nodeId = {
+  kind: 'utf8', nullable: true,
+  doc: 'Tree rollouts only: id of the tree node this row is (unique within the prompt\'s tree, e.g. "0.2.1"); null for flat (non-tree) rollouts.',
+} as const;
+const parentNodeId = {
+  kind: 'utf8', nullable: true,
+  doc: 'Tree rollouts only: node_id of the parent node; null for a root node and for flat rollouts.',
+} as const;
+
+/** Rollouts: one row per generated sample (flat sampling) or per tree node (tree sampling). */
+export const ROLLOUTS = defineTable({
+  name: 'rollouts',
+  version: 1,
+  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling, e.g. V-STAR\'s value-guided tree decoding). A tree node\'s completion is the segment generated at that node, appended to the prompt plus its ancestors\' segments; internal nodes have finish_reason "branch".',
+  columns: {
+    run_id: runId,
+    step,
+    prompt_id: promptId,
+    sample_id: sampleId,
+    group_id: { kind: 'utf8', doc: 'Group over which group-relative advantages are computed (GRPO, Shao et al. 2024); usually equal to prompt_id.' },
+    node_id: nodeId,
+    parent_node_id: parentNodeId,
+    policy_version: { kind: 'int32', doc: 'Version of the policy weights that generated the sample (the step whose weights were loaded; 0 = initial weights). Lets the learner tell on-policy from stale samples.' },
+    prompt_text: { kind: 'utf8', doc: 'The prompt as text, after any chat template.' },
+    prompt_token_ids: { kind: 'list<int32>', doc: 'Token ids of the prompt as fed to the model.' },
+    completion_text: { kind: 'utf8', doc: 'The generated text (decoded completion_token_ids).' },
+    completion_token_ids: { kind: 'list<int32>', doc: 'Generated token ids, including the stop token when finish_reason is "stop".' },
+    behaviour_logprobs: {
+      kind: 'list<float32>', finite: true,
+      doc: 'Log-probability of each completion token under the behaviour policy that sampled it (same length as completion_token_ids); the denominator of PPO/GRPO importance ratios.',
+    },
+    finish_reason: {
+      kind: 'utf8', values: ['stop', 'length', 'branch'],
+      doc: '"stop": an end-of-sequence token or stop string ended generation; "length": the token limit did; "branch": a tree node whose generation continues in its children.',
+    },
+  },
+  rules: [
+    'behaviour_logprobs has exactly one value per completion token.',
+    'parent_node_id is set only together with node_id.',
+    'finish_reason "branch" only on tree nodes (node_id set).',
+  ],
+  check: (r) => {
+    if (r.behaviour_logprobs.length !== r.completion_token_ids.length) {
+      return `behaviour_logprobs has ${r.behaviour_logprobs.length} values but completion_token_ids has ${r.completion_token_ids.length}; give one logprob per completion token`;
+    }
+    if (r.parent_node_id != null && r.node_id == null) return 'parent_node_id is set but node_id is null; tree rows need both';
+    if (r.finish_reason === 'branch' && r.node_id == null) return 'finish_reason "branch" is only for tree nodes (set node_id)';
+    return undefined;
+  },
+});
+
+/** Rewards: one row per rollout row that was scored. */
+export const REWARDS = defineTable({
+  name: 'rewards',
+  version: 1,
+  doc: 'The reward of one sample (or tree node). Also the output of the offline reward-annotation workflow, with run_id = job id and step = 0.',
+  columns: {
+    run_id: runId,
+    step,
+    prompt_id: promptId,
+    sample_id: { ...sampleId, doc: 'sample_id of the scored rollout row (0 for annotation inputs without one).' },
+    node_id: nodeId,
+    reward: {
+      kind: 'float64', nullable: true, finite: true,
+      doc: 'Total reward (the configured composition of the components). Null only when it could not be computed; then error says why. Never NaN: a NaN or throwing reward is recorded as null + error (DESIGN.md §9).',
+    },
+    components: {
+      kind: 'map<utf8,float64>', finite: true,
+      doc: 'Named reward components that made up the total (e.g. {"accuracy": 1, "format": 0.5}); empty when there is a single unnamed reward.',
+    },
+    token_rewards: {
+      kind: 'list<float32>', nullable: true, finite: true,
+      doc: 'Per-token (process) rewards, one per completion token, where a process reward model or dense reward supplies them; null otherwise.',
+    },
+    error: {
+      kind: 'utf8', nullable: true,
+      doc: 'Why the reward failed (exception message, "NaN", "timeout after 30 s", ...); null when it succeeded. A row may carry both a reward and an error when the failure policy substituted a penalty.',
+    },
+  },
+  rules: ['reward null ⇒ error set (a missing reward is always explained).'],
+  check: (r) => (r.reward === null && (r.error === null || r.error === '')
+    ? 'reward is null but error is empty; record why the reward is missing'
+    : undefined),
+});
+
+/** Advantages: what the learner multiplies each token's policy-gradient term by. */
+export const ADVANTAGES = defineTable({
+  name: 'advantages',
+  version: 1,
+  doc: 'The advantage of one sample (or tree node), as the learner consumes it.',
+  columns: {
+    run_id: runId,
+    step,
+    prompt_id: promptId,
+    sample_id: sampleId,
+    node_id: nodeId,
+    advantage: {
+      kind: 'float64', nullable: true, finite: true,
+      doc: 'Scalar advantage applied to every unmasked completion token (e.g. GRPO\'s group-normalised reward). Null when token_advantages is given.',
+    },
+    token_advantages: {
+      kind: 'list<float32>', nullable: true, finite: true,
+      doc: 'Per-token advantages, one per completion token (process rewards, tree/sibling-relative estimators); takes precedence over advantage.',
+    },
+    loss_mask: {
+      kind: 'list<bool>', nullable: true,
+      doc: 'Which completion tokens enter the loss (true = trained on), one per completion token; null = all of them.',
+    },
+  },
+  rules: [
+    'At least one of advantage and token_advantages is set.',
+    'token_advantages and loss_mask, when both set, have the same length (one per completion token).',
+  ],
+  check: (r) => {
+    if (r.advantage === null && r.token_advantages === null) return 'neither advantage nor token_advantages is set';
+    if (r.token_advantages !== null && r.loss_mask !== null && r.token_advantages.length !== r.loss_mask.length) {
+      return `token_advantages has ${r.token_advantages.length} values but loss_mask has ${r.loss_mask.length}`;
+    }
+    return undefined;
+  },
+});
+
+const opt = (doc: string) => ({ kind: 'float64', nullable: true, doc } as const);
+
+/** Step metrics: one row per committed step. */
+export const METRICS = defineTable({
+  name: 'metrics',
+  version: 1,
+  doc: 'One row per training step: what the step did and how long it took. Null = not measured in this step (e.g. kl when there is no reference policy). Stage times are wall-clock and so differ between re-executions of a step.',
+  columns: {
+    run_id: runId,
+    step: { kind: 'int32', doc: 'The training step (0-based).' },
+    phase: { kind: 'utf8', values: ['sft', 'rl'], doc: '"sft": supervised warm-up step; "rl": reinforcement-learning step.' },
+    policy_version: { kind: 'int32', doc: 'Policy version the step trained from (see rollouts.policy_version).' },
+    num_prompts: { kind: 'int32', doc: 'Prompts in the step\'s batch.' },
+    num_samples: { kind: 'int32', doc: 'Samples (rollout rows) that entered the loss.' },
+    reward_mean: opt('Mean total reward over scored samples.'),
+    reward_std: opt('Standard deviation of the total reward (population).'),
+    reward_min: opt('Smallest total reward.'),
+    reward_max: opt('Largest total reward.'),
+    loss: opt('Mean training loss of the step.'),
+    kl: opt('Mean per-token KL divergence to the reference policy (the k3 estimator, Schulman 2020, as in GRPO).'),
+    entropy: opt('Mean per-token entropy of the policy on the completions.'),
+    clip_fraction: opt('Fraction of tokens whose importance ratio was clipped (PPO, Schulman et al. 2017).'),
+    grad_norm: opt('Global gradient norm before clipping.'),
+    learning_rate: opt('Learning rate used in the step.'),
+    prompt_length_mean: opt('Mean prompt length in tokens.'),
+    completion_length_mean: opt('Mean completion length in tokens.'),
+    completion_length_max: { kind: 'int32', nullable: true, doc: 'Longest completion in tokens.' },
+    tokens_per_second: opt('Generated tokens per second of rollout wall time.'),
+    rollout_seconds: opt('Wall time of the rollout stage.'),
+    reward_seconds: opt('Wall time of reward annotation.'),
+    advantage_seconds: opt('Wall time of advantage computation.'),
+    learner_seconds: opt('Wall time of the learner (trainStep) stage.'),
+    step_seconds: opt('Wall time of the whole step, start of rollout to commit.'),
+    reward_errors: { kind: 'int32', doc: 'Rewards that failed (rewards rows with error set).' },
+    dropped_samples: { kind: 'int32', doc: 'Samples left out of the loss (by the reward-failure policy, filters, or zero-variance groups).' },
+    truncated_samples: { kind: 'int32', doc: 'Samples whose finish_reason is "length".' },
+    extra: {
+      kind: 'map<utf8,float64>',
+      doc: 'Further named metrics (stage- or algorithm-specific) without a schema change; empty when none.',
+    },
+  },
+});
+
+/** Input of the offline reward-annotation workflow: what to score. */
+export const ANNOTATION_INPUTS = defineTable({
+  name: 'annotation_inputs',
+  version: 1,
+  doc: 'One (prompt, completion) pair to be scored by the offline reward-annotation workflow, whose output uses the rewards schema.',
+  columns: {
+    prompt_id: { kind: 'utf8', doc: 'Id of the prompt; copied to rewards.prompt_id.' },
+    sample_id: { kind: 'int32', nullable: true, doc: 'Id of the completion among the prompt\'s completions, if there are several; copied to rewards.sample_id (null → 0).' },
+    prompt: { kind: 'utf8', doc: 'The prompt text.' },
+    completion: { kind: 'utf8', doc: 'The completion text to score.' },
+    reference: { kind: 'utf8', nullable: true, doc: 'Reference answer or other ground truth for verifiable rewards; null when the reward needs none.' },
+  },
+});
+
+/** Every contract, in the order the docs list them. */
+export const CONTRACTS = [ROLLOUTS, REWARDS, ADVANTAGES, METRICS, ANNOTATION_INPUTS] as const;
+
+/** A decoded row of each table (number lists as typed arrays, absent values as null). */
+export type RolloutsRow = RowOf<typeof ROLLOUTS>;
+export type RewardsRow = RowOf<typeof REWARDS>;
+export type AdvantagesRow = RowOf<typeof ADVANTAGES>;
+export type MetricsRow = RowOf<typeof METRICS>;
+export type AnnotationInputRow = RowOf<typeof ANNOTATION_INPUTS>;
+/** A row as the encoders accept it (nullable columns may be omitted, lists may be plain arrays). */
+export type RolloutsInput = RowInput<typeof ROLLOUTS>;
+export type RewardsInput = RowInput<typeof REWARDS>;
+export type AdvantagesInput = RowInput<typeof ADVANTAGES>;
+export type MetricsInput = RowInput<typeof METRICS>;
+export type AnnotationInput = RowInput<typeof ANNOTATION_INPUTS>;
+
+export const encodeRollouts = (rows: readonly RolloutsInput[]): Uint8Array => writeTable(ROLLOUTS, rows);
+export const decodeRollouts = (bytes: Uint8Array, source?: string): RolloutsRow[] => readTable(ROLLOUTS, bytes, source);
+export const encodeRewards = (rows: readonly RewardsInput[]): Uint8Array => writeTable(REWARDS, rows);
+export const decodeRewards = (bytes: Uint8Array, source?: string): RewardsRow[] => readTable(REWARDS, bytes, source);
+export const encodeAdvantages = (rows: readonly AdvantagesInput[]): Uint8Array => writeTable(ADVANTAGES, rows);
+export const decodeAdvantages = (bytes: Uint8Array, source?: string): AdvantagesRow[] => readTable(ADVANTAGES, bytes, source);
+export const encodeMetrics = (rows: readonly MetricsInput[]): Uint8Array => writeTable(METRICS, rows);
+export const decodeMetrics = (bytes: Uint8Array, source?: string): MetricsRow[] => readTable(METRICS, bytes, source);
+export const encodeAnnotationInputs = (rows: readonly AnnotationInput[]): Uint8Array => writeTable(ANNOTATION_INPUTS, rows);
+export const decodeAnnotationInputs = (bytes: Uint8Array, source?: string): AnnotationInputRow[] => readTable(ANNOTATION_INPUTS, bytes, source);
