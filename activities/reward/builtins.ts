@@ -4,8 +4,9 @@
  */
 import type { RewardDefinition } from './types.js';
 import { exactMatch, mathEquivalence, multipleChoice } from './verifiable.js';
+import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 
 export function builtinRewards(): RewardDefinition[] {
-  const defs = [exactMatch, mathEquivalence, multipleChoice];
+  const defs = [exactMatch, mathEquivalence, multipleChoice, bleuReward, chrfReward, rougeLReward];
   return defs as unknown as RewardDefinition[];
 }
