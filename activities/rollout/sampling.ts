@@ -142,6 +142,23 @@ function keepAtLeast(n: number, threshold: number, need: number): void {
 }
 
 /**
+ * Candidate cut-offs for the partial sorts of top-k and top-p: only the kept weights at or above a
+ * cut-off are sorted, and the cut-off is lowered until they are enough (count for top-k, mass for
+ * top-p). Peaked LM distributions need only a few hundred candidates out of 150k.
+ */
+const CUTOFFS = [2 ** -4, 2 ** -8, 2 ** -16, 2 ** -32, 2 ** -64, 0];
+
+/** Copies the kept weights >= cutoff into `sorted` (first `m` slots); returns m and their mass. */
+function gather(n: number, cutoff: number): { m: number; mass: number } {
+  let m = 0;
+  let mass = 0;
+  for (let i = 0; i < n; i++) {
+    if (kept[i] && weights[i]! >= cutoff) { sorted[m++] = weights[i]!; mass += weights[i]!; }
+  }
+  return { m, mass };
+}
+
+/**
  * Samples one token from a row of logits with the uniform number `u` in [0, 1) (normally
  * `sampleStream(key).uniform(position)`). Throws SamplingError for NaN or +Infinity logits (naming
  * the id) or when every logit is -Infinity.
@@ -154,66 +171,64 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
   let argmax = -1;
   for (let i = 0; i < n; i++) {
     const l = logits[i]!;
-    if (Number.isNaN(l) || l === Infinity) throw new SamplingError(`logit of token ${i} is ${l}; the model produced non-finite output`);
+    if (!(l < Infinity)) throw new SamplingError(`logit of token ${i} is ${l}; the model produced non-finite output`);
     if (l > max) { max = l; argmax = i; }
   }
   if (argmax < 0) throw new SamplingError('every logit is -Infinity: no token can be sampled');
 
-  // Unscaled log-normaliser (temperature 1), float64, id order.
-  let sumRaw = 0;
-  for (let i = 0; i < n; i++) sumRaw += Math.exp(logits[i]! - max);
-  const lseRaw = max + Math.log(sumRaw);
-
   const T = params.temperature;
-  if (T === 0) {
-    let entropy = 0;
-    for (let i = 0; i < n; i++) {
-      const lp = logits[i]! - lseRaw;
-      if (lp > -Infinity) entropy -= Math.exp(lp) * lp;
-    }
-    const lp = logits[argmax]! - lseRaw;
-    return { token: argmax, logprob: lp, rawLogprob: lp, sampledLogprob: 0, entropy };
-  }
-
   ensureScratch(n);
-  // Unnormalised probabilities at temperature T: w = exp((l - max) / T), so the top token weighs 1.
+  // Unnormalised probabilities at temperature T (1 when greedy): w = exp((l - max) / T), so the
+  // top token weighs exactly 1. Sums in float64, id order.
+  const scale = T === 0 ? 1 : T;
   let Z = 0;
   let sumWS = 0;
   let finite = 0;
   for (let i = 0; i < n; i++) {
-    const s = (logits[i]! - max) / T;
+    const s = (logits[i]! - max) / scale;
     const w = Math.exp(s);
     weights[i] = w;
-    kept[i] = w > 0 ? 1 : 0;
-    if (w > 0) { finite++; Z += w; sumWS += w * s; }
+    if (w > 0) { kept[i] = 1; finite++; Z += w; sumWS += w * s; } else kept[i] = 0;
   }
   const logZ = Math.log(Z);
   const entropy = logZ - sumWS / Z;
+  // Log-normaliser at temperature 1 (a second exponential pass only when T is not 1).
+  let lseRaw = max + logZ;
+  if (scale !== 1) {
+    let sumRaw = 0;
+    for (let i = 0; i < n; i++) sumRaw += Math.exp(logits[i]! - max);
+    lseRaw = max + Math.log(sumRaw);
+  }
+  if (T === 0) {
+    const lp = logits[argmax]! - lseRaw;
+    return { token: argmax, logprob: lp, rawLogprob: lp, sampledLogprob: 0, entropy };
+  }
 
+  let truncated = false;
   // top-k: the k largest weights, ties to the lowest id.
   const k = params.top_k;
   if (k > 0 && k < finite) {
-    let m = 0;
-    for (let i = 0; i < n; i++) if (kept[i]) sorted[m++] = weights[i]!;
-    const view = sorted.subarray(0, m).sort();
-    const threshold = view[m - k]!;
+    let g = { m: 0, mass: 0 };
+    for (const c of CUTOFFS) if ((g = gather(n, c)).m >= k) break;
+    const view = sorted.subarray(0, g.m).sort();
+    const threshold = view[g.m - k]!;
     let above = 0;
-    for (let j = m - 1; j >= 0 && view[j]! > threshold; j--) above++;
+    for (let j = g.m - 1; j >= 0 && view[j]! > threshold; j--) above++;
     keepAtLeast(n, threshold, k - above);
+    truncated = true;
   }
 
   // top-p: the most probable tokens (of those kept) until their mass reaches top_p, boundary
   // token included, ties to the lowest id.
   if (params.top_p < 1) {
-    let m = 0;
-    let mass = 0;
-    for (let i = 0; i < n; i++) if (kept[i]) { sorted[m++] = weights[i]!; mass += weights[i]!; }
-    const view = sorted.subarray(0, m).sort();
-    const target = params.top_p * mass;
+    const target = params.top_p * (truncated ? gather(n, 0).mass : Z);
+    let g = { m: 0, mass: 0 };
+    for (const c of CUTOFFS) if ((g = gather(n, c)).mass >= target || c === 0) break;
+    const view = sorted.subarray(0, g.m).sort();
     let cum = 0;
     let threshold = view[0]!;
     let atThreshold = 0;
-    for (let j = m - 1; j >= 0; j--) {
+    for (let j = g.m - 1; j >= 0; j--) {
       const w = view[j]!;
       if (w !== threshold) { threshold = w; atThreshold = 0; }
       atThreshold++;
@@ -221,15 +236,20 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
       if (cum >= target) break;
     }
     keepAtLeast(n, threshold, atThreshold);
+    truncated = true;
   }
 
   // min-p: relative to the top token, whose weight is exactly 1.
   if (params.min_p > 0) {
     for (let i = 0; i < n; i++) if (kept[i] && weights[i]! < params.min_p) kept[i] = 0;
+    truncated = true;
   }
 
-  let Zk = 0;
-  for (let i = 0; i < n; i++) if (kept[i]) Zk += weights[i]!;
+  let Zk = Z;
+  if (truncated) {
+    Zk = 0;
+    for (let i = 0; i < n; i++) if (kept[i]) Zk += weights[i]!;
+  }
   const target = u * Zk;
   let cum = 0;
   let token = -1;
