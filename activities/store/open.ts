@@ -137,14 +137,16 @@ export function s3OptionsFromEnv(env: NodeJS.ProcessEnv = process.env): S3Option
   return o;
 }
 
-/** Opens the store a URI names. Options are validated (ConfigError names the bad field). */
+/** Opens the store a URI names. Options are validated (ConfigError names the bad field); empty strings count as unset. */
 export function openStore(uri: string, options: StoreOptions = {}): ObjectStore {
   const parsed = parseStoreUri(uri);
   if (parsed.scheme === 'file') {
     const fileOptions = parseConfig(FileOptionsSchema, options.file ?? {}, 'file store options');
     return new FileStore(parsed.dir, fileOptions);
   }
-  const s3 = parseConfig(S3OptionsSchema, options.s3 ?? s3OptionsFromEnv(), 's3 store options');
+  // '' means "not set" (as in environment variables and infra's endpoint records).
+  const given = Object.fromEntries(Object.entries(options.s3 ?? s3OptionsFromEnv()).filter(([, v]) => v !== ''));
+  const s3 = parseConfig(S3OptionsSchema, given, 's3 store options');
   return new S3Store(parsed.bucket, parsed.prefix, {
     ...s3,
     region: s3.region ?? process.env.AWS_REGION ?? 'us-east-1',

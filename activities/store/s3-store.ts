@@ -57,6 +57,7 @@ const log = logger('store');
 
 function isNotFound(err: unknown): boolean {
   const name = (err as { name?: string } | null)?.name;
+  if (name === 'NoSuchBucket') return false; // a configuration error, not a missing object
   return httpStatus(err) === 404 || name === 'NoSuchKey' || name === 'NotFound';
 }
 
@@ -103,15 +104,19 @@ export class S3Store implements ObjectStore {
   /** Runs one S3 call with retries; a final failure becomes a StoreError naming the operation and URI. */
   private async call<T>(op: string, key: string, fn: () => Promise<T>): Promise<T> {
     const uri = key === '' ? this.root : this.uri(key);
+    let attempts = 0;
     try {
-      return await withRetry(`${op} ${uri}`, this.settings, fn);
+      return await withRetry(`${op} ${uri}`, this.settings, (attempt) => {
+        attempts = attempt;
+        return fn();
+      });
     } catch (err) {
       if (err instanceof StoreError) throw err;
-      throw this.wrap(op, uri, err);
+      throw this.wrap(op, uri, err, attempts);
     }
   }
 
-  private wrap(op: string, uri: string, err: unknown): StoreError {
+  private wrap(op: string, uri: string, err: unknown, attempts: number): StoreError {
     const name = (err as { name?: string } | null)?.name;
     const status = httpStatus(err);
     let hint = '';
@@ -121,7 +126,8 @@ export class S3Store implements ObjectStore {
     } else if (name === 'CredentialsProviderError') {
       hint = ' — no credentials found; set DURABLE_RL_S3_ACCESS_KEY_ID and DURABLE_RL_S3_SECRET_ACCESS_KEY or configure the AWS credential chain';
     }
-    return new StoreError('io', `${op} ${uri} failed: ${describeError(err)}${hint}`, { cause: err });
+    const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
+    return new StoreError('io', `${op} ${uri} failed${tries}: ${describeError(err)}${hint}`, { cause: err });
   }
 
   async put(key: string, body: Body): Promise<{ size: number }> {
