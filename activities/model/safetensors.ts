@@ -175,12 +175,17 @@ function halfToFloatTable(): Float32Array {
   return halfTable;
 }
 
-/** Decodes one tensor's bytes (any alignment) into a fresh, owned typed array. */
-function decodeTensor(entry: HeaderEntry, bytes: Uint8Array): Tensor {
+/**
+ * Decodes one tensor's bytes into an owned typed array. `bytes` is copied first unless `owned`
+ * (a fresh buffer of exactly this tensor, offset 0, that nothing else references).
+ */
+function decodeTensor(entry: HeaderEntry, bytes: Uint8Array, owned = false): Tensor {
   const n = elementCount(entry.shape);
-  // Copy into a fresh aligned buffer first: the source may sit at any offset.
-  const own = new Uint8Array(bytes.byteLength);
-  own.set(bytes);
+  let own = bytes;
+  if (!owned || bytes.byteOffset !== 0 || bytes.buffer.byteLength !== bytes.byteLength) {
+    own = new Uint8Array(bytes.byteLength);
+    own.set(bytes);
+  }
   switch (entry.dtype) {
     case 'F32': return { dtype: 'F32', shape: entry.shape, data: new Float32Array(own.buffer, 0, n) };
     case 'I64': return { dtype: 'I64', shape: entry.shape, data: new BigInt64Array(own.buffer, 0, n) };
@@ -238,7 +243,7 @@ export async function readSafetensorsFile(file: string): Promise<SafetensorsCont
         if (bytesRead === 0) throw new SafetensorsError(`${file}: tensor "${e.name}": file ended while reading its data`);
         got += bytesRead;
       }
-      tensors.set(e.name, decodeTensor(e, buf));
+      tensors.set(e.name, decodeTensor(e, buf, true));
       sourceDtypes.set(e.name, e.dtype);
     }
     return { tensors, metadata, sourceDtypes };
