@@ -181,7 +181,8 @@ export interface SaveHfModelInput {
 export async function saveHfModel(dir: string, model: SaveHfModelInput, options: WriteCheckpointOptions = {}): Promise<string[]> {
   const tensors = checkParameters(model.config, model.tensors, `export to ${dir}`);
   await mkdir(dir, { recursive: true });
-  const hfConfig = toHfConfig(model.config, model.rawConfig ?? {});
+  // The weights are written as float32 whatever the original checkpoint held.
+  const hfConfig = { ...toHfConfig(model.config, model.rawConfig ?? {}), torch_dtype: 'float32' };
   const files = ['config.json', 'generation_config.json'];
   await writeJson(path.join(dir, 'config.json'), hfConfig);
   const eos = model.tokenizer ? [...new Set([...model.config.eosTokenIds, ...model.tokenizer.eosIds])] : model.config.eosTokenIds;

@@ -73,9 +73,10 @@ test('save → load round-trips config, weights and tokenizer; re-saving gives i
   // Unknown config.json fields survive the round trip.
   await withDir(async (dir) => {
     const config = parseModelConfig(tiny.llama);
-    await saveHfModel(dir, { config, tensors: randomWeights(config), rawConfig: tiny.llama });
+    await saveHfModel(dir, { config, tensors: randomWeights(config), rawConfig: { ...tiny.llama, torch_dtype: 'bfloat16' } });
     const back = JSON.parse(await readFile(path.join(dir, 'config.json'), 'utf8'));
     assert.equal(back.custom_field, 'kept');
+    assert.equal(back.torch_dtype, 'float32'); // the weights written are float32
     assert.deepEqual(back.architectures, ['LlamaForCausalLM']);
   });
 });
