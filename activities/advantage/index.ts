@@ -26,7 +26,7 @@ export const estimators = {
   reinforce_pp: { schema: reinforcePpOptionsSchema, estimate: reinforcePp, paper: 'REINFORCE++ (Hu et al. 2025)' },
   reinforce_pp_baseline: { schema: reinforcePpBaselineOptionsSchema, estimate: reinforcePpBaseline, paper: 'REINFORCE++ (Hu et al. 2025), group-baseline variant' },
   sibling_grpo: { schema: siblingGrpoOptionsSchema, estimate: siblingGrpo, paper: 'V-STAR (Jiang et al. 2026)' },
-  r3l: { schema: r3lOptionsSchema, estimate: r3l, paper: 'R^3L (Shi et al. 2026)' },
+  r3l: { schema: r3lOptionsSchema, estimate: r3l, paper: 'R^3L (2026)' },
 } as const;
 
 export type EstimatorName = keyof typeof estimators;

@@ -1,5 +1,5 @@
 /**
- * R^3L credit assignment (Shi et al. 2026, "R^3L: Reflect-then-Retry Reinforcement Learning with
+ * R^3L credit assignment (2026, "R^3L: Reflect-then-Retry Reinforcement Learning with
  * Language-Guided Exploration, Pivotal Credit, and Positive Amplification").
  *
  * Reflect-then-retry turns a failed trajectory into a retry that restarts from the diagnosed
