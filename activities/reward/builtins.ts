@@ -4,9 +4,16 @@
  */
 import type { RewardDefinition } from './types.js';
 import { exactMatch, mathEquivalence, multipleChoice } from './verifiable.js';
+import { formatTags, jsonValid } from './format.js';
+import { toolCall } from './toolcall.js';
+import { overlongPenalty, lengthPenalty } from './length.js';
 import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 
 export function builtinRewards(): RewardDefinition[] {
-  const defs = [exactMatch, mathEquivalence, multipleChoice, bleuReward, chrfReward, rougeLReward];
+  const defs = [
+    exactMatch, mathEquivalence, multipleChoice,
+    formatTags, jsonValid, toolCall, overlongPenalty, lengthPenalty,
+    bleuReward, chrfReward, rougeLReward,
+  ];
   return defs as unknown as RewardDefinition[];
 }
