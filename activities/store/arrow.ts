@@ -217,11 +217,13 @@ export function validateRows<T extends TableSchema>(t: T, rows: readonly RowInpu
   rows.forEach((row, i) => {
     if (row === null || typeof row !== 'object') throw new InvalidRowsError(t.name, `row ${i} must be an object, got ${describe(row)}`);
     const r = row as Record<string, unknown>;
+    const normalized: Record<string, unknown> = { ...r };
     for (const [name, spec] of specs) {
       const problem = columnProblem(spec, r[name], deep);
       if (problem) throw new InvalidRowsError(t.name, `${rowLabel(r, i)}: column "${name}" ${problem}`);
+      if (r[name] === undefined) normalized[name] = null; // rules see omitted nullable columns as null
     }
-    const msg = t.check?.(row as never);
+    const msg = t.check?.(normalized as never);
     if (msg) throw new InvalidRowsError(t.name, `${rowLabel(r, i)}: ${msg}`);
   });
 }

@@ -18,7 +18,7 @@ import { S3Store } from './s3-store.js';
 const MiB = 1024 * 1024;
 
 /** Settings of the s3:// backend. Every field optional; defaults live here. */
-export const S3OptionsSchema = z.object({
+export const S3OptionsSchema = z.strictObject({
   /** Endpoint URL of an S3-compatible server (`http://127.0.0.1:9000` for MinIO); unset for AWS S3. */
   endpoint: z.url().optional(),
   /** Signing region. Default: `AWS_REGION`, else `us-east-1` (what MinIO expects unless configured). */
@@ -52,7 +52,7 @@ export const S3OptionsSchema = z.object({
 export type S3Options = z.input<typeof S3OptionsSchema>;
 
 /** Settings of the file:// backend. */
-export const FileOptionsSchema = z.object({
+export const FileOptionsSchema = z.strictObject({
   /** fsync written files and their directories (durable across power loss). Turn off only for throwaway data. */
   fsync: z.boolean().default(true),
 });
