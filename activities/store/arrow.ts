@@ -237,10 +237,35 @@ function toArrowValue(kind: ColumnKind, v: unknown): unknown {
     entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)); // canonical order: same content, same bytes
     return new Map(entries);
   }
-  if (kind === 'list<int32>' && !(v instanceof Int32Array)) return Int32Array.from(v as ArrayLike<number>);
-  if (kind === 'list<float32>' && !(v instanceof Float32Array)) return Float32Array.from(v as ArrayLike<number>);
   if (kind === 'list<bool>' && !Array.isArray(v)) return Array.from(v as ArrayLike<boolean>);
   return v;
+}
+
+/**
+ * A list<int32|float32> column built in one pass: all values copied into one typed array, plus
+ * offsets and a validity bitmap (the generic builder appends element by element, ~10× slower).
+ */
+function numberListData(type: List, kind: 'list<int32>' | 'list<float32>', values: (ArrayLike<number> | null | undefined)[]) {
+  const n = values.length;
+  let total = 0;
+  for (const v of values) total += v ? v.length : 0;
+  const flat = kind === 'list<int32>' ? new Int32Array(total) : new Float32Array(total);
+  const offsets = new Int32Array(n + 1);
+  const validity = new Uint8Array(Math.ceil(n / 8));
+  let nullCount = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) {
+      nullCount++;
+      offsets[i + 1] = offsets[i]!;
+      continue;
+    }
+    flat.set(v, offsets[i]!);
+    offsets[i + 1] = offsets[i]! + v.length;
+    validity[i >> 3]! |= 1 << (i & 7);
+  }
+  const child = makeData({ type: type.children[0]!.type, length: total, nullCount: 0, data: flat });
+  return makeData({ type, length: n, nullCount, nullBitmap: nullCount ? validity : null, valueOffsets: offsets, child });
 }
 
 /** Builds an Arrow table from rows (validated first). */
@@ -249,6 +274,9 @@ export function toArrowTable<T extends TableSchema>(t: T, rows: readonly RowInpu
   const schema = arrowSchema(t);
   const children = schema.fields.map((field) => {
     const kind = t.columns[field.name]!.kind;
+    if (kind === 'list<int32>' || kind === 'list<float32>') {
+      return numberListData(field.type as List, kind, rows.map((r) => (r as Record<string, unknown>)[field.name] as ArrayLike<number> | null | undefined));
+    }
     const builder = makeBuilder({ type: field.type, nullValues: [null, undefined] });
     for (const row of rows) builder.append(toArrowValue(kind, (row as Record<string, unknown>)[field.name]));
     return builder.finish().flush();
