@@ -308,6 +308,12 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   return y;
 }
 
+export function relu(x: Tensor): Tensor {
+  const y = unary('Relu', x);
+  record('Relu', [x], [y], ([gy]) => [where(greater(x, 0), gy!, 0)]);
+  return y;
+}
+
 /** SiLU / swish x * sigmoid(x) (composite), the gate of SwiGLU. */
 export function silu(x: Tensor): Tensor {
   return mul(x, sigmoid(x));
@@ -493,6 +499,51 @@ export function flatten2d(x: Tensor): Tensor {
   const g = x.g;
   const shape = g.node1('Concat', [g.ints([-1]), dimOf(x, -1)], 'int64', [2], { axis: 0 });
   return reshape(x, shape, [null, d]);
+}
+
+/**
+ * A dense layer y = x W (+ b) on the last axis of x. `layout` is how W is stored: 'in_out'
+ * ([in, out], GPT-2 Conv1D) or 'out_in' ([out, in], torch nn.Linear). The weight gradient is one
+ * GEMM over the flattened batch, emitted directly in W's layout.
+ */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null, layout: 'in_out' | 'out_in'): Tensor {
+  const g = x.g;
+  dtypeOf('linear', x, w);
+  const inDim = w.shape[layout === 'in_out' ? 0 : 1]!;
+  const outDim = w.shape[layout === 'in_out' ? 1 : 0]!;
+  const xin = x.dim(-1);
+  if (typeof inDim === 'number' && typeof xin === 'number' && inDim !== xin) {
+    throw new Error(`linear: input ${x} has ${xin} features but weight ${w.name} ${fmtShape(w.shape)} expects ${inDim}`);
+  }
+  const yShape = [...x.shape.slice(0, -1), outDim];
+  const wt = layout === 'in_out' ? w : g.node1('Transpose', [w], w.dtype, [inDim, outDim], { perm: [1, 0] });
+  let y = g.node1('MatMul', [x, wt], x.dtype, yShape);
+  if (b) y = g.node1('Add', [y, b], x.dtype, yShape);
+  record('linear', b ? [x, w, b] : [x, w], [y], ([gy], n) => {
+    const g2 = n[1] || n[2] ? flatten2d(gy!) : null;
+    const dx = n[0] && g.node1('MatMul', [gy!, layout === 'in_out' ? g.node1('Transpose', [w], w.dtype, [outDim, inDim], { perm: [1, 0] }) : w], x.dtype, x.shape);
+    const dw = n[1] && (layout === 'in_out' ? gemm(flatten2d(x), g2!, { transA: true }) : gemm(g2!, flatten2d(x), { transA: true }));
+    const db = b && n[2] && reduceSum(g2!, [0]);
+    return [dx, dw, db];
+  });
+  return y;
+}
+
+/** Pads x with zeros: `pads` = [begin..., end...] for `axes` (static). Gradient: a slice. */
+export function pad(x: Tensor, pads: number[], axes: number[]): Tensor {
+  const g = x.g;
+  const ax = axes.map((a) => normAxis(a, x.rank, 'Pad'));
+  if (pads.length !== 2 * ax.length) throw new Error(`Pad: ${ax.length} axes need ${2 * ax.length} pads, got ${pads.length}`);
+  const out = x.shape.slice();
+  ax.forEach((a, i) => {
+    const d = x.shape[a];
+    out[a] = typeof d === 'number' ? d + pads[i]! + pads[i + ax.length]! : null;
+  });
+  const y = g.node1('Pad', [x, g.ints(pads), null, g.ints(ax)], x.dtype, out, { mode: 'constant' });
+  record('Pad', [x], [y], ([gy]) => [
+    slice(gy!, ax.map((_, i) => pads[i]!), ax.map((_, i) => (pads[i + ax.length]! > 0 ? -pads[i + ax.length]! : 2 ** 62)), ax),
+  ]);
+  return y;
 }
 
 /** 2-D Gemm: op(a) @ op(b) (+ c), op = optional transpose. */

@@ -83,3 +83,6 @@ test('Cast float32 <-> float64 carries the gradient (float32 tolerances)', () =>
     inputs: [{ name: 'x', shape: [2, 3] }],
     build: (x) => F.cast(F.tanh(F.cast(x, 'float64')), 'float32'),
   }));
+
+test('Relu', () =>
+  checkGrad({ name: 'relu', inputs: [{ name: 'x', shape: [10] }], build: (x) => F.relu(x) }));

@@ -29,6 +29,15 @@ test('MatMul of a transposed weight (HF Linear layout)', () =>
     build: (x, w) => F.matmul(x, F.transpose(w, [1, 0])),
   }));
 
+for (const layout of ['in_out', 'out_in'] as const) {
+  test(`linear layer, weight stored ${layout}, with bias`, () =>
+    checkGrad({
+      name: `linear-${layout}`,
+      inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: layout === 'in_out' ? [4, 5] : [5, 4] }, { name: 'b', shape: [5] }],
+      build: (x, w, b) => F.linear(x, w, b, layout),
+    }));
+}
+
 for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
   test(`Gemm transA=${ta} transB=${tb} with bias`, () =>
     checkGrad({

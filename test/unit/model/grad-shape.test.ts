@@ -66,3 +66,6 @@ test('GatherElements picks per-row entries (target logprobs)', () =>
     ],
     build: (x, ids) => F.gatherElements(F.logSoftmax(x, -1), ids, -1),
   }));
+
+test('Pad with zeros at both ends of two axes', () =>
+  checkGrad({ name: 'pad', inputs: [{ name: 'x', shape: [2, 3] }], build: (x) => F.tanh(F.pad(x, [1, 0, 2, 1], [0, 1])) }));

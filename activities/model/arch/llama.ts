@@ -1,0 +1,81 @@
+/**
+ * LLaMA / Qwen2 (Touvron et al., "LLaMA", 2023; Yang et al., "Qwen2 Technical Report", 2024), in
+ * one readable function: RMSNorm (Zhang & Sennrich, 2019), rotary position embeddings (Su et al.,
+ * "RoFormer", 2021, HF's rotate-half form), grouped-query attention (Ainslie et al., "GQA", 2023),
+ * SwiGLU MLP (Shazeer, "GLU Variants Improve Transformer", 2020), optional q/k/v (and o, MLP)
+ * biases, tied or untied LM head. Weights are torch nn.Linear [out, in]; names are HF's
+ * (`model.layers.0.self_attn.q_proj.weight`, ...).
+ */
+import type { Graph, Tensor } from '../graph.js';
+import type { LlamaModelConfig, ModelConfig } from '../config.js';
+import * as F from '../ops.js';
+import { causalAttention } from '../attention.js';
+import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './types.js';
+
+/** cos and sin of the rotary angles, each [B, 1, T, hd] (float32, not differentiated). */
+export function rotaryTables(g: Graph, positions: Tensor, headDim: number, theta: number, dtype: 'float32' | 'float64'): [Tensor, Tensor] {
+  const half = headDim / 2;
+  const invFreq = Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / headDim));
+  return g.noTape(() => {
+    const pos = F.cast(positions, dtype); // [B, T]
+    const freqs = F.mul(F.unsqueeze(pos, [-1]), g.constant(invFreq, dtype, [half])); // [B, T, half]
+    const emb = F.unsqueeze(F.concat([freqs, freqs], -1), [1]); // [B, 1, T, hd]
+    const cos = g.node1('Cos', [emb], dtype, emb.shape);
+    const sin = g.node1('Sin', [emb], dtype, emb.shape);
+    return [cos, sin];
+  });
+}
+
+/** x * cos + rotate_half(x) * sin, with rotate_half(x) = concat(-x2, x1) over the head dim. */
+export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor, headDim: number): Tensor {
+  const half = headDim / 2;
+  const [x1, x2] = F.split(x, [half, half], -1) as [Tensor, Tensor];
+  const rot = F.concat([F.neg(x2), x1], -1);
+  return F.add(F.mul(x, cos), F.mul(rot, sin));
+}
+
+/** [B, T, H*hd] -> [B, H, T, hd] */
+function heads(x: Tensor, h: number, hd: number): Tensor {
+  return F.transpose(F.reshape(x, [0, 0, h, hd]), [0, 2, 1, 3]);
+}
+
+function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutputs {
+  const cfg = cfg0 as LlamaModelConfig;
+  const { heads: nh, kvHeads: nkv, headDim: hd } = cfg;
+  const opt = (name: string, on: boolean) => (on ? p(name) : null);
+  let h = F.gather(p('model.embed_tokens.weight'), inp.ids);
+  const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.ropeTheta, h.dtype === 'float64' ? 'float64' : 'float32');
+  const present: LayerKV[] = [];
+  for (let i = 0; i < cfg.layers; i++) {
+    const n = `model.layers.${i}`;
+    h = g.scope(n, () => {
+      const a = F.rmsNorm(h, p(`${n}.input_layernorm.weight`), cfg.normEps);
+      const proj = (what: string, bias: boolean) =>
+        F.linear(a, p(`${n}.self_attn.${what}.weight`), opt(`${n}.self_attn.${what}.bias`, bias), 'out_in');
+      const q = applyRotary(heads(proj('q_proj', cfg.qkvBias), nh, hd), cos, sin, hd);
+      let k = applyRotary(heads(proj('k_proj', cfg.qkvBias), nkv, hd), cos, sin, hd);
+      let v = heads(proj('v_proj', cfg.qkvBias), nkv, hd);
+      const past = inp.past?.[i];
+      if (past) {
+        k = F.concat([past.key, k], 2);
+        v = F.concat([past.value, v], 2);
+      }
+      present.push({ key: k, value: v });
+      const att = causalAttention(q, k, v, { keyMask: inp.keyMask });
+      const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
+      const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
+      const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);
+      const mlp = (what: string, x: Tensor) => F.linear(x, p(`${n}.mlp.${what}.weight`), opt(`${n}.mlp.${what}.bias`, cfg.mlpBias), 'out_in');
+      const gated = F.mul(F.silu(mlp('gate_proj', m)), mlp('up_proj', m));
+      return F.add(hAttn, mlp('down_proj', gated));
+    });
+  }
+  const hidden = F.rmsNorm(h, p('model.norm.weight'), cfg.normEps);
+  return { hidden, present };
+}
+
+function head(_g: Graph, cfg: ModelConfig, p: ParamFn, hidden: Tensor): Tensor {
+  return F.linear(hidden, p(cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'), null, 'out_in');
+}
+
+export const llama: ArchBuilder = { body, head };

@@ -1,0 +1,426 @@
+/**
+ * The model engine: builds the three graphs of a model (decode, score, trainStep and its
+ * accumulation variants), creates onnxruntime sessions for them, caches the sessions, validates
+ * every input before any work, and feeds parameters as ort.Tensors over the caller's own
+ * Float32Arrays (no copies on the way in).
+ *
+ * Execution: CPU by default with `threads` intra-op threads (0: onnxruntime's default, one per
+ * core). `executionProviders` is passed through to onnxruntime unchanged — e.g. `['cuda', 'cpu']`
+ * on a GPU host with the CUDA build of onnxruntime-node, or `['webgpu', 'cpu']`; providers not
+ * compiled into the installed binary make session creation fail with onnxruntime's message.
+ *
+ * Session cache: one session per (graph kind, graph options, weights version). The graphs have
+ * symbolic batch and sequence dimensions, so one session serves every batch shape. Decode and score
+ * sessions bake the weights in (onnxruntime pre-packs them) and are dropped when `setWeights`
+ * installs a new version; training sessions take the parameters as inputs and live across steps.
+ */
+import ort from 'onnxruntime-node';
+import { parseConfig, z } from '../common/config.js';
+import { logger } from '../common/log.js';
+import { parameterShapes, parseModelConfig, type ModelConfig } from './config.js';
+import { archOf } from './arch/index.js';
+import type { Graph } from './graph.js';
+import type { WeightMap, WeightTensor } from './graphs/common.js';
+import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
+import { buildScoreGraph } from './graphs/score.js';
+import { buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
+import type { LossBuilder } from './losses.js';
+
+const log = logger('model:engine');
+
+export const engineOptionsSchema = z.object({
+  /** Intra-op threads of CPU sessions; 0 lets onnxruntime use one per core. */
+  threads: z.number().int().min(0).default(0),
+  /**
+   * onnxruntime execution providers in order of preference, passed through as given: names
+   * ('cpu', 'cuda', 'webgpu', ...) or provider objects ({ name: 'cuda', deviceId: 0 }).
+   */
+  executionProviders: z.array(z.union([z.string(), z.looseObject({ name: z.string() })])).default(['cpu']),
+  /** onnxruntime graph optimisation level. */
+  optimization: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
+  /** Most sessions kept alive at once (least recently used are released first). */
+  maxSessions: z.number().int().positive().default(8),
+});
+export type EngineOptions = z.output<typeof engineOptionsSchema>;
+export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
+
+/** Bad input to the engine: names the tensor or field and what was expected. */
+export class ModelInputError extends Error {
+  override readonly name = 'ModelInputError';
+}
+
+/** Tokens of a batch: rectangular rows. `attentionMask` (1 real / 0 padding) defaults to all ones. */
+export interface TokenBatch {
+  ids: readonly (readonly number[])[];
+  attentionMask?: readonly (readonly number[])[];
+}
+
+/** A value for an extra loss input: a scalar, [B] or [B, T] numbers, or an explicit tensor. */
+export type ExtraValue = number | readonly number[] | readonly (readonly number[])[] | { data: Float32Array | BigInt64Array | Uint8Array; dims: number[] };
+
+export interface TrainBatch extends TokenBatch {
+  /** 1 where a token's loss counts (completion tokens), aligned with `ids`. */
+  lossMask: readonly (readonly number[])[];
+  /** Extra inputs the loss builder declared, by name. */
+  extra?: Record<string, ExtraValue>;
+}
+
+/** Parameters, AdamW moments and the number of updates applied. */
+export interface TrainState {
+  params: Map<string, WeightTensor>;
+  adamM: Map<string, WeightTensor>;
+  adamV: Map<string, WeightTensor>;
+  step: number;
+}
+
+export interface TrainStepOptions {
+  loss: LossBuilder;
+  /** Learning rate of this step. */
+  lr: number;
+  optimizer?: OptimizerInput;
+}
+
+export interface TrainStepResult {
+  state: TrainState;
+  /** loss, grad_norm, skipped and the loss builder's metrics (means over micro-batches). */
+  metrics: Record<string, number>;
+}
+
+export interface ScoreResult {
+  dims: [number, number];
+  /** [B·T] row-major: log p(ids[t] | ids[<t]); 0 at t = 0 and at padding. */
+  logprobs: Float32Array;
+  /** [B·T] entropy of the distribution predicting each token (same alignment), when requested. */
+  entropy?: Float32Array;
+}
+
+class SessionCache {
+  private readonly entries = new Map<string, Promise<ort.InferenceSession>>();
+  constructor(
+    private readonly max: number,
+    private readonly options: ort.InferenceSession.SessionOptions,
+  ) {}
+
+  get(key: string, build: () => Graph): Promise<ort.InferenceSession> {
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit;
+    }
+    const t0 = performance.now();
+    const bytes = build().toBytes();
+    const p = ort.InferenceSession.create(bytes, this.options).then((s) => {
+      log.debug({ key, bytes: bytes.length, ms: Math.round(performance.now() - t0) }, 'session created');
+      return s;
+    });
+    p.catch(() => this.entries.delete(key));
+    this.entries.set(key, p);
+    while (this.entries.size > this.max) this.evict(this.entries.keys().next().value!);
+    return p;
+  }
+
+  evict(key: string): void {
+    const p = this.entries.get(key);
+    this.entries.delete(key);
+    p?.then((s) => s.release()).catch(() => undefined);
+  }
+
+  evictWhere(pred: (key: string) => boolean): void {
+    for (const k of [...this.entries.keys()]) if (pred(k)) this.evict(k);
+  }
+
+  async releaseAll(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((p) => p.then((s) => s.release()).catch(() => undefined)));
+  }
+}
+
+function int64(rows: readonly (readonly number[])[]): BigInt64Array {
+  const out = new BigInt64Array(rows.length * (rows[0]?.length ?? 0));
+  let k = 0;
+  for (const r of rows) for (const v of r) out[k++] = BigInt(v);
+  return out;
+}
+
+function float32(rows: readonly (readonly number[])[]): Float32Array {
+  const out = new Float32Array(rows.length * (rows[0]?.length ?? 0));
+  let k = 0;
+  for (const r of rows) for (const v of r) out[k++] = v;
+  return out;
+}
+
+export class ModelEngine {
+  readonly config: ModelConfig;
+  readonly options: EngineOptions;
+  private readonly sessions: SessionCache;
+  private weights: WeightMap | null = null;
+  private version = '';
+
+  /** `config`: a normalised ModelConfig or a raw HF config.json object. */
+  constructor(config: ModelConfig | Record<string, unknown>, options: EngineOptionsInput = {}) {
+    this.config = 'arch' in config && 'hidden' in config ? (config as ModelConfig) : parseModelConfig(config);
+    archOf(this.config); // unknown architecture: fail now
+    this.options = parseConfig(engineOptionsSchema, options, 'model engine options');
+    const so: ort.InferenceSession.SessionOptions = {
+      executionProviders: this.options.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
+      graphOptimizationLevel: this.options.optimization,
+    };
+    if (this.options.threads > 0) so.intraOpNumThreads = this.options.threads;
+    this.sessions = new SessionCache(this.options.maxSessions, so);
+  }
+
+  /** The weights version decode/score currently use ('' before `setWeights`). */
+  get weightsVersion(): string {
+    return this.version;
+  }
+
+  /**
+   * Installs the weights decode and score use, under a version name (e.g. the policy version).
+   * Validates every tensor first; sessions of the previous version are released.
+   */
+  setWeights(weights: WeightMap, version: string): void {
+    this.checkWeights(weights, 'weights');
+    if (version === this.version && weights === this.weights) return;
+    const old = this.version;
+    this.weights = weights;
+    this.version = version;
+    this.sessions.evictWhere((k) => k.endsWith(`@${old}`));
+  }
+
+  /** Throws ModelInputError naming each missing, unexpected, misshapen or non-float32 tensor. */
+  checkWeights(weights: WeightMap, what: string): void {
+    const problems: string[] = [];
+    const specs = parameterShapes(this.config);
+    const expected = new Set(specs.map((s) => s.name));
+    for (const s of specs) {
+      const w = weights.get(s.name);
+      if (!w) {
+        problems.push(`missing ${s.name} [${s.shape.join(', ')}]`);
+        continue;
+      }
+      if (!(w.data instanceof Float32Array)) problems.push(`${s.name} must be float32 (Float32Array), got ${(w.data as object)?.constructor?.name}`);
+      else if (w.shape.length !== s.shape.length || w.shape.some((d, i) => d !== s.shape[i])) {
+        problems.push(`${s.name} has shape [${w.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+      } else if (w.data.length !== s.shape.reduce((a, b) => a * b, 1)) {
+        problems.push(`${s.name} has ${w.data.length} elements, its shape [${s.shape.join(', ')}] needs ${s.shape.reduce((a, b) => a * b, 1)}`);
+      }
+    }
+    for (const name of weights.keys()) if (!expected.has(name)) problems.push(`unexpected tensor ${name}`);
+    if (problems.length) {
+      throw new ModelInputError(`${what} do not fit ${this.config.modelType} (${specs.length} parameters): ${problems.slice(0, 12).join('; ')}${problems.length > 12 ? `; and ${problems.length - 12} more` : ''}`);
+    }
+  }
+
+  private requireWeights(): WeightMap {
+    if (!this.weights) throw new ModelInputError('no weights installed: call setWeights(weights, version) before decode or score');
+    return this.weights;
+  }
+
+  /** Validates a token batch; returns its dims and int64 tensors. */
+  checkTokens(batch: TokenBatch, what = 'batch'): { b: number; t: number; ids: ort.Tensor; mask: ort.Tensor; maskRows: number[][] } {
+    const rows = batch.ids;
+    if (!Array.isArray(rows) || rows.length === 0) throw new ModelInputError(`${what}.ids must be a non-empty array of token-id rows`);
+    const t = rows[0]!.length;
+    if (t === 0) throw new ModelInputError(`${what}.ids rows must not be empty`);
+    const V = this.config.vocabSize;
+    for (let i = 0; i < rows.length; i++) {
+      const r: readonly number[] = rows[i]!;
+      if (r.length !== t) throw new ModelInputError(`${what}.ids row ${i} has ${r.length} tokens, row 0 has ${t}: pad rows to one length and mark padding in attentionMask`);
+      for (let j = 0; j < t; j++) {
+        const v = r[j]!;
+        if (!Number.isInteger(v) || v < 0 || v >= V) {
+          throw new ModelInputError(`${what}.ids[${i}][${j}] = ${v} is not a token id of this model (vocab_size ${V})`);
+        }
+      }
+    }
+    const maskRows = (batch.attentionMask ?? rows.map((r) => r.map(() => 1))).map((r) => [...r]);
+    if (maskRows.length !== rows.length) throw new ModelInputError(`${what}.attentionMask has ${maskRows.length} rows, ids has ${rows.length}`);
+    maskRows.forEach((r, i) => {
+      if (r.length !== t) throw new ModelInputError(`${what}.attentionMask row ${i} has ${r.length} entries, ids rows have ${t}`);
+      if (r.some((v) => v !== 0 && v !== 1)) throw new ModelInputError(`${what}.attentionMask row ${i} must hold only 0 and 1`);
+    });
+    if (this.config.arch === 'gpt2') {
+      const longest = Math.max(...maskRows.map((r) => r.reduce((a, b) => a + b, 0)));
+      if (longest > this.config.maxPositions) throw new ModelInputError(`${what}: ${longest} tokens exceed n_positions ${this.config.maxPositions}`);
+    }
+    return {
+      b: rows.length,
+      t,
+      ids: new ort.Tensor('int64', int64(rows), [rows.length, t]),
+      mask: new ort.Tensor('int64', int64(maskRows), [rows.length, t]),
+      maskRows,
+    };
+  }
+
+  /** The decode session of the installed weights. */
+  async decodeSession(opts: DecodeGraphOptions = {}): Promise<ort.InferenceSession> {
+    const w = this.requireWeights();
+    return this.sessions.get(`decode:${opts.output ?? 'logits'}@${this.version}`, () => buildDecodeGraph(this.config, w, opts));
+  }
+
+  /** Per-token logprobs (and entropy) of the given sequences under the installed weights. */
+  async score(batch: TokenBatch, opts: { entropy?: boolean } = {}): Promise<ScoreResult> {
+    const w = this.requireWeights();
+    const { b, t, ids, mask } = this.checkTokens(batch);
+    if (t < 2) throw new ModelInputError('score needs sequences of at least 2 tokens (the first token has no logprob)');
+    const entropy = opts.entropy ?? true;
+    const s = await this.sessions.get(`score:${entropy}@${this.version}`, () => buildScoreGraph(this.config, w, { entropy }));
+    const r = await s.run({ input_ids: ids, attention_mask: mask });
+    return { dims: [b, t], logprobs: r.logprobs!.data as Float32Array, entropy: entropy ? (r.entropy!.data as Float32Array) : undefined };
+  }
+
+  /** A training graph session (parameters are inputs; cached across steps). */
+  async trainSession(kind: TrainGraphKind, loss: LossBuilder, optimizer: OptimizerInput = {}): Promise<{ session: ort.InferenceSession; graph: TrainGraphInfo }> {
+    const opt = parseOptimizer(optimizer);
+    const key = `${kind}:${kind === 'apply' ? '' : loss.key}:${JSON.stringify(opt)}`;
+    let info = this.trainInfo.get(key);
+    const session = await this.sessions.get(key, () => {
+      const tg = buildTrainGraph(this.config, kind, loss, opt);
+      info = { extraInputs: tg.extraInputs, metrics: tg.metrics };
+      this.trainInfo.set(key, info);
+      return tg.graph;
+    });
+    return { session, graph: info ?? this.trainInfo.get(key)! };
+  }
+
+  private readonly trainInfo = new Map<string, TrainGraphInfo>();
+
+  /**
+   * One optimizer step: forward, loss, backward, clipping and AdamW. Several micro-batches
+   * accumulate their gradients (the update uses their mean) before one update.
+   */
+  async trainStep(state: TrainState, batches: TrainBatch | TrainBatch[], opts: TrainStepOptions): Promise<TrainStepResult> {
+    const list = Array.isArray(batches) ? batches : [batches];
+    if (list.length === 0) throw new ModelInputError('trainStep needs at least one micro-batch');
+    if (!Number.isFinite(opts.lr) || opts.lr < 0) throw new ModelInputError(`lr must be a finite number >= 0, got ${opts.lr}`);
+    this.checkState(state);
+    const opt = parseOptimizer(opts.optimizer ?? {});
+    const specs = parameterShapes(this.config);
+    const paramFeeds: Record<string, ort.Tensor> = {};
+    for (const s of specs) paramFeeds[s.name] = tensorOf(state.params.get(s.name)!);
+    const optFeeds: Record<string, ort.Tensor> = {
+      step: new ort.Tensor('int64', BigInt64Array.of(BigInt(state.step)), []),
+      lr: new ort.Tensor('float32', Float32Array.of(opts.lr), []),
+    };
+    for (const s of specs) {
+      optFeeds[`adam_m.${s.name}`] = tensorOf(state.adamM.get(s.name)!);
+      optFeeds[`adam_v.${s.name}`] = tensorOf(state.adamV.get(s.name)!);
+    }
+
+    const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
+    const { session, graph } = await this.trainSession(kind, opts.loss, opt);
+    const feedsOf = list.map((b, i) => this.batchFeeds(b, graph, `batch ${i}`)); // validate all first
+    const sums: Record<string, number> = {};
+    const addMetrics = (r: ort.InferenceSession.OnnxValueMapType) => {
+      const add = (k: string, v: number) => (sums[k] = (sums[k] ?? 0) + v);
+      add('loss', Number(r.loss!.data[0]));
+      for (const m of graph.metrics) add(m, Number(r[`metric.${m}`]!.data[0]));
+    };
+
+    let out: ort.InferenceSession.OnnxValueMapType;
+    if (kind === 'trainStep') {
+      out = await session.run({ ...paramFeeds, ...optFeeds, ...feedsOf[0]! });
+      addMetrics(out);
+    } else {
+      let acc: Record<string, ort.Tensor> = {};
+      for (const s of specs) acc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
+      for (const f of feedsOf) {
+        const r = await session.run({ ...paramFeeds, ...acc, ...f });
+        addMetrics(r);
+        acc = {};
+        for (const s of specs) acc[`acc.${s.name}`] = r[`new.acc.${s.name}`]!;
+      }
+      const apply = await this.trainSession('apply', opts.loss, opt);
+      out = await apply.session.run({ ...paramFeeds, ...optFeeds, ...acc, grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []) });
+    }
+    const metrics: Record<string, number> = {};
+    for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;
+    metrics.grad_norm = Number(out.grad_norm!.data[0]);
+    metrics.skipped = Number(out.skipped!.data[0]);
+    const take = (prefix: string) => new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
+    return {
+      state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
+      metrics,
+    };
+  }
+
+  private checkState(state: TrainState): void {
+    this.checkWeights(state.params, 'train state params');
+    this.checkWeights(state.adamM, 'train state adamM');
+    this.checkWeights(state.adamV, 'train state adamV');
+    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new ModelInputError(`train state step must be a non-negative integer, got ${state.step}`);
+  }
+
+  private batchFeeds(batch: TrainBatch, graph: TrainGraphInfo, what: string): Record<string, ort.Tensor> {
+    const { b, t, ids, mask, maskRows } = this.checkTokens(batch, what);
+    if (t < 2) throw new ModelInputError(`${what}: sequences need at least 2 tokens`);
+    const lm: readonly (readonly number[])[] = batch.lossMask;
+    if (!Array.isArray(lm) || lm.length !== b || lm.some((r) => r.length !== t)) {
+      throw new ModelInputError(`${what}.lossMask must be ${b} rows of ${t} numbers (aligned with ids)`);
+    }
+    for (let i = 0; i < b; i++) {
+      for (let j = 0; j < t; j++) {
+        const v = lm[i]![j]!;
+        if (!Number.isFinite(v)) throw new ModelInputError(`${what}.lossMask[${i}][${j}] is ${v}`);
+        if (v === 0) continue;
+        if (j === 0) throw new ModelInputError(`${what}.lossMask[${i}][0] must be 0: the first token has no prediction`);
+        if (maskRows[i]![j] === 0) throw new ModelInputError(`${what}.lossMask[${i}][${j}] marks a padding position`);
+        if (maskRows[i]![j - 1] === 0) throw new ModelInputError(`${what}.lossMask[${i}][${j}]: the token before is padding, so nothing predicts this one`);
+      }
+    }
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: ids,
+      attention_mask: mask,
+      loss_mask: new ort.Tensor('float32', float32(lm), [b, t]),
+    };
+    const extra = batch.extra ?? {};
+    const declared = new Set(graph.extraInputs.map((e) => e.name));
+    for (const name of Object.keys(extra)) {
+      if (!declared.has(name)) throw new ModelInputError(`${what}.extra.${name} is not an input of this loss (inputs: ${[...declared].join(', ') || 'none'})`);
+    }
+    for (const e of graph.extraInputs) {
+      const v = extra[e.name];
+      if (v === undefined) throw new ModelInputError(`${what}.extra.${e.name} is missing: the loss declares it as an input`);
+      feeds[e.name] = extraTensor(v, e.dtype, `${what}.extra.${e.name}`, b, t);
+    }
+    return feeds;
+  }
+
+  /** Releases every cached session. */
+  async close(): Promise<void> {
+    await this.sessions.releaseAll();
+  }
+}
+
+interface TrainGraphInfo {
+  extraInputs: TrainGraph['extraInputs'];
+  metrics: string[];
+}
+
+function tensorOf(w: WeightTensor): ort.Tensor {
+  return new ort.Tensor('float32', w.data, w.shape);
+}
+
+function extraTensor(v: ExtraValue, dtype: string, what: string, b: number, t: number): ort.Tensor {
+  if (typeof v === 'object' && !Array.isArray(v) && 'dims' in v) {
+    const want = dtype === 'float32' ? Float32Array : dtype === 'int64' ? BigInt64Array : dtype === 'bool' ? Uint8Array : null;
+    if (!want || !(v.data instanceof want)) throw new ModelInputError(`${what} must be ${dtype} data`);
+    return new ort.Tensor(dtype as 'float32', v.data as Float32Array, v.dims);
+  }
+  if (dtype !== 'float32') throw new ModelInputError(`${what}: give ${dtype} inputs as { data, dims }`);
+  if (typeof v === 'number') return new ort.Tensor('float32', Float32Array.of(v), []);
+  const arr = v as readonly (number | readonly number[])[];
+  if (arr.length !== b) throw new ModelInputError(`${what} has ${arr.length} rows, the batch has ${b}`);
+  if (typeof arr[0] === 'number') return new ort.Tensor('float32', Float32Array.from(arr as number[]), [b]);
+  const rows = arr as readonly (readonly number[])[];
+  if (rows.some((r) => r.length !== t)) throw new ModelInputError(`${what} rows must have ${t} entries (aligned with ids)`);
+  return new ort.Tensor('float32', float32(rows), [b, t]);
+}
+
+/** A fresh training state: the given parameters (validated by trainStep), zero moments, step 0. */
+export function initTrainState(cfg: ModelConfig, params: Map<string, WeightTensor>): TrainState {
+  const zeros = () => new Map(parameterShapes(cfg).map((s) => [s.name, { shape: s.shape.slice(), data: new Float32Array(s.shape.reduce((a, b) => a * b, 1)) }]));
+  return { params, adamM: zeros(), adamV: zeros(), step: 0 };
+}

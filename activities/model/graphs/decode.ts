@@ -1,0 +1,47 @@
+/**
+ * The `decode` graph: batched incremental generation with a KV cache. One graph serves the prefill
+ * (past length 0, the whole left-padded prompt as the chunk) and every later step (a chunk of one
+ * token per sequence, the cache of all earlier positions as `past.*`).
+ *
+ * Inputs:  input_ids int64 [batch, seq]; attention_mask int64 [batch, past + seq] (1 = real token,
+ *          0 = padding, left padding for prompts, finished sequences keep stepping masked or not);
+ *          past.{i}.key / past.{i}.value float32 [batch, kvHeads, past, headDim] per layer.
+ * Outputs: logits (or logprobs) float32 [batch, vocab] of the token after the chunk's last position;
+ *          present.{i}.key / present.{i}.value [batch, kvHeads, past + seq, headDim].
+ * Positions come from the attention mask (count of real tokens before each), as in every graph.
+ */
+import { Graph } from '../graph.js';
+import type { ModelConfig } from '../config.js';
+import * as F from '../ops.js';
+import { archOf, type LayerKV } from '../arch/index.js';
+import { DIM, declareParams, positionsAndMask, logSoftmax, type WeightMap } from './common.js';
+
+export interface DecodeGraphOptions {
+  /** What the graph returns for the next token: raw logits (default) or log-softmax. */
+  output?: 'logits' | 'logprobs';
+}
+
+export function buildDecodeGraph(cfg: ModelConfig, weights: WeightMap, opts: DecodeGraphOptions = {}): Graph {
+  const g = new Graph({ name: `decode-${cfg.modelType}` });
+  const arch = archOf(cfg);
+  const { p } = declareParams(g, cfg, { weights });
+  const ids = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
+  const mask = g.input('attention_mask', 'int64', [DIM.batch, DIM.total]);
+  const past: LayerKV[] = [];
+  for (let i = 0; i < cfg.layers; i++) {
+    past.push({
+      key: g.input(`past.${i}.key`, 'float32', [DIM.batch, cfg.kvHeads, DIM.past, cfg.headDim]),
+      value: g.input(`past.${i}.value`, 'float32', [DIM.batch, cfg.kvHeads, DIM.past, cfg.headDim]),
+    });
+  }
+  const { positions, keyMask } = positionsAndMask(g, mask, ids);
+  const { hidden, present } = arch.body(g, cfg, p, { ids, positions, keyMask, past });
+  const last = F.squeeze(F.slice(hidden, [-1], [2 ** 62], [1]), [1]); // [B, D]
+  const logits = arch.head(g, cfg, p, last);
+  g.output(opts.output === 'logprobs' ? logSoftmax(logits) : logits, opts.output === 'logprobs' ? 'logprobs' : 'logits');
+  present.forEach((kv, i) => {
+    g.output(kv.key, `present.${i}.key`);
+    g.output(kv.value, `present.${i}.value`);
+  });
+  return g;
+}

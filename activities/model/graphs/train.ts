@@ -1,0 +1,188 @@
+/**
+ * The training graphs: forward, pluggable loss, backward (build-time autodiff), global-norm
+ * gradient clipping and AdamW, with parameters, optimizer moments and the step counter as inputs
+ * and their updated values as outputs. Three kinds:
+ *
+ * - `trainStep`: one batch, forward to update in one run.
+ * - `grad`:      forward + backward of one micro-batch, added into gradient accumulators
+ *                (`acc.<param>` in, `new.acc.<param>` out).
+ * - `apply`:     clipping + AdamW from accumulated gradients scaled by `grad_scale`
+ *                (1 / number of micro-batches).
+ *
+ * Inputs (as applicable): every parameter by HF name; `adam_m.<param>`, `adam_v.<param>`;
+ * `step` int64 [] (updates applied so far); `lr` float32 []; `input_ids` int64 [batch, seq];
+ * `attention_mask` int64 [batch, seq]; `loss_mask` float32 [batch, seq]; the loss builder's extras.
+ * Outputs: `new.<param>`, `new.adam_m.<param>`, `new.adam_v.<param>`, `new.step`; `loss`,
+ * `grad_norm` (before clipping), `skipped` (1 when the gradient was not finite and the update was
+ * skipped, leaving parameters, moments and step unchanged), `metric.<name>` per loss metric.
+ */
+import { Graph, type DType, type Tensor } from '../graph.js';
+import { parameterShapes, type ModelConfig } from '../config.js';
+import { parseConfig, z } from '../../common/config.js';
+import * as F from '../ops.js';
+import { grad } from '../autodiff.js';
+import { archOf } from '../arch/index.js';
+import type { LossBuilder, LossContext } from '../losses.js';
+import { DIM, allButLast, declareParams, logSoftmax, positionsAndMask, tokenEntropy, tokenLogprobs } from './common.js';
+
+/** AdamW and clipping hyperparameters fixed at graph-build time (the learning rate is an input). */
+export const optimizerSchema = z.object({
+  /** Adam β1, the decay of the first-moment average (Kingma & Ba, "Adam", 2015). */
+  beta1: z.number().min(0).max(1).default(0.9),
+  /** Adam β2, the decay of the second-moment average (Kingma & Ba, 2015). */
+  beta2: z.number().min(0).max(1).default(0.999),
+  /** Adam ε added to the denominator (Kingma & Ba, 2015). */
+  eps: z.number().positive().default(1e-8),
+  /**
+   * Decoupled weight decay λ: p ← p − lr·λ·p, applied apart from the adaptive step (Loshchilov &
+   * Hutter, "Decoupled Weight Decay Regularization", 2019).
+   */
+  weightDecay: z.number().min(0).default(0),
+  /**
+   * Which parameters decay: 'matrices' (rank ≥ 2: linear and embedding weights, not biases and
+   * norm gains — the HF Trainer's convention) or 'all'.
+   */
+  decay: z.enum(['matrices', 'all']).default('matrices'),
+  /**
+   * Global L2-norm gradient clipping threshold (Pascanu et al., "On the difficulty of training
+   * recurrent neural networks", 2013); 0 disables clipping.
+   */
+  maxGradNorm: z.number().min(0).default(1),
+});
+export type OptimizerOptions = z.output<typeof optimizerSchema>;
+export type OptimizerInput = z.input<typeof optimizerSchema>;
+
+export function parseOptimizer(input: unknown): OptimizerOptions {
+  return parseConfig(optimizerSchema, input ?? {}, 'optimizer options');
+}
+
+export type TrainGraphKind = 'trainStep' | 'grad' | 'apply';
+
+export interface TrainGraph {
+  graph: Graph;
+  /** Names of the extra inputs the loss declared (with dtypes), fed from `TrainBatch.extra`. */
+  extraInputs: { name: string; dtype: DType }[];
+  /** Names of the loss metrics (graph outputs `metric.<name>`). */
+  metrics: string[];
+}
+
+interface ForwardResult {
+  loss: Tensor;
+  metrics: Record<string, Tensor>;
+  extraInputs: { name: string; dtype: DType }[];
+}
+
+function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Tensor }, loss: LossBuilder): ForwardResult {
+  const arch = archOf(cfg);
+  const ids = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
+  const mask = g.input('attention_mask', 'int64', [DIM.batch, DIM.seq]);
+  const lossMask = g.input('loss_mask', 'float32', [DIM.batch, DIM.seq]);
+  const { positions, keyMask } = positionsAndMask(g, mask, ids);
+  const { hidden } = arch.body(g, cfg, params.p, { ids, positions, keyMask });
+  const logp = logSoftmax(arch.head(g, cfg, params.p, allButLast(hidden)));
+  const logprobs = tokenLogprobs(logp, ids);
+  const attentionMask = g.noTape(() => F.cast(mask, 'float32'));
+  const tape = g.tape;
+  let entropy: Tensor | null = null;
+  const extraInputs: { name: string; dtype: DType }[] = [];
+  const reserved = new Set(['input_ids', 'attention_mask', 'loss_mask', 'lr', 'step', 'grad_scale']);
+  const ctx: LossContext = {
+    g,
+    logprobs,
+    lossMask,
+    attentionMask,
+    entropy() {
+      if (!entropy) {
+        const saved = g.tape;
+        g.tape = tape;
+        try {
+          entropy = tokenEntropy(logp);
+        } finally {
+          g.tape = saved;
+        }
+      }
+      return entropy;
+    },
+    input(name, dtype, dims) {
+      if (reserved.has(name) || parameterShapes(cfg).some((s) => s.name === name)) {
+        throw new Error(`loss ${loss.key}: input name "${name}" is reserved by the training graph`);
+      }
+      extraInputs.push({ name, dtype });
+      return g.input(name, dtype, dims.map((d) => (d === 'batch' ? DIM.batch : d === 'seq' ? DIM.seq : d)));
+    },
+  };
+  const r = loss.build(ctx);
+  if (r.loss.rank !== 0) throw new Error(`loss ${loss.key}: the loss must be a scalar, got ${r.loss}`);
+  for (const [k, v] of Object.entries(r.metrics ?? {})) {
+    if (v.rank !== 0) throw new Error(`loss ${loss.key}: metric ${k} must be a scalar, got ${v}`);
+  }
+  return { loss: r.loss, metrics: r.metrics ?? {}, extraInputs };
+}
+
+/** Emits clipping + AdamW; returns the output names it wrote. */
+function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerOptions): void {
+  const f = (v: number) => g.scalar(v, 'float32');
+  const step = g.input('step', 'int64', []);
+  const lr = g.input('lr', 'float32', []);
+  // global norm over all gradients
+  const sq = grads.map((gr) => F.reduceSum(F.mul(gr, gr)));
+  const total = sq.length === 1 ? sq[0]! : g.node1('Sum', sq, 'float32', []);
+  const gradNorm = F.sqrt(total);
+  g.output(gradNorm, 'grad_norm');
+  const finite = F.not(F.or(g.node1('IsNaN', [gradNorm], 'bool', []), g.node1('IsInf', [gradNorm], 'bool', [])));
+  g.output(F.cast(F.not(finite), 'float32'), 'skipped');
+  const coef = opt.maxGradNorm > 0 ? F.minimum(f(1), F.div(f(opt.maxGradNorm), F.add(gradNorm, 1e-6))) : null;
+  const t = F.cast(F.add(step, g.constant([1], 'int64', [])), 'float32');
+  const bc1 = F.sub(1, F.pow(f(opt.beta1), t));
+  const bc2 = F.sub(1, F.pow(f(opt.beta2), t));
+  const stepSize = F.div(lr, bc1); // lr / (1 - β1^t)
+  const sqrtBc2 = F.sqrt(bc2);
+  const decayFactor = F.sub(1, F.mul(lr, opt.weightDecay)); // 1 - lr·λ
+  g.output(F.where(finite, F.add(step, g.constant([1], 'int64', [])), step), 'new.step');
+  params.forEach((p, i) => {
+    g.scope(p.name, () => {
+      const m = g.input(`adam_m.${p.name}`, 'float32', p.shape);
+      const v = g.input(`adam_v.${p.name}`, 'float32', p.shape);
+      const gc = coef ? F.mul(grads[i]!, coef) : grads[i]!;
+      const m2 = F.add(F.mul(m, opt.beta1), F.mul(gc, 1 - opt.beta1));
+      const v2 = F.add(F.mul(v, opt.beta2), F.mul(F.mul(gc, gc), 1 - opt.beta2));
+      // p - lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps), after decoupled decay
+      const denom = F.add(F.div(F.sqrt(v2), sqrtBc2), opt.eps);
+      const decays = opt.weightDecay > 0 && (opt.decay === 'all' || p.rank >= 2);
+      const base = decays ? F.mul(p, decayFactor) : p;
+      const p2 = F.sub(base, F.mul(stepSize, F.div(m2, denom)));
+      g.output(F.where(finite, p2, p), `new.${p.name}`);
+      g.output(F.where(finite, m2, m), `new.adam_m.${p.name}`);
+      g.output(F.where(finite, v2, v), `new.adam_v.${p.name}`);
+    });
+  });
+}
+
+/** Builds one of the training graphs for a model, a loss and optimizer options. */
+export function buildTrainGraph(cfg: ModelConfig, kind: TrainGraphKind, loss: LossBuilder, optInput: OptimizerInput = {}): TrainGraph {
+  const opt = parseOptimizer(optInput);
+  const g = new Graph({ name: `${kind}-${cfg.modelType}`, tape: kind !== 'apply' });
+  const { p, params } = declareParams(g, cfg, 'inputs');
+  if (kind === 'apply') {
+    const scale = g.input('grad_scale', 'float32', []);
+    const grads = params.map((q) => F.mul(g.input(`acc.${q.name}`, 'float32', q.shape), scale));
+    emitUpdate(g, params, grads, opt);
+    return { graph: g, extraInputs: [], metrics: [] };
+  }
+  const fwd = forwardLoss(g, cfg, { p }, loss);
+  g.output(fwd.loss, 'loss');
+  for (const [k, v] of Object.entries(fwd.metrics)) g.output(v, `metric.${k}`);
+  const raw = grad(fwd.loss, params);
+  const grads = raw.map((gr, i) => gr ?? F.zerosLike(params[i]!));
+  g.noTape(() => {
+    if (kind === 'grad') {
+      params.forEach((q, i) => {
+        const acc = g.input(`acc.${q.name}`, 'float32', q.shape);
+        g.output(F.add(acc, grads[i]!), `new.acc.${q.name}`);
+      });
+    } else {
+      emitUpdate(g, params, grads, opt);
+    }
+  });
+  return { graph: g, extraInputs: fwd.extraInputs, metrics: Object.keys(fwd.metrics) };
+}
