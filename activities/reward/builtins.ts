@@ -8,12 +8,14 @@ import { formatTags, jsonValid } from './format.js';
 import { toolCall } from './toolcall.js';
 import { overlongPenalty, lengthPenalty } from './length.js';
 import { bleuReward, chrfReward, rougeLReward } from './reference.js';
+import { codeExecution } from './code.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
     exactMatch, mathEquivalence, multipleChoice,
     formatTags, jsonValid, toolCall, overlongPenalty, lengthPenalty,
     bleuReward, chrfReward, rougeLReward,
+    codeExecution,
   ];
   return defs as unknown as RewardDefinition[];
 }
