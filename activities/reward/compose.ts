@@ -309,6 +309,7 @@ export const clipDeltaSchema = z.strictObject({
   name: z.literal('clip_delta'),
   /** The success (verifiable outcome) reward component. */
   outcome: z.string().min(1),
+  /** Weight of the success reward in the total. */
   outcomeWeight: z.number().default(1),
   /** Which refinement of the step rewards. */
   mechanism: z.enum(['clip', 'delta', 'clip-delta']).default('clip'),
@@ -379,6 +380,7 @@ export const processOutcomeScheduleSchema = z.strictObject({
   end: z.number().min(0).max(1).default(0),
   /** Steps over which the weight moves from start to end. */
   totalSteps: z.number().int().min(1),
+  /** How the weight moves: `linear` in the step, or `cosine` (slow at both ends). */
   shape: z.enum(['linear', 'cosine']).default('linear'),
 });
 export type ProcessOutcomeScheduleOptions = z.output<typeof processOutcomeScheduleSchema>;
@@ -431,13 +433,16 @@ export const hybridSchema = z.strictObject({
   model: z.string().min(1),
   /** `gate`: trust the rule above the threshold, else the model. `blend`: confidence-weighted mix. */
   mixing: z.enum(['gate', 'blend']).default('gate'),
+  /** With `mixing: gate`, the rule verdict is used when its confidence is at least this. */
   confidenceThreshold: z.number().min(0).max(1).default(0.5),
+  /** Weight of the (rule or model) accuracy in the total. */
   accuracyWeight: z.number().default(1),
   /** Weights of further aspect components (instruction adherence, style, ...). */
   aspects: weightsSchema.default({}),
   /** Generalised length penalty; null: none. */
   lengthPenalty: z
     .strictObject({
+      /** The largest penalty, reached at `limit` tokens. */
       weight: z.number().nonnegative(),
       /** Completions up to this many tokens are not penalised. */
       target: z.number().int().nonnegative(),

@@ -23,11 +23,11 @@
  * reward of the prefix before the token plus `explorationWeight` times its entropy, so search is
  * spent on high-potential prefixes at decisive tokens. Selection is greedy top-score
  * (`temperature` 0) or Gumbel-top-k sampling over score/temperature; ties and Gumbel noise come
- * from CounterRng keyed by (seed, step, group, node, position), so a plan is a pure function of
+ * from CounterRng keyed by (seed, step, group and node, position), so a plan is a pure function of
  * its inputs and the seed, whatever order the nodes arrive in.
  */
 import { z } from '../common/config.js';
-import { CounterRng, hash32 } from '../common/rng.js';
+import { CounterRng } from '../common/rng.js';
 
 export interface TreeNode {
   nodeId: string;
@@ -335,7 +335,6 @@ export function planBranches(
     const budget = options.samplesPerGroup - tree.size(groupId);
     remaining[groupId] = Math.max(0, budget);
     if (budget <= 0) continue;
-    const rng = new CounterRng(seed.seed, 'tree-plan', seed.step, groupId);
     const candidates: Candidate[] = [];
     for (const node of tree.nodes()) {
       if (node.groupId !== groupId || node.length === undefined || node.depth >= options.maxDepth) continue;
@@ -346,6 +345,8 @@ export function planBranches(
       const entropy = signalOf(sig.entropy, node, 'entropy', options.criterion === 'entropy' || options.minEntropy > 0);
       const value = signalOf(sig.value, node, 'value', options.criterion === 'value');
       const taken = tree.children(node.nodeId).map((c) => c.branchPosition);
+      // One random stream per node, addressed by token position: order-independent by construction.
+      const rng = new CounterRng(seed.seed, 'tree-plan', seed.step, `${groupId}\u0000${node.nodeId}`);
       for (let p = lo; p <= hi; p++) {
         if (taken.some((q) => Math.abs(p - q) < options.minSpacing)) continue;
         const h = entropy ? entropy[p]! : 0;
@@ -354,7 +355,7 @@ export function planBranches(
         }
         if (h < options.minEntropy) continue;
         const score = options.criterion === 'entropy' ? h : value![p]! + options.explorationWeight * h;
-        const u = rng.uniform(hash32(`${node.nodeId}@${p}`));
+        const u = rng.uniform(p);
         const key = options.temperature > 0 ? score / options.temperature - Math.log(-Math.log(u === 0 ? Number.MIN_VALUE : u)) : score;
         candidates.push({ node, position: p, score, key, tie: u });
       }
