@@ -9,6 +9,7 @@ import { toolCall } from './toolcall.js';
 import { overlongPenalty, lengthPenalty } from './length.js';
 import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 import { codeExecution } from './code.js';
+import { llmJudge } from './judge.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
@@ -16,6 +17,7 @@ export function builtinRewards(): RewardDefinition[] {
     formatTags, jsonValid, toolCall, overlongPenalty, lengthPenalty,
     bleuReward, chrfReward, rougeLReward,
     codeExecution,
+    llmJudge,
   ];
   return defs as unknown as RewardDefinition[];
 }
