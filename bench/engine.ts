@@ -1,0 +1,258 @@
+/**
+ * Model-engine benchmark (numbers only): `npx tsx bench/engine.ts [--quick] [--threads N]`.
+ *
+ * A Llama-style model of ~30M parameters (d_model 512, 8 layers, 8 query / 2 KV heads, SwiGLU
+ * 1408, vocab 8192, untied head) on CPU:
+ * - MatMul peak: GFLOP/s of one large float32 MatMul in onnxruntime, measured in the same run;
+ * - trainStep at batch 8 x 512 tokens: tokens/s and MFU (model FLOPs 6·N·tokens plus attention,
+ *   divided by time and by the MatMul peak);
+ * - decode at batch 1, 8, 32 with 128 prompt + 128 new tokens: new tokens/s over the whole
+ *   generate call and over the decode steps alone, and % of the FLOP-bound limit;
+ * - composed attention vs onnxruntime's fused com.microsoft.MultiHeadAttention on the same shapes;
+ * - peak RSS of each part (each part runs in its own child process).
+ * `--quick` shrinks everything (a smoke run of the script itself).
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import { parseModelConfig, parameterCount, type ModelConfig } from '../activities/model/config.js';
+import { ModelEngine, initTrainState } from '../activities/model/engine.js';
+import { initWeights } from '../activities/model/init.js';
+import { sftLoss } from '../activities/model/losses.js';
+import { generate } from '../activities/model/generate.js';
+import { Graph } from '../activities/model/graph.js';
+import * as F from '../activities/model/ops.js';
+import { causalAttention } from '../activities/model/attention.js';
+import { CounterRng } from '../activities/common/rng.js';
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const threadsArg = args.includes('--threads') ? Number(args[args.indexOf('--threads') + 1]) : 0;
+const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : undefined;
+
+const modelCfg: ModelConfig = parseModelConfig(
+  quick
+    ? { model_type: 'llama', vocab_size: 512, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, intermediate_size: 176 }
+    : { model_type: 'llama', vocab_size: 8192, hidden_size: 512, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 2, intermediate_size: 1408, max_position_embeddings: 1024 },
+);
+const TRAIN = quick ? { batch: 2, seq: 64, steps: 2 } : { batch: 8, seq: 512, steps: 3 };
+const DECODE = quick ? { prompt: 16, fresh: 16, batches: [1, 4] } : { prompt: 128, fresh: 128, batches: [1, 8, 32] };
+
+function now(): number {
+  return performance.now() / 1000;
+}
+
+/**
+ * Forward FLOPs per token at context length `ctx`: 2 per weight multiply (every matrix but the
+ * embedding table, whose lookup is a gather; the LM head counts whether tied or not) + attention.
+ */
+function forwardFlopsPerToken(cfg: ModelConfig, ctx: number): number {
+  const table = cfg.vocabSize * cfg.hidden;
+  const multiplied = parameterCount(cfg) - table + (cfg.tieWordEmbeddings ? table : 0);
+  const attention = 2 * 2 * cfg.layers * cfg.heads * cfg.headDim * ctx; // QK^T and PV
+  return 2 * multiplied + attention;
+}
+
+async function matmulPeak(threads: number): Promise<number> {
+  const n = quick ? 256 : 1024;
+  const g = new Graph({ name: 'peak' });
+  const a = g.input('a', 'float32', [n, n]);
+  const b = g.input('b', 'float32', [n, n]);
+  g.output(F.matmul(a, b), 'c');
+  const s = await ort.InferenceSession.create(g.toBytes(), threads ? { intraOpNumThreads: threads } : {});
+  const rng = new CounterRng(1, 'peak');
+  const data = Float32Array.from({ length: n * n }, (_, i) => rng.normal(i));
+  const feeds = { a: new ort.Tensor('float32', data, [n, n]), b: new ort.Tensor('float32', data, [n, n]) };
+  for (let i = 0; i < 2; i++) await s.run(feeds);
+  let best = Infinity;
+  for (let r = 0; r < (quick ? 3 : 8); r++) {
+    const t0 = now();
+    await s.run(feeds);
+    best = Math.min(best, now() - t0);
+  }
+  await s.release();
+  return (2 * n ** 3) / best / 1e9;
+}
+
+function randomIds(rng: CounterRng, rows: number, len: number, offset: number): number[][] {
+  return Array.from({ length: rows }, (_, r) => Array.from({ length: len }, (_, t) => rng.int(offset + r * len + t, modelCfg.vocabSize)));
+}
+
+async function benchTrain(threads: number): Promise<Record<string, number>> {
+  const t0 = now();
+  const weights = initWeights(modelCfg, 1);
+  const initS = now() - t0;
+  const engine = new ModelEngine(modelCfg, { threads });
+  let state = initTrainState(modelCfg, weights);
+  const rng = new CounterRng(2, 'bench-train');
+  const { batch, seq, steps } = TRAIN;
+  const mk = (i: number) => ({
+    ids: randomIds(rng, batch, seq, i * batch * seq),
+    lossMask: Array.from({ length: batch }, () => Array.from({ length: seq }, (_, t) => (t === 0 ? 0 : 1))),
+  });
+  const t1 = now();
+  await engine.trainSession('trainStep', sftLoss());
+  const buildS = now() - t1;
+  const t2 = now();
+  state = (await engine.trainStep(state, mk(0), { loss: sftLoss(), lr: 1e-4 })).state; // warm-up
+  const warmS = now() - t2;
+  const times: number[] = [];
+  for (let s = 1; s <= steps; s++) {
+    const b = mk(s);
+    const t = now();
+    state = (await engine.trainStep(state, b, { loss: sftLoss(), lr: 1e-4 })).state;
+    times.push(now() - t);
+  }
+  await engine.close();
+  const step = times.reduce((a, b) => a + b, 0) / times.length;
+  const tokens = batch * seq;
+  const flops = 3 * tokens * forwardFlopsPerToken(modelCfg, seq / 2);
+  return { initS, buildS, warmS, stepS: step, tokensPerS: tokens / step, gflops: flops / step / 1e9 };
+}
+
+async function benchDecode(threads: number, batch: number): Promise<Record<string, number>> {
+  const engine = new ModelEngine(modelCfg, { threads });
+  engine.setWeights(initWeights(modelCfg, 1), 'bench');
+  const rng = new CounterRng(3, 'bench-decode', batch);
+  const prompts = randomIds(rng, batch, DECODE.prompt, 0);
+  const t0 = now();
+  await engine.decodeSession();
+  const buildS = now() - t0;
+  const warm = await generate(engine, prompts.slice(0, 1), { maxNewTokens: 2, pickToken: () => 1, stopTokenIds: [] });
+  void warm;
+  let firstAt = 0;
+  const t1 = now();
+  const sampler = new CounterRng(4, 'bench-pick', batch);
+  await generate(engine, prompts, {
+    maxNewTokens: DECODE.fresh,
+    stopTokenIds: [],
+    pickToken: (_l, s, pos) => {
+      if (pos === 0 && s === 0) firstAt = now();
+      return sampler.int(s * 4096 + pos, modelCfg.vocabSize);
+    },
+  });
+  const total = now() - t1;
+  const prefill = firstAt - t1;
+  await engine.close();
+  const fresh = batch * DECODE.fresh;
+  const ctxAvg = DECODE.prompt + DECODE.fresh / 2;
+  return {
+    buildS,
+    prefillS: prefill,
+    totalS: total,
+    newTokensPerS: fresh / total,
+    stepTokensPerS: (batch * (DECODE.fresh - 1)) / (total - prefill),
+    stepGflops: (batch * (DECODE.fresh - 1) * forwardFlopsPerToken(modelCfg, ctxAvg)) / (total - prefill) / 1e9,
+  };
+}
+
+/** One attention layer's core at (batch, heads, T, S): composed ops vs com.microsoft.MultiHeadAttention. */
+async function benchAttention(threads: number): Promise<Record<string, number>> {
+  const hd = modelCfg.headDim;
+  const h = modelCfg.heads;
+  const cases = quick ? [{ b: 2, t: 32, past: 0 }, { b: 2, t: 1, past: 32 }] : [{ b: 8, t: 512, past: 0 }, { b: 32, t: 1, past: 192 }];
+  const out: Record<string, number> = {};
+  for (const c of cases) {
+    const s = c.past + c.t;
+    // composed: q [B,H,T,hd], k/v [B,H,S,hd] (no GQA here: MHA has none), causal + padding mask
+    const g1 = new Graph({ name: 'composed' });
+    const q = g1.input('q', 'float32', [c.b, h, c.t, hd]);
+    const k = g1.input('k', 'float32', [c.b, h, s, hd]);
+    const v = g1.input('v', 'float32', [c.b, h, s, hd]);
+    const m = g1.input('mask', 'bool', [c.b, s]);
+    g1.output(causalAttention(q, k, v, { keyMask: m }), 'y');
+    // fused: MultiHeadAttention with q [B,T,H*hd], k/v in BNSH layout, additive causal+padding bias
+    const g2 = new Graph({ name: 'fused' });
+    g2.useDomain('com.microsoft', 1);
+    const q2 = g2.input('q', 'float32', [c.b, c.t, h * hd]);
+    const k2 = g2.input('k', 'float32', [c.b, h, s, hd]);
+    const v2 = g2.input('v', 'float32', [c.b, h, s, hd]);
+    const bias = g2.input('bias', 'float32', [c.b, 1, c.t, s]);
+    g2.output(g2.node1('MultiHeadAttention', [q2, k2, v2, null, null, bias], 'float32', [c.b, c.t, h * hd], { num_heads: h }, 'com.microsoft'), 'y');
+    const so = threads ? { intraOpNumThreads: threads } : {};
+    const s1 = await ort.InferenceSession.create(g1.toBytes(), so);
+    const s2 = await ort.InferenceSession.create(g2.toBytes(), so);
+    const rng = new CounterRng(5, 'attn');
+    const rand = (n: number) => Float32Array.from({ length: n }, (_, i) => rng.normal(i));
+    const qd = rand(c.b * h * c.t * hd);
+    const kd = rand(c.b * h * s * hd);
+    const maskData = new Uint8Array(c.b * s).fill(1);
+    const biasData = new Float32Array(c.b * c.t * s);
+    for (let bi = 0; bi < c.b; bi++) for (let i = 0; i < c.t; i++) for (let j = 0; j < s; j++) biasData[(bi * c.t + i) * s + j] = j <= c.past + i ? 0 : -1e30;
+    const f1 = { q: new ort.Tensor('float32', qd, [c.b, h, c.t, hd]), k: new ort.Tensor('float32', kd, [c.b, h, s, hd]), v: new ort.Tensor('float32', kd, [c.b, h, s, hd]), mask: new ort.Tensor('bool', maskData, [c.b, s]) };
+    const f2 = { q: new ort.Tensor('float32', qd, [c.b, c.t, h * hd]), k: f1.k, v: f1.v, bias: new ort.Tensor('float32', biasData, [c.b, 1, c.t, s]) };
+    const time = async (sess: ort.InferenceSession, feeds: Record<string, ort.Tensor>) => {
+      await sess.run(feeds);
+      let best = Infinity;
+      for (let r = 0; r < (quick ? 3 : 10); r++) {
+        const t0 = now();
+        await sess.run(feeds);
+        best = Math.min(best, now() - t0);
+      }
+      return best;
+    };
+    const name = `B${c.b}_T${c.t}_S${s}`;
+    out[`${name}_composed_ms`] = (await time(s1, f1)) * 1000;
+    out[`${name}_fused_mha_ms`] = (await time(s2, f2)) * 1000;
+    await s1.release();
+    await s2.release();
+  }
+  return out;
+}
+
+function rssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+async function runPart(name: string): Promise<void> {
+  let r: Record<string, number>;
+  if (name === 'peak') r = { gflops: await matmulPeak(threadsArg) };
+  else if (name === 'train') r = await benchTrain(threadsArg);
+  else if (name.startsWith('decode')) r = await benchDecode(threadsArg, Number(name.slice(6)));
+  else if (name === 'attention') r = await benchAttention(threadsArg);
+  else throw new Error(`unknown bench part ${name}`);
+  r.peakRssMiB = rssMiB();
+  process.stdout.write(`RESULT ${JSON.stringify(r)}\n`);
+}
+
+function child(name: string): Record<string, number> {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--part', name, ...(quick ? ['--quick'] : []), ...(threadsArg ? ['--threads', String(threadsArg)] : [])], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+    env: { ...process.env, DURABLE_RL_LOG_LEVEL: 'warn' },
+  });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (!line) throw new Error(`bench part ${name} failed (exit ${r.status}): ${r.stderr.slice(-2000)}`);
+  return JSON.parse(line.slice(7)) as Record<string, number>;
+}
+
+function fmt(x: number, digits = 1): string {
+  return x.toFixed(digits);
+}
+
+async function main(): Promise<void> {
+  if (part) return runPart(part);
+  const n = parameterCount(modelCfg);
+  process.stdout.write(`model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}\n`);
+  const peak = child('peak');
+  process.stdout.write(`matmul peak: ${fmt(peak.gflops!)} GFLOP/s (peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)\n`);
+  const train = child('train');
+  process.stdout.write(
+    `trainStep ${TRAIN.batch}x${TRAIN.seq}: ${fmt(train.tokensPerS!)} tokens/s, ${fmt(train.stepS!, 2)} s/step, ${fmt(train.gflops!)} GFLOP/s, MFU ${fmt((100 * train.gflops!) / peak.gflops!)}% of the matmul peak; ` +
+      `init ${fmt(train.initS!, 1)} s, graph+session ${fmt(train.buildS!, 1)} s, first step ${fmt(train.warmS!, 1)} s; peak RSS ${fmt(train.peakRssMiB!, 0)} MiB\n`,
+  );
+  for (const b of DECODE.batches) {
+    const d = child(`decode${b}`);
+    process.stdout.write(
+      `decode batch ${b} (${DECODE.prompt} prompt + ${DECODE.fresh} new): ${fmt(d.newTokensPerS!)} new tokens/s overall (prefill ${fmt(d.prefillS!, 2)} s), ` +
+        `${fmt(d.stepTokensPerS!)} tokens/s in decode steps = ${fmt(d.stepGflops!)} GFLOP/s, ${fmt((100 * d.stepGflops!) / peak.gflops!)}% of the FLOP-bound limit; ` +
+        `session ${fmt(d.buildS!, 1)} s; peak RSS ${fmt(d.peakRssMiB!, 0)} MiB\n`,
+    );
+  }
+  const att = child('attention');
+  process.stdout.write(`attention core (${modelCfg.heads} heads x ${modelCfg.headDim}), best of runs:\n`);
+  for (const [k, v] of Object.entries(att)) if (k !== 'peakRssMiB') process.stdout.write(`  ${k}: ${fmt(v, 2)}\n`);
+}
+
+await main();
