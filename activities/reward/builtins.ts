@@ -10,6 +10,7 @@ import { overlongPenalty, lengthPenalty } from './length.js';
 import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 import { codeExecution } from './code.js';
 import { llmJudge } from './judge.js';
+import { efficiency } from './efficiency.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
@@ -18,6 +19,7 @@ export function builtinRewards(): RewardDefinition[] {
     bleuReward, chrfReward, rougeLReward,
     codeExecution,
     llmJudge,
+    efficiency,
   ];
   return defs as unknown as RewardDefinition[];
 }

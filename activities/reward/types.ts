@@ -22,6 +22,11 @@ export interface ToolCall {
   arguments: Record<string, unknown>;
   /** Optional call id, as OpenAI-style tool calls carry one. */
   id?: string;
+  /**
+   * What the call cost, as the environment that ran it measured it (e.g. price × tokens of a
+   * routed model call, Router-R1), for the `efficiency` reward's `call_cost`.
+   */
+  cost?: number;
 }
 
 /** A sample to score: one completion of one prompt. */
