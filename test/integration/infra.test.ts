@@ -159,6 +159,36 @@ describe('infra', () => {
     }
   });
 
+  it('registers search attributes added to the list after the server was started', async () => {
+    const { address, namespace } = first.endpoints.temporal;
+    const victim = SEARCH_ATTRIBUTES[SEARCH_ATTRIBUTES.length - 1].name;
+    const list = async (): Promise<string[]> => {
+      const conn = await Connection.connect({ address });
+      try {
+        return Object.keys((await conn.operatorService.listSearchAttributes({ namespace })).customAttributes ?? {});
+      } finally {
+        await conn.close();
+      }
+    };
+    // Simulate a server from before `victim` joined SEARCH_ATTRIBUTES: unregister it, and forget it in the state.
+    const conn = await Connection.connect({ address });
+    try {
+      await conn.operatorService.removeSearchAttributes({ namespace, searchAttributes: [victim] });
+    } finally {
+      await conn.close();
+    }
+    assert.equal((await list()).includes(victim), false);
+    const file = join(stateDir, 'state.json');
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { temporal: { searchAttributes: string[]; pid: number } };
+    saved.temporal.searchAttributes = saved.temporal.searchAttributes.filter((n) => n !== victim);
+    writeFileSync(file, JSON.stringify(saved), { mode: 0o600 });
+
+    const r = await ensure({ stateDir, quiet: true });
+    assert.equal(r.actions.temporal, 'reused', 'registering attributes needs no restart');
+    assert.equal((await status({ stateDir })).temporal.pid, saved.temporal.pid);
+    assert.ok((await list()).includes(victim), `${victim} registered again`);
+  });
+
   it('creates the bucket, and S3 works with the returned credentials (path-style)', async () => {
     const client = s3(first.endpoints);
     try {
