@@ -4,7 +4,7 @@
  * restart on the same address with the same data, busy ports, external servers, missing Go, down.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { Client, Connection } from '@temporalio/client';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/search-attributes.js';
 import { down, endpointsEnv, ensure, startMinio, startTemporal, status, stopMinio, stopTemporal, type InfraEndpoints, type UpResult } from '../../infra/index.js';
-import { GoMissingError, resolveBinary, TEMPORAL_BINARY } from '../../infra/binaries.js';
+import { GoMissingError, MINIO_BINARY, resolveBinary, TEMPORAL_BINARY } from '../../infra/binaries.js';
 import { acquireLock } from '../../infra/lock.js';
 import { externalS3, externalTemporal } from '../../infra/env.js';
 import { isPortFree } from '../../infra/proc.js';
@@ -305,6 +305,44 @@ describe('infra', () => {
       return true;
     });
     await assert.rejects(resolveBinary(TEMPORAL_BINARY, { env: { ...env, TEMPORAL_CLI_PATH: join(scratch, 'nope') } }), /TEMPORAL_CLI_PATH=.*not an executable/);
+  });
+
+  it('builds a missing binary once, even when asked concurrently, and reports a failed build', async () => {
+    // A stand-in Go toolchain (the real builds take minutes): it logs each `go install` and
+    // writes an executable into $GOBIN, or fails for minio.
+    const fakeBin = join(scratch, 'fake-go-bin');
+    const calls = join(scratch, 'go-install-calls.log');
+    mkdirSync(fakeBin, { recursive: true });
+    writeFileSync(
+      join(fakeBin, 'go'),
+      [
+        '#!/bin/sh',
+        'if [ "$1" = version ]; then echo "go version go0.0-fake"; exit 0; fi',
+        'echo "$2" >> "$FAKE_GO_CALLS"',
+        'case "$2" in *minio*) echo "boom: cannot build minio" >&2; exit 3;; esac',
+        'sleep 1',
+        'printf "#!/bin/sh\\necho fake temporal\\n" > "$GOBIN/temporal" && chmod +x "$GOBIN/temporal"',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const cache = join(scratch, 'build-cache');
+    const env = { PATH: `${fakeBin}:/usr/bin:/bin`, HOME: scratch, DURABLE_RL_CACHE_DIR: cache, FAKE_GO_CALLS: calls };
+    const progress: string[] = [];
+    const [a, b] = await Promise.all([
+      resolveBinary(TEMPORAL_BINARY, { env, progress: (m) => progress.push(m) }),
+      resolveBinary(TEMPORAL_BINARY, { env, progress: (m) => progress.push(m) }),
+    ]);
+    assert.equal(readFileSync(calls, 'utf8'), `${TEMPORAL_BINARY.module}@${TEMPORAL_BINARY.version}\n`, 'exactly one go install');
+    assert.equal(a.path, join(cache, 'bin', `temporal-${TEMPORAL_BINARY.version}`));
+    assert.equal(b.path, a.path);
+    assert.deepEqual([a.source, b.source].sort(), ['built', 'cache']);
+    assert.equal(spawnSync(a.path, { encoding: 'utf8' }).stdout.trim(), 'fake temporal');
+    assert.ok(progress.some((m) => m.startsWith('building temporal v1.5.1')), progress.join('\n'));
+    assert.equal((await resolveBinary(TEMPORAL_BINARY, { env })).source, 'cache');
+    assert.deepEqual(readdirSync(join(cache, 'bin')).filter((n) => n.startsWith('.build-')), [], 'no temporary GOBIN left behind');
+
+    await assert.rejects(resolveBinary(MINIO_BINARY, { env }), /go install github\.com\/minio\/minio@.*failed \(exit 3\)[\s\S]*boom: cannot build minio/);
   });
 
   it('down stops both servers and frees their ports', async () => {
