@@ -124,7 +124,8 @@ export function extractAnswer(
  * bracketed letter `(X)` when the last paragraph names only one. Bare capital letters inside prose ("A good first step") never count.
  * When the chosen phrase names two different letters ("A or C") the answer is ambiguous: undefined.
  */
-export function extractChoice(text: string, letters: string, answerTag = 'answer'): string | undefined {
+export function extractChoice(raw: string, letters: string, answerTag = 'answer'): string | undefined {
+  const text = raw.normalize('NFKC'); // full-width letters and brackets become ASCII
   const set = new Set(letters.toUpperCase().split(''));
   const letterOf = (s: string): string | undefined => {
     const t = s.replace(/\\text\{([^}]*)\}/g, '$1').replace(/^[\s(*[_]+|[\s)*\]_.:]+$/g, '');
@@ -145,19 +146,18 @@ export function extractChoice(text: string, letters: string, answerTag = 'answer
     if (l) return l;
   }
   // "answer is (C)", "Answer: C", "correct option is **C**", "the answer is C because ...".
-  const phrase = /\b(?:answer|option|choice)\b[*_\s]*(?:is\b|:)[*_\s:]*(?:option\s+|choice\s+)?([([]?\s*([A-Za-z])\s*[)\]]?)(?=[*_\s]*(?:$|[.,;:!\n)]|\s(?:because|since|as|which|or|and)\b))(?=([^\n]*))/gim;
+  const phrase = /\b(?:answer|option|choice)\b[*_\s]*(?:is\b|:)[*_\s:]*(?:option\s+|choice\s+)?(?:[([]\s*([A-Za-z])\s*[)\]]|([A-Za-z])(?=[*_\s]*(?:$|[.,;:!)\n]|\s(?:because|since|as|which|or|and)\b)))(?=([^\n]*))/gim;
   let fromPhrase: string | undefined;
   let ambiguous = false;
   for (let m = phrase.exec(text); m; m = phrase.exec(text)) {
-    const raw = m[1]!;
-    const l = m[2]!;
-    const bracketed = /[([]/.test(raw);
+    const bracketed = m[1] !== undefined;
+    const l = (m[1] ?? m[2])!;
     // A lower-case bare letter is only taken in brackets ("answer is (b)"), never as the article "a".
     if (!bracketed && l !== l.toUpperCase()) continue;
     if (!set.has(l.toUpperCase())) continue;
     fromPhrase = l.toUpperCase();
     const tail = m[3] ?? '';
-    const other = /^\s*(?:or|and)\s+\(?([A-Z])\b/.exec(tail);
+    const other = /^[*_\s]*(?:or|and)\s+\(?([A-Z])\b/.exec(tail);
     ambiguous = other !== null && set.has(other[1]!) && other[1] !== fromPhrase;
   }
   if (fromPhrase !== undefined) return ambiguous ? undefined : fromPhrase;

@@ -111,6 +111,12 @@ test('principle mode: the request carries model, principle, reference and key; t
   assert.match(last.body.messages[1]!.content, /\[PROMPT\]\nSay hi\.\n\n\[REFERENCE ANSWER\]\nhi\n\n\[RESPONSE\]\nGOOD/);
 });
 
+test('an empty or unicode completion is judged like any other', async () => {
+  assert.deepEqual(await score(judge(), sample('', { promptId: 'empty' })), { reward: 0, components: { judge_score: 0 } });
+  await score(judge(), sample('GOOD — Zürich 😀 東京', { promptId: 'uni' }));
+  assert.match(seen[seen.length - 1]!.body.messages[1]!.content, /Zürich 😀 東京$/);
+});
+
 test('per-prompt principle from metadata overrides the option', async () => {
   await score(judge(), sample('GOOD', { promptId: 'meta', metadata: { principle: 'Use British spelling.' } }));
   assert.match(seen[seen.length - 1]!.body.messages[0]!.content, /British spelling/);

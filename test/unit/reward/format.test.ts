@@ -52,6 +52,7 @@ test('json_valid: syntax, extraction, schema from options or metadata, partial c
   assert.equal((await run('json_valid', { completion: '' })).reward, 0);
   assert.equal((await run('json_valid', { completion: 'Here:\n```json\n[1, 2]\n```\nDone.' })).reward, 1);
   assert.equal((await run('json_valid', { completion: 'x <answer>{"ok": true}</answer>' })).reward, 1);
+  assert.equal((await run('json_valid', { completion: '{"big": 123456789012345678901234567890, "s": "東京 😀"}' })).reward, 1);
   const schema = { type: 'object', required: ['name', 'age'], properties: { name: { type: 'string', minLength: 1 }, age: { type: 'integer', minimum: 0 } }, additionalProperties: false };
   assert.deepEqual(await run('json_valid', { completion: '{"name": "Zoë", "age": 3}' }, { schema }), { reward: 1, components: { json_parsed: 1, json_schema: 1 } });
   assert.equal((await run('json_valid', { completion: '{"name": "Zoë", "age": 3.5}' }, { schema })).reward, 0);
@@ -82,6 +83,7 @@ test('overlong_penalty: DAPO soft punishment by hand', async () => {
   const opts = { maxLength: 100, cacheLength: 20 };
   assert.equal((await run('overlong_penalty', { completionTokens: 95 }, opts)).reward, -0.75);
   assert.equal((await run('overlong_penalty', { completionTokens: 0 }, opts)).reward, 0);
+  assert.equal((await run('overlong_penalty', { completionTokens: 2 ** 40 }, opts)).reward, -1);
   assert.equal((await run('overlong_penalty', { completionTokens: 95 }, { ...opts, penaltyFactor: 0.5 })).reward, -0.375);
   // Characters are code points: 90 emoji are 90 characters, not 180 UTF-16 units.
   assert.equal((await run('overlong_penalty', { completion: '😀'.repeat(90) }, { ...opts, unit: 'chars' })).reward, -0.5);

@@ -77,3 +77,18 @@ test('tool_call reward: format + correct in [-3, 4]', async () => {
   await assert.rejects(async () => score({ completion: good, metadata: { toolCalls: [{ nom: 'x' }] } }), /metadata\.toolCalls\[0\].*not a \{ name, arguments \}/);
   assert.throws(() => defaultRegistry().create({ name: 'tool_call', options: { correctMin: 1, correctMax: 1 } }), /correctMax/);
 });
+
+test('edge cases: empty completion, unicode arguments, huge numbers', async () => {
+  // Empty completion: no <think> (format 0) and no calls (R_correct = -3 + 6 * 0 / S_max).
+  assert.deepEqual(await score({ completion: '', metadata: { toolCalls: [weather] } }), {
+    reward: -3, components: { format: 0, tool_correct: -3, tool_name: 0, tool_param: 0, tool_value: 0 },
+  });
+  // No call expected and none made: full marks.
+  assert.equal((await score({ completion: '<think>just answer</think> Bonjour', metadata: { toolCalls: [] } })).reward, 4);
+  const uni: ToolCall = { name: 'traduire', arguments: { texte: 'Zürich 😀 東京', n: 2 ** 80 } };
+  const r = await score({ completion: `<think>t</think>${block([uni])}`, metadata: { toolCalls: [uni] } });
+  assert.equal(r.reward, 4);
+  const off = await score({ completion: `<think>t</think>${block([{ ...uni, arguments: { ...uni.arguments, texte: 'Zurich 😀 東京' } }])}`, metadata: { toolCalls: [uni] } });
+  close(off.components!.tool_value, 1 / 2);
+});
+

@@ -121,6 +121,11 @@ test('multiple_choice: robust letter extraction', () => {
     ['the answer is a bit unclear', undefined],
     ['', undefined],
     ['First I thought the answer is A. On reflection the answer is D.', 'D'],
+    ['The correct answer is: (C) 42 apples', 'C'],
+    ['Answer: C. 42', 'C'],
+    ['Option B or (D)? The answer is (B) or (D).', undefined],
+    ['经过计算，选 (B)。', 'B'], // unicode prose, one bracketed letter in the last paragraph
+    ['**Answer:** Ｃ', 'C'], // full-width letters are folded (NFKC)
   ];
   for (const [text, want] of cases) assert.equal(extractChoice(text, L), want, JSON.stringify(text));
 });
