@@ -7,7 +7,7 @@
  * and counts as dead. Zombies count as dead too. Elsewhere only `kill(pid, 0)` is available.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -54,8 +54,32 @@ export function isAlive(ref: ProcRef): boolean {
   if (!hasProc) return true;
   const f = statFields(ref.pid);
   if (!f) return false;
-  if (f[0] === 'Z' || f[0] === 'X') return false;
-  return ref.procStart === null || f[19] === ref.procStart;
+  if (ref.procStart !== null && f[19] !== ref.procStart) return false;
+  if (f[0] === 'Z' || f[0] === 'X') return threadsStillExiting(ref.pid);
+  return true;
+}
+
+/**
+ * A multi-threaded process (every Go server) whose main thread is already a zombie may still have
+ * threads tearing down, and with them its open files and listening sockets: it is not gone until
+ * every thread is.
+ */
+function threadsStillExiting(pid: number): boolean {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  return tids.some((tid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  });
 }
 
 /**
@@ -102,8 +126,20 @@ export async function spawnDetached(bin: string, args: string[], opts: { env: No
   }
 }
 
-/** True when nothing listens on `port` on loopback (we can bind it ourselves). */
-export function isPortFree(port: number, host = LOOPBACK): Promise<boolean> {
+/**
+ * True when nothing listens on `port` on loopback (we can bind it ourselves). With `waitMs`, keeps
+ * trying that long (a just-stopped server's sockets can take a moment to close).
+ */
+export async function isPortFree(port: number, host = LOOPBACK, waitMs = 0): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (true) {
+    if (await canBind(port, host)) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(100);
+  }
+}
+
+function canBind(port: number, host: string): Promise<boolean> {
   return new Promise((resolveFree) => {
     const srv = createServer();
     srv.once('error', () => resolveFree(false));
@@ -143,7 +179,7 @@ export async function choosePorts<K extends string>(
   const moved: K[] = [];
   for (const name of names) {
     const prev = previous?.[name];
-    if (prev !== undefined && !taken.has(prev) && (await isPortFree(prev))) {
+    if (prev !== undefined && !taken.has(prev) && (await isPortFree(prev, LOOPBACK, opts.require ? 5_000 : 0))) {
       ports[name] = prev;
     } else {
       if (prev !== undefined) {

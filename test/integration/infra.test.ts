@@ -46,9 +46,12 @@ function serverProcesses(dir: string): { pid: number; bin: string }[] {
     if (!/^\d+$/.test(name)) continue;
     try {
       const args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const st = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (st !== 'Z' && args.some((a) => a.startsWith(dir))) out.push({ pid: Number(name), bin: args[0] });
+      // Alive while any thread is: a Go server's main thread can be a zombie while the others still hold its sockets.
+      const running = readdirSync(`/proc/${name}/task`).some((tid) => {
+        const stat = readFileSync(`/proc/${name}/task/${tid}/stat`, 'utf8');
+        return !'ZX'.includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+      });
+      if (running && args.some((a) => a.startsWith(dir))) out.push({ pid: Number(name), bin: args[0] });
     } catch {
       /* exited while we looked */
     }
@@ -261,8 +264,8 @@ describe('infra', () => {
   });
 
   it('avoids a port taken by another process (startMinio refuses, up moves)', async () => {
+    const oldPort = Number(new URL((await status({ stateDir })).minio.endpoint).port);
     await stopMinio({ stateDir, quiet: true });
-    const oldPort = Number(new URL(first.endpoints.minio.endpoint).port);
     const squatter: Server = createServer();
     await new Promise<void>((res) => squatter.listen(oldPort, '127.0.0.1', res));
     try {
