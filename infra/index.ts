@@ -148,7 +148,7 @@ function fileSize(file: string): number {
   }
 }
 
-const PORT_CLASH = /address already in use|can't set .*port|bind: /i;
+const PORT_CLASH = /already in use|can't set .*port|bind: /i;
 
 /**
  * Makes one server healthy under the state lock: reuse it, wait for it to settle, or (re)start it.

@@ -22,6 +22,8 @@ export interface LockHolder {
   since: string;
   /** What the holder is doing ("starting servers", "building temporal v1.5.1"). */
   purpose: string;
+  /** Unique per acquisition, so two acquisitions in one process never look alike. */
+  token: number;
 }
 
 export interface LockOptions {
@@ -40,6 +42,7 @@ const BREAK_STALE_MS = 10_000;
 /** How long an unreadable (half-written) lock file may exist before it counts as abandoned. */
 const PARTIAL_STALE_MS = 10_000;
 const POLL_MS = 100;
+let acquisitions = 0;
 
 function parseHolder(text: string): LockHolder | null {
   try {
@@ -104,7 +107,11 @@ function breakStale(file: string, judged: string): boolean {
     unlinkSync(file);
     return true;
   } finally {
-    unlinkSync(breakFile);
+    try {
+      unlinkSync(breakFile);
+    } catch {
+      /* judged abandoned and removed by another waiter */
+    }
   }
 }
 
@@ -116,6 +123,7 @@ export async function acquireLock(file: string, opts: LockOptions): Promise<() =
     host: hostname(),
     since: new Date().toISOString(),
     purpose: opts.purpose,
+    token: ++acquisitions,
   };
   const content = JSON.stringify(me);
   const waitMs = opts.waitMs ?? 20 * 60_000;
