@@ -38,6 +38,12 @@ export const engineOptionsSchema = z.object({
   executionProviders: z.array(z.union([z.string(), z.looseObject({ name: z.string() })])).default(['cpu']),
   /** onnxruntime graph optimisation level. */
   optimization: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
+  /**
+   * onnxruntime's CPU memory arena: 'auto' keeps it for decode/score (many small, steady
+   * allocations) and turns it off for training graphs, whose large activations made the arena grow
+   * to about twice the memory actually live (6.6 vs 3.2 GB peak RSS at 8x512 on the 30M bench model).
+   */
+  memArena: z.enum(['auto', 'on', 'off']).default('auto'),
   /** Most sessions kept alive at once (least recently used are released first). */
   maxSessions: z.number().int().positive().default(8),
 });
@@ -101,7 +107,7 @@ class SessionCache {
     private readonly options: ort.InferenceSession.SessionOptions,
   ) {}
 
-  get(key: string, build: () => Graph): Promise<ort.InferenceSession> {
+  get(key: string, build: () => Graph, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key);
@@ -110,7 +116,7 @@ class SessionCache {
     }
     const t0 = performance.now();
     const bytes = build().toBytes();
-    const p = ort.InferenceSession.create(bytes, this.options).then((s) => {
+    const p = ort.InferenceSession.create(bytes, { ...this.options, ...extra }).then((s) => {
       log.debug({ key, bytes: bytes.length, ms: Math.round(performance.now() - t0) }, 'session created');
       return s;
     });
@@ -166,6 +172,7 @@ export class ModelEngine {
     const so: ort.InferenceSession.SessionOptions = {
       executionProviders: this.options.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
       graphOptimizationLevel: this.options.optimization,
+      enableCpuMemArena: this.options.memArena !== 'off',
     };
     if (this.options.threads > 0) so.intraOpNumThreads = this.options.threads;
     this.sessions = new SessionCache(this.options.maxSessions, so);
@@ -281,7 +288,7 @@ export class ModelEngine {
       info = { extraInputs: tg.extraInputs, metrics: tg.metrics };
       this.trainInfo.set(key, info);
       return tg.graph;
-    });
+    }, { enableCpuMemArena: this.options.memArena === 'on' });
     return { session, graph: info ?? this.trainInfo.get(key)! };
   }
 

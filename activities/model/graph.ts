@@ -153,6 +153,10 @@ export class Graph {
   private readonly shapeCache = new Map<string, Tensor>();
   private readonly domains = new Map<string, number>();
   private counter = 0;
+  /** Values produced by nodes (renameable as outputs). */
+  private readonly produced = new Set<string>();
+  /** Node outputs renamed to graph-output names (applied when serialising). */
+  private readonly alias = new Map<string, string>();
 
   constructor(opts: GraphOptions = {}) {
     this.name = opts.name ?? 'graph';
@@ -273,6 +277,7 @@ export class Graph {
     }
     if (domain && !this.domains.has(domain)) this.domains.set(domain, 1);
     const outputs = outs.map((o) => new Tensor(this, o.name ?? this.fresh(opType), o.dtype, o.shape));
+    for (const o of outputs) this.produced.add(o.name);
     this.nodes.push({
       opType,
       domain,
@@ -304,7 +309,13 @@ export class Graph {
     let out = t;
     if (name && name !== t.name) {
       this.claim(name, 'output');
-      out = this.node('Identity', [t], [{ dtype: t.dtype, shape: t.shape, name }])[0]!;
+      if (this.produced.has(t.name) && !this.alias.has(t.name) && !this.outputs.some((o) => o.name === t.name)) {
+        // rename the producing node's output (no Identity copy at run time)
+        this.alias.set(t.name, name);
+        out = new Tensor(this, name, t.dtype, t.shape);
+      } else {
+        out = this.node('Identity', [t], [{ dtype: t.dtype, shape: t.shape, name }])[0]!;
+      }
     } else if (this.outputs.some((o) => o.name === t.name)) {
       throw new Error(`graph ${this.name}: ${t.name} is already an output`);
     }
@@ -316,6 +327,9 @@ export class Graph {
   useDomain(domain: string, version: number): void {
     this.domains.set(domain, version);
   }
+
+  /** The serialised name of a value (its output name when it was renamed as a graph output). */
+  private readonly resolve = (name: string): string => this.alias.get(name) ?? name;
 
   /** The graph as an ONNX ModelProto object. */
   toModelProto(): IModelProto {
@@ -335,8 +349,8 @@ export class Graph {
       name: n.name,
       opType: n.opType,
       domain: n.domain,
-      input: n.inputs,
-      output: n.outputs,
+      input: n.inputs.map(this.resolve),
+      output: n.outputs.map(this.resolve),
       attribute: Object.entries(n.attrs)
         .filter((e): e is [string, AttrValue] => e[1] !== undefined)
         .map(([k, v]) => attribute(k, v)),
@@ -376,7 +390,7 @@ export class Graph {
         .filter(([, v]) => v !== undefined)
         .map(([k, v]) => `${k}=${typeof v === 'object' && !Array.isArray(v) ? JSON.stringify('t' in v ? '<tensor>' : v) : JSON.stringify(v)}`)
         .join(' ');
-      lines.push(`  ${n.outputs.join(', ')} = ${n.domain ? n.domain + '.' : ''}${n.opType}(${n.inputs.join(', ')})${attrs ? ' ' + attrs : ''}`);
+      lines.push(`  ${n.outputs.map(this.resolve).join(', ')} = ${n.domain ? n.domain + '.' : ''}${n.opType}(${n.inputs.map(this.resolve).join(', ')})${attrs ? ' ' + attrs : ''}`);
     }
     for (const t of this.outputs) lines.push(`  output ${t}`);
     return lines.join('\n');

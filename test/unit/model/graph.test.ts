@@ -24,7 +24,8 @@ test('a built model encodes to a ModelProto that decodes to the same graph and r
   assert.equal(gp.input![0]!.name, 'x');
   assert.equal(dims[0]!.dimParam, 'batch');
   assert.equal(Number(dims[1]!.dimValue), 3);
-  assert.deepEqual(gp.node!.map((n) => n.opType), ['MatMul', 'Add', 'Identity']);
+  assert.deepEqual(gp.node!.map((n) => n.opType), ['MatMul', 'Add'], 'a named output renames its producer (no Identity copy)');
+  assert.deepEqual(gp.node![1]!.output, ['y']);
   assert.ok(gp.node![0]!.output![0]!.startsWith('layer.0/'), 'values are named under their scope');
   const wInit = gp.initializer!.find((i) => i.name === 'w')!;
   assert.deepEqual(Array.from(new Float32Array(Uint8Array.from(wInit.rawData!).buffer)), [1, 2, 3, 4, 5, 6]);
@@ -33,6 +34,18 @@ test('a built model encodes to a ModelProto that decodes to the same graph and r
   const r = await s.run({ x: new ort.Tensor('float32', Float32Array.from([1, 0, 0, 0, 1, 1]), [2, 3]) });
   assert.deepEqual(r.y!.dims, [2, 2]);
   assert.deepEqual(Array.from(r.y!.data as Float32Array), [2, 3, 9, 11]);
+});
+
+test('a value output twice, or a graph input output, gets an Identity', () => {
+  const g = new Graph();
+  const x = g.input('x', 'float32', [2]);
+  const y = F.neg(x);
+  g.output(y, 'first');
+  g.output(y, 'second');
+  g.output(x, 'x_again');
+  assert.deepEqual(g.nodes.map((n) => n.opType), ['Neg', 'Identity', 'Identity']);
+  const m = decodeModel(g.toBytes());
+  assert.deepEqual(m.graph!.node![1]!.input, ['first'], 'consumers of a renamed value use its new name');
 });
 
 test('small constants are deduplicated and the dump lists inputs, initializers, nodes, outputs', () => {
