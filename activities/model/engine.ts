@@ -126,6 +126,10 @@ class SessionCache {
     return p;
   }
 
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
   evict(key: string): void {
     const p = this.entries.get(key);
     this.entries.delete(key);
@@ -193,7 +197,9 @@ export class ModelEngine {
     const old = this.version;
     this.weights = weights;
     this.version = version;
-    this.sessions.evictWhere((k) => k.endsWith(`@${old}`));
+    // sessions bake the weights in: drop those of the old version (and of this version name when
+    // it is reused for different tensors)
+    this.sessions.evictWhere((k) => k.endsWith(`@${old}`) || k.endsWith(`@${version}`));
   }
 
   /** Throws ModelInputError naming each missing, unexpected, misshapen or non-float32 tensor. */
@@ -393,6 +399,11 @@ export class ModelEngine {
       feeds[e.name] = extraTensor(v, e.dtype, `${what}.extra.${e.name}`, b, t);
     }
     return feeds;
+  }
+
+  /** Keys of the cached sessions, least recently used first (for inspection and tests). */
+  cachedSessions(): string[] {
+    return this.sessions.keys();
   }
 
   /** Releases every cached session. */
