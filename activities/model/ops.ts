@@ -454,9 +454,10 @@ export function layerNorm(x: Tensor, scale: Tensor, bias: Tensor | null, eps = 1
 
 /** RMSNorm (Zhang & Sennrich, "Root Mean Square Layer Normalization", 2019), composed. */
 export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
-  const ms = reduceMean(mul(x, x), [-1], true);
-  const inv = div(1, sqrt(add(ms, eps)));
-  return mul(mul(x, inv), weight);
+  // Pow -> ReduceMean -> Add -> Sqrt -> Div -> Mul: the pattern onnxruntime fuses into one
+  // SimplifiedLayerNormalization kernel in inference graphs.
+  const ms = reduceMean(pow(x, 2), [-1], true);
+  return mul(div(x, sqrt(add(ms, eps))), weight);
 }
 
 // ---------------------------------------------------------------------------------------------
