@@ -39,19 +39,26 @@ function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ co
   });
 }
 
-/** Live (non-zombie) processes whose command line mentions `dir`: the servers of that state dir. */
+/** True while any thread of `pid` runs: a Go server's main thread can be a zombie while the others still hold its sockets. */
+function running(pid: number | string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).some((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return !'ZX'.includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+    });
+  } catch {
+    return false; // gone
+  }
+}
+
+/** Running processes whose command line mentions `dir`: the servers of that state dir. */
 function serverProcesses(dir: string): { pid: number; bin: string }[] {
   const out: { pid: number; bin: string }[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
       const args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-      // Alive while any thread is: a Go server's main thread can be a zombie while the others still hold its sockets.
-      const running = readdirSync(`/proc/${name}/task`).some((tid) => {
-        const stat = readFileSync(`/proc/${name}/task/${tid}/stat`, 'utf8');
-        return !'ZX'.includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
-      });
-      if (running && args.some((a) => a.startsWith(dir))) out.push({ pid: Number(name), bin: args[0] });
+      if (args.some((a) => a.startsWith(dir)) && running(name)) out.push({ pid: Number(name), bin: args[0] });
     } catch {
       /* exited while we looked */
     }
@@ -59,8 +66,9 @@ function serverProcesses(dir: string): { pid: number; bin: string }[] {
   return out;
 }
 
+/** By pid, not by command line: an exiting process's command line reads as empty. */
 function alive(pid: number): boolean {
-  return serverProcesses(stateDir).some((p) => p.pid === pid);
+  return running(pid);
 }
 
 async function untilDead(pid: number): Promise<void> {
