@@ -44,6 +44,12 @@ export const engineOptionsSchema = z.object({
    * to about twice the memory actually live (6.6 vs 3.2 GB peak RSS at 8x512 on the 30M bench model).
    */
   memArena: z.enum(['auto', 'on', 'off']).default('auto'),
+  /**
+   * Decode/score sessions bake the weights in as initializers (true: onnxruntime pre-packs them,
+   * fastest) or take them as inputs fed from the installed tensors without copies (false: one copy
+   * of the weights in memory however many sessions, for large models).
+   */
+  bakeWeights: z.boolean().default(true),
   /** Most sessions kept alive at once (least recently used are released first). */
   maxSessions: z.number().int().positive().default(8),
 });
@@ -270,8 +276,31 @@ export class ModelEngine {
   /** The decode session of the installed weights. */
   async decodeSession(opts: DecodeGraphOptions = {}): Promise<ort.InferenceSession> {
     const w = this.requireWeights();
-    return this.sessions.get(`decode:${opts.output ?? 'logits'}@${this.version}`, () => buildDecodeGraph(this.config, w, opts));
+    const src = this.options.bakeWeights ? w : 'inputs';
+    return this.sessions.get(`decode:${opts.output ?? 'logits'}${this.versionKey()}`, () => buildDecodeGraph(this.config, src, opts));
   }
+
+  /** The session-cache suffix of weight-dependent sessions (none when weights are inputs). */
+  private versionKey(): string {
+    return this.options.bakeWeights ? `@${this.version}` : '';
+  }
+
+  /**
+   * Feeds for the parameters of decode/score sessions: empty when the weights are baked in, else
+   * one ort.Tensor per parameter over the installed Float32Arrays (no copies).
+   */
+  weightFeeds(): Record<string, ort.Tensor> {
+    const w = this.requireWeights();
+    if (this.options.bakeWeights) return {};
+    if (this.weightTensors?.source !== w) {
+      const tensors: Record<string, ort.Tensor> = {};
+      for (const s of parameterShapes(this.config)) tensors[s.name] = tensorOf(w.get(s.name)!);
+      this.weightTensors = { source: w, tensors };
+    }
+    return this.weightTensors.tensors;
+  }
+
+  private weightTensors: { source: WeightMap; tensors: Record<string, ort.Tensor> } | null = null;
 
   /** Per-token logprobs (and entropy) of the given sequences under the installed weights. */
   async score(batch: TokenBatch, opts: { entropy?: boolean } = {}): Promise<ScoreResult> {
@@ -279,8 +308,9 @@ export class ModelEngine {
     const { b, t, ids, mask } = this.checkTokens(batch);
     if (t < 2) throw new ModelInputError('score needs sequences of at least 2 tokens (the first token has no logprob)');
     const entropy = opts.entropy ?? true;
-    const s = await this.sessions.get(`score:${entropy}@${this.version}`, () => buildScoreGraph(this.config, w, { entropy }));
-    const r = await s.run({ input_ids: ids, attention_mask: mask });
+    const src = this.options.bakeWeights ? w : 'inputs';
+    const s = await this.sessions.get(`score:${entropy}${this.versionKey()}`, () => buildScoreGraph(this.config, src, { entropy }));
+    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
     return { dims: [b, t], logprobs: r.logprobs!.data as Float32Array, entropy: entropy ? (r.entropy!.data as Float32Array) : undefined };
   }
 

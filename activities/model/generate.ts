@@ -74,6 +74,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   const mask = prompts.map((p) => [...Array<number>(plen - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
   const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
   const session = await engine.decodeSession();
+  const weightFeeds = engine.weightFeeds();
   const V = cfg.vocabSize;
 
   const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
@@ -87,7 +88,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   }
 
   for (let pos = 0; pos < opts.maxNewTokens; pos++) {
-    const out = await session.run(feeds);
+    const out = await session.run({ ...weightFeeds, ...feeds });
     const logits = out.logits!.data as Float32Array;
     const next: number[] = [];
     const keep: number[] = [];

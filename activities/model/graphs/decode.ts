@@ -9,6 +9,7 @@
  * Outputs: logits (or logprobs) float32 [batch, vocab] of the token after the chunk's last position;
  *          present.{i}.key / present.{i}.value [batch, kvHeads, past + seq, headDim].
  * Positions come from the attention mask (count of real tokens before each), as in every graph.
+ * Weights are baked in as initializers, or (`'inputs'`) are graph inputs named by HF names.
  */
 import { Graph } from '../graph.js';
 import type { ModelConfig } from '../config.js';
@@ -21,10 +22,10 @@ export interface DecodeGraphOptions {
   output?: 'logits' | 'logprobs';
 }
 
-export function buildDecodeGraph(cfg: ModelConfig, weights: WeightMap, opts: DecodeGraphOptions = {}): Graph {
+export function buildDecodeGraph(cfg: ModelConfig, weights: WeightMap | 'inputs', opts: DecodeGraphOptions = {}): Graph {
   const g = new Graph({ name: `decode-${cfg.modelType}` });
   const arch = archOf(cfg);
-  const { p } = declareParams(g, cfg, { weights });
+  const { p } = declareParams(g, cfg, weights === 'inputs' ? 'inputs' : { weights });
   const ids = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
   const mask = g.input('attention_mask', 'int64', [DIM.batch, DIM.total]);
   const past: LayerKV[] = [];

@@ -5,6 +5,7 @@
  * Outputs: logprobs float32 [batch, seq], entry t = log p(ids[t] | ids[<t]) (entry 0 is 0, padding
  *          positions and the first real token after left padding are 0); entropy float32 [batch, seq] of the distribution that predicted each
  *          token (same alignment), when requested.
+ * Weights are baked in as initializers, or (`'inputs'`) are graph inputs named by HF names.
  */
 import { Graph } from '../graph.js';
 import type { ModelConfig } from '../config.js';
@@ -17,10 +18,10 @@ export interface ScoreGraphOptions {
   entropy?: boolean;
 }
 
-export function buildScoreGraph(cfg: ModelConfig, weights: WeightMap, opts: ScoreGraphOptions = {}): Graph {
+export function buildScoreGraph(cfg: ModelConfig, weights: WeightMap | 'inputs', opts: ScoreGraphOptions = {}): Graph {
   const g = new Graph({ name: `score-${cfg.modelType}` });
   const arch = archOf(cfg);
-  const { p } = declareParams(g, cfg, { weights });
+  const { p } = declareParams(g, cfg, weights === 'inputs' ? 'inputs' : { weights });
   const ids = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
   const mask = g.input('attention_mask', 'int64', [DIM.batch, DIM.seq]);
   const { positions, keyMask } = positionsAndMask(g, mask, ids);

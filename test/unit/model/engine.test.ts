@@ -50,6 +50,18 @@ test('sessions are cached per kind and weights version, and replaced when the we
   await engine.close();
 });
 
+test('with bakeWeights false one session serves every weights version', async () => {
+  const engine = new ModelEngine(cfg, { threads: 1, bakeWeights: false });
+  const batch = { ids: [[1, 2, 3, 4]] };
+  engine.setWeights(initWeights(cfg, 1), 'v1');
+  const first = await engine.score(batch);
+  engine.setWeights(initWeights(cfg, 2), 'v2');
+  const second = await engine.score(batch);
+  assert.deepEqual(engine.cachedSessions(), ['score:true']);
+  assert.notDeepEqual(first.logprobs, second.logprobs, 'the new weights are fed');
+  await engine.close();
+});
+
 test('the decode graph can output next-token logprobs (log-softmax of the logits)', async () => {
   const engine = new ModelEngine(cfg, { threads: 1 });
   engine.setWeights(initWeights(cfg, 3, { std: 0.3 }), 'v');

@@ -35,8 +35,8 @@ const parityLoss: LossBuilder = {
   },
 };
 
-async function checkParity(cfg: ModelConfig): Promise<void> {
-  const engine = new ModelEngine(cfg, { threads: 1 });
+async function checkParity(cfg: ModelConfig, bakeWeights = true): Promise<void> {
+  const engine = new ModelEngine(cfg, { threads: 1, bakeWeights });
   // larger init than usual so the next-token distributions are far from uniform
   const weights = initWeights(cfg, 'parity', { std: 0.2 });
   engine.setWeights(weights, 'v1');
@@ -84,3 +84,9 @@ test('Llama (no bias, untied head): decode, score and trainStep logprobs agree w
     model_type: 'llama', vocab_size: 24, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
     num_key_value_heads: 1, intermediate_size: 48,
   })));
+
+test('Qwen2 with weights fed as graph inputs instead of baked in: same parity', () =>
+  checkParity(parseModelConfig({
+    model_type: 'qwen2', vocab_size: 24, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, intermediate_size: 48, tie_word_embeddings: true,
+  }), false));
