@@ -129,3 +129,20 @@ test('a non-finite gradient skips the update and leaves parameters, moments and 
   for (const [name, w] of bad.state.adamV) assert.deepEqual(w.data, ok.state.adamV.get(name)!.data, name);
   await engine.close();
 });
+
+test('a train step is bitwise reproducible from the same state (resume after a crash gives the same weights)', async () => {
+  const engine = new ModelEngine(cfg, { threads: 2 });
+  const state = initTrainState(cfg, initWeights(cfg, 4, { std: 0.1 }));
+  const opts = { loss: sftLoss(), lr: 3e-3, optimizer: { weightDecay: 0.1 } };
+  const a = await engine.trainStep(state, batch, opts);
+  const again = await engine.trainStep(state, batch, opts);
+  const fresh = new ModelEngine(cfg, { threads: 2 });
+  const b = await fresh.trainStep(state, batch, opts);
+  for (const other of [again, b]) {
+    assert.equal(other.metrics.loss, a.metrics.loss);
+    for (const [name, w] of a.state.params) assert.deepEqual(Buffer.from(other.state.params.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
+    for (const [name, w] of a.state.adamV) assert.deepEqual(Buffer.from(other.state.adamV.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
+  }
+  await engine.close();
+  await fresh.close();
+});
