@@ -5,24 +5,27 @@
  * so KV heads are never copied.
  *
  * Masking: query i (at absolute index past + i, past = S - T) sees key j iff j <= past + i and
- * the key is not padding. Masked scores are replaced (Where) by a large negative finite number,
- * so a row with every key masked (a left-padding query) gives finite, ignorable output.
+ * the key is not padding. Masked scores get a large negative finite bias added, so their
+ * probabilities are exactly 0 and a row with every key masked (a left-padding query) gives finite,
+ * ignorable output.
  */
-import type { Tensor } from './graph.js';
+import type { DType, Tensor } from './graph.js';
 import * as F from './ops.js';
 
 export interface AttentionOptions {
   /** bool [B, S]: true where the key/value position holds a real token (false = padding). */
   keyMask?: Tensor;
+  /** A precomputed additive bias [B, 1, T, S] from `attentionBias` (then `keyMask` is unused). */
+  bias?: Tensor;
   /** Score scale; default 1/sqrt(head dim). */
   scale?: number;
 }
 
-function maskValue(dtype: string): number {
+function maskValue(dtype: DType): number {
   return dtype === 'float16' ? -6e4 : -1e30;
 }
 
-/** A bool [T, S] mask: key j visible to query i iff j - i <= S - T. */
+/** A bool [T, S] mask: key j visible to query i iff j - i <= S - T (T from `q`, S from `k`, axis -2). */
 export function causalMask(q: Tensor, k: Tensor): Tensor {
   const g = q.g;
   const tDim = q.dim(-2);
@@ -41,8 +44,23 @@ export function causalMask(q: Tensor, k: Tensor): Tensor {
 }
 
 /**
+ * The additive attention bias [B, 1, T, S] for queries `ids` [B, T] (only its shape is used) over
+ * keys whose padding mask is `keyMask` bool [B, S]: 0 where visible (causal and not padding), a
+ * large negative number elsewhere. Computed once and shared by every layer; adding it (instead of
+ * a Where per layer) needs no backward pass of its own, as masked probabilities are exactly 0.
+ */
+export function attentionBias(ids: Tensor, keyMask: Tensor, dtype: DType): Tensor {
+  const g = ids.g;
+  return g.noTape(() => {
+    const allowed = F.and(causalMask(F.unsqueeze(ids, [-1]), F.unsqueeze(keyMask, [-1])), F.unsqueeze(keyMask, [1, 2])); // [B, 1, T, S]
+    return F.where(allowed, g.scalar(0, dtype), g.scalar(maskValue(dtype), dtype));
+  });
+}
+
+/**
  * q [B, Hq, T, hd], k and v [B, Hkv, S, hd] (S >= T: keys may include a cache of past positions);
- * Hq a multiple of Hkv. Returns [B, Hq, T, hd].
+ * Hq a multiple of Hkv. Returns [B, Hq, T, hd]. Masking: `bias` from `attentionBias` (shared across
+ * layers), or else computed here from `keyMask`.
  */
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const [b, hq, t, hd] = q.shape;
@@ -54,7 +72,15 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, opts: Attention
   const groups = hq / hkv;
   const scale = opts.scale ?? 1 / Math.sqrt(hd);
 
-  let allowed = causalMask(q, k); // [T, S]
+  let bias = opts.bias;
+  if (!bias) {
+    const g = q.g;
+    const allowed = g.noTape(() => {
+      const causal = causalMask(q, k); // [T, S]
+      return opts.keyMask ? F.and(causal, F.unsqueeze(opts.keyMask, [1, 2])) : causal; // [B, 1, T, S]
+    });
+    bias = g.noTape(() => F.where(allowed, g.scalar(0, q.dtype), g.scalar(maskValue(q.dtype), q.dtype)));
+  }
   let qv = F.mul(q, scale);
   let kv = k;
   let vv = v;
@@ -62,16 +88,11 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, opts: Attention
     qv = F.reshape(qv, [0, hkv, groups, -1, hd], [b!, hkv, groups, t!, hd]);
     kv = F.unsqueeze(k, [2]);
     vv = F.unsqueeze(v, [2]);
+    if (bias.rank === 4) bias = q.g.noTape(() => F.unsqueeze(bias!, [2]));
   }
   const rank = qv.rank;
-  if (opts.keyMask) {
-    // [B, S] -> [B, 1, (1,) 1, S]
-    const km = F.unsqueeze(opts.keyMask, [...Array(rank - 2).keys()].map((i) => i + 1));
-    allowed = F.and(allowed, km);
-  }
   const scores = F.matmul(qv, F.transpose(kv, [...Array(rank - 2).keys(), rank - 1, rank - 2]));
-  const masked = F.where(allowed, scores, maskValue(scores.dtype));
-  const probs = F.softmax(masked, -1);
+  const probs = F.softmax(F.add(scores, bias), -1);
   let out = F.matmul(probs, vv);
   if (groups > 1) out = F.reshape(out, [0, hq, -1, hd], [b!, hq, t!, hd]);
   return out;

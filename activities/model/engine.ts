@@ -382,6 +382,11 @@ export class ModelEngine {
     for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;
     metrics.grad_norm = Number(out.grad_norm!.data[0]);
     metrics.skipped = Number(out.skipped!.data[0]);
+    if (metrics.skipped) {
+      // a non-finite gradient: the update is skipped, parameters, moments and step stay as they were
+      log.warn({ step: state.step, grad_norm: metrics.grad_norm }, 'non-finite gradient: update skipped');
+      return { state, metrics };
+    }
     const take = (prefix: string) => new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
     return {
       state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },

@@ -8,7 +8,7 @@
 import type { Graph, Tensor } from '../graph.js';
 import type { ModelConfig } from '../config.js';
 import * as F from '../ops.js';
-import { causalAttention } from '../attention.js';
+import { attentionBias, causalAttention } from '../attention.js';
 import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './types.js';
 
 function activation(cfg: ModelConfig, x: Tensor): Tensor {
@@ -29,6 +29,7 @@ function body(g: Graph, cfg: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutp
   const { hidden: d, heads: nh, headDim: hd } = cfg;
   let h = F.add(F.gather(p('transformer.wte.weight'), inp.ids), F.gather(p('transformer.wpe.weight'), inp.positions));
   const present: LayerKV[] = [];
+  const bias = attentionBias(inp.ids, inp.keyMask, h.dtype); // shared by every layer
   for (let i = 0; i < cfg.layers; i++) {
     const n = `transformer.h.${i}`;
     h = g.scope(n, () => {
@@ -43,7 +44,7 @@ function body(g: Graph, cfg: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutp
         v = F.concat([past.value, v], 2);
       }
       present.push({ key: k, value: v });
-      const att = causalAttention(heads(q, nh, hd), k, v, { keyMask: inp.keyMask });
+      const att = causalAttention(heads(q, nh, hd), k, v, { bias });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, d]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.attn.c_proj.weight`), p(`${n}.attn.c_proj.bias`), 'in_out'));
       const m = F.layerNorm(hAttn, p(`${n}.ln_2.weight`), p(`${n}.ln_2.bias`), cfg.normEps);

@@ -9,7 +9,7 @@
 import type { Graph, Tensor } from '../graph.js';
 import type { LlamaModelConfig, ModelConfig } from '../config.js';
 import * as F from '../ops.js';
-import { causalAttention } from '../attention.js';
+import { attentionBias, causalAttention } from '../attention.js';
 import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './types.js';
 
 /** cos and sin of the rotary angles, each [B, 1, T, hd] (float32, not differentiated). */
@@ -46,6 +46,7 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
   let h = F.gather(p('model.embed_tokens.weight'), inp.ids);
   const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.ropeTheta, h.dtype === 'float64' ? 'float64' : 'float32');
   const present: LayerKV[] = [];
+  const bias = attentionBias(inp.ids, inp.keyMask, h.dtype); // shared by every layer
   for (let i = 0; i < cfg.layers; i++) {
     const n = `model.layers.${i}`;
     h = g.scope(n, () => {
@@ -61,7 +62,7 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
         v = F.concat([past.value, v], 2);
       }
       present.push({ key: k, value: v });
-      const att = causalAttention(q, k, v, { keyMask: inp.keyMask });
+      const att = causalAttention(q, k, v, { bias });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
       const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);

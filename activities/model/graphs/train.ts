@@ -13,8 +13,9 @@
  * `step` int64 [] (updates applied so far); `lr` float32 []; `input_ids` int64 [batch, seq];
  * `attention_mask` int64 [batch, seq]; `loss_mask` float32 [batch, seq]; the loss builder's extras.
  * Outputs: `new.<param>`, `new.adam_m.<param>`, `new.adam_v.<param>`, `new.step`; `loss`,
- * `grad_norm` (before clipping), `skipped` (1 when the gradient was not finite and the update was
- * skipped, leaving parameters, moments and step unchanged), `metric.<name>` per loss metric.
+ * `grad_norm` (before clipping), `skipped` (1 when the gradient norm is not finite: the `new.*`
+ * outputs are then meaningless and the caller keeps the inputs — `ModelEngine.trainStep` does; a
+ * per-tensor Where in the graph cost ~10-20% of a step), `metric.<name>` per loss metric.
  */
 import { Graph, type DType, type Tensor } from '../graph.js';
 import { parameterShapes, type ModelConfig } from '../config.js';
@@ -119,7 +120,7 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   return { loss: r.loss, metrics: r.metrics ?? {}, extraInputs };
 }
 
-/** Emits clipping + AdamW; returns the output names it wrote. */
+/** Emits clipping + AdamW and their outputs. */
 function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerOptions): void {
   const f = (v: number) => g.scalar(v, 'float32');
   const step = g.input('step', 'int64', []);
@@ -129,8 +130,8 @@ function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerO
   const total = sq.length === 1 ? sq[0]! : g.node1('Sum', sq, 'float32', []);
   const gradNorm = F.sqrt(total);
   g.output(gradNorm, 'grad_norm');
-  const finite = F.not(F.or(g.node1('IsNaN', [gradNorm], 'bool', []), g.node1('IsInf', [gradNorm], 'bool', [])));
-  g.output(F.cast(F.not(finite), 'float32'), 'skipped');
+  const nonFinite = F.or(g.node1('IsNaN', [gradNorm], 'bool', []), g.node1('IsInf', [gradNorm], 'bool', []));
+  g.output(F.cast(nonFinite, 'float32'), 'skipped');
   const coef = opt.maxGradNorm > 0 ? F.minimum(f(1), F.div(f(opt.maxGradNorm), F.add(gradNorm, 1e-6))) : null;
   const t = F.cast(F.add(step, g.constant([1], 'int64', [])), 'float32');
   const bc1 = F.sub(1, F.pow(f(opt.beta1), t));
@@ -138,7 +139,7 @@ function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerO
   const stepSize = F.div(lr, bc1); // lr / (1 - β1^t)
   const sqrtBc2 = F.sqrt(bc2);
   const decayFactor = F.sub(1, F.mul(lr, opt.weightDecay)); // 1 - lr·λ
-  g.output(F.where(finite, F.add(step, g.constant([1], 'int64', [])), step), 'new.step');
+  g.output(F.add(step, g.constant([1], 'int64', [])), 'new.step');
   params.forEach((p, i) => {
     g.scope(p.name, () => {
       const m = g.input(`adam_m.${p.name}`, 'float32', p.shape);
@@ -151,9 +152,9 @@ function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerO
       const decays = opt.weightDecay > 0 && (opt.decay === 'all' || p.rank >= 2);
       const base = decays ? F.mul(p, decayFactor) : p;
       const p2 = F.sub(base, F.mul(stepSize, F.div(m2, denom)));
-      g.output(F.where(finite, p2, p), `new.${p.name}`);
-      g.output(F.where(finite, m2, m), `new.adam_m.${p.name}`);
-      g.output(F.where(finite, v2, v), `new.adam_v.${p.name}`);
+      g.output(p2, `new.${p.name}`);
+      g.output(m2, `new.adam_m.${p.name}`);
+      g.output(v2, `new.adam_v.${p.name}`);
     });
   });
 }
