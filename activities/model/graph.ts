@@ -150,6 +150,7 @@ export class Graph {
   private readonly used = new Set<string>();
   private readonly scopes: string[] = [];
   private readonly constCache = new Map<string, Tensor>();
+  private readonly constValues = new Map<string, number[]>();
   private readonly shapeCache = new Map<string, Tensor>();
   private readonly domains = new Map<string, number>();
   private counter = 0;
@@ -240,8 +241,16 @@ export class Graph {
       if (hit) return hit;
     }
     const t = this.initializer(this.freshConstName(), dtype, dims, data);
-    if (small) this.constCache.set(key, t);
+    if (small) {
+      this.constCache.set(key, t);
+      this.constValues.set(t.name, Array.from(data as ArrayLike<number | bigint>, Number));
+    }
     return t;
+  }
+
+  /** The values of a small constant made by `constant` (undefined for anything else). */
+  constantValues(t: Tensor): number[] | undefined {
+    return this.constValues.get(t.name);
   }
 
   private freshConstName(): string {

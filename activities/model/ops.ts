@@ -157,10 +157,17 @@ export function div(a0: TLike, b0: TLike): Tensor {
 export function pow(a0: TLike, b0: TLike): Tensor {
   const [a, b] = lift2('Pow', a0, b0);
   const y = binary('Pow', a, b);
-  record('Pow', [a, b], [y], ([gy], n) => [
-    n[0] && sumTo(mul(gy!, mul(b, pow(a, sub(b, 1)))), a),
-    n[1] && sumTo(mul(gy!, mul(y, log(a))), b),
-  ]);
+  record('Pow', [a, b], [y], ([gy], n) => {
+    const c = a.g.constantValues(b);
+    let da: Tensor | false = false;
+    if (n[0]) {
+      // a constant scalar exponent c: c·a^(c-1) without a runtime Pow where c is 1 or 2
+      if (c && c.length === 1) da = c[0] === 1 ? gy! : c[0] === 2 ? mul(gy!, mul(a, 2)) : mul(gy!, mul(pow(a, c[0]! - 1), c[0]!));
+      else da = mul(gy!, mul(b, pow(a, sub(b, 1))));
+      da = sumTo(da, a);
+    }
+    return [da, n[1] && sumTo(mul(gy!, mul(y, log(a))), b)];
+  });
   return y;
 }
 
