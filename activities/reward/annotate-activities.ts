@@ -1,0 +1,230 @@
+/**
+ * Activities of the offline reward-annotation job (workflow: workflows/annotate-rewards.ts).
+ *
+ * Layout in the store, under the job's output prefix P:
+ *   P/shards/{i:06d}/parts/{c:06d}.arrow   chunk results of shard i (resume points, not committed)
+ *   P/shards/{i:06d}/rewards.arrow         shard i's rewards, committed by
+ *   P/shards/{i:06d}/manifest.json
+ *   P/rewards.arrow, P/summary.json        all rewards in input order, committed by
+ *   P/manifest.json
+ *
+ * Every output is a pure function of the input file and the job config, so a re-executed
+ * activity writes the same bytes; a committed shard or job is found and returned at once.
+ */
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ConfigError } from '../common/config.js';
+import { logger } from '../common/log.js';
+import { additionProblems, noisyCompletions } from '../tasks/addition.js';
+import { openStore } from '../store/open.js';
+import { StoreError, NotFoundError } from '../store/errors.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { artifactUri, commit, manifestKey, readCommitted, readArtifact, type Manifest } from '../store/manifest.js';
+import { readTable, writeTable } from '../store/arrow.js';
+import { ANNOTATION_INPUTS, REWARDS, type AnnotationInput, type RewardsInput, type RewardsRow } from '../store/schemas.js';
+import { createReward } from './registry.js';
+import { scoreSamples, type ErrorPolicy } from './run.js';
+import type { RewardSample, RewardSpec } from './types.js';
+import type { AnnotateRewardsResult, AnnotationPlan, ShardPlan, ShardResult } from './annotate-types.js';
+
+const pad = (n: number) => String(n).padStart(6, '0');
+
+/** Errors that re-trying cannot fix (bad input, bad config) become non-retryable failures. */
+async function classify<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ApplicationFailure) throw err;
+    const permanent =
+      err instanceof ConfigError ||
+      err instanceof NotFoundError ||
+      (err instanceof StoreError && ['schema_mismatch', 'corrupt', 'invalid_rows', 'invalid_key', 'invalid_uri', 'integrity'].includes(err.code));
+    if (permanent) {
+      throw ApplicationFailure.create({ message: `${what}: ${(err as Error).message}`, type: (err as Error).name, nonRetryable: true, cause: err as Error });
+    }
+    throw err;
+  }
+}
+
+async function withStore<T>(uri: string, fn: (s: ObjectStore) => Promise<T>): Promise<T> {
+  const store = openStore(uri);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+async function loadInputs(store: ObjectStore, key: string): Promise<{ rows: ReturnType<typeof readTable<typeof ANNOTATION_INPUTS>>; sha: string }> {
+  const bytes = await store.get(key);
+  return { rows: readTable(ANNOTATION_INPUTS, bytes, store.uri(key)), sha: sha256(bytes) };
+}
+
+export interface PlanInput { storeUri: string; inputKey: string; shardSize: number }
+
+/** Reads and validates the input table, and splits it into shards of `shardSize` records. */
+export async function planAnnotation(input: PlanInput): Promise<AnnotationPlan> {
+  return classify(`cannot annotate ${input.inputKey}`, () =>
+    withStore(input.storeUri, async (store) => {
+      const { rows, sha } = await loadInputs(store, input.inputKey);
+      const shards: ShardPlan[] = [];
+      for (let start = 0, index = 0; start < rows.length; start += input.shardSize, index++) {
+        shards.push({ index, start, end: Math.min(rows.length, start + input.shardSize) });
+      }
+      return { records: rows.length, inputSha256: sha, shards };
+    }),
+  );
+}
+
+export interface ShardInput {
+  storeUri: string;
+  inputKey: string;
+  inputSha256: string;
+  outputPrefix: string;
+  jobId: string;
+  shard: ShardPlan;
+  chunkSize: number;
+  reward: RewardSpec;
+  errorPolicy: ErrorPolicy;
+  maxRecordsPerSecond: number;
+}
+
+/** Resume point kept in the activity's heartbeat details. */
+interface ShardHeartbeat { nextChunk: number; recordsDone: number; records: number }
+
+function summarize(index: number, rows: RewardsRow[], skipped: boolean): ShardResult {
+  let rewardSum = 0, correct = 0, errors = 0, dropped = 0;
+  for (const r of rows) {
+    if (r.error !== null) errors++;
+    if (r.reward === null) dropped++;
+    else {
+      rewardSum += r.reward;
+      if (r.reward >= 1) correct++;
+    }
+  }
+  return { index, records: rows.length, rewardSum, correct, errors, dropped, skipped };
+}
+
+/**
+ * Scores one shard chunk by chunk, heartbeating after each chunk with a resume point, then
+ * commits the shard's rewards. A retry after a crash continues from the last heartbeat; a shard
+ * found committed is summarised and returned without recomputing.
+ */
+export async function annotateShard(input: ShardInput): Promise<ShardResult> {
+  const ctx = Context.current();
+  const log = logger('annotate', { job: input.jobId, shard: input.shard.index });
+  const prefix = `${input.outputPrefix}/shards/${pad(input.shard.index)}`;
+  return classify(`shard ${input.shard.index} of ${input.inputKey}`, () =>
+    withStore(input.storeUri, async (store) => {
+      const done = await readCommitted(store, prefix);
+      if (done) {
+        log.info('shard already committed: skipping');
+        return summarize(input.shard.index, readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), store.uri(`${prefix}/rewards.arrow`)), true);
+      }
+      const { rows: all, sha } = await loadInputs(store, input.inputKey);
+      if (sha !== input.inputSha256) {
+        throw ApplicationFailure.nonRetryable(
+          `input ${store.uri(input.inputKey)} changed since the job was planned (sha256 ${sha} != ${input.inputSha256}): start a new job`,
+        );
+      }
+      const rows = all.slice(input.shard.start, input.shard.end);
+      const reward = createReward(input.reward);
+      const chunks = Math.ceil(rows.length / input.chunkSize);
+      const resume = ctx.info.heartbeatDetails as ShardHeartbeat | undefined;
+      const from = resume?.nextChunk ?? 0;
+      if (from > 0) log.info({ from, chunks }, 'resuming from heartbeat');
+      try {
+        for (let c = 0; c < chunks; c++) {
+          const partKey = `${prefix}/parts/${pad(c)}.arrow`;
+          if (c < from && (await store.head(partKey))) continue;
+          const t0 = Date.now();
+          const slice = rows.slice(c * input.chunkSize, (c + 1) * input.chunkSize);
+          const samples: RewardSample[] = slice.map((r) => ({
+            promptId: r.prompt_id, sampleId: r.sample_id ?? 0, prompt: r.prompt, completion: r.completion,
+            reference: r.reference ?? undefined,
+          }));
+          const outcome = await scoreSamples(reward, samples, input.errorPolicy, { signal: ctx.cancellationSignal });
+          const out: RewardsInput[] = outcome.rows.map((r) => ({
+            run_id: input.jobId, step: 0, prompt_id: r.promptId, sample_id: Number(r.sampleId), node_id: null,
+            reward: r.reward, components: r.components ?? {}, token_rewards: r.processRewards, error: r.error,
+          }));
+          await store.put(partKey, writeTable(REWARDS, out));
+          const recordsDone = Math.min(rows.length, (c + 1) * input.chunkSize);
+          ctx.heartbeat({ nextChunk: c + 1, recordsDone, records: rows.length } satisfies ShardHeartbeat);
+          if (input.maxRecordsPerSecond > 0) {
+            const wait = (slice.length / input.maxRecordsPerSecond) * 1000 - (Date.now() - t0);
+            if (wait > 0) await sleep(wait, undefined, { signal: ctx.cancellationSignal });
+          }
+        }
+      } finally {
+        await reward.close?.();
+      }
+      const merged: RewardsRow[] = [];
+      for (let c = 0; c < chunks; c++) {
+        const key = `${prefix}/parts/${pad(c)}.arrow`;
+        merged.push(...readTable(REWARDS, await store.get(key), store.uri(key)));
+      }
+      await commit(store, prefix, [{ name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS }]);
+      log.info({ records: merged.length }, 'shard committed');
+      return summarize(input.shard.index, merged, false);
+    }),
+  );
+}
+
+export interface FinalizeInput { storeUri: string; outputPrefix: string; jobId: string; shards: ShardResult[] }
+
+/** Concatenates the committed shards in order and commits the job's rewards table and summary. */
+export async function finalizeAnnotation(input: FinalizeInput): Promise<AnnotateRewardsResult> {
+  return classify(`finalize ${input.outputPrefix}`, () =>
+    withStore(input.storeUri, async (store) => {
+      const result = (summary: Omit<AnnotateRewardsResult, 'rewardsUri' | 'manifestUri'>, manifest: Manifest): AnnotateRewardsResult => ({
+        ...summary,
+        rewardsUri: artifactUri(store, input.outputPrefix, manifest, 'rewards.arrow'),
+        manifestUri: store.uri(manifestKey(input.outputPrefix)),
+      });
+      const committed = await readCommitted(store, input.outputPrefix);
+      if (committed) {
+        return result(JSON.parse(new TextDecoder().decode(await readArtifact(store, input.outputPrefix, 'summary.json'))), committed);
+      }
+      const rows: RewardsRow[] = [];
+      for (const s of [...input.shards].sort((a, b) => a.index - b.index)) {
+        const prefix = `${input.outputPrefix}/shards/${pad(s.index)}`;
+        rows.push(...readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), store.uri(`${prefix}/rewards.arrow`)));
+      }
+      const t = summarize(0, rows, false);
+      const scored = t.records - t.dropped;
+      const summary = {
+        jobId: input.jobId,
+        records: t.records,
+        meanReward: scored > 0 ? t.rewardSum / scored : 0,
+        accuracy: scored > 0 ? t.correct / scored : 0,
+        errors: t.errors,
+        dropped: t.dropped,
+      };
+      const { manifest } = await commit(store, input.outputPrefix, [
+        { name: 'rewards.arrow', bytes: writeTable(REWARDS, rows), schema: REWARDS },
+        { name: 'summary.json', bytes: new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`) },
+      ]);
+      return result(summary, manifest);
+    }),
+  );
+}
+
+/**
+ * Writes a generated annotation input (addition problems answered by a seeded noisy solver, ~70%
+ * right) to the store. Returns the number of records. Used by the demo and the tests.
+ */
+export async function writeSampleInputs(storeUri: string, key: string, records: number, seed: number): Promise<number> {
+  const problems = additionProblems(seed, records);
+  const completions = noisyCompletions(problems, seed + 1);
+  const rows: AnnotationInput[] = problems.map((p, i) => ({
+    prompt_id: p.promptId, sample_id: 0, prompt: p.prompt, completion: completions[i]!, reference: p.answer,
+  }));
+  await withStore(storeUri, (s) => s.put(key, writeTable(ANNOTATION_INPUTS, rows)));
+  return rows.length;
+}

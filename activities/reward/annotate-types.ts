@@ -1,0 +1,83 @@
+/**
+ * The input, options and results of the offline reward-annotation job (`annotateRewards`).
+ * The schema here is the one place its options and their defaults are declared.
+ */
+import { z, parseConfig } from '../common/config.js';
+import { ErrorPolicySchema } from './run.js';
+
+export const AnnotateRewardsConfig = z.strictObject({
+  /** Job id; also the Temporal workflow id and the `run_id` column of the output. */
+  jobId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'use letters, digits, ".", "_" or "-" (at most 128)'),
+  /** Object store holding input and output: `file:///abs/dir` or `s3://bucket/prefix`. */
+  storeUri: z.string().regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]'),
+  /** Key (inside the store) of the Arrow file of records to score (schema `annotation_inputs`). */
+  inputKey: z.string().min(1),
+  /** Key prefix of the outputs; default `annotations/{jobId}`. */
+  outputPrefix: z.string().min(1).optional(),
+  /** Records per shard: one activity, one committed artifact each. */
+  shardSize: z.number().int().positive().default(1000),
+  /** Records per heartbeat / resume point inside a shard. */
+  chunkSize: z.number().int().positive().default(100),
+  /** Shards scored at once (bounded fan-out). */
+  maxConcurrentShards: z.number().int().positive().default(4),
+  /**
+   * The reward, by registry name, and its options (activities/reward/README.md lists them). The
+   * default, `math_equivalence`, extracts the final answer (`\\boxed{}`, `#### n`, "the answer is",
+   * last number) and compares it with the reference as exact numbers, falling back to normalised text.
+   */
+  reward: z
+    .strictObject({ name: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) })
+    .default({ name: 'math_equivalence', options: {} }),
+  /**
+   * What a reward that throws, returns NaN/Infinity or times out turns into (DESIGN.md §9): the
+   * error text is always kept in the `error` column; `onError` then fails the job, drops the record,
+   * or gives it `defaultReward`. Also sets the per-record timeout and scoring concurrency.
+   */
+  errorPolicy: ErrorPolicySchema.prefault({ onError: 'default', defaultReward: 0 }),
+  /** Heartbeat timeout of a shard: how fast a dead worker's shard is retried elsewhere. */
+  heartbeatTimeoutMs: z.number().int().min(1000).default(10_000),
+  /** Pace for rate-limited rewards (LLM judges behind a quota); 0 = unlimited. */
+  maxRecordsPerSecond: z.number().min(0).default(0),
+});
+
+export type AnnotateRewardsConfig = z.input<typeof AnnotateRewardsConfig>;
+export type AnnotateRewardsInput = Omit<z.output<typeof AnnotateRewardsConfig>, 'outputPrefix'> & { outputPrefix: string };
+
+/** Validates a user's job config (naming any bad field) and fills defaults. */
+export function annotateInput(config: unknown): AnnotateRewardsInput {
+  const c = parseConfig(AnnotateRewardsConfig, config, 'annotate config');
+  return { ...c, outputPrefix: (c.outputPrefix ?? `annotations/${c.jobId}`).replace(/\/+$/, '') };
+}
+
+export interface ShardPlan { index: number; start: number; end: number }
+
+export interface AnnotationPlan {
+  records: number;
+  inputSha256: string;
+  shards: ShardPlan[];
+}
+
+export interface ShardResult {
+  index: number;
+  /** Records in the shard's committed artifact (dropped ones excluded). */
+  records: number;
+  rewardSum: number;
+  /** Records with reward >= 1 (a verifiable reward's "correct"). */
+  correct: number;
+  errors: number;
+  dropped: number;
+  /** True when the shard was found committed and not recomputed. */
+  skipped: boolean;
+}
+
+export interface AnnotateRewardsResult {
+  jobId: string;
+  records: number;
+  meanReward: number;
+  accuracy: number;
+  errors: number;
+  dropped: number;
+  /** Full URI of the committed rewards table and of its manifest. */
+  rewardsUri: string;
+  manifestUri: string;
+}

@@ -1,0 +1,136 @@
+/**
+ * annotateRewards end to end against the real Temporal dev server and real stores (file:// and
+ * MinIO): results, commit protocol, re-run skipping, bad input, and replay of the recorded history.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ActivityFailure, ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import { RecordBatch, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
+import { testTemporal, startWorkers, type TestTemporal } from '../../support/temporal.js';
+import { startAnnotateRewards } from '../../../workers/client.js';
+import { writeSampleInputs } from '../../../activities/reward/annotate-activities.js';
+import { openStore } from '../../../activities/store/open.js';
+import { readCommitted, readArtifact } from '../../../activities/store/manifest.js';
+import { readTable, writeTable } from '../../../activities/store/arrow.js';
+import { REWARDS, ANNOTATION_INPUTS } from '../../../activities/store/schemas.js';
+import { createReward } from '../../../activities/reward/registry.js';
+import { workflowsPath } from '../../../workers/worker.js';
+import { logger } from '../../../activities/common/log.js';
+
+let t: TestTemporal;
+let stopWorkers: () => Promise<void>;
+const tag = Date.now().toString(36);
+
+before(async () => {
+  t = await testTemporal();
+  ({ stop: stopWorkers } = await startWorkers(t, ['control', 'reward']));
+});
+after(async () => {
+  await stopWorkers?.();
+  await t?.client.connection.close();
+});
+
+const stores = () => [
+  ['file://', pathToFileURL(mkdtempSync(join(tmpdir(), 'drl-annotate-'))).href],
+  ['MinIO', `s3://${process.env.DURABLE_RL_S3_BUCKET}/it-annotate-${tag}`],
+] as const;
+
+describe('annotateRewards', () => {
+  for (const [kind, makeUri] of [['file://', 0], ['MinIO', 1]] as const) {
+    test(`scores every record and commits the rewards on ${kind}`, async () => {
+      const storeUri = stores()[makeUri][1];
+      const jobId = `it-happy-${kind === 'MinIO' ? 's3' : 'file'}-${tag}`;
+      await writeSampleInputs(storeUri, 'inputs/sample.arrow', 530, 11);
+      const started = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
+      const result = await started.result();
+
+      // The same reward run directly over the input gives the same accuracy.
+      const store = openStore(storeUri);
+      try {
+        const inputs = readTable(ANNOTATION_INPUTS, await store.get('inputs/sample.arrow'), 'input');
+        const reward = createReward({ name: 'math_equivalence' });
+        let correct = 0;
+        for (const r of inputs) {
+          const res = await reward.score!({ promptId: r.prompt_id, sampleId: r.sample_id ?? 0, prompt: r.prompt, completion: r.completion, reference: r.reference ?? undefined }, { step: 0, signal: new AbortController().signal, log: logger('test') });
+          if (res.reward >= 1) correct++;
+        }
+        assert.equal(result.records, 530);
+        assert.equal(result.accuracy, correct / 530);
+        assert.ok(result.accuracy > 0.5 && result.accuracy < 0.9, `the noisy solver is ~70% right, got ${result.accuracy}`);
+        assert.equal(result.errors, 0);
+
+        const prefix = `annotations/${jobId}`;
+        const manifest = await readCommitted(store, prefix);
+        assert.ok(manifest, 'the job prefix is committed');
+        const rows = readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), 'rewards');
+        assert.equal(rows.length, 530);
+        assert.deepEqual(rows.map((r) => r.prompt_id), inputs.map((r) => r.prompt_id), 'rewards are in input order');
+        assert.ok(rows.every((r) => r.run_id === jobId && (r.reward === 0 || r.reward === 1)));
+        for (let s = 0; s < 3; s++) assert.ok(await readCommitted(store, `${prefix}/shards/${String(s).padStart(6, '0')}`), `shard ${s} committed`);
+
+        // The search attributes and current details are visible to the UI.
+        const desc = await started.handle.describe();
+        assert.equal(desc.typedSearchAttributes.get({ name: 'DurableRlStatus', type: 'KEYWORD' } as never), 'completed');
+        assert.equal(desc.typedSearchAttributes.get({ name: 'DurableRlRunName', type: 'KEYWORD' } as never), jobId);
+
+        // A re-run of the finished job skips every committed shard and returns the same result.
+        const again = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
+        assert.deepEqual(await again.result(), result);
+        const q = await again.handle.query<{ shardsSkipped: number; shards: number }>('progress');
+        assert.equal(q.shardsSkipped, 3);
+        assert.equal(q.shards, 3);
+
+        // The real history replays against the current workflow code (determinism check).
+        const history = await started.handle.fetchHistory();
+        await Worker.runReplayHistory({ workflowsPath }, history, jobId);
+        if (process.env.DURABLE_RL_RECORD_FIXTURES && kind === 'file://') {
+          const dir = new URL('../../fixtures/histories/', import.meta.url);
+          mkdirSync(dir, { recursive: true });
+          writeFileSync(new URL('annotate-rewards.json', dir), JSON.stringify(history, null, 1));
+        }
+      } finally {
+        await store.close();
+      }
+    });
+  }
+
+  for (const [what, metadata, expected] of [
+    ['without the reference column', new Map([['durable_rl.schema', 'annotation_inputs'], ['durable_rl.schema_version', '1']]), /reference/],
+    ['of another schema', new Map([['durable_rl.schema', 'rewards'], ['durable_rl.schema_version', '1']]), /expected schema "annotation_inputs", found "rewards"/],
+  ] as const) {
+    test(`an input ${what} fails at once and non-retryably, saying what is wrong`, async () => {
+      const storeUri = stores()[0][1];
+      const store = openStore(storeUri);
+      const valid = tableFromIPC(writeTable(ANNOTATION_INPUTS, [{ prompt_id: 'a', sample_id: 0, prompt: '1+1?', completion: '2', reference: '2' }]));
+      const t0 = valid.select(['prompt_id', 'sample_id', 'prompt', 'completion']);
+      const schema = new Schema(t0.schema.fields, metadata);
+      const table = new Table(schema, t0.batches.map((b) => new RecordBatch(schema, b.data)));
+      await store.put('inputs/bad.arrow', tableToIPC(table, 'file'));
+      await store.close();
+      const started = await startAnnotateRewards(t.client, { jobId: `it-bad-${what.length}-${tag}`, storeUri, inputKey: 'inputs/bad.arrow' });
+      await assert.rejects(started.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.ok(err.cause instanceof ActivityFailure);
+        assert.ok(err.cause.cause instanceof ApplicationFailure);
+        assert.equal(err.cause.cause.nonRetryable, true);
+        assert.match(err.cause.cause.message, expected);
+        return true;
+      });
+      const history = await started.handle.fetchHistory();
+      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+      assert.deepEqual(attempts, [1], 'no retry of a non-retryable failure');
+    });
+  }
+
+  test('a bad config is rejected before anything starts, naming the field', async () => {
+    await assert.rejects(
+      startAnnotateRewards(t.client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
+      /storeUri: must be file:.*shardSize/s,
+    );
+  });
+});

@@ -1,0 +1,75 @@
+/**
+ * Temporal helpers for integration tests: a client and in-process workers on the real dev server,
+ * and child-process workers that a test can SIGKILL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
+import type { Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { endpointsEnv } from '../../infra/index.js';
+import { servers } from './servers.js';
+import { connectClient, temporalConfig, type TemporalConfig } from '../../workers/temporal.js';
+import { bundleWorkflows, createWorkers } from '../../workers/worker.js';
+import type { QueueName } from '../../workflows/task-queues.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface TestTemporal {
+  config: TemporalConfig;
+  client: Client;
+  env: Record<string, string>;
+}
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/** Real servers up, their endpoints exported to this process's env (S3 stores read them), a client. */
+export async function testTemporal(): Promise<TestTemporal> {
+  const e = await servers();
+  const env = endpointsEnv(e);
+  Object.assign(process.env, env);
+  const config = temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace, uiUrl: e.temporal.uiUrl });
+  return { config, client: await connectClient(config), env };
+}
+
+/** In-process workers for the given queues, running until `stop()`. */
+export async function startWorkers(t: TestTemporal, queues: QueueName[]): Promise<{ workers: Worker[]; stop(): Promise<void> }> {
+  bundle ??= bundleWorkflows();
+  const group = await createWorkers({ temporal: t.config, queues, workflowBundle: await bundle, shutdownGraceTimeMs: 1000 });
+  const running = group.run();
+  return {
+    workers: group.workers,
+    async stop() {
+      group.shutdown();
+      await running;
+    },
+  };
+}
+
+/** A worker in a child process (`durable-rl worker --queues ...`), resolved once it polls. */
+export async function spawnWorker(t: TestTemporal, queues: QueueName[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker', '--queues', queues.join(',')], {
+    cwd: root,
+    env: { ...process.env, ...t.env, DURABLE_RL_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('workers polling')) resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('exit', (code, sig) => reject(new Error(`worker exited early (${code ?? sig}):\n${out}`)));
+  });
+  child.stdout!.resume();
+  child.stderr!.resume();
+  return child;
+}
+
+export async function killHard(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
+}

@@ -1,0 +1,107 @@
+/**
+ * Workers: one per task queue. `runWorkers({ queues: ['control', 'reward'] })` polls those queues in
+ * this process; the all-in-one worker polls them all. The control queue runs workflows; the other
+ * queues run the activities of their stage. Graceful shutdown: SIGINT/SIGTERM let in-flight
+ * activities finish (up to `shutdownGraceTimeMs`), then the process exits.
+ */
+import { fileURLToPath } from 'node:url';
+import { Worker, bundleWorkflowCode, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createActivities } from '../activities/index.js';
+import { logger } from '../activities/common/log.js';
+import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
+import { connectWorker, type TemporalConfig } from './temporal.js';
+
+export const ALL_QUEUES: QueueName[] = ['control', 'rollout', 'reward', 'learner'];
+
+export interface WorkerOptions {
+  temporal: TemporalConfig;
+  queues: QueueName[];
+  /** Activities run at once per queue (CPU queues default to the core count). */
+  maxConcurrentActivities?: Partial<Record<QueueName, number>>;
+  /** How long in-flight activities get to finish on shutdown. */
+  shutdownGraceTimeMs?: number;
+  /** Stops the workers when aborted (tests, embedding). */
+  signal?: AbortSignal;
+  /** Identity shown in the Web UI for this worker's pollers. */
+  identity?: string;
+  /** A prebuilt workflow bundle (see `bundleWorkflows`); default: bundle `workflows/index.ts` now. */
+  workflowBundle?: WorkflowBundleWithSourceMap;
+}
+
+export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+/** Bundles the workflow code once (seconds), for processes that create several workers. */
+export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
+  return bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
+}
+
+const quietBundlerLogger = {
+  log() {}, trace() {}, debug() {}, info() {},
+  warn: (m: string, meta?: object) => logger('bundler').warn(meta ?? {}, m),
+  error: (m: string, meta?: object) => logger('bundler').error(meta ?? {}, m),
+};
+
+/** Workers of one process, sharing one connection. */
+export interface WorkerGroup {
+  workers: Worker[];
+  /** Runs every worker until shutdown; then closes the connection (if the group opened it). */
+  run(): Promise<void>;
+  /** Asks every worker to stop polling and finish in-flight tasks. */
+  shutdown(): void;
+}
+
+export async function createWorkers(opts: WorkerOptions, connection?: NativeConnection): Promise<WorkerGroup> {
+  const log = logger('worker');
+  const conn = connection ?? (await connectWorker(opts.temporal));
+  const activities = createActivities();
+  const workers: Worker[] = [];
+  for (const q of opts.queues) {
+    const base = {
+      connection: conn,
+      namespace: opts.temporal.namespace,
+      taskQueue: TASK_QUEUES[q],
+      shutdownGraceTime: opts.shutdownGraceTimeMs ?? 10_000,
+      identity: `${opts.identity ?? `pid-${process.pid}`}@${q}`,
+    };
+    if (q === 'control') {
+      const workflowBundle = opts.workflowBundle ?? (await bundleWorkflows());
+      workers.push(await Worker.create({ ...base, workflowBundle }));
+    } else {
+      workers.push(
+        await Worker.create({
+          ...base,
+          activities,
+          maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities?.[q] ?? 4,
+        }),
+      );
+    }
+    log.debug({ queue: TASK_QUEUES[q] }, 'worker ready');
+  }
+  let running: Promise<void> | undefined;
+  const shutdown = () => {
+    for (const w of workers) if (w.getState() === 'RUNNING' || w.getState() === 'INITIALIZED') w.shutdown();
+  };
+  opts.signal?.addEventListener('abort', shutdown, { once: true });
+  return {
+    workers,
+    shutdown,
+    run() {
+      running ??= Promise.all(workers.map((w) => w.run())).then(
+        async () => {
+          if (!connection) await conn.close();
+        },
+        async (err: unknown) => {
+          shutdown();
+          if (!connection) await conn.close().catch(() => undefined);
+          throw err;
+        },
+      );
+      return running;
+    },
+  };
+}
+
+/** Runs workers for the given queues until shutdown (signal, SIGTERM, or a fatal worker error). */
+export async function runWorkers(opts: WorkerOptions): Promise<void> {
+  await (await createWorkers(opts)).run();
+}

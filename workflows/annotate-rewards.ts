@@ -1,0 +1,119 @@
+/**
+ * annotateRewards: offline reward annotation of a table of (prompt, completion, reference) records.
+ *
+ *   plan ─► score shard 0 ┐
+ *        ─► score shard 1 ├─► finalize (one rewards.arrow + manifest.json)
+ *        ─► score shard … ┘
+ *
+ * Each shard is an activity on the reward queue that heartbeats its progress, resumes from its last
+ * heartbeat after a crash, and commits its own rewards artifact under a manifest; a re-run finds
+ * committed shards and skips them. The workflow only passes store keys, never records.
+ */
+import * as wf from '@temporalio/workflow';
+import type * as activities from '../activities/reward/annotate-activities.js';
+import type { AnnotateRewardsInput, AnnotateRewardsResult, ShardResult } from '../activities/reward/annotate-types.js';
+import { PHASE, RUN_NAME, STATUS, MEAN_REWARD } from './search-attributes.js';
+import { TASK_QUEUES } from './task-queues.js';
+
+export type { AnnotateRewardsInput, AnnotateRewardsResult };
+
+export interface AnnotateProgress {
+  phase: 'planning' | 'scoring' | 'finalizing' | 'done';
+  records: number;
+  shards: number;
+  shardsDone: number;
+  shardsSkipped: number;
+  recordsScored: number;
+  errors: number;
+}
+
+/** Query: where the job stands. */
+export const annotateProgressQuery = wf.defineQuery<AnnotateProgress>('progress');
+
+function options(input: AnnotateRewardsInput): wf.ActivityOptions {
+  return {
+    taskQueue: TASK_QUEUES.reward,
+    startToCloseTimeout: '1 hour',
+    heartbeatTimeout: input.heartbeatTimeoutMs,
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+  };
+}
+
+export async function annotateRewards(input: AnnotateRewardsInput): Promise<AnnotateRewardsResult> {
+  const acts = wf.proxyActivities<typeof activities>(options(input));
+  const progress: AnnotateProgress = {
+    phase: 'planning', records: 0, shards: 0, shardsDone: 0, shardsSkipped: 0, recordsScored: 0, errors: 0,
+  };
+  wf.setHandler(annotateProgressQuery, () => progress);
+  wf.upsertSearchAttributes([
+    { key: RUN_NAME, value: input.jobId },
+    { key: PHASE, value: 'annotate' },
+    { key: STATUS, value: 'running' },
+  ]);
+  const details = () =>
+    wf.setCurrentDetails(
+      [
+        `## Reward annotation \`${input.jobId}\``,
+        `- **phase:** ${progress.phase}`,
+        `- **reward:** \`${input.reward.name}\``,
+        `- **shards:** ${progress.shardsDone} / ${progress.shards} done (${progress.shardsSkipped} already committed)`,
+        `- **records scored:** ${progress.recordsScored} / ${progress.records}, reward errors: ${progress.errors}`,
+        `- **input:** \`${input.storeUri}\` · \`${input.inputKey}\``,
+        `- **output:** \`${input.outputPrefix}/\``,
+      ].join('\n'),
+    );
+  details();
+
+  const plan = await acts.planAnnotation.executeWithOptions(
+    { ...options(input), summary: `plan · ${input.inputKey}` },
+    [{ storeUri: input.storeUri, inputKey: input.inputKey, shardSize: input.shardSize }],
+  );
+  progress.records = plan.records;
+  progress.shards = plan.shards.length;
+  progress.phase = 'scoring';
+  details();
+
+  const results: ShardResult[] = new Array(plan.shards.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < plan.shards.length) {
+      const shard = plan.shards[next++]!;
+      const r = await acts.annotateShard.executeWithOptions(
+        { ...options(input), summary: `reward · shard ${shard.index + 1}/${plan.shards.length} · records ${shard.start}–${shard.end - 1}` },
+        [{
+          storeUri: input.storeUri,
+          inputKey: input.inputKey,
+          inputSha256: plan.inputSha256,
+          outputPrefix: input.outputPrefix,
+          jobId: input.jobId,
+          shard,
+          chunkSize: input.chunkSize,
+          reward: input.reward,
+          errorPolicy: input.errorPolicy,
+          maxRecordsPerSecond: input.maxRecordsPerSecond,
+        }],
+      );
+      results[shard.index] = r;
+      progress.shardsDone++;
+      if (r.skipped) progress.shardsSkipped++;
+      progress.recordsScored += r.records;
+      progress.errors += r.errors;
+      details();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(input.maxConcurrentShards, plan.shards.length) }, lane));
+
+  progress.phase = 'finalizing';
+  details();
+  const result = await acts.finalizeAnnotation.executeWithOptions(
+    { ...options(input), summary: `commit · ${input.outputPrefix}` },
+    [{ storeUri: input.storeUri, outputPrefix: input.outputPrefix, jobId: input.jobId, shards: results }],
+  );
+  progress.phase = 'done';
+  details();
+  wf.upsertSearchAttributes([
+    { key: STATUS, value: 'completed' },
+    { key: MEAN_REWARD, value: result.meanReward },
+  ]);
+  return result;
+}
