@@ -13,6 +13,12 @@ import type { DType, Tensor } from './graph.js';
 import * as F from './ops.js';
 
 export interface AttentionOptions {
+  /**
+   * Cached keys/values of earlier positions [B, Hkv, P, hd], attended to before `k`/`v` (key
+   * positions 0..P-1, then the chunk's). Used without concatenating: scores against the cache and
+   * against the chunk are computed apart and joined only at [.., T, P + T] size.
+   */
+  past?: { key: Tensor; value: Tensor };
   /** bool [B, S]: true where the key/value position holds a real token (false = padding). */
   keyMask?: Tensor;
   /** A precomputed additive bias [B, 1, T, S] from `attentionBias` (then `keyMask` is unused). */
@@ -82,18 +88,30 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, opts: Attention
     bias = g.noTape(() => F.where(allowed, g.scalar(0, q.dtype), g.scalar(maskValue(q.dtype), q.dtype)));
   }
   let qv = F.mul(q, scale);
-  let kv = k;
-  let vv = v;
+  const grouped = (x: Tensor) => (groups > 1 ? F.unsqueeze(x, [2]) : x);
   if (groups > 1) {
     qv = F.reshape(qv, [0, hkv, groups, -1, hd], [b!, hkv, groups, t!, hd]);
-    kv = F.unsqueeze(k, [2]);
-    vv = F.unsqueeze(v, [2]);
     if (bias.rank === 4) bias = q.g.noTape(() => F.unsqueeze(bias!, [2]));
   }
+  const kv = grouped(k);
+  const vv = grouped(v);
   const rank = qv.rank;
-  const scores = F.matmul(qv, F.transpose(kv, [...Array(rank - 2).keys(), rank - 1, rank - 2]));
-  const probs = F.softmax(F.add(scores, bias), -1);
-  let out = F.matmul(probs, vv);
+  const kT = (x: Tensor) => F.transpose(x, [...Array(rank - 2).keys(), rank - 1, rank - 2]);
+  let out: Tensor;
+  if (opts.past) {
+    const pk = grouped(opts.past.key);
+    const pv = grouped(opts.past.value);
+    const scores = F.concat([F.matmul(qv, kT(pk)), F.matmul(qv, kT(kv))], -1);
+    const probs = F.softmax(F.add(scores, bias), -1);
+    const pastLen = F.dimOf(pk, -2);
+    const probsPast = q.g.node1('Slice', [probs, q.g.ints([0]), pastLen, q.g.ints([-1])], probs.dtype, [...probs.shape.slice(0, -1), pk.dim(-2)]);
+    const probsNew = q.g.node1('Slice', [probs, pastLen, q.g.ints([2 ** 62]), q.g.ints([-1])], probs.dtype, [...probs.shape.slice(0, -1), kv.dim(-2)]);
+    out = F.add(F.matmul(probsPast, pv), F.matmul(probsNew, vv));
+  } else {
+    const scores = F.matmul(qv, kT(kv));
+    const probs = F.softmax(F.add(scores, bias), -1);
+    out = F.matmul(probs, vv);
+  }
   if (groups > 1) out = F.reshape(out, [0, hq, -1, hd], [b!, hq, t!, hd]);
   return out;
 }

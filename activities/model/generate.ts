@@ -3,7 +3,9 @@
  * to one length and prefilled in one run; then every live sequence advances one token per run,
  * its keys/values appended to the cache. Sequences finish independently (a stop token or the
  * token budget); finished rows are dropped from the batch and from the cache, so later steps only
- * compute for live sequences.
+ * compute for live sequences. The KV cache lives in one preallocated buffer per layer tensor: each
+ * step writes the graph's `fresh` keys/values into it and feeds the whole buffer as `past`, its
+ * unused slots masked (no per-step cache copies, no per-step allocations).
  *
  * Token choice is pluggable: `pickToken(logits, seq, pos)` gets the raw next-token logits of one
  * sequence (samplers live in `activities/rollout/sampling.ts`). The logprob recorded for each
@@ -44,14 +46,44 @@ function logSumExp(row: Float32Array): number {
   return max + Math.log(s);
 }
 
-/** Keeps rows `keep` (indices along dim 0) of a float32 tensor. */
-function takeRows(t: ort.Tensor, keep: number[]): ort.Tensor {
-  const dims = t.dims as number[];
-  const rowSize = dims.slice(1).reduce((a, b) => a * b, 1);
-  const src = t.data as Float32Array;
-  const out = new Float32Array(keep.length * rowSize);
-  keep.forEach((r, i) => out.set(src.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize));
-  return new ort.Tensor('float32', out, [keep.length, ...dims.slice(1)]);
+/**
+ * One layer tensor of the KV cache: a preallocated [batch, kvHeads, capacity, headDim] buffer whose
+ * first `length` positions of every (row, head) are filled; the rest is masked out.
+ */
+class CacheBuffer {
+  private readonly data: Float32Array;
+  constructor(
+    private batch: number,
+    private readonly heads: number,
+    private readonly capacity: number,
+    private readonly headDim: number,
+  ) {
+    this.data = new Float32Array(batch * heads * capacity * headDim);
+  }
+
+  /** The whole buffer as a [batch, heads, capacity, headDim] tensor (a view, no copy). */
+  view(): ort.Tensor {
+    const { batch, heads, capacity, headDim } = this;
+    return new ort.Tensor('float32', this.data.subarray(0, batch * heads * capacity * headDim), [batch, heads, capacity, headDim]);
+  }
+
+  /** Writes a [batch, heads, n, headDim] chunk at positions length..length+n-1. */
+  write(length: number, chunk: Float32Array, n: number): void {
+    const { heads, capacity, headDim } = this;
+    const span = n * headDim;
+    for (let bh = 0; bh < this.batch * heads; bh++) {
+      this.data.set(chunk.subarray(bh * span, (bh + 1) * span), (bh * capacity + length) * headDim);
+    }
+  }
+
+  /** Keeps batch rows `keep` (ascending), in place. */
+  compact(keep: number[]): void {
+    const block = this.heads * this.capacity * this.headDim;
+    keep.forEach((r, i) => {
+      if (r !== i) this.data.copyWithin(i * block, r * block, (r + 1) * block);
+    });
+    this.batch = keep.length;
+  }
 }
 
 /** Generates continuations of `prompts` with the engine's installed weights. */
@@ -80,15 +112,28 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
   let live = prompts.map((_, i) => i); // original index of each batch row
   let maskRows = mask;
+  const capacity = plen + opts.maxNewTokens - 1; // positions ever held in the cache
+  const cache: CacheBuffer[] = [];
+  for (let l = 0; l < 2 * cfg.layers; l++) cache.push(new CacheBuffer(prompts.length, cfg.kvHeads, capacity, cfg.headDim));
+  let length = 0; // positions filled in the cache
+  const emptyPast = new ort.Tensor('float32', new Float32Array(0), [prompts.length, cfg.kvHeads, 0, cfg.headDim]);
   let feeds: Record<string, ort.Tensor> = { input_ids: checked.ids, attention_mask: checked.mask };
-  for (let l = 0; l < cfg.layers; l++) {
-    const empty = new ort.Tensor('float32', new Float32Array(0), [prompts.length, cfg.kvHeads, 0, cfg.headDim]);
-    feeds[`past.${l}.key`] = empty;
-    feeds[`past.${l}.value`] = empty;
-  }
 
   for (let pos = 0; pos < opts.maxNewTokens; pos++) {
+    for (let l = 0; l < cfg.layers; l++) {
+      // prefill: no past at all; later steps: the whole buffer, unfilled slots masked
+      feeds[`past.${l}.key`] = pos === 0 ? emptyPast : cache[2 * l]!.view();
+      feeds[`past.${l}.value`] = pos === 0 ? emptyPast : cache[2 * l + 1]!.view();
+    }
     const out = await session.run({ ...weightFeeds, ...feeds });
+    const chunk = pos === 0 ? plen : 1;
+    if (pos + 1 < opts.maxNewTokens) {
+      for (let l = 0; l < cfg.layers; l++) {
+        cache[2 * l]!.write(length, out[`fresh.${l}.key`]!.data as Float32Array, chunk);
+        cache[2 * l + 1]!.write(length, out[`fresh.${l}.value`]!.data as Float32Array, chunk);
+      }
+    }
+    length += chunk;
     const logits = out.logits!.data as Float32Array;
     const next: number[] = [];
     const keep: number[] = [];
@@ -108,20 +153,21 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
       }
     });
     if (keep.length === 0 || pos + 1 === opts.maxNewTokens) break;
-    const compact = keep.length !== live.length;
+    if (keep.length !== live.length) for (const c of cache) c.compact(keep);
     live = keep.map((r) => live[r]!);
-    maskRows = keep.map((r) => [...maskRows[r]!, 1]);
-    const nf: Record<string, ort.Tensor> = {
+    const cacheMask = keep.map((r) => maskRows[r]!); // one entry per filled cache position
+    // attention mask: filled cache slots (real or left padding), unused slots (0), the new token (1)
+    const width = capacity + 1;
+    const am = new BigInt64Array(live.length * width);
+    cacheMask.forEach((row, r) => {
+      row.forEach((v, j) => (am[r * width + j] = BigInt(v)));
+      am[r * width + capacity] = 1n;
+    });
+    maskRows = cacheMask.map((row) => [...row, 1]); // the new token's keys/values join the cache after the run
+    feeds = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(next.map(BigInt)), [next.length, 1]),
-      attention_mask: new ort.Tensor('int64', BigInt64Array.from(maskRows.flat().map(BigInt)), [maskRows.length, maskRows[0]!.length]),
+      attention_mask: new ort.Tensor('int64', am, [live.length, width]),
     };
-    for (let l = 0; l < cfg.layers; l++) {
-      for (const kv of ['key', 'value']) {
-        const t = out[`present.${l}.${kv}`]!;
-        nf[`past.${l}.${kv}`] = compact ? takeRows(t, keep) : t;
-      }
-    }
-    feeds = nf;
   }
   return results;
 }

@@ -28,7 +28,7 @@ function heads(x: Tensor, h: number, hd: number): Tensor {
 function body(g: Graph, cfg: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutputs {
   const { hidden: d, heads: nh, headDim: hd } = cfg;
   let h = F.add(F.gather(p('transformer.wte.weight'), inp.ids), F.gather(p('transformer.wpe.weight'), inp.positions));
-  const present: LayerKV[] = [];
+  const fresh: LayerKV[] = [];
   const bias = attentionBias(inp.ids, inp.keyMask, h.dtype); // shared by every layer
   for (let i = 0; i < cfg.layers; i++) {
     const n = `transformer.h.${i}`;
@@ -36,15 +36,10 @@ function body(g: Graph, cfg: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutp
       const a = F.layerNorm(h, p(`${n}.ln_1.weight`), p(`${n}.ln_1.bias`), cfg.normEps);
       const qkv = F.linear(a, p(`${n}.attn.c_attn.weight`), p(`${n}.attn.c_attn.bias`), 'in_out');
       const [q, k0, v0] = F.split(qkv, [d, d, d], -1) as [Tensor, Tensor, Tensor];
-      let k = heads(k0, nh, hd);
-      let v = heads(v0, nh, hd);
-      const past = inp.past?.[i];
-      if (past) {
-        k = F.concat([past.key, k], 2);
-        v = F.concat([past.value, v], 2);
-      }
-      present.push({ key: k, value: v });
-      const att = causalAttention(heads(q, nh, hd), k, v, { bias });
+      const k = heads(k0, nh, hd);
+      const v = heads(v0, nh, hd);
+      fresh.push({ key: k, value: v });
+      const att = causalAttention(heads(q, nh, hd), k, v, { bias, past: inp.past?.[i] });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, d]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.attn.c_proj.weight`), p(`${n}.attn.c_proj.bias`), 'in_out'));
       const m = F.layerNorm(hAttn, p(`${n}.ln_2.weight`), p(`${n}.ln_2.bias`), cfg.normEps);
@@ -53,7 +48,7 @@ function body(g: Graph, cfg: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOutp
     });
   }
   const hidden = F.layerNorm(h, p('transformer.ln_f.weight'), p('transformer.ln_f.bias'), cfg.normEps);
-  return { hidden, present };
+  return { hidden, fresh };
 }
 
 function head(_g: Graph, cfg: ModelConfig, p: ParamFn, hidden: Tensor): Tensor {

@@ -45,7 +45,7 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
   const opt = (name: string, on: boolean) => (on ? p(name) : null);
   let h = F.gather(p('model.embed_tokens.weight'), inp.ids);
   const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.ropeTheta, h.dtype === 'float64' ? 'float64' : 'float32');
-  const present: LayerKV[] = [];
+  const fresh: LayerKV[] = [];
   const bias = attentionBias(inp.ids, inp.keyMask, h.dtype); // shared by every layer
   for (let i = 0; i < cfg.layers; i++) {
     const n = `model.layers.${i}`;
@@ -54,15 +54,10 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
       const proj = (what: string, bias: boolean) =>
         F.linear(a, p(`${n}.self_attn.${what}.weight`), opt(`${n}.self_attn.${what}.bias`, bias), 'out_in');
       const q = applyRotary(heads(proj('q_proj', cfg.qkvBias), nh, hd), cos, sin, hd);
-      let k = applyRotary(heads(proj('k_proj', cfg.qkvBias), nkv, hd), cos, sin, hd);
-      let v = heads(proj('v_proj', cfg.qkvBias), nkv, hd);
-      const past = inp.past?.[i];
-      if (past) {
-        k = F.concat([past.key, k], 2);
-        v = F.concat([past.value, v], 2);
-      }
-      present.push({ key: k, value: v });
-      const att = causalAttention(q, k, v, { bias });
+      const k = applyRotary(heads(proj('k_proj', cfg.qkvBias), nkv, hd), cos, sin, hd);
+      const v = heads(proj('v_proj', cfg.qkvBias), nkv, hd);
+      fresh.push({ key: k, value: v });
+      const att = causalAttention(q, k, v, { bias, past: inp.past?.[i] });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
       const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);
@@ -72,7 +67,7 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
     });
   }
   const hidden = F.rmsNorm(h, p('model.norm.weight'), cfg.normEps);
-  return { hidden, present };
+  return { hidden, fresh };
 }
 
 function head(_g: Graph, cfg: ModelConfig, p: ParamFn, hidden: Tensor): Tensor {

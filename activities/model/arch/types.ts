@@ -27,8 +27,8 @@ export interface ArchInputs {
 export interface ArchOutputs {
   /** Final hidden states after the last norm, [batch, seq, hidden]. */
   hidden: Tensor;
-  /** Keys/values of all positions (past + this chunk), one per layer. */
-  present: LayerKV[];
+  /** Keys/values of this chunk's positions only, one per layer. */
+  fresh: LayerKV[];
 }
 
 /** Parameter lookup by HF name (throws naming a missing parameter). */

@@ -1,13 +1,19 @@
 /**
  * The `decode` graph: batched incremental generation with a KV cache. One graph serves the prefill
  * (past length 0, the whole left-padded prompt as the chunk) and every later step (a chunk of one
- * token per sequence, the cache of all earlier positions as `past.*`).
+ * token per sequence, the cache of earlier positions as `past.*`).
  *
  * Inputs:  input_ids int64 [batch, seq]; attention_mask int64 [batch, past + seq] (1 = real token,
- *          0 = padding, left padding for prompts, finished sequences keep stepping masked or not);
+ *          0 = padding or an unused cache slot; left padding for prompts);
  *          past.{i}.key / past.{i}.value float32 [batch, kvHeads, past, headDim] per layer.
  * Outputs: logits (or logprobs) float32 [batch, vocab] of the token after the chunk's last position;
- *          present.{i}.key / present.{i}.value [batch, kvHeads, past + seq, headDim].
+ *          fresh.{i}.key / fresh.{i}.value float32 [batch, kvHeads, seq, headDim]: the chunk's own
+ *          keys (after RoPE) and values, for the caller to write into its cache.
+ *
+ * The graph never returns (or concatenates) the whole cache: the caller keeps one preallocated
+ * [batch, kvHeads, capacity, headDim] buffer per tensor, writes `fresh` into it and feeds the whole
+ * buffer as `past` with unused slots masked out in `attention_mask`. Returning the concatenated
+ * cache every step cost more than the step itself at batch 32 (fresh output buffers of tens of MB).
  * Positions come from the attention mask (count of real tokens before each), as in every graph.
  * Weights are baked in as initializers, or (`'inputs'`) are graph inputs named by HF names.
  */
@@ -36,13 +42,13 @@ export function buildDecodeGraph(cfg: ModelConfig, weights: WeightMap | 'inputs'
     });
   }
   const { positions, keyMask } = positionsAndMask(g, mask, ids);
-  const { hidden, present } = arch.body(g, cfg, p, { ids, positions, keyMask, past });
+  const { hidden, fresh } = arch.body(g, cfg, p, { ids, positions, keyMask, past });
   const last = F.squeeze(F.slice(hidden, [-1], [2 ** 62], [1]), [1]); // [B, D]
   const logits = arch.head(g, cfg, p, last);
   g.output(opts.output === 'logprobs' ? logSoftmax(logits) : logits, opts.output === 'logprobs' ? 'logprobs' : 'logits');
-  present.forEach((kv, i) => {
-    g.output(kv.key, `present.${i}.key`);
-    g.output(kv.value, `present.${i}.value`);
+  fresh.forEach((kv, i) => {
+    g.output(kv.key, `fresh.${i}.key`);
+    g.output(kv.value, `fresh.${i}.value`);
   });
   return g;
 }
