@@ -39,6 +39,10 @@ function findTests(dir: string): string[] {
   return out.sort();
 }
 
+// Quiet logs in tests (a failing test prints its own context); see README for the knobs.
+process.env.DURABLE_RL_LOG_LEVEL ??= 'warn';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const bin = (name: string) => join(root, 'node_modules', '.bin', name);
 
 if (!noCheck) {

@@ -11,6 +11,7 @@
  * DURABLE_RL_TEMPORAL_* (see workers/temporal.ts), else the local dev server that `infra` starts.
  * Errors print one line and exit non-zero.
  */
+import './cli-env.js';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';

@@ -13,8 +13,14 @@ export function installRuntime(): void {
   installed = true;
   const log = logger('temporal');
   const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error') => (message: string, meta?: LogMetadata) => log[level](meta ?? {}, message);
+  // A worker that polls only workflows or only activities is how durable-rl splits queues, not a problem.
+  const expected = /^No (activities|workflows|Nexus services) registered/;
+  const warn = at('warn');
+  const debug = at('debug');
   const levels: Record<LogLevel, ReturnType<typeof at>> = {
-    TRACE: at('trace'), DEBUG: at('debug'), INFO: at('info'), WARN: at('warn'), ERROR: at('error'),
+    TRACE: at('trace'), DEBUG: debug, INFO: at('info'),
+    WARN: (m, meta) => (expected.test(m) ? debug : warn)(m, meta),
+    ERROR: at('error'),
   };
   Runtime.install({
     logger: {

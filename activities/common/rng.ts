@@ -117,7 +117,7 @@ export class CounterRng {
   /** A standard normal at a position (Box-Muller over the position's four words). */
   normal(position: number): number {
     const w = this.words(position);
-    const u1 = ((w[0]! >>> 5) * 67108864 + (w[1]! >>> 6) + 1) / 9007199254740993; // (0, 1]
+    const u1 = ((w[0]! >>> 5) * 67108864 + (w[1]! >>> 6) + 1) / 9007199254740992; // (0, 1]
     const u2 = ((w[2]! >>> 5) * 67108864 + (w[3]! >>> 6)) / 9007199254740992;
     return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
   }
