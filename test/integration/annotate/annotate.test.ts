@@ -21,6 +21,7 @@ import { REWARDS, ANNOTATION_INPUTS } from '../../../activities/store/schemas.js
 import { createReward } from '../../../activities/reward/registry.js';
 import { workflowsPath } from '../../../workers/worker.js';
 import { logger } from '../../../activities/common/log.js';
+import { RUN_NAME, STATUS } from '../../../workflows/search-attributes.js';
 
 let t: TestTemporal;
 let stopWorkers: () => Promise<void>;
@@ -75,8 +76,8 @@ describe('annotateRewards', () => {
 
         // The search attributes and current details are visible to the UI.
         const desc = await started.handle.describe();
-        assert.equal(desc.typedSearchAttributes.get({ name: 'DurableRlStatus', type: 'KEYWORD' } as never), 'completed');
-        assert.equal(desc.typedSearchAttributes.get({ name: 'DurableRlRunName', type: 'KEYWORD' } as never), jobId);
+        assert.equal(desc.typedSearchAttributes.get(STATUS), 'completed');
+        assert.equal(desc.typedSearchAttributes.get(RUN_NAME), jobId);
 
         // A re-run of the finished job skips every committed shard and returns the same result.
         const again = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });

@@ -1,0 +1,41 @@
+/**
+ * Replay: histories recorded from real runs (test/fixtures/histories/*.json) are replayed against
+ * the current workflow code. A change that makes the code non-deterministic for runs already in
+ * flight fails here; such a change needs `patched()` (DESIGN.md §7). Re-record fixtures with
+ * `DURABLE_RL_RECORD_FIXTURES=1 npm test -- annotate` after an intended, patched change.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { Worker } from '@temporalio/worker';
+import proto from '@temporalio/proto';
+import { workflowsPath } from '../../workers/worker.js';
+
+// Fixtures are a History message as JSON (what `JSON.stringify(await handle.fetchHistory())` writes).
+const historyFromJSON = (json: unknown) => proto.temporal.api.history.v1.History.fromObject(json as Record<string, unknown>);
+
+const dir = new URL('../fixtures/histories/', import.meta.url);
+const fixtures = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+
+test('there are recorded histories to replay', () => {
+  assert.ok(fixtures.length >= 1, `no fixtures in ${dir.pathname}`);
+});
+
+for (const file of fixtures) {
+  test(`replays ${file} against the current workflow code`, async () => {
+    const history = historyFromJSON(JSON.parse(readFileSync(new URL(file, dir), 'utf8')));
+    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+    assert.ok(started, `${file} does not start with WorkflowExecutionStarted`);
+    await Worker.runReplayHistory({ workflowsPath }, history, file.replace(/\.json$/, ''));
+  });
+}
+
+test('a history that the current code cannot produce is reported as non-deterministic', async () => {
+  const file = fixtures.find((f) => f.startsWith('annotate-rewards'));
+  assert.ok(file, 'the annotate-rewards fixture is missing');
+  const json = JSON.parse(readFileSync(new URL(file, dir), 'utf8'));
+  // Tamper with the recorded history: the first activity it scheduled now has another name.
+  const scheduled = json.events.find((e: { activityTaskScheduledEventAttributes?: unknown }) => e.activityTaskScheduledEventAttributes);
+  scheduled.activityTaskScheduledEventAttributes.activityType.name = 'somethingElse';
+  await assert.rejects(Worker.runReplayHistory({ workflowsPath }, historyFromJSON(json), 'tampered'), /[Nn]ondeterminism|DeterminismViolation/);
+});
