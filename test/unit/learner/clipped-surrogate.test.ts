@@ -190,3 +190,55 @@ test('engine: GSPO sequence ratio with forward-KL (RAPO) and Dr.GRPO constant ag
     await s.engine.close();
   }
 });
+
+test('engine: GRPO sequence mean with per-token advantages, k1 KL and entropy bonus', async () => {
+  const s = await engineSetup(ids, 9);
+  try {
+    const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(3 * i + t) % deltas.length]!));
+    const refLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - refDeltas[(i + 2 * t) % refDeltas.length]!));
+    const adv = ids.map((r, i) => r.map((_, t) => [0.9, -0.4, 1.3, -1.1, 0.2][(i + t) % 5]!));
+    const input = { advantages: 'token' as const, aggregation: 'sequence_mean' as const, kl: { beta: 0.1, estimator: 'k1' as const, direction: 'reverse' as const }, entropyCoef: 0.02 };
+    const loss = clippedSurrogateLoss(input);
+    const batch = { ids, lossMask: engineMask, extra: { old_logprobs: oldLp, advantages: adv, ref_logprobs: refLp } };
+    const got = await engineLoss(s, batch, loss);
+    const want = clippedSurrogateRef({ clipLow: 0.2, clipHigh: 0.2, ...input }, { logprobs: s.logprobs, old: oldLp, advantages: adv, mask: engineMask, ref: refLp, entropy: s.entropy });
+    close(got.loss!, want.loss, 'engine loss', 1e-4);
+    for (const [k, v] of Object.entries(want.metrics)) close(got[k]!, v, `engine metric ${k}`, 1e-4);
+    await engineDirectionalCheck(s, batch, loss, { seed: 4 });
+  } finally {
+    await s.engine.close();
+  }
+});
+
+test('engine: a whole-batch token mean over two micro-batches (loss_token_count) gives the one-batch update', async () => {
+  const s = await engineSetup(ids, 11);
+  try {
+    const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(i + t) % deltas.length]! / 2));
+    const adv = [0.6, -0.9, 1.4, -0.2];
+    const rows = (r: number[]) => ({
+      ids: r.map((i) => ids[i]!),
+      lossMask: r.map((i) => engineMask[i]!),
+      extra: { old_logprobs: r.map((i) => oldLp[i]!), advantages: r.map((i) => adv[i]!) },
+    });
+    const tokens = engineMask.flat().reduce((a, b) => a + b, 0);
+    // rows 0 and 1 hold 7 loss tokens, rows 2 and 3 hold 6: per-micro-batch means would weigh them differently
+    const whole = await s.engine.trainStep(s.state, rows([0, 1, 2, 3]), { loss: clippedSurrogateLoss({ entropyMetric: false }), lr: 1e-2 });
+    const global = clippedSurrogateLoss({ globalTokenCount: true, entropyMetric: false });
+    const micro = [0, 1].map((k) => {
+      const b = rows(k === 0 ? [0, 1] : [2, 3]);
+      return { ...b, extra: { ...b.extra, loss_token_count: tokens / 2 } };
+    });
+    const acc = await s.engine.trainStep(s.state, micro, { loss: global, lr: 1e-2 });
+    close(acc.metrics.loss!, whole.metrics.loss!, 'loss', 1e-5);
+    close(acc.metrics.grad_norm!, whole.metrics.grad_norm!, 'grad norm', 1e-4);
+    for (const [name, w] of whole.state.params) {
+      const a = acc.state.params.get(name)!.data;
+      w.data.forEach((x, i) => assert.ok(Math.abs(x - a[i]!) < 2e-6, `${name}[${i}]: ${x} (one batch) vs ${a[i]} (accumulated)`));
+    }
+    // without the global count the two micro-batch means are weighted equally: a different update
+    const local = await s.engine.trainStep(s.state, micro.map((m) => ({ ...m, extra: { old_logprobs: m.extra.old_logprobs, advantages: m.extra.advantages } })), { loss: clippedSurrogateLoss({ entropyMetric: false }), lr: 1e-2 });
+    assert.ok(Math.abs(local.metrics.loss! - whole.metrics.loss!) > 1e-4, 'per-micro-batch token means differ from the whole-batch mean here');
+  } finally {
+    await s.engine.close();
+  }
+});
