@@ -18,6 +18,8 @@ export { klTensor, klValue, type KlDirection, type KlEstimator } from './kl.js';
 export { klPenalisedRewards, klRewardOptionsSchema, KlRewardInputError, type KlRewardOptions } from './kl-reward.js';
 export { clippedSurrogateLoss, clippedSurrogateSchema, type ClippedSurrogateOptions } from './clipped-surrogate.js';
 export { dpoLoss, dpoPairRows, dpoSchema, logSigmoid, type DpoOptions } from './dpo.js';
+// PROPOSED engine extension (not runnable by ModelEngine yet, so not in the registry): see bradley-terry.ts
+export { bradleyTerryLoss, bradleyTerrySchema, lastTokenReward, lastTokenMask, type RewardModelLossBuilder, type RewardModelLossContext } from './bradley-terry.js';
 
 const sftSchema = z.strictObject({
   /** Report the mean next-token entropy of the loss tokens. */
