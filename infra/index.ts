@@ -75,7 +75,11 @@ function makeCtx(opts: UpOptions, ports: Ctx['ports'] = 'prefer'): Ctx {
     env,
     stateDir,
     say: (m) => (opts.quiet ? log.debug(m) : log.info(m)),
-    progress: (m) => log.info(m),
+    // Builds take minutes: their progress is for the person waiting, whatever the log level.
+    progress: (m) => {
+      process.stderr.write(`infra: ${m}\n`);
+      log.debug(m);
+    },
     warn: (m) => log.warn(m),
     ports,
   };
