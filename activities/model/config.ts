@@ -15,6 +15,12 @@
  * `architectures`, ...); fields that would change the computation in a way this project does not
  * implement (`rope_scaling`, sliding-window attention) are rejected rather than silently ignored.
  *
+ * Sequence classifiers (reward models): a `config.json` whose `architectures` names a
+ * `*ForSequenceClassification` class (`GPT2ForSequenceClassification`,
+ * `LlamaForSequenceClassification`, `Qwen2ForSequenceClassification`) with one label normalises to
+ * `classifier: true`: the same backbone with a scalar score head `score.weight` [1, hidden] in place
+ * of the LM head (see `graphs/reward.ts`).
+ *
  * Parameter names and shapes (`parameterShapes`) follow the HF checkpoints exactly, so a
  * `model.safetensors` from the Hub loads by name and an exported directory loads back into
  * `transformers`.
@@ -55,6 +61,13 @@ interface ModelConfigBase {
   eosTokenIds: number[];
   /** Padding token id, when the config names one. */
   padTokenId: number | null;
+  /**
+   * A sequence classifier with one label (HF `*ForSequenceClassification`, `num_labels` 1): the
+   * reward model of RLHF (Ouyang et al., "Training language models to follow instructions with
+   * human feedback", 2022). Its head is `score.weight` [1, hidden] applied to the final hidden
+   * state of each sequence's last real token; it has no LM head. Absent (not false) for causal LMs.
+   */
+  classifier?: boolean;
 }
 
 export interface Gpt2ModelConfig extends ModelConfigBase {
@@ -153,6 +166,29 @@ const llamaLikeSchema = z.object({
   }
 });
 
+const CLASSIFIER_ARCH = /ForSequenceClassification$/;
+
+/**
+ * Whether an HF config describes a sequence classifier (`architectures` names a
+ * `*ForSequenceClassification` class), and its label count when the config states one
+ * (`num_labels`, or the size of `id2label`; HF's default without either is 2).
+ */
+export function classifierOf(input: Record<string, unknown>): { classifier: boolean; labels: number | null } {
+  const archs = Array.isArray(input.architectures) ? input.architectures : [];
+  const classifier = archs.some((a) => typeof a === 'string' && CLASSIFIER_ARCH.test(a));
+  let labels: number | null = null;
+  if (typeof input.num_labels === 'number') labels = input.num_labels;
+  else if (input.id2label && typeof input.id2label === 'object') labels = Object.keys(input.id2label).length;
+  return { classifier, labels };
+}
+
+/** The HF class name of a normalised config (what `architectures` lists on export). */
+export function hfArchitecture(config: ModelConfig): string {
+  const family = config.modelType === 'gpt2' ? 'GPT2' : config.modelType === 'qwen2' ? 'Qwen2' : 'Llama';
+  if (config.classifier) return `${family}ForSequenceClassification`;
+  return config.modelType === 'gpt2' ? 'GPT2LMHeadModel' : `${family}ForCausalLM`;
+}
+
 function eosList(eos: number | number[] | null | undefined): number[] {
   if (eos == null) return [];
   return Array.isArray(eos) ? [...eos] : [eos];
@@ -175,6 +211,14 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
       message: `unsupported model_type ${JSON.stringify(modelType)}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
     }]);
   }
+  const cls = classifierOf(input as Record<string, unknown>);
+  if (cls.classifier && cls.labels !== null && cls.labels !== 1) {
+    throw new ConfigError(what, [{
+      path: typeof (input as Record<string, unknown>).num_labels === 'number' ? 'num_labels' : 'id2label',
+      message: `a sequence classifier used as a reward model must have exactly 1 label (a scalar score), this config has ${cls.labels}`,
+    }]);
+  }
+  const head = cls.classifier ? { classifier: true } : {};
   if (modelType === 'gpt2') {
     const c = parseConfig(gpt2Schema, input, what);
     const activation = c.activation_function === 'gelu' ? 'gelu' : c.activation_function === 'relu' ? 'relu' : 'gelu_tanh';
@@ -184,7 +228,7 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
       headDim: c.n_embd / c.n_head, intermediate: c.n_inner ?? 4 * c.n_embd, maxPositions: c.n_positions,
       normEps: c.layer_norm_epsilon, tieWordEmbeddings: c.tie_word_embeddings,
       bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
-      activation,
+      activation, ...head,
     };
   }
   const c = parseConfig(llamaLikeSchema, input, what);
@@ -199,6 +243,7 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
     bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
     activation: 'silu', ropeTheta: c.rope_theta,
     qkvBias: qwen || c.attention_bias, oBias: !qwen && c.attention_bias, mlpBias: !qwen && c.mlp_bias,
+    ...head,
   };
 }
 
@@ -209,11 +254,15 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
  */
 export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const eos = config.eosTokenIds.length === 0 ? null : config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : config.eosTokenIds;
-  const ids = { bos_token_id: config.bosTokenId, eos_token_id: eos, ...(config.padTokenId === null ? {} : { pad_token_id: config.padTokenId }) };
+  const ids = {
+    bos_token_id: config.bosTokenId, eos_token_id: eos, ...(config.padTokenId === null ? {} : { pad_token_id: config.padTokenId }),
+    // HF stores the label count as id2label / label2id (num_labels is derived from them)
+    ...(config.classifier ? { id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } } : {}),
+  };
   if (config.arch === 'gpt2') {
     return {
       ...extra,
-      architectures: ['GPT2LMHeadModel'], model_type: 'gpt2',
+      architectures: [hfArchitecture(config)], model_type: 'gpt2',
       vocab_size: config.vocabSize, n_embd: config.hidden, n_layer: config.layers, n_head: config.heads,
       n_positions: config.maxPositions, n_ctx: config.maxPositions, n_inner: config.intermediate,
       layer_norm_epsilon: config.normEps,
@@ -230,7 +279,7 @@ export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> =
   }
   return {
     ...extra,
-    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], model_type: config.modelType,
+    architectures: [hfArchitecture(config)], model_type: config.modelType,
     vocab_size: config.vocabSize, hidden_size: config.hidden, num_hidden_layers: config.layers,
     num_attention_heads: config.heads, num_key_value_heads: config.kvHeads, head_dim: config.headDim,
     intermediate_size: config.intermediate, max_position_embeddings: config.maxPositions,
@@ -250,7 +299,8 @@ export interface ParameterSpec {
 /**
  * The parameters of a model, in HF names and shapes, in a fixed order (embeddings, blocks in order,
  * final norm, head). GPT-2 linear weights are Conv1D [in, out]; llama linear weights are nn.Linear
- * [out, in]. `lm_head.weight` is listed only when the embeddings are not tied.
+ * [out, in]. `lm_head.weight` is listed only when the embeddings are not tied; a classifier lists
+ * `score.weight` [1, hidden] (nn.Linear, no bias) instead of any LM head.
  */
 export function parameterShapes(config: ModelConfig): ParameterSpec[] {
   const out: ParameterSpec[] = [];
@@ -301,7 +351,8 @@ export function parameterShapes(config: ModelConfig): ParameterSpec[] {
     }
     add('model.norm.weight', H);
   }
-  if (!config.tieWordEmbeddings) add('lm_head.weight', V, H);
+  if (config.classifier) add('score.weight', 1, H);
+  else if (!config.tieWordEmbeddings) add('lm_head.weight', V, H);
   return out;
 }
 

@@ -23,6 +23,7 @@ import type { Graph } from './graph.js';
 import type { WeightMap, WeightTensor } from './graphs/common.js';
 import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
 import { buildScoreGraph } from './graphs/score.js';
+import { buildRewardGraph } from './graphs/reward.js';
 import { buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
 
@@ -273,8 +274,14 @@ export class ModelEngine {
     };
   }
 
+  /** Throws for a sequence classifier, which has no LM head (`what` names the call). */
+  private requireLm(what: string): void {
+    if (this.config.classifier) throw new ModelInputError(`${what} needs an LM head, but this model is a sequence classifier (score head): use reward()`);
+  }
+
   /** The decode session of the installed weights. */
   async decodeSession(opts: DecodeGraphOptions = {}): Promise<ort.InferenceSession> {
+    this.requireLm('decode');
     const w = this.requireWeights();
     const src = this.options.bakeWeights ? w : 'inputs';
     return this.sessions.get(`decode:${opts.output ?? 'logits'}${this.versionKey()}`, () => buildDecodeGraph(this.config, src, opts));
@@ -304,6 +311,7 @@ export class ModelEngine {
 
   /** Per-token logprobs (and entropy) of the given sequences under the installed weights. */
   async score(batch: TokenBatch, opts: { entropy?: boolean } = {}): Promise<ScoreResult> {
+    this.requireLm('score');
     const w = this.requireWeights();
     const { b, t, ids, mask } = this.checkTokens(batch);
     if (t < 2) throw new ModelInputError('score needs sequences of at least 2 tokens (the first token has no logprob)');
@@ -312,6 +320,23 @@ export class ModelEngine {
     const s = await this.sessions.get(`score:${entropy}${this.versionKey()}`, () => buildScoreGraph(this.config, src, { entropy }));
     const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
     return { dims: [b, t], logprobs: r.logprobs!.data as Float32Array, entropy: entropy ? (r.entropy!.data as Float32Array) : undefined };
+  }
+
+  /**
+   * Rewards of whole sequences under the installed weights of a sequence classifier
+   * (`config.classifier`): float32 [B], the score head at each row's last real token (rightmost
+   * attention-mask 1; right or left padding). See `graphs/reward.ts`.
+   */
+  async reward(batch: TokenBatch): Promise<Float32Array> {
+    if (!this.config.classifier) throw new ModelInputError(`reward() needs a sequence classifier (score head score.weight); this ${this.config.modelType} model has an LM head`);
+    const w = this.requireWeights();
+    const { ids, mask, maskRows } = this.checkTokens(batch);
+    const empty = maskRows.findIndex((r) => !r.includes(1));
+    if (empty >= 0) throw new ModelInputError(`batch.attentionMask row ${empty} has no real token: a sequence to reward needs at least one`);
+    const src = this.options.bakeWeights ? w : 'inputs';
+    const s = await this.sessions.get(`reward${this.versionKey()}`, () => buildRewardGraph(this.config, src));
+    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
+    return r.rewards!.data as Float32Array;
   }
 
   /** A training graph session (parameters are inputs; cached across steps). */
@@ -354,7 +379,10 @@ export class ModelEngine {
 
     const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
     const { session, graph } = await this.trainSession(kind, opts.loss, opt);
-    const feedsOf = list.map((b, i) => this.batchFeeds(b, graph, `batch ${i}`)); // validate all first
+    const feedsOf = list.map((b, i) => {
+      opts.loss.validate?.(b, `batch ${i}`); // the loss's own layout rules (e.g. preference pairs)
+      return this.batchFeeds(b, graph, `batch ${i}`); // validate all first
+    });
     const sums: Record<string, number> = {};
     const addMetrics = (r: ort.InferenceSession.OnnxValueMapType) => {
       const add = (k: string, v: number) => (sums[k] = (sums[k] ?? 0) + v);

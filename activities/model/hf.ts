@@ -9,7 +9,9 @@
  * older checkpoints are dropped (GPT-2's `attn.bias` / `attn.masked_bias` causal masks, llama's
  * `rotary_emb.inv_freq`), GPT-2 checkpoints saved from the bare `GPT2Model` (names without the
  * `transformer.` prefix) are renamed, and with tied embeddings an `lm_head.weight` present in the file
- * is dropped (the head is the embedding matrix).
+ * is dropped (the head is the embedding matrix). A sequence classifier (`config.classifier`, from
+ * `architectures: [*ForSequenceClassification]` or `LoadHfModelOptions.classifier`) expects
+ * `score.weight` [1, hidden] and no LM head.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -66,7 +68,7 @@ export function checkParameters(
   const named = normaliseNames(config, tensors);
   const specs = parameterShapes(config);
   const expected = new Set(specs.map((s) => s.name));
-  if (config.tieWordEmbeddings && named.has('lm_head.weight')) {
+  if (config.tieWordEmbeddings && !config.classifier && named.has('lm_head.weight')) {
     log.debug({ what }, 'tied embeddings: ignoring lm_head.weight stored in the checkpoint');
     named.delete('lm_head.weight');
   }
@@ -75,7 +77,8 @@ export function checkParameters(
   for (const spec of specs) {
     const t = named.get(spec.name);
     if (!t) {
-      problems.push(`missing tensor "${spec.name}" (expected shape [${spec.shape}])`);
+      const hint = spec.name === 'score.weight' ? ': a sequence classifier (reward model) needs its score head' : '';
+      problems.push(`missing tensor "${spec.name}" (expected shape [${spec.shape}])${hint}`);
       continue;
     }
     if (t.dtype !== 'F32') {
@@ -83,13 +86,19 @@ export function checkParameters(
       continue;
     }
     if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
-      problems.push(`tensor "${spec.name}" has shape [${t.shape}], expected [${spec.shape}]`);
+      const hint = spec.name === 'score.weight' ? ' (one label: a scalar reward per sequence)' : '';
+      problems.push(`tensor "${spec.name}" has shape [${t.shape}], expected [${spec.shape}]${hint}`);
       continue;
     }
     out.set(spec.name, t);
   }
   for (const name of named.keys()) {
-    if (!expected.has(name)) problems.push(`unexpected tensor "${name}" (not a parameter of this ${config.modelType} config)`);
+    if (expected.has(name)) continue;
+    if (name === 'score.weight' && !config.classifier) {
+      problems.push('unexpected tensor "score.weight": a sequence-classifier head, but config.json does not name a *ForSequenceClassification architecture (or load it as a classifier)');
+    } else {
+      problems.push(`unexpected tensor "${name}" (not a parameter of this ${config.modelType} ${config.classifier ? 'classifier ' : ''}config)`);
+    }
   }
   if (problems.length > 0) {
     const listed = problems.slice(0, MAX_LISTED).join('; ');
@@ -130,6 +139,11 @@ function generationEos(gen: Record<string, unknown> | null): number[] {
 export interface LoadHfModelOptions {
   /** Fail when the directory has no `tokenizer.json` (default false: `tokenizer` is then null). */
   requireTokenizer?: boolean;
+  /**
+   * Load the directory as a sequence classifier (score head `score.weight` [1, hidden], no LM
+   * head) whatever `config.json`'s `architectures` says; default: as `architectures` says.
+   */
+  classifier?: boolean;
 }
 
 /**
@@ -138,7 +152,8 @@ export interface LoadHfModelOptions {
  */
 export async function loadHfModel(dir: string, options: LoadHfModelOptions = {}): Promise<HfModel> {
   const rawConfig = (await readJson(path.join(dir, 'config.json'), true))!;
-  const config = parseModelConfig(rawConfig, path.join(dir, 'config.json'));
+  const parsed = parseModelConfig(rawConfig, path.join(dir, 'config.json'));
+  const config: ModelConfig = options.classifier === undefined ? parsed : withClassifier(parsed, options.classifier);
   const weights = await readCheckpointDir(dir);
   const tensors = checkParameters(config, weights.tensors, dir, weights.sourceDtypes);
   const tokJson = await readJson(path.join(dir, 'tokenizer.json'), options.requireTokenizer ?? false);
@@ -154,6 +169,13 @@ export async function loadHfModel(dir: string, options: LoadHfModelOptions = {})
   }
   log.info({ dir, modelType: config.modelType, layers: config.layers, hidden: config.hidden, tensors: tensors.size, tokenizer: tokenizer?.kind ?? null }, 'loaded model directory');
   return { config, rawConfig, tensors, tokenizer };
+}
+
+/** `config` as a sequence classifier (true) or a causal LM (false). */
+export function withClassifier(config: ModelConfig, classifier: boolean): ModelConfig {
+  const { classifier: _drop, ...rest } = config;
+  void _drop;
+  return (classifier ? { ...rest, classifier: true } : rest) as ModelConfig;
 }
 
 async function writeJson(file: string, value: unknown): Promise<void> {

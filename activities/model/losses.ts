@@ -29,12 +29,21 @@
  * two builders with different options must have different keys.
  */
 import type { DType, Graph, Tensor } from './graph.js';
+import type { TrainBatch } from './engine.js';
 import * as F from './ops.js';
 
 export interface LossContext {
   readonly g: Graph;
-  /** float32 [B, T] per-token logprobs under the current parameters (differentiable). */
+  /**
+   * float32 [B, T] per-token logprobs under the current parameters (differentiable). Reading it
+   * throws for a sequence-classifier model (no LM head).
+   */
   readonly logprobs: Tensor;
+  /**
+   * float32 [B] the score head's reward of each sequence, differentiable: present only for a
+   * sequence-classifier model (`config.classifier`, see `graphs/reward.ts`), undefined otherwise.
+   */
+  readonly rewards?: Tensor;
   /** float32 [B, T] from the `loss_mask` input. */
   readonly lossMask: Tensor;
   /** float32 [B, T]: 1 for real tokens. */
@@ -56,6 +65,11 @@ export interface LossBuilder {
   /** Identifies the loss and its build-time options (session-cache key). */
   readonly key: string;
   build(ctx: LossContext): LossResult;
+  /**
+   * Optional check of a batch before any work (`ModelEngine.trainStep` calls it per micro-batch):
+   * throws an error naming `what` and the problem (e.g. an odd number of rows for pairwise losses).
+   */
+  validate?(batch: TrainBatch, what: string): void;
 }
 
 /** Masked mean of a [B, T] tensor over the tokens where `mask` is 1 (0 when the mask is empty). */

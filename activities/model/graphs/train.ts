@@ -25,6 +25,7 @@ import { grad } from '../autodiff.js';
 import { archOf } from '../arch/index.js';
 import type { LossBuilder, LossContext } from '../losses.js';
 import { DIM, allButLast, declareParams, logSoftmax, positionsAndMask, tokenEntropy, tokenLogprobs } from './common.js';
+import { sequenceRewards } from './reward.js';
 
 /** AdamW and clipping hyperparameters fixed at graph-build time (the learning rate is an input). */
 export const optimizerSchema = z.object({
@@ -80,8 +81,13 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   const lossMask = g.input('loss_mask', 'float32', [DIM.batch, DIM.seq]);
   const { positions, keyMask } = positionsAndMask(g, mask, ids);
   const { hidden } = arch.body(g, cfg, params.p, { ids, positions, keyMask });
-  const logp = logSoftmax(arch.head(g, cfg, params.p, allButLast(hidden)));
-  const logprobs = tokenLogprobs(logp, ids);
+  // a sequence classifier (reward model) has a score head instead of the LM head: its losses see
+  // `rewards` [B] (graphs/reward.ts) and no token logprobs
+  const classifier = cfg.classifier === true;
+  const logp = classifier ? null : logSoftmax(arch.head(g, cfg, params.p, allButLast(hidden)));
+  const logprobs = logp ? tokenLogprobs(logp, ids) : null;
+  const rewards = classifier ? sequenceRewards(cfg, params.p, hidden, mask) : undefined;
+  const noLm = (what: string) => new Error(`loss ${loss.key}: ${what} needs an LM head, but this model is a sequence classifier (use ctx.rewards)`);
   const attentionMask = g.noTape(() => F.cast(mask, 'float32'));
   const tape = g.tape;
   let entropy: Tensor | null = null;
@@ -89,10 +95,15 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   const reserved = new Set(['input_ids', 'attention_mask', 'loss_mask', 'lr', 'step', 'grad_scale']);
   const ctx: LossContext = {
     g,
-    logprobs,
+    get logprobs(): Tensor {
+      if (!logprobs) throw noLm('ctx.logprobs');
+      return logprobs;
+    },
+    rewards,
     lossMask,
     attentionMask,
     entropy() {
+      if (!logp) throw noLm('ctx.entropy()');
       if (!entropy) {
         const saved = g.tape;
         g.tape = tape;
