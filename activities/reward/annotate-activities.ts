@@ -47,6 +47,30 @@ async function classify<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Runs `fn` while heartbeating `details()` every third of the activity's heartbeat timeout, so a
+ * live worker is never mistaken for a dead one during long stretches without a natural heartbeat
+ * point (a slow reward chunk, the rate-limit pause, reading a large input, concatenating shards).
+ * A dead or hung process stops heartbeating, which is what the heartbeat timeout is there to catch.
+ */
+async function keepingAlive<T>(details: () => unknown, fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const timeoutMs = ctx.info.heartbeatTimeoutMs;
+  if (!timeoutMs) return fn();
+  const beat = () => {
+    const d = details();
+    if (d === undefined) ctx.heartbeat();
+    else ctx.heartbeat(d);
+  };
+  beat();
+  const timer = setInterval(beat, Math.max(100, Math.floor(timeoutMs / 3)));
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 async function withStore<T>(uri: string, fn: (s: ObjectStore) => Promise<T>): Promise<T> {
   const store = openStore(uri);
   try {
@@ -69,7 +93,7 @@ export interface PlanInput { storeUri: string; inputKey: string; shardSize: numb
 
 /** Reads and validates the input table, and splits it into shards of `shardSize` records. */
 export async function planAnnotation(input: PlanInput): Promise<AnnotationPlan> {
-  return classify(`cannot annotate ${input.inputKey}`, () =>
+  return classify(`cannot annotate ${input.inputKey}`, () => keepingAlive(() => undefined, () =>
     withStore(input.storeUri, async (store) => {
       const { rows, sha } = await loadInputs(store, input.inputKey);
       const shards: ShardPlan[] = [];
@@ -77,7 +101,7 @@ export async function planAnnotation(input: PlanInput): Promise<AnnotationPlan> 
         shards.push({ index, start, end: Math.min(rows.length, start + input.shardSize) });
       }
       return { records: rows.length, inputSha256: sha, shards };
-    }),
+    })),
   );
 }
 
@@ -119,7 +143,10 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
   const ctx = Context.current();
   const log = logger('annotate', { job: input.jobId, shard: input.shard.index });
   const prefix = `${input.outputPrefix}/shards/${pad(input.shard.index)}`;
-  return classify(`shard ${input.shard.index} of ${input.inputKey}`, () =>
+  const resume = ctx.info.heartbeatDetails as ShardHeartbeat | undefined;
+  // The latest resume point, re-sent by keepingAlive between chunks.
+  let progress: ShardHeartbeat | undefined = resume;
+  return classify(`shard ${input.shard.index} of ${input.inputKey}`, () => keepingAlive(() => progress, () =>
     withStore(input.storeUri, async (store) => {
       const done = await readCommitted(store, prefix);
       if (done) {
@@ -135,7 +162,6 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       const rows = all.slice(input.shard.start, input.shard.end);
       const reward = createReward(input.reward);
       const chunks = Math.ceil(rows.length / input.chunkSize);
-      const resume = ctx.info.heartbeatDetails as ShardHeartbeat | undefined;
       const from = resume?.nextChunk ?? 0;
       if (from > 0) log.info({ from, chunks }, 'resuming from heartbeat');
       try {
@@ -155,7 +181,8 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
           }));
           await store.put(partKey, writeTable(REWARDS, out));
           const recordsDone = Math.min(rows.length, (c + 1) * input.chunkSize);
-          ctx.heartbeat({ nextChunk: c + 1, recordsDone, records: rows.length } satisfies ShardHeartbeat);
+          progress = { nextChunk: c + 1, recordsDone, records: rows.length };
+          ctx.heartbeat(progress);
           if (input.maxRecordsPerSecond > 0) {
             const wait = (slice.length / input.maxRecordsPerSecond) * 1000 - (Date.now() - t0);
             if (wait > 0) await sleep(wait, undefined, { signal: ctx.cancellationSignal });
@@ -172,7 +199,7 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       await commit(store, prefix, [{ name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS }]);
       log.info({ records: merged.length }, 'shard committed');
       return summarize(input.shard.index, merged, false);
-    }),
+    })),
   );
 }
 
@@ -180,7 +207,7 @@ export interface FinalizeInput { storeUri: string; outputPrefix: string; jobId: 
 
 /** Concatenates the committed shards in order and commits the job's rewards table and summary. */
 export async function finalizeAnnotation(input: FinalizeInput): Promise<AnnotateRewardsResult> {
-  return classify(`finalize ${input.outputPrefix}`, () =>
+  return classify(`finalize ${input.outputPrefix}`, () => keepingAlive(() => undefined, () =>
     withStore(input.storeUri, async (store) => {
       const result = (summary: Omit<AnnotateRewardsResult, 'rewardsUri' | 'manifestUri'>, manifest: Manifest): AnnotateRewardsResult => ({
         ...summary,
@@ -211,7 +238,7 @@ export async function finalizeAnnotation(input: FinalizeInput): Promise<Annotate
         { name: 'summary.json', bytes: new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`) },
       ]);
       return result(summary, manifest);
-    }),
+    })),
   );
 }
 

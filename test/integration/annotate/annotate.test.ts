@@ -128,6 +128,22 @@ describe('annotateRewards', () => {
     });
   }
 
+  test('a shard whose chunks take longer than the heartbeat timeout still runs in one attempt', async () => {
+    // 2 records/s with 4-record chunks: each chunk's pacing pause (~2 s) is twice the heartbeat
+    // timeout. A live worker must keep heartbeating through it instead of being declared dead.
+    const storeUri = stores()[0][1];
+    await writeSampleInputs(storeUri, 'inputs/slow.arrow', 8, 3);
+    const started = await startAnnotateRewards(t.client, {
+      jobId: `it-slow-${tag}`, storeUri, inputKey: 'inputs/slow.arrow', shardSize: 8, chunkSize: 4, maxRecordsPerSecond: 2, heartbeatTimeoutMs: 1000,
+    });
+    const result = await started.result();
+    assert.equal(result.records, 8);
+    const history = await started.handle.fetchHistory();
+    const started_ = history.events!.filter((e) => e.activityTaskStartedEventAttributes);
+    assert.equal(started_.length, 3, 'plan, one shard, finalize');
+    assert.deepEqual(started_.map((e) => e.activityTaskStartedEventAttributes!.attempt), [1, 1, 1], 'no activity timed out and was retried');
+  });
+
   test('a bad config is rejected before anything starts, naming the field', async () => {
     await assert.rejects(
       startAnnotateRewards(t.client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
