@@ -11,6 +11,7 @@ import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 import { codeExecution } from './code.js';
 import { llmJudge } from './judge.js';
 import { efficiency } from './efficiency.js';
+import { rewardModel } from './reward-model.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
@@ -20,6 +21,7 @@ export function builtinRewards(): RewardDefinition[] {
     codeExecution,
     llmJudge,
     efficiency,
+    rewardModel,
   ];
   return defs as unknown as RewardDefinition[];
 }

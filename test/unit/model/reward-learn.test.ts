@@ -18,7 +18,7 @@ test('a tiny reward model trained with the Bradley-Terry loss ranks >= 90% of he
   const held = tokenPairs(new CounterRng(99, 'rm-eval'), 0, 300);
   const rows = held.flatMap((p) => [p.chosen, p.rejected]);
   const len = Math.max(...rows.map((r) => r.length));
-  const pad = (r: number[], left: boolean) => {
+  const pad = (r: readonly number[], left: boolean) => {
     const fill = Array<number>(len - r.length).fill(tokenizer.padId);
     const ones = r.map(() => 1);
     const zeros = fill.map(() => 0);

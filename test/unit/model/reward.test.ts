@@ -16,7 +16,10 @@ import { initWeights } from '../../../activities/model/init.js';
 import { sftLoss, type LossContext } from '../../../activities/model/losses.js';
 import { bradleyTerryLoss, logSigmoid, preferenceBatch } from '../../../activities/model/losses-reward.js';
 import type { WeightTensor } from '../../../activities/model/graphs/common.js';
-import { withClassifier } from '../../../activities/model/hf.js';
+import { checkParameters, loadHfModel, saveHfModel, withClassifier, ModelDirError } from '../../../activities/model/hf.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { CounterRng } from '../../../activities/common/rng.js';
 import { ConfigError } from '../../../activities/common/config.js';
 import { checkGrad } from './gradcheck.js';
@@ -63,6 +66,34 @@ test('config: a classifier with more than one label is rejected naming num_label
   assert.throws(() => parseModelConfig({ ...llamaRaw, num_labels: 2 }), (e: unknown) => e instanceof ConfigError && /num_labels: .*exactly 1 label.* has 2/.test(e.message));
   assert.throws(() => parseModelConfig({ ...llamaRaw, id2label: { 0: 'bad', 1: 'good' } }), (e: unknown) => e instanceof ConfigError && /id2label: .*exactly 1 label/.test(e.message));
   assert.equal(parseModelConfig({ ...llamaRaw, id2label: { 0: 'LABEL_0' } }).classifier, true);
+});
+
+test('HF directories: a classifier saves and loads with score.weight; the check names score.weight when it is missing, misshapen or unexpected', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'durable-rl-cls-'));
+  try {
+    for (const c of [cfg, gpt2Cfg]) {
+      const tensors = new Map([...weightsOf(c, 2)].map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: t.data }]));
+      const d = path.join(dir, c.modelType);
+      await saveHfModel(d, { config: c, tensors });
+      const back = await loadHfModel(d);
+      assert.deepEqual(back.config, c);
+      assert.deepEqual(back.tensors.get('score.weight'), tensors.get('score.weight'));
+      // as a causal LM the same directory has an unexpected score.weight (and lacks the LM head)
+      const lm = withClassifier(c, false);
+      assert.throws(() => checkParameters(lm, tensors, d), (e: unknown) => e instanceof ModelDirError && /unexpected tensor "score\.weight": a sequence-classifier head/.test(e.message));
+      const noHead = new Map(tensors);
+      noHead.delete('score.weight');
+      assert.throws(() => checkParameters(c, noHead, d), /missing tensor "score\.weight" \(expected shape \[1,16\]\)/);
+      noHead.set('score.weight', { dtype: 'F32', shape: [2, 16], data: new Float32Array(32) });
+      assert.throws(() => checkParameters(c, noHead, d), /tensor "score\.weight" has shape \[2,16\], expected \[1,16\]/);
+    }
+    // loading an LM directory as a classifier (explicit option) asks for score.weight
+    const lmCfg = withClassifier(cfg, false);
+    await saveHfModel(path.join(dir, 'lm'), { config: lmCfg, tensors: new Map([...initWeights(lmCfg, 1)].map(([k, t]) => [k, { dtype: 'F32' as const, ...t }])) });
+    await assert.rejects(loadHfModel(path.join(dir, 'lm'), { classifier: true }), /missing tensor "score\.weight"/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('reward graph: the score head reads the last real token, with right, left or no padding (llama and gpt2)', async () => {
