@@ -24,7 +24,7 @@ import type { WeightMap, WeightTensor } from './graphs/common.js';
 import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
 import { buildScoreGraph } from './graphs/score.js';
 import { buildRewardGraph } from './graphs/reward.js';
-import { buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
+import { TRAIN_SESSION_CONFIG, buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
 
 const log = logger('model:engine');
@@ -349,7 +349,7 @@ export class ModelEngine {
       info = { extraInputs: tg.extraInputs, metrics: tg.metrics };
       this.trainInfo.set(key, info);
       return tg.graph;
-    }, { enableCpuMemArena: this.options.memArena === 'on' });
+    }, { enableCpuMemArena: this.options.memArena === 'on', extra: TRAIN_SESSION_CONFIG });
     return { session, graph: info ?? this.trainInfo.get(key)! };
   }
 
