@@ -46,7 +46,7 @@ export const RewardModelOptions = z.strictObject({
   addSpecialTokens: z.boolean().default(true),
   /** Append the tokenizer's EOS id after the text (for reward models trained on EOS-terminated sequences). */
   appendEos: z.boolean().default(false),
-  /** Longest token sequence scored; default the model's maximum positions. */
+  /** Longest token sequence scored; default (and at most) the model's maximum positions. */
   maxTokens: z.number().int().positive().optional(),
   /**
    * Longer sequences: `left` keeps their last `maxTokens` tokens (the completion's end, which the
