@@ -3,13 +3,16 @@
  *
  * Layout in the store, under the job's output prefix P:
  *   P/shards/{i:06d}/parts/{c:06d}.arrow   chunk results of shard i (resume points, not committed)
- *   P/shards/{i:06d}/rewards.arrow         shard i's rewards, committed by
- *   P/shards/{i:06d}/manifest.json
+ *   P/shards/{i:06d}/rewards.arrow         shard i's rewards and
+ *   P/shards/{i:06d}/job.json              what they are a function of (input sha256, reward, ...),
+ *   P/shards/{i:06d}/manifest.json         committed by this manifest
  *   P/rewards.arrow, P/summary.json        all rewards in input order, committed by
  *   P/manifest.json
  *
  * Every output is a pure function of the input file and the job config, so a re-executed
- * activity writes the same bytes; a committed shard or job is found and returned at once.
+ * activity writes the same bytes; a committed shard or job is found and returned at once. A shard
+ * committed by a *different* job (another input, reward or error policy aimed at the same output
+ * prefix) is a non-retryable failure, never silently reused.
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -62,7 +65,8 @@ async function keepingAlive<T>(details: () => unknown, fn: () => Promise<T>): Pr
     if (d === undefined) ctx.heartbeat();
     else ctx.heartbeat(d);
   };
-  beat();
+  // No beat at once: the SDK sends the first heartbeat immediately and throttles the next ones, so
+  // an early empty beat would hold back the first real resume point (a crash right after it loses it).
   const timer = setInterval(beat, Math.max(100, Math.floor(timeoutMs / 3)));
   try {
     return await fn();
@@ -118,6 +122,49 @@ export interface ShardInput {
   maxRecordsPerSecond: number;
 }
 
+/**
+ * What a shard's output is a function of. It is committed with the shard (`job.json`), so a later
+ * run that finds the shard committed can tell whether it is the same job (skip it) or another one
+ * pointed at the same output prefix (fail: committed outputs are never rewritten, and silently
+ * returning another job's rewards would be wrong).
+ */
+function shardJob(input: ShardInput): Record<string, unknown> {
+  return {
+    jobId: input.jobId,
+    inputKey: input.inputKey,
+    inputSha256: input.inputSha256,
+    shard: { index: input.shard.index, start: input.shard.start, end: input.shard.end },
+    reward: { name: input.reward.name, options: input.reward.options ?? {} },
+    errorPolicy: input.errorPolicy,
+  };
+}
+
+/** JSON with object keys sorted at every level, so equal jobs give equal bytes. */
+function canonical(value: unknown): string {
+  const sort = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(sort);
+    if (v && typeof v === 'object') {
+      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+    }
+    return v;
+  };
+  return `${JSON.stringify(sort(value), null, 2)}\n`;
+}
+
+/** Fails non-retryably when a committed shard was produced by a different job than `input`'s. */
+async function checkSameJob(store: ObjectStore, prefix: string, manifest: Manifest, input: ShardInput): Promise<void> {
+  if (!manifest.artifacts.some((e) => e.name === 'job.json')) return; // committed before job.json existed
+  const committed = JSON.parse(new TextDecoder().decode(await readArtifact(store, prefix, 'job.json'))) as Record<string, unknown>;
+  const wanted = JSON.parse(canonical(shardJob(input))) as Record<string, unknown>;
+  const differ = Object.keys(wanted).filter((k) => canonical(committed[k]) !== canonical(wanted[k]));
+  if (differ.length === 0) return;
+  throw ApplicationFailure.nonRetryable(
+    `${store.uri(manifestKey(prefix))} was committed by a different job (${differ.map((k) => `${k}: committed ${JSON.stringify(committed[k])}, now ${JSON.stringify(wanted[k])}`).join('; ')}). ` +
+      'Committed outputs are never rewritten: give this job a new jobId or outputPrefix.',
+    'JobMismatch',
+  );
+}
+
 /** Resume point kept in the activity's heartbeat details. */
 interface ShardHeartbeat { nextChunk: number; recordsDone: number; records: number }
 
@@ -150,6 +197,7 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
     withStore(input.storeUri, async (store) => {
       const done = await readCommitted(store, prefix);
       if (done) {
+        await checkSameJob(store, prefix, done, input);
         log.info('shard already committed: skipping');
         return summarize(input.shard.index, readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), store.uri(`${prefix}/rewards.arrow`)), true);
       }
@@ -196,7 +244,12 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
         const key = `${prefix}/parts/${pad(c)}.arrow`;
         merged.push(...readTable(REWARDS, await store.get(key), store.uri(key)));
       }
-      await commit(store, prefix, [{ name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS }]);
+      const { manifest } = await commit(store, prefix, [
+        { name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS },
+        { name: 'job.json', bytes: new TextEncoder().encode(canonical(shardJob(input))) },
+      ]);
+      // A racing attempt of another job may have committed first.
+      await checkSameJob(store, prefix, manifest, input);
       log.info({ records: merged.length }, 'shard committed');
       return summarize(input.shard.index, merged, false);
     })),

@@ -144,6 +144,34 @@ describe('annotateRewards', () => {
     assert.deepEqual(started_.map((e) => e.activityTaskStartedEventAttributes!.attempt), [1, 1, 1], 'no activity timed out and was retried');
   });
 
+  test('a re-run aimed at committed outputs of a different job fails non-retryably instead of reusing them', async () => {
+    const storeUri = stores()[0][1];
+    const jobId = `it-other-${tag}`;
+    await writeSampleInputs(storeUri, 'inputs/other.arrow', 20, 4);
+    const first = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10 });
+    assert.equal((await first.result()).records, 20);
+
+    const rejects = async (config: Record<string, unknown>, expected: RegExp) => {
+      const started = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10, ...config });
+      await assert.rejects(started.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.ok(err.cause instanceof ActivityFailure);
+        assert.ok(err.cause.cause instanceof ApplicationFailure);
+        assert.equal(err.cause.cause.nonRetryable, true);
+        assert.match(err.cause.cause.message, /committed by a different job/);
+        assert.match(err.cause.cause.message, expected);
+        return true;
+      });
+    };
+    // Another reward into the same output prefix.
+    await rejects({ reward: { name: 'format_tags' } }, /reward: committed \{"name":"math_equivalence".*now \{"name":"format_tags"/);
+    // Another shard size: the shards now cover other records.
+    await rejects({ shardSize: 5 }, /shard: committed \{"end":\d+,"index":\d,"start":\d+\}, now \{"end":\d+,"index":\d,"start":\d+\}/);
+    // The input file was replaced by other records.
+    await writeSampleInputs(storeUri, 'inputs/other.arrow', 20, 5);
+    await rejects({}, /inputSha256/);
+  });
+
   test('a bad config is rejected before anything starts, naming the field', async () => {
     await assert.rejects(
       startAnnotateRewards(t.client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
