@@ -50,6 +50,15 @@ function defaultStore(): string {
   return process.env.DURABLE_RL_STORE ?? pathToFileURL(resolve('out/store')).href;
 }
 
+/**
+ * A relative `file://dir` is made absolute here, against the CLI's working directory: workflows
+ * pass the store URI to workers, which may run elsewhere (jobs reject relative file stores).
+ */
+function absoluteStore(uri: string): string {
+  if (!uri.startsWith('file://') || uri.startsWith('file:///') || uri.startsWith('file://localhost/')) return uri;
+  return pathToFileURL(resolve(decodeURIComponent(uri.slice('file://'.length)))).href;
+}
+
 /** Temporal from the environment, else the local dev server (started if needed). */
 async function resolveTemporal(): Promise<TemporalConfig> {
   const env = temporalEnv();
@@ -88,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
     say(USAGE);
     return values.help ? 0 : 2;
   }
-  const store = values.store ?? defaultStore();
+  const store = absoluteStore(values.store ?? defaultStore());
   const reward = values.reward ? { name: values.reward } : undefined;
 
   switch (command) {

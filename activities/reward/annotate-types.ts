@@ -4,16 +4,36 @@
  */
 import { z, parseConfig } from '../common/config.js';
 import { ErrorPolicySchema } from './run.js';
+import { validateKey } from '../store/keys.js';
+import { parseStoreUri } from '../store/open.js';
+
+/** A zod check that reports a store helper's error message (which names the rule broken) as the issue. */
+function checkedBy(check: (v: string) => void) {
+  return (v: string, ctx: z.core.$RefinementCtx<string>) => {
+    try {
+      check(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  };
+}
+
+function checkJobStoreUri(uri: string): void {
+  parseStoreUri(uri);
+  if (uri.startsWith('file://') && !uri.startsWith('file:///') && !uri.startsWith('file://localhost/')) {
+    throw new Error('a relative file:// store would be resolved in each worker\'s working directory; give an absolute file:///dir');
+  }
+}
 
 export const AnnotateRewardsConfig = z.strictObject({
   /** Job id; also the Temporal workflow id and the `run_id` column of the output. */
   jobId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'use letters, digits, ".", "_" or "-" (at most 128)'),
   /** Object store holding input and output: `file:///abs/dir` or `s3://bucket/prefix`. */
-  storeUri: z.string().regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]'),
+  storeUri: z.string().regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]').superRefine(checkedBy(checkJobStoreUri)),
   /** Key (inside the store) of the Arrow file of records to score (schema `annotation_inputs`). */
-  inputKey: z.string().min(1),
-  /** Key prefix of the outputs; default `annotations/{jobId}`. */
-  outputPrefix: z.string().min(1).optional(),
+  inputKey: z.string().min(1).superRefine(checkedBy(validateKey)),
+  /** Key prefix of the outputs (a trailing `/` is dropped); default `annotations/{jobId}`. */
+  outputPrefix: z.string().min(1).superRefine(checkedBy((p) => validateKey(p.replace(/\/+$/, '')))).optional(),
   /** Records per shard: one activity, one committed artifact each. */
   shardSize: z.number().int().positive().default(1000),
   /** Records per heartbeat / resume point inside a shard. */

@@ -177,5 +177,17 @@ describe('annotateRewards', () => {
       startAnnotateRewards(t.client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
       /storeUri: must be file:.*shardSize/s,
     );
+    // Keys that break the store's key rules, and a relative file:// store (each worker would resolve
+    // it in its own working directory), are caught here too rather than by the first activity.
+    await assert.rejects(
+      startAnnotateRewards(t.client, { jobId: `it-cfg2-${tag}`, storeUri: 'file://out/store', inputKey: '../secret.arrow', outputPrefix: 'a//b' }),
+      /storeUri: a relative file:\/\/ store.*absolute file:\/\/\/dir.*inputKey: invalid object key "\.\.\/secret\.arrow".*outputPrefix: invalid object key "a\/\/b": empty path segment/s,
+    );
+    await assert.rejects(
+      startAnnotateRewards(t.client, { jobId: `it-cfg3-${tag}`, storeUri: 's3://Bad_Bucket/x', inputKey: 'k' }),
+      /storeUri: invalid store URI "s3:\/\/Bad_Bucket\/x": "Bad_Bucket" is not a valid bucket name/,
+    );
+    const described = await t.client.workflow.getHandle(`it-cfg2-${tag}`).describe().then(() => 'exists', () => 'absent');
+    assert.equal(described, 'absent', 'no workflow was started for a bad config');
   });
 });
