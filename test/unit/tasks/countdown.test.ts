@@ -12,7 +12,7 @@ import type { TaskItem } from '../../../activities/tasks/types.js';
 
 const ctx: RewardContext = { step: 0, signal: new AbortController().signal, log: logger('test') };
 
-function score(fn: RewardFn, item: Pick<TaskItem, 'metadata'> & Partial<TaskItem>, completion: string): RewardResult {
+function score(fn: RewardFn, item: { metadata?: Record<string, unknown> } & Partial<Omit<TaskItem, 'metadata'>>, completion: string): RewardResult {
   return fn.score!({ promptId: item.promptId ?? 'p', sampleId: 0, prompt: item.prompt ?? '', completion, reference: item.reference, metadata: item.metadata }, ctx) as RewardResult;
 }
 
@@ -29,8 +29,6 @@ function verdict(r: RewardResult): string {
   for (const k of ['correct', 'well_formed', ...failKeys]) assert.ok(k in r.components!, `component ${k} missing`);
   return on[0]!;
 }
-
-const inst = { metadata: { numbers: [3, 7, 25, 50], target: 24 } };
 
 test('prompts are deterministic under the seed, and sliceable by offset', () => {
   const t = getTask('countdown');
