@@ -12,14 +12,15 @@ import { parseConfig, z } from '../common/config.js';
 import { sftLoss, type LossBuilder } from '../model/losses.js';
 import { clippedSurrogateLoss, clippedSurrogateSchema } from './clipped-surrogate.js';
 import { dpoLoss, dpoSchema } from './dpo.js';
+import { bradleyTerryLoss, bradleyTerrySchema } from '../model/losses-reward.js';
 
 export { aggregate, aggregationFor, type Aggregation } from './aggregate.js';
 export { klTensor, klValue, type KlDirection, type KlEstimator } from './kl.js';
 export { klPenalisedRewards, klRewardOptionsSchema, KlRewardInputError, type KlRewardOptions } from './kl-reward.js';
 export { clippedSurrogateLoss, clippedSurrogateSchema, type ClippedSurrogateOptions } from './clipped-surrogate.js';
 export { dpoLoss, dpoPairRows, dpoSchema, logSigmoid, type DpoOptions } from './dpo.js';
-// PROPOSED engine extension (not runnable by ModelEngine yet, so not in the registry): see bradley-terry.ts
-export { bradleyTerryLoss, bradleyTerrySchema, lastTokenReward, lastTokenMask, type RewardModelLossBuilder, type RewardModelLossContext } from './bradley-terry.js';
+// Bradley-Terry trains a scalar-head reward model; it needs the engine's classifier head, so it lives there.
+export { bradleyTerryLoss, bradleyTerrySchema } from '../model/losses-reward.js';
 
 const sftSchema = z.strictObject({
   /** Report the mean next-token entropy of the loss tokens. */
@@ -30,6 +31,7 @@ export const lossConfigSchema = z.discriminatedUnion('name', [
   z.strictObject({ name: z.literal('clipped_surrogate'), options: clippedSurrogateSchema.prefault({}) }),
   z.strictObject({ name: z.literal('dpo'), options: dpoSchema.prefault({}) }),
   z.strictObject({ name: z.literal('sft'), options: sftSchema.prefault({}) }),
+  z.strictObject({ name: z.literal('bradley_terry'), options: bradleyTerrySchema.prefault({}) }),
 ]);
 export type LossConfig = z.output<typeof lossConfigSchema>;
 export type LossName = LossConfig['name'];
@@ -39,6 +41,7 @@ export const losses: Record<LossName, { paper: string }> = {
   clipped_surrogate: { paper: 'PPO (Schulman et al. 2017); GRPO (Shao et al. 2024); DAPO (Yu et al. 2025); GSPO (Zheng et al. 2025); Dr.GRPO (Liu et al. 2025); dual-clip (Ye et al. 2020); RAPO forward KL' },
   dpo: { paper: 'DPO (Rafailov et al. 2023); From r to Q* (Rafailov et al. 2024); cDPO (Mitchell 2023)' },
   sft: { paper: 'supervised cross-entropy (activities/model/losses.ts)' },
+  bradley_terry: { paper: 'Bradley & Terry (1952) pairwise preferences, as the reward-model loss of InstructGPT (Ouyang et al. 2022); activities/model/losses-reward.ts' },
 };
 
 /** Validates a loss config (filling defaults); the ConfigError names the bad field. */
@@ -53,5 +56,6 @@ export function buildLoss(input: unknown): LossBuilder {
     case 'clipped_surrogate': return clippedSurrogateLoss(cfg.options);
     case 'dpo': return dpoLoss(cfg.options);
     case 'sft': return sftLoss(cfg.options);
+    case 'bradley_terry': return bradleyTerryLoss(cfg.options);
   }
 }

@@ -21,7 +21,9 @@ test('defaults are filled per loss', () => {
   assert.deepEqual(k.name === 'clipped_surrogate' && k.options.kl, { beta: 0.04, estimator: 'k3', direction: 'reverse' });
   const d = parseLossConfig({ name: 'dpo' });
   assert.deepEqual(d.options, { beta: 0.1, labelSmoothing: 0 });
-  assert.deepEqual(Object.keys(losses).sort(), ['clipped_surrogate', 'dpo', 'sft']);
+  assert.deepEqual(Object.keys(losses).sort(), ['bradley_terry', 'clipped_surrogate', 'dpo', 'sft']);
+  const bt = parseLossConfig({ name: 'bradley_terry' });
+  assert.deepEqual(bt.options, { margin: 0, perPairMargin: false, centerRewardsCoefficient: 0 });
 });
 
 test('bad configs name the field', () => {
@@ -36,6 +38,7 @@ test('bad configs name the field', () => {
     [{ name: 'clipped_surrogate', options: { kl: { direction: 'sideways' } } }, /options\.kl\.direction/],
     [{ name: 'dpo', options: { labelSmoothing: 0.5 } }, /options\.labelSmoothing/],
     [{ name: 'dpo', options: { beta: 0 } }, /options\.beta/],
+    [{ name: 'bradley_terry', options: { centerRewardsCoefficient: -1 } }, /options\.centerRewardsCoefficient/],
   ];
   for (const [input, re] of bad) {
     assert.throws(() => buildLoss(input), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(input));
@@ -48,9 +51,10 @@ test('builders carry distinct cache keys for distinct options and equal keys for
   const c = buildLoss({ name: 'clipped_surrogate', options: { clipHigh: 0.3 } });
   const d = buildLoss({ name: 'dpo' });
   const s = buildLoss({ name: 'sft' });
+  const bt = buildLoss({ name: 'bradley_terry', options: { margin: 0.5 } });
   assert.equal(a.key, b.key);
   assert.notEqual(a.key, c.key);
-  assert.equal(new Set([a.key, c.key, d.key, s.key]).size, 4);
+  assert.equal(new Set([a.key, c.key, d.key, s.key, bt.key]).size, 5);
 });
 
 test('the advantage estimator\'s length-normalisation hint picks the aggregation', () => {
