@@ -156,8 +156,8 @@ export class S3Store implements ObjectStore {
     if (!uploadId) throw new StoreError('io', `CreateMultipartUpload ${this.uri(key)} returned no UploadId`);
     const done: CompletedPart[] = [];
     let size = 0;
+    const inFlight = new Set<Promise<void>>();
     try {
-      const inFlight = new Set<Promise<void>>();
       let failure: unknown;
       for (let partNumber = 1; ; partNumber++) {
         const next = await parts.next();
@@ -197,6 +197,9 @@ export class S3Store implements ObjectStore {
       });
       return { size };
     } catch (err) {
+      // Parts still uploading would land after the abort and be kept (and billed) as orphans:
+      // let them settle first (they never reject; their failures were recorded above).
+      await Promise.all(inFlight);
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }))
         .catch((abortErr: unknown) => log.warn({ uri: this.uri(key), err: describeError(abortErr) }, 'could not abort multipart upload'));
       throw err;

@@ -47,15 +47,16 @@ async function freshStore(extra: Partial<S3Options> = {}, endpoint?: string): Pr
 
 storeSuite('s3:// on MinIO', () => freshStore());
 
-type Action = 'pass' | 'slowdown' | 'drop' | 'lose-response' | 'forbidden';
+type Action = 'pass' | 'slow-pass' | 'slowdown' | 'drop' | 'lose-response' | 'forbidden';
 
 /**
  * A loopback HTTP proxy in front of MinIO. `plan(n, req)` decides, per request (n counts from 1),
- * to pass it through, answer 503 SlowDown, drop the connection before answering, forward it and
- * then drop the connection instead of returning the answer, or answer 403.
+ * to pass it through (at once, or after 300 ms), answer 503 SlowDown, drop the connection before
+ * answering, forward it and then drop the connection instead of returning the answer, or answer 403.
+ * Each request's arrival and (for forwarded ones) the end of its answer are timed.
  */
 class FaultyProxy {
-  readonly seen: { n: number; method: string; url: string; action: Action }[] = [];
+  readonly seen: { n: number; method: string; url: string; action: Action; at: number; doneAt?: number }[] = [];
   private server!: Server;
   endpoint = '';
 
@@ -75,7 +76,8 @@ class FaultyProxy {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const n = this.seen.length + 1;
     const action = this.plan(n, req);
-    this.seen.push({ n, method: req.method ?? '', url: req.url ?? '', action });
+    const entry: FaultyProxy['seen'][number] = { n, method: req.method ?? '', url: req.url ?? '', action, at: performance.now() };
+    this.seen.push(entry);
     if (action === 'drop') {
       req.socket.destroy();
       return;
@@ -91,6 +93,15 @@ class FaultyProxy {
       });
       return;
     }
+    if (action === 'slow-pass') {
+      req.pause();
+      setTimeout(() => this.forward(req, res, 'pass', entry), 300);
+      return;
+    }
+    this.forward(req, res, action, entry);
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, action: Action, entry: FaultyProxy['seen'][number]): void {
     const upstream = httpRequest({
       host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers,
     }, (up) => {
@@ -100,6 +111,7 @@ class FaultyProxy {
         return;
       }
       res.writeHead(up.statusCode ?? 502, up.headers);
+      res.on('finish', () => (entry.doneAt = performance.now()));
       up.pipe(res);
     });
     upstream.on('error', () => req.socket.destroy());
@@ -200,6 +212,28 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
       await store.put('small-stream.bin', Readable.from([pattern(1000)]));
       assert.deepEqual(proxy.seen.slice(before2).map((s) => s.method), ['PUT']);
       assert.ok(!proxy.seen.slice(before2)[0]!.url.includes('partNumber='));
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('a multipart upload that fails aborts only after its in-flight parts have settled', async () => {
+    // Part 1 is refused for good while part 2 is still on its way; an abort sent before part 2
+    // lands would leave part 2 stored (and billed on S3) under an upload nobody completes.
+    const isPart = (req: IncomingMessage, part: number) => req.method === 'PUT' && (req.url ?? '').includes(`partNumber=${part}&`);
+    const { proxy, store, cleanup } = await throughProxy(
+      (_n, req) => (isPart(req, 1) ? 'forbidden' : isPart(req, 2) ? 'slow-pass' : 'pass'),
+      { partSizeBytes: 5 * MiB, partConcurrency: 2 },
+    );
+    try {
+      await assert.rejects(store.put('aborted.bin', pattern(11 * MiB, 5)), /UploadPart 1 .*aborted\.bin failed: AccessDenied HTTP 403/);
+      const part2 = proxy.seen.find((s) => s.url.includes('partNumber=2&'));
+      const abort = proxy.seen.find((s) => s.method === 'DELETE' && s.url.includes('uploadId='));
+      assert.ok(part2?.doneAt !== undefined, 'part 2 was forwarded and answered');
+      assert.ok(abort, 'the upload was aborted');
+      assert.ok(abort.at >= part2.doneAt, `abort sent ${(part2.doneAt - abort.at).toFixed(0)} ms before part 2 settled`);
+      assert.equal(proxy.seen.filter((s) => s.url.includes('partNumber=3&')).length, 0, 'no part started after the failure');
+      assert.equal(await store.head('aborted.bin'), undefined);
     } finally {
       await cleanup();
     }
