@@ -7,7 +7,7 @@
  */
 import { rat, type Rational } from '../reward/rational.js';
 import {
-  allowedUnder, applyOp, evaluate, ExpressionSyntaxError, literals, operators, parseExpression,
+  allowedUnder, applyOp, evaluate, ExpressionSyntaxError, literals, operators, parseExpression, printExpression,
   type Expr, type IntermediateRule, type Op,
 } from './expression.js';
 import type { Draws } from './split.js';
@@ -51,23 +51,41 @@ function* pairResults(a: Item, b: Item, rules: CountdownRules): Generator<Item> 
   }
 }
 
-/** Depth-first search combining two items at a time until one is left; the result takes the first item's place. */
-function search(items: Item[], target: bigint, rules: CountdownRules): Expr | null {
+/**
+ * Depth-first search combining two items at a time until one is left; the result takes the first
+ * item's place. `best` is null: stop at the first solution. Otherwise every solution is visited and
+ * the one printing shortest (fewest parentheses) is kept in `best.e`, the first found on ties.
+ */
+function search(items: Item[], target: bigint, rules: CountdownRules, best: { e: Expr | null; len: number } | null): Expr | null {
   if (items.length === 1) {
-    const q = items[0]!.q;
-    return q.d === 1n && q.n === target ? items[0]!.e : null;
+    const { q, e } = items[0]!;
+    if (q.d !== 1n || q.n !== target) return null;
+    if (best) {
+      const len = printExpression(e).length;
+      if (len < best.len) Object.assign(best, { e, len });
+      return null;
+    }
+    return e;
   }
   for (let i = 0; i < items.length; i++) {
     for (let j = i + 1; j < items.length; j++) {
       for (const r of pairResults(items[i]!, items[j]!, rules)) {
         const next = items.filter((_, k) => k !== j);
         next[i] = r;
-        const found = search(next, target, rules);
+        const found = search(next, target, rules, best);
         if (found) return found;
       }
     }
   }
   return null;
+}
+
+/** `search` as a whole: the first solution, or the shortest. */
+function solve(items: Item[], target: bigint, rules: CountdownRules, prefer: 'first' | 'shortest'): Expr | null {
+  if (prefer === 'first') return search(items, target, rules, null);
+  const best = { e: null as Expr | null, len: Infinity };
+  search(items, target, rules, best);
+  return best.e;
 }
 
 /** Index subsets of {0..n-1} of size k, in lexicographic order. */
@@ -89,19 +107,24 @@ function* subsets(n: number, k: number, start = 0, acc: number[] = []): Generato
  * subset of the numbers that reaches the target is used. The search order is fixed, so the same
  * instance always gets the same solution (operators tried in `rules.operators` order, numbers in
  * the given order; chains come out left-nested: `a+b+c`, not `a+(b+c)`).
+ *
+ * `prefer`: `first` returns the first solution of the search (fast); `shortest` visits every
+ * solution and returns the one that prints shortest, i.e. with the fewest parentheses (first found on
+ * ties) — more uniform gold answers for supervised warm-up, at the cost of a full search (about a
+ * millisecond for four numbers, a few hundred for five).
  */
-export function solveCountdown(inst: CountdownInstance, rules: CountdownRules): Expr | null {
+export function solveCountdown(inst: CountdownInstance, rules: CountdownRules, prefer: 'first' | 'shortest' = 'first'): Expr | null {
   const leaves: Item[] = inst.numbers.map((n) => ({ q: rat(BigInt(n)), e: { kind: 'num', value: BigInt(n), pos: 0 } }));
   const target = BigInt(inst.target);
   if (leaves.some((l) => !allowedUnder(l.q, rules.intermediates))) return null;
-  if (rules.numberUse === 'exactly_once') return search(leaves, target, rules);
+  if (rules.numberUse === 'exactly_once') return solve(leaves, target, rules, prefer);
   for (let k = 1; k <= leaves.length; k++) {
     const seen = new Set<string>();
     for (const idx of subsets(leaves.length, k)) {
       const key = idx.map((i) => inst.numbers[i]).join(',');
       if (seen.has(key)) continue; // the same numbers at other positions: same answers
       seen.add(key);
-      const found = search(idx.map((i) => leaves[i]!), target, rules);
+      const found = solve(idx.map((i) => leaves[i]!), target, rules, prefer);
       if (found) return found;
     }
   }

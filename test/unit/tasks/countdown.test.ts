@@ -64,7 +64,7 @@ test('train and eval are disjoint by instance (numbers in any order, same target
 test('every generated instance is solvable and the solver\'s answer earns 1, under each rule set', () => {
   const configs: Record<string, unknown>[] = [
     {},
-    { intermediates: 'integer', minNumbers: 2, maxNumbers: 5, maxNumber: 20, maxTarget: 200 },
+    { intermediates: 'integer', minNumbers: 2, maxNumbers: 5, maxNumber: 20, maxTarget: 200, sftSolution: 'first' },
     { intermediates: 'natural', numberUse: 'at_most_once' },
     { operators: ['+', '-'], minNumbers: 3, maxNumbers: 3, maxNumber: 9, maxTarget: 20 },
     { format: 'instruct', operators: ['*', '/', '-'], maxTarget: 1000 },
@@ -108,6 +108,16 @@ test('the solver: deterministic, exact, null when impossible, and it respects th
   assert.equal(printExpression(solveCountdown({ numbers: [2, 3, 4], target: 5 }, all)!), '4-(2-3)');
   // the same instance, the same answer
   assert.equal(printExpression(solveCountdown({ numbers: [3, 3, 8, 8], target: 24 }, all)!), '8/(3-8/3)');
+  // shortest: the fewest parentheses among all solutions
+  assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, all, 'first')!), '99-(72-52)');
+  assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, all, 'shortest')!), '52-72+99');
+  assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, natRules, 'shortest')!), '99-72+52', 'natural: 52-72 < 0 is not allowed');
+  const t = getTask('countdown');
+  for (const it of t.prompts(8, 'train', 40)) {
+    const m = it.metadata as { numbers: number[]; target: number };
+    const first = printExpression(solveCountdown(m, all, 'first')!);
+    assert.ok(t.sftTarget(it).length <= first.length, `${t.sftTarget(it)} vs ${first}`);
+  }
 });
 
 const b = { metadata: { numbers: [4, 6, 9], target: 15 } };

@@ -29,7 +29,7 @@ test('defaults fill in; unknown options are rejected by name', () => {
     {
       numberUse: 'exactly_once', intermediates: 'rational', operators: ['+', '-', '*', '/'],
       minNumbers: 3, maxNumbers: 4, minNumber: 1, maxNumber: 99, minTarget: 1, maxTarget: 100,
-      format: 'compact', evalFraction: 0.1, formatReward: 0.1,
+      format: 'compact', evalFraction: 0.1, formatReward: 0.1, sftSolution: 'shortest',
     },
   );
   assert.throws(() => getTask('countdown', { maxNumbr: 9 }), /maxNumbr/);
