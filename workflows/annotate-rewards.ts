@@ -64,6 +64,23 @@ export async function annotateRewards(input: AnnotateRewardsInput): Promise<Anno
     );
   details();
 
+  try {
+    return await annotate(input, acts, progress, details);
+  } catch (err) {
+    // Without this the job would stay "running" in search-attribute queries after it failed.
+    if (wf.patched('annotate-status-on-failure')) {
+      wf.upsertSearchAttributes([{ key: STATUS, value: wf.isCancellation(err) ? 'cancelled' : 'failed' }]);
+    }
+    throw err;
+  }
+}
+
+async function annotate(
+  input: AnnotateRewardsInput,
+  acts: wf.ActivityInterfaceFor<typeof activities>,
+  progress: AnnotateProgress,
+  details: () => void,
+): Promise<AnnotateRewardsResult> {
   const plan = await acts.planAnnotation.executeWithOptions(
     { ...options(input), summary: `plan · ${input.inputKey}` },
     [{ storeUri: input.storeUri, inputKey: input.inputKey, shardSize: input.shardSize }],

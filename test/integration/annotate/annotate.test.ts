@@ -125,6 +125,10 @@ describe('annotateRewards', () => {
       const history = await started.handle.fetchHistory();
       const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
       assert.deepEqual(attempts, [1], 'no retry of a non-retryable failure');
+      const desc = await started.handle.describe();
+      assert.equal(desc.typedSearchAttributes.get(STATUS), 'failed', 'search attributes show the job failed');
+      // The failed run's history (with its patch marker) replays too.
+      await Worker.runReplayHistory({ workflowsPath }, history, started.workflowId);
     });
   }
 
