@@ -134,6 +134,13 @@ export const AdditionTaskOptions = z.strictObject({
   maxDigits: z.int().min(1).max(15).default(3),
   /** Gold completions (and the reward) write the sum reversed; see the reward's `reversed`. */
   reverse: z.boolean().default(false),
+  /**
+   * Zero-pad operands to `maxDigits` and gold sums to `maxDigits + 1` digits ("007+045=" → "0052"):
+   * every digit then sits at a fixed position, which a small model aligns far more easily (the
+   * "data formatting" finding of Lee et al. 2023). The reward reads numbers, so padded and unpadded
+   * answers score alike.
+   */
+  pad: z.boolean().default(false),
   /** Fraction of all problems held out for the eval split (by problem, never by seed). */
   evalFraction: z.number().gt(0).lt(1).default(0.1),
   /** Reward of a well-formed wrong answer (the reward's `formatReward`). */
@@ -153,6 +160,8 @@ export const additionTask = defineTask({
   optionsSchema: AdditionTaskOptions,
   create(o): Task<AdditionTaskOptions> {
     const reward = { name: 'addition', options: { reversed: o.reverse, formatReward: o.formatReward } };
+    /** A number in digits, zero-padded to `width` when the task pads. */
+    const show = (x: number, width: number) => (o.pad ? String(x).padStart(width, '0') : String(x));
     const task: Task<AdditionTaskOptions> = {
       name: 'addition',
       optionsSchema: AdditionTaskOptions,
@@ -166,14 +175,15 @@ export const additionTask = defineTask({
             const b = operand(d, d.intIn(o.minDigits, o.maxDigits));
             return {
               key: a <= b ? `${a}+${b}` : `${b}+${a}`,
-              item: { prompt: `${a}+${b}=`, reference: String(a + b), metadata: { a, b } },
+              item: { prompt: `${show(a, o.maxDigits)}+${show(b, o.maxDigits)}=`, reference: String(a + b), metadata: { a, b } },
             };
           },
         });
       },
       sftTarget(item: TaskItem) {
-        const ref = item.reference;
-        return o.reverse ? [...ref].reverse().join('') : ref;
+        if (!/^\d{1,16}$/.test(item.reference)) throw new Error(`addition sftTarget: item ${item.promptId} has reference ${JSON.stringify(item.reference)}, not a sum in digits`);
+        const sum = show(Number(item.reference), o.maxDigits + 1);
+        return o.reverse ? [...sum].reverse().join('') : sum;
       },
       reward,
       rewardDefinition: additionReward as unknown as RewardDefinition,

@@ -18,8 +18,8 @@ function reward(options: Record<string, unknown> = {}): RewardFn {
 }
 
 test('prompt and gold completion round trip: "a+b=" → the digits of a+b, which the reward scores 1', () => {
-  for (const reverse of [false, true]) {
-    const t = getTask('addition', { minDigits: 1, maxDigits: 4, reverse });
+  for (const [reverse, pad] of [[false, false], [true, false], [false, true], [true, true]]) {
+    const t = getTask('addition', { minDigits: 1, maxDigits: 4, reverse, pad });
     const fn = t.createReward();
     const tok = CharTokenizer.fromAlphabet(t.alphabet);
     for (const split of ['train', 'eval'] as const) {
@@ -30,8 +30,10 @@ test('prompt and gold completion round trip: "a+b=" → the digits of a+b, which
         const b = Number(m[2]);
         assert.deepEqual([it.metadata.a, it.metadata.b], [a, b]);
         assert.equal(it.reference, String(a + b));
+        if (pad) assert.equal(it.prompt.length, 10, it.prompt);
         const gold = t.sftTarget(it);
-        assert.equal(gold, reverse ? [...String(a + b)].reverse().join('') : String(a + b));
+        const sum = pad ? String(a + b).padStart(5, '0') : String(a + b);
+        assert.equal(gold, reverse ? [...sum].reverse().join('') : sum);
         assert.deepEqual(score(fn, it.reference, gold), { reward: 1, components: { correct: 1, well_formed: 1 } });
         assert.ok(it.prompt.length <= t.maxPromptChars && gold.length <= t.maxCompletionChars);
         assert.equal(tok.decode(tok.encode(it.prompt + gold), { skipSpecialTokens: true }), it.prompt + gold);
@@ -105,6 +107,15 @@ test('reward: exact numeric match, format component, reversed answers', () => {
   // large sums stay exact (no float rounding)
   assert.equal(score(fn, '1999999999999999', '1999999999999999').reward, 1);
   assert.equal(score(fn, '1999999999999999', '2000000000000000').reward, 0);
+});
+
+test('padded problems: fixed-width prompts and sums', () => {
+  const t = getTask('addition', { maxDigits: 3, pad: true });
+  const item = { promptId: 'x', prompt: '007+045=', reference: '52', metadata: { a: 7, b: 45 } };
+  assert.equal(t.sftTarget(item), '0052');
+  assert.equal(getTask('addition', { maxDigits: 3, pad: true, reverse: true }).sftTarget(item), '2500');
+  assert.ok(t.prompts(1, 'train', 50).every((i) => /^\d{3}\+\d{3}=$/.test(i.prompt)));
+  assert.throws(() => t.sftTarget({ ...item, reference: 'fifty-two' }), /item x has reference "fifty-two", not a sum in digits/);
 });
 
 test('reward: a sample without a usable reference is a data error', () => {
