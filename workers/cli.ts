@@ -15,6 +15,7 @@ import './cli-env.js';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { ConfigError } from '../activities/common/config.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
 import { writeSampleInputs } from '../activities/reward/annotate-activities.js';
@@ -128,8 +129,10 @@ async function main(argv: string[]): Promise<number> {
       const jobId = rest[0];
       if (!jobId) throw new UsageError('status needs a job id');
       const client = await connectClient(await resolveTemporal());
-      const desc = await client.workflow.getHandle(jobId).describe().catch(() => {
-        throw new UsageError(`no job "${jobId}" on this Temporal namespace`);
+      const desc = await client.workflow.getHandle(jobId).describe().catch((err: unknown) => {
+        // Only "not found" means there is no such job; anything else (unreachable server, denied) is reported as is.
+        if (err instanceof WorkflowNotFoundError) throw new UsageError(`no job "${jobId}" on Temporal namespace ${client.options.namespace}`);
+        throw err;
       });
       say(`${jobId}: ${desc.status.name}`);
       const p = await annotateProgress(client, jobId);

@@ -1,0 +1,67 @@
+/**
+ * The `durable-rl` command line against the real Temporal dev server: `make-sample`, `annotate`
+ * (prints the workflow id and the Web UI link, `--wait` prints the result) and `status`, run as a
+ * child process the way a person runs it. Workflows and activities run in this process's workers.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { testTemporal, startWorkers, type TestTemporal } from '../../support/temporal.js';
+
+const root = fileURLToPath(new URL('../../..', import.meta.url));
+let t: TestTemporal;
+let stopWorkers: () => Promise<void>;
+const tag = Date.now().toString(36);
+
+before(async () => {
+  t = await testTemporal();
+  ({ stop: stopWorkers } = await startWorkers(t, ['control', 'reward']));
+});
+after(async () => {
+  await stopWorkers?.();
+  await t?.client.connection.close();
+});
+
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', ...args], {
+      cwd: root,
+      env: { ...process.env, ...t.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('annotate prints the workflow id and its Web UI link, --wait the result; status follows the job', async () => {
+  const store = pathToFileURL(mkdtempSync(join(tmpdir(), 'drl-cli-'))).href;
+  const made = await cli(['make-sample', '--store', store, '--records', '40', '--key', 'inputs/cli.arrow']);
+  assert.equal(made.code, 0, made.stderr);
+  assert.match(made.stdout, /wrote 40 records to .*inputs\/cli\.arrow/);
+
+  const jobId = `it-cli-${tag}`;
+  const run = await cli(['annotate', 'inputs/cli.arrow', '--store', store, '--job', jobId, '--shard-size', '15', '--wait']);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, new RegExp(`workflow id: ${jobId}\\n`));
+  const ui = t.config.uiUrl!.replace(/\/$/, '');
+  assert.ok(run.stdout.includes(`Web UI: ${ui}/namespaces/${t.config.namespace}/workflows/${jobId}\n`), run.stdout);
+  assert.match(run.stdout, /records: 40 {3}accuracy: \d+\.\d%/);
+  assert.match(run.stdout, new RegExp(`manifest: ${store}/annotations/${jobId}/manifest\\.json`));
+
+  const status = await cli(['status', jobId]);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, new RegExp(`${jobId}: COMPLETED\\n {2}done: shards 3/3, records 40/40`));
+
+  const missing = await cli(['status', `no-such-job-${tag}`]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, new RegExp(`no job "no-such-job-${tag}" on Temporal namespace ${t.config.namespace}`));
+});
