@@ -136,9 +136,8 @@ export const AdditionTaskOptions = z.strictObject({
   reverse: z.boolean().default(false),
   /**
    * Zero-pad operands to `maxDigits` and gold sums to `maxDigits + 1` digits ("007+045=" → "0052"):
-   * every digit then sits at a fixed position, which a small model aligns far more easily (the
-   * "data formatting" finding of Lee et al. 2023). The reward reads numbers, so padded and unpadded
-   * answers score alike.
+   * every digit then sits at a fixed position, so a small model need not learn to align operands of
+   * different lengths. The reward reads numbers, so padded and unpadded answers score alike.
    */
   pad: z.boolean().default(false),
   /** Fraction of all problems held out for the eval split (by problem, never by seed). */

@@ -5,9 +5,9 @@
  * tiny character-level model when the knobs are turned down (fewer and smaller numbers, fewer
  * operators).
  *
- * Compact format (default): prompt `3,7,25,50>24:`, gold completion `50-25-7+3`... or whatever the
- * solver finds first. Instruct format: a sentence prompt and `<answer>...</answer>` completions,
- * for pretrained models.
+ * Compact format (default): prompt `92,51,39,60>62:`, gold completion `92-51-39+60` (the solver's
+ * shortest solution). Instruct format: a sentence prompt and `<answer>...</answer>` completions, for
+ * pretrained models.
  */
 import { parseConfig, z } from '../common/config.js';
 import { extractTag } from '../reward/extract.js';
