@@ -12,6 +12,7 @@ import { codeExecution } from './code.js';
 import { llmJudge } from './judge.js';
 import { efficiency } from './efficiency.js';
 import { rewardModel } from './reward-model.js';
+import { taskRewardDefinitions } from '../tasks/tasks.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
@@ -23,5 +24,6 @@ export function builtinRewards(): RewardDefinition[] {
     efficiency,
     rewardModel,
   ];
-  return defs as unknown as RewardDefinition[];
+  // The built-in synthetic tasks' own rewards (`addition`, `countdown`), see activities/tasks/.
+  return [...(defs as unknown as RewardDefinition[]), ...taskRewardDefinitions()];
 }

@@ -53,3 +53,13 @@ test('every built-in reward is described and builds with default options where i
     assert.ok(d.source && d.source.length > 3, `${d.name} cites where it comes from`);
   }
 });
+
+test('the default registry includes the built-in tasks\' rewards', async () => {
+  const { defaultRegistry: registryOf } = await import('../../../activities/reward/registry.js');
+  const reg = registryOf();
+  assert.ok(reg.names().includes('addition') && reg.names().includes('countdown'), reg.names().join(', '));
+  const fn = reg.create({ name: 'addition' });
+  const ctx = { step: 0, signal: new AbortController().signal, log: (await import('../../../activities/common/log.js')).logger('test') };
+  assert.equal((await fn.score!({ promptId: 'p', sampleId: 0, prompt: '12+30=', completion: '42', reference: '42' }, ctx)).reward, 1);
+  assert.equal((await fn.score!({ promptId: 'p', sampleId: 0, prompt: '12+30=', completion: '41', reference: '42' }, ctx)).reward, 0);
+});
