@@ -9,10 +9,15 @@
  * - decode at batch 1, 8, 32 with 128 prompt + 128 new tokens: new tokens/s over the whole
  *   generate call and over the decode steps alone, and % of the FLOP-bound limit;
  * - composed attention vs onnxruntime's fused com.microsoft.MultiHeadAttention on the same shapes;
- * - peak RSS of each part (each part runs in its own child process).
- * `--quick` shrinks everything (a smoke run of the script itself).
+ * - peak RSS of each part (each part runs in its own child process);
+ * - the same trainStep without activation recomputation (`recompute: false`), for comparison.
+ * Ends with one table of every number the engine's targets name (MFU >= 30%, decode batch 32
+ * >= 25% of the FLOP-bound limit, trainStep peak RSS <= 4 GB) and the machine's load average.
+ * `--quick` shrinks everything (a smoke run of the script itself); `--no-baseline` skips the
+ * trainStep run without recomputation.
  */
 import { spawnSync } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { parseModelConfig, parameterCount, type ModelConfig } from '../activities/model/config.js';
@@ -29,6 +34,7 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const threadsArg = args.includes('--threads') ? Number(args[args.indexOf('--threads') + 1]) : 0;
 const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : undefined;
+const baseline = !args.includes('--no-baseline');
 
 const modelCfg: ModelConfig = parseModelConfig(
   quick
@@ -86,11 +92,11 @@ function randomIds(rng: CounterRng, rows: number, len: number, offset: number): 
   return Array.from({ length: rows }, (_, r) => Array.from({ length: len }, (_, t) => rng.int(offset + r * len + t, modelCfg.vocabSize)));
 }
 
-async function benchTrain(threads: number): Promise<Record<string, number>> {
+async function benchTrain(threads: number, recompute = true): Promise<Record<string, number>> {
   const t0 = now();
   const weights = initWeights(modelCfg, 1);
   const initS = now() - t0;
-  const engine = new ModelEngine(modelCfg, { threads });
+  const engine = new ModelEngine(modelCfg, { threads, recompute });
   let state = initTrainState(modelCfg, weights);
   const rng = new CounterRng(2, 'bench-train');
   const { batch, seq, steps } = TRAIN;
@@ -216,6 +222,7 @@ async function runPart(name: string): Promise<void> {
   let r: Record<string, number>;
   if (name === 'peak') r = await matmulPeak(threadsArg);
   else if (name === 'train') r = await benchTrain(threadsArg);
+  else if (name === 'train-norecompute') r = await benchTrain(threadsArg, false);
   else if (name.startsWith('decode')) r = await benchDecode(threadsArg, Number(name.slice(6)));
   else if (name === 'attention') r = await benchAttention(threadsArg);
   else throw new Error(`unknown bench part ${name}`);
@@ -239,20 +246,35 @@ function fmt(x: number, digits = 1): string {
   return x.toFixed(digits);
 }
 
+function trainLine(label: string, train: Record<string, number>, peak: number): string {
+  return (
+    `${label} ${TRAIN.batch}x${TRAIN.seq}: ${fmt(train.tokensPerS!)} tokens/s, ${fmt(train.stepS!, 2)} s/step, ${fmt(train.gflops!)} GFLOP/s, MFU ${fmt((100 * train.gflops!) / peak)}% of the matmul peak; ` +
+    `init ${fmt(train.initS!, 1)} s, graph+session ${fmt(train.buildS!, 1)} s, first step ${fmt(train.warmS!, 1)} s; peak RSS ${fmt(train.peakRssMiB!, 0)} MiB\n`
+  );
+}
+
+/** Prints rows as an aligned text table. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n') + '\n';
+}
+
 async function main(): Promise<void> {
   if (part) return runPart(part);
   const n = parameterCount(modelCfg);
+  const load0 = loadavg();
   process.stdout.write(`model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}\n`);
   const peak = child('peak');
   const sizes = Object.entries(peak).filter(([k]) => k.startsWith('n')).map(([k, v]) => `${k.slice(1)}: ${fmt(v)}`).join(', ');
   process.stdout.write(`matmul peak: ${fmt(peak.gflops!)} GFLOP/s (square MatMul, by size ${sizes}; peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)\n`);
   const train = child('train');
-  process.stdout.write(
-    `trainStep ${TRAIN.batch}x${TRAIN.seq}: ${fmt(train.tokensPerS!)} tokens/s, ${fmt(train.stepS!, 2)} s/step, ${fmt(train.gflops!)} GFLOP/s, MFU ${fmt((100 * train.gflops!) / peak.gflops!)}% of the matmul peak; ` +
-      `init ${fmt(train.initS!, 1)} s, graph+session ${fmt(train.buildS!, 1)} s, first step ${fmt(train.warmS!, 1)} s; peak RSS ${fmt(train.peakRssMiB!, 0)} MiB\n`,
-  );
+  process.stdout.write(trainLine('trainStep', train, peak.gflops!));
+  const plain = baseline ? child('train-norecompute') : null;
+  if (plain) process.stdout.write(trainLine('trainStep without recomputation', plain, peak.gflops!));
+  const decodes = new Map<number, Record<string, number>>();
   for (const b of DECODE.batches) {
     const d = child(`decode${b}`);
+    decodes.set(b, d);
     process.stdout.write(
       `decode batch ${b} (${DECODE.prompt} prompt + ${DECODE.fresh} new): ${fmt(d.newTokensPerS!)} new tokens/s overall (prefill ${fmt(d.prefillS!, 2)} s), ` +
         `${fmt(d.stepTokensPerS!)} tokens/s in decode steps = ${fmt(d.stepGflops!)} GFLOP/s, ${fmt((100 * d.stepGflops!) / peak.gflops!)}% of the FLOP-bound limit; ` +
@@ -262,6 +284,32 @@ async function main(): Promise<void> {
   const att = child('attention');
   process.stdout.write(`attention core (${modelCfg.heads} heads x ${modelCfg.headDim}), best of runs:\n`);
   for (const [k, v] of Object.entries(att)) if (k !== 'peakRssMiB') process.stdout.write(`  ${k}: ${fmt(v, 2)}\n`);
+
+  // the summary: every number the targets name, in one table
+  const pct = (x: number) => `${fmt((100 * x) / peak.gflops!)}%`;
+  const mib = (x: number) => `${fmt(x, 0)} MiB`;
+  const rows: string[][] = [['measure', 'tokens/s', '% of matmul peak', 'peak RSS', 'target', 'met']];
+  const trainRow = (label: string, t: Record<string, number>, target: boolean) => {
+    const mfu = t.gflops! / peak.gflops!;
+    const gb = (t.peakRssMiB! * 2 ** 20) / 1e9;
+    rows.push([label, fmt(t.tokensPerS!), `MFU ${pct(t.gflops!)}`, mib(t.peakRssMiB!), target ? 'MFU >= 30%, RSS <= 4 GB' : '(comparison)', target ? (mfu >= 0.3 && gb <= 4 ? 'yes' : 'no') : '']);
+  };
+  trainRow(`trainStep ${TRAIN.batch}x${TRAIN.seq}`, train, true);
+  if (plain) trainRow(`trainStep ${TRAIN.batch}x${TRAIN.seq}, no recompute`, plain, false);
+  const last = DECODE.batches[DECODE.batches.length - 1]!;
+  for (const [b, d] of decodes) {
+    const target = b === last;
+    rows.push([`decode batch ${b} (steps)`, fmt(d.stepTokensPerS!), pct(d.stepGflops!), mib(d.peakRssMiB!), target ? '>= 25% of FLOP bound' : '', target ? (d.stepGflops! / peak.gflops! >= 0.25 ? 'yes' : 'no') : '']);
+  }
+  for (const [k, v] of Object.entries(att)) {
+    if (!k.endsWith('_composed_ms')) continue;
+    const shape = k.slice(0, -'_composed_ms'.length);
+    const fused = att[`${shape}_fused_mha_ms`]!;
+    rows.push([`attention ${shape}: composed / fused MHA`, '', '', '', `${fmt(v, 2)} / ${fmt(fused, 2)} ms`, '']);
+  }
+  const load1 = loadavg();
+  process.stdout.write(`\nsummary (matmul peak ${fmt(peak.gflops!)} GFLOP/s; 1 GB = 1e9 bytes; load average ${fmt(load0[0]!, 2)} at start, ${fmt(load1[0]!, 2)} at end on ${cpus().length} CPUs):\n`);
+  process.stdout.write(table(rows));
 }
 
 await main();
