@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { parseModelConfig, parameterShapes } from '../../../activities/model/config.js';
+import { Graph } from '../../../activities/model/graph.js';
 import { TRAIN_SESSION_CONFIG, buildTrainGraph, fusedTokenLogprobs } from '../../../activities/model/graphs/train.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { sftLoss } from '../../../activities/model/losses.js';
@@ -25,6 +26,22 @@ test('fused token logprobs: value and gradient match finite differences (targets
     ],
     build: (logits, ids) => fusedTokenLogprobs(logits!, ids!),
   }));
+
+test('fused token logprobs stay finite and exact for logits in the hundreds (log-sum-exp is max-shifted)', async () => {
+  const g = new Graph({ name: 'lse', tape: true });
+  const logits = g.input('logits', 'float32', [1, 2, 3]);
+  const ids = g.input('ids', 'int64', [1, 3]);
+  g.output(fusedTokenLogprobs(logits, ids), 'logprobs');
+  const s = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: 1 });
+  const r = await s.run({
+    logits: new ort.Tensor('float32', Float32Array.from([1000, 0, -5, -1000, 200, 199]), [1, 2, 3]),
+    ids: new ort.Tensor('int64', BigInt64Array.from([1n, 0n, 2n]), [1, 3]),
+  });
+  const lp = r.logprobs!.data as Float32Array;
+  assert.equal(lp[0], 0, 'entry 0 has no prediction');
+  assert.equal(lp[1], 0, 'log p of the token with logit 1000 against 0 and -5');
+  assert.ok(Math.abs(lp[2]! - (-1 - Math.log1p(Math.exp(-1)))) < 1e-5, `199 against 200: ${lp[2]}`);
+});
 
 const cfg = parseModelConfig({ model_type: 'llama', vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 24 });
 const B = 3;
