@@ -16,6 +16,12 @@
  * `grad_norm` (before clipping), `skipped` (1 when the gradient norm is not finite: the `new.*`
  * outputs are then meaningless and the caller keeps the inputs — `ModelEngine.trainStep` does; a
  * per-tensor Where in the graph cost ~10-20% of a step), `metric.<name>` per loss metric.
+ *
+ * Memory (the activations held from forward to backward dominate a step's peak): token logprobs
+ * come from the logits by one fused op (`fusedTokenLogprobs`: no log-softmax tensor is kept), and
+ * cheap activations the backward reads are recomputed there (`rematerialize`, on by default).
+ * Sessions of these graphs need `TRAIN_SESSION_CONFIG` (the engine passes it). At 8x512 tokens on
+ * the 30M bench model: peak RSS 4.4 -> 2.7 GB, tokens/s +4% (bench/README.md).
  */
 import { Graph, type DType, type Tensor } from '../graph.js';
 import { parameterShapes, type ModelConfig } from '../config.js';
