@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
-import { parseModelConfig } from '../../../activities/model/config.js';
+import { parseModelConfig, type ModelConfig } from '../../../activities/model/config.js';
 import { ModelEngine } from '../../../activities/model/engine.js';
 import { exportDecodeOnnx, exportModel, type DecodeSidecar } from '../../../activities/model/export.js';
 import { loadHfModel } from '../../../activities/model/hf.js';
@@ -24,19 +24,20 @@ const cfg = parseModelConfig({
 });
 const weights = initWeights(cfg, 11, { std: 0.3 });
 const hd = cfg.headDim;
+type Weights = typeof weights;
 
 function i64(rows: number[][]): ort.Tensor {
   return new ort.Tensor('int64', BigInt64Array.from(rows.flat(), BigInt), [rows.length, rows[0]!.length]);
 }
 
 /** Runs prefill (row 1 left-padded) and one cached step on two sessions; checks every output agrees. */
-async function sameAsEngine(exported: ort.InferenceSession): Promise<void> {
-  const engine = new ModelEngine(cfg, { threads: 1 });
-  engine.setWeights(weights, 'v1');
+async function sameAsEngine(exported: ort.InferenceSession, c: ModelConfig = cfg, w: Weights = weights): Promise<void> {
+  const engine = new ModelEngine(c, { threads: 1 });
+  engine.setWeights(w, 'v1');
   const reference = await engine.decodeSession();
-  const empty = new ort.Tensor('float32', new Float32Array(0), [2, cfg.kvHeads, 0, hd]);
+  const empty = new ort.Tensor('float32', new Float32Array(0), [2, c.kvHeads, 0, c.headDim]);
   const prefill: Record<string, ort.Tensor> = { input_ids: i64([[1, 7, 9, 3], [0, 0, 1, 4]]), attention_mask: i64([[1, 1, 1, 1], [0, 0, 1, 1]]) };
-  for (let l = 0; l < cfg.layers; l++) prefill[`past.${l}.key`] = prefill[`past.${l}.value`] = empty;
+  for (let l = 0; l < c.layers; l++) prefill[`past.${l}.key`] = prefill[`past.${l}.value`] = empty;
   const check = (a: ort.InferenceSession.OnnxValueMapType, b: ort.InferenceSession.OnnxValueMapType, what: string) => {
     for (const name of reference.outputNames) {
       const x = a[name]!.data as Float32Array;
@@ -49,7 +50,7 @@ async function sameAsEngine(exported: ort.InferenceSession): Promise<void> {
   const e1 = await exported.run(prefill);
   check(r1, e1, 'prefill');
   const step: Record<string, ort.Tensor> = { input_ids: i64([[11], [12]]), attention_mask: i64([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]) };
-  for (let l = 0; l < cfg.layers; l++) {
+  for (let l = 0; l < c.layers; l++) {
     step[`past.${l}.key`] = r1[`fresh.${l}.key`]!;
     step[`past.${l}.value`] = r1[`fresh.${l}.value`]!;
   }
@@ -98,6 +99,18 @@ test('exportDecodeOnnx with external data: weights in decode.onnx.data, same log
     const moved = statSync(join(dir, 'inline', 'decode.onnx')).size - statSync(join(dir, 'decode.onnx')).size;
     assert.ok(moved >= 0.9 * weightBytes, `the weights left the model file (${moved} of ${weightBytes} bytes)`);
     await sameAsEngine(await ort.InferenceSession.create(join(dir, 'decode.onnx')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('GPT-2 (learned positions, tied head): the exported decode graph matches the engine too', async () => {
+  const gpt2 = parseModelConfig({ model_type: 'gpt2', vocab_size: 24, n_embd: 16, n_layer: 2, n_head: 4, n_positions: 32 });
+  const w = initWeights(gpt2, 12, { std: 0.3 });
+  const dir = mkdtempSync(join(tmpdir(), 'export-gpt2-'));
+  try {
+    await exportDecodeOnnx(dir, { config: gpt2, weights: w });
+    await sameAsEngine(await ort.InferenceSession.create(join(dir, 'decode.onnx')), gpt2, w);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
