@@ -6,8 +6,8 @@
  * - MatMul peak: GFLOP/s of one large float32 MatMul in onnxruntime, measured in the same run;
  * - trainStep at batch 8 x 512 tokens: tokens/s and MFU (model FLOPs 6·N·tokens plus attention,
  *   divided by time and by the MatMul peak);
- * - decode at batch 1, 8, 32 with 128 prompt + 128 new tokens: new tokens/s over the whole
- *   generate call and over the decode steps alone, and % of the FLOP-bound limit;
+ * - decode at batch 1, 8, 32 with 128 prompt + 128 new tokens (best of two runs): new tokens/s
+ *   over the whole generate call and over the decode steps alone, and % of the FLOP-bound limit;
  * - composed attention vs onnxruntime's fused com.microsoft.MultiHeadAttention on the same shapes;
  * - peak RSS of each part (each part runs in its own child process);
  * - the same trainStep without activation recomputation (`recompute: false`), for comparison.
@@ -134,19 +134,27 @@ async function benchDecode(threads: number, batch: number): Promise<Record<strin
   const buildS = now() - t0;
   const warm = await generate(engine, prompts.slice(0, 1), { maxNewTokens: 2, pickToken: () => 1, stopTokenIds: [] });
   void warm;
-  let firstAt = 0;
-  const t1 = now();
-  const sampler = new CounterRng(4, 'bench-pick', batch);
-  await generate(engine, prompts, {
-    maxNewTokens: DECODE.fresh,
-    stopTokenIds: [],
-    pickToken: (_l, s, pos) => {
-      if (pos === 0 && s === 0) firstAt = now();
-      return sampler.int(s * 4096 + pos, modelCfg.vocabSize);
-    },
-  });
-  const total = now() - t1;
-  const prefill = firstAt - t1;
+  // best of two runs (the machine is shared): the run with the fastest decode steps
+  let total = Infinity;
+  let prefill = 0;
+  for (let rep = 0; rep < (quick ? 1 : 2); rep++) {
+    let firstAt = 0;
+    const t1 = now();
+    const sampler = new CounterRng(4, 'bench-pick', batch);
+    await generate(engine, prompts, {
+      maxNewTokens: DECODE.fresh,
+      stopTokenIds: [],
+      pickToken: (_l, s, pos) => {
+        if (pos === 0 && s === 0) firstAt = now();
+        return sampler.int(s * 4096 + pos, modelCfg.vocabSize);
+      },
+    });
+    const t = now() - t1;
+    if (t - (firstAt - t1) < total - prefill) {
+      total = t;
+      prefill = firstAt - t1;
+    }
+  }
   await engine.close();
   const fresh = batch * DECODE.fresh;
   const ctxAvg = DECODE.prompt + DECODE.fresh / 2;
