@@ -50,43 +50,56 @@ export interface WorkerGroup {
   shutdown(): void;
 }
 
+async function createWorker(opts: WorkerOptions, q: QueueName, conn: NativeConnection, activities: ReturnType<typeof createActivities>): Promise<Worker> {
+  const base = {
+    connection: conn,
+    namespace: opts.temporal.namespace,
+    taskQueue: TASK_QUEUES[q],
+    shutdownGraceTime: opts.shutdownGraceTimeMs ?? 10_000,
+    identity: `${opts.identity ?? `pid-${process.pid}`}@${q}`,
+  };
+  if (q === 'control') {
+    const workflowBundle = opts.workflowBundle ?? (await bundleWorkflows());
+    return Worker.create({ ...base, workflowBundle });
+  }
+  return Worker.create({
+    ...base,
+    activities,
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities?.[q] ?? 4,
+  });
+}
+
 export async function createWorkers(opts: WorkerOptions, connection?: NativeConnection): Promise<WorkerGroup> {
   const log = logger('worker');
   const conn = connection ?? (await connectWorker(opts.temporal));
   const activities = createActivities();
   const workers: Worker[] = [];
-  for (const q of opts.queues) {
-    const base = {
-      connection: conn,
-      namespace: opts.temporal.namespace,
-      taskQueue: TASK_QUEUES[q],
-      shutdownGraceTime: opts.shutdownGraceTimeMs ?? 10_000,
-      identity: `${opts.identity ?? `pid-${process.pid}`}@${q}`,
-    };
-    if (q === 'control') {
-      const workflowBundle = opts.workflowBundle ?? (await bundleWorkflows());
-      workers.push(await Worker.create({ ...base, workflowBundle }));
-    } else {
-      workers.push(
-        await Worker.create({
-          ...base,
-          activities,
-          maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities?.[q] ?? 4,
-        }),
-      );
+  try {
+    for (const q of opts.queues) {
+      workers.push(await createWorker(opts, q, conn, activities));
+      log.debug({ queue: TASK_QUEUES[q] }, 'worker ready');
     }
-    log.debug({ queue: TASK_QUEUES[q] }, 'worker ready');
+  } catch (err) {
+    // Release what was created: a worker that never runs, and the connection it holds, would
+    // keep this process alive (and deaf to SIGTERM, which the SDK's runtime handles).
+    await Promise.all(workers.map((w) => w.runUntil(Promise.resolve()).catch(() => undefined)));
+    if (!connection) await conn.close().catch(() => undefined);
+    throw err;
   }
   let running: Promise<void> | undefined;
+  let stopRequested = false;
   const shutdown = () => {
-    for (const w of workers) if (w.getState() === 'RUNNING' || w.getState() === 'INITIALIZED') w.shutdown();
+    // A worker that is not running yet cannot be shut down (the SDK throws); run() then stops it at once.
+    stopRequested = true;
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
   };
-  opts.signal?.addEventListener('abort', shutdown, { once: true });
+  if (opts.signal?.aborted) shutdown();
+  else opts.signal?.addEventListener('abort', shutdown, { once: true });
   return {
     workers,
     shutdown,
     run() {
-      running ??= Promise.all(workers.map((w) => w.run())).then(
+      running ??= Promise.all(workers.map((w) => (stopRequested ? w.runUntil(Promise.resolve()) : w.run()))).then(
         async () => {
           if (!connection) await conn.close();
         },
