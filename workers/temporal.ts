@@ -19,17 +19,26 @@ import { z, parseConfig } from '../activities/common/config.js';
 import { installRuntime } from './runtime.js';
 
 export const TemporalConfig = z.strictObject({
+  /** host:port of the Temporal frontend (gRPC). The CLI uses the local dev server's when unset. */
   address: z.string().regex(/^[^\s:]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
+  /** Temporal namespace the workflows run in. */
   namespace: z.string().min(1).default('default'),
+  /** Base URL of the Web UI; only used to print links to workflows. */
   uiUrl: z.string().url().optional(),
+  /** TLS to the frontend (self-hosted mTLS or Temporal Cloud); absent = plaintext, unless apiKey is set. */
   tls: z
     .strictObject({
+      /** Client certificate (PEM file) for mTLS; give it with clientKeyPath. */
       clientCertPath: z.string().optional(),
+      /** Private key (PEM file) of the client certificate. */
       clientKeyPath: z.string().optional(),
+      /** CA bundle (PEM file) that signed the server's certificate, when it is not a public CA. */
       serverRootCACertPath: z.string().optional(),
+      /** Server name to verify (SNI) instead of the address's host. */
       serverNameOverride: z.string().optional(),
     })
     .optional(),
+  /** Temporal Cloud API key; implies TLS. */
   apiKey: z.string().optional(),
 });
 export type TemporalConfig = z.output<typeof TemporalConfig>;
