@@ -55,7 +55,8 @@ export const engineOptionsSchema = z.object({
    * Training graphs recompute cheap activations (SwiGLU products, norm outputs, attention
    * probabilities) in the backward pass instead of keeping them (`rematerialize` in
    * graphs/train.ts; Chen et al., "Training Deep Nets with Sublinear Memory Cost", 2016):
-   * peak RSS of a trainStep at 8x512 on the 30M bench model 4.4 -> 2.6 GB for a few % more time.
+   * peak RSS of a trainStep at 8x512 on the 30M bench model 4.3-4.5 -> 2.6-2.9 GiB, no slowdown
+   * visible in the run-to-run noise (bench/README.md). Off: every activation is kept.
    */
   recompute: z.boolean().default(true),
   /** Most sessions kept alive at once (least recently used are released first). */

@@ -21,7 +21,7 @@
  * come from the logits by one fused op (`fusedTokenLogprobs`: no log-softmax tensor is kept), and
  * cheap activations the backward reads are recomputed there (`rematerialize`, on by default).
  * Sessions of these graphs need `TRAIN_SESSION_CONFIG` (the engine passes it). At 8x512 tokens on
- * the 30M bench model: peak RSS 4.4 -> 2.7 GB, tokens/s +4% (bench/README.md).
+ * the 30M bench model: peak RSS 4.3-4.5 -> 2.6-2.9 GiB, no slowdown visible in the noise (bench/README.md).
  */
 import { Graph, type DType, type Tensor } from '../graph.js';
 import { parameterShapes, type ModelConfig } from '../config.js';
