@@ -67,6 +67,15 @@ export function temporalConfig(input: unknown): TemporalConfig {
   return parseConfig(TemporalConfig, input, 'temporal config');
 }
 
+/** Reads a PEM file named by a TLS option; a failure names the option and the path. */
+function pem(option: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(`temporal config: cannot read tls.${option} ${JSON.stringify(path)}: ${(err as Error).message}`);
+  }
+}
+
 function tlsOptions(cfg: TemporalConfig): ConnectionOptions['tls'] {
   if (!cfg.tls && !cfg.apiKey) return undefined;
   const t = cfg.tls ?? {};
@@ -75,10 +84,10 @@ function tlsOptions(cfg: TemporalConfig): ConnectionOptions['tls'] {
   }
   return {
     serverNameOverride: t.serverNameOverride,
-    serverRootCACertificate: t.serverRootCACertPath ? readFileSync(t.serverRootCACertPath) : undefined,
+    serverRootCACertificate: t.serverRootCACertPath ? pem('serverRootCACertPath', t.serverRootCACertPath) : undefined,
     clientCertPair:
       t.clientCertPath && t.clientKeyPath
-        ? { crt: readFileSync(t.clientCertPath), key: readFileSync(t.clientKeyPath) }
+        ? { crt: pem('clientCertPath', t.clientCertPath), key: pem('clientKeyPath', t.clientKeyPath) }
         : undefined,
   };
 }
@@ -92,10 +101,11 @@ function unreachable(cfg: TemporalConfig, err: unknown): Error {
 }
 
 export async function connectClient(cfg: TemporalConfig): Promise<Client> {
+  const tls = tlsOptions(cfg); // a TLS setting error is not an unreachable server
   try {
     const connection = await Connection.connect({
       address: cfg.address,
-      tls: tlsOptions(cfg),
+      tls,
       apiKey: cfg.apiKey,
       connectTimeout: '10s',
     });
@@ -107,8 +117,9 @@ export async function connectClient(cfg: TemporalConfig): Promise<Client> {
 
 export async function connectWorker(cfg: TemporalConfig): Promise<NativeConnection> {
   installRuntime();
+  const tls = tlsOptions(cfg);
   try {
-    const options: NativeConnectionOptions = { address: cfg.address, tls: tlsOptions(cfg), apiKey: cfg.apiKey };
+    const options: NativeConnectionOptions = { address: cfg.address, tls, apiKey: cfg.apiKey };
     return await NativeConnection.connect(options);
   } catch (err) {
     throw unreachable(cfg, err);

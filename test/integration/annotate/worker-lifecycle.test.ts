@@ -1,7 +1,7 @@
 /**
  * Worker groups (workers/worker.ts) against the real Temporal dev server: they never keep a
  * process alive after they are done, whether creation failed half-way or they were stopped before
- * they ran.
+ * they ran. And connection settings that are wrong are reported as such (workers/temporal.ts).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { testTemporal, type TestTemporal } from '../../support/temporal.js';
 import { createWorkers } from '../../../workers/worker.js';
+import { connectClient, connectWorker, temporalConfig } from '../../../workers/temporal.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 let t: TestTemporal;
@@ -61,4 +62,15 @@ test('a worker group stopped before it runs stops at once when run', async () =>
   assert.doesNotThrow(() => second.shutdown());
   await second.run();
   assert.deepEqual(second.workers.map((w) => w.getState()), ['STOPPED']);
+});
+
+test('a TLS file that cannot be read is named, not reported as an unreachable server', async () => {
+  const cfg = temporalConfig({ address: t.config.address, tls: { serverRootCACertPath: '/nonexistent/ca.pem' } });
+  for (const connect of [connectClient, connectWorker]) {
+    await assert.rejects(connect(cfg), (err: Error) => {
+      assert.match(err.message, /cannot read tls\.serverRootCACertPath "\/nonexistent\/ca\.pem": ENOENT/);
+      assert.doesNotMatch(err.message, /cannot reach Temporal/);
+      return true;
+    });
+  }
 });
