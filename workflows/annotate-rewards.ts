@@ -91,6 +91,10 @@ async function annotate(
   details();
 
   const results: ShardResult[] = new Array(plan.shards.length);
+  const lanes = Math.min(input.maxConcurrentShards, plan.shards.length);
+  // The rate limit is the job's: each of the shards scored at once gets its share. (Runs started
+  // before this patch gave every shard the whole rate.)
+  const shardRate = wf.patched('annotate-rate-per-job') ? input.maxRecordsPerSecond / lanes : input.maxRecordsPerSecond;
   let next = 0;
   const lane = async () => {
     while (next < plan.shards.length) {
@@ -107,7 +111,7 @@ async function annotate(
           chunkSize: input.chunkSize,
           reward: input.reward,
           errorPolicy: input.errorPolicy,
-          maxRecordsPerSecond: input.maxRecordsPerSecond,
+          maxRecordsPerSecond: shardRate,
         }],
       );
       results[shard.index] = r;
@@ -118,7 +122,7 @@ async function annotate(
       details();
     }
   };
-  await Promise.all(Array.from({ length: Math.min(input.maxConcurrentShards, plan.shards.length) }, lane));
+  await Promise.all(Array.from({ length: lanes }, lane));
 
   progress.phase = 'finalizing';
   details();

@@ -119,6 +119,7 @@ export interface ShardInput {
   chunkSize: number;
   reward: RewardSpec;
   errorPolicy: ErrorPolicy;
+  /** This shard's pace: its share of the job's maxRecordsPerSecond (0 = unlimited). */
   maxRecordsPerSecond: number;
 }
 

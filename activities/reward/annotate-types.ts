@@ -56,7 +56,10 @@ export const AnnotateRewardsConfig = z.strictObject({
   errorPolicy: ErrorPolicySchema.prefault({ onError: 'default', defaultReward: 0 }),
   /** Heartbeat timeout of a shard: how fast a dead worker's shard is retried elsewhere. */
   heartbeatTimeoutMs: z.number().int().min(1000).default(10_000),
-  /** Pace for rate-limited rewards (LLM judges behind a quota); 0 = unlimited. */
+  /**
+   * Pace of the whole job in records per second, for rate-limited rewards (LLM judges behind a
+   * quota): the shards scored at once share it. 0 = unlimited.
+   */
   maxRecordsPerSecond: z.number().min(0).default(0),
 });
 

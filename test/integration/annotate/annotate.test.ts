@@ -148,6 +148,25 @@ describe('annotateRewards', () => {
     assert.deepEqual(started_.map((e) => e.activityTaskStartedEventAttributes!.attempt), [1, 1, 1], 'no activity timed out and was retried');
   });
 
+  test('maxRecordsPerSecond limits the whole job, not each of the shards scored at once', async () => {
+    const storeUri = stores()[0][1];
+    await writeSampleInputs(storeUri, 'inputs/paced.arrow', 8, 6);
+    const started = await startAnnotateRewards(t.client, {
+      jobId: `it-paced-${tag}`, storeUri, inputKey: 'inputs/paced.arrow', shardSize: 4, chunkSize: 4, maxConcurrentShards: 2, maxRecordsPerSecond: 4,
+    });
+    assert.equal((await started.result()).records, 8);
+    // Two shards of 4 records at once under a job limit of 4 records/s: scoring takes at least 2 s
+    // (1 s if each shard got the whole rate). A lower bound: a slow machine only makes it longer.
+    const history = await started.handle.fetchHistory();
+    const ms = (e: NonNullable<typeof history.events>[number]) => Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
+    const shardEvents = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'annotateShard');
+    assert.equal(shardEvents.length, 2);
+    const completed = (history.events ?? []).filter((e) => e.activityTaskCompletedEventAttributes);
+    const lastShardDone = Math.max(...completed.slice(1, 3).map(ms));
+    const elapsed = lastShardDone - Math.min(...shardEvents.map(ms));
+    assert.ok(elapsed >= 1900, `8 records at 4/s took ${elapsed} ms`);
+  });
+
   test('a re-run aimed at committed outputs of a different job fails non-retryably instead of reusing them', async () => {
     const storeUri = stores()[0][1];
     const jobId = `it-other-${tag}`;
