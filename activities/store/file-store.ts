@@ -150,15 +150,13 @@ export class FileStore implements ObjectStore {
   }
 
   async getStream(key: string): Promise<Readable> {
-    let fh: FileHandle;
+    let fh: FileHandle | undefined;
     try {
       fh = await open(this.path(key), 'r');
       const st = await fh.stat();
-      if (!st.isFile()) {
-        await fh.close();
-        throw new NotFoundError(this.uri(key));
-      }
+      if (!st.isFile()) throw new NotFoundError(this.uri(key));
     } catch (err) {
+      await fh?.close(); // never leak the descriptor of an object we do not stream
       if (isErrno(err, 'ENOENT', 'EISDIR', 'ENOTDIR')) throw new NotFoundError(this.uri(key));
       throw err;
     }
