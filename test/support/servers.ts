@@ -1,6 +1,7 @@
 /**
- * Where the real servers are, for integration tests. `npm test` runs `infra up` first and passes
- * the endpoints in the environment; a test file run on its own brings the servers up itself.
+ * Where the real servers are, for integration tests. `npm test` runs `infra up` first, so here
+ * `up()` takes its cheap, lock-free path and just reads the endpoints; a test file run on its own
+ * brings the servers up itself.
  */
 import { up, type InfraEndpoints } from '../../infra/index.js';
 
