@@ -16,9 +16,12 @@ export const ALL_QUEUES: QueueName[] = ['control', 'rollout', 'reward', 'learner
 export interface WorkerOptions {
   temporal: TemporalConfig;
   queues: QueueName[];
-  /** Activities run at once per queue (CPU queues default to the core count). */
+  /**
+   * Activity tasks run at once per activity queue (default 4 each). A reward shard scores its own
+   * records concurrently too (errorPolicy.concurrency), so this bounds shards, not reward calls.
+   */
   maxConcurrentActivities?: Partial<Record<QueueName, number>>;
-  /** How long in-flight activities get to finish on shutdown. */
+  /** How long in-flight activities get to finish on shutdown, in ms (default 10 000); then they are cancelled. */
   shutdownGraceTimeMs?: number;
   /** Stops the workers when aborted (tests, embedding). */
   signal?: AbortSignal;
