@@ -146,7 +146,9 @@ export function openStore(uri: string, options: StoreOptions = {}): ObjectStore 
   }
   // '' means "not set" (as in environment variables and infra's endpoint records).
   const given = Object.fromEntries(Object.entries(options.s3 ?? s3OptionsFromEnv()).filter(([, v]) => v !== ''));
-  const s3 = parseConfig(S3OptionsSchema, given, 's3 store options');
+  // Settings read from the environment say so, so that "maxAttempts" leads to DURABLE_RL_S3_MAX_ATTEMPTS.
+  const what = options.s3 ? 's3 store options' : 's3 store options from the DURABLE_RL_S3_* environment variables';
+  const s3 = parseConfig(S3OptionsSchema, given, what);
   return new S3Store(parsed.bucket, parsed.prefix, {
     ...s3,
     region: s3.region ?? process.env.AWS_REGION ?? 'us-east-1',

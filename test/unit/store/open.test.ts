@@ -65,6 +65,18 @@ describe('store URIs and options', () => {
     }), { endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', accessKeyId: 'id', secretAccessKey: 'secret', maxAttempts: 7 });
     assert.deepEqual(s3OptionsFromEnv({ DURABLE_RL_S3_ENDPOINT: '' }), {});
   });
+
+  it('a bad setting from the environment is reported as coming from DURABLE_RL_S3_*', () => {
+    const saved = process.env.DURABLE_RL_S3_MAX_ATTEMPTS;
+    process.env.DURABLE_RL_S3_MAX_ATTEMPTS = 'lots';
+    try {
+      assert.throws(() => openStore('s3://bkt'), (e: unknown) =>
+        e instanceof ConfigError && /from the DURABLE_RL_S3_\* environment variables: maxAttempts:/.test(e.message));
+    } finally {
+      if (saved === undefined) delete process.env.DURABLE_RL_S3_MAX_ATTEMPTS;
+      else process.env.DURABLE_RL_S3_MAX_ATTEMPTS = saved;
+    }
+  });
 });
 
 describe('docs/data-contracts.md', () => {
