@@ -2,7 +2,8 @@
  * The input, options and results of the offline reward-annotation job (`annotateRewards`).
  * The schema here is the one place its options and their defaults are declared.
  */
-import { z, parseConfig } from '../common/config.js';
+import { z, parseConfig, ConfigError } from '../common/config.js';
+import { defaultRegistry } from './registry.js';
 import { ErrorPolicySchema } from './run.js';
 import { validateKey } from '../store/keys.js';
 import { parseStoreUri } from '../store/open.js';
@@ -69,6 +70,14 @@ export type AnnotateRewardsInput = Omit<z.output<typeof AnnotateRewardsConfig>, 
 /** Validates a user's job config (naming any bad field) and fills defaults. */
 export function annotateInput(config: unknown): AnnotateRewardsInput {
   const c = parseConfig(AnnotateRewardsConfig, config, 'annotate config');
+  // The reward's name and options too, before anything starts (not in the first shard's activity).
+  try {
+    defaultRegistry().validate(c.reward);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const at = (p: string) => (err.what === 'reward spec' ? `reward.${p}` : `reward.options${p ? `.${p}` : ''}`);
+    throw new ConfigError('annotate config', err.issues.map((i) => ({ path: at(i.path), message: i.message })));
+  }
   return { ...c, outputPrefix: (c.outputPrefix ?? `annotations/${c.jobId}`).replace(/\/+$/, '') };
 }
 

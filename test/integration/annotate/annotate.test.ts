@@ -210,7 +210,18 @@ describe('annotateRewards', () => {
       startAnnotateRewards(t.client, { jobId: `it-cfg3-${tag}`, storeUri: 's3://Bad_Bucket/x', inputKey: 'k' }),
       /storeUri: invalid store URI "s3:\/\/Bad_Bucket\/x": "Bad_Bucket" is not a valid bucket name/,
     );
-    const described = await t.client.workflow.getHandle(`it-cfg2-${tag}`).describe().then(() => 'exists', () => 'absent');
-    assert.equal(described, 'absent', 'no workflow was started for a bad config');
+    // The reward's name and options are checked against the registry up front as well.
+    await assert.rejects(
+      startAnnotateRewards(t.client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'no_such_reward' } }),
+      /reward\.name: unknown reward "no_such_reward"; known rewards: .*math_equivalence/,
+    );
+    await assert.rejects(
+      startAnnotateRewards(t.client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'format_tags', options: { tags: 5 } } }),
+      /reward\.options\.tags: .*expected array/,
+    );
+    for (const id of [`it-cfg2-${tag}`, `it-cfg4-${tag}`]) {
+      const described = await t.client.workflow.getHandle(id).describe().then(() => 'exists', () => 'absent');
+      assert.equal(described, 'absent', 'no workflow was started for a bad config');
+    }
   });
 });
