@@ -35,6 +35,22 @@ export const groupOptionsShape = {
   dropZeroVarianceGroups: z.boolean().default(false),
 };
 
+/** The scaling options of the group-mean-baseline estimators (GRPO, and R^3L on top of it). */
+export const scaledGroupOptionsShape = {
+  /**
+   * What the centred reward is divided by. `group`: the std of the prompt's own rewards
+   * (DeepSeekMath GRPO). `batch`: the std of all rewards in the batch — keeps the group-mean
+   * baseline but stops easy and hard prompts from being up-weighted (the "group mean, batch std"
+   * recipe of Liu et al. 2025, "Part I: Tricks or Traps? A Deep Dive into RL for LLM Reasoning";
+   * TRL's `scale_rewards="batch"`). `none`: no division (as Dr.GRPO).
+   */
+  scale: z.enum(['group', 'batch', 'none']).default('group'),
+  /** Population or sample std; see `stdModeSchema`. Default `sample`, as TRL and verl. */
+  std: stdModeSchema.default('sample'),
+  /** Added to the std before dividing, so zero-variance groups give 0 rather than NaN (verl's 1e-6). */
+  eps: z.number().nonnegative().default(1e-6),
+};
+
 export interface Group {
   groupId: string;
   /** Indices into the batch, in input order. */
@@ -219,4 +235,30 @@ export function finish(
     extra,
   };
   return { samples: outputs, stats, loss };
+}
+
+/**
+ * Group-mean-baseline advantages, (r_i - mean(group)) / denominator, one scalar per sample: the
+ * core of GRPO and Dr.GRPO, and the base R^3L adjusts. Validates the samples. Groups whose rewards
+ * are all equal are marked `keep: false` when `dropFlat`, and left out of the batch std.
+ */
+export function groupMeanAdvantages(
+  samples: readonly AdvantageSample[],
+  scale: 'group' | 'batch' | 'none',
+  stdMode: StdMode,
+  eps: number,
+  dropFlat: boolean,
+): { outputs: SampleAdvantage[]; groups: Group[] } {
+  validateSamples(samples);
+  const groups = groupSamples(samples);
+  const keepGroup = groups.map((g) => !(dropFlat && isFlat(groupRewards(samples, g))));
+  const batchStd = scale === 'batch' ? std(groups.flatMap((g, k) => (keepGroup[k] ? groupRewards(samples, g) : [])), stdMode) : 0;
+  const outputs: SampleAdvantage[] = new Array(samples.length);
+  groups.forEach((g, k) => {
+    const rewards = groupRewards(samples, g);
+    const m = mean(rewards);
+    const denom = scale === 'group' ? std(rewards, stdMode) + eps : scale === 'batch' ? batchStd + eps : 1;
+    for (const i of g.indices) outputs[i] = scalarOutput(samples[i]!, (samples[i]!.reward - m) / denom, keepGroup[k]!);
+  });
+  return { outputs, groups };
 }

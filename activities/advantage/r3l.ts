@@ -20,28 +20,13 @@
  *   with a positive advantage has it multiplied by `amplification`.
  */
 import { z } from '../common/config.js';
-import {
-  finish,
-  groupOptionsShape,
-  groupRewards,
-  groupSamples,
-  isFlat,
-  mean,
-  scalarOutput,
-  std,
-  stdModeSchema,
-  validateSamples,
-} from './batch.js';
-import { AdvantageInputError, type AdvantageBatch, type AdvantageResult, type SampleAdvantage } from './types.js';
+import { finish, groupMeanAdvantages, groupOptionsShape, scaledGroupOptionsShape } from './batch.js';
+import { AdvantageInputError, type AdvantageBatch, type AdvantageResult } from './types.js';
 
 export const r3lOptionsSchema = z.strictObject({
   estimator: z.literal('r3l'),
-  /** Scaling of the group-mean-centred reward, as in GRPO: `group` std, `batch` std, or `none`. */
-  scale: z.enum(['group', 'batch', 'none']).default('group'),
-  /** Population or sample std; see `stdModeSchema` in batch.ts. */
-  std: stdModeSchema.default('sample'),
-  /** Added to the std before dividing. */
-  eps: z.number().nonnegative().default(1e-6),
+  /** Scaling of the group-mean-centred reward, exactly as GRPO's. */
+  ...scaledGroupOptionsShape,
   /**
    * Positive Amplification factor (R^3L) on positive advantages of successful samples; 1 turns
    * it off. The abstract gives no value: 2 is a starting point to tune.
@@ -57,7 +42,8 @@ export type R3lOptions = z.output<typeof r3lOptionsSchema>;
 
 export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult {
   const samples = batch.samples;
-  validateSamples(samples);
+  // GRPO's advantages (this validates the samples); R^3L then masks pivots and amplifies.
+  const { outputs, groups } = groupMeanAdvantages(samples, options.scale, options.std, options.eps, options.dropZeroVarianceGroups);
   const index = new Map(samples.map((s, i) => [s.sampleId, i]));
 
   // Pivots: the start of each paired sample's gradient-carrying suffix.
@@ -105,33 +91,18 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
     for (const i of [fi, ri]) maskStart.set(i, Math.min(maskStart.get(i) ?? Infinity, pivot));
   });
 
-  const groups = groupSamples(samples);
-  const keepGroup = groups.map((g) => !(options.dropZeroVarianceGroups && isFlat(groupRewards(samples, g))));
-  let batchStd = 0;
-  if (options.scale === 'batch') {
-    batchStd = std(groups.flatMap((g, k) => (keepGroup[k] ? groupRewards(samples, g) : [])), options.std);
-  }
-  const outputs: SampleAdvantage[] = new Array(samples.length);
   let amplifiedSamples = 0;
   let pivotMaskedTokens = 0;
-  groups.forEach((g, k) => {
-    const rewards = groupRewards(samples, g);
-    const m = mean(rewards);
-    const denom = options.scale === 'group' ? std(rewards, options.std) + options.eps : options.scale === 'batch' ? batchStd + options.eps : 1;
-    for (const i of g.indices) {
-      const s = samples[i]!;
-      let a = (s.reward - m) / denom;
-      if (a > 0 && s.reward >= options.successThreshold && options.amplification !== 1 && keepGroup[k]) {
-        a *= options.amplification;
-        amplifiedSamples++;
-      }
-      const out = scalarOutput(s, a, keepGroup[k]!);
-      const start = maskStart.get(i);
-      if (start !== undefined && out.lossMask && keepGroup[k]) {
-        out.lossMask.fill(0, 0, start);
-        pivotMaskedTokens += start;
-      }
-      outputs[i] = out;
+  outputs.forEach((out, i) => {
+    if (!out.keep) return;
+    if (out.advantage > 0 && samples[i]!.reward >= options.successThreshold && options.amplification !== 1) {
+      out.advantage *= options.amplification;
+      amplifiedSamples++;
+    }
+    const start = maskStart.get(i);
+    if (start !== undefined && out.lossMask) {
+      out.lossMask.fill(0, 0, start);
+      pivotMaskedTokens += start;
     }
   });
   return finish('r3l', samples, groups, outputs, { lengthNormalisation: true }, {
