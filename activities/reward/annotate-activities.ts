@@ -14,7 +14,6 @@
  * committed by a *different* job (another input, reward or error policy aimed at the same output
  * prefix) is a non-retryable failure, never silently reused.
  */
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
@@ -23,9 +22,9 @@ import { additionProblems, noisyCompletions } from '../tasks/addition.js';
 import { openStore } from '../store/open.js';
 import { StoreError, NotFoundError } from '../store/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { artifactUri, commit, manifestKey, readCommitted, readArtifact, type Manifest } from '../store/manifest.js';
+import { artifactUri, canonicalJson, commit, sha256Hex, manifestKey, readCommitted, readArtifact, type Manifest } from '../store/manifest.js';
 import { readTable, writeTable } from '../store/arrow.js';
-import { ANNOTATION_INPUTS, REWARDS, type AnnotationInput, type RewardsInput, type RewardsRow } from '../store/schemas.js';
+import { ANNOTATION_INPUTS, REWARDS, type AnnotationInput, type AnnotationInputRow, type RewardsInput, type RewardsRow } from '../store/schemas.js';
 import { createReward } from './registry.js';
 import { scoreSamples, type ErrorPolicy } from './run.js';
 import type { RewardSample, RewardSpec } from './types.js';
@@ -84,13 +83,9 @@ async function withStore<T>(uri: string, fn: (s: ObjectStore) => Promise<T>): Pr
   }
 }
 
-function sha256(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
-async function loadInputs(store: ObjectStore, key: string): Promise<{ rows: ReturnType<typeof readTable<typeof ANNOTATION_INPUTS>>; sha: string }> {
+async function loadInputs(store: ObjectStore, key: string): Promise<{ rows: AnnotationInputRow[]; sha: string }> {
   const bytes = await store.get(key);
-  return { rows: readTable(ANNOTATION_INPUTS, bytes, store.uri(key)), sha: sha256(bytes) };
+  return { rows: readTable(ANNOTATION_INPUTS, bytes, store.uri(key)), sha: sha256Hex(bytes) };
 }
 
 export interface PlanInput { storeUri: string; inputKey: string; shardSize: number }
@@ -140,24 +135,12 @@ function shardJob(input: ShardInput): Record<string, unknown> {
   };
 }
 
-/** JSON with object keys sorted at every level, so equal jobs give equal bytes. */
-function canonical(value: unknown): string {
-  const sort = (v: unknown): unknown => {
-    if (Array.isArray(v)) return v.map(sort);
-    if (v && typeof v === 'object') {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])]));
-    }
-    return v;
-  };
-  return `${JSON.stringify(sort(value), null, 2)}\n`;
-}
-
 /** Fails non-retryably when a committed shard was produced by a different job than `input`'s. */
 async function checkSameJob(store: ObjectStore, prefix: string, manifest: Manifest, input: ShardInput): Promise<void> {
   if (!manifest.artifacts.some((e) => e.name === 'job.json')) return; // committed before job.json existed
   const committed = JSON.parse(new TextDecoder().decode(await readArtifact(store, prefix, 'job.json'))) as Record<string, unknown>;
-  const wanted = JSON.parse(canonical(shardJob(input))) as Record<string, unknown>;
-  const differ = Object.keys(wanted).filter((k) => canonical(committed[k]) !== canonical(wanted[k]));
+  const wanted = JSON.parse(canonicalJson(shardJob(input))) as Record<string, unknown>;
+  const differ = Object.keys(wanted).filter((k) => canonicalJson(committed[k]) !== canonicalJson(wanted[k]));
   if (differ.length === 0) return;
   throw ApplicationFailure.nonRetryable(
     `${store.uri(manifestKey(prefix))} was committed by a different job (${differ.map((k) => `${k}: committed ${JSON.stringify(committed[k])}, now ${JSON.stringify(wanted[k])}`).join('; ')}). ` +
@@ -169,11 +152,11 @@ async function checkSameJob(store: ObjectStore, prefix: string, manifest: Manife
 /** Resume point kept in the activity's heartbeat details. */
 interface ShardHeartbeat { nextChunk: number; recordsDone: number; records: number }
 
-function summarize(index: number, rows: RewardsRow[], skipped: boolean): ShardResult {
+function summarize(index: number, rows: readonly { reward?: number | null; error?: string | null }[], skipped: boolean): ShardResult {
   let rewardSum = 0, correct = 0, errors = 0, dropped = 0;
   for (const r of rows) {
-    if (r.error !== null) errors++;
-    if (r.reward === null) dropped++;
+    if (r.error != null) errors++;
+    if (r.reward == null) dropped++;
     else {
       rewardSum += r.reward;
       if (r.reward >= 1) correct++;
@@ -213,10 +196,15 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       const chunks = Math.ceil(rows.length / input.chunkSize);
       const from = resume?.nextChunk ?? 0;
       if (from > 0) log.info({ from, chunks }, 'resuming from heartbeat');
+      // Each chunk's rows: scored in this attempt, or read back from the part an earlier attempt wrote.
+      const parts: (RewardsInput | RewardsRow)[][] = [];
       try {
         for (let c = 0; c < chunks; c++) {
           const partKey = `${prefix}/parts/${pad(c)}.arrow`;
-          if (c < from && (await store.head(partKey))) continue;
+          if (c < from && (await store.head(partKey))) {
+            parts.push(readTable(REWARDS, await store.get(partKey), store.uri(partKey)));
+            continue;
+          }
           const t0 = Date.now();
           const slice = rows.slice(c * input.chunkSize, (c + 1) * input.chunkSize);
           const samples: RewardSample[] = slice.map((r) => ({
@@ -229,6 +217,7 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
             reward: r.reward, components: r.components ?? {}, token_rewards: r.processRewards, error: r.error,
           }));
           await store.put(partKey, writeTable(REWARDS, out));
+          parts.push(out);
           const recordsDone = Math.min(rows.length, (c + 1) * input.chunkSize);
           progress = { nextChunk: c + 1, recordsDone, records: rows.length };
           ctx.heartbeat(progress);
@@ -240,14 +229,10 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       } finally {
         await reward.close?.();
       }
-      const merged: RewardsRow[] = [];
-      for (let c = 0; c < chunks; c++) {
-        const key = `${prefix}/parts/${pad(c)}.arrow`;
-        merged.push(...readTable(REWARDS, await store.get(key), store.uri(key)));
-      }
+      const merged = parts.flat();
       const { manifest } = await commit(store, prefix, [
         { name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS },
-        { name: 'job.json', bytes: new TextEncoder().encode(canonical(shardJob(input))) },
+        { name: 'job.json', bytes: new TextEncoder().encode(canonicalJson(shardJob(input))) },
       ]);
       // A racing attempt of another job may have committed first.
       await checkSameJob(store, prefix, manifest, input);

@@ -124,8 +124,8 @@ function checkName(prefix: string, name: string): void {
   if (name === MANIFEST_NAME) throw new StoreError('invalid_key', `artifact name "${MANIFEST_NAME}" in ${prefix} is reserved for the commit marker; choose another name`);
 }
 
-/** Canonical JSON: object keys sorted, two-space indent, trailing newline. */
-function canonicalJson(value: unknown): string {
+/** Canonical JSON: object keys sorted, two-space indent, trailing newline (equal values, equal bytes). */
+export function canonicalJson(value: unknown): string {
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort);
     if (v && typeof v === 'object') {
