@@ -3,6 +3,7 @@
  * and child-process workers that a test can SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import type { Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
@@ -72,4 +73,26 @@ export async function killHard(child: ChildProcess): Promise<void> {
   const gone = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await gone;
+}
+
+/**
+ * For a test file: registers `before`/`after` hooks that bring up the servers, a client and
+ * in-process workers on `queues`, and close them after the file's tests. Returns a getter for
+ * the client and config (available once `before` has run).
+ */
+export function temporalWithWorkers(queues: QueueName[]): () => TestTemporal {
+  let t: TestTemporal | undefined;
+  let stop: (() => Promise<void>) | undefined;
+  before(async () => {
+    t = await testTemporal();
+    ({ stop } = await startWorkers(t, queues));
+  });
+  after(async () => {
+    await stop?.();
+    await t?.client.connection.close();
+  });
+  return () => {
+    if (!t) throw new Error('temporalWithWorkers: used before its before() hook ran');
+    return t;
+  };
 }

@@ -2,7 +2,7 @@
  * annotateRewards end to end against the real Temporal dev server and real stores (file:// and
  * MinIO): results, commit protocol, re-run skipping, bad input, and replay of the recorded history.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { ActivityFailure, ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { RecordBatch, Schema, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { testTemporal, startWorkers, type TestTemporal } from '../../support/temporal.js';
+import { temporalWithWorkers } from '../../support/temporal.js';
 import { startAnnotateRewards } from '../../../workers/client.js';
 import { writeSampleInputs } from '../../../activities/reward/annotate-activities.js';
 import { openStore } from '../../../activities/store/open.js';
@@ -23,18 +23,9 @@ import { workflowsPath } from '../../../workers/worker.js';
 import { logger } from '../../../activities/common/log.js';
 import { RUN_NAME, STATUS } from '../../../workflows/search-attributes.js';
 
-let t: TestTemporal;
-let stopWorkers: () => Promise<void>;
 const tag = Date.now().toString(36);
 
-before(async () => {
-  t = await testTemporal();
-  ({ stop: stopWorkers } = await startWorkers(t, ['control', 'reward']));
-});
-after(async () => {
-  await stopWorkers?.();
-  await t?.client.connection.close();
-});
+const temporal = temporalWithWorkers(['control', 'reward']);
 
 const stores = () => [
   ['file://', pathToFileURL(mkdtempSync(join(tmpdir(), 'drl-annotate-'))).href],
@@ -47,7 +38,7 @@ describe('annotateRewards', () => {
       const storeUri = stores()[makeUri][1];
       const jobId = `it-happy-${kind === 'MinIO' ? 's3' : 'file'}-${tag}`;
       await writeSampleInputs(storeUri, 'inputs/sample.arrow', 530, 11);
-      const started = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
+      const started = await startAnnotateRewards(temporal().client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
       const result = await started.result();
 
       // The same reward run directly over the input gives the same accuracy.
@@ -80,7 +71,7 @@ describe('annotateRewards', () => {
         assert.equal(desc.typedSearchAttributes.get(RUN_NAME), jobId);
 
         // A re-run of the finished job skips every committed shard and returns the same result.
-        const again = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
+        const again = await startAnnotateRewards(temporal().client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 200, chunkSize: 64 });
         assert.deepEqual(await again.result(), result);
         const q = await again.handle.query<{ shardsSkipped: number; shards: number }>('progress');
         assert.equal(q.shardsSkipped, 3);
@@ -113,7 +104,7 @@ describe('annotateRewards', () => {
       const table = new Table(schema, t0.batches.map((b) => new RecordBatch(schema, b.data)));
       await store.put('inputs/bad.arrow', tableToIPC(table, 'file'));
       await store.close();
-      const started = await startAnnotateRewards(t.client, { jobId: `it-bad-${what.length}-${tag}`, storeUri, inputKey: 'inputs/bad.arrow' });
+      const started = await startAnnotateRewards(temporal().client, { jobId: `it-bad-${what.length}-${tag}`, storeUri, inputKey: 'inputs/bad.arrow' });
       await assert.rejects(started.result(), (err: unknown) => {
         assert.ok(err instanceof WorkflowFailedError);
         assert.ok(err.cause instanceof ActivityFailure);
@@ -137,7 +128,7 @@ describe('annotateRewards', () => {
     // timeout. A live worker must keep heartbeating through it instead of being declared dead.
     const storeUri = stores()[0][1];
     await writeSampleInputs(storeUri, 'inputs/slow.arrow', 8, 3);
-    const started = await startAnnotateRewards(t.client, {
+    const started = await startAnnotateRewards(temporal().client, {
       jobId: `it-slow-${tag}`, storeUri, inputKey: 'inputs/slow.arrow', shardSize: 8, chunkSize: 4, maxRecordsPerSecond: 2, heartbeatTimeoutMs: 1000,
     });
     const result = await started.result();
@@ -151,7 +142,7 @@ describe('annotateRewards', () => {
   test('maxRecordsPerSecond limits the whole job, not each of the shards scored at once', async () => {
     const storeUri = stores()[0][1];
     await writeSampleInputs(storeUri, 'inputs/paced.arrow', 8, 6);
-    const started = await startAnnotateRewards(t.client, {
+    const started = await startAnnotateRewards(temporal().client, {
       jobId: `it-paced-${tag}`, storeUri, inputKey: 'inputs/paced.arrow', shardSize: 4, chunkSize: 4, maxConcurrentShards: 2, maxRecordsPerSecond: 4,
     });
     assert.equal((await started.result()).records, 8);
@@ -171,11 +162,11 @@ describe('annotateRewards', () => {
     const storeUri = stores()[0][1];
     const jobId = `it-other-${tag}`;
     await writeSampleInputs(storeUri, 'inputs/other.arrow', 20, 4);
-    const first = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10 });
+    const first = await startAnnotateRewards(temporal().client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10 });
     assert.equal((await first.result()).records, 20);
 
     const rejects = async (config: Record<string, unknown>, expected: RegExp) => {
-      const started = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10, ...config });
+      const started = await startAnnotateRewards(temporal().client, { jobId, storeUri, inputKey: 'inputs/other.arrow', shardSize: 10, ...config });
       await assert.rejects(started.result(), (err: unknown) => {
         assert.ok(err instanceof WorkflowFailedError);
         assert.ok(err.cause instanceof ActivityFailure);
@@ -197,30 +188,30 @@ describe('annotateRewards', () => {
 
   test('a bad config is rejected before anything starts, naming the field', async () => {
     await assert.rejects(
-      startAnnotateRewards(t.client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
+      startAnnotateRewards(temporal().client, { jobId: `it-cfg-${tag}`, storeUri: 'ftp://x', inputKey: 'k', shardSize: 0 }),
       /storeUri: must be file:.*shardSize/s,
     );
     // Keys that break the store's key rules, and a relative file:// store (each worker would resolve
     // it in its own working directory), are caught here too rather than by the first activity.
     await assert.rejects(
-      startAnnotateRewards(t.client, { jobId: `it-cfg2-${tag}`, storeUri: 'file://out/store', inputKey: '../secret.arrow', outputPrefix: 'a//b' }),
+      startAnnotateRewards(temporal().client, { jobId: `it-cfg2-${tag}`, storeUri: 'file://out/store', inputKey: '../secret.arrow', outputPrefix: 'a//b' }),
       /storeUri: a relative file:\/\/ store.*absolute file:\/\/\/dir.*inputKey: invalid object key "\.\.\/secret\.arrow".*outputPrefix: invalid object key "a\/\/b": empty path segment/s,
     );
     await assert.rejects(
-      startAnnotateRewards(t.client, { jobId: `it-cfg3-${tag}`, storeUri: 's3://Bad_Bucket/x', inputKey: 'k' }),
+      startAnnotateRewards(temporal().client, { jobId: `it-cfg3-${tag}`, storeUri: 's3://Bad_Bucket/x', inputKey: 'k' }),
       /storeUri: invalid store URI "s3:\/\/Bad_Bucket\/x": "Bad_Bucket" is not a valid bucket name/,
     );
     // The reward's name and options are checked against the registry up front as well.
     await assert.rejects(
-      startAnnotateRewards(t.client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'no_such_reward' } }),
+      startAnnotateRewards(temporal().client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'no_such_reward' } }),
       /reward\.name: unknown reward "no_such_reward"; known rewards: .*math_equivalence/,
     );
     await assert.rejects(
-      startAnnotateRewards(t.client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'format_tags', options: { tags: 5 } } }),
+      startAnnotateRewards(temporal().client, { jobId: `it-cfg4-${tag}`, storeUri: stores()[0][1], inputKey: 'k', reward: { name: 'format_tags', options: { tags: 5 } } }),
       /reward\.options\.tags: .*expected array/,
     );
     for (const id of [`it-cfg2-${tag}`, `it-cfg4-${tag}`]) {
-      const described = await t.client.workflow.getHandle(id).describe().then(() => 'exists', () => 'absent');
+      const described = await temporal().client.workflow.getHandle(id).describe().then(() => 'exists', () => 'absent');
       assert.equal(described, 'absent', 'no workflow was started for a bad config');
     }
   });

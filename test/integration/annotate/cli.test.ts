@@ -3,34 +3,25 @@
  * (prints the workflow id and the Web UI link, `--wait` prints the result) and `status`, run as a
  * child process the way a person runs it. Workflows and activities run in this process's workers.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { testTemporal, startWorkers, type TestTemporal } from '../../support/temporal.js';
+import { temporalWithWorkers } from '../../support/temporal.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
-let t: TestTemporal;
-let stopWorkers: () => Promise<void>;
 const tag = Date.now().toString(36);
 
-before(async () => {
-  t = await testTemporal();
-  ({ stop: stopWorkers } = await startWorkers(t, ['control', 'reward']));
-});
-after(async () => {
-  await stopWorkers?.();
-  await t?.client.connection.close();
-});
+const temporal = temporalWithWorkers(['control', 'reward']);
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', ...args], {
       cwd: root,
-      env: { ...process.env, ...t.env },
+      env: { ...process.env, ...temporal().env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -52,8 +43,8 @@ test('annotate prints the workflow id and its Web UI link, --wait the result; st
   const run = await cli(['annotate', 'inputs/cli.arrow', '--store', store, '--job', jobId, '--shard-size', '15', '--wait']);
   assert.equal(run.code, 0, run.stderr);
   assert.match(run.stdout, new RegExp(`workflow id: ${jobId}\\n`));
-  const ui = t.config.uiUrl!.replace(/\/$/, '');
-  assert.ok(run.stdout.includes(`Web UI: ${ui}/namespaces/${t.config.namespace}/workflows/${jobId}\n`), run.stdout);
+  const ui = temporal().config.uiUrl!.replace(/\/$/, '');
+  assert.ok(run.stdout.includes(`Web UI: ${ui}/namespaces/${temporal().config.namespace}/workflows/${jobId}\n`), run.stdout);
   assert.match(run.stdout, /records: 40 {3}accuracy: \d+\.\d%/);
   assert.match(run.stdout, new RegExp(`manifest: ${store}/annotations/${jobId}/manifest\\.json`));
 
@@ -63,5 +54,5 @@ test('annotate prints the workflow id and its Web UI link, --wait the result; st
 
   const missing = await cli(['status', `no-such-job-${tag}`]);
   assert.equal(missing.code, 2);
-  assert.match(missing.stderr, new RegExp(`no job "no-such-job-${tag}" on Temporal namespace ${t.config.namespace}`));
+  assert.match(missing.stderr, new RegExp(`no job "no-such-job-${tag}" on Temporal namespace ${temporal().config.namespace}`));
 });
