@@ -307,9 +307,6 @@ export const codeExecution = defineReward({
   source: 'execution-based code rewards (e.g. CodeRL, Le et al. 2022; DeepSeek-R1 code tasks)',
   optionsSchema: CodeOptions,
   create: (o) => ({
-    name: 'code_execution',
-    optionsSchema: CodeOptions,
-    options: o,
     async score(sample, ctx): Promise<RewardResult> {
       const where = `prompt ${sample.promptId}`;
       const rawTests = sample.metadata?.[o.testsKey];

@@ -124,9 +124,6 @@ export const efficiency = defineReward({
   source: 'HyperEyes TRACE (tool-use reference-adaptive cost efficiency); Router-R1 cost reward (Zhang et al. 2025)',
   optionsSchema: EfficiencyOptions,
   create: (o) => ({
-    name: 'efficiency',
-    optionsSchema: EfficiencyOptions,
-    options: o,
     initialState: () => ({ reference: o.initialReference, updates: 0 }),
     score(sample, ctx): RewardResult {
       const { reference } = efficiencyState(ctx.state, o);

@@ -120,9 +120,6 @@ export const formatTags = defineReward({
   source: 'DeepSeek-R1 format reward (DeepSeek-AI 2025)',
   optionsSchema: FormatTagsOptions,
   create: (o) => ({
-    name: 'format_tags',
-    optionsSchema: FormatTagsOptions,
-    options: o,
     score: (s) => verdict(o, tagChecks(s.completion, s.prompt, o)),
   }),
 });
@@ -263,9 +260,6 @@ export const jsonValid = defineReward({
   source: 'structured-output format rewards (e.g. ToolRL format reward, Qian et al. 2025)',
   optionsSchema: JsonValidOptions,
   create: (o) => ({
-    name: 'json_valid',
-    optionsSchema: JsonValidOptions,
-    options: o,
     score(s) {
       let schema = o.schema;
       const fromMeta = s.metadata?.[o.schemaKey];

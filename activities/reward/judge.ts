@@ -382,9 +382,6 @@ export const llmJudge = defineReward({
   create: (o) => {
     const client = new JudgeClient(o);
     return {
-      name: 'llm_judge',
-      optionsSchema: JudgeOptions,
-      options: o,
       score: (sample, ctx) => judgeSample(client, sample, o, ctx),
     };
   },

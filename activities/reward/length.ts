@@ -65,9 +65,6 @@ export const overlongPenalty = defineReward({
   source: 'DAPO (Yu et al. 2025), soft overlong punishment',
   optionsSchema: OverlongOptions,
   create: (o) => ({
-    name: 'overlong_penalty',
-    optionsSchema: OverlongOptions,
-    options: o,
     score(s) {
       const len = completionLength(s, o.unit);
       const r = o.penaltyFactor * softOverlong(len, o.maxLength, o.cacheLength);
@@ -96,9 +93,6 @@ export const lengthPenalty = defineReward({
   source: 'length control term (cf. Kimi k1.5 length penalty; DAPO overlong shaping)',
   optionsSchema: LengthPenaltyOptions,
   create: (o) => ({
-    name: 'length_penalty',
-    optionsSchema: LengthPenaltyOptions,
-    options: o,
     score(s) {
       const len = completionLength(s, o.unit);
       const dist = len < o.minLength ? o.minLength - len : len > o.maxLength ? len - o.maxLength : 0;

@@ -387,9 +387,6 @@ export const bleuReward = defineReward({
   source: 'BLEUBERI (Chang et al. 2025); BLEU (Papineni et al. 2002) as in sacreBLEU (Post 2018)',
   optionsSchema: BleuRewardOptions,
   create: (o) => ({
-    name: 'bleu',
-    optionsSchema: BleuRewardOptions,
-    options: o,
     score(sample): RewardResult {
       const refs = requireReference(sample, 'bleu');
       const b = bleuFromStats(bleuStats(hypothesis(sample, o), refs, o), o);
@@ -416,9 +413,6 @@ export const chrfReward = defineReward({
   source: 'chrF (Popović 2015) as in sacreBLEU',
   optionsSchema: ChrfRewardOptions,
   create: (o) => ({
-    name: 'chrf',
-    optionsSchema: ChrfRewardOptions,
-    options: o,
     score(sample): RewardResult {
       const v = sentenceChrf(hypothesis(sample, o), requireReference(sample, 'chrf'), o) * (o.scale === 'unit' ? 0.01 : 1);
       return { reward: v, components: { chrf: v } };
@@ -438,9 +432,6 @@ export const rougeLReward = defineReward({
   source: 'ROUGE-L (Lin 2004)',
   optionsSchema: RougeLRewardOptions,
   create: (o) => ({
-    name: 'rouge_l',
-    optionsSchema: RougeLRewardOptions,
-    options: o,
     score(sample): RewardResult {
       const r = rougeL(hypothesis(sample, o), requireReference(sample, 'rouge_l'), o.beta);
       const k = o.scale === 'unit' ? 1 : 100;

@@ -9,7 +9,7 @@
  */
 import { ConfigError, parseConfig } from '../common/config.js';
 import type { z } from 'zod';
-import type { RewardDefinition, RewardFn, RewardSpec } from './types.js';
+import { instantiateReward, type RewardDefinition, type RewardFn, type RewardSpec } from './types.js';
 import { builtinRewards } from './builtins.js';
 
 export { defineReward } from './types.js';
@@ -66,9 +66,7 @@ export class RewardRegistry {
     if (spec === null || typeof spec !== 'object' || typeof spec.name !== 'string') {
       throw new ConfigError('reward spec', [{ path: 'name', message: 'a reward spec is { name: string, options?: object }' }]);
     }
-    const def = this.definition(spec.name);
-    const options = parseConfig(def.optionsSchema, spec.options ?? {}, `options of reward ${spec.name}`);
-    return def.create(options);
+    return instantiateReward(this.definition(spec.name), spec.options);
   }
 
   /** Rows for documentation: name, description, source. */

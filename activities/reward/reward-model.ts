@@ -152,9 +152,6 @@ export const rewardModel = defineReward({
       return loading;
     };
     return {
-      name: 'reward_model',
-      optionsSchema: RewardModelOptions,
-      options: o,
       async scoreBatch(samples, ctx): Promise<RewardResult[]> {
         const m = await load();
         const maxTokens = Math.min(o.maxTokens ?? m.config.maxPositions, m.config.maxPositions);

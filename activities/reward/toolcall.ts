@@ -272,9 +272,6 @@ export const toolCall = defineReward({
   source: 'ToolRL (Qian et al. 2025)',
   optionsSchema: ToolCallOptions,
   create: (o) => ({
-    name: 'tool_call',
-    optionsSchema: ToolCallOptions,
-    options: o,
     score(sample): RewardResult {
       const expected = expectedCalls(sample, o);
       const useSample = o.callsFrom === 'sample' || (o.callsFrom === 'auto' && sample.toolCalls !== undefined);

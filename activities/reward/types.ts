@@ -13,6 +13,7 @@
  * 0 to mean "I could not score this".
  */
 import type { Logger } from '../common/log.js';
+import { parseConfig } from '../common/config.js';
 import type { z } from 'zod';
 
 /** One tool call made by the policy during a rollout (name + JSON arguments). */
@@ -111,9 +112,12 @@ export interface RewardSpec {
   options?: unknown;
 }
 
+/** What a definition's `create` builds: the scoring part of a RewardFn (its identity is added by `instantiateReward`). */
+export type RewardScorer<O = unknown> = Omit<RewardFn<O>, 'name' | 'optionsSchema' | 'options'>;
+
 /**
  * A registry entry: a reward kind. `create` receives options already validated against
- * `optionsSchema` (defaults filled).
+ * `optionsSchema` (defaults filled); `instantiateReward` validates and names the result.
  */
 export interface RewardDefinition<S extends z.ZodType = z.ZodType> {
   /** Registry name (lower snake case). */
@@ -123,12 +127,21 @@ export interface RewardDefinition<S extends z.ZodType = z.ZodType> {
   /** The paper or standard the reward comes from, if any. */
   source?: string;
   optionsSchema: S;
-  create(options: z.output<S>): RewardFn<z.output<S>>;
+  create(options: z.output<S>): RewardScorer<z.output<S>>;
 }
 
 /** Typed helper: keeps the link between a definition's schema and its `create` argument. */
 export function defineReward<S extends z.ZodType>(def: RewardDefinition<S>): RewardDefinition<S> {
   return def;
+}
+
+/**
+ * A ready reward of a definition: options validated against its schema (defaults filled; a
+ * ConfigError names a bad field), the scorer built, and the reward's name and options attached.
+ */
+export function instantiateReward<S extends z.ZodType>(def: RewardDefinition<S>, rawOptions: unknown): RewardFn<z.output<S>> {
+  const options = parseConfig(def.optionsSchema, rawOptions ?? {}, `options of reward ${def.name}`);
+  return { ...def.create(options), name: def.name, optionsSchema: def.optionsSchema, options };
 }
 
 /** All references of a sample as a list (empty when it has none). */

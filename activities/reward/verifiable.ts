@@ -78,9 +78,6 @@ export const exactMatch = defineReward({
   source: 'SQuAD exact match (Rajpurkar et al. 2016); R1-style <answer> extraction',
   optionsSchema: ExactMatchOptions,
   create: (o) => ({
-    name: 'exact_match',
-    optionsSchema: ExactMatchOptions,
-    options: o,
     score(sample) {
       const refs = requireReference(sample, 'exact_match').map((r) => normalizeAnswer(r, o));
       const found = extractAnswer(sample.completion, o.extract as ExtractMethod[], o.answerTag);
@@ -158,9 +155,6 @@ export const mathEquivalence = defineReward({
   source: 'RLVR answer checking as in DeepSeek-R1 / MATH (Hendrycks et al. 2021) / GSM8K (Cobbe et al. 2021)',
   optionsSchema: MathEquivalenceOptions,
   create: (o) => ({
-    name: 'math_equivalence',
-    optionsSchema: MathEquivalenceOptions,
-    options: o,
     score(sample) {
       const refs = requireReference(sample, 'math_equivalence').map(referenceAnswer);
       const methods = o.extract as ExtractMethod[];
@@ -195,9 +189,6 @@ export const multipleChoice = defineReward({
   source: 'multiple-choice QA (MMLU, GPQA) answer extraction',
   optionsSchema: MultipleChoiceOptions,
   create: (o) => ({
-    name: 'multiple_choice',
-    optionsSchema: MultipleChoiceOptions,
-    options: o,
     score(sample) {
       const choices = sample.metadata?.choices;
       const letters = Array.isArray(choices) && choices.length > 0 ? o.letters.slice(0, choices.length) : o.letters;

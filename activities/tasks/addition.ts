@@ -7,12 +7,12 @@
  * - `additionTask` / `additionReward`: the `addition` task for training a character-level model,
  *   "123+45=" → "168", with train/eval splits, difficulty knobs and its exact-match reward.
  */
-import { parseConfig, z } from '../common/config.js';
+import { z } from '../common/config.js';
 import { CounterRng } from '../common/rng.js';
 import { extractTag } from '../reward/extract.js';
-import { defineReward, requireReference, type RewardDefinition, type RewardFn } from '../reward/types.js';
+import { defineReward, instantiateReward, requireReference, type RewardDefinition, type RewardScorer } from '../reward/types.js';
 import { splitItems, type Draws } from './split.js';
-import { defineTask, type Task, type TaskItem } from './types.js';
+import { defineTask, type TaskBody, type TaskItem } from './types.js';
 
 export interface AdditionProblem {
   promptId: string;
@@ -102,10 +102,7 @@ export const additionReward: RewardDefinition<typeof AdditionRewardOptions> = de
   description: 'exact numeric match of a digits-only sum (optionally written reversed), with an optional format reward',
   source: 'verifiable arithmetic reward (RLVR); reversed output: Lee et al. 2023',
   optionsSchema: AdditionRewardOptions,
-  create: (o): RewardFn<AdditionRewardOptions> => ({
-    name: 'addition',
-    optionsSchema: AdditionRewardOptions,
-    options: o,
+  create: (o): RewardScorer<AdditionRewardOptions> => ({
     score(sample) {
       const ref = requireReference(sample, 'addition')[0]!.trim();
       if (!/^\d+$/.test(ref)) {
@@ -157,14 +154,11 @@ export const additionTask = defineTask({
   description: 'add two multi-digit numbers: "123+45=" → "168" (optionally written reversed)',
   source: 'multi-digit addition as in Lee et al. 2023, "Teaching Arithmetic to Small Transformers"',
   optionsSchema: AdditionTaskOptions,
-  create(o): Task<AdditionTaskOptions> {
+  create(o): TaskBody<AdditionTaskOptions> {
     const reward = { name: 'addition', options: { reversed: o.reverse, formatReward: o.formatReward } };
     /** A number in digits, zero-padded to `width` when the task pads. */
     const show = (x: number, width: number) => (o.pad ? String(x).padStart(width, '0') : String(x));
-    const task: Task<AdditionTaskOptions> = {
-      name: 'addition',
-      optionsSchema: AdditionTaskOptions,
-      options: o,
+    const task: TaskBody<AdditionTaskOptions> = {
       prompts(seed, split, count, offset = 0) {
         return splitItems({
           task: 'addition', seed, split, count, offset, evalFraction: o.evalFraction, maxAttempts: 2000,
@@ -186,7 +180,7 @@ export const additionTask = defineTask({
       },
       reward,
       rewardDefinition: additionReward as unknown as RewardDefinition,
-      createReward: () => additionReward.create(parseConfig(AdditionRewardOptions, reward.options, 'options of reward addition')),
+      createReward: () => instantiateReward(additionReward, reward.options),
       alphabet: '0123456789+=',
       maxPromptChars: 2 * o.maxDigits + 2,
       maxCompletionChars: o.maxDigits + 1,

@@ -9,13 +9,13 @@
  * shortest solution). Instruct format: a sentence prompt and `<answer>...</answer>` completions, for
  * pretrained models.
  */
-import { parseConfig, z } from '../common/config.js';
+import { z } from '../common/config.js';
 import { extractTag } from '../reward/extract.js';
-import { defineReward, type RewardDefinition, type RewardFn, type RewardSample } from '../reward/types.js';
+import { defineReward, instantiateReward, type RewardDefinition, type RewardScorer, type RewardSample } from '../reward/types.js';
 import { checkCountdown, randomCountdown, solveCountdown, type CountdownInstance, type CountdownRules, type CountdownVerdict } from './countdown-solver.js';
 import { OPS, printExpression, type Op } from './expression.js';
 import { splitItems } from './split.js';
-import { defineTask, type Task, type TaskItem } from './types.js';
+import { defineTask, type TaskBody, type TaskItem } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options shared by the task and its reward: the rules of a valid answer.
@@ -92,10 +92,7 @@ export const countdownReward: RewardDefinition<typeof CountdownRewardOptions> = 
   description: 'an arithmetic expression over the given numbers that equals the target (exact rationals, number usage checked), with a format reward',
   source: 'TinyZero Countdown (Pan et al. 2025)',
   optionsSchema: CountdownRewardOptions,
-  create: (o): RewardFn<CountdownRewardOptions> => ({
-    name: 'countdown',
-    optionsSchema: CountdownRewardOptions,
-    options: o,
+  create: (o): RewardScorer<CountdownRewardOptions> => ({
     score(sample) {
       const inst = countdownInstance(sample);
       const check = checkCountdown(countdownAnswer(sample.completion, o), inst, o);
@@ -165,7 +162,7 @@ export const countdownTask = defineTask({
   description: 'reach a target with the given numbers and + - * / (TinyZero Countdown)',
   source: 'TinyZero (Pan et al. 2025), after the Countdown numbers game',
   optionsSchema: CountdownTaskOptions,
-  create(o): Task<CountdownTaskOptions> {
+  create(o): TaskBody<CountdownTaskOptions> {
     const rules: CountdownRules = { numberUse: o.numberUse, intermediates: o.intermediates, operators: o.operators as Op[] };
     const rewardOptions = { numberUse: o.numberUse, intermediates: o.intermediates, operators: o.operators, formatReward: o.formatReward };
     const widest = { numbers: Array<number>(o.maxNumbers).fill(o.maxNumber), target: o.maxTarget };
@@ -177,9 +174,6 @@ export const countdownTask = defineTask({
       return o.format === 'compact' ? printExpression(e) : `<answer>${printExpression(e, true)}</answer>`;
     };
     return {
-      name: 'countdown',
-      optionsSchema: CountdownTaskOptions,
-      options: o,
       prompts(seed, split, count, offset = 0) {
         return splitItems({
           task: 'countdown', seed, split, count, offset, evalFraction: o.evalFraction, maxAttempts: 2000,
@@ -200,7 +194,7 @@ export const countdownTask = defineTask({
       },
       reward: { name: 'countdown', options: rewardOptions },
       rewardDefinition: countdownReward as unknown as RewardDefinition,
-      createReward: () => countdownReward.create(parseConfig(CountdownRewardOptions, rewardOptions, 'options of reward countdown')),
+      createReward: () => instantiateReward(countdownReward, rewardOptions),
       alphabet: o.format === 'compact' ? `0123456789,>:${OPS.filter((op) => o.operators.includes(op)).join('')}()` : PRINTABLE,
       maxPromptChars: [...promptText(widest, o)].length,
       maxCompletionChars: o.format === 'compact' ? answerChars : answerChars + 2 * (n - 1) + '<answer></answer>'.length,

@@ -37,7 +37,8 @@ export function getTask(name: string, options: unknown = {}): Task {
     throw new ConfigError('task spec', [{ path: 'name', message: `a task name is a string (one of ${taskNames().join(', ')}), got ${typeof name}` }]);
   }
   const def = taskDefinition(name);
-  return def.create(parseConfig(def.optionsSchema, options ?? {}, `options of task ${name}`));
+  const validated = parseConfig(def.optionsSchema, options ?? {}, `options of task ${name}`);
+  return { ...def.create(validated), name: def.name, optionsSchema: def.optionsSchema, options: validated };
 }
 
 /** Rows for documentation: name, description, source. */

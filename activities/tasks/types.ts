@@ -55,6 +55,9 @@ export interface Task<O = unknown> {
   readonly maxCompletionChars: number;
 }
 
+/** What a definition's `create` builds: a Task without its identity (name, schema, options), which `getTask` attaches. */
+export type TaskBody<O = unknown> = Omit<Task<O>, 'name' | 'optionsSchema' | 'options'>;
+
 /** A registry entry: a task kind. `create` receives options already validated (defaults filled). */
 export interface TaskDefinition<S extends z.ZodType = z.ZodType> {
   /** Registry name (lower snake case). */
@@ -64,7 +67,7 @@ export interface TaskDefinition<S extends z.ZodType = z.ZodType> {
   /** The paper or project the task comes from. */
   source?: string;
   optionsSchema: S;
-  create(options: z.output<S>): Task<z.output<S>>;
+  create(options: z.output<S>): TaskBody<z.output<S>>;
 }
 
 /** Typed helper: keeps the link between a definition's schema and its `create` argument. */

@@ -1,11 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getTask } from '../../../activities/tasks/tasks.js';
-import { additionReward, AdditionRewardOptions } from '../../../activities/tasks/addition.js';
-import { parseConfig } from '../../../activities/common/config.js';
+import { additionReward } from '../../../activities/tasks/addition.js';
 import { logger } from '../../../activities/common/log.js';
 import { CharTokenizer } from '../../../activities/model/tokenizer.js';
-import type { RewardContext, RewardFn, RewardResult } from '../../../activities/reward/types.js';
+import { instantiateReward, type RewardContext, type RewardFn, type RewardResult } from '../../../activities/reward/types.js';
 
 const ctx: RewardContext = { step: 0, signal: new AbortController().signal, log: logger('test') };
 
@@ -14,7 +13,7 @@ function score(fn: RewardFn, reference: string | undefined, completion: string):
 }
 
 function reward(options: Record<string, unknown> = {}): RewardFn {
-  return additionReward.create(parseConfig(AdditionRewardOptions, options, 'addition reward'));
+  return instantiateReward(additionReward, options);
 }
 
 test('prompt and gold completion round trip: "a+b=" → the digits of a+b, which the reward scores 1', () => {

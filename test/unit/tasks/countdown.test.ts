@@ -2,12 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getTask } from '../../../activities/tasks/tasks.js';
 import { checkCountdown, solveCountdown, type CountdownRules } from '../../../activities/tasks/countdown-solver.js';
-import { countdownReward, CountdownRewardOptions } from '../../../activities/tasks/countdown.js';
+import { countdownReward } from '../../../activities/tasks/countdown.js';
 import { evaluate, formatRational, printExpression } from '../../../activities/tasks/expression.js';
-import { parseConfig } from '../../../activities/common/config.js';
 import { logger } from '../../../activities/common/log.js';
 import { CharTokenizer } from '../../../activities/model/tokenizer.js';
-import type { RewardContext, RewardFn, RewardResult } from '../../../activities/reward/types.js';
+import { instantiateReward, type RewardContext, type RewardFn, type RewardResult } from '../../../activities/reward/types.js';
 import type { TaskItem } from '../../../activities/tasks/types.js';
 
 const ctx: RewardContext = { step: 0, signal: new AbortController().signal, log: logger('test') };
@@ -17,7 +16,7 @@ function score(fn: RewardFn, item: { metadata?: Record<string, unknown> } & Part
 }
 
 function reward(options: Record<string, unknown> = {}): RewardFn {
-  return countdownReward.create(parseConfig(CountdownRewardOptions, options, 'countdown reward'));
+  return instantiateReward(countdownReward, options);
 }
 
 const failKeys = ['fail_unparseable', 'fail_numbers', 'fail_operator', 'fail_division_by_zero', 'fail_intermediate', 'fail_value'];
