@@ -1,6 +1,6 @@
 /**
- * Workers: one per task queue. `runWorkers({ queues: ['control', 'reward'] })` polls those queues in
- * this process; the all-in-one worker polls them all. The control queue runs workflows; the other
+ * Workers: one per task queue. `(await createWorkers({ queues: ['control', 'reward'], ... })).run()`
+ * polls those queues in this process; the all-in-one worker polls them all. The control queue runs workflows; the other
  * queues run the activities of their stage. Graceful shutdown: SIGINT/SIGTERM let in-flight
  * activities finish (up to `shutdownGraceTimeMs`), then the process exits.
  */
@@ -115,9 +115,4 @@ export async function createWorkers(opts: WorkerOptions, connection?: NativeConn
       return running;
     },
   };
-}
-
-/** Runs workers for the given queues until shutdown (signal, SIGTERM, or a fatal worker error). */
-export async function runWorkers(opts: WorkerOptions): Promise<void> {
-  await (await createWorkers(opts)).run();
 }
