@@ -1,0 +1,82 @@
+/**
+ * Checkpoints of a training run in the object store: checkpoint `v` (the weights after v optimizer
+ * updates) is the prefix `runs/{run}/checkpoints/{v:06d}/` with
+ *
+ *   model.safetensors      the parameters, by their Hugging Face names (float32)
+ *   optimizer.safetensors  AdamW moments `adam_m.<param>` / `adam_v.<param>`; metadata `step` = updates applied
+ *   manifest.json          written last: the checkpoint exists iff it does (manifest.ts)
+ *
+ * The bytes are a deterministic function of the tensors (safetensors with sorted names), so a
+ * re-executed learner writes the same content-addressed keys, and two runs with equal weights have
+ * equal sha256s.
+ */
+import type { TrainState } from '../model/engine.js';
+import type { WeightTensor } from '../model/graphs/common.js';
+import { parseSafetensors, serializeSafetensors, type Tensor } from '../model/safetensors.js';
+import { IntegrityError } from '../store/errors.js';
+import { checkpointPrefix } from '../store/keys.js';
+import { readArtifact, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+
+export const MODEL_FILE = 'model.safetensors';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+
+function toTensors(params: ReadonlyMap<string, WeightTensor>, prefix = ''): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const name of [...params.keys()].sort()) {
+    const w = params.get(name)!;
+    out.set(prefix + name, { dtype: 'F32', shape: [...w.shape], data: w.data });
+  }
+  return out;
+}
+
+function toWeights(tensors: Map<string, Tensor>, what: string, prefix = ''): Map<string, WeightTensor> {
+  const out = new Map<string, WeightTensor>();
+  for (const [name, t] of tensors) {
+    if (!name.startsWith(prefix)) continue;
+    if (t.dtype !== 'F32') throw new IntegrityError(what, `tensor ${name} is ${t.dtype}, expected F32`);
+    out.set(name.slice(prefix.length), { shape: t.shape, data: t.data });
+  }
+  return out;
+}
+
+/** The two artifacts of a checkpoint, serialized. */
+export function encodeCheckpoint(state: TrainState): { model: Uint8Array; optimizer: Uint8Array } {
+  const model = serializeSafetensors(toTensors(state.params), { format: 'pt' });
+  const moments = new Map([...toTensors(state.adamM, 'adam_m.'), ...toTensors(state.adamV, 'adam_v.')]);
+  const optimizer = serializeSafetensors(moments, { step: String(state.step) });
+  return { model, optimizer };
+}
+
+/** Writes the artifacts of checkpoint `version` (uncommitted: `commit` them with the step). */
+export async function writeCheckpoint(store: ObjectStore, runId: string, version: number, state: TrainState): Promise<ManifestEntry[]> {
+  const prefix = checkpointPrefix(runId, version);
+  const { model, optimizer } = encodeCheckpoint(state);
+  return [
+    await writeArtifact(store, prefix, { name: MODEL_FILE, bytes: model }),
+    await writeArtifact(store, prefix, { name: OPTIMIZER_FILE, bytes: optimizer }),
+  ];
+}
+
+/** Whether checkpoint `version` is committed. */
+export async function hasCheckpoint(store: ObjectStore, runId: string, version: number): Promise<boolean> {
+  return (await readManifest(store, checkpointPrefix(runId, version))) !== undefined;
+}
+
+/** Parameters of a committed checkpoint (size and sha256 verified). */
+export async function loadWeights(store: ObjectStore, runId: string, version: number): Promise<Map<string, WeightTensor>> {
+  const prefix = checkpointPrefix(runId, version);
+  const bytes = await readArtifact(store, prefix, MODEL_FILE);
+  return toWeights(parseSafetensors(bytes, store.uri(prefix) + MODEL_FILE).tensors, store.uri(prefix) + MODEL_FILE);
+}
+
+/** Parameters, AdamW moments and update count of a committed checkpoint. */
+export async function loadTrainState(store: ObjectStore, runId: string, version: number): Promise<TrainState> {
+  const prefix = checkpointPrefix(runId, version);
+  const params = await loadWeights(store, runId, version);
+  const what = store.uri(prefix) + OPTIMIZER_FILE;
+  const opt = parseSafetensors(await readArtifact(store, prefix, OPTIMIZER_FILE), what);
+  const step = Number(opt.metadata.step);
+  if (!Number.isInteger(step) || step < 0) throw new IntegrityError(what, `metadata "step" is ${JSON.stringify(opt.metadata.step)}, expected a non-negative integer`);
+  return { params, adamM: toWeights(opt.tensors, what, 'adam_m.'), adamV: toWeights(opt.tensors, what, 'adam_v.'), step };
+}

@@ -1,0 +1,210 @@
+/**
+ * The run config of a training run (`durable-rl train <config>`): one YAML or JSON document that
+ * says what to train (model, task, reward), how (phases: supervised warm-up, then RL with an
+ * advantage estimator and a loss), with which resources (shards, micro-batches, threads) and where
+ * the data goes (store URI). Every option is documented here, where it is declared, with the paper
+ * it comes from; the defaults are the README's main job (a from-scratch model on 2-digit addition,
+ * SFT then GRPO, about 5 minutes on 2 CPU cores).
+ *
+ * The config is validated before a workflow starts (`parseRunConfig`): an error names the field
+ * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, parseConfig, z } from '../common/config.js';
+import { advantageConfigSchema } from '../advantage/index.js';
+import { lossConfigSchema } from '../learner/index.js';
+import { ErrorPolicySchema } from '../reward/run.js';
+import { samplingParamsSchema } from '../rollout/sampling.js';
+import { optimizerSchema } from '../model/graphs/train.js';
+import { taskNames } from '../tasks/tasks.js';
+
+const posInt = z.number().int().positive();
+
+/** Learning-rate schedule of a phase: linear warm-up, then constant or cosine decay to `minLrRatio`·lr. */
+const scheduleFields = {
+  /** Peak learning rate of the phase (AdamW). */
+  lr: z.number().positive(),
+  /** Steps of linear warm-up from lr/warmupSteps to lr at the start of the phase. */
+  warmupSteps: z.number().int().min(0).default(0),
+  /** After warm-up: 'constant', or 'cosine' decay to minLrRatio·lr at the last step of the phase. */
+  schedule: z.enum(['constant', 'cosine']).default('constant'),
+  /** Floor of the cosine schedule as a fraction of lr. */
+  minLrRatio: z.number().min(0).max(1).default(0.1),
+};
+
+/** Supervised warm-up: cross-entropy on the task's gold completions (the R1 recipe's cold start, DeepSeek-AI 2025). */
+export const sftPhaseSchema = z.strictObject({
+  kind: z.literal('sft'),
+  /** Optimizer updates in this phase (one step = one update = one committed checkpoint). */
+  steps: posInt,
+  /** Training examples (prompt + gold completion) per step, drawn from the task's train split. */
+  batchSize: posInt.default(64),
+  ...scheduleFields,
+  lr: z.number().positive().default(3e-3),
+});
+
+/** Reinforcement learning from the task's verifiable reward (GRPO family). */
+export const rlPhaseSchema = z.strictObject({
+  kind: z.literal('rl'),
+  /** Optimizer updates in this phase; each step samples fresh rollouts from the current policy (on-policy). */
+  steps: posInt,
+  /** Prompts per step, drawn from the task's train split. */
+  promptsPerStep: posInt.default(32),
+  /** Completions sampled per prompt: the group of GRPO's group-relative advantage (Shao et al. 2024). */
+  groupSize: z.number().int().min(2).default(8),
+  ...scheduleFields,
+  lr: z.number().positive().default(1e-3),
+  /** Advantage estimator and its options (activities/advantage): grpo, dr_grpo, rloo, reinforce_pp, ... */
+  advantage: advantageConfigSchema.prefault({ estimator: 'grpo' }),
+  /**
+   * Policy loss (activities/learner): the PPO/GRPO clipped surrogate by default; its `kl` option adds
+   * β·KL to the reference policy (the snapshot taken where this phase starts).
+   */
+  loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
+  /** Sampling of rollouts (activities/rollout/sampling.ts, vLLM names). */
+  sampling: samplingParamsSchema.extend({
+    /** Completion token budget; default: the task's longest gold answer + 4 (room for EOS and a little slack). */
+    max_tokens: posInt.optional(),
+  }).prefault({}),
+});
+
+export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema]);
+export type SftPhase = z.output<typeof sftPhaseSchema>;
+export type RlPhase = z.output<typeof rlPhaseSchema>;
+export type Phase = z.output<typeof phaseSchema>;
+
+/** A model trained from scratch (weights from the run seed), sized for the task's character vocabulary. */
+export const modelSchema = z.strictObject({
+  /** Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU) or 'gpt2' (LayerNorm, learned positions, GELU). */
+  type: z.enum(['llama', 'gpt2']).default('llama'),
+  /** Width of the residual stream. */
+  hidden: posInt.default(96),
+  /** Transformer blocks. */
+  layers: posInt.default(2),
+  /** Attention heads (hidden must be divisible by it; llama needs an even head size). */
+  heads: posInt.default(4),
+  /** MLP width; default 4·hidden (gpt2) or 8/3·hidden rounded to 8 (llama SwiGLU). */
+  intermediate: posInt.optional(),
+  /** Context length; default: BOS + the task's longest prompt + the generation budget, rounded up to 8. */
+  maxPositions: posInt.optional(),
+  /** Standard deviation of the initial weights (GPT-2: 0.02). */
+  initStd: z.number().positive().default(0.02),
+});
+export type ModelSpec = z.output<typeof modelSchema>;
+
+export const runConfigSchema = z.strictObject({
+  /**
+   * Name of the run: the prefix of its run id (`<name>-<time>`), shown in the Web UI as the
+   * DurableRlRunName search attribute.
+   */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$/, 'use 1-48 letters, digits, ".", "_" or "-", starting with a letter or digit').default('addition-grpo'),
+  /** Seed of everything random (weights, prompts, sampling): the same seed gives bitwise the same run. */
+  seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+  /** Where artifacts go: `file://DIR` (relative paths resolve against the CLI's working directory) or `s3://bucket/prefix`. */
+  store: z.string().min(1).default('file://./durable-rl-data'),
+  task: z.strictObject({
+    /** A built-in task (activities/tasks): addition, countdown. */
+    name: z.string().refine((n) => taskNames().includes(n), { message: `unknown task; built-in tasks: ${taskNames().join(', ')}` }).default('addition'),
+    /** The task's difficulty knobs (activities/tasks/README.md). */
+    options: z.record(z.string(), z.unknown()).default({ minDigits: 1, maxDigits: 2, reverse: true, pad: true }),
+  }).prefault({}),
+  model: modelSchema.prefault({}),
+  reward: z.strictObject({
+    /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
+    spec: z.strictObject({ name: z.string().min(1), options: z.unknown().optional() }).nullable().default(null),
+    /**
+     * What a reward that throws, times out or returns NaN does (DESIGN.md §9): `fail` the step,
+     * `drop` the sample (left out of the advantages, counted in metrics.reward_errors), or give it
+     * `defaultReward`.
+     */
+    errorPolicy: ErrorPolicySchema.prefault({ onError: 'drop' }),
+  }).prefault({}),
+  /** Phases in order; steps are numbered across phases from 0. */
+  phases: z.array(phaseSchema).min(1, 'give at least one phase').prefault([
+    { kind: 'sft', steps: 60 },
+    { kind: 'rl', steps: 40 },
+  ]),
+  /** AdamW (Loshchilov & Hutter 2019) and gradient clipping, shared by all phases. */
+  optimizer: optimizerSchema.prefault({}),
+  rollout: z.strictObject({
+    /** Prompts per rollout activity (shard); a step's prompts are split into ceil(promptsPerStep / this) shards. */
+    promptsPerShard: posInt.default(16),
+    /** Shards generated at once (each is one activity on the rollout queue). */
+    maxConcurrentShards: posInt.default(4),
+  }).prefault({}),
+  learner: z.strictObject({
+    /**
+     * Sequences per micro-batch: the step's batch is split into micro-batches whose gradients
+     * are accumulated before the one AdamW update (the result does not depend on this number
+     * beyond float rounding).
+     */
+    microBatchSize: posInt.default(64),
+  }).prefault({}),
+  eval: z.strictObject({
+    /** Evaluate every N steps (0: only at the start, at phase boundaries and at the end). */
+    every: z.number().int().min(0).default(0),
+    /** Held-out prompts from the task's eval split (never trained on). */
+    prompts: posInt.default(200),
+    /** pass@k (Chen et al. 2021, unbiased estimator with n = k samples at `temperature`); 0 turns it off. */
+    passK: z.number().int().min(0).default(4),
+    /** Sampling temperature of the pass@k samples (greedy accuracy is always measured too). */
+    temperature: z.number().positive().default(1),
+  }).prefault({}),
+  engine: z.strictObject({
+    /** onnxruntime intra-op threads per session (0: one per core). Fixed threads keep results bitwise reproducible. */
+    threads: z.number().int().min(0).default(2),
+    /** onnxruntime execution providers, in order of preference: ['cpu'], ['cuda', 'cpu'], ['webgpu', 'cpu']. */
+    executionProviders: z.array(z.string()).default(['cpu']),
+  }).prefault({}),
+  workflow: z.strictObject({
+    /** Continue-as-new after this many steps in one workflow execution (also when Temporal suggests it). */
+    continueAsNewEvery: posInt.default(50),
+    /**
+     * Heartbeat timeout of every activity, in seconds: a worker that dies mid-activity is noticed
+     * within this time and its activity retried elsewhere.
+     */
+    heartbeatTimeoutSeconds: posInt.default(10),
+    /** Start-to-close timeout of one activity attempt, in minutes. */
+    activityTimeoutMinutes: posInt.default(30),
+    /** Attempts per activity before the run fails (retryable errors only; bad input fails at once). */
+    maxAttempts: posInt.default(20),
+  }).prefault({}),
+});
+
+export type RunConfig = z.output<typeof runConfigSchema>;
+export type RunConfigInput = z.input<typeof runConfigSchema>;
+
+/** Validates a run config, filling defaults; ConfigError names every bad field. */
+export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
+  const cfg = parseConfig(runConfigSchema, input ?? {}, what);
+  const problems: { path: string; message: string }[] = [];
+  let step = 0;
+  cfg.phases.forEach((p, i) => {
+    if (p.kind === 'rl' && p.loss.name !== 'clipped_surrogate') {
+      problems.push({ path: `phases.${i}.loss.name`, message: `an rl phase trains with "clipped_surrogate" (got "${p.loss.name}")` });
+    }
+    if (p.warmupSteps > p.steps) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up steps but the phase has only ${p.steps} steps` });
+    step += p.steps;
+  });
+  if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
+  if (problems.length > 0) throw new ConfigError(what, problems);
+  return cfg;
+}
+
+/** Reads a YAML (.yaml/.yml) or JSON file and validates it; errors name the file and the field. */
+export function loadRunConfig(file: string): RunConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '', message: `cannot read the file: ${(err as Error).message}` }]);
+  }
+  let doc: unknown;
+  try {
+    doc = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '', message: `not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}` }]);
+  }
+  return parseRunConfig(doc ?? {}, file);
+}

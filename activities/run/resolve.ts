@@ -1,0 +1,133 @@
+/**
+ * What every activity of a training run derives from the run config, the same way in every
+ * process: the task, its character tokenizer, the model config, the generation budget and the
+ * reward. Pure functions of the config (cached by run id), so a rollout worker and a learner on
+ * different machines agree on every id and shape. Also the run record (`run.json`) I/O.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { CharTokenizer } from '../model/tokenizer.js';
+import { parseModelConfig, type ModelConfig } from '../model/config.js';
+import { defaultRegistry } from '../reward/registry.js';
+import type { RewardFn } from '../reward/types.js';
+import { getTask, registerTaskRewards, type Task } from '../tasks/tasks.js';
+import { NotFoundError } from '../store/errors.js';
+import { joinKey, runPrefix } from '../store/keys.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { openStore } from '../store/open.js';
+import { canonicalJson } from '../store/manifest.js';
+import { parseRunConfig, type RlPhase, type RunConfig } from './config.js';
+import type { RunRecord } from './types.js';
+
+/** Everything a stage needs that follows from the config. */
+export interface ResolvedRun {
+  config: RunConfig;
+  task: Task;
+  tokenizer: CharTokenizer;
+  model: ModelConfig;
+  /** Completion token budget of an rl phase's rollouts (sampling.max_tokens or the task's longest answer + 4). */
+  maxNewTokens(phase?: RlPhase): number;
+  /** A fresh instance of the run's reward (config.reward.spec, default the task's reward). */
+  createReward(): RewardFn;
+}
+
+const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
+
+/** Derives the task, tokenizer, model config and reward of a run config. Throws ConfigError on a bad task option. */
+export function resolveRun(config: RunConfig): ResolvedRun {
+  const task = getTask(config.task.name, config.task.options);
+  const tokenizer = CharTokenizer.fromAlphabet(task.alphabet);
+  const defaultBudget = task.maxCompletionChars + 4;
+  const budget = (p?: RlPhase) => p?.sampling.max_tokens ?? defaultBudget;
+  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' ? budget(p) : 0)));
+  const m = config.model;
+  const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);
+  const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
+  const model = m.type === 'gpt2'
+    ? parseModelConfig({
+        model_type: 'gpt2', vocab_size: tokenizer.vocabSize, n_embd: m.hidden, n_layer: m.layers, n_head: m.heads,
+        n_positions: maxPositions, n_inner: m.intermediate ?? 4 * m.hidden, ...special,
+      }, 'run config model')
+    : parseModelConfig({
+        model_type: 'llama', vocab_size: tokenizer.vocabSize, hidden_size: m.hidden, num_hidden_layers: m.layers,
+        num_attention_heads: m.heads, intermediate_size: m.intermediate ?? roundUp8((8 * m.hidden) / 3),
+        max_position_embeddings: maxPositions, tie_word_embeddings: true, ...special,
+      }, 'run config model');
+  const registry = registerTaskRewards(defaultRegistry());
+  return {
+    config,
+    task,
+    tokenizer,
+    model,
+    maxNewTokens: budget,
+    createReward: () => (config.reward.spec ? registry.create(config.reward.spec) : task.createReward()),
+  };
+}
+
+export function runRecordKey(runId: string): string {
+  return joinKey(runPrefix(runId), 'run.json');
+}
+
+/** Writes run.json once. A run id reused with a different config is refused (non-retryable). */
+export async function writeRunRecord(store: ObjectStore, record: RunRecord): Promise<void> {
+  const key = runRecordKey(record.run_id);
+  const bytes = new TextEncoder().encode(canonicalJson(record));
+  if (await store.putIfAbsent(key, bytes)) return;
+  const existing = await store.get(key);
+  if (Buffer.compare(Buffer.from(existing), Buffer.from(bytes)) !== 0) {
+    throw ApplicationFailure.nonRetryable(
+      `${store.uri(key)} already holds a different config for run "${record.run_id}"; a run id names one run — start a new run (a new id) instead`,
+      'RunConfigConflict',
+    );
+  }
+}
+
+const records = new Map<string, Promise<RunRecord>>();
+
+/** Reads and validates run.json (cached per store and run: it never changes once written). */
+export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRecord> {
+  const cacheKey = `${store.uri('')}|${runId}`;
+  let p = records.get(cacheKey);
+  if (!p) {
+    p = (async () => {
+      const key = runRecordKey(runId);
+      let bytes: Uint8Array;
+      try {
+        bytes = await store.get(key);
+      } catch (err) {
+        if (err instanceof NotFoundError) {
+          throw ApplicationFailure.nonRetryable(`run "${runId}" has no ${store.uri(key)}: no such run in this store (check the run id and the store URI)`, 'UnknownRun');
+        }
+        throw err;
+      }
+      const raw = JSON.parse(new TextDecoder().decode(bytes)) as RunRecord;
+      return { ...raw, config: parseRunConfig(raw.config, store.uri(key)) };
+    })();
+    p.catch(() => records.delete(cacheKey));
+    records.set(cacheKey, p);
+  }
+  return p;
+}
+
+const resolved = new Map<string, ResolvedRun>();
+
+/** The run's record and resolved config (cached). */
+export async function loadRun(store: ObjectStore, runId: string): Promise<{ record: RunRecord; run: ResolvedRun }> {
+  const record = await readRunRecord(store, runId);
+  const cacheKey = `${store.uri('')}|${runId}`;
+  let run = resolved.get(cacheKey);
+  if (!run) {
+    run = resolveRun(record.config);
+    resolved.set(cacheKey, run);
+  }
+  return { record, run };
+}
+
+/** Runs `fn` with the store a URI names, closing it afterwards. */
+export async function withRunStore<T>(uri: string, fn: (store: ObjectStore) => Promise<T>): Promise<T> {
+  const store = openStore(uri);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}

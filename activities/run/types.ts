@@ -1,0 +1,247 @@
+/**
+ * The contract between the `trainingRun` workflow and the activities of a training step: what
+ * each activity takes and returns. Everything here is small, plain JSON (claim checks, counts,
+ * timings): data travels through the object store, never through Temporal (DESIGN.md §1).
+ *
+ * Numbering. Checkpoint `v` holds the weights after `v` optimizer updates (checkpoint 0 = the
+ * initial weights); step `s` (0-based) trains from checkpoint `s` (its policy version) and commits
+ * checkpoint `s + 1`, then the step manifest `runs/{run}/steps/{s:06d}/manifest.json`. A step
+ * exists iff that manifest does; a checkpoint iff its own manifest does.
+ *
+ * Store layout of one run (keys.ts builds the prefixes):
+ *   runs/{run}/run.json                          the validated run config + provenance (RunRecord), written once
+ *   runs/{run}/checkpoints/{v:06d}/              model.safetensors, optimizer.safetensors, manifest.json
+ *   runs/{run}/steps/{s:06d}/                    rollouts-{k:03d}.arrow, rewards-{k:03d}.arrow (RL steps, one per
+ *                                                shard), advantages.arrow (RL), metrics.arrow, manifest.json
+ *   runs/{run}/evals/{v:06d}/                    eval.json (EvalRecord), manifest.json
+ */
+import type { ManifestEntry } from '../store/manifest.js';
+import type { RunConfig } from './config.js';
+
+export type PhaseKind = 'sft' | 'rl';
+
+/** Where a run continues from: a committed checkpoint of another run (`resume-from`). */
+export interface ResumeSource {
+  runId: string;
+  /** The checkpoint (policy version) to start from: training continues with step `checkpoint`. */
+  checkpoint: number;
+}
+
+/** `runs/{run}/run.json`. */
+export interface RunRecord {
+  run_id: string;
+  name: string;
+  /** The run this one continues (resume-from), or null. */
+  resumed_from: { run_id: string; step: number; checkpoint: number } | null;
+  config: RunConfig;
+}
+
+/** Every activity of a run gets these: where the run's data is. Activities load the config from run.json (cached). */
+export interface RunRef {
+  storeUri: string;
+  runId: string;
+}
+
+// ── initRun (learner queue) ─────────────────────────────────────────────────────────────────────
+
+export interface InitRunInput extends RunRef {
+  config: RunConfig;
+  resumeFrom: ResumeSource | null;
+}
+
+export interface InitRunResult {
+  /** The first step this run trains: 0, or the resumed checkpoint. */
+  startStep: number;
+  /**
+   * Reference policy for KL (the checkpoint where the current RL phase started), when the run
+   * resumes inside an RL phase whose start was already past; null otherwise.
+   */
+  referenceVersion: number | null;
+  /** Parameters of the model. */
+  parameters: number;
+  /** One line describing the model, for the UI ("llama 2x96, 210k params, vocab 16"). */
+  model: string;
+  /** URI of run.json. */
+  runUri: string;
+}
+
+// ── rolloutShard (rollout queue) ────────────────────────────────────────────────────────────────
+
+export interface RolloutShardInput extends RunRef {
+  step: number;
+  /** Checkpoint whose weights generate (= step for on-policy RL). */
+  policyVersion: number;
+  /** Index of the phase in config.phases (an rl phase: its sampling and groupSize apply). */
+  phaseIndex: number;
+  shard: number;
+  shards: number;
+  /** This shard's prompts: items [promptOffset, promptOffset + promptCount) of the task's train split. */
+  promptOffset: number;
+  promptCount: number;
+}
+
+export interface RolloutShardResult {
+  /** `rollouts-{shard:03d}.arrow`, written (not yet committed) under the step prefix. */
+  rollouts: ManifestEntry;
+  samples: number;
+  completionTokens: number;
+  promptTokens: number;
+  truncated: number;
+  seconds: number;
+}
+
+// ── rewardShard (reward queue) ──────────────────────────────────────────────────────────────────
+
+export interface RewardShardInput extends RunRef {
+  step: number;
+  shard: number;
+  shards: number;
+  rollouts: ManifestEntry;
+}
+
+export interface RewardShardResult {
+  /** `rewards-{shard:03d}.arrow` under the step prefix. */
+  rewards: ManifestEntry;
+  samples: number;
+  /** Over samples with a reward (not null): count, sum, sum of squares, min, max. */
+  scored: number;
+  sum: number;
+  sumSquares: number;
+  min: number | null;
+  max: number | null;
+  /** Samples whose reward failed (error set), and those the policy dropped. */
+  errors: number;
+  dropped: number;
+  /** Sum of each named component over scored samples (for means in the metrics' extra map). */
+  components: Record<string, number>;
+  seconds: number;
+}
+
+// ── computeAdvantages (reward queue: CPU) ───────────────────────────────────────────────────────
+
+export interface AdvantagesInput extends RunRef {
+  step: number;
+  phaseIndex: number;
+  rollouts: ManifestEntry[];
+  rewards: ManifestEntry[];
+}
+
+export interface AdvantagesResult {
+  /** `advantages.arrow` under the step prefix. */
+  advantages: ManifestEntry;
+  keptSamples: number;
+  droppedSamples: number;
+  zeroVarianceGroups: number;
+  advantageMean: number;
+  advantageStd: number;
+  seconds: number;
+}
+
+// ── learnerUpdate (learner queue) ───────────────────────────────────────────────────────────────
+
+export interface LearnerInput extends RunRef {
+  step: number;
+  phaseIndex: number;
+  phase: PhaseKind;
+  /** Learning rate of this step (the workflow's schedule). */
+  lr: number;
+  /** Reference checkpoint for the KL term (rl phases whose loss has `kl`); null: none. */
+  referenceVersion: number | null;
+  /** sft: the batch is items [promptOffset, promptOffset + batchSize) of the train split with gold completions. */
+  promptOffset: number;
+  batchSize: number;
+  /** rl: the step's rollouts (all shards) and advantages. */
+  rollouts: ManifestEntry[];
+  advantages: ManifestEntry | null;
+}
+
+export interface LearnerResult {
+  /** `model.safetensors` and `optimizer.safetensors`, written under checkpoint prefix step + 1. */
+  checkpoint: ManifestEntry[];
+  /** The engine's metrics (means over micro-batches): loss, grad_norm, pg_loss, clip_frac, kl, entropy, ... */
+  metrics: Record<string, number>;
+  /** Sequences and loss tokens trained on, micro-batches. */
+  sequences: number;
+  tokens: number;
+  microBatches: number;
+  seconds: number;
+}
+
+// ── commitStep (learner queue) ──────────────────────────────────────────────────────────────────
+
+/** The metrics row of a step without run_id/step/phase/policy_version (commitStep adds those). */
+export interface StepMetrics {
+  num_prompts: number;
+  num_samples: number;
+  reward_mean: number | null;
+  reward_std: number | null;
+  reward_min: number | null;
+  reward_max: number | null;
+  loss: number | null;
+  kl: number | null;
+  entropy: number | null;
+  clip_fraction: number | null;
+  grad_norm: number | null;
+  learning_rate: number | null;
+  prompt_length_mean: number | null;
+  completion_length_mean: number | null;
+  completion_length_max: number | null;
+  tokens_per_second: number | null;
+  rollout_seconds: number | null;
+  reward_seconds: number | null;
+  advantage_seconds: number | null;
+  learner_seconds: number | null;
+  step_seconds: number | null;
+  reward_errors: number;
+  dropped_samples: number;
+  truncated_samples: number;
+  extra: Record<string, number>;
+}
+
+export interface CommitStepInput extends RunRef {
+  step: number;
+  phase: PhaseKind;
+  /** Artifacts of checkpoint step + 1 (from learnerUpdate). */
+  checkpoint: ManifestEntry[];
+  /** Artifacts of the step (rollouts, rewards, advantages); metrics.arrow is written by commitStep. */
+  artifacts: ManifestEntry[];
+  metrics: StepMetrics;
+}
+
+export interface CommitStepResult {
+  /** False when the step was already committed (a retried or replayed commit): nothing was written. */
+  created: boolean;
+  /** URIs of the step manifest and the checkpoint manifest. */
+  stepUri: string;
+  checkpointUri: string;
+}
+
+// ── evaluate (rollout queue) ────────────────────────────────────────────────────────────────────
+
+export interface EvaluateInput extends RunRef {
+  policyVersion: number;
+  /** Steps trained so far (= policyVersion) and the phase the checkpoint came from ('init' before any step). */
+  phase: PhaseKind | 'init';
+}
+
+/** `runs/{run}/evals/{v:06d}/eval.json`, and what evaluate returns. */
+export interface EvalRecord {
+  run_id: string;
+  policy_version: number;
+  step: number;
+  phase: PhaseKind | 'init';
+  /** Fraction of eval prompts answered correctly (reward = the task's correct reward) by greedy decoding. */
+  greedy_accuracy: number;
+  /** Unbiased pass@k over k samples per prompt at eval.temperature (Chen et al. 2021); null when off. */
+  pass_at_k: { k: number; value: number } | null;
+  /** Mean task reward of the greedy completions. */
+  mean_reward: number;
+  num_prompts: number;
+  /** The first greedy completions, for reports. */
+  samples: { prompt_id: string; prompt: string; completion: string; reward: number | null; reference: string }[];
+}
+
+export interface EvaluateResult extends EvalRecord {
+  uri: string;
+  seconds: number;
+}

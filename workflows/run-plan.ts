@@ -1,0 +1,88 @@
+/**
+ * The schedule of a training run as a pure function of its config: which phase a step belongs to,
+ * its learning rate, which train-split items it uses, how its prompts split into shards, where
+ * evaluations happen. Deterministic and I/O-free (workflow code); the activities receive these
+ * numbers explicitly, so the data a step trains on never depends on which process asks.
+ */
+import type { Phase, RunConfig } from '../activities/run/config.js';
+
+export interface ShardPlan {
+  shard: number;
+  promptOffset: number;
+  promptCount: number;
+}
+
+export interface StepPlan {
+  step: number;
+  phaseIndex: number;
+  phase: Phase;
+  /** 0-based index of the step within its phase. */
+  stepInPhase: number;
+  /** First step of the phase (its reference policy is checkpoint `phaseStart`). */
+  phaseStart: number;
+  lr: number;
+  /** sft: examples; rl: prompts. Items [promptOffset, promptOffset + count) of the train split. */
+  promptOffset: number;
+  count: number;
+  /** rl: the prompts of each rollout shard. */
+  shards: ShardPlan[];
+}
+
+export function totalSteps(config: RunConfig): number {
+  return config.phases.reduce((n, p) => n + p.steps, 0);
+}
+
+function itemsPerStep(p: Phase): number {
+  return p.kind === 'sft' ? p.batchSize : p.promptsPerStep;
+}
+
+/** Learning rate at step k of a phase: linear warm-up to lr, then constant or cosine decay to minLrRatio·lr. */
+export function learningRate(p: Phase, k: number): number {
+  if (k < p.warmupSteps) return (p.lr * (k + 1)) / p.warmupSteps;
+  if (p.schedule === 'constant') return p.lr;
+  const span = Math.max(1, p.steps - p.warmupSteps - 1);
+  const progress = Math.min(1, (k - p.warmupSteps) / span);
+  const floor = p.lr * p.minLrRatio;
+  return floor + 0.5 * (p.lr - floor) * (1 + Math.cos(Math.PI * progress));
+}
+
+export function planStep(config: RunConfig, step: number): StepPlan {
+  if (!Number.isInteger(step) || step < 0 || step >= totalSteps(config)) {
+    throw new RangeError(`step ${step} is outside the run's ${totalSteps(config)} steps`);
+  }
+  let phaseStart = 0;
+  let offset = 0;
+  for (const [phaseIndex, phase] of config.phases.entries()) {
+    if (step < phaseStart + phase.steps) {
+      const k = step - phaseStart;
+      const count = itemsPerStep(phase);
+      const promptOffset = offset + k * count;
+      const shards: ShardPlan[] = [];
+      if (phase.kind === 'rl') {
+        const per = config.rollout.promptsPerShard;
+        for (let s = 0; s * per < count; s++) {
+          shards.push({ shard: s, promptOffset: promptOffset + s * per, promptCount: Math.min(per, count - s * per) });
+        }
+      }
+      return { step, phaseIndex, phase, stepInPhase: k, phaseStart, lr: learningRate(phase, k), promptOffset, count, shards };
+    }
+    phaseStart += phase.steps;
+    offset += phase.steps * itemsPerStep(phase);
+  }
+  throw new RangeError(`step ${step} is past the last phase`);
+}
+
+/**
+ * Whether to evaluate the policy of checkpoint `v` (the weights after v steps): the initial
+ * weights, the end of every phase, every `eval.every` steps, and the last checkpoint.
+ */
+export function evaluateAt(config: RunConfig, v: number): boolean {
+  const total = totalSteps(config);
+  if (v === 0 || v === total) return true;
+  let end = 0;
+  for (const p of config.phases) {
+    end += p.steps;
+    if (v === end) return true;
+  }
+  return config.eval.every > 0 && v % config.eval.every === 0;
+}
