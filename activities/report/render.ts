@@ -1,0 +1,203 @@
+/**
+ * Renders `RunReportData` (load.ts) as one self-contained HTML page: inline CSS, inline SVG charts
+ * (chart.ts), no scripts and no external resources, so the file can be mailed, archived as a CI
+ * artifact or opened offline. Every piece of text from the run (ids, names, prompts, completions,
+ * references, error messages, config) is HTML-escaped.
+ *
+ * The page: a header (run id, name, store, resume history, steps and phases, evaluation accuracy
+ * before and after RL, warnings), charts of the step metrics and of the evaluations by step, the
+ * sample table of the last RL step, the latest evaluation's samples, and the run's config.
+ */
+import { finite, formatValue, lineChart, type PhaseSpan, type Series } from './chart.js';
+import type { EvalRow, RunReportData } from './load.js';
+import type { MetricsRow } from '../store/schemas.js';
+
+export interface RenderOptions {
+  /** Most points drawn per series; longer series are reduced by min/max buckets. Default 1000. */
+  maxPoints?: number;
+}
+
+/** Escapes text for HTML element content and attribute values. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+type NumericMetric = { [K in keyof MetricsRow]: MetricsRow[K] extends number | null ? K : never }[keyof MetricsRow];
+
+/** A chart of step metrics: its id, title, y-axis label and the metrics columns it draws. */
+interface MetricChart {
+  id: string;
+  title: string;
+  yLabel: string;
+  series: { label: string; key: NumericMetric }[];
+  /** Draw mean ± this column as a band around the first series. */
+  stdKey?: NumericMetric;
+}
+
+/** The step-metric charts, in page order. */
+export const METRIC_CHARTS: readonly MetricChart[] = [
+  { id: 'reward', title: 'Reward (mean ± std over samples)', yLabel: 'reward', series: [{ label: 'reward mean', key: 'reward_mean' }], stdKey: 'reward_std' },
+  { id: 'kl', title: 'KL divergence to the reference policy (per token)', yLabel: 'KL', series: [{ label: 'KL', key: 'kl' }] },
+  { id: 'entropy', title: 'Policy entropy (per token)', yLabel: 'entropy (nats)', series: [{ label: 'entropy', key: 'entropy' }] },
+  { id: 'clip_fraction', title: 'Clip fraction (tokens with a clipped ratio)', yLabel: 'fraction', series: [{ label: 'clip fraction', key: 'clip_fraction' }] },
+  { id: 'completion_length', title: 'Completion length (mean, tokens)', yLabel: 'tokens', series: [{ label: 'completion length', key: 'completion_length_mean' }] },
+  { id: 'tokens_per_second', title: 'Rollout throughput', yLabel: 'tokens / s', series: [{ label: 'tokens/s', key: 'tokens_per_second' }] },
+  { id: 'loss', title: 'Training loss', yLabel: 'loss', series: [{ label: 'loss', key: 'loss' }] },
+  { id: 'grad_norm', title: 'Gradient norm (before clipping)', yLabel: 'norm', series: [{ label: 'grad norm', key: 'grad_norm' }] },
+  { id: 'step_seconds', title: 'Step wall time', yLabel: 'seconds', series: [{ label: 'step time', key: 'step_seconds' }] },
+];
+
+/** Contiguous runs of one phase; a span ends where the next begins (or at the last step). */
+export function phaseSpans(steps: readonly MetricsRow[]): PhaseSpan[] {
+  const spans: PhaseSpan[] = [];
+  for (const s of steps) {
+    const last = spans.at(-1);
+    if (last && last.phase === s.phase) last.to = s.step;
+    else {
+      if (last) last.to = s.step;
+      spans.push({ phase: s.phase, from: s.step, to: s.step });
+    }
+  }
+  return spans;
+}
+
+function xDomainOf(data: RunReportData): [number, number] {
+  const xs = [...data.steps.map((s) => s.step), ...data.evals.map((e) => e.step)];
+  return xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
+}
+
+function metricCharts(data: RunReportData, phases: PhaseSpan[], xDomain: [number, number], maxPoints: number | undefined): string[] {
+  const x = data.steps.map((s) => s.step);
+  return METRIC_CHARTS.map((c) => {
+    const series: Series[] = c.series.map((s, i) => {
+      const values = data.steps.map((r) => r[s.key]);
+      if (i > 0 || !c.stdKey) return { label: s.label, values };
+      const std = data.steps.map((r) => finite(r[c.stdKey!]));
+      return {
+        label: s.label, values,
+        band: {
+          label: '± std',
+          lo: values.map((v, j) => (finite(v) !== null && std[j] !== null ? v! - std[j]! : null)),
+          hi: values.map((v, j) => (finite(v) !== null && std[j] !== null ? v! + std[j]! : null)),
+        },
+      };
+    });
+    return lineChart({ id: c.id, title: c.title, yLabel: c.yLabel, x, series, phases, xDomain, maxPoints });
+  });
+}
+
+function evalChart(evals: readonly EvalRow[], phases: PhaseSpan[], xDomain: [number, number], maxPoints: number | undefined): string {
+  const ks = [...new Set(evals.flatMap((e) => (e.pass_at_k ? [e.pass_at_k.k] : [])))];
+  const passLabel = ks.length === 1 ? `pass@${ks[0]}` : 'pass@k';
+  return lineChart({
+    id: 'eval', title: 'Evaluation by step (steps trained before the evaluated weights)', yLabel: 'accuracy',
+    x: evals.map((e) => e.step), xDomain, yDomain: [0, 1], phases, maxPoints,
+    series: [
+      { label: 'greedy accuracy', values: evals.map((e) => e.greedy_accuracy) },
+      { label: passLabel, values: evals.map((e) => e.pass_at_k?.value ?? null) },
+    ],
+  });
+}
+
+const pct = (v: number | null | undefined) => (finite(v) === null ? '—' : `${(v! * 100).toFixed(1)}%`);
+
+function stepRange(steps: readonly MetricsRow[]): string {
+  return steps.length ? `${steps[0]!.step}–${steps.at(-1)!.step} (${steps.length})` : 'none';
+}
+
+/** Evaluation accuracy before RL (the latest evaluation of weights with no RL step) and after (the latest evaluation). */
+export function accuracyBeforeAfterRl(data: RunReportData): { before: EvalRow | null; after: EvalRow | null } {
+  const firstRl = data.steps.find((s) => s.phase === 'rl');
+  if (!firstRl) return { before: data.evals.at(-1) ?? null, after: null };
+  const before = data.evals.filter((e) => e.step <= firstRl.step).at(-1) ?? null;
+  const after = data.evals.filter((e) => e.step > firstRl.step).at(-1) ?? null;
+  return { before, after };
+}
+
+function header(data: RunReportData): string {
+  const sft = data.steps.filter((s) => s.phase === 'sft');
+  const rl = data.steps.filter((s) => s.phase === 'rl');
+  const { before, after } = accuracyBeforeAfterRl(data);
+  const evalText = (e: EvalRow | null) => (e ? `${pct(e.greedy_accuracy)} greedy${e.pass_at_k ? `, pass@${e.pass_at_k.k} ${pct(e.pass_at_k.value)}` : ''} (step ${e.step})` : 'no evaluation');
+  const rows: [string, string][] = [
+    ['run', data.run_id],
+    ['name', data.name ?? '—'],
+    ['store', data.store_uri],
+    ['steps', stepRange(data.steps)],
+    ['phases', [sft.length ? `SFT ${stepRange(sft)}` : '', rl.length ? `RL ${stepRange(rl)}` : ''].filter(Boolean).join(', ') || '—'],
+  ];
+  if (data.lineage.length > 1 || data.lineage[0]?.resumed_from) {
+    rows.push(['history', data.lineage.map((l) => `${l.run_id} (${l.steps} step${l.steps === 1 ? '' : 's'})${l.resumed_from ? ` resumed from ${l.resumed_from.run_id} at step ${l.resumed_from.step}` : ''}`).join(' ← ')]);
+  }
+  if (rl.length) {
+    rows.push(['eval accuracy before RL', evalText(before)]);
+    rows.push(['eval accuracy after RL', evalText(after)]);
+  } else {
+    rows.push(['latest eval accuracy', evalText(before)]);
+  }
+  const last = data.steps.at(-1);
+  if (last) rows.push(['last step', `reward ${formatValue(last.reward_mean)}, KL ${formatValue(last.kl)}, loss ${formatValue(last.loss)}, reward errors ${last.reward_errors}, dropped ${last.dropped_samples}`]);
+  const table = `<table class="facts">${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;
+  const warnings = data.warnings.length
+    ? `<div class="warnings"><strong>${data.warnings.length} warning${data.warnings.length === 1 ? '' : 's'}: left out of this report</strong><ul>${data.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join('')}</ul></div>`
+    : '';
+  return `<header><h1>Training run ${escapeHtml(data.run_id)}</h1>${table}${warnings}</header>`;
+}
+
+const pre = (s: string | null) => `<pre>${escapeHtml(s ?? '')}</pre>`;
+
+function sampleTable(data: RunReportData): string {
+  const s = data.samples;
+  if (!s) return '<section><h2>Samples</h2><p>No RL step committed: no samples to show.</p></section>';
+  const rows = s.rows.map((r) => `<tr><td>${escapeHtml(r.prompt_id)}<br><small>#${r.sample_id}${r.node_id !== null ? ` node ${escapeHtml(r.node_id)}` : ''}</small></td>`
+    + `<td>${pre(r.prompt)}</td><td>${pre(r.completion)}<small>${r.completion_tokens} tokens</small></td>`
+    + `<td class="num">${escapeHtml(formatValue(r.reward))}${r.reward_error !== null ? `<br><small class="error">${escapeHtml(r.reward_error)}</small>` : ''}</td>`
+    + `<td class="num">${escapeHtml(formatValue(r.advantage))}${r.advantage_kind === 'token_mean' ? '<br><small>per-token mean</small>' : ''}</td>`
+    + `<td>${escapeHtml(r.finish_reason)}</td></tr>`).join('');
+  return `<section><h2>Samples of step ${s.step}${s.run_id !== data.run_id ? ` of run ${escapeHtml(s.run_id)}` : ''} (${s.rows.length} of ${s.total})</h2>`
+    + `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>advantage</th><th>finish</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+}
+
+function evalSampleTable(data: RunReportData): string {
+  const s = data.eval_samples;
+  if (!s) return '<section><h2>Evaluation samples</h2><p>No evaluation committed.</p></section>';
+  const rows = s.rows.map((r) => `<tr><td>${escapeHtml(r.prompt_id)}</td><td>${pre(r.prompt)}</td><td>${pre(r.completion)}</td>`
+    + `<td class="num">${escapeHtml(formatValue(r.reward))}</td><td>${pre(r.reference)}</td></tr>`).join('');
+  return `<section><h2>Evaluation samples: policy version ${s.policy_version} (step ${s.step}${s.run_id !== data.run_id ? `, run ${escapeHtml(s.run_id)}` : ''})</h2>`
+    + `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>reference</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+}
+
+function configSection(data: RunReportData): string {
+  if (!data.config) return '';
+  return `<section><details><summary>Run config</summary>${pre(JSON.stringify(data.config, null, 2))}</details></section>`;
+}
+
+const CSS = `
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
+table { border-collapse: collapse; } th, td { text-align: left; vertical-align: top; padding: 4px 8px; border-bottom: 1px solid #ddd; }
+table.facts th { color: #555; font-weight: normal; }
+.warnings { background: #fff4e6; border: 1px solid #f08c00; padding: 8px 12px; margin-top: 12px; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+figure.chart { margin: 0; } figcaption { font-weight: 600; } figcaption small { font-weight: normal; color: #666; }
+svg { font: 11px system-ui, sans-serif; background: #fff; }
+svg .plot { fill: none; stroke: #ccc; } svg .grid line { stroke: #eee; } svg .axis line { stroke: #888; }
+svg .axis text { fill: #444; } svg .axis-label { fill: #222; }
+svg .phase-sft { fill: #e7f5ff; } svg .rl-start { stroke: #c92a2a; stroke-dasharray: 4 3; } svg .phase-label { fill: #555; }
+svg .not-measured { fill: #999; font-size: 16px; }
+pre { white-space: pre-wrap; word-break: break-word; max-height: 14em; overflow: auto; margin: 0; font-size: 12px; }
+td.num { text-align: right; white-space: nowrap; } .error { color: #c92a2a; }
+`;
+
+/** The report as one self-contained HTML document (no scripts, no external resources). */
+export function renderReport(data: RunReportData, opts: RenderOptions = {}): string {
+  const phases = phaseSpans(data.steps);
+  const xDomain = xDomainOf(data);
+  const charts = [...metricCharts(data, phases, xDomain, opts.maxPoints), evalChart(data.evals, phases, xDomain, opts.maxPoints)];
+  return '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    + `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>`
+    + header(data)
+    + `<section><h2>Training curves</h2><p><small>Shaded: SFT warm-up steps; dashed line: the first RL step.</small></p><div class="charts">${charts.join('')}</div></section>`
+    + sampleTable(data) + evalSampleTable(data) + configSection(data)
+    + '</body></html>\n';
+}
