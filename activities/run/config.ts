@@ -14,6 +14,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { advantageConfigSchema } from '../advantage/index.js';
 import { lossConfigSchema } from '../learner/index.js';
+import { rewardFaultsSchema } from '../reward/faults.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
 import { optimizerSchema } from '../model/graphs/train.js';
@@ -119,6 +120,11 @@ export const runConfigSchema = z.strictObject({
      * `defaultReward`.
      */
     errorPolicy: ErrorPolicySchema.prefault({ onError: 'drop' }),
+    /**
+     * Fault drill (activities/reward/faults.ts): make a seeded fraction of reward calls throw,
+     * return NaN or hang, to check the error policy end to end. Null: off.
+     */
+    faults: rewardFaultsSchema.nullable().default(null),
   }).prefault({}),
   /** Phases in order; steps are numbered across phases from 0. */
   phases: z.array(phaseSchema).min(1, 'give at least one phase').prefault([

@@ -9,6 +9,7 @@ import { CharTokenizer } from '../model/tokenizer.js';
 import { parseModelConfig, type ModelConfig } from '../model/config.js';
 import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
+import { withRewardFaults } from '../reward/faults.js';
 import { getTask, registerTaskRewards, type Task } from '../tasks/tasks.js';
 import { NotFoundError } from '../store/errors.js';
 import { joinKey, runPrefix } from '../store/keys.js';
@@ -59,7 +60,10 @@ export function resolveRun(config: RunConfig): ResolvedRun {
     tokenizer,
     model,
     maxNewTokens: budget,
-    createReward: () => (config.reward.spec ? registry.create(config.reward.spec) : task.createReward()),
+    createReward: () => {
+      const fn = config.reward.spec ? registry.create(config.reward.spec) : task.createReward();
+      return config.reward.faults ? withRewardFaults(fn, config.reward.faults) : fn;
+    },
   };
 }
 

@@ -1,0 +1,165 @@
+/**
+ * Client side of the training run: start one from a validated config, start one from another
+ * run's checkpoint (resume-from), read its progress, signal it. Used by the CLI and by tests.
+ */
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
+import { readRunRecord } from '../activities/run/resolve.js';
+import type { ResumeSource } from '../activities/run/types.js';
+import { committedSteps } from '../activities/store/manifest.js';
+import { openStore } from '../activities/store/open.js';
+import { planStep, totalSteps } from '../workflows/run-plan.js';
+import { TASK_QUEUES } from '../workflows/task-queues.js';
+import {
+  pauseSignal, progressQuery, resumeSignal, stopSignal,
+  type RunProgress, type TrainingRunInput, type TrainingRunResult, type trainingRun,
+} from '../workflows/training-run.js';
+
+/** A user error about a run (unknown run, wrong state): the CLI prints it as one line. */
+export class RunError extends Error {
+  override readonly name = 'RunError';
+}
+
+/** A relative `file://dir` made absolute against the working directory: workers may run elsewhere. */
+export function absoluteStoreUri(uri: string): string {
+  if (!uri.startsWith('file://') || uri.startsWith('file:///') || uri.startsWith('file://localhost/')) return uri;
+  return pathToFileURL(resolve(decodeURIComponent(uri.slice('file://'.length)))).href;
+}
+
+/** `<name>-<yyyymmdd-hhmmss>-<4 hex>`: sortable, unique, readable in the Web UI. */
+export function newRunId(name: string, now = new Date()): string {
+  const t = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `${name}-${t}-${randomBytes(2).toString('hex')}`;
+}
+
+export interface StartedRun {
+  runId: string;
+  handle: WorkflowHandle<typeof trainingRun>;
+  result(): Promise<TrainingRunResult>;
+}
+
+export interface StartRunOptions {
+  /** Default: a new id from the config's name. */
+  runId?: string;
+  resumeFrom?: ResumeSource | null;
+}
+
+/** Validates `config` (ConfigError naming the field) and starts a training run; its run id is the workflow id. */
+export async function startTrainingRun(client: Client, config: unknown, opts: StartRunOptions = {}): Promise<StartedRun> {
+  const cfg: RunConfig = parseRunConfig(config);
+  const storeUri = absoluteStoreUri(cfg.store);
+  const runId = opts.runId ?? newRunId(cfg.name);
+  const input: TrainingRunInput = { runId, storeUri, config: { ...cfg, store: storeUri }, resumeFrom: opts.resumeFrom ?? null };
+  const handle = await client.workflow.start<typeof trainingRun>('trainingRun', {
+    taskQueue: TASK_QUEUES.control,
+    workflowId: runId,
+    args: [input],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
+    staticSummary: `${cfg.name}: ${cfg.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${cfg.task.name}${opts.resumeFrom ? ` (from ${opts.resumeFrom.runId} @${opts.resumeFrom.checkpoint})` : ''}`,
+    memo: { storeUri, name: cfg.name, task: cfg.task.name, seed: cfg.seed, resumedFrom: opts.resumeFrom ?? null },
+  });
+  return { runId, handle, result: () => handle.result() };
+}
+
+/** The run's workflow handle; RunError when there is no such run. */
+export async function runHandle(client: Client, runId: string): Promise<WorkflowHandle<typeof trainingRun>> {
+  const handle = client.workflow.getHandle<typeof trainingRun>(runId);
+  try {
+    const d = await handle.describe();
+    if (d.type !== 'trainingRun') throw new RunError(`"${runId}" is a ${d.type} workflow, not a training run`);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new RunError(`no training run "${runId}" on Temporal namespace ${client.options.namespace}`);
+    throw err;
+  }
+  return handle;
+}
+
+/** The run's progress (query); undefined while it has not run its first workflow task. */
+export async function runProgress(client: Client, runId: string): Promise<RunProgress | undefined> {
+  const handle = await runHandle(client, runId);
+  try {
+    return await handle.query(progressQuery);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function pauseRun(client: Client, runId: string): Promise<void> {
+  await (await runningHandle(client, runId, 'pause')).signal(pauseSignal);
+}
+
+export async function resumeRun(client: Client, runId: string): Promise<void> {
+  await (await runningHandle(client, runId, 'resume')).signal(resumeSignal);
+}
+
+export async function stopRun(client: Client, runId: string, reason = 'stopped from the CLI'): Promise<void> {
+  await (await runningHandle(client, runId, 'stop')).signal(stopSignal, reason);
+}
+
+async function runningHandle(client: Client, runId: string, what: string): Promise<WorkflowHandle<typeof trainingRun>> {
+  const handle = await runHandle(client, runId);
+  const d = await handle.describe();
+  if (d.status.name !== 'RUNNING') throw new RunError(`cannot ${what} "${runId}": it is ${d.status.name.toLowerCase()}, not running`);
+  return handle;
+}
+
+/** The store URI and config of a run, from its memo and run.json. */
+export async function runSource(client: Client, runId: string): Promise<{ storeUri: string; config: RunConfig; status: string }> {
+  const handle = await runHandle(client, runId);
+  const d = await handle.describe();
+  const storeUri = (d.memo as { storeUri?: string } | undefined)?.storeUri;
+  if (!storeUri) throw new RunError(`run "${runId}" has no storeUri in its memo: it was not started by durable-rl`);
+  const store = openStore(storeUri);
+  try {
+    const record = await readRunRecord(store, runId).catch((err: unknown) => {
+      throw new RunError(`run "${runId}" has no run record in ${storeUri}: ${(err as Error).message}`);
+    });
+    return { storeUri, config: record.config, status: d.status.name };
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * Starts a new run that continues `sourceRunId` from its last committed checkpoint, or from the
+ * checkpoint after step `step`. The source must not be running (stop it first). The new run has
+ * the same config (and seed), so it produces what the source would have.
+ */
+export async function resumeFromRun(client: Client, sourceRunId: string, opts: { step?: number; runId?: string } = {}): Promise<StartedRun & { checkpoint: number }> {
+  const src = await runSource(client, sourceRunId);
+  if (src.status === 'RUNNING') throw new RunError(`"${sourceRunId}" is still running; stop it first (durable-rl stop ${sourceRunId}) or let it finish`);
+  const store = openStore(src.storeUri);
+  let checkpoints: number[];
+  try {
+    checkpoints = await committedSteps(store, sourceRunId, 'checkpoints');
+  } finally {
+    await store.close();
+  }
+  const total = totalSteps(src.config);
+  let checkpoint: number;
+  if (opts.step !== undefined) {
+    checkpoint = opts.step + 1;
+    if (!checkpoints.includes(checkpoint)) {
+      throw new RunError(`step ${opts.step} of "${sourceRunId}" is not committed (committed checkpoints: ${summarise(checkpoints)}); give one of the committed steps (checkpoint - 1)`);
+    }
+  } else {
+    if (checkpoints.length === 0) throw new RunError(`"${sourceRunId}" has no committed checkpoint in ${src.storeUri}`);
+    checkpoint = checkpoints[checkpoints.length - 1]!;
+  }
+  if (checkpoint >= total) throw new RunError(`"${sourceRunId}" finished all ${total} steps at checkpoint ${checkpoint}: nothing left to train`);
+  planStep(src.config, checkpoint); // in range
+  const started = await startTrainingRun(client, src.config, {
+    runId: opts.runId ?? newRunId(src.config.name),
+    resumeFrom: { runId: sourceRunId, checkpoint },
+  });
+  return { ...started, checkpoint };
+}
+
+function summarise(xs: number[]): string {
+  if (xs.length === 0) return 'none';
+  if (xs.length <= 6) return xs.join(', ');
+  return `${xs.slice(0, 3).join(', ')}, …, ${xs.slice(-2).join(', ')}`;
+}
