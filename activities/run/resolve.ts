@@ -10,7 +10,7 @@ import { parseModelConfig, type ModelConfig } from '../model/config.js';
 import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
 import { withRewardFaults } from '../reward/faults.js';
-import { getTask, registerTaskRewards, type Task } from '../tasks/tasks.js';
+import { getTask, type Task } from '../tasks/tasks.js';
 import { NotFoundError } from '../store/errors.js';
 import { joinKey, runPrefix } from '../store/keys.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -53,7 +53,7 @@ export function resolveRun(config: RunConfig): ResolvedRun {
         num_attention_heads: m.heads, intermediate_size: m.intermediate ?? roundUp8((8 * m.hidden) / 3),
         max_position_embeddings: maxPositions, tie_word_embeddings: true, ...special,
       }, 'run config model');
-  const registry = registerTaskRewards(defaultRegistry());
+  const registry = defaultRegistry();
   return {
     config,
     task,
