@@ -296,6 +296,7 @@ export function lineChart(spec: LineChartSpec): string {
   const keeps = spec.series.map((s) => downsampleMinMax(s.values, maxPoints));
   const measured = keeps.map((k) => k.length > 0);
   const f = frame(spec);
+  if (!measured.some(Boolean)) f.yTicks = { ticks: [], step: 0 }; // no data: no made-up y scale
   const body: string[] = [`<rect class="plot" x="${PLOT.x0}" y="${PLOT.y1}" width="${PLOT.x1 - PLOT.x0}" height="${PLOT.y0 - PLOT.y1}"/>`];
   body.push(phaseShading(spec, f), axes(spec, f));
   if (measured.some(Boolean)) {
@@ -307,7 +308,7 @@ export function lineChart(spec: LineChartSpec): string {
   }
   const notes: string[] = [];
   const bad = nonFiniteCount(spec);
-  if (bad) notes.push(`${bad} non-finite value${bad === 1 ? '' : 's'} (NaN or ±Infinity) not drawn`);
+  if (bad) notes.push(`${bad} non-finite value${bad === 1 ? '' : 's'} not drawn`);
   const drawn = keeps.reduce((a, k) => a + k.length, 0);
   const total = spec.series.reduce((a, s) => a + s.values.filter((v) => finite(v) !== null).length, 0);
   if (drawn < total) notes.push(`${total} points reduced to ${drawn} (min/max per bucket)`);

@@ -90,7 +90,7 @@ function evalChart(evals: readonly EvalRow[], phases: PhaseSpan[], xDomain: [num
   const ks = [...new Set(evals.flatMap((e) => (e.pass_at_k ? [e.pass_at_k.k] : [])))];
   const passLabel = ks.length === 1 ? `pass@${ks[0]}` : 'pass@k';
   return lineChart({
-    id: 'eval', title: 'Evaluation by step (steps trained before the evaluated weights)', yLabel: 'accuracy',
+    id: 'eval', title: 'Evaluation accuracy (x = steps trained before the evaluation)', yLabel: 'accuracy',
     x: evals.map((e) => e.step), xDomain, yDomain: [0, 1], phases, maxPoints,
     series: [
       { label: 'greedy accuracy', values: evals.map((e) => e.greedy_accuracy) },
@@ -179,8 +179,8 @@ table { border-collapse: collapse; } th, td { text-align: left; vertical-align: 
 table.facts th { color: #555; font-weight: normal; }
 .warnings { background: #fff4e6; border: 1px solid #f08c00; padding: 8px 12px; margin-top: 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
-figure.chart { margin: 0; } figcaption { font-weight: 600; } figcaption small { font-weight: normal; color: #666; }
-svg { font: 11px system-ui, sans-serif; background: #fff; }
+figure.chart { margin: 0; flex: 1 1 520px; max-width: 640px; } figcaption { font-weight: 600; } figcaption small { font-weight: normal; color: #666; }
+svg { font: 11px system-ui, sans-serif; background: #fff; width: 100%; height: auto; }
 svg .plot { fill: none; stroke: #ccc; } svg .grid line { stroke: #eee; } svg .axis line { stroke: #888; }
 svg .axis text { fill: #444; } svg .axis-label { fill: #222; }
 svg .phase-sft { fill: #e7f5ff; } svg .rl-start { stroke: #c92a2a; stroke-dasharray: 4 3; } svg .phase-label { fill: #555; }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../../../activities/store/open.js';
 import { joinKey, runPrefix, stepPrefix } from '../../../activities/store/keys.js';
-import { commit } from '../../../activities/store/manifest.js';
+import { commit, type ArtifactInput } from '../../../activities/store/manifest.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import {
   ADVANTAGES, METRICS, REWARDS, ROLLOUTS,
@@ -54,7 +54,7 @@ export interface RlSample {
 export async function commitRlStep(
   store: ObjectStore, runId: string, step: number, samples: readonly RlSample[], shardSize = 2, over: Partial<MetricsInput> = {},
 ): Promise<void> {
-  const artifacts = [{ name: 'metrics.arrow', bytes: encodeMetrics([metricsRow(runId, step, 'rl', over)]), schema: METRICS }];
+  const artifacts: ArtifactInput[] = [{ name: 'metrics.arrow', bytes: encodeMetrics([metricsRow(runId, step, 'rl', over)]), schema: METRICS }];
   for (let shard = 0; shard * shardSize < samples.length; shard++) {
     const part = samples.slice(shard * shardSize, (shard + 1) * shardSize);
     const rollouts: RolloutsInput[] = part.map((s) => {
