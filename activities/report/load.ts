@@ -115,7 +115,7 @@ export interface RunReportData {
 }
 
 export interface LoadReportOptions {
-  /** Rows of the sample table taken from the last RL step, in rollout order (whole groups first). Default 24. */
+  /** Rows of the sample table taken from the last RL step, in rollout order (whole groups first), and most evaluation samples shown. Default 24. */
   maxSamples?: number;
   /** Follow run.json's `resumed_from` to include the source runs' earlier steps. Default true. */
   followResumedFrom?: boolean;
@@ -391,6 +391,7 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
   const lineage: RunLineageEntry[] = [];
   const stepsByRun: MetricsRow[][] = [];
   const evalsByRun: EvalRow[][] = [];
+  const stepOwner = new Map<MetricsRow, string>();
 
   let current: string | null = runId;
   let below = Number.POSITIVE_INFINITY; // the history this run contributes: steps < below
@@ -406,6 +407,7 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
       loadEvals(store, current, evalsAtOrBelow, o, warnings),
     ]);
     stepsByRun.push(steps);
+    for (const r of steps) stepOwner.set(r, current);
     evalsByRun.push(evals);
     const resumed = info?.resumed_from ?? null;
     lineage.push({ run_id: current, name: info?.name ?? null, resumed_from: resumed, steps: steps.length });
@@ -440,10 +442,12 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
   let samples: RunReportData['samples'] = null;
   const lastRl = steps.findLast((s) => s.phase === 'rl');
   if (lastRl) {
+    // The run whose folder holds the step (not the row's run_id field, which the writer filled in).
+    const from = stepOwner.get(lastRl)!;
     try {
-      samples = await loadSamples(store, lastRl.run_id, lastRl.step, o.maxSamples);
+      samples = await loadSamples(store, from, lastRl.step, o.maxSamples);
     } catch (err) {
-      warnings.push(`samples of step ${lastRl.step} of run ${lastRl.run_id} left out: ${message(err)}`);
+      warnings.push(`samples of step ${lastRl.step} of run ${from} left out: ${message(err)}`);
     }
   }
   const latestEval = evals.at(-1);
