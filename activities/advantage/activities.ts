@@ -1,0 +1,174 @@
+/**
+ * The advantage activity of a training step (workflows/training-run.ts, reward queue):
+ * `computeStepAdvantages` joins the step's rollouts and rewards by (prompt_id, sample_id), runs the
+ * rl phase's estimator (activities/advantage) over the samples that have a reward, and writes
+ * `advantages.arrow` under the step prefix: one row per rollout row, in shard order. A sample
+ * without a reward (dropped by the reward error policy) or one the estimator does not keep gets
+ * advantage 0 and an all-false loss mask, so the learner trains on exactly the kept samples.
+ *
+ * Idempotent: on a committed step the committed advantages are returned without computing.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { stage } from '../run/activity.js';
+import { loadRun } from '../run/resolve.js';
+import type { AdvantagesInput, AdvantagesResult } from '../run/types.js';
+import { stepPrefix } from '../store/keys.js';
+import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import {
+  ADVANTAGES, decodeAdvantages, decodeRewards, decodeRollouts, encodeAdvantages,
+  type AdvantagesInput as AdvantagesRowInput, type AdvantagesRow, type RewardsRow, type RolloutsRow,
+} from '../store/schemas.js';
+import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample } from './index.js';
+import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
+
+const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+
+export const ADVANTAGES_FILE = 'advantages.arrow';
+
+const rowKey = (promptId: string, sampleId: number) => `${promptId}#${sampleId}`;
+
+/** What the estimator made of a step: the table rows and the result's statistics. */
+export interface StepAdvantages {
+  rows: AdvantagesRowInput[];
+  keptSamples: number;
+  droppedSamples: number;
+  zeroVarianceGroups: number;
+  advantageMean: number;
+  advantageStd: number;
+}
+
+/**
+ * The advantages of a step from its rollouts and rewards (pure). Every rollout row needs exactly
+ * one rewards row with the same (prompt_id, sample_id); rewards rows of no rollout are an error.
+ */
+export function stepAdvantages(config: AdvantageConfig, rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): StepAdvantages {
+  const byKey = new Map<string, RewardsRow>();
+  for (const r of rewards) {
+    const k = rowKey(r.prompt_id, r.sample_id);
+    if (byKey.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
+    byKey.set(k, r);
+  }
+  const samples: AdvantageSample[] = [];
+  const sampleOf: (number | null)[] = [];
+  const seen = new Set<string>();
+  for (const r of rollouts) {
+    const k = rowKey(r.prompt_id, r.sample_id);
+    if (seen.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} appears twice in the rollouts`);
+    seen.add(k);
+    const w = byKey.get(k);
+    if (!w) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before computing advantages`);
+    if (w.reward === null) {
+      sampleOf.push(null);
+      continue;
+    }
+    sampleOf.push(samples.length);
+    samples.push({
+      sampleId: k,
+      groupId: r.group_id,
+      reward: w.reward,
+      completionLength: r.completion_token_ids.length,
+      ...(w.token_rewards ? { processRewards: w.token_rewards } : {}),
+      tokenIds: r.completion_token_ids,
+      ...(r.node_id != null ? { nodeId: r.node_id, parentNodeId: r.parent_node_id } : {}),
+    });
+  }
+  if (seen.size !== byKey.size) {
+    const extra = [...byKey.keys()].find((k) => !seen.has(k))!;
+    throw new AdvantageInputError(`rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`);
+  }
+
+  const result = samples.length > 0 ? computeAdvantages(config, { samples }) : null;
+  const rows = rollouts.map((r, i): AdvantagesRowInput => {
+    const j = sampleOf[i]!;
+    const out = j === null ? null : result!.samples[j]!;
+    const n = r.completion_token_ids.length;
+    const keep = out?.keep === true;
+    const mask = keep && out!.lossMask ? Array.from(out!.lossMask, (m) => m === 1) : new Array<boolean>(n).fill(keep);
+    return {
+      run_id: r.run_id, step: r.step, prompt_id: r.prompt_id, sample_id: r.sample_id, node_id: r.node_id,
+      advantage: keep ? out!.advantage : 0,
+      token_advantages: keep && out!.tokenAdvantages ? Float32Array.from(out!.tokenAdvantages) : null,
+      loss_mask: mask,
+    };
+  });
+  const kept = result?.stats.keptSamples ?? 0;
+  return {
+    rows,
+    keptSamples: kept,
+    droppedSamples: rollouts.length - kept,
+    zeroVarianceGroups: result?.stats.zeroVarianceGroups ?? 0,
+    advantageMean: result?.stats.advantageMean ?? 0,
+    advantageStd: result?.stats.advantageStd ?? 0,
+  };
+}
+
+/** Statistics of committed advantages (kept = any token in the loss), with the zero-variance groups from the rewards. */
+function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): Omit<StepAdvantages, 'rows'> {
+  const kept = adv.filter((r) => r.loss_mask === null || r.loss_mask.some(Boolean)).map((r) => r.advantage ?? 0);
+  const reward = new Map(rewards.map((r) => [rowKey(r.prompt_id, r.sample_id), r.reward]));
+  const samples: AdvantageSample[] = [];
+  for (const r of rollouts) {
+    const w = reward.get(rowKey(r.prompt_id, r.sample_id));
+    if (w != null) samples.push({ sampleId: rowKey(r.prompt_id, r.sample_id), groupId: r.group_id, reward: w });
+  }
+  const groups = groupSamples(samples);
+  return {
+    keptSamples: kept.length,
+    droppedSamples: adv.length - kept.length,
+    zeroVarianceGroups: groups.filter((g) => g.indices.length > 1 && isFlat(groupRewards(samples, g))).length,
+    advantageMean: mean(kept),
+    advantageStd: std(kept, 'population'),
+  };
+}
+
+async function readAll<T>(store: ObjectStore, prefix: string, entries: readonly ManifestEntry[], decode: (b: Uint8Array, source: string) => T[]): Promise<T[]> {
+  const out: T[] = [];
+  for (const e of entries) out.push(...decode(await readEntry(store, prefix, e), store.uri(prefix)));
+  return out;
+}
+
+/** Computes the step's advantages and writes `advantages.arrow` (uncommitted) under the step prefix. */
+export async function computeStepAdvantages(input: AdvantagesInput): Promise<AdvantagesResult> {
+  return stage('advantages', input.storeUri, async ({ store, progress }) => {
+    const t0 = performance.now();
+    const { runId, step } = input;
+    const prefix = stepPrefix(runId, step);
+    const seconds = () => (performance.now() - t0) / 1000;
+
+    const committed = await readManifest(store, prefix);
+    if (committed) {
+      const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_FILE);
+      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_FILE}" (an sft step?); a committed step is never changed`);
+      const adv = decodeAdvantages(await readEntry(store, prefix, entry), store.uri(prefix));
+      const sorted = (re: RegExp) => committed.artifacts.filter((e) => re.test(e.name)).sort((a, b) => (a.name < b.name ? -1 : 1));
+      const rollouts = await readAll(store, prefix, sorted(/^rollouts-\d+\.arrow$/), decodeRollouts);
+      const rewards = await readAll(store, prefix, sorted(/^rewards-\d+\.arrow$/), decodeRewards);
+      return { advantages: entry, ...committedStats(adv, rollouts, rewards), seconds: seconds() };
+    }
+
+    if (input.rollouts.length === 0) throw badInput('no rollouts shards given: an rl step needs at least one');
+    if (input.rollouts.length !== input.rewards.length) {
+      throw badInput(`${input.rollouts.length} rollouts shards but ${input.rewards.length} rewards shards: give one rewards entry per rollouts entry, in shard order`);
+    }
+    const { run } = await loadRun(store, runId);
+    const phase = run.config.phases[input.phaseIndex];
+    if (!phase) throw badInput(`phaseIndex ${input.phaseIndex} is out of range: the run has ${run.config.phases.length} phases`);
+    if (phase.kind !== 'rl') throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);
+
+    progress({ done: 0, of: input.rollouts.length });
+    const rollouts = await readAll(store, prefix, input.rollouts, decodeRollouts);
+    const rewards = await readAll(store, prefix, input.rewards, decodeRewards);
+    let result: StepAdvantages;
+    try {
+      result = stepAdvantages(phase.advantage, rollouts, rewards);
+    } catch (err) {
+      if (err instanceof AdvantageInputError) throw badInput(`advantages of step ${step} (${phase.advantage.estimator}): ${err.message}`);
+      throw err;
+    }
+    const entry = await writeArtifact(store, prefix, { name: ADVANTAGES_FILE, bytes: encodeAdvantages(result.rows), schema: ADVANTAGES });
+    progress({ done: input.rollouts.length, of: input.rollouts.length });
+    const { rows: _rows, ...stats } = result;
+    return { advantages: entry, ...stats, seconds: seconds() };
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * The reward activity of a training step (workflows/training-run.ts, reward queue):
+ * `rewardShard` scores one rollout shard with the run's reward under the run's error policy
+ * (DESIGN.md §9: a failing reward is recorded with its message and then failed, dropped or
+ * defaulted — never a silent zero) and writes `rewards-{shard:03d}.arrow` under the step prefix.
+ *
+ * The rollouts table carries no reference answers, so the task items are made again from their
+ * prompt ids (`taskItemsById`): item `i` of a split is a pure function of (seed, split, i), and the
+ * id `{task}-{split}-{i:06d}` names i.
+ *
+ * Idempotent: a shard of a committed step returns the committed rewards without scoring again.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { crashPoint } from '../run/faults.js';
+import { stage } from '../run/activity.js';
+import { loadRun } from '../run/resolve.js';
+import type { RewardShardInput, RewardShardResult } from '../run/types.js';
+import { stepPrefix } from '../store/keys.js';
+import { manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
+import { REWARDS, decodeRewards, decodeRollouts, encodeRewards, type RewardsInput, type RewardsRow } from '../store/schemas.js';
+import type { Split, Task, TaskItem } from '../tasks/types.js';
+import { scoreSamples } from './run.js';
+import type { RewardSample } from './types.js';
+
+const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+
+/** Name of a shard's rewards artifact: `rewards-{shard:03d}.arrow`. */
+export function rewardsName(shard: number): string {
+  return `rewards-${String(shard).padStart(3, '0')}.arrow`;
+}
+
+const PROMPT_ID = /^(.+)-(train|eval)-(\d+)$/;
+
+/**
+ * The task items named by `promptIds` (`{task}-{split}-{index:06d}`, as `splitItems` makes them),
+ * regenerated from the seed; consecutive indices are made in one call. Throws (naming the id) on an
+ * id of another task or not of that form.
+ */
+export function taskItemsById(task: Pick<Task, 'name' | 'prompts'>, seed: number, promptIds: Iterable<string>): Map<string, TaskItem> {
+  const wanted = new Map<Split, Set<number>>();
+  for (const id of promptIds) {
+    const m = PROMPT_ID.exec(id);
+    if (!m || m[1] !== task.name) {
+      throw new Error(`prompt id ${JSON.stringify(id)} is not an item of task "${task.name}": expected "${task.name}-train-NNNNNN" or "${task.name}-eval-NNNNNN"`);
+    }
+    const split = m[2] as Split;
+    const index = Number(m[3]);
+    if (!Number.isSafeInteger(index)) throw new Error(`prompt id ${JSON.stringify(id)}: index ${m[3]} is not a safe integer`);
+    let set = wanted.get(split);
+    if (!set) wanted.set(split, (set = new Set()));
+    set.add(index);
+  }
+  const out = new Map<string, TaskItem>();
+  for (const [split, set] of wanted) {
+    const indices = [...set].sort((a, b) => a - b);
+    for (let a = 0; a < indices.length;) {
+      let b = a;
+      while (b + 1 < indices.length && indices[b + 1] === indices[b]! + 1) b++;
+      for (const item of task.prompts(seed, split, b - a + 1, indices[a]!)) out.set(item.promptId, item);
+      a = b + 1;
+    }
+  }
+  return out;
+}
+
+/** The counts of RewardShardResult, from the rows of a rewards table. */
+export function rewardSummary(rows: readonly (RewardsRow | RewardsInput)[]): Omit<RewardShardResult, 'rewards' | 'seconds'> {
+  let scored = 0;
+  let sum = 0;
+  let sumSquares = 0;
+  let min: number | null = null;
+  let max: number | null = null;
+  let errors = 0;
+  let dropped = 0;
+  const components: Record<string, number> = {};
+  for (const r of rows) {
+    if (r.error != null && r.error !== '') errors++;
+    const reward = r.reward ?? null;
+    if (reward === null) {
+      dropped++;
+      continue;
+    }
+    scored++;
+    sum += reward;
+    sumSquares += reward * reward;
+    min = min === null ? reward : Math.min(min, reward);
+    max = max === null ? reward : Math.max(max, reward);
+    const comps = r.components instanceof Map ? Object.fromEntries(r.components) : (r.components as Record<string, number>);
+    for (const k of Object.keys(comps).sort()) components[k] = (components[k] ?? 0) + comps[k]!;
+  }
+  return { samples: rows.length, scored, sum, sumSquares, min, max, errors, dropped, components };
+}
+
+/** Scores one rollout shard and writes `rewards-{shard:03d}.arrow` (uncommitted) under the step prefix. */
+export async function rewardShard(input: RewardShardInput): Promise<RewardShardResult> {
+  return stage('reward', input.storeUri, async ({ store, progress }) => {
+    const t0 = performance.now();
+    const { runId, step, shard } = input;
+    if (!Number.isInteger(shard) || shard < 0 || !Number.isInteger(input.shards) || shard >= input.shards) {
+      throw badInput(`shard ${shard} of ${input.shards}: give 0 <= shard < shards`);
+    }
+    const prefix = stepPrefix(runId, step);
+    const name = rewardsName(shard);
+    const seconds = () => (performance.now() - t0) / 1000;
+
+    const committed = await readManifest(store, prefix);
+    if (committed) {
+      const entry = committed.artifacts.find((e) => e.name === name);
+      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${name}"; a committed step is never changed — check the shard number`);
+      const rows = decodeRewards(await readEntry(store, prefix, entry), store.uri(prefix));
+      return { rewards: entry, ...rewardSummary(rows), seconds: seconds() };
+    }
+
+    const { run } = await loadRun(store, runId);
+    const rollouts = decodeRollouts(await readEntry(store, prefix, input.rollouts), store.uri(prefix));
+    let items: Map<string, TaskItem>;
+    try {
+      items = taskItemsById(run.task, run.config.seed, rollouts.map((r) => r.prompt_id));
+    } catch (err) {
+      throw badInput(`${store.uri(prefix)}/${input.rollouts.key}: ${(err as Error).message}`);
+    }
+    const samples: RewardSample[] = rollouts.map((r) => {
+      const item = items.get(r.prompt_id)!;
+      if (item.prompt !== r.prompt_text) {
+        throw badInput(`rollout ${r.prompt_id}/${r.sample_id} has prompt ${JSON.stringify(r.prompt_text)} but the task's item is ${JSON.stringify(item.prompt)}: the rollouts were made with another seed or task options`);
+      }
+      return {
+        promptId: r.prompt_id, sampleId: r.sample_id, prompt: r.prompt_text, completion: r.completion_text,
+        reference: item.reference, metadata: item.metadata,
+        promptTokens: r.prompt_token_ids.length, completionTokens: r.completion_token_ids.length,
+      };
+    });
+    progress({ done: 0, of: samples.length });
+    const reward = run.createReward();
+    let outcome;
+    try {
+      outcome = await scoreSamples(reward, samples, run.config.reward.errorPolicy, {
+        step,
+        onProgress: (done, of) => progress({ done, of }),
+      });
+    } finally {
+      await reward.close?.();
+    }
+    const rows: RewardsInput[] = outcome.rows.map((r, i) => ({
+      run_id: runId, step, prompt_id: rollouts[i]!.prompt_id, sample_id: rollouts[i]!.sample_id, node_id: rollouts[i]!.node_id,
+      reward: r.reward, components: r.components ?? {}, token_rewards: r.processRewards, error: r.error,
+    }));
+    crashPoint('reward', step);
+    const entry = await writeArtifact(store, prefix, { name, bytes: encodeRewards(rows), schema: REWARDS });
+    return { rewards: entry, ...rewardSummary(rows), seconds: seconds() };
+  });
+}
