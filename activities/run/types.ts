@@ -31,7 +31,11 @@ export interface ResumeSource {
 export interface RunRecord {
   run_id: string;
   name: string;
-  /** The run this one continues (resume-from), or null. */
+  /**
+   * The run this one continues (resume-from), or null. `step`: the first step this run trains,
+   * which is also the source checkpoint it starts from (`checkpoint`, the same number); the source
+   * contributes its steps before it.
+   */
   resumed_from: { run_id: string; step: number; checkpoint: number } | null;
   config: RunConfig;
 }
