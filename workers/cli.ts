@@ -1,41 +1,76 @@
 /**
  * The `durable-rl` command line.
  *
- *   durable-rl demo                 the main job on the embedded defaults (see README)
- *   durable-rl annotate <key>       start reward annotation of an Arrow file in the store
- *   durable-rl make-sample          write a sample annotation input to the store
- *   durable-rl status <job>         progress of an annotation job
- *   durable-rl worker               run workers (all queues, or --queues a,b)
+ *   durable-rl train [config.yaml|json]   start a training run (the embedded defaults without a file)
+ *   durable-rl status <run|job>           state and progress of a training run or an annotation job
+ *   durable-rl pause|resume|stop <run>    control a running training run (between steps)
+ *   durable-rl resume-from <run>          a new run from another run's committed checkpoint
+ *   durable-rl replay <run>               replay every execution's history against the current code
+ *   durable-rl report <run>               the run's HTML report
+ *   durable-rl export <run>               a checkpoint as a Hugging Face-style model directory
+ *   durable-rl runs                       recent training runs
+ *   durable-rl demo                       the reward-annotation demo
+ *   durable-rl annotate <key>             start reward annotation of an Arrow file in the store
+ *   durable-rl make-sample                write a sample annotation input to the store
+ *   durable-rl worker                     run workers (all queues, or --queues a,b)
  *
- * Common options: --store URI (default file://./out/store, or DURABLE_RL_STORE); Temporal from
- * DURABLE_RL_TEMPORAL_* (see workers/temporal.ts), else the local dev server that `infra` starts.
- * Errors print one line and exit non-zero.
+ * `npm start` is `train --follow --with-workers`: the main job. Temporal from DURABLE_RL_TEMPORAL_*
+ * (see workers/temporal.ts), else the local dev server that `infra` starts. Errors print one line
+ * and exit non-zero: 2 for a bad command line, config or unknown run, 1 for anything else.
  */
 import './cli-env.js';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { ConfigError } from '../activities/common/config.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
 import { writeSampleInputs } from '../activities/reward/annotate-activities.js';
-import { up } from '../infra/index.js';
 import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { annotateProgress, startAnnotateRewards } from './client.js';
-import { connectClient, temporalConfig, temporalEnv, workflowUrl, type TemporalConfig } from './temporal.js';
+import { int, resolveTemporal, say, UsageError } from './cli-common.js';
+import { replayCommand } from './cli-replay.js';
+import { controlCommand, describeJob, exportCommand, reportCommand, resumeFromCommand, runsCommand, runStatus, trainCommand } from './cli-run.js';
+import { connectClient, workflowUrl } from './temporal.js';
+import { absoluteStoreUri, RunError } from './train-client.js';
 import { ALL_QUEUES, createWorkers } from './worker.js';
 
 const USAGE = `usage: durable-rl <command> [options]
 
-commands:
-  demo                      score a generated sample with the annotateRewards workflow (the main job)
+training runs:
+  train [config.yaml|json]  validate a run config (default: the embedded one), start the run, print its id
+                            and Web UI link; --follow shows progress until it ends, then the eval accuracy
+                            before and after RL and the report's path
+  status <run>              status and progress of a training run (or of an annotation job)
+  pause <run>               pause after the current step
+  resume <run>              continue a paused run
+  stop <run>                finish the current step, then end as stopped
+  resume-from <run>         start a new run from <run>'s last committed checkpoint (or --step N's)
+  replay <run>              replay every execution of the run against the current workflow code (exit 1
+                            if any is non-deterministic)
+  report <run>              write the run's HTML report
+  export <run>              export a checkpoint (model.safetensors, config.json, ONNX graphs) to a directory
+  runs                      recent training runs with their search attributes
+
+reward annotation:
+  demo                      score a generated sample with the annotateRewards workflow
   annotate <input-key>      start annotateRewards on an Arrow file (schema annotation_inputs) in the store
   make-sample               write a generated annotation_inputs file to the store
-  status <job-id>           show the progress of an annotation job
   worker                    run workers until SIGINT/SIGTERM
 
 options:
-  --store URI               object store: file:///dir or s3://bucket/prefix (default: file://./out/store)
+  --store URI               object store: file:///dir or s3://bucket/prefix. train: overrides the config's
+                            store (default file://./durable-rl-data); report/export: read the run from it
+                            without asking Temporal; annotation: default file://./out/store or DURABLE_RL_STORE
+  --follow                  train, resume-from: live progress until the run ends (redrawn on a terminal,
+                            one line per change otherwise), then the result and the report
+  --with-workers            train, resume-from: run the all-in-one workers in this process until the run ends
+  --name NAME               train: the run's name (prefix of its id)
+  --seed N                  train: the run's seed
+  --step N                  resume-from, export: the checkpoint after step N (default: the latest)
+  --out PATH                report: the HTML file (default ./durable-rl-reports/<run>.html);
+                            export: the directory (default ./durable-rl-exports/<run>[-step-N])
+  --save DIR                replay: also write each execution's history as JSON (replay test fixtures)
+  --limit N                 runs: how many (default 20)
   --job ID                  job id / workflow id (annotate, demo)
   --records N               records to generate (make-sample, demo; default 2000)
   --key KEY                 key of the generated file (make-sample; default inputs/sample.arrow)
@@ -45,63 +80,84 @@ options:
   --queues a,b              worker: queues to poll (${ALL_QUEUES.join(', ')}; default all)
   -h, --help                this text`;
 
-class UsageError extends Error {}
-
 function defaultStore(): string {
   return process.env.DURABLE_RL_STORE ?? pathToFileURL(resolve('out/store')).href;
 }
 
-/**
- * A relative `file://dir` is made absolute here, against the CLI's working directory: workflows
- * pass the store URI to workers, which may run elsewhere (jobs reject relative file stores).
- */
-function absoluteStore(uri: string): string {
-  if (!uri.startsWith('file://') || uri.startsWith('file:///') || uri.startsWith('file://localhost/')) return uri;
-  return pathToFileURL(resolve(decodeURIComponent(uri.slice('file://'.length)))).href;
+/** The one positional argument a command needs. */
+function arg(rest: string[], command: string, what: string): string {
+  const [v, ...extra] = rest;
+  if (!v) throw new UsageError(`${command} needs ${what}`);
+  if (extra.length > 0) throw new UsageError(`${command} takes one argument (${what}); unexpected: ${extra.join(' ')}`);
+  return v;
 }
-
-/** Temporal from the environment, else the local dev server (started if needed). */
-async function resolveTemporal(): Promise<TemporalConfig> {
-  const env = temporalEnv();
-  if (env.address) return temporalConfig(env);
-  const e = await up({ components: ['temporal'] });
-  return temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace, uiUrl: e.temporal.uiUrl });
-}
-
-function int(v: string | undefined, name: string, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got "${v}"`);
-  return n;
-}
-
-const say = (line: string) => process.stdout.write(`${line}\n`);
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      store: { type: 'string' },
-      job: { type: 'string' },
-      records: { type: 'string' },
-      key: { type: 'string' },
-      'shard-size': { type: 'string' },
-      reward: { type: 'string' },
-      wait: { type: 'boolean' },
-      queues: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        store: { type: 'string' },
+        follow: { type: 'boolean' },
+        'with-workers': { type: 'boolean' },
+        name: { type: 'string' },
+        seed: { type: 'string' },
+        step: { type: 'string' },
+        out: { type: 'string' },
+        save: { type: 'string' },
+        limit: { type: 'string' },
+        job: { type: 'string' },
+        records: { type: 'string' },
+        key: { type: 'string' },
+        'shard-size': { type: 'string' },
+        reward: { type: 'string' },
+        wait: { type: 'boolean' },
+        queues: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message} (try --help)`);
+  }
+  const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
   if (values.help || !command) {
     say(USAGE);
     return values.help ? 0 : 2;
   }
-  const store = absoluteStore(values.store ?? defaultStore());
+  const store = absoluteStoreUri(values.store ?? defaultStore());
   const reward = values.reward ? { name: values.reward } : undefined;
 
   switch (command) {
+    case 'train': {
+      if (rest.length > 1) throw new UsageError(`train takes at most one config file; unexpected: ${rest.slice(1).join(' ')}`);
+      return trainCommand(rest[0], {
+        store: values.store, name: values.name, seed: values.seed,
+        follow: values.follow, withWorkers: values['with-workers'], reportOut: values.out,
+      });
+    }
+    case 'resume-from':
+      return resumeFromCommand(arg(rest, command, 'the id of the run to continue'), {
+        step: values.step, follow: values.follow, withWorkers: values['with-workers'], reportOut: values.out,
+      });
+    case 'pause':
+    case 'resume':
+    case 'stop':
+      return controlCommand(command, arg(rest, command, 'a run id'));
+    case 'report':
+      return reportCommand(arg(rest, command, 'a run id'), { out: values.out, store: values.store });
+    case 'export':
+      return exportCommand(arg(rest, command, 'a run id'), { step: values.step, out: values.out, store: values.store });
+    case 'replay': {
+      const id = arg(rest, command, 'a run id (workflow id)');
+      const client = await connectClient(await resolveTemporal());
+      await describeJob(client, id);
+      return replayCommand(client, id, { save: values.save });
+    }
+    case 'runs':
+      return runsCommand(int(values.limit, 'limit', 20));
     case 'make-sample': {
       const key = values.key ?? 'inputs/sample.arrow';
       const n = await writeSampleInputs(store, key, int(values.records, 'records', 2000), 1);
@@ -126,14 +182,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'status': {
-      const jobId = rest[0];
-      if (!jobId) throw new UsageError('status needs a job id');
+      const jobId = arg(rest, command, 'a run or job id');
       const client = await connectClient(await resolveTemporal());
-      const desc = await client.workflow.getHandle(jobId).describe().catch((err: unknown) => {
-        // Only "not found" means there is no such job; anything else (unreachable server, denied) is reported as is.
-        if (err instanceof WorkflowNotFoundError) throw new UsageError(`no job "${jobId}" on Temporal namespace ${client.options.namespace}`);
-        throw err;
-      });
+      const desc = await describeJob(client, jobId);
+      if (desc.type === 'trainingRun') return runStatus(client, jobId, desc);
       say(`${jobId}: ${desc.status.name}`);
       const p = await annotateProgress(client, jobId);
       if (p) say(`  ${p.phase}: shards ${p.shardsDone}/${p.shards}, records ${p.recordsScored}/${p.records}, reward errors ${p.errors}`);
@@ -206,8 +258,8 @@ async function demo(store: string, values: { records?: string; job?: string; 'sh
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    const msg = err instanceof UsageError || err instanceof ConfigError || err instanceof Error ? err.message : String(err);
-    process.stderr.write(`durable-rl: ${msg}\n`);
-    process.exit(err instanceof UsageError ? 2 : 1);
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`durable-rl: ${msg.split('\n')[0]}\n`);
+    process.exit(err instanceof UsageError || err instanceof ConfigError || err instanceof RunError ? 2 : 1);
   },
 );

@@ -1,0 +1,345 @@
+/**
+ * The training-run commands of `durable-rl`: train, resume-from, status (of a run), pause, resume,
+ * stop, report, export, runs. Each validates what it can before it connects, prints the run id and
+ * the Web UI link of what it starts, and throws UsageError / ConfigError / RunError (exit 2) or
+ * Error (exit 1) with one line that says what is wrong.
+ */
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
+import { openStore } from '../activities/store/open.js';
+import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
+import { progressQuery, type RunProgress, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
+import { causeMessage, index, resolveTemporal, say, sleep, UsageError } from './cli-common.js';
+import { beforeAfterRl, evalText, Follower, progressBlock } from './cli-follow.js';
+import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';
+import {
+  absoluteStoreUri, pauseRun, resumeFromRun, resumeRun, runHandle, runSource, startTrainingRun, stopRun, RunError, type StartedRun,
+} from './train-client.js';
+import { ALL_QUEUES, createWorkers, ENTRYPOINT_CONCURRENCY, type WorkerGroup } from './worker.js';
+
+/** How long a progress query may wait for a worker before the display says none answered. */
+const QUERY_TIMEOUT_MS = 5000;
+/** Poll interval of the live display. */
+const FOLLOW_INTERVAL_MS = 1000;
+
+export interface TrainOptions {
+  store?: string;
+  name?: string;
+  seed?: string;
+  follow?: boolean;
+  withWorkers?: boolean;
+  /** Where the report of a finished, followed run goes (default ./durable-rl-reports/<run>.html). */
+  reportOut?: string;
+}
+
+/**
+ * The config `train` starts: the file (YAML or JSON) or the embedded defaults, with --store,
+ * --name and --seed applied on top and validated again, so an error names the field either way.
+ */
+export function trainConfig(file: string | undefined, opts: Pick<TrainOptions, 'store' | 'name' | 'seed'>): RunConfig {
+  const what = file ?? 'run config';
+  const base = file ? loadRunConfig(file) : parseRunConfig({}, what);
+  const overrides: Record<string, unknown> = {};
+  if (opts.store !== undefined) overrides.store = opts.store;
+  if (opts.name !== undefined) overrides.name = opts.name;
+  // A number when it looks like one; otherwise the string, which the schema rejects by name (seed: expected number).
+  if (opts.seed !== undefined) overrides.seed = /^\s*-?\d+(\.\d+)?\s*$/.test(opts.seed) ? Number(opts.seed) : opts.seed;
+  if (Object.keys(overrides).length === 0) return base;
+  return parseRunConfig({ ...base, ...overrides }, what);
+}
+
+/** The all-in-one workers in this process (every queue), with the entrypoints' per-queue concurrency. */
+async function inProcessWorkers(temporal: TemporalConfig): Promise<{ group: WorkerGroup; running: Promise<void> }> {
+  const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
+  const group = await createWorkers({
+    temporal,
+    queues: ALL_QUEUES,
+    maxConcurrentActivities: Object.fromEntries(Object.entries(activities).filter(([, v]) => v !== undefined)),
+    maxConcurrentWorkflowTasks: control,
+    shutdownGraceTimeMs: 5000,
+    identity: `durable-rl-cli-${process.pid}`,
+  });
+  return { group, running: group.run() };
+}
+
+export async function trainCommand(file: string | undefined, opts: TrainOptions): Promise<number> {
+  const config = trainConfig(file, opts); // before connecting: a bad config starts nothing
+  const temporal = await resolveTemporal();
+  const client = await connectClient(temporal);
+  return withOptionalWorkers(temporal, opts.withWorkers === true, async (workers) => {
+    const started = await startTrainingRun(client, config);
+    say(`started training run ${started.runId}`);
+    say(`  ${config.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${config.task.name}, seed ${config.seed}, store ${absoluteStoreUri(config.store)}`);
+    printLinks(temporal, started.runId, workers !== undefined);
+    return afterStart(client, started, { ...opts, workers });
+  });
+}
+
+export async function resumeFromCommand(source: string, opts: { step?: string; follow?: boolean; withWorkers?: boolean; reportOut?: string }): Promise<number> {
+  const step = index(opts.step, 'step');
+  const temporal = await resolveTemporal();
+  const client = await connectClient(temporal);
+  return withOptionalWorkers(temporal, opts.withWorkers === true, async (workers) => {
+    const started = await resumeFromRun(client, source, { step });
+    say(`started training run ${started.runId}`);
+    say(`  resumes ${source} from checkpoint ${started.checkpoint} (the weights after step ${started.checkpoint - 1}); it trains step ${started.checkpoint} next`);
+    printLinks(temporal, started.runId, workers !== undefined);
+    return afterStart(client, started, { ...opts, workers });
+  });
+}
+
+function printLinks(temporal: TemporalConfig, runId: string, withWorkers: boolean): void {
+  const url = workflowUrl(temporal, runId);
+  if (url) say(`Web UI: ${url}`);
+  if (!withWorkers) say(`workers must poll every durable-rl queue: run \`durable-rl worker\` if none is running`);
+}
+
+async function withOptionalWorkers(temporal: TemporalConfig, enabled: boolean, body: (workers: { running: Promise<void> } | undefined) => Promise<number>): Promise<number> {
+  if (!enabled) return body(undefined);
+  const w = await inProcessWorkers(temporal);
+  try {
+    return await body(w);
+  } finally {
+    w.group.shutdown();
+    await w.running.catch(() => undefined);
+  }
+}
+
+type Outcome = { kind: 'result'; result: TrainingRunResult } | { kind: 'failed'; error: unknown } | { kind: 'workers'; error: unknown };
+
+/** After a start: return at once, or (--follow / --with-workers) wait for the end, showing progress when following. */
+async function afterStart(client: Client, started: StartedRun, opts: { follow?: boolean; reportOut?: string; workers?: { running: Promise<void> } }): Promise<number> {
+  if (!opts.follow && !opts.workers) {
+    say(`follow it with \`durable-rl status ${started.runId}\``);
+    return 0;
+  }
+  const ended: Promise<Outcome> = Promise.race([
+    started.result().then((result): Outcome => ({ kind: 'result', result }), (error: unknown): Outcome => ({ kind: 'failed', error })),
+    ...(opts.workers
+      ? [opts.workers.running.then(
+          (): Outcome => ({ kind: 'workers', error: new Error('the workers of this process stopped') }),
+          (error: unknown): Outcome => ({ kind: 'workers', error }),
+        )]
+      : []),
+  ]);
+  let outcome: Outcome | undefined;
+  void ended.then((o) => (outcome = o));
+  const follower = opts.follow ? new Follower(process.stdout) : undefined;
+  const onSignal = () => {
+    follower?.note(`stopped following; the run continues on Temporal: durable-rl status ${started.runId} (stop it with durable-rl stop ${started.runId})`);
+    if (opts.workers) say('this process ran its workers: start `durable-rl worker` for the run to go on');
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  try {
+    while (!outcome) {
+      if (follower) {
+        const p = await queryProgress(started.handle, QUERY_TIMEOUT_MS);
+        if (p && !outcome) follower.update(p);
+      }
+      await Promise.race([ended, sleep(FOLLOW_INTERVAL_MS)]);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+  follower?.done();
+  if (outcome.kind === 'workers') throw new Error(`run ${started.runId} is not finished but ${causeMessage(outcome.error)}`);
+  if (outcome.kind === 'failed') throw new Error(`run ${started.runId} failed: ${failureText(outcome.error)}`);
+  const r = outcome.result;
+  printResult(r);
+  if (r.status !== 'completed') return 0;
+  const { storeUri } = await runSource(client, r.runId);
+  const file = await writeReport(storeUri, r.runId, opts.reportOut);
+  say(`report: ${file}`);
+  return 0;
+}
+
+function failureText(err: unknown): string {
+  if (err instanceof WorkflowFailedError) return causeMessage(err.cause ?? err);
+  return causeMessage(err);
+}
+
+/** The progress query, or undefined when no worker answered within `ms` (or the run has not started). */
+async function queryProgress(handle: WorkflowHandle<typeof trainingRun>, ms: number): Promise<RunProgress | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      handle.query(progressQuery).catch(() => undefined),
+      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function printResult(r: TrainingRunResult): void {
+  say(`run ${r.runId} ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`);
+  const { before, after } = beforeAfterRl(r.evals);
+  if (before && after) {
+    say(`eval accuracy before RL: ${evalText(before)}`);
+    say(`eval accuracy after RL:  ${evalText(after)}`);
+    say(`greedy accuracy ${(100 * before.greedyAccuracy).toFixed(1)}% → ${(100 * after.greedyAccuracy).toFixed(1)}% (${after.greedyAccuracy >= before.greedyAccuracy ? '+' : ''}${(100 * (after.greedyAccuracy - before.greedyAccuracy)).toFixed(1)} points)`);
+  } else {
+    for (const e of r.evals) say(`eval ${evalText(e)}`);
+  }
+}
+
+function defaultReportPath(runId: string): string {
+  return resolve('durable-rl-reports', `${runId}.html`);
+}
+
+/** Loads the run's committed data and writes its HTML report; returns the absolute path. */
+async function writeReport(storeUri: string, runId: string, out?: string): Promise<string> {
+  const { loadRunReport, renderReport } = await import('../activities/report/index.js');
+  const file = resolve(out ?? defaultReportPath(runId));
+  const store = openStore(storeUri);
+  let html: string;
+  try {
+    html = renderReport(await loadRunReport(store, runId));
+  } finally {
+    await store.close();
+  }
+  await mkdir(dirname(file), { recursive: true });
+  await writeFile(file, html);
+  return file;
+}
+
+// ── status ─────────────────────────────────────────────────────────────────────────────────────
+
+/** `status` of a training run: its state and progress on one screen. */
+export async function runStatus(client: Client, runId: string, desc: WorkflowExecutionDescription): Promise<number> {
+  const sa = desc.typedSearchAttributes;
+  const name = sa.get(RUN_NAME);
+  say(`${runId}: ${desc.status.name} · training run${name ? ` "${name}"` : ''} · started ${desc.startTime.toISOString()}${desc.closeTime ? ` · closed ${desc.closeTime.toISOString()}` : ''}`);
+  const handle = client.workflow.getHandle<typeof trainingRun>(runId);
+  if (desc.status.name === 'RUNNING') {
+    const p = await queryProgress(handle, QUERY_TIMEOUT_MS);
+    if (p) {
+      for (const line of progressBlock(p)) say(`  ${line}`);
+      say(`  store: ${p.storeUri} (runs/${runId}/)`);
+      return 0;
+    }
+    say(`  no worker answered the progress query within ${QUERY_TIMEOUT_MS / 1000} s: are workers running? (durable-rl worker)`);
+    say(`  from the search attributes: ${attributesText(sa)}`);
+    return 0;
+  }
+  if (desc.status.name === 'COMPLETED') {
+    // A closed run's result needs no worker (a query would).
+    const r = await handle.result();
+    printResultIndented(r);
+    return 0;
+  }
+  say(`  ${attributesText(sa)}`);
+  if (desc.status.name === 'FAILED') {
+    try {
+      await handle.result();
+    } catch (err) {
+      say(`  failure: ${failureText(err)}`);
+    }
+  }
+  return 0;
+}
+
+function printResultIndented(r: TrainingRunResult): void {
+  say(`  ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`);
+  for (const e of r.evals) say(`  eval ${evalText(e)}`);
+  const { before, after } = beforeAfterRl(r.evals);
+  if (before && after) say(`  greedy accuracy before RL ${(100 * before.greedyAccuracy).toFixed(1)}% → after RL ${(100 * after.greedyAccuracy).toFixed(1)}%`);
+}
+
+type SearchAttrs = WorkflowExecutionDescription['typedSearchAttributes'];
+
+function attributesText(sa: SearchAttrs): string {
+  const reward = sa.get(MEAN_REWARD);
+  return [
+    `status ${sa.get(STATUS) ?? '–'}`,
+    `phase ${sa.get(PHASE) ?? '–'}`,
+    `steps done ${sa.get(STEP) ?? '–'}`,
+    `mean reward ${reward == null ? '–' : reward.toFixed(3)}`,
+  ].join(' · ');
+}
+
+// ── pause / resume / stop ──────────────────────────────────────────────────────────────────────
+
+export async function controlCommand(what: 'pause' | 'resume' | 'stop', runId: string): Promise<number> {
+  const client = await connectClient(await resolveTemporal());
+  if (what === 'pause') {
+    await pauseRun(client, runId);
+    say(`pause requested: ${runId} finishes and commits its current step, then waits (durable-rl resume ${runId})`);
+  } else if (what === 'resume') {
+    await resumeRun(client, runId);
+    say(`resume requested: ${runId} goes on with its next step`);
+  } else {
+    await stopRun(client, runId);
+    say(`stop requested: ${runId} finishes and commits its current step, then ends as stopped (continue it later with durable-rl resume-from ${runId})`);
+  }
+  return 0;
+}
+
+// ── report / export ────────────────────────────────────────────────────────────────────────────
+
+/** The store of a run: --store when given (works without Temporal), else the run's memo. */
+async function storeOf(runId: string, store: string | undefined): Promise<string> {
+  if (store) return absoluteStoreUri(store);
+  const client = await connectClient(await resolveTemporal());
+  try {
+    return (await runSource(client, runId)).storeUri;
+  } finally {
+    await client.connection.close();
+  }
+}
+
+export async function reportCommand(runId: string, opts: { out?: string; store?: string }): Promise<number> {
+  const storeUri = await storeOf(runId, opts.store);
+  const file = await writeReport(storeUri, runId, opts.out);
+  say(`report of ${runId}: ${file}`);
+  return 0;
+}
+
+export async function exportCommand(runId: string, opts: { step?: string; out?: string; store?: string }): Promise<number> {
+  const step = index(opts.step, 'step');
+  const storeUri = await storeOf(runId, opts.store);
+  const dir = resolve(opts.out ?? join('durable-rl-exports', step === undefined ? runId : `${runId}-step-${step}`));
+  const { exportRun } = await import('../activities/checkpoint/export.js');
+  await exportRun(storeUri, runId, step === undefined ? undefined : step + 1, dir);
+  const files = (await readdir(dir)).sort();
+  say(`exported ${runId} ${step === undefined ? '(latest checkpoint)' : `(checkpoint ${step + 1}, after step ${step})`} to ${dir}`);
+  for (const f of files) say(`  ${f}`);
+  return 0;
+}
+
+// ── runs ───────────────────────────────────────────────────────────────────────────────────────
+
+export async function runsCommand(limit: number): Promise<number> {
+  const client = await connectClient(await resolveTemporal());
+  const rows: string[][] = [['RUN', 'TEMPORAL', 'STATUS', 'NAME', 'STEP', 'PHASE', 'MEAN REWARD', 'STARTED']];
+  for await (const w of client.workflow.list({ query: 'WorkflowType="trainingRun"', pageSize: limit })) {
+    const sa = w.typedSearchAttributes;
+    const reward = sa.get(MEAN_REWARD);
+    rows.push([
+      w.workflowId, w.status.name, sa.get(STATUS) ?? '–', sa.get(RUN_NAME) ?? '–', String(sa.get(STEP) ?? '–'),
+      sa.get(PHASE) ?? '–', reward == null ? '–' : reward.toFixed(3), w.startTime.toISOString().replace('T', ' ').slice(0, 19),
+    ]);
+    if (rows.length > limit) break;
+  }
+  if (rows.length === 1) {
+    say(`no training runs on Temporal namespace ${client.options.namespace}`);
+    return 0;
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const r of rows) say(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  return 0;
+}
+
+/** Describes a workflow; "not found" is a UsageError naming the id and the namespace. */
+export async function describeJob(client: Client, id: string): Promise<WorkflowExecutionDescription> {
+  return client.workflow.getHandle(id).describe().catch((err: unknown) => {
+    // Only "not found" means there is no such job; anything else (unreachable server, denied) is reported as is.
+    if (err instanceof WorkflowNotFoundError) throw new UsageError(`no job "${id}" on Temporal namespace ${client.options.namespace} (neither a training run nor an annotation job)`);
+    throw err;
+  });
+}
+
+export { RunError, runHandle };
