@@ -55,6 +55,19 @@ export const EVAL_FILE = 'eval.json';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
+/**
+ * `loadRun` through a view of the store whose `uri('')` is its root: resolve.ts keys its caches by
+ * `store.root`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
+ */
+function loadRunOf(store: ObjectStore, runId: string): ReturnType<typeof loadRun> {
+  const view = new Proxy(store, {
+    get: (target, prop, receiver) => (prop === 'uri'
+      ? (key: string) => (key === '' ? target.root : target.uri(key))
+      : Reflect.get(target, prop, receiver)),
+  });
+  return loadRun(view, runId);
+}
+
 // ── engine and weights cache ────────────────────────────────────────────────────────────────────
 
 interface EngineSlot {
@@ -105,6 +118,14 @@ function policyWeights(store: ObjectStore, runKey: string, runId: string, versio
   return p;
 }
 
+/** Releases every cached engine and weights (worker shutdown, tests); later calls build new ones. */
+export async function releaseEngines(): Promise<void> {
+  const slots = [...engines.values()];
+  engines.clear();
+  weights.clear();
+  await Promise.all(slots.map((s) => s.tail.then(() => s.engine.close()).catch(() => undefined)));
+}
+
 /**
  * Runs `fn` with the run's engine holding the weights of checkpoint `version` (loaded once per
  * (run, version)); uses of one engine run one at a time.
@@ -112,9 +133,9 @@ function policyWeights(store: ObjectStore, runKey: string, runId: string, versio
 async function withPolicy<T>(store: ObjectStore, runId: string, run: ResolvedRun, version: number, fn: (engine: ModelEngine) => Promise<T>): Promise<T> {
   if (!Number.isInteger(version) || version < 0) throw badInput(`policyVersion must be a non-negative integer, got ${version}`);
   if (!(await hasCheckpoint(store, runId, version))) {
-    throw badInput(`checkpoint ${version} of run "${runId}" is not committed in ${store.uri('')}: a policy can only be loaded from a committed checkpoint`);
+    throw badInput(`checkpoint ${version} of run "${runId}" is not committed in ${store.root}: a policy can only be loaded from a committed checkpoint`);
   }
-  const runKey = `${store.uri('')}|${runId}`;
+  const runKey = `${store.root}|${runId}`;
   const slot = engineSlot(runKey, run);
   const w = await policyWeights(store, runKey, runId, version);
   const use = slot.tail.then(async () => {
@@ -257,7 +278,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
       return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };
     }
 
-    const { run } = await loadRun(store, runId);
+    const { run } = await loadRunOf(store, runId);
     const phase = rlPhase(run, input.phaseIndex);
     const params = rolloutSampling(run, phase);
     const { config, tokenizer } = run;
@@ -336,7 +357,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     const existing = await readManifest(store, prefix);
     if (existing) return stored(existing);
 
-    const { run } = await loadRun(store, runId);
+    const { run } = await loadRunOf(store, runId);
     const { config, tokenizer } = run;
     const items = run.task.prompts(config.seed, 'eval', config.eval.prompts, 0);
     const k = config.eval.passK;
