@@ -1,0 +1,230 @@
+/**
+ * The checkpoint activities of a training run (learner queue):
+ *
+ * - `initRun`: writes run.json and puts the run's first checkpoint in place: the seeded initial
+ *   weights (checkpoint 0) of a fresh run, or, for `resume-from`, a byte-for-byte copy of the
+ *   source run's checkpoint (and of the KL reference checkpoint when the resumed step lies inside an
+ *   rl phase past its first step).
+ * - `commitStep`: commits checkpoint step + 1 (written by the learner), then the step itself
+ *   (its artifacts + metrics.arrow). Checkpoint first: a committed step always has its weights.
+ *
+ * Both are idempotent: a re-execution after a crash completes what is missing and writes the same
+ * bytes (content-addressed keys, canonical manifests); a retried commit of a committed step returns
+ * `created: false` and writes nothing.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { logger } from '../common/log.js';
+import { parameterCount, type ModelConfig } from '../model/config.js';
+import { initTrainState } from '../model/engine.js';
+import { initWeights } from '../model/init.js';
+import { stage } from '../run/activity.js';
+import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
+import { crashPoint } from '../run/faults.js';
+import { readRunRecord, resolveRun, runRecordKey, writeRunRecord } from '../run/resolve.js';
+import type { CommitStepInput, CommitStepResult, InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
+import { checkpointPrefix, stepPrefix } from '../store/keys.js';
+import { commit, committedSteps, manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { METRICS, encodeMetrics } from '../store/schemas.js';
+import { writeCheckpoint } from './checkpoint.js';
+
+const log = logger('checkpoint');
+
+/**
+ * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
+ * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
+ */
+function rootView(store: ObjectStore): ObjectStore {
+  return new Proxy(store, {
+    get: (target, prop, receiver) => (prop === 'uri'
+      ? (key: string) => (key === '' ? target.root : target.uri(key))
+      : Reflect.get(target, prop, receiver)),
+  });
+}
+
+/** "215k" / "1.2M": a parameter count in a few characters. */
+function shortCount(n: number): string {
+  if (n < 1000) return String(n);
+  if (n < 1e6) return `${Math.round(n / 1000)}k`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)}M`;
+  return `${(n / 1e9).toFixed(2)}B`;
+}
+
+/** One line for the UI: `llama 2×96, 215k params, vocab 16`. */
+function describeModel(model: ModelConfig): string {
+  return `${model.modelType} ${model.layers}×${model.hidden}, ${shortCount(parameterCount(model))} params, vocab ${model.vocabSize}`;
+}
+
+/** The phase that step `step` belongs to, with its index and first step; undefined past the last phase. */
+function phaseAt(config: RunConfig, step: number): { index: number; start: number; phase: Phase } | undefined {
+  let start = 0;
+  for (const [index, phase] of config.phases.entries()) {
+    if (step < start + phase.steps) return { index, start, phase };
+    start += phase.steps;
+  }
+  return undefined;
+}
+
+/** First place where two JSON-like values differ, as a dotted path (`hidden`, `options.maxDigits`), or undefined. */
+function firstDifference(a: unknown, b: unknown, path: string): { path: string; a: unknown; b: unknown } | undefined {
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObj(a) && isObj(b)) {
+    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+      const d = firstDifference(a[k], b[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+    return undefined;
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? undefined : { path, a, b };
+}
+
+/**
+ * Why `config` cannot continue the training of `source` (a different model, task or seed), or
+ * undefined when it can. The comparison is on the resolved model (so `hidden: 96` spelled out and
+ * the default agree) and on the validated task options.
+ */
+function incompatibility(source: RunConfig, config: RunConfig): string | undefined {
+  const a = resolveRun(source);
+  const b = resolveRun(config);
+  const show = (v: unknown) => (v === undefined ? '(unset)' : JSON.stringify(v));
+  const model = firstDifference(a.model, b.model, 'model');
+  if (model) return `the model differs: resolved ${model.path} is ${show(model.b)} here but ${show(model.a)} in the source run (set config.model and config.task as the source run had them)`;
+  if (a.task.name !== b.task.name) return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
+  const task = firstDifference(a.task.options, b.task.options, 'task.options');
+  if (task) return `the task differs: ${task.path} is ${show(task.b)} here but ${show(task.a)} in the source run`;
+  if (source.seed !== config.seed) return `seed is ${config.seed} here but ${source.seed} in the source run (a resumed run keeps the seed, so its prompts and samples continue the same streams)`;
+  return undefined;
+}
+
+/** Copies committed prefix `from` to `to` byte for byte (verified reads), committing it; returns the manifest URI. */
+async function copyCommitted(store: ObjectStore, from: string, to: string): Promise<{ created: boolean }> {
+  if (await readManifest(store, to)) return { created: false };
+  const manifest = await readManifest(store, from);
+  if (!manifest) throw ApplicationFailure.nonRetryable(`${store.uri(manifestKey(from))} is not committed: nothing to copy`, 'CheckpointMissing');
+  const artifacts = [];
+  for (const e of manifest.artifacts) artifacts.push({ name: e.name, bytes: await readEntry(store, from, e), schema: e.schema });
+  const r = await commit(store, to, artifacts);
+  return { created: r.created };
+}
+
+/**
+ * Starts (or restarts) a run: validates and writes run.json, then makes sure the run's first
+ * checkpoint is committed. Safe to re-execute: run.json is written once (a different config under
+ * the same run id is refused), and committed checkpoints are left as they are.
+ */
+export async function initRun(input: InitRunInput): Promise<InitRunResult> {
+  return stage('initRun', input.storeUri, async (ctx) => {
+    const { progress } = ctx;
+    const store = rootView(ctx.store);
+    const { runId } = input;
+    const config = parseRunConfig(input.config, 'initRun config');
+    const run = resolveRun(config);
+    const from = input.resumeFrom;
+    let startStep = 0;
+    let referenceVersion: number | null = null;
+    let referenceFrom: number | null = null;
+
+    if (from) {
+      // Check everything before writing anything: a refused resume leaves no run behind.
+      const c = from.checkpoint;
+      if (!Number.isSafeInteger(c) || c < 0) {
+        throw ApplicationFailure.nonRetryable(`resume-from checkpoint must be a non-negative integer, got ${JSON.stringify(c)}`, 'BadResume');
+      }
+      if (from.runId === runId) {
+        throw ApplicationFailure.nonRetryable(`resume-from names this run itself ("${runId}"); a resumed run gets a new run id`, 'BadResume');
+      }
+      const total = config.phases.reduce((n, p) => n + p.steps, 0);
+      if (c > total) {
+        throw ApplicationFailure.nonRetryable(`resume-from checkpoint ${c} is past the end of this run's ${total} steps; add steps to config.phases or resume from an earlier checkpoint`, 'BadResume');
+      }
+      const source: RunRecord = await readRunRecord(store, from.runId);
+      const committed = await committedSteps(store, from.runId, 'checkpoints');
+      if (!committed.includes(c)) {
+        throw ApplicationFailure.nonRetryable(
+          `run "${from.runId}" has no committed checkpoint ${c} (committed checkpoints: ${committed.length ? committed.join(', ') : 'none'}); resume from one of those`,
+          'CheckpointMissing',
+        );
+      }
+      const why = incompatibility(source.config, config);
+      if (why) throw ApplicationFailure.nonRetryable(`cannot resume run "${from.runId}" at checkpoint ${c}: ${why}`, 'ResumeIncompatible');
+      const at = phaseAt(config, c);
+      if (at && at.phase.kind === 'rl' && c > at.start) {
+        if (!committed.includes(at.start)) {
+          throw ApplicationFailure.nonRetryable(
+            `run "${from.runId}" has no committed checkpoint ${at.start}, the KL reference of the rl phase (phases.${at.index}) that checkpoint ${c} continues (committed checkpoints: ${committed.join(', ')})`,
+            'CheckpointMissing',
+          );
+        }
+        referenceFrom = at.start;
+      }
+      startStep = c;
+    }
+
+    await writeRunRecord(store, {
+      run_id: runId,
+      name: config.name,
+      resumed_from: from ? { run_id: from.runId, step: from.checkpoint, checkpoint: from.checkpoint } : null,
+      config,
+    });
+
+    if (!from) {
+      if (!(await readManifest(store, checkpointPrefix(runId, 0)))) {
+        progress({ phase: 'initial weights' });
+        const state = initTrainState(run.model, initWeights(run.model, config.seed, { std: config.model.initStd }));
+        const entries = await writeCheckpoint(store, runId, 0, state);
+        await commit(store, checkpointPrefix(runId, 0), entries);
+        log.info({ runId, params: parameterCount(run.model) }, 'initial checkpoint committed');
+      }
+    } else {
+      progress({ phase: 'copy checkpoint', checkpoint: from.checkpoint });
+      await copyCommitted(store, checkpointPrefix(from.runId, from.checkpoint), checkpointPrefix(runId, from.checkpoint));
+      if (referenceFrom !== null) {
+        progress({ phase: 'copy reference checkpoint', checkpoint: referenceFrom });
+        await copyCommitted(store, checkpointPrefix(from.runId, referenceFrom), checkpointPrefix(runId, referenceFrom));
+        referenceVersion = referenceFrom;
+      }
+      log.info({ runId, from: from.runId, checkpoint: from.checkpoint, referenceVersion }, 'resumed from checkpoint');
+    }
+
+    return {
+      startStep,
+      referenceVersion,
+      parameters: parameterCount(run.model),
+      model: describeModel(run.model),
+      runUri: store.uri(runRecordKey(runId)),
+    };
+  });
+}
+
+/**
+ * Commits step `step`: checkpoint step + 1 (the learner's artifacts), then the step prefix with its
+ * artifacts and a one-row metrics.arrow. A crash between the two commits leaves the checkpoint
+ * committed and the step not; the retry finds the checkpoint committed and completes the step.
+ */
+export async function commitStep(input: CommitStepInput): Promise<CommitStepResult> {
+  return stage('commitStep', input.storeUri, async ({ store, progress }) => {
+    const { runId, step } = input;
+    crashPoint('commit', step);
+    const stepAt = stepPrefix(runId, step);
+    const ckptAt = checkpointPrefix(runId, step + 1);
+    const result = (created: boolean): CommitStepResult => ({
+      created, stepUri: store.uri(manifestKey(stepAt)), checkpointUri: store.uri(manifestKey(ckptAt)),
+    });
+    if (await readManifest(store, stepAt)) return result(false);
+    if (input.checkpoint.length === 0) {
+      throw ApplicationFailure.nonRetryable(`commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`, 'BadCommit');
+    }
+    progress({ phase: 'checkpoint', checkpoint: step + 1 });
+    await commit(store, ckptAt, input.checkpoint);
+    crashPoint('commit-mid', step);
+
+    progress({ phase: 'step', step });
+    const metrics = await writeArtifact(store, stepAt, {
+      name: 'metrics.arrow',
+      bytes: encodeMetrics([{ ...input.metrics, run_id: runId, step, phase: input.phase, policy_version: step }]),
+      schema: METRICS,
+    });
+    const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== 'metrics.arrow'), metrics]);
+    return result(r.created);
+  });
+}

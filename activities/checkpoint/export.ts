@@ -1,0 +1,66 @@
+/**
+ * Export of a run's checkpoint as a servable Hugging Face model directory (`durable-rl export`):
+ * config.json, generation_config.json, model.safetensors, the char tokenizer (tokenizer.json,
+ * tokenizer_config.json) and the decode graph (decode.onnx + decode.json sidecar) — see
+ * `exportModel` in activities/model/export.ts. The directory loads back with `loadHfModel` and
+ * in `transformers`.
+ */
+import { logger } from '../common/log.js';
+import { exportModel } from '../model/export.js';
+import { loadRun, withRunStore } from '../run/resolve.js';
+import { committedSteps } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { loadWeights } from './checkpoint.js';
+
+const log = logger('checkpoint:export');
+
+/**
+ * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
+ * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
+ */
+function rootView(store: ObjectStore): ObjectStore {
+  return new Proxy(store, {
+    get: (target, prop, receiver) => (prop === 'uri'
+      ? (key: string) => (key === '' ? target.root : target.uri(key))
+      : Reflect.get(target, prop, receiver)),
+  });
+}
+
+/** The checkpoint asked for is not there (names the run and the committed checkpoints). */
+export class ExportRunError extends Error {
+  override readonly name = 'ExportRunError';
+}
+
+export interface ExportRunResult {
+  /** The directory written. */
+  dir: string;
+  /** File names written in it. */
+  files: string[];
+  /** The checkpoint exported (weights after `version` updates). */
+  version: number;
+}
+
+/**
+ * Writes checkpoint `version` of run `runId` (default: its latest committed checkpoint) to `dir`
+ * as a model directory. The weights are read verified (size and sha256).
+ */
+export async function exportRun(storeUri: string, runId: string, version: number | undefined, dir: string): Promise<ExportRunResult> {
+  return withRunStore(storeUri, async (opened) => {
+    const store = rootView(opened);
+    const { run } = await loadRun(store, runId);
+    const committed = await committedSteps(store, runId, 'checkpoints');
+    const list = committed.length ? committed.join(', ') : 'none';
+    if (version !== undefined && (!Number.isSafeInteger(version) || version < 0)) {
+      throw new ExportRunError(`checkpoint must be a non-negative integer, got ${version}; run "${runId}" has committed checkpoints ${list}`);
+    }
+    const v = version ?? committed.at(-1);
+    if (v === undefined) throw new ExportRunError(`run "${runId}" in ${storeUri} has no committed checkpoint yet: nothing to export`);
+    if (!committed.includes(v)) {
+      throw new ExportRunError(`run "${runId}" has no committed checkpoint ${v} (committed checkpoints: ${list}); checkpoint v holds the weights after step v - 1`);
+    }
+    const weights = await loadWeights(store, runId, v);
+    const files = await exportModel(dir, { config: run.model, weights, tokenizer: run.tokenizer });
+    log.info({ runId, version: v, dir, files: files.length }, 'exported checkpoint');
+    return { dir, files, version: v };
+  });
+}

@@ -1,0 +1,380 @@
+/**
+ * The learner activity of a training run (learner queue): one optimizer update per step.
+ *
+ *   checkpoint `step` ──► batch (sft: gold completions; rl: rollouts × advantages)
+ *                     ──► ONE engine.trainStep over the batch's micro-batches
+ *                     ──► checkpoint `step + 1` written (commitStep commits it)
+ *
+ * Batches. sft: items [promptOffset, promptOffset + batchSize) of the task's train split; each
+ * sequence is BOS + prompt + gold completion + EOS with the loss on the completion and EOS
+ * (`sft` loss). rl: every rollout row with an advantages row whose loss mask keeps at least one
+ * token (rows the advantage stage dropped, or that have no completion, are left out), sequence =
+ * prompt_token_ids + completion_token_ids, loss on the kept completion tokens; the phase's
+ * clipped-surrogate loss gets `old_logprobs` (behaviour_logprobs at their positions), `advantages`
+ * ([B], or [B,T] for per-token advantages) and, with a KL term, `ref_logprobs` scored under the
+ * reference checkpoint. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
+ *
+ * Micro-batches (gradient accumulation). The engine averages the gradients of the micro-batches
+ * with equal weights (grad_scale = 1/n). The batch is cut into n = ceil(B / microBatchSize)
+ * micro-batches of as equal a size as possible (sizes differ by at most one row), in batch order.
+ * - rl `token_mean` (the default): the learner switches the loss's `globalTokenCount` on and feeds
+ *   `loss_token_count` = total loss tokens / n, so each micro-batch's sum is divided by the batch's
+ *   token count and the update equals the full-batch token mean for any microBatchSize (up to
+ *   float rounding). With one micro-batch this is the plain token mean.
+ * - rl `sequence_mean` / `constant`: exact when n divides B (equal row counts); otherwise rows of
+ *   the smaller micro-batches weigh up to 1/(B/n) more.
+ * - sft: the `sft` loss is a token mean per micro-batch; exact when the micro-batches hold equal
+ *   numbers of loss tokens (always the case with one micro-batch — the default microBatchSize 64 ≥
+ *   batchSize 64 — and for fixed-length gold answers when n divides B).
+ *
+ * Idempotent: when checkpoint step + 1 is already committed its entries are returned without
+ * computing. Deterministic: the same checkpoint and batch give bitwise the same
+ * model.safetensors (fixed intra-op threads, no randomness).
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { logger } from '../common/log.js';
+import { ModelEngine, type TrainBatch, type TrainState, type ExtraValue } from '../model/engine.js';
+import type { WeightMap } from '../model/graphs/common.js';
+import { checkpointPrefix, stepPrefix } from '../store/keys.js';
+import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { decodeAdvantages, decodeMetrics, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
+import { stage, type StageContext } from '../run/activity.js';
+import type { RlPhase } from '../run/config.js';
+import { crashPoint } from '../run/faults.js';
+import { loadRun, type ResolvedRun } from '../run/resolve.js';
+import type { LearnerInput, LearnerResult } from '../run/types.js';
+import { loadTrainState, loadWeights, writeCheckpoint } from '../checkpoint/checkpoint.js';
+import { buildLoss, type ClippedSurrogateOptions } from './index.js';
+import type { LossBuilder } from '../model/losses.js';
+
+const log = logger('learner');
+
+/**
+ * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
+ * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
+ */
+function rootView(store: ObjectStore): ObjectStore {
+  return new Proxy(store, {
+    get: (target, prop, receiver) => (prop === 'uri'
+      ? (key: string) => (key === '' ? target.root : target.uri(key))
+      : Reflect.get(target, prop, receiver)),
+  });
+}
+
+// ── per-run engine cache ────────────────────────────────────────────────────────────────────────
+
+interface RunEngine {
+  engine: ModelEngine;
+  /** The train state this process last produced (checkpoint `version`), with the sha256 of its model file. */
+  last: { version: number; modelSha: string; state: TrainState } | null;
+  /** Reference weights for the KL term, by version. */
+  reference: { version: number; weights: WeightMap } | null;
+}
+
+/** At most this many runs keep an engine in one learner process (least recently used released first). */
+const MAX_RUNS = 2;
+const engines = new Map<string, RunEngine>();
+
+function engineFor(key: string, run: ResolvedRun): RunEngine {
+  const hit = engines.get(key);
+  if (hit) {
+    engines.delete(key);
+    engines.set(key, hit);
+    return hit;
+  }
+  const e: RunEngine = {
+    engine: new ModelEngine(run.model, { threads: run.config.engine.threads, executionProviders: run.config.engine.executionProviders }),
+    last: null,
+    reference: null,
+  };
+  engines.set(key, e);
+  while (engines.size > MAX_RUNS) {
+    const oldest = engines.keys().next().value!;
+    const gone = engines.get(oldest)!;
+    engines.delete(oldest);
+    void gone.engine.close().catch((err: unknown) => log.warn({ err }, 'releasing an engine failed'));
+  }
+  return e;
+}
+
+// ── batches ─────────────────────────────────────────────────────────────────────────────────────
+
+/** One training sequence before padding. */
+interface Row {
+  ids: number[];
+  /** Loss weight per position (0/1), same length as ids. */
+  lossMask: number[];
+  /** rl: behaviour logprob per position (0 outside the completion). */
+  oldLogprobs?: number[];
+  /** rl: the sequence's advantage, or per position (0 outside the completion) for token advantages. */
+  advantage?: number | number[];
+}
+
+function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
+  const { task, tokenizer: tok, config } = run;
+  if (!Number.isSafeInteger(input.batchSize) || input.batchSize < 1) {
+    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step}: batchSize must be a positive integer, got ${input.batchSize}`, 'BadLearnerInput');
+  }
+  const items = task.prompts(config.seed, 'train', input.batchSize, input.promptOffset);
+  return items.map((item) => {
+    const prompt = tok.encode(item.prompt);
+    const completion = [...tok.encode(task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
+    return {
+      ids: [...prompt, ...completion],
+      lossMask: [...prompt.map(() => 0), ...completion.map(() => 1)],
+    };
+  });
+}
+
+/** The clipped-surrogate options of an rl phase (parseRunConfig allows no other rl loss). */
+function surrogateOptions(phase: RlPhase, phaseIndex: number): ClippedSurrogateOptions {
+  if (phase.loss.name !== 'clipped_surrogate') {
+    throw ApplicationFailure.nonRetryable(`phases.${phaseIndex}.loss.name is "${phase.loss.name}"; an rl phase trains with "clipped_surrogate"`, 'BadLearnerInput');
+  }
+  return phase.loss.options;
+}
+
+const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
+
+async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, progress: StageContext['progress']): Promise<{ rows: Row[]; dropped: number }> {
+  const prefix = stepPrefix(input.runId, input.step);
+  if (!input.advantages) {
+    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's advantages.arrow`, 'BadLearnerInput');
+  }
+  if (input.rollouts.length === 0) {
+    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no rollouts entries given`, 'BadLearnerInput');
+  }
+  progress({ phase: 'read', rollouts: input.rollouts.length });
+  const advSource = store.uri(`${prefix}/${input.advantages.key}`);
+  const advRows = decodeAdvantages(await readEntry(store, prefix, input.advantages), advSource);
+  const byKey = new Map<string, AdvantagesRow>();
+  for (const a of advRows) byKey.set(rowKey(a), a);
+  const tokenAdv = surrogateOptions(phase, input.phaseIndex).advantages === 'token';
+
+  const rows: Row[] = [];
+  let dropped = 0;
+  for (const entry of input.rollouts) {
+    const source = store.uri(`${prefix}/${entry.key}`);
+    for (const r of decodeRollouts(await readEntry(store, prefix, entry), source)) {
+      const a = byKey.get(rowKey(r));
+      const n = r.completion_token_ids.length;
+      const where = `${source} row (prompt_id ${r.prompt_id}, sample_id ${r.sample_id})`;
+      if (!a || n === 0) {
+        dropped++;
+        continue;
+      }
+      const keep = a.loss_mask ?? new Array<boolean>(n).fill(true);
+      if (keep.length !== n) {
+        throw ApplicationFailure.nonRetryable(`${where}: ${n} completion tokens but its advantages row has a loss_mask of ${keep.length}; the advantages must come from these rollouts`, 'BadLearnerInput');
+      }
+      if (!keep.some(Boolean)) {
+        dropped++;
+        continue;
+      }
+      const p = r.prompt_token_ids.length;
+      if (p === 0) throw ApplicationFailure.nonRetryable(`${where}: empty prompt_token_ids (a prompt starts with BOS at least)`, 'BadLearnerInput');
+      const T = p + n;
+      const ids = [...r.prompt_token_ids, ...r.completion_token_ids];
+      const lossMask = new Array<number>(T).fill(0);
+      const oldLogprobs = new Array<number>(T).fill(0);
+      for (let j = 0; j < n; j++) {
+        lossMask[p + j] = keep[j] ? 1 : 0;
+        oldLogprobs[p + j] = r.behaviour_logprobs[j]!;
+      }
+      let advantage: number | number[];
+      if (tokenAdv) {
+        if (a.token_advantages && a.token_advantages.length !== n) {
+          throw ApplicationFailure.nonRetryable(`${where}: ${n} completion tokens but ${a.token_advantages.length} token_advantages`, 'BadLearnerInput');
+        }
+        const per = new Array<number>(T).fill(0);
+        for (let j = 0; j < n; j++) per[p + j] = a.token_advantages ? a.token_advantages[j]! : a.advantage!;
+        advantage = per;
+      } else {
+        if (a.token_advantages) {
+          throw ApplicationFailure.nonRetryable(
+            `${where}: the advantages are per token but phases.${input.phaseIndex}.loss.options.advantages is 'sequence'; set it to 'token' for this estimator`,
+            'BadLearnerInput',
+          );
+        }
+        advantage = a.advantage!;
+      }
+      rows.push({ ids, lossMask, oldLogprobs, advantage });
+    }
+  }
+  return { rows, dropped };
+}
+
+/** n = ceil(B / size) contiguous micro-batches whose sizes differ by at most one row. */
+function splitRows<T>(rows: T[], size: number): T[][] {
+  const n = Math.ceil(rows.length / size);
+  const out: T[][] = [];
+  let at = 0;
+  for (let k = 0; k < n; k++) {
+    const take = Math.floor(rows.length / n) + (k < rows.length % n ? 1 : 0);
+    out.push(rows.slice(at, at + take));
+    at += take;
+  }
+  return out;
+}
+
+const pad = (xs: readonly number[], t: number, v = 0) => (xs.length === t ? [...xs] : [...xs, ...new Array<number>(t - xs.length).fill(v)]);
+
+function toBatch(rows: Row[], t: number): TrainBatch {
+  return {
+    ids: rows.map((r) => pad(r.ids, t)),
+    attentionMask: rows.map((r) => pad(r.ids.map(() => 1), t)),
+    lossMask: rows.map((r) => pad(r.lossMask, t)),
+  };
+}
+
+// ── the activity ────────────────────────────────────────────────────────────────────────────────
+
+/** The metrics of a committed step's metrics.arrow, named like the engine's (for a learner that finds its work done). */
+async function committedMetrics(store: ObjectStore, runId: string, step: number): Promise<Record<string, number>> {
+  const prefix = stepPrefix(runId, step);
+  const manifest = await readManifest(store, prefix);
+  const entry = manifest?.artifacts.find((e) => e.name === 'metrics.arrow');
+  if (!entry) return {};
+  const row = decodeMetrics(await readEntry(store, prefix, entry))[0];
+  if (!row) return {};
+  const out: Record<string, number> = {};
+  const put = (k: string, v: number | null | undefined) => {
+    if (v != null) out[k] = v;
+  };
+  put('loss', row.loss);
+  put('grad_norm', row.grad_norm);
+  put('kl', row.kl);
+  put('entropy', row.entropy);
+  put('clip_frac', row.clip_fraction);
+  put('pg_loss', row.extra.pg_loss);
+  put('approx_kl', row.extra.approx_kl);
+  return out;
+}
+
+/**
+ * One optimizer update of step `step`: trains checkpoint `step` on the step's batch and writes
+ * (does not commit) checkpoint `step + 1`.
+ */
+export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult> {
+  return stage('learnerUpdate', input.storeUri, async (ctx) => {
+    const { progress } = ctx;
+    const store = rootView(ctx.store);
+    const t0 = performance.now();
+    const { runId, step } = input;
+    const next = checkpointPrefix(runId, step + 1);
+    const done = await readManifest(store, next);
+    if (done) {
+      log.info({ runId, step }, `checkpoint ${step + 1} already committed: nothing to compute`);
+      return { checkpoint: done.artifacts, metrics: await committedMetrics(store, runId, step), sequences: 0, tokens: 0, microBatches: 0, seconds: 0 };
+    }
+
+    const { run } = await loadRun(store, runId);
+    const { config } = run;
+    const phase = config.phases[input.phaseIndex];
+    if (!phase || phase.kind !== input.phase) {
+      throw ApplicationFailure.nonRetryable(
+        `learnerUpdate step ${step}: phaseIndex ${input.phaseIndex} is ${phase ? `a ${phase.kind} phase` : 'not a phase of the run'}, but the input says ${input.phase} (the run has ${config.phases.length} phases)`,
+        'BadLearnerInput',
+      );
+    }
+    if (!Number.isFinite(input.lr) || input.lr < 0) {
+      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lr must be a finite number >= 0, got ${input.lr}`, 'BadLearnerInput');
+    }
+    const cached = engineFor(`${store.root}|${runId}`, run);
+    const { engine } = cached;
+
+    // the starting state: the one this process just produced when it is what was committed, else from the store
+    progress({ phase: 'load', checkpoint: step });
+    const from = await readManifest(store, checkpointPrefix(runId, step));
+    if (!from) {
+      const have = await committedSteps(store, runId, 'checkpoints');
+      throw ApplicationFailure.nonRetryable(
+        `run "${runId}" has no committed checkpoint ${step} to train step ${step} from (committed checkpoints: ${have.join(', ') || 'none'})`,
+        'CheckpointMissing',
+      );
+    }
+    const modelSha = from.artifacts.find((e) => e.name === 'model.safetensors')?.sha256;
+    let state: TrainState;
+    if (cached.last && cached.last.version === step && cached.last.modelSha === modelSha) state = cached.last.state;
+    else state = await loadTrainState(store, runId, step);
+
+    // the batch
+    let rows: Row[];
+    let dropped = 0;
+    let loss: LossBuilder;
+    let tokenMean = false;
+    let klReference = false;
+    if (phase.kind === 'sft') {
+      rows = sftRows(run, input);
+      loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
+    } else {
+      ({ rows, dropped } = await rlRows(store, input, phase, progress));
+      const options = { ...surrogateOptions(phase, input.phaseIndex) };
+      tokenMean = options.aggregation === 'token_mean';
+      if (tokenMean) options.globalTokenCount = true;
+      klReference = options.kl !== null;
+      loss = buildLoss({ name: 'clipped_surrogate', options });
+    }
+    const tokens = rows.reduce((n, r) => n + r.lossMask.reduce((a, b) => a + b, 0), 0);
+
+    let newState: TrainState;
+    let metrics: Record<string, number>;
+    let microBatches = 0;
+    if (rows.length === 0) {
+      // every sample was dropped (e.g. all groups without reward variance): no update, the
+      // checkpoint is carried over unchanged so the numbering stays one checkpoint per step
+      log.warn({ runId, step, dropped }, 'no sample enters the loss: the update is skipped');
+      newState = state;
+      metrics = { skipped: 1 };
+    } else {
+      const t = Math.max(...rows.map((r) => r.ids.length));
+      const parts = splitRows(rows, config.learner.microBatchSize);
+      microBatches = parts.length;
+      const batches = parts.map((part) => ({ part, batch: toBatch(part, t) }));
+
+      if (phase.kind === 'rl') {
+        let reference: WeightMap | null = null;
+        if (klReference) {
+          const ref = input.referenceVersion;
+          if (ref === null || !Number.isSafeInteger(ref) || ref < 0 || ref > step) {
+            throw ApplicationFailure.nonRetryable(
+              `learnerUpdate step ${step}: phases.${input.phaseIndex}.loss has a KL term but referenceVersion is ${JSON.stringify(ref)}; give the checkpoint where the rl phase started (0..${step})`,
+              'BadLearnerInput',
+            );
+          }
+          if (cached.reference?.version !== ref) cached.reference = { version: ref, weights: await loadWeights(store, runId, ref) };
+          reference = cached.reference.weights;
+          engine.setWeights(reference, `reference:${ref}`);
+        }
+        for (const [k, { part, batch }] of batches.entries()) {
+          const extra: Record<string, ExtraValue> = {
+            old_logprobs: part.map((r) => pad(r.oldLogprobs!, t)),
+            advantages: part.map((r) => (typeof r.advantage === 'number' ? r.advantage : pad(r.advantage!, t))) as ExtraValue,
+          };
+          if (tokenMean) extra.loss_token_count = tokens / parts.length;
+          if (reference) {
+            progress({ phase: 'reference logprobs', microBatch: k + 1, of: parts.length });
+            const s = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false });
+            extra.ref_logprobs = { data: s.logprobs, dims: [part.length, t] };
+          }
+          batch.extra = extra;
+        }
+      }
+
+      progress({ phase: 'train', microBatches: parts.length, sequences: rows.length, tokens });
+      const r = await engine.trainStep(state, batches.map((b) => b.batch), { loss, lr: input.lr, optimizer: config.optimizer });
+      newState = r.state;
+      metrics = r.metrics;
+    }
+    crashPoint('learner', step);
+
+    progress({ phase: 'write', checkpoint: step + 1 });
+    const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
+    const sha = checkpoint.find((e) => e.name === 'model.safetensors')!.sha256;
+    cached.last = { version: step + 1, modelSha: sha, state: newState };
+    const seconds = (performance.now() - t0) / 1000;
+    log.info({ runId, step, sequences: rows.length, dropped, tokens, microBatches, loss: metrics.loss, seconds }, 'learner update written');
+    return { checkpoint, metrics, sequences: rows.length, tokens, microBatches, seconds };
+  });
+}

@@ -1,0 +1,275 @@
+/**
+ * learnerUpdate (activities/learner/activities.ts) called directly, outside Temporal, on tiny runs
+ * (llama 32x1, one-digit addition) in a temp file:// store: SFT lowers the loss and writes a
+ * loadable checkpoint; RL with known advantages moves the logprobs of positive-advantage samples
+ * up and of negative ones down; the same input gives bitwise the same weights; a committed
+ * checkpoint is returned without recomputing; micro-batching does not change a token-mean update.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { learnerUpdate } from '../../../activities/learner/activities.js';
+import { commitStep } from '../../../activities/checkpoint/activities.js';
+import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
+import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
+import { loadRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
+import type { LearnerInput, StepMetrics } from '../../../activities/run/types.js';
+import { initTrainState, ModelEngine } from '../../../activities/model/engine.js';
+import { initWeights } from '../../../activities/model/init.js';
+import { checkpointPrefix, stepPrefix } from '../../../activities/store/keys.js';
+import { commit, readManifest, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
+import { openStore } from '../../../activities/store/open.js';
+import type { ObjectStore } from '../../../activities/store/object-store.js';
+import { ADVANTAGES, ROLLOUTS, encodeAdvantages, encodeRollouts, type AdvantagesInput, type RolloutsInput } from '../../../activities/store/schemas.js';
+
+const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
+  name: 'tiny',
+  seed: 7,
+  task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
+  model: { hidden: 32, layers: 1, heads: 2 },
+  phases: [{ kind: 'sft', steps: 4, batchSize: 8, lr: 3e-3 }],
+  learner: { microBatchSize: 8 },
+  engine: { threads: 1 },
+  ...over,
+});
+
+const rlPhases = (): RunConfigInput['phases'] => [{
+  kind: 'rl', steps: 2, promptsPerStep: 2, groupSize: 3, lr: 1e-2,
+  loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
+}];
+
+const emptyMetrics = (): StepMetrics => ({
+  num_prompts: 0, num_samples: 0, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
+  loss: null, kl: null, entropy: null, clip_fraction: null, grad_norm: null, learning_rate: null,
+  prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
+  rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: null, step_seconds: null,
+  reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: {},
+});
+
+let dir: string;
+let storeUri: string;
+let store: ObjectStore;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'learner-'));
+  storeUri = pathToFileURL(dir).href;
+  store = openStore(storeUri);
+});
+after(async () => {
+  await store.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** run.json + committed checkpoint 0 (the seeded initial weights). */
+async function newRun(runId: string, over: Partial<RunConfigInput> = {}): Promise<ResolvedRun> {
+  const config = parseRunConfig({ ...tiny(over), store: storeUri });
+  await writeRunRecord(store, { run_id: runId, name: config.name, resumed_from: null, config });
+  const { run } = await loadRun(new Proxy(store, { get: (t, p, r) => (p === 'uri' ? (k: string) => (k === '' ? t.root : t.uri(k)) : Reflect.get(t, p, r)) }), runId);
+  const state = initTrainState(run.model, initWeights(run.model, config.seed, { std: config.model.initStd }));
+  await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state));
+  return run;
+}
+
+const sftInput = (runId: string, step: number): LearnerInput => ({
+  storeUri, runId, step, phaseIndex: 0, phase: 'sft', lr: 3e-3, referenceVersion: null,
+  promptOffset: 0, batchSize: 8, rollouts: [], advantages: null,
+});
+
+const sha = (entries: ManifestEntry[], name = 'model.safetensors') => entries.find((e) => e.name === name)!.sha256;
+
+describe('learnerUpdate: sft', () => {
+  it('lowers the loss over a few updates and writes checkpoints that load and score', async () => {
+    const runId = 'sft-a';
+    const run = await newRun(runId);
+    const losses: number[] = [];
+    for (let step = 0; step < 4; step++) {
+      const r = await learnerUpdate(sftInput(runId, step));
+      assert.equal(r.sequences, 8);
+      assert.equal(r.microBatches, 1);
+      assert.ok(r.tokens >= 8 * 2, `each example has an answer and EOS: ${r.tokens} loss tokens`);
+      assert.ok(Number.isFinite(r.metrics.loss) && Number.isFinite(r.metrics.entropy) && Number.isFinite(r.metrics.grad_norm));
+      // written, not committed: commitStep does that
+      assert.equal(await readManifest(store, checkpointPrefix(runId, step + 1)), undefined);
+      const c = await commitStep({ storeUri, runId, step, phase: 'sft', checkpoint: r.checkpoint, artifacts: [], metrics: emptyMetrics() });
+      assert.equal(c.created, true);
+      losses.push(r.metrics.loss!);
+    }
+    assert.ok(losses[3]! < losses[0]! - 0.2, `loss should fall over 4 updates on one batch: ${losses.map((l) => l.toFixed(3)).join(' → ')}`);
+
+    const state = await loadTrainState(store, runId, 4);
+    assert.equal(state.step, 4, 'the optimizer state counts 4 updates');
+    const before0 = await loadWeights(store, runId, 0);
+    const name = 'model.embed_tokens.weight';
+    assert.notDeepEqual(state.params.get(name)!.data, before0.get(name)!.data);
+    const engine = new ModelEngine(run.model, { threads: 1 });
+    engine.setWeights(state.params, '4');
+    const s = await engine.score({ ids: [[1, 5, 6, 7, 2]] });
+    assert.ok([...s.logprobs].every(Number.isFinite));
+    await engine.close();
+  });
+
+  it('is deterministic: two fresh engines, the same input, bitwise the same model.safetensors', async () => {
+    await newRun('sft-b');
+    await newRun('sft-c');
+    const [b, c] = [await learnerUpdate(sftInput('sft-b', 0)), await learnerUpdate(sftInput('sft-c', 0))];
+    assert.equal(sha(b.checkpoint), sha(c.checkpoint));
+    assert.equal(sha(b.checkpoint, 'optimizer.safetensors'), sha(c.checkpoint, 'optimizer.safetensors'));
+    // and equal to what run sft-a (another engine, earlier) wrote for step 0
+    const a = await readManifest(store, checkpointPrefix('sft-a', 1));
+    assert.equal(sha(a!.artifacts), sha(b.checkpoint));
+  });
+
+  it('returns the committed checkpoint at once when step + 1 is already committed', async () => {
+    const committed = (await readManifest(store, checkpointPrefix('sft-a', 2)))!;
+    const r = await learnerUpdate(sftInput('sft-a', 1));
+    assert.deepEqual(r.checkpoint, committed.artifacts);
+    assert.equal(r.microBatches, 0, 'nothing was trained');
+    assert.equal(r.sequences, 0);
+  });
+
+  it('refuses a phase that does not match the config, naming both', async () => {
+    await assert.rejects(learnerUpdate({ ...sftInput('sft-b', 1), phase: 'rl' }), /phaseIndex 0 is a sft phase, but the input says rl/);
+    await assert.rejects(learnerUpdate({ ...sftInput('sft-b', 3) }), /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/);
+  });
+});
+
+// ── rl ─────────────────────────────────────────────────────────────────────────────────────────
+
+interface Sample {
+  promptId: string;
+  sampleId: number;
+  prompt: number[];
+  completion: number[];
+  advantage: number;
+  /** The advantages row's loss_mask (all false: dropped). */
+  mask: boolean[];
+}
+
+const kept = (x: Sample) => x.mask.some(Boolean);
+
+/**
+ * Two prompts × (gold answer A = +1, wrong answer A = −0.5, a third sample the advantage stage
+ * dropped). The first prompt's wrong answer trains on its first token only, so the two
+ * micro-batches of two rows hold different numbers of loss tokens (4 and 6).
+ */
+function samples(run: ResolvedRun): Sample[] {
+  const tok = run.tokenizer;
+  const out: Sample[] = [];
+  for (const item of run.task.prompts(run.config.seed, 'train', 2, 0)) {
+    const prompt = tok.encode(item.prompt);
+    const gold = [...tok.encode(run.task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
+    const wrong = gold.map((id, i) => (i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id));
+    out.push({ promptId: item.promptId, sampleId: 0, prompt, completion: gold, advantage: 1, mask: gold.map(() => true) });
+    out.push({ promptId: item.promptId, sampleId: 1, prompt, completion: wrong, advantage: -0.5, mask: wrong.map((_, j) => out.length > 1 || j === 0) });
+    out.push({ promptId: item.promptId, sampleId: 2, prompt, completion: gold.slice(0, 2), advantage: 0, mask: [false, false] });
+  }
+  return out;
+}
+
+/** Sum of the trained (masked) completion-token logprobs of each sample under `weights`, and every completion token's logprob. */
+async function completionLogprobs(run: ResolvedRun, weights: Map<string, { shape: number[]; data: Float32Array }>, xs: Sample[]): Promise<{ sums: number[]; perToken: number[][] }> {
+  const engine = new ModelEngine(run.model, { threads: 1 });
+  engine.setWeights(weights, 'w');
+  const sums: number[] = [];
+  const perToken: number[][] = [];
+  for (const x of xs) {
+    const s = await engine.score({ ids: [[...x.prompt, ...x.completion]] }, { entropy: false });
+    const lp = [...s.logprobs].slice(x.prompt.length);
+    perToken.push(lp);
+    sums.push(lp.reduce((a, b, j) => a + (x.mask[j] ? b : 0), 0));
+  }
+  await engine.close();
+  return { sums, perToken };
+}
+
+/** Writes step `step`'s rollouts (two shards) and advantages for `runId` (on-policy logprobs of checkpoint 0). */
+async function writeRlStep(runId: string, run: ResolvedRun, xs: Sample[], behaviour: number[][]): Promise<{ rollouts: ManifestEntry[]; advantages: ManifestEntry }> {
+  const prefix = stepPrefix(runId, 0);
+  const tok = run.tokenizer;
+  const rows: RolloutsInput[] = xs.map((x, i) => ({
+    run_id: runId, step: 0, prompt_id: x.promptId, sample_id: x.sampleId, group_id: x.promptId, policy_version: 0,
+    prompt_text: tok.decode(x.prompt, { skipSpecialTokens: true }), prompt_token_ids: x.prompt,
+    completion_text: tok.decode(x.completion, { skipSpecialTokens: true }), completion_token_ids: x.completion,
+    behaviour_logprobs: behaviour[i]!, finish_reason: x.completion.at(-1) === tok.eosId ? 'stop' : 'length',
+  }));
+  const adv: AdvantagesInput[] = xs.map((x) => ({
+    run_id: runId, step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
+    loss_mask: x.mask,
+  }));
+  const half = Math.ceil(rows.length / 2);
+  return {
+    rollouts: [
+      await writeArtifact(store, prefix, { name: 'rollouts-000.arrow', bytes: encodeRollouts(rows.slice(0, half)), schema: ROLLOUTS }),
+      await writeArtifact(store, prefix, { name: 'rollouts-001.arrow', bytes: encodeRollouts(rows.slice(half)), schema: ROLLOUTS }),
+    ],
+    advantages: await writeArtifact(store, prefix, { name: 'advantages.arrow', bytes: encodeAdvantages(adv), schema: ADVANTAGES }),
+  };
+}
+
+describe('learnerUpdate: rl', () => {
+  let run: ResolvedRun;
+  let xs: Sample[];
+  let before0: { sums: number[]; perToken: number[][] };
+
+  const rlInput = (runId: string, e: { rollouts: ManifestEntry[]; advantages: ManifestEntry }): LearnerInput => ({
+    storeUri, runId, step: 0, phaseIndex: 0, phase: 'rl', lr: 1e-2, referenceVersion: 0,
+    promptOffset: 0, batchSize: 2, rollouts: e.rollouts, advantages: e.advantages,
+  });
+
+  it('moves the logprobs of positive-advantage samples up and of negative ones down; dropped rows stay out', async () => {
+    run = await newRun('rl-a', { phases: rlPhases(), learner: { microBatchSize: 2 } });
+    xs = samples(run);
+    before0 = await completionLogprobs(run, await loadWeights(store, 'rl-a', 0), xs);
+    const e = await writeRlStep('rl-a', run, xs, before0.perToken);
+    const r = await learnerUpdate(rlInput('rl-a', e));
+    assert.equal(r.sequences, 4, 'the two dropped samples (all-false loss mask) are left out');
+    assert.equal(r.microBatches, 2);
+    assert.equal(r.tokens, 10, 'loss tokens: 3 + 1 + 3 + 3');
+    // on-policy and equal to the reference: ratios are 1, nothing clipped, KL 0
+    assert.ok(Math.abs(r.metrics.ratio_mean! - 1) < 1e-4, `ratio_mean ${r.metrics.ratio_mean}`);
+    assert.equal(r.metrics.clip_frac, 0);
+    assert.ok(Math.abs(r.metrics.kl!) < 1e-5, `kl ${r.metrics.kl}`);
+
+    await commitStep({ storeUri, runId: 'rl-a', step: 0, phase: 'rl', checkpoint: r.checkpoint, artifacts: [...e.rollouts, e.advantages], metrics: emptyMetrics() });
+    const after1 = await completionLogprobs(run, await loadWeights(store, 'rl-a', 1), xs);
+    xs.forEach((x, i) => {
+      if (!kept(x)) return;
+      const d = after1.sums[i]! - before0.sums[i]!;
+      if (x.advantage > 0) assert.ok(d > 1e-3, `sample ${x.promptId}/${x.sampleId} (A=+1): logprob ${before0.sums[i]} → ${after1.sums[i]}`);
+      else assert.ok(d < -1e-3, `sample ${x.promptId}/${x.sampleId} (A=-0.5): logprob ${before0.sums[i]} → ${after1.sums[i]}`);
+    });
+  });
+
+  it('is deterministic, and a token-mean update does not depend on the micro-batch size', async () => {
+    await newRun('rl-b', { phases: rlPhases(), learner: { microBatchSize: 2 } });
+    await newRun('rl-c', { phases: rlPhases(), learner: { microBatchSize: 4 } });
+    const b = await learnerUpdate(rlInput('rl-b', await writeRlStep('rl-b', run, xs, before0.perToken)));
+    const a = (await readManifest(store, checkpointPrefix('rl-a', 1)))!;
+    assert.equal(sha(b.checkpoint), sha(a.artifacts), 'same input, fresh engine: bitwise the same weights');
+
+    const c = await learnerUpdate(rlInput('rl-c', await writeRlStep('rl-c', run, xs, before0.perToken)));
+    assert.equal(c.microBatches, 1);
+    assert.ok(Math.abs(c.metrics.loss! - b.metrics.loss!) < 1e-5, `loss ${b.metrics.loss} (2 micro-batches) vs ${c.metrics.loss} (1)`);
+    await commit(store, checkpointPrefix('rl-c', 1), c.checkpoint);
+    const wa = await loadWeights(store, 'rl-a', 1);
+    const wc = await loadWeights(store, 'rl-c', 1);
+    let worst = 0;
+    for (const [name, t] of wa) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wc.get(name)!.data[i]!))));
+    assert.ok(worst < 1e-5, `weights after 2 micro-batches vs 1 differ by up to ${worst}`);
+  });
+
+  it('refuses per-token advantages under a sequence-advantage loss, naming the option', async () => {
+    await newRun('rl-d', { phases: rlPhases() });
+    const prefix = stepPrefix('rl-d', 0);
+    const e = await writeRlStep('rl-d', run, xs, before0.perToken);
+    const adv: AdvantagesInput[] = xs.map((x) => ({
+      run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, token_advantages: x.completion.map(() => x.advantage),
+    }));
+    const advantages = await writeArtifact(store, prefix, { name: 'advantages.arrow', bytes: encodeAdvantages(adv), schema: ADVANTAGES });
+    await assert.rejects(learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages })), /phases\.0\.loss\.options\.advantages is 'sequence'/);
+    await assert.rejects(learnerUpdate({ ...rlInput('rl-d', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
+  });
+});
