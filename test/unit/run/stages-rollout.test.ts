@@ -195,6 +195,15 @@ describe('evaluate', () => {
     const { uri: _u2, seconds: _s2, ...record2 } = again;
     assert.deepEqual(record2, record);
     assert.deepEqual(await readManifest(f.store, evalPrefix(RUN, 0)), manifestBefore);
+
+    // the same run in another store (another engine) evaluates to the same bytes
+    const g = await setup();
+    try {
+      await evaluate({ storeUri: g.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
+      assert.deepEqual(await readManifest(g.store, evalPrefix(RUN, 0)), manifestBefore);
+    } finally {
+      await teardown(g);
+    }
   });
 
   it('after SFT updates on the eval prompts, greedy accuracy and pass@k rise', async (t) => {
