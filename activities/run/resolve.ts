@@ -89,7 +89,7 @@ const records = new Map<string, Promise<RunRecord>>();
 
 /** Reads and validates run.json (cached per store and run: it never changes once written). */
 export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRecord> {
-  const cacheKey = `${store.uri('')}|${runId}`;
+  const cacheKey = `${store.root}|${runId}`;
   let p = records.get(cacheKey);
   if (!p) {
     p = (async () => {
@@ -117,7 +117,7 @@ const resolved = new Map<string, ResolvedRun>();
 /** The run's record and resolved config (cached). */
 export async function loadRun(store: ObjectStore, runId: string): Promise<{ record: RunRecord; run: ResolvedRun }> {
   const record = await readRunRecord(store, runId);
-  const cacheKey = `${store.uri('')}|${runId}`;
+  const cacheKey = `${store.root}|${runId}`;
   let run = resolved.get(cacheKey);
   if (!run) {
     run = resolveRun(record.config);
