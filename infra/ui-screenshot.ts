@@ -169,7 +169,9 @@ async function screenshots(opts: {
 
     // 1. The workflow page: loaded when the network is idle and the heading names the workflow.
     const wfUrl = `${ui}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}`;
-    await page.goto(wfUrl, { waitUntil: 'networkidle' });
+    await page.goto(wfUrl, { waitUntil: 'networkidle' }).catch((err: Error) => {
+      throw new Error(`cannot load the Web UI at ${wfUrl}: ${err.message.split('\n')[0]} (is the Temporal dev server up? \`npm run infra -- status\`)`);
+    });
     const heading = page.getByTestId('workflow-id-heading');
     try {
       await heading.filter({ hasText: workflowId }).waitFor();
