@@ -9,10 +9,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { Worker } from '@temporalio/worker';
 import { say, UsageError } from './cli-common.js';
-import { installRuntime } from './runtime.js';
-import { bundleWorkflows } from './worker.js';
 
 type History = temporal.api.history.v1.IHistory;
 
@@ -53,6 +50,7 @@ export async function replayCommand(client: Client, workflowId: string, opts: { 
       say(`  saved ${file}`);
     }
   }
+  const [{ Worker }, { bundleWorkflows }, { installRuntime }] = await Promise.all([import('@temporalio/worker'), import('./worker.js'), import('./runtime.js')]);
   installRuntime();
   const workflowBundle = await bundleWorkflows();
   const byRun = new Map(executions.map((e, i) => [e.runId, i + 1]));

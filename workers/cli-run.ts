@@ -4,7 +4,7 @@
  * the Web UI link of what it starts, and throws UsageError / ConfigError / RunError (exit 2) or
  * Error (exit 1) with one line that says what is wrong.
  */
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
@@ -17,7 +17,7 @@ import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';
 import {
   absoluteStoreUri, pauseRun, resumeFromRun, resumeRun, runHandle, runSource, startTrainingRun, stopRun, RunError, type StartedRun,
 } from './train-client.js';
-import { ALL_QUEUES, createWorkers, ENTRYPOINT_CONCURRENCY, type WorkerGroup } from './worker.js';
+import type { WorkerGroup } from './worker.js';
 
 /** How long a progress query may wait for a worker before the display says none answered. */
 const QUERY_TIMEOUT_MS = 5000;
@@ -52,6 +52,7 @@ export function trainConfig(file: string | undefined, opts: Pick<TrainOptions, '
 
 /** The all-in-one workers in this process (every queue), with the entrypoints' per-queue concurrency. */
 async function inProcessWorkers(temporal: TemporalConfig): Promise<{ group: WorkerGroup; running: Promise<void> }> {
+  const { ALL_QUEUES, createWorkers, ENTRYPOINT_CONCURRENCY } = await import('./worker.js'); // seconds to load: only here
   const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
   const group = await createWorkers({
     temporal,
@@ -192,12 +193,16 @@ function defaultReportPath(runId: string): string {
 
 /** Loads the run's committed data and writes its HTML report; returns the absolute path. */
 async function writeReport(storeUri: string, runId: string, out?: string): Promise<string> {
-  const { loadRunReport, renderReport } = await import('../activities/report/index.js');
+  const { loadRunReport, renderReport, ReportError } = await import('../activities/report/index.js');
   const file = resolve(out ?? defaultReportPath(runId));
   const store = openStore(storeUri);
   let html: string;
   try {
-    html = renderReport(await loadRunReport(store, runId));
+    // ReportError: nothing committed for this run in this store (a user error, like an unknown run).
+    const data = await loadRunReport(store, runId).catch((err: unknown) => {
+      throw err instanceof ReportError ? new RunError(err.message) : err;
+    });
+    html = renderReport(data);
   } finally {
     await store.close();
   }
@@ -302,10 +307,12 @@ export async function exportCommand(runId: string, opts: { step?: string; out?: 
   const step = index(opts.step, 'step');
   const storeUri = await storeOf(runId, opts.store);
   const dir = resolve(opts.out ?? join('durable-rl-exports', step === undefined ? runId : `${runId}-step-${step}`));
-  const { exportRun } = await import('../activities/checkpoint/export.js');
-  await exportRun(storeUri, runId, step === undefined ? undefined : step + 1, dir);
-  const files = (await readdir(dir)).sort();
-  say(`exported ${runId} ${step === undefined ? '(latest checkpoint)' : `(checkpoint ${step + 1}, after step ${step})`} to ${dir}`);
+  const { exportRun, ExportRunError } = await import('../activities/checkpoint/export.js');
+  const r = await exportRun(storeUri, runId, step === undefined ? undefined : step + 1, dir).catch((err: unknown) => {
+    throw err instanceof ExportRunError ? new RunError(err.message) : err;
+  });
+  const files = [...r.files].sort();
+  say(`exported checkpoint ${r.version} of ${runId} (the weights after ${r.version} update${r.version === 1 ? '' : 's'}) to ${r.dir}`);
   for (const f of files) say(`  ${f}`);
   return 0;
 }

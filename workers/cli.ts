@@ -24,7 +24,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../activities/common/config.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
-import { writeSampleInputs } from '../activities/reward/annotate-activities.js';
+import type { writeSampleInputs as WriteSampleInputs } from '../activities/reward/annotate-activities.js';
 import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { annotateProgress, startAnnotateRewards } from './client.js';
 import { int, resolveTemporal, say, UsageError } from './cli-common.js';
@@ -32,7 +32,9 @@ import { replayCommand } from './cli-replay.js';
 import { controlCommand, describeJob, exportCommand, reportCommand, resumeFromCommand, runsCommand, runStatus, trainCommand } from './cli-run.js';
 import { connectClient, workflowUrl } from './temporal.js';
 import { absoluteStoreUri, RunError } from './train-client.js';
-import { ALL_QUEUES, createWorkers } from './worker.js';
+
+/** Every queue (the all-in-one worker's); worker.ts is loaded only by the commands that run workers (seconds). */
+const ALL_QUEUES = Object.keys(TASK_QUEUES) as QueueName[];
 
 const USAGE = `usage: durable-rl <command> [options]
 
@@ -79,6 +81,10 @@ options:
   --wait                    annotate: wait for the result and print it
   --queues a,b              worker: queues to poll (${ALL_QUEUES.join(', ')}; default all)
   -h, --help                this text`;
+
+const workerModule = () => import('./worker.js');
+const sampleInputs = async (...args: Parameters<typeof WriteSampleInputs>) =>
+  (await import('../activities/reward/annotate-activities.js')).writeSampleInputs(...args);
 
 function defaultStore(): string {
   return process.env.DURABLE_RL_STORE ?? pathToFileURL(resolve('out/store')).href;
@@ -160,7 +166,7 @@ async function main(argv: string[]): Promise<number> {
       return runsCommand(int(values.limit, 'limit', 20));
     case 'make-sample': {
       const key = values.key ?? 'inputs/sample.arrow';
-      const n = await writeSampleInputs(store, key, int(values.records, 'records', 2000), 1);
+      const n = await sampleInputs(store, key, int(values.records, 'records', 2000), 1);
       say(`wrote ${n} records to ${store.replace(/\/$/, '')}/${key}`);
       return 0;
     }
@@ -195,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
       const queues = (values.queues?.split(',') ?? ALL_QUEUES) as QueueName[];
       for (const q of queues) if (!ALL_QUEUES.includes(q)) throw new UsageError(`unknown queue "${q}": use ${ALL_QUEUES.join(', ')}`);
       const temporal = await resolveTemporal();
-      const group = await createWorkers({ temporal, queues });
+      const group = await (await workerModule()).createWorkers({ temporal, queues });
       say(`workers polling ${queues.map((q) => TASK_QUEUES[q]).join(', ')} on ${temporal.address}; Ctrl-C to stop`);
       await group.run();
       return 0;
@@ -221,9 +227,9 @@ async function demo(store: string, values: { records?: string; job?: string; 'sh
   const temporal = await resolveTemporal();
   say(`    Temporal at ${temporal.address}${temporal.uiUrl ? `, Web UI ${temporal.uiUrl}` : ''}`);
   const inputKey = `inputs/addition-${records}.arrow`;
-  await writeSampleInputs(store, inputKey, records, 1);
+  await sampleInputs(store, inputKey, records, 1);
   say(`2/4 wrote ${records} (prompt, completion, reference) records to ${store}/${inputKey}`);
-  const group = await createWorkers({ temporal, queues: ['control', 'reward'] });
+  const group = await (await workerModule()).createWorkers({ temporal, queues: ['control', 'reward'] });
   const running = group.run();
   try {
     const client = await connectClient(temporal);
