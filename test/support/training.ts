@@ -1,0 +1,130 @@
+/**
+ * Helpers for training-run integration tests: a tiny run config (seconds per step on 2 cores),
+ * supervised child-process workers that come back after a SIGKILL, and checks on what a run
+ * committed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../activities/run/config.js';
+import { checkpointPrefix, stepPrefix } from '../../activities/store/keys.js';
+import { committedSteps, readArtifact, readCommitted } from '../../activities/store/manifest.js';
+import { decodeMetrics } from '../../activities/store/schemas.js';
+import type { ObjectStore } from '../../activities/store/object-store.js';
+import type { QueueName } from '../../workflows/task-queues.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A run that trains a 1-layer model on 1-digit addition: 2 sft steps then 3 rl steps, 2 rollout shards per step. */
+export function tinyRunConfig(store: string, overrides: Partial<RunConfigInput> = {}): RunConfig {
+  return parseRunConfig({
+    name: 'tiny',
+    seed: 11,
+    store,
+    task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
+    model: { hidden: 32, layers: 1, heads: 2 },
+    phases: [
+      { kind: 'sft', steps: 2, batchSize: 16, lr: 3e-3 },
+      { kind: 'rl', steps: 3, promptsPerStep: 8, groupSize: 4, lr: 1e-3 },
+    ],
+    rollout: { promptsPerShard: 4, maxConcurrentShards: 2 },
+    learner: { microBatchSize: 16 },
+    eval: { prompts: 16, passK: 2 },
+    engine: { threads: 1 },
+    workflow: { heartbeatTimeoutSeconds: 3, maxAttempts: 30 },
+    ...overrides,
+  });
+}
+
+/** A worker process for `queues` that is started again whenever it dies (as a process supervisor would). */
+export interface SupervisedWorker {
+  /** Times the process died and was restarted. */
+  readonly restarts: number;
+  stop(): Promise<void>;
+}
+
+function spawnOnce(queues: QueueName[], env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker', '--queues', queues.join(',')], {
+    cwd: root,
+    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('workers polling')) resolve();
+    });
+    child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+    child.once('exit', (code, sig) => reject(new Error(`worker ${queues.join(',')} exited before polling (${code ?? sig}):\n${out}`)));
+  });
+  ready.catch(() => undefined);
+  return { child, ready };
+}
+
+export async function superviseWorker(queues: QueueName[], env: Record<string, string>): Promise<SupervisedWorker> {
+  let stopping = false;
+  let restarts = 0;
+  let current = spawnOnce(queues, env);
+  const watch = (c: ChildProcess) => {
+    c.once('exit', () => {
+      if (stopping) return;
+      restarts++;
+      current = spawnOnce(queues, env);
+      watch(current.child);
+    });
+  };
+  watch(current.child);
+  await current.ready;
+  return {
+    get restarts() {
+      return restarts;
+    },
+    async stop() {
+      stopping = true;
+      const c = current.child;
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      const gone = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      const t = setTimeout(() => c.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Every step 0..total-1 committed exactly once, with its own metrics row; checkpoints 0..total. */
+export async function assertCommittedRun(store: ObjectStore, runId: string, total: number, firstStep = 0): Promise<void> {
+  const expectSteps = Array.from({ length: total - firstStep }, (_, i) => firstStep + i);
+  assert.deepEqual(await committedSteps(store, runId, 'steps'), expectSteps, 'committed steps');
+  const cps = await committedSteps(store, runId, 'checkpoints');
+  for (let v = firstStep + 1; v <= total; v++) assert.ok(cps.includes(v), `checkpoint ${v} committed`);
+  for (const s of expectSteps) {
+    const m = await readCommitted(store, stepPrefix(runId, s));
+    assert.ok(m, `step ${s} manifest`);
+    const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, s), 'metrics.arrow'));
+    assert.equal(rows.length, 1, `step ${s}: one metrics row`);
+    assert.equal(rows[0]!.step, s);
+    assert.equal(rows[0]!.run_id, runId);
+  }
+}
+
+/** sha256 of the model weights of a committed checkpoint (from its verified manifest). */
+export async function weightsSha(store: ObjectStore, runId: string, version: number): Promise<string> {
+  const m = await readCommitted(store, checkpointPrefix(runId, version));
+  assert.ok(m, `checkpoint ${version} of ${runId} is committed`);
+  const e = m.artifacts.find((a) => a.name === 'model.safetensors');
+  assert.ok(e, 'model.safetensors in the checkpoint');
+  return e.sha256;
+}
+
+/** Polls `fn` until it returns a value that is not undefined (or throws after `timeoutMs`). */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
