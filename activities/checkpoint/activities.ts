@@ -86,12 +86,18 @@ function firstDifference(a: unknown, b: unknown, path: string): { path: string; 
 function incompatibility(source: RunConfig, config: RunConfig): string | undefined {
   const a = resolveRun(source);
   const b = resolveRun(config);
-  const show = (v: unknown) => (v === undefined ? '(unset)' : JSON.stringify(v));
-  const model = firstDifference(a.model, b.model, 'model');
-  if (model) return `the model differs: resolved ${model.path} is ${show(model.b)} here but ${show(model.a)} in the source run (set config.model and config.task as the source run had them)`;
+  const show = (v: unknown) => (v === undefined ? '(default)' : JSON.stringify(v));
   if (a.task.name !== b.task.name) return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
   const task = firstDifference(a.task.options, b.task.options, 'task.options');
   if (task) return `the task differs: ${task.path} is ${show(task.b)} here but ${show(task.a)} in the source run`;
+  const model = firstDifference(a.model, b.model, 'model');
+  if (model) {
+    // name the config field the user wrote where one differs (initStd only shapes checkpoint 0)
+    const spec = (['type', 'hidden', 'layers', 'heads', 'intermediate', 'maxPositions'] as const)
+      .find((k) => JSON.stringify(source.model[k]) !== JSON.stringify(config.model[k]));
+    if (spec) return `the model differs: model.${spec} is ${show(config.model[spec])} here but ${show(source.model[spec])} in the source run (a resumed run trains the same model)`;
+    return `the model differs: its resolved ${model.path} is ${show(model.b)} here but ${show(model.a)} in the source run (it follows from the task and sampling.max_tokens settings; set them as the source run had them)`;
+  }
   if (source.seed !== config.seed) return `seed is ${config.seed} here but ${source.seed} in the source run (a resumed run keeps the seed, so its prompts and samples continue the same streams)`;
   return undefined;
 }
