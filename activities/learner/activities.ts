@@ -7,12 +7,13 @@
  *
  * Batches. sft: items [promptOffset, promptOffset + batchSize) of the task's train split; each
  * sequence is BOS + prompt + gold completion + EOS with the loss on the completion and EOS
- * (`sft` loss). rl: every rollout row with an advantages row whose loss mask keeps at least one
- * token (rows the advantage stage dropped, or that have no completion, are left out), sequence =
- * prompt_token_ids + completion_token_ids, loss on the kept completion tokens; the phase's
- * clipped-surrogate loss gets `old_logprobs` (behaviour_logprobs at their positions), `advantages`
- * ([B], or [B,T] for per-token advantages) and, with a KL term, `ref_logprobs` scored under the
- * reference checkpoint. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
+ * (`sft` loss). rl: every rollout row whose advantages row keeps at least one token (rows the
+ * advantage stage dropped — all-false loss mask — or that have no completion are left out; a row
+ * without an advantages row is an error), sequence = prompt_token_ids + completion_token_ids, loss
+ * on the kept completion tokens; the phase's clipped-surrogate loss gets `old_logprobs`
+ * (behaviour_logprobs at their positions), `advantages` ([B]; [B,T] when the loss option says
+ * 'token' or any row has token_advantages, which take precedence as the data contract says) and,
+ * with a KL term, `ref_logprobs` scored under the reference checkpoint. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
  *
  * Micro-batches (gradient accumulation). The engine averages the gradients of the micro-batches
  * with equal weights (grad_scale = 1/n). The batch is cut into n = ceil(B / microBatchSize)
@@ -137,7 +138,13 @@ function surrogateOptions(phase: RlPhase, phaseIndex: number): ClippedSurrogateO
 
 const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
-async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, progress: StageContext['progress']): Promise<{ rows: Row[]; dropped: number }> {
+/**
+ * The rl batch. Advantages are per token ([B,T]) when the loss asks for them (`advantages: 'token'`)
+ * or when any row carries token_advantages (the data contract: they take precedence over the scalar;
+ * per-token estimators such as REINFORCE++ and sibling GRPO write them); rows without them then
+ * have their scalar advantage on every completion token.
+ */
+async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, progress: StageContext['progress']): Promise<{ rows: Row[]; dropped: number; tokenAdv: boolean }> {
   const prefix = stepPrefix(input.runId, input.step);
   if (!input.advantages) {
     throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's advantages.arrow`, 'BadLearnerInput');
@@ -150,7 +157,7 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
   const advRows = decodeAdvantages(await readEntry(store, prefix, input.advantages), advSource);
   const byKey = new Map<string, AdvantagesRow>();
   for (const a of advRows) byKey.set(rowKey(a), a);
-  const tokenAdv = surrogateOptions(phase, input.phaseIndex).advantages === 'token';
+  const tokenAdv = surrogateOptions(phase, input.phaseIndex).advantages === 'token' || advRows.some((a) => a.token_advantages !== null);
 
   const rows: Row[] = [];
   let dropped = 0;
@@ -160,7 +167,10 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
       const a = byKey.get(rowKey(r));
       const n = r.completion_token_ids.length;
       const where = `${source} row (prompt_id ${r.prompt_id}, sample_id ${r.sample_id})`;
-      if (!a || n === 0) {
+      if (!a) {
+        throw ApplicationFailure.nonRetryable(`${where} has no row in ${advSource}: the advantages must be computed from these rollouts (one row per rollout row)`, 'BadLearnerInput');
+      }
+      if (n === 0) {
         dropped++;
         continue;
       }
@@ -191,18 +201,12 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
         for (let j = 0; j < n; j++) per[p + j] = a.token_advantages ? a.token_advantages[j]! : a.advantage!;
         advantage = per;
       } else {
-        if (a.token_advantages) {
-          throw ApplicationFailure.nonRetryable(
-            `${where}: the advantages are per token but phases.${input.phaseIndex}.loss.options.advantages is 'sequence'; set it to 'token' for this estimator`,
-            'BadLearnerInput',
-          );
-        }
         advantage = a.advantage!;
       }
       rows.push({ ids, lossMask, oldLogprobs, advantage });
     }
   }
-  return { rows, dropped };
+  return { rows, dropped, tokenAdv };
 }
 
 /** n = ceil(B / size) contiguous micro-batches whose sizes differ by at most one row. */
@@ -309,8 +313,10 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       rows = sftRows(run, input);
       loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
     } else {
-      ({ rows, dropped } = await rlRows(store, input, phase, progress));
+      const rl = await rlRows(store, input, phase, progress);
+      ({ rows, dropped } = rl);
       const options = { ...surrogateOptions(phase, input.phaseIndex) };
+      if (rl.tokenAdv) options.advantages = 'token';
       tokenMean = options.aggregation === 'token_mean';
       if (tokenMean) options.globalTokenCount = true;
       klReference = options.kl !== null;

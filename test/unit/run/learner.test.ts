@@ -261,15 +261,44 @@ describe('learnerUpdate: rl', () => {
     assert.ok(worst < 1e-5, `weights after 2 micro-batches vs 1 differ by up to ${worst}`);
   });
 
-  it('refuses per-token advantages under a sequence-advantage loss, naming the option', async () => {
-    await newRun('rl-d', { phases: rlPhases() });
+  it('trains per-token advantages when the rows carry them (they take precedence): equal to their scalar', async () => {
+    await newRun('rl-d', { phases: rlPhases(), learner: { microBatchSize: 4 } });
     const prefix = stepPrefix('rl-d', 0);
     const e = await writeRlStep('rl-d', run, xs, before0.perToken);
+    // the scalar advantage repeated on every token: the same update as rl-c's scalar one
     const adv: AdvantagesInput[] = xs.map((x) => ({
-      run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, token_advantages: x.completion.map(() => x.advantage),
+      run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
+      token_advantages: x.completion.map(() => x.advantage), loss_mask: x.mask,
     }));
     const advantages = await writeArtifact(store, prefix, { name: 'advantages.arrow', bytes: encodeAdvantages(adv), schema: ADVANTAGES });
-    await assert.rejects(learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages })), /phases\.0\.loss\.options\.advantages is 'sequence'/);
-    await assert.rejects(learnerUpdate({ ...rlInput('rl-d', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
+    const d = await learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages }));
+    assert.equal(d.sequences, 4);
+    await commit(store, checkpointPrefix('rl-d', 1), d.checkpoint);
+    const wc = await loadWeights(store, 'rl-c', 1);
+    const wd = await loadWeights(store, 'rl-d', 1);
+    let worst = 0;
+    for (const [name, t] of wc) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wd.get(name)!.data[i]!))));
+    assert.ok(worst < 1e-6, `per-token vs scalar advantages: weights differ by up to ${worst}`);
+  });
+
+  it('refuses bad input, naming what is wrong', async () => {
+    await newRun('rl-e', { phases: rlPhases() });
+    const e = await writeRlStep('rl-e', run, xs, before0.perToken);
+    await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
+    const partial = await writeArtifact(store, stepPrefix('rl-e', 0), {
+      name: 'advantages.arrow', schema: ADVANTAGES,
+      bytes: encodeAdvantages(xs.slice(1).map((x) => ({ run_id: 'rl-e', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage }))),
+    });
+    await assert.rejects(learnerUpdate(rlInput('rl-e', { rollouts: e.rollouts, advantages: partial })), /sample_id 0\) has no row in .*advantages/);
+    await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), advantages: null }), /needs the step's advantages\.arrow/);
+  });
+
+  it('carries the checkpoint over unchanged when every sample was dropped', async () => {
+    await newRun('rl-f', { phases: rlPhases() });
+    const none = xs.map((x) => ({ ...x, mask: x.mask.map(() => false) }));
+    const r = await learnerUpdate(rlInput('rl-f', await writeRlStep('rl-f', run, none, before0.perToken)));
+    assert.deepEqual([r.sequences, r.microBatches, r.tokens, r.metrics.skipped], [0, 0, 0, 1]);
+    const from = (await readManifest(store, checkpointPrefix('rl-f', 0)))!;
+    assert.deepEqual(r.checkpoint.map((e) => e.sha256), from.artifacts.map((e) => e.sha256));
   });
 });
