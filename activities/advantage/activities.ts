@@ -10,6 +10,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { stage } from '../run/activity.js';
+import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
 import type { AdvantagesInput, AdvantagesResult } from '../run/types.js';
 import { stepPrefix } from '../store/keys.js';
@@ -179,6 +180,7 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
       if (err instanceof AdvantageInputError) throw badInput(`advantages of step ${step} (${phase.advantage.estimator}): ${err.message}`);
       throw err;
     }
+    crashPoint('advantages', step);
     const entry = await writeArtifact(store, prefix, { name: ADVANTAGES_FILE, bytes: encodeAdvantages(result.rows), schema: ADVANTAGES });
     progress({ done: input.rollouts.length, of: input.rollouts.length });
     const { rows: _rows, ...stats } = result;
