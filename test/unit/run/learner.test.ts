@@ -7,6 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,6 +129,22 @@ describe('learnerUpdate: sft', () => {
     assert.deepEqual(r.checkpoint, committed.artifacts);
     assert.equal(r.microBatches, 0, 'nothing was trained');
     assert.equal(r.sequences, 0);
+  });
+
+  it('a SIGKILL after the train step writes nothing; the retry writes the same bytes', async () => {
+    await newRun('sft-crash');
+    const url = pathToFileURL(join(process.cwd(), 'activities/learner/activities.ts')).href;
+    const child = spawnSync(process.execPath, [
+      '--import', 'tsx', '--input-type=module', '-e',
+      `const { learnerUpdate } = await import(${JSON.stringify(url)}); await learnerUpdate(JSON.parse(process.env.LEARNER_INPUT)); console.log('survived');`,
+    ], { env: { ...process.env, DURABLE_RL_CRASH_AT: 'learner@0', LEARNER_INPUT: JSON.stringify(sftInput('sft-crash', 0)), LOG_LEVEL: 'silent' }, encoding: 'utf8' });
+    assert.equal(child.signal, 'SIGKILL', `the child should die at the learner crash point: status ${child.status}, stderr ${child.stderr}`);
+    const written: string[] = [];
+    for await (const o of store.list(`${checkpointPrefix('sft-crash', 1)}/`)) written.push(o.key);
+    assert.deepEqual(written, [], 'nothing of checkpoint 1 was written before the crash');
+    const r = await learnerUpdate(sftInput('sft-crash', 0));
+    const a = (await readManifest(store, checkpointPrefix('sft-a', 1)))!;
+    assert.equal(sha(r.checkpoint), sha(a.artifacts));
   });
 
   it('refuses a phase that does not match the config, naming both', async () => {
