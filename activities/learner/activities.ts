@@ -67,8 +67,8 @@ function rootView(store: ObjectStore): ObjectStore {
 
 interface RunEngine {
   engine: ModelEngine;
-  /** The train state this process last produced (checkpoint `version`), with the sha256 of its model file. */
-  last: { version: number; modelSha: string; state: TrainState } | null;
+  /** The train state this process last produced (checkpoint `version`), with the sha256s of its two files. */
+  last: { version: number; shas: string; state: TrainState } | null;
   /** Reference weights for the KL term, by version. */
   reference: { version: number; weights: WeightMap } | null;
 }
@@ -98,6 +98,9 @@ function engineFor(key: string, run: ResolvedRun): RunEngine {
   }
   return e;
 }
+
+/** The checkpoint's files and their sha256s, as one comparable string. */
+const shasOf = (entries: readonly ManifestEntry[]) => entries.map((e) => `${e.name}:${e.sha256}`).sort().join(' ');
 
 // ── batches ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -298,9 +301,8 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
         'CheckpointMissing',
       );
     }
-    const modelSha = from.artifacts.find((e) => e.name === 'model.safetensors')?.sha256;
     let state: TrainState;
-    if (cached.last && cached.last.version === step && cached.last.modelSha === modelSha) state = cached.last.state;
+    if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
     else state = await loadTrainState(store, runId, step);
 
     // the batch
@@ -377,8 +379,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
 
     progress({ phase: 'write', checkpoint: step + 1 });
     const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
-    const sha = checkpoint.find((e) => e.name === 'model.safetensors')!.sha256;
-    cached.last = { version: step + 1, modelSha: sha, state: newState };
+    cached.last = { version: step + 1, shas: shasOf(checkpoint), state: newState };
     const seconds = (performance.now() - t0) / 1000;
     log.info({ runId, step, sequences: rows.length, dropped, tokens, microBatches, loss: metrics.loss, seconds }, 'learner update written');
     return { checkpoint, metrics, sequences: rows.length, tokens, microBatches, seconds };
