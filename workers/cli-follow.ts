@@ -103,7 +103,9 @@ export class Follower {
 
   update(p: RunProgress): void {
     if (this.tty) {
-      const block = progressBlock(p);
+      // A line wider than the terminal wraps and would break the count of lines to move up over.
+      const cols = (this.out as { columns?: number }).columns;
+      const block = progressBlock(p).map((l) => (cols && l.length >= cols ? `${l.slice(0, Math.max(1, cols - 2))}…` : l));
       // Move to the start of the block drawn last time, clear to the end of the screen, redraw.
       const up = this.drawn > 0 ? `\x1b[${this.drawn}F\x1b[J` : '';
       this.out.write(`${up}${block.join('\n')}\n`);

@@ -217,7 +217,7 @@ async function writeReport(storeUri: string, runId: string, out?: string): Promi
 export async function runStatus(client: Client, runId: string, desc: WorkflowExecutionDescription): Promise<number> {
   const sa = desc.typedSearchAttributes;
   const name = sa.get(RUN_NAME);
-  say(`${runId}: ${desc.status.name} · training run${name ? ` "${name}"` : ''} · started ${desc.startTime.toISOString()}${desc.closeTime ? ` · closed ${desc.closeTime.toISOString()}` : ''}`);
+  say(`${runId}: ${desc.status.name} · training run${name ? ` "${name}"` : ''} · execution started ${desc.startTime.toISOString()}${desc.closeTime ? ` · closed ${desc.closeTime.toISOString()}` : ''}`);
   const handle = client.workflow.getHandle<typeof trainingRun>(runId);
   if (desc.status.name === 'RUNNING') {
     const p = await queryProgress(handle, QUERY_TIMEOUT_MS);
@@ -322,7 +322,8 @@ export async function exportCommand(runId: string, opts: { step?: string; out?: 
 export async function runsCommand(limit: number): Promise<number> {
   const client = await connectClient(await resolveTemporal());
   const rows: string[][] = [['RUN', 'TEMPORAL', 'STATUS', 'NAME', 'STEP', 'PHASE', 'MEAN REWARD', 'STARTED']];
-  for await (const w of client.workflow.list({ query: 'WorkflowType="trainingRun"', pageSize: limit })) {
+  // One row per run: the executions a run continued-as-new from are the same run, listed by its latest.
+  for await (const w of client.workflow.list({ query: 'WorkflowType="trainingRun" AND ExecutionStatus!="ContinuedAsNew"', pageSize: limit })) {
     const sa = w.typedSearchAttributes;
     const reward = sa.get(MEAN_REWARD);
     rows.push([

@@ -29,7 +29,8 @@ after(async () => {
 
 function cli(args: string[], cwd = root): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'workers/cli.ts'), ...args], {
+    // tsx by URL: the child may run in another directory (where `report` writes by default).
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'workers/cli.ts'), ...args], {
       cwd,
       env: { ...process.env, ...t.env },
       stdio: ['ignore', 'pipe', 'pipe'],
