@@ -1,0 +1,131 @@
+/**
+ * Failure semantics of the training run, against the real servers, with workers in child
+ * processes that are SIGKILLed mid-stage and come back (as under a process supervisor):
+ *
+ * - a kill in every stage (rollout, reward, advantages, learner, commit, between the two commits
+ *   of a step) and the run still commits every step exactly once, ending with weights bitwise
+ *   identical (sha256) to an uninterrupted run with the same seed;
+ * - resume-from after a terminated run continues from its last committed checkpoint and ends
+ *   with the same weights as the uninterrupted run;
+ * - the Temporal dev server stopped and restarted mid-run (SQLite persisted): the run continues;
+ * - MinIO unavailable for 30 s mid-run: activities retry and the run continues.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { down, endpointsEnv, startMinio, startTemporal, stopMinio, stopTemporal, up } from '../../../infra/index.js';
+import { committedSteps } from '../../../activities/store/manifest.js';
+import { openStore } from '../../../activities/store/open.js';
+import type { ObjectStore } from '../../../activities/store/object-store.js';
+import { connectClient, temporalConfig } from '../../../workers/temporal.js';
+import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
+import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
+import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor, weightsSha, type SupervisedWorker } from '../../support/training.js';
+
+const TOTAL = 5;
+const storeDir = mkdtempSync(join(tmpdir(), 'training-failures-'));
+const storeUri = pathToFileURL(storeDir).href;
+let t: TestTemporal;
+let control: { stop(): Promise<void> };
+let store: ObjectStore;
+let reference = '';
+
+before(async () => {
+  t = await testTemporal();
+  control = await startWorkers(t, ['control']);
+  store = openStore(storeUri);
+});
+
+after(async () => {
+  await control?.stop();
+  await t?.client.connection.close();
+  await store?.close();
+  rmSync(storeDir, { recursive: true, force: true });
+});
+
+async function withActivityWorkers<T>(env: Record<string, string>, perQueue: boolean, fn: (w: SupervisedWorker[]) => Promise<T>): Promise<T> {
+  const workers = perQueue
+    ? await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...env })))
+    : [await superviseWorker(['rollout', 'reward', 'learner'], { ...t.env, ...env })];
+  try {
+    return await fn(workers);
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+  }
+}
+
+test('uninterrupted reference run, then resume-from after a terminated run ends with the same weights', async () => {
+  await withActivityWorkers({}, false, async () => {
+    const a = await startTrainingRun(t.client, tinyRunConfig(storeUri));
+    assert.equal((await a.result()).status, 'completed');
+    await assertCommittedRun(store, a.runId, TOTAL);
+    reference = await weightsSha(store, a.runId, TOTAL);
+
+    const b = await startTrainingRun(t.client, tinyRunConfig(storeUri));
+    await waitFor('step 2 of the run to terminate', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
+    await b.handle.terminate('test: the run dies');
+    const committed = await committedSteps(store, b.runId, 'checkpoints');
+    const c = await resumeFromRun(t.client, b.runId);
+    assert.equal(c.checkpoint, committed.at(-1), 'resumes from the last committed checkpoint');
+    assert.equal((await c.result()).status, 'completed');
+    await assertCommittedRun(store, c.runId, TOTAL, c.checkpoint);
+    assert.equal(await weightsSha(store, c.runId, TOTAL), reference, 'resume-from gives the uninterrupted run\'s weights');
+  });
+});
+
+test('SIGKILL of a worker in every stage: every step committed once, weights bitwise identical', async () => {
+  assert.ok(reference, 'the reference run ran first');
+  const onceDir = mkdtempSync(join(tmpdir(), 'crash-once-'));
+  const points = ['learner@1', 'rollout@2', 'reward@2', 'advantages@3', 'commit@3', 'commit-mid@4', 'learner@4'];
+  await withActivityWorkers({ DURABLE_RL_CRASH_AT: points.join(','), DURABLE_RL_CRASH_ONCE: onceDir }, true, async (workers) => {
+    const run = await startTrainingRun(t.client, tinyRunConfig(storeUri));
+    const result = await run.result();
+    assert.equal(result.status, 'completed');
+    const restarts = workers.reduce((n, w) => n + w.restarts, 0);
+    assert.equal(restarts, points.length, 'each crash point killed a worker once');
+    await assertCommittedRun(store, run.runId, TOTAL);
+    assert.equal(await weightsSha(store, run.runId, TOTAL), reference, 'weights equal the uninterrupted run\'s');
+  });
+  rmSync(onceDir, { recursive: true, force: true });
+});
+
+test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and completes', async () => {
+  // Private servers, so that stopping them disturbs no other test.
+  const stateDir = mkdtempSync(join(tmpdir(), 'private-infra-'));
+  try {
+    const e = await up({ stateDir, quiet: true });
+    const env = endpointsEnv(e);
+    const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
+    const s3Uri = `s3://${e.minio.bucket}/failures-${Date.now()}`;
+    const s3 = openStore(s3Uri, { s3: { endpoint: e.minio.endpoint, accessKeyId: e.minio.accessKeyId, secretAccessKey: e.minio.secretAccessKey, region: e.minio.region } });
+    const workers = await superviseWorker(['control', 'rollout', 'reward', 'learner'], env);
+    try {
+      const run = await startTrainingRun(client, tinyRunConfig(s3Uri, {
+        phases: [{ kind: 'sft', steps: 3, batchSize: 16 }, { kind: 'rl', steps: 4, promptsPerStep: 8, groupSize: 4 }],
+      }));
+      await waitFor('step 1 committed', async () => ((await committedSteps(s3, run.runId)).includes(1) ? true : undefined));
+      await stopTemporal({ stateDir });
+      await new Promise((r) => setTimeout(r, 3000));
+      await startTemporal({ stateDir, quiet: true });
+
+      await waitFor('step 3 committed', async () => ((await committedSteps(s3, run.runId)).includes(3) ? true : undefined), 180_000);
+      await stopMinio({ stateDir });
+      await new Promise((r) => setTimeout(r, 30_000));
+      await startMinio({ stateDir, quiet: true });
+
+      const result = await waitFor('the result', async () => await client.workflow.getHandle(run.runId).result() as { status: string; steps: number }, 300_000);
+      assert.equal(result.status, 'completed');
+      await assertCommittedRun(s3, run.runId, 7);
+    } finally {
+      await workers.stop();
+      await client.connection.close();
+      await s3.close();
+    }
+  } finally {
+    await down({ stateDir, purge: true }).catch(() => undefined);
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});
