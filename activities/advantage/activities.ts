@@ -25,19 +25,6 @@ import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
-/**
- * `loadRun` through a view of the store whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.root`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function loadRunOf(store: ObjectStore, runId: string): ReturnType<typeof loadRun> {
-  const view = new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-  return loadRun(view, runId);
-}
-
 export const ADVANTAGES_FILE = 'advantages.arrow';
 
 const rowKey = (promptId: string, sampleId: number) => `${promptId}#${sampleId}`;
@@ -165,7 +152,7 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     if (input.rollouts.length !== input.rewards.length) {
       throw badInput(`${input.rollouts.length} rollouts shards but ${input.rewards.length} rewards shards: give one rewards entry per rollouts entry, in shard order`);
     }
-    const { run } = await loadRunOf(store, runId);
+    const { run } = await loadRun(store, runId);
     const phase = run.config.phases[input.phaseIndex];
     if (!phase) throw badInput(`phaseIndex ${input.phaseIndex} is out of range: the run has ${run.config.phases.length} phases`);
     if (phase.kind !== 'rl') throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);

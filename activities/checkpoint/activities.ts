@@ -30,18 +30,6 @@ import { writeCheckpoint } from './checkpoint.js';
 
 const log = logger('checkpoint');
 
-/**
- * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function rootView(store: ObjectStore): ObjectStore {
-  return new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-}
-
 /** "215k" / "1.2M": a parameter count in a few characters. */
 function shortCount(n: number): string {
   if (n < 1000) return String(n);
@@ -120,8 +108,7 @@ async function copyCommitted(store: ObjectStore, from: string, to: string): Prom
  */
 export async function initRun(input: InitRunInput): Promise<InitRunResult> {
   return stage('initRun', input.storeUri, async (ctx) => {
-    const { progress } = ctx;
-    const store = rootView(ctx.store);
+    const { progress, store } = ctx;
     const { runId } = input;
     const config = parseRunConfig(input.config, 'initRun config');
     const run = resolveRun(config);

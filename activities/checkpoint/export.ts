@@ -9,22 +9,9 @@ import { logger } from '../common/log.js';
 import { exportModel } from '../model/export.js';
 import { loadRun, withRunStore } from '../run/resolve.js';
 import { committedSteps } from '../store/manifest.js';
-import type { ObjectStore } from '../store/object-store.js';
 import { loadWeights } from './checkpoint.js';
 
 const log = logger('checkpoint:export');
-
-/**
- * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function rootView(store: ObjectStore): ObjectStore {
-  return new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-}
 
 /** The checkpoint asked for is not there (names the run and the committed checkpoints). */
 export class ExportRunError extends Error {
@@ -45,8 +32,7 @@ export interface ExportRunResult {
  * as a model directory. The weights are read verified (size and sha256).
  */
 export async function exportRun(storeUri: string, runId: string, version: number | undefined, dir: string): Promise<ExportRunResult> {
-  return withRunStore(storeUri, async (opened) => {
-    const store = rootView(opened);
+  return withRunStore(storeUri, async (store) => {
     const { run } = await loadRun(store, runId);
     const committed = await committedSteps(store, runId, 'checkpoints');
     const list = committed.length ? committed.join(', ') : 'none';

@@ -51,18 +51,6 @@ import type { LossBuilder } from '../model/losses.js';
 
 const log = logger('learner');
 
-/**
- * The store seen through a view whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.uri('')`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function rootView(store: ObjectStore): ObjectStore {
-  return new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-}
-
 // ── per-run engine cache ────────────────────────────────────────────────────────────────────────
 
 interface RunEngine {
@@ -265,8 +253,7 @@ async function committedMetrics(store: ObjectStore, runId: string, step: number)
  */
 export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult> {
   return stage('learnerUpdate', input.storeUri, async (ctx) => {
-    const { progress } = ctx;
-    const store = rootView(ctx.store);
+    const { progress, store } = ctx;
     const t0 = performance.now();
     const { runId, step } = input;
     const next = checkpointPrefix(runId, step + 1);

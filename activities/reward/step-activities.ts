@@ -17,26 +17,12 @@ import { loadRun } from '../run/resolve.js';
 import type { RewardShardInput, RewardShardResult } from '../run/types.js';
 import { stepPrefix } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
-import type { ObjectStore } from '../store/object-store.js';
 import { REWARDS, decodeRewards, decodeRollouts, encodeRewards, type RewardsInput, type RewardsRow } from '../store/schemas.js';
 import type { Split, Task, TaskItem } from '../tasks/types.js';
 import { scoreSamples } from './run.js';
 import type { RewardSample } from './types.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
-
-/**
- * `loadRun` through a view of the store whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.root`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function loadRunOf(store: ObjectStore, runId: string): ReturnType<typeof loadRun> {
-  const view = new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-  return loadRun(view, runId);
-}
 
 /** Name of a shard's rewards artifact: `rewards-{shard:03d}.arrow`. */
 export function rewardsName(shard: number): string {
@@ -125,7 +111,7 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
       return { rewards: entry, ...rewardSummary(rows), seconds: seconds() };
     }
 
-    const { run } = await loadRunOf(store, runId);
+    const { run } = await loadRun(store, runId);
     const rollouts = decodeRollouts(await readEntry(store, prefix, input.rollouts), store.uri(prefix));
     let items: Map<string, TaskItem>;
     try {

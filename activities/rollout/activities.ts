@@ -55,19 +55,6 @@ export const EVAL_FILE = 'eval.json';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
-/**
- * `loadRun` through a view of the store whose `uri('')` is its root: resolve.ts keys its caches by
- * `store.root`, which the stores reject (empty key). Drop this once resolve.ts uses `store.root`.
- */
-function loadRunOf(store: ObjectStore, runId: string): ReturnType<typeof loadRun> {
-  const view = new Proxy(store, {
-    get: (target, prop, receiver) => (prop === 'uri'
-      ? (key: string) => (key === '' ? target.root : target.uri(key))
-      : Reflect.get(target, prop, receiver)),
-  });
-  return loadRun(view, runId);
-}
-
 // ── engine and weights cache ────────────────────────────────────────────────────────────────────
 
 interface EngineSlot {
@@ -278,7 +265,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
       return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };
     }
 
-    const { run } = await loadRunOf(store, runId);
+    const { run } = await loadRun(store, runId);
     const phase = rlPhase(run, input.phaseIndex);
     const params = rolloutSampling(run, phase);
     const { config, tokenizer } = run;
@@ -357,7 +344,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     const existing = await readManifest(store, prefix);
     if (existing) return stored(existing);
 
-    const { run } = await loadRunOf(store, runId);
+    const { run } = await loadRun(store, runId);
     const { config, tokenizer } = run;
     const items = run.task.prompts(config.seed, 'eval', config.eval.prompts, 0);
     const k = config.eval.passK;

@@ -68,7 +68,7 @@ after(async () => {
 async function newRun(runId: string, over: Partial<RunConfigInput> = {}): Promise<ResolvedRun> {
   const config = parseRunConfig({ ...tiny(over), store: storeUri });
   await writeRunRecord(store, { run_id: runId, name: config.name, resumed_from: null, config });
-  const { run } = await loadRun(new Proxy(store, { get: (t, p, r) => (p === 'uri' ? (k: string) => (k === '' ? t.root : t.uri(k)) : Reflect.get(t, p, r)) }), runId);
+  const { run } = await loadRun(store, runId);
   const state = initTrainState(run.model, initWeights(run.model, config.seed, { std: config.model.initStd }));
   await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state));
   return run;
