@@ -59,8 +59,17 @@ const DEFAULTS = {
   heads: 4,
   /** onnxruntime intra-op threads. */
   threads: 2,
-  /** SFT optimizer steps (Lee et al. 2023: reversed addition is learned in a few thousand; we stop early on purpose). */
-  'sft-steps': 300,
+  /** Most SFT optimizer steps (Lee et al. 2023: reversed addition is learned in a few thousand; we stop early on purpose). */
+  'sft-steps': 2000,
+  /**
+   * Stop SFT once greedy accuracy on `sft-probe-n` train-split prompts (a stream region SFT never
+   * reads) reaches this; 0: run all `sft-steps`. The step where the loss breaks through varies a lot
+   * with the seed (300 to over 800 steps), so a fixed count lands anywhere between 5% and 99%.
+   */
+  'sft-target': 0.5,
+  /** Check the SFT stop rule every N steps. */
+  'sft-check-every': 25,
+  'sft-probe-n': 200,
   'sft-batch': 64,
   'sft-lr': 3e-3,
   /** Linear warm-up steps of the SFT learning rate. */
@@ -77,6 +86,8 @@ const DEFAULTS = {
   /** Sampling temperature of rollouts. */
   temperature: 1,
   'rl-lr': 1e-3,
+  /** RL optimizer: continue the SFT AdamW moments and step count, or start a fresh AdamW. */
+  'rl-adam': 'continue',
   /** Linear warm-up steps of the RL learning rate. */
   'rl-warmup': 0,
   'clip-low': 0.2,
@@ -129,7 +140,7 @@ function parseArgs(argv: string[]): Opts {
 const opts = parseArgs(process.argv.slice(2));
 const CHOICES: Partial<Record<keyof Opts, string[]>> = {
   task: ['addition', 'countdown'], arch: ['llama', 'gpt2'], 'sft-schedule': ['const', 'cosine'],
-  dynamic: ['off', 'filter', 'refill'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
+  dynamic: ['off', 'filter', 'refill'], 'rl-adam': ['continue', 'fresh'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
 };
 for (const [k, allowed] of Object.entries(CHOICES)) {
   const v = String(opts[k as keyof Opts]);
@@ -218,10 +229,9 @@ const argmax = (logits: Float32Array): number => {
 const evalItemsAll = task.prompts(opts.seed, 'eval', opts['eval-n']);
 
 /** Greedy accuracy (reward >= 1 counts as correct) on the first n eval prompts. */
-async function evaluate(state: TrainState, version: string, n: number): Promise<{ acc: number; ms: number }> {
+async function evaluate(state: TrainState, version: string, n: number, items = evalItemsAll.slice(0, n)): Promise<{ acc: number; ms: number }> {
   const t = now();
   engine.setWeights(state.params, version);
-  const items = evalItemsAll.slice(0, n);
   const gens = await generate(engine, items.map((it) => tok.encode(it.prompt)), { maxNewTokens: maxNew, pickToken: argmax });
   let correct = 0;
   for (let i = 0; i < items.length; i++) if ((await scoreText(items[i]!, 0, completionText(gens[i]!.tokens))) >= 1) correct++;
@@ -238,11 +248,15 @@ function fmtAcc(a: number): string {
 let state: TrainState;
 let sftMs = 0;
 let sftStepMs = 0;
+let sftSteps = 0;
 if (opts['load-sft']) {
-  const { tensors } = parseSafetensors(new Uint8Array(await readFile(opts['load-sft'])), opts['load-sft']);
-  const params = new Map<string, WeightTensor>();
-  for (const [k, v] of tensors) params.set(k, { shape: v.shape, data: v.data as Float32Array });
-  state = initTrainState(cfg, params);
+  const { tensors, metadata } = parseSafetensors(new Uint8Array(await readFile(opts['load-sft'])), opts['load-sft']);
+  const part = (prefix: string) => {
+    const m = new Map<string, WeightTensor>();
+    for (const [k, v] of tensors) if (k.startsWith(prefix)) m.set(k.slice(prefix.length), { shape: v.shape, data: v.data as Float32Array });
+    return m;
+  };
+  state = { params: part('param.'), adamM: part('adam_m.'), adamV: part('adam_v.'), step: Number(metadata.step) };
   console.log(`loaded SFT weights from ${opts['load-sft']}`);
 } else {
   state = initTrainState(cfg, initWeights(cfg, opts.seed));
@@ -250,6 +264,8 @@ if (opts['load-sft']) {
   const tSft = now();
   const B = opts['sft-batch'];
   let lossSum = 0;
+  const probeItems = task.prompts(opts.seed, 'train', opts['sft-probe-n'], 1e9);
+  let probeMs = 0;
   for (let s = 0; s < opts['sft-steps']; s++) {
     const items = task.prompts(opts.seed, 'train', B, s * B);
     const seqs = items.map((it) => ({ prompt: tok.encode(it.prompt), completion: [...tok.encode(task.sftTarget(it), { addSpecialTokens: false }), tok.eosId] }));
@@ -260,6 +276,7 @@ if (opts['load-sft']) {
     const lr = opts['sft-lr'] * Math.min(1, (s + 1) / Math.max(1, W)) * decay;
     const r = await engine.trainStep(state, trainBatch(seqs, false), { loss: sft, lr, optimizer: { beta2: 0.99 } });
     state = r.state;
+    sftSteps = s + 1;
     lossSum += r.metrics.loss!;
     if ((s + 1) % 50 === 0) {
       console.log(`sft ${s + 1}/${opts['sft-steps']}  loss ${(lossSum / 50).toFixed(4)}  ${((now() - tSft) / (s + 1)).toFixed(1)} ms/step`);
@@ -269,11 +286,24 @@ if (opts['load-sft']) {
       const e = await evaluate(state, `sft-${s + 1}`, opts['eval-n']);
       console.log(`  sft eval @${s + 1}: ${fmtAcc(e.acc)} (${opts['eval-n']} prompts, ${e.ms} ms)`);
     }
+    if (opts['sft-target'] > 0 && (s + 1) % opts['sft-check-every'] === 0) {
+      const p = await evaluate(state, `sft-probe-${s + 1}`, probeItems.length, probeItems);
+      probeMs += p.ms;
+      if (p.acc >= opts['sft-target']) {
+        console.log(`sft stop @${s + 1}: train-probe accuracy ${fmtAcc(p.acc)} >= ${fmtAcc(opts['sft-target'])}`);
+        break;
+      }
+    }
   }
   sftMs = ms(tSft);
-  sftStepMs = sftMs / Math.max(1, opts['sft-steps']);
+  sftStepMs = (sftMs - probeMs) / Math.max(1, sftSteps);
+  console.log(`sft: ${sftSteps} steps, ${sftMs} ms (${probeMs} ms of it in stop-rule probes)`);
   if (opts['save-sft']) {
-    await writeFile(opts['save-sft'], serializeSafetensors(new Map([...state.params].map(([k, v]) => [k, { dtype: 'F32' as const, shape: v.shape, data: v.data }]))));
+    const all = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
+    for (const [prefix, m] of [['param.', state.params], ['adam_m.', state.adamM], ['adam_v.', state.adamV]] as const) {
+      for (const [k, v] of m) all.set(prefix + k, { dtype: 'F32', shape: v.shape, data: v.data });
+    }
+    await writeFile(opts['save-sft'], serializeSafetensors(all, { step: String(state.step) }));
   }
 }
 
@@ -284,8 +314,7 @@ console.log(`after SFT: greedy accuracy ${fmtAcc(before.acc)} on ${opts['eval-n'
 // GRPO.
 
 const refParams = state.params;
-// The RL optimizer starts fresh (the pipeline's RL phase may keep the SFT moments; a fresh AdamW is the simple choice).
-state = initTrainState(cfg, refParams);
+if (opts['rl-adam'] === 'fresh') state = initTrainState(cfg, refParams);
 const refEngine = opts['kl-beta'] > 0 ? new ModelEngine(cfg, engineOpts) : null;
 refEngine?.setWeights(refParams, 'ref');
 const sampling = parseSamplingParams({ temperature: opts.temperature, max_tokens: maxNew });
@@ -407,7 +436,7 @@ console.log(`greedy eval accuracy (${opts['eval-n']} prompts): before RL ${fmtAc
 console.log(`wall: SFT ${(sftMs / 1000).toFixed(1)} s (${sftStepMs.toFixed(1)} ms/step), RL ${(rlMs / 1000).toFixed(1)} s (rollout ${(rolloutMsSum / steps).toFixed(0)} ms/step, learner ${(learnerMsSum / steps).toFixed(0)} ms/step), eval ${before.ms} + ${after.ms} ms, total ${(totalMs / 1000).toFixed(1)} s`);
 console.log(`load average: start ${loadStart}, end ${load()}`);
 console.log(`RESULT ${JSON.stringify({
-  opts, params: nParams, before: before.acc, after: after.acc, curve,
+  opts, params: nParams, sftSteps, before: before.acc, after: after.acc, curve,
   sftMs, sftStepMs, rlMs, rolloutMsPerStep: rolloutMsSum / steps, learnerMsPerStep: learnerMsSum / steps, promptsRolled,
   evalMs: [before.ms, after.ms], totalMs, loadStart, loadEnd: load(),
 })}`);
