@@ -32,7 +32,7 @@ import { TASK_QUEUES, type QueueName } from './task-queues.js';
 
 export type { RunConfig, ResumeSource };
 
-export type RunStatus = 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'completed' | 'failed';
+export type RunStatus = 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'completed' | 'failed' | 'continued';
 export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
 
 /** A short evaluation record kept in the workflow (the full one is in the store). */
@@ -263,6 +263,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       }
       if (stepsThisExecution >= config.workflow.continueAsNewEvery || (stepsThisExecution > 0 && wf.workflowInfo().continueAsNewSuggested)) {
         await wf.condition(wf.allHandlersFinished);
+        // The closed execution would otherwise keep DurableRlStatus "running" in list queries.
+        // (The next execution sets its own status first thing.)
+        if (wf.patched('status-before-continue-as-new')) wf.upsertSearchAttributes([{ key: STATUS, value: 'continued' }]);
         return await wf.continueAsNew<typeof trainingRun>({ ...input, carry });
       }
 

@@ -5,7 +5,7 @@
  * change, record a history of the new code with `DURABLE_RL_RECORD_FIXTURES=1 npm test -- annotate`
  * (it writes annotate-rewards.json) and keep it beside the older ones under a versioned name:
  * v1 predates the `annotate-status-on-failure` / `annotate-rate-per-job` patches, v2 has them.
- * training-run-exec1 / -exec3 are the first and the last execution of one training run that
+ * training-run-v1-exec1 / -exec3 are the first and the last execution of one training run that
  * continued as new twice (recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training`): the
  * first ends in continue-as-new, the last starts from the carried state.
  */
@@ -37,9 +37,9 @@ for (const file of fixtures) {
 
 test('the training-run fixtures cover a continue-as-new and a run resumed from carried state', () => {
   const load = (f: string) => JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { events: Record<string, { input?: { payloads?: unknown[] } }>[] };
-  const first = load('training-run-exec1.json');
+  const first = load('training-run-v1-exec1.json');
   assert.ok(first.events.at(-1)!.workflowExecutionContinuedAsNewEventAttributes, 'exec1 ends in continue-as-new');
-  const last = load('training-run-exec3.json');
+  const last = load('training-run-v1-exec3.json');
   assert.ok(last.events[0]!.workflowExecutionStartedEventAttributes, 'exec3 starts');
   assert.ok(last.events.at(-1)!.workflowExecutionCompletedEventAttributes, 'exec3 completes');
 });
