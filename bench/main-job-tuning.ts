@@ -71,21 +71,21 @@ const DEFAULTS = {
   'sft-check-every': 25,
   'sft-probe-n': 200,
   'sft-batch': 64,
-  'sft-lr': 3e-3,
+  'sft-lr': 1e-3,
   /** Linear warm-up steps of the SFT learning rate. */
   'sft-warmup': 20,
   /** After warm-up: const, or cosine decay to `sft-min-lr` x the peak at the last step. */
   'sft-schedule': 'const',
   'sft-min-lr': 0.1,
   /** GRPO steps. */
-  'rl-steps': 40,
+  'rl-steps': 50,
   /** Prompts per RL step (groups). */
   P: 32,
   /** Samples per prompt (group size, GRPO: Shao et al. 2024). */
   G: 8,
   /** Sampling temperature of rollouts. */
-  temperature: 1,
-  'rl-lr': 1e-3,
+  temperature: 0.7,
+  'rl-lr': 2e-4,
   /** RL optimizer: continue the SFT AdamW moments and step count, or start a fresh AdamW. */
   'rl-adam': 'continue',
   /** Linear warm-up steps of the RL learning rate. */
