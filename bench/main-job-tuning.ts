@@ -90,6 +90,9 @@ const DEFAULTS = {
   'rl-adam': 'continue',
   /** Linear warm-up steps of the RL learning rate. */
   'rl-warmup': 0,
+  /** After warm-up: const, or cosine decay to `rl-min-lr` x the peak at the last step (steadies the final policy). */
+  'rl-schedule': 'cosine',
+  'rl-min-lr': 0.1,
   'clip-low': 0.2,
   'clip-high': 0.28,
   /** KL coefficient to the SFT model (k3, reverse); 0: no reference scoring at all. */
@@ -139,7 +142,7 @@ function parseArgs(argv: string[]): Opts {
 
 const opts = parseArgs(process.argv.slice(2));
 const CHOICES: Partial<Record<keyof Opts, string[]>> = {
-  task: ['addition', 'countdown'], arch: ['llama', 'gpt2'], 'sft-schedule': ['const', 'cosine'],
+  task: ['addition', 'countdown'], arch: ['llama', 'gpt2'], 'sft-schedule': ['const', 'cosine'], 'rl-schedule': ['const', 'cosine'],
   dynamic: ['off', 'filter', 'refill'], 'rl-adam': ['continue', 'fresh'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
 };
 for (const [k, allowed] of Object.entries(CHOICES)) {
@@ -404,7 +407,11 @@ for (let step = 0; step < opts['rl-steps']; step++) {
       }
       batches.push(trainBatch(part, true, ref));
     }
-    const lr = opts['rl-lr'] * Math.min(1, (step + 1) / Math.max(1, opts['rl-warmup']));
+    const W = opts['rl-warmup'];
+    const decay = opts['rl-schedule'] === 'cosine' && step >= W
+      ? opts['rl-min-lr'] + (1 - opts['rl-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (step - W)) / Math.max(1, opts['rl-steps'] - 1 - W)))
+      : 1;
+    const lr = opts['rl-lr'] * Math.min(1, (step + 1) / Math.max(1, W)) * decay;
     const r = await engine.trainStep(state, batches, { loss, lr, optimizer: { beta2: 0.99 } });
     state = r.state;
     const m = r.metrics;
