@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../../activities/common/config.js';
@@ -107,4 +107,15 @@ test('reward fault drills fail the same samples every time, at about the configu
   const ctx = { step: 0, signal: new AbortController().signal, log: undefined as never };
   assert.deepEqual(await drill.score!({ ...good, prompt: '', completion: '' }, ctx), { reward: 1 });
   await assert.rejects(async () => drill.score!({ ...bad, prompt: '', completion: '' }, ctx), /injected reward fault/);
+});
+
+test('the example configs in docs/configs/ are valid', () => {
+  const dir = new URL('../../../docs/configs/', import.meta.url);
+  const files = readdirSync(dir).filter((f) => /\.(ya?ml|json)$/.test(f));
+  assert.ok(files.length >= 2);
+  for (const f of files) {
+    const c = loadRunConfig(join(dir.pathname, f));
+    assert.ok(c.phases.length >= 1, f);
+    resolveRun(c); // the task options and the model build
+  }
 });
