@@ -20,7 +20,10 @@ export interface StepPlan {
   stepInPhase: number;
   /** First step of the phase (its reference policy is checkpoint `phaseStart`). */
   phaseStart: number;
+  /** Learning rate of the step's (last) optimizer update. */
   lr: number;
+  /** Learning rate of each optimizer update of the step (sft phases may do several; rl: one). */
+  lrs: number[];
   /** sft: examples; rl: prompts. Items [promptOffset, promptOffset + count) of the train split. */
   promptOffset: number;
   count: number;
@@ -32,15 +35,22 @@ export function totalSteps(config: RunConfig): number {
   return config.phases.reduce((n, p) => n + p.steps, 0);
 }
 
-function itemsPerStep(p: Phase): number {
-  return p.kind === 'sft' ? p.batchSize : p.promptsPerStep;
+function updatesPerStep(p: Phase): number {
+  return p.kind === 'sft' ? p.updatesPerStep : 1;
 }
 
-/** Learning rate at step k of a phase: linear warm-up to lr, then constant or cosine decay to minLrRatio·lr. */
+function itemsPerStep(p: Phase): number {
+  return p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.promptsPerStep;
+}
+
+/**
+ * Learning rate of optimizer update k of a phase (counted from 0 over the whole phase): linear
+ * warm-up to lr, then constant or cosine decay to minLrRatio·lr at the phase's last update.
+ */
 export function learningRate(p: Phase, k: number): number {
   if (k < p.warmupSteps) return (p.lr * (k + 1)) / p.warmupSteps;
   if (p.schedule === 'constant') return p.lr;
-  const span = Math.max(1, p.steps - p.warmupSteps - 1);
+  const span = Math.max(1, p.steps * updatesPerStep(p) - p.warmupSteps - 1);
   const progress = Math.min(1, (k - p.warmupSteps) / span);
   const floor = p.lr * p.minLrRatio;
   return floor + 0.5 * (p.lr - floor) * (1 + Math.cos(Math.PI * progress));
@@ -64,7 +74,9 @@ export function planStep(config: RunConfig, step: number): StepPlan {
           shards.push({ shard: s, promptOffset: promptOffset + s * per, promptCount: Math.min(per, count - s * per) });
         }
       }
-      return { step, phaseIndex, phase, stepInPhase: k, phaseStart, lr: learningRate(phase, k), promptOffset, count, shards };
+      const u = updatesPerStep(phase);
+      const lrs = Array.from({ length: u }, (_, i) => learningRate(phase, k * u + i));
+      return { step, phaseIndex, phase, stepInPhase: k, phaseStart, lr: lrs[u - 1]!, lrs, promptOffset, count, shards };
     }
     phaseStart += phase.steps;
     offset += phase.steps * itemsPerStep(phase);

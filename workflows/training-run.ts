@@ -312,10 +312,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     shardsTotal = 0;
     details();
     const l = await learnerQ.learner.learnerUpdate.executeWithOptions(
-      withSummary('learner', `learner · step ${plan.step} · sft · ${plan.count} examples`),
+      withSummary('learner', `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${plan.count / plan.lrs.length} examples`),
       [{
         ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'sft', lr: plan.lr, referenceVersion: null,
-        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: [], advantages: null,
+        promptOffset: plan.promptOffset, batchSize: plan.count / plan.lrs.length, rollouts: [], advantages: null,
+        ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
       }],
     );
     const metrics: StepMetrics = {

@@ -312,6 +312,12 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       loss = buildLoss({ name: 'clipped_surrogate', options });
     }
     const tokens = rows.reduce((n, r) => n + r.lossMask.reduce((a, b) => a + b, 0), 0);
+    const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];
+    if (lrs.some((x) => !Number.isFinite(x) || x < 0)) {
+      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`, 'BadLearnerInput');
+    }
+    let rowsTrained = rows.length;
+    let tokensTrained = tokens;
 
     let newState: TrainState;
     let metrics: Record<string, number>;
@@ -358,9 +364,23 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       }
 
       progress({ phase: 'train', microBatches: parts.length, sequences: rows.length, tokens });
-      const r = await engine.trainStep(state, batches.map((b) => b.batch), { loss, lr: input.lr, optimizer: config.optimizer });
+      const r = await engine.trainStep(state, batches.map((b) => b.batch), { loss, lr: lrs[0]!, optimizer: config.optimizer });
       newState = r.state;
       metrics = r.metrics;
+      // sft steps of several updates: the next batches, each its own AdamW update (metrics: means over updates)
+      for (let u = 1; u < lrs.length; u++) {
+        progress({ phase: 'train', update: u + 1, of: lrs.length });
+        const more = sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize });
+        const mt = Math.max(...more.map((row) => row.ids.length));
+        const mb = splitRows(more, config.learner.microBatchSize).map((part) => toBatch(part, mt));
+        const next = await engine.trainStep(newState, mb, { loss, lr: lrs[u]!, optimizer: config.optimizer });
+        newState = next.state;
+        for (const [name, v] of Object.entries(next.metrics)) metrics[name] = (metrics[name] ?? 0) + v;
+        rowsTrained += more.length;
+        tokensTrained += more.reduce((n, row) => n + row.lossMask.reduce((a, b) => a + b, 0), 0);
+        microBatches += mb.length;
+      }
+      if (lrs.length > 1) for (const name of Object.keys(metrics)) metrics[name]! /= lrs.length;
     }
     crashPoint('learner', step);
 
@@ -368,7 +388,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
     cached.last = { version: step + 1, shas: shasOf(checkpoint), state: newState };
     const seconds = (performance.now() - t0) / 1000;
-    log.info({ runId, step, sequences: rows.length, dropped, tokens, microBatches, loss: metrics.loss, seconds }, 'learner update written');
-    return { checkpoint, metrics, sequences: rows.length, tokens, microBatches, seconds };
+    log.info({ runId, step, sequences: rowsTrained, updates: lrs.length, dropped, tokens: tokensTrained, microBatches, loss: metrics.loss, seconds }, 'learner update written');
+    return { checkpoint, metrics, sequences: rowsTrained, tokens: tokensTrained, microBatches, seconds };
   });
 }

@@ -149,9 +149,14 @@ export interface LearnerInput extends RunRef {
   phase: PhaseKind;
   /** Learning rate of this step (the workflow's schedule). */
   lr: number;
+  /**
+   * sft: the learning rate of each optimizer update of the step (`updatesPerStep` of them, over
+   * consecutive batches of `batchSize`); absent: one update at `lr`.
+   */
+  lrs?: number[];
   /** Reference checkpoint for the KL term (rl phases whose loss has `kl`); null: none. */
   referenceVersion: number | null;
-  /** sft: the batch is items [promptOffset, promptOffset + batchSize) of the train split with gold completions. */
+  /** sft: update u trains on items [promptOffset + u·batchSize, promptOffset + (u+1)·batchSize) of the train split with gold completions. */
   promptOffset: number;
   batchSize: number;
   /** rl: the step's rollouts (all shards) and advantages. */

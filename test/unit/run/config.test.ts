@@ -82,6 +82,17 @@ test('plan: steps are numbered across phases; prompt offsets never overlap; shar
   assert.throws(() => planStep(c, 5), /outside the run's 5 steps/);
 });
 
+test('plan: an sft step of several updates takes consecutive batches; the schedule counts updates', () => {
+  const c = parseRunConfig({
+    phases: [{ kind: 'sft', steps: 2, batchSize: 4, updatesPerStep: 3, lr: 1, warmupSteps: 4 }, { kind: 'rl', steps: 1, promptsPerStep: 5 }],
+  });
+  const [a, b, r] = [0, 1, 2].map((s) => planStep(c, s));
+  assert.deepEqual([a!.promptOffset, a!.count, b!.promptOffset, b!.count, r!.promptOffset], [0, 12, 12, 12, 24]);
+  assert.deepEqual(a!.lrs, [0.25, 0.5, 0.75]);
+  assert.deepEqual(b!.lrs, [1, 1, 1]);
+  assert.deepEqual(r!.lrs.length, 1);
+});
+
 test('plan: warm-up is linear, cosine ends at the floor, evals at start, phase ends and every N', () => {
   const c = parseRunConfig({
     phases: [{ kind: 'sft', steps: 10, lr: 1, warmupSteps: 4, schedule: 'cosine', minLrRatio: 0.1 }, { kind: 'rl', steps: 6 }],

@@ -123,6 +123,18 @@ describe('learnerUpdate: sft', () => {
     assert.equal(sha(a!.artifacts), sha(b.checkpoint));
   });
 
+  it('a step of several updates equals that many one-update steps over the same batches, bitwise', async () => {
+    await newRun('sft-multi');
+    await newRun('sft-single');
+    const multi = await learnerUpdate({ ...sftInput('sft-multi', 0), lrs: [1e-3, 2e-3] });
+    assert.equal(multi.sequences, 16);
+    const first = await learnerUpdate({ ...sftInput('sft-single', 0), lr: 1e-3 });
+    await commitStep({ storeUri, runId: 'sft-single', step: 0, phase: 'sft', checkpoint: first.checkpoint, artifacts: [], metrics: emptyMetrics() });
+    const second = await learnerUpdate({ ...sftInput('sft-single', 1), lr: 2e-3, promptOffset: 8 });
+    assert.equal(sha(multi.checkpoint), sha(second.checkpoint));
+    assert.equal(sha(multi.checkpoint, 'optimizer.safetensors'), sha(second.checkpoint, 'optimizer.safetensors'));
+  });
+
   it('returns the committed checkpoint at once when step + 1 is already committed', async () => {
     const committed = (await readManifest(store, checkpointPrefix('sft-a', 2)))!;
     const r = await learnerUpdate(sftInput('sft-a', 1));
