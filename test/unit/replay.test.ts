@@ -5,9 +5,11 @@
  * change, record a history of the new code with `DURABLE_RL_RECORD_FIXTURES=1 npm test -- annotate`
  * (it writes annotate-rewards.json) and keep it beside the older ones under a versioned name:
  * v1 predates the `annotate-status-on-failure` / `annotate-rate-per-job` patches, v2 has them.
- * training-run-v1-exec1 / -exec3 are the first and the last execution of one training run that
- * continued as new twice (recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training`): the
- * first ends in continue-as-new, the last starts from the carried state.
+ * training-run-v*-exec1 / -exec3 are the first and the last execution of one training run that
+ * continued as new twice (recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training`, which
+ * writes training-run-exec{1,3}.json; rename them to the next version): the first ends in
+ * continue-as-new, the last starts from the carried state. v1 predates the
+ * `status-before-continue-as-new` patch, v2 has it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,12 +38,14 @@ for (const file of fixtures) {
 }
 
 test('the training-run fixtures cover a continue-as-new and a run resumed from carried state', () => {
-  const load = (f: string) => JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { events: Record<string, { input?: { payloads?: unknown[] } }>[] };
-  const first = load('training-run-v1-exec1.json');
-  assert.ok(first.events.at(-1)!.workflowExecutionContinuedAsNewEventAttributes, 'exec1 ends in continue-as-new');
-  const last = load('training-run-v1-exec3.json');
-  assert.ok(last.events[0]!.workflowExecutionStartedEventAttributes, 'exec3 starts');
-  assert.ok(last.events.at(-1)!.workflowExecutionCompletedEventAttributes, 'exec3 completes');
+  const load = (f: string) => JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { events: Record<string, unknown>[] };
+  for (const v of ['v1', 'v2']) {
+    const first = load(`training-run-${v}-exec1.json`);
+    assert.ok(first.events.at(-1)!.workflowExecutionContinuedAsNewEventAttributes, `${v} exec1 ends in continue-as-new`);
+    const last = load(`training-run-${v}-exec3.json`);
+    assert.ok(last.events[0]!.workflowExecutionStartedEventAttributes, `${v} exec3 starts`);
+    assert.ok(last.events.at(-1)!.workflowExecutionCompletedEventAttributes, `${v} exec3 completes`);
+  }
 });
 
 test('a history that the current code cannot produce is reported as non-deterministic', async () => {
