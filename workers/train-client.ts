@@ -7,12 +7,13 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
-import { readRunRecord } from '../activities/run/resolve.js';
+import { checkRunConfig, readRunRecord } from '../activities/run/resolve.js';
 import type { ResumeSource } from '../activities/run/types.js';
 import { committedSteps } from '../activities/store/manifest.js';
 import { openStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
+import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
 import {
   pauseSignal, progressQuery, resumeSignal, stopSignal,
   type RunProgress, type TrainingRunInput, type TrainingRunResult, type trainingRun,
@@ -50,6 +51,7 @@ export interface StartRunOptions {
 /** Validates `config` (ConfigError naming the field) and starts a training run; its run id is the workflow id. */
 export async function startTrainingRun(client: Client, config: unknown, opts: StartRunOptions = {}): Promise<StartedRun> {
   const cfg: RunConfig = parseRunConfig(config);
+  await checkRunConfig(cfg);
   const storeUri = absoluteStoreUri(cfg.store);
   const runId = opts.runId ?? newRunId(cfg.name);
   const input: TrainingRunInput = { runId, storeUri, config: { ...cfg, store: storeUri }, resumeFrom: opts.resumeFrom ?? null };
@@ -60,6 +62,9 @@ export async function startTrainingRun(client: Client, config: unknown, opts: St
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
     staticSummary: `${cfg.name}: ${cfg.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${cfg.task.name}${opts.resumeFrom ? ` (from ${opts.resumeFrom.runId} @${opts.resumeFrom.checkpoint})` : ''}`,
     memo: { storeUri, name: cfg.name, task: cfg.task.name, seed: cfg.seed, resumedFrom: opts.resumeFrom ?? null },
+    // Set at start, so a namespace without durable-rl's search attributes refuses the run here, in
+    // one line, instead of failing its first workflow task over and over.
+    typedSearchAttributes: [{ key: RUN_NAME, value: cfg.name }, { key: STATUS, value: 'starting' }],
   });
   return { runId, handle, result: () => handle.result() };
 }

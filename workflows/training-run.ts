@@ -32,7 +32,7 @@ import { TASK_QUEUES, type QueueName } from './task-queues.js';
 
 export type { RunConfig, ResumeSource };
 
-export type RunStatus = 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'completed' | 'failed' | 'continued';
+export type RunStatus = 'starting' | 'running' | 'paused' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
 export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
 
 /** A short evaluation record kept in the workflow (the full one is in the store). */
@@ -56,6 +56,8 @@ export interface RunCarry {
   lastStepUri: string | null;
   lastCheckpointUri: string | null;
   paused: boolean;
+  /** A stop requested while the previous execution was handing over (kept, so it is not lost). */
+  stopRequested?: boolean;
   executions: number;
   model: string;
 }
@@ -153,7 +155,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   carry.executions++;
   let status: RunStatus = carry.nextStep === 0 && !input.carry ? 'starting' : 'running';
   let stage: Stage = 'init';
-  let stopRequested = false;
+  let stopRequested = carry.stopRequested ?? false;
   let stopReason = '';
   let shardsDone = 0;
   let shardsTotal = 0;
@@ -263,6 +265,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       }
       if (stepsThisExecution >= config.workflow.continueAsNewEvery || (stepsThisExecution > 0 && wf.workflowInfo().continueAsNewSuggested)) {
         await wf.condition(wf.allHandlersFinished);
+        carry.stopRequested = stopRequested;
         // The closed execution would otherwise keep DurableRlStatus "running" in list queries.
         // (The next execution sets its own status first thing.)
         if (wf.patched('status-before-continue-as-new')) wf.upsertSearchAttributes([{ key: STATUS, value: 'continued' }]);
@@ -413,7 +416,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       learning_rate: plan.lr,
       prompt_length_mean: samples > 0 ? promptTokens / samples : null,
       completion_length_mean: samples > 0 ? completionTokens / samples : null,
-      completion_length_max: null,
+      completion_length_max: Math.max(...rollouts.map((r) => r.maxCompletionTokens ?? 0)),
       tokens_per_second: completionTokens / rolloutSeconds,
       rollout_seconds: rolloutSeconds,
       reward_seconds: rewardSeconds,

@@ -228,12 +228,14 @@ function shardSummary(rows: readonly RolloutsRow[] | readonly RolloutsInput[]) {
   let completionTokens = 0;
   let promptTokens = 0;
   let truncated = 0;
+  let maxCompletionTokens = 0;
   for (const r of rows) {
     completionTokens += r.completion_token_ids.length;
+    maxCompletionTokens = Math.max(maxCompletionTokens, r.completion_token_ids.length);
     promptTokens += r.prompt_token_ids.length;
     if (r.finish_reason === 'length') truncated++;
   }
-  return { samples: rows.length, completionTokens, promptTokens, truncated };
+  return { samples: rows.length, completionTokens, maxCompletionTokens, promptTokens, truncated };
 }
 
 function committedEntry(store: ObjectStore, prefix: string, manifest: Manifest, name: string): ManifestEntry {
@@ -378,7 +380,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     };
     const greedySamples = items.map((_, i) => sample(i, -1));
     const passSamples = items.flatMap((_, i) => Array.from({ length: k }, (_x, s) => sample(i, s)));
-    const reward = run.createReward();
+    const reward = run.createReward({ faults: false }); // a fault drill tests training, not the yardstick
     let greedyRows: RewardRow[];
     let passRows: RewardRow[];
     try {

@@ -1,7 +1,13 @@
 /**
- * What every activity of a training run shares: the store it works in, a heartbeat that keeps
- * beating (with the activity's latest progress) while onnxruntime computes, and the rule that bad
- * input fails at once (non-retryable) while I/O trouble is retried.
+ * What every activity of a training run shares: the store it works in, heartbeats carrying the
+ * activity's latest progress, and the rule that bad input fails at once (non-retryable) while I/O
+ * trouble is retried.
+ *
+ * Heartbeats go out on every `progress()` call (the SDK throttles them) and on a timer. The timer
+ * only fires between onnxruntime calls: a session run holds the JS thread. So the heartbeat timeout
+ * (config.workflow.heartbeatTimeoutSeconds) must exceed the longest single onnxruntime call of the
+ * run — a generation step or one micro-batch of trainStep, well under a second for the main job;
+ * raise it for large models on slow hosts.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
@@ -37,10 +43,10 @@ function isPermanent(err: unknown): boolean {
 }
 
 /**
- * Runs an activity body with its store open and heartbeats every third of the heartbeat timeout
- * (so a live worker busy in onnxruntime is never taken for dead). Outside an activity (unit tests,
- * scripts) it just runs. A corrupt committed object (IntegrityError) is retried: another attempt
- * may read a good copy, and the message names the object.
+ * Runs an activity body with its store open, heartbeating on progress and every third of the
+ * heartbeat timeout. Outside an activity (unit tests, scripts) it just runs. A corrupt committed
+ * object (IntegrityError, naming the object) is retried twice — a flaky read may heal — then fails
+ * for good: a damaged object does not repair itself.
  */
 export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageContext) => Promise<T>): Promise<T> {
   const ctx = inActivity();
@@ -48,6 +54,7 @@ export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageCo
   let latest: Progress = { stage: what };
   const progress = (p: Progress) => {
     latest = { stage: what, ...p };
+    ctx?.heartbeat(latest);
   };
   const timeoutMs = ctx?.info.heartbeatTimeoutMs ?? 0;
   const timer = ctx && timeoutMs > 0 ? setInterval(() => ctx.heartbeat(latest), Math.max(100, Math.floor(timeoutMs / 3))) : undefined;
@@ -58,7 +65,13 @@ export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageCo
     if (isPermanent(err)) {
       throw ApplicationFailure.create({ message: `${what}: ${(err as Error).message}`, type: (err as Error).name, nonRetryable: true, cause: err as Error });
     }
-    if (err instanceof IntegrityError) log.error({ err, what }, 'integrity check failed; the attempt will be retried');
+    if (err instanceof IntegrityError) {
+      const attempt = ctx?.info.attempt ?? 1;
+      if (attempt >= 3) {
+        throw ApplicationFailure.create({ message: `${what}: ${err.message} (attempt ${attempt}; not retried further)`, type: err.name, nonRetryable: true, cause: err });
+      }
+      log.error({ err, what, attempt }, 'integrity check failed; the attempt will be retried');
+    }
     throw err;
   } finally {
     if (timer) clearInterval(timer);

@@ -68,7 +68,9 @@ export const rlPhaseSchema = z.strictObject({
   advantage: advantageConfigSchema.prefault({ estimator: 'grpo' }),
   /**
    * Policy loss (activities/learner): the PPO/GRPO clipped surrogate by default; its `kl` option adds
-   * β·KL to the reference policy (the snapshot taken where this phase starts).
+   * β·KL to the reference policy (the snapshot taken where this phase starts). Each step makes one
+   * update on freshly sampled rollouts, so the importance ratio is 1 at the update and the clip
+   * range only matters to losses that look at it (multi-epoch PPO is not implemented).
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
   /** Sampling of rollouts (activities/rollout/sampling.ts, vLLM names). */
@@ -141,7 +143,8 @@ export const runConfigSchema = z.strictObject({
     { kind: 'sft', steps: 24, updatesPerStep: 25, batchSize: 64, lr: 1e-3, warmupSteps: 20 },
     {
       kind: 'rl', steps: 50, promptsPerStep: 32, groupSize: 8, lr: 2e-4, schedule: 'cosine',
-      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28 } },
+      // β = 0: no KL penalty, but the KL to the warm-up model is measured and charted.
+      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28, kl: { beta: 0 } } },
       sampling: { temperature: 0.7 },
     },
   ]),
@@ -174,8 +177,12 @@ export const runConfigSchema = z.strictObject({
   engine: z.strictObject({
     /** onnxruntime intra-op threads per session (0: one per core). Fixed threads keep results bitwise reproducible. */
     threads: z.number().int().min(0).default(2),
-    /** onnxruntime execution providers, in order of preference: ['cpu'], ['cuda', 'cpu'], ['webgpu', 'cpu']. */
-    executionProviders: z.array(z.string()).default(['cpu']),
+    /**
+     * onnxruntime execution providers, in order of preference: ['cpu'], ['cuda', 'cpu'],
+     * ['webgpu', 'cpu'] (README: GPU hosts). A provider missing from the worker's onnxruntime build
+     * fails the activity there.
+     */
+    executionProviders: z.array(z.enum(['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml', 'qnn'])).min(1).default(['cpu']),
   }).prefault({}),
   workflow: z.strictObject({
     /** Continue-as-new after this many steps in one workflow execution (also when Temporal suggests it). */

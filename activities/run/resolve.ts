@@ -14,7 +14,8 @@ import { getTask, type Task } from '../tasks/tasks.js';
 import { NotFoundError } from '../store/errors.js';
 import { joinKey, runPrefix } from '../store/keys.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { openStore } from '../store/open.js';
+import { openStore, parseStoreUri } from '../store/open.js';
+import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
 import { parseRunConfig, type RlPhase, type RunConfig } from './config.js';
 import type { RunRecord } from './types.js';
@@ -27,8 +28,11 @@ export interface ResolvedRun {
   model: ModelConfig;
   /** Completion token budget of an rl phase's rollouts (sampling.max_tokens or the task's longest answer + 4). */
   maxNewTokens(phase?: RlPhase): number;
-  /** A fresh instance of the run's reward (config.reward.spec, default the task's reward). */
-  createReward(): RewardFn;
+  /**
+   * A fresh instance of the run's reward (config.reward.spec, default the task's reward), with the
+   * configured fault drill unless `faults: false` (evaluations measure the policy, not the drill).
+   */
+  createReward(opts?: { faults?: boolean }): RewardFn;
 }
 
 const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
@@ -60,11 +64,58 @@ export function resolveRun(config: RunConfig): ResolvedRun {
     tokenizer,
     model,
     maxNewTokens: budget,
-    createReward: () => {
+    createReward: (opts = {}) => {
       const fn = config.reward.spec ? registry.create(config.reward.spec) : task.createReward();
-      return config.reward.faults ? withRewardFaults(fn, config.reward.faults) : fn;
+      return config.reward.faults && opts.faults !== false ? withRewardFaults(fn, config.reward.faults) : fn;
     },
   };
+}
+
+/** The run config's model fields, by the Hugging Face names the model config uses. */
+const MODEL_FIELDS: Record<string, string> = {
+  hidden_size: 'hidden', n_embd: 'hidden', num_attention_heads: 'heads', n_head: 'heads',
+  num_hidden_layers: 'layers', n_layer: 'layers', intermediate_size: 'intermediate', n_inner: 'intermediate',
+  max_position_embeddings: 'maxPositions', n_positions: 'maxPositions',
+};
+
+const issuesOf = (err: unknown): string => (err instanceof ConfigError
+  ? err.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ')
+  : (err as Error).message);
+
+/**
+ * What a config needs beyond its schema, checked before a run starts (so a bad run is never
+ * started): the store URI parses, the task accepts its options, the model can be built for the
+ * task's vocabulary, the reward spec names a reward with valid options. ConfigError names the field.
+ */
+export async function checkRunConfig(config: RunConfig, what = 'run config'): Promise<ResolvedRun> {
+  const problems: { path: string; message: string }[] = [];
+  try {
+    parseStoreUri(config.store);
+  } catch (err) {
+    problems.push({ path: 'store', message: (err as Error).message });
+  }
+  let run: ResolvedRun | undefined;
+  try {
+    getTask(config.task.name, config.task.options);
+    try {
+      run = resolveRun(config);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      for (const i of err.issues) problems.push({ path: `model.${MODEL_FIELDS[i.path] ?? i.path}`, message: i.message.replace(/\b[a-z_]+\b/g, (w) => MODEL_FIELDS[w] ?? w) });
+    }
+  } catch (err) {
+    problems.push({ path: 'task.options', message: issuesOf(err) });
+  }
+  if (run) {
+    try {
+      const reward = run.createReward();
+      await reward.close?.();
+    } catch (err) {
+      problems.push({ path: config.reward.spec ? 'reward.spec' : 'task', message: issuesOf(err) });
+    }
+  }
+  if (problems.length > 0 || !run) throw new ConfigError(what, problems);
+  return run;
 }
 
 export function runRecordKey(runId: string): string {
@@ -103,7 +154,12 @@ export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRec
         }
         throw err;
       }
-      const raw = JSON.parse(new TextDecoder().decode(bytes)) as RunRecord;
+      let raw: RunRecord;
+      try {
+        raw = JSON.parse(new TextDecoder().decode(bytes)) as RunRecord;
+      } catch (err) {
+        throw ApplicationFailure.nonRetryable(`${store.uri(key)} is not valid JSON (${(err as Error).message}); the run record is damaged`, 'CorruptRunRecord');
+      }
       return { ...raw, config: parseRunConfig(raw.config, store.uri(key)) };
     })();
     p.catch(() => records.delete(cacheKey));

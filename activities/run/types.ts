@@ -89,6 +89,8 @@ export interface RolloutShardResult {
   rollouts: ManifestEntry;
   samples: number;
   completionTokens: number;
+  /** Longest completion of the shard, in tokens. */
+  maxCompletionTokens: number;
   promptTokens: number;
   truncated: number;
   seconds: number;

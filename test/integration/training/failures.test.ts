@@ -108,16 +108,27 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
       }));
       await waitFor('step 1 committed', async () => ((await committedSteps(s3, run.runId)).includes(1) ? true : undefined));
       await stopTemporal({ stateDir });
+      assert.ok((await committedSteps(s3, run.runId)).length < 7, 'the run was still in flight when the server went down');
       await new Promise((r) => setTimeout(r, 3000));
       await startTemporal({ stateDir, quiet: true });
 
       await waitFor('step 3 committed', async () => ((await committedSteps(s3, run.runId)).includes(3) ? true : undefined), 180_000);
       await stopMinio({ stateDir });
+      // (committed can only be read while MinIO is up: the outage starts with steps left to do)
+      const history = await client.workflow.getHandle(run.runId).fetchHistory();
+      assert.ok(!history.events?.some((e) => e.workflowExecutionCompletedEventAttributes), 'the run was still in flight when MinIO went down');
       await new Promise((r) => setTimeout(r, 30_000));
       await startMinio({ stateDir, quiet: true });
 
       const result = await waitFor('the result', async () => await client.workflow.getHandle(run.runId).result() as { status: string; steps: number }, 300_000);
       assert.equal(result.status, 'completed');
+      // Activities failed while MinIO was away and were retried: some attempt > 1 was recorded.
+      let retried = false;
+      for await (const e of client.workflow.list({ query: `WorkflowId = '${run.runId}'` })) {
+        const h = await client.workflow.getHandle(run.runId, e.runId).fetchHistory();
+        retried ||= h.events?.some((ev) => (ev.activityTaskStartedEventAttributes?.attempt ?? 1) > 1) ?? false;
+      }
+      assert.ok(retried, 'activities were retried during the outage');
       await assertCommittedRun(s3, run.runId, 7);
     } finally {
       await workers.stop();

@@ -90,9 +90,14 @@ test('pause holds the run between steps, resume continues it, stop ends it after
 
   await resumeRun(client, run.runId);
   await waitFor('a step after resume', async () => ((await committedSteps(store, run.runId)).length > held + 1 ? true : undefined));
+  // Stop a paused run: it ends at once, with no further step.
+  await pauseRun(client, run.runId);
+  await waitFor('paused again', async () => ((await runProgress(client, run.runId))?.status === 'paused' ? true : undefined));
+  const before = (await committedSteps(store, run.runId)).length;
   await stopRun(client, run.runId, 'test');
   const result = await run.result();
   assert.equal(result.status, 'stopped');
+  assert.equal(result.steps, before, 'no step after a stop while paused');
   const steps = await committedSteps(store, run.runId);
   assert.equal(steps.length, result.steps, 'the result counts the committed steps');
   assert.ok(result.steps < 200);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../../activities/common/config.js';
 import { loadRunConfig, parseRunConfig } from '../../../activities/run/config.js';
-import { resolveRun } from '../../../activities/run/resolve.js';
+import { checkRunConfig, resolveRun } from '../../../activities/run/resolve.js';
 import { failsSample, withRewardFaults } from '../../../activities/reward/faults.js';
 import { evaluateAt, learningRate, planStep, totalSteps } from '../../../workflows/run-plan.js';
 
@@ -129,4 +129,26 @@ test('the example configs in docs/configs/ are valid', () => {
     assert.ok(c.phases.length >= 1, f);
     resolveRun(c); // the task options and the model build
   }
+});
+
+test('what the schema cannot see is checked before a run starts: model shape, task options, reward, store', async () => {
+  const bad = parseRunConfig({
+    store: 'ftp://nowhere',
+    model: { hidden: 100, heads: 3 },
+    reward: { spec: { name: 'no_such_reward' } },
+  });
+  const e = await checkRunConfig(bad).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
+  assert.ok(e instanceof ConfigError);
+  const paths = e.issues.map((i) => i.path);
+  assert.ok(paths.includes('store'), e.message);
+  assert.ok(paths.includes('model.heads'), e.message);
+  assert.match(e.message, /hidden \(100\) must be divisible by heads \(3\)/);
+  const e2 = await checkRunConfig(parseRunConfig({ task: { name: 'addition', options: { maxDigits: 0 } } })).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
+  assert.deepEqual(e2.issues.map((i) => i.path), ['task.options']);
+  assert.match(e2.message, /maxDigits/);
+  const e3 = await checkRunConfig(parseRunConfig({ reward: { spec: { name: 'no_such_reward' } } })).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
+  assert.deepEqual(e3.issues.map((i) => i.path), ['reward.spec']);
+  assert.match(e3.message, /no_such_reward/);
+  const ok = await checkRunConfig(parseRunConfig({}));
+  assert.equal(ok.model.hidden, 128);
 });
