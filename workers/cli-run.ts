@@ -6,7 +6,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { openStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
@@ -17,6 +17,7 @@ import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';
 import {
   absoluteStoreUri, pauseRun, resumeFromRun, resumeRun, runHandle, runSource, startTrainingRun, stopRun, RunError, type StartedRun,
 } from './train-client.js';
+import { WORKER_QUEUES, workerSettings } from './cli-worker.js';
 import type { WorkerGroup } from './worker.js';
 
 /** How long a progress query may wait for a worker before the display says none answered. */
@@ -50,14 +51,18 @@ export function trainConfig(file: string | undefined, opts: Pick<TrainOptions, '
   return parseRunConfig({ ...base, ...overrides }, what);
 }
 
-/** The all-in-one workers in this process (every queue), with the entrypoints' per-queue concurrency. */
+/**
+ * The all-in-one workers in this process (every queue), with the entrypoints' per-queue concurrency
+ * and its DURABLE_RL_<QUEUE>_CONCURRENCY overrides (as `durable-rl worker`). The grace is short: these
+ * workers end with the command.
+ */
 async function inProcessWorkers(temporal: TemporalConfig): Promise<{ group: WorkerGroup; running: Promise<void> }> {
-  const { ALL_QUEUES, createWorkers, ENTRYPOINT_CONCURRENCY } = await import('./worker.js'); // seconds to load: only here
-  const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
+  const { createWorkers } = await import('./worker.js'); // seconds to load: only here
+  const { control, ...activities } = (await workerSettings(WORKER_QUEUES, {})).concurrency;
   const group = await createWorkers({
     temporal,
-    queues: ALL_QUEUES,
-    maxConcurrentActivities: Object.fromEntries(Object.entries(activities).filter(([, v]) => v !== undefined)),
+    queues: WORKER_QUEUES,
+    maxConcurrentActivities: activities,
     maxConcurrentWorkflowTasks: control,
     shutdownGraceTimeMs: 5000,
     identity: `durable-rl-cli-${process.pid}`,
@@ -200,7 +205,7 @@ async function writeReport(storeUri: string, runId: string, out?: string): Promi
   try {
     // ReportError: nothing committed for this run in this store (a user error, like an unknown run).
     const data = await loadRunReport(store, runId).catch((err: unknown) => {
-      throw err instanceof ReportError ? new RunError(err.message) : err;
+      throw err instanceof ReportError ? new RunError(err.message) : asRunError(err);
     });
     html = renderReport(data);
   } finally {
@@ -309,12 +314,23 @@ export async function exportCommand(runId: string, opts: { step?: string; out?: 
   const dir = resolve(opts.out ?? join('durable-rl-exports', step === undefined ? runId : `${runId}-step-${step}`));
   const { exportRun, ExportRunError } = await import('../activities/checkpoint/export.js');
   const r = await exportRun(storeUri, runId, step === undefined ? undefined : step + 1, dir).catch((err: unknown) => {
-    throw err instanceof ExportRunError ? new RunError(err.message) : err;
+    throw err instanceof ExportRunError ? new RunError(err.message) : asRunError(err);
   });
   const files = [...r.files].sort();
   say(`exported checkpoint ${r.version} of ${runId} (the weights after ${r.version} update${r.version === 1 ? '' : 's'}) to ${r.dir}`);
   for (const f of files) say(`  ${f}`);
   return 0;
+}
+
+/**
+ * A run the store does not hold is a user error (exit 2), not a crash: the activities' run-record
+ * reader (activities/run/resolve.ts readRunRecord) says so with a non-retryable `UnknownRun`
+ * ApplicationFailure, which reaches the CLI when report/export read the store directly (--store).
+ * Anything else is returned unchanged.
+ */
+export function asRunError(err: unknown): unknown {
+  if (err instanceof ApplicationFailure && err.type === 'UnknownRun') return new RunError(err.message);
+  return err;
 }
 
 // ── runs ───────────────────────────────────────────────────────────────────────────────────────

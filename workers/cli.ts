@@ -25,16 +25,14 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../activities/common/config.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
 import type { writeSampleInputs as WriteSampleInputs } from '../activities/reward/annotate-activities.js';
-import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
+import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { annotateProgress, startAnnotateRewards } from './client.js';
 import { int, resolveTemporal, say, UsageError } from './cli-common.js';
 import { replayCommand } from './cli-replay.js';
 import { controlCommand, describeJob, exportCommand, reportCommand, resumeFromCommand, runsCommand, runStatus, trainCommand } from './cli-run.js';
+import { WORKER_QUEUES, workerCommand } from './cli-worker.js';
 import { connectClient, workflowUrl } from './temporal.js';
 import { absoluteStoreUri, RunError } from './train-client.js';
-
-/** Every queue (the all-in-one worker's); worker.ts is loaded only by the commands that run workers (seconds). */
-const ALL_QUEUES = Object.keys(TASK_QUEUES) as QueueName[];
 
 const USAGE = `usage: durable-rl <command> [options]
 
@@ -79,7 +77,12 @@ options:
   --shard-size N            records per shard (default 1000; demo 250)
   --reward NAME             reward registry name (default math_equivalence)
   --wait                    annotate: wait for the result and print it
-  --queues a,b              worker: queues to poll (${ALL_QUEUES.join(', ')}; default all)
+  --queues a,b              worker: queues to poll (${WORKER_QUEUES.join(', ')}; default all)
+  --QUEUE-concurrency N     worker: tasks at once on that queue, e.g. --reward-concurrency 8 (env
+                            DURABLE_RL_<QUEUE>_CONCURRENCY; default rollout 1, learner 1, reward 4,
+                            control the Temporal SDK's), as the per-queue worker entrypoints
+  --shutdown-grace S        worker: seconds in-flight activities get to finish on SIGINT/SIGTERM, then
+                            they are cancelled (env DURABLE_RL_SHUTDOWN_GRACE_SECONDS; default 30)
   -h, --help                this text`;
 
 const workerModule = () => import('./worker.js');
@@ -121,6 +124,8 @@ async function main(argv: string[]): Promise<number> {
         reward: { type: 'string' },
         wait: { type: 'boolean' },
         queues: { type: 'string' },
+        ...Object.fromEntries(WORKER_QUEUES.map((q) => [`${q}-concurrency`, { type: 'string' as const }])),
+        'shutdown-grace': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -198,13 +203,13 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'worker': {
-      const queues = (values.queues?.split(',') ?? ALL_QUEUES) as QueueName[];
-      for (const q of queues) if (!ALL_QUEUES.includes(q)) throw new UsageError(`unknown queue "${q}": use ${ALL_QUEUES.join(', ')}`);
-      const temporal = await resolveTemporal();
-      const group = await (await workerModule()).createWorkers({ temporal, queues });
-      say(`workers polling ${queues.map((q) => TASK_QUEUES[q]).join(', ')} on ${temporal.address}; Ctrl-C to stop`);
-      await group.run();
-      return 0;
+      if (rest.length > 0) throw new UsageError(`worker takes no arguments; unexpected: ${rest.join(' ')} (queues go in --queues a,b)`);
+      const flagValue = (name: string) => (values as Record<string, string | boolean | undefined>)[name] as string | undefined;
+      return workerCommand({
+        queues: values.queues,
+        shutdownGrace: values['shutdown-grace'],
+        concurrency: Object.fromEntries(WORKER_QUEUES.map((q) => [q, flagValue(`${q}-concurrency`)])),
+      });
     }
     case 'demo':
       return demo(store, values);

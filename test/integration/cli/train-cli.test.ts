@@ -7,14 +7,13 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { testTemporal, type TestTemporal } from '../../support/temporal.js';
+import { runCli } from './cli-process.js';
 
-const root = fileURLToPath(new URL('../../..', import.meta.url));
 const tag = Date.now().toString(36);
 const dir = mkdtempSync(join(tmpdir(), 'drl-train-cli-'));
 const store = pathToFileURL(join(dir, 'store')).href;
@@ -27,22 +26,7 @@ after(async () => {
   await t?.client.connection.close();
 });
 
-function cli(args: string[], cwd = root): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    // tsx by URL: the child may run in another directory (where `report` writes by default).
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'workers/cli.ts'), ...args], {
-      cwd,
-      env: { ...process.env, ...t.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[], cwd?: string) => runCli(args, t.env, cwd);
 
 /** Workflows of this test's runs: names are unique per test file run. */
 async function runsNamed(name: string): Promise<string[]> {
@@ -82,18 +66,19 @@ test('a bad config file exits 2 naming the field, and starts nothing', async () 
   assert.match(seed.stderr, /^durable-rl: invalid run config: seed: /);
 });
 
-test('an unknown run is one line and a non-zero exit for status, pause, stop, report, export, replay, resume-from', async () => {
+test('an unknown run is one line and exit 2 for status, pause, stop, report, export, replay, resume-from', async () => {
   const id = `no-such-run-${tag}`;
   for (const args of [['status', id], ['pause', id], ['stop', id], ['report', id], ['export', id], ['replay', id], ['resume-from', id]]) {
     const r = await cli(args);
-    assert.notEqual(r.code, 0, `${args.join(' ')}: exit 0`);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^durable-rl: .*"${id}"`), `${args.join(' ')}: ${r.stderr}`);
   }
-  // With --store the report and export read the store directly: still one line naming the run.
+  // With --store the report and export read the store directly (no Temporal): still one line naming
+  // the run, and exit 2 (export reads run.json first: its UnknownRun failure is a user error too).
   for (const args of [['report', id, '--store', store], ['export', id, '--store', store]]) {
     const r = await cli(args);
-    assert.notEqual(r.code, 0, `${args.join(' ')}: exit 0`);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(id), `${args.join(' ')}: ${r.stderr}`);
   }
