@@ -5,12 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { checkRunConfig, readRunRecord } from '../activities/run/resolve.js';
 import type { ResumeSource } from '../activities/run/types.js';
 import { committedSteps } from '../activities/store/manifest.js';
-import { openStore } from '../activities/store/open.js';
+import { withStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
@@ -69,17 +69,23 @@ export async function startTrainingRun(client: Client, config: unknown, opts: St
   return { runId, handle, result: () => handle.result() };
 }
 
-/** The run's workflow handle; RunError when there is no such run. */
-export async function runHandle(client: Client, runId: string): Promise<WorkflowHandle<typeof trainingRun>> {
+/** The run's workflow handle and its description (one describe call); RunError when there is no such run. */
+async function describeRun(client: Client, runId: string): Promise<{ handle: WorkflowHandle<typeof trainingRun>; description: WorkflowExecutionDescription }> {
   const handle = client.workflow.getHandle<typeof trainingRun>(runId);
+  let description: WorkflowExecutionDescription;
   try {
-    const d = await handle.describe();
-    if (d.type !== 'trainingRun') throw new RunError(`"${runId}" is a ${d.type} workflow, not a training run`);
+    description = await handle.describe();
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) throw new RunError(`no training run "${runId}" on Temporal namespace ${client.options.namespace}`);
     throw err;
   }
-  return handle;
+  if (description.type !== 'trainingRun') throw new RunError(`"${runId}" is a ${description.type} workflow, not a training run`);
+  return { handle, description };
+}
+
+/** The run's workflow handle; RunError when there is no such run. */
+export async function runHandle(client: Client, runId: string): Promise<WorkflowHandle<typeof trainingRun>> {
+  return (await describeRun(client, runId)).handle;
 }
 
 /** The run's progress (query); undefined while it has not run its first workflow task. */
@@ -105,27 +111,20 @@ export async function stopRun(client: Client, runId: string, reason = 'stopped f
 }
 
 async function runningHandle(client: Client, runId: string, what: string): Promise<WorkflowHandle<typeof trainingRun>> {
-  const handle = await runHandle(client, runId);
-  const d = await handle.describe();
+  const { handle, description: d } = await describeRun(client, runId);
   if (d.status.name !== 'RUNNING') throw new RunError(`cannot ${what} "${runId}": it is ${d.status.name.toLowerCase()}, not running`);
   return handle;
 }
 
 /** The store URI and config of a run, from its memo and run.json. */
 export async function runSource(client: Client, runId: string): Promise<{ storeUri: string; config: RunConfig; status: string }> {
-  const handle = await runHandle(client, runId);
-  const d = await handle.describe();
+  const { description: d } = await describeRun(client, runId);
   const storeUri = (d.memo as { storeUri?: string } | undefined)?.storeUri;
   if (!storeUri) throw new RunError(`run "${runId}" has no storeUri in its memo: it was not started by durable-rl`);
-  const store = openStore(storeUri);
-  try {
-    const record = await readRunRecord(store, runId).catch((err: unknown) => {
-      throw new RunError(`run "${runId}" has no run record in ${storeUri}: ${(err as Error).message}`);
-    });
-    return { storeUri, config: record.config, status: d.status.name };
-  } finally {
-    await store.close();
-  }
+  const record = await withStore(storeUri, (store) => readRunRecord(store, runId)).catch((err: unknown) => {
+    throw new RunError(`run "${runId}" has no run record in ${storeUri}: ${(err as Error).message}`);
+  });
+  return { storeUri, config: record.config, status: d.status.name };
 }
 
 /**
@@ -136,13 +135,7 @@ export async function runSource(client: Client, runId: string): Promise<{ storeU
 export async function resumeFromRun(client: Client, sourceRunId: string, opts: { step?: number; runId?: string } = {}): Promise<StartedRun & { checkpoint: number }> {
   const src = await runSource(client, sourceRunId);
   if (src.status === 'RUNNING') throw new RunError(`"${sourceRunId}" is still running; stop it first (durable-rl stop ${sourceRunId}) or let it finish`);
-  const store = openStore(src.storeUri);
-  let checkpoints: number[];
-  try {
-    checkpoints = await committedSteps(store, sourceRunId, 'checkpoints');
-  } finally {
-    await store.close();
-  }
+  const checkpoints = await withStore(src.storeUri, (store) => committedSteps(store, sourceRunId, 'checkpoints'));
   const total = totalSteps(src.config);
   let checkpoint: number;
   if (opts.step !== undefined) {

@@ -22,6 +22,10 @@ import type * as rolloutActivities from '../activities/rollout/activities.js';
 import type * as rewardActivities from '../activities/reward/step-activities.js';
 import type * as advantageActivities from '../activities/advantage/activities.js';
 import type * as learnerActivities from '../activities/learner/activities.js';
+
+/** The activities of a training step, by name (each call is scheduled on its stage's queue). */
+type StageActivities = typeof checkpointActivities & typeof rolloutActivities & typeof rewardActivities
+  & typeof advantageActivities & typeof learnerActivities;
 import type {
   EvaluateResult, ResumeSource, RewardShardResult, RolloutShardResult, StepMetrics,
 } from '../activities/run/types.js';
@@ -136,16 +140,8 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   const total = totalSteps(config);
   const ref = { storeUri, runId };
 
-  const on = (queue: QueueName) => ({
-    checkpoint: wf.proxyActivities<typeof checkpointActivities>(activityOptions(config, queue)),
-    rollout: wf.proxyActivities<typeof rolloutActivities>(activityOptions(config, queue)),
-    reward: wf.proxyActivities<typeof rewardActivities>(activityOptions(config, queue)),
-    advantage: wf.proxyActivities<typeof advantageActivities>(activityOptions(config, queue)),
-    learner: wf.proxyActivities<typeof learnerActivities>(activityOptions(config, queue)),
-  });
-  const learnerQ = on('learner');
-  const rolloutQ = on('rollout');
-  const rewardQ = on('reward');
+  // Every call names its queue (and summary) through withSummary; the proxy's defaults are unused.
+  const acts = wf.proxyActivities<StageActivities>(activityOptions(config, 'learner'));
   const withSummary = (queue: QueueName, summary: string): wf.ActivityOptions => ({ ...activityOptions(config, queue), summary });
 
   const carry: RunCarry = input.carry ?? {
@@ -228,7 +224,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
   try {
     if (!input.carry) {
-      const init = await learnerQ.checkpoint.initRun.executeWithOptions(
+      const init = await acts.initRun.executeWithOptions(
         withSummary('learner', input.resumeFrom ? `init · resume from ${input.resumeFrom.runId} checkpoint ${input.resumeFrom.checkpoint}` : 'init · initial weights'),
         [{ ...ref, config, resumeFrom: input.resumeFrom }],
       );
@@ -243,7 +239,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       stage = 'eval';
       details();
       const phase = v === 0 ? 'init' : planStep(config, v - 1).phase.kind;
-      const r: EvaluateResult = await rolloutQ.rollout.evaluate.executeWithOptions(
+      const r: EvaluateResult = await acts.evaluate.executeWithOptions(
         withSummary('rollout', `eval · checkpoint ${v} · ${config.eval.prompts} prompts`),
         [{ ...ref, policyVersion: v, phase }],
       );
@@ -311,14 +307,15 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
   async function sftStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
+    const batchSize = plan.phase.kind === 'sft' ? plan.phase.batchSize : plan.count;
     stage = 'learner';
     shardsTotal = 0;
     details();
-    const l = await learnerQ.learner.learnerUpdate.executeWithOptions(
-      withSummary('learner', `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${plan.count / plan.lrs.length} examples`),
+    const l = await acts.learnerUpdate.executeWithOptions(
+      withSummary('learner', `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${batchSize} examples`),
       [{
         ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'sft', lr: plan.lr, referenceVersion: null,
-        promptOffset: plan.promptOffset, batchSize: plan.count / plan.lrs.length, rollouts: [], advantages: null,
+        promptOffset: plan.promptOffset, batchSize, rollouts: [], advantages: null,
         ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
       }],
     );
@@ -348,7 +345,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     const lane = async () => {
       while (next < n) {
         const s = plan.shards[next++]!;
-        const r = await rolloutQ.rollout.rolloutShard.executeWithOptions(
+        const r = await acts.rolloutShard.executeWithOptions(
           withSummary('rollout', `rollout · step ${plan.step} · shard ${s.shard + 1}/${n} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`),
           [{ ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: n, promptOffset: s.promptOffset, promptCount: s.promptCount }],
         );
@@ -356,7 +353,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         rolloutEnd = Math.max(rolloutEnd, Date.now());
         if (stage === 'rollout' && rollouts.filter(Boolean).length === n) stage = 'reward';
         details();
-        const w = await rewardQ.reward.rewardShard.executeWithOptions(
+        const w = await acts.rewardShard.executeWithOptions(
           withSummary('reward', `reward · step ${plan.step} · shard ${s.shard + 1}/${n} · ${r.samples} samples`),
           [{ ...ref, step: plan.step, shard: s.shard, shards: n, rollouts: r.rollouts }],
         );
@@ -371,7 +368,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     stage = 'advantages';
     details();
     const ta = Date.now();
-    const adv = await rewardQ.advantage.computeStepAdvantages.executeWithOptions(
+    const adv = await acts.computeStepAdvantages.executeWithOptions(
       withSummary('reward', `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}`),
       [{ ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards) }],
     );
@@ -379,7 +376,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
     stage = 'learner';
     details();
-    const l = await learnerQ.learner.learnerUpdate.executeWithOptions(
+    const l = await acts.learnerUpdate.executeWithOptions(
       withSummary('learner', `learner · step ${plan.step} · rl · ${adv.keptSamples} samples`),
       [{
         ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'rl', lr: plan.lr, referenceVersion: carry.referenceVersion,
@@ -444,7 +441,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     stage = 'commit';
     details();
     const done: StepMetrics = { ...metrics, step_seconds: (Date.now() - t0) / 1000 };
-    const c = await learnerQ.checkpoint.commitStep.executeWithOptions(
+    const c = await acts.commitStep.executeWithOptions(
       withSummary('learner', `commit · step ${plan.step} · checkpoint ${plan.step + 1}`),
       [{ ...ref, step: plan.step, phase: plan.phase.kind, checkpoint, artifacts, metrics: done }],
     );

@@ -7,7 +7,8 @@
  */
 import { logger } from '../common/log.js';
 import { exportModel } from '../model/export.js';
-import { loadRun, withRunStore } from '../run/resolve.js';
+import { loadRun } from '../run/resolve.js';
+import { withStore } from '../store/open.js';
 import { committedSteps } from '../store/manifest.js';
 import { loadWeights } from './checkpoint.js';
 
@@ -32,7 +33,7 @@ export interface ExportRunResult {
  * as a model directory. The weights are read verified (size and sha256).
  */
 export async function exportRun(storeUri: string, runId: string, version: number | undefined, dir: string): Promise<ExportRunResult> {
-  return withRunStore(storeUri, async (store) => {
+  return withStore(storeUri, async (store) => {
     const { run } = await loadRun(store, runId);
     const committed = await committedSteps(store, runId, 'checkpoints');
     const list = committed.length ? committed.join(', ') : 'none';

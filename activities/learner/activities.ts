@@ -292,18 +292,23 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
     else state = await loadTrainState(store, runId, step);
 
-    // the batch
-    let rows: Row[];
+    // the batches: one per optimizer update (sft steps may hold several; an rl step is one)
+    const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];
+    if (lrs.some((x) => !Number.isFinite(x) || x < 0)) {
+      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`, 'BadLearnerInput');
+    }
+    let updates: Row[][];
     let dropped = 0;
     let loss: LossBuilder;
     let tokenMean = false;
     let klReference = false;
     if (phase.kind === 'sft') {
-      rows = sftRows(run, input);
+      updates = lrs.map((_, u) => sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize }));
       loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
     } else {
       const rl = await rlRows(store, input, phase, progress);
-      ({ rows, dropped } = rl);
+      updates = [rl.rows];
+      dropped = rl.dropped;
       const options = { ...surrogateOptions(phase, input.phaseIndex) };
       if (rl.tokenAdv) options.advantages = 'token';
       tokenMean = options.aggregation === 'token_mean';
@@ -311,84 +316,68 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       klReference = options.kl !== null;
       loss = buildLoss({ name: 'clipped_surrogate', options });
     }
-    const tokens = rows.reduce((n, r) => n + r.lossMask.reduce((a, b) => a + b, 0), 0);
-    const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];
-    if (lrs.some((x) => !Number.isFinite(x) || x < 0)) {
-      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`, 'BadLearnerInput');
-    }
-    let rowsTrained = rows.length;
-    let tokensTrained = tokens;
 
-    let newState: TrainState;
-    let metrics: Record<string, number>;
+    let reference: WeightMap | null = null;
+    if (klReference) {
+      const ref = input.referenceVersion;
+      if (ref === null || !Number.isSafeInteger(ref) || ref < 0 || ref > step) {
+        throw ApplicationFailure.nonRetryable(
+          `learnerUpdate step ${step}: phases.${input.phaseIndex}.loss has a KL term but referenceVersion is ${JSON.stringify(ref)}; give the checkpoint where the rl phase started (0..${step})`,
+          'BadLearnerInput',
+        );
+      }
+      if (cached.reference?.version !== ref) cached.reference = { version: ref, weights: await loadWeights(store, runId, ref) };
+      reference = cached.reference.weights;
+    }
+
+    let newState: TrainState = state;
+    const sums: Record<string, number> = {};
+    let applied = 0;
+    let sequences = 0;
+    let tokens = 0;
     let microBatches = 0;
-    if (rows.length === 0) {
-      // every sample was dropped (e.g. all groups without reward variance): no update, the
-      // checkpoint is carried over unchanged so the numbering stays one checkpoint per step
-      log.warn({ runId, step, dropped }, 'no sample enters the loss: the update is skipped');
-      newState = state;
-      metrics = { skipped: 1 };
-    } else {
+    for (const [u, rows] of updates.entries()) {
+      if (rows.length === 0) continue;
+      const rowTokens = rows.reduce((n, r) => n + r.lossMask.reduce((a, b) => a + b, 0), 0);
       const t = Math.max(...rows.map((r) => r.ids.length));
       const parts = splitRows(rows, config.learner.microBatchSize);
-      microBatches = parts.length;
       const batches = parts.map((part) => ({ part, batch: toBatch(part, t) }));
-
       if (phase.kind === 'rl') {
-        let reference: WeightMap | null = null;
-        if (klReference) {
-          const ref = input.referenceVersion;
-          if (ref === null || !Number.isSafeInteger(ref) || ref < 0 || ref > step) {
-            throw ApplicationFailure.nonRetryable(
-              `learnerUpdate step ${step}: phases.${input.phaseIndex}.loss has a KL term but referenceVersion is ${JSON.stringify(ref)}; give the checkpoint where the rl phase started (0..${step})`,
-              'BadLearnerInput',
-            );
-          }
-          if (cached.reference?.version !== ref) cached.reference = { version: ref, weights: await loadWeights(store, runId, ref) };
-          reference = cached.reference.weights;
-          engine.setWeights(reference, `reference:${ref}`);
-        }
+        if (reference) engine.setWeights(reference, `reference:${input.referenceVersion}`);
         for (const [k, { part, batch }] of batches.entries()) {
           const extra: Record<string, ExtraValue> = {
             old_logprobs: part.map((r) => pad(r.oldLogprobs!, t)),
             advantages: part.map((r) => (typeof r.advantage === 'number' ? r.advantage : pad(r.advantage!, t))) as ExtraValue,
           };
-          if (tokenMean) extra.loss_token_count = tokens / parts.length;
+          if (tokenMean) extra.loss_token_count = rowTokens / parts.length;
           if (reference) {
             progress({ phase: 'reference logprobs', microBatch: k + 1, of: parts.length });
-            const s = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false });
-            extra.ref_logprobs = { data: s.logprobs, dims: [part.length, t] };
+            const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false });
+            extra.ref_logprobs = { data: sc.logprobs, dims: [part.length, t] };
           }
           batch.extra = extra;
         }
       }
-
-      progress({ phase: 'train', microBatches: parts.length, sequences: rows.length, tokens });
-      const r = await engine.trainStep(state, batches.map((b) => b.batch), { loss, lr: lrs[0]!, optimizer: config.optimizer });
+      progress({ phase: 'train', update: u + 1, of: updates.length, microBatches: parts.length, sequences: rows.length, tokens: rowTokens });
+      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr: lrs[u]!, optimizer: config.optimizer });
       newState = r.state;
-      metrics = r.metrics;
-      // sft steps of several updates: the next batches, each its own AdamW update (metrics: means over updates)
-      for (let u = 1; u < lrs.length; u++) {
-        progress({ phase: 'train', update: u + 1, of: lrs.length });
-        const more = sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize });
-        const mt = Math.max(...more.map((row) => row.ids.length));
-        const mb = splitRows(more, config.learner.microBatchSize).map((part) => toBatch(part, mt));
-        const next = await engine.trainStep(newState, mb, { loss, lr: lrs[u]!, optimizer: config.optimizer });
-        newState = next.state;
-        for (const [name, v] of Object.entries(next.metrics)) metrics[name] = (metrics[name] ?? 0) + v;
-        rowsTrained += more.length;
-        tokensTrained += more.reduce((n, row) => n + row.lossMask.reduce((a, b) => a + b, 0), 0);
-        microBatches += mb.length;
-      }
-      if (lrs.length > 1) for (const name of Object.keys(metrics)) metrics[name]! /= lrs.length;
+      for (const [name, v] of Object.entries(r.metrics)) sums[name] = (sums[name] ?? 0) + v;
+      applied++;
+      sequences += rows.length;
+      tokens += rowTokens;
+      microBatches += parts.length;
     }
+    // metrics: means over the step's updates; none applied when every sample was dropped (e.g. all
+    // groups without reward variance): the checkpoint is carried over unchanged, one per step
+    const metrics: Record<string, number> = applied === 0 ? { skipped: 1 } : Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / applied]));
+    if (applied === 0) log.warn({ runId, step, dropped }, 'no sample enters the loss: the update is skipped');
     crashPoint('learner', step);
 
     progress({ phase: 'write', checkpoint: step + 1 });
     const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
     cached.last = { version: step + 1, shas: shasOf(checkpoint), state: newState };
     const seconds = (performance.now() - t0) / 1000;
-    log.info({ runId, step, sequences: rowsTrained, updates: lrs.length, dropped, tokens: tokensTrained, microBatches, loss: metrics.loss, seconds }, 'learner update written');
-    return { checkpoint, metrics, sequences: rowsTrained, tokens: tokensTrained, microBatches, seconds };
+    log.info({ runId, step, sequences, updates: applied, dropped, tokens, microBatches, loss: metrics.loss, seconds }, 'learner update written');
+    return { checkpoint, metrics, sequences, tokens, microBatches, seconds };
   });
 }

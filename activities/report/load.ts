@@ -15,10 +15,9 @@
  * named in `warnings`, which the report prints: one damaged object does not hide a whole run, and
  * is never skipped silently. A run with no committed step at all is an error.
  */
-import { NotFoundError } from '../store/errors.js';
 import { joinKey, runPrefix, stepPrefix, validateSegment } from '../store/keys.js';
 import { committedSteps, manifestKey, readArtifact, readManifest, type Manifest } from '../store/manifest.js';
-import type { ObjectStore } from '../store/object-store.js';
+import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type AdvantagesRow, type MetricsRow, type RewardsRow } from '../store/schemas.js';
 
 /** How a run was resumed, as `run.json` records it. */
@@ -182,13 +181,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Reads `runs/{runId}/run.json`; absent → undefined. A malformed file is a warning, read as absent. */
 async function readRunInfo(store: ObjectStore, runId: string, warnings: string[]): Promise<RunInfo | undefined> {
   const key = joinKey(runPrefix(runId), 'run.json');
-  let bytes: Uint8Array;
-  try {
-    bytes = await store.get(key);
-  } catch (err) {
-    if (err instanceof NotFoundError) return undefined;
-    throw err;
-  }
+  const bytes = await getIfExists(store, key);
+  if (bytes === undefined) return undefined;
   const bad = (why: string) => {
     warnings.push(`${store.uri(key)}: ${why}; run name, config and resumed_from ignored`);
     return undefined;

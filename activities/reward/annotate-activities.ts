@@ -19,7 +19,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { additionProblems, noisyCompletions } from '../tasks/addition.js';
-import { openStore } from '../store/open.js';
+import { withStore } from '../store/open.js';
 import { StoreError, NotFoundError } from '../store/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { artifactUri, canonicalJson, commit, sha256Hex, manifestKey, readCommitted, readArtifact, type Manifest } from '../store/manifest.js';
@@ -71,15 +71,6 @@ async function keepingAlive<T>(details: () => unknown, fn: () => Promise<T>): Pr
     return await fn();
   } finally {
     clearInterval(timer);
-  }
-}
-
-async function withStore<T>(uri: string, fn: (s: ObjectStore) => Promise<T>): Promise<T> {
-  const store = openStore(uri);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
   }
 }
 

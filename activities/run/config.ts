@@ -68,9 +68,9 @@ export const rlPhaseSchema = z.strictObject({
   advantage: advantageConfigSchema.prefault({ estimator: 'grpo' }),
   /**
    * Policy loss (activities/learner): the PPO/GRPO clipped surrogate by default; its `kl` option adds
-   * β·KL to the reference policy (the snapshot taken where this phase starts). Each step makes one
-   * update on freshly sampled rollouts, so the importance ratio is 1 at the update and the clip
-   * range only matters to losses that look at it (multi-epoch PPO is not implemented).
+   * β·KL to the reference policy (the snapshot taken where this phase starts). The learner makes
+   * one update per step, on rollouts sampled by the weights it updates: the importance ratio is 1
+   * at that update, so the clip range (clipLow, clipHigh) does not bind and clip_fraction reads 0.
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
   /** Sampling of rollouts (activities/rollout/sampling.ts, vLLM names). */

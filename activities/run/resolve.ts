@@ -11,10 +11,9 @@ import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
 import { withRewardFaults } from '../reward/faults.js';
 import { getTask, type Task } from '../tasks/tasks.js';
-import { NotFoundError } from '../store/errors.js';
 import { joinKey, runPrefix } from '../store/keys.js';
-import type { ObjectStore } from '../store/object-store.js';
-import { openStore, parseStoreUri } from '../store/open.js';
+import { getIfExists, type ObjectStore } from '../store/object-store.js';
+import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
 import { parseRunConfig, type RlPhase, type RunConfig } from './config.js';
@@ -145,14 +144,9 @@ export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRec
   if (!p) {
     p = (async () => {
       const key = runRecordKey(runId);
-      let bytes: Uint8Array;
-      try {
-        bytes = await store.get(key);
-      } catch (err) {
-        if (err instanceof NotFoundError) {
-          throw ApplicationFailure.nonRetryable(`run "${runId}" has no ${store.uri(key)}: no such run in this store (check the run id and the store URI)`, 'UnknownRun');
-        }
-        throw err;
+      const bytes = await getIfExists(store, key);
+      if (bytes === undefined) {
+        throw ApplicationFailure.nonRetryable(`run "${runId}" has no ${store.uri(key)}: no such run in this store (check the run id and the store URI)`, 'UnknownRun');
       }
       let raw: RunRecord;
       try {
@@ -180,14 +174,4 @@ export async function loadRun(store: ObjectStore, runId: string): Promise<{ reco
     resolved.set(cacheKey, run);
   }
   return { record, run };
-}
-
-/** Runs `fn` with the store a URI names, closing it afterwards. */
-export async function withRunStore<T>(uri: string, fn: (store: ObjectStore) => Promise<T>): Promise<T> {
-  const store = openStore(uri);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
 }

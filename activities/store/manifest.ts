@@ -26,7 +26,7 @@ import { z } from '../common/config.js';
 import { readSchemaRef, type SchemaRef } from './arrow.js';
 import { CorruptDataError, IntegrityError, NotCommittedError, NotFoundError, SchemaMismatchError, StoreError } from './errors.js';
 import { MANIFEST_NAME, parseStep, runPrefix, validateKey } from './keys.js';
-import type { ObjectStore } from './object-store.js';
+import { getIfExists, type ObjectStore } from './object-store.js';
 
 const log = logger('store');
 
@@ -252,13 +252,8 @@ export async function commit(
 /** The manifest of a prefix as stored (not verified), or undefined if there is none. */
 export async function readManifest(store: ObjectStore, prefix: string): Promise<Manifest | undefined> {
   const key = manifestKey(prefix);
-  let bytes: Uint8Array;
-  try {
-    bytes = await store.get(key);
-  } catch (err) {
-    if (err instanceof NotFoundError) return undefined;
-    throw err;
-  }
+  const bytes = await getIfExists(store, key);
+  if (bytes === undefined) return undefined;
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));

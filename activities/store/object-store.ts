@@ -5,6 +5,7 @@
  * either the whole old object, the whole new one, or none — never part of one.
  */
 import type { Readable } from 'node:stream';
+import { NotFoundError } from './errors.js';
 
 /** What `put` accepts: bytes, or a stream of byte chunks (a Node Readable is one). */
 export type Body = Uint8Array | AsyncIterable<Uint8Array>;
@@ -74,4 +75,14 @@ export async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Uint8A
     at += p.byteLength;
   }
   return out;
+}
+
+/** The object at `key`, or undefined when there is none (other errors are thrown). */
+export async function getIfExists(store: ObjectStore, key: string): Promise<Uint8Array | undefined> {
+  try {
+    return await store.get(key);
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined;
+    throw err;
+  }
 }

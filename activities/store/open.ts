@@ -155,3 +155,13 @@ export function openStore(uri: string, options: StoreOptions = {}): ObjectStore 
     forcePathStyle: s3.forcePathStyle ?? s3.endpoint !== undefined,
   });
 }
+
+/** Runs `fn` with the store a URI names, closing the store afterwards (whatever `fn` does). */
+export async function withStore<T>(uri: string, fn: (store: ObjectStore) => Promise<T>, options: StoreOptions = {}): Promise<T> {
+  const store = openStore(uri, options);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}

@@ -46,25 +46,33 @@ export async function startWorkers(t: TestTemporal, queues: QueueName[]): Promis
   };
 }
 
-/** A worker in a child process (`durable-rl worker --queues ...`), resolved once it polls. */
-export async function spawnWorker(t: TestTemporal, queues: QueueName[]): Promise<ChildProcess> {
+/**
+ * A worker in a child process (`durable-rl worker --queues ...`) with `env` over this process's
+ * environment; `ready` resolves once it polls and rejects, with its output, if it exits first.
+ */
+export function spawnWorkerProcess(queues: QueueName[], env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
   const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker', '--queues', queues.join(',')], {
     cwd: root,
-    env: { ...process.env, ...t.env, DURABLE_RL_LOG_FORMAT: 'json' },
+    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      out += d.toString();
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out = (out + d.toString()).slice(-20_000);
       if (out.includes('workers polling')) resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (code, sig) => reject(new Error(`worker exited early (${code ?? sig}):\n${out}`)));
+    });
+    child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+    child.once('exit', (code, sig) => reject(new Error(`worker ${queues.join(',')} exited before polling (${code ?? sig}):\n${out}`)));
   });
-  child.stdout!.resume();
-  child.stderr!.resume();
+  ready.catch(() => undefined); // a caller that stops waiting must not leave an unhandled rejection
+  return { child, ready };
+}
+
+/** A worker in a child process on the test servers, resolved once it polls. */
+export async function spawnWorker(t: TestTemporal, queues: QueueName[]): Promise<ChildProcess> {
+  const { child, ready } = spawnWorkerProcess(queues, t.env);
+  await ready;
   return child;
 }
 

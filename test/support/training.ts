@@ -3,8 +3,7 @@
  * supervised child-process workers that come back after a SIGKILL, and checks on what a run
  * committed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../activities/run/config.js';
 import { checkpointPrefix, stepPrefix } from '../../activities/store/keys.js';
@@ -12,8 +11,7 @@ import { committedSteps, readArtifact, readCommitted } from '../../activities/st
 import { decodeMetrics } from '../../activities/store/schemas.js';
 import type { ObjectStore } from '../../activities/store/object-store.js';
 import type { QueueName } from '../../workflows/task-queues.js';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
+import { spawnWorkerProcess } from './temporal.js';
 
 /** A run that trains a 1-layer model on 1-digit addition: 2 sft steps then 3 rl steps, 2 rollout shards per step. */
 export function tinyRunConfig(store: string, overrides: Partial<RunConfigInput> = {}): RunConfig {
@@ -43,34 +41,15 @@ export interface SupervisedWorker {
   stop(): Promise<void>;
 }
 
-function spawnOnce(queues: QueueName[], env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker', '--queues', queues.join(',')], {
-    cwd: root,
-    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('workers polling')) resolve();
-    });
-    child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-    child.once('exit', (code, sig) => reject(new Error(`worker ${queues.join(',')} exited before polling (${code ?? sig}):\n${out}`)));
-  });
-  ready.catch(() => undefined);
-  return { child, ready };
-}
-
 export async function superviseWorker(queues: QueueName[], env: Record<string, string>): Promise<SupervisedWorker> {
   let stopping = false;
   let restarts = 0;
-  let current = spawnOnce(queues, env);
+  let current = spawnWorkerProcess(queues, env);
   const watch = (c: ChildProcess) => {
     c.once('exit', () => {
       if (stopping) return;
       restarts++;
-      current = spawnOnce(queues, env);
+      current = spawnWorkerProcess(queues, env);
       watch(current.child);
     });
   };

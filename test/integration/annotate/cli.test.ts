@@ -5,33 +5,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
+import { runCli } from '../../support/cli.js';
 import { temporalWithWorkers } from '../../support/temporal.js';
 
-const root = fileURLToPath(new URL('../../..', import.meta.url));
 const tag = Date.now().toString(36);
 
 const temporal = temporalWithWorkers(['control', 'reward']);
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', ...args], {
-      cwd: root,
-      env: { ...process.env, ...temporal().env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => runCli(args, temporal().env);
 
 test('annotate prints the workflow id and its Web UI link, --wait the result; status follows the job', async () => {
   const store = pathToFileURL(mkdtempSync(join(tmpdir(), 'drl-cli-'))).href;

@@ -17,7 +17,7 @@ import { temporalWithWorkers } from '../../support/temporal.js';
 import { tinyRunConfig, waitFor } from '../../support/training.js';
 import { runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
 import type { trainingRun } from '../../../workflows/training-run.js';
-import { runCli } from './cli-process.js';
+import { runCli } from '../../support/cli.js';
 
 const t = temporalWithWorkers(['control', 'rollout', 'reward', 'learner']);
 const dir = mkdtempSync(join(tmpdir(), 'drl-control-cli-'));

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { runCli } from './cli-process.js';
+import { runCli } from '../../support/cli.js';
 
 const tag = Date.now().toString(36);
 const dir = mkdtempSync(join(tmpdir(), 'drl-train-cli-'));

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { root, runCli } from './cli-process.js';
+import { root, runCli } from '../../support/cli.js';
 
 let t: TestTemporal;
 before(async () => {

@@ -4,22 +4,17 @@
  * writes itself (right or wrong answers of one-digit addition), so every reward and every
  * advantage sign is known in advance. No model is needed.
  */
+import { runFixture, type RunFixture } from './fixture.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { rewardShard, rewardsName, taskItemsById } from '../../../activities/reward/step-activities.js';
 import { computeStepAdvantages, ADVANTAGES_FILE } from '../../../activities/advantage/activities.js';
-import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
-import { resolveRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
+import { type RunConfigInput } from '../../../activities/run/config.js';
 import { getTask } from '../../../activities/tasks/tasks.js';
 import { stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readEntry, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
-import { openStore } from '../../../activities/store/open.js';
-import type { ObjectStore } from '../../../activities/store/object-store.js';
 import {
   REWARDS, ROLLOUTS, decodeAdvantages, decodeRewards, encodeRewards, encodeRollouts, type RewardsInput, type RolloutsInput,
 } from '../../../activities/store/schemas.js';
@@ -38,26 +33,9 @@ const baseConfig = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   ...over,
 });
 
-interface Fixture {
-  dir: string;
-  storeUri: string;
-  store: ObjectStore;
-  run: ResolvedRun;
-}
-
-async function setup(over: Partial<RunConfigInput> = {}): Promise<Fixture> {
-  const dir = await mkdtemp(join(tmpdir(), 'stages-reward-'));
-  const storeUri = `file://${dir}`;
-  const store = openStore(storeUri);
-  const config = parseRunConfig({ ...baseConfig(over), store: storeUri });
-  await writeRunRecord(store, { run_id: RUN, name: config.name, resumed_from: null, config });
-  return { dir, storeUri, store, run: resolveRun(config) };
-}
-
-async function teardown(f: Fixture): Promise<void> {
-  await f.store.close();
-  await rm(f.dir, { recursive: true, force: true });
-}
+type Fixture = RunFixture;
+const setup = (over: Partial<RunConfigInput> = {}): Promise<Fixture> => runFixture(RUN, baseConfig(over));
+const teardown = (f: Fixture): Promise<void> => f.teardown();
 
 /**
  * Rollouts of items [offset, offset + pattern.length) of the train split: for prompt p, sample s

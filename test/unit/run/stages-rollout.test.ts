@@ -2,24 +2,18 @@
  * rolloutShard and evaluate (activities/rollout/activities.ts) called directly, outside Temporal,
  * on a tiny run (llama 32x1, one-digit addition) in a temp file:// store.
  */
+import { runFixture, type RunFixture } from './fixture.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { evaluate, evalPrefix, EVAL_FILE, finishCompletion, releaseEngines, rolloutShard } from '../../../activities/rollout/activities.js';
 import { parseSamplingParams } from '../../../activities/rollout/sampling.js';
-import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
-import { resolveRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
+import { type RunConfigInput } from '../../../activities/run/config.js';
 import { writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
-import { initTrainState, ModelEngine, type TrainState } from '../../../activities/model/engine.js';
-import { initWeights } from '../../../activities/model/init.js';
+import { ModelEngine } from '../../../activities/model/engine.js';
 import { sftLoss } from '../../../activities/model/losses.js';
 import { checkpointPrefix, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readArtifact, readEntry, readManifest } from '../../../activities/store/manifest.js';
-import { openStore } from '../../../activities/store/open.js';
-import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
 
 const RUN = 'tiny-run';
@@ -35,30 +29,9 @@ const tinyConfig = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   ...over,
 });
 
-interface Fixture {
-  dir: string;
-  storeUri: string;
-  store: ObjectStore;
-  run: ResolvedRun;
-  state: TrainState;
-}
-
-async function setup(over: Partial<RunConfigInput> = {}): Promise<Fixture> {
-  const dir = await mkdtemp(join(tmpdir(), 'stages-rollout-'));
-  const storeUri = `file://${dir}`;
-  const store = openStore(storeUri);
-  const config = parseRunConfig({ ...tinyConfig(over), store: storeUri });
-  await writeRunRecord(store, { run_id: RUN, name: config.name, resumed_from: null, config });
-  const run = resolveRun(config);
-  const state = initTrainState(run.model, initWeights(run.model, config.seed));
-  await commit(store, checkpointPrefix(RUN, 0), await writeCheckpoint(store, RUN, 0, state));
-  return { dir, storeUri, store, run, state };
-}
-
-async function teardown(f: Fixture): Promise<void> {
-  await f.store.close();
-  await rm(f.dir, { recursive: true, force: true });
-}
+type Fixture = RunFixture;
+const setup = (over: Partial<RunConfigInput> = {}): Promise<Fixture> => runFixture(RUN, tinyConfig(over), { checkpoint0: true });
+const teardown = (f: Fixture): Promise<void> => f.teardown();
 
 const shardInput = (f: Fixture, over: Partial<Parameters<typeof rolloutShard>[0]> = {}) => ({
   storeUri: f.storeUri, runId: RUN, step: 1, policyVersion: 0, phaseIndex: 1, shard: 0, shards: 1, promptOffset: 4, promptCount: 3, ...over,
@@ -219,7 +192,7 @@ describe('evaluate', () => {
       lossMask: seqs.map((s, b) => [...s.map((_, j) => (j >= promptLen[b]! ? 1 : 0)), ...Array<number>(T - s.length).fill(0)]),
     };
     const engine = new ModelEngine(run.model, { threads: 1 });
-    let state = s0;
+    let state = s0!; // setup commits checkpoint 0
     for (let i = 0; i < 150; i++) state = (await engine.trainStep(state, batch, { loss: sftLoss(), lr: 1e-2 })).state;
     await engine.close();
     await commit(f.store, checkpointPrefix(RUN, 1), await writeCheckpoint(f.store, RUN, 1, state));
