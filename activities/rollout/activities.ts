@@ -79,7 +79,13 @@ function engineSlot(runKey: string, run: ResolvedRun): EngineSlot {
     return slot;
   }
   slot = {
-    engine: new ModelEngine(run.model, { threads: run.config.engine.threads, executionProviders: run.config.engine.executionProviders }),
+    engine: new ModelEngine(run.model, {
+      threads: run.config.engine.threads,
+      executionProviders: run.config.engine.executionProviders,
+      // the policy changes every step: weights as inputs keep one decode session for all versions
+      // instead of building (and optimising) a new one per step
+      bakeWeights: false,
+    }),
     tail: Promise.resolve(),
   };
   engines.set(runKey, slot);
