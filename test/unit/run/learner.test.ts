@@ -25,6 +25,7 @@ import { commit, readManifest, writeArtifact, type ManifestEntry } from '../../.
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { ADVANTAGES, ROLLOUTS, encodeAdvantages, encodeRollouts, type AdvantagesInput, type RolloutsInput } from '../../../activities/store/schemas.js';
+import { lazyFixture } from '../../support/fixture.js';
 
 const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   name: 'tiny',
@@ -81,6 +82,18 @@ const sftInput = (runId: string, step: number): LearnerInput => ({
 
 const sha = (entries: ManifestEntry[], name = 'model.safetensors') => entries.find((e) => e.name === name)!.sha256;
 
+/**
+ * Run "sft-reference": one SFT update from the seeded initial weights, committed as checkpoint 1.
+ * What other runs' first update must equal bitwise, and a step whose checkpoint is committed.
+ */
+const sftReferenceStep = lazyFixture(async () => {
+  const runId = 'sft-reference';
+  await newRun(runId);
+  const r = await learnerUpdate(sftInput(runId, 0));
+  await commitStep({ storeUri, runId, step: 0, phase: 'sft', checkpoint: r.checkpoint, artifacts: [], metrics: emptyMetrics() });
+  return { runId, checkpoint: (await readManifest(store, checkpointPrefix(runId, 1)))!.artifacts };
+});
+
 describe('learnerUpdate: sft', () => {
   it('lowers the loss over a few updates and writes checkpoints that load and score', async () => {
     const runId = 'sft-a';
@@ -115,12 +128,12 @@ describe('learnerUpdate: sft', () => {
   it('is deterministic: two fresh engines, the same input, bitwise the same model.safetensors', async () => {
     await newRun('sft-b');
     await newRun('sft-c');
+    const reference = await sftReferenceStep();
     const [b, c] = [await learnerUpdate(sftInput('sft-b', 0)), await learnerUpdate(sftInput('sft-c', 0))];
     assert.equal(sha(b.checkpoint), sha(c.checkpoint));
     assert.equal(sha(b.checkpoint, 'optimizer.safetensors'), sha(c.checkpoint, 'optimizer.safetensors'));
-    // and equal to what run sft-a (another engine, earlier) wrote for step 0
-    const a = await readManifest(store, checkpointPrefix('sft-a', 1));
-    assert.equal(sha(a!.artifacts), sha(b.checkpoint));
+    // and equal to what the reference run (another engine, earlier) wrote for step 0
+    assert.equal(sha(reference.checkpoint), sha(b.checkpoint));
   });
 
   it('a step of several updates equals that many one-update steps over the same batches, bitwise', async () => {
@@ -136,9 +149,9 @@ describe('learnerUpdate: sft', () => {
   });
 
   it('returns the committed checkpoint at once when step + 1 is already committed', async () => {
-    const committed = (await readManifest(store, checkpointPrefix('sft-a', 2)))!;
-    const r = await learnerUpdate(sftInput('sft-a', 1));
-    assert.deepEqual(r.checkpoint, committed.artifacts);
+    const { runId, checkpoint: committed } = await sftReferenceStep();
+    const r = await learnerUpdate(sftInput(runId, 0));
+    assert.deepEqual(r.checkpoint, committed);
     assert.equal(r.microBatches, 0, 'nothing was trained');
     assert.equal(r.sequences, 0);
   });
@@ -155,13 +168,13 @@ describe('learnerUpdate: sft', () => {
     for await (const o of store.list(`${checkpointPrefix('sft-crash', 1)}/`)) written.push(o.key);
     assert.deepEqual(written, [], 'nothing of checkpoint 1 was written before the crash');
     const r = await learnerUpdate(sftInput('sft-crash', 0));
-    const a = (await readManifest(store, checkpointPrefix('sft-a', 1)))!;
-    assert.equal(sha(r.checkpoint), sha(a.artifacts));
+    assert.equal(sha(r.checkpoint), sha((await sftReferenceStep()).checkpoint));
   });
 
   it('refuses a phase that does not match the config, naming both', async () => {
-    await assert.rejects(learnerUpdate({ ...sftInput('sft-b', 1), phase: 'rl' }), /phaseIndex 0 is a sft phase, but the input says rl/);
-    await assert.rejects(learnerUpdate({ ...sftInput('sft-b', 3) }), /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/);
+    await newRun('sft-refused');
+    await assert.rejects(learnerUpdate({ ...sftInput('sft-refused', 1), phase: 'rl' }), /phaseIndex 0 is a sft phase, but the input says rl/);
+    await assert.rejects(learnerUpdate({ ...sftInput('sft-refused', 3) }), /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/);
   });
 });
 
@@ -239,9 +252,16 @@ async function writeRlStep(runId: string, run: ResolvedRun, xs: Sample[], behavi
 }
 
 describe('learnerUpdate: rl', () => {
-  let run: ResolvedRun;
-  let xs: Sample[];
-  let before0: { sums: number[]; perToken: number[][] };
+  /**
+   * The rl config's resolved run, its samples, and their logprobs under checkpoint 0 (the seeded
+   * initial weights, the same for every run of this config: the behaviour logprobs of an
+   * on-policy step 0).
+   */
+  const rlBatch = lazyFixture(async () => {
+    const run = await newRun('rl-batch', { phases: rlPhases() });
+    const xs = samples(run);
+    return { run, xs, before0: await completionLogprobs(run, await loadWeights(store, 'rl-batch', 0), xs) };
+  });
 
   const rlInput = (runId: string, e: { rollouts: ManifestEntry[]; advantages: ManifestEntry }): LearnerInput => ({
     storeUri, runId, step: 0, phaseIndex: 0, phase: 'rl', lr: 1e-2, referenceVersion: 0,
@@ -249,9 +269,8 @@ describe('learnerUpdate: rl', () => {
   });
 
   it('moves the logprobs of positive-advantage samples up and of negative ones down; dropped rows stay out', async () => {
-    run = await newRun('rl-a', { phases: rlPhases(), learner: { microBatchSize: 2 } });
-    xs = samples(run);
-    before0 = await completionLogprobs(run, await loadWeights(store, 'rl-a', 0), xs);
+    const { run, xs, before0 } = await rlBatch();
+    await newRun('rl-a', { phases: rlPhases(), learner: { microBatchSize: 2 } });
     const e = await writeRlStep('rl-a', run, xs, before0.perToken);
     const r = await learnerUpdate(rlInput('rl-a', e));
     assert.equal(r.sequences, 4, 'the two dropped samples (all-false loss mask) are left out');
@@ -273,28 +292,35 @@ describe('learnerUpdate: rl', () => {
   });
 
   it('is deterministic, and a token-mean update does not depend on the micro-batch size', async () => {
+    const { run, xs, before0 } = await rlBatch();
     await newRun('rl-b', { phases: rlPhases(), learner: { microBatchSize: 2 } });
+    await newRun('rl-b-again', { phases: rlPhases(), learner: { microBatchSize: 2 } });
     await newRun('rl-c', { phases: rlPhases(), learner: { microBatchSize: 4 } });
     const b = await learnerUpdate(rlInput('rl-b', await writeRlStep('rl-b', run, xs, before0.perToken)));
-    const a = (await readManifest(store, checkpointPrefix('rl-a', 1)))!;
-    assert.equal(sha(b.checkpoint), sha(a.artifacts), 'same input, fresh engine: bitwise the same weights');
+    const again = await learnerUpdate(rlInput('rl-b-again', await writeRlStep('rl-b-again', run, xs, before0.perToken)));
+    assert.equal(sha(again.checkpoint), sha(b.checkpoint), 'same input, fresh engine: bitwise the same weights');
 
     const c = await learnerUpdate(rlInput('rl-c', await writeRlStep('rl-c', run, xs, before0.perToken)));
     assert.equal(c.microBatches, 1);
     assert.ok(Math.abs(c.metrics.loss! - b.metrics.loss!) < 1e-5, `loss ${b.metrics.loss} (2 micro-batches) vs ${c.metrics.loss} (1)`);
+    await commit(store, checkpointPrefix('rl-b', 1), b.checkpoint);
     await commit(store, checkpointPrefix('rl-c', 1), c.checkpoint);
-    const wa = await loadWeights(store, 'rl-a', 1);
+    const wb = await loadWeights(store, 'rl-b', 1);
     const wc = await loadWeights(store, 'rl-c', 1);
     let worst = 0;
-    for (const [name, t] of wa) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wc.get(name)!.data[i]!))));
+    for (const [name, t] of wb) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wc.get(name)!.data[i]!))));
     assert.ok(worst < 1e-5, `weights after 2 micro-batches vs 1 differ by up to ${worst}`);
   });
 
   it('trains per-token advantages when the rows carry them (they take precedence): equal to their scalar', async () => {
+    const { run, xs, before0 } = await rlBatch();
     await newRun('rl-d', { phases: rlPhases(), learner: { microBatchSize: 4 } });
+    await newRun('rl-d-scalar', { phases: rlPhases(), learner: { microBatchSize: 4 } });
+    const scalar = await learnerUpdate(rlInput('rl-d-scalar', await writeRlStep('rl-d-scalar', run, xs, before0.perToken)));
+    await commit(store, checkpointPrefix('rl-d-scalar', 1), scalar.checkpoint);
     const prefix = stepPrefix('rl-d', 0);
     const e = await writeRlStep('rl-d', run, xs, before0.perToken);
-    // the scalar advantage repeated on every token: the same update as rl-c's scalar one
+    // the scalar advantage repeated on every token: the same update as rl-d-scalar's
     const adv: AdvantagesInput[] = xs.map((x) => ({
       run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
       token_advantages: x.completion.map(() => x.advantage), loss_mask: x.mask,
@@ -303,14 +329,15 @@ describe('learnerUpdate: rl', () => {
     const d = await learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages }));
     assert.equal(d.sequences, 4);
     await commit(store, checkpointPrefix('rl-d', 1), d.checkpoint);
-    const wc = await loadWeights(store, 'rl-c', 1);
+    const ws = await loadWeights(store, 'rl-d-scalar', 1);
     const wd = await loadWeights(store, 'rl-d', 1);
     let worst = 0;
-    for (const [name, t] of wc) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wd.get(name)!.data[i]!))));
+    for (const [name, t] of ws) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - wd.get(name)!.data[i]!))));
     assert.ok(worst < 1e-6, `per-token vs scalar advantages: weights differ by up to ${worst}`);
   });
 
   it('refuses bad input, naming what is wrong', async () => {
+    const { run, xs, before0 } = await rlBatch();
     await newRun('rl-e', { phases: rlPhases() });
     const e = await writeRlStep('rl-e', run, xs, before0.perToken);
     await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
@@ -323,6 +350,7 @@ describe('learnerUpdate: rl', () => {
   });
 
   it('carries the checkpoint over unchanged when every sample was dropped', async () => {
+    const { run, xs, before0 } = await rlBatch();
     await newRun('rl-f', { phases: rlPhases() });
     const none = xs.map((x) => ({ ...x, mask: x.mask.map(() => false) }));
     const r = await learnerUpdate(rlInput('rl-f', await writeRlStep('rl-f', run, none, before0.perToken)));
