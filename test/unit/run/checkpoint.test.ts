@@ -16,17 +16,18 @@ import { commitStep, initRun } from '../../../activities/checkpoint/activities.j
 import { exportRun } from '../../../activities/checkpoint/export.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../../activities/run/config.js';
-import { resolveRun, runRecordKey, writeRunRecord } from '../../../activities/run/resolve.js';
+import { resolveRun, writeRunRecord } from '../../../activities/run/resolve.js';
 import type { CommitStepInput, StepMetrics } from '../../../activities/run/types.js';
 import { initTrainState } from '../../../activities/model/engine.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { parameterCount } from '../../../activities/model/config.js';
 import { loadHfModel } from '../../../activities/model/hf.js';
-import { checkpointPrefix, stepPrefix } from '../../../activities/store/keys.js';
+import { checkpointPrefix, METRICS_NAME, runRecordKey, stepPrefix } from '../../../activities/store/keys.js';
 import { artifactKey, commit, committedSteps, readArtifact, readManifest } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeMetrics } from '../../../activities/store/schemas.js';
+import { lazyFixture } from '../../support/fixture.js';
 
 const configOf = (storeUri: string, over: Partial<RunConfigInput> = {}): RunConfig => parseRunConfig({
   name: 'tiny',
@@ -62,8 +63,12 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A source run with run.json and committed checkpoints 0..4 (distinct seeded weights, step = version). */
-async function sourceRun(runId: string): Promise<void> {
+/**
+ * Run "src", the run the resume and export tests read: run.json and committed checkpoints 0..4
+ * (distinct seeded weights, step = version). Resolves to its run id.
+ */
+const sourceRun = lazyFixture(async () => {
+  const runId = 'src';
   const config = configOf(storeUri);
   await writeRunRecord(store, { run_id: runId, name: config.name, resumed_from: null, config });
   const model = resolveRun(config).model;
@@ -71,7 +76,8 @@ async function sourceRun(runId: string): Promise<void> {
     const state = { ...initTrainState(model, initWeights(model, 100 + v)), step: v };
     await commit(store, checkpointPrefix(runId, v), await writeCheckpoint(store, runId, v, state));
   }
-}
+  return runId;
+});
 
 async function runRecord(runId: string): Promise<Record<string, unknown>> {
   return JSON.parse(new TextDecoder().decode(await store.get(runRecordKey(runId)))) as Record<string, unknown>;
@@ -125,7 +131,7 @@ describe('initRun', () => {
   });
 
   it('resume inside an rl phase: copies the checkpoint and the phase-start reference byte for byte', async () => {
-    await sourceRun('src');
+    await sourceRun();
     const r = await initRun({ storeUri, runId: 'res3', config: configOf(storeUri), resumeFrom: { runId: 'src', checkpoint: 3 } });
     assert.equal(r.startStep, 3);
     assert.equal(r.referenceVersion, 2, 'step 3 is inside the rl phase that started at step 2');
@@ -135,6 +141,7 @@ describe('initRun', () => {
   });
 
   it('resume at the first step of the rl phase or inside sft: no reference to copy; other settings may change', async () => {
+    await sourceRun();
     const at2 = await initRun({ storeUri, runId: 'res2', config: configOf(storeUri), resumeFrom: { runId: 'src', checkpoint: 2 } });
     assert.deepEqual([at2.startStep, at2.referenceVersion], [2, null]);
     assert.deepEqual(await committedSteps(store, 'res2', 'checkpoints'), [2]);
@@ -149,6 +156,7 @@ describe('initRun', () => {
   });
 
   it('refuses a checkpoint the source has not committed, naming the run and the committed ones; writes nothing', async () => {
+    await sourceRun();
     await refuses(
       initRun({ storeUri, runId: 'bad1', config: configOf(storeUri), resumeFrom: { runId: 'src', checkpoint: 5 } }),
       /run "src" has no committed checkpoint 5 \(committed checkpoints: 0, 1, 2, 3, 4\)/,
@@ -158,6 +166,7 @@ describe('initRun', () => {
   });
 
   it('refuses a config that trains a different model, task or seed, naming the field', async () => {
+    await sourceRun();
     const from = { runId: 'src', checkpoint: 3 };
     await refuses(initRun({ storeUri, runId: 'bad3', config: configOf(storeUri, { model: { hidden: 64, layers: 1, heads: 2 } }), resumeFrom: from }), /model\.hidden is 64 here but 32 in the source run/);
     await refuses(initRun({ storeUri, runId: 'bad4', config: configOf(storeUri, { model: { hidden: 32, layers: 2, heads: 2 } }), resumeFrom: from }), /model\.layers is 2 here but 1 in the source run/);
@@ -195,7 +204,7 @@ describe('commitStep', () => {
     assert.equal(r.created, true);
     assert.equal(r.stepUri, store.uri(`${stepPrefix(runId, 0)}/manifest.json`));
     assert.equal(r.checkpointUri, store.uri(`${checkpointPrefix(runId, 1)}/manifest.json`));
-    const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, 0), 'metrics.arrow'));
+    const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, 0), METRICS_NAME));
     assert.equal(rows.length, 1);
     assert.deepEqual([rows[0]!.run_id, rows[0]!.step, rows[0]!.phase, rows[0]!.policy_version], [runId, 0, 'sft', 0]);
     assert.equal(rows[0]!.loss, 2.5);
@@ -208,7 +217,7 @@ describe('commitStep', () => {
   });
 
   it('commits the step artifacts it is given next to metrics.arrow', async () => {
-    const runId = 'crash';
+    const runId = 'with-artifacts';
     const model = resolveRun(configOf(storeUri)).model;
     const checkpoint = await writeCheckpoint(store, runId, 2, { ...initTrainState(model, initWeights(model, 56)), step: 2 });
     const { writeArtifact } = await import('../../../activities/store/manifest.js');
@@ -216,13 +225,14 @@ describe('commitStep', () => {
     const r = await commitStep({ storeUri, runId, step: 1, phase: 'rl', checkpoint, artifacts: [extra], metrics: metrics() });
     assert.equal(r.created, true);
     const m = (await readManifest(store, stepPrefix(runId, 1)))!;
-    assert.deepEqual(m.artifacts.map((e) => e.name), ['metrics.arrow', 'notes.bin']);
+    assert.deepEqual(m.artifacts.map((e) => e.name), [METRICS_NAME, 'notes.bin']);
     assert.deepEqual((await loadWeights(store, runId, 2)).get('model.norm.weight')!.shape, [32]);
   });
 });
 
 describe('exportRun', () => {
   it('exports the latest committed checkpoint as a model directory that loads back with the same weights', async () => {
+    await sourceRun();
     const out = join(dir, 'export-latest');
     const r = await exportRun(storeUri, 'src', undefined, out);
     assert.equal(r.version, 4);
@@ -237,6 +247,7 @@ describe('exportRun', () => {
   });
 
   it('exports a chosen checkpoint, and names the committed ones when it is absent', async () => {
+    await sourceRun();
     const r = await exportRun(storeUri, 'src', 2, join(dir, 'export-2'));
     assert.equal(r.version, 2);
     const loaded = await loadHfModel(join(dir, 'export-2'));
