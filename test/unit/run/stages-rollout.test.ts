@@ -197,7 +197,7 @@ describe('evaluate', () => {
     await engine.close();
     await commit(f.store, checkpointPrefix(RUN, 1), await writeCheckpoint(f.store, RUN, 1, state));
 
-    const before0 = JSON.parse(new TextDecoder().decode(await readArtifact(f.store, evalPrefix(RUN, 0), EVAL_FILE)));
+    const before0 = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
     const r = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 1, phase: 'sft' });
     t.diagnostic(`after 150 SFT updates: greedy ${r.greedy_accuracy}, pass@2 ${r.pass_at_k?.value}, mean reward ${r.mean_reward}`);
     assert.ok(r.greedy_accuracy >= 0.75, `greedy accuracy after memorising the eval prompts: ${r.greedy_accuracy}`);
