@@ -29,7 +29,8 @@
 import { writeFile, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseModelConfig, type ModelConfig } from '../activities/model/config.js';
-import { ModelEngine, initTrainState, type TrainBatch, type TrainState } from '../activities/model/engine.js';
+import { ModelEngine, initTrainState } from '../activities/model/engine.js';
+import type { TrainBatch, TrainState } from '../activities/model/engine-types.js';
 import { initWeights } from '../activities/model/init.js';
 import { sftLoss } from '../activities/model/losses.js';
 import { generate } from '../activities/model/generate.js';

@@ -10,7 +10,7 @@
  * re-executed learner writes the same content-addressed keys, and two runs with equal weights have
  * equal sha256s.
  */
-import type { TrainState } from '../model/engine.js';
+import type { TrainState } from '../model/engine-types.js';
 import type { WeightTensor } from '../model/graphs/common.js';
 import { parseSafetensors, serializeSafetensors, type Tensor } from '../model/safetensors.js';
 import { IntegrityError } from '../store/errors.js';

@@ -34,7 +34,8 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
-import { ModelEngine, type TrainBatch, type TrainState, type ExtraValue } from '../model/engine.js';
+import { ModelEngine } from '../model/engine.js';
+import type { ExtraValue, TrainBatch, TrainState } from '../model/engine-types.js';
 import type { WeightMap } from '../model/graphs/common.js';
 import { checkpointPrefix, stepPrefix } from '../store/keys.js';
 import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../store/manifest.js';

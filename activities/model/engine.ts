@@ -26,6 +26,7 @@ import { buildScoreGraph } from './graphs/score.js';
 import { buildRewardGraph } from './graphs/reward.js';
 import { TRAIN_SESSION_CONFIG, buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
+import { ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
 
 const log = logger('model:engine');
 
@@ -64,35 +65,6 @@ export const engineOptionsSchema = z.object({
 });
 export type EngineOptions = z.output<typeof engineOptionsSchema>;
 export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
-
-/** Bad input to the engine: names the tensor or field and what was expected. */
-export class ModelInputError extends Error {
-  override readonly name = 'ModelInputError';
-}
-
-/** Tokens of a batch: rectangular rows. `attentionMask` (1 real / 0 padding) defaults to all ones. */
-export interface TokenBatch {
-  ids: readonly (readonly number[])[];
-  attentionMask?: readonly (readonly number[])[];
-}
-
-/** A value for an extra loss input: a scalar, [B] or [B, T] numbers, or an explicit tensor. */
-export type ExtraValue = number | readonly number[] | readonly (readonly number[])[] | { data: Float32Array | BigInt64Array | Uint8Array; dims: number[] };
-
-export interface TrainBatch extends TokenBatch {
-  /** 1 where a token's loss counts (completion tokens), aligned with `ids`. */
-  lossMask: readonly (readonly number[])[];
-  /** Extra inputs the loss builder declared, by name. */
-  extra?: Record<string, ExtraValue>;
-}
-
-/** Parameters, AdamW moments and the number of updates applied. */
-export interface TrainState {
-  params: Map<string, WeightTensor>;
-  adamM: Map<string, WeightTensor>;
-  adamV: Map<string, WeightTensor>;
-  step: number;
-}
 
 export interface TrainStepOptions {
   loss: LossBuilder;

@@ -13,7 +13,8 @@
  * quantity the score graph computes for the same tokens.
  */
 import ort from 'onnxruntime-node';
-import { ModelInputError, type ModelEngine } from './engine.js';
+import type { ModelEngine } from './engine.js';
+import { ModelInputError } from './engine-types.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate per sequence (>= 1). */

@@ -20,7 +20,7 @@ import { parseConfig } from '../common/config.js';
 import type { Tensor } from './graph.js';
 import * as F from './ops.js';
 import type { LossBuilder } from './losses.js';
-import { ModelInputError, type TrainBatch } from './engine.js';
+import { ModelInputError, type TrainBatch } from './engine-types.js';
 
 export const bradleyTerrySchema = z.strictObject({
   /**

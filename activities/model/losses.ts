@@ -29,7 +29,7 @@
  * two builders with different options must have different keys.
  */
 import type { DType, Graph, Tensor } from './graph.js';
-import type { TrainBatch } from './engine.js';
+import type { TrainBatch } from './engine-types.js';
 import * as F from './ops.js';
 
 export interface LossContext {

@@ -12,7 +12,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
 import { logger } from '../common/log.js';
-import { ModelInputError } from '../model/engine.js';
+import { ModelInputError } from '../model/engine-types.js';
 import { IntegrityError, InvalidUriError } from '../store/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { openStore } from '../store/open.js';

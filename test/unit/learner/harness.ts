@@ -15,7 +15,8 @@ import { Graph, type Tensor } from '../../../activities/model/graph.js';
 import { grad } from '../../../activities/model/autodiff.js';
 import type { LossBuilder, LossContext } from '../../../activities/model/losses.js';
 import { parseModelConfig, parameterShapes } from '../../../activities/model/config.js';
-import { ModelEngine, initTrainState, type TrainBatch, type TrainState } from '../../../activities/model/engine.js';
+import { ModelEngine, initTrainState } from '../../../activities/model/engine.js';
+import type { TrainBatch, TrainState } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { CounterRng } from '../../../activities/common/rng.js';
 

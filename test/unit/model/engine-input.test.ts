@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseModelConfig } from '../../../activities/model/config.js';
-import { ModelEngine, ModelInputError, initTrainState } from '../../../activities/model/engine.js';
+import { ModelEngine, initTrainState } from '../../../activities/model/engine.js';
+import { ModelInputError } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { sftLoss } from '../../../activities/model/losses.js';
 import { generate } from '../../../activities/model/generate.js';

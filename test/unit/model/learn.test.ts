@@ -7,7 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseModelConfig } from '../../../activities/model/config.js';
-import { ModelEngine, initTrainState, type TrainBatch } from '../../../activities/model/engine.js';
+import { ModelEngine, initTrainState } from '../../../activities/model/engine.js';
+import type { TrainBatch } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { sftLoss } from '../../../activities/model/losses.js';
 import { generate } from '../../../activities/model/generate.js';
