@@ -3,7 +3,7 @@
  * every test file with Node's built-in test runner so CI can read the totals.
  *
  *   npm test                      everything
- *   npm test -- --only unit       one folder of test/ (unit, integration, e2e)
+ *   npm test -- --only unit       one folder of test/ (unit or integration)
  *   npm test -- store manifest    only files whose path contains one of these words
  *   npm test -- --no-check        skip tsc and eslint (quick local loops)
  */

@@ -1,7 +1,8 @@
 /**
  * Replay: histories recorded from real runs (test/fixtures/histories/*.json) are replayed against
  * the current workflow code. A change that makes the code non-deterministic for runs already in
- * flight fails here; such a change needs `patched()` (DESIGN.md §7). After an intended, patched
+ * flight fails here; such a change must branch on `patched()` (@temporalio/workflow) so that
+ * histories recorded before it still replay with the old commands. After an intended, patched
  * change, record a history of the new code with `DURABLE_RL_RECORD_FIXTURES=1 npm test -- annotate`
  * (it writes annotate-rewards.json) and keep it beside the older ones under a versioned name:
  * v1 predates the `annotate-status-on-failure` / `annotate-rate-per-job` patches, v2 has them.

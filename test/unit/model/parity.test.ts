@@ -1,8 +1,9 @@
 /**
- * Logprob parity of the three graphs (DESIGN.md §8): on the same weights and tokens, the logprobs
- * of generated tokens from `decode` (prefill + KV-cache steps, left-padded batch), from `score`,
- * and from the `trainStep` forward agree within 1e-4 (float32), for GPT-2 and for Llama/Qwen2
- * (grouped-query attention, q/k/v bias, RoPE).
+ * Logprob parity of the three graphs: on the same weights and tokens, the logprobs of generated
+ * tokens from `decode` (prefill + KV-cache steps, left-padded batch), from `score`, and from the
+ * `trainStep` forward agree within 1e-4 (float32), for GPT-2 and for Llama/Qwen2 (grouped-query
+ * attention, q/k/v bias, RoPE). The rollout records `decode`'s logprobs as the behaviour policy and
+ * the learner's ratios divide by them, so an on-policy ratio is 1 only if the graphs agree.
  *
  * The trainStep side is read through the loss-builder interface itself: a loss that declares the
  * score logprobs as an extra input and exports the largest masked difference as a metric.
