@@ -1,6 +1,7 @@
 /**
- * Every activity durable-rl registers, by name. Workers pass `createActivities()` to
- * `Worker.create`; workflows refer to these by name through `proxyActivities<typeof ...>`.
+ * Every activity durable-rl registers, by name. Which queue runs each one is decided in
+ * workflows/activity-queues.ts; a worker registers the ones of its queues (`activitiesFor` in
+ * workers/worker.ts), and workflows call them by name through `proxyActivities<Activities>`.
  */
 import { planAnnotation, annotateShard, finalizeAnnotation } from './reward/annotate-activities.js';
 import { rewardShard } from './reward/step-activities.js';
@@ -9,9 +10,9 @@ import { computeStepAdvantages } from './advantage/activities.js';
 import { learnerUpdate } from './learner/activities.js';
 import { initRun, commitStep } from './checkpoint/activities.js';
 
-export function createActivities() {
-  return {
-    planAnnotation, annotateShard, finalizeAnnotation,
-    initRun, rolloutShard, rewardShard, computeStepAdvantages, learnerUpdate, commitStep, evaluate,
-  };
-}
+export const ACTIVITIES = {
+  planAnnotation, annotateShard, finalizeAnnotation,
+  initRun, rolloutShard, rewardShard, computeStepAdvantages, learnerUpdate, commitStep, evaluate,
+};
+
+export type Activities = typeof ACTIVITIES;

@@ -1,19 +1,22 @@
 /**
  * Workers: one per task queue. `(await createWorkers({ queues: ['control', 'reward'], ... })).run()`
- * polls those queues in this process; the all-in-one worker polls them all. The control queue runs workflows; the other
- * queues run the activities of their stage. Graceful shutdown: SIGINT/SIGTERM let in-flight
- * activities finish (up to `shutdownGraceTimeMs`), then the process exits.
+ * polls those queues in this process; the all-in-one worker polls them all. The control queue runs
+ * workflows; each other queue's worker registers exactly the activities that workflows schedule on
+ * it (`activitiesFor`, from workflows/activity-queues.ts). Graceful shutdown: SIGINT/SIGTERM let
+ * in-flight activities finish (up to `shutdownGraceTimeMs`), then the process exits.
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, bundleWorkflowCode, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { createActivities } from '../activities/index.js';
+import { ACTIVITIES, type Activities } from '../activities/index.js';
 import { logger } from '../activities/common/log.js';
+import { activityNamesOn, type ActivityName, type ActivityQueue } from '../workflows/activity-queues.js';
 import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { up } from '../infra/index.js';
 import { connectWorker, temporalConfig, temporalEnv, type TemporalConfig } from './temporal.js';
 
-export const ALL_QUEUES: QueueName[] = ['control', 'rollout', 'reward', 'learner'];
+/** Every task queue (what the all-in-one worker polls). */
+export const ALL_QUEUES = Object.keys(TASK_QUEUES) as QueueName[];
 
 export interface WorkerOptions {
   temporal: TemporalConfig;
@@ -57,37 +60,54 @@ export interface WorkerGroup {
   shutdown(): void;
 }
 
-async function createWorker(opts: WorkerOptions, q: QueueName, conn: NativeConnection, activities: ReturnType<typeof createActivities>): Promise<Worker> {
-  const base = {
+// The queue table and the registered activities name the same activities (a compile error otherwise).
+type Unlisted = Exclude<keyof Activities, ActivityName>;
+type Unregistered = Exclude<ActivityName, keyof Activities>;
+const _sameActivities: [Unlisted, Unregistered] extends [never, never] ? true : { unlisted: Unlisted; unregistered: Unregistered } = true;
+
+/** The activities a worker of `queue` registers: those workflows/activity-queues.ts puts on it (none for control). */
+export function activitiesFor(queue: QueueName): Partial<Activities> {
+  return Object.fromEntries(activityNamesOn(queue).map((name) => [name, ACTIVITIES[name]]));
+}
+
+/** What `Worker.create` gets for an activity queue: its activities, concurrency, identity, grace. */
+export function activityWorkerOptions(opts: WorkerOptions, q: ActivityQueue, conn: NativeConnection) {
+  return {
+    ...baseWorkerOptions(opts, q, conn),
+    activities: activitiesFor(q),
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities?.[q] ?? 4,
+  };
+}
+
+function baseWorkerOptions(opts: WorkerOptions, q: QueueName, conn: NativeConnection) {
+  return {
     connection: conn,
     namespace: opts.temporal.namespace,
     taskQueue: TASK_QUEUES[q],
     shutdownGraceTime: opts.shutdownGraceTimeMs ?? 10_000,
     identity: `${opts.identity ?? `pid-${process.pid}`}@${q}`,
   };
+}
+
+async function createWorker(opts: WorkerOptions, q: QueueName, conn: NativeConnection): Promise<Worker> {
   if (q === 'control') {
     const workflowBundle = opts.workflowBundle ?? (await bundleWorkflows());
     return Worker.create({
-      ...base,
+      ...baseWorkerOptions(opts, q, conn),
       workflowBundle,
       ...(opts.maxConcurrentWorkflowTasks ? { maxConcurrentWorkflowTaskExecutions: opts.maxConcurrentWorkflowTasks } : {}),
     });
   }
-  return Worker.create({
-    ...base,
-    activities,
-    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities?.[q] ?? 4,
-  });
+  return Worker.create(activityWorkerOptions(opts, q, conn));
 }
 
 export async function createWorkers(opts: WorkerOptions, connection?: NativeConnection): Promise<WorkerGroup> {
   const log = logger('worker');
   const conn = connection ?? (await connectWorker(opts.temporal));
-  const activities = createActivities();
   const workers: Worker[] = [];
   try {
     for (const q of opts.queues) {
-      workers.push(await createWorker(opts, q, conn, activities));
+      workers.push(await createWorker(opts, q, conn));
       log.debug({ queue: TASK_QUEUES[q] }, 'worker ready');
     }
   } catch (err) {

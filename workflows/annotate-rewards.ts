@@ -10,10 +10,9 @@
  * committed shards and skips them. The workflow only passes store keys, never records.
  */
 import * as wf from '@temporalio/workflow';
-import type * as activities from '../activities/reward/annotate-activities.js';
 import type { AnnotateRewardsInput, AnnotateRewardsResult, ShardResult } from '../activities/reward/annotate-types.js';
 import { PHASE, RUN_NAME, STATUS, MEAN_REWARD } from './search-attributes.js';
-import { TASK_QUEUES } from './task-queues.js';
+import { activityCaller, type CallActivity } from './call-activity.js';
 
 export type { AnnotateRewardsInput, AnnotateRewardsResult };
 
@@ -30,9 +29,9 @@ export interface AnnotateProgress {
 /** Query: where the job stands. */
 export const annotateProgressQuery = wf.defineQuery<AnnotateProgress>('progress');
 
+/** Timeouts, heartbeats and retries of the job's activities (the queue comes from ACTIVITY_QUEUES). */
 function options(input: AnnotateRewardsInput): wf.ActivityOptions {
   return {
-    taskQueue: TASK_QUEUES.reward,
     startToCloseTimeout: '1 hour',
     heartbeatTimeout: input.heartbeatTimeoutMs,
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
@@ -40,7 +39,7 @@ function options(input: AnnotateRewardsInput): wf.ActivityOptions {
 }
 
 export async function annotateRewards(input: AnnotateRewardsInput): Promise<AnnotateRewardsResult> {
-  const acts = wf.proxyActivities<typeof activities>(options(input));
+  const call = activityCaller(options(input));
   const progress: AnnotateProgress = {
     phase: 'planning', records: 0, shards: 0, shardsDone: 0, shardsSkipped: 0, recordsScored: 0, errors: 0,
   };
@@ -65,7 +64,7 @@ export async function annotateRewards(input: AnnotateRewardsInput): Promise<Anno
   details();
 
   try {
-    return await annotate(input, acts, progress, details);
+    return await annotate(input, call, progress, details);
   } catch (err) {
     // Without this the job would stay "running" in search-attribute queries after it failed.
     if (wf.patched('annotate-status-on-failure')) {
@@ -77,14 +76,11 @@ export async function annotateRewards(input: AnnotateRewardsInput): Promise<Anno
 
 async function annotate(
   input: AnnotateRewardsInput,
-  acts: wf.ActivityInterfaceFor<typeof activities>,
+  call: CallActivity,
   progress: AnnotateProgress,
   details: () => void,
 ): Promise<AnnotateRewardsResult> {
-  const plan = await acts.planAnnotation.executeWithOptions(
-    { ...options(input), summary: `plan · ${input.inputKey}` },
-    [{ storeUri: input.storeUri, inputKey: input.inputKey, shardSize: input.shardSize }],
-  );
+  const plan = await call('planAnnotation', `plan · ${input.inputKey}`, { storeUri: input.storeUri, inputKey: input.inputKey, shardSize: input.shardSize });
   progress.records = plan.records;
   progress.shards = plan.shards.length;
   progress.phase = 'scoring';
@@ -99,9 +95,10 @@ async function annotate(
   const lane = async () => {
     while (next < plan.shards.length) {
       const shard = plan.shards[next++]!;
-      const r = await acts.annotateShard.executeWithOptions(
-        { ...options(input), summary: `reward · shard ${shard.index + 1}/${plan.shards.length} · records ${shard.start}–${shard.end - 1}` },
-        [{
+      const r = await call(
+        'annotateShard',
+        `reward · shard ${shard.index + 1}/${plan.shards.length} · records ${shard.start}–${shard.end - 1}`,
+        {
           storeUri: input.storeUri,
           inputKey: input.inputKey,
           inputSha256: plan.inputSha256,
@@ -112,7 +109,7 @@ async function annotate(
           reward: input.reward,
           errorPolicy: input.errorPolicy,
           maxRecordsPerSecond: shardRate,
-        }],
+        },
       );
       results[shard.index] = r;
       progress.shardsDone++;
@@ -126,10 +123,9 @@ async function annotate(
 
   progress.phase = 'finalizing';
   details();
-  const result = await acts.finalizeAnnotation.executeWithOptions(
-    { ...options(input), summary: `commit · ${input.outputPrefix}` },
-    [{ storeUri: input.storeUri, outputPrefix: input.outputPrefix, jobId: input.jobId, shards: results }],
-  );
+  const result = await call('finalizeAnnotation', `commit · ${input.outputPrefix}`, {
+    storeUri: input.storeUri, outputPrefix: input.outputPrefix, jobId: input.jobId, shards: results,
+  });
   progress.phase = 'done';
   details();
   wf.upsertSearchAttributes([
