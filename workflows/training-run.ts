@@ -17,36 +17,16 @@
  */
 import * as wf from '@temporalio/workflow';
 import type { RunConfig } from '../activities/run/config.js';
-import type * as checkpointActivities from '../activities/checkpoint/activities.js';
-import type * as rolloutActivities from '../activities/rollout/activities.js';
-import type * as rewardActivities from '../activities/reward/step-activities.js';
-import type * as advantageActivities from '../activities/advantage/activities.js';
-import type * as learnerActivities from '../activities/learner/activities.js';
-
-/** The activities of a training step, by name (each call is scheduled on its stage's queue). */
-type StageActivities = typeof checkpointActivities & typeof rolloutActivities & typeof rewardActivities
-  & typeof advantageActivities & typeof learnerActivities;
-import type {
-  EvaluateResult, ResumeSource, RewardShardResult, RolloutShardResult, StepMetrics,
-} from '../activities/run/types.js';
+import type { AdvantagesResult, EvaluateInput, ResumeSource, RewardShardResult, RolloutShardResult, StepMetrics } from '../activities/run/types.js';
 import type { ManifestEntry } from '../activities/store/manifest.js';
-import { evaluateAt, planStep, totalSteps, type StepPlan } from './run-plan.js';
+import { activityCaller } from './call-activity.js';
+import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
+import { evaluateAt, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
-import { TASK_QUEUES, type QueueName } from './task-queues.js';
+import { rlStepMetrics, sftStepMetrics } from './step-metrics.js';
 
 export type { RunConfig, ResumeSource };
-
-export type RunStatus = 'starting' | 'running' | 'paused' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
-export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
-
-/** A short evaluation record kept in the workflow (the full one is in the store). */
-export interface EvalSummary {
-  policyVersion: number;
-  phase: string;
-  greedyAccuracy: number;
-  passAtK: { k: number; value: number } | null;
-  uri: string;
-}
+export type { EvalSummary, RunProgress, RunStatus, Stage };
 
 /** What survives continue-as-new: a few numbers and URIs, never data. */
 export interface RunCarry {
@@ -87,62 +67,17 @@ export interface TrainingRunResult {
   evals: EvalSummary[];
 }
 
-export interface RunProgress {
-  runId: string;
-  name: string;
-  status: RunStatus;
-  phase: string;
-  phaseIndex: number;
-  step: number;
-  totalSteps: number;
-  stage: Stage;
-  shardsDone: number;
-  shardsTotal: number;
-  lastMetrics: Partial<StepMetrics> | null;
-  rewardTrend: number[];
-  evals: EvalSummary[];
-  storeUri: string;
-  lastStepUri: string | null;
-  lastCheckpointUri: string | null;
-  executions: number;
-  model: string;
-}
-
 export const pauseSignal = wf.defineSignal('pause');
 export const resumeSignal = wf.defineSignal('resume');
 export const stopSignal = wf.defineSignal<[reason?: string]>('stop');
 export const progressQuery = wf.defineQuery<RunProgress>('progress');
 
 const TREND = 40;
-const SPARK = '▁▂▃▄▅▆▇█';
-
-function sparkline(xs: number[]): string {
-  if (xs.length === 0) return '';
-  const lo = Math.min(...xs);
-  const hi = Math.max(...xs);
-  return xs.map((x) => SPARK[hi > lo ? Math.min(7, Math.floor(((x - lo) / (hi - lo)) * 8)) : 3]).join('');
-}
-
-const fmt = (x: number | null | undefined, digits = 3) => (x == null || !Number.isFinite(x) ? '–' : x.toFixed(digits));
-
-function activityOptions(config: RunConfig, queue: QueueName): wf.ActivityOptions {
-  const w = config.workflow;
-  return {
-    taskQueue: TASK_QUEUES[queue],
-    startToCloseTimeout: `${w.activityTimeoutMinutes} minutes`,
-    heartbeatTimeout: `${w.heartbeatTimeoutSeconds} seconds`,
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: w.maxAttempts },
-  };
-}
 
 export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunResult> {
   const { config, runId, storeUri } = input;
   const total = totalSteps(config);
-  const ref = { storeUri, runId };
-
-  // Every call names its queue (and summary) through withSummary; the proxy's defaults are unused.
-  const acts = wf.proxyActivities<StageActivities>(activityOptions(config, 'learner'));
-  const withSummary = (queue: QueueName, summary: string): wf.ActivityOptions => ({ ...activityOptions(config, queue), summary });
+  const stages = stageCalls(input);
 
   const carry: RunCarry = input.carry ?? {
     nextStep: 0, referenceVersion: null, rewardTrend: [], evals: [], lastMetrics: null,
@@ -181,33 +116,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     stopReason = reason ?? '';
   });
 
-  const details = () => {
-    const p = progress();
-    const m = carry.lastMetrics;
-    const lines = [
-      `## Training run \`${runId}\``,
-      `- **status:** ${p.status}${stopRequested && p.status !== 'stopped' ? ' (stop requested: finishing the step)' : ''}${carry.paused && p.status !== 'paused' ? ' (pause requested: after this step)' : ''}`,
-      `- **phase:** ${p.phase} (${p.phaseIndex + 1}/${config.phases.length}) · **step:** ${Math.min(p.step, total)} / ${total} · **stage:** ${p.stage}${shardsTotal > 0 && (stage === 'rollout' || stage === 'reward') ? ` (${shardsDone}/${shardsTotal} shards)` : ''}`,
-      `- **model:** ${carry.model || '…'} · **task:** ${config.task.name} · **seed:** ${config.seed}`,
-    ];
-    if (m) {
-      lines.push(
-        `- **last step:** reward ${fmt(m.reward_mean)} ± ${fmt(m.reward_std)} · loss ${fmt(m.loss, 4)} · KL ${fmt(m.kl, 4)} · entropy ${fmt(m.entropy)} · clip ${fmt(m.clip_fraction)} · ${fmt(m.step_seconds, 1)} s`,
-      );
-    }
-    if (carry.rewardTrend.length > 0) lines.push(`- **reward trend** (last ${carry.rewardTrend.length} rl steps): \`${sparkline(carry.rewardTrend)}\` ${fmt(carry.rewardTrend.at(-1))}`);
-    if (carry.evals.length > 0) {
-      lines.push('', '| checkpoint | phase | greedy accuracy | pass@k |', '| --- | --- | --- | --- |');
-      for (const e of carry.evals) lines.push(`| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`);
-      lines.push('');
-    }
-    lines.push(`- **store:** \`${storeUri}\` · run data under \`runs/${runId}/\``);
-    if (carry.lastCheckpointUri) lines.push(`- **last checkpoint:** \`${carry.lastCheckpointUri}\``);
-    if (carry.lastStepUri) lines.push(`- **last step manifest:** \`${carry.lastStepUri}\``);
-    if (carry.executions > 1) lines.push(`- continued as new ${carry.executions - 1} time(s)`);
-    wf.setCurrentDetails(lines.join('\n'));
+  const details = () => wf.setCurrentDetails(renderRunDetails({
+    ...progress(), stopRequested, pauseRequested: carry.paused, phases: config.phases.length, task: config.task.name, seed: config.seed,
+  }));
+  const enter = (s: Stage) => {
+    stage = s;
+    details();
   };
-
   const setStatus = (s: RunStatus) => {
     status = s;
     wf.upsertSearchAttributes([{ key: STATUS, value: s }]);
@@ -224,10 +139,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
   try {
     if (!input.carry) {
-      const init = await acts.initRun.executeWithOptions(
-        withSummary('learner', input.resumeFrom ? `init · resume from ${input.resumeFrom.runId} checkpoint ${input.resumeFrom.checkpoint}` : 'init · initial weights'),
-        [{ ...ref, config, resumeFrom: input.resumeFrom }],
-      );
+      const init = await stages.init();
       carry.nextStep = init.startStep;
       carry.referenceVersion = init.referenceVersion;
       carry.model = init.model;
@@ -236,14 +148,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     setStatus('running');
 
     const evaluate = async (v: number) => {
-      stage = 'eval';
-      details();
+      enter('eval');
       const phase = v === 0 ? 'init' : planStep(config, v - 1).phase.kind;
-      const r: EvaluateResult = await acts.evaluate.executeWithOptions(
-        withSummary('rollout', `eval · checkpoint ${v} · ${config.eval.prompts} prompts`),
-        [{ ...ref, policyVersion: v, phase }],
-      );
-      const e: EvalSummary = { policyVersion: v, phase, greedyAccuracy: r.greedy_accuracy, passAtK: r.pass_at_k, uri: r.uri };
+      const result = await stages.evaluate(v, phase);
+      const e: EvalSummary = { policyVersion: v, phase, greedyAccuracy: result.greedy_accuracy, passAtK: result.pass_at_k, uri: result.uri };
       carry.evals = [...carry.evals.filter((x) => x.policyVersion !== v), e].slice(-12);
     };
 
@@ -305,36 +213,22 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     throw err;
   }
 
+  /** An sft step: learner update on gold completions ─► commit. */
   async function sftStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
-    const batchSize = plan.phase.kind === 'sft' ? plan.phase.batchSize : plan.count;
-    stage = 'learner';
     shardsTotal = 0;
-    details();
-    const l = await acts.learnerUpdate.executeWithOptions(
-      withSummary('learner', `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${batchSize} examples`),
-      [{
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'sft', lr: plan.lr, referenceVersion: null,
-        promptOffset: plan.promptOffset, batchSize, rollouts: [], advantages: null,
-        ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
-      }],
-    );
-    const metrics: StepMetrics = {
-      ...emptyMetrics(),
-      num_prompts: plan.count, num_samples: l.sequences, loss: l.metrics.loss ?? null, entropy: l.metrics.entropy ?? null,
-      grad_norm: l.metrics.grad_norm ?? null, learning_rate: plan.lr, learner_seconds: l.seconds,
-      extra: { tokens: l.tokens, micro_batches: l.microBatches },
-    };
-    return commit(plan, l.checkpoint, [], metrics, t0);
+    enter('learner');
+    const update = await stages.learnSft(plan);
+    return commit(plan, update.checkpoint, [], sftStepMetrics(plan, update), t0);
   }
 
+  /** An rl step: rollout and reward per shard ─► advantages ─► learner update ─► commit. */
   async function rlStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
-    stage = 'rollout';
-    shardsDone = 0;
-    shardsTotal = plan.shards.length;
-    details();
     const n = plan.shards.length;
+    shardsDone = 0;
+    shardsTotal = n;
+    enter('rollout');
     const rollouts: RolloutShardResult[] = new Array(n);
     const rewards: RewardShardResult[] = new Array(n);
     let rolloutEnd = 0;
@@ -344,120 +238,109 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     let next = 0;
     const lane = async () => {
       while (next < n) {
-        const s = plan.shards[next++]!;
-        const r = await acts.rolloutShard.executeWithOptions(
-          withSummary('rollout', `rollout · step ${plan.step} · shard ${s.shard + 1}/${n} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`),
-          [{ ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: n, promptOffset: s.promptOffset, promptCount: s.promptCount }],
-        );
-        rollouts[s.shard] = r;
+        const shard = plan.shards[next++]!;
+        const rolled = (rollouts[shard.shard] = await stages.rollout(plan, shard));
         rolloutEnd = Math.max(rolloutEnd, Date.now());
         if (stage === 'rollout' && rollouts.filter(Boolean).length === n) stage = 'reward';
         details();
-        const w = await acts.rewardShard.executeWithOptions(
-          withSummary('reward', `reward · step ${plan.step} · shard ${s.shard + 1}/${n} · ${r.samples} samples`),
-          [{ ...ref, step: plan.step, shard: s.shard, shards: n, rollouts: r.rollouts }],
-        );
-        rewards[s.shard] = w;
-        rewardSeconds += w.seconds;
+        const scored = (rewards[shard.shard] = await stages.reward(plan, shard, rolled));
+        rewardSeconds += scored.seconds;
         shardsDone++;
         details();
       }
     };
     await Promise.all(Array.from({ length: Math.min(config.rollout.maxConcurrentShards, n) }, lane));
 
-    stage = 'advantages';
-    details();
-    const ta = Date.now();
-    const adv = await acts.computeStepAdvantages.executeWithOptions(
-      withSummary('reward', `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}`),
-      [{ ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards) }],
-    );
-    const advantageSeconds = (Date.now() - ta) / 1000;
+    enter('advantages');
+    const advantagesStart = Date.now();
+    const advantages = await stages.advantages(plan, rollouts, rewards);
+    const advantageSeconds = (Date.now() - advantagesStart) / 1000;
 
-    stage = 'learner';
-    details();
-    const l = await acts.learnerUpdate.executeWithOptions(
-      withSummary('learner', `learner · step ${plan.step} · rl · ${adv.keptSamples} samples`),
-      [{
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'rl', lr: plan.lr, referenceVersion: carry.referenceVersion,
-        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: adv.advantages,
-      }],
-    );
+    enter('learner');
+    const update = await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
 
-    const samples = rollouts.reduce((a, r) => a + r.samples, 0);
-    const scored = rewards.reduce((a, r) => a + r.scored, 0);
-    const sum = rewards.reduce((a, r) => a + r.sum, 0);
-    const sumSq = rewards.reduce((a, r) => a + r.sumSquares, 0);
-    const mean = scored > 0 ? sum / scored : null;
-    const mins = rewards.map((r) => r.min).filter((x): x is number => x != null);
-    const maxs = rewards.map((r) => r.max).filter((x): x is number => x != null);
-    const completionTokens = rollouts.reduce((a, r) => a + r.completionTokens, 0);
-    const promptTokens = rollouts.reduce((a, r) => a + r.promptTokens, 0);
-    const rolloutSeconds = Math.max(1e-3, (rolloutEnd - t0) / 1000);
-    const components: Record<string, number> = {};
-    for (const r of rewards) for (const [k, v] of Object.entries(r.components)) components[`reward/${k}`] = (components[`reward/${k}`] ?? 0) + v;
-    for (const k of Object.keys(components)) components[k] = scored > 0 ? components[k]! / scored : 0;
-    const metrics: StepMetrics = {
-      ...emptyMetrics(),
-      num_prompts: plan.count,
-      num_samples: adv.keptSamples,
-      reward_mean: mean,
-      reward_std: mean == null ? null : Math.sqrt(Math.max(0, sumSq / scored - mean * mean)),
-      reward_min: mins.length ? Math.min(...mins) : null,
-      reward_max: maxs.length ? Math.max(...maxs) : null,
-      loss: l.metrics.loss ?? null,
-      kl: l.metrics.kl ?? null,
-      entropy: l.metrics.entropy ?? null,
-      clip_fraction: l.metrics.clip_frac ?? null,
-      grad_norm: l.metrics.grad_norm ?? null,
-      learning_rate: plan.lr,
-      prompt_length_mean: samples > 0 ? promptTokens / samples : null,
-      completion_length_mean: samples > 0 ? completionTokens / samples : null,
-      completion_length_max: Math.max(...rollouts.map((r) => r.maxCompletionTokens ?? 0)),
-      tokens_per_second: completionTokens / rolloutSeconds,
-      rollout_seconds: rolloutSeconds,
-      reward_seconds: rewardSeconds,
-      advantage_seconds: advantageSeconds,
-      learner_seconds: l.seconds,
-      reward_errors: rewards.reduce((a, r) => a + r.errors, 0),
-      dropped_samples: adv.droppedSamples,
-      truncated_samples: rollouts.reduce((a, r) => a + r.truncated, 0),
-      extra: {
-        ...components,
-        zero_variance_groups: adv.zeroVarianceGroups,
-        advantage_mean: adv.advantageMean,
-        advantage_std: adv.advantageStd,
-        approx_kl: l.metrics.approx_kl ?? 0,
-        pg_loss: l.metrics.pg_loss ?? 0,
-        tokens: l.tokens,
-        micro_batches: l.microBatches,
-      },
-    };
-    const artifacts = [...rollouts.map((r) => r.rollouts), ...rewards.map((r) => r.rewards), adv.advantages];
-    return commit(plan, l.checkpoint, artifacts, metrics, t0);
+    const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
+    const metrics = rlStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds);
+    const artifacts = [...rollouts.map((r) => r.rollouts), ...rewards.map((r) => r.rewards), advantages.advantages];
+    return commit(plan, update.checkpoint, artifacts, metrics, t0);
   }
 
+  /** Commits the step (checkpoint, artifacts, metrics with the step's duration); remembers where it went. */
   async function commit(plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics, t0: number): Promise<StepMetrics> {
-    stage = 'commit';
-    details();
+    enter('commit');
     const done: StepMetrics = { ...metrics, step_seconds: (Date.now() - t0) / 1000 };
-    const c = await acts.commitStep.executeWithOptions(
-      withSummary('learner', `commit · step ${plan.step} · checkpoint ${plan.step + 1}`),
-      [{ ...ref, step: plan.step, phase: plan.phase.kind, checkpoint, artifacts, metrics: done }],
-    );
-    carry.lastStepUri = c.stepUri;
-    carry.lastCheckpointUri = c.checkpointUri;
+    const committed = await stages.commit(plan, checkpoint, artifacts, done);
+    carry.lastStepUri = committed.stepUri;
+    carry.lastCheckpointUri = committed.checkpointUri;
     return done;
   }
 }
 
-
-function emptyMetrics(): StepMetrics {
+/** Timeouts, heartbeats and retries of every activity of a run (the queue comes from ACTIVITY_QUEUES). */
+function activityOptions(config: RunConfig): wf.ActivityOptions {
+  const w = config.workflow;
   return {
-    num_prompts: 0, num_samples: 0, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
-    loss: null, kl: null, entropy: null, clip_fraction: null, grad_norm: null, learning_rate: null,
-    prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
-    rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: null, step_seconds: null,
-    reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: {},
+    startToCloseTimeout: `${w.activityTimeoutMinutes} minutes`,
+    heartbeatTimeout: `${w.heartbeatTimeoutSeconds} seconds`,
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: w.maxAttempts },
+  };
+}
+
+/**
+ * One typed call per stage of a run: its activity, its input built from the step's plan, and the
+ * summary the Web UI shows for it (stage · step · shard · size).
+ */
+function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
+  const call = activityCaller(activityOptions(config));
+  const ref = { storeUri, runId };
+  const sftBatch = (plan: StepPlan) => (plan.phase.kind === 'sft' ? plan.phase.batchSize : plan.count);
+  return {
+    init: () => call(
+      'initRun',
+      resumeFrom ? `init · resume from ${resumeFrom.runId} checkpoint ${resumeFrom.checkpoint}` : 'init · initial weights',
+      { ...ref, config, resumeFrom },
+    ),
+    evaluate: (policyVersion: number, phase: EvaluateInput['phase']) => call(
+      'evaluate',
+      `eval · checkpoint ${policyVersion} · ${config.eval.prompts} prompts`,
+      { ...ref, policyVersion, phase },
+    ),
+    rollout: (plan: StepPlan, s: ShardPlan) => call(
+      'rolloutShard',
+      `rollout · step ${plan.step} · shard ${s.shard + 1}/${plan.shards.length} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`,
+      { ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: plan.shards.length, promptOffset: s.promptOffset, promptCount: s.promptCount },
+    ),
+    reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult) => call(
+      'rewardShard',
+      `reward · step ${plan.step} · shard ${s.shard + 1}/${plan.shards.length} · ${rolled.samples} samples`,
+      { ...ref, step: plan.step, shard: s.shard, shards: plan.shards.length, rollouts: rolled.rollouts },
+    ),
+    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[]) => call(
+      'computeStepAdvantages',
+      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}`,
+      { ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards) },
+    ),
+    learnSft: (plan: StepPlan) => call(
+      'learnerUpdate',
+      `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${sftBatch(plan)} examples`,
+      {
+        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'sft', lr: plan.lr, referenceVersion: null,
+        promptOffset: plan.promptOffset, batchSize: sftBatch(plan), rollouts: [], advantages: null,
+        ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
+      },
+    ),
+    learnRl: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], advantages: AdvantagesResult) => call(
+      'learnerUpdate',
+      `learner · step ${plan.step} · rl · ${advantages.keptSamples} samples`,
+      {
+        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'rl', lr: plan.lr, referenceVersion,
+        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: advantages.advantages,
+      },
+    ),
+    commit: (plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics) => call(
+      'commitStep',
+      `commit · step ${plan.step} · checkpoint ${plan.step + 1}`,
+      { ...ref, step: plan.step, phase: plan.phase.kind, checkpoint, artifacts, metrics },
+    ),
   };
 }

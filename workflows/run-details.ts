@@ -1,0 +1,91 @@
+/**
+ * What a training run shows about itself: its progress (the `progress` query's answer) and the
+ * markdown "current details" of the Web UI, rendered from a plain snapshot. Pure (workflow code):
+ * the text can be checked without a server.
+ */
+import type { StepMetrics } from '../activities/run/types.js';
+
+export type RunStatus = 'starting' | 'running' | 'paused' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
+export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
+
+/** A short evaluation record kept in the workflow (the full one is in the store). */
+export interface EvalSummary {
+  policyVersion: number;
+  phase: string;
+  greedyAccuracy: number;
+  passAtK: { k: number; value: number } | null;
+  uri: string;
+}
+
+export interface RunProgress {
+  runId: string;
+  name: string;
+  status: RunStatus;
+  phase: string;
+  phaseIndex: number;
+  step: number;
+  totalSteps: number;
+  stage: Stage;
+  shardsDone: number;
+  shardsTotal: number;
+  lastMetrics: Partial<StepMetrics> | null;
+  rewardTrend: number[];
+  evals: EvalSummary[];
+  storeUri: string;
+  lastStepUri: string | null;
+  lastCheckpointUri: string | null;
+  executions: number;
+  model: string;
+}
+
+/** The progress plus what the details show beyond it. */
+export interface RunDetails extends RunProgress {
+  /** A stop was requested: the running step is finished first. */
+  stopRequested: boolean;
+  /** A pause was requested: it takes effect after the running step. */
+  pauseRequested: boolean;
+  /** Number of phases in the config. */
+  phases: number;
+  task: string;
+  seed: number;
+}
+
+const SPARK = '▁▂▃▄▅▆▇█';
+
+/** One block character per value, scaled from the lowest (▁) to the highest (█); all equal: ▄. */
+export function sparkline(xs: readonly number[]): string {
+  if (xs.length === 0) return '';
+  const lo = Math.min(...xs);
+  const hi = Math.max(...xs);
+  return xs.map((x) => SPARK[hi > lo ? Math.min(7, Math.floor(((x - lo) / (hi - lo)) * 8)) : 3]).join('');
+}
+
+/** A number with `digits` decimals; absent or not finite: an en dash. */
+export const fmt = (x: number | null | undefined, digits = 3) => (x == null || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+
+/** The Web UI's current details of a run: status, position, last step's metrics, reward trend, evaluations, where its data is. */
+export function renderRunDetails(d: RunDetails): string {
+  const m = d.lastMetrics;
+  const lines = [
+    `## Training run \`${d.runId}\``,
+    `- **status:** ${d.status}${d.stopRequested && d.status !== 'stopped' ? ' (stop requested: finishing the step)' : ''}${d.pauseRequested && d.status !== 'paused' ? ' (pause requested: after this step)' : ''}`,
+    `- **phase:** ${d.phase} (${d.phaseIndex + 1}/${d.phases}) · **step:** ${Math.min(d.step, d.totalSteps)} / ${d.totalSteps} · **stage:** ${d.stage}${d.shardsTotal > 0 && (d.stage === 'rollout' || d.stage === 'reward') ? ` (${d.shardsDone}/${d.shardsTotal} shards)` : ''}`,
+    `- **model:** ${d.model || '…'} · **task:** ${d.task} · **seed:** ${d.seed}`,
+  ];
+  if (m) {
+    lines.push(
+      `- **last step:** reward ${fmt(m.reward_mean)} ± ${fmt(m.reward_std)} · loss ${fmt(m.loss, 4)} · KL ${fmt(m.kl, 4)} · entropy ${fmt(m.entropy)} · clip ${fmt(m.clip_fraction)} · ${fmt(m.step_seconds, 1)} s`,
+    );
+  }
+  if (d.rewardTrend.length > 0) lines.push(`- **reward trend** (last ${d.rewardTrend.length} rl steps): \`${sparkline(d.rewardTrend)}\` ${fmt(d.rewardTrend.at(-1))}`);
+  if (d.evals.length > 0) {
+    lines.push('', '| checkpoint | phase | greedy accuracy | pass@k |', '| --- | --- | --- | --- |');
+    for (const e of d.evals) lines.push(`| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`);
+    lines.push('');
+  }
+  lines.push(`- **store:** \`${d.storeUri}\` · run data under \`runs/${d.runId}/\``);
+  if (d.lastCheckpointUri) lines.push(`- **last checkpoint:** \`${d.lastCheckpointUri}\``);
+  if (d.lastStepUri) lines.push(`- **last step manifest:** \`${d.lastStepUri}\``);
+  if (d.executions > 1) lines.push(`- continued as new ${d.executions - 1} time(s)`);
+  return lines.join('\n');
+}

@@ -1,0 +1,105 @@
+/**
+ * The metrics row of a step, from what its activities returned: pure arithmetic (workflow code),
+ * so the numbers a run commits can be checked without a server. The workflow adds the step's
+ * duration (`step_seconds`) when it commits the step; commitStep adds the run, step and phase columns.
+ */
+import type {
+  AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult, StepMetrics,
+} from '../activities/run/types.js';
+import type { StepPlan } from './run-plan.js';
+
+/** A row with every measure absent (null) and every count 0. */
+export function emptyMetrics(): StepMetrics {
+  return {
+    num_prompts: 0, num_samples: 0, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
+    loss: null, kl: null, entropy: null, clip_fraction: null, grad_norm: null, learning_rate: null,
+    prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
+    rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: null, step_seconds: null,
+    reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: {},
+  };
+}
+
+/** An sft step: the learner's loss, entropy and gradient norm, and how much it trained on. */
+export function sftStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
+  return {
+    ...emptyMetrics(),
+    num_prompts: plan.count, num_samples: update.sequences, loss: update.metrics.loss ?? null, entropy: update.metrics.entropy ?? null,
+    grad_norm: update.metrics.grad_norm ?? null, learning_rate: plan.lr, learner_seconds: update.seconds,
+    extra: { tokens: update.tokens, micro_batches: update.microBatches },
+  };
+}
+
+/** What the activities of an rl step returned, shards in shard order. */
+export interface RlStepResults {
+  rollouts: readonly RolloutShardResult[];
+  rewards: readonly RewardShardResult[];
+  advantages: AdvantagesResult;
+  update: LearnerResult;
+}
+
+/** Wall-clock seconds of an rl step's stages, as the workflow saw them. */
+export interface RlStepSeconds {
+  /** From the step's start to the last rollout shard's end (floored at 1 ms). */
+  rollout: number;
+  /** Sum over shards of each reward activity's own seconds. */
+  reward: number;
+  advantage: number;
+}
+
+/**
+ * An rl step: reward statistics over every scored sample of the step (pooled from the shards'
+ * sums, so the mean and population std are those of all samples together), reward components
+ * as means under `extra['reward/<name>']`, token counts and rates, the learner's losses.
+ */
+export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlStepResults, seconds: RlStepSeconds): StepMetrics {
+  const { rollouts, rewards, advantages, update } = results;
+  const samples = rollouts.reduce((a, r) => a + r.samples, 0);
+  const scored = rewards.reduce((a, r) => a + r.scored, 0);
+  const sum = rewards.reduce((a, r) => a + r.sum, 0);
+  const sumSq = rewards.reduce((a, r) => a + r.sumSquares, 0);
+  const mean = scored > 0 ? sum / scored : null;
+  const mins = rewards.map((r) => r.min).filter((x): x is number => x != null);
+  const maxs = rewards.map((r) => r.max).filter((x): x is number => x != null);
+  const completionTokens = rollouts.reduce((a, r) => a + r.completionTokens, 0);
+  const promptTokens = rollouts.reduce((a, r) => a + r.promptTokens, 0);
+  const rolloutSeconds = Math.max(1e-3, seconds.rollout);
+  const components: Record<string, number> = {};
+  for (const r of rewards) for (const [k, v] of Object.entries(r.components)) components[`reward/${k}`] = (components[`reward/${k}`] ?? 0) + v;
+  for (const k of Object.keys(components)) components[k] = scored > 0 ? components[k]! / scored : 0;
+  return {
+    ...emptyMetrics(),
+    num_prompts: plan.count,
+    num_samples: advantages.keptSamples,
+    reward_mean: mean,
+    reward_std: mean == null ? null : Math.sqrt(Math.max(0, sumSq / scored - mean * mean)),
+    reward_min: mins.length ? Math.min(...mins) : null,
+    reward_max: maxs.length ? Math.max(...maxs) : null,
+    loss: update.metrics.loss ?? null,
+    kl: update.metrics.kl ?? null,
+    entropy: update.metrics.entropy ?? null,
+    clip_fraction: update.metrics.clip_frac ?? null,
+    grad_norm: update.metrics.grad_norm ?? null,
+    learning_rate: plan.lr,
+    prompt_length_mean: samples > 0 ? promptTokens / samples : null,
+    completion_length_mean: samples > 0 ? completionTokens / samples : null,
+    completion_length_max: Math.max(...rollouts.map((r) => r.maxCompletionTokens ?? 0)),
+    tokens_per_second: completionTokens / rolloutSeconds,
+    rollout_seconds: rolloutSeconds,
+    reward_seconds: seconds.reward,
+    advantage_seconds: seconds.advantage,
+    learner_seconds: update.seconds,
+    reward_errors: rewards.reduce((a, r) => a + r.errors, 0),
+    dropped_samples: advantages.droppedSamples,
+    truncated_samples: rollouts.reduce((a, r) => a + r.truncated, 0),
+    extra: {
+      ...components,
+      zero_variance_groups: advantages.zeroVarianceGroups,
+      advantage_mean: advantages.advantageMean,
+      advantage_std: advantages.advantageStd,
+      approx_kl: update.metrics.approx_kl ?? 0,
+      pg_loss: update.metrics.pg_loss ?? 0,
+      tokens: update.tokens,
+      micro_batches: update.microBatches,
+    },
+  };
+}
