@@ -34,7 +34,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
-import { ModelEngine } from '../model/engine.js';
+import type { ModelEngine } from '../model/engine.js';
 import type { ExtraValue, TrainBatch, TrainState } from '../model/engine-types.js';
 import type { WeightMap } from '../model/graphs/common.js';
 import { checkpointPrefix, stepPrefix } from '../store/keys.js';
@@ -42,6 +42,7 @@ import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../
 import type { ObjectStore } from '../store/object-store.js';
 import { decodeAdvantages, decodeMetrics, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
 import { stage, type StageContext } from '../run/activity.js';
+import { RunEngines } from '../run/engines.js';
 import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
@@ -52,7 +53,7 @@ import type { LossBuilder } from '../model/losses.js';
 
 const log = logger('learner');
 
-// ── per-run engine cache ────────────────────────────────────────────────────────────────────────
+// ── per-run engines ─────────────────────────────────────────────────────────────────────────────
 
 interface RunEngine {
   engine: ModelEngine;
@@ -62,31 +63,11 @@ interface RunEngine {
   reference: { version: number; weights: WeightMap } | null;
 }
 
-/** At most this many runs keep an engine in one learner process (least recently used released first). */
-const MAX_RUNS = 2;
-const engines = new Map<string, RunEngine>();
-
-function engineFor(key: string, run: ResolvedRun): RunEngine {
-  const hit = engines.get(key);
-  if (hit) {
-    engines.delete(key);
-    engines.set(key, hit);
-    return hit;
-  }
-  const e: RunEngine = {
-    engine: new ModelEngine(run.model, { threads: run.config.engine.threads, executionProviders: run.config.engine.executionProviders }),
-    last: null,
-    reference: null,
-  };
-  engines.set(key, e);
-  while (engines.size > MAX_RUNS) {
-    const oldest = engines.keys().next().value!;
-    const gone = engines.get(oldest)!;
-    engines.delete(oldest);
-    void gone.engine.close().catch((err: unknown) => log.warn({ err }, 'releasing an engine failed'));
-  }
-  return e;
-}
+/** The learner's engines, one per run (activities/run/engines.ts). */
+const engines = new RunEngines<RunEngine>({
+  slot: (engine) => ({ engine, last: null, reference: null }),
+  release: (slot) => slot.engine.close().catch((err: unknown) => log.warn({ err }, 'releasing an engine failed')),
+});
 
 /** The checkpoint's files and their sha256s, as one comparable string. */
 const shasOf = (entries: readonly ManifestEntry[]) => entries.map((e) => `${e.name}:${e.sha256}`).sort().join(' ');
@@ -276,7 +257,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     if (!Number.isFinite(input.lr) || input.lr < 0) {
       throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lr must be a finite number >= 0, got ${input.lr}`, 'BadLearnerInput');
     }
-    const cached = engineFor(`${store.root}|${runId}`, run);
+    const cached = engines.slot(store.root, runId, run);
     const { engine } = cached;
 
     // the starting state: the one this process just produced when it is what was committed, else from the store

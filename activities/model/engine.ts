@@ -9,10 +9,16 @@
  * on a GPU host with the CUDA build of onnxruntime-node, or `['webgpu', 'cpu']`; providers not
  * compiled into the installed binary make session creation fail with onnxruntime's message.
  *
- * Session cache: one session per (graph kind, graph options, weights version). The graphs have
- * symbolic batch and sequence dimensions, so one session serves every batch shape. Decode and score
- * sessions bake the weights in (onnxruntime pre-packs them) and are dropped when `setWeights`
- * installs a new version; training sessions take the parameters as inputs and live across steps.
+ * Weights: `setWeights(weights, version)` installs what decode, score and reward use. With
+ * `bakeWeights` (the default) their sessions hold the weights as initializers (onnxruntime
+ * pre-packs them), so each weights version gets its own sessions and `setWeights` releases those of
+ * the previous version; with `bakeWeights: false` (the rollout, whose policy changes every step)
+ * the weights are graph inputs fed from the installed Float32Arrays, and one session serves every
+ * version. Training sessions always take the parameters as inputs and live across steps.
+ *
+ * Session cache: one session per (graph kind, graph options, and the weights version when baked),
+ * least recently used released beyond `maxSessions`. The graphs have symbolic batch and sequence
+ * dimensions, so one session serves every batch shape.
  */
 import ort from 'onnxruntime-node';
 import { parseConfig, z } from '../common/config.js';
@@ -175,8 +181,9 @@ export class ModelEngine {
   }
 
   /**
-   * Installs the weights decode and score use, under a version name (e.g. the policy version).
-   * Validates every tensor first; sessions of the previous version are released.
+   * Installs the weights decode, score and reward use, under a version name (e.g. the policy
+   * version). Validates every tensor first; with baked weights, the sessions of the previous
+   * version are released.
    */
   setWeights(weights: WeightMap, version: string): void {
     this.checkWeights(weights, 'weights');
@@ -184,8 +191,9 @@ export class ModelEngine {
     const old = this.version;
     this.weights = weights;
     this.version = version;
-    // sessions bake the weights in: drop those of the old version (and of this version name when
-    // it is reused for different tensors)
+    // baked sessions (keys ending `@version`) hold the old tensors: drop those of the old version
+    // and of this version name when it is reused for different tensors (weight-input sessions have
+    // no version in their key and stay)
     this.sessions.evictWhere((k) => k.endsWith(`@${old}`) || k.endsWith(`@${version}`));
   }
 

@@ -15,19 +15,22 @@
  * Idempotence: a shard of a committed step, or an evaluation already committed, returns the
  * committed artifact at once without generating.
  *
- * Engines: one `ModelEngine` per (store, run) in a small module-level cache (two runs), its
- * weights switched with `setWeights` when the policy version changes; uses of one engine are
- * serialised (a weights switch releases the sessions of the previous version).
+ * Engines: one `ModelEngine` per (store, run) (`RunEngines`, run/engines.ts: the two most recently
+ * used runs). The engine takes the weights as graph inputs (`bakeWeights: false`), so one decode
+ * session serves every policy version: `setWeights` only swaps the tensors fed to it. Uses of one
+ * engine are serialised, so a switch to another version never lands under a running generation.
+ * The weights of the two most recently used (store, run, version) stay loaded.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { CounterRng } from '../common/rng.js';
 import { hasCheckpoint, loadWeights } from '../checkpoint/checkpoint.js';
 import { generate, type Generation } from '../model/generate.js';
-import { ModelEngine } from '../model/engine.js';
-import type { WeightTensor } from '../model/graphs/common.js';
+import type { ModelEngine } from '../model/engine.js';
+import type { WeightMap } from '../model/graphs/common.js';
 import type { RewardFn, RewardSample } from '../reward/types.js';
 import { scoreSamples, type RewardRow } from '../reward/run.js';
 import { stage } from '../run/activity.js';
+import { LruCache, MAX_RUNS, RunEngines, runKey } from '../run/engines.js';
 import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
@@ -63,60 +66,31 @@ interface EngineSlot {
   tail: Promise<unknown>;
 }
 
-const MAX_RUNS = 2;
-const engines = new Map<string, EngineSlot>();
-const weights = new Map<string, Promise<Map<string, WeightTensor>>>();
+const engines = new RunEngines<EngineSlot>({
+  // the policy changes every step: weights as inputs keep one decode session for all versions
+  // instead of building (and optimising) a new one per step
+  engine: { bakeWeights: false },
+  slot: (engine) => ({ engine, tail: Promise.resolve() }),
+  // a released engine finishes the uses already chained on it first
+  release: (slot) => slot.tail.then(() => slot.engine.close()).catch(() => undefined),
+});
+/** Loaded policy weights by (store, run, version), the most recently used MAX_RUNS. */
+const weights = new LruCache<Promise<WeightMap>>(MAX_RUNS);
 
-function touch<K, V>(m: Map<K, V>, k: K, v: V): void {
-  m.delete(k);
-  m.set(k, v);
-}
-
-function engineSlot(runKey: string, run: ResolvedRun): EngineSlot {
-  let slot = engines.get(runKey);
-  if (slot) {
-    touch(engines, runKey, slot);
-    return slot;
-  }
-  slot = {
-    engine: new ModelEngine(run.model, {
-      threads: run.config.engine.threads,
-      executionProviders: run.config.engine.executionProviders,
-      // the policy changes every step: weights as inputs keep one decode session for all versions
-      // instead of building (and optimising) a new one per step
-      bakeWeights: false,
-    }),
-    tail: Promise.resolve(),
-  };
-  engines.set(runKey, slot);
-  while (engines.size > MAX_RUNS) {
-    const [oldKey, old] = engines.entries().next().value!;
-    engines.delete(oldKey);
-    void old.tail.then(() => old.engine.close()).catch(() => undefined);
-  }
-  return slot;
-}
-
-function policyWeights(store: ObjectStore, runKey: string, runId: string, version: number): Promise<Map<string, WeightTensor>> {
-  const key = `${runKey}|${version}`;
+function policyWeights(store: ObjectStore, runId: string, version: number): Promise<WeightMap> {
+  const key = `${runKey(store.root, runId)}|${version}`;
   let p = weights.get(key);
-  if (p) {
-    touch(weights, key, p);
-    return p;
-  }
+  if (p) return p;
   p = loadWeights(store, runId, version);
   p.catch(() => weights.delete(key));
   weights.set(key, p);
-  while (weights.size > MAX_RUNS) weights.delete(weights.keys().next().value!);
   return p;
 }
 
 /** Releases every cached engine and weights (worker shutdown, tests); later calls build new ones. */
 export async function releaseEngines(): Promise<void> {
-  const slots = [...engines.values()];
-  engines.clear();
-  weights.clear();
-  await Promise.all(slots.map((s) => s.tail.then(() => s.engine.close()).catch(() => undefined)));
+  weights.drain();
+  await engines.releaseAll();
 }
 
 /**
@@ -128,9 +102,8 @@ async function withPolicy<T>(store: ObjectStore, runId: string, run: ResolvedRun
   if (!(await hasCheckpoint(store, runId, version))) {
     throw badInput(`checkpoint ${version} of run "${runId}" is not committed in ${store.root}: a policy can only be loaded from a committed checkpoint`);
   }
-  const runKey = `${store.root}|${runId}`;
-  const slot = engineSlot(runKey, run);
-  const w = await policyWeights(store, runKey, runId, version);
+  const slot = engines.slot(store.root, runId, run);
+  const w = await policyWeights(store, runId, version);
   const use = slot.tail.then(async () => {
     slot.engine.setWeights(w, String(version));
     return fn(slot.engine);
