@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadRunConfig, parseRunConfig } from '../activities/run/config.js';
-import { stepPrefix } from '../activities/store/keys.js';
+import { METRICS_NAME, stepPrefix } from '../activities/store/keys.js';
 import { committedSteps, readArtifact } from '../activities/store/manifest.js';
 import { openStore } from '../activities/store/open.js';
 import { decodeMetrics, type MetricsRow } from '../activities/store/schemas.js';
@@ -45,7 +45,7 @@ const seconds = (performance.now() - t0) / 1000;
 
 const store = openStore(storeUri);
 const rows: MetricsRow[] = [];
-for (const s of await committedSteps(store, run.runId)) rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), 'metrics.arrow'))[0]!);
+for (const s of await committedSteps(store, run.runId)) rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!);
 await store.close();
 
 const mean = (xs: (number | null)[]) => {

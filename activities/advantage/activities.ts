@@ -2,7 +2,7 @@
  * The advantage activity of a training step (workflows/training-run.ts, reward queue):
  * `computeStepAdvantages` joins the step's rollouts and rewards by (prompt_id, sample_id), runs the
  * rl phase's estimator (activities/advantage) over the samples that have a reward, and writes
- * `advantages.arrow` under the step prefix: one row per rollout row, in shard order. A sample
+ * `ADVANTAGES_NAME` under the step prefix: one row per rollout row, in shard order. A sample
  * without a reward (dropped by the reward error policy) or one the estimator does not keep gets
  * advantage 0 and an all-false loss mask, so the learner trains on exactly the kept samples.
  *
@@ -13,7 +13,7 @@ import { stage } from '../run/activity.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
 import type { AdvantagesInput, AdvantagesResult } from '../run/types.js';
-import { stepPrefix } from '../store/keys.js';
+import { ADVANTAGES_NAME, parseShardName, stepPrefix, type ShardArtifact } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import {
@@ -24,8 +24,6 @@ import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type Adva
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
-
-export const ADVANTAGES_FILE = 'advantages.arrow';
 
 const rowKey = (promptId: string, sampleId: number) => `${promptId}#${sampleId}`;
 
@@ -129,7 +127,7 @@ async function readAll<T>(store: ObjectStore, prefix: string, entries: readonly 
   return out;
 }
 
-/** Computes the step's advantages and writes `advantages.arrow` (uncommitted) under the step prefix. */
+/** Computes the step's advantages and writes `ADVANTAGES_NAME` (uncommitted) under the step prefix. */
 export async function computeStepAdvantages(input: AdvantagesInput): Promise<AdvantagesResult> {
   return stage('advantages', input.storeUri, async ({ store, progress }) => {
     const t0 = performance.now();
@@ -139,12 +137,12 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
 
     const committed = await readManifest(store, prefix);
     if (committed) {
-      const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_FILE);
-      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_FILE}" (an sft step?); a committed step is never changed`);
+      const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_NAME);
+      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_NAME}" (an sft step?); a committed step is never changed`);
       const adv = decodeAdvantages(await readEntry(store, prefix, entry), store.uri(prefix));
-      const sorted = (re: RegExp) => committed.artifacts.filter((e) => re.test(e.name)).sort((a, b) => (a.name < b.name ? -1 : 1));
-      const rollouts = await readAll(store, prefix, sorted(/^rollouts-\d+\.arrow$/), decodeRollouts);
-      const rewards = await readAll(store, prefix, sorted(/^rewards-\d+\.arrow$/), decodeRewards);
+      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind).sort((a, b) => (a.name < b.name ? -1 : 1));
+      const rollouts = await readAll(store, prefix, sorted('rollouts'), decodeRollouts);
+      const rewards = await readAll(store, prefix, sorted('rewards'), decodeRewards);
       return { advantages: entry, ...committedStats(adv, rollouts, rewards), seconds: seconds() };
     }
 
@@ -168,7 +166,7 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
       throw err;
     }
     crashPoint('advantages', step);
-    const entry = await writeArtifact(store, prefix, { name: ADVANTAGES_FILE, bytes: encodeAdvantages(result.rows), schema: ADVANTAGES });
+    const entry = await writeArtifact(store, prefix, { name: ADVANTAGES_NAME, bytes: encodeAdvantages(result.rows), schema: ADVANTAGES });
     progress({ done: input.rollouts.length, of: input.rollouts.length });
     const { rows: _rows, ...stats } = result;
     return { advantages: entry, ...stats, seconds: seconds() };

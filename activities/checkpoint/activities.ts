@@ -20,9 +20,9 @@ import { initWeights } from '../model/init.js';
 import { stage } from '../run/activity.js';
 import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
-import { readRunRecord, resolveRun, runRecordKey, writeRunRecord } from '../run/resolve.js';
+import { readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
 import type { CommitStepInput, CommitStepResult, InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
-import { checkpointPrefix, stepPrefix } from '../store/keys.js';
+import { checkpointPrefix, METRICS_NAME, runRecordKey, stepPrefix } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { METRICS, encodeMetrics } from '../store/schemas.js';
@@ -213,11 +213,11 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
 
     progress({ phase: 'step', step });
     const metrics = await writeArtifact(store, stepAt, {
-      name: 'metrics.arrow',
+      name: METRICS_NAME,
       bytes: encodeMetrics([{ ...input.metrics, run_id: runId, step, phase: input.phase, policy_version: step }]),
       schema: METRICS,
     });
-    const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== 'metrics.arrow'), metrics]);
+    const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
     return result(r.created);
   });
 }

@@ -1,10 +1,11 @@
 /**
  * Checkpoints of a training run in the object store: checkpoint `v` (the weights after v optimizer
- * updates) is the prefix `runs/{run}/checkpoints/{v:06d}/` with
+ * updates) is the committed prefix `checkpointPrefix(run, v)` (store/keys.ts) with two artifacts:
  *
- *   model.safetensors      the parameters, by their Hugging Face names (float32)
- *   optimizer.safetensors  AdamW moments `adam_m.<param>` / `adam_v.<param>`; metadata `step` = updates applied
- *   manifest.json          written last: the checkpoint exists iff it does (manifest.ts)
+ *   MODEL_NAME      the parameters, by their Hugging Face names (float32)
+ *   OPTIMIZER_NAME  AdamW moments `adam_m.<param>` / `adam_v.<param>`; metadata `step` = updates applied
+ *
+ * and its manifest, written last: the checkpoint exists iff it does (store/manifest.ts).
  *
  * The bytes are a deterministic function of the tensors (safetensors with sorted names), so a
  * re-executed learner writes the same content-addressed keys, and two runs with equal weights have
@@ -14,12 +15,9 @@ import type { TrainState } from '../model/engine-types.js';
 import type { WeightTensor } from '../model/graphs/common.js';
 import { parseSafetensors, serializeSafetensors, type Tensor } from '../model/safetensors.js';
 import { IntegrityError } from '../store/errors.js';
-import { checkpointPrefix } from '../store/keys.js';
+import { checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME } from '../store/keys.js';
 import { readArtifact, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-
-export const MODEL_FILE = 'model.safetensors';
-export const OPTIMIZER_FILE = 'optimizer.safetensors';
 
 function toTensors(params: ReadonlyMap<string, WeightTensor>, prefix = ''): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
@@ -53,8 +51,8 @@ export async function writeCheckpoint(store: ObjectStore, runId: string, version
   const prefix = checkpointPrefix(runId, version);
   const { model, optimizer } = encodeCheckpoint(state);
   return [
-    await writeArtifact(store, prefix, { name: MODEL_FILE, bytes: model }),
-    await writeArtifact(store, prefix, { name: OPTIMIZER_FILE, bytes: optimizer }),
+    await writeArtifact(store, prefix, { name: MODEL_NAME, bytes: model }),
+    await writeArtifact(store, prefix, { name: OPTIMIZER_NAME, bytes: optimizer }),
   ];
 }
 
@@ -66,16 +64,16 @@ export async function hasCheckpoint(store: ObjectStore, runId: string, version: 
 /** Parameters of a committed checkpoint (size and sha256 verified). */
 export async function loadWeights(store: ObjectStore, runId: string, version: number): Promise<Map<string, WeightTensor>> {
   const prefix = checkpointPrefix(runId, version);
-  const bytes = await readArtifact(store, prefix, MODEL_FILE);
-  return toWeights(parseSafetensors(bytes, store.uri(prefix) + MODEL_FILE).tensors, store.uri(prefix) + MODEL_FILE);
+  const bytes = await readArtifact(store, prefix, MODEL_NAME);
+  return toWeights(parseSafetensors(bytes, store.uri(prefix) + MODEL_NAME).tensors, store.uri(prefix) + MODEL_NAME);
 }
 
 /** Parameters, AdamW moments and update count of a committed checkpoint. */
 export async function loadTrainState(store: ObjectStore, runId: string, version: number): Promise<TrainState> {
   const prefix = checkpointPrefix(runId, version);
   const params = await loadWeights(store, runId, version);
-  const what = store.uri(prefix) + OPTIMIZER_FILE;
-  const opt = parseSafetensors(await readArtifact(store, prefix, OPTIMIZER_FILE), what);
+  const what = store.uri(prefix) + OPTIMIZER_NAME;
+  const opt = parseSafetensors(await readArtifact(store, prefix, OPTIMIZER_NAME), what);
   const step = Number(opt.metadata.step);
   if (!Number.isInteger(step) || step < 0) throw new IntegrityError(what, `metadata "step" is ${JSON.stringify(opt.metadata.step)}, expected a non-negative integer`);
   return { params, adamM: toWeights(opt.tensors, what, 'adam_m.'), adamV: toWeights(opt.tensors, what, 'adam_v.'), step };

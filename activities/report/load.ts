@@ -1,12 +1,11 @@
 /**
  * Loads what the HTML report of a training run shows, from the run's committed data in the object
- * store (DESIGN.md §5), into a plain, JSON-serialisable `RunReportData`:
+ * store (the layout is in activities/store/keys.ts), into a plain, JSON-serialisable `RunReportData`:
  *
- * - the METRICS row of every committed step (`runs/{runId}/steps/{step:06d}/metrics.arrow`),
- *   ascending by step; when `runs/{runId}/run.json` says the run was resumed from another, the
- *   source run's steps before the resume point come first (followed recursively), so the charts
- *   cover the whole training history;
- * - every committed evaluation (`runs/{runId}/evals/{policyVersion:06d}/eval.json`), ascending;
+ * - the METRICS row of every committed step (its `metrics.arrow`), ascending by step; when the
+ *   run's `run.json` says it was resumed from another, the source run's steps before the resume
+ *   point come first (followed recursively), so the charts cover the whole training history;
+ * - every committed evaluation (its `eval.json`), ascending;
  * - a table of samples from the last committed RL step (rollouts joined with rewards and
  *   advantages), and the samples of the latest evaluation.
  *
@@ -15,7 +14,10 @@
  * named in `warnings`, which the report prints: one damaged object does not hide a whole run, and
  * is never skipped silently. A run with no committed step at all is an error.
  */
-import { joinKey, runPrefix, stepPrefix, validateSegment } from '../store/keys.js';
+import {
+  ADVANTAGES_NAME, EVAL_NAME, MANIFEST_NAME, METRICS_NAME, evalPrefix, parseShardName, runFolder, runRecordKey, stepPrefix, validateSegment,
+  type ShardArtifact,
+} from '../store/keys.js';
 import { committedSteps, manifestKey, readArtifact, readManifest, type Manifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type AdvantagesRow, type MetricsRow, type RewardsRow } from '../store/schemas.js';
@@ -41,7 +43,7 @@ export interface RunLineageEntry {
 /** One evaluation of the policy, as `eval.json` records it. */
 export interface EvalRow {
   run_id: string;
-  /** Policy version evaluated (the folder name under `evals/`). */
+  /** Policy version evaluated (the number of its evaluation folder, `evalPrefix`). */
   policy_version: number;
   /** Training steps done before the evaluated weights (0 = initial weights). */
   step: number;
@@ -178,9 +180,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Reads `runs/{runId}/run.json`; absent → undefined. A malformed file is a warning, read as absent. */
+/** Reads the run's `run.json` (`runRecordKey`); absent → undefined. A malformed file is a warning, read as absent. */
 async function readRunInfo(store: ObjectStore, runId: string, warnings: string[]): Promise<RunInfo | undefined> {
-  const key = joinKey(runPrefix(runId), 'run.json');
+  const key = runRecordKey(runId);
   const bytes = await getIfExists(store, key);
   if (bytes === undefined) return undefined;
   const bad = (why: string) => {
@@ -212,10 +214,10 @@ async function readRunInfo(store: ObjectStore, runId: string, warnings: string[]
 async function readStepMetrics(store: ObjectStore, runId: string, step: number, warnings: string[]): Promise<MetricsRow | undefined> {
   const prefix = stepPrefix(runId, step);
   try {
-    const bytes = await readArtifact(store, prefix, 'metrics.arrow');
-    const rows = decodeMetrics(bytes, store.uri(`${prefix}/metrics.arrow`));
+    const bytes = await readArtifact(store, prefix, METRICS_NAME);
+    const rows = decodeMetrics(bytes, store.uri(`${prefix}/${METRICS_NAME}`));
     if (rows.length !== 1) {
-      warnings.push(`${store.uri(prefix)}: metrics.arrow has ${rows.length} rows, expected 1; ${rows.length ? 'the first is used' : 'step left out'}`);
+      warnings.push(`${store.uri(prefix)}: ${METRICS_NAME} has ${rows.length} rows, expected 1; ${rows.length ? 'the first is used' : 'step left out'}`);
     }
     return rows[0];
   } catch (err) {
@@ -231,24 +233,6 @@ async function loadSteps(store: ObjectStore, runId: string, below: number, o: Re
 }
 
 // ---- evaluations ----
-
-function evalsPrefix(runId: string): string {
-  return joinKey(runPrefix(runId), 'evals');
-}
-
-function evalPrefix(runId: string, policyVersion: number): string {
-  return joinKey(evalsPrefix(runId), String(policyVersion).padStart(6, '0'));
-}
-
-async function committedEvals(store: ObjectStore, runId: string): Promise<number[]> {
-  const base = `${evalsPrefix(runId)}/`;
-  const versions: number[] = [];
-  for await (const o of store.list(base)) {
-    const m = /^(\d{6,})\/manifest\.json$/.exec(o.key.slice(base.length));
-    if (m) versions.push(Number(m[1]));
-  }
-  return versions.sort((a, b) => a - b);
-}
 
 const finiteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const nonNegInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
@@ -291,9 +275,9 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
 
 async function readEval(store: ObjectStore, runId: string, version: number, warnings: string[]): Promise<EvalRow | undefined> {
   const prefix = evalPrefix(runId, version);
-  const where = store.uri(`${prefix}/eval.json`);
+  const where = store.uri(`${prefix}/${EVAL_NAME}`);
   try {
-    const bytes = await readArtifact(store, prefix, 'eval.json');
+    const bytes = await readArtifact(store, prefix, EVAL_NAME);
     const parsed = parseEvalJson(JSON.parse(new TextDecoder().decode(bytes)), runId, version);
     if (typeof parsed === 'string') {
       warnings.push(`evaluation left out: ${where}: ${parsed}`);
@@ -307,7 +291,7 @@ async function readEval(store: ObjectStore, runId: string, version: number, warn
 }
 
 async function loadEvals(store: ObjectStore, runId: string, atOrBelow: number, o: Required<LoadReportOptions>, warnings: string[]): Promise<EvalRow[]> {
-  const versions = await committedEvals(store, runId);
+  const versions = await committedSteps(store, runId, 'evals');
   const rows = await mapLimit(versions, o.concurrency, (v) => readEval(store, runId, v, warnings));
   return rows.filter((r): r is EvalRow => r !== undefined && r.step <= atOrBelow);
 }
@@ -316,13 +300,12 @@ async function loadEvals(store: ObjectStore, runId: string, atOrBelow: number, o
 
 const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
-/** Names of the numbered shard artifacts `{stem}-000.arrow`, `{stem}-001.arrow`, ... in shard order. */
-function shardNames(manifest: Manifest, stem: string): string[] {
-  const re = new RegExp(`^${stem}-(\\d+)\\.arrow$`);
+/** Names of the step's shard artifacts of one kind (`rolloutsName(k)` / `rewardsName(k)`), in shard order. */
+function shardNames(manifest: Manifest, kind: ShardArtifact): string[] {
   return manifest.artifacts
-    .map((a) => ({ name: a.name, m: re.exec(a.name) }))
-    .filter((x) => x.m)
-    .sort((a, b) => Number(a.m![1]) - Number(b.m![1]))
+    .map((a) => ({ name: a.name, parsed: parseShardName(a.name) }))
+    .filter((x) => x.parsed?.kind === kind)
+    .sort((a, b) => a.parsed!.shard - b.parsed!.shard)
     .map((x) => x.name);
 }
 
@@ -354,8 +337,8 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
     for (const r of rows) rewards.set(rowKey(r), r);
   }
   const advantages = new Map<string, AdvantagesRow>();
-  if (manifest.artifacts.some((a) => a.name === 'advantages.arrow')) {
-    for (const a of await read('advantages.arrow', decodeAdvantages)) advantages.set(rowKey(a), a);
+  if (manifest.artifacts.some((a) => a.name === ADVANTAGES_NAME)) {
+    for (const a of await read(ADVANTAGES_NAME, decodeAdvantages)) advantages.set(rowKey(a), a);
   }
   const rows = rollouts.slice(0, max).map((r): SampleRow => {
     const rw = rewards.get(rowKey(r));
@@ -427,7 +410,7 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
   if (steps.length === 0) {
     const hasRunJson = own !== undefined;
     throw new ReportError(
-      `run "${runId}" has no committed step in ${store.root}: no ${store.uri(`${runPrefix(runId)}/steps`)}/{step}/manifest.json exists`
+      `run "${runId}" has no committed step in ${store.root}: no ${store.uri(runFolder(runId, 'steps'))}/{step}/${MANIFEST_NAME} exists`
       + (hasRunJson ? ' (its run.json exists: the run started but has not committed a step yet)' : '; check the run id and the store (--store / DURABLE_RL_STORE)')
       + (warnings.length ? `; also: ${warnings.join('; ')}` : ''),
     );

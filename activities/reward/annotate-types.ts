@@ -5,7 +5,7 @@
 import { z, parseConfig, ConfigError } from '../common/config.js';
 import { defaultRegistry } from './registry.js';
 import { ErrorPolicySchema } from './run.js';
-import { validateKey } from '../store/keys.js';
+import { annotationPrefix, validateKey } from '../store/keys.js';
 import { parseStoreUri } from '../store/open.js';
 
 /** A zod check that reports a store helper's error message (which names the rule broken) as the issue. */
@@ -33,7 +33,7 @@ export const AnnotateRewardsConfig = z.strictObject({
   storeUri: z.string().regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]').superRefine(checkedBy(checkJobStoreUri)),
   /** Key (inside the store) of the Arrow file of records to score (schema `annotation_inputs`). */
   inputKey: z.string().min(1).superRefine(checkedBy(validateKey)),
-  /** Key prefix of the outputs (a trailing `/` is dropped); default `annotations/{jobId}`. */
+  /** Key prefix of the outputs (a trailing `/` is dropped); default `annotationPrefix(jobId)`, `annotations/{jobId}`. */
   outputPrefix: z.string().min(1).superRefine(checkedBy((p) => validateKey(p.replace(/\/+$/, '')))).optional(),
   /** Records per shard: one activity, one committed artifact each. */
   shardSize: z.number().int().positive().default(1000),
@@ -78,7 +78,7 @@ export function annotateInput(config: unknown): AnnotateRewardsInput {
     const at = (p: string) => (err.what === 'reward spec' ? `reward.${p}` : `reward.options${p ? `.${p}` : ''}`);
     throw new ConfigError('annotate config', err.issues.map((i) => ({ path: at(i.path), message: i.message })));
   }
-  return { ...c, outputPrefix: (c.outputPrefix ?? `annotations/${c.jobId}`).replace(/\/+$/, '') };
+  return { ...c, outputPrefix: (c.outputPrefix ?? annotationPrefix(c.jobId)).replace(/\/+$/, '') };
 }
 
 export interface ShardPlan { index: number; start: number; end: number }

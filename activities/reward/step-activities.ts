@@ -2,7 +2,7 @@
  * The reward activity of a training step (workflows/training-run.ts, reward queue):
  * `rewardShard` scores one rollout shard with the run's reward under the run's error policy
  * (DESIGN.md §9: a failing reward is recorded with its message and then failed, dropped or
- * defaulted — never a silent zero) and writes `rewards-{shard:03d}.arrow` under the step prefix.
+ * defaulted — never a silent zero) and writes `rewardsName(shard)` under the step prefix.
  *
  * The rollouts table carries no reference answers, so the task items are made again from their
  * prompt ids (`taskItemsById`): item `i` of a split is a pure function of (seed, split, i), and the
@@ -15,7 +15,7 @@ import { crashPoint } from '../run/faults.js';
 import { stage } from '../run/activity.js';
 import { loadRun } from '../run/resolve.js';
 import type { RewardShardInput, RewardShardResult } from '../run/types.js';
-import { stepPrefix } from '../store/keys.js';
+import { rewardsName, stepPrefix } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import { REWARDS, decodeRewards, decodeRollouts, encodeRewards, type RewardsInput, type RewardsRow } from '../store/schemas.js';
 import type { Split, Task, TaskItem } from '../tasks/types.js';
@@ -23,11 +23,6 @@ import { scoreSamples } from './run.js';
 import type { RewardSample } from './types.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
-
-/** Name of a shard's rewards artifact: `rewards-{shard:03d}.arrow`. */
-export function rewardsName(shard: number): string {
-  return `rewards-${String(shard).padStart(3, '0')}.arrow`;
-}
 
 const PROMPT_ID = /^(.+)-(train|eval)-(\d+)$/;
 
@@ -91,7 +86,7 @@ export function rewardSummary(rows: readonly (RewardsRow | RewardsInput)[]): Omi
   return { samples: rows.length, scored, sum, sumSquares, min, max, errors, dropped, components };
 }
 
-/** Scores one rollout shard and writes `rewards-{shard:03d}.arrow` (uncommitted) under the step prefix. */
+/** Scores one rollout shard and writes `rewardsName(shard)` (uncommitted) under the step prefix. */
 export async function rewardShard(input: RewardShardInput): Promise<RewardShardResult> {
   return stage('reward', input.storeUri, async ({ store, progress }) => {
     const t0 = performance.now();

@@ -11,7 +11,7 @@ import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
 import { withRewardFaults } from '../reward/faults.js';
 import { getTask, type Task } from '../tasks/tasks.js';
-import { joinKey, runPrefix } from '../store/keys.js';
+import { runRecordKey } from '../store/keys.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
@@ -115,10 +115,6 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
   }
   if (problems.length > 0 || !run) throw new ConfigError(what, problems);
   return run;
-}
-
-export function runRecordKey(runId: string): string {
-  return joinKey(runPrefix(runId), 'run.json');
 }
 
 /** Writes run.json once. A run id reused with a different config is refused (non-retryable). */

@@ -5,15 +5,8 @@
  *
  * Numbering. Checkpoint `v` holds the weights after `v` optimizer updates (checkpoint 0 = the
  * initial weights); step `s` (0-based) trains from checkpoint `s` (its policy version) and commits
- * checkpoint `s + 1`, then the step manifest `runs/{run}/steps/{s:06d}/manifest.json`. A step
- * exists iff that manifest does; a checkpoint iff its own manifest does.
- *
- * Store layout of one run (keys.ts builds the prefixes):
- *   runs/{run}/run.json                          the validated run config + provenance (RunRecord), written once
- *   runs/{run}/checkpoints/{v:06d}/              model.safetensors, optimizer.safetensors, manifest.json
- *   runs/{run}/steps/{s:06d}/                    rollouts-{k:03d}.arrow, rewards-{k:03d}.arrow (RL steps, one per
- *                                                shard), advantages.arrow (RL), metrics.arrow, manifest.json
- *   runs/{run}/evals/{v:06d}/                    eval.json (EvalRecord), manifest.json
+ * checkpoint `s + 1`, then step `s`. A step exists iff its manifest does; a checkpoint iff its own
+ * manifest does. Where each lies in the store, and every artifact's name: activities/store/keys.ts.
  */
 import type { ManifestEntry } from '../store/manifest.js';
 import type { RunConfig } from './config.js';
@@ -27,7 +20,7 @@ export interface ResumeSource {
   checkpoint: number;
 }
 
-/** `runs/{run}/run.json`. */
+/** The run's `run.json` (`runRecordKey`). */
 export interface RunRecord {
   run_id: string;
   name: string;
@@ -85,7 +78,7 @@ export interface RolloutShardInput extends RunRef {
 }
 
 export interface RolloutShardResult {
-  /** `rollouts-{shard:03d}.arrow`, written (not yet committed) under the step prefix. */
+  /** `rolloutsName(shard)`, written (not yet committed) under the step prefix. */
   rollouts: ManifestEntry;
   samples: number;
   completionTokens: number;
@@ -106,7 +99,7 @@ export interface RewardShardInput extends RunRef {
 }
 
 export interface RewardShardResult {
-  /** `rewards-{shard:03d}.arrow` under the step prefix. */
+  /** `rewardsName(shard)` under the step prefix. */
   rewards: ManifestEntry;
   samples: number;
   /** Over samples with a reward (not null): count, sum, sum of squares, min, max. */
@@ -133,7 +126,7 @@ export interface AdvantagesInput extends RunRef {
 }
 
 export interface AdvantagesResult {
-  /** `advantages.arrow` under the step prefix. */
+  /** `ADVANTAGES_NAME` under the step prefix. */
   advantages: ManifestEntry;
   keptSamples: number;
   droppedSamples: number;
@@ -167,7 +160,7 @@ export interface LearnerInput extends RunRef {
 }
 
 export interface LearnerResult {
-  /** `model.safetensors` and `optimizer.safetensors`, written under checkpoint prefix step + 1. */
+  /** The checkpoint's `MODEL_NAME` and `OPTIMIZER_NAME` entries (content-addressed keys), written under checkpoint prefix step + 1. */
   checkpoint: ManifestEntry[];
   /** The engine's metrics (means over micro-batches): loss, grad_norm, pg_loss, clip_frac, kl, entropy, ... */
   metrics: Record<string, number>;
@@ -235,7 +228,7 @@ export interface EvaluateInput extends RunRef {
   phase: PhaseKind | 'init';
 }
 
-/** `runs/{run}/evals/{v:06d}/eval.json`, and what evaluate returns. */
+/** The `EVAL_NAME` artifact under `evalPrefix(run, v)`, and what evaluate returns. */
 export interface EvalRecord {
   run_id: string;
   policy_version: number;

@@ -1,5 +1,5 @@
 /**
- * Typed rows ↔ Arrow IPC bytes, for the table schemas of contracts.ts.
+ * Typed rows ↔ Arrow IPC bytes, for the table schemas declared in schemas.ts.
  *
  * Format: the Arrow IPC **file** format (`.arrow`, "Feather v2"): magic `ARROW1` at both ends and a
  * footer, so a truncated file is detected before any row is read, and any Arrow reader (pyarrow,

@@ -1,11 +1,38 @@
 /**
- * Object keys and the key layout of DESIGN.md §5.
+ * Object keys: the rules every key obeys, and the one place the store's layout is spelled.
  *
  * A key is a relative, `/`-separated path inside a store: no leading or trailing `/`, no empty,
  * `.` or `..` segments, no backslashes, no control characters (NUL included), at most 1024 UTF-8
  * bytes (the S3 limit). The same rules hold for every backend, so a key that works on `file://`
  * works on `s3://` and cannot escape the store's root. The first segment `.tmp` is reserved for the
  * file store's in-flight writes.
+ *
+ * The layout. Every folder marked (c) is a committed prefix (manifest.ts): it exists iff its
+ * `manifest.json` does, and each artifact in it is stored under its content-addressed key
+ * (`contentKey`: the name with the first 16 hex digits of its sha256 before the extension, shown
+ * here as `{sha16}`). Readers find an artifact by its name through the manifest, never by its key.
+ *
+ *   runs/{runId}/                                  runPrefix
+ *     run.json                                     runRecordKey: the validated config + provenance (a plain object, written once)
+ *     checkpoints/{v:06d}/ (c)                     checkpointPrefix: the weights after v optimizer updates
+ *       model.{sha16}.safetensors                  MODEL_NAME: parameters by Hugging Face name
+ *       optimizer.{sha16}.safetensors              OPTIMIZER_NAME: AdamW moments
+ *     steps/{s:06d}/ (c)                           stepPrefix: training step s (0-based)
+ *       rollouts-{k:03d}.{sha16}.arrow             rolloutsName(k): rollout shard k (RL steps)
+ *       rewards-{k:03d}.{sha16}.arrow              rewardsName(k): rewards of rollout shard k (RL steps)
+ *       advantages.{sha16}.arrow                   ADVANTAGES_NAME (RL steps)
+ *       metrics.{sha16}.arrow                      METRICS_NAME: the step's one metrics row
+ *     evals/{v:06d}/ (c)                           evalPrefix: the evaluation of checkpoint v
+ *       eval.{sha16}.json                          EVAL_NAME
+ *   annotations/{jobId}/ (c)                       annotationPrefix: default output prefix P of an offline reward-annotation job
+ *     rewards.{sha16}.arrow, summary.{sha16}.json  ANNOTATION_REWARDS_NAME, ANNOTATION_SUMMARY_NAME: all rewards in input order
+ *     shards/{i:06d}/ (c)                          annotationShardPrefix(P, i)
+ *       rewards.{sha16}.arrow, job.{sha16}.json    ANNOTATION_REWARDS_NAME, ANNOTATION_JOB_NAME: shard i and what it is a function of
+ *       parts/{c:06d}.arrow                        annotationPartKey(P, i, c): chunk c's rows (plain objects, resume points)
+ *
+ * `parseRunKey` reads a key below `runs/` back into run id, folder and number (`parseStep`,
+ * `committedSteps` in manifest.ts and the report use it); `parseShardName` reads a shard artifact's
+ * name back into its kind and shard number.
  */
 import { InvalidKeyError } from './errors.js';
 
@@ -68,30 +95,150 @@ export function validateSegment(what: string, value: string): string {
   return value;
 }
 
-function stepNumber(step: number): string {
-  if (!Number.isSafeInteger(step) || step < 0) {
-    throw new InvalidKeyError(String(step), 'a step must be a non-negative integer');
+/** A step, checkpoint, evaluation or shard number as a folder name: zero-padded to six digits. */
+function folderNumber(what: string, n: number): string {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new InvalidKeyError(String(n), `${what} must be a non-negative integer`);
   }
-  return String(step).padStart(6, '0');
+  return String(n).padStart(6, '0');
 }
+
+// ── training runs ───────────────────────────────────────────────────────────────────────────────
+
+/** The numbered folders of a run: committed steps, checkpoints and evaluations. */
+export type RunFolder = 'steps' | 'checkpoints' | 'evals';
+
+/** Name of a run's record (its validated config), directly below the run prefix. */
+export const RUN_RECORD_NAME = 'run.json';
+/** Artifact of a checkpoint: the parameters by their Hugging Face names (safetensors, float32). */
+export const MODEL_NAME = 'model.safetensors';
+/** Artifact of a checkpoint: the AdamW moments `adam_m.<param>` / `adam_v.<param>` (safetensors). */
+export const OPTIMIZER_NAME = 'optimizer.safetensors';
+/** Artifact of a step: its one METRICS row. */
+export const METRICS_NAME = 'metrics.arrow';
+/** Artifact of an RL step: the ADVANTAGES table, one row per rollout row. */
+export const ADVANTAGES_NAME = 'advantages.arrow';
+/** Artifact of an evaluation: the EvalRecord as canonical JSON. */
+export const EVAL_NAME = 'eval.json';
 
 /** `runs/{runId}` — everything a run writes lives below it. */
 export function runPrefix(runId: string): string {
   return `runs/${validateSegment('run id', runId)}`;
 }
 
+/** `runs/{runId}/{folder}` — the folder of a run's steps, checkpoints or evaluations (for listings). */
+export function runFolder(runId: string, folder: RunFolder): string {
+  return `${runPrefix(runId)}/${folder}`;
+}
+
+/** `runs/{runId}/run.json` — the run's record. */
+export function runRecordKey(runId: string): string {
+  return joinKey(runPrefix(runId), RUN_RECORD_NAME);
+}
+
 /** `runs/{runId}/steps/{step:06d}` — the artifacts and manifest of one training step. */
 export function stepPrefix(runId: string, step: number): string {
-  return `${runPrefix(runId)}/steps/${stepNumber(step)}`;
+  return `${runFolder(runId, 'steps')}/${folderNumber('a step', step)}`;
 }
 
 /** `runs/{runId}/checkpoints/{step:06d}` — weights and optimizer state after a step. */
 export function checkpointPrefix(runId: string, step: number): string {
-  return `${runPrefix(runId)}/checkpoints/${stepNumber(step)}`;
+  return `${runFolder(runId, 'checkpoints')}/${folderNumber('a step', step)}`;
+}
+
+/** `runs/{runId}/evals/{version:06d}` — where the evaluation of checkpoint `version` is committed. */
+export function evalPrefix(runId: string, version: number): string {
+  return `${runFolder(runId, 'evals')}/${folderNumber('a policy version', version)}`;
+}
+
+/** The kinds of per-shard artifacts of an RL step. */
+export type ShardArtifact = 'rollouts' | 'rewards';
+
+function shardName(kind: ShardArtifact, shard: number): string {
+  return `${kind}-${String(shard).padStart(3, '0')}.arrow`;
+}
+
+/** Artifact of an RL step: rollout shard `shard`, `rollouts-{shard:03d}.arrow`. */
+export function rolloutsName(shard: number): string {
+  return shardName('rollouts', shard);
+}
+
+/** Artifact of an RL step: the rewards of rollout shard `shard`, `rewards-{shard:03d}.arrow`. */
+export function rewardsName(shard: number): string {
+  return shardName('rewards', shard);
+}
+
+/** The kind and shard number of a name `rolloutsName` or `rewardsName` builds, or undefined. */
+export function parseShardName(name: string): { kind: ShardArtifact; shard: number } | undefined {
+  const m = /^(rollouts|rewards)-(\d+)\.arrow$/.exec(name);
+  return m ? { kind: m[1] as ShardArtifact, shard: Number(m[2]) } : undefined;
+}
+
+/** A key below a run's prefix, read back into its parts. */
+export interface RunKey {
+  runId: string;
+  /** The numbered folder the key is in, or null for a key directly below the run (`run.json`). */
+  folder: RunFolder | null;
+  /** The step, checkpoint or evaluation number of that folder, or null. */
+  number: number | null;
+  /** The rest of the key below the numbered folder ('' for the folder itself), or below the run. */
+  rest: string;
+}
+
+/**
+ * Reads a key (or prefix) below a run, `runs/{runId}/...`, back into its parts; undefined for any
+ * other key (the run prefix itself included). The inverse of the builders above:
+ * `parseRunKey(stepPrefix(r, s) + '/' + METRICS_NAME)` is `{ runId: r, folder: 'steps', number: s, rest: METRICS_NAME }`.
+ * Folder numbers of six or more digits are read.
+ */
+export function parseRunKey(key: string): RunKey | undefined {
+  const run = /^runs\/([^/]+)\/(.+)$/s.exec(key);
+  if (!run) return undefined;
+  const runId = run[1]!;
+  const below = run[2]!;
+  const numbered = /^(steps|checkpoints|evals)\/(\d{6,})(?:\/(.*))?$/s.exec(below);
+  if (!numbered) return { runId, folder: null, number: null, rest: below };
+  return { runId, folder: numbered[1] as RunFolder, number: Number(numbered[2]), rest: numbered[3] ?? '' };
 }
 
 /** The step number of a step or checkpoint prefix (or a key below one), or undefined. */
 export function parseStep(key: string): number | undefined {
-  const m = /^runs\/[^/]+\/(?:steps|checkpoints)\/(\d{6,})(?:\/|$)/.exec(key);
-  return m ? Number(m[1]) : undefined;
+  const k = parseRunKey(key);
+  return k && (k.folder === 'steps' || k.folder === 'checkpoints') ? k.number! : undefined;
+}
+
+// ── offline reward annotation ───────────────────────────────────────────────────────────────────
+
+/** Artifact of an annotation shard and of the whole job: the REWARDS table. */
+export const ANNOTATION_REWARDS_NAME = 'rewards.arrow';
+/** Artifact of an annotation shard: the job settings its rewards are a function of. */
+export const ANNOTATION_JOB_NAME = 'job.json';
+/** Artifact of an annotation job: its totals (records, mean reward, accuracy, errors). */
+export const ANNOTATION_SUMMARY_NAME = 'summary.json';
+
+/** `annotations/{jobId}` — the default output prefix of an annotation job. */
+export function annotationPrefix(jobId: string): string {
+  return `annotations/${validateSegment('job id', jobId)}`;
+}
+
+/** `{outputPrefix}/shards/{shard:06d}` — the committed prefix of one annotation shard. */
+export function annotationShardPrefix(outputPrefix: string, shard: number): string {
+  return `${outputPrefix}/shards/${folderNumber('a shard index', shard)}`;
+}
+
+/** `{outputPrefix}/shards/{shard:06d}/parts/{chunk:06d}.arrow` — a scored chunk of a shard (a resume point, not committed). */
+export function annotationPartKey(outputPrefix: string, shard: number, chunk: number): string {
+  return `${annotationShardPrefix(outputPrefix, shard)}/parts/${folderNumber('a chunk index', chunk)}.arrow`;
+}
+
+// ── content addressing ──────────────────────────────────────────────────────────────────────────
+
+/** `dir/stem.ext` + sha → `dir/stem.{sha[0:16]}.ext` (the content-addressed key of an artifact). */
+export function contentKey(name: string, sha256: string): string {
+  const slash = name.lastIndexOf('/');
+  const dir = name.slice(0, slash + 1);
+  const base = name.slice(slash + 1);
+  const dot = base.lastIndexOf('.');
+  const tag = sha256.slice(0, 16);
+  return dot > 0 ? `${dir}${base.slice(0, dot)}.${tag}${base.slice(dot)}` : `${dir}${base}.${tag}`;
 }

@@ -1,10 +1,9 @@
 /**
- * The commit protocol (DESIGN.md §5), generic over a prefix: a training step is
- * `runs/{runId}/steps/{step:06d}`, a checkpoint `runs/{runId}/checkpoints/{step:06d}`, other jobs
- * use their own prefixes.
+ * The commit protocol, generic over a prefix (a training step, a checkpoint, an evaluation, an
+ * annotation shard: keys.ts spells the layout).
  *
  * 1. Artifacts first. Each is stored under a content-addressed key next to the manifest: artifact
- *    `rollouts.arrow` with sha256 `3fa9…` becomes `{prefix}/rollouts.3fa9c1d2e4b5a697.arrow`. A key
+ *    `metrics.arrow` with sha256 `3fa9…` becomes `{prefix}/metrics.3fa9c1d2e4b5a697.arrow`. A key
  *    therefore always holds the same bytes: racing or re-executed writers can never overwrite an
  *    object some manifest already points at, and a re-execution that produces the same bytes finds
  *    them already there and skips the upload.
@@ -25,7 +24,7 @@ import { logger } from '../common/log.js';
 import { z } from '../common/config.js';
 import { readSchemaRef, type SchemaRef } from './arrow.js';
 import { CorruptDataError, IntegrityError, NotCommittedError, NotFoundError, SchemaMismatchError, StoreError } from './errors.js';
-import { MANIFEST_NAME, parseStep, runPrefix, validateKey } from './keys.js';
+import { contentKey, MANIFEST_NAME, parseRunKey, parseStep, runFolder, validateKey, type RunFolder } from './keys.js';
 import { getIfExists, type ObjectStore } from './object-store.js';
 
 const log = logger('store');
@@ -33,7 +32,7 @@ const log = logger('store');
 export const MANIFEST_FORMAT = 'durable-rl.manifest';
 export const MANIFEST_FORMAT_VERSION = 1;
 
-/** An artifact to commit: its name within the prefix (e.g. `rollouts.arrow`), bytes and, for tables, schema. */
+/** An artifact to commit: its name within the prefix (e.g. `metrics.arrow`), bytes and, for tables, schema. */
 export interface ArtifactInput {
   name: string;
   bytes: Uint8Array;
@@ -45,7 +44,7 @@ export interface ArtifactInput {
 export interface ManifestEntry {
   /** Logical name, unique within the prefix. */
   name: string;
-  /** Key of the stored object, relative to the prefix (content-addressed: `rollouts.3fa9c1d2e4b5a697.arrow`). */
+  /** Key of the stored object, relative to the prefix (content-addressed: `metrics.3fa9c1d2e4b5a697.arrow`, see `contentKey`). */
   key: string;
   /** Size in bytes. */
   bytes: number;
@@ -107,16 +106,6 @@ export function manifestKey(prefix: string): string {
 /** Full store key of an artifact listed in (or returned for) a prefix. */
 export function artifactKey(prefix: string, entry: Pick<ManifestEntry, 'key'>): string {
   return validateKey(`${prefix}/${entry.key}`);
-}
-
-/** `dir/stem.ext` + sha → `dir/stem.{sha[0:16]}.ext` (the content-addressed key of an artifact). */
-export function contentKey(name: string, sha256: string): string {
-  const slash = name.lastIndexOf('/');
-  const dir = name.slice(0, slash + 1);
-  const base = name.slice(slash + 1);
-  const dot = base.lastIndexOf('.');
-  const tag = sha256.slice(0, 16);
-  return dot > 0 ? `${dir}${base.slice(0, dot)}.${tag}${base.slice(dot)}` : `${dir}${base}.${tag}`;
 }
 
 function checkName(prefix: string, name: string): void {
@@ -229,7 +218,7 @@ export async function commit(
   }));
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  const runIdFromPrefix = /^runs\/([^/]+)\//.exec(prefix)?.[1];
+  const runIdFromPrefix = parseRunKey(prefix)?.runId;
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     format_version: MANIFEST_FORMAT_VERSION,
@@ -335,15 +324,14 @@ export function artifactUri(store: ObjectStore, prefix: string, manifest: Manife
 }
 
 /**
- * Steps of a run that have a manifest, ascending (not verified: use readCommitted on the one you
- * resume from). The last one is where a resumed run continues.
+ * Steps (or checkpoints, or evaluations) of a run that have a manifest, ascending (not verified:
+ * use readCommitted on the one you resume from). The last step is where a resumed run continues.
  */
-export async function committedSteps(store: ObjectStore, runId: string, kind: 'steps' | 'checkpoints' = 'steps'): Promise<number[]> {
-  const base = `${runPrefix(runId)}/${kind}/`;
+export async function committedSteps(store: ObjectStore, runId: string, kind: RunFolder = 'steps'): Promise<number[]> {
   const steps: number[] = [];
-  for await (const o of store.list(base)) {
-    const m = /^(\d{6,})\/manifest\.json$/.exec(o.key.slice(base.length));
-    if (m) steps.push(Number(m[1]));
+  for await (const o of store.list(`${runFolder(runId, kind)}/`)) {
+    const k = parseRunKey(o.key);
+    if (k?.runId === runId && k.folder === kind && k.rest === MANIFEST_NAME) steps.push(k.number!);
   }
   return steps.sort((a, b) => a - b);
 }

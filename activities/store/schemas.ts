@@ -1,7 +1,7 @@
 /**
- * The data contracts of DESIGN.md §5: one table schema per kind of step artifact, plus the input of
- * offline reward annotation. docs/data-contracts.md is generated from these declarations
- * (`npx tsx activities/store/schemas-doc.ts > docs/data-contracts.md`) and a unit test keeps the
+ * The data contracts: one table schema per kind of step artifact, plus the input of offline
+ * reward annotation. The column reference of docs/data-contracts.md is generated from these
+ * declarations (`npx tsx activities/store/schemas-doc.ts` rewrites it) and a unit test keeps the
  * two in step.
  *
  * Row keys: (run_id, step, prompt_id, sample_id); tree rollouts add node_id and parent_node_id.

@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../activities/run/config.js';
-import { checkpointPrefix, stepPrefix } from '../../activities/store/keys.js';
+import { checkpointPrefix, METRICS_NAME, MODEL_NAME, stepPrefix } from '../../activities/store/keys.js';
 import { committedSteps, readArtifact, readCommitted } from '../../activities/store/manifest.js';
 import { decodeMetrics } from '../../activities/store/schemas.js';
 import type { ObjectStore } from '../../activities/store/object-store.js';
@@ -81,7 +81,7 @@ export async function assertCommittedRun(store: ObjectStore, runId: string, tota
   for (const s of expectSteps) {
     const m = await readCommitted(store, stepPrefix(runId, s));
     assert.ok(m, `step ${s} manifest`);
-    const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, s), 'metrics.arrow'));
+    const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, s), METRICS_NAME));
     assert.equal(rows.length, 1, `step ${s}: one metrics row`);
     assert.equal(rows[0]!.step, s);
     assert.equal(rows[0]!.run_id, runId);
@@ -92,8 +92,8 @@ export async function assertCommittedRun(store: ObjectStore, runId: string, tota
 export async function weightsSha(store: ObjectStore, runId: string, version: number): Promise<string> {
   const m = await readCommitted(store, checkpointPrefix(runId, version));
   assert.ok(m, `checkpoint ${version} of ${runId} is committed`);
-  const e = m.artifacts.find((a) => a.name === 'model.safetensors');
-  assert.ok(e, 'model.safetensors in the checkpoint');
+  const e = m.artifacts.find((a) => a.name === MODEL_NAME);
+  assert.ok(e, `${MODEL_NAME} in the checkpoint`);
   return e.sha256;
 }
 

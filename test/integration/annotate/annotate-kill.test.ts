@@ -16,7 +16,8 @@ import { testTemporal, startWorkers, spawnWorker, killHard, type TestTemporal } 
 import { startAnnotateRewards } from '../../../workers/client.js';
 import { writeSampleInputs } from '../../../activities/reward/annotate-activities.js';
 import { openStore } from '../../../activities/store/open.js';
-import { readArtifact } from '../../../activities/store/manifest.js';
+import { readArtifact, manifestKey } from '../../../activities/store/manifest.js';
+import { ANNOTATION_REWARDS_NAME, annotationPartKey, annotationShardPrefix } from '../../../activities/store/keys.js';
 
 let t: TestTemporal;
 let stopControl: () => Promise<void>;
@@ -50,13 +51,13 @@ test('a worker SIGKILLed mid-shard: a fresh worker resumes and the output bytes 
 
   // The same job again into another prefix, paced so the kill lands mid-shard.
   const started = await startAnnotateRewards(t.client, { ...common, outputPrefix: 'killed', maxRecordsPerSecond: 250 });
-  const part = (c: number) => join(dir, 'killed', 'shards', '000000', 'parts', `${String(c).padStart(6, '0')}.arrow`);
+  const part = (c: number) => join(dir, annotationPartKey('killed', 0, c));
   for (let i = 0; !existsSync(part(2)); i++) {
     assert.ok(i < 600, 'the first shard never reached its third chunk');
     await sleep(50);
   }
   await killHard(first);
-  assert.ok(!existsSync(join(dir, 'killed', 'shards', '000000', 'manifest.json')), 'killed before the shard committed');
+  assert.ok(!existsSync(join(dir, manifestKey(annotationShardPrefix('killed', 0)))), 'killed before the shard committed');
   const chunk0 = statSync(part(0)).mtimeMs;
 
   const second = await spawnWorker(t, ['reward']);
@@ -65,7 +66,7 @@ test('a worker SIGKILLed mid-shard: a fresh worker resumes and the output bytes 
 
   assert.deepEqual({ ...resumed, rewardsUri: '', manifestUri: '' }, { ...clean, rewardsUri: '', manifestUri: '' });
   const store = openStore(storeUri);
-  const bytes = async (prefix: string) => createHash('sha256').update(await readArtifact(store, prefix, 'rewards.arrow')).digest('hex');
+  const bytes = async (prefix: string) => createHash('sha256').update(await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME)).digest('hex');
   assert.equal(await bytes('killed'), await bytes('clean'), 'identical output bytes');
   await store.close();
   assert.equal(statSync(part(0)).mtimeMs, chunk0, 'chunk 0 was not recomputed: the retry resumed from the heartbeat');

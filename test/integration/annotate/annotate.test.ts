@@ -16,6 +16,7 @@ import { startAnnotateRewards } from '../../../workers/client.js';
 import { writeSampleInputs } from '../../../activities/reward/annotate-activities.js';
 import { openStore } from '../../../activities/store/open.js';
 import { readCommitted, readArtifact } from '../../../activities/store/manifest.js';
+import { ANNOTATION_REWARDS_NAME, annotationPrefix, annotationShardPrefix } from '../../../activities/store/keys.js';
 import { readTable, writeTable } from '../../../activities/store/arrow.js';
 import { REWARDS, ANNOTATION_INPUTS } from '../../../activities/store/schemas.js';
 import { createReward } from '../../../activities/reward/registry.js';
@@ -56,14 +57,14 @@ describe('annotateRewards', () => {
         assert.ok(result.accuracy > 0.5 && result.accuracy < 0.9, `the noisy solver is ~70% right, got ${result.accuracy}`);
         assert.equal(result.errors, 0);
 
-        const prefix = `annotations/${jobId}`;
+        const prefix = annotationPrefix(jobId);
         const manifest = await readCommitted(store, prefix);
         assert.ok(manifest, 'the job prefix is committed');
-        const rows = readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), 'rewards');
+        const rows = readTable(REWARDS, await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME), 'rewards');
         assert.equal(rows.length, 530);
         assert.deepEqual(rows.map((r) => r.prompt_id), inputs.map((r) => r.prompt_id), 'rewards are in input order');
         assert.ok(rows.every((r) => r.run_id === jobId && (r.reward === 0 || r.reward === 1)));
-        for (let s = 0; s < 3; s++) assert.ok(await readCommitted(store, `${prefix}/shards/${String(s).padStart(6, '0')}`), `shard ${s} committed`);
+        for (let s = 0; s < 3; s++) assert.ok(await readCommitted(store, annotationShardPrefix(prefix, s)), `shard ${s} committed`);
 
         // The search attributes and current details are visible to the UI.
         const desc = await started.handle.describe();

@@ -9,6 +9,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { annotationPrefix } from '../../../activities/store/keys.js';
+import { manifestKey } from '../../../activities/store/manifest.js';
 import { runCli } from '../../support/cli.js';
 import { temporalWithWorkers } from '../../support/temporal.js';
 
@@ -31,7 +33,7 @@ test('annotate prints the workflow id and its Web UI link, --wait the result; st
   const ui = temporal().config.uiUrl!.replace(/\/$/, '');
   assert.ok(run.stdout.includes(`Web UI: ${ui}/namespaces/${temporal().config.namespace}/workflows/${jobId}\n`), run.stdout);
   assert.match(run.stdout, /records: 40 {3}accuracy: \d+\.\d%/);
-  assert.match(run.stdout, new RegExp(`manifest: ${store}/annotations/${jobId}/manifest\\.json`));
+  assert.ok(run.stdout.includes(`manifest: ${store}/${manifestKey(annotationPrefix(jobId))}`), run.stdout);
 
   const status = await cli(['status', jobId]);
   assert.equal(status.code, 0, status.stderr);

@@ -11,6 +11,7 @@ import { before, describe, it } from 'node:test';
 import { openStore, type S3Options } from '../../../activities/store/open.js';
 import { StoreError } from '../../../activities/store/errors.js';
 import { readAll, type ObjectStore } from '../../../activities/store/object-store.js';
+import { MANIFEST_NAME, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readCommitted } from '../../../activities/store/manifest.js';
 import { servers } from '../../support/servers.js';
 import { pattern, storeSuite } from '../../support/stores.js';
@@ -244,17 +245,17 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
     // retry then gets 412. The committer must report the manifest that is in the store (its own).
     let lost = false;
     const { proxy, store, cleanup } = await throughProxy((_n, req) => {
-      if (!lost && req.method === 'PUT' && (req.url ?? '').includes('manifest.json')) {
+      if (!lost && req.method === 'PUT' && (req.url ?? '').includes(MANIFEST_NAME)) {
         lost = true;
         return 'lose-response';
       }
       return 'pass';
     });
     try {
-      const r = await commit(store, 'runs/r9/steps/000001', [{ name: 'x.bin', bytes: pattern(300) }]);
+      const r = await commit(store, stepPrefix('r9', 1), [{ name: 'x.bin', bytes: pattern(300) }]);
       assert.ok(proxy.seen.some((s) => s.action === 'lose-response'));
       assert.equal(r.created, false, 'the retry found the manifest already there');
-      assert.deepEqual(await readCommitted(store, 'runs/r9/steps/000001'), r.manifest);
+      assert.deepEqual(await readCommitted(store, stepPrefix('r9', 1)), r.manifest);
       assert.equal(r.manifest.artifacts[0]!.bytes, 300);
     } finally {
       await cleanup();

@@ -13,7 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { ConfigError } from '../../../activities/common/config.js';
 import { openStore } from '../../../activities/store/open.js';
-import { stepPrefix } from '../../../activities/store/keys.js';
+import { METRICS_NAME, rewardsName, stepPrefix } from '../../../activities/store/keys.js';
 import { committedSteps, readArtifact } from '../../../activities/store/manifest.js';
 import { decodeMetrics, decodeRewards } from '../../../activities/store/schemas.js';
 import { newRunId, pauseRun, resumeRun, runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
@@ -34,9 +34,9 @@ test('a run commits every step once across continue-as-new, evaluates, and shows
   const store = openStore(storeUri);
   await assertCommittedRun(store, run.runId, 5);
   const phases = [];
-  for (const s of [0, 1, 2, 3, 4]) phases.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), 'metrics.arrow'))[0]!.phase);
+  for (const s of [0, 1, 2, 3, 4]) phases.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!.phase);
   assert.deepEqual(phases, ['sft', 'sft', 'rl', 'rl', 'rl']);
-  const rl = decodeMetrics(await readArtifact(store, stepPrefix(run.runId, 3), 'metrics.arrow'))[0]!;
+  const rl = decodeMetrics(await readArtifact(store, stepPrefix(run.runId, 3), METRICS_NAME))[0]!;
   assert.equal(rl.num_prompts, 8);
   assert.ok(rl.reward_mean !== null && rl.reward_mean >= 0 && rl.reward_mean <= 1);
   assert.ok(rl.loss !== null && Number.isFinite(rl.loss));
@@ -118,9 +118,9 @@ test('a reward that fails on some samples is handled by the drop policy and coun
   const store = openStore(storeUri);
   let errors = 0;
   for (const s of [0, 1]) {
-    const m = decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), 'metrics.arrow'))[0]!;
-    const rewards = [...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), 'rewards-000.arrow')),
-      ...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), 'rewards-001.arrow'))];
+    const m = decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!;
+    const rewards = [...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(0))),
+      ...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(1)))];
     const failed = rewards.filter((r) => r.error !== null);
     assert.equal(m.reward_errors, failed.length, `step ${s}: metrics count every failed reward`);
     for (const r of failed) {

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../../../activities/store/open.js';
-import { joinKey, runPrefix, stepPrefix } from '../../../activities/store/keys.js';
+import {
+  ADVANTAGES_NAME, EVAL_NAME, METRICS_NAME, evalPrefix, rewardsName, rolloutsName, runRecordKey, stepPrefix,
+} from '../../../activities/store/keys.js';
 import { commit, type ArtifactInput } from '../../../activities/store/manifest.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import {
@@ -36,7 +38,7 @@ export function metricsRow(runId: string, step: number, phase: 'sft' | 'rl', ove
 
 /** Commits an SFT step (metrics only). */
 export async function commitSftStep(store: ObjectStore, runId: string, step: number, over: Partial<MetricsInput> = {}): Promise<void> {
-  await commit(store, stepPrefix(runId, step), [{ name: 'metrics.arrow', bytes: encodeMetrics([metricsRow(runId, step, 'sft', over)]), schema: METRICS }]);
+  await commit(store, stepPrefix(runId, step), [{ name: METRICS_NAME, bytes: encodeMetrics([metricsRow(runId, step, 'sft', over)]), schema: METRICS }]);
 }
 
 export interface RlSample {
@@ -54,7 +56,7 @@ export interface RlSample {
 export async function commitRlStep(
   store: ObjectStore, runId: string, step: number, samples: readonly RlSample[], shardSize = 2, over: Partial<MetricsInput> = {},
 ): Promise<void> {
-  const artifacts: ArtifactInput[] = [{ name: 'metrics.arrow', bytes: encodeMetrics([metricsRow(runId, step, 'rl', over)]), schema: METRICS }];
+  const artifacts: ArtifactInput[] = [{ name: METRICS_NAME, bytes: encodeMetrics([metricsRow(runId, step, 'rl', over)]), schema: METRICS }];
   for (let shard = 0; shard * shardSize < samples.length; shard++) {
     const part = samples.slice(shard * shardSize, (shard + 1) * shardSize);
     const rollouts: RolloutsInput[] = part.map((s) => {
@@ -69,23 +71,22 @@ export async function commitRlStep(
     const rewards = part.map((s) => ({
       run_id: runId, step, prompt_id: s.prompt_id, sample_id: s.sample_id, reward: s.reward, components: {}, error: s.error ?? null,
     }));
-    const tag = String(shard).padStart(3, '0');
-    artifacts.push({ name: `rollouts-${tag}.arrow`, bytes: encodeRollouts(rollouts), schema: ROLLOUTS });
-    artifacts.push({ name: `rewards-${tag}.arrow`, bytes: encodeRewards(rewards), schema: REWARDS });
+    artifacts.push({ name: rolloutsName(shard), bytes: encodeRollouts(rollouts), schema: ROLLOUTS });
+    artifacts.push({ name: rewardsName(shard), bytes: encodeRewards(rewards), schema: REWARDS });
   }
   const advantages = samples.map((s) => ({ run_id: runId, step, prompt_id: s.prompt_id, sample_id: s.sample_id, advantage: s.advantage }));
-  artifacts.push({ name: 'advantages.arrow', bytes: encodeAdvantages(advantages), schema: ADVANTAGES });
+  artifacts.push({ name: ADVANTAGES_NAME, bytes: encodeAdvantages(advantages), schema: ADVANTAGES });
   await commit(store, stepPrefix(runId, step), artifacts);
 }
 
-/** Commits `runs/{runId}/evals/{policyVersion:06d}/eval.json`. */
+/** Commits the evaluation of checkpoint `e.policy_version` (its `eval.json`). */
 export async function commitEval(store: ObjectStore, runId: string, e: Omit<EvalRow, 'run_id'> & Record<string, unknown>): Promise<void> {
-  const prefix = joinKey(runPrefix(runId), 'evals', String(e.policy_version).padStart(6, '0'));
-  await commit(store, prefix, [{ name: 'eval.json', bytes: new TextEncoder().encode(JSON.stringify({ run_id: runId, ...e })) }]);
+  const prefix = evalPrefix(runId, e.policy_version);
+  await commit(store, prefix, [{ name: EVAL_NAME, bytes: new TextEncoder().encode(JSON.stringify({ run_id: runId, ...e })) }]);
 }
 
 export async function writeRunJson(store: ObjectStore, runId: string, json: unknown): Promise<void> {
-  await store.put(joinKey(runPrefix(runId), 'run.json'), new TextEncoder().encode(JSON.stringify(json)));
+  await store.put(runRecordKey(runId), new TextEncoder().encode(JSON.stringify(json)));
 }
 
 export function samples(step: number, n: number): RlSample[] {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadRunReport, ReportError } from '../../../activities/report/load.js';
-import { stepPrefix } from '../../../activities/store/keys.js';
+import { contentKey, METRICS_NAME, stepPrefix } from '../../../activities/store/keys.js';
 import { readManifest } from '../../../activities/store/manifest.js';
 import { commitEval, commitRlStep, commitSftStep, samples, tempStore, writeRunJson } from './helpers.js';
 
@@ -131,7 +131,7 @@ describe('loadRunReport', () => {
       });
       // Started but nothing committed yet (an uncommitted artifact does not count).
       await writeRunJson(store, 'started', { run_id: 'started', name: 's', resumed_from: null, config: {} });
-      await store.put(`${stepPrefix('started', 0)}/metrics.abc.arrow`, new Uint8Array([1]));
+      await store.put(`${stepPrefix('started', 0)}/${contentKey(METRICS_NAME, 'abc')}`, new Uint8Array([1]));
       await assert.rejects(loadRunReport(store, 'started'), /run "started" has no committed step .*has not committed a step yet/);
     } finally {
       await cleanup();

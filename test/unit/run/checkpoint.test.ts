@@ -22,7 +22,7 @@ import { initTrainState } from '../../../activities/model/engine.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { parameterCount } from '../../../activities/model/config.js';
 import { loadHfModel } from '../../../activities/model/hf.js';
-import { checkpointPrefix, METRICS_NAME, runRecordKey, stepPrefix } from '../../../activities/store/keys.js';
+import { checkpointPrefix, MANIFEST_NAME, METRICS_NAME, runRecordKey, stepPrefix } from '../../../activities/store/keys.js';
 import { artifactKey, commit, committedSteps, readArtifact, readManifest } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
@@ -202,8 +202,8 @@ describe('commitStep', () => {
 
     const r = await commitStep(input);
     assert.equal(r.created, true);
-    assert.equal(r.stepUri, store.uri(`${stepPrefix(runId, 0)}/manifest.json`));
-    assert.equal(r.checkpointUri, store.uri(`${checkpointPrefix(runId, 1)}/manifest.json`));
+    assert.equal(r.stepUri, store.uri(`${stepPrefix(runId, 0)}/${MANIFEST_NAME}`));
+    assert.equal(r.checkpointUri, store.uri(`${checkpointPrefix(runId, 1)}/${MANIFEST_NAME}`));
     const rows = decodeMetrics(await readArtifact(store, stepPrefix(runId, 0), METRICS_NAME));
     assert.equal(rows.length, 1);
     assert.deepEqual([rows[0]!.run_id, rows[0]!.step, rows[0]!.phase, rows[0]!.policy_version], [runId, 0, 'sft', 0]);

@@ -20,7 +20,7 @@ import { loadRun, writeRunRecord, type ResolvedRun } from '../../../activities/r
 import type { LearnerInput, StepMetrics } from '../../../activities/run/types.js';
 import { initTrainState, ModelEngine } from '../../../activities/model/engine.js';
 import { initWeights } from '../../../activities/model/init.js';
-import { checkpointPrefix, stepPrefix } from '../../../activities/store/keys.js';
+import { ADVANTAGES_NAME, checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readManifest, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
@@ -80,7 +80,7 @@ const sftInput = (runId: string, step: number): LearnerInput => ({
   promptOffset: 0, batchSize: 8, rollouts: [], advantages: null,
 });
 
-const sha = (entries: ManifestEntry[], name = 'model.safetensors') => entries.find((e) => e.name === name)!.sha256;
+const sha = (entries: ManifestEntry[], name = MODEL_NAME) => entries.find((e) => e.name === name)!.sha256;
 
 /**
  * Run "sft-reference": one SFT update from the seeded initial weights, committed as checkpoint 1.
@@ -131,7 +131,7 @@ describe('learnerUpdate: sft', () => {
     const reference = await sftReferenceStep();
     const [b, c] = [await learnerUpdate(sftInput('sft-b', 0)), await learnerUpdate(sftInput('sft-c', 0))];
     assert.equal(sha(b.checkpoint), sha(c.checkpoint));
-    assert.equal(sha(b.checkpoint, 'optimizer.safetensors'), sha(c.checkpoint, 'optimizer.safetensors'));
+    assert.equal(sha(b.checkpoint, OPTIMIZER_NAME), sha(c.checkpoint, OPTIMIZER_NAME));
     // and equal to what the reference run (another engine, earlier) wrote for step 0
     assert.equal(sha(reference.checkpoint), sha(b.checkpoint));
   });
@@ -145,7 +145,7 @@ describe('learnerUpdate: sft', () => {
     await commitStep({ storeUri, runId: 'sft-single', step: 0, phase: 'sft', checkpoint: first.checkpoint, artifacts: [], metrics: emptyMetrics() });
     const second = await learnerUpdate({ ...sftInput('sft-single', 1), lr: 2e-3, promptOffset: 8 });
     assert.equal(sha(multi.checkpoint), sha(second.checkpoint));
-    assert.equal(sha(multi.checkpoint, 'optimizer.safetensors'), sha(second.checkpoint, 'optimizer.safetensors'));
+    assert.equal(sha(multi.checkpoint, OPTIMIZER_NAME), sha(second.checkpoint, OPTIMIZER_NAME));
   });
 
   it('returns the committed checkpoint at once when step + 1 is already committed', async () => {
@@ -244,10 +244,10 @@ async function writeRlStep(runId: string, run: ResolvedRun, xs: Sample[], behavi
   const half = Math.ceil(rows.length / 2);
   return {
     rollouts: [
-      await writeArtifact(store, prefix, { name: 'rollouts-000.arrow', bytes: encodeRollouts(rows.slice(0, half)), schema: ROLLOUTS }),
-      await writeArtifact(store, prefix, { name: 'rollouts-001.arrow', bytes: encodeRollouts(rows.slice(half)), schema: ROLLOUTS }),
+      await writeArtifact(store, prefix, { name: rolloutsName(0), bytes: encodeRollouts(rows.slice(0, half)), schema: ROLLOUTS }),
+      await writeArtifact(store, prefix, { name: rolloutsName(1), bytes: encodeRollouts(rows.slice(half)), schema: ROLLOUTS }),
     ],
-    advantages: await writeArtifact(store, prefix, { name: 'advantages.arrow', bytes: encodeAdvantages(adv), schema: ADVANTAGES }),
+    advantages: await writeArtifact(store, prefix, { name: ADVANTAGES_NAME, bytes: encodeAdvantages(adv), schema: ADVANTAGES }),
   };
 }
 
@@ -325,7 +325,7 @@ describe('learnerUpdate: rl', () => {
       run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
       token_advantages: x.completion.map(() => x.advantage), loss_mask: x.mask,
     }));
-    const advantages = await writeArtifact(store, prefix, { name: 'advantages.arrow', bytes: encodeAdvantages(adv), schema: ADVANTAGES });
+    const advantages = await writeArtifact(store, prefix, { name: ADVANTAGES_NAME, bytes: encodeAdvantages(adv), schema: ADVANTAGES });
     const d = await learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages }));
     assert.equal(d.sequences, 4);
     await commit(store, checkpointPrefix('rl-d', 1), d.checkpoint);
@@ -342,7 +342,7 @@ describe('learnerUpdate: rl', () => {
     const e = await writeRlStep('rl-e', run, xs, before0.perToken);
     await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
     const partial = await writeArtifact(store, stepPrefix('rl-e', 0), {
-      name: 'advantages.arrow', schema: ADVANTAGES,
+      name: ADVANTAGES_NAME, schema: ADVANTAGES,
       bytes: encodeAdvantages(xs.slice(1).map((x) => ({ run_id: 'rl-e', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage }))),
     });
     await assert.rejects(learnerUpdate(rlInput('rl-e', { rollouts: e.rollouts, advantages: partial })), /sample_id 0\) has no row in .*advantages/);

@@ -9,11 +9,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
-import { rewardShard, rewardsName, taskItemsById } from '../../../activities/reward/step-activities.js';
-import { computeStepAdvantages, ADVANTAGES_FILE } from '../../../activities/advantage/activities.js';
+import { rewardShard, taskItemsById } from '../../../activities/reward/step-activities.js';
+import { computeStepAdvantages } from '../../../activities/advantage/activities.js';
 import { type RunConfigInput } from '../../../activities/run/config.js';
 import { getTask } from '../../../activities/tasks/tasks.js';
-import { stepPrefix } from '../../../activities/store/keys.js';
+import { ADVANTAGES_NAME, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readEntry, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
 import {
   REWARDS, ROLLOUTS, decodeAdvantages, decodeRewards, encodeRewards, encodeRollouts, type RewardsInput, type RolloutsInput,
@@ -56,7 +56,7 @@ async function writeRollouts(f: Fixture, shard: number, offset: number, pattern:
       });
     });
   });
-  const entry = await writeArtifact(f.store, stepPrefix(RUN, STEP), { name: `rollouts-${String(shard).padStart(3, '0')}.arrow`, bytes: encodeRollouts(rows), schema: ROLLOUTS });
+  const entry = await writeArtifact(f.store, stepPrefix(RUN, STEP), { name: rolloutsName(shard), bytes: encodeRollouts(rows), schema: ROLLOUTS });
   return { entry, rows };
 }
 
@@ -216,7 +216,7 @@ describe('computeStepAdvantages', () => {
     assert.deepEqual(b.advantages, a.advantages);
     await commit(f.store, stepPrefix(RUN, STEP), [r0.entry, r1.entry, w0, w1, a.advantages]);
     const c = await computeStepAdvantages({ ...input, rollouts: [], rewards: [] });
-    assert.equal(c.advantages.name, ADVANTAGES_FILE);
+    assert.equal(c.advantages.name, ADVANTAGES_NAME);
     assert.deepEqual(c.advantages, a.advantages);
     const { seconds: _s1, ...sa } = a;
     const { seconds: _s2, ...sc } = c;
@@ -239,7 +239,7 @@ describe('computeStepAdvantages', () => {
       assert.equal(a.keptSamples, 4);
       assert.equal(a.droppedSamples, 4);
 
-      const short = await writeArtifact(g.store, stepPrefix(RUN, STEP), { name: 'rewards-009.arrow', bytes: encodeRewards(rows.slice(0, 7)), schema: REWARDS });
+      const short = await writeArtifact(g.store, stepPrefix(RUN, STEP), { name: rewardsName(9), bytes: encodeRewards(rows.slice(0, 7)), schema: REWARDS });
       await assert.rejects(
         computeStepAdvantages({ storeUri: g.storeUri, runId: RUN, step: STEP, phaseIndex: 0, rollouts: [r.entry], rewards: [short] }),
         nonRetryable(/sample addition-train-000001\/3 has no rewards row/),

@@ -6,13 +6,13 @@ import { runFixture, type RunFixture } from './fixture.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
-import { evaluate, evalPrefix, EVAL_FILE, finishCompletion, releaseEngines, rolloutShard } from '../../../activities/rollout/activities.js';
+import { evaluate, finishCompletion, releaseEngines, rolloutShard } from '../../../activities/rollout/activities.js';
 import { parseSamplingParams } from '../../../activities/rollout/sampling.js';
 import { type RunConfigInput } from '../../../activities/run/config.js';
 import { writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { ModelEngine } from '../../../activities/model/engine.js';
 import { sftLoss } from '../../../activities/model/losses.js';
-import { checkpointPrefix, stepPrefix } from '../../../activities/store/keys.js';
+import { checkpointPrefix, EVAL_NAME, evalPrefix, MANIFEST_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readArtifact, readEntry, readManifest } from '../../../activities/store/manifest.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
 
@@ -50,7 +50,7 @@ describe('rolloutShard', () => {
     const { tokenizer, task, config } = f.run;
     const budget = f.run.maxNewTokens(config.phases[1]!.kind === 'rl' ? config.phases[1] : undefined);
     const items = task.prompts(config.seed, 'train', 3, 4);
-    assert.equal(r.rollouts.name, 'rollouts-000.arrow');
+    assert.equal(r.rollouts.name, rolloutsName(0));
     assert.equal(rows.length, 12);
     assert.equal(r.samples, 12);
     assert.deepEqual(rows.map((x) => x.prompt_id), items.flatMap((it) => Array(4).fill(it.promptId)));
@@ -99,7 +99,7 @@ describe('rolloutShard', () => {
     assert.deepEqual(a.rollouts, b.rollouts);
     // item 5 alone (shard 1 of another split) samples what it sampled in the batch of items 4..6
     const alone = await rolloutShard(shardInput(f, { shard: 1, shards: 2, promptOffset: 5, promptCount: 1 }));
-    assert.equal(alone.rollouts.name, 'rollouts-001.arrow');
+    assert.equal(alone.rollouts.name, rolloutsName(1));
     const all = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 1), a.rollouts));
     const one = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 1), alone.rollouts));
     assert.deepEqual(one.map((x) => [...x.completion_token_ids]), all.slice(4, 8).map((x) => [...x.completion_token_ids]));
@@ -112,7 +112,7 @@ describe('rolloutShard', () => {
     assert.deepEqual(again.rollouts, a.rollouts);
     assert.equal(again.samples, a.samples);
     assert.equal(again.completionTokens, a.completionTokens);
-    await assert.rejects(rolloutShard(shardInput(f, { step: 2, shard: 1, shards: 2 })), /committed without "rollouts-001.arrow"/);
+    await assert.rejects(rolloutShard(shardInput(f, { step: 2, shard: 1, shards: 2 })), (e: unknown) => e instanceof Error && e.message.includes(`committed without "${rolloutsName(1)}"`));
   });
 
   it('bad input fails non-retryably with a message naming it', async () => {
@@ -158,9 +158,9 @@ describe('evaluate', () => {
     const items = f.run.task.prompts(f.run.config.seed, 'eval', 8);
     assert.deepEqual(r.samples.map((s) => s.prompt_id), items.map((i) => i.promptId));
     assert.deepEqual(r.samples.map((s) => s.reference), items.map((i) => i.reference));
-    assert.ok(r.uri.endsWith(`${evalPrefix(RUN, 0)}/manifest.json`), r.uri);
+    assert.ok(r.uri.endsWith(`${evalPrefix(RUN, 0)}/${MANIFEST_NAME}`), r.uri);
 
-    const stored = JSON.parse(new TextDecoder().decode(await readArtifact(f.store, evalPrefix(RUN, 0), EVAL_FILE)));
+    const stored = JSON.parse(new TextDecoder().decode(await readArtifact(f.store, evalPrefix(RUN, 0), EVAL_NAME)));
     const { uri: _u, seconds: _s, ...record } = r;
     assert.deepEqual(stored, record);
     const manifestBefore = await readManifest(f.store, evalPrefix(RUN, 0));
