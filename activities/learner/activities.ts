@@ -37,7 +37,7 @@ import { logger } from '../common/log.js';
 import type { ModelEngine } from '../model/engine.js';
 import type { ExtraValue, TrainBatch, TrainState } from '../model/engine-types.js';
 import type { WeightMap } from '../model/graphs/common.js';
-import { checkpointPrefix, stepPrefix } from '../store/keys.js';
+import { ADVANTAGES_NAME, checkpointPrefix, METRICS_NAME, stepPrefix } from '../store/keys.js';
 import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { decodeAdvantages, decodeMetrics, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
@@ -120,7 +120,7 @@ const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | nul
 async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, progress: StageContext['progress']): Promise<{ rows: Row[]; dropped: number; tokenAdv: boolean }> {
   const prefix = stepPrefix(input.runId, input.step);
   if (!input.advantages) {
-    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's advantages.arrow`, 'BadLearnerInput');
+    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's ${ADVANTAGES_NAME}`, 'BadLearnerInput');
   }
   if (input.rollouts.length === 0) {
     throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no rollouts entries given`, 'BadLearnerInput');
@@ -211,7 +211,7 @@ function toBatch(rows: Row[], t: number): TrainBatch {
 async function committedMetrics(store: ObjectStore, runId: string, step: number): Promise<Record<string, number>> {
   const prefix = stepPrefix(runId, step);
   const manifest = await readManifest(store, prefix);
-  const entry = manifest?.artifacts.find((e) => e.name === 'metrics.arrow');
+  const entry = manifest?.artifacts.find((e) => e.name === METRICS_NAME);
   if (!entry) return {};
   const row = decodeMetrics(await readEntry(store, prefix, entry))[0];
   if (!row) return {};

@@ -2,10 +2,10 @@
  * Activities of the rollout queue of a training run (workflows/training-run.ts):
  *
  * - `rolloutShard` — samples `groupSize` completions for each prompt of one shard of an RL step
- *   with the policy of checkpoint `policyVersion`, and writes `rollouts-{shard:03d}.arrow` under
- *   the step prefix (uncommitted; the workflow commits it with the step).
+ *   with the policy of checkpoint `policyVersion`, and writes `rolloutsName(shard)` under the step
+ *   prefix (uncommitted; the workflow commits it with the step).
  * - `evaluate` — greedy accuracy and pass@k of a checkpoint on the task's eval split, committed as
- *   `runs/{run}/evals/{v:06d}/eval.json`.
+ *   `eval.json` under `evalPrefix(run, v)` (store/keys.ts).
  *
  * Determinism (DESIGN.md §6): every token is drawn from the counter stream of
  * (seed, step, prompt_id, sample_id) at its completion position (`sampleStream`), never from the run
@@ -35,7 +35,7 @@ import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { EvalRecord, EvaluateInput, EvaluateResult, RolloutShardInput, RolloutShardResult } from '../run/types.js';
-import { joinKey, runPrefix, stepPrefix } from '../store/keys.js';
+import { EVAL_NAME, evalPrefix, rolloutsName, stepPrefix } from '../store/keys.js';
 import { canonicalJson, commit, manifestKey, readEntry, readManifest, writeArtifact, type Manifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
@@ -43,18 +43,6 @@ import { parseSamplingParams, sampleAt, sampleStream, StopChecker, type Sampling
 
 /** Most sequences in one `generate` call (the KV cache of a batch is allocated at once). */
 export const MAX_BATCH_SEQUENCES = 256;
-
-/** Name of a shard's rollouts artifact: `rollouts-{shard:03d}.arrow`. */
-export function rolloutsName(shard: number): string {
-  return `rollouts-${String(shard).padStart(3, '0')}.arrow`;
-}
-
-/** `runs/{run}/evals/{v:06d}`: where the evaluation of checkpoint v is committed. */
-export function evalPrefix(runId: string, version: number): string {
-  return joinKey(runPrefix(runId), 'evals', String(version).padStart(6, '0'));
-}
-
-export const EVAL_FILE = 'eval.json';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
@@ -225,7 +213,7 @@ function committedEntry(store: ObjectStore, prefix: string, manifest: Manifest, 
   return entry;
 }
 
-/** Generates one rollout shard of an RL step and writes `rollouts-{shard:03d}.arrow` (uncommitted). */
+/** Generates one rollout shard of an RL step and writes `rolloutsName(shard)` (uncommitted). */
 export async function rolloutShard(input: RolloutShardInput): Promise<RolloutShardResult> {
   return stage('rollout', input.storeUri, async ({ store, progress }) => {
     const t0 = performance.now();
@@ -308,7 +296,7 @@ async function scoreEval(run: ResolvedRun, reward: RewardFn, samples: RewardSamp
  * greedy accuracy, mean reward of the greedy completions, and pass@k over `eval.passK` samples per
  * prompt at `eval.temperature` (the unbiased estimator of Chen et al. 2021 with n = k, i.e. the
  * fraction of prompts with at least one correct sample). Commits `eval.json` under
- * `runs/{run}/evals/{v:06d}/`; an evaluation already committed is returned as stored.
+ * `evalPrefix(run, v)`; an evaluation already committed is returned as stored.
  */
 export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
   return stage('eval', input.storeUri, async ({ store, progress }) => {
@@ -318,7 +306,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     const prefix = evalPrefix(runId, v);
     const uri = store.uri(manifestKey(prefix));
     const stored = async (m: Manifest): Promise<EvaluateResult> => {
-      const bytes = await readEntry(store, prefix, committedEntry(store, prefix, m, EVAL_FILE));
+      const bytes = await readEntry(store, prefix, committedEntry(store, prefix, m, EVAL_NAME));
       const record = JSON.parse(new TextDecoder().decode(bytes)) as EvalRecord;
       return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
     };
@@ -386,7 +374,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
         prompt_id: s.promptId, prompt: s.prompt, completion: s.completion, reward: greedyRows[i]!.reward, reference: items[i]!.reference,
       })),
     };
-    const { manifest, created } = await commit(store, prefix, [{ name: EVAL_FILE, bytes: new TextEncoder().encode(canonicalJson(record)) }], { run_id: runId, step: v });
+    const { manifest, created } = await commit(store, prefix, [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }], { run_id: runId, step: v });
     progress({ done: total, of: total });
     if (!created) return stored(manifest);
     return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
