@@ -1,13 +1,10 @@
 /**
  * Activities of the offline reward-annotation job (workflow: workflows/annotate-rewards.ts).
  *
- * Layout in the store, under the job's output prefix P:
- *   P/shards/{i:06d}/parts/{c:06d}.arrow   chunk results of shard i (resume points, not committed)
- *   P/shards/{i:06d}/rewards.arrow         shard i's rewards and
- *   P/shards/{i:06d}/job.json              what they are a function of (input sha256, reward, ...),
- *   P/shards/{i:06d}/manifest.json         committed by this manifest
- *   P/rewards.arrow, P/summary.json        all rewards in input order, committed by
- *   P/manifest.json
+ * Under the job's output prefix, each shard commits its rewards and the job settings they are a
+ * function of (input sha256, reward, ...), after writing each chunk's rows as a resume point; the
+ * job then commits all rewards in input order and a summary. The keys and names are spelled in
+ * store/keys.ts (`annotationShardPrefix`, `annotationPartKey`, `ANNOTATION_*_NAME`).
  *
  * Every output is a pure function of the input file and the job config, so a re-executed
  * activity writes the same bytes; a committed shard or job is found and returned at once. A shard
@@ -19,6 +16,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
 import { logger } from '../common/log.js';
 import { additionProblems, noisyCompletions } from '../tasks/addition.js';
+import { ANNOTATION_JOB_NAME, ANNOTATION_REWARDS_NAME, ANNOTATION_SUMMARY_NAME, annotationPartKey, annotationShardPrefix } from '../store/keys.js';
 import { withStore } from '../store/open.js';
 import { StoreError, NotFoundError } from '../store/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -29,8 +27,6 @@ import { createReward } from './registry.js';
 import { scoreSamples, type ErrorPolicy } from './run.js';
 import type { RewardSample, RewardSpec } from './types.js';
 import type { AnnotateRewardsResult, AnnotationPlan, ShardPlan, ShardResult } from './annotate-types.js';
-
-const pad = (n: number) => String(n).padStart(6, '0');
 
 /** Errors that re-trying cannot fix (bad input, bad config) become non-retryable failures. */
 async function classify<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -128,8 +124,8 @@ function shardJob(input: ShardInput): Record<string, unknown> {
 
 /** Fails non-retryably when a committed shard was produced by a different job than `input`'s. */
 async function checkSameJob(store: ObjectStore, prefix: string, manifest: Manifest, input: ShardInput): Promise<void> {
-  if (!manifest.artifacts.some((e) => e.name === 'job.json')) return; // committed before job.json existed
-  const committed = JSON.parse(new TextDecoder().decode(await readArtifact(store, prefix, 'job.json'))) as Record<string, unknown>;
+  if (!manifest.artifacts.some((e) => e.name === ANNOTATION_JOB_NAME)) return; // committed before job.json existed
+  const committed = JSON.parse(new TextDecoder().decode(await readArtifact(store, prefix, ANNOTATION_JOB_NAME))) as Record<string, unknown>;
   const wanted = JSON.parse(canonicalJson(shardJob(input))) as Record<string, unknown>;
   const differ = Object.keys(wanted).filter((k) => canonicalJson(committed[k]) !== canonicalJson(wanted[k]));
   if (differ.length === 0) return;
@@ -164,7 +160,7 @@ function summarize(index: number, rows: readonly { reward?: number | null; error
 export async function annotateShard(input: ShardInput): Promise<ShardResult> {
   const ctx = Context.current();
   const log = logger('annotate', { job: input.jobId, shard: input.shard.index });
-  const prefix = `${input.outputPrefix}/shards/${pad(input.shard.index)}`;
+  const prefix = annotationShardPrefix(input.outputPrefix, input.shard.index);
   const resume = ctx.info.heartbeatDetails as ShardHeartbeat | undefined;
   // The latest resume point, re-sent by keepingAlive between chunks.
   let progress: ShardHeartbeat | undefined = resume;
@@ -174,7 +170,7 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       if (done) {
         await checkSameJob(store, prefix, done, input);
         log.info('shard already committed: skipping');
-        return summarize(input.shard.index, readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), store.uri(`${prefix}/rewards.arrow`)), true);
+        return summarize(input.shard.index, readTable(REWARDS, await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME), store.uri(`${prefix}/${ANNOTATION_REWARDS_NAME}`)), true);
       }
       const { rows: all, sha } = await loadInputs(store, input.inputKey);
       if (sha !== input.inputSha256) {
@@ -191,7 +187,7 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       const parts: (RewardsInput | RewardsRow)[][] = [];
       try {
         for (let c = 0; c < chunks; c++) {
-          const partKey = `${prefix}/parts/${pad(c)}.arrow`;
+          const partKey = annotationPartKey(input.outputPrefix, input.shard.index, c);
           if (c < from && (await store.head(partKey))) {
             parts.push(readTable(REWARDS, await store.get(partKey), store.uri(partKey)));
             continue;
@@ -222,8 +218,8 @@ export async function annotateShard(input: ShardInput): Promise<ShardResult> {
       }
       const merged = parts.flat();
       const { manifest } = await commit(store, prefix, [
-        { name: 'rewards.arrow', bytes: writeTable(REWARDS, merged), schema: REWARDS },
-        { name: 'job.json', bytes: new TextEncoder().encode(canonicalJson(shardJob(input))) },
+        { name: ANNOTATION_REWARDS_NAME, bytes: writeTable(REWARDS, merged), schema: REWARDS },
+        { name: ANNOTATION_JOB_NAME, bytes: new TextEncoder().encode(canonicalJson(shardJob(input))) },
       ]);
       // A racing attempt of another job may have committed first.
       await checkSameJob(store, prefix, manifest, input);
@@ -241,17 +237,17 @@ export async function finalizeAnnotation(input: FinalizeInput): Promise<Annotate
     withStore(input.storeUri, async (store) => {
       const result = (summary: Omit<AnnotateRewardsResult, 'rewardsUri' | 'manifestUri'>, manifest: Manifest): AnnotateRewardsResult => ({
         ...summary,
-        rewardsUri: artifactUri(store, input.outputPrefix, manifest, 'rewards.arrow'),
+        rewardsUri: artifactUri(store, input.outputPrefix, manifest, ANNOTATION_REWARDS_NAME),
         manifestUri: store.uri(manifestKey(input.outputPrefix)),
       });
       const committed = await readCommitted(store, input.outputPrefix);
       if (committed) {
-        return result(JSON.parse(new TextDecoder().decode(await readArtifact(store, input.outputPrefix, 'summary.json'))), committed);
+        return result(JSON.parse(new TextDecoder().decode(await readArtifact(store, input.outputPrefix, ANNOTATION_SUMMARY_NAME))), committed);
       }
       const rows: RewardsRow[] = [];
       for (const s of [...input.shards].sort((a, b) => a.index - b.index)) {
-        const prefix = `${input.outputPrefix}/shards/${pad(s.index)}`;
-        rows.push(...readTable(REWARDS, await readArtifact(store, prefix, 'rewards.arrow'), store.uri(`${prefix}/rewards.arrow`)));
+        const prefix = annotationShardPrefix(input.outputPrefix, s.index);
+        rows.push(...readTable(REWARDS, await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME), store.uri(`${prefix}/${ANNOTATION_REWARDS_NAME}`)));
       }
       const t = summarize(0, rows, false);
       const scored = t.records - t.dropped;
@@ -264,8 +260,8 @@ export async function finalizeAnnotation(input: FinalizeInput): Promise<Annotate
         dropped: t.dropped,
       };
       const { manifest } = await commit(store, input.outputPrefix, [
-        { name: 'rewards.arrow', bytes: writeTable(REWARDS, rows), schema: REWARDS },
-        { name: 'summary.json', bytes: new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`) },
+        { name: ANNOTATION_REWARDS_NAME, bytes: writeTable(REWARDS, rows), schema: REWARDS },
+        { name: ANNOTATION_SUMMARY_NAME, bytes: new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`) },
       ]);
       return result(summary, manifest);
     })),
