@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ConfigError } from '../common/config.js';
 import { logger } from '../common/log.js';
-import { additionProblems, noisyCompletions } from '../tasks/addition.js';
+import { additionProblems, noisyCompletions } from './annotate-sample.js';
 import { ANNOTATION_JOB_NAME, ANNOTATION_REWARDS_NAME, ANNOTATION_SUMMARY_NAME, annotationPartKey, annotationShardPrefix } from '../store/keys.js';
 import { withStore } from '../store/open.js';
 import { StoreError, NotFoundError } from '../store/errors.js';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { additionProblems, noisyCompletions } from '../../activities/tasks/addition.js';
+import { additionProblems, noisyCompletions } from '../../../activities/reward/annotate-sample.js';
 
 test('addition problems are seeded, correct, and of the requested size', () => {
   const a = additionProblems(7, 50, { digits: 3 });
