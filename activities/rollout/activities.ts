@@ -7,10 +7,10 @@
  * - `evaluate` — greedy accuracy and pass@k of a checkpoint on the task's eval split, committed as
  *   `eval.json` under `evalPrefix(run, v)` (store/keys.ts).
  *
- * Determinism (DESIGN.md §6): every token is drawn from the counter stream of
- * (seed, step, prompt_id, sample_id) at its completion position (`sampleStream`), never from the run
- * id, so a re-executed or resumed shard writes the same bytes. Greedy decoding takes the argmax
- * (lowest id on ties). The engine runs with the config's fixed thread count.
+ * Determinism: every token is drawn from the counter stream of (seed, step, prompt_id, sample_id)
+ * at its completion position (`sampleStream`), never from the run id, so a re-executed or resumed
+ * shard writes the same bytes. Greedy decoding takes the argmax (lowest id on ties). The engine runs
+ * with the config's fixed thread count.
  *
  * Idempotence: a shard of a committed step, or an evaluation already committed, returns the
  * committed artifact at once without generating.
