@@ -8,6 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ApplicationFailure, WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
+import { runPrefix } from '../activities/store/keys.js';
 import { openStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
 import { progressQuery, type RunProgress, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
@@ -228,7 +229,7 @@ export async function runStatus(client: Client, runId: string, desc: WorkflowExe
     const p = await queryProgress(handle, QUERY_TIMEOUT_MS);
     if (p) {
       for (const line of progressBlock(p)) say(`  ${line}`);
-      say(`  store: ${p.storeUri} (runs/${runId}/)`);
+      say(`  store: ${p.storeUri} (${runPrefix(runId)}/)`);
       return 0;
     }
     say(`  no worker answered the progress query within ${QUERY_TIMEOUT_MS / 1000} s: are workers running? (durable-rl worker)`);
