@@ -91,9 +91,16 @@ function s3(e: InfraEndpoints): S3Client {
   });
 }
 
-describe('infra', () => {
-  let first: UpResult;
+/**
+ * The servers of this file's state dir, started if they are not running (`ensure` is idempotent:
+ * healthy servers are reused as they are). Each test that needs servers calls it first, so it
+ * finds them up and learns their current endpoints whatever ran before it, or if nothing did.
+ */
+function serversUp(): Promise<UpResult> {
+  return ensure({ stateDir, quiet: true });
+}
 
+describe('infra', () => {
   before(() => {
     // The test owns its state dir; make sure no outside settings redirect it to other servers.
     for (const k of Object.keys(process.env)) if (k.startsWith('DURABLE_RL_TEMPORAL_') || k.startsWith('DURABLE_RL_S3_')) delete process.env[k];
@@ -101,41 +108,47 @@ describe('infra', () => {
 
   after(async () => {
     await down({ stateDir, purge: true, quiet: true }).catch(() => {});
-    for (const p of serverProcesses(stateDir)) process.kill(p.pid, 'SIGKILL');
+    for (const p of [...serverProcesses(stateDir), ...serverProcesses(scratch)]) process.kill(p.pid, 'SIGKILL');
     rmSync(stateDir, { recursive: true, force: true });
     rmSync(scratch, { recursive: true, force: true });
   });
 
   it('two concurrent `up` processes on a fresh state dir end with one server set', async () => {
-    const [a, b] = await Promise.all([cli(['up', '--json', '--state-dir', stateDir]), cli(['up', '--json', '--state-dir', stateDir])]);
-    assert.equal(a.code, 0, a.stderr);
-    assert.equal(b.code, 0, b.stderr);
-    const ra = JSON.parse(a.stdout) as UpResult & { seconds: number };
-    const rb = JSON.parse(b.stdout) as UpResult & { seconds: number };
-    assert.deepEqual(ra.endpoints, rb.endpoints);
-    for (const c of ['temporal', 'minio'] as const) {
-      const started = [ra.actions[c], rb.actions[c]].filter((x) => x === 'started').length;
-      assert.equal(started, 1, `${c} must be started by exactly one process (got ${ra.actions[c]} and ${rb.actions[c]})`);
+    const fresh = join(scratch, 'concurrent-up-state');
+    try {
+      const [a, b] = await Promise.all([cli(['up', '--json', '--state-dir', fresh]), cli(['up', '--json', '--state-dir', fresh])]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      const ra = JSON.parse(a.stdout) as UpResult & { seconds: number };
+      const rb = JSON.parse(b.stdout) as UpResult & { seconds: number };
+      assert.deepEqual(ra.endpoints, rb.endpoints);
+      for (const c of ['temporal', 'minio'] as const) {
+        const started = [ra.actions[c], rb.actions[c]].filter((x) => x === 'started').length;
+        assert.equal(started, 1, `${c} must be started by exactly one process (got ${ra.actions[c]} and ${rb.actions[c]})`);
+      }
+      const procs = serverProcesses(fresh);
+      assert.equal(procs.length, 2, `expected one temporal and one minio process, got ${JSON.stringify(procs)}`);
+      assert.ok(procs.some((p) => p.bin.includes('temporal')) && procs.some((p) => p.bin.includes('minio')));
+      assert.match(ra.endpoints.temporal.address, /^127\.0\.0\.1:\d+$/);
+      assert.match(ra.endpoints.temporal.uiUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.match(ra.endpoints.minio.endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.equal(ra.endpoints.minio.bucket, 'durable-rl');
+    } finally {
+      await down({ stateDir: fresh, purge: true, quiet: true }).catch(() => {});
     }
-    const procs = serverProcesses(stateDir);
-    assert.equal(procs.length, 2, `expected one temporal and one minio process, got ${JSON.stringify(procs)}`);
-    assert.ok(procs.some((p) => p.bin.includes('temporal')) && procs.some((p) => p.bin.includes('minio')));
-    assert.match(ra.endpoints.temporal.address, /^127\.0\.0\.1:\d+$/);
-    assert.match(ra.endpoints.temporal.uiUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
-    assert.match(ra.endpoints.minio.endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);
-    assert.equal(ra.endpoints.minio.bucket, 'durable-rl');
-    first = ra;
   });
 
-  it('keeps credentials in a 0600 state file', () => {
+  it('keeps credentials in a 0600 state file', async () => {
+    const { endpoints } = await serversUp();
     const st = spawnSync('stat', ['-c', '%a', join(stateDir, 'state.json')], { encoding: 'utf8' });
     assert.equal(st.stdout.trim(), '600');
     const saved = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as { minio: { secretAccessKey: string } };
-    assert.equal(saved.minio.secretAccessKey, first.endpoints.minio.secretAccessKey);
-    assert.ok(first.endpoints.minio.secretAccessKey.length >= 32);
+    assert.equal(saved.minio.secretAccessKey, endpoints.minio.secretAccessKey);
+    assert.ok(endpoints.minio.secretAccessKey.length >= 32);
   });
 
   it('a second up reuses the healthy servers (same pids and ports) without taking the lock', async (t) => {
+    const first = await serversUp();
     const before = await status({ stateDir });
     assert.equal(before.temporal.state, 'running');
     assert.equal(before.minio.state, 'running');
@@ -158,9 +171,10 @@ describe('infra', () => {
   });
 
   it("registers the project's custom search attributes", async () => {
-    const conn = await Connection.connect({ address: first.endpoints.temporal.address });
+    const { address, namespace } = (await serversUp()).endpoints.temporal;
+    const conn = await Connection.connect({ address });
     try {
-      const r = await conn.operatorService.listSearchAttributes({ namespace: first.endpoints.temporal.namespace });
+      const r = await conn.operatorService.listSearchAttributes({ namespace });
       const custom = r.customAttributes ?? {};
       for (const sa of SEARCH_ATTRIBUTES) {
         assert.equal(custom[sa.name], encodeSearchAttributeIndexedValueType(sa.type.toUpperCase() as 'KEYWORD'), `${sa.name} as ${sa.type}`);
@@ -171,7 +185,7 @@ describe('infra', () => {
   });
 
   it('registers search attributes added to the list after the server was started', async () => {
-    const { address, namespace } = first.endpoints.temporal;
+    const { address, namespace } = (await serversUp()).endpoints.temporal;
     const victim = SEARCH_ATTRIBUTES[SEARCH_ATTRIBUTES.length - 1].name;
     const list = async (): Promise<string[]> => {
       const conn = await Connection.connect({ address });
@@ -201,16 +215,26 @@ describe('infra', () => {
   });
 
   it('creates the bucket, and S3 works with the returned credentials (path-style)', async () => {
-    const client = s3(first.endpoints);
+    const { endpoints } = await serversUp();
+    const client = s3(endpoints);
     try {
-      await client.send(new HeadBucketCommand({ Bucket: first.endpoints.minio.bucket }));
-      await client.send(new PutObjectCommand({ Bucket: first.endpoints.minio.bucket, Key: 'infra-test/hello.txt', Body: 'hello' }));
+      await client.send(new HeadBucketCommand({ Bucket: endpoints.minio.bucket }));
+      await client.send(new PutObjectCommand({ Bucket: endpoints.minio.bucket, Key: 'infra-test/hello.txt', Body: 'hello' }));
+      const got = await client.send(new GetObjectCommand({ Bucket: endpoints.minio.bucket, Key: 'infra-test/hello.txt' }));
+      assert.equal(await got.Body?.transformToString(), 'hello');
     } finally {
       client.destroy();
     }
   });
 
   it('recovers a stale pid: a killed MinIO is restarted on the same port with its data', async () => {
+    const first = await serversUp();
+    const writer = s3(first.endpoints);
+    try {
+      await writer.send(new PutObjectCommand({ Bucket: first.endpoints.minio.bucket, Key: 'infra-test/before-kill.txt', Body: 'kept' }));
+    } finally {
+      writer.destroy();
+    }
     const pid = (await status({ stateDir })).minio.pid as number;
     process.kill(pid, 'SIGKILL');
     await untilDead(pid);
@@ -225,14 +249,15 @@ describe('infra', () => {
     assert.notEqual(now.minio.pid, pid);
     const client = s3(r.endpoints);
     try {
-      const got = await client.send(new GetObjectCommand({ Bucket: r.endpoints.minio.bucket, Key: 'infra-test/hello.txt' }));
-      assert.equal(await got.Body?.transformToString(), 'hello');
+      const got = await client.send(new GetObjectCommand({ Bucket: r.endpoints.minio.bucket, Key: 'infra-test/before-kill.txt' }));
+      assert.equal(await got.Body?.transformToString(), 'kept');
     } finally {
       client.destroy();
     }
   });
 
   it('breaks a stale lock left by a dead process', async () => {
+    await serversUp();
     await stopMinio({ stateDir, quiet: true });
     const dead = spawnSync('true').pid as number; // exited and reaped: its pid names no process
     writeFileSync(lockFile(stateDir), JSON.stringify({ pid: dead, procStart: null, host: hostname(), since: new Date().toISOString(), purpose: 'crashed test' }));
@@ -243,6 +268,7 @@ describe('infra', () => {
   });
 
   it('stopTemporal/startTemporal restart on the same address with the same SQLite data', async () => {
+    const first = await serversUp();
     const { address, namespace } = first.endpoints.temporal;
     const workflowId = `infra-test-${process.pid}`;
     let conn = await Connection.connect({ address });
@@ -272,6 +298,7 @@ describe('infra', () => {
   });
 
   it('avoids a port taken by another process (startMinio refuses, up moves)', async () => {
+    await serversUp();
     const oldPort = Number(new URL((await status({ stateDir })).minio.endpoint).port);
     await stopMinio({ stateDir, quiet: true });
     const squatter: Server = createServer();
@@ -293,7 +320,7 @@ describe('infra', () => {
   });
 
   it('uses externally provided servers instead of starting its own', async () => {
-    const cur = (await ensure({ stateDir, quiet: true })).endpoints;
+    const cur = (await serversUp()).endpoints;
     const otherDir = join(scratch, 'external-state');
     const env = { ...process.env, ...endpointsEnv(cur) };
     const r = await ensure({ stateDir: otherDir, env, quiet: true });
@@ -357,6 +384,7 @@ describe('infra', () => {
   });
 
   it('down stops both servers and frees their ports', async () => {
+    await serversUp();
     const st = await status({ stateDir });
     const pids = [st.temporal.pid, st.minio.pid] as number[];
     const ports = [...Object.values(st.temporal.ports), ...Object.values(st.minio.ports)];
