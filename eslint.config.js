@@ -83,11 +83,11 @@ function importRules() {
 
     // rollout: the sampling library vs the stage's activities
     restrict(['activities/rollout/**/*.ts'], 'activities/rollout/README.md',
-      'activities/rollout/ may import ../common/, ../model/ and ../store/; only activities.ts also ../run/, ../checkpoint/ and ../reward/', [
+      'activities/rollout/ may import ../common/, ../model/ and ../store/; only the stage files (policy.ts, rollout-shard.ts, evaluate.ts) also ../run/, ../checkpoint/ and ../reward/', [
         otherStages(['rollout', 'common', 'model', 'store']), outsideActivities,
       ]),
-    restrict(['activities/rollout/activities.ts'], 'activities/rollout/README.md',
-      'activities/rollout/activities.ts may import ../common/, ../model/, ../store/, ../run/, ../checkpoint/ and ../reward/', [
+    restrict(['activities/rollout/policy.ts', 'activities/rollout/rollout-shard.ts', 'activities/rollout/evaluate.ts'], 'activities/rollout/README.md',
+      'the rollout stage files (policy.ts, rollout-shard.ts, evaluate.ts) may import ../common/, ../model/, ../store/, ../run/, ../checkpoint/ and ../reward/', [
         otherStages(['rollout', 'common', 'model', 'store', 'run', 'checkpoint', 'reward']), outsideActivities,
       ]),
 
@@ -95,22 +95,22 @@ function importRules() {
     ...rewardRules(),
 
     restrict(['activities/advantage/**/*.ts'], 'activities/advantage/README.md',
-      'an advantage estimator may import ../common/ and ../rollout/tree-plan only; activities.ts also ../store/ and ../run/', [
+      'an advantage estimator may import ../common/ and ../rollout/tree-plan only; step-advantages.ts also ../store/ and ../run/', [
         { regex: '^\\.\\./(?!common\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities,
       ]),
-    restrict(['activities/advantage/activities.ts'], 'activities/advantage/README.md',
-      'activities/advantage/activities.ts may import ../common/, ../rollout/tree-plan, ../store/ and ../run/', [
+    restrict(['activities/advantage/step-advantages.ts'], 'activities/advantage/README.md',
+      'activities/advantage/step-advantages.ts may import ../common/, ../rollout/tree-plan, ../store/ and ../run/', [
         { regex: '^\\.\\./(?!common\\/|store\\/|run\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities,
       ]),
 
     restrict(['activities/learner/**/*.ts'], 'activities/learner/README.md',
-      'a loss may import ../common/ and the op library of ../model/ (losses, losses-reward, ops; graph types), never the engine; only activities.ts runs the engine', [
+      'a loss may import ../common/ and the op library of ../model/ (losses, losses-reward, ops; graph types), never the engine; only learner-update.ts runs the engine', [
         { regex: '^\\.\\./(?!common\\/|model\\/(losses|losses-reward|ops|graph)\\.js$)' },
         { regex: '^\\.\\./model\\/graph\\.js$', allowTypeImports: true },
         outsideActivities,
       ]),
-    restrict(['activities/learner/activities.ts'], 'activities/learner/README.md',
-      'activities/learner/activities.ts may import ../common/, ../model/, ../store/, ../run/ and ../checkpoint/', [
+    restrict(['activities/learner/learner-update.ts'], 'activities/learner/README.md',
+      'activities/learner/learner-update.ts may import ../common/, ../model/, ../store/, ../run/ and ../checkpoint/', [
         otherStages(['learner', 'common', 'model', 'store', 'run', 'checkpoint']), outsideActivities,
       ]),
 
@@ -123,7 +123,7 @@ function importRules() {
       'activities/run/ may import the libraries of activities/ (of ../rollout/ only sampling.ts), never ../checkpoint/, ../report/ or a stage\'s activities', [
         { regex: '^\\.\\./(checkpoint|report)\\/' },
         { regex: '^\\.\\./rollout\\/(?!sampling\\.js$)' },
-        { regex: '^\\.\\./(advantage|learner|reward)\\/(activities|step-activities|annotate-[a-z-]+)\\.js$' },
+        { regex: '^\\.\\./(advantage|learner|reward)\\/(step-advantages|learner-update|reward-shard|annotate-[a-z-]+)\\.js$' },
         outsideActivities,
       ]),
 
@@ -146,12 +146,12 @@ function rewardRules() {
   const readme = 'activities/reward/README.md';
   const bridges = {
     'activities/reward/annotate-*.ts': ['store'],
-    'activities/reward/step-activities.ts': ['store', 'run', 'tasks'],
+    'activities/reward/reward-shard.ts': ['store', 'run', 'tasks'],
     'activities/reward/reward-model.ts': ['model'],
     'activities/reward/builtins.ts': ['tasks'],
   };
   const library = restrict(['activities/reward/**/*.ts'], readme,
-    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, step-activities.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/', [
+    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, reward-shard.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/', [
       otherStages(['reward', 'common']), outsideActivities,
     ]);
   return [

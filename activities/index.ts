@@ -4,11 +4,13 @@
  * workers/worker.ts), and workflows call them by name through `proxyActivities<Activities>`.
  */
 import { planAnnotation, annotateShard, finalizeAnnotation } from './reward/annotate-activities.js';
-import { rewardShard } from './reward/step-activities.js';
-import { rolloutShard, evaluate } from './rollout/activities.js';
-import { computeStepAdvantages } from './advantage/activities.js';
-import { learnerUpdate } from './learner/activities.js';
-import { initRun, commitStep } from './checkpoint/activities.js';
+import { rewardShard } from './reward/reward-shard.js';
+import { rolloutShard } from './rollout/rollout-shard.js';
+import { evaluate } from './rollout/evaluate.js';
+import { computeStepAdvantages } from './advantage/step-advantages.js';
+import { learnerUpdate } from './learner/learner-update.js';
+import { initRun } from './checkpoint/init-run.js';
+import { commitStep } from './checkpoint/commit-step.js';
 
 export const ACTIVITIES = {
   planAnnotation, annotateShard, finalizeAnnotation,

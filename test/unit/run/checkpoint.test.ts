@@ -1,5 +1,5 @@
 /**
- * initRun, commitStep (activities/checkpoint/activities.ts) and exportRun (export.ts) called
+ * initRun, commitStep (activities/checkpoint/init-run.ts, commit-step.ts) and exportRun (export.ts) called
  * directly, outside Temporal, in a temp file:// store: the initial checkpoint, resume-from (byte
  * copies, the KL reference, refusals with clear messages), a commit completed after a real SIGKILL
  * between its two halves, and an export that loads back with the checkpoint's weights.
@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ApplicationFailure } from '@temporalio/common';
-import { commitStep, initRun } from '../../../activities/checkpoint/activities.js';
+import { commitStep } from '../../../activities/checkpoint/commit-step.js';
+import { initRun } from '../../../activities/checkpoint/init-run.js';
 import { exportRun } from '../../../activities/checkpoint/export.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../../activities/run/config.js';
@@ -191,7 +192,7 @@ describe('commitStep', () => {
     const url = (p: string) => pathToFileURL(join(process.cwd(), p)).href;
     const child = spawnSync(process.execPath, [
       '--import', 'tsx', '--input-type=module', '-e',
-      `const { commitStep } = await import(${JSON.stringify(url('activities/checkpoint/activities.ts'))});
+      `const { commitStep } = await import(${JSON.stringify(url('activities/checkpoint/commit-step.ts'))});
        await commitStep(JSON.parse(process.env.COMMIT_INPUT));
        console.log('survived');`,
     ], { env: { ...process.env, DURABLE_RL_CRASH_AT: 'commit-mid@0', COMMIT_INPUT: JSON.stringify(input), LOG_LEVEL: 'silent' }, encoding: 'utf8' });

@@ -1,5 +1,5 @@
 /**
- * learnerUpdate (activities/learner/activities.ts) called directly, outside Temporal, on tiny runs
+ * learnerUpdate (activities/learner/learner-update.ts) called directly, outside Temporal, on tiny runs
  * (llama 32x1, one-digit addition) in a temp file:// store: SFT lowers the loss and writes a
  * loadable checkpoint; RL with known advantages moves the logprobs of positive-advantage samples
  * up and of negative ones down; the same input gives bitwise the same weights; a committed
@@ -12,8 +12,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { learnerUpdate } from '../../../activities/learner/activities.js';
-import { commitStep } from '../../../activities/checkpoint/activities.js';
+import { learnerUpdate } from '../../../activities/learner/learner-update.js';
+import { commitStep } from '../../../activities/checkpoint/commit-step.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { loadRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
@@ -158,7 +158,7 @@ describe('learnerUpdate: sft', () => {
 
   it('a SIGKILL after the train step writes nothing; the retry writes the same bytes', async () => {
     await newRun('sft-crash');
-    const url = pathToFileURL(join(process.cwd(), 'activities/learner/activities.ts')).href;
+    const url = pathToFileURL(join(process.cwd(), 'activities/learner/learner-update.ts')).href;
     const child = spawnSync(process.execPath, [
       '--import', 'tsx', '--input-type=module', '-e',
       `const { learnerUpdate } = await import(${JSON.stringify(url)}); await learnerUpdate(JSON.parse(process.env.LEARNER_INPUT)); console.log('survived');`,

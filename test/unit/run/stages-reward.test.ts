@@ -1,6 +1,6 @@
 /**
- * rewardShard (activities/reward/step-activities.ts) and computeStepAdvantages
- * (activities/advantage/activities.ts) called directly on rollouts whose completions the test
+ * rewardShard (activities/reward/reward-shard.ts) and computeStepAdvantages
+ * (activities/advantage/step-advantages.ts) called directly on rollouts whose completions the test
  * writes itself (right or wrong answers of one-digit addition), so every reward and every
  * advantage sign is known in advance. No model is needed.
  */
@@ -9,8 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
-import { rewardShard, taskItemsById } from '../../../activities/reward/step-activities.js';
-import { computeStepAdvantages } from '../../../activities/advantage/activities.js';
+import { rewardShard, taskItemsById } from '../../../activities/reward/reward-shard.js';
+import { computeStepAdvantages } from '../../../activities/advantage/step-advantages.js';
 import { type RunConfigInput } from '../../../activities/run/config.js';
 import { getTask } from '../../../activities/tasks/tasks.js';
 import { ADVANTAGES_NAME, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';

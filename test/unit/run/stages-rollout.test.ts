@@ -1,12 +1,14 @@
 /**
- * rolloutShard and evaluate (activities/rollout/activities.ts) called directly, outside Temporal,
+ * rolloutShard and evaluate (activities/rollout/rollout-shard.ts, evaluate.ts) called directly, outside Temporal,
  * on a tiny run (llama 32x1, one-digit addition) in a temp file:// store.
  */
 import { runFixture, type RunFixture } from './fixture.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
-import { evaluate, finishCompletion, releaseEngines, rolloutShard } from '../../../activities/rollout/activities.js';
+import { evaluate } from '../../../activities/rollout/evaluate.js';
+import { finishCompletion, releaseEngines } from '../../../activities/rollout/policy.js';
+import { rolloutShard } from '../../../activities/rollout/rollout-shard.js';
 import { parseSamplingParams } from '../../../activities/rollout/sampling.js';
 import { type RunConfigInput } from '../../../activities/run/config.js';
 import { writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';

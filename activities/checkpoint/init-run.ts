@@ -1,31 +1,24 @@
 /**
- * The checkpoint activities of a training run (learner queue):
+ * `initRun` (learner queue): writes run.json and puts the run's first checkpoint in place: the
+ * seeded initial weights (checkpoint 0) of a fresh run, or, for `resume-from`, a byte-for-byte copy
+ * of the source run's checkpoint (and of the KL reference checkpoint when the resumed step lies
+ * inside an rl phase past its first step).
  *
- * - `initRun`: writes run.json and puts the run's first checkpoint in place: the seeded initial
- *   weights (checkpoint 0) of a fresh run, or, for `resume-from`, a byte-for-byte copy of the
- *   source run's checkpoint (and of the KL reference checkpoint when the resumed step lies inside an
- *   rl phase past its first step).
- * - `commitStep`: commits checkpoint step + 1 (written by the learner), then the step itself
- *   (its artifacts + metrics.arrow). Checkpoint first: a committed step always has its weights.
- *
- * Both are idempotent: a re-execution after a crash completes what is missing and writes the same
- * bytes (content-addressed keys, canonical manifests); a retried commit of a committed step returns
- * `created: false` and writes nothing.
+ * Idempotent: a re-execution after a crash completes what is missing and writes the same bytes
+ * (content-addressed keys, canonical manifests).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
-import { parameterCount, type ModelConfig } from '../model/config.js';
+import { parameterCount,type ModelConfig } from '../model/config.js';
 import { initTrainState } from '../model/engine.js';
 import { initWeights } from '../model/init.js';
-import { stage } from '../run/activity.js';
-import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
-import { crashPoint } from '../run/faults.js';
-import { readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
-import type { CommitStepInput, CommitStepResult, InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
-import { checkpointPrefix, METRICS_NAME, runRecordKey, stepPrefix } from '../store/keys.js';
-import { commit, committedSteps, manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
+import { stage } from '../run/stage.js';
+import { parseRunConfig,type Phase,type RunConfig } from '../run/config.js';
+import { readRunRecord,resolveRun,writeRunRecord } from '../run/resolve.js';
+import type { InitRunInput,InitRunResult,RunRecord } from '../run/types.js';
+import { checkpointPrefix,runRecordKey } from '../store/keys.js';
+import { commit,committedSteps,manifestKey,readEntry,readManifest } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { METRICS, encodeMetrics } from '../store/schemas.js';
 import { writeCheckpoint } from './checkpoint.js';
 
 const log = logger('checkpoint');
@@ -186,38 +179,5 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       model: describeModel(run.model),
       runUri: store.uri(runRecordKey(runId)),
     };
-  });
-}
-
-/**
- * Commits step `step`: checkpoint step + 1 (the learner's artifacts), then the step prefix with its
- * artifacts and a one-row metrics.arrow. A crash between the two commits leaves the checkpoint
- * committed and the step not; the retry finds the checkpoint committed and completes the step.
- */
-export async function commitStep(input: CommitStepInput): Promise<CommitStepResult> {
-  return stage('commitStep', input.storeUri, async ({ store, progress }) => {
-    const { runId, step } = input;
-    crashPoint('commit', step);
-    const stepAt = stepPrefix(runId, step);
-    const ckptAt = checkpointPrefix(runId, step + 1);
-    const result = (created: boolean): CommitStepResult => ({
-      created, stepUri: store.uri(manifestKey(stepAt)), checkpointUri: store.uri(manifestKey(ckptAt)),
-    });
-    if (await readManifest(store, stepAt)) return result(false);
-    if (input.checkpoint.length === 0) {
-      throw ApplicationFailure.nonRetryable(`commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`, 'BadCommit');
-    }
-    progress({ phase: 'checkpoint', checkpoint: step + 1 });
-    await commit(store, ckptAt, input.checkpoint);
-    crashPoint('commit-mid', step);
-
-    progress({ phase: 'step', step });
-    const metrics = await writeArtifact(store, stepAt, {
-      name: METRICS_NAME,
-      bytes: encodeMetrics([{ ...input.metrics, run_id: runId, step, phase: input.phase, policy_version: step }]),
-      schema: METRICS,
-    });
-    const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
-    return result(r.created);
   });
 }

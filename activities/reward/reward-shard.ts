@@ -12,7 +12,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { crashPoint } from '../run/faults.js';
-import { stage } from '../run/activity.js';
+import { stage } from '../run/stage.js';
 import { loadRun } from '../run/resolve.js';
 import type { RewardShardInput, RewardShardResult } from '../run/types.js';
 import { rewardsName, stepPrefix } from '../store/keys.js';

@@ -9,7 +9,7 @@
  * Idempotent: on a committed step the committed advantages are returned without computing.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { stage } from '../run/activity.js';
+import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
 import type { AdvantagesInput, AdvantagesResult } from '../run/types.js';

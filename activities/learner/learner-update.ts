@@ -41,7 +41,7 @@ import { ADVANTAGES_NAME, checkpointPrefix, METRICS_NAME, stepPrefix } from '../
 import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { decodeAdvantages, decodeMetrics, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
-import { stage, type StageContext } from '../run/activity.js';
+import { stage, type StageContext } from '../run/stage.js';
 import { RunEngines } from '../run/engines.js';
 import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';

@@ -1,0 +1,45 @@
+/**
+ * `commitStep` (learner queue): commits checkpoint step + 1 (written by the learner), then the step
+ * itself (its artifacts + the metrics table). Checkpoint first: a committed step always has its
+ * weights. A retried commit of a committed step returns `created: false` and writes nothing.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { stage } from '../run/stage.js';
+import { crashPoint } from '../run/faults.js';
+import type { CommitStepInput,CommitStepResult } from '../run/types.js';
+import { checkpointPrefix,METRICS_NAME,stepPrefix } from '../store/keys.js';
+import { commit,manifestKey,readManifest,writeArtifact } from '../store/manifest.js';
+import { METRICS,encodeMetrics } from '../store/schemas.js';
+
+/**
+ * Commits step `step`: checkpoint step + 1 (the learner's artifacts), then the step prefix with its
+ * artifacts and a one-row metrics.arrow. A crash between the two commits leaves the checkpoint
+ * committed and the step not; the retry finds the checkpoint committed and completes the step.
+ */
+export async function commitStep(input: CommitStepInput): Promise<CommitStepResult> {
+  return stage('commitStep', input.storeUri, async ({ store, progress }) => {
+    const { runId, step } = input;
+    crashPoint('commit', step);
+    const stepAt = stepPrefix(runId, step);
+    const ckptAt = checkpointPrefix(runId, step + 1);
+    const result = (created: boolean): CommitStepResult => ({
+      created, stepUri: store.uri(manifestKey(stepAt)), checkpointUri: store.uri(manifestKey(ckptAt)),
+    });
+    if (await readManifest(store, stepAt)) return result(false);
+    if (input.checkpoint.length === 0) {
+      throw ApplicationFailure.nonRetryable(`commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`, 'BadCommit');
+    }
+    progress({ phase: 'checkpoint', checkpoint: step + 1 });
+    await commit(store, ckptAt, input.checkpoint);
+    crashPoint('commit-mid', step);
+
+    progress({ phase: 'step', step });
+    const metrics = await writeArtifact(store, stepAt, {
+      name: METRICS_NAME,
+      bytes: encodeMetrics([{ ...input.metrics, run_id: runId, step, phase: input.phase, policy_version: step }]),
+      schema: METRICS,
+    });
+    const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
+    return result(r.created);
+  });
+}

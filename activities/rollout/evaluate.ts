@@ -1,0 +1,120 @@
+/**
+ * `evaluate` (rollout queue): greedy accuracy and pass@k of a checkpoint on the task's eval split,
+ * committed as `eval.json` under `evalPrefix(run, v)` (store/keys.ts). An evaluation already
+ * committed is returned as stored.
+ */
+import { CounterRng } from '../common/rng.js';
+import type { RewardFn,RewardSample } from '../reward/types.js';
+import { scoreSamples,type RewardRow } from '../reward/run.js';
+import { stage } from '../run/stage.js';
+import { loadRun,type ResolvedRun } from '../run/resolve.js';
+import type { EvalRecord,EvaluateInput,EvaluateResult } from '../run/types.js';
+import { EVAL_NAME,evalPrefix } from '../store/keys.js';
+import { canonicalJson,commit,manifestKey,readEntry,readManifest,type Manifest } from '../store/manifest.js';
+import { parseSamplingParams,sampleAt } from './sampling.js';
+import { argmax,badInput,committedEntry,finishCompletion,generateAll,withPolicy,type SequenceJob } from './policy.js';
+
+/** Whether a scored row counts as correct: its `correct` component is 1, else (no such component) reward >= 1. */
+export function isCorrect(row: Pick<RewardRow, 'reward' | 'components'> | undefined): boolean {
+  if (!row || row.reward === null) return false;
+  const c = row.components?.correct;
+  return c !== undefined ? c === 1 : row.reward >= 1;
+}
+
+/** Scores completions with the run's reward; a failing reward counts as wrong (never throws for it). */
+async function scoreEval(run: ResolvedRun, reward: RewardFn, samples: RewardSample[], step: number): Promise<RewardRow[]> {
+  if (samples.length === 0) return [];
+  const { onError: _onError, defaultReward: _defaultReward, ...rest } = run.config.reward.errorPolicy;
+  const { rows } = await scoreSamples(reward, samples, { ...rest, onError: 'drop' }, { step });
+  return rows;
+}
+
+/**
+ * Evaluates checkpoint `policyVersion` on the first `eval.prompts` items of the eval split:
+ * greedy accuracy, mean reward of the greedy completions, and pass@k over `eval.passK` samples per
+ * prompt at `eval.temperature` (the unbiased estimator of Chen et al. 2021 with n = k, i.e. the
+ * fraction of prompts with at least one correct sample). Commits `eval.json` under
+ * `evalPrefix(run, v)`; an evaluation already committed is returned as stored.
+ */
+export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
+  return stage('eval', input.storeUri, async ({ store, progress }) => {
+    const t0 = performance.now();
+    const { runId, policyVersion: v } = input;
+    if (!Number.isInteger(v) || v < 0) throw badInput(`policyVersion must be a non-negative integer, got ${v}`);
+    const prefix = evalPrefix(runId, v);
+    const uri = store.uri(manifestKey(prefix));
+    const stored = async (m: Manifest): Promise<EvaluateResult> => {
+      const bytes = await readEntry(store, prefix, committedEntry(store, prefix, m, EVAL_NAME));
+      const record = JSON.parse(new TextDecoder().decode(bytes)) as EvalRecord;
+      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+    };
+    const existing = await readManifest(store, prefix);
+    if (existing) return stored(existing);
+
+    const { run } = await loadRun(store, runId);
+    const { config, tokenizer } = run;
+    const items = run.task.prompts(config.seed, 'eval', config.eval.prompts, 0);
+    const k = config.eval.passK;
+    const maxNew = run.maxNewTokens();
+    const V = tokenizer.vocabSize;
+    const stopIds = tokenizer.eosIds;
+    const stopSet = new Set(stopIds);
+    const greedyParams = parseSamplingParams({ temperature: 0, max_tokens: maxNew });
+    const passParams = parseSamplingParams({ temperature: config.eval.temperature, max_tokens: maxNew });
+    const prompts = items.map((it) => tokenizer.encode(it.prompt));
+    const jobs: SequenceJob[] = items.map((_, i) => ({ prompt: prompts[i]!, pick: (logits) => argmax(logits.subarray(0, V)) }));
+    items.forEach((item, i) => {
+      for (let s = 0; s < k; s++) {
+        const stream = new CounterRng(config.seed, `eval@${v}`, item.promptId, s);
+        jobs.push({ prompt: prompts[i]!, pick: (logits, pos) => sampleAt(logits.subarray(0, V), passParams, stream, pos).token });
+      }
+    });
+    const total = jobs.length;
+    progress({ done: 0, of: total });
+    const gens = await withPolicy(store, runId, run, v, (engine) =>
+      generateAll(engine, jobs, maxNew, stopIds, (done) => progress({ done, of: total })));
+    const decode = (ids: number[]) => tokenizer.decode(ids);
+    const sample = (i: number, sampleId: number): RewardSample => {
+      const item = items[i]!;
+      const gen = gens[sampleId === -1 ? i : items.length + i * k + sampleId]!;
+      const c = finishCompletion(gen, sampleId === -1 ? greedyParams : passParams, stopSet, decode);
+      return {
+        promptId: item.promptId, sampleId: sampleId === -1 ? 'greedy' : sampleId, prompt: item.prompt, completion: c.text,
+        reference: item.reference, metadata: item.metadata, promptTokens: prompts[i]!.length, completionTokens: c.tokens.length,
+      };
+    };
+    const greedySamples = items.map((_, i) => sample(i, -1));
+    const passSamples = items.flatMap((_, i) => Array.from({ length: k }, (_x, s) => sample(i, s)));
+    const reward = run.createReward({ faults: false }); // a fault drill tests training, not the yardstick
+    let greedyRows: RewardRow[];
+    let passRows: RewardRow[];
+    try {
+      greedyRows = await scoreEval(run, reward, greedySamples, v);
+      passRows = await scoreEval(run, reward, passSamples, v);
+    } finally {
+      await reward.close?.();
+    }
+    const n = items.length;
+    const correct = greedyRows.filter((r) => isCorrect(r)).length;
+    const rewarded = greedyRows.filter((r) => r.reward !== null);
+    let passed = 0;
+    for (let i = 0; i < n; i++) if (passRows.slice(i * k, (i + 1) * k).some((r) => isCorrect(r))) passed++;
+    const record: EvalRecord = {
+      run_id: runId,
+      policy_version: v,
+      step: v,
+      phase: input.phase,
+      greedy_accuracy: n > 0 ? correct / n : 0,
+      pass_at_k: k > 0 ? { k, value: n > 0 ? passed / n : 0 } : null,
+      mean_reward: rewarded.length > 0 ? rewarded.reduce((a, r) => a + r.reward!, 0) / rewarded.length : 0,
+      num_prompts: n,
+      samples: greedySamples.slice(0, 16).map((s, i) => ({
+        prompt_id: s.promptId, prompt: s.prompt, completion: s.completion, reward: greedyRows[i]!.reward, reference: items[i]!.reference,
+      })),
+    };
+    const { manifest, created } = await commit(store, prefix, [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }], { run_id: runId, step: v });
+    progress({ done: total, of: total });
+    if (!created) return stored(manifest);
+    return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+  });
+}

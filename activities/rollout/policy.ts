@@ -1,0 +1,173 @@
+/**
+ * Running the policy, shared by the rollout queue's two activities (`rolloutShard` in
+ * rollout-shard.ts, `evaluate` in evaluate.ts): the engine of a run holding the weights of one
+ * checkpoint, batched generation, and the stop conditions that turn a generation into a completion.
+ *
+ * Determinism: every token is drawn from the counter stream of (seed, step, prompt_id, sample_id)
+ * at its completion position (`sampleStream`), never from the run id, so a re-executed or resumed
+ * shard writes the same bytes. Greedy decoding takes the argmax (lowest id on ties). The engine runs
+ * with the config's fixed thread count.
+ *
+ * Engines: one `ModelEngine` per (store, run) (`RunEngines`, run/engines.ts: the two most recently
+ * used runs). The engine takes the weights as graph inputs (`bakeWeights: false`), so one decode
+ * session serves every policy version: `setWeights` only swaps the tensors fed to it. Uses of one
+ * engine are serialised, so a switch to another version never lands under a running generation.
+ * The weights of the two most recently used (store, run, version) stay loaded.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { hasCheckpoint,loadWeights } from '../checkpoint/checkpoint.js';
+import { generate,type Generation } from '../model/generate.js';
+import type { ModelEngine } from '../model/engine.js';
+import type { WeightMap } from '../model/graphs/common.js';
+import { LruCache,MAX_RUNS,RunEngines,runKey } from '../run/engines.js';
+import { type ResolvedRun } from '../run/resolve.js';
+import { manifestKey,type Manifest,type ManifestEntry } from '../store/manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { StopChecker,type SamplingParams } from './sampling.js';
+
+/** Most sequences in one `generate` call (the KV cache of a batch is allocated at once). */
+export const MAX_BATCH_SEQUENCES = 256;
+
+export const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+
+// ── engine and weights cache ────────────────────────────────────────────────────────────────────
+
+interface EngineSlot {
+  engine: ModelEngine;
+  /** Tail of the chain of uses of this engine: each use waits for the previous one. */
+  tail: Promise<unknown>;
+}
+
+const engines = new RunEngines<EngineSlot>({
+  // the policy changes every step: weights as inputs keep one decode session for all versions
+  // instead of building (and optimising) a new one per step
+  engine: { bakeWeights: false },
+  slot: (engine) => ({ engine, tail: Promise.resolve() }),
+  // a released engine finishes the uses already chained on it first
+  release: (slot) => slot.tail.then(() => slot.engine.close()).catch(() => undefined),
+});
+/** Loaded policy weights by (store, run, version), the most recently used MAX_RUNS. */
+const weights = new LruCache<Promise<WeightMap>>(MAX_RUNS);
+
+function policyWeights(store: ObjectStore, runId: string, version: number): Promise<WeightMap> {
+  const key = `${runKey(store.root, runId)}|${version}`;
+  let p = weights.get(key);
+  if (p) return p;
+  p = loadWeights(store, runId, version);
+  p.catch(() => weights.delete(key));
+  weights.set(key, p);
+  return p;
+}
+
+/** Releases every cached engine and weights (worker shutdown, tests); later calls build new ones. */
+export async function releaseEngines(): Promise<void> {
+  weights.drain();
+  await engines.releaseAll();
+}
+
+/**
+ * Runs `fn` with the run's engine holding the weights of checkpoint `version` (loaded once per
+ * (run, version)); uses of one engine run one at a time.
+ */
+export async function withPolicy<T>(store: ObjectStore, runId: string, run: ResolvedRun, version: number, fn: (engine: ModelEngine) => Promise<T>): Promise<T> {
+  if (!Number.isInteger(version) || version < 0) throw badInput(`policyVersion must be a non-negative integer, got ${version}`);
+  if (!(await hasCheckpoint(store, runId, version))) {
+    throw badInput(`checkpoint ${version} of run "${runId}" is not committed in ${store.root}: a policy can only be loaded from a committed checkpoint`);
+  }
+  const slot = engines.slot(store.root, runId, run);
+  const w = await policyWeights(store, runId, version);
+  const use = slot.tail.then(async () => {
+    slot.engine.setWeights(w, String(version));
+    return fn(slot.engine);
+  });
+  slot.tail = use.catch(() => undefined);
+  return use;
+}
+
+// ── generation ──────────────────────────────────────────────────────────────────────────────────
+
+/** One sequence to generate: its prompt tokens and how its tokens are chosen. */
+export interface SequenceJob {
+  prompt: number[];
+  pick: (logits: Float32Array, pos: number) => number;
+}
+
+/** Generates every job in batches of at most MAX_BATCH_SEQUENCES; results in job order. */
+export async function generateAll(
+  engine: ModelEngine,
+  jobs: readonly SequenceJob[],
+  maxNewTokens: number,
+  stopTokenIds: readonly number[],
+  onBatch: (done: number) => void,
+): Promise<Generation[]> {
+  const out: Generation[] = [];
+  for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
+    const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
+    const gens = await generate(engine, batch.map((j) => j.prompt), {
+      maxNewTokens,
+      stopTokenIds,
+      pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
+    });
+    out.push(...gens);
+    onBatch(out.length);
+  }
+  return out;
+}
+
+/** The argmax of a logits row, lowest id on ties. */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+/** A completion after its stop conditions: the tokens kept, the text, and why it ended. */
+export interface Completion {
+  tokens: number[];
+  logprobs: number[];
+  text: string;
+  finishReason: 'stop' | 'length';
+}
+
+/**
+ * Applies the stop conditions to a generation: a stop token ends it (kept in the tokens, left out
+ * of the text); a stop string (sampling.stop) cuts it at the token that completed the match (text
+ * cut before the string unless include_stop_str_in_output). Both finish as "stop"; reaching the
+ * budget is "length".
+ */
+export function finishCompletion(gen: Generation, params: SamplingParams, stopIds: ReadonlySet<number>, decode: (ids: number[]) => string): Completion {
+  if (params.stop.length > 0) {
+    const checker = new StopChecker({ ...params, stop_token_ids: [...stopIds], ignore_eos: true }, []);
+    for (let i = 0; i < gen.tokens.length; i++) {
+      const tok = gen.tokens[i]!;
+      const text = decode(stopIds.has(tok) ? gen.tokens.slice(0, i) : gen.tokens.slice(0, i + 1));
+      const r = checker.push(tok, text);
+      if (r) {
+        const n = r.tokens;
+        return {
+          tokens: gen.tokens.slice(0, n),
+          logprobs: gen.logprobs.slice(0, n),
+          text: r.text,
+          finishReason: r.reason === 'length' ? 'length' : 'stop',
+        };
+      }
+    }
+  }
+  const last = gen.tokens[gen.tokens.length - 1];
+  const stopped = gen.finishReason === 'stop' && last !== undefined && stopIds.has(last);
+  return {
+    tokens: gen.tokens,
+    logprobs: gen.logprobs,
+    text: decode(stopped ? gen.tokens.slice(0, -1) : gen.tokens),
+    finishReason: gen.finishReason,
+  };
+}
+
+/** The entry `name` of a committed manifest; a committed prefix without it is bad input (it is never changed). */
+export function committedEntry(store: ObjectStore, prefix: string, manifest: Manifest, name: string): ManifestEntry {
+  const entry = manifest.artifacts.find((e) => e.name === name);
+  if (!entry) {
+    throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${name}" (it lists ${manifest.artifacts.map((e) => e.name).join(', ') || 'nothing'}); a committed step is never changed — check the shard number`);
+  }
+  return entry;
+}
