@@ -22,16 +22,18 @@ import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { connectClient, temporalConfig } from '../../../workers/temporal.js';
 import { pauseRun, resumeFromRun, resumeRun, runProgress, startTrainingRun } from '../../../workers/train-client.js';
+import { totalSteps } from '../../../workflows/run-plan.js';
+import { lazyFixture } from '../../support/fixture.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor, weightsSha, type SupervisedWorker } from '../../support/training.js';
 
-const TOTAL = 5;
 const storeDir = mkdtempSync(join(tmpdir(), 'training-failures-'));
 const storeUri = pathToFileURL(storeDir).href;
+/** Steps of the tiny run each test trains (all but the outage test). */
+const TOTAL = totalSteps(tinyRunConfig(storeUri));
 let t: TestTemporal;
 let control: { stop(): Promise<void> };
 let store: ObjectStore;
-let reference = '';
 
 before(async () => {
   t = await testTemporal();
@@ -57,13 +59,21 @@ async function withActivityWorkers<T>(env: Record<string, string>, perQueue: boo
   }
 }
 
-test('uninterrupted reference run, then resume-from after a terminated run ends with the same weights', async () => {
-  await withActivityWorkers({}, false, async () => {
-    const a = await startTrainingRun(t.client, tinyRunConfig(storeUri));
-    assert.equal((await a.result()).status, 'completed');
-    await assertCommittedRun(store, a.runId, TOTAL);
-    reference = await weightsSha(store, a.runId, TOTAL);
+/**
+ * sha256 of the final weights of the tiny run trained without interruption (workers that never
+ * die): what every interrupted run of the same config must end with. Built by the first test that
+ * asks, before that test starts its own workers.
+ */
+const uninterruptedWeights = lazyFixture(() => withActivityWorkers({}, false, async () => {
+  const run = await startTrainingRun(t.client, tinyRunConfig(storeUri));
+  assert.equal((await run.result()).status, 'completed');
+  await assertCommittedRun(store, run.runId, TOTAL);
+  return weightsSha(store, run.runId, TOTAL);
+}));
 
+test('resume-from after a terminated run ends with the weights of an uninterrupted run', async () => {
+  const reference = await uninterruptedWeights();
+  await withActivityWorkers({}, false, async () => {
     const b = await startTrainingRun(t.client, tinyRunConfig(storeUri));
     await waitFor('step 2 of the run to terminate', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
     await b.handle.terminate('test: the run dies');
@@ -77,7 +87,7 @@ test('uninterrupted reference run, then resume-from after a terminated run ends 
 });
 
 test('SIGKILL of a worker in every stage: every step committed once, weights bitwise identical', async () => {
-  assert.ok(reference, 'the reference run ran first');
+  const reference = await uninterruptedWeights();
   const onceDir = mkdtempSync(join(tmpdir(), 'crash-once-'));
   const points = ['learner@1', 'rollout@2', 'reward@2', 'advantages@3', 'commit@3', 'commit-mid@4', 'learner@4'];
   await withActivityWorkers({ DURABLE_RL_CRASH_AT: points.join(','), DURABLE_RL_CRASH_ONCE: onceDir }, true, async (workers) => {
@@ -107,12 +117,15 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
     const s3 = openStore(s3Uri, { s3: { endpoint: e.minio.endpoint, accessKeyId: e.minio.accessKeyId, secretAccessKey: e.minio.secretAccessKey, region: e.minio.region } });
     const workers = await superviseWorker(['control', 'rollout', 'reward', 'learner'], serverEnv);
     try {
-      const run = await startTrainingRun(client, tinyRunConfig(s3Uri, {
+      // Enough steps that the run is still going through both outages (both asserted below).
+      const config = tinyRunConfig(s3Uri, {
         phases: [{ kind: 'sft', steps: 3, batchSize: 16 }, { kind: 'rl', steps: 30, promptsPerStep: 8, groupSize: 4 }],
-      }));
+      });
+      const steps = totalSteps(config);
+      const run = await startTrainingRun(client, config);
       await waitFor('step 1 committed', async () => ((await committedSteps(s3, run.runId)).includes(1) ? true : undefined));
       await stopTemporal({ stateDir, env });
-      assert.ok((await committedSteps(s3, run.runId)).length < 33, 'the run was still in flight when the server went down');
+      assert.ok((await committedSteps(s3, run.runId)).length < steps, 'the run was still in flight when the server went down');
       await new Promise((r) => setTimeout(r, 3000));
       await startTemporal({ stateDir, quiet: true, env });
 
@@ -120,7 +133,7 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
       // after it (a tiny run would otherwise race past a slow server shutdown).
       await pauseRun(client, run.runId);
       await waitFor('paused', async () => ((await runProgress(client, run.runId))?.status === 'paused' ? true : undefined));
-      assert.ok((await committedSteps(s3, run.runId)).length < 33, 'steps are left for the outage');
+      assert.ok((await committedSteps(s3, run.runId)).length < steps, 'steps are left for the outage');
       await stopMinio({ stateDir, env });
       await resumeRun(client, run.runId);
       await new Promise((r) => setTimeout(r, 30_000));
@@ -133,7 +146,7 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
       // attempts, whichever the outage outlasted) and finished only after MinIO came back.
       const closed = (await client.workflow.getHandle(run.runId).describe()).closeTime;
       assert.ok(closed && closed.getTime() > minioBack, `the run finished after MinIO was back (closed ${closed?.toISOString()}, MinIO back ${new Date(minioBack).toISOString()})`);
-      await assertCommittedRun(s3, run.runId, 33);
+      await assertCommittedRun(s3, run.runId, steps);
     } finally {
       await workers.stop();
       await client.connection.close();
