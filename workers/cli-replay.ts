@@ -1,9 +1,10 @@
 /**
  * `durable-rl replay <run>`: fetches the history of every execution of a workflow (the whole
  * continue-as-new chain) and replays each against the current workflow code, so a change that
- * would break runs in flight shows up before it is deployed (DESIGN.md §7). `--save DIR` writes
- * each history as JSON in the format of test/fixtures/histories/ (what
- * `JSON.stringify(await handle.fetchHistory())` writes), to keep as a replay fixture.
+ * would break runs in flight shows up before it is deployed (the replay test does the same for
+ * the kept fixtures). `--save DIR` writes each history as JSON in the format of
+ * test/fixtures/histories/ (what `JSON.stringify(await handle.fetchHistory())` writes), to keep
+ * as a replay fixture.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';

@@ -1,5 +1,5 @@
 /**
- * Counter-based random numbers (DESIGN.md §6).
+ * Counter-based random numbers: the one source of randomness in activities.
  *
  * Every random draw in durable-rl is a pure function of (run seed, coordinates): for sampling the
  * coordinates are (step, prompt, sample, position), for initialisation (tensor, element). A

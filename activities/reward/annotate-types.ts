@@ -50,7 +50,7 @@ export const AnnotateRewardsConfig = z.strictObject({
     .strictObject({ name: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) })
     .default({ name: 'math_equivalence', options: {} }),
   /**
-   * What a reward that throws, returns NaN/Infinity or times out turns into (DESIGN.md §9): the
+   * What a reward that throws, returns NaN/Infinity or times out turns into (see run.ts): the
    * error text is always kept in the `error` column; `onError` then fails the job, drops the record,
    * or gives it `defaultReward`. Also sets the per-record timeout and scoring concurrency.
    */

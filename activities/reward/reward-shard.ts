@@ -1,8 +1,8 @@
 /**
  * The reward activity of a training step (workflows/training-run.ts, reward queue):
  * `rewardShard` scores one rollout shard with the run's reward under the run's error policy
- * (DESIGN.md §9: a failing reward is recorded with its message and then failed, dropped or
- * defaulted — never a silent zero) and writes `rewardsName(shard)` under the step prefix.
+ * (a failing reward is recorded with its message and then failed, dropped or defaulted — never a
+ * silent zero; see run.ts) and writes `rewardsName(shard)` under the step prefix.
  *
  * The rollouts table carries no reference answers, so the task items are made again from their
  * prompt ids (`taskItemsById`): item `i` of a split is a pure function of (seed, split, i), and the

@@ -1,5 +1,5 @@
 /**
- * Running a reward over samples — "errors are data" (DESIGN.md §9).
+ * Running a reward over samples — "errors are data": a failure is recorded, never hidden.
  *
  * `scoreSamples` calls a reward on every sample with a per-call timeout and bounded concurrency.
  * A reward that throws, returns NaN or ±Infinity (in its reward, a component or a process reward),
@@ -61,7 +61,7 @@ export type ErrorPolicyInput = z.input<typeof ErrorPolicySchema>;
 /** Why a sample has no reward of its own. */
 export type RewardErrorKind = 'threw' | 'timeout' | 'non_finite' | 'invalid';
 
-/** One row of the rewards table (DESIGN.md §5), before run id and step are attached. */
+/** One row of the rewards table (columns: `REWARDS` in store/schemas.ts), before run id and step are attached. */
 export interface RewardRow {
   promptId: string;
   sampleId: string | number;

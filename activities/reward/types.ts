@@ -32,7 +32,7 @@ export interface ToolCall {
 
 /** A sample to score: one completion of one prompt. */
 export interface RewardSample {
-  /** Row key of the prompt (DESIGN.md §5). */
+  /** Row key of the prompt (`TaskItem.promptId`: `{task}-{split}-{index:06d}`). */
   promptId: string;
   /** Row key of the sample within its prompt's group. */
   sampleId: string | number;

@@ -1,7 +1,8 @@
 /**
  * The contract between the `trainingRun` workflow and the activities of a training step: what
  * each activity takes and returns. Everything here is small, plain JSON (claim checks, counts,
- * timings): data travels through the object store, never through Temporal (DESIGN.md §1).
+ * timings): data travels through the object store, never through Temporal (the workflow passes
+ * store URIs, the claim-check pattern).
  *
  * Numbering. Checkpoint `v` holds the weights after `v` optimizer updates (checkpoint 0 = the
  * initial weights); step `s` (0-based) trains from checkpoint `s` (its policy version) and commits

@@ -5,7 +5,7 @@
  * other 5xx answers, timeouts and dropped connections. Anything else (403, 404, 412, bad request)
  * is final at once.
  *
- * The jitter is drawn from the project's counter-based RNG (DESIGN.md §6), keyed by process and
+ * The jitter is drawn from the project's counter-based RNG (common/rng.ts), keyed by process and
  * call, so retries of concurrent calls spread out without any global random state.
  */
 import { CounterRng } from '../common/rng.js';

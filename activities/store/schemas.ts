@@ -11,7 +11,7 @@ import { defineTable, readTable, writeTable, type RowInput, type RowOf } from '.
 
 const runId = { kind: 'utf8', doc: 'Run id (the workflow id of the training run, or of the job for offline annotation).' } as const;
 const step = { kind: 'int32', doc: 'Training step the row belongs to (0-based); offline jobs use 0.' } as const;
-const promptId = { kind: 'utf8', doc: 'Stable id of the prompt in its dataset (also the counter-RNG coordinate, DESIGN.md §6).' } as const;
+const promptId = { kind: 'utf8', doc: 'Stable id of the prompt in its dataset (also a coordinate of the sampling RNG, activities/common/rng.ts).' } as const;
 const sampleId = { kind: 'int32', doc: 'Index of the sample among the samples drawn for this prompt in this step (0..G-1 for a group of G); for tree rollouts, the index of the node within the prompt\'s tree.' } as const;
 const nodeId = {
   kind: 'utf8', nullable: true,
@@ -77,7 +77,7 @@ export const REWARDS = defineTable({
     node_id: nodeId,
     reward: {
       kind: 'float64', nullable: true, finite: true,
-      doc: 'Total reward (the configured composition of the components). Null only when it could not be computed; then error says why. Never NaN: a NaN or throwing reward is recorded as null + error (DESIGN.md §9).',
+      doc: 'Total reward (the configured composition of the components). Null only when it could not be computed; then error says why. Never NaN: a NaN or throwing reward is recorded as null + error.',
     },
     components: {
       kind: 'map<utf8,float64>', finite: true,

@@ -11,7 +11,7 @@ export type Split = 'train' | 'eval';
 
 /** One prompt of a task: the row a rollout starts from and a reward scores against. */
 export interface TaskItem {
-  /** Row key (DESIGN.md §5): `{task}-{split}-{index:06d}`, unique within a task and split. */
+  /** Row key of the prompt in every step table: `{task}-{split}-{index:06d}`, unique within a task and split. */
   promptId: string;
   /** The text the policy sees. */
   prompt: string;
