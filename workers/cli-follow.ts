@@ -6,7 +6,7 @@
  * Pure rendering (`progressBlock`, `progressLine`, `evalLine`, `beforeAfterRl`) is separate from the
  * `Follower`, which only decides what to write where.
  */
-import type { EvalSummary, RunProgress } from '../workflows/training-run.js';
+import type { EvalSummary, RunProgress } from '../workflows/run-details.js';
 
 const fmt = (x: number | null | undefined, digits = 3) => (x == null || !Number.isFinite(x) ? '–' : x.toFixed(digits));
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;

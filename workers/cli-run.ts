@@ -11,7 +11,8 @@ import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run
 import { runPrefix } from '../activities/store/keys.js';
 import { openStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
-import { progressQuery, type RunProgress, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
+import type { RunProgress } from '../workflows/run-details.js';
+import { progressQuery, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
 import { causeMessage, index, resolveTemporal, say, sleep, UsageError } from './cli-common.js';
 import { beforeAfterRl, evalText, Follower, progressBlock } from './cli-follow.js';
 import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';

@@ -14,9 +14,10 @@ import { withStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
+import type { RunProgress } from '../workflows/run-details.js';
 import {
   pauseSignal, progressQuery, resumeSignal, stopSignal,
-  type RunProgress, type TrainingRunInput, type TrainingRunResult, type trainingRun,
+  type TrainingRunInput, type TrainingRunResult, type trainingRun,
 } from '../workflows/training-run.js';
 
 /** A user error about a run (unknown run, wrong state): the CLI prints it as one line. */

@@ -25,9 +25,6 @@ import { evaluateAt, planStep, totalSteps, type ShardPlan, type StepPlan } from 
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
 import { rlStepMetrics, sftStepMetrics } from './step-metrics.js';
 
-export type { RunConfig, ResumeSource };
-export type { EvalSummary, RunProgress, RunStatus, Stage };
-
 /** What survives continue-as-new: a few numbers and URIs, never data. */
 export interface RunCarry {
   nextStep: number;

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bar, beforeAfterRl, Follower, progressBlock, progressLine } from '../../../workers/cli-follow.js';
-import type { EvalSummary, RunProgress } from '../../../workflows/training-run.js';
+import type { EvalSummary, RunProgress } from '../../../workflows/run-details.js';
 
 const ev = (policyVersion: number, phase: string, greedyAccuracy: number): EvalSummary => ({
   policyVersion, phase, greedyAccuracy, passAtK: { k: 4, value: greedyAccuracy + 0.1 }, uri: `file:///s/evals/${policyVersion}`,
