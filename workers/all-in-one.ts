@@ -7,6 +7,7 @@
  *
  * Options, environment and defaults: `--help`, and `workerProcessOptions` in worker.ts.
  */
-import { ALL_QUEUES, workerMain } from './worker.js';
+import { QUEUE_NAMES } from '../workflows/task-queues.js';
+import { workerMain } from './worker.js';
 
-workerMain({ name: 'all-in-one', queues: ALL_QUEUES });
+workerMain({ name: 'all-in-one', queues: QUEUE_NAMES });

@@ -11,6 +11,7 @@ import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run
 import { runPrefix } from '../activities/store/keys.js';
 import { openStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
+import { QUEUE_NAMES } from '../workflows/task-queues.js';
 import type { RunProgress } from '../workflows/run-details.js';
 import { progressQuery, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
 import { causeMessage, index, resolveTemporal, say, sleep, UsageError } from './cli-common.js';
@@ -19,7 +20,7 @@ import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';
 import {
   absoluteStoreUri, pauseRun, resumeFromRun, resumeRun, runHandle, runSource, startTrainingRun, stopRun, RunError, type StartedRun,
 } from './train-client.js';
-import { WORKER_QUEUES, workerSettings } from './cli-worker.js';
+import { workerSettings } from './cli-worker.js';
 import type { WorkerGroup } from './worker.js';
 
 /** How long a progress query may wait for a worker before the display says none answered. */
@@ -60,10 +61,10 @@ export function trainConfig(file: string | undefined, opts: Pick<TrainOptions, '
  */
 async function inProcessWorkers(temporal: TemporalConfig): Promise<{ group: WorkerGroup; running: Promise<void> }> {
   const { createWorkers } = await import('./worker.js'); // seconds to load: only here
-  const { control, ...activities } = (await workerSettings(WORKER_QUEUES, {})).concurrency;
+  const { control, ...activities } = (await workerSettings(QUEUE_NAMES, {})).concurrency;
   const group = await createWorkers({
     temporal,
-    queues: WORKER_QUEUES,
+    queues: QUEUE_NAMES,
     maxConcurrentActivities: activities,
     maxConcurrentWorkflowTasks: control,
     shutdownGraceTimeMs: 5000,

@@ -8,12 +8,9 @@
  *
  * worker.ts is imported lazily: it takes seconds to load, and only the commands that run workers need it.
  */
-import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
+import { QUEUE_NAMES, TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { int, resolveTemporal, say, UsageError } from './cli-common.js';
 import type { WorkerProcessOptions } from './worker.js';
-
-/** Every queue, in the order the all-in-one worker polls them. */
-export const WORKER_QUEUES = Object.keys(TASK_QUEUES) as QueueName[];
 
 /** The `worker` command's own flags, as given (strings, validated here). */
 export interface WorkerFlags {
@@ -27,11 +24,11 @@ export interface WorkerFlags {
 
 /** `--queues a,b` → queue names; an unknown or repeated name is a UsageError. */
 export function parseQueues(list: string | undefined): QueueName[] {
-  if (list === undefined) return [...WORKER_QUEUES];
+  if (list === undefined) return [...QUEUE_NAMES];
   const names = list.split(',').map((q) => q.trim());
   const queues: QueueName[] = [];
   for (const q of names) {
-    if (!WORKER_QUEUES.includes(q as QueueName)) throw new UsageError(`unknown queue "${q}" in --queues: use ${WORKER_QUEUES.join(', ')}`);
+    if (!QUEUE_NAMES.includes(q as QueueName)) throw new UsageError(`unknown queue "${q}" in --queues: use ${QUEUE_NAMES.join(', ')}`);
     if (queues.includes(q as QueueName)) throw new UsageError(`queue "${q}" given twice in --queues`);
     queues.push(q as QueueName);
   }
@@ -43,12 +40,12 @@ export function parseQueues(list: string | undefined): QueueName[] {
  * `workerProcessOptions`) applied to these queues, with this command's flags as its command line.
  * A bad flag or environment variable is a UsageError naming it (exit 2).
  */
-export async function workerSettings(queues: QueueName[], flags: Omit<WorkerFlags, 'queues'>, env: NodeJS.ProcessEnv = process.env): Promise<WorkerProcessOptions> {
+export async function workerSettings(queues: readonly QueueName[], flags: Omit<WorkerFlags, 'queues'>, env: NodeJS.ProcessEnv = process.env): Promise<WorkerProcessOptions> {
   const { workerProcessOptions, WorkerUsageError } = await import('./worker.js');
   const single = queues.length === 1;
   // workerProcessOptions names the flag of a one-queue process `--concurrency`; ours is always per queue.
   const argv: string[] = [];
-  for (const q of WORKER_QUEUES) {
+  for (const q of QUEUE_NAMES) {
     const v = flags.concurrency?.[q];
     if (v === undefined) continue;
     if (!queues.includes(q)) throw new UsageError(`--${q}-concurrency: this worker does not poll ${q} (--queues ${queues.join(',')})`);
@@ -65,7 +62,7 @@ export async function workerSettings(queues: QueueName[], flags: Omit<WorkerFlag
 }
 
 /** "rollout 1, reward 4, learner 1, control SDK default": what the polling line shows. */
-export function concurrencyText(queues: QueueName[], concurrency: WorkerProcessOptions['concurrency']): string {
+export function concurrencyText(queues: readonly QueueName[], concurrency: WorkerProcessOptions['concurrency']): string {
   return queues.map((q) => `${q} ${concurrency[q] ?? 'SDK default'}`).join(', ');
 }
 

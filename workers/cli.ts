@@ -25,12 +25,12 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../activities/common/config.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
 import type { writeSampleInputs as WriteSampleInputs } from '../activities/reward/annotate-activities.js';
-import { TASK_QUEUES } from '../workflows/task-queues.js';
+import { QUEUE_NAMES, TASK_QUEUES } from '../workflows/task-queues.js';
 import { annotateProgress, startAnnotateRewards } from './client.js';
 import { int, resolveTemporal, say, UsageError } from './cli-common.js';
 import { replayCommand } from './cli-replay.js';
 import { controlCommand, describeJob, exportCommand, reportCommand, resumeFromCommand, runsCommand, runStatus, trainCommand } from './cli-run.js';
-import { WORKER_QUEUES, workerCommand } from './cli-worker.js';
+import { workerCommand } from './cli-worker.js';
 import { connectClient, workflowUrl } from './temporal.js';
 import { absoluteStoreUri, RunError } from './train-client.js';
 
@@ -77,7 +77,7 @@ options:
   --shard-size N            records per shard (default 1000; demo 250)
   --reward NAME             reward registry name (default math_equivalence)
   --wait                    annotate: wait for the result and print it
-  --queues a,b              worker: queues to poll (${WORKER_QUEUES.join(', ')}; default all)
+  --queues a,b              worker: queues to poll (${QUEUE_NAMES.join(', ')}; default all)
   --QUEUE-concurrency N     worker: tasks at once on that queue, e.g. --reward-concurrency 8 (env
                             DURABLE_RL_<QUEUE>_CONCURRENCY; default rollout 1, learner 1, reward 4,
                             control the Temporal SDK's), as the per-queue worker entrypoints
@@ -124,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
         reward: { type: 'string' },
         wait: { type: 'boolean' },
         queues: { type: 'string' },
-        ...Object.fromEntries(WORKER_QUEUES.map((q) => [`${q}-concurrency`, { type: 'string' as const }])),
+        ...Object.fromEntries(QUEUE_NAMES.map((q) => [`${q}-concurrency`, { type: 'string' as const }])),
         'shutdown-grace': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -208,7 +208,7 @@ async function main(argv: string[]): Promise<number> {
       return workerCommand({
         queues: values.queues,
         shutdownGrace: values['shutdown-grace'],
-        concurrency: Object.fromEntries(WORKER_QUEUES.map((q) => [q, flagValue(`${q}-concurrency`)])),
+        concurrency: Object.fromEntries(QUEUE_NAMES.map((q) => [q, flagValue(`${q}-concurrency`)])),
       });
     }
     case 'demo':

@@ -15,12 +15,9 @@ import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { up } from '../infra/index.js';
 import { connectWorker, temporalConfig, temporalEnv, type TemporalConfig } from './temporal.js';
 
-/** Every task queue (what the all-in-one worker polls). */
-export const ALL_QUEUES = Object.keys(TASK_QUEUES) as QueueName[];
-
 export interface WorkerOptions {
   temporal: TemporalConfig;
-  queues: QueueName[];
+  queues: readonly QueueName[];
   /**
    * Activity tasks run at once per activity queue (default 4 each). A reward shard scores its own
    * records concurrently too (errorPolicy.concurrency), so this bounds shards, not reward calls.
@@ -166,7 +163,7 @@ export interface WorkerProcessSpec {
   /** Program name for usage text and logs, e.g. `reward-worker`. */
   name: string;
   /** The queues its workers poll. */
-  queues: QueueName[];
+  queues: readonly QueueName[];
 }
 
 /** The settings of a worker process, from its command line and environment. */

@@ -10,3 +10,6 @@ export const TASK_QUEUES = {
 } as const;
 
 export type QueueName = keyof typeof TASK_QUEUES;
+
+/** Every queue name, in the order the all-in-one worker polls them. */
+export const QUEUE_NAMES: readonly QueueName[] = Object.keys(TASK_QUEUES) as QueueName[];

@@ -14,8 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { killHard, startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
 import { startAnnotateRewards } from '../../../workers/client.js';
 import { writeSampleInputs } from '../../../activities/reward/annotate-activities.js';
-import { ALL_QUEUES, ENTRYPOINT_SHUTDOWN_GRACE_S, workerProcessOptions, WorkerUsageError } from '../../../workers/worker.js';
-import { TASK_QUEUES } from '../../../workflows/task-queues.js';
+import { ENTRYPOINT_SHUTDOWN_GRACE_S, workerProcessOptions, WorkerUsageError } from '../../../workers/worker.js';
+import { QUEUE_NAMES, TASK_QUEUES } from '../../../workflows/task-queues.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const tag = Date.now().toString(36);
@@ -187,7 +187,7 @@ test('entrypoint options: a flag wins over its environment variable, which wins 
   assert.equal(workerProcessOptions(reward, [], { DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2.5' }).shutdownGraceTimeMs, 2500);
   assert.equal(workerProcessOptions(reward, ['--shutdown-grace', '1'], { DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2.5' }).shutdownGraceTimeMs, 1000);
 
-  const all = workerProcessOptions({ name: 'all-in-one', queues: ALL_QUEUES }, ['--learner-concurrency', '2'], { DURABLE_RL_CONTROL_CONCURRENCY: '50' });
+  const all = workerProcessOptions({ name: 'all-in-one', queues: QUEUE_NAMES }, ['--learner-concurrency', '2'], { DURABLE_RL_CONTROL_CONCURRENCY: '50' });
   assert.deepEqual(all.concurrency, { control: 50, rollout: 1, reward: 4, learner: 2 });
   assert.deepEqual(workerProcessOptions({ name: 'control-worker', queues: ['control'] }, [], {}).concurrency, {}, 'control keeps the SDK default');
 
