@@ -83,6 +83,8 @@ export function renderRunDetails(d: RunDetails): string {
     for (const e of d.evals) lines.push(`| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`);
     lines.push('');
   }
+  // runPrefix(runId) of activities/store/keys.ts, spelled here because workflow code may import
+  // only types from activities/; test/unit/workflows/run-details.test.ts checks the two agree.
   lines.push(`- **store:** \`${d.storeUri}\` · run data under \`runs/${d.runId}/\``);
   if (d.lastCheckpointUri) lines.push(`- **last checkpoint:** \`${d.lastCheckpointUri}\``);
   if (d.lastStepUri) lines.push(`- **last step manifest:** \`${d.lastStepUri}\``);

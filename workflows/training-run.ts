@@ -44,7 +44,7 @@ export interface RunCarry {
 }
 
 export interface TrainingRunInput {
-  /** The run id (also the workflow id): the data lives under runs/{runId}/ in the store. */
+  /** The run id (also the workflow id): the data lives under `runPrefix(runId)` (activities/store/keys.ts). */
   runId: string;
   /** Absolute store URI. */
   storeUri: string;

@@ -1,6 +1,7 @@
 /** The Web UI's current details of a training run (workflows/run-details.ts), from plain snapshots. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { runPrefix } from '../../../activities/store/keys.js';
 import { fmt, renderRunDetails, sparkline, type RunDetails } from '../../../workflows/run-details.js';
 
 const snapshot = (o: Partial<RunDetails> = {}): RunDetails => ({
@@ -83,4 +84,11 @@ test('a requested stop or pause is noted until the run is stopped or paused', ()
 test('the step shown is capped at the total: a finished run at step 6 of 5 shows step 5 / 5', () => {
   const text = renderRunDetails(snapshot({ status: 'completed', phase: 'done', step: 6, stage: 'done' }));
   assert.match(text.split('\n')[2]!, / · \*\*step:\*\* 5 \/ 5 · \*\*stage:\*\* done$/);
+});
+
+test('the run data folder the details name is the store layout\'s runPrefix (store/keys.ts), followed by a slash', () => {
+  for (const runId of ['tiny-1', 'addition-grpo-20250101-abc']) {
+    const text = renderRunDetails(snapshot({ runId }));
+    assert.ok(text.includes(`run data under \`${runPrefix(runId)}/\``), text);
+  }
 });
