@@ -17,7 +17,9 @@
  * Per step the RL loop does, like the pipeline's stages:
  *   rollout   P prompts (`task.prompts(seed, 'train', P, cursor)`) x G samples, `generate()` with
  *             `sampleAt` at the given temperature, stream key (seed, step, prompt index, sample id);
- *             behaviour logprobs = generate's (the untempered model's, what the graphs compute)
+ *             behaviour logprobs = generate's at that temperature (log softmax(logits / T)); the
+ *             learner scores and trains at the same T (`--logprob-temperature sampling`, the
+ *             pipeline's behaviour) or, to measure what that fixes, at T = 1 for both (`1`)
  *   reward    `task.createReward()` on the decoded completion (EOS dropped)
  *   advantage `computeAdvantages({ estimator: 'grpo' })` over the groups; with `--dynamic filter`
  *             groups with all-equal rewards are dropped (DAPO's dynamic sampling without refill),
@@ -93,6 +95,12 @@ const DEFAULTS = {
   G: 8,
   /** Sampling temperature of rollouts. */
   temperature: 0.7,
+  /**
+   * Temperature of the behaviour and learner logprobs: 'sampling' (the rollouts' temperature, as
+   * the pipeline, TRL and verl do) or '1' (untempered logprobs everywhere: the pipeline before the
+   * fix, whose update was A·∇log π₁(y) for y drawn from π_T).
+   */
+  'logprob-temperature': 'sampling',
   /** Peak RL learning rate. 1e-3 and above collapse the policy within a few steps (negative samples' logprobs dive). */
   'rl-lr': 2e-4,
   /** RL optimizer: continue the SFT AdamW moments and step count, or start a fresh AdamW. */
@@ -156,7 +164,7 @@ function parseArgs(argv: string[]): Opts {
 const opts = parseArgs(process.argv.slice(2));
 const CHOICES: Partial<Record<keyof Opts, string[]>> = {
   task: ['addition', 'countdown'], arch: ['llama', 'gpt2'], 'sft-schedule': ['const', 'cosine'], 'rl-schedule': ['const', 'cosine'],
-  dynamic: ['off', 'filter', 'refill'], 'rl-adam': ['continue', 'fresh'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
+  dynamic: ['off', 'filter', 'refill'], 'logprob-temperature': ['sampling', '1'], 'rl-adam': ['continue', 'fresh'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
 };
 for (const [k, allowed] of Object.entries(CHOICES)) {
   const v = String(opts[k as keyof Opts]);
@@ -334,6 +342,7 @@ if (opts['rl-adam'] === 'fresh') state = initTrainState(cfg, refParams);
 const refEngine = opts['kl-beta'] > 0 ? new ModelEngine(cfg, engineOpts) : null;
 refEngine?.setWeights(refParams, 'ref');
 const sampling = parseSamplingParams({ temperature: opts.temperature, max_tokens: maxNew });
+const logprobT = opts['logprob-temperature'] === 'sampling' ? opts.temperature : 1;
 const advCfg = parseAdvantageConfig({ estimator: 'grpo', scale: opts.scale, dropZeroVarianceGroups: opts.dynamic !== 'off' });
 const dynOpts = { enabled: true, maxRefillRounds: 3, minKeepRate: 0.1, oversample: 1.2, onExhausted: 'proceed' as const };
 const loss = buildLoss({
@@ -359,6 +368,7 @@ async function rollout(step: number, first: number, count: number): Promise<Roll
   const V = tok.vocabSize;
   const gens = await generate(engine, prompts, {
     maxNewTokens: maxNew,
+    temperature: logprobT,
     pickToken: (logits, seq, pos) => sampleAt(logits.subarray(0, V), sampling, streams[seq]!, pos).token,
   });
   const out: Rolled[] = [];
@@ -416,7 +426,7 @@ for (let step = 0; step < opts['rl-steps']; step++) {
       let ref: Float32Array | undefined;
       if (refEngine) {
         const b = trainBatch(part, false);
-        ref = (await refEngine.score(b)).logprobs;
+        ref = (await refEngine.score(b, { temperature: logprobT })).logprobs;
       }
       batches.push(trainBatch(part, true, ref));
     }
@@ -425,7 +435,7 @@ for (let step = 0; step < opts['rl-steps']; step++) {
       ? opts['rl-min-lr'] + (1 - opts['rl-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (step - W)) / Math.max(1, opts['rl-steps'] - 1 - W)))
       : 1;
     const lr = opts['rl-lr'] * Math.min(1, (step + 1) / Math.max(1, W)) * decay;
-    const r = await engine.trainStep(state, batches, { loss, lr, optimizer: { beta2: 0.99 } });
+    const r = await engine.trainStep(state, batches, { loss, lr, optimizer: { beta2: 0.99 }, temperature: logprobT });
     state = r.state;
     const m = r.metrics;
     lossStr = `loss ${m.loss!.toFixed(4)} gnorm ${m.grad_norm!.toFixed(3)} clip ${(m.clip_frac ?? 0).toFixed(3)}${m.kl !== undefined ? ` kl ${m.kl.toFixed(4)}` : ''} H ${(m.entropy ?? 0).toFixed(3)}`;

@@ -51,6 +51,7 @@ feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n)
 feeds.loss_mask = new ort.Tensor('float32', Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 ? 0 : 1)), [B, T]);
 feeds.step = new ort.Tensor('int64', BigInt64Array.of(0n), []);
 feeds.lr = new ort.Tensor('float32', Float32Array.of(1e-4), []);
+feeds.temperature = new ort.Tensor('float32', Float32Array.of(1), []);
 const times: number[] = [];
 let loss = 0;
 for (let i = 0; i < steps; i++) {

@@ -98,6 +98,8 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
       advantage_std: advantages.advantageStd,
       approx_kl: update.metrics.approx_kl ?? 0,
       pg_loss: update.metrics.pg_loss ?? 0,
+      // mean |Δlogprob| between the rollout and the learner (clipped_surrogate's logprob_diff)
+      ...(update.metrics.logprob_diff !== undefined ? { logprob_diff: update.metrics.logprob_diff } : {}),
       tokens: update.tokens,
       micro_batches: update.microBatches,
     },

@@ -22,8 +22,11 @@
  * Metrics (masked token means unless said otherwise): `pg_loss` (the surrogate term alone),
  * `clip_frac_low` (A < 0 and r < 1 − ε_low: the update is held back), `clip_frac_high` (A > 0 and
  * r > 1 + ε_high), `clip_frac` (their sum), `dual_clip_frac` (A < 0 and r > c), `ratio_mean`,
- * `approx_kl` (KL(π_old ‖ π_θ) by k3: r − 1 − log r), `kl` (with `kl`), `entropy` (with the
- * entropy metric or bonus), `tokens` (loss tokens in the micro-batch).
+ * `approx_kl` (KL(π_old ‖ π_θ) by k3: r − 1 − log r), `logprob_diff` (mean |log π_θ − log π_old|:
+ * at a step's first update π_θ is the policy that sampled, so this is the disagreement between the
+ * rollout's logprobs and the learner's — the sampling temperature, numerics, or a rollout engine
+ * that computes differently), `kl` (with `kl`), `entropy` (with the entropy metric or bonus),
+ * `tokens` (loss tokens in the micro-batch).
  */
 import { parseConfig, z } from '../common/config.js';
 import type { Tensor } from '../model/graph.js';
@@ -161,6 +164,7 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
         if (o.dualClip !== null) metrics.dual_clip_frac = fraction(ctx, F.and(F.less(A, 0), F.greater(ratio, o.dualClip)));
         metrics.ratio_mean = tokenMean(ctx, ratio);
         metrics.approx_kl = tokenMean(ctx, F.sub(F.sub(ratio, 1), logRatio));
+        metrics.logprob_diff = tokenMean(ctx, F.maximum(tokLogRatio, F.neg(tokLogRatio)));
         metrics.tokens = F.reduceSum(mask);
       });
 

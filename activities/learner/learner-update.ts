@@ -14,6 +14,8 @@
  * (behaviour_logprobs at their positions), `advantages` ([B]; [B,T] when the loss option says
  * 'token' or any row has token_advantages, which take precedence as the data contract says) and,
  * with a KL term, `ref_logprobs` scored under the reference checkpoint. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
+ * The rl learner's logprobs (policy and reference), KL and entropy are of softmax(logits / T), T the
+ * phase's sampling temperature: the distribution the behaviour logprobs were recorded from.
  *
  * Micro-batches (gradient accumulation). The engine averages the gradients of the micro-batches
  * with equal weights (grad_scale = 1/n). The batch is cut into n = ceil(B / microBatchSize)
@@ -226,6 +228,7 @@ async function committedMetrics(store: ObjectStore, runId: string, step: number)
   put('clip_frac', row.clip_fraction);
   put('pg_loss', row.extra.pg_loss);
   put('approx_kl', row.extra.approx_kl);
+  put('logprob_diff', row.extra.logprob_diff);
   return out;
 }
 
@@ -299,6 +302,9 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       loss = buildLoss({ name: 'clipped_surrogate', options });
     }
 
+    // rl: logprobs, KL and entropy of the distribution the rollouts were sampled from, softmax(logits / T)
+    const temperature = phase.kind === 'rl' ? phase.sampling.temperature : 1;
+
     let reference: WeightMap | null = null;
     if (klReference) {
       const ref = input.referenceVersion;
@@ -334,14 +340,14 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
           if (tokenMean) extra.loss_token_count = rowTokens / parts.length;
           if (reference) {
             progress({ phase: 'reference logprobs', microBatch: k + 1, of: parts.length });
-            const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false });
+            const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false, temperature });
             extra.ref_logprobs = { data: sc.logprobs, dims: [part.length, t] };
           }
           batch.extra = extra;
         }
       }
       progress({ phase: 'train', update: u + 1, of: updates.length, microBatches: parts.length, sequences: rows.length, tokens: rowTokens });
-      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr: lrs[u]!, optimizer: config.optimizer });
+      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr: lrs[u]!, optimizer: config.optimizer, temperature });
       newState = r.state;
       for (const [name, v] of Object.entries(r.metrics)) sums[name] = (sums[name] ?? 0) + v;
       applied++;

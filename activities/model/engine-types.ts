@@ -10,6 +10,16 @@ export class ModelInputError extends Error {
   override readonly name = 'ModelInputError';
 }
 
+/**
+ * The temperature a policy's logprobs are taken at, for a sampling temperature `t`:
+ * log softmax(logits / T) with T = t, except greedy decoding (t = 0), which samples from no
+ * distribution and is scored at T = 1. Throws ModelInputError for a negative or non-finite t.
+ */
+export function logprobTemperature(t: number): number {
+  if (!Number.isFinite(t) || t < 0) throw new ModelInputError(`temperature must be a finite number >= 0, got ${t}`);
+  return t === 0 ? 1 : t;
+}
+
 /** Tokens of a batch: rectangular rows. `attentionMask` (1 real / 0 padding) defaults to all ones. */
 export interface TokenBatch {
   ids: readonly (readonly number[])[];

@@ -26,13 +26,13 @@ import { logger } from '../common/log.js';
 import { parameterShapes, parseModelConfig, type ModelConfig } from './config.js';
 import { archOf } from './arch/index.js';
 import type { Graph } from './graph.js';
-import type { WeightMap, WeightTensor } from './graphs/common.js';
+import { TEMPERATURE_INPUT, type WeightMap, type WeightTensor } from './graphs/common.js';
 import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
 import { buildScoreGraph } from './graphs/score.js';
 import { buildRewardGraph } from './graphs/reward.js';
 import { TRAIN_SESSION_CONFIG, buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
-import { ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
+import { logprobTemperature, ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
 
 const log = logger('model:engine');
 
@@ -77,6 +77,12 @@ export interface TrainStepOptions {
   /** Learning rate of this step. */
   lr: number;
   optimizer?: OptimizerInput;
+  /**
+   * Temperature T of the policy being trained: logprobs and entropy are of softmax(logits / T).
+   * An RL phase passes its sampling temperature, so the importance ratio compares the
+   * distribution the rollout sampled from (TRL, verl). Default 1 (SFT, greedy).
+   */
+  temperature?: number;
 }
 
 export interface TrainStepResult {
@@ -297,8 +303,11 @@ export class ModelEngine {
 
   private weightTensors: { source: WeightMap; tensors: Record<string, ort.Tensor> } | null = null;
 
-  /** Per-token logprobs (and entropy) of the given sequences under the installed weights. */
-  async score(batch: TokenBatch, opts: { entropy?: boolean } = {}): Promise<ScoreResult> {
+  /**
+   * Per-token logprobs (and entropy) of the given sequences under the installed weights, of
+   * softmax(logits / temperature) (default temperature 1; see `TrainStepOptions.temperature`).
+   */
+  async score(batch: TokenBatch, opts: { entropy?: boolean; temperature?: number } = {}): Promise<ScoreResult> {
     this.requireLm('score');
     const w = this.requireWeights();
     const { b, t, ids, mask } = this.checkTokens(batch);
@@ -306,7 +315,7 @@ export class ModelEngine {
     const entropy = opts.entropy ?? true;
     const src = this.options.bakeWeights ? w : 'inputs';
     const s = await this.sessions.get(`score:${entropy}${this.versionKey()}`, () => buildScoreGraph(this.config, src, { entropy }));
-    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
+    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask, [TEMPERATURE_INPUT]: temperatureTensor(opts.temperature) });
     return { dims: [b, t], logprobs: r.logprobs!.data as Float32Array, entropy: entropy ? (r.entropy!.data as Float32Array) : undefined };
   }
 
@@ -334,7 +343,7 @@ export class ModelEngine {
     let info = this.trainInfo.get(key);
     const session = await this.sessions.get(key, () => {
       const tg = buildTrainGraph(this.config, kind, loss, opt, { recompute: this.options.recompute });
-      info = { extraInputs: tg.extraInputs, metrics: tg.metrics };
+      info = { extraInputs: tg.extraInputs, metrics: tg.metrics, temperature: tg.temperature };
       this.trainInfo.set(key, info);
       return tg.graph;
     }, { enableCpuMemArena: this.options.memArena === 'on', extra: TRAIN_SESSION_CONFIG });
@@ -367,9 +376,12 @@ export class ModelEngine {
 
     const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
     const { session, graph } = await this.trainSession(kind, opts.loss, opt);
+    const temperature = temperatureTensor(opts.temperature);
     const feedsOf = list.map((b, i) => {
       opts.loss.validate?.(b, `batch ${i}`); // the loss's own layout rules (e.g. preference pairs)
-      return this.batchFeeds(b, graph, `batch ${i}`); // validate all first
+      const feeds = this.batchFeeds(b, graph, `batch ${i}`); // validate all first
+      if (graph.temperature) feeds[TEMPERATURE_INPUT] = temperature;
+      return feeds;
     });
     const sums: Record<string, number> = {};
     const addMetrics = (r: ort.InferenceSession.OnnxValueMapType) => {
@@ -466,6 +478,12 @@ export class ModelEngine {
 interface TrainGraphInfo {
   extraInputs: TrainGraph['extraInputs'];
   metrics: string[];
+  temperature: boolean;
+}
+
+/** The `temperature` feed for a sampling temperature (default 1; 0, greedy, is scored at 1). */
+function temperatureTensor(t = 1): ort.Tensor {
+  return new ort.Tensor('float32', Float32Array.of(logprobTemperature(t)), []);
 }
 
 function tensorOf(w: WeightTensor): ort.Tensor {

@@ -9,12 +9,15 @@
  *
  * Token choice is pluggable: `pickToken(logits, seq, pos)` gets the raw next-token logits of one
  * sequence (samplers live in `activities/rollout/sampling.ts`). The logprob recorded for each
- * chosen token is under the model's untempered distribution (log-softmax of the raw logits), the
- * quantity the score graph computes for the same tokens.
+ * chosen token is `log softmax(logits / T)[token]` over the model's whole vocabulary, T the
+ * `temperature` option: the distribution the sampler drew from before any truncation, and the
+ * quantity the score and train graphs compute for the same tokens when fed the same temperature.
+ * Truncation (top-k, top-p, min-p) is not part of it, as in TRL and verl: the learner's graphs
+ * cannot reproduce a per-token nucleus, and the importance ratio of an unchanged policy stays 1.
  */
 import ort from 'onnxruntime-node';
 import type { ModelEngine } from './engine.js';
-import { ModelInputError } from './engine-types.js';
+import { logprobTemperature, ModelInputError } from './engine-types.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate per sequence (>= 1). */
@@ -29,22 +32,28 @@ export interface GenerateOptions {
   stopTokenIds?: readonly number[];
   /** Token id placed in left padding (masked, so any valid id works). Default pad id or 0. */
   padTokenId?: number;
+  /**
+   * Sampling temperature T the recorded logprobs refer to: log softmax(logits / T). Default 1; 0
+   * (greedy decoding: no sampling distribution) records the model's own logprob at T = 1.
+   */
+  temperature?: number;
 }
 
 export interface Generation {
   /** Generated tokens (the stop token included when one ended the sequence). */
   tokens: number[];
-  /** log p(token) under the model for each generated token. */
+  /** log softmax(logits / T)[token] for each generated token (T: `GenerateOptions.temperature`). */
   logprobs: number[];
   finishReason: 'stop' | 'length';
 }
 
-function logSumExp(row: Float32Array): number {
+/** log softmax(row / T)[token], in float64. */
+function tokenLogprob(row: Float32Array, token: number, T: number): number {
   let max = -Infinity;
   for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
   let s = 0;
-  for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - max);
-  return max + Math.log(s);
+  for (let i = 0; i < row.length; i++) s += Math.exp((row[i]! - max) / T);
+  return (row[token]! - max) / T - Math.log(s);
 }
 
 /**
@@ -94,6 +103,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
     throw new ModelInputError(`maxNewTokens must be a positive integer, got ${opts.maxNewTokens}`);
   }
   if (prompts.length === 0) throw new ModelInputError('generate needs at least one prompt');
+  const T = logprobTemperature(opts.temperature ?? 1);
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new ModelInputError(`prompt ${i} is empty: every prompt needs at least one token (e.g. BOS)`);
   });
@@ -146,7 +156,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
       }
       const res = results[seq]!;
       res.tokens.push(tok);
-      res.logprobs.push(row[tok]! - logSumExp(row));
+      res.logprobs.push(tokenLogprob(row, tok, T));
       if (stop.has(tok)) res.finishReason = 'stop';
       else {
         keep.push(r);

@@ -72,7 +72,8 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     const total = jobs.length;
     progress({ done: 0, of: total });
     const gens = await withPolicy(store, runId, run, v, (engine) =>
-      generateAll(engine, jobs, maxNew, stopIds, (done) => progress({ done, of: total })));
+      // evaluations keep no logprobs: the temperature they are recorded at does not matter
+      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1 }, (done) => progress({ done, of: total })));
     const decode = (ids: number[]) => tokenizer.decode(ids);
     const sample = (i: number, sampleId: number): RewardSample => {
       const item = items[i]!;

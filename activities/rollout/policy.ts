@@ -92,20 +92,25 @@ export interface SequenceJob {
   pick: (logits: Float32Array, pos: number) => number;
 }
 
-/** Generates every job in batches of at most MAX_BATCH_SEQUENCES; results in job order. */
+/**
+ * Generates every job in batches of at most MAX_BATCH_SEQUENCES; results in job order. The logprobs
+ * recorded are at `temperature` (the sampling temperature; see generate.ts), what the learner
+ * recomputes for the importance ratio.
+ */
 export async function generateAll(
   engine: ModelEngine,
   jobs: readonly SequenceJob[],
-  maxNewTokens: number,
-  stopTokenIds: readonly number[],
+  opts: { maxNewTokens: number; stopTokenIds: readonly number[]; temperature: number },
   onBatch: (done: number) => void,
 ): Promise<Generation[]> {
+  const { maxNewTokens, stopTokenIds, temperature } = opts;
   const out: Generation[] = [];
   for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
     const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
     const gens = await generate(engine, batch.map((j) => j.prompt), {
       maxNewTokens,
       stopTokenIds,
+      temperature,
       pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
     });
     out.push(...gens);

@@ -80,7 +80,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     });
     progress({ done: 0, of: items.length });
     const gens = await withPolicy(store, runId, run, input.policyVersion, (engine) =>
-      generateAll(engine, jobs, params.max_tokens, stopIds, (done) => progress({ done: Math.floor(done / G), of: items.length })));
+      generateAll(engine, jobs, { maxNewTokens: params.max_tokens, stopTokenIds: stopIds, temperature: params.temperature }, (done) => progress({ done: Math.floor(done / G), of: items.length })));
     crashPoint('rollout', step);
 
     const stopSet = new Set(stopIds);

@@ -14,14 +14,15 @@
  * everywhere (greedy argmax, the top-k boundary, the top-p boundary).
  *
  * Log-probabilities returned with each token:
- * - `logprob` — the behaviour log-probability used by the learner's importance ratios: log-softmax
- *   of the temperature-scaled logits over the whole vocabulary, `log softmax(logits / T)[token]`.
- *   This is the distribution that was sampled from whenever no truncation (top-k/top-p/min-p) is
- *   active, and it is exactly what the score/trainStep graphs recompute at the same temperature
- *   (as TRL and verl do), so the importance ratio of an unchanged policy is 1. Truncation is not
- *   part of it: a graph cannot reproduce the per-token nucleus cheaply, and TRL/verl ignore it too.
- *   With `temperature` 0 (greedy) there is no sampling distribution; `logprob` is then the
- *   model's own log-probability at temperature 1.
+ * - `logprob` — log-softmax of the temperature-scaled logits over the row given,
+ *   `log softmax(logits / T)[token]`: the distribution that was sampled from whenever no truncation
+ *   (top-k/top-p/min-p) is active. Truncation is not part of it: a graph cannot reproduce the
+ *   per-token nucleus cheaply, and TRL/verl ignore it too. With `temperature` 0 (greedy) there is
+ *   no sampling distribution; `logprob` is then the model's own log-probability at temperature 1.
+ *   The behaviour logprobs a rollout stores are the same quantity over the model's whole
+ *   vocabulary, recorded by `generate` (model/generate.ts, its `temperature` option): exactly what
+ *   the learner's score and train graphs recompute when fed the phase's temperature, so the
+ *   importance ratio of an unchanged policy is 1.
  * - `rawLogprob` — log-softmax of the unscaled logits (temperature 1): the model's own probability.
  * - `sampledLogprob` — log-probability under the truncated, renormalised distribution actually
  *   drawn from (0 for greedy).
@@ -39,6 +40,9 @@ export const samplingParamsSchema = z.strictObject({
   /**
    * Softmax temperature: logits are divided by it before sampling. 0 means greedy decoding (the
    * argmax, lowest id on ties), as in vLLM. DAPO (Yu et al., 2025) and most GRPO recipes sample at 1.0.
+   * In an rl phase the learner takes its logprobs, KL and entropy at the same temperature
+   * (log softmax(logits / T), as TRL and verl do), so its importance ratios compare the
+   * distribution the rollouts were drawn from.
    */
   temperature: z.number().min(0).default(1),
   /**

@@ -64,6 +64,20 @@ export function positionsAndMask(g: Graph, attentionMask: Tensor, ids: Tensor): 
   });
 }
 
+/**
+ * The sampling temperature as a graph input: float32 [] named `temperature`. Score and train graphs
+ * divide their next-token logits by it (`tempered`) before any logprob or entropy, so the learner
+ * computes log softmax(logits / T) — the distribution the rollout sampled from (TRL and verl do
+ * the same). Fed 1 outside RL phases; x / 1 is exact, so T = 1 changes no bit.
+ */
+export const TEMPERATURE_INPUT = 'temperature';
+
+/** Declares the `temperature` input and returns the logits divided by it. */
+export function tempered(g: Graph, logits: Tensor): Tensor {
+  const T = g.input(TEMPERATURE_INPUT, 'float32', []);
+  return F.div(logits, T);
+}
+
 /** Log-softmax of next-token logits; shared so all graphs normalise identically. */
 export function logSoftmax(logits: Tensor): Tensor {
   return F.logSoftmax(logits, -1);

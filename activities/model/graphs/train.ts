@@ -11,7 +11,9 @@
  *
  * Inputs (as applicable): every parameter by HF name; `adam_m.<param>`, `adam_v.<param>`;
  * `step` int64 [] (updates applied so far); `lr` float32 []; `input_ids` int64 [batch, seq];
- * `attention_mask` int64 [batch, seq]; `loss_mask` float32 [batch, seq]; the loss builder's extras.
+ * `attention_mask` int64 [batch, seq]; `loss_mask` float32 [batch, seq]; `temperature` float32 []
+ * (LM heads only: the logits are divided by it before the logprobs and the entropy, see
+ * `tempered` in common.ts); the loss builder's extras.
  * Outputs: `new.<param>`, `new.adam_m.<param>`, `new.adam_v.<param>`, `new.step`; `loss`,
  * `grad_norm` (before clipping), `skipped` (1 when the gradient norm is not finite: the `new.*`
  * outputs are then meaningless and the caller keeps the inputs — `ModelEngine.trainStep` does; a
@@ -30,7 +32,7 @@ import * as F from '../ops.js';
 import { grad } from '../autodiff.js';
 import { archOf } from '../arch/index.js';
 import type { LossBuilder, LossContext } from '../losses.js';
-import { DIM, allButLast, declareParams, logSoftmax, positionsAndMask, tokenEntropy } from './common.js';
+import { DIM, TEMPERATURE_INPUT, allButLast, declareParams, logSoftmax, positionsAndMask, tempered, tokenEntropy } from './common.js';
 import { sequenceRewards } from './reward.js';
 
 /** AdamW and clipping hyperparameters fixed at graph-build time (the learning rate is an input). */
@@ -89,6 +91,8 @@ export interface TrainGraph {
   extraInputs: { name: string; dtype: DType }[];
   /** Names of the loss metrics (graph outputs `metric.<name>`). */
   metrics: string[];
+  /** Whether the graph takes the `temperature` input (an LM head's forward; not `apply`, not a classifier). */
+  temperature: boolean;
 }
 
 interface ForwardResult {
@@ -107,7 +111,7 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   // a sequence classifier (reward model) has a score head instead of the LM head: its losses see
   // `rewards` [B] (graphs/reward.ts) and no token logprobs
   const classifier = cfg.classifier === true;
-  const logits = classifier ? null : arch.head(g, cfg, params.p, allButLast(hidden));
+  const logits = classifier ? null : tempered(g, arch.head(g, cfg, params.p, allButLast(hidden)));
   // the token logprobs straight from the logits (no [B, T, vocab] log-softmax tensor kept for the
   // backward); the full log-softmax is built only when the loss asks for the entropy
   const logprobs = logits ? fusedTokenLogprobs(logits, ids) : null;
@@ -117,7 +121,7 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   const tape = g.tape;
   let entropy: Tensor | null = null;
   const extraInputs: { name: string; dtype: DType }[] = [];
-  const reserved = new Set(['input_ids', 'attention_mask', 'loss_mask', 'lr', 'step', 'grad_scale']);
+  const reserved = new Set(['input_ids', 'attention_mask', 'loss_mask', TEMPERATURE_INPUT, 'lr', 'step', 'grad_scale']);
   const ctx: LossContext = {
     g,
     get logprobs(): Tensor {
@@ -343,7 +347,7 @@ export function buildTrainGraph(cfg: ModelConfig, kind: TrainGraphKind, loss: Lo
     const scale = g.input('grad_scale', 'float32', []);
     const grads = params.map((q) => F.mul(g.input(`acc.${q.name}`, 'float32', q.shape), scale));
     emitUpdate(g, params, grads, opt);
-    return { graph: g, extraInputs: [], metrics: [] };
+    return { graph: g, extraInputs: [], metrics: [], temperature: false };
   }
   const fwd = forwardLoss(g, cfg, { p }, loss);
   g.output(fwd.loss, 'loss');
@@ -366,5 +370,5 @@ export function buildTrainGraph(cfg: ModelConfig, kind: TrainGraphKind, loss: Lo
     for (const e of g.tape!) for (const t of [...e.inputs, ...e.outputs]) tapeValues.set(t.name, t);
     rematerialize(g, fwdEnd, tapeValues);
   }
-  return { graph: g, extraInputs: fwd.extraInputs, metrics: Object.keys(fwd.metrics) };
+  return { graph: g, extraInputs: fwd.extraInputs, metrics: Object.keys(fwd.metrics), temperature: cfg.classifier !== true };
 }

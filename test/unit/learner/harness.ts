@@ -202,6 +202,7 @@ function feedsOf(batch: TrainBatch, B: number, T: number, names: { name: string 
     input_ids: new ort.Tensor('int64', BigInt64Array.from(batch.ids.flat().map(BigInt)), [B, T]),
     attention_mask: new ort.Tensor('int64', BigInt64Array.from((batch.attentionMask ?? batch.ids.map((r) => r.map(() => 1))).flat().map(BigInt)), [B, T]),
     loss_mask: new ort.Tensor('float32', Float32Array.from(batch.lossMask.flat()), [B, T]),
+    temperature: new ort.Tensor('float32', Float32Array.of(1), []),
   };
   for (const { name } of names) {
     const v = batch.extra![name] as Extra;

@@ -58,6 +58,8 @@ function feeds(): Record<string, ort.Tensor> {
   // row 2 is left-padded by two tokens
   f.attention_mask = new ort.Tensor('int64', BigInt64Array.from({ length: B * T }, (_, i) => (i >= 2 * T && i < 2 * T + 2 ? 0n : 1n)), [B, T]);
   f.loss_mask = new ort.Tensor('float32', Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 || (i >= 2 * T && i < 2 * T + 3) ? 0 : 1)), [B, T]);
+  // a sampling temperature other than 1: its Div sits between the head and the logprobs
+  f.temperature = new ort.Tensor('float32', Float32Array.of(0.7), []);
   return f;
 }
 
