@@ -98,7 +98,7 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
   }
   const pg: number[][] = [];
   const active: boolean[][] = [];
-  let low = 0, high = 0, dual = 0, rsum = 0, akl = 0, n = 0;
+  let low = 0, high = 0, dual = 0, rsum = 0, akl = 0, absDiff = 0, n = 0;
   for (let i = 0; i < B; i++) {
     pg.push([]);
     active.push([]);
@@ -123,6 +123,7 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
         if (o.dualClip && A < 0 && r > o.dualClip) dual++;
         rsum += r;
         akl += r - 1 - Math.log(r);
+        absDiff += Math.abs(d.logprobs[i]![t]! - d.old[i]![t]!);
       }
     }
   }
@@ -135,6 +136,7 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
     clip_frac: (low + high) / n,
     ratio_mean: rsum / n,
     approx_kl: akl / n,
+    logprob_diff: absDiff / n,
     tokens: n,
   };
   if (o.dualClip) metrics.dual_clip_frac = dual / n;
