@@ -1,6 +1,6 @@
 /**
  * Random initialisation of a model's parameters from a seed, bit-reproducible on any machine:
- * element i of tensor `name` is `CounterRng(seed, hash32(name)).normal(i)` scaled (DESIGN.md §6).
+ * element i of tensor `name` is `CounterRng(seed, hash32(name)).normal(i)` scaled: a pure function of (seed, name, i), so the same seed gives bitwise the same weights on every machine.
  *
  * GPT-2's scheme (Radford et al., 2019): weights ~ N(0, std²) with std 0.02, residual output
  * projections (attn c_proj / o_proj, MLP c_proj / down_proj) scaled by 1/sqrt(2·layers), biases 0,

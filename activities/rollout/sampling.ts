@@ -6,7 +6,7 @@
  * `include_stop_str_in_output`. The filters are applied in the order of Hugging Face `generate`'s
  * logits warpers — temperature, then top-k, then top-p (on what top-k kept), then min-p.
  *
- * Determinism (DESIGN.md §6). The uniform number behind each draw is `CounterRng(seed, step,
+ * Determinism (all randomness comes from counter streams, activities/common/rng.ts). The uniform number behind each draw is `CounterRng(seed, step,
  * promptId, sampleId).uniform(position)` — a pure function of those coordinates, so the token drawn
  * for a sequence is the same on every machine, on every re-run after a crash, and whatever other
  * sequences share its batch. The draw itself is inverse-CDF over the kept tokens in id order with
@@ -86,7 +86,7 @@ export function parseSamplingParams(input: unknown = {}, what = 'sampling params
   return parseConfig(samplingParamsSchema, input, what);
 }
 
-/** The coordinates that name one sequence's random stream (DESIGN.md §6). */
+/** The coordinates that name one sequence's random stream (one stream per (seed, step, prompt, sample)). */
 export interface SampleStreamKey {
   /** The run seed. */
   seed: number | string;

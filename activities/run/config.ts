@@ -125,7 +125,7 @@ export const runConfigSchema = z.strictObject({
     /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
     spec: z.strictObject({ name: z.string().min(1), options: z.unknown().optional() }).nullable().default(null),
     /**
-     * What a reward that throws, times out or returns NaN does (DESIGN.md §9): `fail` the step,
+     * What a reward that throws, times out or returns NaN does (recorded with its message, never a silent 0; activities/reward/run.ts): `fail` the step,
      * `drop` the sample (left out of the advantages, counted in metrics.reward_errors), or give it
      * `defaultReward`.
      */

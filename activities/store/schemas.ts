@@ -42,7 +42,7 @@ export const ROLLOUTS = defineTable({
     completion_token_ids: { kind: 'list<int32>', doc: 'Generated token ids, including the stop token when finish_reason is "stop".' },
     behaviour_logprobs: {
       kind: 'list<float32>', finite: true,
-      doc: 'Log-probability of each completion token under the behaviour policy that sampled it (same length as completion_token_ids); the denominator of PPO/GRPO importance ratios.',
+      doc: 'Log-probability of each completion token under the behaviour policy that sampled it, at the sampling temperature T: log softmax(logits / T)[token] over the model\'s whole vocabulary (T = 1 for greedy decoding). Top-k, top-p and min-p truncation are not part of it (as in TRL and verl), so it is the quantity the learner recomputes at the same T. Same length as completion_token_ids; the denominator of PPO/GRPO importance ratios.',
     },
     finish_reason: {
       kind: 'utf8', values: ['stop', 'length', 'branch'],
