@@ -69,7 +69,7 @@ export function stepAdvantages(config: AdvantageConfig, rollouts: readonly Rollo
       completionLength: r.completion_token_ids.length,
       ...(w.token_rewards ? { processRewards: w.token_rewards } : {}),
       tokenIds: r.completion_token_ids,
-      ...(r.node_id != null ? { nodeId: r.node_id, parentNodeId: r.parent_node_id } : {}),
+      ...(r.node_id != null ? { nodeId: r.node_id, parentNodeId: r.parent_node_id, branchPosition: r.branch_position ?? 0 } : {}),
     });
   }
   if (seen.size !== byKey.size) {

@@ -2,7 +2,9 @@
  * `rolloutShard` (rollout queue): samples `groupSize` completions for each prompt of one shard of
  * an RL step with the policy of checkpoint `policyVersion`, and writes `rolloutsName(shard)` under
  * the step prefix (uncommitted; the workflow commits it with the step). A shard of a committed
- * step returns the committed artifact at once without generating.
+ * step returns the committed artifact at once without generating. With the phase's `tree` option
+ * each prompt's groupSize completions form a tree (V-STAR; tree-rollout.ts) and the rows carry
+ * node_id, parent_node_id and branch_position.
  */
 import { stage } from '../run/stage.js';
 import type { RlPhase } from '../run/config.js';
@@ -14,6 +16,10 @@ import { readEntry,readManifest,writeArtifact } from '../store/manifest.js';
 import { ROLLOUTS,decodeRollouts,encodeRollouts,type RolloutsInput,type RolloutsRow } from '../store/schemas.js';
 import { parseSamplingParams,sampleAt,sampleStream,type SamplingParams } from './sampling.js';
 import { badInput,committedEntry,finishCompletion,generateAll,withPolicy,type SequenceJob } from './policy.js';
+import { rolloutTrees,type TreeCompletion } from './tree-rollout.js';
+import { scoreSamples } from '../reward/run.js';
+import type { RewardSample } from '../reward/types.js';
+import type { ObjectStore } from '../store/object-store.js';
 
 function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase {
   const phase = run.config.phases[phaseIndex];
@@ -39,6 +45,81 @@ function shardSummary(rows: readonly RolloutsRow[] | readonly RolloutsInput[]) {
     if (r.finish_reason === 'length') truncated++;
   }
   return { samples: rows.length, completionTokens, maxCompletionTokens, promptTokens, truncated };
+}
+
+type PromptItem = ReturnType<ResolvedRun['task']['prompts']>[number];
+
+/**
+ * The rows of a shard with tree-structured rollouts (the phase's `tree` option; tree-rollout.ts):
+ * each prompt's tree of groupSize nodes, decoded round by round with the policy and, with the
+ * value criterion, scored with the run's reward between rounds (a failed reward leaves the sample
+ * out of the prefix values; the reward stage scores the rows again under the run's error policy).
+ * Row i of a prompt is node sample_id i; a child's completion starts with its parent's tokens
+ * [0, branch_position) and their behaviour logprobs.
+ */
+async function treeRows(
+  store: ObjectStore, run: ResolvedRun, phase: RlPhase, input: RolloutShardInput, items: readonly PromptItem[], promptIds: readonly number[][],
+  params: SamplingParams, stopIds: readonly number[],
+): Promise<RolloutsInput[]> {
+  const { config, tokenizer } = run;
+  const V = tokenizer.vocabSize;
+  const stopSet = new Set(stopIds);
+  const decodeText = (ids: number[]) => tokenizer.decode(ids);
+  const reward = phase.tree!.criterion === 'value' ? run.createReward({ faults: false }) : null;
+  const { onError: _onError, defaultReward: _defaultReward, ...policy } = config.reward.errorPolicy;
+  const sample = (group: number, c: TreeCompletion, sampleId: number | string): RewardSample => ({
+    promptId: items[group]!.promptId, sampleId, prompt: items[group]!.prompt, completion: c.text,
+    reference: items[group]!.reference, metadata: items[group]!.metadata, promptTokens: promptIds[group]!.length, completionTokens: c.tokens.length,
+  });
+  try {
+    const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+      rolloutTrees(items.map((it) => it.promptId), phase.tree!, phase.groupSize, { seed: config.seed, step: input.step }, {
+        async decode(jobs) {
+          const out: TreeCompletion[] = new Array(jobs.length);
+          // one generate call per branch position: a child continues from position p with p tokens less budget
+          const byStart = new Map<number, number[]>();
+          jobs.forEach((j, i) => byStart.set(j.prefix.tokens.length, [...(byStart.get(j.prefix.tokens.length) ?? []), i]));
+          for (const [start, idx] of [...byStart].sort((a, b) => a[0] - b[0])) {
+            const entropies = idx.map(() => [] as number[]);
+            const seqJobs: SequenceJob[] = idx.map((i, k) => {
+              const j = jobs[i]!;
+              const stream = sampleStream({ seed: config.seed, step: input.step, promptId: items[j.group]!.promptId, sampleId: j.streamKey });
+              return {
+                prompt: [...promptIds[j.group]!, ...j.prefix.tokens],
+                pick: (logits, pos) => {
+                  const r = sampleAt(logits.subarray(0, V), params, stream, start + pos);
+                  entropies[k]!.push(r.entropy);
+                  return r.token;
+                },
+              };
+            });
+            const gens = await generateAll(engine, seqJobs, { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature }, () => undefined);
+            idx.forEach((i, k) => {
+              const j = jobs[i]!;
+              const gen = gens[k]!;
+              const whole = { tokens: [...j.prefix.tokens, ...gen.tokens], logprobs: [...j.prefix.logprobs, ...gen.logprobs], finishReason: gen.finishReason };
+              const c = finishCompletion(whole, params, stopSet, decodeText);
+              out[i] = { ...c, entropy: [...j.prefix.entropy, ...entropies[k]!].slice(0, c.tokens.length) };
+            });
+          }
+          return out;
+        },
+        async score(samples) {
+          if (!reward || samples.length === 0) return samples.map(() => null);
+          const { rows } = await scoreSamples(reward, samples.map((s, i) => sample(s.group, s.completion, i)), { ...policy, onError: 'drop' }, { step: input.step });
+          return rows.map((r) => r.reward);
+        },
+      }));
+    return result.nodes.map((n) => ({
+      run_id: input.runId, step: input.step, prompt_id: items[n.group]!.promptId, sample_id: n.sampleId, group_id: items[n.group]!.promptId,
+      node_id: n.nodeId, parent_node_id: n.parentNodeId, branch_position: n.branchPosition, policy_version: input.policyVersion,
+      prompt_text: items[n.group]!.prompt, prompt_token_ids: promptIds[n.group]!,
+      completion_text: n.completion.text, completion_token_ids: n.completion.tokens, behaviour_logprobs: n.completion.logprobs,
+      finish_reason: n.completion.finishReason,
+    }));
+  } finally {
+    await reward?.close?.();
+  }
 }
 
 /** Generates one rollout shard of an RL step and writes `rolloutsName(shard)` (uncommitted). */
@@ -72,6 +153,14 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     const V = tokenizer.vocabSize;
     const jobs: SequenceJob[] = [];
     const promptIds = items.map((it) => tokenizer.encode(it.prompt));
+    if (phase.tree) {
+      progress({ done: 0, of: items.length });
+      const rows = await treeRows(store, run, phase, input, items, promptIds, params, stopIds);
+      crashPoint('rollout', step);
+      const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
+      progress({ done: items.length, of: items.length });
+      return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };
+    }
     items.forEach((item, p) => {
       for (let s = 0; s < G; s++) {
         const stream = sampleStream({ seed: config.seed, step, promptId: item.promptId, sampleId: s });

@@ -203,46 +203,77 @@ export class RolloutTree {
   }
 }
 
+/**
+ * The branching options shared by the plan (`treePlanOptionsSchema`) and the run config's rl phase
+ * option `tree` (`treeRolloutSchema`), which takes the sample budget from the phase's groupSize.
+ */
+const branchingShape = {
+  /** Independent samples drawn from the prompt in the first round. */
+  roots: z.number().int().min(1).default(4),
+  /** Children per branch point (k); with the source's own continuation, k+1 siblings compete there. */
+  childrenPerBranch: z.number().int().min(1).default(2),
+  /** At most this many branch points per group per round; null: as many as the budget allows. */
+  maxBranchesPerRound: z.number().int().min(1).nullable().default(null),
+  /** Nodes at this depth are not branched further (roots have depth 0). */
+  maxDepth: z.number().int().min(0).default(3),
+  /**
+   * Minimum distance in tokens between a branch point and the node's own branch position, and
+   * between two branch points on the same node, so siblings differ by more than a token.
+   */
+  minSpacing: z.number().int().min(1).default(8),
+  /**
+   * Token score used to rank branch points (V-STAR VED). `entropy`: policy entropy at the token.
+   * `value`: value estimate of the prefix before the token + explorationWeight * entropy.
+   */
+  criterion: z.enum(['entropy', 'value']).default('entropy'),
+  /**
+   * With `criterion: value`, weight of the token entropy added to the prefix value (0: value
+   * only). Nodes given without an entropy signal count entropy as 0.
+   */
+  explorationWeight: z.number().nonnegative().default(0.5),
+  /** Tokens whose entropy is below this are never branch points (a resample would repeat them). */
+  minEntropy: z.number().nonnegative().default(0),
+  /** 0: take the top scores (ties broken by the seeded RNG). >0: Gumbel-top-k sampling of score/temperature. */
+  temperature: z.number().nonnegative().default(0),
+  /**
+   * How the round's new samples are split among the chosen branch points. `uniform`:
+   * childrenPerBranch each (the last may get fewer to fit the budget). `proportional`: at least
+   * one each, the rest in proportion to score - min score (higher-potential prefixes deepen more).
+   */
+  allocation: z.enum(['uniform', 'proportional']).default('uniform'),
+};
+
 export const treePlanOptionsSchema = z
   .strictObject({
     /** Total completions per prompt, roots included: the sample budget the plan never exceeds. */
     samplesPerGroup: z.number().int().min(1).default(16),
-    /** Independent samples drawn from the prompt in the first round. */
-    roots: z.number().int().min(1).default(4),
-    /** Children per branch point (k); with the source's own continuation, k+1 siblings compete there. */
-    childrenPerBranch: z.number().int().min(1).default(2),
-    /** At most this many branch points per group per round; null: as many as the budget allows. */
-    maxBranchesPerRound: z.number().int().min(1).nullable().default(null),
-    /** Nodes at this depth are not branched further (roots have depth 0). */
-    maxDepth: z.number().int().min(0).default(3),
-    /**
-     * Minimum distance in tokens between a branch point and the node's own branch position, and
-     * between two branch points on the same node, so siblings differ by more than a token.
-     */
-    minSpacing: z.number().int().min(1).default(8),
-    /**
-     * Token score used to rank branch points (V-STAR VED). `entropy`: policy entropy at the token.
-     * `value`: value estimate of the prefix before the token + explorationWeight * entropy.
-     */
-    criterion: z.enum(['entropy', 'value']).default('entropy'),
-    /**
-     * With `criterion: value`, weight of the token entropy added to the prefix value (0: value
-     * only). Nodes given without an entropy signal count entropy as 0.
-     */
-    explorationWeight: z.number().nonnegative().default(0.5),
-    /** Tokens whose entropy is below this are never branch points (a resample would repeat them). */
-    minEntropy: z.number().nonnegative().default(0),
-    /** 0: take the top scores (ties broken by the seeded RNG). >0: Gumbel-top-k sampling of score/temperature. */
-    temperature: z.number().nonnegative().default(0),
-    /**
-     * How the round's new samples are split among the chosen branch points. `uniform`:
-     * childrenPerBranch each (the last may get fewer to fit the budget). `proportional`: at least
-     * one each, the rest in proportion to score - min score (higher-potential prefixes deepen more).
-     */
-    allocation: z.enum(['uniform', 'proportional']).default('uniform'),
+    ...branchingShape,
   })
   .refine((o) => o.roots <= o.samplesPerGroup, { message: 'roots must not exceed samplesPerGroup', path: ['roots'] });
 export type TreePlanOptions = z.output<typeof treePlanOptionsSchema>;
+
+/**
+ * The rl phase's `tree` option (activities/run/config.ts): tree-structured rollouts with
+ * value-guided branching (V-STAR's VED, Jiang et al. 2026), built by `rolloutTrees`
+ * (tree-rollout.ts) inside the rollout activity. The phase's groupSize is the sample budget of each
+ * prompt's tree (`samplesPerGroup`), so a step has as many rows as with flat sampling. The fields
+ * are the plan's (above) with V-STAR's defaults for the criterion: branch points are ranked by
+ * the Monte-Carlo value of their prefix (mean reward of the tree's samples that share it, scored
+ * by the run's reward during the rollout) plus `explorationWeight` × the token's entropy.
+ */
+export const treeRolloutSchema = z.strictObject({
+  ...branchingShape,
+  /**
+   * Token score used to rank branch points (V-STAR VED). `value` (default): the prefix's
+   * Monte-Carlo value (mean reward of the tree's completed samples through that prefix, so the
+   * rollout activity scores each round with the run's reward) + explorationWeight × entropy.
+   * `entropy`: the policy's entropy at the token alone (no reward is called during the rollout).
+   */
+  criterion: z.enum(['entropy', 'value']).default('value'),
+  /** Tokens closer than this to a node's own branch position or to another branch point on it are not branch points. Default 1: the main job's answers are a few tokens long. */
+  minSpacing: z.number().int().min(1).default(1),
+});
+export type TreeRolloutOptions = z.output<typeof treeRolloutSchema>;
 
 /** Per-node token signals from decoding/scoring, indexed by completion position over the node's full length. */
 export interface NodeSignals {

@@ -17,6 +17,7 @@ import { lossConfigSchema } from '../learner/index.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
+import { treeRolloutSchema } from '../rollout/tree-plan.js';
 import { optimizerSchema } from '../model/graphs/train.js';
 import { taskNames } from '../tasks/tasks.js';
 
@@ -78,6 +79,19 @@ export const rlPhaseSchema = z.strictObject({
     /** Completion token budget; default: the task's longest gold answer + 4 (room for EOS and a little slack). */
     max_tokens: posInt.optional(),
   }).prefault({}),
+  /**
+   * Tree-structured rollouts with value-guided branching (V-STAR, Jiang et al. 2026, "Spend Search
+   * Where It Pays: Value-Guided Structured Sampling and Optimization for Generative
+   * Recommendation": Value-Guided Efficient Decoding). null (default): groupSize independent
+   * samples per prompt. Set: each prompt's groupSize samples form a tree built in rounds inside the
+   * rollout activity — `roots` samples from the prompt, then children decoded from branch points
+   * (node, position) of the completions so far, ranked by the prefix's Monte-Carlo value (mean
+   * reward of the tree's samples through it; the run's reward is called between rounds) plus
+   * explorationWeight × token entropy (`criterion: value`) or by entropy alone. Needs
+   * `advantage.estimator: sibling_grpo` (Sibling-GRPO, the paper's estimator on the tree).
+   * Fields: activities/rollout/tree-plan.ts (`treeRolloutSchema`).
+   */
+  tree: treeRolloutSchema.nullable().default(null),
 });
 
 export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema]);
@@ -202,6 +216,17 @@ export const runConfigSchema = z.strictObject({
 export type RunConfig = z.output<typeof runConfigSchema>;
 export type RunConfigInput = z.input<typeof runConfigSchema>;
 
+/** A `tree` option must fit the phase's sample budget and be paired with Sibling-GRPO. */
+function treeProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
+  if (!p.tree) return;
+  if (p.tree.roots > p.groupSize) {
+    problems.push({ path: `phases.${i}.tree.roots`, message: `${p.tree.roots} roots but groupSize is ${p.groupSize}: a tree's roots are part of its groupSize samples` });
+  }
+  if (p.advantage.estimator !== 'sibling_grpo') {
+    problems.push({ path: `phases.${i}.advantage.estimator`, message: `tree rollouts are trained with "sibling_grpo" (Sibling-GRPO compares siblings at their branch point and masks copied prefixes; got "${p.advantage.estimator}")` });
+  }
+}
+
 /** Validates a run config, filling defaults; ConfigError names every bad field. */
 export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
   const cfg = parseConfig(runConfigSchema, input ?? {}, what);
@@ -211,6 +236,7 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
     if (p.kind === 'rl' && p.loss.name !== 'clipped_surrogate') {
       problems.push({ path: `phases.${i}.loss.name`, message: `an rl phase trains with "clipped_surrogate" (got "${p.loss.name}")` });
     }
+    if (p.kind === 'rl') treeProblems(p, i, problems);
     const updates = p.steps * (p.kind === 'sft' ? p.updatesPerStep : 1);
     if (p.warmupSteps > updates) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates` });
     step += p.steps;

@@ -4,7 +4,8 @@
  * declarations (`npx tsx activities/store/schemas-doc.ts` rewrites it) and a unit test keeps the
  * two in step.
  *
- * Row keys: (run_id, step, prompt_id, sample_id); tree rollouts add node_id and parent_node_id.
+ * Row keys: (run_id, step, prompt_id, sample_id); tree rollouts add node_id, parent_node_id and
+ * branch_position.
  * Column names are snake_case everywhere (Arrow, TypeScript rows, docs), one name per concept.
  */
 import { defineTable, readTable, writeTable, type RowInput, type RowOf } from './arrow.js';
@@ -25,8 +26,8 @@ const parentNodeId = {
 /** Rollouts: one row per generated sample (flat sampling) or per tree node (tree sampling). */
 export const ROLLOUTS = defineTable({
   name: 'rollouts',
-  version: 1,
-  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling, e.g. V-STAR\'s value-guided tree decoding). A tree node\'s completion is the segment generated at that node, appended to the prompt plus its ancestors\' segments; internal nodes have finish_reason "branch".',
+  version: 2,
+  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). Version 2 added branch_position.',
   columns: {
     run_id: runId,
     step,
@@ -35,6 +36,10 @@ export const ROLLOUTS = defineTable({
     group_id: { kind: 'utf8', doc: 'Group over which group-relative advantages are computed (GRPO, Shao et al. 2024); usually equal to prompt_id.' },
     node_id: nodeId,
     parent_node_id: parentNodeId,
+    branch_position: {
+      kind: 'int32', nullable: true,
+      doc: 'Tree rollouts only: the first completion position this node sampled itself; [0, branch_position) are its parent\'s tokens, copied. 0 for a root; null for flat rollouts.',
+    },
     policy_version: { kind: 'int32', doc: 'Version of the policy weights that generated the sample (the step whose weights were loaded; 0 = initial weights). Lets the learner tell on-policy from stale samples.' },
     prompt_text: { kind: 'utf8', doc: 'The prompt as text, after any chat template.' },
     prompt_token_ids: { kind: 'list<int32>', doc: 'Token ids of the prompt as fed to the model.' },
@@ -46,12 +51,13 @@ export const ROLLOUTS = defineTable({
     },
     finish_reason: {
       kind: 'utf8', values: ['stop', 'length', 'branch'],
-      doc: '"stop": an end-of-sequence token or stop string ended generation; "length": the token limit did; "branch": a tree node whose generation continues in its children.',
+      doc: '"stop": an end-of-sequence token or stop string ended generation; "length": the token limit did; "branch": reserved for trees stored as segments (a node whose generation continues in its children); the tree rollouts written here are complete nodes and never use it.',
     },
   },
   rules: [
     'behaviour_logprobs has exactly one value per completion token.',
     'parent_node_id is set only together with node_id.',
+    'branch_position is set only together with node_id: 0 for a root (parent_node_id null), at least 1 for a child, and below the number of completion tokens.',
     'finish_reason "branch" only on tree nodes (node_id set).',
   ],
   check: (r) => {
@@ -60,6 +66,14 @@ export const ROLLOUTS = defineTable({
     }
     if (r.parent_node_id != null && r.node_id == null) return 'parent_node_id is set but node_id is null; tree rows need both';
     if (r.finish_reason === 'branch' && r.node_id == null) return 'finish_reason "branch" is only for tree nodes (set node_id)';
+    const bp = r.branch_position;
+    if (bp != null) {
+      if (r.node_id == null) return 'branch_position is set but node_id is null; only tree rows have a branch position';
+      if (r.parent_node_id == null && bp !== 0) return `branch_position is ${bp} on a root node; a root is sampled from the prompt (0)`;
+      if (r.parent_node_id != null && (bp < 1 || bp >= r.completion_token_ids.length)) {
+        return `branch_position is ${bp} with ${r.completion_token_ids.length} completion tokens; a child copies [0, branch_position) from its parent and samples at least one token itself`;
+      }
+    }
     return undefined;
   },
 });

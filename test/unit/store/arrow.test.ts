@@ -170,6 +170,10 @@ describe('arrow contracts: writing rejects bad rows, naming row and column', () 
     bad([rollout(0, { behaviour_logprobs: [-1] })], /behaviour_logprobs has 1 values but completion_token_ids has 2/);
     bad([rollout(0, { parent_node_id: '0' })], /parent_node_id is set but node_id is null/);
     bad([rollout(0, { finish_reason: 'branch' })], /"branch" is only for tree nodes/);
+    bad([rollout(0, { branch_position: 0 })], /branch_position is set but node_id is null/);
+    bad([rollout(0, { node_id: 'a/0', branch_position: 1 })], /branch_position is 1 on a root node/);
+    bad([rollout(0, { node_id: 'a/0>2.0', parent_node_id: 'a/0', branch_position: 2 })], /branch_position is 2 with 2 completion tokens/);
+    assert.equal(encodeRollouts([rollout(0, { node_id: 'a/0>1.0', parent_node_id: 'a/0', branch_position: 1 })]).length > 0, true);
     assert.throws(() => encodeRewards([{ run_id: 'r', step: 0, prompt_id: 'a', sample_id: 0, reward: null, components: {} }]),
       /reward is null but error is empty/);
     assert.throws(() => encodeAdvantages([{ run_id: 'r', step: 0, prompt_id: 'a', sample_id: 0 }]), /neither advantage nor token_advantages/);
@@ -197,8 +201,8 @@ describe('arrow contracts: reading fails clearly', () => {
   }
 
   it('schema version mismatch names expected and found', () => {
-    const v2 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '2' });
-    assert.throws(() => decodeRollouts(v2, 'f.arrow'), /expected rollouts schema version 1, found version 2/);
+    const v1 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '1' });
+    assert.throws(() => decodeRollouts(v1, 'f.arrow'), /expected rollouts schema version 2, found version 1/);
     const none = withMetadata(good, {});
     assert.throws(() => decodeRollouts(none, 'f.arrow'), /expected schema "rollouts", found no durable_rl.schema metadata/);
   });
@@ -223,7 +227,7 @@ describe('arrow contracts: reading fails clearly', () => {
 
   it('a missing column is named', () => {
     assert.throws(() => decodeRollouts(rebuilt(['behaviour_logprobs']), 'f.arrow'),
-      (e: unknown) => e instanceof SchemaMismatchError && /missing column "behaviour_logprobs" \(List<Float32>\) of rollouts v1/.test(e.message));
+      (e: unknown) => e instanceof SchemaMismatchError && /missing column "behaviour_logprobs" \(List<Float32>\) of rollouts v2/.test(e.message));
   });
 
   it('a column of the wrong type names expected and found', () => {
