@@ -20,7 +20,7 @@ import {
 } from '../store/keys.js';
 import { committedSteps, manifestKey, readArtifact, readManifest, type Manifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
-import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type AdvantagesRow, type MetricsRow, type RewardsRow } from '../store/schemas.js';
+import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type AdvantagesRow, type MetricsRow, type RewardsRow, type RolloutsRow } from '../store/schemas.js';
 
 /** How a run was resumed, as `run.json` records it. */
 export interface ResumedFrom {
@@ -92,6 +92,34 @@ export interface SampleRow {
   advantage_kind: 'scalar' | 'token_mean' | null;
 }
 
+/** One node of a tree-structured rollout (the rl phase's `tree` option), as the report draws it. */
+export interface TreeNodeView {
+  node_id: string;
+  /** null for a root. */
+  parent_node_id: string | null;
+  /** First completion token the node sampled itself (tokens before it are its parent's). */
+  branch_position: number;
+  sample_id: number;
+  completion: string;
+  completion_tokens: number;
+  /**
+   * Characters at the start of `completion` that the parent's completion text shares (the copied
+   * prefix as text, for display; branch_position counts tokens). 0 for a root.
+   */
+  shared_chars: number;
+  finish_reason: string;
+  reward: number | null;
+  /** Mean advantage over the node's trained tokens (Sibling-GRPO: per token); null without an advantages row. */
+  advantage: number | null;
+}
+
+/** The tree of one prompt of the last RL step: its nodes in rollout order (parents before children). */
+export interface SampleTree {
+  prompt_id: string;
+  prompt: string;
+  nodes: TreeNodeView[];
+}
+
 /** Everything the report renders. Plain data: safe to JSON.stringify (no typed arrays, no Maps). */
 export interface RunReportData {
   run_id: string;
@@ -108,7 +136,11 @@ export interface RunReportData {
   /** Evaluations in the history, ascending by step, then policy version. */
   evals: EvalRow[];
   /** Samples of the last committed RL step (null when no RL step is committed). */
-  samples: { run_id: string; step: number; total: number; rows: SampleRow[] } | null;
+  samples: {
+    run_id: string; step: number; total: number; rows: SampleRow[];
+    /** With tree rollouts: the trees of the step's first `maxTrees` prompts (absent or empty for flat rollouts). */
+    trees?: SampleTree[];
+  } | null;
   /** The latest evaluation's samples (null when there is no evaluation). */
   eval_samples: { run_id: string; policy_version: number; step: number; rows: EvalSample[] } | null;
   /** What could not be read and was left out, each naming the object. */
@@ -351,7 +383,34 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
       ...advantageOf(advantages.get(rowKey(r))),
     };
   });
-  return { run_id: runId, step, total: rollouts.length, rows };
+  return { run_id: runId, step, total: rollouts.length, rows, trees: sampleTrees(rollouts, rewards, advantages, MAX_TREES) };
+}
+
+/** Trees drawn per report (each is one prompt's groupSize nodes). */
+const MAX_TREES = 2;
+
+/** The trees of the first `max` prompts whose rows carry node ids. */
+function sampleTrees(rollouts: readonly RolloutsRow[], rewards: ReadonlyMap<string, RewardsRow>, advantages: ReadonlyMap<string, AdvantagesRow>, max: number): SampleTree[] {
+  const trees = new Map<string, SampleTree>();
+  const text = new Map<string, string>();
+  for (const r of rollouts) {
+    if (r.node_id === null) continue;
+    let t = trees.get(r.prompt_id);
+    if (!t) {
+      if (trees.size >= max) continue;
+      trees.set(r.prompt_id, (t = { prompt_id: r.prompt_id, prompt: r.prompt_text, nodes: [] }));
+    }
+    text.set(`${r.prompt_id}\u0000${r.node_id}`, r.completion_text);
+    const parentText = r.parent_node_id === null ? '' : text.get(`${r.prompt_id}\u0000${r.parent_node_id}`) ?? '';
+    let shared = 0;
+    while (shared < parentText.length && shared < r.completion_text.length && parentText[shared] === r.completion_text[shared]) shared++;
+    t.nodes.push({
+      node_id: r.node_id, parent_node_id: r.parent_node_id, branch_position: r.branch_position ?? 0, sample_id: r.sample_id,
+      completion: r.completion_text, completion_tokens: r.completion_token_ids.length, shared_chars: shared, finish_reason: r.finish_reason,
+      reward: rewards.get(rowKey(r))?.reward ?? null, advantage: advantageOf(advantages.get(rowKey(r))).advantage,
+    });
+  }
+  return [...trees.values()];
 }
 
 // ---- the whole report ----

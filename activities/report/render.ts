@@ -9,7 +9,7 @@
  * sample table of the last RL step, the latest evaluation's samples, and the run's config.
  */
 import { finite, formatValue, lineChart, type PhaseSpan, type Series } from './chart.js';
-import type { EvalRow, RunReportData } from './load.js';
+import type { EvalRow, RunReportData, TreeNodeView } from './load.js';
 import type { MetricsRow } from '../store/schemas.js';
 
 export interface RenderOptions {
@@ -158,6 +158,37 @@ function sampleTable(data: RunReportData): string {
     + `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>advantage</th><th>finish</th></tr></thead><tbody>${rows}</tbody></table></section>`;
 }
 
+/** One node and, nested, its children (by branch position, then sample id). */
+function treeNode(node: TreeNodeView, childrenOf: ReadonlyMap<string, TreeNodeView[]>): string {
+  const kids = childrenOf.get(node.node_id) ?? [];
+  const at = node.parent_node_id === null ? 'root' : `branch at token ${node.branch_position}`;
+  const text = `<code><span class="shared">${escapeHtml(node.completion.slice(0, node.shared_chars))}</span>${escapeHtml(node.completion.slice(node.shared_chars))}</code>`;
+  return `<li><span class="node">${escapeHtml(node.node_id)}</span> <small>#${node.sample_id} · ${at} · ${node.completion_tokens} tokens · ${escapeHtml(node.finish_reason)}</small> `
+    + `${text} <span class="num">reward ${escapeHtml(formatValue(node.reward))}</span> <span class="num">advantage ${escapeHtml(formatValue(node.advantage))}</span>`
+    + (kids.length ? `<ul>${kids.map((k) => treeNode(k, childrenOf)).join('')}</ul>` : '')
+    + '</li>';
+}
+
+/** Tree-structured rollouts: each drawn tree as a nested list, rewards and advantages per node. */
+function treeSection(data: RunReportData): string {
+  const trees = data.samples?.trees ?? [];
+  if (trees.length === 0) return '';
+  const drawn = trees.map((t) => {
+    const childrenOf = new Map<string, TreeNodeView[]>();
+    for (const n of t.nodes) {
+      if (n.parent_node_id === null) continue;
+      childrenOf.set(n.parent_node_id, [...(childrenOf.get(n.parent_node_id) ?? []), n]);
+    }
+    for (const list of childrenOf.values()) list.sort((a, b) => a.branch_position - b.branch_position || a.sample_id - b.sample_id);
+    const roots = t.nodes.filter((n) => n.parent_node_id === null);
+    return `<figure class="tree"><figcaption>${escapeHtml(t.prompt_id)}: ${t.nodes.length} nodes</figcaption>${pre(t.prompt)}`
+      + `<ul>${roots.map((r) => treeNode(r, childrenOf)).join('')}</ul></figure>`;
+  });
+  return `<section><h2>Rollout trees of step ${data.samples!.step}</h2><p><small>Each node is a complete sample; grey text is shared with its parent `
+    + '(the child was decoded from the parent\'s tokens before its branch point). Advantage: the mean of its per-token Sibling-GRPO advantages over the tokens it trains.</small></p>'
+    + `${drawn.join('')}</section>`;
+}
+
 function evalSampleTable(data: RunReportData): string {
   const s = data.eval_samples;
   if (!s) return '<section><h2>Evaluation samples</h2><p>No evaluation committed.</p></section>';
@@ -187,6 +218,8 @@ svg .phase-sft { fill: #e7f5ff; } svg .rl-start { stroke: #c92a2a; stroke-dashar
 svg .not-measured { fill: #999; font-size: 16px; }
 pre { white-space: pre-wrap; word-break: break-word; max-height: 14em; overflow: auto; margin: 0; font-size: 12px; }
 td.num { text-align: right; white-space: nowrap; } .error { color: #c92a2a; }
+figure.tree { margin: 12px 0; } figure.tree ul { list-style: none; padding-left: 18px; border-left: 1px solid #ccc; margin: 2px 0; }
+figure.tree li { margin: 3px 0; } .node { font-family: monospace; font-weight: 600; } .shared { color: #999; } span.num { margin-left: 8px; white-space: nowrap; }
 `;
 
 /** The report as one self-contained HTML document (no scripts, no external resources). */
@@ -198,6 +231,6 @@ export function renderReport(data: RunReportData, opts: RenderOptions = {}): str
     + `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>`
     + header(data)
     + `<section><h2>Training curves</h2><p><small>Shaded: SFT warm-up steps; dashed line: the first RL step.</small></p><div class="charts">${charts.join('')}</div></section>`
-    + sampleTable(data) + evalSampleTable(data) + configSection(data)
+    + sampleTable(data) + treeSection(data) + evalSampleTable(data) + configSection(data)
     + '</body></html>\n';
 }
