@@ -29,6 +29,27 @@ export function sftStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: Lea
   };
 }
 
+/**
+ * Learner metrics an rl step's row keeps under `extra`, when the learner reported them
+ * (activities/learner/learner-update.ts keeps the same list to read a committed step back):
+ * - `logprob_diff`: mean |log π_θ − log π_old| over the step's updates;
+ * - `mismatch_logprob_diff`, `mismatch_kl`: the rollout/learner mismatch (mean |Δlogprob| and the
+ *   k3 estimate of KL(π_rollout ‖ π_learner)) of the weights that sampled, every step;
+ * - `log_ratio_clamped`, `kl_clamped`: fraction of loss tokens the numerical guards clamped;
+ * - `tis_weight_mean`, `tis_clip_frac`: truncated importance sampling's mean weight and capped fraction;
+ * - `clip_frac_last_epoch`, `ratio_mean_last_epoch`, `updates`: PPO epochs (ppoEpochs > 1).
+ */
+const LEARNER_EXTRAS = [
+  'logprob_diff', 'mismatch_logprob_diff', 'mismatch_kl', 'log_ratio_clamped', 'kl_clamped',
+  'tis_weight_mean', 'tis_clip_frac', 'clip_frac_last_epoch', 'ratio_mean_last_epoch', 'updates',
+] as const;
+
+function learnerExtras(metrics: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of LEARNER_EXTRAS) if (metrics[k] !== undefined) out[k] = metrics[k];
+  return out;
+}
+
 /** What the activities of an rl step returned, shards in shard order. */
 export interface RlStepResults {
   rollouts: readonly RolloutShardResult[];
@@ -98,8 +119,7 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
       advantage_std: advantages.advantageStd,
       approx_kl: update.metrics.approx_kl ?? 0,
       pg_loss: update.metrics.pg_loss ?? 0,
-      // mean |Δlogprob| between the rollout and the learner (clipped_surrogate's logprob_diff)
-      ...(update.metrics.logprob_diff !== undefined ? { logprob_diff: update.metrics.logprob_diff } : {}),
+      ...learnerExtras(update.metrics),
       tokens: update.tokens,
       micro_batches: update.microBatches,
     },

@@ -6,6 +6,7 @@
  * Per token (m = loss mask, A = advantage, r = importance ratio π_θ / π_old):
  *   ℓ = max(−A·r, −A·clip(r, 1 − ε_low, 1 + ε_high))                       (PPO, clip-higher)
  *   ℓ = min(ℓ, −A·c)   where A < 0, when dual clipping is on                   (dual-clip PPO)
+ *   ℓ = w·ℓ,  w = min(π_old / π_rollout, C)   with truncated importance sampling (TIS, `tis`)
  *   loss = agg(ℓ) + β·agg(kl) − α·agg(H)
  * with `agg` the configured aggregation (`aggregate.ts`), kl a per-token KL estimate to the
  * reference policy (`kl.ts`) and H the next-token entropy.
@@ -17,16 +18,28 @@
  *   ref_logprobs  float32 [batch, seq]  reference-policy logprobs (only with `kl`)
  *   loss_token_count float32 []         (only with `globalTokenCount`) total loss tokens of the
  *                                       whole batch / number of micro-batches
+ *   rollout_logprobs float32 [batch, seq]  (only with `tis`) the logprobs the rollout engine recorded;
+ *                                       `old_logprobs` are then the learner's own logprobs of the
+ *                                       policy that sampled (scored before the step's first update)
  * Values at positions outside the loss mask are ignored (they may be 0).
+ *
+ * Numerical guards (as verl has them): the per-token log-ratio is clamped to ±20 before exp
+ * (TOKEN_LOG_RATIO_BOUND), the GSPO sequence log-ratio to ±10 (SEQUENCE_LOG_RATIO_BOUND; verl bounds
+ * it above at 10), and the KL term's log π/π_ref to ±20 and its k3 estimate to ±10 (KL_BOUND). A
+ * clamped value carries no gradient. Only a broken batch gets there: e^20 ≈ 5e8.
  *
  * Metrics (masked token means unless said otherwise): `pg_loss` (the surrogate term alone),
  * `clip_frac_low` (A < 0 and r < 1 − ε_low: the update is held back), `clip_frac_high` (A > 0 and
  * r > 1 + ε_high), `clip_frac` (their sum), `dual_clip_frac` (A < 0 and r > c), `ratio_mean`,
- * `approx_kl` (KL(π_old ‖ π_θ) by k3: r − 1 − log r), `logprob_diff` (mean |log π_θ − log π_old|:
- * at a step's first update π_θ is the policy that sampled, so this is the disagreement between the
- * rollout's logprobs and the learner's — the sampling temperature, numerics, or a rollout engine
- * that computes differently), `kl` (with `kl`), `entropy` (with the entropy metric or bonus),
- * `tokens` (loss tokens in the micro-batch).
+ * `approx_kl` (KL(π_old ‖ π_θ) by k3: r − 1 − log r, per token at most KL_BOUND), `logprob_diff`
+ * (mean |log π_θ − log π_old|: at a step's first update without `tis` π_θ is the policy that
+ * sampled and π_old the rollout's, so this is the disagreement between the rollout's logprobs and
+ * the learner's — the sampling temperature, numerics, or a rollout engine that computes
+ * differently; the learner reports it over the whole batch as `mismatch_*`), `log_ratio_clamped`
+ * (fraction of loss tokens whose token or sequence log-ratio hit its bound), `kl` and `kl_clamped`
+ * (with `kl`: fraction of loss tokens whose KL log-ratio or k3 value was clamped), `tis_weight_mean`
+ * and `tis_clip_frac` (with `tis`: mean weight, fraction of tokens capped at C), `entropy` (with the
+ * entropy metric or bonus), `tokens` (loss tokens in the micro-batch).
  */
 import { parseConfig, z } from '../common/config.js';
 import type { Tensor } from '../model/graph.js';
@@ -50,6 +63,26 @@ export const klTermSchema = z.strictObject({
    * π_ref/π at the sampled tokens — see kl.ts.
    */
   direction: z.enum(['reverse', 'forward']).default('reverse'),
+});
+
+/** |log π_θ − log π_old| per token is clamped to this before exp (verl: ±20). */
+export const TOKEN_LOG_RATIO_BOUND = 20;
+/** |GSPO sequence log-ratio| (mean over the row's loss tokens) is clamped to this before exp (verl: ≤ 10). */
+export const SEQUENCE_LOG_RATIO_BOUND = 10;
+/** The k3 KL estimate per token is clamped to ±this (verl's low_var_kl: ±10). */
+export const KL_BOUND = 10;
+
+/**
+ * Truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You
+ * Off-Policy RL Training"; verl's `tis_imp_ratio_cap`): the rollout engine's logprobs π_rollout
+ * differ from the learner's π_old for the same weights (another kernel, quantisation, another
+ * engine), so samples of π_rollout are re-weighted per token by w = min(π_old(y)/π_rollout(y), C),
+ * a constant (no gradient), capped for variance. The PPO ratio is then π_θ/π_old with the learner's
+ * own π_old (verl's old_log_prob vs rollout_log_probs).
+ */
+export const tisSchema = z.strictObject({
+  /** The cap C of the weight (the paper and verl's examples: 2). At least 1: on-policy tokens keep weight 1. */
+  cap: z.number().min(1).default(2),
 });
 
 export const clippedSurrogateSchema = z.strictObject({
@@ -93,6 +126,13 @@ export const clippedSurrogateSchema = z.strictObject({
   globalTokenCount: z.boolean().default(false),
   /** KL penalty to a reference policy (declares `ref_logprobs`); null: none. */
   kl: klTermSchema.nullable().default(null),
+  /**
+   * Truncated importance sampling on the rollout/learner ratio (`tisSchema`; declares
+   * `rollout_logprobs`). The learner then scores the batch under the sampling weights before the
+   * step's first update and feeds those as `old_logprobs`. Null: off (the ratio's π_old is the
+   * rollout's logprob).
+   */
+  tis: tisSchema.nullable().default(null),
   /** Entropy bonus coefficient α: the loss subtracts α·agg(H) (PPO's entropy bonus). */
   entropyCoef: z.number().min(0).default(0),
   /** Report the mean next-token entropy as a metric (costs one pass over the logits). */
@@ -113,6 +153,9 @@ function tokenMean(ctx: LossContext, x: Tensor): Tensor {
   return ctx.g.noTape(() => F.div(F.reduceSum(F.mul(x, ctx.lossMask)), F.maximum(F.reduceSum(ctx.lossMask), 1)));
 }
 
+/** |x| (no Abs op in the library: max(x, −x)). */
+const absOf = (x: Tensor) => F.maximum(x, F.neg(x));
+
 function fraction(ctx: LossContext, cond: Tensor): Tensor {
   return tokenMean(ctx, ctx.g.noTape(() => F.cast(cond, ctx.logprobs.dtype)));
 }
@@ -131,16 +174,21 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
       const tokenCount = o.globalTokenCount ? ctx.input('loss_token_count', 'float32', []) : undefined;
       const agg = (x: Tensor) => aggregate(x, mask, o.aggregation as Aggregation, { constant: o.constantNormaliser, tokenCount });
 
-      // log ratio, zeroed outside the mask (so junk there cannot overflow exp)
-      const tokLogRatio = F.mul(F.sub(lp, old), mask);
+      // log ratio, zeroed outside the mask (so junk there cannot overflow exp), clamped before exp
+      const rawLogRatio = F.mul(F.sub(lp, old), mask);
+      const tokLogRatio = F.clip(rawLogRatio, -TOKEN_LOG_RATIO_BOUND, TOKEN_LOG_RATIO_BOUND);
+      let clamped = g.noTape(() => F.greater(absOf(rawLogRatio), TOKEN_LOG_RATIO_BOUND));
       let logRatio: Tensor;
       if (o.ratioLevel === 'token') logRatio = tokLogRatio;
       else {
         const len = g.noTape(() => F.maximum(F.reduceSum(mask, [1], true), 1));
         const seqLogRatio = F.div(F.reduceSum(tokLogRatio, [1], true), len); // [B,1]
-        logRatio = o.ratioLevel === 'sequence'
-          ? F.mul(F.expand(seqLogRatio, mask), mask) // broadcast to [B,T]
-          : F.mul(F.add(F.stopGradient(seqLogRatio), F.sub(lp, F.stopGradient(lp))), mask);
+        const bound = SEQUENCE_LOG_RATIO_BOUND;
+        const raw = o.ratioLevel === 'sequence'
+          ? F.expand(seqLogRatio, mask) // broadcast to [B,T]
+          : F.add(F.stopGradient(seqLogRatio), F.sub(lp, F.stopGradient(lp))); // value s_i, per-token gradient
+        logRatio = F.mul(F.clip(raw, -bound, bound), mask);
+        clamped = g.noTape(() => F.or(clamped, F.greater(absOf(F.expand(seqLogRatio, mask)), bound)));
       }
       const ratio = F.exp(logRatio);
       const clipped = F.clip(ratio, 1 - o.clipLow, 1 + o.clipHigh);
@@ -149,6 +197,19 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
       if (o.dualClip !== null) {
         const bound = F.mul(negA, o.dualClip);
         pg = F.where(F.less(A, 0), F.minimum(pg, bound), pg);
+      }
+      let tisWeight: Tensor | null = null;
+      let tisCapped: Tensor | null = null;
+      if (o.tis) {
+        // w = min(π_old/π_rollout, C) = exp(min(log π_old − log π_rollout, log C)): a constant weight
+        const rollout = ctx.input('rollout_logprobs', 'float32', ['batch', 'seq']);
+        const logCap = Math.log(o.tis.cap);
+        g.noTape(() => {
+          const x = F.mul(F.sub(old, rollout), mask);
+          tisWeight = F.exp(F.minimum(x, logCap));
+          tisCapped = F.greater(x, logCap);
+        });
+        pg = F.mul(pg, tisWeight!);
       }
       const pgLoss = agg(pg);
       let loss = pgLoss;
@@ -163,16 +224,29 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
         metrics.clip_frac = F.add(metrics.clip_frac_low, metrics.clip_frac_high);
         if (o.dualClip !== null) metrics.dual_clip_frac = fraction(ctx, F.and(F.less(A, 0), F.greater(ratio, o.dualClip)));
         metrics.ratio_mean = tokenMean(ctx, ratio);
-        metrics.approx_kl = tokenMean(ctx, F.sub(F.sub(ratio, 1), logRatio));
-        metrics.logprob_diff = tokenMean(ctx, F.maximum(tokLogRatio, F.neg(tokLogRatio)));
+        metrics.approx_kl = tokenMean(ctx, F.minimum(F.sub(F.sub(ratio, 1), logRatio), KL_BOUND)); // k3 ≥ 0, clamped like the KL term
+        metrics.logprob_diff = tokenMean(ctx, absOf(tokLogRatio));
+        metrics.log_ratio_clamped = fraction(ctx, clamped);
+        if (tisWeight && tisCapped) {
+          metrics.tis_weight_mean = tokenMean(ctx, tisWeight);
+          metrics.tis_clip_frac = fraction(ctx, tisCapped);
+        }
         metrics.tokens = F.reduceSum(mask);
       });
 
       if (o.kl) {
         const ref = ctx.input('ref_logprobs', 'float32', ['batch', 'seq']);
-        const kl = klTensor(F.mul(F.sub(lp, ref), mask), o.kl.estimator, o.kl.direction);
+        const rawKlLogRatio = F.mul(F.sub(lp, ref), mask);
+        let kl = klTensor(F.clip(rawKlLogRatio, -TOKEN_LOG_RATIO_BOUND, TOKEN_LOG_RATIO_BOUND), o.kl.estimator, o.kl.direction);
+        let klClamped = g.noTape(() => F.greater(absOf(rawKlLogRatio), TOKEN_LOG_RATIO_BOUND));
+        if (String(o.kl.estimator).startsWith('k3')) {
+          const unclamped = kl;
+          kl = F.clip(kl, -KL_BOUND, KL_BOUND);
+          klClamped = g.noTape(() => F.or(klClamped, F.greater(absOf(unclamped), KL_BOUND)));
+        }
         if (o.kl.beta > 0) loss = F.add(loss, F.mul(agg(kl), o.kl.beta));
         metrics.kl = tokenMean(ctx, kl);
+        metrics.kl_clamped = fraction(ctx, klClamped);
       }
       if (o.entropyCoef > 0 || o.entropyMetric) {
         const h = ctx.entropy();

@@ -1,8 +1,9 @@
 /**
- * The learner activity of a training run (learner queue): one optimizer update per step.
+ * The learner activity of a training run (learner queue): the optimizer updates of one step.
  *
  *   checkpoint `step` ──► batch (sft: gold completions; rl: rollouts × advantages)
- *                     ──► ONE engine.trainStep over the batch's micro-batches
+ *                     ──► engine.trainStep per update (sft: updatesPerStep batches; rl: ppoEpochs ×
+ *                         miniBatches mini-batches of the step's rows), each over its micro-batches
  *                     ──► checkpoint `step + 1` written (commitStep commits it)
  *
  * Batches. sft: items [promptOffset, promptOffset + batchSize) of the task's train split; each
@@ -17,13 +18,31 @@
  * The rl learner's logprobs (policy and reference), KL and entropy are of softmax(logits / T), T the
  * phase's sampling temperature: the distribution the behaviour logprobs were recorded from.
  *
+ * PPO epochs and mini-batches (rl). Each of the phase's `ppoEpochs` passes orders the kept rows by a
+ * permutation drawn from (run seed, step, epoch) with the counter RNG (batch order when there is
+ * one mini-batch) and cuts them into `miniBatches` mini-batches (sizes differ by at most one row);
+ * each mini-batch is one AdamW update at the step's lr. The ratio's old logprobs are the policy that
+ * sampled for every update, so after the first update the ratio leaves 1 and the clip range binds.
+ * Reference logprobs are scored once per row before the first update. When the step makes more than
+ * one update, or the loss has `tis`, the learner also scores the rows under checkpoint `step` (the
+ * sampling weights) before the first update: with `tis` those are the ratio's `old_logprobs` and the
+ * behaviour logprobs become `rollout_logprobs`; in any case they give the rollout/learner mismatch
+ * over the whole batch. Without that scoring (one update, no `tis`) the mismatch is the update's own
+ * `logprob_diff` and `approx_kl` (at that update the learner's weights are the sampling weights).
+ *
+ * Metrics: means over the step's updates of the loss's metrics; with more than one epoch also
+ * `clip_frac_last_epoch` and `ratio_mean_last_epoch` (means over the last epoch's updates); `updates`
+ * (updates applied); `mismatch_logprob_diff` (mean |log π_learner − log π_rollout| over the loss
+ * tokens) and `mismatch_kl` (k3 of the two: e^x − 1 − x, x = log π_learner − log π_rollout, x
+ * clamped to ±20 and the estimate to 10, an estimate of KL(π_rollout ‖ π_learner)).
+ *
  * Micro-batches (gradient accumulation). The engine averages the gradients of the micro-batches
  * with equal weights (grad_scale = 1/n). The batch is cut into n = ceil(B / microBatchSize)
  * micro-batches of as equal a size as possible (sizes differ by at most one row), in batch order.
  * - rl `token_mean` (the default): the learner switches the loss's `globalTokenCount` on and feeds
- *   `loss_token_count` = total loss tokens / n, so each micro-batch's sum is divided by the batch's
- *   token count and the update equals the full-batch token mean for any microBatchSize (up to
- *   float rounding). With one micro-batch this is the plain token mean.
+ *   `loss_token_count` = the update's (mini-batch's) loss tokens / n, so each micro-batch's sum is
+ *   divided by the mini-batch's token count and the update equals the mini-batch's token mean for
+ *   any microBatchSize (up to float rounding). With one micro-batch this is the plain token mean.
  * - rl `sequence_mean` / `constant`: exact when n divides B (equal row counts); otherwise rows of
  *   the smaller micro-batches weigh up to 1/(B/n) more.
  * - sft: the `sft` loss is a token mean per micro-batch; exact when the micro-batches hold equal
@@ -31,8 +50,9 @@
  *   batchSize 64 — and for fixed-length gold answers when n divides B).
  *
  * Idempotent: when checkpoint step + 1 is already committed its entries are returned without
- * computing. Deterministic: the same checkpoint and batch give bitwise the same
- * model.safetensors (fixed intra-op threads, no randomness).
+ * computing. Deterministic: the same checkpoint, batch and seed give bitwise the same
+ * model.safetensors (fixed intra-op threads; the only randomness, the mini-batch order, is a pure
+ * function of the seed, step and epoch).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
@@ -50,6 +70,7 @@ import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { LearnerInput, LearnerResult } from '../run/types.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../checkpoint/checkpoint.js';
+import { CounterRng } from '../common/rng.js';
 import { buildLoss, type ClippedSurrogateOptions } from './index.js';
 import type { LossBuilder } from '../model/losses.js';
 
@@ -81,8 +102,12 @@ interface Row {
   ids: number[];
   /** Loss weight per position (0/1), same length as ids. */
   lossMask: number[];
-  /** rl: behaviour logprob per position (0 outside the completion). */
+  /** rl: the ratio's old logprob per position (0 outside the loss): behaviour, or the learner's own with `tis`. */
   oldLogprobs?: number[];
+  /** rl with `tis`: the behaviour (rollout engine's) logprob per position (0 outside the completion). */
+  rolloutLogprobs?: number[];
+  /** rl with a KL term: the reference logprobs as scored (padded to the step's longest row). */
+  refLogprobs?: Float32Array;
   /** rl: the sequence's advantage, or per position (0 outside the completion) for token advantages. */
   advantage?: number | number[];
 }
@@ -186,7 +211,11 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
 
 /** n = ceil(B / size) contiguous micro-batches whose sizes differ by at most one row. */
 function splitRows<T>(rows: T[], size: number): T[][] {
-  const n = Math.ceil(rows.length / size);
+  return splitInto(rows, Math.ceil(rows.length / size));
+}
+
+/** n contiguous parts whose sizes differ by at most one row (the first B mod n one longer). */
+function splitInto<T>(rows: T[], n: number): T[][] {
   const out: T[][] = [];
   let at = 0;
   for (let k = 0; k < n; k++) {
@@ -195,6 +224,62 @@ function splitRows<T>(rows: T[], size: number): T[][] {
     at += take;
   }
   return out;
+}
+
+/**
+ * The rows of PPO epoch `epoch` of step `step` in a seeded order: a Fisher–Yates shuffle whose draws
+ * are the counter RNG's at (seed; 'ppo-minibatch', step, epoch), so a retried activity, on any
+ * machine, orders them the same.
+ */
+export function epochOrder<T>(rows: readonly T[], seed: number, step: number, epoch: number): T[] {
+  const rng = new CounterRng(seed, 'ppo-minibatch', step, epoch);
+  const out = [...rows];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = rng.int(i, i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * Per-row logprobs of `rows` under the engine's installed weights at `temperature`, scored in the
+ * micro-batches of the whole batch (padded to t): one Float32Array of length t per row.
+ */
+async function scoreRows(engine: ModelEngine, rows: Row[], t: number, microBatchSize: number, temperature: number, report: (k: number, of: number) => void): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  const parts = splitRows(rows, microBatchSize);
+  for (const [k, part] of parts.entries()) {
+    report(k, parts.length);
+    const batch = toBatch(part, t);
+    const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false, temperature });
+    part.forEach((_, i) => out.push(sc.logprobs.slice(i * t, (i + 1) * t)));
+  }
+  return out;
+}
+
+/** The loss-masked positions of scored logprobs, 0 elsewhere (the layout of `Row.oldLogprobs`). */
+const maskedLogprobs = (row: Row, scored: Float32Array) => row.lossMask.map((m, j) => (m ? scored[j]! : 0));
+
+/**
+ * The rollout/learner mismatch over every loss token: mean |x| and the mean k3 estimate
+ * e^x − 1 − x of KL(π_rollout ‖ π_learner), x = log π_learner − log π_rollout (clamped to ±20, the
+ * estimate to 10, as the loss's guards).
+ */
+function mismatch(rows: Row[], learner: Float32Array[], rollout: (r: Row) => number[]): { mismatch_logprob_diff: number; mismatch_kl: number } {
+  let diff = 0;
+  let kl = 0;
+  let n = 0;
+  rows.forEach((row, i) => {
+    const behaviour = rollout(row);
+    row.lossMask.forEach((m, j) => {
+      if (!m) return;
+      const x = Math.min(20, Math.max(-20, learner[i]![j]! - behaviour[j]!));
+      diff += Math.abs(x);
+      kl += Math.min(10, Math.exp(x) - 1 - x);
+      n++;
+    });
+  });
+  return { mismatch_logprob_diff: n > 0 ? diff / n : 0, mismatch_kl: n > 0 ? kl / n : 0 };
 }
 
 const pad = (xs: readonly number[], t: number, v = 0) => (xs.length === t ? [...xs] : [...xs, ...new Array<number>(t - xs.length).fill(v)]);
@@ -208,6 +293,12 @@ function toBatch(rows: Row[], t: number): TrainBatch {
 }
 
 // ── the activity ────────────────────────────────────────────────────────────────────────────────
+
+/** Learner metrics the step's metrics row keeps under `extra` with the same name (workflows/step-metrics.ts). */
+const LEARNER_EXTRA = [
+  'pg_loss', 'approx_kl', 'logprob_diff', 'mismatch_logprob_diff', 'mismatch_kl', 'log_ratio_clamped', 'kl_clamped',
+  'tis_weight_mean', 'tis_clip_frac', 'clip_frac_last_epoch', 'ratio_mean_last_epoch', 'updates',
+] as const;
 
 /** The metrics of a committed step's metrics.arrow, named like the engine's (for a learner that finds its work done). */
 async function committedMetrics(store: ObjectStore, runId: string, step: number): Promise<Record<string, number>> {
@@ -226,9 +317,7 @@ async function committedMetrics(store: ObjectStore, runId: string, step: number)
   put('kl', row.kl);
   put('entropy', row.entropy);
   put('clip_frac', row.clip_fraction);
-  put('pg_loss', row.extra.pg_loss);
-  put('approx_kl', row.extra.approx_kl);
-  put('logprob_diff', row.extra.logprob_diff);
+  for (const k of LEARNER_EXTRA) put(k, row.extra[k]);
   return out;
 }
 
@@ -277,28 +366,32 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
     else state = await loadTrainState(store, runId, step);
 
-    // the batches: one per optimizer update (sft steps may hold several; an rl step is one)
+    // the batches: one per optimizer update (sft steps may hold several; rl: ppoEpochs × miniBatches, below)
     const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];
     if (lrs.some((x) => !Number.isFinite(x) || x < 0)) {
       throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`, 'BadLearnerInput');
     }
-    let updates: Row[][];
+    let updates: { rows: Row[]; lr: number; epoch: number }[];
+    let rlBatch: Row[] = [];
     let dropped = 0;
     let loss: LossBuilder;
     let tokenMean = false;
     let klReference = false;
+    let tis = false;
     if (phase.kind === 'sft') {
-      updates = lrs.map((_, u) => sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize }));
+      updates = lrs.map((lr, u) => ({ rows: sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize }), lr, epoch: 0 }));
       loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
     } else {
       const rl = await rlRows(store, input, phase, progress);
-      updates = [rl.rows];
+      rlBatch = rl.rows;
+      updates = [];
       dropped = rl.dropped;
       const options = { ...surrogateOptions(phase, input.phaseIndex) };
       if (rl.tokenAdv) options.advantages = 'token';
       tokenMean = options.aggregation === 'token_mean';
       if (tokenMean) options.globalTokenCount = true;
       klReference = options.kl !== null;
+      tis = options.tis !== null;
       loss = buildLoss({ name: 'clipped_surrogate', options });
     }
 
@@ -318,38 +411,75 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       reference = cached.reference.weights;
     }
 
+    // rl: what is scored once before the first update, then the updates (epochs × mini-batches)
+    const epochs = phase.kind === 'rl' ? phase.ppoEpochs : 1;
+    let rlMismatch: ReturnType<typeof mismatch> | null = null;
+    if (phase.kind === 'rl' && rlBatch.length > 0) {
+      const rows = rlBatch;
+      const perEpoch = Math.min(phase.miniBatches, rows.length);
+      const t = Math.max(...rows.map((r) => r.ids.length));
+      if (reference) {
+        engine.setWeights(reference, `reference:${input.referenceVersion}`);
+        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) => progress({ phase: 'reference logprobs', microBatch: k + 1, of }));
+        rows.forEach((r, i) => (r.refLogprobs = scored[i]));
+      }
+      if (tis || epochs * perEpoch > 1) {
+        // the learner's logprobs of the sampling policy (checkpoint `step`), before any update
+        engine.setWeights(state.params, `policy:${step}`);
+        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) => progress({ phase: 'policy logprobs', microBatch: k + 1, of }));
+        rlMismatch = mismatch(rows, scored, (r) => r.oldLogprobs!);
+        if (tis) {
+          rows.forEach((r, i) => {
+            r.rolloutLogprobs = r.oldLogprobs;
+            r.oldLogprobs = maskedLogprobs(r, scored[i]!);
+          });
+        }
+      }
+      for (let e = 0; e < epochs; e++) {
+        const order = perEpoch > 1 ? epochOrder(rows, config.seed, step, e) : rows;
+        for (const mini of splitInto(order, perEpoch)) updates.push({ rows: mini, lr: input.lr, epoch: e });
+      }
+    }
+
     let newState: TrainState = state;
     const sums: Record<string, number> = {};
+    const lastEpoch: Record<string, number> = {};
     let applied = 0;
+    let appliedLast = 0;
     let sequences = 0;
     let tokens = 0;
     let microBatches = 0;
-    for (const [u, rows] of updates.entries()) {
+    for (const [u, { rows, lr, epoch }] of updates.entries()) {
       if (rows.length === 0) continue;
       const rowTokens = rows.reduce((n, r) => n + r.lossMask.reduce((a, b) => a + b, 0), 0);
       const t = Math.max(...rows.map((r) => r.ids.length));
       const parts = splitRows(rows, config.learner.microBatchSize);
       const batches = parts.map((part) => ({ part, batch: toBatch(part, t) }));
       if (phase.kind === 'rl') {
-        if (reference) engine.setWeights(reference, `reference:${input.referenceVersion}`);
-        for (const [k, { part, batch }] of batches.entries()) {
+        for (const { part, batch } of batches) {
           const extra: Record<string, ExtraValue> = {
             old_logprobs: part.map((r) => pad(r.oldLogprobs!, t)),
             advantages: part.map((r) => (typeof r.advantage === 'number' ? r.advantage : pad(r.advantage!, t))) as ExtraValue,
           };
+          // token mean over this update's (mini-batch's) tokens
           if (tokenMean) extra.loss_token_count = rowTokens / parts.length;
+          if (tis) extra.rollout_logprobs = part.map((r) => pad(r.rolloutLogprobs!, t));
           if (reference) {
-            progress({ phase: 'reference logprobs', microBatch: k + 1, of: parts.length });
-            const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false, temperature });
-            extra.ref_logprobs = { data: sc.logprobs, dims: [part.length, t] };
+            const data = new Float32Array(part.length * t);
+            part.forEach((r, i) => data.set(r.refLogprobs!.subarray(0, t), i * t));
+            extra.ref_logprobs = { data, dims: [part.length, t] };
           }
           batch.extra = extra;
         }
       }
-      progress({ phase: 'train', update: u + 1, of: updates.length, microBatches: parts.length, sequences: rows.length, tokens: rowTokens });
-      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr: lrs[u]!, optimizer: config.optimizer, temperature });
+      progress({ phase: 'train', update: u + 1, of: updates.length, epoch: epoch + 1, microBatches: parts.length, sequences: rows.length, tokens: rowTokens });
+      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr, optimizer: config.optimizer, temperature });
       newState = r.state;
       for (const [name, v] of Object.entries(r.metrics)) sums[name] = (sums[name] ?? 0) + v;
+      if (epoch === epochs - 1) {
+        for (const [name, v] of Object.entries(r.metrics)) lastEpoch[name] = (lastEpoch[name] ?? 0) + v;
+        appliedLast++;
+      }
       applied++;
       sequences += rows.length;
       tokens += rowTokens;
@@ -359,6 +489,19 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     // groups without reward variance): the checkpoint is carried over unchanged, one per step
     const metrics: Record<string, number> = applied === 0 ? { skipped: 1 } : Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / applied]));
     if (applied === 0) log.warn({ runId, step, dropped }, 'no sample enters the loss: the update is skipped');
+    if (phase.kind === 'rl' && applied > 0) {
+      metrics.updates = applied;
+      if (epochs > 1 && appliedLast > 0) {
+        if (lastEpoch.clip_frac !== undefined) metrics.clip_frac_last_epoch = lastEpoch.clip_frac / appliedLast;
+        if (lastEpoch.ratio_mean !== undefined) metrics.ratio_mean_last_epoch = lastEpoch.ratio_mean / appliedLast;
+      }
+      // the rollout/learner mismatch: over the whole batch when scored, else the one update's own
+      if (rlMismatch) Object.assign(metrics, rlMismatch);
+      else {
+        if (metrics.logprob_diff !== undefined) metrics.mismatch_logprob_diff = metrics.logprob_diff;
+        if (metrics.approx_kl !== undefined) metrics.mismatch_kl = metrics.approx_kl;
+      }
+    }
     crashPoint('learner', step);
 
     progress({ phase: 'write', checkpoint: step + 1 });

@@ -69,11 +69,28 @@ export const rlPhaseSchema = z.strictObject({
   advantage: advantageConfigSchema.prefault({ estimator: 'grpo' }),
   /**
    * Policy loss (activities/learner): the PPO/GRPO clipped surrogate by default; its `kl` option adds
-   * β·KL to the reference policy (the snapshot taken where this phase starts). The learner makes
-   * one update per step, on rollouts sampled by the weights it updates: the importance ratio is 1
-   * at that update, so the clip range (clipLow, clipHigh) does not bind and clip_fraction reads 0.
+   * β·KL to the reference policy (the snapshot taken where this phase starts). With one update per
+   * step (ppoEpochs 1, miniBatches 1) the update is on rollouts sampled by the weights it updates:
+   * the importance ratio is 1 there, the clip range (clipLow, clipHigh, dualClip) does not bind and
+   * clip_fraction reads 0. With more updates per step the ratio moves away from 1 after the first
+   * and the clip range is what keeps the later updates near the sampling policy (PPO).
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
+  /**
+   * Passes over the step's rollouts (PPO's K epochs, Schulman et al. 2017; TRL's `num_iterations`,
+   * verl's `ppo_epochs`). Each pass shuffles the kept rows (seeded by run seed, step and epoch) and
+   * makes `miniBatches` AdamW updates. The old logprobs of the ratio stay those of the policy that
+   * sampled for every pass. Default 1: one pass.
+   */
+  ppoEpochs: posInt.default(1),
+  /**
+   * Optimizer updates per epoch: the step's kept rows are cut into this many mini-batches of as
+   * equal a size as possible (verl's `ppo_mini_batch_size`, given here as a count; TRL's
+   * `steps_per_generation`), each one AdamW update at the step's learning rate, itself split into
+   * micro-batches by `learner.microBatchSize`. At most promptsPerStep × groupSize; when fewer rows
+   * are kept (dropped samples), one row per mini-batch. Default 1: one update per epoch.
+   */
+  miniBatches: posInt.default(1),
   /** Sampling of rollouts (activities/rollout/sampling.ts, vLLM names). */
   sampling: samplingParamsSchema.extend({
     /** Completion token budget; default: the task's longest gold answer + 4 (room for EOS and a little slack). */
@@ -237,6 +254,9 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
       problems.push({ path: `phases.${i}.loss.name`, message: `an rl phase trains with "clipped_surrogate" (got "${p.loss.name}")` });
     }
     if (p.kind === 'rl') treeProblems(p, i, problems);
+    if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
+      problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
+    }
     const updates = p.steps * (p.kind === 'sft' ? p.updatesPerStep : 1);
     if (p.warmupSteps > updates) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates` });
     step += p.steps;

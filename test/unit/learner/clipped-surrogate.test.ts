@@ -153,6 +153,58 @@ const deltas = [-0.6, -0.1, 0.05, 0.45, 0, 0.3];
 const refDeltas = [0.4, -0.3, 0.2, -0.5, 0.1, 0];
 
 test('engine: DAPO-style loss (clip-higher, dual clip, k3 KL, entropy bonus) — value from score logprobs, gradient by finite differences', async () => {
+test('truncated importance sampling (C = 1.25): each token\'s surrogate times min(π_old/π_rollout, C), a constant — value, tis metrics and gradient', async () => {
+  const cap = 1.25;
+  // the rollout engine's logprobs differ from the learner's old ones by up to ±0.5 (weights e^±0.5, some above C)
+  const rollout = old.map((r) => r.map((lp) => lp - 0.5 * (2 * u() - 1)));
+  const o = { clipLow: 0.2, clipHigh: 0.28, dualClip: 3, tis: { cap }, entropyMetric: false };
+  const loss = clippedSurrogateLoss(o);
+  const got = await checkLossGrad(loss, data({ rollout_logprobs: rollout }));
+  const want = clippedSurrogateRef({ ...o, aggregation: 'token_mean' }, { logprobs, old, advantages: seqAdv, mask, ref, rollout });
+  close(got.loss, want.loss, 'loss');
+  for (const [k, v] of Object.entries(want.metrics)) close(got.metrics[k]!, v, `metric ${k}`);
+  assert.ok(got.metrics.tis_clip_frac! > 0 && got.metrics.tis_clip_frac! < 1, `some weights capped: ${got.metrics.tis_clip_frac}`);
+  assert.ok(got.metrics.tis_weight_mean! < cap);
+  // the weights change the loss; a rollout equal to old gives weight 1 everywhere: the plain loss
+  const plain = await runLoss64(clippedSurrogateLoss({ ...o, tis: null }), data());
+  assert.ok(Math.abs(got.loss - plain.loss) > 1e-3);
+  const same = await runLoss64(loss, data({ rollout_logprobs: old }));
+  close(same.loss, plain.loss, 'rollout = old: weight 1');
+  assert.equal(same.metrics.tis_weight_mean, 1);
+});
+
+test('guards: token log-ratios of ±800 are clamped to ±20 before exp — finite loss and gradient, no gradient at those tokens, log_ratio_clamped counts them', async () => {
+  // row 0, token 2: log π_θ − log π_old = +800 (A > 0); row 1, token 1: +800 (A < 0, the unbounded side); row 2, token 3: −800
+  const wild = old.map((r) => [...r]);
+  wild[0]![2] = logprobs[0]![2]! - 800;
+  wild[1]![1] = logprobs[1]![1]! - 800;
+  wild[2]![3] = logprobs[2]![3]! + 800;
+  const o = { clipLow: 0.2, clipHigh: 0.28, kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const }, entropyMetric: false };
+  const got = await runLoss64(clippedSurrogateLoss(o), { logprobs, lossMask: mask, extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: ref } });
+  assert.ok(Number.isFinite(got.loss) && [...got.dLogprobs!].every(Number.isFinite), `loss ${got.loss}`);
+  const want = clippedSurrogateRef({ ...o, aggregation: 'token_mean' }, { logprobs, old: wild, advantages: seqAdv, mask, ref });
+  close(got.loss, want.loss, 'loss (the reference clamps the same way)');
+  close(got.metrics.log_ratio_clamped!, 3 / 9, 'log_ratio_clamped: 3 of the 9 loss tokens');
+  assert.ok(got.loss > 1e7, 'row 1 (A < 0) pays −A·e^20 / 9 tokens: large, finite');
+  const at = (i: number, t: number) => got.dLogprobs![i * T + t]!;
+  // the KL term still has its gradient there; the surrogate has none: compare with the KL term's alone
+  const klOnly = await runLoss64(clippedSurrogateLoss({ ...o, clipLow: 0, clipHigh: 0 }), { logprobs, lossMask: mask, extra: { old_logprobs: logprobs, advantages: [0, 0, 0, 0], ref_logprobs: ref } });
+  for (const [i, t] of [[0, 2], [1, 1], [2, 3]] as const) close(at(i, t), klOnly.dLogprobs![i * T + t]!, `gradient at clamped token (${i}, ${t}) is the KL term's alone`);
+});
+
+test('guards: a GSPO sequence log-ratio of 15 is clamped to 10, and a k3 KL whose log π/π_ref is −30 to 10 (kl_clamped)', async () => {
+  const wild = old.map((r, i) => (i === 0 ? r.map((lp, t) => logprobs[0]![t]! - 15) : [...r])); // row 0: mean log-ratio 15
+  const farRef = ref.map((r, i) => (i === 1 ? r.map((x, t) => logprobs[1]![t]! + 30) : [...r])); // row 1: log π/π_ref = −30, k3 ≈ e^30
+  const o = { ratioLevel: 'sequence' as const, clipLow: 0.01, clipHigh: 0.02, aggregation: 'sequence_mean' as const, kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const }, entropyMetric: false };
+  const got = await checkLossGrad(clippedSurrogateLoss(o), { logprobs, lossMask: mask, extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: farRef } });
+  const want = clippedSurrogateRef(o, { logprobs, old: wild, advantages: seqAdv, mask, ref: farRef });
+  close(got.loss, want.loss, 'loss');
+  close(got.metrics.log_ratio_clamped!, 4 / 9, 'log_ratio_clamped: row 0\'s 4 tokens');
+  close(got.metrics.kl_clamped!, 3 / 9, 'kl_clamped: row 1\'s 3 tokens');
+  close(got.metrics.kl!, want.metrics.kl!, 'kl');
+  assert.ok(got.metrics.kl! <= 10);
+});
+
   const s = await engineSetup(ids);
   try {
     const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(i + t) % deltas.length]!));

@@ -12,6 +12,8 @@ export interface SurrogateRefOptions {
   tokenCount?: number;
   kl?: { beta: number; estimator: 'k1' | 'k2' | 'k3'; direction: 'reverse' | 'forward' } | null;
   entropyCoef?: number;
+  /** Truncated importance sampling: weight min(exp(old − rollout), cap) on the surrogate. */
+  tis?: { cap: number } | null;
 }
 
 export interface SurrogateRefInput {
@@ -22,7 +24,12 @@ export interface SurrogateRefInput {
   mask: number[][];
   ref?: number[][];
   entropy?: number[][];
+  /** With `tis`: the rollout engine's logprobs. */
+  rollout?: number[][];
 }
+
+/** The guards: token log-ratios within ±20, sequence log-ratios within ±10, k3 within ±10. */
+const clampTo = (x: number, b: number) => Math.min(Math.max(x, -b), b);
 
 function klRef(lp: number, ref: number, est: string, dir: string): number {
   if (dir === 'reverse') {
@@ -80,25 +87,28 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
   const T = d.logprobs[0]!.length;
   const adv = (i: number, t: number) => (typeof d.advantages[0] === 'number' ? (d.advantages as number[])[i]! : (d.advantages as number[][])[i]![t]!);
   const ratio: number[][] = [];
+  const seqHit: boolean[] = new Array<boolean>(B).fill(false);
   for (let i = 0; i < B; i++) {
     const row: number[] = [];
     if ((o.ratioLevel ?? 'token') === 'token') {
-      for (let t = 0; t < T; t++) row.push(d.mask[i]![t] ? Math.exp(d.logprobs[i]![t]! - d.old[i]![t]!) : 1);
+      for (let t = 0; t < T; t++) row.push(d.mask[i]![t] ? Math.exp(clampTo(d.logprobs[i]![t]! - d.old[i]![t]!, 20)) : 1);
     } else {
       let s = 0;
       let len = 0;
       for (let t = 0; t < T; t++) if (d.mask[i]![t]) {
-        s += d.logprobs[i]![t]! - d.old[i]![t]!;
+        s += clampTo(d.logprobs[i]![t]! - d.old[i]![t]!, 20);
         len++;
       }
-      const seq = Math.exp(len ? s / len : 0);
+      const seqLogRatio = len ? s / len : 0;
+      seqHit[i] = Math.abs(seqLogRatio) > 10;
+      const seq = Math.exp(clampTo(seqLogRatio, 10));
       for (let t = 0; t < T; t++) row.push(d.mask[i]![t] ? seq : 1);
     }
     ratio.push(row);
   }
   const pg: number[][] = [];
   const active: boolean[][] = [];
-  let low = 0, high = 0, dual = 0, rsum = 0, akl = 0, absDiff = 0, n = 0;
+  let low = 0, high = 0, dual = 0, rsum = 0, akl = 0, absDiff = 0, n = 0, clamped = 0, wsum = 0, capped = 0;
   for (let i = 0; i < B; i++) {
     pg.push([]);
     active.push([]);
@@ -114,16 +124,25 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
         l = -A * o.dualClip;
         act = false;
       }
+      if (o.tis && d.mask[i]![t]) {
+        const x = d.old[i]![t]! - d.rollout![i]![t]!;
+        const w = Math.min(Math.exp(x), o.tis.cap);
+        l *= w;
+        wsum += w;
+        if (x > Math.log(o.tis.cap)) capped++;
+      }
       pg[i]!.push(l);
       active[i]!.push(act);
       if (d.mask[i]![t]) {
         n++;
+        const tokenClamped = Math.abs(d.logprobs[i]![t]! - d.old[i]![t]!) > 20;
+        if (tokenClamped || seqHit[i]) clamped++;
         if (A < 0 && r < 1 - o.clipLow) low++;
         if (A > 0 && r > 1 + o.clipHigh) high++;
         if (o.dualClip && A < 0 && r > o.dualClip) dual++;
         rsum += r;
-        akl += r - 1 - Math.log(r);
-        absDiff += Math.abs(d.logprobs[i]![t]! - d.old[i]![t]!);
+        akl += Math.min(r - 1 - Math.log(r), 10);
+        absDiff += Math.abs(clampTo(d.logprobs[i]![t]! - d.old[i]![t]!, 20));
       }
     }
   }
@@ -137,13 +156,31 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
     ratio_mean: rsum / n,
     approx_kl: akl / n,
     logprob_diff: absDiff / n,
+    log_ratio_clamped: clamped / n,
     tokens: n,
   };
+  if (o.tis) {
+    metrics.tis_weight_mean = wsum / n;
+    metrics.tis_clip_frac = capped / n;
+  }
   if (o.dualClip) metrics.dual_clip_frac = dual / n;
   if (o.kl) {
-    const kl = d.logprobs.map((row, i) => row.map((lp, t) => (d.mask[i]![t] ? klRef(lp, d.ref![i]![t]!, o.kl!.estimator, o.kl!.direction) : 0)));
+    let klClamped = 0;
+    const kl = d.logprobs.map((row, i) => row.map((lp, t) => {
+      if (!d.mask[i]![t]) return 0;
+      const logr = lp - d.ref![i]![t]!;
+      let v = klRef(d.ref![i]![t]! + clampTo(logr, 20), d.ref![i]![t]!, o.kl!.estimator, o.kl!.direction);
+      let hit = Math.abs(logr) > 20;
+      if (o.kl!.estimator.startsWith('k3')) {
+        hit ||= Math.abs(v) > 10;
+        v = clampTo(v, 10);
+      }
+      if (hit) klClamped++;
+      return v;
+    }));
     loss += o.kl.beta * aggregateRef(kl, d.mask, o);
     metrics.kl = aggregateRef(kl, d.mask, { aggregation: 'token_mean' });
+    metrics.kl_clamped = klClamped / n;
   }
   if (d.entropy) {
     loss -= (o.entropyCoef ?? 0) * aggregateRef(d.entropy, d.mask, o);

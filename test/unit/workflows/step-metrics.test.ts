@@ -126,3 +126,14 @@ test('emptyMetrics gives a new row each call (a step that fills extra does not c
   a.extra.x = 1;
   assert.deepEqual(emptyMetrics().extra, {});
 });
+
+test('the learner\'s mismatch (mismatch_logprob_diff 0.3, mismatch_kl 0.05), guard, TIS and last-epoch metrics go to extra under their names; absent ones stay out', () => {
+  const reported = {
+    logprob_diff: 0.2, mismatch_logprob_diff: 0.3, mismatch_kl: 0.05, log_ratio_clamped: 0.01, kl_clamped: 0,
+    tis_weight_mean: 1.2, tis_clip_frac: 1, clip_frac_last_epoch: 0.4, ratio_mean_last_epoch: 0.9, updates: 4,
+  };
+  const m = rlStepMetrics(plan, { rollouts: [rollout()], rewards: [reward()], advantages: advantages(), update: update({ metrics: { loss: 0.5, ...reported } }) }, seconds);
+  for (const [k, v] of Object.entries(reported)) assert.equal(m.extra[k], v, k);
+  const bare = rlStepMetrics(plan, { rollouts: [rollout()], rewards: [reward()], advantages: advantages(), update: update({ metrics: { loss: 0.5 } }) }, seconds);
+  for (const k of Object.keys(reported)) assert.equal(k in bare.extra, false, k);
+});
