@@ -84,6 +84,57 @@ export function planStep(config: RunConfig, step: number): StepPlan {
   throw new RangeError(`step ${step} is past the last phase`);
 }
 
+/** The dynamic-sampling settings of a phase; a config recorded before the option existed has none (off). */
+export function dynamicSamplingOf(p: Phase): { mode: 'off' | 'filter' | 'refill'; maxRounds: number; oversample: number; minKeepRate: number } | null {
+  if (p.kind !== 'rl' || !p.dynamicSampling || p.dynamicSampling.mode === 'off') return null;
+  return p.dynamicSampling;
+}
+
+/** Train items reserved per (step, refill round): the most a round asks for (config.ts `refillRoundPrompts`, repeated here). */
+export function refillRoundPrompts(p: Phase): number {
+  const d = dynamicSamplingOf(p);
+  if (!d || d.mode !== 'refill' || p.kind !== 'rl') return 0;
+  return Math.ceil((d.oversample * p.promptsPerStep) / d.minKeepRate - 1e-9);
+}
+
+/** The prompts and shards of one dynamic-sampling refill round of an rl step. */
+export interface RefillPlan {
+  /** 1-based refill round (round 0 is the step's planned rollout). */
+  round: number;
+  /** Items [promptOffset, promptOffset + count) of the train split. */
+  promptOffset: number;
+  count: number;
+  /** Shards of the round, numbered on from `firstShard` (the step's shards so far). */
+  shards: ShardPlan[];
+}
+
+/**
+ * The prompts of refill round `round` (1..maxRounds) of an rl step, `want` of them (clamped to the
+ * round's reservation), split into shards numbered from `firstShard`. Refill prompts come from a
+ * region of the train stream past every phase's planned items: each (phase, step, round) owns
+ * `refillRoundPrompts` items of it, the round takes a prefix. A step's refill prompts are thus a
+ * function of the config, the step, the round and the count alone (the count is the advantage
+ * activity's recorded answer), never of a cursor: they are the same after a replay, a retry or a
+ * resume, and never overlap another step's prompts, planned or refilled.
+ */
+export function planRefill(config: RunConfig, plan: Pick<StepPlan, 'phaseIndex' | 'stepInPhase'>, round: number, want: number, firstShard: number): RefillPlan {
+  const phase = config.phases[plan.phaseIndex];
+  const d = phase ? dynamicSamplingOf(phase) : null;
+  if (!phase || !d || d.mode !== 'refill') throw new RangeError(`phase ${plan.phaseIndex} has no dynamicSampling refill`);
+  if (!Number.isInteger(round) || round < 1 || round > d.maxRounds) throw new RangeError(`refill round ${round} is outside 1..${d.maxRounds}`);
+  const cap = refillRoundPrompts(phase);
+  let base = config.phases.reduce((n, p) => n + p.steps * itemsPerStep(p), 0);
+  for (let i = 0; i < plan.phaseIndex; i++) base += config.phases[i]!.steps * (dynamicSamplingOf(config.phases[i]!)?.maxRounds ?? 0) * refillRoundPrompts(config.phases[i]!);
+  const promptOffset = base + (plan.stepInPhase * d.maxRounds + (round - 1)) * cap;
+  const count = Math.max(0, Math.min(cap, Math.floor(want)));
+  const per = config.rollout.promptsPerShard;
+  const shards: ShardPlan[] = [];
+  for (let s = 0; s * per < count; s++) {
+    shards.push({ shard: firstShard + s, promptOffset: promptOffset + s * per, promptCount: Math.min(per, count - s * per) });
+  }
+  return { round, promptOffset, count, shards };
+}
+
 /**
  * Whether to evaluate the policy of checkpoint `v` (the weights after v steps): the initial
  * weights, the end of every phase, every `eval.every` steps, and the last checkpoint.

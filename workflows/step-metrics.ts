@@ -56,6 +56,8 @@ export interface RlStepResults {
   rewards: readonly RewardShardResult[];
   advantages: AdvantagesResult;
   update: LearnerResult;
+  /** Dynamic sampling: prompts rolled out over all rounds (the planned ones and the refills). */
+  promptsRolled?: number;
 }
 
 /** Wall-clock seconds of an rl step's stages, as the workflow saw them. */
@@ -122,6 +124,15 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
       ...learnerExtras(update.metrics),
       tokens: update.tokens,
       micro_batches: update.microBatches,
+      // DAPO dynamic sampling (the phase's dynamicSampling): refill rounds used, prompts rolled out
+      // in all rounds, groups with reward variance found, trained on, and dropped (all-equal rewards)
+      ...(advantages.dynamic ? {
+        'dynamic/rounds': advantages.dynamic.round,
+        'dynamic/prompts_rolled': results.promptsRolled ?? advantages.dynamic.groups,
+        'dynamic/informative_groups': advantages.dynamic.informativeGroups,
+        'dynamic/selected_groups': advantages.dynamic.selectedGroups,
+        'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
+      } : {}),
     },
   };
 }

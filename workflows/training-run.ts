@@ -21,7 +21,7 @@ import type { AdvantagesResult, EvaluateInput, ResumeSource, RewardShardResult, 
 import type { ManifestEntry } from '../activities/store/manifest.js';
 import { activityCaller } from './call-activity.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
-import { evaluateAt, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
+import { dynamicSamplingOf, evaluateAt, planRefill, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
 import { rlStepMetrics, sftStepMetrics } from './step-metrics.js';
 
@@ -219,10 +219,18 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     return commit(plan, update.checkpoint, [], sftStepMetrics(plan, update), t0);
   }
 
-  /** An rl step: rollout and reward per shard ─► advantages ─► learner update ─► commit. */
+  /**
+   * An rl step: rollout and reward per shard ─► advantages ─► learner update ─► commit. With the
+   * phase's dynamicSampling `refill` (DAPO), while the advantages report fewer than promptsPerStep
+   * informative groups and rounds are left, another round of rollout + reward shards runs on fresh
+   * prompts (`planRefill`; shards numbered on past the step's planned ones) and the advantages are
+   * computed again over every shard so far.
+   */
   async function rlStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
     const n = plan.shards.length;
+    // Old histories have no dynamic sampling and never reach the patch; new runs with it on record the marker.
+    const dynamic = dynamicSamplingOf(plan.phase) !== null && wf.patched('dapo-refill') ? dynamicSamplingOf(plan.phase) : null;
     shardsDone = 0;
     shardsTotal = n;
     enter('rollout');
@@ -232,32 +240,50 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     let rewardSeconds = 0;
     // Each lane generates a shard and scores it at once: reward annotation of shard k overlaps
     // generation of shard k+1.
-    let next = 0;
-    const lane = async () => {
-      while (next < n) {
-        const shard = plan.shards[next++]!;
-        const rolled = (rollouts[shard.shard] = await stages.rollout(plan, shard));
-        rolloutEnd = Math.max(rolloutEnd, Date.now());
-        if (stage === 'rollout' && rollouts.filter(Boolean).length === n) stage = 'reward';
-        details();
-        const scored = (rewards[shard.shard] = await stages.reward(plan, shard, rolled));
-        rewardSeconds += scored.seconds;
-        shardsDone++;
-        details();
-      }
+    const rollAndScore = async (shards: readonly ShardPlan[], of: number) => {
+      let next = 0;
+      const lane = async () => {
+        while (next < shards.length) {
+          const shard = shards[next++]!;
+          const rolled = (rollouts[shard.shard] = await stages.rollout(plan, shard, of));
+          rolloutEnd = Math.max(rolloutEnd, Date.now());
+          if (stage === 'rollout' && rollouts.filter(Boolean).length === of) stage = 'reward';
+          details();
+          const scored = (rewards[shard.shard] = await stages.reward(plan, shard, rolled, of));
+          rewardSeconds += scored.seconds;
+          shardsDone++;
+          details();
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(config.rollout.maxConcurrentShards, shards.length) }, lane));
     };
-    await Promise.all(Array.from({ length: Math.min(config.rollout.maxConcurrentShards, n) }, lane));
+    await rollAndScore(plan.shards, n);
 
     enter('advantages');
-    const advantagesStart = Date.now();
-    const advantages = await stages.advantages(plan, rollouts, rewards);
-    const advantageSeconds = (Date.now() - advantagesStart) / 1000;
+    let advantagesStart = Date.now();
+    let advantages = await stages.advantages(plan, rollouts, rewards, dynamic ? 0 : undefined);
+    let advantageSeconds = (Date.now() - advantagesStart) / 1000;
+    let promptsRolled = plan.count;
+    if (dynamic?.mode === 'refill') {
+      for (let round = 1; round <= dynamic.maxRounds && (advantages.dynamic?.morePrompts ?? 0) > 0; round++) {
+        const refill = planRefill(config, plan, round, advantages.dynamic!.morePrompts, rollouts.length);
+        if (refill.shards.length === 0) break;
+        promptsRolled += refill.count;
+        shardsTotal = rollouts.length + refill.shards.length;
+        enter('rollout');
+        await rollAndScore(refill.shards, shardsTotal);
+        enter('advantages');
+        advantagesStart = Date.now();
+        advantages = await stages.advantages(plan, rollouts, rewards, round);
+        advantageSeconds += (Date.now() - advantagesStart) / 1000;
+      }
+    }
 
     enter('learner');
     const update = await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
 
     const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
-    const metrics = rlStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds);
+    const metrics = rlStepMetrics(plan, { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}) }, seconds);
     const artifacts = [...rollouts.map((r) => r.rollouts), ...rewards.map((r) => r.rewards), advantages.advantages];
     return commit(plan, update.checkpoint, artifacts, metrics, t0);
   }
@@ -302,20 +328,25 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
       `eval · checkpoint ${policyVersion} · ${config.eval.prompts} prompts`,
       { ...ref, policyVersion, phase },
     ),
-    rollout: (plan: StepPlan, s: ShardPlan) => call(
+    // `of`: the step's shards so far (the planned ones, plus those of dynamic-sampling refill rounds).
+    rollout: (plan: StepPlan, s: ShardPlan, of = plan.shards.length) => call(
       'rolloutShard',
-      `rollout · step ${plan.step} · shard ${s.shard + 1}/${plan.shards.length} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`,
-      { ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: plan.shards.length, promptOffset: s.promptOffset, promptCount: s.promptCount },
+      `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`,
+      { ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: of, promptOffset: s.promptOffset, promptCount: s.promptCount },
     ),
-    reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult) => call(
+    reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult, of = plan.shards.length) => call(
       'rewardShard',
-      `reward · step ${plan.step} · shard ${s.shard + 1}/${plan.shards.length} · ${rolled.samples} samples`,
-      { ...ref, step: plan.step, shard: s.shard, shards: plan.shards.length, rollouts: rolled.rollouts },
+      `reward · step ${plan.step} · shard ${s.shard + 1}/${of} · ${rolled.samples} samples`,
+      { ...ref, step: plan.step, shard: s.shard, shards: of, rollouts: rolled.rollouts },
     ),
-    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[]) => call(
+    // `round`: dynamic sampling's refill rounds so far (absent when it is off, as in recorded histories).
+    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[], round?: number) => call(
       'computeStepAdvantages',
-      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}`,
-      { ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards) },
+      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}${round ? ` · refill round ${round}` : ''}`,
+      {
+        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards),
+        ...(round !== undefined ? { round } : {}),
+      },
     ),
     learnSft: (plan: StepPlan) => call(
       'learnerUpdate',

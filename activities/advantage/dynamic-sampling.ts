@@ -99,6 +99,29 @@ export function selectGroups(
   return { selected, dropped, surplus, deficit, morePrompts, keepRate, exhausted };
 }
 
+/** An rl phase's `dynamicSampling` config (activities/run/config.ts), as far as selection needs it. */
+export interface DynamicSamplingSettings {
+  mode: 'off' | 'filter' | 'refill';
+  maxRounds: number;
+  oversample: number;
+  minKeepRate: number;
+}
+
+/**
+ * The `selectGroups` options of a phase's setting: `filter` is selection without refill rounds,
+ * `refill` allows `maxRounds`; a short batch after the last round proceeds with what it found
+ * (a durable run does not fail a step for lack of informative prompts).
+ */
+export function selectionOptions(s: DynamicSamplingSettings): DynamicSamplingOptions {
+  return {
+    enabled: s.mode !== 'off',
+    maxRefillRounds: s.mode === 'refill' ? s.maxRounds : 0,
+    minKeepRate: s.minKeepRate,
+    oversample: s.oversample,
+    onExhausted: 'proceed',
+  };
+}
+
 /** The samples of the selected groups, in pool order. */
 export function selectedSamples<S extends AdvantageSample>(pool: readonly S[], selection: GroupSelection): S[] {
   const keep = new Set(selection.selected);

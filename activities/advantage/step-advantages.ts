@@ -6,13 +6,18 @@
  * without a reward (dropped by the reward error policy) or one the estimator does not keep gets
  * advantage 0 and an all-false loss mask, so the learner trains on exactly the kept samples.
  *
+ * With the phase's `dynamicSampling` on (DAPO, Yu et al. 2025), the estimator runs on the first
+ * `promptsPerStep` groups with reward variance, in rollout order (`selectGroups`); the result's
+ * `dynamic` says how many were found and, for `refill`, how many more prompts the workflow should
+ * roll out (it then calls again with every shard so far and `round + 1`).
+ *
  * Idempotent: on a committed step the committed advantages are returned without computing.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
-import type { AdvantagesInput, AdvantagesResult } from '../run/types.js';
+import type { AdvantagesInput, AdvantagesResult, DynamicSamplingResult } from '../run/types.js';
 import { ADVANTAGES_NAME, parseShardName, stepPrefix, type ShardArtifact } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -22,6 +27,7 @@ import {
 } from '../store/schemas.js';
 import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample } from './index.js';
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
+import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
@@ -35,13 +41,26 @@ export interface StepAdvantages {
   zeroVarianceGroups: number;
   advantageMean: number;
   advantageStd: number;
+  /** With dynamic sampling: the selection (round as given). */
+  dynamic?: DynamicSamplingResult;
+}
+
+/** Dynamic sampling of a step (the rl phase's `dynamicSampling`, on): the batch's target and the refill rounds done. */
+export interface StepSelection {
+  settings: DynamicSamplingSettings;
+  /** Groups the batch needs: the phase's promptsPerStep. */
+  targetGroups: number;
+  /** Refill rounds already rolled out into the rollouts given. */
+  round: number;
 }
 
 /**
  * The advantages of a step from its rollouts and rewards (pure). Every rollout row needs exactly
  * one rewards row with the same (prompt_id, sample_id); rewards rows of no rollout are an error.
  */
-export function stepAdvantages(config: AdvantageConfig, rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): StepAdvantages {
+export function stepAdvantages(
+  config: AdvantageConfig, rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[], selection?: StepSelection,
+): StepAdvantages {
   const byKey = new Map<string, RewardsRow>();
   for (const r of rewards) {
     const k = rowKey(r.prompt_id, r.sample_id);
@@ -77,10 +96,27 @@ export function stepAdvantages(config: AdvantageConfig, rollouts: readonly Rollo
     throw new AdvantageInputError(`rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`);
   }
 
-  const result = samples.length > 0 ? computeAdvantages(config, { samples }) : null;
+  // Dynamic sampling: the estimator sees only the selected groups (the first targetGroups with
+  // reward variance, in rollout order); every other sample gets advantage 0 and no loss tokens.
+  let estimated = samples;
+  let dynamic: DynamicSamplingResult | undefined;
+  let dropped = 0;
+  if (selection && selection.settings.mode !== 'off') {
+    const sel = selectGroups(samples, selection.targetGroups, selectionOptions(selection.settings), selection.round);
+    estimated = selectedSamples(samples, sel);
+    const groups = sel.selected.length + sel.surplus.length + sel.dropped.length;
+    dynamic = {
+      round: selection.round, groups, informativeGroups: sel.selected.length + sel.surplus.length,
+      selectedGroups: sel.selected.length, droppedGroups: sel.dropped.length, morePrompts: sel.morePrompts,
+    };
+    dropped = sel.dropped.filter((g) => g.reason === 'zero-variance').length;
+  }
+  const index = new Map(estimated.map((s, k) => [s, k]));
+  const result = estimated.length > 0 ? computeAdvantages(config, { samples: estimated }) : null;
   const rows = rollouts.map((r, i): AdvantagesRowInput => {
     const j = sampleOf[i]!;
-    const out = j === null ? null : result!.samples[j]!;
+    const k = j === null ? undefined : index.get(samples[j]!);
+    const out = k === undefined ? null : result!.samples[k]!;
     const n = r.completion_token_ids.length;
     const keep = out?.keep === true;
     const mask = keep && out!.lossMask ? Array.from(out!.lossMask, (m) => m === 1) : new Array<boolean>(n).fill(keep);
@@ -96,14 +132,19 @@ export function stepAdvantages(config: AdvantageConfig, rollouts: readonly Rollo
     rows,
     keptSamples: kept,
     droppedSamples: rollouts.length - kept,
-    zeroVarianceGroups: result?.stats.zeroVarianceGroups ?? 0,
+    zeroVarianceGroups: dynamic ? dropped : (result?.stats.zeroVarianceGroups ?? 0),
     advantageMean: result?.stats.advantageMean ?? 0,
     advantageStd: result?.stats.advantageStd ?? 0,
+    ...(dynamic ? { dynamic } : {}),
   };
 }
 
-/** Statistics of committed advantages (kept = any token in the loss), with the zero-variance groups from the rewards. */
-function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): Omit<StepAdvantages, 'rows'> {
+/**
+ * Statistics of committed advantages (kept = any token in the loss), with the zero-variance groups
+ * from the rewards; with dynamic sampling (`round` given) also the selection, which is final
+ * (morePrompts 0): a committed step is never rolled out further.
+ */
+function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[], round?: number): Omit<StepAdvantages, 'rows'> {
   const kept = adv.filter((r) => r.loss_mask === null || r.loss_mask.some(Boolean)).map((r) => r.advantage ?? 0);
   const reward = new Map(rewards.map((r) => [rowKey(r.prompt_id, r.sample_id), r.reward]));
   const samples: AdvantageSample[] = [];
@@ -112,12 +153,25 @@ function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly Rollou
     if (w != null) samples.push({ sampleId: rowKey(r.prompt_id, r.sample_id), groupId: r.group_id, reward: w });
   }
   const groups = groupSamples(samples);
+  const zeroVarianceGroups = groups.filter((g) => g.indices.length > 1 && isFlat(groupRewards(samples, g))).length;
+  let dynamic: DynamicSamplingResult | undefined;
+  if (round !== undefined) {
+    const keptGroups = new Set<string>();
+    const groupOf = new Map(rollouts.map((r) => [rowKey(r.prompt_id, r.sample_id), r.group_id]));
+    for (const a of adv) if (a.loss_mask === null || a.loss_mask.some(Boolean)) keptGroups.add(groupOf.get(rowKey(a.prompt_id, a.sample_id)) ?? '');
+    const informative = groups.filter((g) => !isFlat(groupRewards(samples, g))).length;
+    dynamic = {
+      round, groups: groups.length, informativeGroups: informative, selectedGroups: keptGroups.size,
+      droppedGroups: groups.length - informative, morePrompts: 0,
+    };
+  }
   return {
     keptSamples: kept.length,
     droppedSamples: adv.length - kept.length,
-    zeroVarianceGroups: groups.filter((g) => g.indices.length > 1 && isFlat(groupRewards(samples, g))).length,
+    zeroVarianceGroups,
     advantageMean: mean(kept),
     advantageStd: std(kept, 'population'),
+    ...(dynamic ? { dynamic } : {}),
   };
 }
 
@@ -140,10 +194,11 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
       const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_NAME);
       if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_NAME}" (an sft step?); a committed step is never changed`);
       const adv = decodeAdvantages(await readEntry(store, prefix, entry), store.uri(prefix));
-      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind).sort((a, b) => (a.name < b.name ? -1 : 1));
+      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind)
+        .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
       const rollouts = await readAll(store, prefix, sorted('rollouts'), decodeRollouts);
       const rewards = await readAll(store, prefix, sorted('rewards'), decodeRewards);
-      return { advantages: entry, ...committedStats(adv, rollouts, rewards), seconds: seconds() };
+      return { advantages: entry, ...committedStats(adv, rollouts, rewards, input.round), seconds: seconds() };
     }
 
     if (input.rollouts.length === 0) throw badInput('no rollouts shards given: an rl step needs at least one');
@@ -160,7 +215,9 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     const rewards = await readAll(store, prefix, input.rewards, decodeRewards);
     let result: StepAdvantages;
     try {
-      result = stepAdvantages(phase.advantage, rollouts, rewards);
+      const ds = phase.dynamicSampling as DynamicSamplingSettings | undefined; // absent in a run.json written before the option
+      const selection = ds && ds.mode !== 'off' ? { settings: ds, targetGroups: phase.promptsPerStep, round: input.round ?? 0 } : undefined;
+      result = stepAdvantages(phase.advantage, rollouts, rewards, selection);
     } catch (err) {
       if (err instanceof AdvantageInputError) throw badInput(`advantages of step ${step} (${phase.advantage.estimator}): ${err.message}`);
       throw err;

@@ -90,6 +90,11 @@ export interface SampleRow {
   advantage: number | null;
   /** 'scalar', 'token_mean' (mean of per-token advantages) or null when the sample has no advantages row. */
   advantage_kind: 'scalar' | 'token_mean' | null;
+  /**
+   * Whether any completion token of the sample entered the loss: false for a sample the step left
+   * out (a group dynamic sampling dropped or did not need, a failed reward); absent without an advantages row.
+   */
+  in_loss?: boolean;
 }
 
 /** One node of a tree-structured rollout (the rl phase's `tree` option), as the report draws it. */
@@ -332,7 +337,10 @@ async function loadEvals(store: ObjectStore, runId: string, atOrBelow: number, o
 
 const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
-/** Names of the step's shard artifacts of one kind (`rolloutsName(k)` / `rewardsName(k)`), in shard order. */
+/**
+ * Names of the step's shard artifacts of one kind (`rolloutsName(k)` / `rewardsName(k)`), in shard
+ * order: the planned shards, then those of dynamic-sampling refill rounds (numbered on).
+ */
 function shardNames(manifest: Manifest, kind: ShardArtifact): string[] {
   return manifest.artifacts
     .map((a) => ({ name: a.name, parsed: parseShardName(a.name) }))
@@ -341,11 +349,12 @@ function shardNames(manifest: Manifest, kind: ShardArtifact): string[] {
     .map((x) => x.name);
 }
 
-function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' | 'advantage_kind'> {
+function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' | 'advantage_kind' | 'in_loss'> {
   if (!a) return { advantage: null, advantage_kind: null };
-  if (a.advantage !== null) return { advantage: a.advantage, advantage_kind: 'scalar' };
+  const in_loss = a.loss_mask === null || a.loss_mask.some(Boolean);
+  if (a.advantage !== null) return { advantage: a.advantage, advantage_kind: 'scalar', in_loss };
   const t = a.token_advantages;
-  if (!t) return { advantage: null, advantage_kind: null };
+  if (!t) return { advantage: null, advantage_kind: null, in_loss };
   let sum = 0;
   let n = 0;
   for (let i = 0; i < t.length; i++) {
@@ -353,7 +362,7 @@ function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' 
     sum += t[i]!;
     n++;
   }
-  return { advantage: n ? sum / n : null, advantage_kind: 'token_mean' };
+  return { advantage: n ? sum / n : null, advantage_kind: 'token_mean', in_loss };
 }
 
 async function loadSamples(store: ObjectStore, runId: string, step: number, max: number): Promise<NonNullable<RunReportData['samples']>> {

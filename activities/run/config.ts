@@ -109,6 +109,31 @@ export const rlPhaseSchema = z.strictObject({
    * Fields: activities/rollout/tree-plan.ts (`treeRolloutSchema`).
    */
   tree: treeRolloutSchema.nullable().default(null),
+  /**
+   * Dynamic sampling (Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
+   * Scale", §3.2): a prompt whose `groupSize` completions all got the same reward has zero
+   * group-relative advantage and adds no gradient, only a smaller effective batch. `off` (default):
+   * every group is trained on, as GRPO does. `filter`: such groups (and groups left with one scored
+   * sample) are dropped from the update, and the estimator runs on the remaining groups only.
+   * `refill`: dropped groups are replaced by groups of fresh prompts — after the step's rollouts
+   * are scored, up to `maxRounds` further rollout rounds run on new prompts until `promptsPerStep`
+   * informative groups are found; the first `promptsPerStep` informative groups in rollout order
+   * are trained on (a round's surplus is left out), and when the rounds run out the step trains on
+   * what it found. Where a round's prompts come from: workflows/README.md.
+   */
+  dynamicSampling: z.strictObject({
+    /** off | filter | refill (see above). */
+    mode: z.enum(['off', 'filter', 'refill']).default('off'),
+    /** refill: most further rollout rounds per step (DAPO's max_num_gen_batches minus one). */
+    maxRounds: z.number().int().min(1).max(16).default(3),
+    /**
+     * refill: a round rolls out ceil(oversample · missing / keepRate) prompts, keepRate being the
+     * fraction of the step's groups so far that were informative (floored at minKeepRate).
+     */
+    oversample: z.number().min(1).max(10).default(1.2),
+    /** refill: floor on the keep-rate estimate; a round rolls out at most ceil(oversample · promptsPerStep / minKeepRate) prompts. */
+    minKeepRate: z.number().gt(0).lte(1).default(0.1),
+  }).prefault({}),
 });
 
 export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema]);
@@ -244,11 +269,24 @@ function treeProblems(p: RlPhase, i: number, problems: { path: string; message: 
   }
 }
 
+/**
+ * Most prompts one dynamic-sampling refill round of an rl phase rolls out: the largest count
+ * `selectGroups` asks for, ceil(oversample · promptsPerStep / minKeepRate). workflows/run-plan.ts
+ * reserves this many train items per (step, round) and repeats the formula (workflow code imports
+ * only types from activities/).
+ */
+export function refillRoundPrompts(p: Pick<RlPhase, 'promptsPerStep' | 'dynamicSampling'>): number {
+  const d = p.dynamicSampling;
+  return Math.ceil((d.oversample * p.promptsPerStep) / d.minKeepRate - 1e-9);
+}
+
 /** Validates a run config, filling defaults; ConfigError names every bad field. */
 export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
   const cfg = parseConfig(runConfigSchema, input ?? {}, what);
   const problems: { path: string; message: string }[] = [];
   let step = 0;
+  let items = 0;
+  let refillItems = 0;
   cfg.phases.forEach((p, i) => {
     if (p.kind === 'rl' && p.loss.name !== 'clipped_surrogate') {
       problems.push({ path: `phases.${i}.loss.name`, message: `an rl phase trains with "clipped_surrogate" (got "${p.loss.name}")` });
@@ -257,11 +295,22 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
     if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
       problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
     }
+    if (p.kind === 'rl' && p.dynamicSampling.mode === 'refill') {
+      // Refill prompts come from a region of the train stream past the planned ones (workflows/run-plan.ts): the stream has 2^32 items.
+      refillItems += p.steps * p.dynamicSampling.maxRounds * refillRoundPrompts(p);
+    }
+    items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.promptsPerStep);
     const updates = p.steps * (p.kind === 'sft' ? p.updatesPerStep : 1);
     if (p.warmupSteps > updates) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates` });
     step += p.steps;
   });
   if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
+  if (items + refillItems > 0xffffffff) {
+    problems.push({
+      path: 'phases',
+      message: `the phases draw ${items} train items and reserve ${refillItems} for dynamicSampling refill rounds; the train stream has 2^32: lower steps, promptsPerStep or dynamicSampling.maxRounds, or raise minKeepRate`,
+    });
+  }
   if (problems.length > 0) throw new ConfigError(what, problems);
   return cfg;
 }

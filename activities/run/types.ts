@@ -124,6 +124,27 @@ export interface AdvantagesInput extends RunRef {
   phaseIndex: number;
   rollouts: ManifestEntry[];
   rewards: ManifestEntry[];
+  /**
+   * Dynamic sampling (the phase's `dynamicSampling` filter or refill): refill rounds already
+   * rolled out into these shards (0 after the step's planned rollout). Absent when it is off.
+   */
+  round?: number;
+}
+
+/** What dynamic sampling made of a step's rollouts so far (AdvantagesResult.dynamic). */
+export interface DynamicSamplingResult {
+  /** Refill rounds rolled out so far. */
+  round: number;
+  /** Prompt groups rolled out (all rounds). */
+  groups: number;
+  /** Groups whose rewards vary (the informative ones). */
+  informativeGroups: number;
+  /** Groups trained on: the first promptsPerStep informative groups in rollout order. */
+  selectedGroups: number;
+  /** Groups left out for all-equal rewards (or a single scored sample). */
+  droppedGroups: number;
+  /** refill: prompts the next round should roll out; 0 when the batch is full or the rounds are spent. */
+  morePrompts: number;
 }
 
 export interface AdvantagesResult {
@@ -134,6 +155,8 @@ export interface AdvantagesResult {
   zeroVarianceGroups: number;
   advantageMean: number;
   advantageStd: number;
+  /** Present when the phase's dynamic sampling is on. */
+  dynamic?: DynamicSamplingResult;
   seconds: number;
 }
 

@@ -18,7 +18,7 @@
  *       model.{sha16}.safetensors                  MODEL_NAME: parameters by Hugging Face name
  *       optimizer.{sha16}.safetensors              OPTIMIZER_NAME: AdamW moments
  *     steps/{s:06d}/ (c)                           stepPrefix: training step s (0-based)
- *       rollouts-{k:03d}.{sha16}.arrow             rolloutsName(k): rollout shard k (RL steps)
+ *       rollouts-{k:03d}.{sha16}.arrow             rolloutsName(k): rollout shard k (RL steps; see "shard numbering")
  *       rewards-{k:03d}.{sha16}.arrow              rewardsName(k): rewards of rollout shard k (RL steps)
  *       advantages.{sha16}.arrow                   ADVANTAGES_NAME (RL steps)
  *       metrics.{sha16}.arrow                      METRICS_NAME: the step's one metrics row
@@ -29,6 +29,12 @@
  *     shards/{i:06d}/ (c)                          annotationShardPrefix(P, i)
  *       rewards.{sha16}.arrow, job.{sha16}.json    ANNOTATION_REWARDS_NAME, ANNOTATION_JOB_NAME: shard i and what it is a function of
  *       parts/{c:06d}.arrow                        annotationPartKey(P, i, c): chunk c's rows (plain objects, resume points)
+ *
+ * Shard numbering of an RL step: its planned shards are 0..n-1 (workflows/run-plan.ts `planStep`);
+ * with the phase's dynamicSampling `refill`, each refill round's shards are numbered on from the
+ * step's shards so far (round 1: n..n+m-1, and so on; `planRefill`), so every shard of the step,
+ * whatever its round, is `rolloutsName(k)` / `rewardsName(k)` with one k, and readers take all of
+ * them in k order (`parseShardName`). A step's advantages cover every shard.
  *
  * `parseRunKey` reads a key below `runs/` back into run id, folder and number (`parseStep`,
  * `committedSteps` in manifest.ts and the report use it); `parseShardName` reads a shard artifact's
@@ -158,7 +164,7 @@ function shardName(kind: ShardArtifact, shard: number): string {
   return `${kind}-${String(shard).padStart(3, '0')}.arrow`;
 }
 
-/** Artifact of an RL step: rollout shard `shard`, `rollouts-{shard:03d}.arrow`. */
+/** Artifact of an RL step: rollout shard `shard` (planned or refill, see "shard numbering" above), `rollouts-{shard:03d}.arrow`. */
 export function rolloutsName(shard: number): string {
   return shardName('rollouts', shard);
 }
