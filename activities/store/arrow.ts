@@ -36,6 +36,11 @@ export interface ColumnSpec {
   values?: readonly string[];
   /** For float columns, float lists and maps: reject NaN and ±Infinity. */
   finite?: boolean;
+  /**
+   * The table version that added this column (it must then be nullable): files of an older
+   * version the table still reads (`readsVersions`) have no such column, and read it as null.
+   */
+  since?: number;
 }
 
 export interface TableSchema<C extends Record<string, ColumnSpec> = Record<string, ColumnSpec>> {
@@ -43,6 +48,11 @@ export interface TableSchema<C extends Record<string, ColumnSpec> = Record<strin
   name: string;
   /** Value of `durable_rl.schema_version`; bump on any incompatible change. */
   version: number;
+  /**
+   * Older versions this code still reads (files committed before an upgrade stay readable): a
+   * column added later (`since`) reads as null in them. Writing is always at `version`.
+   */
+  readsVersions?: readonly number[];
   /** What one row is, for the docs. */
   doc: string;
   columns: C;
@@ -99,6 +109,7 @@ export function defineTable<const C extends Record<string, ColumnSpec>>(
 ): TableSchema<C> {
   for (const [name, spec] of Object.entries(t.columns)) {
     if (spec.values && spec.kind !== 'utf8') throw new Error(`${t.name}.${name}: "values" only applies to utf8 columns`);
+    if (spec.since !== undefined && !spec.nullable) throw new Error(`${t.name}.${name}: a column added in a later version ("since") must be nullable, so older files read it as null`);
   }
   return t as TableSchema<C>;
 }
@@ -370,12 +381,18 @@ export function readTable<T extends TableSchema>(t: T, bytes: Uint8Array, source
   if (foundName !== t.name) {
     throw new SchemaMismatchError(source, `expected schema "${t.name}", found ${foundName === undefined ? `no ${SCHEMA_NAME_KEY} metadata` : `"${foundName}"`}`);
   }
-  if (foundVersion !== String(t.version)) {
-    throw new SchemaMismatchError(source, `expected ${t.name} schema version ${t.version}, found ${foundVersion === undefined ? `no ${SCHEMA_VERSION_KEY} metadata` : `version ${foundVersion}`}`);
+  const version = foundVersion === String(t.version) ? t.version : (t.readsVersions ?? []).find((v) => String(v) === foundVersion);
+  if (version === undefined) {
+    const readable = [t.version, ...(t.readsVersions ?? [])].join(', ');
+    throw new SchemaMismatchError(source, `expected ${t.name} schema version ${readable}, found ${foundVersion === undefined ? `no ${SCHEMA_VERSION_KEY} metadata` : `version ${foundVersion}`}`);
   }
   const n = table.numRows;
   const columns: [string, unknown[]][] = [];
   for (const [name, spec] of Object.entries(t.columns)) {
+    if (spec.since !== undefined && version < spec.since) {
+      columns.push([name, new Array<null>(n).fill(null)]); // a column this older file predates
+      continue;
+    }
     const field = table.schema.fields.find((f) => f.name === name);
     if (!field) throw new SchemaMismatchError(source, `missing column "${name}" (${arrowTypeName(spec.kind)}) of ${t.name} v${t.version}`);
     const expected = arrowTypeName(spec.kind);

@@ -27,7 +27,8 @@ const parentNodeId = {
 export const ROLLOUTS = defineTable({
   name: 'rollouts',
   version: 2,
-  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). Version 2 added branch_position.',
+  readsVersions: [1],
+  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). Version 2 added branch_position; version 1 files still read, with branch_position null.',
   columns: {
     run_id: runId,
     step,
@@ -37,7 +38,7 @@ export const ROLLOUTS = defineTable({
     node_id: nodeId,
     parent_node_id: parentNodeId,
     branch_position: {
-      kind: 'int32', nullable: true,
+      kind: 'int32', nullable: true, since: 2,
       doc: 'Tree rollouts only: the first completion position this node sampled itself; [0, branch_position) are its parent\'s tokens, copied. 0 for a root; null for flat rollouts.',
     },
     policy_version: { kind: 'int32', doc: 'Version of the policy weights that generated the sample (the step whose weights were loaded; 0 = initial weights). Lets the learner tell on-policy from stale samples.' },

@@ -200,11 +200,20 @@ describe('arrow contracts: reading fails clearly', () => {
     return tableToIPC(new Table(schema, Object.fromEntries(t.schema.fields.map((f) => [f.name, t.getChild(f.name)!]))), 'file');
   }
 
-  it('schema version mismatch names expected and found', () => {
-    const v1 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '1' });
-    assert.throws(() => decodeRollouts(v1, 'f.arrow'), /expected rollouts schema version 2, found version 1/);
+  it('schema version mismatch names the versions read and the one found', () => {
+    const v3 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '3' });
+    assert.throws(() => decodeRollouts(v3, 'f.arrow'), /expected rollouts schema version 2, 1, found version 3/);
     const none = withMetadata(good, {});
     assert.throws(() => decodeRollouts(none, 'f.arrow'), /expected schema "rollouts", found no durable_rl.schema metadata/);
+  });
+
+  it('a rollouts file of version 1 (written before branch_position existed) still reads, branch_position null', () => {
+    const v1 = withMetadata(rebuilt(['branch_position']), { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '1' });
+    const rows = decodeRollouts(v1, 'old.arrow');
+    const now = decodeRollouts(good, 'new.arrow');
+    assert.equal(rows.length, now.length);
+    assert.ok(rows.every((r) => r.branch_position === null));
+    assert.deepEqual(rows.map(({ branch_position: _b, ...rest }) => rest), now.map(({ branch_position: _b, ...rest }) => rest));
   });
 
   function rebuilt(drop: string[], replace: Record<string, Field> = {}): Uint8Array {
