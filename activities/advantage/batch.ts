@@ -9,6 +9,7 @@ import {
   type AdvantageResult,
   type AdvantageSample,
   type AdvantageStats,
+  type LossAggregation,
   type SampleAdvantage,
 } from './types.js';
 
@@ -198,6 +199,7 @@ export function finish(
   samples: readonly AdvantageSample[],
   groups: readonly Group[],
   outputs: SampleAdvantage[],
+  loss: LossAggregation,
   extra: Record<string, number> = {},
 ): AdvantageResult {
   let zeroVarianceGroups = 0;
@@ -232,7 +234,7 @@ export function finish(
     maskedTokens,
     extra,
   };
-  return { samples: outputs, stats };
+  return { samples: outputs, stats, loss };
 }
 
 /**

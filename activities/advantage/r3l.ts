@@ -105,7 +105,7 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
       pivotMaskedTokens += start;
     }
   });
-  return finish('r3l', samples, groups, outputs, {
+  return finish('r3l', samples, groups, outputs, { lengthNormalisation: true }, {
     pairs: pairs.length,
     pairedSamples: maskStart.size,
     amplifiedSamples,

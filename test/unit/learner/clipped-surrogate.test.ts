@@ -41,8 +41,7 @@ function close(actual: number, expected: number, what: string, tol = 1e-9): void
 }
 
 function refOpts(o: ClippedSurrogateOptions, extra: Partial<SurrogateRefOptions> = {}): SurrogateRefOptions {
-  // unset aggregation is token_mean for a loss built on its own; 'k3+' has no loop reference (kl-expectation.test.ts covers it)
-  return { ...o, aggregation: o.aggregation ?? 'token_mean', ...extra } as SurrogateRefOptions;
+  return { ...o, ...extra };
 }
 
 async function checkCase(input: Parameters<typeof clippedSurrogateLoss>[0], advantages: number[] | number[][] = seqAdv, extra: Record<string, number> = {}, refExtra: Partial<SurrogateRefOptions> = {}) {
@@ -153,7 +152,6 @@ const engineMask = [[0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0, 1, 1, 1, 1, 0], 
 const deltas = [-0.6, -0.1, 0.05, 0.45, 0, 0.3];
 const refDeltas = [0.4, -0.3, 0.2, -0.5, 0.1, 0];
 
-test('engine: DAPO-style loss (clip-higher, dual clip, k3 KL, entropy bonus) — value from score logprobs, gradient by finite differences', async () => {
 test('truncated importance sampling (C = 1.25): each token\'s surrogate times min(π_old/π_rollout, C), a constant — value, tis metrics and gradient', async () => {
   const cap = 1.25;
   // the rollout engine's logprobs differ from the learner's old ones by up to ±0.5 (weights e^±0.5, some above C)
@@ -206,6 +204,7 @@ test('guards: a GSPO sequence log-ratio of 15 is clamped to 10, and a k3 KL whos
   assert.ok(got.metrics.kl! <= 10);
 });
 
+test('engine: DAPO-style loss (clip-higher, dual clip, k3 KL, entropy bonus) — value from score logprobs, gradient by finite differences', async () => {
   const s = await engineSetup(ids);
   try {
     const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(i + t) % deltas.length]!));
