@@ -102,6 +102,10 @@ function importRules() {
       'activities/advantage/step-advantages.ts may import ../common/, ../rollout/tree-plan, ../store/ and ../run/', [
         { regex: '^\\.\\./(?!common\\/|store\\/|run\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities,
       ]),
+    restrict(['activities/advantage/step-kl-reward.ts'], 'activities/advantage/README.md',
+      'activities/advantage/step-kl-reward.ts may import ../common/, ../store/ and ../learner/kl-reward (the KL-in-reward helper)', [
+        { regex: '^\\.\\./(?!common\\/|store\\/|learner\\/kl-reward\\.js$)' }, outsideActivities,
+      ]),
 
     restrict(['activities/learner/**/*.ts'], 'activities/learner/README.md',
       'a loss may import ../common/ and the op library of ../model/ (losses, losses-reward, ops; graph types), never the engine; only learner-update.ts runs the engine', [

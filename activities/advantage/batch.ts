@@ -9,7 +9,6 @@ import {
   type AdvantageResult,
   type AdvantageSample,
   type AdvantageStats,
-  type LossAggregation,
   type SampleAdvantage,
 } from './types.js';
 
@@ -199,7 +198,6 @@ export function finish(
   samples: readonly AdvantageSample[],
   groups: readonly Group[],
   outputs: SampleAdvantage[],
-  loss: LossAggregation,
   extra: Record<string, number> = {},
 ): AdvantageResult {
   let zeroVarianceGroups = 0;
@@ -234,7 +232,7 @@ export function finish(
     maskedTokens,
     extra,
   };
-  return { samples: outputs, stats, loss };
+  return { samples: outputs, stats };
 }
 
 /**

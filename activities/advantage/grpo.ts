@@ -31,11 +31,11 @@ export type DrGrpoOptions = z.output<typeof drGrpoOptionsSchema>;
 /** GRPO advantages (DeepSeekMath). One scalar per sample, broadcast over its tokens. */
 export function grpo(batch: AdvantageBatch, options: GrpoOptions): AdvantageResult {
   const { outputs, groups } = groupMeanAdvantages(batch.samples, options.scale, options.std, options.eps, options.dropZeroVarianceGroups);
-  return finish('grpo', batch.samples, groups, outputs, { lengthNormalisation: true });
+  return finish('grpo', batch.samples, groups, outputs);
 }
 
 /** Dr.GRPO advantages: r - group mean, and a loss without per-sequence length normalisation. */
 export function drGrpo(batch: AdvantageBatch, options: DrGrpoOptions): AdvantageResult {
   const { outputs, groups } = groupMeanAdvantages(batch.samples, 'none', 'sample', 0, options.dropZeroVarianceGroups);
-  return finish('dr_grpo', batch.samples, groups, outputs, { lengthNormalisation: false });
+  return finish('dr_grpo', batch.samples, groups, outputs);
 }

@@ -105,7 +105,7 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
       pivotMaskedTokens += start;
     }
   });
-  return finish('r3l', samples, groups, outputs, { lengthNormalisation: true }, {
+  return finish('r3l', samples, groups, outputs, {
     pairs: pairs.length,
     pairedSamples: maskStart.size,
     amplifiedSamples,

@@ -13,8 +13,11 @@
  * redistribute credit in time, they never change a trajectory's total. Returns-to-go:
  *   G_t = r_t + gamma * G_{t+1},    A_t = (G_t - mu) / (sigma + eps),
  * with mu, sigma over every kept token (`normaliseOver: tokens`, as OpenRLHF) or over the
- * per-sample returns G_0 (`samples`). The KL penalty REINFORCE++ folds into token rewards needs
- * logprobs; it belongs to the learner's loss and is not part of this estimator.
+ * per-sample returns G_0 (`samples`). REINFORCE++ keeps the KL out of the loss and folds it into
+ * the token rewards, r_t − β·kl_t, before the returns: in a run that is the rl phase's
+ * `loss.options.kl.inReward`, which makes the advantage activity (step-advantages.ts) apply
+ * `klPenalisedRewards` (activities/learner/kl-reward.ts) to the samples' processRewards before this
+ * estimator runs; the estimator itself sees only rewards.
  */
 import { z } from '../common/config.js';
 import {
@@ -127,7 +130,7 @@ function estimate(batch: AdvantageBatch, options: ReinforcePpOptions | Reinforce
     for (let t = 0; t < g.length; t++) a[t] = (g[t]! - mu) / denom;
     return tokenOutput(s, a, new Uint8Array(g.length).fill(1), keep[i]!);
   });
-  return finish(options.estimator, samples, groups, outputs, { lengthNormalisation: true });
+  return finish(options.estimator, samples, groups, outputs);
 }
 
 /** REINFORCE++: batch-normalised returns, no group baseline. */

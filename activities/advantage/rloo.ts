@@ -34,5 +34,5 @@ export function rloo(batch: AdvantageBatch, options: RlooOptions): AdvantageResu
       outputs[i] = scalarOutput(s, advantage, keep);
     }
   }
-  return finish('rloo', samples, groups, outputs, { lengthNormalisation: true });
+  return finish('rloo', samples, groups, outputs);
 }

@@ -162,7 +162,7 @@ export function siblingGrpo(batch: AdvantageBatch, options: SiblingGrpoOptions):
       outputs[i] = tokenOutput(s, a, mask, keep);
     }
   }
-  return finish('sibling_grpo', samples, groups, outputs, { lengthNormalisation: true }, {
+  return finish('sibling_grpo', samples, groups, outputs, {
     branchPoints,
     flatBranchPoints,
     unbranchedTokens,

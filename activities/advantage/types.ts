@@ -101,21 +101,19 @@ export interface AdvantageStats {
   extra: Record<string, number>;
 }
 
-/** How the learner must aggregate the per-token loss for this estimator. */
-export interface LossAggregation {
-  /**
-   * True: each sequence's token losses are averaged over its own length before averaging over
-   * sequences (GRPO). False: no per-sequence length normalisation (Dr.GRPO, Liu et al. 2025,
-   * "Understanding R1-Zero-Like Training: A Critical Perspective"): token losses are summed and
-   * divided by a constant, so long wrong answers are not penalised less per token.
-   */
-  lengthNormalisation: boolean;
-}
+/**
+ * How the learner turns per-token losses into the scalar it minimises, by the names of the
+ * clipped-surrogate loss (`activities/learner/aggregate.ts`): `token_mean` (every token of the
+ * batch weighs the same, DAPO), `sequence_mean` (mean over sequences of each one's token mean,
+ * GRPO), `constant` (token losses summed and divided by a constant C times the rows, Dr.GRPO).
+ * Each estimator declares the one its paper trains with (`estimators[name].aggregation` in
+ * index.ts); a run config's explicit `loss.options.aggregation` wins over it.
+ */
+export type PairedAggregation = 'token_mean' | 'sequence_mean' | 'constant';
 
 export interface AdvantageResult {
   samples: SampleAdvantage[];
   stats: AdvantageStats;
-  loss: LossAggregation;
 }
 
 /** Bad estimator input: the message names the sample (or pair) and says what to fix. */

@@ -56,11 +56,3 @@ export function aggregate(x: Tensor, mask: Tensor, how: Aggregation, opts: Aggre
     }
   }
 }
-
-/**
- * The aggregation an advantage estimator asks for (`AdvantageResult.loss.lengthNormalisation`):
- * true keeps GRPO's per-sequence mean, false is Dr.GRPO's constant normaliser.
- */
-export function aggregationFor(hint: { lengthNormalisation: boolean }): Aggregation {
-  return hint.lengthNormalisation ? 'sequence_mean' : 'constant';
-}

@@ -46,7 +46,7 @@ import type { Tensor } from '../model/graph.js';
 import type { LossBuilder, LossContext } from '../model/losses.js';
 import * as F from '../model/ops.js';
 import { aggregate, type Aggregation } from './aggregate.js';
-import { klTensor } from './kl.js';
+import { klEstimatorSchema, klTensor } from './kl.js';
 
 export const klTermSchema = z.strictObject({
   /**
@@ -54,8 +54,11 @@ export const klTermSchema = z.strictObject({
    * the KL is still reported as the `kl` metric.
    */
   beta: z.number().min(0).default(0.04),
-  /** Per-token estimator (Schulman 2020, "Approximating KL Divergence"); GRPO uses k3. */
-  estimator: z.enum(['k1', 'k2', 'k3']).default('k3'),
+  /**
+   * Per-token estimator (Schulman 2020, "Approximating KL Divergence"): k1, k2, k3 (GRPO), or
+   * 'k3+' (k3's value with k2's gradient). What each optimises as a loss is tabled in README.md.
+   */
+  estimator: klEstimatorSchema.default('k3'),
   /**
    * 'reverse' KL(π‖π_ref) (GRPO), or 'forward' KL(π_ref‖π) (RAPO, "Unlocking Reasoning
    * Capabilities in LLMs via Reinforcement Learning Exploration": mass-covering, lets the policy
@@ -63,6 +66,13 @@ export const klTermSchema = z.strictObject({
    * π_ref/π at the sampled tokens — see kl.ts.
    */
   direction: z.enum(['reverse', 'forward']).default('reverse'),
+  /**
+   * Put the KL into the reward instead of the loss (REINFORCE++, Hu et al. 2025: r_t − β·kl_t per
+   * token before the returns are computed; the classic RLHF penalty of InstructGPT): the advantage
+   * stage subtracts β·kl_t (this estimator and direction) from each token's reward, and the loss
+   * adds no KL term (`kl` is still reported). REINFORCE++ uses k1.
+   */
+  inReward: z.boolean().default(false),
 });
 
 /** |log π_θ − log π_old| per token is clamped to this before exp (verl: ±20). */
@@ -114,9 +124,11 @@ export const clippedSurrogateSchema = z.strictObject({
   /**
    * 'token_mean' (DAPO), 'sequence_mean' (GRPO: mean of per-sequence token means; GSPO averages
    * per-sequence losses, which this gives with sequence ratios), 'constant' (Dr.GRPO: Σ / (C·B)
-   * with C = `constantNormaliser`). See aggregate.ts.
+   * with C = `constantNormaliser`). See aggregate.ts. Unset: 'token_mean' for a loss built on its
+   * own; in a run's rl phase, the advantage estimator's paired aggregation (GSPO's sequence ratios:
+   * 'sequence_mean'), resolved by activities/run/config.ts and recorded in run.json.
    */
-  aggregation: z.enum(['token_mean', 'sequence_mean', 'constant']).default('token_mean'),
+  aggregation: z.enum(['token_mean', 'sequence_mean', 'constant']).optional(),
   /** C for 'constant' aggregation: typically the max completion length (Dr.GRPO). */
   constantNormaliser: z.number().positive().optional(),
   /**
@@ -141,7 +153,7 @@ export const clippedSurrogateSchema = z.strictObject({
   if (o.aggregation === 'constant' && o.constantNormaliser === undefined) {
     ctx.addIssue({ code: 'custom', path: ['constantNormaliser'], message: "aggregation 'constant' needs constantNormaliser (e.g. the max completion length)" });
   }
-  if (o.globalTokenCount && o.aggregation !== 'token_mean') {
+  if (o.globalTokenCount && (o.aggregation ?? 'token_mean') !== 'token_mean') {
     ctx.addIssue({ code: 'custom', path: ['globalTokenCount'], message: "globalTokenCount applies to aggregation 'token_mean' only" });
   }
 });
@@ -172,7 +184,7 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
       const adv = ctx.input('advantages', 'float32', o.advantages === 'sequence' ? ['batch'] : ['batch', 'seq']);
       const A = o.advantages === 'sequence' ? F.unsqueeze(adv, [1]) : adv; // [B,1] or [B,T]
       const tokenCount = o.globalTokenCount ? ctx.input('loss_token_count', 'float32', []) : undefined;
-      const agg = (x: Tensor) => aggregate(x, mask, o.aggregation as Aggregation, { constant: o.constantNormaliser, tokenCount });
+      const agg = (x: Tensor) => aggregate(x, mask, (o.aggregation ?? 'token_mean') as Aggregation, { constant: o.constantNormaliser, tokenCount });
 
       // log ratio, zeroed outside the mask (so junk there cannot overflow exp), clamped before exp
       const rawLogRatio = F.mul(F.sub(lp, old), mask);
@@ -244,7 +256,7 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
           kl = F.clip(kl, -KL_BOUND, KL_BOUND);
           klClamped = g.noTape(() => F.or(klClamped, F.greater(absOf(unclamped), KL_BOUND)));
         }
-        if (o.kl.beta > 0) loss = F.add(loss, F.mul(agg(kl), o.kl.beta));
+        if (o.kl.beta > 0 && !o.kl.inReward) loss = F.add(loss, F.mul(agg(kl), o.kl.beta));
         metrics.kl = tokenMean(ctx, kl);
         metrics.kl_clamped = fraction(ctx, klClamped);
       }

@@ -14,8 +14,8 @@ import { clippedSurrogateLoss, clippedSurrogateSchema } from './clipped-surrogat
 import { dpoLoss, dpoSchema } from './dpo.js';
 import { bradleyTerryLoss, bradleyTerrySchema } from '../model/losses-reward.js';
 
-export { aggregate, aggregationFor, type Aggregation } from './aggregate.js';
-export { klTensor, klValue, type KlDirection, type KlEstimator } from './kl.js';
+export { aggregate, type Aggregation } from './aggregate.js';
+export { klEstimatorSchema, klTensor, klValue, type KlDirection, type KlEstimator } from './kl.js';
 export { klPenalisedRewards, klRewardOptionsSchema, KlRewardInputError, type KlRewardOptions } from './kl-reward.js';
 export { clippedSurrogateLoss, clippedSurrogateSchema, type ClippedSurrogateOptions } from './clipped-surrogate.js';
 export { dpoLoss, dpoPairRows, dpoSchema, logSigmoid, type DpoOptions } from './dpo.js';

@@ -2,7 +2,9 @@
  * KL folded into the reward: the classic RLHF penalty r − β·KL(π ‖ π_ref) (Stiennon et al. 2020,
  * "Learning to summarize from human feedback"; Ouyang et al. 2022, InstructGPT; REINFORCE++, Hu
  * et al. 2025, which keeps KL out of the loss), applied to the rewarded samples *before* the
- * advantage estimator runs. Pure TypeScript over the rollout's logprobs: no graph, no I/O.
+ * advantage estimator runs. Pure TypeScript over the rollout's logprobs: no graph, no I/O. In a
+ * run, the rl phase's `loss.options.kl.inReward` asks for it (the loss then has no KL term) and the
+ * advantage stage applies it to the rewards rows (activities/advantage/step-kl-reward.ts).
  *
  * The per-token KL is computed from the behaviour policy's logprobs (the rollout's, π ≈ π_old)
  * and the reference policy's logprobs of the same completion tokens, with the estimators of
@@ -15,13 +17,13 @@
  *   remainder `reward − Σ processRewards` (the outcome reward on the last token) is unchanged.
  */
 import { parseConfig, z } from '../common/config.js';
-import { klValue } from './kl.js';
+import { klEstimatorSchema, klValue } from './kl.js';
 
 export const klRewardOptionsSchema = z.strictObject({
   /** Penalty coefficient β (InstructGPT / REINFORCE++: around 0.01–0.05); 0 leaves rewards unchanged. */
   beta: z.number().min(0).default(0.01),
-  /** Per-token estimator (Schulman 2020): k1 is the classic reward penalty log π/π_ref. */
-  estimator: z.enum(['k1', 'k2', 'k3']).default('k1'),
+  /** Per-token estimator (Schulman 2020): k1 is the classic reward penalty log π/π_ref ('k3+' is k3 here: a value, no gradient). */
+  estimator: klEstimatorSchema.default('k1'),
   /** reverse KL(π‖π_ref), or forward KL(π_ref‖π) as in RAPO (importance-weighted, see kl.ts). */
   direction: z.enum(['reverse', 'forward']).default('reverse'),
   /** 'token': per-token penalties in processRewards (and the total); 'sequence': the total only. */

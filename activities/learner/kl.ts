@@ -23,16 +23,31 @@
  *
  * Both are evaluated at the sampled tokens only (a one-sample estimate of the sum over the
  * vocabulary); as a loss term the gradient is the pathwise gradient of the estimate with respect
- * to log π, as GRPO and verl use it.
+ * to log π, as GRPO and verl use it. That gradient is not always the gradient of the KL the value
+ * estimates (README.md, "What each KL option optimises"; test/unit/learner/kl-expectation.test.ts):
+ * with y ~ π fixed, E_π[f'(log r)·∇log π] is 0 for k1, ∇KL(π‖π_ref) for k2, ∇KL(π_ref‖π) (the
+ * forward KL) for reverse k3, and neither KL for the forward estimators.
+ *
+ * 'k3+' is k3's value with k2's gradient, sg(k3) + k2 − sg(k2) (sg = stop-gradient), so the logged value is the unbiased, non-negative k3
+ * and, as a loss, its expected gradient is k2's: the gradient of the KL in the chosen direction's
+ * k2 (reverse: exactly ∇KL(π‖π_ref)). In plain numbers (`klValue`) it is k3.
  */
+import { z } from '../common/config.js';
 import type { Tensor } from '../model/graph.js';
 import * as F from '../model/ops.js';
 
-export type KlEstimator = 'k1' | 'k2' | 'k3';
+/** The per-token KL estimators by config name (see above). */
+export const klEstimatorSchema = z.enum(['k1', 'k2', 'k3', 'k3+']);
+export type KlEstimator = z.output<typeof klEstimatorSchema>;
 export type KlDirection = 'reverse' | 'forward';
 
 /** Per-token KL estimate (graph) from logr = log π − log π_ref (any shape). */
 export function klTensor(logr: Tensor, estimator: KlEstimator, direction: KlDirection): Tensor {
+  if (estimator === 'k3+') {
+    // value k3, gradient k2: sg(k3) + k2 − sg(k2)
+    const k2 = klTensor(logr, 'k2', direction);
+    return F.add(F.stopGradient(klTensor(logr, 'k3', direction)), F.sub(k2, F.stopGradient(k2)));
+  }
   if (direction === 'reverse') {
     switch (estimator) {
       case 'k1': return F.identity(logr);
@@ -50,6 +65,7 @@ export function klTensor(logr: Tensor, estimator: KlEstimator, direction: KlDire
 
 /** The same per-token estimate in plain numbers (logr = log π − log π_ref at the sampled token). */
 export function klValue(logr: number, estimator: KlEstimator, direction: KlDirection): number {
+  if (estimator === 'k3+') return klValue(logr, 'k3', direction);
   if (direction === 'reverse') {
     switch (estimator) {
       case 'k1': return logr;

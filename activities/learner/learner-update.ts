@@ -388,7 +388,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       dropped = rl.dropped;
       const options = { ...surrogateOptions(phase, input.phaseIndex) };
       if (rl.tokenAdv) options.advantages = 'token';
-      tokenMean = options.aggregation === 'token_mean';
+      tokenMean = (options.aggregation ?? 'token_mean') === 'token_mean'; // parseRunConfig pairs it with the estimator; unset is the loss's own default
       if (tokenMean) options.globalTokenCount = true;
       klReference = options.kl !== null;
       tis = options.tis !== null;

@@ -12,14 +12,14 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseConfig, z } from '../common/config.js';
-import { advantageConfigSchema } from '../advantage/index.js';
+import { advantageConfigSchema, estimators, impliedAggregation } from '../advantage/index.js';
 import { lossConfigSchema } from '../learner/index.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
 import { treeRolloutSchema } from '../rollout/tree-plan.js';
 import { optimizerSchema } from '../model/graphs/train.js';
-import { taskNames } from '../tasks/tasks.js';
+import { getTask, taskNames } from '../tasks/tasks.js';
 
 const posInt = z.number().int().positive();
 
@@ -74,6 +74,9 @@ export const rlPhaseSchema = z.strictObject({
    * the importance ratio is 1 there, the clip range (clipLow, clipHigh, dualClip) does not bind and
    * clip_fraction reads 0. With more updates per step the ratio moves away from 1 after the first
    * and the clip range is what keeps the later updates near the sampling policy (PPO).
+   * `options.aggregation` left unset pairs with the estimator (grpo: sequence_mean, dr_grpo:
+   * constant over the completion budget, ...; GSPO ratios: sequence_mean; see `pairLoss`), and
+   * `options.kl.inReward` moves the KL penalty into the token rewards (REINFORCE++).
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
   /**
@@ -200,7 +203,8 @@ export const runConfigSchema = z.strictObject({
     {
       kind: 'rl', steps: 50, promptsPerStep: 32, groupSize: 8, lr: 2e-4, schedule: 'cosine',
       // β = 0: no KL penalty, but the KL to the warm-up model is measured and charted.
-      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28, kl: { beta: 0 } } },
+      // token_mean stated: the main job trained with it before the estimator's pairing (grpo: sequence_mean) existed.
+      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28, aggregation: 'token_mean', kl: { beta: 0 } } },
       sampling: { temperature: 0.7 },
     },
   ]),
@@ -258,17 +262,6 @@ export const runConfigSchema = z.strictObject({
 export type RunConfig = z.output<typeof runConfigSchema>;
 export type RunConfigInput = z.input<typeof runConfigSchema>;
 
-/** A `tree` option must fit the phase's sample budget and be paired with Sibling-GRPO. */
-function treeProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
-  if (!p.tree) return;
-  if (p.tree.roots > p.groupSize) {
-    problems.push({ path: `phases.${i}.tree.roots`, message: `${p.tree.roots} roots but groupSize is ${p.groupSize}: a tree's roots are part of its groupSize samples` });
-  }
-  if (p.advantage.estimator !== 'sibling_grpo') {
-    problems.push({ path: `phases.${i}.advantage.estimator`, message: `tree rollouts are trained with "sibling_grpo" (Sibling-GRPO compares siblings at their branch point and masks copied prefixes; got "${p.advantage.estimator}")` });
-  }
-}
-
 /**
  * Most prompts one dynamic-sampling refill round of an rl phase rolls out: the largest count
  * `selectGroups` asks for, ceil(oversample · promptsPerStep / minKeepRate). workflows/run-plan.ts
@@ -278,6 +271,63 @@ function treeProblems(p: RlPhase, i: number, problems: { path: string; message: 
 export function refillRoundPrompts(p: Pick<RlPhase, 'promptsPerStep' | 'dynamicSampling'>): number {
   const d = p.dynamicSampling;
   return Math.ceil((d.oversample * p.promptsPerStep) / d.minKeepRate - 1e-9);
+}
+
+/** Completion token budget of an rl phase: sampling.max_tokens, or the task's longest gold answer + 4 (room for EOS and a little slack). */
+export function completionBudget(phase: RlPhase, task: { maxCompletionChars: number }): number {
+  return phase.sampling.max_tokens ?? task.maxCompletionChars + 4;
+}
+
+/**
+ * Pairs an rl phase's loss with its estimator (in place), so the config — and run.json — holds the
+ * aggregation used:
+ * - `loss.options.aggregation` unset: 'sequence_mean' with GSPO's sequence ratios (`ratioLevel`
+ *   sequence or sequence_token: the GSPO objective averages per-sequence losses; verl forces it),
+ *   else the estimator's declared aggregation (`estimators` in activities/advantage/index.ts:
+ *   grpo sequence_mean, dr_grpo and rloo constant, reinforce_pp token_mean, ...). Set: it wins.
+ * - GSPO with an explicit aggregation other than 'sequence_mean' is refused, naming the field.
+ * - 'constant' implied by the estimator without `constantNormaliser`: C = the phase's completion
+ *   budget (Dr.GRPO divides by the generation budget; TRL: max_completion_length).
+ */
+function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
+  if (p.loss.name !== 'clipped_surrogate') return;
+  const o = p.loss.options;
+  const gspo = o.ratioLevel === 'sequence' || o.ratioLevel === 'sequence_token';
+  const at = `phases.${i}.loss.options`;
+  if (o.kl?.inReward) {
+    problems.push({
+      path: `${at}.kl.inReward`,
+      message: 'the KL in the reward needs the reference policy\'s logprobs of each rollout at the advantage stage, and the training workflow does not score them yet (activities/advantage/README.md, "KL in the reward"); keep the KL in the loss (inReward false)',
+    });
+  }
+  if (o.aggregation !== undefined) {
+    if (gspo && o.aggregation !== 'sequence_mean') {
+      problems.push({ path: `${at}.aggregation`, message: `ratioLevel "${o.ratioLevel}" (GSPO) averages per-sequence losses: use "sequence_mean" or leave aggregation unset (got "${o.aggregation}")` });
+    }
+    return;
+  }
+  o.aggregation = gspo ? 'sequence_mean' : impliedAggregation(p.advantage);
+  if (o.aggregation === 'constant' && o.constantNormaliser === undefined) {
+    try {
+      o.constantNormaliser = completionBudget(p, getTask(cfg.task.name, cfg.task.options));
+    } catch {
+      problems.push({
+        path: `${at}.constantNormaliser`,
+        message: `${p.advantage.estimator} pairs with aggregation "constant" (${estimators[p.advantage.estimator].why.split(':')[0]}); its constant defaults to the completion budget, which needs valid task options or sampling.max_tokens — give constantNormaliser, or fix task.options`,
+      });
+    }
+  }
+}
+
+/** A `tree` option must fit the phase's sample budget and be paired with Sibling-GRPO. */
+function treeProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
+  if (!p.tree) return;
+  if (p.tree.roots > p.groupSize) {
+    problems.push({ path: `phases.${i}.tree.roots`, message: `${p.tree.roots} roots but groupSize is ${p.groupSize}: a tree's roots are part of its groupSize samples` });
+  }
+  if (p.advantage.estimator !== 'sibling_grpo') {
+    problems.push({ path: `phases.${i}.advantage.estimator`, message: `tree rollouts are trained with "sibling_grpo" (Sibling-GRPO compares siblings at their branch point and masks copied prefixes; got "${p.advantage.estimator}")` });
+  }
 }
 
 /** Validates a run config, filling defaults; ConfigError names every bad field. */
@@ -291,15 +341,16 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
     if (p.kind === 'rl' && p.loss.name !== 'clipped_surrogate') {
       problems.push({ path: `phases.${i}.loss.name`, message: `an rl phase trains with "clipped_surrogate" (got "${p.loss.name}")` });
     }
+    if (p.kind === 'rl') pairLoss(cfg, p, i, problems);
     if (p.kind === 'rl') treeProblems(p, i, problems);
-    if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
-      problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
-    }
     if (p.kind === 'rl' && p.dynamicSampling.mode === 'refill') {
       // Refill prompts come from a region of the train stream past the planned ones (workflows/run-plan.ts): the stream has 2^32 items.
       refillItems += p.steps * p.dynamicSampling.maxRounds * refillRoundPrompts(p);
     }
     items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.promptsPerStep);
+    if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
+      problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
+    }
     const updates = p.steps * (p.kind === 'sft' ? p.updatesPerStep : 1);
     if (p.warmupSteps > updates) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates` });
     step += p.steps;

@@ -16,7 +16,7 @@ import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
-import { parseRunConfig, type RlPhase, type RunConfig } from './config.js';
+import { completionBudget, parseRunConfig, type RlPhase, type RunConfig } from './config.js';
 import type { RunRecord } from './types.js';
 
 /** Everything a stage needs that follows from the config. */
@@ -41,7 +41,7 @@ export function resolveRun(config: RunConfig): ResolvedRun {
   const task = getTask(config.task.name, config.task.options);
   const tokenizer = CharTokenizer.fromAlphabet(task.alphabet);
   const defaultBudget = task.maxCompletionChars + 4;
-  const budget = (p?: RlPhase) => p?.sampling.max_tokens ?? defaultBudget;
+  const budget = (p?: RlPhase) => (p ? completionBudget(p, task) : defaultBudget);
   const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' ? budget(p) : 0)));
   const m = config.model;
   const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);

@@ -73,7 +73,6 @@ test('GRPO: the loss mask has completionLength ones, or is null without a length
   assert.equal(r.samples[1]!.lossMask!.length, 0);
   assert.equal(r.samples[2]!.lossMask, null);
   assert.equal(r.samples[0]!.tokenAdvantages, null);
-  assert.equal(r.loss.lengthNormalisation, true);
 });
 
 test('GRPO rejects a NaN reward with an error naming the sample and group', () => {
@@ -96,10 +95,9 @@ test('GRPO rejects an infinite reward, duplicate ids, a missing group and an emp
   assert.throws(() => grpo({ samples: [] }, opts()), /batch is empty/);
 });
 
-test('Dr.GRPO: r - group mean without std scaling, and no length normalisation for the learner', () => {
+test('Dr.GRPO: r - group mean without std scaling', () => {
   const r = drGrpo({ samples: [...group('a', [1, 0, 0, 0]), ...group('b', [5, 7])] }, drGrpoOptionsSchema.parse({ estimator: 'dr_grpo' }));
   assertClose(adv(r), [0.75, -0.25, -0.25, -0.25, -1, 1]);
-  assert.equal(r.loss.lengthNormalisation, false);
   assert.equal(r.stats.estimator, 'dr_grpo');
 });
 

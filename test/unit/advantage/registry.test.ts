@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../../activities/common/config.js';
-import { computeAdvantages, estimatorNames, estimators, parseAdvantageConfig } from '../../../activities/advantage/index.js';
+import { computeAdvantages, estimatorNames, estimators, impliedAggregation, parseAdvantageConfig } from '../../../activities/advantage/index.js';
 import { grpo } from '../../../activities/advantage/grpo.js';
 import type { AdvantageSample } from '../../../activities/advantage/types.js';
 import { group } from './helpers.js';
@@ -35,7 +35,15 @@ test('computeAdvantages dispatches to the configured estimator', () => {
   assert.ok(cfg.estimator === 'grpo');
   assert.deepEqual(computeAdvantages(cfg, { samples }).samples.map((s) => s.advantage), grpo({ samples }, cfg).samples.map((s) => s.advantage));
   assert.deepEqual(computeAdvantages(cfg, { samples }).samples.map((s) => s.advantage), [0.5, -0.5, 0]);
-  assert.equal(computeAdvantages(parseAdvantageConfig({ estimator: 'dr_grpo' }), { samples }).loss.lengthNormalisation, false);
+});
+
+test('each estimator declares the aggregation of its paper: grpo, sibling_grpo, r3l sequence_mean; dr_grpo, rloo constant; reinforce_pp(_baseline) token_mean', () => {
+  const got = Object.fromEntries(estimatorNames.map((n) => [n, impliedAggregation({ estimator: n })]));
+  assert.deepEqual(got, {
+    grpo: 'sequence_mean', dr_grpo: 'constant', rloo: 'constant', reinforce_pp: 'token_mean',
+    reinforce_pp_baseline: 'token_mean', sibling_grpo: 'sequence_mean', r3l: 'sequence_mean',
+  });
+  for (const n of estimatorNames) assert.ok(estimators[n].why.length > 20, `${n} says where its aggregation comes from`);
 });
 
 test('every registered estimator runs on a plain batch and returns one finite result per sample', () => {

@@ -6,7 +6,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildLoss, parseLossConfig, losses } from '../../../activities/learner/index.js';
 import { ConfigError } from '../../../activities/common/config.js';
-import { aggregationFor } from '../../../activities/learner/aggregate.js';
 
 test('defaults are filled per loss', () => {
   const c = parseLossConfig({ name: 'clipped_surrogate' });
@@ -15,10 +14,10 @@ test('defaults are filled per loss', () => {
   assert.equal(c.options.clipLow, 0.2);
   assert.equal(c.options.clipHigh, 0.2);
   assert.equal(c.options.ratioLevel, 'token');
-  assert.equal(c.options.aggregation, 'token_mean');
+  assert.equal(c.options.aggregation, undefined); // unset: token_mean for a bare loss; a run pairs it with its estimator (run/config.ts)
   assert.equal(c.options.kl, null);
   const k = parseLossConfig({ name: 'clipped_surrogate', options: { kl: {} } });
-  assert.deepEqual(k.name === 'clipped_surrogate' && k.options.kl, { beta: 0.04, estimator: 'k3', direction: 'reverse' });
+  assert.deepEqual(k.name === 'clipped_surrogate' && k.options.kl, { beta: 0.04, estimator: 'k3', direction: 'reverse', inReward: false });
   const d = parseLossConfig({ name: 'dpo' });
   assert.deepEqual(d.options, { beta: 0.1, labelSmoothing: 0 });
   assert.deepEqual(Object.keys(losses).sort(), ['bradley_terry', 'clipped_surrogate', 'dpo', 'sft']);
@@ -55,9 +54,4 @@ test('builders carry distinct cache keys for distinct options and equal keys for
   assert.equal(a.key, b.key);
   assert.notEqual(a.key, c.key);
   assert.equal(new Set([a.key, c.key, d.key, s.key, bt.key]).size, 5);
-});
-
-test('the advantage estimator\'s length-normalisation hint picks the aggregation', () => {
-  assert.equal(aggregationFor({ lengthNormalisation: true }), 'sequence_mean');
-  assert.equal(aggregationFor({ lengthNormalisation: false }), 'constant');
 });
