@@ -67,6 +67,11 @@ export function stepAdvantages(
     if (byKey.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
     byKey.set(k, r);
   }
+  // A tree one of whose nodes has no reward (dropped by the error policy) is left out whole, like a
+  // dropped sample: Sibling-GRPO would meet children of a node it does not have.
+  const brokenTrees = new Set(
+    rollouts.filter((r) => r.node_id != null && byKey.get(rowKey(r.prompt_id, r.sample_id))?.reward === null).map((r) => r.group_id),
+  );
   const samples: AdvantageSample[] = [];
   const sampleOf: (number | null)[] = [];
   const seen = new Set<string>();
@@ -76,7 +81,7 @@ export function stepAdvantages(
     seen.add(k);
     const w = byKey.get(k);
     if (!w) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before computing advantages`);
-    if (w.reward === null) {
+    if (w.reward === null || brokenTrees.has(r.group_id)) {
       sampleOf.push(null);
       continue;
     }

@@ -7,7 +7,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { runFixture, type RunFixture } from './fixture.js';
-import { computeStepAdvantages } from '../../../activities/advantage/step-advantages.js';
+import { computeStepAdvantages, stepAdvantages } from '../../../activities/advantage/step-advantages.js';
+import { parseAdvantageConfig } from '../../../activities/advantage/index.js';
 import { siblingGrpo, siblingGrpoOptionsSchema } from '../../../activities/advantage/sibling-grpo.js';
 import { ConfigError, parseConfig } from '../../../activities/common/config.js';
 import { learnerUpdate } from '../../../activities/learner/learner-update.js';
@@ -138,6 +139,34 @@ describe('tree rollouts (rl phase option `tree`)', () => {
     assert.equal(r.sequences, trained);
     assert.ok(r.metrics.logprob_diff! <= 1e-4, `children decoded from prompt + copied prefix record the learner's logprobs: logprob_diff ${r.metrics.logprob_diff}`);
     assert.ok(Number.isFinite(r.metrics.loss) && Number.isFinite(r.metrics.grad_norm));
+  });
+});
+
+describe('tree rollouts: a node without a reward', () => {
+  let f: RunFixture;
+  before(async () => { f = await runFixture(RUN, config(), { checkpoint0: true }); });
+  after(() => f.teardown());
+
+  it('leaves its whole tree out of the advantages (advantage 0, all-false masks) while the other trees train', async () => {
+    const prefix = stepPrefix(RUN, 0);
+    const rollouts = (await rolloutShard(shardInput(f))).rollouts;
+    const rewards = (await rewardShard({ storeUri: f.storeUri, runId: RUN, step: 0, shard: 0, shards: 1, rollouts })).rewards;
+    const rows = decodeRollouts(await readEntry(f.store, prefix, rollouts));
+    const scored = decodeRewards(await readEntry(f.store, prefix, rewards));
+    // a root of the first tree lost its reward (the error policy dropped it): its children name a missing parent
+    const lost = rows.findIndex((r) => r.parent_node_id === null && rows.some((c) => c.parent_node_id === r.node_id));
+    assert.ok(lost >= 0, 'some root has children');
+    const broken = rows[lost]!.group_id;
+    const withDrop = scored.map((w, i) => (i === lost ? { ...w, reward: null, error: 'reward timed out' } : w));
+    const adv = stepAdvantages(parseAdvantageConfig({ estimator: 'sibling_grpo' }), rows, withDrop);
+    adv.rows.forEach((a, i) => {
+      if (rows[i]!.group_id !== broken) return;
+      assert.equal(a.advantage, 0, `${a.node_id} of the broken tree`);
+      assert.ok(a.loss_mask!.every((m) => !m), `${a.node_id} of the broken tree trains no token`);
+    });
+    const others = adv.rows.filter((_, i) => rows[i]!.group_id !== broken);
+    assert.ok(others.some((a) => a.loss_mask!.some(Boolean)), 'the other trees still train');
+    assert.ok(adv.keptSamples <= rows.length - rows.filter((r) => r.group_id === broken).length, `kept ${adv.keptSamples} samples`);
   });
 });
 
