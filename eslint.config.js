@@ -29,7 +29,7 @@ function restrict(files, readme, rule, forbidden) {
   };
 }
 
-const ACTIVITY_FOLDERS = ['advantage', 'checkpoint', 'common', 'learner', 'model', 'report', 'reward', 'rollout', 'run', 'store', 'tasks'];
+const ACTIVITY_FOLDERS = ['advantage', 'checkpoint', 'common', 'data', 'learner', 'model', 'report', 'reward', 'rollout', 'run', 'store', 'tasks'];
 
 /** Relative imports of the stage folders other than `allowed`, from a file directly in activities/<folder>/. */
 function otherStages(allowed) {
@@ -117,6 +117,13 @@ function importRules() {
       'activities/learner/learner-update.ts may import ../common/, ../model/, ../store/, ../run/ and ../checkpoint/', [
         otherStages(['learner', 'common', 'model', 'store', 'run', 'checkpoint']), outsideActivities,
       ]),
+    restrict(['activities/learner/preference-update.ts'], 'activities/learner/README.md',
+      'activities/learner/preference-update.ts (the learner activity\'s DPO phases) may import ../common/, ../model/, ../store/, ../run/ and ../data/', [
+        otherStages(['learner', 'common', 'model', 'store', 'run', 'data']), outsideActivities,
+      ]),
+
+    restrict(['activities/data/**/*.ts'], 'activities/data/README.md',
+      'activities/data/ (dataset loaders) may import ../common/ only among the project folders', [otherStages(['data', 'common']), outsideActivities]),
 
     restrict(['activities/checkpoint/**/*.ts'], 'activities/checkpoint/README.md',
       'activities/checkpoint/ may import ../common/, ../store/, ../model/ and ../run/', [

@@ -24,10 +24,14 @@ export interface StepPlan {
   lr: number;
   /** Learning rate of each optimizer update of the step (sft phases may do several; rl: one). */
   lrs: number[];
-  /** sft: examples; rl: prompts. Items [promptOffset, promptOffset + count) of the train split. */
+  /**
+   * sft: examples; rl, online_dpo: prompts. Items [promptOffset, promptOffset + count) of the train
+   * split. dpo: preference pairs, rows [promptOffset, promptOffset + count) of the phase's dataset
+   * (stepInPhase × batchSize; the learner wraps around at the dataset's end).
+   */
   promptOffset: number;
   count: number;
-  /** rl: the prompts of each rollout shard. */
+  /** rl, online_dpo: the prompts of each rollout shard. */
   shards: ShardPlan[];
 }
 
@@ -39,8 +43,11 @@ function updatesPerStep(p: Phase): number {
   return p.kind === 'sft' ? p.updatesPerStep : 1;
 }
 
+/** Items of the task's train stream a step draws (the offline dpo phase reads its own dataset: none). */
 function itemsPerStep(p: Phase): number {
-  return p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.promptsPerStep;
+  if (p.kind === 'sft') return p.batchSize * p.updatesPerStep;
+  if (p.kind === 'dpo') return 0;
+  return p.promptsPerStep;
 }
 
 /**
@@ -65,10 +72,10 @@ export function planStep(config: RunConfig, step: number): StepPlan {
   for (const [phaseIndex, phase] of config.phases.entries()) {
     if (step < phaseStart + phase.steps) {
       const k = step - phaseStart;
-      const count = itemsPerStep(phase);
-      const promptOffset = offset + k * count;
+      const count = phase.kind === 'dpo' ? phase.batchSize : itemsPerStep(phase);
+      const promptOffset = phase.kind === 'dpo' ? k * count : offset + k * count;
       const shards: ShardPlan[] = [];
-      if (phase.kind === 'rl') {
+      if (phase.kind === 'rl' || phase.kind === 'online_dpo') {
         const per = config.rollout.promptsPerShard;
         for (let s = 0; s * per < count; s++) {
           shards.push({ shard: s, promptOffset: promptOffset + s * per, promptCount: Math.min(per, count - s * per) });

@@ -136,3 +136,54 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
     },
   };
 }
+
+/**
+ * The DPO learner's metrics (activities/learner/preference-update.ts) under `extra`: `dpo/pairs`
+ * (pairs trained on), `dpo/reward_accuracy` (fraction of pairs whose implicit reward
+ * β[(log π − log π_ref)(chosen) − (…)(rejected)] is above 0), `dpo/reward_margin` (its mean),
+ * `dpo/chosen_reward`, `dpo/rejected_reward` (mean β(log π − log π_ref) of each side), all before
+ * the update; `dpo/skipped` 1 when the step had no pair to train on.
+ */
+const DPO_EXTRAS = ['pairs', 'reward_accuracy', 'reward_margin', 'chosen_reward', 'rejected_reward', 'skipped'] as const;
+
+function dpoExtras(metrics: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of DPO_EXTRAS) if (metrics[k] !== undefined) out[`dpo/${k}`] = metrics[k];
+  return out;
+}
+
+/**
+ * An online_dpo step: the rl step's reward, length and timing statistics (its rollouts and rewards
+ * are an rl step's), the DPO loss as `loss`, and under `extra` the pair selection — `pairs/kept`
+ * (prompt groups with a reward gap, one pair each), `pairs/tied` (groups left out: rewards all
+ * equal), `pairs/too_few` (groups with fewer than two scored non-empty completions) — and the DPO
+ * metrics (`dpo/…`, above). `num_samples` counts the samples in a pair; no advantages, policy-
+ * gradient or clip metrics.
+ */
+export function onlineDpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlStepResults, seconds: RlStepSeconds): StepMetrics {
+  const row = rlStepMetrics(plan, results, seconds);
+  const p = results.advantages.preference;
+  const { zero_variance_groups: _z, advantage_mean: _m, advantage_std: _s, approx_kl: _k, pg_loss: _p, ...rest } = row.extra;
+  return {
+    ...row,
+    kl: null,
+    clip_fraction: null,
+    extra: {
+      ...rest,
+      'pairs/kept': p?.pairs ?? 0,
+      'pairs/tied': p?.tied ?? 0,
+      'pairs/too_few': p?.tooFew ?? 0,
+      ...dpoExtras(results.update.metrics),
+    },
+  };
+}
+
+/** An offline dpo step: the DPO loss, gradient norm and the DPO metrics (`dpo/…`), pairs as `num_prompts`, their rows as `num_samples`. */
+export function dpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
+  return {
+    ...emptyMetrics(),
+    num_prompts: plan.count, num_samples: update.sequences, loss: update.metrics.loss ?? null,
+    grad_norm: update.metrics.grad_norm ?? null, learning_rate: plan.lr, learner_seconds: update.seconds,
+    extra: { ...dpoExtras(update.metrics), tokens: update.tokens, micro_batches: update.microBatches },
+  };
+}

@@ -23,7 +23,7 @@ import { activityCaller } from './call-activity.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
 import { dynamicSamplingOf, evaluateAt, planRefill, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
-import { rlStepMetrics, sftStepMetrics } from './step-metrics.js';
+import { dpoStepMetrics, onlineDpoStepMetrics, rlStepMetrics, sftStepMetrics } from './step-metrics.js';
 
 /** What survives continue-as-new: a few numbers and URIs, never data. */
 export interface RunCarry {
@@ -175,12 +175,14 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
       const plan = planStep(config, carry.nextStep);
       currentStep = plan.step;
-      if (plan.stepInPhase === 0 && plan.phase.kind === 'rl') carry.referenceVersion = plan.step;
+      // the reference policy of an rl phase's KL and of DPO: the checkpoint where the phase starts
+      if (plan.stepInPhase === 0 && plan.phase.kind !== 'sft') carry.referenceVersion = plan.step;
       wf.upsertSearchAttributes([{ key: STEP, value: plan.step }, { key: PHASE, value: plan.phase.kind }]);
-      const metrics = plan.phase.kind === 'sft' ? await sftStep(plan) : await rlStep(plan);
+      // (recorded histories have sft and rl phases only: the new kinds add no command to them)
+      const metrics = plan.phase.kind === 'sft' ? await sftStep(plan) : plan.phase.kind === 'dpo' ? await dpoStep(plan) : await rlStep(plan);
 
       carry.lastMetrics = metrics;
-      if (plan.phase.kind === 'rl' && metrics.reward_mean != null) {
+      if ((plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo') && metrics.reward_mean != null) {
         carry.rewardTrend = [...carry.rewardTrend, metrics.reward_mean].slice(-TREND);
         wf.upsertSearchAttributes([{ key: MEAN_REWARD, value: metrics.reward_mean }]);
       }
@@ -219,8 +221,19 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     return commit(plan, update.checkpoint, [], sftStepMetrics(plan, update), t0);
   }
 
+  /** An offline dpo step: DPO update on the step's rows of the preference dataset ─► commit. */
+  async function dpoStep(plan: StepPlan): Promise<StepMetrics> {
+    const t0 = Date.now();
+    shardsTotal = 0;
+    enter('learner');
+    const update = await stages.learnDpo(plan, carry.referenceVersion);
+    return commit(plan, update.checkpoint, [], dpoStepMetrics(plan, update), t0);
+  }
+
   /**
-   * An rl step: rollout and reward per shard ─► advantages ─► learner update ─► commit. With the
+   * An rl step: rollout and reward per shard ─► advantages ─► learner update ─► commit. An
+   * online_dpo step runs the same stages, the advantage stage forming its preference pairs and the
+   * learner making one DPO update on them. With the
    * phase's dynamicSampling `refill` (DAPO), while the advantages report fewer than promptsPerStep
    * informative groups and rounds are left, another round of rollout + reward shards runs on fresh
    * prompts (`planRefill`; shards numbered on past the step's planned ones) and the advantages are
@@ -280,10 +293,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     }
 
     enter('learner');
-    const update = await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
+    const online = plan.phase.kind === 'online_dpo';
+    const update = online ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages) : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
 
     const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
-    const metrics = rlStepMetrics(plan, { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}) }, seconds);
+    const metrics = online
+      ? onlineDpoStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds)
+      : rlStepMetrics(plan, { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}) }, seconds);
     const artifacts = [...rollouts.map((r) => r.rollouts), ...rewards.map((r) => r.rewards), advantages.advantages];
     return commit(plan, update.checkpoint, artifacts, metrics, t0);
   }
@@ -331,7 +347,7 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
     // `of`: the step's shards so far (the planned ones, plus those of dynamic-sampling refill rounds).
     rollout: (plan: StepPlan, s: ShardPlan, of = plan.shards.length) => call(
       'rolloutShard',
-      `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' ? plan.phase.groupSize : 1}`,
+      `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}`,
       { ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: of, promptOffset: s.promptOffset, promptCount: s.promptCount },
     ),
     reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult, of = plan.shards.length) => call(
@@ -342,7 +358,7 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
     // `round`: dynamic sampling's refill rounds so far (absent when it is off, as in recorded histories).
     advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[], round?: number) => call(
       'computeStepAdvantages',
-      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : ''}${round ? ` · refill round ${round}` : ''}`,
+      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : plan.phase.kind === 'online_dpo' ? 'preference pairs' : ''}${round ? ` · refill round ${round}` : ''}`,
       {
         ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards),
         ...(round !== undefined ? { round } : {}),
@@ -363,6 +379,23 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
       {
         ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'rl', lr: plan.lr, referenceVersion,
         promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: advantages.advantages,
+      },
+    ),
+    // online_dpo: the advantage stage's preference pairs go in `advantages` (activities/run/types.ts LearnerInput)
+    learnOnlineDpo: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], pairs: AdvantagesResult) => call(
+      'learnerUpdate',
+      `learner · step ${plan.step} · online_dpo · ${pairs.preference?.pairs ?? 0} pairs`,
+      {
+        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'online_dpo', lr: plan.lr, referenceVersion,
+        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: pairs.advantages,
+      },
+    ),
+    learnDpo: (plan: StepPlan, referenceVersion: number | null) => call(
+      'learnerUpdate',
+      `learner · step ${plan.step} · dpo · ${plan.count} pairs`,
+      {
+        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'dpo', lr: plan.lr, referenceVersion,
+        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: [], advantages: null,
       },
     ),
     commit: (plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics) => call(

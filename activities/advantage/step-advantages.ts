@@ -18,13 +18,14 @@ import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
 import type { AdvantagesInput, AdvantagesResult, DynamicSamplingResult } from '../run/types.js';
-import { ADVANTAGES_NAME, parseShardName, stepPrefix, type ShardArtifact } from '../store/keys.js';
+import { ADVANTAGES_NAME, PREFERENCE_PAIRS_NAME, parseShardName, stepPrefix, type ShardArtifact } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import {
-  ADVANTAGES, decodeAdvantages, decodeRewards, decodeRollouts, encodeAdvantages,
-  type AdvantagesInput as AdvantagesRowInput, type AdvantagesRow, type RewardsRow, type RolloutsRow,
+  ADVANTAGES, decodeAdvantages, decodeRewards, decodeRollouts, encodeAdvantages, encodePreferencePairs, PREFERENCE_PAIRS,
+  type AdvantagesInput as AdvantagesRowInput, type AdvantagesRow, type PreferencePairsInput, type RewardsRow, type RolloutsRow,
 } from '../store/schemas.js';
+import { preferencePairs, type PreferenceSample } from './preference-pairs.js';
 import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample } from './index.js';
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
@@ -186,7 +187,54 @@ async function readAll<T>(store: ObjectStore, prefix: string, entries: readonly 
   return out;
 }
 
-/** Computes the step's advantages and writes `ADVANTAGES_NAME` (uncommitted) under the step prefix. */
+/**
+ * The preference pairs of an online_dpo step (pure): every rollout row joined with its one rewards
+ * row (the same checks as `stepAdvantages`), then `preferencePairs` per group. The result's counts
+ * in the advantage stage's terms: kept = the pairs' samples, dropped = the rest, zero-variance
+ * groups = the tied ones; advantage mean and std 0 (there are none).
+ */
+export function stepPreferencePairs(rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): Omit<AdvantagesResult, 'advantages' | 'seconds'> & { rows: PreferencePairsInput[] } {
+  const byKey = new Map<string, RewardsRow>();
+  for (const r of rewards) {
+    const k = rowKey(r.prompt_id, r.sample_id);
+    if (byKey.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
+    byKey.set(k, r);
+  }
+  const seen = new Set<string>();
+  const samples: PreferenceSample[] = rollouts.map((r) => {
+    const k = rowKey(r.prompt_id, r.sample_id);
+    if (seen.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} appears twice in the rollouts`);
+    seen.add(k);
+    const w = byKey.get(k);
+    if (!w) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before forming pairs`);
+    return { groupId: r.group_id, promptId: r.prompt_id, sampleId: r.sample_id, reward: w.reward, completionLength: r.completion_token_ids.length };
+  });
+  if (seen.size !== byKey.size) {
+    const extra = [...byKey.keys()].find((k) => !seen.has(k))!;
+    throw new AdvantageInputError(`rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`);
+  }
+  const { pairs, tied, tooFew } = preferencePairs(samples);
+  const runId = rollouts[0]?.run_id ?? '';
+  const step = rollouts[0]?.step ?? 0;
+  return {
+    rows: pairs.map((p) => ({
+      run_id: runId, step, prompt_id: p.promptId, group_id: p.groupId, chosen_sample_id: p.chosen.sampleId, rejected_sample_id: p.rejected.sampleId,
+      chosen_reward: p.chosen.reward, rejected_reward: p.rejected.reward,
+    })),
+    keptSamples: 2 * pairs.length,
+    droppedSamples: rollouts.length - 2 * pairs.length,
+    zeroVarianceGroups: tied,
+    advantageMean: 0,
+    advantageStd: 0,
+    preference: { pairs: pairs.length, tied, tooFew },
+  };
+}
+
+/**
+ * Computes the step's advantages and writes `ADVANTAGES_NAME` (uncommitted) under the step prefix;
+ * for an online_dpo phase, its preference pairs instead (`PREFERENCE_PAIRS_NAME`; the result's
+ * `advantages` is that entry, `preference` the counts).
+ */
 export async function computeStepAdvantages(input: AdvantagesInput): Promise<AdvantagesResult> {
   return stage('advantages', input.storeUri, async ({ store, progress }) => {
     const t0 = performance.now();
@@ -195,6 +243,14 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     const seconds = () => (performance.now() - t0) / 1000;
 
     const committed = await readManifest(store, prefix);
+    const pairsEntry = committed?.artifacts.find((e) => e.name === PREFERENCE_PAIRS_NAME);
+    if (committed && pairsEntry) {
+      // an online_dpo step: its pairs are a pure function of its committed rollouts and rewards
+      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind)
+        .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
+      const { rows: _rows, ...stats } = stepPreferencePairs(await readAll(store, prefix, sorted('rollouts'), decodeRollouts), await readAll(store, prefix, sorted('rewards'), decodeRewards));
+      return { advantages: pairsEntry, ...stats, seconds: seconds() };
+    }
     if (committed) {
       const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_NAME);
       if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_NAME}" (an sft step?); a committed step is never changed`);
@@ -213,6 +269,21 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     const { run } = await loadRun(store, runId);
     const phase = run.config.phases[input.phaseIndex];
     if (!phase) throw badInput(`phaseIndex ${input.phaseIndex} is out of range: the run has ${run.config.phases.length} phases`);
+    if (phase.kind === 'online_dpo') {
+      const rollouts = await readAll(store, prefix, input.rollouts, decodeRollouts);
+      const rewards = await readAll(store, prefix, input.rewards, decodeRewards);
+      let result: ReturnType<typeof stepPreferencePairs>;
+      try {
+        result = stepPreferencePairs(rollouts, rewards);
+      } catch (err) {
+        if (err instanceof AdvantageInputError) throw badInput(`preference pairs of step ${step}: ${err.message}`);
+        throw err;
+      }
+      crashPoint('advantages', step);
+      const entry = await writeArtifact(store, prefix, { name: PREFERENCE_PAIRS_NAME, bytes: encodePreferencePairs(result.rows), schema: PREFERENCE_PAIRS });
+      const { rows: _rows, ...stats } = result;
+      return { advantages: entry, ...stats, seconds: seconds() };
+    }
     if (phase.kind !== 'rl') throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);
 
     progress({ done: 0, of: input.rollouts.length });

@@ -73,6 +73,7 @@ import { loadTrainState, loadWeights, writeCheckpoint } from '../checkpoint/chec
 import { CounterRng } from '../common/rng.js';
 import { buildLoss, type ClippedSurrogateOptions } from './index.js';
 import type { LossBuilder } from '../model/losses.js';
+import { preferenceUpdate } from './preference-update.js';
 
 const log = logger('learner');
 
@@ -365,6 +366,24 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     let state: TrainState;
     if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
     else state = await loadTrainState(store, runId, step);
+
+    // preference phases (online_dpo, dpo): one DPO update on pairs (preference-update.ts)
+    if (phase.kind === 'online_dpo' || phase.kind === 'dpo') {
+      const referenceWeights = async (v: number) => {
+        if (cached.reference?.version !== v) cached.reference = { version: v, weights: await loadWeights(store, runId, v) };
+        return cached.reference.weights;
+      };
+      const r = await preferenceUpdate({
+        store, run, input, phase, engine, state, referenceWeights, optimizer: config.optimizer, microBatchSize: config.learner.microBatchSize, progress,
+      });
+      crashPoint('learner', step);
+      progress({ phase: 'write', checkpoint: step + 1 });
+      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
+      cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
+      const seconds = (performance.now() - t0) / 1000;
+      log.info({ runId, step, phase: phase.kind, pairs: r.metrics.pairs, loss: r.metrics.loss, seconds }, 'learner update written');
+      return { checkpoint, metrics: r.metrics, sequences: r.sequences, tokens: r.tokens, microBatches: r.microBatches, seconds };
+    }
 
     // the batches: one per optimizer update (sft steps may hold several; rl: ppoEpochs × miniBatches, below)
     const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];

@@ -7,7 +7,7 @@
  * node_id, parent_node_id and branch_position.
  */
 import { stage } from '../run/stage.js';
-import type { RlPhase } from '../run/config.js';
+import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun,type ResolvedRun } from '../run/resolve.js';
 import type { RolloutShardInput,RolloutShardResult } from '../run/types.js';
@@ -21,15 +21,17 @@ import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
 import type { ObjectStore } from '../store/object-store.js';
 
-function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase {
+/** The phase that samples: an rl phase, or an online_dpo phase (groupSize independent samples per prompt: no tree option). */
+function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase | (OnlineDpoPhase & { tree: null }) {
   const phase = run.config.phases[phaseIndex];
   if (!phase) throw badInput(`phaseIndex ${phaseIndex} is out of range: the run has ${run.config.phases.length} phases`);
-  if (phase.kind !== 'rl') throw badInput(`phase ${phaseIndex} is a "${phase.kind}" phase; rollouts are generated for "rl" phases only`);
+  if (phase.kind === 'online_dpo') return { ...phase, tree: null };
+  if (phase.kind !== 'rl') throw badInput(`phase ${phaseIndex} is a "${phase.kind}" phase; rollouts are generated for "rl" and "online_dpo" phases only`);
   return phase;
 }
 
-/** Sampling params of an rl phase's rollouts, max_tokens filled with the run's budget. */
-export function rolloutSampling(run: ResolvedRun, phase: RlPhase): SamplingParams {
+/** Sampling params of an rl (or online_dpo) phase's rollouts, max_tokens filled with the run's budget. */
+export function rolloutSampling(run: ResolvedRun, phase: SamplingPhase): SamplingParams {
   return parseSamplingParams({ ...phase.sampling, max_tokens: run.maxNewTokens(phase) }, 'phase sampling');
 }
 

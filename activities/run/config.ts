@@ -10,10 +10,13 @@
  * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
  */
 import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { advantageConfigSchema, estimators, impliedAggregation } from '../advantage/index.js';
 import { lossConfigSchema } from '../learner/index.js';
+import { dpoSchema } from '../learner/dpo.js';
+import { loadPreferenceDataset, PreferenceDatasetError } from '../data/preference-dataset.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
@@ -139,7 +142,73 @@ export const rlPhaseSchema = z.strictObject({
   }).prefault({}),
 });
 
-export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema]);
+/**
+ * Online DPO from the run's reward (Guo et al. 2024, "Direct Language Model Alignment from Online AI
+ * Feedback"; the pairs ranked by a reward as in Self-Exploring Language Models, Zhang et al. 2024;
+ * the token-level credit of From r to Q*, Rafailov et al. 2024). Each step samples `groupSize`
+ * completions per prompt from the current policy (the rl phase's rollout and reward shards), ranks
+ * each prompt's scored completions by the run's reward, and forms one pair per prompt: chosen = the
+ * highest reward, rejected = the lowest (the first in sample order on a tie for either place).
+ * Prompts whose rewards all tie, or with fewer than two scored non-empty completions, give no pair
+ * and are counted (`pairs/tied`, `pairs/too_few`). One DPO update per step on the pairs, against the
+ * reference policy = the checkpoint where this phase starts (like the rl phase's KL reference);
+ * policy and reference logprobs are of softmax(logits / T) at the sampling temperature. Where the
+ * pairs live: the step's `preference_pairs.arrow` (activities/learner/README.md, "Preference phases").
+ */
+export const onlineDpoPhaseSchema = z.strictObject({
+  kind: z.literal('online_dpo'),
+  /** Optimizer updates in this phase; each step samples fresh completions from the current policy (on-policy). */
+  steps: posInt,
+  /** Prompts per step, drawn from the task's train split (at most one pair each). */
+  promptsPerStep: posInt.default(32),
+  /** Completions sampled per prompt, ranked by the run's reward: at least 2 to form a pair (Guo et al. 2024 sample 2; more raise the chance of a reward gap). */
+  groupSize: z.number().int().min(2, 'give at least 2 completions per prompt: a preference pair needs two').default(4),
+  ...scheduleFields,
+  /** Peak learning rate (AdamW); as for the rl phase, small. */
+  lr: z.number().positive().default(2e-4),
+  /** The DPO loss (activities/learner/dpo.ts): `beta` β (default 0.1, DPO's implicit-KL strength), `labelSmoothing` ε (default 0; cDPO). */
+  dpo: dpoSchema.prefault({}),
+  /** Sampling of the completions (as the rl phase's: activities/rollout/sampling.ts, vLLM names; max_tokens defaults to the task's longest gold answer + 4). */
+  sampling: rlPhaseSchema.shape.sampling,
+});
+
+/**
+ * Offline DPO (Rafailov et al. 2023, "Direct Preference Optimization") on a preference dataset: a
+ * JSONL file of (prompt, chosen, rejected) texts, read by the minimal loader activities/data/
+ * (validated when the config is: the file exists and every row has the three columns as strings).
+ * Step k trains on rows [k·batchSize, (k+1)·batchSize) of the file, wrapping around at its end
+ * (file order, epochs one after another). One DPO update per step against the reference policy =
+ * the checkpoint where this phase starts; logprobs at temperature 1. A completion is tokenised like
+ * an sft gold answer (its characters, then EOS).
+ */
+export const dpoPhaseSchema = z.strictObject({
+  kind: z.literal('dpo'),
+  /** Optimizer updates in this phase (one step = one update = one committed checkpoint). */
+  steps: posInt,
+  /** Preference pairs per optimizer update. */
+  batchSize: posInt.default(16),
+  ...scheduleFields,
+  /** Peak learning rate (AdamW). */
+  lr: z.number().positive().default(2e-4),
+  /** The DPO loss (activities/learner/dpo.ts): `beta` β (default 0.1), `labelSmoothing` ε (default 0; cDPO, Mitchell 2023). */
+  dpo: dpoSchema.prefault({}),
+  dataset: z.strictObject({
+    /** The JSONL file, one JSON object per line; a relative path is resolved against the working directory of the process that validates the config (the CLI), and run.json records the absolute path. */
+    path: z.string().min(1),
+    /** Column of the prompt text. */
+    promptColumn: z.string().min(1).default('prompt'),
+    /** Column of the preferred completion's text. */
+    chosenColumn: z.string().min(1).default('chosen'),
+    /** Column of the dispreferred completion's text. */
+    rejectedColumn: z.string().min(1).default('rejected'),
+  }),
+});
+
+export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema, onlineDpoPhaseSchema, dpoPhaseSchema]);
+export type OnlineDpoPhase = z.output<typeof onlineDpoPhaseSchema>;
+export type DpoPhase = z.output<typeof dpoPhaseSchema>;
+/** Phases that sample completions from the policy each step (rollout and reward shards). */
+export type SamplingPhase = RlPhase | OnlineDpoPhase;
 export type SftPhase = z.output<typeof sftPhaseSchema>;
 export type RlPhase = z.output<typeof rlPhaseSchema>;
 export type Phase = z.output<typeof phaseSchema>;
@@ -274,7 +343,7 @@ export function refillRoundPrompts(p: Pick<RlPhase, 'promptsPerStep' | 'dynamicS
 }
 
 /** Completion token budget of an rl phase: sampling.max_tokens, or the task's longest gold answer + 4 (room for EOS and a little slack). */
-export function completionBudget(phase: RlPhase, task: { maxCompletionChars: number }): number {
+export function completionBudget(phase: Pick<SamplingPhase, 'sampling'>, task: { maxCompletionChars: number }): number {
   return phase.sampling.max_tokens ?? task.maxCompletionChars + 4;
 }
 
@@ -330,6 +399,27 @@ function treeProblems(p: RlPhase, i: number, problems: { path: string; message: 
   }
 }
 
+/**
+ * A dpo phase's preference dataset: its path made absolute (against the working directory; run.json
+ * records it so) and every row checked (activities/data/preference-dataset.ts), the characters
+ * against the task's alphabet.
+ */
+function datasetProblems(cfg: RunConfig, p: DpoPhase, i: number, problems: { path: string; message: string }[]): void {
+  p.dataset.path = resolvePath(p.dataset.path);
+  let alphabet: string | undefined;
+  try {
+    alphabet = getTask(cfg.task.name, cfg.task.options).alphabet;
+  } catch {
+    alphabet = undefined; // a bad task option is reported where the task is resolved
+  }
+  try {
+    loadPreferenceDataset(p.dataset, { alphabet });
+  } catch (err) {
+    if (!(err instanceof PreferenceDatasetError)) throw err;
+    problems.push({ path: `phases.${i}.dataset.${err.field}`, message: err.message });
+  }
+}
+
 /** Validates a run config, filling defaults; ConfigError names every bad field. */
 export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
   const cfg = parseConfig(runConfigSchema, input ?? {}, what);
@@ -347,7 +437,9 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
       // Refill prompts come from a region of the train stream past the planned ones (workflows/run-plan.ts): the stream has 2^32 items.
       refillItems += p.steps * p.dynamicSampling.maxRounds * refillRoundPrompts(p);
     }
-    items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.promptsPerStep);
+    // The offline dpo phase reads its own dataset, not the task's train stream.
+    items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.kind === 'dpo' ? 0 : p.promptsPerStep);
+    if (p.kind === 'dpo') datasetProblems(cfg, p, i, problems);
     if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
       problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
     }

@@ -16,7 +16,7 @@ import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
-import { completionBudget, parseRunConfig, type RlPhase, type RunConfig } from './config.js';
+import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
 import type { RunRecord } from './types.js';
 
 /** Everything a stage needs that follows from the config. */
@@ -26,7 +26,7 @@ export interface ResolvedRun {
   tokenizer: CharTokenizer;
   model: ModelConfig;
   /** Completion token budget of an rl phase's rollouts (sampling.max_tokens or the task's longest answer + 4). */
-  maxNewTokens(phase?: RlPhase): number;
+  maxNewTokens(phase?: SamplingPhase): number;
   /**
    * A fresh instance of the run's reward (config.reward.spec, default the task's reward), with the
    * configured fault drill unless `faults: false` (evaluations measure the policy, not the drill).
@@ -41,8 +41,8 @@ export function resolveRun(config: RunConfig): ResolvedRun {
   const task = getTask(config.task.name, config.task.options);
   const tokenizer = CharTokenizer.fromAlphabet(task.alphabet);
   const defaultBudget = task.maxCompletionChars + 4;
-  const budget = (p?: RlPhase) => (p ? completionBudget(p, task) : defaultBudget);
-  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' ? budget(p) : 0)));
+  const budget = (p?: SamplingPhase) => (p ? completionBudget(p, task) : defaultBudget);
+  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)));
   const m = config.model;
   const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);
   const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };

@@ -12,7 +12,8 @@
 import type { ManifestEntry } from '../store/manifest.js';
 import type { RunConfig } from './config.js';
 
-export type PhaseKind = 'sft' | 'rl';
+/** The kind of a phase of the run config (activities/run/config.ts `phaseSchema`). */
+export type PhaseKind = 'sft' | 'rl' | 'online_dpo' | 'dpo';
 
 /** Where a run continues from: a committed checkpoint of another run (`resume-from`). */
 export interface ResumeSource {
@@ -147,8 +148,18 @@ export interface DynamicSamplingResult {
   morePrompts: number;
 }
 
+/** An online_dpo step's pair selection (AdvantagesResult.preference; activities/advantage/preference-pairs.ts). */
+export interface PreferencePairsCounts {
+  /** Pairs formed: prompt groups with a reward gap. */
+  pairs: number;
+  /** Groups left out because their rewards all tie. */
+  tied: number;
+  /** Groups left out with fewer than two scored non-empty completions. */
+  tooFew: number;
+}
+
 export interface AdvantagesResult {
-  /** `ADVANTAGES_NAME` under the step prefix. */
+  /** `ADVANTAGES_NAME` under the step prefix; an online_dpo step's `PREFERENCE_PAIRS_NAME` (what its learner trains on). */
   advantages: ManifestEntry;
   keptSamples: number;
   droppedSamples: number;
@@ -157,6 +168,8 @@ export interface AdvantagesResult {
   advantageStd: number;
   /** Present when the phase's dynamic sampling is on. */
   dynamic?: DynamicSamplingResult;
+  /** Present for an online_dpo step. */
+  preference?: PreferencePairsCounts;
   seconds: number;
 }
 
@@ -173,12 +186,16 @@ export interface LearnerInput extends RunRef {
    * consecutive batches of `batchSize`); absent: one update at `lr`.
    */
   lrs?: number[];
-  /** Reference checkpoint for the KL term (rl phases whose loss has `kl`); null: none. */
+  /** Reference checkpoint for the KL term (rl phases whose loss has `kl`) and of DPO (online_dpo, dpo: the phase's first checkpoint); null: none. */
   referenceVersion: number | null;
-  /** sft: update u trains on items [promptOffset + u·batchSize, promptOffset + (u+1)·batchSize) of the train split with gold completions. */
+  /**
+   * sft: update u trains on items [promptOffset + u·batchSize, promptOffset + (u+1)·batchSize) of the
+   * train split with gold completions. dpo: rows [promptOffset, promptOffset + batchSize) of the
+   * phase's preference dataset (wrapping around).
+   */
   promptOffset: number;
   batchSize: number;
-  /** rl: the step's rollouts (all shards) and advantages. */
+  /** rl: the step's rollouts (all shards) and advantages; online_dpo: its rollouts and preference pairs (`PREFERENCE_PAIRS_NAME`, in `advantages`). */
   rollouts: ManifestEntry[];
   advantages: ManifestEntry | null;
 }

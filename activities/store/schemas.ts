@@ -150,6 +150,25 @@ export const ADVANTAGES = defineTable({
   },
 });
 
+/** Preference pairs of an online DPO step: which two samples of a prompt its DPO update compares. */
+export const PREFERENCE_PAIRS = defineTable({
+  name: 'preference_pairs',
+  version: 1,
+  doc: 'One (chosen, rejected) pair of an online_dpo step: of one prompt group\'s scored samples, the one with the highest reward (chosen) and the one with the lowest (rejected), the first in sample order on a tie for either place. Groups whose rewards all tie, or with fewer than two scored non-empty completions, have no row. The samples are rows of the step\'s rollouts.',
+  columns: {
+    run_id: runId,
+    step,
+    prompt_id: promptId,
+    group_id: { kind: 'utf8', doc: 'The group (rollouts.group_id) the two samples come from.' },
+    chosen_sample_id: { kind: 'int32', doc: 'sample_id of the preferred sample (highest reward).' },
+    rejected_sample_id: { kind: 'int32', doc: 'sample_id of the dispreferred sample (lowest reward).' },
+    chosen_reward: { kind: 'float64', finite: true, doc: 'Total reward of the chosen sample.' },
+    rejected_reward: { kind: 'float64', finite: true, doc: 'Total reward of the rejected sample.' },
+  },
+  rules: ['chosen_reward > rejected_reward (ties give no pair).'],
+  check: (r) => (r.chosen_reward > r.rejected_reward ? undefined : `chosen_reward ${r.chosen_reward} is not above rejected_reward ${r.rejected_reward}`),
+});
+
 const opt = (doc: string) => ({ kind: 'float64', nullable: true, doc } as const);
 
 /** Step metrics: one row per committed step. */
@@ -160,7 +179,7 @@ export const METRICS = defineTable({
   columns: {
     run_id: runId,
     step: { kind: 'int32', doc: 'The training step (0-based).' },
-    phase: { kind: 'utf8', values: ['sft', 'rl'], doc: '"sft": supervised warm-up step; "rl": reinforcement-learning step.' },
+    phase: { kind: 'utf8', values: ['sft', 'rl', 'online_dpo', 'dpo'], doc: '"sft": supervised warm-up step; "rl": reinforcement-learning step; "online_dpo": DPO on pairs sampled from the policy and ranked by the reward; "dpo": DPO on a preference dataset.' },
     policy_version: { kind: 'int32', doc: 'Policy version the step trained from (see rollouts.policy_version).' },
     num_prompts: { kind: 'int32', doc: 'Prompts in the step\'s batch.' },
     num_samples: { kind: 'int32', doc: 'Samples (rollout rows) that entered the loss.' },
@@ -208,18 +227,20 @@ export const ANNOTATION_INPUTS = defineTable({
 });
 
 /** Every contract, in the order the docs list them. */
-export const CONTRACTS = [ROLLOUTS, REWARDS, ADVANTAGES, METRICS, ANNOTATION_INPUTS] as const;
+export const CONTRACTS = [ROLLOUTS, REWARDS, ADVANTAGES, PREFERENCE_PAIRS, METRICS, ANNOTATION_INPUTS] as const;
 
 /** A decoded row of each table (number lists as typed arrays, absent values as null). */
 export type RolloutsRow = RowOf<typeof ROLLOUTS>;
 export type RewardsRow = RowOf<typeof REWARDS>;
 export type AdvantagesRow = RowOf<typeof ADVANTAGES>;
+export type PreferencePairsRow = RowOf<typeof PREFERENCE_PAIRS>;
 export type MetricsRow = RowOf<typeof METRICS>;
 export type AnnotationInputRow = RowOf<typeof ANNOTATION_INPUTS>;
 /** A row as the encoders accept it (nullable columns may be omitted, lists may be plain arrays). */
 export type RolloutsInput = RowInput<typeof ROLLOUTS>;
 export type RewardsInput = RowInput<typeof REWARDS>;
 export type AdvantagesInput = RowInput<typeof ADVANTAGES>;
+export type PreferencePairsInput = RowInput<typeof PREFERENCE_PAIRS>;
 export type MetricsInput = RowInput<typeof METRICS>;
 export type AnnotationInput = RowInput<typeof ANNOTATION_INPUTS>;
 
@@ -229,6 +250,8 @@ export const encodeRewards = (rows: readonly RewardsInput[]): Uint8Array => writ
 export const decodeRewards = (bytes: Uint8Array, source?: string): RewardsRow[] => readTable(REWARDS, bytes, source);
 export const encodeAdvantages = (rows: readonly AdvantagesInput[]): Uint8Array => writeTable(ADVANTAGES, rows);
 export const decodeAdvantages = (bytes: Uint8Array, source?: string): AdvantagesRow[] => readTable(ADVANTAGES, bytes, source);
+export const encodePreferencePairs = (rows: readonly PreferencePairsInput[]): Uint8Array => writeTable(PREFERENCE_PAIRS, rows);
+export const decodePreferencePairs = (bytes: Uint8Array, source?: string): PreferencePairsRow[] => readTable(PREFERENCE_PAIRS, bytes, source);
 export const encodeMetrics = (rows: readonly MetricsInput[]): Uint8Array => writeTable(METRICS, rows);
 export const decodeMetrics = (bytes: Uint8Array, source?: string): MetricsRow[] => readTable(METRICS, bytes, source);
 export const encodeAnnotationInputs = (rows: readonly AnnotationInput[]): Uint8Array => writeTable(ANNOTATION_INPUTS, rows);

@@ -294,7 +294,7 @@ describe('arrow contracts: reading fails clearly', () => {
 
 describe('arrow contracts: declarations', () => {
   it('every contract has name, version, docs on every column, and row-key columns', () => {
-    assert.deepEqual(CONTRACTS.map((t) => t.name), ['rollouts', 'rewards', 'advantages', 'metrics', 'annotation_inputs']);
+    assert.deepEqual(CONTRACTS.map((t) => t.name), ['rollouts', 'rewards', 'advantages', 'preference_pairs', 'metrics', 'annotation_inputs']);
     for (const t of CONTRACTS) {
       assert.ok(Number.isInteger(t.version) && t.version >= 1);
       for (const [name, spec] of Object.entries(t.columns)) {
