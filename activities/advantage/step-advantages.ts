@@ -11,6 +11,10 @@
  * `dynamic` says how many were found and, for `refill`, how many more prompts the workflow should
  * roll out (it then calls again with every shard so far and `round + 1`).
  *
+ * With the r3l estimator the failed/retry pairs of the phase's `retry` option (R^3L) are read from
+ * the rows' tree fields (`retryPairs`: a retry's parent is its failed sample, its branch_position
+ * the pivot) and passed to the estimator, whose Pivotal Credit masks their shared prefix.
+ *
  * Idempotent: on a committed step the committed advantages are returned without computing.
  */
 import { ApplicationFailure } from '@temporalio/common';
@@ -26,7 +30,7 @@ import {
   type AdvantagesInput as AdvantagesRowInput, type AdvantagesRow, type PreferencePairsInput, type RewardsRow, type RolloutsRow,
 } from '../store/schemas.js';
 import { preferencePairs, type PreferenceSample } from './preference-pairs.js';
-import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample } from './index.js';
+import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample, type RetryPair } from './index.js';
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
 
@@ -56,6 +60,27 @@ export interface StepSelection {
 }
 
 /**
+ * R^3L's failed/retry pairs of a step's rows (the rl phase's `retry` option,
+ * activities/rollout/retry-rollout.ts): a row with a parent node is a retry of the row of its group
+ * with that node id, restarted at its branch_position (the pivot). Pairs whose two samples are not
+ * both among `estimated` (a reward dropped, a group not selected) are left out.
+ */
+function retryPairs(rollouts: readonly RolloutsRow[], estimated: ReadonlySet<string>): RetryPair[] {
+  const byNode = new Map<string, RolloutsRow>();
+  for (const r of rollouts) if (r.node_id != null) byNode.set(`${r.group_id}\u0000${r.node_id}`, r);
+  const pairs: RetryPair[] = [];
+  for (const r of rollouts) {
+    if (r.parent_node_id == null) continue;
+    const parent = byNode.get(`${r.group_id}\u0000${r.parent_node_id}`);
+    if (!parent) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} is a retry of node "${r.parent_node_id}", which is not a row of its group`);
+    const failedSampleId = rowKey(parent.prompt_id, parent.sample_id);
+    const retrySampleId = rowKey(r.prompt_id, r.sample_id);
+    if (estimated.has(failedSampleId) && estimated.has(retrySampleId)) pairs.push({ failedSampleId, retrySampleId, pivot: r.branch_position ?? 0 });
+  }
+  return pairs;
+}
+
+/**
  * The advantages of a step from its rollouts and rewards (pure). Every rollout row needs exactly
  * one rewards row with the same (prompt_id, sample_id); rewards rows of no rollout are an error.
  */
@@ -69,9 +94,10 @@ export function stepAdvantages(
     byKey.set(k, r);
   }
   // A tree one of whose nodes has no reward (dropped by the error policy) is left out whole, like a
-  // dropped sample: Sibling-GRPO would meet children of a node it does not have.
+  // dropped sample: Sibling-GRPO would meet children of a node it does not have. (R^3L's retry rows
+  // carry node ids too; there a sample without a reward only loses its pair.)
   const brokenTrees = new Set(
-    rollouts.filter((r) => r.node_id != null && byKey.get(rowKey(r.prompt_id, r.sample_id))?.reward === null).map((r) => r.group_id),
+    config.estimator === 'r3l' ? [] : rollouts.filter((r) => r.node_id != null && byKey.get(rowKey(r.prompt_id, r.sample_id))?.reward === null).map((r) => r.group_id),
   );
   const samples: AdvantageSample[] = [];
   const sampleOf: (number | null)[] = [];
@@ -118,7 +144,8 @@ export function stepAdvantages(
     dropped = sel.dropped.filter((g) => g.reason === 'zero-variance').length;
   }
   const index = new Map(estimated.map((s, k) => [s, k]));
-  const result = estimated.length > 0 ? computeAdvantages(config, { samples: estimated }) : null;
+  const pairs = config.estimator === 'r3l' ? retryPairs(rollouts, new Set(estimated.map((s) => s.sampleId))) : undefined;
+  const result = estimated.length > 0 ? computeAdvantages(config, { samples: estimated, ...(pairs ? { pairs } : {}) }) : null;
   const rows = rollouts.map((r, i): AdvantagesRowInput => {
     const j = sampleOf[i]!;
     const k = j === null ? undefined : index.get(samples[j]!);

@@ -4,7 +4,9 @@
  * the step prefix (uncommitted; the workflow commits it with the step). A shard of a committed
  * step returns the committed artifact at once without generating. With the phase's `tree` option
  * each prompt's groupSize completions form a tree (V-STAR; tree-rollout.ts) and the rows carry
- * node_id, parent_node_id and branch_position.
+ * node_id, parent_node_id and branch_position. With its `retry` option (R^3L; retry-rollout.ts)
+ * the groupSize samples are scored and each failed one gets a retry from its failure point, an
+ * extra row of the group with the same tree fields (parent = the failed sample).
  */
 import { stage } from '../run/stage.js';
 import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';
@@ -17,9 +19,11 @@ import { ROLLOUTS,decodeRollouts,encodeRollouts,type RolloutsInput,type Rollouts
 import { parseSamplingParams,sampleAt,sampleStream,type SamplingParams } from './sampling.js';
 import { badInput,committedEntry,finishCompletion,generateAll,withPolicy,type SequenceJob } from './policy.js';
 import { rolloutTrees,type TreeCompletion } from './tree-rollout.js';
+import { rolloutRetries,type RetryRolloutOptions } from './retry-rollout.js';
 import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
 import type { ObjectStore } from '../store/object-store.js';
+import type { ModelEngine } from '../model/engine.js';
 
 /** The phase that samples: an rl phase, or an online_dpo phase (groupSize independent samples per prompt: no tree option). */
 function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase | (OnlineDpoPhase & { tree: null }) {
@@ -51,6 +55,82 @@ function shardSummary(rows: readonly RolloutsRow[] | readonly RolloutsInput[]) {
 
 type PromptItem = ReturnType<ResolvedRun['task']['prompts']>[number];
 
+/** A completion to decode from a context (the prompt, perhaps more) + a copied prefix: a tree child or a reflect-then-retry retry. */
+interface ContinuationJob {
+  promptId: string;
+  /** Tokens before the completion: the prompt's (a retry's reflection appended). */
+  context: readonly number[];
+  /** The sample id of the job's random stream (a root's index, a child's or a retry's node id). */
+  streamKey: number | string;
+  /** The copied part of the completion, decoded from position prefix.tokens.length on. */
+  prefix: { tokens: readonly number[]; logprobs: readonly number[]; entropy?: readonly number[] };
+}
+
+/**
+ * Decodes continuations with the policy (tree children, retries): each job's tokens are drawn
+ * from the stream of (seed, step, prompt_id, streamKey) at their absolute completion position,
+ * one generate call per start position (a continuation from position p has p tokens less budget).
+ * Results in job order, each the WHOLE completion (the prefix unchanged, then the sampled tokens,
+ * after the stop conditions) with the entropy of every position's sampling distribution.
+ */
+async function decodeContinuations(
+  engine: ModelEngine, run: ResolvedRun, step: number, params: SamplingParams, stopIds: readonly number[], jobs: readonly ContinuationJob[],
+): Promise<TreeCompletion[]> {
+  const V = run.tokenizer.vocabSize;
+  const stopSet = new Set(stopIds);
+  const decodeText = (ids: number[]) => run.tokenizer.decode(ids);
+  const out: TreeCompletion[] = new Array(jobs.length);
+  const byStart = new Map<number, number[]>();
+  jobs.forEach((j, i) => byStart.set(j.prefix.tokens.length, [...(byStart.get(j.prefix.tokens.length) ?? []), i]));
+  for (const [start, idx] of [...byStart].sort((a, b) => a[0] - b[0])) {
+    const entropies = idx.map(() => [] as number[]);
+    const seqJobs: SequenceJob[] = idx.map((i, k) => {
+      const j = jobs[i]!;
+      const stream = sampleStream({ seed: run.config.seed, step, promptId: j.promptId, sampleId: j.streamKey });
+      return {
+        prompt: [...j.context, ...j.prefix.tokens],
+        pick: (logits, pos) => {
+          const r = sampleAt(logits.subarray(0, V), params, stream, start + pos);
+          entropies[k]!.push(r.entropy);
+          return r.token;
+        },
+      };
+    });
+    const gens = await generateAll(engine, seqJobs, { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature }, () => undefined);
+    idx.forEach((i, k) => {
+      const j = jobs[i]!;
+      const gen = gens[k]!;
+      const whole = { tokens: [...j.prefix.tokens, ...gen.tokens], logprobs: [...j.prefix.logprobs, ...gen.logprobs], finishReason: gen.finishReason };
+      const c = finishCompletion(whole, params, stopSet, decodeText);
+      const prefixEntropy = j.prefix.entropy ?? new Array<number>(j.prefix.tokens.length).fill(Number.NaN);
+      out[i] = { ...c, entropy: [...prefixEntropy, ...entropies[k]!].slice(0, c.tokens.length) };
+    });
+  }
+  return out;
+}
+
+/**
+ * The run's reward inside the rollout activity (tree values, retry failures): scores complete
+ * samples of the shard's prompts; a sample whose reward fails gets null (the reward stage scores
+ * the rows again under the run's error policy). Close it when done.
+ */
+function rolloutScorer(run: ResolvedRun, items: readonly PromptItem[], promptIds: readonly number[][], step: number) {
+  const reward = run.createReward({ faults: false });
+  const { onError: _onError, defaultReward: _defaultReward, ...policy } = run.config.reward.errorPolicy;
+  return {
+    async score(samples: readonly { group: number; completion: { text: string; tokens: readonly number[] } }[]): Promise<(number | null)[]> {
+      if (samples.length === 0) return [];
+      const rewardSamples: RewardSample[] = samples.map((s, i) => ({
+        promptId: items[s.group]!.promptId, sampleId: i, prompt: items[s.group]!.prompt, completion: s.completion.text,
+        reference: items[s.group]!.reference, metadata: items[s.group]!.metadata, promptTokens: promptIds[s.group]!.length, completionTokens: s.completion.tokens.length,
+      }));
+      const { rows } = await scoreSamples(reward, rewardSamples, { ...policy, onError: 'drop' }, { step });
+      return rows.map((r) => r.reward);
+    },
+    close: async () => { await reward.close?.(); },
+  };
+}
+
 /**
  * The rows of a shard with tree-structured rollouts (the phase's `tree` option; tree-rollout.ts):
  * each prompt's tree of groupSize nodes, decoded round by round with the policy and, with the
@@ -63,54 +143,14 @@ async function treeRows(
   store: ObjectStore, run: ResolvedRun, phase: RlPhase, input: RolloutShardInput, items: readonly PromptItem[], promptIds: readonly number[][],
   params: SamplingParams, stopIds: readonly number[],
 ): Promise<RolloutsInput[]> {
-  const { config, tokenizer } = run;
-  const V = tokenizer.vocabSize;
-  const stopSet = new Set(stopIds);
-  const decodeText = (ids: number[]) => tokenizer.decode(ids);
-  const reward = phase.tree!.criterion === 'value' ? run.createReward({ faults: false }) : null;
-  const { onError: _onError, defaultReward: _defaultReward, ...policy } = config.reward.errorPolicy;
-  const sample = (group: number, c: TreeCompletion, sampleId: number | string): RewardSample => ({
-    promptId: items[group]!.promptId, sampleId, prompt: items[group]!.prompt, completion: c.text,
-    reference: items[group]!.reference, metadata: items[group]!.metadata, promptTokens: promptIds[group]!.length, completionTokens: c.tokens.length,
-  });
+  const { config } = run;
+  const scorer = phase.tree!.criterion === 'value' ? rolloutScorer(run, items, promptIds, input.step) : null;
   try {
     const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
       rolloutTrees(items.map((it) => it.promptId), phase.tree!, phase.groupSize, { seed: config.seed, step: input.step }, {
-        async decode(jobs) {
-          const out: TreeCompletion[] = new Array(jobs.length);
-          // one generate call per branch position: a child continues from position p with p tokens less budget
-          const byStart = new Map<number, number[]>();
-          jobs.forEach((j, i) => byStart.set(j.prefix.tokens.length, [...(byStart.get(j.prefix.tokens.length) ?? []), i]));
-          for (const [start, idx] of [...byStart].sort((a, b) => a[0] - b[0])) {
-            const entropies = idx.map(() => [] as number[]);
-            const seqJobs: SequenceJob[] = idx.map((i, k) => {
-              const j = jobs[i]!;
-              const stream = sampleStream({ seed: config.seed, step: input.step, promptId: items[j.group]!.promptId, sampleId: j.streamKey });
-              return {
-                prompt: [...promptIds[j.group]!, ...j.prefix.tokens],
-                pick: (logits, pos) => {
-                  const r = sampleAt(logits.subarray(0, V), params, stream, start + pos);
-                  entropies[k]!.push(r.entropy);
-                  return r.token;
-                },
-              };
-            });
-            const gens = await generateAll(engine, seqJobs, { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature }, () => undefined);
-            idx.forEach((i, k) => {
-              const j = jobs[i]!;
-              const gen = gens[k]!;
-              const whole = { tokens: [...j.prefix.tokens, ...gen.tokens], logprobs: [...j.prefix.logprobs, ...gen.logprobs], finishReason: gen.finishReason };
-              const c = finishCompletion(whole, params, stopSet, decodeText);
-              out[i] = { ...c, entropy: [...j.prefix.entropy, ...entropies[k]!].slice(0, c.tokens.length) };
-            });
-          }
-          return out;
-        },
-        async score(samples) {
-          if (!reward || samples.length === 0) return samples.map(() => null);
-          const { rows } = await scoreSamples(reward, samples.map((s, i) => sample(s.group, s.completion, i)), { ...policy, onError: 'drop' }, { step: input.step });
-          return rows.map((r) => r.reward);
-        },
+        decode: (jobs) => decodeContinuations(engine, run, input.step, params, stopIds,
+          jobs.map((j) => ({ promptId: items[j.group]!.promptId, context: promptIds[j.group]!, streamKey: j.streamKey, prefix: j.prefix }))),
+        score: async (samples) => (scorer ? scorer.score(samples) : samples.map(() => null)),
       }));
     return result.nodes.map((n) => ({
       run_id: input.runId, step: input.step, prompt_id: items[n.group]!.promptId, sample_id: n.sampleId, group_id: items[n.group]!.promptId,
@@ -120,7 +160,63 @@ async function treeRows(
       finish_reason: n.completion.finishReason,
     }));
   } finally {
-    await reward?.close?.();
+    await scorer?.close();
+  }
+}
+
+/**
+ * The rows of a shard with reflect-then-retry (the rl phase's `retry` option, R^3L;
+ * retry-rollout.ts): the flat rows of each prompt (sample ids 0..groupSize-1), scored with the
+ * run's reward, then one retry per failed sample (reward below the r3l estimator's
+ * successThreshold), decoded from prompt (+ reflection) + the failed sample's tokens [0, p) at its
+ * failure point p. Every row gets node_id `{prompt_id}/{sample_id}`; a retry's parent is its
+ * failed sample, its branch_position p.
+ */
+async function retryRows(
+  store: ObjectStore, run: ResolvedRun, phase: RlPhase, input: RolloutShardInput, items: readonly PromptItem[], promptIds: readonly number[][],
+  params: SamplingParams, stopIds: readonly number[], flat: readonly RolloutsInput[],
+): Promise<RolloutsInput[]> {
+  const options = phase.retry as RetryRolloutOptions;
+  const estimator = phase.advantage;
+  if (estimator.estimator !== 'r3l') throw badInput(`phase ${input.phaseIndex}: the retry option needs advantage.estimator "r3l", got "${estimator.estimator}"`);
+  const { tokenizer, task } = run;
+  const stopSet = new Set(stopIds);
+  const G = phase.groupSize;
+  const groups = items.map((_, g) => flat.slice(g * G, (g + 1) * G).map((r) => ({
+    completion: { tokens: Array.from(r.completion_token_ids), logprobs: Array.from(r.behaviour_logprobs), text: r.completion_text, finishReason: r.finish_reason as 'stop' | 'length' },
+  })));
+  const reflectionIds = (text: string) => {
+    try {
+      return tokenizer.encode(text, { addSpecialTokens: false });
+    } catch (err) {
+      throw badInput(`phases.${input.phaseIndex}.retry.reflection: the filled template cannot be tokenised (${(err as Error).message})`);
+    }
+  };
+  const scorer = rolloutScorer(run, items, promptIds, input.step);
+  try {
+    const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+      rolloutRetries(items.map((it) => it.promptId), groups, options, estimator.successThreshold, {
+        async score(gs) {
+          const flatScores = await scorer.score(gs.flatMap((samples, g) => samples.map((s) => ({ group: g, completion: s.completion }))));
+          return gs.map((samples, g) => flatScores.slice(g * G, g * G + samples.length));
+        },
+        ...(task.firstError ? { firstError: (g: number, text: string) => task.firstError!(items[g]!, text) } : {}),
+        text: (tokens) => tokenizer.decode(tokens.filter((t) => !stopSet.has(t))),
+        isStop: (t) => stopSet.has(t),
+        decode: (jobs) => decodeContinuations(engine, run, input.step, params, stopIds, jobs.map((j) => ({
+          promptId: items[j.group]!.promptId, streamKey: j.streamKey, prefix: j.prefix,
+          context: j.reflection === null ? promptIds[j.group]! : [...promptIds[j.group]!, ...reflectionIds(j.reflection)],
+        }))),
+      }));
+    return result.nodes.map((n) => ({
+      run_id: input.runId, step: input.step, prompt_id: items[n.group]!.promptId, sample_id: n.sampleId, group_id: items[n.group]!.promptId,
+      node_id: n.nodeId, parent_node_id: n.parentNodeId, branch_position: n.branchPosition, policy_version: input.policyVersion,
+      prompt_text: items[n.group]!.prompt, prompt_token_ids: promptIds[n.group]!,
+      completion_text: n.completion.text, completion_token_ids: n.completion.tokens, behaviour_logprobs: n.completion.logprobs,
+      finish_reason: n.completion.finishReason,
+    }));
+  } finally {
+    await scorer.close();
   }
 }
 
@@ -176,7 +272,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
 
     const stopSet = new Set(stopIds);
     const decode = (ids: number[]) => tokenizer.decode(ids);
-    const rows: RolloutsInput[] = gens.map((gen, i) => {
+    let rows: RolloutsInput[] = gens.map((gen, i) => {
       const item = items[Math.floor(i / G)]!;
       const c = finishCompletion(gen, params, stopSet, decode);
       return {
@@ -187,6 +283,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
         finish_reason: c.finishReason,
       };
     });
+    if (phase.kind === 'rl' && phase.retry) rows = await retryRows(store, run, phase, input, items, promptIds, params, stopIds, rows);
     const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
     progress({ done: items.length, of: items.length });
     return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };

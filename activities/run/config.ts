@@ -116,6 +116,39 @@ export const rlPhaseSchema = z.strictObject({
    */
   tree: treeRolloutSchema.nullable().default(null),
   /**
+   * Reflect-then-retry rollouts (R^3L, 2026, "R^3L: Reflect-then-Retry Reinforcement Learning with
+   * Language-Guided Exploration, Pivotal Credit, and Positive Amplification"). null (default): no
+   * retries. Set: after each prompt's groupSize samples are drawn, the rollout activity scores them
+   * with the run's reward and gives each failed one (reward below `advantage.successThreshold`) a
+   * retry that restarts from its failure point p — its tokens [0, p) and their behaviour logprobs
+   * copied, the rest sampled from prompt + that prefix — written as extra rows of the group
+   * (sample_id groupSize + k, parent_node_id the failed sample's node, branch_position p). The
+   * advantage stage hands each failed/retry pair to the r3l estimator (Pivotal Credit masks the
+   * shared prefix; Positive Amplification up-weights successes): needs `advantage.estimator: r3l`,
+   * and not together with `tree`. Details: activities/rollout/retry-rollout.ts.
+   */
+  retry: z.strictObject({
+    /** Most retries per prompt (its failed samples in sample order); null (default): one for every failed sample. */
+    maxPerGroup: z.number().int().min(1).nullable().default(null),
+    /**
+     * Failure point where the task cannot say where the answer first goes wrong (the task's
+     * `firstError` hook: addition has one; otherwise null): `min_logprob` (default), the token the
+     * policy sampled with the lowest behaviour logprob (first on ties); `start`, position 0 (a fresh
+     * sample, nothing shared).
+     */
+    fallback: z.enum(['min_logprob', 'start']).default('min_logprob'),
+    /**
+     * The paper's language feedback: a template inserted between the prompt and the copied prefix
+     * in the retry's decoding context (`{completion}`: the failed text, `{pivot}`: p); it must be
+     * written in the tokenizer's alphabet. The row keeps the original prompt, so the learner trains
+     * the retry as if sampled without it (off-policy: the retry's behaviour logprobs are under the
+     * reflected context). null (default): off — the tiny character-level models trained from
+     * scratch here have never read such a hint, for them it is noise; without it a retry's sampled
+     * tokens are exactly on-policy.
+     */
+    reflection: z.string().min(1).nullable().default(null),
+  }).nullable().default(null),
+  /**
    * Dynamic sampling (Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
    * Scale", §3.2): a prompt whose `groupSize` completions all got the same reward has zero
    * group-relative advantage and adds no gradient, only a smaller effective batch. `off` (default):
@@ -399,6 +432,15 @@ function treeProblems(p: RlPhase, i: number, problems: { path: string; message: 
   }
 }
 
+/** A `retry` option (R^3L) needs the r3l estimator, whose Pivotal Credit takes the failed/retry pairs, and no tree. */
+function retryProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
+  if (!p.retry) return;
+  if (p.advantage.estimator !== 'r3l') {
+    problems.push({ path: `phases.${i}.advantage.estimator`, message: `reflect-then-retry rollouts (retry) are trained with "r3l" (its Pivotal Credit masks the prefix a retry shares with its failed sample; got "${p.advantage.estimator}")` });
+  }
+  if (p.tree) problems.push({ path: `phases.${i}.retry`, message: 'retry and tree cannot be combined: a phase builds either trees (V-STAR) or failed/retry pairs (R^3L); set one of them to null' });
+}
+
 /**
  * A dpo phase's preference dataset: its path made absolute (against the working directory; run.json
  * records it so) and every row checked (activities/data/preference-dataset.ts), the characters
@@ -433,6 +475,7 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
     }
     if (p.kind === 'rl') pairLoss(cfg, p, i, problems);
     if (p.kind === 'rl') treeProblems(p, i, problems);
+    if (p.kind === 'rl') retryProblems(p, i, problems);
     if (p.kind === 'rl' && p.dynamicSampling.mode === 'refill') {
       // Refill prompts come from a region of the train stream past the planned ones (workflows/run-plan.ts): the stream has 2^32 items.
       refillItems += p.steps * p.dynamicSampling.maxRounds * refillRoundPrompts(p);

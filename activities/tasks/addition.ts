@@ -62,6 +62,35 @@ export const additionReward: RewardDefinition<typeof AdditionRewardOptions> = de
   }),
 });
 
+/**
+ * The addition task's `firstError` (R^3L's failure point): where a bare completion (no answer tag)
+ * first leaves every answer the reward accepts for the sum `reference` — the digits of the sum with
+ * any number of leading zeros, or written reversed with any number of trailing zeros. Leading
+ * whitespace is skipped. Returns the index of the first character that no accepted answer has
+ * there, the end of the answer when it is a correct answer cut short ("86" for 168 reversed: 2),
+ * and null when the trimmed completion is accepted or it holds an answer tag (the reward then reads
+ * the tag's contents, whose position this does not trace).
+ */
+export function additionFirstError(reference: string, completion: string, reversed: boolean, answerTag = 'answer'): number | null {
+  if (!/^\d+$/.test(reference)) throw new Error(`addition firstError: reference must be a whole number in digits, got ${JSON.stringify(reference)}`);
+  if (completion.includes(`<${answerTag}>`)) return null;
+  const ref = reference.replace(/^0+(?=\d)/, '');
+  const rev = [...ref].reverse().join('');
+  // p is a prefix of some accepted answer / is an accepted answer
+  const prefixOk = (p: string) => reversed
+    ? (p.length <= rev.length ? rev.startsWith(p) : p.startsWith(rev) && /^0*$/.test(p.slice(rev.length)))
+    : ref.startsWith(p.replace(/^0+/, '')) || (ref === '0' && /^0*$/.test(p));
+  const complete = (p: string) => reversed
+    ? p.startsWith(rev) && /^0*$/.test(p.slice(rev.length))
+    : p.length > 0 && (p.replace(/^0+/, '') === ref || (ref === '0' && /^0+$/.test(p)));
+  const start = completion.length - completion.trimStart().length;
+  const body = completion.slice(start);
+  if (complete(body.trimEnd())) return null;
+  let n = 0;
+  while (n < body.length && prefixOk(body.slice(0, n + 1))) n++;
+  return start + n;
+}
+
 export const AdditionTaskOptions = z.strictObject({
   /** Fewest digits of an operand. */
   minDigits: z.int().min(1).max(15).default(1),
@@ -120,6 +149,7 @@ export const additionTask = defineTask({
         const sum = show(Number(item.reference), o.maxDigits + 1);
         return o.reverse ? [...sum].reverse().join('') : sum;
       },
+      firstError: (item, completion) => additionFirstError(item.reference, completion, o.reverse),
       reward,
       rewardDefinition: additionReward as unknown as RewardDefinition,
       createReward: () => instantiateReward(additionReward, reward.options),

@@ -38,6 +38,15 @@ export interface Task<O = unknown> {
   prompts(seed: number, split: Split, count: number, offset?: number): TaskItem[];
   /** The gold completion of an item (what the policy should write after the prompt), for SFT. */
   sftTarget(item: TaskItem): string;
+  /**
+   * Where a completion's answer first goes wrong (optional): the index in `completion` (UTF-16 code
+   * units, as `String.prototype.slice` counts) of the first character no correct answer has there;
+   * `completion.length` (or the index of trailing whitespace) when the text is a correct answer cut
+   * short; null when the completion is correct or the task cannot say (e.g. an answer in tags).
+   * Used by the rl phase's `retry` option (R^3L's reflect-then-retry restarts a failed sample from
+   * this point, activities/rollout/retry-rollout.ts); a task without it gets the option's fallback.
+   */
+  firstError?(item: TaskItem, completion: string): number | null;
   /** The reward to score this task with: a registry name and options matching the task's options. */
   readonly reward: RewardSpec;
   /** The definition of that reward kind, to register (see `registerTaskRewards`). */
