@@ -6,26 +6,24 @@
  * temperature); the offline dpo phase on a JSONL preference dataset; config validation naming the
  * field. Rows are written by hand: per prompt the gold answer and a wrong one.
  */
-import { after, before, describe, it } from 'node:test';
+import { after,before,describe,it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp,rm,writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { computeStepAdvantages } from '../../../activities/advantage/step-advantages.js';
 import { preferencePairs } from '../../../activities/advantage/preference-pairs.js';
 import { learnerUpdate } from '../../../activities/learner/learner-update.js';
-import { loadWeights } from '../../../activities/checkpoint/checkpoint.js';
-import { ModelEngine } from '../../../activities/model/engine.js';
-import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
+import { parseRunConfig,type RunConfigInput } from '../../../activities/run/config.js';
 import type { LearnerInput } from '../../../activities/run/types.js';
 import type { ResolvedRun } from '../../../activities/run/resolve.js';
 import { preferenceBatch } from '../../../activities/data/preference-dataset.js';
-import { checkpointPrefix, PREFERENCE_PAIRS_NAME, rewardsName, stepPrefix } from '../../../activities/store/keys.js';
-import { commit, readEntry, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
+import { checkpointPrefix,PREFERENCE_PAIRS_NAME,rewardsName,stepPrefix } from '../../../activities/store/keys.js';
+import { commit,readEntry,writeArtifact,type ManifestEntry } from '../../../activities/store/manifest.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
-import { REWARDS, decodePreferencePairs, encodeRewards } from '../../../activities/store/schemas.js';
-import { runFixture, type RunFixture } from './fixture.js';
-import { completionLogprobs, goldAndWrong, writeRlStep, type Sample } from './rl-step.js';
+import { REWARDS,decodePreferencePairs,encodeRewards } from '../../../activities/store/schemas.js';
+import { runFixture,type RunFixture } from './fixture.js';
+import { completionLogprobs,goldAndWrong,writeRlStep,type Sample } from './rl-step.js';
 
 const T = 0.7;
 const BETA = 0.1;
