@@ -28,7 +28,7 @@ export const ROLLOUTS = defineTable({
   name: 'rollouts',
   version: 2,
   readsVersions: [1],
-  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). Version 2 added branch_position; version 1 files still read, with branch_position null.',
+  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). R^3L retries (the rl phase\'s `retry` option) use the same fields: every sample has node_id {prompt_id}/{sample_id}, and a retry (sample_id groupSize + k) is the child of the failed sample it retries, at branch_position = the failure point. Version 2 added branch_position; version 1 files still read, with branch_position null.',
   columns: {
     run_id: runId,
     step,
