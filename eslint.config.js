@@ -29,7 +29,20 @@ function restrict(files, readme, rule, forbidden) {
   };
 }
 
-const ACTIVITY_FOLDERS = ['advantage', 'checkpoint', 'common', 'data', 'learner', 'model', 'report', 'reward', 'rollout', 'run', 'store', 'tasks'];
+const ACTIVITY_FOLDERS = [
+  'advantage',
+  'checkpoint',
+  'common',
+  'data',
+  'learner',
+  'model',
+  'report',
+  'reward',
+  'rollout',
+  'run',
+  'store',
+  'tasks',
+];
 
 /** Relative imports of the stage folders other than `allowed`, from a file directly in activities/<folder>/. */
 function otherStages(allowed) {
@@ -44,112 +57,178 @@ function importRules() {
   const io = { group: ['node:*', 'onnxruntime-node', '@aws-sdk/*', 'apache-arrow'] };
   const modelOutside = { regex: '^(\\.\\./){2,}' }; // from model/arch/ or model/graphs/: outside model/
   return [
-    restrict(['workflows/**/*.ts'], 'workflows/README.md',
-      'Workflow code may import @temporalio/workflow, @temporalio/common and types from activities/ only', [
-        { group: ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process'], message: 'Workflow code must be deterministic: no Node built-ins' },
+    restrict(
+      ['workflows/**/*.ts'],
+      'workflows/README.md',
+      'Workflow code may import @temporalio/workflow, @temporalio/common and types from activities/ only',
+      [
+        {
+          group: ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process'],
+          message: 'Workflow code must be deterministic: no Node built-ins',
+        },
         {
           group: ['**/activities/**', '@aws-sdk/*', 'onnxruntime-node', 'apache-arrow', 'pino'],
           allowTypeImports: true,
           message: 'Workflow code passes URIs, it never touches data: import only types from activities',
         },
         { regex: reaching('(workers|infra|bench|test)') },
-      ]),
+      ],
+    ),
 
-    restrict(['activities/common/**/*.ts'], 'activities/common/README.md',
-      'activities/common/ imports nothing from other project folders', [{ regex: '^\\.\\./' }]),
+    restrict(
+      ['activities/common/**/*.ts'],
+      'activities/common/README.md',
+      'activities/common/ imports nothing from other project folders',
+      [{ regex: '^\\.\\./' }],
+    ),
 
-    restrict(['activities/store/**/*.ts'], 'activities/store/README.md',
-      'activities/store/ may import ../common/ only among the project folders', [otherStages(['store', 'common']), outsideActivities]),
+    restrict(
+      ['activities/store/**/*.ts'],
+      'activities/store/README.md',
+      'activities/store/ may import ../common/ only among the project folders',
+      [otherStages(['store', 'common']), outsideActivities],
+    ),
 
-    restrict(['activities/report/**/*.ts'], 'activities/report/README.md',
-      'activities/report/ may import ../store/ only among the project folders', [otherStages(['report', 'store']), outsideActivities]),
+    restrict(
+      ['activities/report/**/*.ts'],
+      'activities/report/README.md',
+      'activities/report/ may import ../store/ only among the project folders',
+      [otherStages(['report', 'store']), outsideActivities],
+    ),
 
-    restrict(['activities/model/*.ts'], 'activities/model/README.md',
-      'activities/model/ may import ../common/ only among the project folders', [otherStages(['model', 'common']), outsideActivities]),
-    restrict(['activities/model/arch/*.ts'], 'activities/model/arch/README.md',
-      'an architecture may import ../graph, ../ops, ../attention and ../config (the model definition only, no I/O)', [
-        { regex: '^\\.\\./(?!(graph|ops|attention|config)\\.js$)' }, modelOutside, io,
-      ]),
-    restrict(['activities/model/graphs/*.ts'], 'activities/model/graphs/README.md',
-      'a graph builder may import ../graph, ../ops, ../autodiff, ../arch/, ../losses, ../config and ../../common/config (no I/O, no onnxruntime: that is ../engine.ts)', [
+    restrict(
+      ['activities/model/*.ts'],
+      'activities/model/README.md',
+      'activities/model/ may import ../common/ only among the project folders',
+      [otherStages(['model', 'common']), outsideActivities],
+    ),
+    restrict(
+      ['activities/model/arch/*.ts'],
+      'activities/model/arch/README.md',
+      'an architecture may import ../graph, ../ops, ../attention and ../config (the model definition only, no I/O)',
+      [{ regex: '^\\.\\./(?!(graph|ops|attention|config)\\.js$)' }, modelOutside, io],
+    ),
+    restrict(
+      ['activities/model/graphs/*.ts'],
+      'activities/model/graphs/README.md',
+      'a graph builder may import ../graph, ../ops, ../autodiff, ../arch/, ../losses, ../config and ../../common/config (no I/O, no onnxruntime: that is ../engine.ts)',
+      [
         { regex: '^\\.\\./(?!\\.\\./|(graph|ops|autodiff|losses|config)\\.js$|arch\\/)' },
-        { regex: '^(\\.\\./){2,}(?!common\\/config\\.js$)' }, io,
-      ]),
+        { regex: '^(\\.\\./){2,}(?!common\\/config\\.js$)' },
+        io,
+      ],
+    ),
 
-    restrict(['activities/tasks/**/*.ts'], 'activities/tasks/README.md',
-      'activities/tasks/ may import ../common/ and the reward API (../reward/types, extract, rational), never the model, the store or workflow code', [
-        { regex: '^\\.\\./(?!common\\/|reward\\/(types|extract|rational)\\.js$)' }, outsideActivities,
-      ]),
+    restrict(
+      ['activities/tasks/**/*.ts'],
+      'activities/tasks/README.md',
+      'activities/tasks/ may import ../common/ and the reward API (../reward/types, extract, rational), never the model, the store or workflow code',
+      [{ regex: '^\\.\\./(?!common\\/|reward\\/(types|extract|rational)\\.js$)' }, outsideActivities],
+    ),
 
     // rollout: the sampling library vs the stage's activities
-    restrict(['activities/rollout/**/*.ts'], 'activities/rollout/README.md',
-      'activities/rollout/ may import ../common/, ../model/ and ../store/; only the stage files (policy.ts, rollout-shard.ts, evaluate.ts) also ../run/, ../checkpoint/ and ../reward/', [
-        otherStages(['rollout', 'common', 'model', 'store']), outsideActivities,
-      ]),
-    restrict(['activities/rollout/policy.ts', 'activities/rollout/rollout-shard.ts', 'activities/rollout/evaluate.ts'], 'activities/rollout/README.md',
-      'the rollout stage files (policy.ts, rollout-shard.ts, evaluate.ts) may import ../common/, ../model/, ../store/, ../run/, ../checkpoint/ and ../reward/', [
-        otherStages(['rollout', 'common', 'model', 'store', 'run', 'checkpoint', 'reward']), outsideActivities,
-      ]),
+    restrict(
+      ['activities/rollout/**/*.ts'],
+      'activities/rollout/README.md',
+      'activities/rollout/ may import ../common/, ../model/ and ../store/; only the stage files (policy.ts, rollout-shard.ts, evaluate.ts) also ../run/, ../checkpoint/ and ../reward/',
+      [otherStages(['rollout', 'common', 'model', 'store']), outsideActivities],
+    ),
+    restrict(
+      ['activities/rollout/policy.ts', 'activities/rollout/rollout-shard.ts', 'activities/rollout/evaluate.ts'],
+      'activities/rollout/README.md',
+      'the rollout stage files (policy.ts, rollout-shard.ts, evaluate.ts) may import ../common/, ../model/, ../store/, ../run/, ../checkpoint/ and ../reward/',
+      [otherStages(['rollout', 'common', 'model', 'store', 'run', 'checkpoint', 'reward']), outsideActivities],
+    ),
 
     // reward: the library vs its bridges to the store, the run and the model
     ...rewardRules(),
 
-    restrict(['activities/advantage/**/*.ts'], 'activities/advantage/README.md',
-      'an advantage estimator may import ../common/ and ../rollout/tree-plan only; step-advantages.ts also ../store/ and ../run/', [
-        { regex: '^\\.\\./(?!common\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities,
-      ]),
-    restrict(['activities/advantage/step-advantages.ts'], 'activities/advantage/README.md',
-      'activities/advantage/step-advantages.ts may import ../common/, ../rollout/tree-plan, ../store/ and ../run/', [
-        { regex: '^\\.\\./(?!common\\/|store\\/|run\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities,
-      ]),
-    restrict(['activities/advantage/step-kl-reward.ts'], 'activities/advantage/README.md',
-      'activities/advantage/step-kl-reward.ts may import ../common/, ../store/ and ../learner/kl-reward (the KL-in-reward helper)', [
-        { regex: '^\\.\\./(?!common\\/|store\\/|learner\\/kl-reward\\.js$)' }, outsideActivities,
-      ]),
+    restrict(
+      ['activities/advantage/**/*.ts'],
+      'activities/advantage/README.md',
+      'an advantage estimator may import ../common/ and ../rollout/tree-plan only; step-advantages.ts also ../store/ and ../run/',
+      [{ regex: '^\\.\\./(?!common\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities],
+    ),
+    restrict(
+      ['activities/advantage/step-advantages.ts'],
+      'activities/advantage/README.md',
+      'activities/advantage/step-advantages.ts may import ../common/, ../rollout/tree-plan, ../store/ and ../run/',
+      [{ regex: '^\\.\\./(?!common\\/|store\\/|run\\/|rollout\\/tree-plan\\.js$)' }, outsideActivities],
+    ),
+    restrict(
+      ['activities/advantage/step-kl-reward.ts'],
+      'activities/advantage/README.md',
+      'activities/advantage/step-kl-reward.ts may import ../common/, ../store/ and ../learner/kl-reward (the KL-in-reward helper)',
+      [{ regex: '^\\.\\./(?!common\\/|store\\/|learner\\/kl-reward\\.js$)' }, outsideActivities],
+    ),
 
-    restrict(['activities/learner/**/*.ts'], 'activities/learner/README.md',
-      'a loss may import ../common/ and the op library of ../model/ (losses, losses-reward, ops; graph types), never the engine; only learner-update.ts runs the engine', [
+    restrict(
+      ['activities/learner/**/*.ts'],
+      'activities/learner/README.md',
+      'a loss may import ../common/ and the op library of ../model/ (losses, losses-reward, ops; graph types), never the engine; only learner-update.ts runs the engine',
+      [
         { regex: '^\\.\\./(?!common\\/|model\\/(losses|losses-reward|ops|graph)\\.js$)' },
         { regex: '^\\.\\./model\\/graph\\.js$', allowTypeImports: true },
         outsideActivities,
-      ]),
-    restrict(['activities/learner/learner-update.ts'], 'activities/learner/README.md',
-      'activities/learner/learner-update.ts may import ../common/, ../model/, ../store/, ../run/ and ../checkpoint/', [
-        otherStages(['learner', 'common', 'model', 'store', 'run', 'checkpoint']), outsideActivities,
-      ]),
-    restrict(['activities/learner/preference-update.ts'], 'activities/learner/README.md',
-      'activities/learner/preference-update.ts (the learner activity\'s DPO phases) may import ../common/, ../model/, ../store/, ../run/ and ../data/', [
-        otherStages(['learner', 'common', 'model', 'store', 'run', 'data']), outsideActivities,
-      ]),
+      ],
+    ),
+    restrict(
+      ['activities/learner/learner-update.ts'],
+      'activities/learner/README.md',
+      'activities/learner/learner-update.ts may import ../common/, ../model/, ../store/, ../run/ and ../checkpoint/',
+      [otherStages(['learner', 'common', 'model', 'store', 'run', 'checkpoint']), outsideActivities],
+    ),
+    restrict(
+      ['activities/learner/preference-update.ts'],
+      'activities/learner/README.md',
+      "activities/learner/preference-update.ts (the learner activity's DPO phases) may import ../common/, ../model/, ../store/, ../run/ and ../data/",
+      [otherStages(['learner', 'common', 'model', 'store', 'run', 'data']), outsideActivities],
+    ),
 
-    restrict(['activities/data/**/*.ts'], 'activities/data/README.md',
-      'activities/data/ (dataset loaders) may import ../common/ only among the project folders', [otherStages(['data', 'common']), outsideActivities]),
+    restrict(
+      ['activities/data/**/*.ts'],
+      'activities/data/README.md',
+      'activities/data/ (dataset loaders) may import ../common/ only among the project folders',
+      [otherStages(['data', 'common']), outsideActivities],
+    ),
 
-    restrict(['activities/checkpoint/**/*.ts'], 'activities/checkpoint/README.md',
-      'activities/checkpoint/ may import ../common/, ../store/, ../model/ and ../run/', [
-        otherStages(['checkpoint', 'common', 'store', 'model', 'run']), outsideActivities,
-      ]),
+    restrict(
+      ['activities/checkpoint/**/*.ts'],
+      'activities/checkpoint/README.md',
+      'activities/checkpoint/ may import ../common/, ../store/, ../model/ and ../run/',
+      [otherStages(['checkpoint', 'common', 'store', 'model', 'run']), outsideActivities],
+    ),
 
-    restrict(['activities/run/**/*.ts'], 'activities/run/README.md',
-      'activities/run/ may import the libraries of activities/ (of ../rollout/ only sampling.ts and tree-plan.ts), never ../checkpoint/, ../report/ or a stage\'s activities', [
+    restrict(
+      ['activities/run/**/*.ts'],
+      'activities/run/README.md',
+      "activities/run/ may import the libraries of activities/ (of ../rollout/ only sampling.ts and tree-plan.ts), never ../checkpoint/, ../report/ or a stage's activities",
+      [
         { regex: '^\\.\\./(checkpoint|report)\\/' },
         { regex: '^\\.\\./rollout\\/(?!sampling\\.js$|tree-plan\\.js$)' },
         { regex: '^\\.\\./(advantage|learner|reward)\\/(step-advantages|learner-update|reward-shard|annotate-[a-z-]+)\\.js$' },
         outsideActivities,
-      ]),
+      ],
+    ),
 
-    restrict(['infra/**/*.ts'], 'infra/README.md',
-      'infra/ may import activities/common/ and workflows/search-attributes only among the project folders', [
+    restrict(
+      ['infra/**/*.ts'],
+      'infra/README.md',
+      'infra/ may import activities/common/ and workflows/search-attributes only among the project folders',
+      [
         { regex: '^\\.\\./activities\\/(?!common\\/)' },
         { regex: '^\\.\\./workflows\\/(?!search-attributes\\.js$)' },
         { regex: '^\\.\\./(workers|bench|test)\\/' },
-      ]),
+      ],
+    ),
 
-    restrict(['workers/**/*.ts'], 'workers/README.md',
-      'workers/ may import activities/, workflows/ and infra/; never bench/ or test/', [{ regex: '^\\.\\./(bench|test)\\/' }]),
+    restrict(['workers/**/*.ts'], 'workers/README.md', 'workers/ may import activities/, workflows/ and infra/; never bench/ or test/', [
+      { regex: '^\\.\\./(bench|test)\\/' },
+    ]),
 
-    restrict(['bench/**/*.ts'], 'bench/README.md',
-      'bench/ may import activities/, workers/ and infra/; never test/', [{ regex: '^\\.\\./test\\/' }]),
+    restrict(['bench/**/*.ts'], 'bench/README.md', 'bench/ may import activities/, workers/ and infra/; never test/', [
+      { regex: '^\\.\\./test\\/' },
+    ]),
   ];
 }
 
@@ -161,16 +240,22 @@ function rewardRules() {
     'activities/reward/reward-model.ts': ['model'],
     'activities/reward/builtins.ts': ['tasks'],
   };
-  const library = restrict(['activities/reward/**/*.ts'], readme,
-    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, reward-shard.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/', [
-      otherStages(['reward', 'common']), outsideActivities,
-    ]);
+  const library = restrict(
+    ['activities/reward/**/*.ts'],
+    readme,
+    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, reward-shard.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/',
+    [otherStages(['reward', 'common']), outsideActivities],
+  );
   return [
     library,
-    ...Object.entries(bridges).map(([file, extra]) => restrict([file], readme,
-      `${file.replace('activities/reward/', '')} may import ../common/ and ${extra.map((f) => `../${f}/`).join(', ')}`, [
-        otherStages(['reward', 'common', ...extra]), outsideActivities,
-      ])),
+    ...Object.entries(bridges).map(([file, extra]) =>
+      restrict(
+        [file],
+        readme,
+        `${file.replace('activities/reward/', '')} may import ../common/ and ${extra.map((f) => `../${f}/`).join(', ')}`,
+        [otherStages(['reward', 'common', ...extra]), outsideActivities],
+      ),
+    ),
   ];
 }
 

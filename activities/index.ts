@@ -13,8 +13,16 @@ import { initRun } from './checkpoint/init-run.js';
 import { commitStep } from './checkpoint/commit-step.js';
 
 export const ACTIVITIES = {
-  planAnnotation, annotateShard, finalizeAnnotation,
-  initRun, rolloutShard, rewardShard, computeStepAdvantages, learnerUpdate, commitStep, evaluate,
+  planAnnotation,
+  annotateShard,
+  finalizeAnnotation,
+  initRun,
+  rolloutShard,
+  rewardShard,
+  computeStepAdvantages,
+  learnerUpdate,
+  commitStep,
+  evaluate,
 };
 
 export type Activities = typeof ACTIVITIES;

@@ -38,8 +38,25 @@ const baseline = !args.includes('--no-baseline');
 
 const modelCfg: ModelConfig = parseModelConfig(
   quick
-    ? { model_type: 'llama', vocab_size: 512, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, intermediate_size: 176 }
-    : { model_type: 'llama', vocab_size: 8192, hidden_size: 512, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 2, intermediate_size: 1408, max_position_embeddings: 1024 },
+    ? {
+        model_type: 'llama',
+        vocab_size: 512,
+        hidden_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 8,
+        num_key_value_heads: 2,
+        intermediate_size: 176,
+      }
+    : {
+        model_type: 'llama',
+        vocab_size: 8192,
+        hidden_size: 512,
+        num_hidden_layers: 8,
+        num_attention_heads: 8,
+        num_key_value_heads: 2,
+        intermediate_size: 1408,
+        max_position_embeddings: 1024,
+      },
 );
 const TRAIN = quick ? { batch: 2, seq: 64, steps: 2 } : { batch: 8, seq: 512, steps: 3 };
 const DECODE = quick ? { prompt: 16, fresh: 16, batches: [1, 4] } : { prompt: 128, fresh: 128, batches: [1, 8, 32] };
@@ -172,7 +189,15 @@ async function benchDecode(threads: number, batch: number): Promise<Record<strin
 async function benchAttention(threads: number): Promise<Record<string, number>> {
   const hd = modelCfg.headDim;
   const h = modelCfg.heads;
-  const cases = quick ? [{ b: 2, t: 32, past: 0 }, { b: 2, t: 1, past: 32 }] : [{ b: 8, t: 512, past: 0 }, { b: 32, t: 1, past: 192 }];
+  const cases = quick
+    ? [
+        { b: 2, t: 32, past: 0 },
+        { b: 2, t: 1, past: 32 },
+      ]
+    : [
+        { b: 8, t: 512, past: 0 },
+        { b: 32, t: 1, past: 192 },
+      ];
   const out: Record<string, number> = {};
   for (const c of cases) {
     const s = c.past + c.t;
@@ -190,7 +215,10 @@ async function benchAttention(threads: number): Promise<Record<string, number>> 
     const k2 = g2.input('k', 'float32', [c.b, h, s, hd]);
     const v2 = g2.input('v', 'float32', [c.b, h, s, hd]);
     const bias = g2.input('bias', 'float32', [c.b, 1, c.t, s]);
-    g2.output(g2.node1('MultiHeadAttention', [q2, k2, v2, null, null, bias], 'float32', [c.b, c.t, h * hd], { num_heads: h }, 'com.microsoft'), 'y');
+    g2.output(
+      g2.node1('MultiHeadAttention', [q2, k2, v2, null, null, bias], 'float32', [c.b, c.t, h * hd], { num_heads: h }, 'com.microsoft'),
+      'y',
+    );
     const so = threads ? { intraOpNumThreads: threads } : {};
     const s1 = await ort.InferenceSession.create(g1.toBytes(), so);
     const s2 = await ort.InferenceSession.create(g2.toBytes(), so);
@@ -200,9 +228,20 @@ async function benchAttention(threads: number): Promise<Record<string, number>> 
     const kd = rand(c.b * h * s * hd);
     const maskData = new Uint8Array(c.b * s).fill(1);
     const biasData = new Float32Array(c.b * c.t * s);
-    for (let bi = 0; bi < c.b; bi++) for (let i = 0; i < c.t; i++) for (let j = 0; j < s; j++) biasData[(bi * c.t + i) * s + j] = j <= c.past + i ? 0 : -1e30;
-    const f1 = { q: new ort.Tensor('float32', qd, [c.b, h, c.t, hd]), k: new ort.Tensor('float32', kd, [c.b, h, s, hd]), v: new ort.Tensor('float32', kd, [c.b, h, s, hd]), mask: new ort.Tensor('bool', maskData, [c.b, s]) };
-    const f2 = { q: new ort.Tensor('float32', qd, [c.b, c.t, h * hd]), k: f1.k, v: f1.v, bias: new ort.Tensor('float32', biasData, [c.b, 1, c.t, s]) };
+    for (let bi = 0; bi < c.b; bi++)
+      for (let i = 0; i < c.t; i++) for (let j = 0; j < s; j++) biasData[(bi * c.t + i) * s + j] = j <= c.past + i ? 0 : -1e30;
+    const f1 = {
+      q: new ort.Tensor('float32', qd, [c.b, h, c.t, hd]),
+      k: new ort.Tensor('float32', kd, [c.b, h, s, hd]),
+      v: new ort.Tensor('float32', kd, [c.b, h, s, hd]),
+      mask: new ort.Tensor('bool', maskData, [c.b, s]),
+    };
+    const f2 = {
+      q: new ort.Tensor('float32', qd, [c.b, c.t, h * hd]),
+      k: f1.k,
+      v: f1.v,
+      bias: new ort.Tensor('float32', biasData, [c.b, 1, c.t, s]),
+    };
     const time = async (sess: ort.InferenceSession, feeds: Record<string, ort.Tensor>) => {
       await sess.run(feeds);
       let best = Infinity;
@@ -240,11 +279,15 @@ async function runPart(name: string): Promise<void> {
 
 function child(name: string): Record<string, number> {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--part', name, ...(quick ? ['--quick'] : []), ...(threadsArg ? ['--threads', String(threadsArg)] : [])], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 24,
-    env: { ...process.env, DURABLE_RL_LOG_LEVEL: 'warn' },
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', self, '--part', name, ...(quick ? ['--quick'] : []), ...(threadsArg ? ['--threads', String(threadsArg)] : [])],
+    {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+      env: { ...process.env, DURABLE_RL_LOG_LEVEL: 'warn' },
+    },
+  );
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (!line) throw new Error(`bench part ${name} failed (exit ${r.status}): ${r.stderr.slice(-2000)}`);
   return JSON.parse(line.slice(7)) as Record<string, number>;
@@ -271,10 +314,17 @@ async function main(): Promise<void> {
   if (part) return runPart(part);
   const n = parameterCount(modelCfg);
   const load0 = loadavg();
-  process.stdout.write(`model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}\n`);
+  process.stdout.write(
+    `model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}\n`,
+  );
   const peak = child('peak');
-  const sizes = Object.entries(peak).filter(([k]) => k.startsWith('n')).map(([k, v]) => `${k.slice(1)}: ${fmt(v)}`).join(', ');
-  process.stdout.write(`matmul peak: ${fmt(peak.gflops!)} GFLOP/s (square MatMul, by size ${sizes}; peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)\n`);
+  const sizes = Object.entries(peak)
+    .filter(([k]) => k.startsWith('n'))
+    .map(([k, v]) => `${k.slice(1)}: ${fmt(v)}`)
+    .join(', ');
+  process.stdout.write(
+    `matmul peak: ${fmt(peak.gflops!)} GFLOP/s (square MatMul, by size ${sizes}; peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)\n`,
+  );
   const train = child('train');
   process.stdout.write(trainLine('trainStep', train, peak.gflops!));
   const plain = baseline ? child('train-norecompute') : null;
@@ -300,14 +350,28 @@ async function main(): Promise<void> {
   const trainRow = (label: string, t: Record<string, number>, target: boolean) => {
     const mfu = t.gflops! / peak.gflops!;
     const gb = (t.peakRssMiB! * 2 ** 20) / 1e9;
-    rows.push([label, fmt(t.tokensPerS!), `MFU ${pct(t.gflops!)}`, mib(t.peakRssMiB!), target ? 'MFU >= 30%, RSS <= 4 GB' : '(comparison)', target ? (mfu >= 0.3 && gb <= 4 ? 'yes' : 'no') : '']);
+    rows.push([
+      label,
+      fmt(t.tokensPerS!),
+      `MFU ${pct(t.gflops!)}`,
+      mib(t.peakRssMiB!),
+      target ? 'MFU >= 30%, RSS <= 4 GB' : '(comparison)',
+      target ? (mfu >= 0.3 && gb <= 4 ? 'yes' : 'no') : '',
+    ]);
   };
   trainRow(`trainStep ${TRAIN.batch}x${TRAIN.seq}`, train, true);
   if (plain) trainRow(`trainStep ${TRAIN.batch}x${TRAIN.seq}, no recompute`, plain, false);
   const last = DECODE.batches[DECODE.batches.length - 1]!;
   for (const [b, d] of decodes) {
     const target = b === last;
-    rows.push([`decode batch ${b} (steps)`, fmt(d.stepTokensPerS!), pct(d.stepGflops!), mib(d.peakRssMiB!), target ? '>= 25% of FLOP bound' : '', target ? (d.stepGflops! / peak.gflops! >= 0.25 ? 'yes' : 'no') : '']);
+    rows.push([
+      `decode batch ${b} (steps)`,
+      fmt(d.stepTokensPerS!),
+      pct(d.stepGflops!),
+      mib(d.peakRssMiB!),
+      target ? '>= 25% of FLOP bound' : '',
+      target ? (d.stepGflops! / peak.gflops! >= 0.25 ? 'yes' : 'no') : '',
+    ]);
   }
   for (const [k, v] of Object.entries(att)) {
     if (!k.endsWith('_composed_ms')) continue;
@@ -316,7 +380,9 @@ async function main(): Promise<void> {
     rows.push([`attention ${shape}: composed / fused MHA`, '', '', '', `${fmt(v, 2)} / ${fmt(fused, 2)} ms`, '']);
   }
   const load1 = loadavg();
-  process.stdout.write(`\nsummary (matmul peak ${fmt(peak.gflops!)} GFLOP/s; 1 GB = 1e9 bytes; load average ${fmt(load0[0]!, 2)} at start, ${fmt(load1[0]!, 2)} at end on ${cpus().length} CPUs):\n`);
+  process.stdout.write(
+    `\nsummary (matmul peak ${fmt(peak.gflops!)} GFLOP/s; 1 GB = 1e9 bytes; load average ${fmt(load0[0]!, 2)} at start, ${fmt(load1[0]!, 2)} at end on ${cpus().length} CPUs):\n`,
+  );
   process.stdout.write(table(rows));
 }
 

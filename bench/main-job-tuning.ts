@@ -163,8 +163,15 @@ function parseArgs(argv: string[]): Opts {
 
 const opts = parseArgs(process.argv.slice(2));
 const CHOICES: Partial<Record<keyof Opts, string[]>> = {
-  task: ['addition', 'countdown'], arch: ['llama', 'gpt2'], 'sft-schedule': ['const', 'cosine'], 'rl-schedule': ['const', 'cosine'],
-  dynamic: ['off', 'filter', 'refill'], 'logprob-temperature': ['sampling', '1'], 'rl-adam': ['continue', 'fresh'], scale: ['group', 'batch', 'none'], bake: ['true', 'false'],
+  task: ['addition', 'countdown'],
+  arch: ['llama', 'gpt2'],
+  'sft-schedule': ['const', 'cosine'],
+  'rl-schedule': ['const', 'cosine'],
+  dynamic: ['off', 'filter', 'refill'],
+  'logprob-temperature': ['sampling', '1'],
+  'rl-adam': ['continue', 'fresh'],
+  scale: ['group', 'batch', 'none'],
+  bake: ['true', 'false'],
 };
 for (const [k, allowed] of Object.entries(CHOICES)) {
   const v = String(opts[k as keyof Opts]);
@@ -173,15 +180,20 @@ for (const [k, allowed] of Object.entries(CHOICES)) {
 const t0 = performance.now();
 const now = () => performance.now();
 const ms = (t: number) => Math.round(now() - t);
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 const loadStart = load();
 
 // ---------------------------------------------------------------------------------------------
 // Task, tokenizer, model.
 
-const task = opts.task === 'addition'
-  ? getTask('addition', { maxDigits: opts['max-digits'], reverse: true, pad: true })
-  : getTask('countdown', { minNumbers: 3, maxNumbers: 3, maxNumber: 9, maxTarget: 20, operators: ['+', '-'] });
+const task =
+  opts.task === 'addition'
+    ? getTask('addition', { maxDigits: opts['max-digits'], reverse: true, pad: true })
+    : getTask('countdown', { minNumbers: 3, maxNumbers: 3, maxNumber: 9, maxTarget: 20, operators: ['+', '-'] });
 const tok = CharTokenizer.fromAlphabet(task.alphabet);
 const maxNew = task.maxCompletionChars + 3; // answer + EOS + slack
 const maxLen = 1 + task.maxPromptChars + maxNew;
@@ -190,14 +202,29 @@ function modelConfig(): ModelConfig {
   const V = tok.vocabSize;
   if (opts.arch === 'gpt2') {
     return parseModelConfig({
-      model_type: 'gpt2', vocab_size: V, n_embd: opts.hidden, n_layer: opts.layers, n_head: opts.heads, n_positions: maxLen + 1,
-      bos_token_id: tok.bosId, eos_token_id: tok.eosId, pad_token_id: tok.padId,
+      model_type: 'gpt2',
+      vocab_size: V,
+      n_embd: opts.hidden,
+      n_layer: opts.layers,
+      n_head: opts.heads,
+      n_positions: maxLen + 1,
+      bos_token_id: tok.bosId,
+      eos_token_id: tok.eosId,
+      pad_token_id: tok.padId,
     });
   }
   return parseModelConfig({
-    model_type: 'llama', vocab_size: V, hidden_size: opts.hidden, num_hidden_layers: opts.layers, num_attention_heads: opts.heads,
-    intermediate_size: Math.round((opts.hidden * 8) / 3 / 16) * 16, max_position_embeddings: 64, tie_word_embeddings: true,
-    bos_token_id: tok.bosId, eos_token_id: tok.eosId, pad_token_id: tok.padId,
+    model_type: 'llama',
+    vocab_size: V,
+    hidden_size: opts.hidden,
+    num_hidden_layers: opts.layers,
+    num_attention_heads: opts.heads,
+    intermediate_size: Math.round((opts.hidden * 8) / 3 / 16) * 16,
+    max_position_embeddings: 64,
+    tie_word_embeddings: true,
+    bos_token_id: tok.bosId,
+    eos_token_id: tok.eosId,
+    pad_token_id: tok.padId,
   });
 }
 const cfg = modelConfig();
@@ -208,10 +235,17 @@ const nParams = [...initWeights(cfg, opts.seed).values()].reduce((s, w) => s + w
 const reward = task.createReward();
 const rewardCtx = { step: 0, signal: new AbortController().signal, log: logger('bench:main-job') };
 async function scoreText(item: TaskItem, sampleId: number, completion: string): Promise<number> {
-  const r = await reward.score!({ promptId: item.promptId, sampleId, prompt: item.prompt, completion, reference: item.reference, metadata: item.metadata }, rewardCtx);
+  const r = await reward.score!(
+    { promptId: item.promptId, sampleId, prompt: item.prompt, completion, reference: item.reference, metadata: item.metadata },
+    rewardCtx,
+  );
   return r.reward;
 }
-const completionText = (tokens: number[]) => tok.decode(tokens.filter((t) => !tok.eosIds.includes(t)), { skipSpecialTokens: true });
+const completionText = (tokens: number[]) =>
+  tok.decode(
+    tokens.filter((t) => !tok.eosIds.includes(t)),
+    { skipSpecialTokens: true },
+  );
 
 // ---------------------------------------------------------------------------------------------
 // Batches: BOS + prompt + completion (+ EOS), right-padded; loss on completion tokens.
@@ -253,10 +287,19 @@ const argmax = (logits: Float32Array): number => {
 const evalItemsAll = task.prompts(opts.seed, 'eval', opts['eval-n']);
 
 /** Greedy accuracy (reward >= 1 counts as correct) on the first n eval prompts. */
-async function evaluate(state: TrainState, version: string, n: number, items = evalItemsAll.slice(0, n)): Promise<{ acc: number; ms: number }> {
+async function evaluate(
+  state: TrainState,
+  version: string,
+  n: number,
+  items = evalItemsAll.slice(0, n),
+): Promise<{ acc: number; ms: number }> {
   const t = now();
   engine.setWeights(state.params, version);
-  const gens = await generate(engine, items.map((it) => tok.encode(it.prompt)), { maxNewTokens: maxNew, pickToken: argmax });
+  const gens = await generate(
+    engine,
+    items.map((it) => tok.encode(it.prompt)),
+    { maxNewTokens: maxNew, pickToken: argmax },
+  );
   let correct = 0;
   for (let i = 0; i < items.length; i++) if ((await scoreText(items[i]!, 0, completionText(gens[i]!.tokens))) >= 1) correct++;
   return { acc: correct / items.length, ms: ms(t) };
@@ -292,11 +335,15 @@ if (opts['load-sft']) {
   let probeMs = 0;
   for (let s = 0; s < opts['sft-steps']; s++) {
     const items = task.prompts(opts.seed, 'train', B, s * B);
-    const seqs = items.map((it) => ({ prompt: tok.encode(it.prompt), completion: [...tok.encode(task.sftTarget(it), { addSpecialTokens: false }), tok.eosId] }));
+    const seqs = items.map((it) => ({
+      prompt: tok.encode(it.prompt),
+      completion: [...tok.encode(task.sftTarget(it), { addSpecialTokens: false }), tok.eosId],
+    }));
     const W = opts['sft-warmup'];
-    const decay = opts['sft-schedule'] === 'cosine' && s >= W
-      ? opts['sft-min-lr'] + (1 - opts['sft-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (s - W)) / Math.max(1, opts['sft-steps'] - 1 - W)))
-      : 1;
+    const decay =
+      opts['sft-schedule'] === 'cosine' && s >= W
+        ? opts['sft-min-lr'] + (1 - opts['sft-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (s - W)) / Math.max(1, opts['sft-steps'] - 1 - W)))
+        : 1;
     const lr = opts['sft-lr'] * Math.min(1, (s + 1) / Math.max(1, W)) * decay;
     const r = await engine.trainStep(state, trainBatch(seqs, false), { loss: sft, lr, optimizer: { beta2: 0.99 } });
     state = r.state;
@@ -324,7 +371,11 @@ if (opts['load-sft']) {
   console.log(`sft: ${sftSteps} steps, ${sftMs} ms (${probeMs} ms of it in stop-rule probes)`);
   if (opts['save-sft']) {
     const all = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
-    for (const [prefix, m] of [['param.', state.params], ['adam_m.', state.adamM], ['adam_v.', state.adamV]] as const) {
+    for (const [prefix, m] of [
+      ['param.', state.params],
+      ['adam_m.', state.adamM],
+      ['adam_v.', state.adamV],
+    ] as const) {
       for (const [k, v] of m) all.set(prefix + k, { dtype: 'F32', shape: v.shape, data: v.data });
     }
     await writeFile(opts['save-sft'], serializeSafetensors(all, { step: String(state.step) }));
@@ -332,7 +383,9 @@ if (opts['load-sft']) {
 }
 
 const before = await evaluate(state, 'sft', opts['eval-n']);
-console.log(`after SFT: greedy accuracy ${fmtAcc(before.acc)} on ${opts['eval-n']} eval prompts (${before.ms} ms); SFT ${sftMs} ms (${sftStepMs.toFixed(1)} ms/step)`);
+console.log(
+  `after SFT: greedy accuracy ${fmtAcc(before.acc)} on ${opts['eval-n']} eval prompts (${before.ms} ms); SFT ${sftMs} ms (${sftStepMs.toFixed(1)} ms/step)`,
+);
 
 // ---------------------------------------------------------------------------------------------
 // GRPO.
@@ -350,7 +403,13 @@ const loss = buildLoss({
   options: { clipLow: opts['clip-low'], clipHigh: opts['clip-high'], ...(opts['kl-beta'] > 0 ? { kl: { beta: opts['kl-beta'] } } : {}) },
 });
 
-interface Rolled { item: TaskItem; promptIndex: number; sampleId: number; seq: Seq; reward: number }
+interface Rolled {
+  item: TaskItem;
+  promptIndex: number;
+  sampleId: number;
+  seq: Seq;
+  reward: number;
+}
 
 /** Rolls out G samples of `count` prompts starting at the train-stream index `first`. */
 async function rollout(step: number, first: number, count: number): Promise<Rolled[]> {
@@ -394,7 +453,8 @@ for (let step = 0; step < opts['rl-steps']; step++) {
   cursor += opts.P;
   let selectedIds: Set<string> | null = null;
   if (opts.dynamic === 'refill') {
-    const asAdv = (rs: Rolled[]): AdvantageSample[] => rs.map((r) => ({ sampleId: `${r.promptIndex}/${r.sampleId}`, groupId: String(r.promptIndex), reward: r.reward }));
+    const asAdv = (rs: Rolled[]): AdvantageSample[] =>
+      rs.map((r) => ({ sampleId: `${r.promptIndex}/${r.sampleId}`, groupId: String(r.promptIndex), reward: r.reward }));
     let sel = selectGroups(asAdv(pool), opts.P, dynOpts, 0);
     for (let round = 1; sel.morePrompts > 0; round++) {
       pool = pool.concat(await rollout(step, cursor, sel.morePrompts));
@@ -409,7 +469,12 @@ for (let step = 0; step < opts['rl-steps']; step++) {
   const used = selectedIds ? pool.filter((r) => selectedIds!.has(String(r.promptIndex))) : pool;
 
   const adv = computeAdvantages(advCfg, {
-    samples: used.map((r) => ({ sampleId: `${r.promptIndex}/${r.sampleId}`, groupId: String(r.promptIndex), reward: r.reward, completionLength: r.seq.completion.length })),
+    samples: used.map((r) => ({
+      sampleId: `${r.promptIndex}/${r.sampleId}`,
+      groupId: String(r.promptIndex),
+      reward: r.reward,
+      completionLength: r.seq.completion.length,
+    })),
   });
   const kept: Seq[] = [];
   adv.samples.forEach((a, i) => {
@@ -431,9 +496,10 @@ for (let step = 0; step < opts['rl-steps']; step++) {
       batches.push(trainBatch(part, true, ref));
     }
     const W = opts['rl-warmup'];
-    const decay = opts['rl-schedule'] === 'cosine' && step >= W
-      ? opts['rl-min-lr'] + (1 - opts['rl-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (step - W)) / Math.max(1, opts['rl-steps'] - 1 - W)))
-      : 1;
+    const decay =
+      opts['rl-schedule'] === 'cosine' && step >= W
+        ? opts['rl-min-lr'] + (1 - opts['rl-min-lr']) * 0.5 * (1 + Math.cos((Math.PI * (step - W)) / Math.max(1, opts['rl-steps'] - 1 - W)))
+        : 1;
     const lr = opts['rl-lr'] * Math.min(1, (step + 1) / Math.max(1, W)) * decay;
     const r = await engine.trainStep(state, batches, { loss, lr, optimizer: { beta2: 0.99 }, temperature: logprobT });
     state = r.state;
@@ -461,12 +527,33 @@ await refEngine?.close();
 const totalMs = ms(t0);
 const steps = Math.max(1, opts['rl-steps']);
 console.log('');
-console.log(`model: ${cfg.arch} hidden ${opts.hidden} layers ${opts.layers} heads ${opts.heads}, ${nParams} parameters; task ${task.name} ${JSON.stringify(task.options)}`);
-console.log(`greedy eval accuracy (${opts['eval-n']} prompts): before RL ${fmtAcc(before.acc)}, after RL ${fmtAcc(after.acc)} (${(100 * (after.acc - before.acc)).toFixed(1)} points)`);
-console.log(`wall: SFT ${(sftMs / 1000).toFixed(1)} s (${sftStepMs.toFixed(1)} ms/step), RL ${(rlMs / 1000).toFixed(1)} s (rollout ${(rolloutMsSum / steps).toFixed(0)} ms/step, learner ${(learnerMsSum / steps).toFixed(0)} ms/step), eval ${before.ms} + ${after.ms} ms, total ${(totalMs / 1000).toFixed(1)} s`);
+console.log(
+  `model: ${cfg.arch} hidden ${opts.hidden} layers ${opts.layers} heads ${opts.heads}, ${nParams} parameters; task ${task.name} ${JSON.stringify(task.options)}`,
+);
+console.log(
+  `greedy eval accuracy (${opts['eval-n']} prompts): before RL ${fmtAcc(before.acc)}, after RL ${fmtAcc(after.acc)} (${(100 * (after.acc - before.acc)).toFixed(1)} points)`,
+);
+console.log(
+  `wall: SFT ${(sftMs / 1000).toFixed(1)} s (${sftStepMs.toFixed(1)} ms/step), RL ${(rlMs / 1000).toFixed(1)} s (rollout ${(rolloutMsSum / steps).toFixed(0)} ms/step, learner ${(learnerMsSum / steps).toFixed(0)} ms/step), eval ${before.ms} + ${after.ms} ms, total ${(totalMs / 1000).toFixed(1)} s`,
+);
 console.log(`load average: start ${loadStart}, end ${load()}`);
-console.log(`RESULT ${JSON.stringify({
-  opts, params: nParams, sftSteps, before: before.acc, after: after.acc, curve,
-  sftMs, sftStepMs, rlMs, rolloutMsPerStep: rolloutMsSum / steps, learnerMsPerStep: learnerMsSum / steps, promptsRolled,
-  evalMs: [before.ms, after.ms], totalMs, loadStart, loadEnd: load(),
-})}`);
+console.log(
+  `RESULT ${JSON.stringify({
+    opts,
+    params: nParams,
+    sftSteps,
+    before: before.acc,
+    after: after.acc,
+    curve,
+    sftMs,
+    sftStepMs,
+    rlMs,
+    rolloutMsPerStep: rolloutMsSum / steps,
+    learnerMsPerStep: learnerMsSum / steps,
+    promptsRolled,
+    evalMs: [before.ms, after.ms],
+    totalMs,
+    loadStart,
+    loadEnd: load(),
+  })}`,
+);

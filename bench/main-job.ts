@@ -32,8 +32,11 @@ const e = await up({ quiet: true, components: ['temporal'] });
 const temporal = temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace });
 const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
 const group = await createWorkers({
-  temporal, queues: ['control', 'rollout', 'reward', 'learner'],
-  maxConcurrentActivities: activities, maxConcurrentWorkflowTasks: control, shutdownGraceTimeMs: 2000,
+  temporal,
+  queues: ['control', 'rollout', 'reward', 'learner'],
+  maxConcurrentActivities: activities,
+  maxConcurrentWorkflowTasks: control,
+  shutdownGraceTimeMs: 2000,
 });
 const running = group.run();
 const client = await connectClient(temporal);
@@ -45,7 +48,8 @@ const seconds = (performance.now() - t0) / 1000;
 
 const store = openStore(storeUri);
 const rows: MetricsRow[] = [];
-for (const s of await committedSteps(store, run.runId)) rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!);
+for (const s of await committedSteps(store, run.runId))
+  rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!);
 await store.close();
 
 const mean = (xs: (number | null)[]) => {
@@ -53,7 +57,9 @@ const mean = (xs: (number | null)[]) => {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
 };
 const sum = (xs: (number | null)[]) => xs.reduce<number>((a, b) => a + (b ?? 0), 0);
-console.log(`main job ${run.runId}: ${result.status}, ${result.steps} steps in ${seconds.toFixed(1)} s wall (load average ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}, ${process.env.DURABLE_RL_BENCH_NOTE ?? '2-core machine'})`);
+console.log(
+  `main job ${run.runId}: ${result.status}, ${result.steps} steps in ${seconds.toFixed(1)} s wall (load average ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}, ${process.env.DURABLE_RL_BENCH_NOTE ?? '2-core machine'})`,
+);
 for (const phase of ['sft', 'rl'] as const) {
   const r = rows.filter((m) => m.phase === phase);
   if (r.length === 0) continue;
@@ -72,9 +78,13 @@ for (const phase of ['sft', 'rl'] as const) {
   console.log(`  ${line.join(' · ')}`);
 }
 for (const ev of result.evals) {
-  console.log(`  eval checkpoint ${ev.policyVersion} (${ev.phase}): greedy ${(100 * ev.greedyAccuracy).toFixed(1)}%${ev.passAtK ? `, pass@${ev.passAtK.k} ${(100 * ev.passAtK.value).toFixed(1)}%` : ''}`);
+  console.log(
+    `  eval checkpoint ${ev.policyVersion} (${ev.phase}): greedy ${(100 * ev.greedyAccuracy).toFixed(1)}%${ev.passAtK ? `, pass@${ev.passAtK.k} ${(100 * ev.passAtK.value).toFixed(1)}%` : ''}`,
+  );
 }
-console.log(`  overhead (wall − step time − evals): ${(seconds - sum(rows.map((m) => m.step_seconds))).toFixed(1)} s (initRun, evaluations, workflow tasks between steps)`);
+console.log(
+  `  overhead (wall − step time − evals): ${(seconds - sum(rows.map((m) => m.step_seconds))).toFixed(1)} s (initRun, evaluations, workflow tasks between steps)`,
+);
 
 group.shutdown();
 await running;

@@ -28,8 +28,14 @@ const steps = Number(arg('--steps', '2'));
 const extraSession = JSON.parse(arg('--session', '{}')) as ort.InferenceSession.SessionOptions;
 
 const cfg = parseModelConfig({
-  model_type: 'llama', vocab_size: 8192, hidden_size: 512, num_hidden_layers: layers, num_attention_heads: 8, num_key_value_heads: 2,
-  intermediate_size: 1408, max_position_embeddings: Math.max(1024, T),
+  model_type: 'llama',
+  vocab_size: 8192,
+  hidden_size: 512,
+  num_hidden_layers: layers,
+  num_attention_heads: 8,
+  num_key_value_heads: 2,
+  intermediate_size: 1408,
+  max_position_embeddings: Math.max(1024, T),
 });
 const weights = initWeights(cfg, 1);
 const tg = buildTrainGraph(cfg, 'trainStep', sftLoss(), {}, { recompute });
@@ -46,9 +52,17 @@ for (const s of parameterShapes(cfg)) {
   feeds[`adam_v.${s.name}`] = new ort.Tensor('float32', new Float32Array(n), s.shape);
 }
 const rng = new CounterRng(2, 'train-memory');
-feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from({ length: B * T }, (_, i) => BigInt(rng.int(i, cfg.vocabSize))), [B, T]);
+feeds.input_ids = new ort.Tensor(
+  'int64',
+  BigInt64Array.from({ length: B * T }, (_, i) => BigInt(rng.int(i, cfg.vocabSize))),
+  [B, T],
+);
 feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]);
-feeds.loss_mask = new ort.Tensor('float32', Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 ? 0 : 1)), [B, T]);
+feeds.loss_mask = new ort.Tensor(
+  'float32',
+  Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 ? 0 : 1)),
+  [B, T],
+);
 feeds.step = new ort.Tensor('int64', BigInt64Array.of(0n), []);
 feeds.lr = new ort.Tensor('float32', Float32Array.of(1e-4), []);
 feeds.temperature = new ort.Tensor('float32', Float32Array.of(1), []);
@@ -62,5 +76,16 @@ for (let i = 0; i < steps; i++) {
 }
 await session.release();
 process.stdout.write(
-  JSON.stringify({ recompute, cse, layers, batch: B, seq: T, session: extraSession, nodes: tg.graph.nodes.length, stepS: times, loss, peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) }) + '\n',
+  JSON.stringify({
+    recompute,
+    cse,
+    layers,
+    batch: B,
+    seq: T,
+    session: extraSession,
+    nodes: tg.graph.nodes.length,
+    stepS: times,
+    loss,
+    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+  }) + '\n',
 );

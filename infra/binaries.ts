@@ -8,7 +8,19 @@
  * into place, so a reader never sees a half-written file.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants, lstatSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+} from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { withLock } from './lock.js';
 import { binDir } from './paths.js';
@@ -97,7 +109,8 @@ export async function resolveBinary(spec: BinarySpec, opts: ResolveOptions = {})
   const progress = opts.progress ?? (() => {});
   const fromEnv = env[spec.envVar];
   if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`${spec.envVar}=${fromEnv} is not an executable file; fix the path or unset ${spec.envVar}`);
+    if (!isExecutable(fromEnv))
+      throw new Error(`${spec.envVar}=${fromEnv} is not an executable file; fix the path or unset ${spec.envVar}`);
     return { path: fromEnv, source: 'env' };
   }
   const found = onPath(spec.name, env);
@@ -122,7 +135,13 @@ export async function resolveBinary(spec: BinarySpec, opts: ResolveOptions = {})
   );
 }
 
-async function build(spec: BinarySpec, env: NodeJS.ProcessEnv, dir: string, target: string, progress: (msg: string) => void): Promise<void> {
+async function build(
+  spec: BinarySpec,
+  env: NodeJS.ProcessEnv,
+  dir: string,
+  target: string,
+  progress: (msg: string) => void,
+): Promise<void> {
   const go = goVersion(env);
   if (!go) {
     throw new GoMissingError(
@@ -134,7 +153,9 @@ async function build(spec: BinarySpec, env: NodeJS.ProcessEnv, dir: string, targ
   const pkg = `${spec.module}@${spec.version}`;
   const logFile = `${target}.build.log`;
   const gobin = mkdtempSync(join(dir, `.build-${spec.name}-`));
-  progress(`building ${spec.name} ${spec.version} with \`go install ${pkg}\` (${go}); first time only, takes several minutes; log: ${logFile}`);
+  progress(
+    `building ${spec.name} ${spec.version} with \`go install ${pkg}\` (${go}); first time only, takes several minutes; log: ${logFile}`,
+  );
   const t0 = Date.now();
   const fd = openSync(logFile, 'w', 0o644);
   try {

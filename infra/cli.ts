@@ -73,8 +73,12 @@ async function main(argv: string[]): Promise<number> {
       }
       const e = r.endpoints;
       const secs = ((Date.now() - t0) / 1000).toFixed(1);
-      if (r.actions.temporal !== 'skipped') out(`Temporal  ${r.actions.temporal}: gRPC ${e.temporal.address}  namespace ${e.temporal.namespace}  Web UI ${e.temporal.uiUrl || '(unknown)'}`);
-      if (r.actions.minio !== 'skipped') out(`MinIO     ${r.actions.minio}: S3 ${e.minio.endpoint}  bucket ${e.minio.bucket}  region ${e.minio.region}`);
+      if (r.actions.temporal !== 'skipped')
+        out(
+          `Temporal  ${r.actions.temporal}: gRPC ${e.temporal.address}  namespace ${e.temporal.namespace}  Web UI ${e.temporal.uiUrl || '(unknown)'}`,
+        );
+      if (r.actions.minio !== 'skipped')
+        out(`MinIO     ${r.actions.minio}: S3 ${e.minio.endpoint}  bucket ${e.minio.bucket}  region ${e.minio.region}`);
       out(`ready in ${secs} s; state dir ${r.stateDir}; \`npm run infra -- env\` prints the endpoints and credentials as env vars`);
       return 0;
     }
@@ -90,8 +94,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'env': {
       const st = await status({ stateDir });
-      if (st.temporal.state !== 'running' && st.temporal.state !== 'external') throw new Error(`Temporal is ${st.temporal.state}; run \`npm run infra -- up\` first`);
-      if (st.minio.state !== 'running' && st.minio.state !== 'external') throw new Error(`MinIO is ${st.minio.state}; run \`npm run infra -- up\` first`);
+      if (st.temporal.state !== 'running' && st.temporal.state !== 'external')
+        throw new Error(`Temporal is ${st.temporal.state}; run \`npm run infra -- up\` first`);
+      if (st.minio.state !== 'running' && st.minio.state !== 'external')
+        throw new Error(`MinIO is ${st.minio.state}; run \`npm run infra -- up\` first`);
       const r = await ensure({ stateDir, quiet: true }); // healthy: the lock-free fast path, no side effects
       for (const [k, v] of Object.entries(endpointsEnv(r.endpoints))) out(`export ${k}='${v.replace(/'/g, `'\\''`)}'`);
       return 0;

@@ -61,7 +61,10 @@ export function endpointsEnv(e: InfraEndpoints): Record<string, string> {
 const nonEmpty = (what: string) => z.string().min(1, `${what} must not be empty`);
 
 const ExternalTemporalSchema = z.object({
-  DURABLE_RL_TEMPORAL_ADDRESS: nonEmpty('the address').regex(/^[^\s/]+:\d+$/, 'expected host:port, e.g. 127.0.0.1:7233 or myns.a1b2c.tmprl.cloud:7233'),
+  DURABLE_RL_TEMPORAL_ADDRESS: nonEmpty('the address').regex(
+    /^[^\s/]+:\d+$/,
+    'expected host:port, e.g. 127.0.0.1:7233 or myns.a1b2c.tmprl.cloud:7233',
+  ),
   DURABLE_RL_TEMPORAL_NAMESPACE: nonEmpty('the namespace').default(DEFAULT_NAMESPACE),
   DURABLE_RL_TEMPORAL_UI: z.string().default(''),
 });
@@ -92,14 +95,24 @@ function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {
 /** An externally provided Temporal server (DURABLE_RL_TEMPORAL_ADDRESS set), or null. */
 export function externalTemporal(env: NodeJS.ProcessEnv = process.env): TemporalEndpoint | null {
   if (!env.DURABLE_RL_TEMPORAL_ADDRESS) return null;
-  const v = parseConfig(ExternalTemporalSchema, pick(env, Object.keys(ExternalTemporalSchema.shape)), 'Temporal settings from the environment');
+  const v = parseConfig(
+    ExternalTemporalSchema,
+    pick(env, Object.keys(ExternalTemporalSchema.shape)),
+    'Temporal settings from the environment',
+  );
   return { address: v.DURABLE_RL_TEMPORAL_ADDRESS, namespace: v.DURABLE_RL_TEMPORAL_NAMESPACE, uiUrl: v.DURABLE_RL_TEMPORAL_UI };
 }
 
 /** An externally provided S3 endpoint (DURABLE_RL_S3_ENDPOINT set), or null. */
 export function externalS3(env: NodeJS.ProcessEnv = process.env): S3Endpoint | null {
   if (!env.DURABLE_RL_S3_ENDPOINT) return null;
-  const keys = ['DURABLE_RL_S3_ENDPOINT', 'DURABLE_RL_S3_ACCESS_KEY_ID', 'DURABLE_RL_S3_SECRET_ACCESS_KEY', 'DURABLE_RL_S3_BUCKET', 'DURABLE_RL_S3_REGION'];
+  const keys = [
+    'DURABLE_RL_S3_ENDPOINT',
+    'DURABLE_RL_S3_ACCESS_KEY_ID',
+    'DURABLE_RL_S3_SECRET_ACCESS_KEY',
+    'DURABLE_RL_S3_BUCKET',
+    'DURABLE_RL_S3_REGION',
+  ];
   const v = parseConfig(ExternalS3Schema, pick(env, keys), 'S3 settings from the environment');
   return {
     endpoint: v.DURABLE_RL_S3_ENDPOINT,

@@ -17,9 +17,27 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../activities/common/log.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
 import { cachedBinaryPath, MINIO_BINARY, resolveBinary, TEMPORAL_BINARY } from './binaries.js';
-import { DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_REGION, externalS3, externalTemporal, type InfraEndpoints, type S3Endpoint, type TemporalEndpoint } from './env.js';
+import {
+  DEFAULT_BUCKET,
+  DEFAULT_NAMESPACE,
+  DEFAULT_REGION,
+  externalS3,
+  externalTemporal,
+  type InfraEndpoints,
+  type S3Endpoint,
+  type TemporalEndpoint,
+} from './env.js';
 import { withLock } from './lock.js';
-import { ensureBucket, generateCredentials, minioArgs, minioConsoleUrl, minioEndpoint, minioEnv, minioProbe, MINIO_PORTS } from './minio.js';
+import {
+  ensureBucket,
+  generateCredentials,
+  minioArgs,
+  minioConsoleUrl,
+  minioEndpoint,
+  minioEnv,
+  minioProbe,
+  MINIO_PORTS,
+} from './minio.js';
 import { cacheDir, stateDirOf } from './paths.js';
 import { choosePorts, isAlive, spawnDetached, terminate, type ProcRef } from './proc.js';
 import { ensureStateDir, lockFile, readState, writeState, type MinioState, type State, type TemporalState } from './state.js';
@@ -120,7 +138,14 @@ async function whyUnhealthy(c: Component, state: State): Promise<string | null> 
   if (!isAlive(ref)) return `pid ${ref.pid} is not running`;
   const probe = c === 'temporal' ? await temporalProbe(s as TemporalState) : await minioProbe(s as MinioState);
   if (probe) return probe;
-  if (c === 'temporal' && !sameNames((s as TemporalState).searchAttributes, SEARCH_ATTRIBUTES.map((a) => a.name))) return 'search attributes changed';
+  if (
+    c === 'temporal' &&
+    !sameNames(
+      (s as TemporalState).searchAttributes,
+      SEARCH_ATTRIBUTES.map((a) => a.name),
+    )
+  )
+    return 'search attributes changed';
   return null;
 }
 
@@ -191,7 +216,10 @@ async function ensureComponent(ctx: Ctx, c: Component, state: State): Promise<Ac
       require: ctx.ports === 'require',
       what: `the ${c} server of ${ctx.stateDir}`,
     });
-    if (moved.length > 0) ctx.warn(`${c}: previous ${moved.map((m) => `${m} port ${(previousPorts as Record<string, number>)[m]}`).join(', ')} in use by another process; moving to ${moved.map((m) => ports[m]).join(', ')}`);
+    if (moved.length > 0)
+      ctx.warn(
+        `${c}: previous ${moved.map((m) => `${m} port ${(previousPorts as Record<string, number>)[m]}`).join(', ')} in use by another process; moving to ${moved.map((m) => ports[m]).join(', ')}`,
+      );
 
     let s: TemporalState | MinioState;
     let args: string[];
@@ -304,13 +332,22 @@ async function ensureWith(opts: UpOptions, portMode: Ctx['ports']): Promise<UpRe
     {
       what: `the servers of ${ctx.stateDir}`,
       purpose: `starting ${need.join(' and ')}`,
-      onWait: (h, ms) => ctx.progress(`waiting for pid ${h?.pid ?? '?'} (${h?.purpose ?? 'unknown'}) to release ${lockFile(ctx.stateDir)} (${Math.round(ms / 1000)} s)`),
+      onWait: (h, ms) =>
+        ctx.progress(
+          `waiting for pid ${h?.pid ?? '?'} (${h?.purpose ?? 'unknown'}) to release ${lockFile(ctx.stateDir)} (${Math.round(ms / 1000)} s)`,
+        ),
     },
     async () => {
       state = readState(ctx.stateDir); // another process may have done the work while we waited
       const results = await Promise.allSettled(need.map((c) => ensureComponent(ctx, c, state)));
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed.length > 0) throw failed.length === 1 ? failed[0].reason : new AggregateError(failed.map((f) => f.reason as Error), failed.map((f) => (f.reason as Error).message).join('\n'));
+      if (failed.length > 0)
+        throw failed.length === 1
+          ? failed[0].reason
+          : new AggregateError(
+              failed.map((f) => f.reason as Error),
+              failed.map((f) => (f.reason as Error).message).join('\n'),
+            );
       need.forEach((c, i) => (actions[c] = (results[i] as PromiseFulfilledResult<Action>).value));
     },
   );
@@ -343,26 +380,33 @@ export async function down(opts: DownOptions = {}): Promise<void> {
   const which = opts.components ?? [...COMPONENTS];
   if (!opts.purge && readStateIfDir(ctx.stateDir) === null) return;
   ensureStateDir(ctx.stateDir);
-  await withLock(lockFile(ctx.stateDir), { what: `the servers of ${ctx.stateDir}`, purpose: `stopping ${which.join(' and ')}` }, async () => {
-    const state = readState(ctx.stateDir);
-    for (const c of which) {
-      const s = state[c];
-      const ref = s ? refOf(s) : null;
-      if (!s || !ref) continue;
-      await terminate(ref);
-      s.pid = null;
-      s.procStart = null;
-      writeState(ctx.stateDir, state);
-      ctx.say(`${c}: stopped pid ${ref.pid}`);
-    }
-    if (opts.purge) {
-      const others = COMPONENTS.filter((c) => !which.includes(c) && state[c]?.pid != null && isAlive(refOf(state[c] as TemporalState) as ProcRef));
-      if (others.length > 0) throw new Error(`--purge would delete the data of the running ${others.join(', ')}; stop it too (omit --only)`);
-      for (const name of COMPONENTS) rmSync(join(ctx.stateDir, name), { recursive: true, force: true });
-      rmSync(join(ctx.stateDir, 'state.json'), { force: true });
-      ctx.say(`purged ${ctx.stateDir}`);
-    }
-  });
+  await withLock(
+    lockFile(ctx.stateDir),
+    { what: `the servers of ${ctx.stateDir}`, purpose: `stopping ${which.join(' and ')}` },
+    async () => {
+      const state = readState(ctx.stateDir);
+      for (const c of which) {
+        const s = state[c];
+        const ref = s ? refOf(s) : null;
+        if (!s || !ref) continue;
+        await terminate(ref);
+        s.pid = null;
+        s.procStart = null;
+        writeState(ctx.stateDir, state);
+        ctx.say(`${c}: stopped pid ${ref.pid}`);
+      }
+      if (opts.purge) {
+        const others = COMPONENTS.filter(
+          (c) => !which.includes(c) && state[c]?.pid != null && isAlive(refOf(state[c] as TemporalState) as ProcRef),
+        );
+        if (others.length > 0)
+          throw new Error(`--purge would delete the data of the running ${others.join(', ')}; stop it too (omit --only)`);
+        for (const name of COMPONENTS) rmSync(join(ctx.stateDir, name), { recursive: true, force: true });
+        rmSync(join(ctx.stateDir, 'state.json'), { force: true });
+        ctx.say(`purged ${ctx.stateDir}`);
+      }
+    },
+  );
   if (opts.purge) rmSync(ctx.stateDir, { recursive: true, force: true });
 }
 
@@ -439,7 +483,8 @@ export async function status(opts: { stateDir?: string; env?: NodeJS.ProcessEnv 
     const uiUrl = c === 'temporal' ? temporalUiUrl(s as TemporalState) : minioConsoleUrl(s as MinioState);
     const base = { endpoint, uiUrl, ports: { ...s.ports } as Record<string, number>, log: s.log };
     const ref = refOf(s);
-    if (!ref || !isAlive(ref)) return { ...base, state: 'stopped', pid: null, detail: ref ? `pid ${ref.pid} is not running (stale)` : null };
+    if (!ref || !isAlive(ref))
+      return { ...base, state: 'stopped', pid: null, detail: ref ? `pid ${ref.pid} is not running (stale)` : null };
     const why = await whyUnhealthy(c, state);
     return { ...base, state: why === null ? 'running' : 'unhealthy', pid: ref.pid, detail: why };
   };

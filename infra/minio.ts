@@ -70,7 +70,9 @@ export function s3Client(s: Pick<MinioState, 'ports' | 'accessKeyId' | 'secretAc
 }
 
 /** Creates the bucket unless it exists. Returns true when it was created now. */
-export async function ensureBucket(s: Pick<MinioState, 'ports' | 'accessKeyId' | 'secretAccessKey' | 'region' | 'bucket'>): Promise<boolean> {
+export async function ensureBucket(
+  s: Pick<MinioState, 'ports' | 'accessKeyId' | 'secretAccessKey' | 'region' | 'bucket'>,
+): Promise<boolean> {
   const client = s3Client(s);
   try {
     try {
@@ -78,7 +80,8 @@ export async function ensureBucket(s: Pick<MinioState, 'ports' | 'accessKeyId' |
       return false;
     } catch (e) {
       const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status !== 404) throw new Error(`checking bucket ${s.bucket} at ${minioEndpoint(s)}: ${(e as Error).name} ${(e as Error).message}`);
+      if (status !== 404)
+        throw new Error(`checking bucket ${s.bucket} at ${minioEndpoint(s)}: ${(e as Error).name} ${(e as Error).message}`);
     }
     try {
       await client.send(new CreateBucketCommand({ Bucket: s.bucket }));

@@ -110,7 +110,11 @@ export async function terminate(ref: ProcRef, graceMs = 10_000): Promise<void> {
  * Starts `bin args` in its own session, stdout and stderr appended to `logFile`, not tied to this
  * process: it keeps running after we exit.
  */
-export async function spawnDetached(bin: string, args: string[], opts: { env: NodeJS.ProcessEnv; logFile: string; cwd: string }): Promise<ProcRef> {
+export async function spawnDetached(
+  bin: string,
+  args: string[],
+  opts: { env: NodeJS.ProcessEnv; logFile: string; cwd: string },
+): Promise<ProcRef> {
   const fd = openSync(opts.logFile, 'a', 0o600);
   try {
     const child = spawn(bin, args, { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', fd, fd] });

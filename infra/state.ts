@@ -83,7 +83,9 @@ export function readState(stateDir: string): State {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file} is not valid JSON (${(e as Error).message}); stop any servers it started and delete it, or run \`npm run infra -- down --purge\``);
+    throw new Error(
+      `${file} is not valid JSON (${(e as Error).message}); stop any servers it started and delete it, or run \`npm run infra -- down --purge\``,
+    );
   }
   try {
     return parseConfig(StateSchema, json, `infra state file ${file}`);

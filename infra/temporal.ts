@@ -27,14 +27,22 @@ export function temporalUiUrl(s: Pick<TemporalState, 'ports'>): string {
 /** `temporal server start-dev` arguments for this state. */
 export function startDevArgs(s: Pick<TemporalState, 'ports' | 'dbFile' | 'namespace'>): string[] {
   const args = [
-    'server', 'start-dev',
-    '--ip', LOOPBACK,
-    '--port', String(s.ports.grpc),
-    '--ui-ip', LOOPBACK,
-    '--ui-port', String(s.ports.ui),
-    '--http-port', String(s.ports.http),
-    '--metrics-port', String(s.ports.metrics),
-    '--db-filename', s.dbFile,
+    'server',
+    'start-dev',
+    '--ip',
+    LOOPBACK,
+    '--port',
+    String(s.ports.grpc),
+    '--ui-ip',
+    LOOPBACK,
+    '--ui-port',
+    String(s.ports.ui),
+    '--http-port',
+    String(s.ports.http),
+    '--metrics-port',
+    String(s.ports.metrics),
+    '--db-filename',
+    s.dbFile,
   ];
   if (s.namespace !== 'default') args.push('--namespace', s.namespace);
   for (const sa of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${sa.name}=${sa.type}`);

@@ -44,8 +44,14 @@ Chromium: DURABLE_RL_CHROMIUM=/path, else /usr/bin/chromium.`;
 
 /** The flags that work in containers and on machines without a GPU or outside network. */
 const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 /** Time for the UI to finish painting after the awaited element appears (no other fixed waits). */
@@ -103,7 +109,9 @@ async function expandMarkdownFrames(page: Page): Promise<void> {
 }
 
 /** The little of the DOM that expandFramesInPage uses (this project type-checks without the DOM library). */
-interface Box { getBoundingClientRect(): { bottom: number } }
+interface Box {
+  getBoundingClientRect(): { bottom: number };
+}
 interface FrameElement {
   contentDocument: { readyState: string; body: Box | null; querySelector(sel: string): Box | null } | null;
   style: { height: string };
@@ -144,8 +152,15 @@ interface Shot {
 }
 
 async function screenshots(opts: {
-  workflowId: string; ui: string; namespace: string; outDir: string; query?: string;
-  width: number; height: number; timeoutMs: number; chromium: string;
+  workflowId: string;
+  ui: string;
+  namespace: string;
+  outDir: string;
+  query?: string;
+  width: number;
+  height: number;
+  timeoutMs: number;
+  chromium: string;
 }): Promise<Shot[]> {
   const { workflowId, ui, namespace, outDir } = opts;
   const profile = mkdtempSync(join(tmpdir(), 'durable-rl-chromium-'));
@@ -170,14 +185,25 @@ async function screenshots(opts: {
     // 1. The workflow page: loaded when the network is idle and the heading names the workflow.
     const wfUrl = `${ui}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}`;
     await page.goto(wfUrl, { waitUntil: 'networkidle' }).catch((err: Error) => {
-      throw new Error(`cannot load the Web UI at ${wfUrl}: ${err.message.split('\n')[0]} (is the Temporal dev server up? \`npm run infra -- status\`)`);
+      throw new Error(
+        `cannot load the Web UI at ${wfUrl}: ${err.message.split('\n')[0]} (is the Temporal dev server up? \`npm run infra -- status\`)`,
+      );
     });
     const heading = page.getByTestId('workflow-id-heading');
     try {
       await heading.filter({ hasText: workflowId }).waitFor();
     } catch {
-      const text = (await page.locator('main').innerText().catch(() => '')).slice(0, 300).replace(/\s+/g, ' ');
-      throw new Error(`the Web UI at ${wfUrl} shows no workflow ${JSON.stringify(workflowId)} in namespace ${namespace} (page says: ${text || 'nothing'})`);
+      const text = (
+        await page
+          .locator('main')
+          .innerText()
+          .catch(() => '')
+      )
+        .slice(0, 300)
+        .replace(/\s+/g, ' ');
+      throw new Error(
+        `the Web UI at ${wfUrl} shows no workflow ${JSON.stringify(workflowId)} in namespace ${namespace} (page says: ${text || 'nothing'})`,
+      );
     }
 
     // Current Details: rendered markdown in an iframe of the "User Metadata" tab.
@@ -186,9 +212,10 @@ async function screenshots(opts: {
       .locator('h3', { hasText: /^Current Details$/ })
       .locator(`xpath=ancestor::div[.//iframe][not(.//h3[normalize-space()='Summary'])][1]`)
       .locator('iframe[title="output"]');
-    const hasDetails = await details
-      .waitFor({ timeout: DETAILS_WAIT_MS })
-      .then(() => true, () => false);
+    const hasDetails = await details.waitFor({ timeout: DETAILS_WAIT_MS }).then(
+      () => true,
+      () => false,
+    );
     if (!hasDetails) {
       process.stderr.write(
         'warning: Current Details is empty: the UI reads it with a query, so a worker must poll durable-rl.control ' +
@@ -212,7 +239,9 @@ async function screenshots(opts: {
 
     // 2. The list, filtered by a custom search attribute, with durable-rl's attributes as columns.
     const query = opts.query ?? `DurableRlRunName="${runName ?? workflowId}"`;
-    await page.goto(`${ui}/namespaces/${encodeURIComponent(namespace)}/workflows?query=${encodeURIComponent(query)}`, { waitUntil: 'networkidle' });
+    await page.goto(`${ui}/namespaces/${encodeURIComponent(namespace)}/workflows?query=${encodeURIComponent(query)}`, {
+      waitUntil: 'networkidle',
+    });
     await page.getByTestId('workflows-summary-table-configuration-button').click();
     const drawer = page.locator('#workflows-table-configuration-drawer');
     await drawer.waitFor();
@@ -230,7 +259,10 @@ async function screenshots(opts: {
     const fold = page.getByRole('button', { name: 'Collapse saved views' });
     if (await fold.count()) await fold.first().click();
     const row = page.getByRole('row').filter({ hasText: workflowId }).first();
-    const listed = await row.waitFor().then(() => true, () => false);
+    const listed = await row.waitFor().then(
+      () => true,
+      () => false,
+    );
     if (!listed) process.stderr.write(`warning: the list filtered by ${query} does not show ${workflowId}\n`);
     await shoot(`workflow list filtered by ${query}`, 'list');
     return shots;
@@ -266,7 +298,10 @@ async function main(argv: string[]): Promise<number> {
   const outDir = resolve(values.out ?? 'out/ui-screenshots');
   mkdirSync(outDir, { recursive: true });
   const shots = await screenshots({
-    workflowId, ui, outDir, chromium: chromiumBin,
+    workflowId,
+    ui,
+    outDir,
+    chromium: chromiumBin,
     namespace: values.namespace || process.env.DURABLE_RL_TEMPORAL_NAMESPACE || 'default',
     query: values.query,
     width: positiveInt(values.width, 'width', 1920),

@@ -62,7 +62,8 @@ const needsServers = files.some((f) => !f.startsWith(join('test', 'unit')));
 if (needsServers) step('real servers (infra up)', bin('tsx'), ['infra/cli.ts', 'up']);
 
 step(`tests (${files.length} files)`, process.execPath, [
-  '--import', 'tsx',
+  '--import',
+  'tsx',
   '--test',
   '--test-concurrency=1',
   '--test-reporter=spec',

@@ -29,7 +29,9 @@ function stageText(p: RunProgress, withBar: boolean): string {
   if (p.stage === 'eval') return `eval of checkpoint ${p.step}`;
   const shards = p.shardsTotal > 0 && (p.stage === 'rollout' || p.stage === 'reward');
   if (!shards) return p.stage;
-  return withBar ? `${p.stage} ${bar(p.shardsDone, p.shardsTotal)} ${p.shardsDone}/${p.shardsTotal} shards` : `${p.stage} ${p.shardsDone}/${p.shardsTotal} shards`;
+  return withBar
+    ? `${p.stage} ${bar(p.shardsDone, p.shardsTotal)} ${p.shardsDone}/${p.shardsTotal} shards`
+    : `${p.stage} ${p.shardsDone}/${p.shardsTotal} shards`;
 }
 
 function metricsText(p: RunProgress): string {

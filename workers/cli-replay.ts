@@ -32,7 +32,8 @@ export async function fetchExecutions(client: Client, workflowId: string): Promi
     seen.add(runId);
     const history: History = await client.workflow.getHandle(workflowId, runId).fetchHistory();
     out.unshift({ runId, history });
-    const started: temporal.api.history.v1.IWorkflowExecutionStartedEventAttributes | null | undefined = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+    const started: temporal.api.history.v1.IWorkflowExecutionStartedEventAttributes | null | undefined =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes;
     runId = started?.continuedExecutionRunId || undefined;
   }
   return out;
@@ -51,7 +52,11 @@ export async function replayCommand(client: Client, workflowId: string, opts: { 
       say(`  saved ${file}`);
     }
   }
-  const [{ Worker }, { bundleWorkflows }, { installRuntime }] = await Promise.all([import('@temporalio/worker'), import('./worker.js'), import('./runtime.js')]);
+  const [{ Worker }, { bundleWorkflows }, { installRuntime }] = await Promise.all([
+    import('@temporalio/worker'),
+    import('./worker.js'),
+    import('./runtime.js'),
+  ]);
   installRuntime();
   const workflowBundle = await bundleWorkflows();
   const byRun = new Map(executions.map((e, i) => [e.runId, i + 1]));
@@ -72,6 +77,10 @@ export async function replayCommand(client: Client, workflowId: string, opts: { 
       say(`  ${label}: OK`);
     }
   }
-  say(failed === 0 ? `replay OK: every execution of ${workflowId} replays against the current code` : `replay FAILED: ${failed} of ${executions.length} executions are non-deterministic against the current code`);
+  say(
+    failed === 0
+      ? `replay OK: every execution of ${workflowId} replays against the current code`
+      : `replay FAILED: ${failed} of ${executions.length} executions are non-deterministic against the current code`,
+  );
   return failed === 0 ? 0 : 1;
 }

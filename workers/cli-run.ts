@@ -6,7 +6,14 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { ApplicationFailure, WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import {
+  ApplicationFailure,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type Client,
+  type WorkflowExecutionDescription,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { runPrefix } from '../activities/store/keys.js';
 import { openStore } from '../activities/store/open.js';
@@ -18,7 +25,16 @@ import { causeMessage, index, resolveTemporal, say, sleep, UsageError } from './
 import { beforeAfterRl, evalText, Follower, progressBlock } from './cli-follow.js';
 import { connectClient, workflowUrl, type TemporalConfig } from './temporal.js';
 import {
-  absoluteStoreUri, pauseRun, resumeFromRun, resumeRun, runHandle, runSource, startTrainingRun, stopRun, RunError, type StartedRun,
+  absoluteStoreUri,
+  pauseRun,
+  resumeFromRun,
+  resumeRun,
+  runHandle,
+  runSource,
+  startTrainingRun,
+  stopRun,
+  RunError,
+  type StartedRun,
 } from './train-client.js';
 import { workerSettings } from './cli-worker.js';
 import type { WorkerGroup } from './worker.js';
@@ -80,20 +96,27 @@ export async function trainCommand(file: string | undefined, opts: TrainOptions)
   return withOptionalWorkers(temporal, opts.withWorkers === true, async (workers) => {
     const started = await startTrainingRun(client, config);
     say(`started training run ${started.runId}`);
-    say(`  ${config.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${config.task.name}, seed ${config.seed}, store ${absoluteStoreUri(config.store)}`);
+    say(
+      `  ${config.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${config.task.name}, seed ${config.seed}, store ${absoluteStoreUri(config.store)}`,
+    );
     printLinks(temporal, started.runId, workers !== undefined);
     return afterStart(client, started, { ...opts, workers });
   });
 }
 
-export async function resumeFromCommand(source: string, opts: { step?: string; follow?: boolean; withWorkers?: boolean; reportOut?: string }): Promise<number> {
+export async function resumeFromCommand(
+  source: string,
+  opts: { step?: string; follow?: boolean; withWorkers?: boolean; reportOut?: string },
+): Promise<number> {
   const step = index(opts.step, 'step');
   const temporal = await resolveTemporal();
   const client = await connectClient(temporal);
   return withOptionalWorkers(temporal, opts.withWorkers === true, async (workers) => {
     const started = await resumeFromRun(client, source, { step });
     say(`started training run ${started.runId}`);
-    say(`  resumes ${source} from checkpoint ${started.checkpoint} (the weights after step ${started.checkpoint - 1}); it trains step ${started.checkpoint} next`);
+    say(
+      `  resumes ${source} from checkpoint ${started.checkpoint} (the weights after step ${started.checkpoint - 1}); it trains step ${started.checkpoint} next`,
+    );
     printLinks(temporal, started.runId, workers !== undefined);
     return afterStart(client, started, { ...opts, workers });
   });
@@ -105,7 +128,11 @@ function printLinks(temporal: TemporalConfig, runId: string, withWorkers: boolea
   if (!withWorkers) say(`workers must poll every durable-rl queue: run \`durable-rl worker\` if none is running`);
 }
 
-async function withOptionalWorkers(temporal: TemporalConfig, enabled: boolean, body: (workers: { running: Promise<void> } | undefined) => Promise<number>): Promise<number> {
+async function withOptionalWorkers(
+  temporal: TemporalConfig,
+  enabled: boolean,
+  body: (workers: { running: Promise<void> } | undefined) => Promise<number>,
+): Promise<number> {
   if (!enabled) return body(undefined);
   const w = await inProcessWorkers(temporal);
   try {
@@ -119,25 +146,36 @@ async function withOptionalWorkers(temporal: TemporalConfig, enabled: boolean, b
 type Outcome = { kind: 'result'; result: TrainingRunResult } | { kind: 'failed'; error: unknown } | { kind: 'workers'; error: unknown };
 
 /** After a start: return at once, or (--follow / --with-workers) wait for the end, showing progress when following. */
-async function afterStart(client: Client, started: StartedRun, opts: { follow?: boolean; reportOut?: string; workers?: { running: Promise<void> } }): Promise<number> {
+async function afterStart(
+  client: Client,
+  started: StartedRun,
+  opts: { follow?: boolean; reportOut?: string; workers?: { running: Promise<void> } },
+): Promise<number> {
   if (!opts.follow && !opts.workers) {
     say(`follow it with \`durable-rl status ${started.runId}\``);
     return 0;
   }
   const ended: Promise<Outcome> = Promise.race([
-    started.result().then((result): Outcome => ({ kind: 'result', result }), (error: unknown): Outcome => ({ kind: 'failed', error })),
+    started.result().then(
+      (result): Outcome => ({ kind: 'result', result }),
+      (error: unknown): Outcome => ({ kind: 'failed', error }),
+    ),
     ...(opts.workers
-      ? [opts.workers.running.then(
-          (): Outcome => ({ kind: 'workers', error: new Error('the workers of this process stopped') }),
-          (error: unknown): Outcome => ({ kind: 'workers', error }),
-        )]
+      ? [
+          opts.workers.running.then(
+            (): Outcome => ({ kind: 'workers', error: new Error('the workers of this process stopped') }),
+            (error: unknown): Outcome => ({ kind: 'workers', error }),
+          ),
+        ]
       : []),
   ]);
   let outcome: Outcome | undefined;
   void ended.then((o) => (outcome = o));
   const follower = opts.follow ? new Follower(process.stdout) : undefined;
   const onSignal = () => {
-    follower?.note(`stopped following; the run continues on Temporal: durable-rl status ${started.runId} (stop it with durable-rl stop ${started.runId})`);
+    follower?.note(
+      `stopped following; the run continues on Temporal: durable-rl status ${started.runId} (stop it with durable-rl stop ${started.runId})`,
+    );
     if (opts.workers) say('this process ran its workers: start `durable-rl worker` for the run to go on');
     process.exit(130);
   };
@@ -184,12 +222,16 @@ async function queryProgress(handle: WorkflowHandle<typeof trainingRun>, ms: num
 }
 
 function printResult(r: TrainingRunResult): void {
-  say(`run ${r.runId} ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`);
+  say(
+    `run ${r.runId} ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`,
+  );
   const { before, after } = beforeAfterRl(r.evals);
   if (before && after) {
     say(`eval accuracy before RL: ${evalText(before)}`);
     say(`eval accuracy after RL:  ${evalText(after)}`);
-    say(`greedy accuracy ${(100 * before.greedyAccuracy).toFixed(1)}% → ${(100 * after.greedyAccuracy).toFixed(1)}% (${after.greedyAccuracy >= before.greedyAccuracy ? '+' : ''}${(100 * (after.greedyAccuracy - before.greedyAccuracy)).toFixed(1)} points)`);
+    say(
+      `greedy accuracy ${(100 * before.greedyAccuracy).toFixed(1)}% → ${(100 * after.greedyAccuracy).toFixed(1)}% (${after.greedyAccuracy >= before.greedyAccuracy ? '+' : ''}${(100 * (after.greedyAccuracy - before.greedyAccuracy)).toFixed(1)} points)`,
+    );
   } else {
     for (const e of r.evals) say(`eval ${evalText(e)}`);
   }
@@ -225,7 +267,9 @@ async function writeReport(storeUri: string, runId: string, out?: string): Promi
 export async function runStatus(client: Client, runId: string, desc: WorkflowExecutionDescription): Promise<number> {
   const sa = desc.typedSearchAttributes;
   const name = sa.get(RUN_NAME);
-  say(`${runId}: ${desc.status.name} · training run${name ? ` "${name}"` : ''} · execution started ${desc.startTime.toISOString()}${desc.closeTime ? ` · closed ${desc.closeTime.toISOString()}` : ''}`);
+  say(
+    `${runId}: ${desc.status.name} · training run${name ? ` "${name}"` : ''} · execution started ${desc.startTime.toISOString()}${desc.closeTime ? ` · closed ${desc.closeTime.toISOString()}` : ''}`,
+  );
   const handle = client.workflow.getHandle<typeof trainingRun>(runId);
   if (desc.status.name === 'RUNNING') {
     const p = await queryProgress(handle, QUERY_TIMEOUT_MS);
@@ -256,10 +300,13 @@ export async function runStatus(client: Client, runId: string, desc: WorkflowExe
 }
 
 function printResultIndented(r: TrainingRunResult): void {
-  say(`  ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`);
+  say(
+    `  ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`,
+  );
   for (const e of r.evals) say(`  eval ${evalText(e)}`);
   const { before, after } = beforeAfterRl(r.evals);
-  if (before && after) say(`  greedy accuracy before RL ${(100 * before.greedyAccuracy).toFixed(1)}% → after RL ${(100 * after.greedyAccuracy).toFixed(1)}%`);
+  if (before && after)
+    say(`  greedy accuracy before RL ${(100 * before.greedyAccuracy).toFixed(1)}% → after RL ${(100 * after.greedyAccuracy).toFixed(1)}%`);
 }
 
 type SearchAttrs = WorkflowExecutionDescription['typedSearchAttributes'];
@@ -286,7 +333,9 @@ export async function controlCommand(what: 'pause' | 'resume' | 'stop', runId: s
     say(`resume requested: ${runId} goes on with its next step`);
   } else {
     await stopRun(client, runId);
-    say(`stop requested: ${runId} finishes and commits its current step, then ends as stopped (continue it later with durable-rl resume-from ${runId})`);
+    say(
+      `stop requested: ${runId} finishes and commits its current step, then ends as stopped (continue it later with durable-rl resume-from ${runId})`,
+    );
   }
   return 0;
 }
@@ -342,12 +391,21 @@ export async function runsCommand(limit: number): Promise<number> {
   const client = await connectClient(await resolveTemporal());
   const rows: string[][] = [['RUN', 'TEMPORAL', 'STATUS', 'NAME', 'STEP', 'PHASE', 'MEAN REWARD', 'STARTED']];
   // One row per run: the executions a run continued-as-new from are the same run, listed by its latest.
-  for await (const w of client.workflow.list({ query: 'WorkflowType="trainingRun" AND ExecutionStatus!="ContinuedAsNew"', pageSize: limit })) {
+  for await (const w of client.workflow.list({
+    query: 'WorkflowType="trainingRun" AND ExecutionStatus!="ContinuedAsNew"',
+    pageSize: limit,
+  })) {
     const sa = w.typedSearchAttributes;
     const reward = sa.get(MEAN_REWARD);
     rows.push([
-      w.workflowId, w.status.name, sa.get(STATUS) ?? '–', sa.get(RUN_NAME) ?? '–', String(sa.get(STEP) ?? '–'),
-      sa.get(PHASE) ?? '–', reward == null ? '–' : reward.toFixed(3), w.startTime.toISOString().replace('T', ' ').slice(0, 19),
+      w.workflowId,
+      w.status.name,
+      sa.get(STATUS) ?? '–',
+      sa.get(RUN_NAME) ?? '–',
+      String(sa.get(STEP) ?? '–'),
+      sa.get(PHASE) ?? '–',
+      reward == null ? '–' : reward.toFixed(3),
+      w.startTime.toISOString().replace('T', ' ').slice(0, 19),
     ]);
     if (rows.length > limit) break;
   }
@@ -356,17 +414,29 @@ export async function runsCommand(limit: number): Promise<number> {
     return 0;
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) say(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const r of rows)
+    say(
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
   return 0;
 }
 
 /** Describes a workflow; "not found" is a UsageError naming the id and the namespace. */
 export async function describeJob(client: Client, id: string): Promise<WorkflowExecutionDescription> {
-  return client.workflow.getHandle(id).describe().catch((err: unknown) => {
-    // Only "not found" means there is no such job; anything else (unreachable server, denied) is reported as is.
-    if (err instanceof WorkflowNotFoundError) throw new UsageError(`no job "${id}" on Temporal namespace ${client.options.namespace} (neither a training run nor an annotation job)`);
-    throw err;
-  });
+  return client.workflow
+    .getHandle(id)
+    .describe()
+    .catch((err: unknown) => {
+      // Only "not found" means there is no such job; anything else (unreachable server, denied) is reported as is.
+      if (err instanceof WorkflowNotFoundError)
+        throw new UsageError(
+          `no job "${id}" on Temporal namespace ${client.options.namespace} (neither a training run nor an annotation job)`,
+        );
+      throw err;
+    });
 }
 
 export { RunError, runHandle };

@@ -40,7 +40,11 @@ export function parseQueues(list: string | undefined): QueueName[] {
  * `workerProcessOptions`) applied to these queues, with this command's flags as its command line.
  * A bad flag or environment variable is a UsageError naming it (exit 2).
  */
-export async function workerSettings(queues: readonly QueueName[], flags: Omit<WorkerFlags, 'queues'>, env: NodeJS.ProcessEnv = process.env): Promise<WorkerProcessOptions> {
+export async function workerSettings(
+  queues: readonly QueueName[],
+  flags: Omit<WorkerFlags, 'queues'>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<WorkerProcessOptions> {
   const { workerProcessOptions, WorkerUsageError } = await import('./worker.js');
   const single = queues.length === 1;
   // workerProcessOptions names the flag of a one-queue process `--concurrency`; ours is always per queue.

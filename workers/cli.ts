@@ -29,7 +29,16 @@ import { QUEUE_NAMES, TASK_QUEUES } from '../workflows/task-queues.js';
 import { annotateProgress, startAnnotateRewards } from './client.js';
 import { int, resolveTemporal, say, UsageError } from './cli-common.js';
 import { replayCommand } from './cli-replay.js';
-import { controlCommand, describeJob, exportCommand, reportCommand, resumeFromCommand, runsCommand, runStatus, trainCommand } from './cli-run.js';
+import {
+  controlCommand,
+  describeJob,
+  exportCommand,
+  reportCommand,
+  resumeFromCommand,
+  runsCommand,
+  runStatus,
+  trainCommand,
+} from './cli-run.js';
 import { workerCommand } from './cli-worker.js';
 import { connectClient, workflowUrl } from './temporal.js';
 import { absoluteStoreUri, RunError } from './train-client.js';
@@ -145,13 +154,20 @@ async function main(argv: string[]): Promise<number> {
     case 'train': {
       if (rest.length > 1) throw new UsageError(`train takes at most one config file; unexpected: ${rest.slice(1).join(' ')}`);
       return trainCommand(rest[0], {
-        store: values.store, name: values.name, seed: values.seed,
-        follow: values.follow, withWorkers: values['with-workers'], reportOut: values.out,
+        store: values.store,
+        name: values.name,
+        seed: values.seed,
+        follow: values.follow,
+        withWorkers: values['with-workers'],
+        reportOut: values.out,
       });
     }
     case 'resume-from':
       return resumeFromCommand(arg(rest, command, 'the id of the run to continue'), {
-        step: values.step, follow: values.follow, withWorkers: values['with-workers'], reportOut: values.out,
+        step: values.step,
+        follow: values.follow,
+        withWorkers: values['with-workers'],
+        reportOut: values.out,
       });
     case 'pause':
     case 'resume':
@@ -182,7 +198,10 @@ async function main(argv: string[]): Promise<number> {
       const client = await connectClient(temporal);
       const jobId = values.job ?? `annotate-${Date.now().toString(36)}`;
       const started = await startAnnotateRewards(client, {
-        jobId, storeUri: store, inputKey, reward,
+        jobId,
+        storeUri: store,
+        inputKey,
+        reward,
         shardSize: values['shard-size'] ? int(values['shard-size'], 'shard-size', 1000) : undefined,
       });
       say(`started annotateRewards  workflow id: ${started.workflowId}`);
@@ -219,7 +238,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 function printResult(r: AnnotateRewardsResult): void {
-  say(`records: ${r.records}   accuracy: ${(100 * r.accuracy).toFixed(1)}%   mean reward: ${r.meanReward.toFixed(4)}   reward errors: ${r.errors}   dropped: ${r.dropped}`);
+  say(
+    `records: ${r.records}   accuracy: ${(100 * r.accuracy).toFixed(1)}%   mean reward: ${r.meanReward.toFixed(4)}   reward errors: ${r.errors}   dropped: ${r.dropped}`,
+  );
   say(`rewards: ${r.rewardsUri}`);
   say(`manifest: ${r.manifestUri}`);
 }
@@ -238,9 +259,16 @@ async function demo(store: string, values: { records?: string; job?: string; 'sh
   const running = group.run();
   try {
     const client = await connectClient(temporal);
-    const jobId = values.job ?? `demo-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}`;
+    const jobId =
+      values.job ??
+      `demo-${new Date()
+        .toISOString()
+        .replace(/[-:.TZ]/g, '')
+        .slice(0, 14)}`;
     const started = await startAnnotateRewards(client, {
-      jobId, storeUri: store, inputKey,
+      jobId,
+      storeUri: store,
+      inputKey,
       shardSize: int(values['shard-size'], 'shard-size', 250),
       reward: values.reward ? { name: values.reward } : undefined,
     });

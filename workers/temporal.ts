@@ -20,7 +20,10 @@ import { installRuntime } from './runtime.js';
 
 export const TemporalConfig = z.strictObject({
   /** host:port of the Temporal frontend (gRPC). The CLI uses the local dev server's when unset. */
-  address: z.string().regex(/^[^\s:]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
+  address: z
+    .string()
+    .regex(/^[^\s:]+:\d+$/, 'must be host:port')
+    .default('127.0.0.1:7233'),
   /** Temporal namespace the workflows run in. */
   namespace: z.string().min(1).default('default'),
   /** Base URL of the Web UI; only used to print links to workflows. */

@@ -5,7 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import {
+  WorkflowIdConflictPolicy,
+  WorkflowNotFoundError,
+  type Client,
+  type WorkflowExecutionDescription,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { checkRunConfig, readRunRecord } from '../activities/run/resolve.js';
 import type { ResumeSource } from '../activities/run/types.js';
@@ -16,8 +22,13 @@ import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
 import type { RunProgress } from '../workflows/run-details.js';
 import {
-  pauseSignal, progressQuery, resumeSignal, stopSignal,
-  type TrainingRunInput, type TrainingRunResult, type trainingRun,
+  pauseSignal,
+  progressQuery,
+  resumeSignal,
+  stopSignal,
+  type TrainingRunInput,
+  type TrainingRunResult,
+  type trainingRun,
 } from '../workflows/training-run.js';
 
 /** A user error about a run (unknown run, wrong state): the CLI prints it as one line. */
@@ -65,19 +76,26 @@ export async function startTrainingRun(client: Client, config: unknown, opts: St
     memo: { storeUri, name: cfg.name, task: cfg.task.name, seed: cfg.seed, resumedFrom: opts.resumeFrom ?? null },
     // Set at start, so a namespace without durable-rl's search attributes refuses the run here, in
     // one line, instead of failing its first workflow task over and over.
-    typedSearchAttributes: [{ key: RUN_NAME, value: cfg.name }, { key: STATUS, value: 'starting' }],
+    typedSearchAttributes: [
+      { key: RUN_NAME, value: cfg.name },
+      { key: STATUS, value: 'starting' },
+    ],
   });
   return { runId, handle, result: () => handle.result() };
 }
 
 /** The run's workflow handle and its description (one describe call); RunError when there is no such run. */
-async function describeRun(client: Client, runId: string): Promise<{ handle: WorkflowHandle<typeof trainingRun>; description: WorkflowExecutionDescription }> {
+async function describeRun(
+  client: Client,
+  runId: string,
+): Promise<{ handle: WorkflowHandle<typeof trainingRun>; description: WorkflowExecutionDescription }> {
   const handle = client.workflow.getHandle<typeof trainingRun>(runId);
   let description: WorkflowExecutionDescription;
   try {
     description = await handle.describe();
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) throw new RunError(`no training run "${runId}" on Temporal namespace ${client.options.namespace}`);
+    if (err instanceof WorkflowNotFoundError)
+      throw new RunError(`no training run "${runId}" on Temporal namespace ${client.options.namespace}`);
     throw err;
   }
   if (description.type !== 'trainingRun') throw new RunError(`"${runId}" is a ${description.type} workflow, not a training run`);
@@ -133,22 +151,30 @@ export async function runSource(client: Client, runId: string): Promise<{ storeU
  * checkpoint after step `step`. The source must not be running (stop it first). The new run has
  * the same config (and seed), so it produces what the source would have.
  */
-export async function resumeFromRun(client: Client, sourceRunId: string, opts: { step?: number; runId?: string } = {}): Promise<StartedRun & { checkpoint: number }> {
+export async function resumeFromRun(
+  client: Client,
+  sourceRunId: string,
+  opts: { step?: number; runId?: string } = {},
+): Promise<StartedRun & { checkpoint: number }> {
   const src = await runSource(client, sourceRunId);
-  if (src.status === 'RUNNING') throw new RunError(`"${sourceRunId}" is still running; stop it first (durable-rl stop ${sourceRunId}) or let it finish`);
+  if (src.status === 'RUNNING')
+    throw new RunError(`"${sourceRunId}" is still running; stop it first (durable-rl stop ${sourceRunId}) or let it finish`);
   const checkpoints = await withStore(src.storeUri, (store) => committedSteps(store, sourceRunId, 'checkpoints'));
   const total = totalSteps(src.config);
   let checkpoint: number;
   if (opts.step !== undefined) {
     checkpoint = opts.step + 1;
     if (!checkpoints.includes(checkpoint)) {
-      throw new RunError(`step ${opts.step} of "${sourceRunId}" is not committed (committed checkpoints: ${summarise(checkpoints)}); give one of the committed steps (checkpoint - 1)`);
+      throw new RunError(
+        `step ${opts.step} of "${sourceRunId}" is not committed (committed checkpoints: ${summarise(checkpoints)}); give one of the committed steps (checkpoint - 1)`,
+      );
     }
   } else {
     if (checkpoints.length === 0) throw new RunError(`"${sourceRunId}" has no committed checkpoint in ${src.storeUri}`);
     checkpoint = checkpoints[checkpoints.length - 1]!;
   }
-  if (checkpoint >= total) throw new RunError(`"${sourceRunId}" finished all ${total} steps at checkpoint ${checkpoint}: nothing left to train`);
+  if (checkpoint >= total)
+    throw new RunError(`"${sourceRunId}" finished all ${total} steps at checkpoint ${checkpoint}: nothing left to train`);
   planStep(src.config, checkpoint); // in range
   const started = await startTrainingRun(client, src.config, {
     runId: opts.runId ?? newRunId(src.config.name),

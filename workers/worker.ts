@@ -43,7 +43,10 @@ export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
 }
 
 const quietBundlerLogger = {
-  log() {}, trace() {}, debug() {}, info() {},
+  log() {},
+  trace() {},
+  debug() {},
+  info() {},
   warn: (m: string, meta?: object) => logger('bundler').warn(meta ?? {}, m),
   error: (m: string, meta?: object) => logger('bundler').error(meta ?? {}, m),
 };
@@ -189,8 +192,14 @@ function positive(value: string, what: string, integer: boolean): number {
 export function workerUsage(spec: WorkerProcessSpec): string {
   const single = spec.queues.length === 1;
   const conc = single
-    ? [`  --concurrency N           ${spec.queues[0] === 'control' ? 'workflow' : 'activity'} tasks at once (env ${envConcurrency(spec.queues[0]!)}; default ${ENTRYPOINT_CONCURRENCY[spec.queues[0]!] ?? 'the SDK default'})`]
-    : spec.queues.map((q) => `  --${q}-concurrency N`.padEnd(28) + `${q === 'control' ? 'workflow' : 'activity'} tasks at once on ${q} (env ${envConcurrency(q)}; default ${ENTRYPOINT_CONCURRENCY[q] ?? 'the SDK default'})`);
+    ? [
+        `  --concurrency N           ${spec.queues[0] === 'control' ? 'workflow' : 'activity'} tasks at once (env ${envConcurrency(spec.queues[0]!)}; default ${ENTRYPOINT_CONCURRENCY[spec.queues[0]!] ?? 'the SDK default'})`,
+      ]
+    : spec.queues.map(
+        (q) =>
+          `  --${q}-concurrency N`.padEnd(28) +
+          `${q === 'control' ? 'workflow' : 'activity'} tasks at once on ${q} (env ${envConcurrency(q)}; default ${ENTRYPOINT_CONCURRENCY[q] ?? 'the SDK default'})`,
+      );
   return [
     `usage: ${spec.name} [options]`,
     '',
@@ -205,7 +214,11 @@ export function workerUsage(spec: WorkerProcessSpec): string {
 }
 
 /** Reads a worker entrypoint's options: a flag wins over its environment variable, which wins over the default. */
-export function workerProcessOptions(spec: WorkerProcessSpec, argv: string[], env: NodeJS.ProcessEnv = process.env): WorkerProcessOptions & { help: boolean } {
+export function workerProcessOptions(
+  spec: WorkerProcessSpec,
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): WorkerProcessOptions & { help: boolean } {
   const single = spec.queues.length === 1;
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
     'shutdown-grace': { type: 'string' },
@@ -253,7 +266,11 @@ async function entrypointTemporal(env: NodeJS.ProcessEnv): Promise<TemporalConfi
  * are cancelled). A second signal exits at once with code 1. Resolves to the exit code: 0 after
  * a signalled, graceful stop; 2 for bad options. Fails if the workers cannot start or fail.
  */
-export async function runWorkerProcess(spec: WorkerProcessSpec, argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runWorkerProcess(
+  spec: WorkerProcessSpec,
+  argv: string[] = process.argv.slice(2),
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
   const opts = workerProcessOptions(spec, argv, env);
   if (opts.help) {
     process.stdout.write(`${workerUsage(spec)}\n`);
@@ -269,7 +286,10 @@ export async function runWorkerProcess(spec: WorkerProcessSpec, argv: string[] =
       log.warn({ signal: sig }, 'second signal: exiting without waiting for in-flight activities');
       process.exit(1);
     }
-    log.info({ signal: sig, graceSeconds: opts.shutdownGraceTimeMs / 1000 }, 'shutting down: no new tasks; in-flight activities get the grace period to finish');
+    log.info(
+      { signal: sig, graceSeconds: opts.shutdownGraceTimeMs / 1000 },
+      'shutting down: no new tasks; in-flight activities get the grace period to finish',
+    );
     stop.abort();
   };
   // Ours from the start (a signal during startup stops the process too); the SDK's runtime adds its
@@ -288,7 +308,13 @@ export async function runWorkerProcess(spec: WorkerProcessSpec, argv: string[] =
       signal: stop.signal,
     });
     log.info(
-      { address: temporal.address, namespace: temporal.namespace, taskQueues: spec.queues.map((q) => TASK_QUEUES[q]), concurrency: opts.concurrency, identity: group.workers.map((w) => w.options.identity) },
+      {
+        address: temporal.address,
+        namespace: temporal.namespace,
+        taskQueues: spec.queues.map((q) => TASK_QUEUES[q]),
+        concurrency: opts.concurrency,
+        identity: group.workers.map((w) => w.options.identity),
+      },
       'worker polling; SIGTERM or Ctrl-C to stop',
     );
     await group.run();

@@ -41,7 +41,13 @@ function options(input: AnnotateRewardsInput): wf.ActivityOptions {
 export async function annotateRewards(input: AnnotateRewardsInput): Promise<AnnotateRewardsResult> {
   const call = activityCaller(options(input));
   const progress: AnnotateProgress = {
-    phase: 'planning', records: 0, shards: 0, shardsDone: 0, shardsSkipped: 0, recordsScored: 0, errors: 0,
+    phase: 'planning',
+    records: 0,
+    shards: 0,
+    shardsDone: 0,
+    shardsSkipped: 0,
+    recordsScored: 0,
+    errors: 0,
   };
   wf.setHandler(annotateProgressQuery, () => progress);
   wf.upsertSearchAttributes([
@@ -80,7 +86,11 @@ async function annotate(
   progress: AnnotateProgress,
   details: () => void,
 ): Promise<AnnotateRewardsResult> {
-  const plan = await call('planAnnotation', `plan · ${input.inputKey}`, { storeUri: input.storeUri, inputKey: input.inputKey, shardSize: input.shardSize });
+  const plan = await call('planAnnotation', `plan · ${input.inputKey}`, {
+    storeUri: input.storeUri,
+    inputKey: input.inputKey,
+    shardSize: input.shardSize,
+  });
   progress.records = plan.records;
   progress.shards = plan.shards.length;
   progress.phase = 'scoring';
@@ -124,7 +134,10 @@ async function annotate(
   progress.phase = 'finalizing';
   details();
   const result = await call('finalizeAnnotation', `commit · ${input.outputPrefix}`, {
-    storeUri: input.storeUri, outputPrefix: input.outputPrefix, jobId: input.jobId, shards: results,
+    storeUri: input.storeUri,
+    outputPrefix: input.outputPrefix,
+    jobId: input.jobId,
+    shards: results,
   });
   progress.phase = 'done';
   details();

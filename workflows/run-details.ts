@@ -77,10 +77,14 @@ export function renderRunDetails(d: RunDetails): string {
       `- **last step:** reward ${fmt(m.reward_mean)} ± ${fmt(m.reward_std)} · loss ${fmt(m.loss, 4)} · KL ${fmt(m.kl, 4)} · entropy ${fmt(m.entropy)} · clip ${fmt(m.clip_fraction)} · ${fmt(m.step_seconds, 1)} s`,
     );
   }
-  if (d.rewardTrend.length > 0) lines.push(`- **reward trend** (last ${d.rewardTrend.length} rl steps): \`${sparkline(d.rewardTrend)}\` ${fmt(d.rewardTrend.at(-1))}`);
+  if (d.rewardTrend.length > 0)
+    lines.push(`- **reward trend** (last ${d.rewardTrend.length} rl steps): \`${sparkline(d.rewardTrend)}\` ${fmt(d.rewardTrend.at(-1))}`);
   if (d.evals.length > 0) {
     lines.push('', '| checkpoint | phase | greedy accuracy | pass@k |', '| --- | --- | --- | --- |');
-    for (const e of d.evals) lines.push(`| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`);
+    for (const e of d.evals)
+      lines.push(
+        `| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`,
+      );
     lines.push('');
   }
   // runPrefix(runId) of activities/store/keys.ts, spelled here because workflow code may import

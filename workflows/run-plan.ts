@@ -92,7 +92,9 @@ export function planStep(config: RunConfig, step: number): StepPlan {
 }
 
 /** The dynamic-sampling settings of a phase; a config recorded before the option existed has none (off). */
-export function dynamicSamplingOf(p: Phase): { mode: 'off' | 'filter' | 'refill'; maxRounds: number; oversample: number; minKeepRate: number } | null {
+export function dynamicSamplingOf(
+  p: Phase,
+): { mode: 'off' | 'filter' | 'refill'; maxRounds: number; oversample: number; minKeepRate: number } | null {
   if (p.kind !== 'rl' || !p.dynamicSampling || p.dynamicSampling.mode === 'off') return null;
   return p.dynamicSampling;
 }
@@ -124,14 +126,22 @@ export interface RefillPlan {
  * activity's recorded answer), never of a cursor: they are the same after a replay, a retry or a
  * resume, and never overlap another step's prompts, planned or refilled.
  */
-export function planRefill(config: RunConfig, plan: Pick<StepPlan, 'phaseIndex' | 'stepInPhase'>, round: number, want: number, firstShard: number): RefillPlan {
+export function planRefill(
+  config: RunConfig,
+  plan: Pick<StepPlan, 'phaseIndex' | 'stepInPhase'>,
+  round: number,
+  want: number,
+  firstShard: number,
+): RefillPlan {
   const phase = config.phases[plan.phaseIndex];
   const d = phase ? dynamicSamplingOf(phase) : null;
   if (!phase || !d || d.mode !== 'refill') throw new RangeError(`phase ${plan.phaseIndex} has no dynamicSampling refill`);
-  if (!Number.isInteger(round) || round < 1 || round > d.maxRounds) throw new RangeError(`refill round ${round} is outside 1..${d.maxRounds}`);
+  if (!Number.isInteger(round) || round < 1 || round > d.maxRounds)
+    throw new RangeError(`refill round ${round} is outside 1..${d.maxRounds}`);
   const cap = refillRoundPrompts(phase);
   let base = config.phases.reduce((n, p) => n + p.steps * itemsPerStep(p), 0);
-  for (let i = 0; i < plan.phaseIndex; i++) base += config.phases[i]!.steps * (dynamicSamplingOf(config.phases[i]!)?.maxRounds ?? 0) * refillRoundPrompts(config.phases[i]!);
+  for (let i = 0; i < plan.phaseIndex; i++)
+    base += config.phases[i]!.steps * (dynamicSamplingOf(config.phases[i]!)?.maxRounds ?? 0) * refillRoundPrompts(config.phases[i]!);
   const promptOffset = base + (plan.stepInPhase * d.maxRounds + (round - 1)) * cap;
   const count = Math.max(0, Math.min(cap, Math.floor(want)));
   const per = config.rollout.promptsPerShard;

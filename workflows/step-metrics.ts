@@ -3,19 +3,37 @@
  * so the numbers a run commits can be checked without a server. The workflow adds the step's
  * duration (`step_seconds`) when it commits the step; commitStep adds the run, step and phase columns.
  */
-import type {
-  AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult, StepMetrics,
-} from '../activities/run/types.js';
+import type { AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult, StepMetrics } from '../activities/run/types.js';
 import type { StepPlan } from './run-plan.js';
 
 /** A row with every measure absent (null) and every count 0. */
 export function emptyMetrics(): StepMetrics {
   return {
-    num_prompts: 0, num_samples: 0, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
-    loss: null, kl: null, entropy: null, clip_fraction: null, grad_norm: null, learning_rate: null,
-    prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
-    rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: null, step_seconds: null,
-    reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: {},
+    num_prompts: 0,
+    num_samples: 0,
+    reward_mean: null,
+    reward_std: null,
+    reward_min: null,
+    reward_max: null,
+    loss: null,
+    kl: null,
+    entropy: null,
+    clip_fraction: null,
+    grad_norm: null,
+    learning_rate: null,
+    prompt_length_mean: null,
+    completion_length_mean: null,
+    completion_length_max: null,
+    tokens_per_second: null,
+    rollout_seconds: null,
+    reward_seconds: null,
+    advantage_seconds: null,
+    learner_seconds: null,
+    step_seconds: null,
+    reward_errors: 0,
+    dropped_samples: 0,
+    truncated_samples: 0,
+    extra: {},
   };
 }
 
@@ -23,8 +41,13 @@ export function emptyMetrics(): StepMetrics {
 export function sftStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
   return {
     ...emptyMetrics(),
-    num_prompts: plan.count, num_samples: update.sequences, loss: update.metrics.loss ?? null, entropy: update.metrics.entropy ?? null,
-    grad_norm: update.metrics.grad_norm ?? null, learning_rate: plan.lr, learner_seconds: update.seconds,
+    num_prompts: plan.count,
+    num_samples: update.sequences,
+    loss: update.metrics.loss ?? null,
+    entropy: update.metrics.entropy ?? null,
+    grad_norm: update.metrics.grad_norm ?? null,
+    learning_rate: plan.lr,
+    learner_seconds: update.seconds,
     extra: { tokens: update.tokens, micro_batches: update.microBatches },
   };
 }
@@ -40,8 +63,16 @@ export function sftStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: Lea
  * - `clip_frac_last_epoch`, `ratio_mean_last_epoch`, `updates`: PPO epochs (ppoEpochs > 1).
  */
 const LEARNER_EXTRAS = [
-  'logprob_diff', 'mismatch_logprob_diff', 'mismatch_kl', 'log_ratio_clamped', 'kl_clamped',
-  'tis_weight_mean', 'tis_clip_frac', 'clip_frac_last_epoch', 'ratio_mean_last_epoch', 'updates',
+  'logprob_diff',
+  'mismatch_logprob_diff',
+  'mismatch_kl',
+  'log_ratio_clamped',
+  'kl_clamped',
+  'tis_weight_mean',
+  'tis_clip_frac',
+  'clip_frac_last_epoch',
+  'ratio_mean_last_epoch',
+  'updates',
 ] as const;
 
 function learnerExtras(metrics: Readonly<Record<string, number>>): Record<string, number> {
@@ -87,7 +118,8 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
   const promptTokens = rollouts.reduce((a, r) => a + r.promptTokens, 0);
   const rolloutSeconds = Math.max(1e-3, seconds.rollout);
   const components: Record<string, number> = {};
-  for (const r of rewards) for (const [k, v] of Object.entries(r.components)) components[`reward/${k}`] = (components[`reward/${k}`] ?? 0) + v;
+  for (const r of rewards)
+    for (const [k, v] of Object.entries(r.components)) components[`reward/${k}`] = (components[`reward/${k}`] ?? 0) + v;
   for (const k of Object.keys(components)) components[k] = scored > 0 ? components[k]! / scored : 0;
   return {
     ...emptyMetrics(),
@@ -126,13 +158,15 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
       micro_batches: update.microBatches,
       // DAPO dynamic sampling (the phase's dynamicSampling): refill rounds used, prompts rolled out
       // in all rounds, groups with reward variance found, trained on, and dropped (all-equal rewards)
-      ...(advantages.dynamic ? {
-        'dynamic/rounds': advantages.dynamic.round,
-        'dynamic/prompts_rolled': results.promptsRolled ?? advantages.dynamic.groups,
-        'dynamic/informative_groups': advantages.dynamic.informativeGroups,
-        'dynamic/selected_groups': advantages.dynamic.selectedGroups,
-        'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
-      } : {}),
+      ...(advantages.dynamic
+        ? {
+            'dynamic/rounds': advantages.dynamic.round,
+            'dynamic/prompts_rolled': results.promptsRolled ?? advantages.dynamic.groups,
+            'dynamic/informative_groups': advantages.dynamic.informativeGroups,
+            'dynamic/selected_groups': advantages.dynamic.selectedGroups,
+            'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
+          }
+        : {}),
     },
   };
 }
@@ -182,8 +216,12 @@ export function onlineDpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, resul
 export function dpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
   return {
     ...emptyMetrics(),
-    num_prompts: plan.count, num_samples: update.sequences, loss: update.metrics.loss ?? null,
-    grad_norm: update.metrics.grad_norm ?? null, learning_rate: plan.lr, learner_seconds: update.seconds,
+    num_prompts: plan.count,
+    num_samples: update.sequences,
+    loss: update.metrics.loss ?? null,
+    grad_norm: update.metrics.grad_norm ?? null,
+    learning_rate: plan.lr,
+    learner_seconds: update.seconds,
     extra: { ...dpoExtras(update.metrics), tokens: update.tokens, micro_batches: update.microBatches },
   };
 }

@@ -17,7 +17,14 @@
  */
 import * as wf from '@temporalio/workflow';
 import type { RunConfig } from '../activities/run/config.js';
-import type { AdvantagesResult, EvaluateInput, ResumeSource, RewardShardResult, RolloutShardResult, StepMetrics } from '../activities/run/types.js';
+import type {
+  AdvantagesResult,
+  EvaluateInput,
+  ResumeSource,
+  RewardShardResult,
+  RolloutShardResult,
+  StepMetrics,
+} from '../activities/run/types.js';
 import type { ManifestEntry } from '../activities/store/manifest.js';
 import { activityCaller } from './call-activity.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
@@ -77,8 +84,16 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   const stages = stageCalls(input);
 
   const carry: RunCarry = input.carry ?? {
-    nextStep: 0, referenceVersion: null, rewardTrend: [], evals: [], lastMetrics: null,
-    lastStepUri: null, lastCheckpointUri: null, paused: false, executions: 0, model: '',
+    nextStep: 0,
+    referenceVersion: null,
+    rewardTrend: [],
+    evals: [],
+    lastMetrics: null,
+    lastStepUri: null,
+    lastCheckpointUri: null,
+    paused: false,
+    executions: 0,
+    model: '',
   };
   carry.executions++;
   let status: RunStatus = carry.nextStep === 0 && !input.carry ? 'starting' : 'running';
@@ -93,11 +108,24 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   const progress = (): RunProgress => {
     const plan = phaseOf(currentStep);
     return {
-      runId, name: config.name, status, stage, step: currentStep, totalSteps: total,
-      phase: plan?.phase.kind ?? 'done', phaseIndex: plan?.phaseIndex ?? config.phases.length,
-      shardsDone, shardsTotal, lastMetrics: carry.lastMetrics, rewardTrend: carry.rewardTrend, evals: carry.evals,
-      storeUri, lastStepUri: carry.lastStepUri, lastCheckpointUri: carry.lastCheckpointUri,
-      executions: carry.executions, model: carry.model,
+      runId,
+      name: config.name,
+      status,
+      stage,
+      step: currentStep,
+      totalSteps: total,
+      phase: plan?.phase.kind ?? 'done',
+      phaseIndex: plan?.phaseIndex ?? config.phases.length,
+      shardsDone,
+      shardsTotal,
+      lastMetrics: carry.lastMetrics,
+      rewardTrend: carry.rewardTrend,
+      evals: carry.evals,
+      storeUri,
+      lastStepUri: carry.lastStepUri,
+      lastCheckpointUri: carry.lastCheckpointUri,
+      executions: carry.executions,
+      model: carry.model,
     };
   };
 
@@ -113,9 +141,17 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     stopReason = reason ?? '';
   });
 
-  const details = () => wf.setCurrentDetails(renderRunDetails({
-    ...progress(), stopRequested, pauseRequested: carry.paused, phases: config.phases.length, task: config.task.name, seed: config.seed,
-  }));
+  const details = () =>
+    wf.setCurrentDetails(
+      renderRunDetails({
+        ...progress(),
+        stopRequested,
+        pauseRequested: carry.paused,
+        phases: config.phases.length,
+        task: config.task.name,
+        seed: config.seed,
+      }),
+    );
   const enter = (s: Stage) => {
     stage = s;
     details();
@@ -148,7 +184,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       enter('eval');
       const phase = v === 0 ? 'init' : planStep(config, v - 1).phase.kind;
       const result = await stages.evaluate(v, phase);
-      const e: EvalSummary = { policyVersion: v, phase, greedyAccuracy: result.greedy_accuracy, passAtK: result.pass_at_k, uri: result.uri };
+      const e: EvalSummary = {
+        policyVersion: v,
+        phase,
+        greedyAccuracy: result.greedy_accuracy,
+        passAtK: result.pass_at_k,
+        uri: result.uri,
+      };
       carry.evals = [...carry.evals.filter((x) => x.policyVersion !== v), e].slice(-12);
     };
 
@@ -164,7 +206,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         if (stopRequested) break;
         setStatus('running');
       }
-      if (stepsThisExecution >= config.workflow.continueAsNewEvery || (stepsThisExecution > 0 && wf.workflowInfo().continueAsNewSuggested)) {
+      if (
+        stepsThisExecution >= config.workflow.continueAsNewEvery ||
+        (stepsThisExecution > 0 && wf.workflowInfo().continueAsNewSuggested)
+      ) {
         await wf.condition(wf.allHandlersFinished);
         carry.stopRequested = stopRequested;
         // The closed execution would otherwise keep DurableRlStatus "running" in list queries.
@@ -177,9 +222,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       currentStep = plan.step;
       // the reference policy of an rl phase's KL and of DPO: the checkpoint where the phase starts
       if (plan.stepInPhase === 0 && plan.phase.kind !== 'sft') carry.referenceVersion = plan.step;
-      wf.upsertSearchAttributes([{ key: STEP, value: plan.step }, { key: PHASE, value: plan.phase.kind }]);
+      wf.upsertSearchAttributes([
+        { key: STEP, value: plan.step },
+        { key: PHASE, value: plan.phase.kind },
+      ]);
       // (recorded histories have sft and rl phases only: the new kinds add no command to them)
-      const metrics = plan.phase.kind === 'sft' ? await sftStep(plan) : plan.phase.kind === 'dpo' ? await dpoStep(plan) : await rlStep(plan);
+      const metrics =
+        plan.phase.kind === 'sft' ? await sftStep(plan) : plan.phase.kind === 'dpo' ? await dpoStep(plan) : await rlStep(plan);
 
       carry.lastMetrics = metrics;
       if ((plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo') && metrics.reward_mean != null) {
@@ -198,8 +247,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     setStatus(carry.nextStep >= total ? 'completed' : 'stopped');
     if (stopReason) wf.log.info('run stopped on request', { reason: stopReason });
     return {
-      runId, status: carry.nextStep >= total ? 'completed' : 'stopped', steps: carry.nextStep,
-      lastCheckpointUri: carry.lastCheckpointUri, evals: carry.evals,
+      runId,
+      status: carry.nextStep >= total ? 'completed' : 'stopped',
+      steps: carry.nextStep,
+      lastCheckpointUri: carry.lastCheckpointUri,
+      evals: carry.evals,
     };
   } catch (err) {
     if (!wf.isCancellation(err) && !(err instanceof wf.ContinueAsNew)) {
@@ -294,7 +346,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
     enter('learner');
     const online = plan.phase.kind === 'online_dpo';
-    const update = online ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages) : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
+    const update = online
+      ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages)
+      : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
 
     const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
     const metrics = online
@@ -305,7 +359,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   }
 
   /** Commits the step (checkpoint, artifacts, metrics with the step's duration); remembers where it went. */
-  async function commit(plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics, t0: number): Promise<StepMetrics> {
+  async function commit(
+    plan: StepPlan,
+    checkpoint: ManifestEntry[],
+    artifacts: ManifestEntry[],
+    metrics: StepMetrics,
+    t0: number,
+  ): Promise<StepMetrics> {
     enter('commit');
     const done: StepMetrics = { ...metrics, step_seconds: (Date.now() - t0) / 1000 };
     const committed = await stages.commit(plan, checkpoint, artifacts, done);
@@ -334,74 +394,118 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
   const ref = { storeUri, runId };
   const sftBatch = (plan: StepPlan) => (plan.phase.kind === 'sft' ? plan.phase.batchSize : plan.count);
   return {
-    init: () => call(
-      'initRun',
-      resumeFrom ? `init · resume from ${resumeFrom.runId} checkpoint ${resumeFrom.checkpoint}` : 'init · initial weights',
-      { ...ref, config, resumeFrom },
-    ),
-    evaluate: (policyVersion: number, phase: EvaluateInput['phase']) => call(
-      'evaluate',
-      `eval · checkpoint ${policyVersion} · ${config.eval.prompts} prompts`,
-      { ...ref, policyVersion, phase },
-    ),
+    init: () =>
+      call(
+        'initRun',
+        resumeFrom ? `init · resume from ${resumeFrom.runId} checkpoint ${resumeFrom.checkpoint}` : 'init · initial weights',
+        { ...ref, config, resumeFrom },
+      ),
+    evaluate: (policyVersion: number, phase: EvaluateInput['phase']) =>
+      call('evaluate', `eval · checkpoint ${policyVersion} · ${config.eval.prompts} prompts`, { ...ref, policyVersion, phase }),
     // `of`: the step's shards so far (the planned ones, plus those of dynamic-sampling refill rounds).
-    rollout: (plan: StepPlan, s: ShardPlan, of = plan.shards.length) => call(
-      'rolloutShard',
-      `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}`,
-      { ...ref, step: plan.step, policyVersion: plan.step, phaseIndex: plan.phaseIndex, shard: s.shard, shards: of, promptOffset: s.promptOffset, promptCount: s.promptCount },
-    ),
-    reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult, of = plan.shards.length) => call(
-      'rewardShard',
-      `reward · step ${plan.step} · shard ${s.shard + 1}/${of} · ${rolled.samples} samples`,
-      { ...ref, step: plan.step, shard: s.shard, shards: of, rollouts: rolled.rollouts },
-    ),
+    rollout: (plan: StepPlan, s: ShardPlan, of = plan.shards.length) =>
+      call(
+        'rolloutShard',
+        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}`,
+        {
+          ...ref,
+          step: plan.step,
+          policyVersion: plan.step,
+          phaseIndex: plan.phaseIndex,
+          shard: s.shard,
+          shards: of,
+          promptOffset: s.promptOffset,
+          promptCount: s.promptCount,
+        },
+      ),
+    reward: (plan: StepPlan, s: ShardPlan, rolled: RolloutShardResult, of = plan.shards.length) =>
+      call('rewardShard', `reward · step ${plan.step} · shard ${s.shard + 1}/${of} · ${rolled.samples} samples`, {
+        ...ref,
+        step: plan.step,
+        shard: s.shard,
+        shards: of,
+        rollouts: rolled.rollouts,
+      }),
     // `round`: dynamic sampling's refill rounds so far (absent when it is off, as in recorded histories).
-    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[], round?: number) => call(
-      'computeStepAdvantages',
-      `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : plan.phase.kind === 'online_dpo' ? 'preference pairs' : ''}${round ? ` · refill round ${round}` : ''}`,
-      {
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, rollouts: rollouts.map((r) => r.rollouts), rewards: rewards.map((r) => r.rewards),
-        ...(round !== undefined ? { round } : {}),
-      },
-    ),
-    learnSft: (plan: StepPlan) => call(
-      'learnerUpdate',
-      `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${sftBatch(plan)} examples`,
-      {
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'sft', lr: plan.lr, referenceVersion: null,
-        promptOffset: plan.promptOffset, batchSize: sftBatch(plan), rollouts: [], advantages: null,
-        ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
-      },
-    ),
-    learnRl: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], advantages: AdvantagesResult) => call(
-      'learnerUpdate',
-      `learner · step ${plan.step} · rl · ${advantages.keptSamples} samples`,
-      {
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'rl', lr: plan.lr, referenceVersion,
-        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: advantages.advantages,
-      },
-    ),
+    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[], round?: number) =>
+      call(
+        'computeStepAdvantages',
+        `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : plan.phase.kind === 'online_dpo' ? 'preference pairs' : ''}${round ? ` · refill round ${round}` : ''}`,
+        {
+          ...ref,
+          step: plan.step,
+          phaseIndex: plan.phaseIndex,
+          rollouts: rollouts.map((r) => r.rollouts),
+          rewards: rewards.map((r) => r.rewards),
+          ...(round !== undefined ? { round } : {}),
+        },
+      ),
+    learnSft: (plan: StepPlan) =>
+      call(
+        'learnerUpdate',
+        `learner · step ${plan.step} · sft · ${plan.lrs.length > 1 ? `${plan.lrs.length} updates × ` : ''}${sftBatch(plan)} examples`,
+        {
+          ...ref,
+          step: plan.step,
+          phaseIndex: plan.phaseIndex,
+          phase: 'sft',
+          lr: plan.lr,
+          referenceVersion: null,
+          promptOffset: plan.promptOffset,
+          batchSize: sftBatch(plan),
+          rollouts: [],
+          advantages: null,
+          ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
+        },
+      ),
+    learnRl: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], advantages: AdvantagesResult) =>
+      call('learnerUpdate', `learner · step ${plan.step} · rl · ${advantages.keptSamples} samples`, {
+        ...ref,
+        step: plan.step,
+        phaseIndex: plan.phaseIndex,
+        phase: 'rl',
+        lr: plan.lr,
+        referenceVersion,
+        promptOffset: plan.promptOffset,
+        batchSize: plan.count,
+        rollouts: rollouts.map((r) => r.rollouts),
+        advantages: advantages.advantages,
+      }),
     // online_dpo: the advantage stage's preference pairs go in `advantages` (activities/run/types.ts LearnerInput)
-    learnOnlineDpo: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], pairs: AdvantagesResult) => call(
-      'learnerUpdate',
-      `learner · step ${plan.step} · online_dpo · ${pairs.preference?.pairs ?? 0} pairs`,
-      {
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'online_dpo', lr: plan.lr, referenceVersion,
-        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: rollouts.map((r) => r.rollouts), advantages: pairs.advantages,
-      },
-    ),
-    learnDpo: (plan: StepPlan, referenceVersion: number | null) => call(
-      'learnerUpdate',
-      `learner · step ${plan.step} · dpo · ${plan.count} pairs`,
-      {
-        ...ref, step: plan.step, phaseIndex: plan.phaseIndex, phase: 'dpo', lr: plan.lr, referenceVersion,
-        promptOffset: plan.promptOffset, batchSize: plan.count, rollouts: [], advantages: null,
-      },
-    ),
-    commit: (plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics) => call(
-      'commitStep',
-      `commit · step ${plan.step} · checkpoint ${plan.step + 1}`,
-      { ...ref, step: plan.step, phase: plan.phase.kind, checkpoint, artifacts, metrics },
-    ),
+    learnOnlineDpo: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], pairs: AdvantagesResult) =>
+      call('learnerUpdate', `learner · step ${plan.step} · online_dpo · ${pairs.preference?.pairs ?? 0} pairs`, {
+        ...ref,
+        step: plan.step,
+        phaseIndex: plan.phaseIndex,
+        phase: 'online_dpo',
+        lr: plan.lr,
+        referenceVersion,
+        promptOffset: plan.promptOffset,
+        batchSize: plan.count,
+        rollouts: rollouts.map((r) => r.rollouts),
+        advantages: pairs.advantages,
+      }),
+    learnDpo: (plan: StepPlan, referenceVersion: number | null) =>
+      call('learnerUpdate', `learner · step ${plan.step} · dpo · ${plan.count} pairs`, {
+        ...ref,
+        step: plan.step,
+        phaseIndex: plan.phaseIndex,
+        phase: 'dpo',
+        lr: plan.lr,
+        referenceVersion,
+        promptOffset: plan.promptOffset,
+        batchSize: plan.count,
+        rollouts: [],
+        advantages: null,
+      }),
+    commit: (plan: StepPlan, checkpoint: ManifestEntry[], artifacts: ManifestEntry[], metrics: StepMetrics) =>
+      call('commitStep', `commit · step ${plan.step} · checkpoint ${plan.step + 1}`, {
+        ...ref,
+        step: plan.step,
+        phase: plan.phase.kind,
+        checkpoint,
+        artifacts,
+        metrics,
+      }),
   };
 }

@@ -4,13 +4,7 @@
  * group-based estimators, and assembling the result with its statistics.
  */
 import { z } from '../common/config.js';
-import {
-  AdvantageInputError,
-  type AdvantageResult,
-  type AdvantageSample,
-  type AdvantageStats,
-  type SampleAdvantage,
-} from './types.js';
+import { AdvantageInputError, type AdvantageResult, type AdvantageSample, type AdvantageStats, type SampleAdvantage } from './types.js';
 
 /**
  * Which standard deviation normalises advantages. `sample` (divide by n-1, Bessel's correction)
@@ -103,7 +97,9 @@ export function validateSamples(samples: readonly AdvantageSample[], needs: Vali
     }
     if (s.processRewards !== undefined) {
       if (len === undefined) {
-        throw new AdvantageInputError(`${who} has processRewards but no completionLength: give both (one process reward per completion token)`);
+        throw new AdvantageInputError(
+          `${who} has processRewards but no completionLength: give both (one process reward per completion token)`,
+        );
       }
       if (s.processRewards.length !== len) {
         throw new AdvantageInputError(
@@ -250,7 +246,13 @@ export function groupMeanAdvantages(
   validateSamples(samples);
   const groups = groupSamples(samples);
   const keepGroup = groups.map((g) => !(dropFlat && isFlat(groupRewards(samples, g))));
-  const batchStd = scale === 'batch' ? std(groups.flatMap((g, k) => (keepGroup[k] ? groupRewards(samples, g) : [])), stdMode) : 0;
+  const batchStd =
+    scale === 'batch'
+      ? std(
+          groups.flatMap((g, k) => (keepGroup[k] ? groupRewards(samples, g) : [])),
+          stdMode,
+        )
+      : 0;
   const outputs: SampleAdvantage[] = new Array(samples.length);
   groups.forEach((g, k) => {
     const rewards = groupRewards(samples, g);

@@ -95,7 +95,8 @@ export function selectGroups(
     );
   }
   // The 1e-9 keeps float noise (1.2 * 5 / 0.5 = 12.000000000000002) from asking for one prompt more.
-  const morePrompts = deficit > 0 && !exhausted ? Math.ceil((options.oversample * deficit) / Math.max(keepRate, options.minKeepRate) - 1e-9) : 0;
+  const morePrompts =
+    deficit > 0 && !exhausted ? Math.ceil((options.oversample * deficit) / Math.max(keepRate, options.minKeepRate) - 1e-9) : 0;
   return { selected, dropped, surplus, deficit, morePrompts, keepRate, exhausted };
 }
 

@@ -60,7 +60,9 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
     const f = samples[fi]!;
     const r = samples[ri]!;
     if (f.groupId !== r.groupId) {
-      throw new AdvantageInputError(`${what} spans groups "${f.groupId}" and "${r.groupId}": a retry answers the same prompt as the failure`);
+      throw new AdvantageInputError(
+        `${what} spans groups "${f.groupId}" and "${r.groupId}": a retry answers the same prompt as the failure`,
+      );
     }
     if (f.completionLength === undefined || r.completionLength === undefined) {
       throw new AdvantageInputError(`${what}: both samples need completionLength, pivotal credit masks their shared prefix`);
@@ -70,7 +72,8 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
     const ft = f.tokenIds;
     const rt = r.tokenIds;
     if (pivot === undefined) {
-      if (!ft || !rt) throw new AdvantageInputError(`${what} has no pivot and the samples lack tokenIds: give the pivot or both token id lists`);
+      if (!ft || !rt)
+        throw new AdvantageInputError(`${what} has no pivot and the samples lack tokenIds: give the pivot or both token id lists`);
       if (ft.length !== f.completionLength || rt.length !== r.completionLength) {
         throw new AdvantageInputError(`${what}: tokenIds must hold exactly completionLength ids for both samples`);
       }
@@ -78,12 +81,16 @@ export function r3l(batch: AdvantageBatch, options: R3lOptions): AdvantageResult
       while (pivot < limit && ft[pivot] === rt[pivot]) pivot++;
     } else {
       if (!Number.isSafeInteger(pivot) || pivot < 0 || pivot > limit) {
-        throw new AdvantageInputError(`${what} has pivot ${String(pivot)}: give a position in [0, ${limit}] (the shorter completion's length)`);
+        throw new AdvantageInputError(
+          `${what} has pivot ${String(pivot)}: give a position in [0, ${limit}] (the shorter completion's length)`,
+        );
       }
       if (ft && rt) {
         for (let t = 0; t < pivot; t++) {
           if (ft[t] !== rt[t]) {
-            throw new AdvantageInputError(`${what} has pivot ${pivot} but the token ids already differ at position ${t}: the prefix before the pivot must be shared`);
+            throw new AdvantageInputError(
+              `${what} has pivot ${pivot} but the token ids already differ at position ${t}: the prefix before the pivot must be shared`,
+            );
           }
         }
       }

@@ -29,7 +29,18 @@
  */
 import { z } from '../common/config.js';
 import { RolloutTree, TreeError, type TreeNode } from '../rollout/tree-plan.js';
-import { finish, groupOptionsShape, groupRewards, groupSamples, isFlat, mean, std, stdModeSchema, tokenOutput, validateSamples } from './batch.js';
+import {
+  finish,
+  groupOptionsShape,
+  groupRewards,
+  groupSamples,
+  isFlat,
+  mean,
+  std,
+  stdModeSchema,
+  tokenOutput,
+  validateSamples,
+} from './batch.js';
 import { AdvantageInputError, type AdvantageBatch, type AdvantageResult, type AdvantageSample, type SampleAdvantage } from './types.js';
 
 export const siblingGrpoOptionsSchema = z.strictObject({

@@ -26,8 +26,18 @@ import { ADVANTAGES_NAME, PREFERENCE_PAIRS_NAME, parseShardName, stepPrefix, typ
 import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import {
-  ADVANTAGES, decodeAdvantages, decodeRewards, decodeRollouts, encodeAdvantages, encodePreferencePairs, PREFERENCE_PAIRS,
-  type AdvantagesInput as AdvantagesRowInput, type AdvantagesRow, type PreferencePairsInput, type RewardsRow, type RolloutsRow,
+  ADVANTAGES,
+  decodeAdvantages,
+  decodeRewards,
+  decodeRollouts,
+  encodeAdvantages,
+  encodePreferencePairs,
+  PREFERENCE_PAIRS,
+  type AdvantagesInput as AdvantagesRowInput,
+  type AdvantagesRow,
+  type PreferencePairsInput,
+  type RewardsRow,
+  type RolloutsRow,
 } from '../store/schemas.js';
 import { preferencePairs, type PreferenceSample } from './preference-pairs.js';
 import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample, type RetryPair } from './index.js';
@@ -72,10 +82,14 @@ function retryPairs(rollouts: readonly RolloutsRow[], estimated: ReadonlySet<str
   for (const r of rollouts) {
     if (r.parent_node_id == null) continue;
     const parent = byNode.get(`${r.group_id}\u0000${r.parent_node_id}`);
-    if (!parent) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} is a retry of node "${r.parent_node_id}", which is not a row of its group`);
+    if (!parent)
+      throw new AdvantageInputError(
+        `sample ${r.prompt_id}/${r.sample_id} is a retry of node "${r.parent_node_id}", which is not a row of its group`,
+      );
     const failedSampleId = rowKey(parent.prompt_id, parent.sample_id);
     const retrySampleId = rowKey(r.prompt_id, r.sample_id);
-    if (estimated.has(failedSampleId) && estimated.has(retrySampleId)) pairs.push({ failedSampleId, retrySampleId, pivot: r.branch_position ?? 0 });
+    if (estimated.has(failedSampleId) && estimated.has(retrySampleId))
+      pairs.push({ failedSampleId, retrySampleId, pivot: r.branch_position ?? 0 });
   }
   return pairs;
 }
@@ -85,19 +99,25 @@ function retryPairs(rollouts: readonly RolloutsRow[], estimated: ReadonlySet<str
  * one rewards row with the same (prompt_id, sample_id); rewards rows of no rollout are an error.
  */
 export function stepAdvantages(
-  config: AdvantageConfig, rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[], selection?: StepSelection,
+  config: AdvantageConfig,
+  rollouts: readonly RolloutsRow[],
+  rewards: readonly RewardsRow[],
+  selection?: StepSelection,
 ): StepAdvantages {
   const byKey = new Map<string, RewardsRow>();
   for (const r of rewards) {
     const k = rowKey(r.prompt_id, r.sample_id);
-    if (byKey.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
+    if (byKey.has(k))
+      throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
     byKey.set(k, r);
   }
   // A tree one of whose nodes has no reward (dropped by the error policy) is left out whole, like a
   // dropped sample: Sibling-GRPO would meet children of a node it does not have. (R^3L's retry rows
   // carry node ids too; there a sample without a reward only loses its pair.)
   const brokenTrees = new Set(
-    config.estimator === 'r3l' ? [] : rollouts.filter((r) => r.node_id != null && byKey.get(rowKey(r.prompt_id, r.sample_id))?.reward === null).map((r) => r.group_id),
+    config.estimator === 'r3l'
+      ? []
+      : rollouts.filter((r) => r.node_id != null && byKey.get(rowKey(r.prompt_id, r.sample_id))?.reward === null).map((r) => r.group_id),
   );
   const samples: AdvantageSample[] = [];
   const sampleOf: (number | null)[] = [];
@@ -107,7 +127,10 @@ export function stepAdvantages(
     if (seen.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} appears twice in the rollouts`);
     seen.add(k);
     const w = byKey.get(k);
-    if (!w) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before computing advantages`);
+    if (!w)
+      throw new AdvantageInputError(
+        `sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before computing advantages`,
+      );
     if (w.reward === null || brokenTrees.has(r.group_id)) {
       sampleOf.push(null);
       continue;
@@ -125,7 +148,9 @@ export function stepAdvantages(
   }
   if (seen.size !== byKey.size) {
     const extra = [...byKey.keys()].find((k) => !seen.has(k))!;
-    throw new AdvantageInputError(`rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`);
+    throw new AdvantageInputError(
+      `rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`,
+    );
   }
 
   // Dynamic sampling: the estimator sees only the selected groups (the first targetGroups with
@@ -138,8 +163,12 @@ export function stepAdvantages(
     estimated = selectedSamples(samples, sel);
     const groups = sel.selected.length + sel.surplus.length + sel.dropped.length;
     dynamic = {
-      round: selection.round, groups, informativeGroups: sel.selected.length + sel.surplus.length,
-      selectedGroups: sel.selected.length, droppedGroups: sel.dropped.length, morePrompts: sel.morePrompts,
+      round: selection.round,
+      groups,
+      informativeGroups: sel.selected.length + sel.surplus.length,
+      selectedGroups: sel.selected.length,
+      droppedGroups: sel.dropped.length,
+      morePrompts: sel.morePrompts,
     };
     dropped = sel.dropped.filter((g) => g.reason === 'zero-variance').length;
   }
@@ -154,7 +183,11 @@ export function stepAdvantages(
     const keep = out?.keep === true;
     const mask = keep && out!.lossMask ? Array.from(out!.lossMask, (m) => m === 1) : new Array<boolean>(n).fill(keep);
     return {
-      run_id: r.run_id, step: r.step, prompt_id: r.prompt_id, sample_id: r.sample_id, node_id: r.node_id,
+      run_id: r.run_id,
+      step: r.step,
+      prompt_id: r.prompt_id,
+      sample_id: r.sample_id,
+      node_id: r.node_id,
       advantage: keep ? out!.advantage : 0,
       token_advantages: keep && out!.tokenAdvantages ? Float32Array.from(out!.tokenAdvantages) : null,
       loss_mask: mask,
@@ -177,7 +210,12 @@ export function stepAdvantages(
  * from the rewards; with dynamic sampling (`round` given) also the selection, which is final
  * (morePrompts 0): a committed step is never rolled out further.
  */
-function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[], round?: number): Omit<StepAdvantages, 'rows'> {
+function committedStats(
+  adv: readonly AdvantagesRow[],
+  rollouts: readonly RolloutsRow[],
+  rewards: readonly RewardsRow[],
+  round?: number,
+): Omit<StepAdvantages, 'rows'> {
   const kept = adv.filter((r) => r.loss_mask === null || r.loss_mask.some(Boolean)).map((r) => r.advantage ?? 0);
   const reward = new Map(rewards.map((r) => [rowKey(r.prompt_id, r.sample_id), r.reward]));
   const samples: AdvantageSample[] = [];
@@ -191,11 +229,16 @@ function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly Rollou
   if (round !== undefined) {
     const keptGroups = new Set<string>();
     const groupOf = new Map(rollouts.map((r) => [rowKey(r.prompt_id, r.sample_id), r.group_id]));
-    for (const a of adv) if (a.loss_mask === null || a.loss_mask.some(Boolean)) keptGroups.add(groupOf.get(rowKey(a.prompt_id, a.sample_id)) ?? '');
+    for (const a of adv)
+      if (a.loss_mask === null || a.loss_mask.some(Boolean)) keptGroups.add(groupOf.get(rowKey(a.prompt_id, a.sample_id)) ?? '');
     const informative = groups.filter((g) => !isFlat(groupRewards(samples, g))).length;
     dynamic = {
-      round, groups: groups.length, informativeGroups: informative, selectedGroups: keptGroups.size,
-      droppedGroups: groups.length - informative, morePrompts: 0,
+      round,
+      groups: groups.length,
+      informativeGroups: informative,
+      selectedGroups: keptGroups.size,
+      droppedGroups: groups.length - informative,
+      morePrompts: 0,
     };
   }
   return {
@@ -208,7 +251,12 @@ function committedStats(adv: readonly AdvantagesRow[], rollouts: readonly Rollou
   };
 }
 
-async function readAll<T>(store: ObjectStore, prefix: string, entries: readonly ManifestEntry[], decode: (b: Uint8Array, source: string) => T[]): Promise<T[]> {
+async function readAll<T>(
+  store: ObjectStore,
+  prefix: string,
+  entries: readonly ManifestEntry[],
+  decode: (b: Uint8Array, source: string) => T[],
+): Promise<T[]> {
   const out: T[] = [];
   for (const e of entries) out.push(...decode(await readEntry(store, prefix, e), store.uri(prefix)));
   return out;
@@ -220,11 +268,15 @@ async function readAll<T>(store: ObjectStore, prefix: string, entries: readonly 
  * in the advantage stage's terms: kept = the pairs' samples, dropped = the rest, zero-variance
  * groups = the tied ones; advantage mean and std 0 (there are none).
  */
-export function stepPreferencePairs(rollouts: readonly RolloutsRow[], rewards: readonly RewardsRow[]): Omit<AdvantagesResult, 'advantages' | 'seconds'> & { rows: PreferencePairsInput[] } {
+export function stepPreferencePairs(
+  rollouts: readonly RolloutsRow[],
+  rewards: readonly RewardsRow[],
+): Omit<AdvantagesResult, 'advantages' | 'seconds'> & { rows: PreferencePairsInput[] } {
   const byKey = new Map<string, RewardsRow>();
   for (const r of rewards) {
     const k = rowKey(r.prompt_id, r.sample_id);
-    if (byKey.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
+    if (byKey.has(k))
+      throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two rewards rows: each rollout is scored once`);
     byKey.set(k, r);
   }
   const seen = new Set<string>();
@@ -233,20 +285,37 @@ export function stepPreferencePairs(rollouts: readonly RolloutsRow[], rewards: r
     if (seen.has(k)) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} appears twice in the rollouts`);
     seen.add(k);
     const w = byKey.get(k);
-    if (!w) throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before forming pairs`);
-    return { groupId: r.group_id, promptId: r.prompt_id, sampleId: r.sample_id, reward: w.reward, completionLength: r.completion_token_ids.length };
+    if (!w)
+      throw new AdvantageInputError(
+        `sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before forming pairs`,
+      );
+    return {
+      groupId: r.group_id,
+      promptId: r.prompt_id,
+      sampleId: r.sample_id,
+      reward: w.reward,
+      completionLength: r.completion_token_ids.length,
+    };
   });
   if (seen.size !== byKey.size) {
     const extra = [...byKey.keys()].find((k) => !seen.has(k))!;
-    throw new AdvantageInputError(`rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`);
+    throw new AdvantageInputError(
+      `rewards row ${extra.replace('#', '/')} belongs to no rollout row: pass the rewards of this step's shards only`,
+    );
   }
   const { pairs, tied, tooFew } = preferencePairs(samples);
   const runId = rollouts[0]?.run_id ?? '';
   const step = rollouts[0]?.step ?? 0;
   return {
     rows: pairs.map((p) => ({
-      run_id: runId, step, prompt_id: p.promptId, group_id: p.groupId, chosen_sample_id: p.chosen.sampleId, rejected_sample_id: p.rejected.sampleId,
-      chosen_reward: p.chosen.reward, rejected_reward: p.rejected.reward,
+      run_id: runId,
+      step,
+      prompt_id: p.promptId,
+      group_id: p.groupId,
+      chosen_sample_id: p.chosen.sampleId,
+      rejected_sample_id: p.rejected.sampleId,
+      chosen_reward: p.chosen.reward,
+      rejected_reward: p.rejected.reward,
     })),
     keptSamples: 2 * pairs.length,
     droppedSamples: rollouts.length - 2 * pairs.length,
@@ -273,17 +342,27 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     const pairsEntry = committed?.artifacts.find((e) => e.name === PREFERENCE_PAIRS_NAME);
     if (committed && pairsEntry) {
       // an online_dpo step: its pairs are a pure function of its committed rollouts and rewards
-      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind)
-        .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
-      const { rows: _rows, ...stats } = stepPreferencePairs(await readAll(store, prefix, sorted('rollouts'), decodeRollouts), await readAll(store, prefix, sorted('rewards'), decodeRewards));
+      const sorted = (kind: ShardArtifact) =>
+        committed.artifacts
+          .filter((e) => parseShardName(e.name)?.kind === kind)
+          .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
+      const { rows: _rows, ...stats } = stepPreferencePairs(
+        await readAll(store, prefix, sorted('rollouts'), decodeRollouts),
+        await readAll(store, prefix, sorted('rewards'), decodeRewards),
+      );
       return { advantages: pairsEntry, ...stats, seconds: seconds() };
     }
     if (committed) {
       const entry = committed.artifacts.find((e) => e.name === ADVANTAGES_NAME);
-      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_NAME}" (an sft step?); a committed step is never changed`);
+      if (!entry)
+        throw badInput(
+          `${store.uri(manifestKey(prefix))} is committed without "${ADVANTAGES_NAME}" (an sft step?); a committed step is never changed`,
+        );
       const adv = decodeAdvantages(await readEntry(store, prefix, entry), store.uri(prefix));
-      const sorted = (kind: ShardArtifact) => committed.artifacts.filter((e) => parseShardName(e.name)?.kind === kind)
-        .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
+      const sorted = (kind: ShardArtifact) =>
+        committed.artifacts
+          .filter((e) => parseShardName(e.name)?.kind === kind)
+          .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
       const rollouts = await readAll(store, prefix, sorted('rollouts'), decodeRollouts);
       const rewards = await readAll(store, prefix, sorted('rewards'), decodeRewards);
       return { advantages: entry, ...committedStats(adv, rollouts, rewards, input.round), seconds: seconds() };
@@ -291,7 +370,9 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
 
     if (input.rollouts.length === 0) throw badInput('no rollouts shards given: an rl step needs at least one');
     if (input.rollouts.length !== input.rewards.length) {
-      throw badInput(`${input.rollouts.length} rollouts shards but ${input.rewards.length} rewards shards: give one rewards entry per rollouts entry, in shard order`);
+      throw badInput(
+        `${input.rollouts.length} rollouts shards but ${input.rewards.length} rewards shards: give one rewards entry per rollouts entry, in shard order`,
+      );
     }
     const { run } = await loadRun(store, runId);
     const phase = run.config.phases[input.phaseIndex];
@@ -307,11 +388,16 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
         throw err;
       }
       crashPoint('advantages', step);
-      const entry = await writeArtifact(store, prefix, { name: PREFERENCE_PAIRS_NAME, bytes: encodePreferencePairs(result.rows), schema: PREFERENCE_PAIRS });
+      const entry = await writeArtifact(store, prefix, {
+        name: PREFERENCE_PAIRS_NAME,
+        bytes: encodePreferencePairs(result.rows),
+        schema: PREFERENCE_PAIRS,
+      });
       const { rows: _rows, ...stats } = result;
       return { advantages: entry, ...stats, seconds: seconds() };
     }
-    if (phase.kind !== 'rl') throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);
+    if (phase.kind !== 'rl')
+      throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);
 
     progress({ done: 0, of: input.rollouts.length });
     const rollouts = await readAll(store, prefix, input.rollouts, decodeRollouts);

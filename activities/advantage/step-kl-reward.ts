@@ -41,11 +41,21 @@ export function klPenalisedRewardRows(
     if (w.reward === null) return;
     const k = key(w);
     const r = rolloutOf.get(k);
-    if (!r) throw new AdvantageInputError(`rewards row ${w.prompt_id}/${w.sample_id} belongs to no rollout row: pass the rewards of this step's shards only`);
+    if (!r)
+      throw new AdvantageInputError(
+        `rewards row ${w.prompt_id}/${w.sample_id} belongs to no rollout row: pass the rewards of this step's shards only`,
+      );
     const ref = reference.get(k);
-    if (!ref) throw new AdvantageInputError(`sample ${w.prompt_id}/${w.sample_id} has no reference logprobs: kl.inReward needs π_ref of every rewarded completion`);
+    if (!ref)
+      throw new AdvantageInputError(
+        `sample ${w.prompt_id}/${w.sample_id} has no reference logprobs: kl.inReward needs π_ref of every rewarded completion`,
+      );
     which.push(i);
-    samples.push({ sampleId: `${w.prompt_id}/${w.sample_id}`, reward: w.reward, ...(w.token_rewards ? { processRewards: w.token_rewards } : {}) });
+    samples.push({
+      sampleId: `${w.prompt_id}/${w.sample_id}`,
+      reward: w.reward,
+      ...(w.token_rewards ? { processRewards: w.token_rewards } : {}),
+    });
     logprobs.push({ logprobs: r.behaviour_logprobs, refLogprobs: ref });
   });
   let out: RewardsRow[] = rewards.slice();

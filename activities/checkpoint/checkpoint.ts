@@ -75,6 +75,7 @@ export async function loadTrainState(store: ObjectStore, runId: string, version:
   const what = store.uri(prefix) + OPTIMIZER_NAME;
   const opt = parseSafetensors(await readArtifact(store, prefix, OPTIMIZER_NAME), what);
   const step = Number(opt.metadata.step);
-  if (!Number.isInteger(step) || step < 0) throw new IntegrityError(what, `metadata "step" is ${JSON.stringify(opt.metadata.step)}, expected a non-negative integer`);
+  if (!Number.isInteger(step) || step < 0)
+    throw new IntegrityError(what, `metadata "step" is ${JSON.stringify(opt.metadata.step)}, expected a non-negative integer`);
   return { params, adamM: toWeights(opt.tensors, what, 'adam_m.'), adamV: toWeights(opt.tensors, what, 'adam_v.'), step };
 }

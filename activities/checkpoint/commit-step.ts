@@ -6,10 +6,10 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
-import type { CommitStepInput,CommitStepResult } from '../run/types.js';
-import { checkpointPrefix,METRICS_NAME,stepPrefix } from '../store/keys.js';
-import { commit,manifestKey,readManifest,writeArtifact } from '../store/manifest.js';
-import { METRICS,encodeMetrics } from '../store/schemas.js';
+import type { CommitStepInput, CommitStepResult } from '../run/types.js';
+import { checkpointPrefix, METRICS_NAME, stepPrefix } from '../store/keys.js';
+import { commit, manifestKey, readManifest, writeArtifact } from '../store/manifest.js';
+import { METRICS, encodeMetrics } from '../store/schemas.js';
 
 /**
  * Commits step `step`: checkpoint step + 1 (the learner's artifacts), then the step prefix with its
@@ -23,11 +23,16 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
     const stepAt = stepPrefix(runId, step);
     const ckptAt = checkpointPrefix(runId, step + 1);
     const result = (created: boolean): CommitStepResult => ({
-      created, stepUri: store.uri(manifestKey(stepAt)), checkpointUri: store.uri(manifestKey(ckptAt)),
+      created,
+      stepUri: store.uri(manifestKey(stepAt)),
+      checkpointUri: store.uri(manifestKey(ckptAt)),
     });
     if (await readManifest(store, stepAt)) return result(false);
     if (input.checkpoint.length === 0) {
-      throw ApplicationFailure.nonRetryable(`commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`, 'BadCommit');
+      throw ApplicationFailure.nonRetryable(
+        `commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`,
+        'BadCommit',
+      );
     }
     progress({ phase: 'checkpoint', checkpoint: step + 1 });
     await commit(store, ckptAt, input.checkpoint);

@@ -38,12 +38,16 @@ export async function exportRun(storeUri: string, runId: string, version: number
     const committed = await committedSteps(store, runId, 'checkpoints');
     const list = committed.length ? committed.join(', ') : 'none';
     if (version !== undefined && (!Number.isSafeInteger(version) || version < 0)) {
-      throw new ExportRunError(`checkpoint must be a non-negative integer, got ${version}; run "${runId}" has committed checkpoints ${list}`);
+      throw new ExportRunError(
+        `checkpoint must be a non-negative integer, got ${version}; run "${runId}" has committed checkpoints ${list}`,
+      );
     }
     const v = version ?? committed.at(-1);
     if (v === undefined) throw new ExportRunError(`run "${runId}" in ${storeUri} has no committed checkpoint yet: nothing to export`);
     if (!committed.includes(v)) {
-      throw new ExportRunError(`run "${runId}" has no committed checkpoint ${v} (committed checkpoints: ${list}); checkpoint v holds the weights after step v - 1`);
+      throw new ExportRunError(
+        `run "${runId}" has no committed checkpoint ${v} (committed checkpoints: ${list}); checkpoint v holds the weights after step v - 1`,
+      );
     }
     const weights = await loadWeights(store, runId, v);
     const files = await exportModel(dir, { config: run.model, weights, tokenizer: run.tokenizer });

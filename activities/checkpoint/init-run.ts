@@ -9,15 +9,15 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
-import { parameterCount,type ModelConfig } from '../model/config.js';
+import { parameterCount, type ModelConfig } from '../model/config.js';
 import { initTrainState } from '../model/engine.js';
 import { initWeights } from '../model/init.js';
 import { stage } from '../run/stage.js';
-import { parseRunConfig,type Phase,type RunConfig } from '../run/config.js';
-import { readRunRecord,resolveRun,writeRunRecord } from '../run/resolve.js';
-import type { InitRunInput,InitRunResult,RunRecord } from '../run/types.js';
-import { checkpointPrefix,runRecordKey } from '../store/keys.js';
-import { commit,committedSteps,manifestKey,readEntry,readManifest } from '../store/manifest.js';
+import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
+import { readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
+import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
+import { checkpointPrefix, runRecordKey } from '../store/keys.js';
+import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { writeCheckpoint } from './checkpoint.js';
 
@@ -68,18 +68,22 @@ function incompatibility(source: RunConfig, config: RunConfig): string | undefin
   const a = resolveRun(source);
   const b = resolveRun(config);
   const show = (v: unknown) => (v === undefined ? '(default)' : JSON.stringify(v));
-  if (a.task.name !== b.task.name) return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
+  if (a.task.name !== b.task.name)
+    return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
   const task = firstDifference(a.task.options, b.task.options, 'task.options');
   if (task) return `the task differs: ${task.path} is ${show(task.b)} here but ${show(task.a)} in the source run`;
   const model = firstDifference(a.model, b.model, 'model');
   if (model) {
     // name the config field the user wrote where one differs (initStd only shapes checkpoint 0)
-    const spec = (['type', 'hidden', 'layers', 'heads', 'intermediate', 'maxPositions'] as const)
-      .find((k) => JSON.stringify(source.model[k]) !== JSON.stringify(config.model[k]));
-    if (spec) return `the model differs: model.${spec} is ${show(config.model[spec])} here but ${show(source.model[spec])} in the source run (a resumed run trains the same model)`;
+    const spec = (['type', 'hidden', 'layers', 'heads', 'intermediate', 'maxPositions'] as const).find(
+      (k) => JSON.stringify(source.model[k]) !== JSON.stringify(config.model[k]),
+    );
+    if (spec)
+      return `the model differs: model.${spec} is ${show(config.model[spec])} here but ${show(source.model[spec])} in the source run (a resumed run trains the same model)`;
     return `the model differs: its resolved ${model.path} is ${show(model.b)} here but ${show(model.a)} in the source run (it follows from the task and sampling.max_tokens settings; set them as the source run had them)`;
   }
-  if (source.seed !== config.seed) return `seed is ${config.seed} here but ${source.seed} in the source run (a resumed run keeps the seed, so its prompts and samples continue the same streams)`;
+  if (source.seed !== config.seed)
+    return `seed is ${config.seed} here but ${source.seed} in the source run (a resumed run keeps the seed, so its prompts and samples continue the same streams)`;
   return undefined;
 }
 
@@ -87,7 +91,8 @@ function incompatibility(source: RunConfig, config: RunConfig): string | undefin
 async function copyCommitted(store: ObjectStore, from: string, to: string): Promise<{ created: boolean }> {
   if (await readManifest(store, to)) return { created: false };
   const manifest = await readManifest(store, from);
-  if (!manifest) throw ApplicationFailure.nonRetryable(`${store.uri(manifestKey(from))} is not committed: nothing to copy`, 'CheckpointMissing');
+  if (!manifest)
+    throw ApplicationFailure.nonRetryable(`${store.uri(manifestKey(from))} is not committed: nothing to copy`, 'CheckpointMissing');
   const artifacts = [];
   for (const e of manifest.artifacts) artifacts.push({ name: e.name, bytes: await readEntry(store, from, e), schema: e.schema });
   const r = await commit(store, to, artifacts);
@@ -114,14 +119,23 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       // Check everything before writing anything: a refused resume leaves no run behind.
       const c = from.checkpoint;
       if (!Number.isSafeInteger(c) || c < 0) {
-        throw ApplicationFailure.nonRetryable(`resume-from checkpoint must be a non-negative integer, got ${JSON.stringify(c)}`, 'BadResume');
+        throw ApplicationFailure.nonRetryable(
+          `resume-from checkpoint must be a non-negative integer, got ${JSON.stringify(c)}`,
+          'BadResume',
+        );
       }
       if (from.runId === runId) {
-        throw ApplicationFailure.nonRetryable(`resume-from names this run itself ("${runId}"); a resumed run gets a new run id`, 'BadResume');
+        throw ApplicationFailure.nonRetryable(
+          `resume-from names this run itself ("${runId}"); a resumed run gets a new run id`,
+          'BadResume',
+        );
       }
       const total = config.phases.reduce((n, p) => n + p.steps, 0);
       if (c > total) {
-        throw ApplicationFailure.nonRetryable(`resume-from checkpoint ${c} is past the end of this run's ${total} steps; add steps to config.phases or resume from an earlier checkpoint`, 'BadResume');
+        throw ApplicationFailure.nonRetryable(
+          `resume-from checkpoint ${c} is past the end of this run's ${total} steps; add steps to config.phases or resume from an earlier checkpoint`,
+          'BadResume',
+        );
       }
       const source: RunRecord = await readRunRecord(store, from.runId);
       const committed = await committedSteps(store, from.runId, 'checkpoints');

@@ -31,12 +31,20 @@ function mulhi32(a: number, b: number): number {
 
 /** Philox4x32-10 of a 4-word counter under a 2-word key. Writes the 4 output words into `out`. */
 export function philox4x32(
-  c0: number, c1: number, c2: number, c3: number,
-  k0: number, k1: number,
+  c0: number,
+  c1: number,
+  c2: number,
+  c3: number,
+  k0: number,
+  k1: number,
   out: Uint32Array = new Uint32Array(4),
 ): Uint32Array {
-  let x0 = c0 >>> 0, x1 = c1 >>> 0, x2 = c2 >>> 0, x3 = c3 >>> 0;
-  let y0 = k0 >>> 0, y1 = k1 >>> 0;
+  let x0 = c0 >>> 0,
+    x1 = c1 >>> 0,
+    x2 = c2 >>> 0,
+    x3 = c3 >>> 0;
+  let y0 = k0 >>> 0,
+    y1 = k1 >>> 0;
   for (let round = 0; round < 10; round++) {
     const hi0 = mulhi32(M0, x0);
     const lo0 = Math.imul(M0, x0) >>> 0;
@@ -49,7 +57,10 @@ export function philox4x32(
     y0 = (y0 + W0) >>> 0;
     y1 = (y1 + W1) >>> 0;
   }
-  out[0] = x0; out[1] = x1; out[2] = x2; out[3] = x3;
+  out[0] = x0;
+  out[1] = x1;
+  out[2] = x2;
+  out[3] = x3;
   return out;
 }
 

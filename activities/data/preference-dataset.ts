@@ -28,7 +28,10 @@ export interface PreferenceRow {
 
 /** A dataset that cannot be used; `field` is the spec field the problem is about (`path` for the file and its rows). */
 export class PreferenceDatasetError extends Error {
-  constructor(message: string, readonly field: keyof PreferenceDatasetSpec = 'path') {
+  constructor(
+    message: string,
+    readonly field: keyof PreferenceDatasetSpec = 'path',
+  ) {
     super(message);
     this.name = 'PreferenceDatasetError';
   }
@@ -43,7 +46,11 @@ export function loadPreferenceDataset(spec: PreferenceDatasetSpec, opts: { alpha
     throw new PreferenceDatasetError(`cannot read the preference dataset ${spec.path}: ${(err as Error).message}`);
   }
   const allowed = opts.alphabet === undefined ? null : new Set(opts.alphabet);
-  const columns = [['prompt', spec.promptColumn], ['chosen', spec.chosenColumn], ['rejected', spec.rejectedColumn]] as const;
+  const columns = [
+    ['prompt', spec.promptColumn],
+    ['chosen', spec.chosenColumn],
+    ['rejected', spec.rejectedColumn],
+  ] as const;
   const rows: PreferenceRow[] = [];
   const lines = text.split('\n');
   for (const [l, raw] of lines.entries()) {
@@ -62,12 +69,20 @@ export function loadPreferenceDataset(spec: PreferenceDatasetSpec, opts: { alpha
       const v = (doc as Record<string, unknown>)[column];
       const field = `${key}Column` as const;
       if (typeof v !== 'string') {
-        throw new PreferenceDatasetError(`${where} has no string "${column}" column (${field}; got ${v === undefined ? 'nothing' : JSON.stringify(v)})`, field);
+        throw new PreferenceDatasetError(
+          `${where} has no string "${column}" column (${field}; got ${v === undefined ? 'nothing' : JSON.stringify(v)})`,
+          field,
+        );
       }
-      if (key !== 'prompt' && v.length === 0) throw new PreferenceDatasetError(`${where}: the "${column}" completion is empty (${field})`, field);
+      if (key !== 'prompt' && v.length === 0)
+        throw new PreferenceDatasetError(`${where}: the "${column}" completion is empty (${field})`, field);
       if (allowed) {
         const bad = [...v].find((c) => !allowed.has(c));
-        if (bad !== undefined) throw new PreferenceDatasetError(`${where}: the "${column}" column has the character ${JSON.stringify(bad)}, which is not in the task's alphabet`, field);
+        if (bad !== undefined)
+          throw new PreferenceDatasetError(
+            `${where}: the "${column}" column has the character ${JSON.stringify(bad)}, which is not in the task's alphabet`,
+            field,
+          );
       }
       row[key] = v;
     }

@@ -51,7 +51,8 @@ export function aggregate(x: Tensor, mask: Tensor, how: Aggregation, opts: Aggre
     }
     case 'constant': {
       const c = opts.constant;
-      if (c === undefined || !(c > 0)) throw new Error(`aggregation 'constant' needs a positive constant (e.g. the max completion length), got ${c}`);
+      if (c === undefined || !(c > 0))
+        throw new Error(`aggregation 'constant' needs a positive constant (e.g. the max completion length), got ${c}`);
       return F.div(F.reduceSum(masked), F.mul(rowsOf(x), c));
     }
   }

@@ -95,68 +95,74 @@ export const tisSchema = z.strictObject({
   cap: z.number().min(1).default(2),
 });
 
-export const clippedSurrogateSchema = z.strictObject({
-  /** ε_low: the ratio is clipped below at 1 − ε_low (PPO: 0.2; GSPO: 3e-4 with sequence ratios). */
-  clipLow: z.number().min(0).lt(1).default(0.2),
-  /**
-   * ε_high: the ratio is clipped above at 1 + ε_high. Raising it above ε_low ("clip-higher", DAPO,
-   * Yu et al. 2025: 0.28) leaves room for low-probability tokens to grow and fights entropy
-   * collapse. GSPO: 4e-4.
-   */
-  clipHigh: z.number().min(0).default(0.2),
-  /**
-   * Dual clip c > 1 (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep
-   * Reinforcement Learning"): for negative advantages the loss is bounded by −A·c, so a token whose
-   * ratio has run far above 1 cannot produce an unbounded update. Null: off (verl uses 3).
-   */
-  dualClip: z.number().gt(1).nullable().default(null),
-  /**
-   * Importance ratio level:
-   * - 'token': r_t = π_θ(y_t)/π_old(y_t) (PPO/GRPO).
-   * - 'sequence': s_i = exp(mean_t log(π_θ/π_old)) — the length-normalised sequence ratio of GSPO
-   *   (Zheng et al. 2025, "Group Sequence Policy Optimization"), shared by every token of the row.
-   * - 'sequence_token': GSPO-token, s_{i,t} = sg[s_i]·π_θ(y_t)/sg[π_θ(y_t)]: the value of s_i with a
-   *   per-token gradient, for per-token advantages.
-   */
-  ratioLevel: z.enum(['token', 'sequence', 'sequence_token']).default('token'),
-  /** Shape of the `advantages` input: one per sequence ([batch]) or one per token ([batch, seq]). */
-  advantages: z.enum(['sequence', 'token']).default('sequence'),
-  /**
-   * 'token_mean' (DAPO), 'sequence_mean' (GRPO: mean of per-sequence token means; GSPO averages
-   * per-sequence losses, which this gives with sequence ratios), 'constant' (Dr.GRPO: Σ / (C·B)
-   * with C = `constantNormaliser`). See aggregate.ts. Unset: 'token_mean' for a loss built on its
-   * own; in a run's rl phase, the advantage estimator's paired aggregation (GSPO's sequence ratios:
-   * 'sequence_mean'), resolved by activities/run/config.ts and recorded in run.json.
-   */
-  aggregation: z.enum(['token_mean', 'sequence_mean', 'constant']).optional(),
-  /** C for 'constant' aggregation: typically the max completion length (Dr.GRPO). */
-  constantNormaliser: z.number().positive().optional(),
-  /**
-   * 'token_mean' over the whole batch across micro-batches: declares the scalar input
-   * `loss_token_count` (total loss tokens / number of micro-batches) used as the denominator.
-   */
-  globalTokenCount: z.boolean().default(false),
-  /** KL penalty to a reference policy (declares `ref_logprobs`); null: none. */
-  kl: klTermSchema.nullable().default(null),
-  /**
-   * Truncated importance sampling on the rollout/learner ratio (`tisSchema`; declares
-   * `rollout_logprobs`). The learner then scores the batch under the sampling weights before the
-   * step's first update and feeds those as `old_logprobs`. Null: off (the ratio's π_old is the
-   * rollout's logprob).
-   */
-  tis: tisSchema.nullable().default(null),
-  /** Entropy bonus coefficient α: the loss subtracts α·agg(H) (PPO's entropy bonus). */
-  entropyCoef: z.number().min(0).default(0),
-  /** Report the mean next-token entropy as a metric (costs one pass over the logits). */
-  entropyMetric: z.boolean().default(true),
-}).superRefine((o, ctx) => {
-  if (o.aggregation === 'constant' && o.constantNormaliser === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['constantNormaliser'], message: "aggregation 'constant' needs constantNormaliser (e.g. the max completion length)" });
-  }
-  if (o.globalTokenCount && (o.aggregation ?? 'token_mean') !== 'token_mean') {
-    ctx.addIssue({ code: 'custom', path: ['globalTokenCount'], message: "globalTokenCount applies to aggregation 'token_mean' only" });
-  }
-});
+export const clippedSurrogateSchema = z
+  .strictObject({
+    /** ε_low: the ratio is clipped below at 1 − ε_low (PPO: 0.2; GSPO: 3e-4 with sequence ratios). */
+    clipLow: z.number().min(0).lt(1).default(0.2),
+    /**
+     * ε_high: the ratio is clipped above at 1 + ε_high. Raising it above ε_low ("clip-higher", DAPO,
+     * Yu et al. 2025: 0.28) leaves room for low-probability tokens to grow and fights entropy
+     * collapse. GSPO: 4e-4.
+     */
+    clipHigh: z.number().min(0).default(0.2),
+    /**
+     * Dual clip c > 1 (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep
+     * Reinforcement Learning"): for negative advantages the loss is bounded by −A·c, so a token whose
+     * ratio has run far above 1 cannot produce an unbounded update. Null: off (verl uses 3).
+     */
+    dualClip: z.number().gt(1).nullable().default(null),
+    /**
+     * Importance ratio level:
+     * - 'token': r_t = π_θ(y_t)/π_old(y_t) (PPO/GRPO).
+     * - 'sequence': s_i = exp(mean_t log(π_θ/π_old)) — the length-normalised sequence ratio of GSPO
+     *   (Zheng et al. 2025, "Group Sequence Policy Optimization"), shared by every token of the row.
+     * - 'sequence_token': GSPO-token, s_{i,t} = sg[s_i]·π_θ(y_t)/sg[π_θ(y_t)]: the value of s_i with a
+     *   per-token gradient, for per-token advantages.
+     */
+    ratioLevel: z.enum(['token', 'sequence', 'sequence_token']).default('token'),
+    /** Shape of the `advantages` input: one per sequence ([batch]) or one per token ([batch, seq]). */
+    advantages: z.enum(['sequence', 'token']).default('sequence'),
+    /**
+     * 'token_mean' (DAPO), 'sequence_mean' (GRPO: mean of per-sequence token means; GSPO averages
+     * per-sequence losses, which this gives with sequence ratios), 'constant' (Dr.GRPO: Σ / (C·B)
+     * with C = `constantNormaliser`). See aggregate.ts. Unset: 'token_mean' for a loss built on its
+     * own; in a run's rl phase, the advantage estimator's paired aggregation (GSPO's sequence ratios:
+     * 'sequence_mean'), resolved by activities/run/config.ts and recorded in run.json.
+     */
+    aggregation: z.enum(['token_mean', 'sequence_mean', 'constant']).optional(),
+    /** C for 'constant' aggregation: typically the max completion length (Dr.GRPO). */
+    constantNormaliser: z.number().positive().optional(),
+    /**
+     * 'token_mean' over the whole batch across micro-batches: declares the scalar input
+     * `loss_token_count` (total loss tokens / number of micro-batches) used as the denominator.
+     */
+    globalTokenCount: z.boolean().default(false),
+    /** KL penalty to a reference policy (declares `ref_logprobs`); null: none. */
+    kl: klTermSchema.nullable().default(null),
+    /**
+     * Truncated importance sampling on the rollout/learner ratio (`tisSchema`; declares
+     * `rollout_logprobs`). The learner then scores the batch under the sampling weights before the
+     * step's first update and feeds those as `old_logprobs`. Null: off (the ratio's π_old is the
+     * rollout's logprob).
+     */
+    tis: tisSchema.nullable().default(null),
+    /** Entropy bonus coefficient α: the loss subtracts α·agg(H) (PPO's entropy bonus). */
+    entropyCoef: z.number().min(0).default(0),
+    /** Report the mean next-token entropy as a metric (costs one pass over the logits). */
+    entropyMetric: z.boolean().default(true),
+  })
+  .superRefine((o, ctx) => {
+    if (o.aggregation === 'constant' && o.constantNormaliser === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['constantNormaliser'],
+        message: "aggregation 'constant' needs constantNormaliser (e.g. the max completion length)",
+      });
+    }
+    if (o.globalTokenCount && (o.aggregation ?? 'token_mean') !== 'token_mean') {
+      ctx.addIssue({ code: 'custom', path: ['globalTokenCount'], message: "globalTokenCount applies to aggregation 'token_mean' only" });
+    }
+  });
 export type ClippedSurrogateOptions = z.output<typeof clippedSurrogateSchema>;
 export type ClippedSurrogateInput = z.input<typeof clippedSurrogateSchema>;
 
@@ -169,7 +175,10 @@ function tokenMean(ctx: LossContext, x: Tensor): Tensor {
 const absOf = (x: Tensor) => F.maximum(x, F.neg(x));
 
 function fraction(ctx: LossContext, cond: Tensor): Tensor {
-  return tokenMean(ctx, ctx.g.noTape(() => F.cast(cond, ctx.logprobs.dtype)));
+  return tokenMean(
+    ctx,
+    ctx.g.noTape(() => F.cast(cond, ctx.logprobs.dtype)),
+  );
 }
 
 /** Builds the clipped-surrogate loss (options validated; defaults filled). */
@@ -184,7 +193,8 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
       const adv = ctx.input('advantages', 'float32', o.advantages === 'sequence' ? ['batch'] : ['batch', 'seq']);
       const A = o.advantages === 'sequence' ? F.unsqueeze(adv, [1]) : adv; // [B,1] or [B,T]
       const tokenCount = o.globalTokenCount ? ctx.input('loss_token_count', 'float32', []) : undefined;
-      const agg = (x: Tensor) => aggregate(x, mask, (o.aggregation ?? 'token_mean') as Aggregation, { constant: o.constantNormaliser, tokenCount });
+      const agg = (x: Tensor) =>
+        aggregate(x, mask, (o.aggregation ?? 'token_mean') as Aggregation, { constant: o.constantNormaliser, tokenCount });
 
       // log ratio, zeroed outside the mask (so junk there cannot overflow exp), clamped before exp
       const rawLogRatio = F.mul(F.sub(lp, old), mask);
@@ -196,9 +206,10 @@ export function clippedSurrogateLoss(input: ClippedSurrogateInput = {}): LossBui
         const len = g.noTape(() => F.maximum(F.reduceSum(mask, [1], true), 1));
         const seqLogRatio = F.div(F.reduceSum(tokLogRatio, [1], true), len); // [B,1]
         const bound = SEQUENCE_LOG_RATIO_BOUND;
-        const raw = o.ratioLevel === 'sequence'
-          ? F.expand(seqLogRatio, mask) // broadcast to [B,T]
-          : F.add(F.stopGradient(seqLogRatio), F.sub(lp, F.stopGradient(lp))); // value s_i, per-token gradient
+        const raw =
+          o.ratioLevel === 'sequence'
+            ? F.expand(seqLogRatio, mask) // broadcast to [B,T]
+            : F.add(F.stopGradient(seqLogRatio), F.sub(lp, F.stopGradient(lp))); // value s_i, per-token gradient
         logRatio = F.mul(F.clip(raw, -bound, bound), mask);
         clamped = g.noTape(() => F.or(clamped, F.greater(absOf(F.expand(seqLogRatio, mask)), bound)));
       }

@@ -86,12 +86,19 @@ export function dpoPairRows<R extends { ids: readonly number[]; lossMask: readon
   if (pairs.length === 0) throw new Error('DPO: no preference pairs: give at least one { chosen, rejected }');
   const rows: R[] = [];
   pairs.forEach((p, k) => {
-    for (const [which, row] of [['chosen', p.chosen], ['rejected', p.rejected]] as const) {
-      if (row.ids.length !== row.lossMask.length) throw new Error(`DPO pair ${k}: ${which} has ${row.ids.length} ids but ${row.lossMask.length} loss-mask entries`);
-      if (!row.lossMask.some((v) => v !== 0)) throw new Error(`DPO pair ${k}: ${which} has no loss tokens: mark its response tokens in lossMask`);
+    for (const [which, row] of [
+      ['chosen', p.chosen],
+      ['rejected', p.rejected],
+    ] as const) {
+      if (row.ids.length !== row.lossMask.length)
+        throw new Error(`DPO pair ${k}: ${which} has ${row.ids.length} ids but ${row.lossMask.length} loss-mask entries`);
+      if (!row.lossMask.some((v) => v !== 0))
+        throw new Error(`DPO pair ${k}: ${which} has no loss tokens: mark its response tokens in lossMask`);
     }
     if (p.chosen.ids.length !== p.rejected.ids.length) {
-      throw new Error(`DPO pair ${k}: chosen has ${p.chosen.ids.length} tokens, rejected ${p.rejected.ids.length}: pad both rows of the batch to one length`);
+      throw new Error(
+        `DPO pair ${k}: chosen has ${p.chosen.ids.length} tokens, rejected ${p.rejected.ids.length}: pad both rows of the batch to one length`,
+      );
     }
     rows.push(p.chosen, p.rejected);
   });

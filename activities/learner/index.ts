@@ -38,10 +38,16 @@ export type LossName = LossConfig['name'];
 
 /** Every loss: where it comes from (the README table lists the options). */
 export const losses: Record<LossName, { paper: string }> = {
-  clipped_surrogate: { paper: 'PPO (Schulman et al. 2017); GRPO (Shao et al. 2024); DAPO (Yu et al. 2025); GSPO (Zheng et al. 2025); Dr.GRPO (Liu et al. 2025); dual-clip (Ye et al. 2020); RAPO forward KL' },
+  clipped_surrogate: {
+    paper:
+      'PPO (Schulman et al. 2017); GRPO (Shao et al. 2024); DAPO (Yu et al. 2025); GSPO (Zheng et al. 2025); Dr.GRPO (Liu et al. 2025); dual-clip (Ye et al. 2020); RAPO forward KL',
+  },
   dpo: { paper: 'DPO (Rafailov et al. 2023); From r to Q* (Rafailov et al. 2024); cDPO (Mitchell 2023)' },
   sft: { paper: 'supervised cross-entropy (activities/model/losses.ts)' },
-  bradley_terry: { paper: 'Bradley & Terry (1952) pairwise preferences, as the reward-model loss of InstructGPT (Ouyang et al. 2022); activities/model/losses-reward.ts' },
+  bradley_terry: {
+    paper:
+      'Bradley & Terry (1952) pairwise preferences, as the reward-model loss of InstructGPT (Ouyang et al. 2022); activities/model/losses-reward.ts',
+  },
 };
 
 /** Validates a loss config (filling defaults); the ConfigError names the bad field. */
@@ -53,9 +59,13 @@ export function parseLossConfig(input: unknown): LossConfig {
 export function buildLoss(input: unknown): LossBuilder {
   const cfg = parseLossConfig(input);
   switch (cfg.name) {
-    case 'clipped_surrogate': return clippedSurrogateLoss(cfg.options);
-    case 'dpo': return dpoLoss(cfg.options);
-    case 'sft': return sftLoss(cfg.options);
-    case 'bradley_terry': return bradleyTerryLoss(cfg.options);
+    case 'clipped_surrogate':
+      return clippedSurrogateLoss(cfg.options);
+    case 'dpo':
+      return dpoLoss(cfg.options);
+    case 'sft':
+      return sftLoss(cfg.options);
+    case 'bradley_terry':
+      return bradleyTerryLoss(cfg.options);
   }
 }

@@ -70,14 +70,19 @@ export function klPenalisedRewards<S extends KlRewardSample>(
 ): KlRewardResult<S> {
   const o = parseConfig(klRewardOptionsSchema, options, 'KL reward options');
   if (logprobs.length !== samples.length) {
-    throw new KlRewardInputError(`KL reward: ${samples.length} samples but ${logprobs.length} logprob entries: give one { logprobs, refLogprobs } per sample, in order`);
+    throw new KlRewardInputError(
+      `KL reward: ${samples.length} samples but ${logprobs.length} logprob entries: give one { logprobs, refLogprobs } per sample, in order`,
+    );
   }
   const klSums = new Float64Array(samples.length);
   const out = samples.map((s, i) => {
     const who = s.sampleId !== undefined ? `sample ${s.sampleId}` : `sample #${i}`;
     const { logprobs: lp, refLogprobs: ref, mask } = logprobs[i]!;
     const n = lp.length;
-    if (ref.length !== n) throw new KlRewardInputError(`KL reward: ${who} has ${n} behaviour logprobs but ${ref.length} reference logprobs: both must cover the same completion tokens`);
+    if (ref.length !== n)
+      throw new KlRewardInputError(
+        `KL reward: ${who} has ${n} behaviour logprobs but ${ref.length} reference logprobs: both must cover the same completion tokens`,
+      );
     if (mask && mask.length !== n) throw new KlRewardInputError(`KL reward: ${who} has a mask of ${mask.length} entries for ${n} tokens`);
     if (s.processRewards && s.processRewards.length !== n) {
       throw new KlRewardInputError(`KL reward: ${who} has ${s.processRewards.length} process rewards for ${n} completion tokens`);
@@ -90,7 +95,9 @@ export function klPenalisedRewards<S extends KlRewardSample>(
       const a = lp[t]!;
       const b = ref[t]!;
       if (!Number.isFinite(a) || !Number.isFinite(b)) {
-        throw new KlRewardInputError(`KL reward: ${who} token ${t} has logprob ${a} and reference logprob ${b}: both must be finite (mask the token out if it has none)`);
+        throw new KlRewardInputError(
+          `KL reward: ${who} token ${t} has logprob ${a} and reference logprob ${b}: both must be finite (mask the token out if it has none)`,
+        );
       }
       kl[t] = klValue(a - b, o.estimator, o.direction);
       sum += kl[t]!;

@@ -50,16 +50,22 @@ export function klTensor(logr: Tensor, estimator: KlEstimator, direction: KlDire
   }
   if (direction === 'reverse') {
     switch (estimator) {
-      case 'k1': return F.identity(logr);
-      case 'k2': return F.mul(F.mul(logr, logr), 0.5);
-      case 'k3': return F.add(F.sub(F.exp(F.neg(logr)), 1), logr);
+      case 'k1':
+        return F.identity(logr);
+      case 'k2':
+        return F.mul(F.mul(logr, logr), 0.5);
+      case 'k3':
+        return F.add(F.sub(F.exp(F.neg(logr)), 1), logr);
     }
   }
   const rho = F.exp(F.neg(logr)); // π_ref / π; log ρ = −log r
   switch (estimator) {
-    case 'k1': return F.neg(F.mul(rho, logr));
-    case 'k2': return F.mul(F.mul(rho, F.mul(logr, logr)), 0.5);
-    case 'k3': return F.sub(F.sub(1, rho), F.mul(rho, logr));
+    case 'k1':
+      return F.neg(F.mul(rho, logr));
+    case 'k2':
+      return F.mul(F.mul(rho, F.mul(logr, logr)), 0.5);
+    case 'k3':
+      return F.sub(F.sub(1, rho), F.mul(rho, logr));
   }
 }
 
@@ -68,15 +74,21 @@ export function klValue(logr: number, estimator: KlEstimator, direction: KlDirec
   if (estimator === 'k3+') return klValue(logr, 'k3', direction);
   if (direction === 'reverse') {
     switch (estimator) {
-      case 'k1': return logr;
-      case 'k2': return 0.5 * logr * logr;
-      case 'k3': return Math.exp(-logr) - 1 + logr;
+      case 'k1':
+        return logr;
+      case 'k2':
+        return 0.5 * logr * logr;
+      case 'k3':
+        return Math.exp(-logr) - 1 + logr;
     }
   }
   const rho = Math.exp(-logr);
   switch (estimator) {
-    case 'k1': return -rho * logr;
-    case 'k2': return 0.5 * rho * logr * logr;
-    case 'k3': return 1 - rho - rho * logr;
+    case 'k1':
+      return -rho * logr;
+    case 'k2':
+      return 0.5 * rho * logr * logr;
+    case 'k3':
+      return 1 - rho - rho * logr;
   }
 }

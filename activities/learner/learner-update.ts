@@ -94,7 +94,11 @@ const engines = new RunEngines<RunEngine>({
 });
 
 /** The checkpoint's files and their sha256s, as one comparable string. */
-const shasOf = (entries: readonly ManifestEntry[]) => entries.map((e) => `${e.name}:${e.sha256}`).sort().join(' ');
+const shasOf = (entries: readonly ManifestEntry[]) =>
+  entries
+    .map((e) => `${e.name}:${e.sha256}`)
+    .sort()
+    .join(' ');
 
 // ── batches ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -116,7 +120,10 @@ interface Row {
 function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
   const { task, tokenizer: tok, config } = run;
   if (!Number.isSafeInteger(input.batchSize) || input.batchSize < 1) {
-    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step}: batchSize must be a positive integer, got ${input.batchSize}`, 'BadLearnerInput');
+    throw ApplicationFailure.nonRetryable(
+      `learnerUpdate step ${input.step}: batchSize must be a positive integer, got ${input.batchSize}`,
+      'BadLearnerInput',
+    );
   }
   const items = task.prompts(config.seed, 'train', input.batchSize, input.promptOffset);
   return items.map((item) => {
@@ -132,12 +139,16 @@ function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
 /** The clipped-surrogate options of an rl phase (parseRunConfig allows no other rl loss). */
 function surrogateOptions(phase: RlPhase, phaseIndex: number): ClippedSurrogateOptions {
   if (phase.loss.name !== 'clipped_surrogate') {
-    throw ApplicationFailure.nonRetryable(`phases.${phaseIndex}.loss.name is "${phase.loss.name}"; an rl phase trains with "clipped_surrogate"`, 'BadLearnerInput');
+    throw ApplicationFailure.nonRetryable(
+      `phases.${phaseIndex}.loss.name is "${phase.loss.name}"; an rl phase trains with "clipped_surrogate"`,
+      'BadLearnerInput',
+    );
   }
   return phase.loss.options;
 }
 
-const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
+const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) =>
+  `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
 /**
  * The rl batch. Advantages are per token ([B,T]) when the loss asks for them (`advantages: 'token'`)
@@ -145,10 +156,18 @@ const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | nul
  * per-token estimators such as REINFORCE++ and sibling GRPO write them); rows without them then
  * have their scalar advantage on every completion token.
  */
-async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, progress: StageContext['progress']): Promise<{ rows: Row[]; dropped: number; tokenAdv: boolean }> {
+async function rlRows(
+  store: ObjectStore,
+  input: LearnerInput,
+  phase: RlPhase,
+  progress: StageContext['progress'],
+): Promise<{ rows: Row[]; dropped: number; tokenAdv: boolean }> {
   const prefix = stepPrefix(input.runId, input.step);
   if (!input.advantages) {
-    throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's ${ADVANTAGES_NAME}`, 'BadLearnerInput');
+    throw ApplicationFailure.nonRetryable(
+      `learnerUpdate step ${input.step} (rl): no advantages entry given; the rl learner needs the step's ${ADVANTAGES_NAME}`,
+      'BadLearnerInput',
+    );
   }
   if (input.rollouts.length === 0) {
     throw ApplicationFailure.nonRetryable(`learnerUpdate step ${input.step} (rl): no rollouts entries given`, 'BadLearnerInput');
@@ -169,7 +188,10 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
       const n = r.completion_token_ids.length;
       const where = `${source} row (prompt_id ${r.prompt_id}, sample_id ${r.sample_id})`;
       if (!a) {
-        throw ApplicationFailure.nonRetryable(`${where} has no row in ${advSource}: the advantages must be computed from these rollouts (one row per rollout row)`, 'BadLearnerInput');
+        throw ApplicationFailure.nonRetryable(
+          `${where} has no row in ${advSource}: the advantages must be computed from these rollouts (one row per rollout row)`,
+          'BadLearnerInput',
+        );
       }
       if (n === 0) {
         dropped++;
@@ -177,14 +199,18 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
       }
       const keep = a.loss_mask ?? new Array<boolean>(n).fill(true);
       if (keep.length !== n) {
-        throw ApplicationFailure.nonRetryable(`${where}: ${n} completion tokens but its advantages row has a loss_mask of ${keep.length}; the advantages must come from these rollouts`, 'BadLearnerInput');
+        throw ApplicationFailure.nonRetryable(
+          `${where}: ${n} completion tokens but its advantages row has a loss_mask of ${keep.length}; the advantages must come from these rollouts`,
+          'BadLearnerInput',
+        );
       }
       if (!keep.some(Boolean)) {
         dropped++;
         continue;
       }
       const p = r.prompt_token_ids.length;
-      if (p === 0) throw ApplicationFailure.nonRetryable(`${where}: empty prompt_token_ids (a prompt starts with BOS at least)`, 'BadLearnerInput');
+      if (p === 0)
+        throw ApplicationFailure.nonRetryable(`${where}: empty prompt_token_ids (a prompt starts with BOS at least)`, 'BadLearnerInput');
       const T = p + n;
       const ids = [...r.prompt_token_ids, ...r.completion_token_ids];
       const lossMask = new Array<number>(T).fill(0);
@@ -196,7 +222,10 @@ async function rlRows(store: ObjectStore, input: LearnerInput, phase: RlPhase, p
       let advantage: number | number[];
       if (tokenAdv) {
         if (a.token_advantages && a.token_advantages.length !== n) {
-          throw ApplicationFailure.nonRetryable(`${where}: ${n} completion tokens but ${a.token_advantages.length} token_advantages`, 'BadLearnerInput');
+          throw ApplicationFailure.nonRetryable(
+            `${where}: ${n} completion tokens but ${a.token_advantages.length} token_advantages`,
+            'BadLearnerInput',
+          );
         }
         const per = new Array<number>(T).fill(0);
         for (let j = 0; j < n; j++) per[p + j] = a.token_advantages ? a.token_advantages[j]! : a.advantage!;
@@ -246,7 +275,14 @@ export function epochOrder<T>(rows: readonly T[], seed: number, step: number, ep
  * Per-row logprobs of `rows` under the engine's installed weights at `temperature`, scored in the
  * micro-batches of the whole batch (padded to t): one Float32Array of length t per row.
  */
-async function scoreRows(engine: ModelEngine, rows: Row[], t: number, microBatchSize: number, temperature: number, report: (k: number, of: number) => void): Promise<Float32Array[]> {
+async function scoreRows(
+  engine: ModelEngine,
+  rows: Row[],
+  t: number,
+  microBatchSize: number,
+  temperature: number,
+  report: (k: number, of: number) => void,
+): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   const parts = splitRows(rows, microBatchSize);
   for (const [k, part] of parts.entries()) {
@@ -266,7 +302,11 @@ const maskedLogprobs = (row: Row, scored: Float32Array) => row.lossMask.map((m, 
  * e^x − 1 − x of KL(π_rollout ‖ π_learner), x = log π_learner − log π_rollout (clamped to ±20, the
  * estimate to 10, as the loss's guards).
  */
-function mismatch(rows: Row[], learner: Float32Array[], rollout: (r: Row) => number[]): { mismatch_logprob_diff: number; mismatch_kl: number } {
+function mismatch(
+  rows: Row[],
+  learner: Float32Array[],
+  rollout: (r: Row) => number[],
+): { mismatch_logprob_diff: number; mismatch_kl: number } {
   let diff = 0;
   let kl = 0;
   let n = 0;
@@ -288,7 +328,12 @@ const pad = (xs: readonly number[], t: number, v = 0) => (xs.length === t ? [...
 function toBatch(rows: Row[], t: number): TrainBatch {
   return {
     ids: rows.map((r) => pad(r.ids, t)),
-    attentionMask: rows.map((r) => pad(r.ids.map(() => 1), t)),
+    attentionMask: rows.map((r) =>
+      pad(
+        r.ids.map(() => 1),
+        t,
+      ),
+    ),
     lossMask: rows.map((r) => pad(r.lossMask, t)),
   };
 }
@@ -297,8 +342,18 @@ function toBatch(rows: Row[], t: number): TrainBatch {
 
 /** Learner metrics the step's metrics row keeps under `extra` with the same name (workflows/step-metrics.ts). */
 const LEARNER_EXTRA = [
-  'pg_loss', 'approx_kl', 'logprob_diff', 'mismatch_logprob_diff', 'mismatch_kl', 'log_ratio_clamped', 'kl_clamped',
-  'tis_weight_mean', 'tis_clip_frac', 'clip_frac_last_epoch', 'ratio_mean_last_epoch', 'updates',
+  'pg_loss',
+  'approx_kl',
+  'logprob_diff',
+  'mismatch_logprob_diff',
+  'mismatch_kl',
+  'log_ratio_clamped',
+  'kl_clamped',
+  'tis_weight_mean',
+  'tis_clip_frac',
+  'clip_frac_last_epoch',
+  'ratio_mean_last_epoch',
+  'updates',
 ] as const;
 
 /** The metrics of a committed step's metrics.arrow, named like the engine's (for a learner that finds its work done). */
@@ -335,7 +390,14 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     const done = await readManifest(store, next);
     if (done) {
       log.info({ runId, step }, `checkpoint ${step + 1} already committed: nothing to compute`);
-      return { checkpoint: done.artifacts, metrics: await committedMetrics(store, runId, step), sequences: 0, tokens: 0, microBatches: 0, seconds: 0 };
+      return {
+        checkpoint: done.artifacts,
+        metrics: await committedMetrics(store, runId, step),
+        sequences: 0,
+        tokens: 0,
+        microBatches: 0,
+        seconds: 0,
+      };
     }
 
     const { run } = await loadRun(store, runId);
@@ -348,7 +410,10 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       );
     }
     if (!Number.isFinite(input.lr) || input.lr < 0) {
-      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lr must be a finite number >= 0, got ${input.lr}`, 'BadLearnerInput');
+      throw ApplicationFailure.nonRetryable(
+        `learnerUpdate step ${step}: lr must be a finite number >= 0, got ${input.lr}`,
+        'BadLearnerInput',
+      );
     }
     const cached = engines.slot(store.root, runId, run);
     const { engine } = cached;
@@ -374,7 +439,16 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
         return cached.reference.weights;
       };
       const r = await preferenceUpdate({
-        store, run, input, phase, engine, state, referenceWeights, optimizer: config.optimizer, microBatchSize: config.learner.microBatchSize, progress,
+        store,
+        run,
+        input,
+        phase,
+        engine,
+        state,
+        referenceWeights,
+        optimizer: config.optimizer,
+        microBatchSize: config.learner.microBatchSize,
+        progress,
       });
       crashPoint('learner', step);
       progress({ phase: 'write', checkpoint: step + 1 });
@@ -388,7 +462,10 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     // the batches: one per optimizer update (sft steps may hold several; rl: ppoEpochs × miniBatches, below)
     const lrs = phase.kind === 'sft' && input.lrs && input.lrs.length > 0 ? input.lrs : [input.lr];
     if (lrs.some((x) => !Number.isFinite(x) || x < 0)) {
-      throw ApplicationFailure.nonRetryable(`learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`, 'BadLearnerInput');
+      throw ApplicationFailure.nonRetryable(
+        `learnerUpdate step ${step}: lrs must be finite numbers >= 0, got ${JSON.stringify(lrs)}`,
+        'BadLearnerInput',
+      );
     }
     let updates: { rows: Row[]; lr: number; epoch: number }[];
     let rlBatch: Row[] = [];
@@ -398,7 +475,11 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     let klReference = false;
     let tis = false;
     if (phase.kind === 'sft') {
-      updates = lrs.map((lr, u) => ({ rows: sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize }), lr, epoch: 0 }));
+      updates = lrs.map((lr, u) => ({
+        rows: sftRows(run, { ...input, promptOffset: input.promptOffset + u * input.batchSize }),
+        lr,
+        epoch: 0,
+      }));
       loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
     } else {
       const rl = await rlRows(store, input, phase, progress);
@@ -439,13 +520,17 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       const t = Math.max(...rows.map((r) => r.ids.length));
       if (reference) {
         engine.setWeights(reference, `reference:${input.referenceVersion}`);
-        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) => progress({ phase: 'reference logprobs', microBatch: k + 1, of }));
+        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) =>
+          progress({ phase: 'reference logprobs', microBatch: k + 1, of }),
+        );
         rows.forEach((r, i) => (r.refLogprobs = scored[i]));
       }
       if (tis || epochs * perEpoch > 1) {
         // the learner's logprobs of the sampling policy (checkpoint `step`), before any update
         engine.setWeights(state.params, `policy:${step}`);
-        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) => progress({ phase: 'policy logprobs', microBatch: k + 1, of }));
+        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) =>
+          progress({ phase: 'policy logprobs', microBatch: k + 1, of }),
+        );
         rlMismatch = mismatch(rows, scored, (r) => r.oldLogprobs!);
         if (tis) {
           rows.forEach((r, i) => {
@@ -491,8 +576,20 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
           batch.extra = extra;
         }
       }
-      progress({ phase: 'train', update: u + 1, of: updates.length, epoch: epoch + 1, microBatches: parts.length, sequences: rows.length, tokens: rowTokens });
-      const r = await engine.trainStep(newState, batches.map((b) => b.batch), { loss, lr, optimizer: config.optimizer, temperature });
+      progress({
+        phase: 'train',
+        update: u + 1,
+        of: updates.length,
+        epoch: epoch + 1,
+        microBatches: parts.length,
+        sequences: rows.length,
+        tokens: rowTokens,
+      });
+      const r = await engine.trainStep(
+        newState,
+        batches.map((b) => b.batch),
+        { loss, lr, optimizer: config.optimizer, temperature },
+      );
       newState = r.state;
       for (const [name, v] of Object.entries(r.metrics)) sums[name] = (sums[name] ?? 0) + v;
       if (epoch === epochs - 1) {
@@ -506,7 +603,8 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     }
     // metrics: means over the step's updates; none applied when every sample was dropped (e.g. all
     // groups without reward variance): the checkpoint is carried over unchanged, one per step
-    const metrics: Record<string, number> = applied === 0 ? { skipped: 1 } : Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / applied]));
+    const metrics: Record<string, number> =
+      applied === 0 ? { skipped: 1 } : Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / applied]));
     if (applied === 0) log.warn({ runId, step, dropped }, 'no sample enters the loss: the update is skipped');
     if (phase.kind === 'rl' && applied > 0) {
       metrics.updates = applied;
@@ -527,7 +625,10 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
     cached.last = { version: step + 1, shas: shasOf(checkpoint), state: newState };
     const seconds = (performance.now() - t0) / 1000;
-    log.info({ runId, step, sequences, updates: applied, dropped, tokens, microBatches, loss: metrics.loss, seconds }, 'learner update written');
+    log.info(
+      { runId, step, sequences, updates: applied, dropped, tokens, microBatches, loss: metrics.loss, seconds },
+      'learner update written',
+    );
     return { checkpoint, metrics, sequences, tokens, microBatches, seconds };
   });
 }

@@ -75,14 +75,17 @@ async function onlinePairs(store: ObjectStore, input: LearnerInput): Promise<{ c
   const prefix = stepPrefix(input.runId, input.step);
   const entry = input.advantages;
   if (!entry || entry.name !== PREFERENCE_PAIRS_NAME) {
-    throw bad(`learnerUpdate step ${input.step} (online_dpo): give the step's ${PREFERENCE_PAIRS_NAME} entry (as advantages), got ${entry ? `"${entry.name}"` : 'none'}`);
+    throw bad(
+      `learnerUpdate step ${input.step} (online_dpo): give the step's ${PREFERENCE_PAIRS_NAME} entry (as advantages), got ${entry ? `"${entry.name}"` : 'none'}`,
+    );
   }
   if (input.rollouts.length === 0) throw bad(`learnerUpdate step ${input.step} (online_dpo): no rollouts entries given`);
   const source = store.uri(`${prefix}/${entry.key}`);
   const pairs = decodePreferencePairs(await readEntry(store, prefix, entry), source);
   const rows = new Map<string, RolloutsRow>();
   for (const e of input.rollouts) {
-    for (const r of decodeRollouts(await readEntry(store, prefix, e), store.uri(`${prefix}/${e.key}`))) rows.set(`${r.prompt_id}\u0000${r.sample_id}`, r);
+    for (const r of decodeRollouts(await readEntry(store, prefix, e), store.uri(`${prefix}/${e.key}`)))
+      rows.set(`${r.prompt_id}\u0000${r.sample_id}`, r);
   }
   const side = (promptId: string, sampleId: number): PairRow => {
     const r = rows.get(`${promptId}\u0000${sampleId}`);
@@ -97,8 +100,15 @@ async function onlinePairs(store: ObjectStore, input: LearnerInput): Promise<{ c
 
 /** dpo: the step's rows of the preference dataset, tokenised like sft examples. */
 function datasetPairs(run: ResolvedRun, phase: DpoPhase, input: LearnerInput): { chosen: PairRow; rejected: PairRow }[] {
-  if (!Number.isSafeInteger(input.batchSize) || input.batchSize < 1 || !Number.isSafeInteger(input.promptOffset) || input.promptOffset < 0) {
-    throw bad(`learnerUpdate step ${input.step} (dpo): give promptOffset >= 0 and batchSize >= 1, got ${input.promptOffset} and ${input.batchSize}`);
+  if (
+    !Number.isSafeInteger(input.batchSize) ||
+    input.batchSize < 1 ||
+    !Number.isSafeInteger(input.promptOffset) ||
+    input.promptOffset < 0
+  ) {
+    throw bad(
+      `learnerUpdate step ${input.step} (dpo): give promptOffset >= 0 and batchSize >= 1, got ${input.promptOffset} and ${input.batchSize}`,
+    );
   }
   let rows;
   try {
@@ -121,7 +131,16 @@ function datasetPairs(run: ResolvedRun, phase: DpoPhase, input: LearnerInput): {
 const pad = (xs: readonly number[], t: number) => [...xs, ...new Array<number>(t - xs.length).fill(0)];
 
 function toBatch(rows: readonly PairRow[], t: number): TrainBatch {
-  return { ids: rows.map((r) => pad(r.ids, t)), attentionMask: rows.map((r) => pad(r.ids.map(() => 1), t)), lossMask: rows.map((r) => pad(r.lossMask, t)) };
+  return {
+    ids: rows.map((r) => pad(r.ids, t)),
+    attentionMask: rows.map((r) =>
+      pad(
+        r.ids.map(() => 1),
+        t,
+      ),
+    ),
+    lossMask: rows.map((r) => pad(r.lossMask, t)),
+  };
 }
 
 /** One DPO update of an online_dpo or dpo step (see the file comment). */
@@ -130,7 +149,9 @@ export async function preferenceUpdate(u: PreferenceUpdateInput): Promise<Prefer
   const { step } = input;
   const ref = input.referenceVersion;
   if (ref === null || !Number.isSafeInteger(ref) || ref < 0 || ref > step) {
-    throw bad(`learnerUpdate step ${step}: a ${phase.kind} phase trains against a reference policy but referenceVersion is ${JSON.stringify(ref)}; give the checkpoint where the phase started (0..${step})`);
+    throw bad(
+      `learnerUpdate step ${step}: a ${phase.kind} phase trains against a reference policy but referenceVersion is ${JSON.stringify(ref)}; give the checkpoint where the phase started (0..${step})`,
+    );
   }
   progress({ phase: 'read' });
   const pairs = phase.kind === 'online_dpo' ? await onlinePairs(u.store, input) : datasetPairs(u.run, phase, input);
@@ -138,7 +159,8 @@ export async function preferenceUpdate(u: PreferenceUpdateInput): Promise<Prefer
 
   const t = Math.max(...pairs.flatMap((p) => [p.chosen.ids.length, p.rejected.ids.length]));
   const maxPositions = u.run.model.maxPositions;
-  if (t > maxPositions) throw bad(`learnerUpdate step ${step} (${phase.kind}): a pair has ${t} tokens, more than the model's ${maxPositions} positions`);
+  if (t > maxPositions)
+    throw bad(`learnerUpdate step ${step} (${phase.kind}): a pair has ${t} tokens, more than the model's ${maxPositions} positions`);
   const padded = (r: PairRow): PairRow => ({ ids: pad(r.ids, t), lossMask: pad(r.lossMask, t) });
   let rows: PairRow[];
   try {
@@ -149,7 +171,11 @@ export async function preferenceUpdate(u: PreferenceUpdateInput): Promise<Prefer
   const temperature = phase.kind === 'online_dpo' ? phase.sampling.temperature : 1;
   // the real lengths (padding is attention 0, as in the rl learner)
   const lengths = pairs.flatMap((p) => [p.chosen.ids.length, p.rejected.ids.length]);
-  const batchOf = (from: number, to: number) => toBatch(rows.slice(from, to).map((r, i) => ({ ids: r.ids.slice(0, lengths[from + i]), lossMask: r.lossMask.slice(0, lengths[from + i]) })), t);
+  const batchOf = (from: number, to: number) =>
+    toBatch(
+      rows.slice(from, to).map((r, i) => ({ ids: r.ids.slice(0, lengths[from + i]), lossMask: r.lossMask.slice(0, lengths[from + i]) })),
+      t,
+    );
 
   // micro-batches of whole pairs, of near-equal sizes
   const perMicro = Math.max(1, Math.floor(u.microBatchSize / 2));

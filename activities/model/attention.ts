@@ -104,8 +104,14 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, opts: Attention
     const scores = F.concat([F.matmul(qv, kT(pk)), F.matmul(qv, kT(kv))], -1);
     const probs = F.softmax(F.add(scores, bias), -1);
     const pastLen = F.dimOf(pk, -2);
-    const probsPast = q.g.node1('Slice', [probs, q.g.ints([0]), pastLen, q.g.ints([-1])], probs.dtype, [...probs.shape.slice(0, -1), pk.dim(-2)]);
-    const probsNew = q.g.node1('Slice', [probs, pastLen, q.g.ints([2 ** 62]), q.g.ints([-1])], probs.dtype, [...probs.shape.slice(0, -1), kv.dim(-2)]);
+    const probsPast = q.g.node1('Slice', [probs, q.g.ints([0]), pastLen, q.g.ints([-1])], probs.dtype, [
+      ...probs.shape.slice(0, -1),
+      pk.dim(-2),
+    ]);
+    const probsNew = q.g.node1('Slice', [probs, pastLen, q.g.ints([2 ** 62]), q.g.ints([-1])], probs.dtype, [
+      ...probs.shape.slice(0, -1),
+      kv.dim(-2),
+    ]);
     out = F.add(F.matmul(probsPast, pv), F.matmul(probsNew, vv));
   } else {
     const scores = F.matmul(qv, kT(kv));

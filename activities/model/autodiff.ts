@@ -30,8 +30,9 @@ export function grad(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null)[]
 
     const pending = new Map<string, Tensor[]>();
     const static_ = y.shape.every((d) => typeof d === 'number');
-    const start = seed
-      ?? (static_
+    const start =
+      seed ??
+      (static_
         ? g.constant(new Array<number>((y.shape as number[]).reduce((p, q) => p * q, 1)).fill(1), y.dtype, y.shape as number[])
         : constantOfShape(shapeOf(y), 1, y.dtype, y.shape));
     pending.set(y.name, [start]);

@@ -100,71 +100,83 @@ const tokenId = z.number().int().nonnegative();
 const eosField = z.union([tokenId, z.array(tokenId)]).nullish();
 
 /** HF GPT2Config fields we read (defaults are GPT2Config's). */
-const gpt2Schema = z.object({
-  model_type: z.literal('gpt2'),
-  vocab_size: posInt.default(50257),
-  n_embd: posInt.default(768),
-  n_layer: posInt.default(12),
-  n_head: posInt.default(12),
-  n_positions: posInt.default(1024),
-  /** MLP width; null means 4 × n_embd. */
-  n_inner: posInt.nullish(),
-  layer_norm_epsilon: z.number().positive().default(1e-5),
-  activation_function: z.enum(['gelu_new', 'gelu_pytorch_tanh', 'gelu', 'relu']).default('gelu_new'),
-  tie_word_embeddings: z.boolean().default(true),
-  bos_token_id: tokenId.nullish(),
-  eos_token_id: eosField,
-  pad_token_id: tokenId.nullish(),
-}).superRefine((c, ctx) => {
-  if (c.n_embd % c.n_head !== 0) {
-    ctx.addIssue({ code: 'custom', path: ['n_head'], message: `n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})` });
-  }
-});
+const gpt2Schema = z
+  .object({
+    model_type: z.literal('gpt2'),
+    vocab_size: posInt.default(50257),
+    n_embd: posInt.default(768),
+    n_layer: posInt.default(12),
+    n_head: posInt.default(12),
+    n_positions: posInt.default(1024),
+    /** MLP width; null means 4 × n_embd. */
+    n_inner: posInt.nullish(),
+    layer_norm_epsilon: z.number().positive().default(1e-5),
+    activation_function: z.enum(['gelu_new', 'gelu_pytorch_tanh', 'gelu', 'relu']).default('gelu_new'),
+    tie_word_embeddings: z.boolean().default(true),
+    bos_token_id: tokenId.nullish(),
+    eos_token_id: eosField,
+    pad_token_id: tokenId.nullish(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.n_embd % c.n_head !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['n_head'], message: `n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})` });
+    }
+  });
 
 /** HF LlamaConfig / Qwen2Config fields we read (defaults are LlamaConfig's unless noted). */
-const llamaLikeSchema = z.object({
-  model_type: z.enum(['llama', 'qwen2']),
-  vocab_size: posInt,
-  hidden_size: posInt,
-  num_hidden_layers: posInt,
-  num_attention_heads: posInt,
-  /** Absent means no grouped-query attention (= num_attention_heads). */
-  num_key_value_heads: posInt.nullish(),
-  intermediate_size: posInt,
-  rms_norm_eps: z.number().positive().default(1e-6),
-  rope_theta: z.number().positive().default(10000),
-  max_position_embeddings: posInt.default(2048),
-  tie_word_embeddings: z.boolean().default(false),
-  /** LLaMA: bias on q/k/v/o. Qwen2 ignores it (its q/k/v always have a bias, o never). */
-  attention_bias: z.boolean().default(false),
-  mlp_bias: z.boolean().default(false),
-  /** Absent means hidden_size / num_attention_heads. */
-  head_dim: posInt.nullish(),
-  hidden_act: z.literal('silu', { error: 'only silu (SwiGLU) is supported for llama/qwen2' }).default('silu'),
-  rope_scaling: z.null({ error: 'rope_scaling is not supported (only plain RoPE); remove it or set it to null' }).optional(),
-  use_sliding_window: z.literal(false, { error: 'sliding-window attention is not supported; set use_sliding_window to false' }).optional(),
-  bos_token_id: tokenId.nullish(),
-  eos_token_id: eosField,
-  pad_token_id: tokenId.nullish(),
-}).superRefine((c, ctx) => {
-  if (c.head_dim == null && c.hidden_size % c.num_attention_heads !== 0) {
-    ctx.addIssue({
-      code: 'custom', path: ['num_attention_heads'],
-      message: `hidden_size (${c.hidden_size}) must be divisible by num_attention_heads (${c.num_attention_heads}) unless head_dim is given`,
-    });
-  }
-  const kv = c.num_key_value_heads ?? c.num_attention_heads;
-  if (c.num_attention_heads % kv !== 0) {
-    ctx.addIssue({
-      code: 'custom', path: ['num_key_value_heads'],
-      message: `num_attention_heads (${c.num_attention_heads}) must be divisible by num_key_value_heads (${kv})`,
-    });
-  }
-  const headDim = c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads);
-  if (headDim % 2 !== 0) {
-    ctx.addIssue({ code: 'custom', path: [c.head_dim == null ? 'hidden_size' : 'head_dim'], message: `head dimension (${headDim}) must be even for rotary embeddings` });
-  }
-});
+const llamaLikeSchema = z
+  .object({
+    model_type: z.enum(['llama', 'qwen2']),
+    vocab_size: posInt,
+    hidden_size: posInt,
+    num_hidden_layers: posInt,
+    num_attention_heads: posInt,
+    /** Absent means no grouped-query attention (= num_attention_heads). */
+    num_key_value_heads: posInt.nullish(),
+    intermediate_size: posInt,
+    rms_norm_eps: z.number().positive().default(1e-6),
+    rope_theta: z.number().positive().default(10000),
+    max_position_embeddings: posInt.default(2048),
+    tie_word_embeddings: z.boolean().default(false),
+    /** LLaMA: bias on q/k/v/o. Qwen2 ignores it (its q/k/v always have a bias, o never). */
+    attention_bias: z.boolean().default(false),
+    mlp_bias: z.boolean().default(false),
+    /** Absent means hidden_size / num_attention_heads. */
+    head_dim: posInt.nullish(),
+    hidden_act: z.literal('silu', { error: 'only silu (SwiGLU) is supported for llama/qwen2' }).default('silu'),
+    rope_scaling: z.null({ error: 'rope_scaling is not supported (only plain RoPE); remove it or set it to null' }).optional(),
+    use_sliding_window: z
+      .literal(false, { error: 'sliding-window attention is not supported; set use_sliding_window to false' })
+      .optional(),
+    bos_token_id: tokenId.nullish(),
+    eos_token_id: eosField,
+    pad_token_id: tokenId.nullish(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.head_dim == null && c.hidden_size % c.num_attention_heads !== 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['num_attention_heads'],
+        message: `hidden_size (${c.hidden_size}) must be divisible by num_attention_heads (${c.num_attention_heads}) unless head_dim is given`,
+      });
+    }
+    const kv = c.num_key_value_heads ?? c.num_attention_heads;
+    if (c.num_attention_heads % kv !== 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['num_key_value_heads'],
+        message: `num_attention_heads (${c.num_attention_heads}) must be divisible by num_key_value_heads (${kv})`,
+      });
+    }
+    const headDim = c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads);
+    if (headDim % 2 !== 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [c.head_dim == null ? 'hidden_size' : 'head_dim'],
+        message: `head dimension (${headDim}) must be even for rotary embeddings`,
+      });
+    }
+  });
 
 const CLASSIFIER_ARCH = /ForSequenceClassification$/;
 
@@ -206,43 +218,69 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
   }
   const modelType = (input as Record<string, unknown>).model_type;
   if (!(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(modelType)) {
-    throw new ConfigError(what, [{
-      path: 'model_type',
-      message: `unsupported model_type ${JSON.stringify(modelType)}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
-    }]);
+    throw new ConfigError(what, [
+      {
+        path: 'model_type',
+        message: `unsupported model_type ${JSON.stringify(modelType)}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+      },
+    ]);
   }
   const cls = classifierOf(input as Record<string, unknown>);
   if (cls.classifier && cls.labels !== null && cls.labels !== 1) {
-    throw new ConfigError(what, [{
-      path: typeof (input as Record<string, unknown>).num_labels === 'number' ? 'num_labels' : 'id2label',
-      message: `a sequence classifier used as a reward model must have exactly 1 label (a scalar score), this config has ${cls.labels}`,
-    }]);
+    throw new ConfigError(what, [
+      {
+        path: typeof (input as Record<string, unknown>).num_labels === 'number' ? 'num_labels' : 'id2label',
+        message: `a sequence classifier used as a reward model must have exactly 1 label (a scalar score), this config has ${cls.labels}`,
+      },
+    ]);
   }
   const head = cls.classifier ? { classifier: true } : {};
   if (modelType === 'gpt2') {
     const c = parseConfig(gpt2Schema, input, what);
     const activation = c.activation_function === 'gelu' ? 'gelu' : c.activation_function === 'relu' ? 'relu' : 'gelu_tanh';
     return {
-      arch: 'gpt2', modelType: 'gpt2',
-      vocabSize: c.vocab_size, hidden: c.n_embd, layers: c.n_layer, heads: c.n_head, kvHeads: c.n_head,
-      headDim: c.n_embd / c.n_head, intermediate: c.n_inner ?? 4 * c.n_embd, maxPositions: c.n_positions,
-      normEps: c.layer_norm_epsilon, tieWordEmbeddings: c.tie_word_embeddings,
-      bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
-      activation, ...head,
+      arch: 'gpt2',
+      modelType: 'gpt2',
+      vocabSize: c.vocab_size,
+      hidden: c.n_embd,
+      layers: c.n_layer,
+      heads: c.n_head,
+      kvHeads: c.n_head,
+      headDim: c.n_embd / c.n_head,
+      intermediate: c.n_inner ?? 4 * c.n_embd,
+      maxPositions: c.n_positions,
+      normEps: c.layer_norm_epsilon,
+      tieWordEmbeddings: c.tie_word_embeddings,
+      bosTokenId: c.bos_token_id ?? null,
+      eosTokenIds: eosList(c.eos_token_id),
+      padTokenId: c.pad_token_id ?? null,
+      activation,
+      ...head,
     };
   }
   const c = parseConfig(llamaLikeSchema, input, what);
   const qwen = c.model_type === 'qwen2';
   return {
-    arch: 'llama', modelType: c.model_type,
-    vocabSize: c.vocab_size, hidden: c.hidden_size, layers: c.num_hidden_layers, heads: c.num_attention_heads,
+    arch: 'llama',
+    modelType: c.model_type,
+    vocabSize: c.vocab_size,
+    hidden: c.hidden_size,
+    layers: c.num_hidden_layers,
+    heads: c.num_attention_heads,
     kvHeads: c.num_key_value_heads ?? c.num_attention_heads,
     headDim: c.head_dim ?? c.hidden_size / c.num_attention_heads,
-    intermediate: c.intermediate_size, maxPositions: c.max_position_embeddings, normEps: c.rms_norm_eps,
+    intermediate: c.intermediate_size,
+    maxPositions: c.max_position_embeddings,
+    normEps: c.rms_norm_eps,
     tieWordEmbeddings: c.tie_word_embeddings,
-    bosTokenId: c.bos_token_id ?? null, eosTokenIds: eosList(c.eos_token_id), padTokenId: c.pad_token_id ?? null,
-    activation: 'silu', ropeTheta: c.rope_theta,
-    qkvBias: qwen || c.attention_bias, oBias: !qwen && c.attention_bias, mlpBias: !qwen && c.mlp_bias,
+    bosTokenId: c.bos_token_id ?? null,
+    eosTokenIds: eosList(c.eos_token_id),
+    padTokenId: c.pad_token_id ?? null,
+    activation: 'silu',
+    ropeTheta: c.rope_theta,
+    qkvBias: qwen || c.attention_bias,
+    oBias: !qwen && c.attention_bias,
+    mlpBias: !qwen && c.mlp_bias,
     ...head,
   };
 }
@@ -255,35 +293,56 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
 export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const eos = config.eosTokenIds.length === 0 ? null : config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : config.eosTokenIds;
   const ids = {
-    bos_token_id: config.bosTokenId, eos_token_id: eos, ...(config.padTokenId === null ? {} : { pad_token_id: config.padTokenId }),
+    bos_token_id: config.bosTokenId,
+    eos_token_id: eos,
+    ...(config.padTokenId === null ? {} : { pad_token_id: config.padTokenId }),
     // HF stores the label count as id2label / label2id (num_labels is derived from them)
     ...(config.classifier ? { id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } } : {}),
   };
   if (config.arch === 'gpt2') {
     return {
       ...extra,
-      architectures: [hfArchitecture(config)], model_type: 'gpt2',
-      vocab_size: config.vocabSize, n_embd: config.hidden, n_layer: config.layers, n_head: config.heads,
-      n_positions: config.maxPositions, n_ctx: config.maxPositions, n_inner: config.intermediate,
+      architectures: [hfArchitecture(config)],
+      model_type: 'gpt2',
+      vocab_size: config.vocabSize,
+      n_embd: config.hidden,
+      n_layer: config.layers,
+      n_head: config.heads,
+      n_positions: config.maxPositions,
+      n_ctx: config.maxPositions,
+      n_inner: config.intermediate,
       layer_norm_epsilon: config.normEps,
       activation_function: config.activation === 'gelu_tanh' ? 'gelu_new' : config.activation,
-      tie_word_embeddings: config.tieWordEmbeddings, ...ids,
+      tie_word_embeddings: config.tieWordEmbeddings,
+      ...ids,
     };
   }
   const qwen = config.modelType === 'qwen2';
   if (qwen && (config.oBias || config.mlpBias || !config.qkvBias)) {
-    throw new ConfigError('model config', [{ path: 'modelType', message: 'qwen2 has q/k/v bias and no o/mlp bias; use modelType llama for other bias layouts' }]);
+    throw new ConfigError('model config', [
+      { path: 'modelType', message: 'qwen2 has q/k/v bias and no o/mlp bias; use modelType llama for other bias layouts' },
+    ]);
   }
   if (!qwen && config.qkvBias !== config.oBias) {
-    throw new ConfigError('model config', [{ path: 'qkvBias', message: 'llama attention_bias puts a bias on q/k/v/o together; use modelType qwen2 for q/k/v-only bias' }]);
+    throw new ConfigError('model config', [
+      { path: 'qkvBias', message: 'llama attention_bias puts a bias on q/k/v/o together; use modelType qwen2 for q/k/v-only bias' },
+    ]);
   }
   return {
     ...extra,
-    architectures: [hfArchitecture(config)], model_type: config.modelType,
-    vocab_size: config.vocabSize, hidden_size: config.hidden, num_hidden_layers: config.layers,
-    num_attention_heads: config.heads, num_key_value_heads: config.kvHeads, head_dim: config.headDim,
-    intermediate_size: config.intermediate, max_position_embeddings: config.maxPositions,
-    rms_norm_eps: config.normEps, rope_theta: config.ropeTheta, hidden_act: 'silu',
+    architectures: [hfArchitecture(config)],
+    model_type: config.modelType,
+    vocab_size: config.vocabSize,
+    hidden_size: config.hidden,
+    num_hidden_layers: config.layers,
+    num_attention_heads: config.heads,
+    num_key_value_heads: config.kvHeads,
+    head_dim: config.headDim,
+    intermediate_size: config.intermediate,
+    max_position_embeddings: config.maxPositions,
+    rms_norm_eps: config.normEps,
+    rope_theta: config.ropeTheta,
+    hidden_act: 'silu',
     tie_word_embeddings: config.tieWordEmbeddings,
     ...(qwen ? {} : { attention_bias: config.oBias, mlp_bias: config.mlpBias }),
     ...ids,

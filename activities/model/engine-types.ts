@@ -27,7 +27,8 @@ export interface TokenBatch {
 }
 
 /** A value for an extra loss input: a scalar, [B] or [B, T] numbers, or an explicit tensor. */
-export type ExtraValue = number | readonly number[] | readonly (readonly number[])[] | { data: Float32Array | BigInt64Array | Uint8Array; dims: number[] };
+export type ExtraValue =
+  number | readonly number[] | readonly (readonly number[])[] | { data: Float32Array | BigInt64Array | Uint8Array; dims: number[] };
 
 export interface TrainBatch extends TokenBatch {
   /** 1 where a token's loss counts (completion tokens), aligned with `ids`. */

@@ -30,7 +30,14 @@ import { TEMPERATURE_INPUT, type WeightMap, type WeightTensor } from './graphs/c
 import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
 import { buildScoreGraph } from './graphs/score.js';
 import { buildRewardGraph } from './graphs/reward.js';
-import { TRAIN_SESSION_CONFIG, buildTrainGraph, parseOptimizer, type OptimizerInput, type TrainGraph, type TrainGraphKind } from './graphs/train.js';
+import {
+  TRAIN_SESSION_CONFIG,
+  buildTrainGraph,
+  parseOptimizer,
+  type OptimizerInput,
+  type TrainGraph,
+  type TrainGraphKind,
+} from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
 import { logprobTemperature, ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
 
@@ -214,16 +221,21 @@ export class ModelEngine {
         problems.push(`missing ${s.name} [${s.shape.join(', ')}]`);
         continue;
       }
-      if (!(w.data instanceof Float32Array)) problems.push(`${s.name} must be float32 (Float32Array), got ${(w.data as object)?.constructor?.name}`);
+      if (!(w.data instanceof Float32Array))
+        problems.push(`${s.name} must be float32 (Float32Array), got ${(w.data as object)?.constructor?.name}`);
       else if (w.shape.length !== s.shape.length || w.shape.some((d, i) => d !== s.shape[i])) {
         problems.push(`${s.name} has shape [${w.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
       } else if (w.data.length !== s.shape.reduce((a, b) => a * b, 1)) {
-        problems.push(`${s.name} has ${w.data.length} elements, its shape [${s.shape.join(', ')}] needs ${s.shape.reduce((a, b) => a * b, 1)}`);
+        problems.push(
+          `${s.name} has ${w.data.length} elements, its shape [${s.shape.join(', ')}] needs ${s.shape.reduce((a, b) => a * b, 1)}`,
+        );
       }
     }
     for (const name of weights.keys()) if (!expected.has(name)) problems.push(`unexpected tensor ${name}`);
     if (problems.length) {
-      throw new ModelInputError(`${what} do not fit ${this.config.modelType} (${specs.length} parameters): ${problems.slice(0, 12).join('; ')}${problems.length > 12 ? `; and ${problems.length - 12} more` : ''}`);
+      throw new ModelInputError(
+        `${what} do not fit ${this.config.modelType} (${specs.length} parameters): ${problems.slice(0, 12).join('; ')}${problems.length > 12 ? `; and ${problems.length - 12} more` : ''}`,
+      );
     }
   }
 
@@ -241,7 +253,10 @@ export class ModelEngine {
     const V = this.config.vocabSize;
     for (let i = 0; i < rows.length; i++) {
       const r: readonly number[] = rows[i]!;
-      if (r.length !== t) throw new ModelInputError(`${what}.ids row ${i} has ${r.length} tokens, row 0 has ${t}: pad rows to one length and mark padding in attentionMask`);
+      if (r.length !== t)
+        throw new ModelInputError(
+          `${what}.ids row ${i} has ${r.length} tokens, row 0 has ${t}: pad rows to one length and mark padding in attentionMask`,
+        );
       for (let j = 0; j < t; j++) {
         const v = r[j]!;
         if (!Number.isInteger(v) || v < 0 || v >= V) {
@@ -250,14 +265,16 @@ export class ModelEngine {
       }
     }
     const maskRows = (batch.attentionMask ?? rows.map((r) => r.map(() => 1))).map((r) => [...r]);
-    if (maskRows.length !== rows.length) throw new ModelInputError(`${what}.attentionMask has ${maskRows.length} rows, ids has ${rows.length}`);
+    if (maskRows.length !== rows.length)
+      throw new ModelInputError(`${what}.attentionMask has ${maskRows.length} rows, ids has ${rows.length}`);
     maskRows.forEach((r, i) => {
       if (r.length !== t) throw new ModelInputError(`${what}.attentionMask row ${i} has ${r.length} entries, ids rows have ${t}`);
       if (r.some((v) => v !== 0 && v !== 1)) throw new ModelInputError(`${what}.attentionMask row ${i} must hold only 0 and 1`);
     });
     if (this.config.arch === 'gpt2') {
       const longest = Math.max(...maskRows.map((r) => r.reduce((a, b) => a + b, 0)));
-      if (longest > this.config.maxPositions) throw new ModelInputError(`${what}: ${longest} tokens exceed n_positions ${this.config.maxPositions}`);
+      if (longest > this.config.maxPositions)
+        throw new ModelInputError(`${what}: ${longest} tokens exceed n_positions ${this.config.maxPositions}`);
     }
     return {
       b: rows.length,
@@ -270,7 +287,8 @@ export class ModelEngine {
 
   /** Throws for a sequence classifier, which has no LM head (`what` names the call). */
   private requireLm(what: string): void {
-    if (this.config.classifier) throw new ModelInputError(`${what} needs an LM head, but this model is a sequence classifier (score head): use reward()`);
+    if (this.config.classifier)
+      throw new ModelInputError(`${what} needs an LM head, but this model is a sequence classifier (score head): use reward()`);
   }
 
   /** The decode session of the installed weights. */
@@ -315,7 +333,12 @@ export class ModelEngine {
     const entropy = opts.entropy ?? true;
     const src = this.options.bakeWeights ? w : 'inputs';
     const s = await this.sessions.get(`score:${entropy}${this.versionKey()}`, () => buildScoreGraph(this.config, src, { entropy }));
-    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask, [TEMPERATURE_INPUT]: temperatureTensor(opts.temperature) });
+    const r = await s.run({
+      ...this.weightFeeds(),
+      input_ids: ids,
+      attention_mask: mask,
+      [TEMPERATURE_INPUT]: temperatureTensor(opts.temperature),
+    });
     return { dims: [b, t], logprobs: r.logprobs!.data as Float32Array, entropy: entropy ? (r.entropy!.data as Float32Array) : undefined };
   }
 
@@ -325,11 +348,15 @@ export class ModelEngine {
    * attention-mask 1; right or left padding). See `graphs/reward.ts`.
    */
   async reward(batch: TokenBatch): Promise<Float32Array> {
-    if (!this.config.classifier) throw new ModelInputError(`reward() needs a sequence classifier (score head score.weight); this ${this.config.modelType} model has an LM head`);
+    if (!this.config.classifier)
+      throw new ModelInputError(
+        `reward() needs a sequence classifier (score head score.weight); this ${this.config.modelType} model has an LM head`,
+      );
     const w = this.requireWeights();
     const { ids, mask, maskRows } = this.checkTokens(batch);
     const empty = maskRows.findIndex((r) => !r.includes(1));
-    if (empty >= 0) throw new ModelInputError(`batch.attentionMask row ${empty} has no real token: a sequence to reward needs at least one`);
+    if (empty >= 0)
+      throw new ModelInputError(`batch.attentionMask row ${empty} has no real token: a sequence to reward needs at least one`);
     const src = this.options.bakeWeights ? w : 'inputs';
     const s = await this.sessions.get(`reward${this.versionKey()}`, () => buildRewardGraph(this.config, src));
     const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
@@ -337,16 +364,24 @@ export class ModelEngine {
   }
 
   /** A training graph session (parameters are inputs; cached across steps). */
-  async trainSession(kind: TrainGraphKind, loss: LossBuilder, optimizer: OptimizerInput = {}): Promise<{ session: ort.InferenceSession; graph: TrainGraphInfo }> {
+  async trainSession(
+    kind: TrainGraphKind,
+    loss: LossBuilder,
+    optimizer: OptimizerInput = {},
+  ): Promise<{ session: ort.InferenceSession; graph: TrainGraphInfo }> {
     const opt = parseOptimizer(optimizer);
     const key = `${kind}:${kind === 'apply' ? '' : loss.key}:${JSON.stringify(opt)}`;
     let info = this.trainInfo.get(key);
-    const session = await this.sessions.get(key, () => {
-      const tg = buildTrainGraph(this.config, kind, loss, opt, { recompute: this.options.recompute });
-      info = { extraInputs: tg.extraInputs, metrics: tg.metrics, temperature: tg.temperature };
-      this.trainInfo.set(key, info);
-      return tg.graph;
-    }, { enableCpuMemArena: this.options.memArena === 'on', extra: TRAIN_SESSION_CONFIG });
+    const session = await this.sessions.get(
+      key,
+      () => {
+        const tg = buildTrainGraph(this.config, kind, loss, opt, { recompute: this.options.recompute });
+        info = { extraInputs: tg.extraInputs, metrics: tg.metrics, temperature: tg.temperature };
+        this.trainInfo.set(key, info);
+        return tg.graph;
+      },
+      { enableCpuMemArena: this.options.memArena === 'on', extra: TRAIN_SESSION_CONFIG },
+    );
     return { session, graph: info ?? this.trainInfo.get(key)! };
   }
 
@@ -396,7 +431,8 @@ export class ModelEngine {
       addMetrics(out);
     } else {
       let acc: Record<string, ort.Tensor> = {};
-      for (const s of specs) acc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
+      for (const s of specs)
+        acc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
       for (const f of feedsOf) {
         const r = await session.run({ ...paramFeeds, ...acc, ...f });
         addMetrics(r);
@@ -404,7 +440,12 @@ export class ModelEngine {
         for (const s of specs) acc[`acc.${s.name}`] = r[`new.acc.${s.name}`]!;
       }
       const apply = await this.trainSession('apply', opts.loss, opt);
-      out = await apply.session.run({ ...paramFeeds, ...optFeeds, ...acc, grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []) });
+      out = await apply.session.run({
+        ...paramFeeds,
+        ...optFeeds,
+        ...acc,
+        grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []),
+      });
     }
     const metrics: Record<string, number> = {};
     for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;
@@ -415,7 +456,8 @@ export class ModelEngine {
       log.warn({ step: state.step, grad_norm: metrics.grad_norm }, 'non-finite gradient: update skipped');
       return { state, metrics };
     }
-    const take = (prefix: string) => new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
+    const take = (prefix: string) =>
+      new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
     return {
       state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
       metrics,
@@ -426,7 +468,8 @@ export class ModelEngine {
     this.checkWeights(state.params, 'train state params');
     this.checkWeights(state.adamM, 'train state adamM');
     this.checkWeights(state.adamV, 'train state adamV');
-    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new ModelInputError(`train state step must be a non-negative integer, got ${state.step}`);
+    if (!Number.isSafeInteger(state.step) || state.step < 0)
+      throw new ModelInputError(`train state step must be a non-negative integer, got ${state.step}`);
   }
 
   private batchFeeds(batch: TrainBatch, graph: TrainGraphInfo, what: string): Record<string, ort.Tensor> {
@@ -443,7 +486,8 @@ export class ModelEngine {
         if (v === 0) continue;
         if (j === 0) throw new ModelInputError(`${what}.lossMask[${i}][0] must be 0: the first token has no prediction`);
         if (maskRows[i]![j] === 0) throw new ModelInputError(`${what}.lossMask[${i}][${j}] marks a padding position`);
-        if (maskRows[i]![j - 1] === 0) throw new ModelInputError(`${what}.lossMask[${i}][${j}]: the token before is padding, so nothing predicts this one`);
+        if (maskRows[i]![j - 1] === 0)
+          throw new ModelInputError(`${what}.lossMask[${i}][${j}]: the token before is padding, so nothing predicts this one`);
       }
     }
     const feeds: Record<string, ort.Tensor> = {
@@ -454,7 +498,8 @@ export class ModelEngine {
     const extra = batch.extra ?? {};
     const declared = new Set(graph.extraInputs.map((e) => e.name));
     for (const name of Object.keys(extra)) {
-      if (!declared.has(name)) throw new ModelInputError(`${what}.extra.${name} is not an input of this loss (inputs: ${[...declared].join(', ') || 'none'})`);
+      if (!declared.has(name))
+        throw new ModelInputError(`${what}.extra.${name} is not an input of this loss (inputs: ${[...declared].join(', ') || 'none'})`);
     }
     for (const e of graph.extraInputs) {
       const v = extra[e.name];
@@ -508,6 +553,9 @@ function extraTensor(v: ExtraValue, dtype: string, what: string, b: number, t: n
 
 /** A fresh training state: the given parameters (validated by trainStep), zero moments, step 0. */
 export function initTrainState(cfg: ModelConfig, params: Map<string, WeightTensor>): TrainState {
-  const zeros = () => new Map(parameterShapes(cfg).map((s) => [s.name, { shape: s.shape.slice(), data: new Float32Array(s.shape.reduce((a, b) => a * b, 1)) }]));
+  const zeros = () =>
+    new Map(
+      parameterShapes(cfg).map((s) => [s.name, { shape: s.shape.slice(), data: new Float32Array(s.shape.reduce((a, b) => a * b, 1)) }]),
+    );
   return { params, adamM: zeros(), adamV: zeros(), step: 0 };
 }

@@ -26,7 +26,10 @@ const log = logger('model:export');
 
 export const exportOptionsSchema = z.object({
   /** File name of the ONNX model inside the export directory. */
-  fileName: z.string().regex(/^[\w.-]+\.onnx$/, 'a plain file name ending in .onnx').default('decode.onnx'),
+  fileName: z
+    .string()
+    .regex(/^[\w.-]+\.onnx$/, 'a plain file name ending in .onnx')
+    .default('decode.onnx'),
   /** What the graph returns for the next token: raw `logits` or `logprobs` (log-softmax). */
   output: z.enum(['logits', 'logprobs']).default('logits'),
   /**
@@ -34,7 +37,11 @@ export const exportOptionsSchema = z.object({
    * (`<fileName>.data`); smaller models are one self-contained file. 0 always writes external
    * data. Default 1 GiB (protobuf limits a single model file to 2 GB).
    */
-  externalDataBytes: z.number().int().min(0).default(2 ** 30),
+  externalDataBytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(2 ** 30),
 });
 export type ExportOptions = z.output<typeof exportOptionsSchema>;
 export type ExportOptionsInput = z.input<typeof exportOptionsSchema>;
@@ -121,7 +128,8 @@ export async function exportDecodeOnnx(
 ): Promise<{ files: string[]; sidecar: DecodeSidecar }> {
   const opts = parseConfig(exportOptionsSchema, options, 'export options');
   const cfg = model.config;
-  if (cfg.classifier) throw new ExportError(`export: ${cfg.modelType} is a sequence classifier (reward model); only causal LMs have a decode graph`);
+  if (cfg.classifier)
+    throw new ExportError(`export: ${cfg.modelType} is a sequence classifier (reward model); only causal LMs have a decode graph`);
   const weights = toWeightMap(cfg, model.weights, `export to ${dir}`);
   const graph = buildDecodeGraph(cfg, weights, { output: opts.output });
   const proto = graph.toModelProto();
@@ -182,7 +190,8 @@ export async function exportDecodeOnnx(
         'a preallocated cache may be fed whole: slots not yet written are masked by 0 in attention_mask',
       ],
     },
-    attentionMask: 'int64 [batch, past + seq]: 1 = real token, 0 = padding or an unused cache slot; positions are counted from it (number of real tokens before each)',
+    attentionMask:
+      'int64 [batch, past + seq]: 1 = real token, 0 = padding or an unused cache slot; positions are counted from it (number of real tokens before each)',
     bosTokenId: cfg.bosTokenId,
     eosTokenIds: eos,
     padTokenId: cfg.padTokenId,
@@ -209,10 +218,18 @@ export interface ExportModelInput {
  * (`exportDecodeOnnx`). The sidecar's eos ids are the config's and the tokenizer's, as in
  * generation_config.json. Returns the file names written.
  */
-export async function exportModel(dir: string, model: ExportModelInput, options: ExportOptionsInput & WriteCheckpointOptions = {}): Promise<string[]> {
+export async function exportModel(
+  dir: string,
+  model: ExportModelInput,
+  options: ExportOptionsInput & WriteCheckpointOptions = {},
+): Promise<string[]> {
   const { maxShardBytes, metadata, ...onnxOptions } = options;
   const tensors = asTensorMap(model.weights, `export to ${dir}`);
-  const hfFiles = await saveHfModel(dir, { config: model.config, tensors, tokenizer: model.tokenizer ?? null, rawConfig: model.rawConfig }, { maxShardBytes, metadata });
+  const hfFiles = await saveHfModel(
+    dir,
+    { config: model.config, tensors, tokenizer: model.tokenizer ?? null, rawConfig: model.rawConfig },
+    { maxShardBytes, metadata },
+  );
   const eos = model.tokenizer ? [...model.config.eosTokenIds, ...model.tokenizer.eosIds] : model.config.eosTokenIds;
   const { files } = await exportDecodeOnnx(dir, { config: model.config, weights: tensors, eosTokenIds: eos }, onnxOptions);
   return [...hfFiles, ...files];

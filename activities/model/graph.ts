@@ -31,13 +31,25 @@ export type Dim = number | string | null;
 export type Shape = Dim[];
 
 const ONNX_DTYPE: Record<DType, number> = {
-  float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11,
+  float32: 1,
+  uint8: 2,
+  int8: 3,
+  int32: 6,
+  int64: 7,
+  bool: 9,
+  float16: 10,
+  float64: 11,
 };
-const DTYPE_OF_ONNX: Record<number, DType> = Object.fromEntries(
-  Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k as DType]),
-);
+const DTYPE_OF_ONNX: Record<number, DType> = Object.fromEntries(Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k as DType]));
 export const BYTES_PER_ELEMENT: Record<DType, number> = {
-  float32: 4, float64: 8, float16: 2, int64: 8, int32: 4, bool: 1, uint8: 1, int8: 1,
+  float32: 4,
+  float64: 8,
+  float16: 2,
+  int64: 8,
+  int32: 4,
+  bool: 1,
+  uint8: 1,
+  int8: 1,
 };
 
 export function onnxDType(d: DType): number {
@@ -59,28 +71,29 @@ export type TypedData = Float32Array | Float64Array | Uint16Array | BigInt64Arra
 export function typedArray(dtype: DType, values: ArrayLike<number | bigint>): TypedData {
   const n = values.length;
   switch (dtype) {
-    case 'float32': return Float32Array.from(values as ArrayLike<number>);
-    case 'float64': return Float64Array.from(values as ArrayLike<number>);
-    case 'int32': return Int32Array.from(values as ArrayLike<number>);
-    case 'uint8': case 'bool': return Uint8Array.from(values as ArrayLike<number>, (v) => Number(v));
-    case 'int8': return Int8Array.from(values as ArrayLike<number>);
+    case 'float32':
+      return Float32Array.from(values as ArrayLike<number>);
+    case 'float64':
+      return Float64Array.from(values as ArrayLike<number>);
+    case 'int32':
+      return Int32Array.from(values as ArrayLike<number>);
+    case 'uint8':
+    case 'bool':
+      return Uint8Array.from(values as ArrayLike<number>, (v) => Number(v));
+    case 'int8':
+      return Int8Array.from(values as ArrayLike<number>);
     case 'int64': {
       const out = new BigInt64Array(n);
       for (let i = 0; i < n; i++) out[i] = BigInt(values[i]!);
       return out;
     }
-    case 'float16': throw new Error('float16 constants must be given as raw Uint16Array bits');
+    case 'float16':
+      throw new Error('float16 constants must be given as raw Uint16Array bits');
   }
 }
 
 /** Attribute values: numbers are INT, number[] INTS, strings STRING; wrap floats in `{ f }` / `{ floats }`. */
-export type AttrValue =
-  | number
-  | number[]
-  | string
-  | { f: number }
-  | { floats: number[] }
-  | { t: ITensorProto };
+export type AttrValue = number | number[] | string | { f: number } | { floats: number[] } | { t: ITensorProto };
 export type Attrs = Record<string, AttrValue | undefined>;
 
 /** A value in a graph: its name, element type and (partially) known shape. */
@@ -231,9 +244,10 @@ export class Graph {
    */
   constant(values: ArrayLike<number | bigint> | TypedData, dtype: DType, shape?: number[]): Tensor {
     const dims = shape ?? [values.length];
-    const data = ArrayBuffer.isView(values) && typedDTypeMatches(values as TypedData, dtype)
-      ? (values as TypedData)
-      : typedArray(dtype, values as ArrayLike<number | bigint>);
+    const data =
+      ArrayBuffer.isView(values) && typedDTypeMatches(values as TypedData, dtype)
+        ? (values as TypedData)
+        : typedArray(dtype, values as ArrayLike<number | bigint>);
     const small = data.length <= 64;
     const key = small ? `${dtype}|${dims.join(',')}|${Array.from(data as ArrayLike<number | bigint>).join(',')}` : '';
     if (small) {
@@ -397,9 +411,13 @@ export class Graph {
     for (const n of this.nodes) {
       const attrs = Object.entries(n.attrs)
         .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => `${k}=${typeof v === 'object' && !Array.isArray(v) ? JSON.stringify('t' in v ? '<tensor>' : v) : JSON.stringify(v)}`)
+        .map(
+          ([k, v]) => `${k}=${typeof v === 'object' && !Array.isArray(v) ? JSON.stringify('t' in v ? '<tensor>' : v) : JSON.stringify(v)}`,
+        )
         .join(' ');
-      lines.push(`  ${n.outputs.map(this.resolve).join(', ')} = ${n.domain ? n.domain + '.' : ''}${n.opType}(${n.inputs.map(this.resolve).join(', ')})${attrs ? ' ' + attrs : ''}`);
+      lines.push(
+        `  ${n.outputs.map(this.resolve).join(', ')} = ${n.domain ? n.domain + '.' : ''}${n.opType}(${n.inputs.map(this.resolve).join(', ')})${attrs ? ' ' + attrs : ''}`,
+      );
     }
     for (const t of this.outputs) lines.push(`  output ${t}`);
     return lines.join('\n');
@@ -408,13 +426,21 @@ export class Graph {
 
 function typedDTypeMatches(data: TypedData, dtype: DType): boolean {
   switch (dtype) {
-    case 'float32': return data instanceof Float32Array;
-    case 'float64': return data instanceof Float64Array;
-    case 'int64': return data instanceof BigInt64Array;
-    case 'int32': return data instanceof Int32Array;
-    case 'bool': case 'uint8': return data instanceof Uint8Array;
-    case 'int8': return data instanceof Int8Array;
-    case 'float16': return data instanceof Uint16Array;
+    case 'float32':
+      return data instanceof Float32Array;
+    case 'float64':
+      return data instanceof Float64Array;
+    case 'int64':
+      return data instanceof BigInt64Array;
+    case 'int32':
+      return data instanceof Int32Array;
+    case 'bool':
+    case 'uint8':
+      return data instanceof Uint8Array;
+    case 'int8':
+      return data instanceof Int8Array;
+    case 'float16':
+      return data instanceof Uint16Array;
   }
 }
 

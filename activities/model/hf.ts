@@ -17,7 +17,13 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { logger } from '../common/log.js';
 import { parameterShapes, parseModelConfig, toHfConfig, type ModelConfig } from './config.js';
-import { readCheckpointDir, writeCheckpointDir, type SafetensorsDtype, type TensorMap, type WriteCheckpointOptions } from './safetensors.js';
+import {
+  readCheckpointDir,
+  writeCheckpointDir,
+  type SafetensorsDtype,
+  type TensorMap,
+  type WriteCheckpointOptions,
+} from './safetensors.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
 
 const log = logger('model:hf');
@@ -82,7 +88,9 @@ export function checkParameters(
       continue;
     }
     if (t.dtype !== 'F32') {
-      problems.push(`tensor "${spec.name}" has dtype ${sourceDtypes.get(spec.name) ?? t.dtype}, expected a float tensor (F32, BF16 or F16)`);
+      problems.push(
+        `tensor "${spec.name}" has dtype ${sourceDtypes.get(spec.name) ?? t.dtype}, expected a float tensor (F32, BF16 or F16)`,
+      );
       continue;
     }
     if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
@@ -95,15 +103,21 @@ export function checkParameters(
   for (const name of named.keys()) {
     if (expected.has(name)) continue;
     if (name === 'score.weight' && !config.classifier) {
-      problems.push('unexpected tensor "score.weight": a sequence-classifier head, but config.json does not name a *ForSequenceClassification architecture (or load it as a classifier)');
+      problems.push(
+        'unexpected tensor "score.weight": a sequence-classifier head, but config.json does not name a *ForSequenceClassification architecture (or load it as a classifier)',
+      );
     } else {
-      problems.push(`unexpected tensor "${name}" (not a parameter of this ${config.modelType} ${config.classifier ? 'classifier ' : ''}config)`);
+      problems.push(
+        `unexpected tensor "${name}" (not a parameter of this ${config.modelType} ${config.classifier ? 'classifier ' : ''}config)`,
+      );
     }
   }
   if (problems.length > 0) {
     const listed = problems.slice(0, MAX_LISTED).join('; ');
     const more = problems.length > MAX_LISTED ? `; and ${problems.length - MAX_LISTED} more` : '';
-    throw new ModelDirError(`${what}: weights do not match config.json (${config.modelType}, ${config.layers} layers, hidden ${config.hidden}): ${listed}${more}`);
+    throw new ModelDirError(
+      `${what}: weights do not match config.json (${config.modelType}, ${config.layers} layers, hidden ${config.hidden}): ${listed}${more}`,
+    );
   }
   return out;
 }
@@ -114,7 +128,8 @@ async function readJson(file: string, required: boolean): Promise<Record<string,
     text = await readFile(file, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !required) return null;
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ModelDirError(`${file} does not exist; expected a Hugging Face model directory`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ModelDirError(`${file} does not exist; expected a Hugging Face model directory`);
     throw e;
   }
   let json: unknown;
@@ -164,10 +179,22 @@ export async function loadHfModel(dir: string, options: LoadHfModelOptions = {})
     const extraEosIds = [...config.eosTokenIds, ...generationEos(gen)];
     tokenizer = loadTokenizer(tokJson, tokConfig, { extraEosIds }, path.join(dir, 'tokenizer.json'));
     if (tokenizer.vocabSize > config.vocabSize) {
-      throw new ModelDirError(`${dir}: tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}; the embedding cannot cover the tokenizer`);
+      throw new ModelDirError(
+        `${dir}: tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}; the embedding cannot cover the tokenizer`,
+      );
     }
   }
-  log.info({ dir, modelType: config.modelType, layers: config.layers, hidden: config.hidden, tensors: tensors.size, tokenizer: tokenizer?.kind ?? null }, 'loaded model directory');
+  log.info(
+    {
+      dir,
+      modelType: config.modelType,
+      layers: config.layers,
+      hidden: config.hidden,
+      tensors: tensors.size,
+      tokenizer: tokenizer?.kind ?? null,
+    },
+    'loaded model directory',
+  );
   return { config, rawConfig, tensors, tokenizer };
 }
 

@@ -67,13 +67,17 @@ export function bradleyTerryLoss(input: BradleyTerryInput = {}): LossBuilder {
     validate(batch, what) {
       const n = batch.ids.length;
       if (n % 2 !== 0) {
-        throw new ModelInputError(`${what}: the Bradley-Terry loss needs preference pairs (rows 2i chosen, 2i+1 rejected), got an odd number of rows (${n})`);
+        throw new ModelInputError(
+          `${what}: the Bradley-Terry loss needs preference pairs (rows 2i chosen, 2i+1 rejected), got an odd number of rows (${n})`,
+        );
       }
     },
     build(ctx) {
       const r = ctx.rewards;
       if (!r) {
-        throw new Error('the Bradley-Terry loss needs a sequence-classifier model (config.classifier: a score head `score.weight`); this model has an LM head');
+        throw new Error(
+          'the Bradley-Terry loss needs a sequence-classifier model (config.classifier: a score head `score.weight`); this model has an LM head',
+        );
       }
       // [B] -> [P, 2]: column 0 chosen, column 1 rejected
       const pairs = F.reshape(r, [-1, 2], [null, 2]);
@@ -123,7 +127,8 @@ export function preferenceBatch(pairs: readonly PreferencePair[], opts: { padId?
   const padId = opts.padId ?? 0;
   const rows: (readonly number[])[] = [];
   pairs.forEach((p, i) => {
-    if (!p.chosen?.length || !p.rejected?.length) throw new Error(`preference pair ${i}: chosen and rejected must both be non-empty token-id arrays`);
+    if (!p.chosen?.length || !p.rejected?.length)
+      throw new Error(`preference pair ${i}: chosen and rejected must both be non-empty token-id arrays`);
     rows.push(p.chosen, p.rejected);
   });
   const len = Math.max(...rows.map((r) => r.length));

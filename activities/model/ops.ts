@@ -9,9 +9,7 @@
  * `Shape` arithmetic otherwise). Axes are static integers (negative counts from the end).
  */
 import { Tensor, isFloat, type Graph, onnxDType, tensorProto, typedArray, type DType, type Shape } from './graph.js';
-import {
-  broadcastShapes, fmtShape, matmulShape, normAxis, product, reduceShape, reshapeShape, sameDim, sameShape,
-} from './shape.js';
+import { broadcastShapes, fmtShape, matmulShape, normAxis, product, reduceShape, reshapeShape, sameDim, sameShape } from './shape.js';
 
 type Grads = (Tensor | null | false | undefined)[];
 export type TLike = Tensor | number;
@@ -109,7 +107,13 @@ export function sumTo(gy: Tensor, x: Tensor): Tensor {
   const ne = g.node1('Not', [eq], 'bool', [gy.rank]);
   const nz = g.node1('NonZero', [ne], 'int64', [1, null]);
   const axes = g.node1('Reshape', [nz, g.ints([-1])], 'int64', [null]);
-  const summed = g.node1('ReduceSum', [gy, axes], gy.dtype, gy.shape.map(() => null), { keepdims: 1, noop_with_empty_axes: 1 });
+  const summed = g.node1(
+    'ReduceSum',
+    [gy, axes],
+    gy.dtype,
+    gy.shape.map(() => null),
+    { keepdims: 1, noop_with_empty_axes: 1 },
+  );
   return g.node1('Reshape', [summed, xs], gy.dtype, x.shape);
 }
 
@@ -146,10 +150,7 @@ export function mul(a0: TLike, b0: TLike): Tensor {
 export function div(a0: TLike, b0: TLike): Tensor {
   const [a, b] = lift2('Div', a0, b0);
   const y = binary('Div', a, b);
-  record('Div', [a, b], [y], ([gy], n) => [
-    n[0] && sumTo(div(gy!, b), a),
-    n[1] && sumTo(neg(div(mul(gy!, y), b)), b),
-  ]);
+  record('Div', [a, b], [y], ([gy], n) => [n[0] && sumTo(div(gy!, b), a), n[1] && sumTo(neg(div(mul(gy!, y), b)), b)]);
   return y;
 }
 
@@ -229,10 +230,7 @@ export function where(cond: Tensor, a0: TLike, b0: TLike): Tensor {
   if (cond.dtype !== 'bool') throw new Error(`Where: condition ${cond.name} must be bool, got ${cond.dtype}`);
   const [a, b] = lift2('Where', a0, b0);
   const y = cond.g.node1('Where', [cond, a, b], a.dtype, broadcastShapes('Where', cond.shape, a.shape, b.shape));
-  record('Where', [a, b], [y], ([gy], n) => [
-    n[0] && sumTo(where(cond, gy!, 0), a),
-    n[1] && sumTo(where(cond, 0, gy!), b),
-  ]);
+  record('Where', [a, b], [y], ([gy], n) => [n[0] && sumTo(where(cond, gy!, 0), a), n[1] && sumTo(where(cond, 0, gy!), b)]);
   return y;
 }
 
@@ -437,7 +435,11 @@ export function layerNorm(x: Tensor, scale: Tensor, bias: Tensor | null, eps = 1
   const [y, mean0, invStd0] = x.g.node(
     'LayerNormalization',
     [x, scale, bias],
-    [{ dtype: x.dtype, shape: x.shape }, { dtype: stash, shape: statShape }, { dtype: stash, shape: statShape }],
+    [
+      { dtype: x.dtype, shape: x.shape },
+      { dtype: stash, shape: statShape },
+      { dtype: stash, shape: statShape },
+    ],
     { axis: a, epsilon: { f: eps }, stash_type: onnxDType(stash) },
   ) as [Tensor, Tensor, Tensor];
   const ins = bias ? [x, scale, bias] : [x, scale];
@@ -529,7 +531,14 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, layout: 'in_out' 
   if (b) y = g.node1('Add', [y, b], x.dtype, yShape);
   record('linear', b ? [x, w, b] : [x, w], [y], ([gy], n) => {
     const g2 = n[1] || n[2] ? flatten2d(gy!) : null;
-    const dx = n[0] && g.node1('MatMul', [gy!, layout === 'in_out' ? g.node1('Transpose', [w], w.dtype, [outDim, inDim], { perm: [1, 0] }) : w], x.dtype, x.shape);
+    const dx =
+      n[0] &&
+      g.node1(
+        'MatMul',
+        [gy!, layout === 'in_out' ? g.node1('Transpose', [w], w.dtype, [outDim, inDim], { perm: [1, 0] }) : w],
+        x.dtype,
+        x.shape,
+      );
     const dw = n[1] && (layout === 'in_out' ? gemm(flatten2d(x), g2!, { transA: true }) : gemm(g2!, flatten2d(x), { transA: true }));
     const db = b && n[2] && reduceSum(g2!, [0]);
     return [dx, dw, db];
@@ -549,7 +558,12 @@ export function pad(x: Tensor, pads: number[], axes: number[]): Tensor {
   });
   const y = g.node1('Pad', [x, g.ints(pads), null, g.ints(ax)], x.dtype, out, { mode: 'constant' });
   record('Pad', [x], [y], ([gy]) => [
-    slice(gy!, ax.map((_, i) => pads[i]!), ax.map((_, i) => (pads[i + ax.length]! > 0 ? -pads[i + ax.length]! : 2 ** 62)), ax),
+    slice(
+      gy!,
+      ax.map((_, i) => pads[i]!),
+      ax.map((_, i) => (pads[i + ax.length]! > 0 ? -pads[i + ax.length]! : 2 ** 62)),
+      ax,
+    ),
   ]);
   return y;
 }
@@ -584,7 +598,8 @@ export function gemm(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: bo
 
 /** Gather along `axis` (embedding lookup at axis 0); the gradient is a ScatterND add into zeros. */
 export function gather(data: Tensor, indices: Tensor, axis = 0): Tensor {
-  if (indices.dtype !== 'int64' && indices.dtype !== 'int32') throw new Error(`Gather: indices ${indices.name} must be int64 or int32, got ${indices.dtype}`);
+  if (indices.dtype !== 'int64' && indices.dtype !== 'int32')
+    throw new Error(`Gather: indices ${indices.name} must be int64 or int32, got ${indices.dtype}`);
   const a = normAxis(axis, data.rank, 'Gather');
   const shape = [...data.shape.slice(0, a), ...indices.shape, ...data.shape.slice(a + 1)];
   const y = data.g.node1('Gather', [data, indices], data.dtype, shape, { axis: a });
@@ -599,7 +614,8 @@ export function gather(data: Tensor, indices: Tensor, axis = 0): Tensor {
 /** GatherElements (picks per-position entries, e.g. target-token logprobs); grad: ScatterElements add. */
 export function gatherElements(data: Tensor, indices: Tensor, axis = -1): Tensor {
   const a = normAxis(axis, data.rank, 'GatherElements');
-  if (indices.rank !== data.rank) throw new Error(`GatherElements: indices ${indices.name} must have the rank of ${data.name} (${data.rank})`);
+  if (indices.rank !== data.rank)
+    throw new Error(`GatherElements: indices ${indices.name} must have the rank of ${data.name} (${data.rank})`);
   const y = data.g.node1('GatherElements', [data, indices], data.dtype, indices.shape, { axis: a });
   record('GatherElements', [data], [y], ([gy]) => [
     data.g.node1('ScatterElements', [zerosLike(data), indices, gy!], data.dtype, data.shape, { axis: a, reduction: 'add' }),
@@ -633,7 +649,13 @@ export function transpose(x: Tensor, perm: number[]): Tensor {
   if (perm.length !== x.rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
     throw new Error(`Transpose: perm [${perm.join(', ')}] is not a permutation of ${x.rank} axes of ${x.name}`);
   }
-  const y = x.g.node1('Transpose', [x], x.dtype, perm.map((p) => x.shape[p]!), { perm });
+  const y = x.g.node1(
+    'Transpose',
+    [x],
+    x.dtype,
+    perm.map((p) => x.shape[p]!),
+    { perm },
+  );
   const inv = perm.map((_, i) => perm.indexOf(i));
   record('Transpose', [x], [y], ([gy]) => [transpose(gy!, inv)]);
   return y;
@@ -656,7 +678,12 @@ export function squeeze(x: Tensor, axes: number[]): Tensor {
     const d = x.shape[a];
     if (typeof d === 'number' && d !== 1) throw new Error(`Squeeze: axis ${a} of ${x.name} ${fmtShape(x.shape)} is not 1`);
   }
-  const y = x.g.node1('Squeeze', [x, x.g.ints(ax)], x.dtype, x.shape.filter((_, i) => !ax.includes(i)));
+  const y = x.g.node1(
+    'Squeeze',
+    [x, x.g.ints(ax)],
+    x.dtype,
+    x.shape.filter((_, i) => !ax.includes(i)),
+  );
   record('Squeeze', [x], [y], ([gy]) => [unsqueeze(gy!, ax)]);
   return y;
 }
@@ -720,7 +747,13 @@ export function slice(x: Tensor, starts: number[], ends: number[], axes?: number
     const all = [...begins, ...endPads];
     const pads = all.every((p) => typeof p === 'number')
       ? g.ints(all as number[])
-      : g.node1('Concat', all.map((p) => (typeof p === 'number' ? g.ints([p]) : p)), 'int64', [all.length], { axis: 0 });
+      : g.node1(
+          'Concat',
+          all.map((p) => (typeof p === 'number' ? g.ints([p]) : p)),
+          'int64',
+          [all.length],
+          { axis: 0 },
+        );
     return [g.node1('Pad', [gy!, pads, null, g.ints(ax)], x.dtype, x.shape, { mode: 'constant' })];
   });
   return y;
@@ -747,8 +780,19 @@ export function concat(xs: Tensor[], axis: number): Tensor {
     const sizes = xs.map((x) => x.shape[a]!);
     const split = sizes.every((s) => typeof s === 'number')
       ? g.ints(sizes as number[])
-      : g.node1('Concat', xs.map((x) => dimOf(x, a)), 'int64', [xs.length], { axis: 0 });
-    const parts = g.node('Split', [gy!, split], xs.map((x) => ({ dtype: x.dtype, shape: x.shape })), { axis: a });
+      : g.node1(
+          'Concat',
+          xs.map((x) => dimOf(x, a)),
+          'int64',
+          [xs.length],
+          { axis: 0 },
+        );
+    const parts = g.node(
+      'Split',
+      [gy!, split],
+      xs.map((x) => ({ dtype: x.dtype, shape: x.shape })),
+      { axis: a },
+    );
     return parts;
   });
   return y;
@@ -760,9 +804,20 @@ export function split(x: Tensor, sizes: number[], axis: number): Tensor[] {
   const a = normAxis(axis, x.rank, 'Split');
   const d = x.shape[a];
   const total = sizes.reduce((p, q) => p + q, 0);
-  if (typeof d === 'number' && d !== total) throw new Error(`Split: sizes [${sizes.join(', ')}] sum to ${total}, but axis ${a} of ${x.name} is ${d}`);
-  const ys = g.node('Split', [x, g.ints(sizes)], sizes.map((s) => ({ dtype: x.dtype, shape: x.shape.map((q, i) => (i === a ? s : q)) })), { axis: a });
-  record('Split', [x], ys, (gys) => [concat(gys.map((gy, i) => gy ?? zerosLike(ys[i]!)), a)]);
+  if (typeof d === 'number' && d !== total)
+    throw new Error(`Split: sizes [${sizes.join(', ')}] sum to ${total}, but axis ${a} of ${x.name} is ${d}`);
+  const ys = g.node(
+    'Split',
+    [x, g.ints(sizes)],
+    sizes.map((s) => ({ dtype: x.dtype, shape: x.shape.map((q, i) => (i === a ? s : q)) })),
+    { axis: a },
+  );
+  record('Split', [x], ys, (gys) => [
+    concat(
+      gys.map((gy, i) => gy ?? zerosLike(ys[i]!)),
+      a,
+    ),
+  ]);
   return ys;
 }
 

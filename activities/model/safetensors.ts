@@ -29,8 +29,21 @@ export const READABLE_DTYPES = ['F32', 'F16', 'BF16', 'I64', 'I32'] as const;
 export type SafetensorsDtype = (typeof READABLE_DTYPES)[number];
 /** Every dtype the safetensors format defines, for telling "unknown" from "not supported". */
 const KNOWN_DTYPES: Record<string, number> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  F64: 8,
+  I64: 8,
+  U64: 8,
 };
 
 /** An in-memory tensor: float tensors are always float32 after reading. */
@@ -79,7 +92,12 @@ const elementCount = (shape: readonly number[]): number => shape.reduce((a, b) =
  * Validates a header's JSON and returns its entries in data order plus the metadata.
  * `headerLength` is N from the prefix; `fileSize` the total byte count of the file.
  */
-function validateHeader(json: unknown, headerLength: number, fileSize: number, what: string): { entries: HeaderEntry[]; metadata: Record<string, string> } {
+function validateHeader(
+  json: unknown,
+  headerLength: number,
+  fileSize: number,
+  what: string,
+): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new SafetensorsError(`${what}: header is not a JSON object`);
   }
@@ -89,8 +107,7 @@ function validateHeader(json: unknown, headerLength: number, fileSize: number, w
   const raw: { name: string; dtype: SafetensorsDtype; shape: number[]; begin: number; end: number }[] = [];
   for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof value !== 'object' || value === null || Array.isArray(value) ||
-          Object.values(value).some((v) => typeof v !== 'string')) {
+      if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
         throw new SafetensorsError(`${what}: __metadata__ must be an object of strings`);
       }
       metadata = { ...(value as Record<string, string>) };
@@ -108,7 +125,12 @@ function validateHeader(json: unknown, headerLength: number, fileSize: number, w
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw bad(`shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
     }
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
+    if (
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offsets[0] > offsets[1]
+    ) {
       throw bad(`data_offsets ${JSON.stringify(offsets)} must be [begin, end] with 0 <= begin <= end`);
     }
     const expected = elementCount(shape) * KNOWN_DTYPES[dtype]!;
@@ -124,7 +146,9 @@ function validateHeader(json: unknown, headerLength: number, fileSize: number, w
   let cursor = 0;
   for (const r of raw) {
     if (r.begin !== cursor) {
-      throw new SafetensorsError(`${what}: tensor "${r.name}": data_offsets begin ${r.begin} but the previous tensor ends at ${cursor} (tensors must be contiguous, without gaps or overlaps)`);
+      throw new SafetensorsError(
+        `${what}: tensor "${r.name}": data_offsets begin ${r.begin} but the previous tensor ends at ${cursor} (tensors must be contiguous, without gaps or overlaps)`,
+      );
     }
     cursor = r.end;
   }
@@ -138,10 +162,12 @@ function validateHeader(json: unknown, headerLength: number, fileSize: number, w
 }
 
 function headerLengthOf(prefix: Uint8Array, fileSize: number, what: string): number {
-  if (fileSize < 8) throw new SafetensorsError(`${what}: ${fileSize} bytes is too short for a safetensors file (8-byte header length missing)`);
+  if (fileSize < 8)
+    throw new SafetensorsError(`${what}: ${fileSize} bytes is too short for a safetensors file (8-byte header length missing)`);
   const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER)) throw new SafetensorsError(`${what}: header length ${n} exceeds the 100 MB limit (not a safetensors file?)`);
-  if (Number(n) > fileSize - 8) throw new SafetensorsError(`${what}: header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
+  if (Number(n) > fileSize - 8)
+    throw new SafetensorsError(`${what}: header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
   return Number(n);
 }
 
@@ -154,7 +180,10 @@ function parseHeaderJson(bytes: Uint8Array, what: string): unknown {
 }
 
 /** Parses and validates the header of an in-memory safetensors file. */
-export function readSafetensorsHeader(bytes: Uint8Array, what = 'safetensors'): { entries: HeaderEntry[]; metadata: Record<string, string> } {
+export function readSafetensorsHeader(
+  bytes: Uint8Array,
+  what = 'safetensors',
+): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   const n = headerLengthOf(bytes, bytes.byteLength, what);
   return validateHeader(parseHeaderJson(bytes.subarray(8, 8 + n), what), n, bytes.byteLength, what);
 }
@@ -187,9 +216,12 @@ function decodeTensor(entry: HeaderEntry, bytes: Uint8Array, owned = false): Ten
     own.set(bytes);
   }
   switch (entry.dtype) {
-    case 'F32': return { dtype: 'F32', shape: entry.shape, data: new Float32Array(own.buffer, 0, n) };
-    case 'I64': return { dtype: 'I64', shape: entry.shape, data: new BigInt64Array(own.buffer, 0, n) };
-    case 'I32': return { dtype: 'I32', shape: entry.shape, data: new Int32Array(own.buffer, 0, n) };
+    case 'F32':
+      return { dtype: 'F32', shape: entry.shape, data: new Float32Array(own.buffer, 0, n) };
+    case 'I64':
+      return { dtype: 'I64', shape: entry.shape, data: new BigInt64Array(own.buffer, 0, n) };
+    case 'I32':
+      return { dtype: 'I32', shape: entry.shape, data: new Int32Array(own.buffer, 0, n) };
     case 'BF16': {
       // bfloat16 is the top half of a float32: shift the bits into place (exact).
       const src = new Uint16Array(own.buffer, 0, n);
@@ -260,9 +292,14 @@ function checkTensor(name: string, t: Tensor): void {
     throw new SafetensorsError(`tensor "${name}": shape ${JSON.stringify(t.shape)} must be non-negative integers`);
   }
   if (t.data.length !== elementCount(t.shape)) {
-    throw new SafetensorsError(`tensor "${name}": ${t.data.length} elements do not fill shape ${JSON.stringify(t.shape)} (${elementCount(t.shape)})`);
+    throw new SafetensorsError(
+      `tensor "${name}": ${t.data.length} elements do not fill shape ${JSON.stringify(t.shape)} (${elementCount(t.shape)})`,
+    );
   }
-  const ok = (t.dtype === 'F32' && t.data instanceof Float32Array) || (t.dtype === 'I64' && t.data instanceof BigInt64Array) || (t.dtype === 'I32' && t.data instanceof Int32Array);
+  const ok =
+    (t.dtype === 'F32' && t.data instanceof Float32Array) ||
+    (t.dtype === 'I64' && t.data instanceof BigInt64Array) ||
+    (t.dtype === 'I32' && t.data instanceof Int32Array);
   if (!ok) throw new SafetensorsError(`tensor "${name}": dtype ${t.dtype} does not match its ${t.data.constructor.name} data`);
 }
 
@@ -320,7 +357,11 @@ async function writeAtomic(file: string, bytes: Uint8Array | string): Promise<vo
 }
 
 /** Writes one safetensors file (atomically). */
-export async function writeSafetensorsFile(file: string, tensors: TensorMap | Record<string, Tensor>, metadata: Record<string, string> = {}): Promise<void> {
+export async function writeSafetensorsFile(
+  file: string,
+  tensors: TensorMap | Record<string, Tensor>,
+  metadata: Record<string, string> = {},
+): Promise<void> {
   await writeAtomic(file, serializeSafetensors(tensors, metadata));
 }
 
@@ -337,14 +378,20 @@ export interface ShardIndex {
 export function parseShardIndex(json: unknown, what = INDEX_FILE): ShardIndex {
   if (typeof json !== 'object' || json === null) throw new SafetensorsError(`${what}: not a JSON object`);
   const wm = (json as Record<string, unknown>).weight_map;
-  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new SafetensorsError(`${what}: weight_map missing or not an object`);
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm))
+    throw new SafetensorsError(`${what}: weight_map missing or not an object`);
   for (const [name, file] of Object.entries(wm)) {
     if (typeof file !== 'string' || file.length === 0 || file.includes('/') || file.includes('\\') || file.startsWith('.')) {
-      throw new SafetensorsError(`${what}: weight_map["${name}"] must be a shard file name in the same directory, got ${JSON.stringify(file)}`);
+      throw new SafetensorsError(
+        `${what}: weight_map["${name}"] must be a shard file name in the same directory, got ${JSON.stringify(file)}`,
+      );
     }
   }
   const meta = (json as Record<string, unknown>).metadata;
-  return { metadata: { total_size: 0, ...(typeof meta === 'object' && meta !== null ? meta : {}) } as ShardIndex['metadata'], weight_map: wm as Record<string, string> };
+  return {
+    metadata: { total_size: 0, ...(typeof meta === 'object' && meta !== null ? meta : {}) } as ShardIndex['metadata'],
+    weight_map: wm as Record<string, string>,
+  };
 }
 
 /**
@@ -366,7 +413,9 @@ export async function readCheckpointDir(dir: string): Promise<SafetensorsContent
       return await readSafetensorsFile(single);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new SafetensorsError(`${dir}: no ${SINGLE_FILE} and no ${INDEX_FILE}; expected the weights of a Hugging Face model directory`);
+        throw new SafetensorsError(
+          `${dir}: no ${SINGLE_FILE} and no ${INDEX_FILE}; expected the weights of a Hugging Face model directory`,
+        );
       }
       throw e;
     }
@@ -399,10 +448,12 @@ export async function readCheckpointDir(dir: string): Promise<SafetensorsContent
       throw e;
     }
     for (const name of want) {
-      if (!shard.tensors.has(name)) throw new SafetensorsError(`${shardPath}: tensor "${name}" is listed in ${INDEX_FILE} but missing from the shard`);
+      if (!shard.tensors.has(name))
+        throw new SafetensorsError(`${shardPath}: tensor "${name}" is listed in ${INDEX_FILE} but missing from the shard`);
     }
     for (const [name, t] of shard.tensors) {
-      if (!want.has(name)) throw new SafetensorsError(`${shardPath}: tensor "${name}" is in the shard but ${INDEX_FILE} does not map it there`);
+      if (!want.has(name))
+        throw new SafetensorsError(`${shardPath}: tensor "${name}" is in the shard but ${INDEX_FILE} does not map it there`);
       tensors.set(name, t);
       sourceDtypes.set(name, shard.sourceDtypes.get(name)!);
     }
@@ -438,7 +489,11 @@ async function removeStaleShards(dir: string, keep: string[]): Promise<void> {
  * larger than `maxShardBytes`. Deterministic: tensors are assigned to shards in sorted-name order.
  * Returns the file names written. Stale weight files of the other layout are removed.
  */
-export async function writeCheckpointDir(dir: string, tensors: TensorMap | Record<string, Tensor>, options: WriteCheckpointOptions = {}): Promise<string[]> {
+export async function writeCheckpointDir(
+  dir: string,
+  tensors: TensorMap | Record<string, Tensor>,
+  options: WriteCheckpointOptions = {},
+): Promise<string[]> {
   const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
   const maxShard = options.maxShardBytes ?? 5_000_000_000;
   if (!(maxShard > 0)) throw new SafetensorsError(`maxShardBytes must be positive, got ${maxShard}`);
@@ -490,7 +545,8 @@ export async function writeCheckpointDir(dir: string, tensors: TensorMap | Recor
 export function f32(shape: number[], values?: ArrayLike<number>): Tensor {
   const data = new Float32Array(elementCount(shape));
   if (values) {
-    if (values.length !== data.length) throw new SafetensorsError(`f32: ${values.length} values for shape ${JSON.stringify(shape)} (${data.length})`);
+    if (values.length !== data.length)
+      throw new SafetensorsError(`f32: ${values.length} values for shape ${JSON.stringify(shape)} (${data.length})`);
     data.set(values);
   }
   return { dtype: 'F32', shape: [...shape], data };

@@ -91,7 +91,8 @@ export function reshapeShape(op: string, input: Shape, target: number[]): Shape 
     }
   } else if (total !== null) {
     const p = product(out);
-    if (p !== null && p !== total) throw new Error(`${op}: cannot reshape ${fmtShape(input)} (${total} elements) to [${target.join(', ')}] (${p})`);
+    if (p !== null && p !== total)
+      throw new Error(`${op}: cannot reshape ${fmtShape(input)} (${total} elements) to [${target.join(', ')}] (${p})`);
   }
   return out;
 }

@@ -101,12 +101,17 @@ export class CharTokenizer implements TextTokenizer {
   private readonly specials: string[];
 
   /** `extraEosIds`: more ids that end a sequence besides `eos` (e.g. from the model's config). */
-  constructor(readonly spec: CharTokenizerSpec, extraEosIds: readonly number[] = []) {
+  constructor(
+    readonly spec: CharTokenizerSpec,
+    extraEosIds: readonly number[] = [],
+  ) {
     const specials = [spec.pad, spec.bos, spec.eos, ...(spec.unk === null ? [] : [spec.unk])];
     for (const s of specials) {
-      if (typeof s !== 'string' || s.length === 0) throw new TokenizerError(`special tokens must be non-empty strings, got ${JSON.stringify(s)}`);
+      if (typeof s !== 'string' || s.length === 0)
+        throw new TokenizerError(`special tokens must be non-empty strings, got ${JSON.stringify(s)}`);
     }
-    if (new Set(specials).size !== specials.length) throw new TokenizerError(`special tokens must be distinct: ${JSON.stringify(specials)}`);
+    if (new Set(specials).size !== specials.length)
+      throw new TokenizerError(`special tokens must be distinct: ${JSON.stringify(specials)}`);
     this.tokens = [...specials];
     for (const [i, c] of spec.chars.entries()) {
       if (typeof c !== 'string' || [...c].length !== 1) {
@@ -133,8 +138,11 @@ export class CharTokenizer implements TextTokenizer {
   static fromAlphabet(alphabet: string, options: Partial<Omit<CharTokenizerSpec, 'chars'>> = {}): CharTokenizer {
     return new CharTokenizer({
       chars: [...new Set(alphabet)],
-      pad: options.pad ?? '<pad>', bos: options.bos ?? '<bos>', eos: options.eos ?? '<eos>',
-      unk: options.unk ?? null, addBos: options.addBos ?? true,
+      pad: options.pad ?? '<pad>',
+      bos: options.bos ?? '<bos>',
+      eos: options.eos ?? '<eos>',
+      unk: options.unk ?? null,
+      addBos: options.addBos ?? true,
     });
   }
 
@@ -157,7 +165,10 @@ export class CharTokenizer implements TextTokenizer {
       const id = this.ids.get(c);
       if (id !== undefined) out.push(id);
       else if (this.unkId !== null) out.push(this.unkId);
-      else throw new TokenizerError(`character ${JSON.stringify(c)} (U+${cp.toString(16).toUpperCase().padStart(4, '0')}) at position ${charIndex} is not in the tokenizer's alphabet; add it to chars or set an unk token`);
+      else
+        throw new TokenizerError(
+          `character ${JSON.stringify(c)} (U+${cp.toString(16).toUpperCase().padStart(4, '0')}) at position ${charIndex} is not in the tokenizer's alphabet; add it to chars or set an unk token`,
+        );
       i += c.length;
       charIndex++;
     }
@@ -184,8 +195,18 @@ export class CharTokenizer implements TextTokenizer {
 
   toTokenizerJson(): Record<string, unknown> {
     const vocab: Record<string, number> = {};
-    this.tokens.forEach((t, id) => { vocab[t] = id; });
-    const special = (id: number) => ({ id, content: this.tokens[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    this.tokens.forEach((t, id) => {
+      vocab[t] = id;
+    });
+    const special = (id: number) => ({
+      id,
+      content: this.tokens[id],
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
     const bos = this.spec.bos;
     return {
       version: '1.0',
@@ -210,7 +231,9 @@ export class CharTokenizer implements TextTokenizer {
   toTokenizerConfig(): Record<string, unknown> {
     return {
       tokenizer_class: 'PreTrainedTokenizerFast',
-      bos_token: this.spec.bos, eos_token: this.spec.eos, pad_token: this.spec.pad,
+      bos_token: this.spec.bos,
+      eos_token: this.spec.eos,
+      pad_token: this.spec.pad,
       ...(this.spec.unk === null ? {} : { unk_token: this.spec.unk }),
       add_bos_token: this.spec.addBos,
       clean_up_tokenization_spaces: false,
@@ -222,19 +245,32 @@ export class CharTokenizer implements TextTokenizer {
    * Rebuilds a CharTokenizer from a `tokenizer.json` that `toTokenizerJson` wrote; null when the
    * JSON has another shape (then it is an ordinary HF tokenizer).
    */
-  static fromTokenizerJson(json: Record<string, unknown>, config: Record<string, unknown> = {}, extraEosIds: readonly number[] = []): CharTokenizer | null {
+  static fromTokenizerJson(
+    json: Record<string, unknown>,
+    config: Record<string, unknown> = {},
+    extraEosIds: readonly number[] = [],
+  ): CharTokenizer | null {
     const model = json.model as Record<string, unknown> | undefined;
     const pre = json.pre_tokenizer as Record<string, unknown> | null | undefined;
     const dec = json.decoder as Record<string, unknown> | null | undefined;
-    if (model?.type !== 'WordLevel' || pre?.type !== 'Split' || (pre.pattern as Record<string, unknown> | undefined)?.Regex !== CHAR_SPLIT_REGEX ||
-        pre.behavior !== 'Isolated' || dec?.type !== 'Fuse' || json.normalizer != null) {
+    if (
+      model?.type !== 'WordLevel' ||
+      pre?.type !== 'Split' ||
+      (pre.pattern as Record<string, unknown> | undefined)?.Regex !== CHAR_SPLIT_REGEX ||
+      pre.behavior !== 'Isolated' ||
+      dec?.type !== 'Fuse' ||
+      json.normalizer != null
+    ) {
       return null;
     }
     const vocab = model.vocab as Record<string, number>;
     const added = (json.added_tokens as { id: number; content: string; special: boolean }[] | undefined) ?? [];
     const byId: string[] = [];
     for (const [t, id] of Object.entries(vocab)) byId[id] = t;
-    const specials = added.filter((a) => a.special).sort((a, b) => a.id - b.id).map((a) => a.content);
+    const specials = added
+      .filter((a) => a.special)
+      .sort((a, b) => a.id - b.id)
+      .map((a) => a.content);
     if (specials.length < 3 || specials.length > 4 || specials.some((s, i) => byId[i] !== s)) return null;
     for (let i = 0; i < byId.length; i++) if (byId[i] === undefined) return null;
     const chars = byId.slice(specials.length);
@@ -248,7 +284,8 @@ export class CharTokenizer implements TextTokenizer {
 /** Name of a special token in `tokenizer_config.json`: a string or an AddedToken object. */
 function specialName(v: unknown): string | null {
   if (typeof v === 'string') return v;
-  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return null;
 }
 
@@ -285,7 +322,11 @@ export class HfTokenizer implements TextTokenizer {
     try {
       this.impl = new HfJsTokenizer(
         { added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json },
-        { ...config, clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false, ...(unk === undefined ? {} : { unk_token: unk }) },
+        {
+          ...config,
+          clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false,
+          ...(unk === undefined ? {} : { unk_token: unk }),
+        },
       );
     } catch (e) {
       throw new TokenizerError(`${what}: cannot build the tokenizer: ${(e as Error).message}`);
@@ -297,7 +338,8 @@ export class HfTokenizer implements TextTokenizer {
       const name = specialName(config[field]);
       if (name === null) return null;
       const id = this.impl.token_to_id(name);
-      if (id === undefined) throw new TokenizerError(`${what}: tokenizer_config.json ${field} ${JSON.stringify(name)} is not in the vocabulary`);
+      if (id === undefined)
+        throw new TokenizerError(`${what}: tokenizer_config.json ${field} ${JSON.stringify(name)} is not in the vocabulary`);
       return id;
     };
     this.bosId = idOf('bos_token');
@@ -314,7 +356,9 @@ export class HfTokenizer implements TextTokenizer {
     const { ids, tokens } = this.impl.encode(text, { add_special_tokens: options.addSpecialTokens ?? true });
     const bad = ids.findIndex((id: unknown) => !Number.isInteger(id));
     if (bad >= 0) {
-      throw new TokenizerError(`piece ${JSON.stringify(tokens[bad])} of the text is not in the vocabulary and the tokenizer has no unk token`);
+      throw new TokenizerError(
+        `piece ${JSON.stringify(tokens[bad])} of the text is not in the vocabulary and the tokenizer has no unk token`,
+      );
     }
     return ids;
   }

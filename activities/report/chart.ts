@@ -81,7 +81,7 @@ function linear(lo: number, hi: number, a: number, b: number): (v: number) => nu
 function niceNumber(x: number, round: boolean): number {
   const exp = Math.floor(Math.log10(x));
   const f = x / 10 ** exp;
-  const nice = round ? (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) : (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10);
+  const nice = round ? (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) : f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10;
   return nice * 10 ** exp;
 }
 
@@ -173,7 +173,10 @@ function dataYRange(spec: LineChartSpec): [number, number] | undefined {
   };
   for (const s of spec.series) {
     see(s.values);
-    if (s.band) { see(s.band.lo); see(s.band.hi); }
+    if (s.band) {
+      see(s.band.lo);
+      see(s.band.hi);
+    }
   }
   return lo <= hi ? [lo, hi] : undefined;
 }
@@ -182,15 +185,20 @@ function dataYRange(spec: LineChartSpec): [number, number] | undefined {
 function frame(spec: LineChartSpec): Frame {
   const xs = spec.x.filter((v) => Number.isFinite(v));
   let [x0, x1] = spec.xDomain ?? [xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1];
-  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  if (x0 === x1) {
+    x0 -= 1;
+    x1 += 1;
+  }
   let [y0, y1] = spec.yDomain ?? dataYRange(spec) ?? [0, 1];
   if (!spec.yDomain) {
     if (y0 === y1) {
       const pad = Math.abs(y0) > 0 ? Math.abs(y0) * 0.1 : 1;
-      y0 -= pad; y1 += pad;
+      y0 -= pad;
+      y1 += pad;
     } else if (Number.isFinite(y1 - y0)) {
       const pad = (y1 - y0) * 0.05;
-      y0 -= pad; y1 += pad;
+      y0 -= pad;
+      y1 += pad;
     }
   }
   const yTicks = niceTicks(y0, y1, 5);
@@ -210,13 +218,28 @@ function frame(spec: LineChartSpec): Frame {
 
 function axes(spec: LineChartSpec, f: Frame): string {
   const out: string[] = [];
-  out.push(`<g class="grid">${f.yTicks.ticks.map((t) => `<line x1="${coord(PLOT.x0)}" x2="${coord(PLOT.x1)}" y1="${coord(f.sy(t))}" y2="${coord(f.sy(t))}"/>`).join('')}</g>`);
-  out.push(`<g class="axis y-axis"><line x1="${PLOT.x0}" x2="${PLOT.x0}" y1="${PLOT.y0}" y2="${PLOT.y1}"/>`
-    + f.yTicks.ticks.map((t) => `<text x="${PLOT.x0 - 6}" y="${coord(f.sy(t) + 4)}" text-anchor="end">${escapeXml(formatTick(t, f.yTicks.step))}</text>`).join('')
-    + `<text class="axis-label" transform="translate(14 ${coord((PLOT.y0 + PLOT.y1) / 2)}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text></g>`);
-  out.push(`<g class="axis x-axis"><line x1="${PLOT.x0}" x2="${PLOT.x1}" y1="${PLOT.y0}" y2="${PLOT.y0}"/>`
-    + f.xTicks.ticks.map((t) => `<line x1="${coord(f.sx(t))}" x2="${coord(f.sx(t))}" y1="${PLOT.y0}" y2="${PLOT.y0 + 4}"/><text x="${coord(f.sx(t))}" y="${PLOT.y0 + 16}" text-anchor="middle">${escapeXml(formatTick(t, f.xTicks.step))}</text>`).join('')
-    + `<text class="axis-label" x="${coord((PLOT.x0 + PLOT.x1) / 2)}" y="${HEIGHT - 6}" text-anchor="middle">${escapeXml(spec.xLabel ?? 'step')}</text></g>`);
+  out.push(
+    `<g class="grid">${f.yTicks.ticks.map((t) => `<line x1="${coord(PLOT.x0)}" x2="${coord(PLOT.x1)}" y1="${coord(f.sy(t))}" y2="${coord(f.sy(t))}"/>`).join('')}</g>`,
+  );
+  out.push(
+    `<g class="axis y-axis"><line x1="${PLOT.x0}" x2="${PLOT.x0}" y1="${PLOT.y0}" y2="${PLOT.y1}"/>` +
+      f.yTicks.ticks
+        .map(
+          (t) => `<text x="${PLOT.x0 - 6}" y="${coord(f.sy(t) + 4)}" text-anchor="end">${escapeXml(formatTick(t, f.yTicks.step))}</text>`,
+        )
+        .join('') +
+      `<text class="axis-label" transform="translate(14 ${coord((PLOT.y0 + PLOT.y1) / 2)}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text></g>`,
+  );
+  out.push(
+    `<g class="axis x-axis"><line x1="${PLOT.x0}" x2="${PLOT.x1}" y1="${PLOT.y0}" y2="${PLOT.y0}"/>` +
+      f.xTicks.ticks
+        .map(
+          (t) =>
+            `<line x1="${coord(f.sx(t))}" x2="${coord(f.sx(t))}" y1="${PLOT.y0}" y2="${PLOT.y0 + 4}"/><text x="${coord(f.sx(t))}" y="${PLOT.y0 + 16}" text-anchor="middle">${escapeXml(formatTick(t, f.xTicks.step))}</text>`,
+        )
+        .join('') +
+      `<text class="axis-label" x="${coord((PLOT.x0 + PLOT.x1) / 2)}" y="${HEIGHT - 6}" text-anchor="middle">${escapeXml(spec.xLabel ?? 'step')}</text></g>`,
+  );
   return out.join('');
 }
 
@@ -230,13 +253,17 @@ function phaseShading(spec: LineChartSpec, f: Frame): string {
     const a = f.sx(clamp(p.from));
     const b = f.sx(clamp(p.to));
     if (b - a <= 0) continue;
-    out.push(`<rect class="phase-sft" x="${coord(a)}" y="${PLOT.y1}" width="${coord(b - a)}" height="${PLOT.y0 - PLOT.y1}"><title>SFT warm-up</title></rect>`);
+    out.push(
+      `<rect class="phase-sft" x="${coord(a)}" y="${PLOT.y1}" width="${coord(b - a)}" height="${PLOT.y0 - PLOT.y1}"><title>SFT warm-up</title></rect>`,
+    );
     out.push(`<text class="phase-label" x="${coord(a + 4)}" y="${PLOT.y1 + 12}">SFT</text>`);
   }
   const firstRl = (spec.phases ?? []).find((p) => p.phase === 'rl');
   if (firstRl && firstRl.from >= d0 && firstRl.from <= d1) {
     const x = coord(f.sx(firstRl.from));
-    out.push(`<line class="rl-start" x1="${x}" x2="${x}" y1="${PLOT.y0}" y2="${PLOT.y1}"><title>RL starts at step ${firstRl.from}</title></line>`);
+    out.push(
+      `<line class="rl-start" x1="${x}" x2="${x}" y1="${PLOT.y0}" y2="${PLOT.y1}"><title>RL starts at step ${firstRl.from}</title></line>`,
+    );
     out.push(`<text class="phase-label" x="${coord(f.sx(firstRl.from) + 4)}" y="${PLOT.y1 + 24}">RL starts</text>`);
   }
   return out.join('');
@@ -247,7 +274,10 @@ function band(series: Series, x: readonly number[], keep: readonly number[], f: 
   const pts = keep.filter((i) => finite(series.band!.lo[i]) !== null && finite(series.band!.hi[i]) !== null && Number.isFinite(x[i]));
   if (pts.length < 2) return '';
   const upper = pts.map((i) => `${coord(f.sx(x[i]!))},${coord(f.sy(series.band!.hi[i]!))}`);
-  const lower = pts.slice().reverse().map((i) => `${coord(f.sx(x[i]!))},${coord(f.sy(series.band!.lo[i]!))}`);
+  const lower = pts
+    .slice()
+    .reverse()
+    .map((i) => `${coord(f.sx(x[i]!))},${coord(f.sy(series.band!.lo[i]!))}`);
   return `<polygon class="band" fill="${color}" fill-opacity="0.15" stroke="none" points="${[...upper, ...lower].join(' ')}"><title>${escapeXml(series.band.label)}</title></polygon>`;
 }
 
@@ -255,9 +285,13 @@ function line(series: Series, x: readonly number[], keep: readonly number[], f: 
   const pts = keep.filter((i) => Number.isFinite(x[i]));
   if (pts.length === 0) return '';
   const points = pts.map((i) => `${coord(f.sx(x[i]!))},${coord(f.sy(series.values[i]!))}`).join(' ');
-  const out = [`<polyline class="series" data-series="${escapeXml(series.label)}" fill="none" stroke="${color}" stroke-width="1.5" points="${points}"/>`];
+  const out = [
+    `<polyline class="series" data-series="${escapeXml(series.label)}" fill="none" stroke="${color}" stroke-width="1.5" points="${points}"/>`,
+  ];
   if (pts.length <= MARKER_LIMIT) {
-    out.push(`<g class="markers" fill="${color}">${pts.map((i) => `<circle cx="${coord(f.sx(x[i]!))}" cy="${coord(f.sy(series.values[i]!))}" r="2.5"><title>${escapeXml(`${series.label} at step ${x[i]}: ${formatValue(series.values[i])}`)}</title></circle>`).join('')}</g>`);
+    out.push(
+      `<g class="markers" fill="${color}">${pts.map((i) => `<circle cx="${coord(f.sx(x[i]!))}" cy="${coord(f.sy(series.values[i]!))}" r="2.5"><title>${escapeXml(`${series.label} at step ${x[i]}: ${formatValue(series.values[i])}`)}</title></circle>`).join('')}</g>`,
+    );
   }
   return out.join('');
 }
@@ -269,10 +303,14 @@ function legend(spec: LineChartSpec, measured: readonly boolean[]): string {
   spec.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
     const text = measured[i] ? s.label : `${s.label}: not measured`;
-    items.push(`<line x1="${x}" x2="${x + 16}" y1="12" y2="12" stroke="${color}" stroke-width="2"/><text x="${x + 20}" y="16">${escapeXml(text)}</text>`);
+    items.push(
+      `<line x1="${x}" x2="${x + 16}" y1="12" y2="12" stroke="${color}" stroke-width="2"/><text x="${x + 20}" y="16">${escapeXml(text)}</text>`,
+    );
     x += 28 + text.length * 6.5;
     if (s.band) {
-      items.push(`<rect x="${x}" y="7" width="16" height="10" fill="${color}" fill-opacity="0.15"/><text x="${x + 20}" y="16">${escapeXml(s.band.label)}</text>`);
+      items.push(
+        `<rect x="${x}" y="7" width="16" height="10" fill="${color}" fill-opacity="0.15"/><text x="${x + 20}" y="16">${escapeXml(s.band.label)}</text>`,
+      );
       x += 28 + s.band.label.length * 6.5;
     }
   });
@@ -304,7 +342,9 @@ export function lineChart(spec: LineChartSpec): string {
     spec.series.forEach((s, i) => body.push(line(s, spec.x, keeps[i]!, f, COLORS[i % COLORS.length]!)));
     body.push(legend(spec, measured));
   } else {
-    body.push(`<text class="not-measured" x="${coord((PLOT.x0 + PLOT.x1) / 2)}" y="${coord((PLOT.y0 + PLOT.y1) / 2)}" text-anchor="middle">not measured</text>`);
+    body.push(
+      `<text class="not-measured" x="${coord((PLOT.x0 + PLOT.x1) / 2)}" y="${coord((PLOT.y0 + PLOT.y1) / 2)}" text-anchor="middle">not measured</text>`,
+    );
   }
   const notes: string[] = [];
   const bad = nonFiniteCount(spec);
@@ -313,7 +353,8 @@ export function lineChart(spec: LineChartSpec): string {
   const total = spec.series.reduce((a, s) => a + s.values.filter((v) => finite(v) !== null).length, 0);
   if (drawn < total) notes.push(`${total} points reduced to ${drawn} (min/max per bucket)`);
   if (!measured.some(Boolean)) notes.push('not measured in any step');
-  const svg = `<svg data-chart="${escapeXml(spec.id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" role="img" aria-label="${escapeXml(spec.title)}">`
-    + `<title>${escapeXml(spec.title)}</title>${body.join('')}</svg>`;
+  const svg =
+    `<svg data-chart="${escapeXml(spec.id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" role="img" aria-label="${escapeXml(spec.title)}">` +
+    `<title>${escapeXml(spec.title)}</title>${body.join('')}</svg>`;
   return `<figure class="chart"><figcaption>${escapeXml(spec.title)}${notes.length ? ` <small>(${escapeXml(notes.join('; '))})</small>` : ''}</figcaption>${svg}</figure>`;
 }

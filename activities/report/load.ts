@@ -15,12 +15,30 @@
  * is never skipped silently. A run with no committed step at all is an error.
  */
 import {
-  ADVANTAGES_NAME, EVAL_NAME, MANIFEST_NAME, METRICS_NAME, evalPrefix, parseShardName, runFolder, runRecordKey, stepPrefix, validateSegment,
+  ADVANTAGES_NAME,
+  EVAL_NAME,
+  MANIFEST_NAME,
+  METRICS_NAME,
+  evalPrefix,
+  parseShardName,
+  runFolder,
+  runRecordKey,
+  stepPrefix,
+  validateSegment,
   type ShardArtifact,
 } from '../store/keys.js';
 import { committedSteps, manifestKey, readArtifact, readManifest, type Manifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
-import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type AdvantagesRow, type MetricsRow, type RewardsRow, type RolloutsRow } from '../store/schemas.js';
+import {
+  decodeAdvantages,
+  decodeMetrics,
+  decodeRewards,
+  decodeRollouts,
+  type AdvantagesRow,
+  type MetricsRow,
+  type RewardsRow,
+  type RolloutsRow,
+} from '../store/schemas.js';
 
 /** How a run was resumed, as `run.json` records it. */
 export interface ResumedFrom {
@@ -142,7 +160,10 @@ export interface RunReportData {
   evals: EvalRow[];
   /** Samples of the last committed RL step (null when no RL step is committed). */
   samples: {
-    run_id: string; step: number; total: number; rows: SampleRow[];
+    run_id: string;
+    step: number;
+    total: number;
+    rows: SampleRow[];
     /** With tree rollouts: the trees of the step's first `maxTrees` prompts (absent or empty for flat rollouts). */
     trees?: SampleTree[];
   } | null;
@@ -254,7 +275,9 @@ async function readStepMetrics(store: ObjectStore, runId: string, step: number, 
     const bytes = await readArtifact(store, prefix, METRICS_NAME);
     const rows = decodeMetrics(bytes, store.uri(`${prefix}/${METRICS_NAME}`));
     if (rows.length !== 1) {
-      warnings.push(`${store.uri(prefix)}: ${METRICS_NAME} has ${rows.length} rows, expected 1; ${rows.length ? 'the first is used' : 'step left out'}`);
+      warnings.push(
+        `${store.uri(prefix)}: ${METRICS_NAME} has ${rows.length} rows, expected 1; ${rows.length ? 'the first is used' : 'step left out'}`,
+      );
     }
     return rows[0];
   } catch (err) {
@@ -263,7 +286,13 @@ async function readStepMetrics(store: ObjectStore, runId: string, step: number, 
   }
 }
 
-async function loadSteps(store: ObjectStore, runId: string, below: number, o: Required<LoadReportOptions>, warnings: string[]): Promise<MetricsRow[]> {
+async function loadSteps(
+  store: ObjectStore,
+  runId: string,
+  below: number,
+  o: Required<LoadReportOptions>,
+  warnings: string[],
+): Promise<MetricsRow[]> {
   const steps = (await committedSteps(store, runId)).filter((s) => s < below);
   const rows = await mapLimit(steps, o.concurrency, (s) => readStepMetrics(store, runId, s, warnings));
   return rows.filter((r): r is MetricsRow => r !== undefined);
@@ -279,7 +308,8 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
   if (!isObject(json)) return 'expected a JSON object';
   const { step, phase, greedy_accuracy: acc, pass_at_k: pak, mean_reward: meanReward, num_prompts: numPrompts, samples } = json;
   if (!nonNegInt(step)) return `step must be a non-negative integer, got ${JSON.stringify(step)}`;
-  if (phase !== 'sft' && phase !== 'rl' && phase !== 'online_dpo' && phase !== 'dpo' && phase !== 'init') return `phase must be "sft", "rl", "online_dpo", "dpo" or "init", got ${JSON.stringify(phase)}`;
+  if (phase !== 'sft' && phase !== 'rl' && phase !== 'online_dpo' && phase !== 'dpo' && phase !== 'init')
+    return `phase must be "sft", "rl", "online_dpo", "dpo" or "init", got ${JSON.stringify(phase)}`;
   if (!finiteNumber(acc) || acc < 0 || acc > 1) return `greedy_accuracy must be a number in 0..1, got ${JSON.stringify(acc)}`;
   let passAtK: EvalRow['pass_at_k'] = null;
   if (pak !== null && pak !== undefined) {
@@ -295,7 +325,8 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
   for (const [i, s] of (samples ?? []).entries()) {
     if (!isObject(s)) return `samples[${i}] must be an object`;
     const reward = s.reward === null || s.reward === undefined ? null : s.reward;
-    if (reward !== null && !finiteNumber(reward)) return `samples[${i}].reward must be a finite number or null, got ${JSON.stringify(s.reward)}`;
+    if (reward !== null && !finiteNumber(reward))
+      return `samples[${i}].reward must be a finite number or null, got ${JSON.stringify(s.reward)}`;
     rows.push({
       prompt_id: String(s.prompt_id ?? ''),
       prompt: String(s.prompt ?? ''),
@@ -305,8 +336,15 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
     });
   }
   return {
-    run_id: runId, policy_version: policyVersion, step, phase, greedy_accuracy: acc,
-    pass_at_k: passAtK, mean_reward: meanReward, num_prompts: numPrompts, samples: rows,
+    run_id: runId,
+    policy_version: policyVersion,
+    step,
+    phase,
+    greedy_accuracy: acc,
+    pass_at_k: passAtK,
+    mean_reward: meanReward,
+    num_prompts: numPrompts,
+    samples: rows,
   };
 }
 
@@ -327,7 +365,13 @@ async function readEval(store: ObjectStore, runId: string, version: number, warn
   }
 }
 
-async function loadEvals(store: ObjectStore, runId: string, atOrBelow: number, o: Required<LoadReportOptions>, warnings: string[]): Promise<EvalRow[]> {
+async function loadEvals(
+  store: ObjectStore,
+  runId: string,
+  atOrBelow: number,
+  o: Required<LoadReportOptions>,
+  warnings: string[],
+): Promise<EvalRow[]> {
   const versions = await committedSteps(store, runId, 'evals');
   const rows = await mapLimit(versions, o.concurrency, (v) => readEval(store, runId, v, warnings));
   return rows.filter((r): r is EvalRow => r !== undefined && r.step <= atOrBelow);
@@ -335,7 +379,8 @@ async function loadEvals(store: ObjectStore, runId: string, atOrBelow: number, o
 
 // ---- samples of the last RL step ----
 
-const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) => `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
+const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) =>
+  `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
 /**
  * Names of the step's shard artifacts of one kind (`rolloutsName(k)` / `rewardsName(k)`), in shard
@@ -369,7 +414,8 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
   const prefix = stepPrefix(runId, step);
   const manifest = await readManifest(store, prefix);
   if (!manifest) throw new Error(`${store.uri(manifestKey(prefix))} vanished while the report was read`);
-  const read = async <R>(name: string, decode: (b: Uint8Array, src: string) => R[]) => decode(await readArtifact(store, prefix, name), store.uri(`${prefix}/${name}`));
+  const read = async <R>(name: string, decode: (b: Uint8Array, src: string) => R[]) =>
+    decode(await readArtifact(store, prefix, name), store.uri(`${prefix}/${name}`));
   const rolloutNames = shardNames(manifest, 'rollouts');
   const rewardNames = shardNames(manifest, 'rewards');
   const rollouts = (await Promise.all(rolloutNames.map((n) => read(n, decodeRollouts)))).flat();
@@ -384,9 +430,17 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
   const rows = rollouts.slice(0, max).map((r): SampleRow => {
     const rw = rewards.get(rowKey(r));
     return {
-      run_id: r.run_id, step: r.step, prompt_id: r.prompt_id, sample_id: r.sample_id, node_id: r.node_id,
-      group_id: r.group_id, policy_version: r.policy_version, prompt: r.prompt_text, completion: r.completion_text,
-      completion_tokens: r.completion_token_ids.length, finish_reason: r.finish_reason,
+      run_id: r.run_id,
+      step: r.step,
+      prompt_id: r.prompt_id,
+      sample_id: r.sample_id,
+      node_id: r.node_id,
+      group_id: r.group_id,
+      policy_version: r.policy_version,
+      prompt: r.prompt_text,
+      completion: r.completion_text,
+      completion_tokens: r.completion_token_ids.length,
+      finish_reason: r.finish_reason,
       reward: rw?.reward ?? null,
       reward_error: rw ? rw.error : 'no rewards row for this sample',
       ...advantageOf(advantages.get(rowKey(r))),
@@ -399,7 +453,12 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
 const MAX_TREES = 2;
 
 /** The trees of the first `max` prompts whose rows carry node ids. */
-function sampleTrees(rollouts: readonly RolloutsRow[], rewards: ReadonlyMap<string, RewardsRow>, advantages: ReadonlyMap<string, AdvantagesRow>, max: number): SampleTree[] {
+function sampleTrees(
+  rollouts: readonly RolloutsRow[],
+  rewards: ReadonlyMap<string, RewardsRow>,
+  advantages: ReadonlyMap<string, AdvantagesRow>,
+  max: number,
+): SampleTree[] {
   const trees = new Map<string, SampleTree>();
   const text = new Map<string, string>();
   for (const r of rollouts) {
@@ -410,13 +469,20 @@ function sampleTrees(rollouts: readonly RolloutsRow[], rewards: ReadonlyMap<stri
       trees.set(r.prompt_id, (t = { prompt_id: r.prompt_id, prompt: r.prompt_text, nodes: [] }));
     }
     text.set(`${r.prompt_id}\u0000${r.node_id}`, r.completion_text);
-    const parentText = r.parent_node_id === null ? '' : text.get(`${r.prompt_id}\u0000${r.parent_node_id}`) ?? '';
+    const parentText = r.parent_node_id === null ? '' : (text.get(`${r.prompt_id}\u0000${r.parent_node_id}`) ?? '');
     let shared = 0;
     while (shared < parentText.length && shared < r.completion_text.length && parentText[shared] === r.completion_text[shared]) shared++;
     t.nodes.push({
-      node_id: r.node_id, parent_node_id: r.parent_node_id, branch_position: r.branch_position ?? 0, sample_id: r.sample_id,
-      completion: r.completion_text, completion_tokens: r.completion_token_ids.length, shared_chars: shared, finish_reason: r.finish_reason,
-      reward: rewards.get(rowKey(r))?.reward ?? null, advantage: advantageOf(advantages.get(rowKey(r))).advantage,
+      node_id: r.node_id,
+      parent_node_id: r.parent_node_id,
+      branch_position: r.branch_position ?? 0,
+      sample_id: r.sample_id,
+      completion: r.completion_text,
+      completion_tokens: r.completion_token_ids.length,
+      shared_chars: shared,
+      finish_reason: r.finish_reason,
+      reward: rewards.get(rowKey(r))?.reward ?? null,
+      advantage: advantageOf(advantages.get(rowKey(r))).advantage,
     });
   }
   return [...trees.values()];
@@ -459,9 +525,13 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
     current = null;
     if (resumed && o.followResumedFrom) {
       if (seen.has(resumed.run_id)) {
-        warnings.push(`run ${lineage.at(-1)!.run_id} says it was resumed from ${resumed.run_id}, which is already in the history (a cycle); stopped there`);
+        warnings.push(
+          `run ${lineage.at(-1)!.run_id} says it was resumed from ${resumed.run_id}, which is already in the history (a cycle); stopped there`,
+        );
       } else if (lineage.length > o.maxResumeDepth) {
-        warnings.push(`resume chain longer than maxResumeDepth=${o.maxResumeDepth}; history before run ${resumed.run_id} step ${resumed.step} left out`);
+        warnings.push(
+          `resume chain longer than maxResumeDepth=${o.maxResumeDepth}; history before run ${resumed.run_id} step ${resumed.step} left out`,
+        );
       } else {
         current = resumed.run_id;
         // Source steps before the resume point; evaluations up to it (the one at `step` evaluates the weights this run started from).
@@ -478,9 +548,11 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
   if (steps.length === 0) {
     const hasRunJson = own !== undefined;
     throw new ReportError(
-      `run "${runId}" has no committed step in ${store.root}: no ${store.uri(runFolder(runId, 'steps'))}/{step}/${MANIFEST_NAME} exists`
-      + (hasRunJson ? ' (its run.json exists: the run started but has not committed a step yet)' : '; check the run id and the store (--store / DURABLE_RL_STORE)')
-      + (warnings.length ? `; also: ${warnings.join('; ')}` : ''),
+      `run "${runId}" has no committed step in ${store.root}: no ${store.uri(runFolder(runId, 'steps'))}/{step}/${MANIFEST_NAME} exists` +
+        (hasRunJson
+          ? ' (its run.json exists: the run started but has not committed a step yet)'
+          : '; check the run id and the store (--store / DURABLE_RL_STORE)') +
+        (warnings.length ? `; also: ${warnings.join('; ')}` : ''),
     );
   }
 
@@ -506,7 +578,12 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
     evals,
     samples,
     eval_samples: latestEval
-      ? { run_id: latestEval.run_id, policy_version: latestEval.policy_version, step: latestEval.step, rows: latestEval.samples.slice(0, o.maxSamples) }
+      ? {
+          run_id: latestEval.run_id,
+          policy_version: latestEval.policy_version,
+          step: latestEval.step,
+          rows: latestEval.samples.slice(0, o.maxSamples),
+        }
       : null,
     warnings,
   };
@@ -520,7 +597,8 @@ function mergeByKey<T>(groups: T[][], key: (r: T) => number): T[] {
     const seenHere = new Set<number>();
     for (const r of g) {
       const k = key(r);
-      if (seenHere.has(k)) extra.push(r); // same key twice within one run (e.g. two evals at one step): keep both
+      if (seenHere.has(k))
+        extra.push(r); // same key twice within one run (e.g. two evals at one step): keep both
       else byKey.set(k, r);
       seenHere.add(k);
     }

@@ -36,11 +36,27 @@ interface MetricChart {
 
 /** The step-metric charts, in page order. */
 export const METRIC_CHARTS: readonly MetricChart[] = [
-  { id: 'reward', title: 'Reward (mean ± std over samples)', yLabel: 'reward', series: [{ label: 'reward mean', key: 'reward_mean' }], stdKey: 'reward_std' },
+  {
+    id: 'reward',
+    title: 'Reward (mean ± std over samples)',
+    yLabel: 'reward',
+    series: [{ label: 'reward mean', key: 'reward_mean' }],
+    stdKey: 'reward_std',
+  },
   { id: 'kl', title: 'KL divergence to the reference policy (per token)', yLabel: 'KL', series: [{ label: 'KL', key: 'kl' }] },
   { id: 'entropy', title: 'Policy entropy (per token)', yLabel: 'entropy (nats)', series: [{ label: 'entropy', key: 'entropy' }] },
-  { id: 'clip_fraction', title: 'Clip fraction (tokens with a clipped ratio)', yLabel: 'fraction', series: [{ label: 'clip fraction', key: 'clip_fraction' }] },
-  { id: 'completion_length', title: 'Completion length (mean, tokens)', yLabel: 'tokens', series: [{ label: 'completion length', key: 'completion_length_mean' }] },
+  {
+    id: 'clip_fraction',
+    title: 'Clip fraction (tokens with a clipped ratio)',
+    yLabel: 'fraction',
+    series: [{ label: 'clip fraction', key: 'clip_fraction' }],
+  },
+  {
+    id: 'completion_length',
+    title: 'Completion length (mean, tokens)',
+    yLabel: 'tokens',
+    series: [{ label: 'completion length', key: 'completion_length_mean' }],
+  },
   { id: 'tokens_per_second', title: 'Rollout throughput', yLabel: 'tokens / s', series: [{ label: 'tokens/s', key: 'tokens_per_second' }] },
   { id: 'loss', title: 'Training loss', yLabel: 'loss', series: [{ label: 'loss', key: 'loss' }] },
   { id: 'grad_norm', title: 'Gradient norm (before clipping)', yLabel: 'norm', series: [{ label: 'grad norm', key: 'grad_norm' }] },
@@ -74,7 +90,8 @@ function metricCharts(data: RunReportData, phases: PhaseSpan[], xDomain: [number
       if (i > 0 || !c.stdKey) return { label: s.label, values };
       const std = data.steps.map((r) => finite(r[c.stdKey!]));
       return {
-        label: s.label, values,
+        label: s.label,
+        values,
         band: {
           label: '± std',
           lo: values.map((v, j) => (finite(v) !== null && std[j] !== null ? v! - std[j]! : null)),
@@ -90,8 +107,14 @@ function evalChart(evals: readonly EvalRow[], phases: PhaseSpan[], xDomain: [num
   const ks = [...new Set(evals.flatMap((e) => (e.pass_at_k ? [e.pass_at_k.k] : [])))];
   const passLabel = ks.length === 1 ? `pass@${ks[0]}` : 'pass@k';
   return lineChart({
-    id: 'eval', title: 'Evaluation accuracy (x = steps trained before the evaluation)', yLabel: 'accuracy',
-    x: evals.map((e) => e.step), xDomain, yDomain: [0, 1], phases, maxPoints,
+    id: 'eval',
+    title: 'Evaluation accuracy (x = steps trained before the evaluation)',
+    yLabel: 'accuracy',
+    x: evals.map((e) => e.step),
+    xDomain,
+    yDomain: [0, 1],
+    phases,
+    maxPoints,
     series: [
       { label: 'greedy accuracy', values: evals.map((e) => e.greedy_accuracy) },
       { label: passLabel, values: evals.map((e) => e.pass_at_k?.value ?? null) },
@@ -118,7 +141,10 @@ function header(data: RunReportData): string {
   const sft = data.steps.filter((s) => s.phase === 'sft');
   const rl = data.steps.filter((s) => s.phase === 'rl');
   const { before, after } = accuracyBeforeAfterRl(data);
-  const evalText = (e: EvalRow | null) => (e ? `${pct(e.greedy_accuracy)} greedy${e.pass_at_k ? `, pass@${e.pass_at_k.k} ${pct(e.pass_at_k.value)}` : ''} (step ${e.step})` : 'no evaluation');
+  const evalText = (e: EvalRow | null) =>
+    e
+      ? `${pct(e.greedy_accuracy)} greedy${e.pass_at_k ? `, pass@${e.pass_at_k.k} ${pct(e.pass_at_k.value)}` : ''} (step ${e.step})`
+      : 'no evaluation';
   const rows: [string, string][] = [
     ['run', data.run_id],
     ['name', data.name ?? '—'],
@@ -127,7 +153,15 @@ function header(data: RunReportData): string {
     ['phases', [sft.length ? `SFT ${stepRange(sft)}` : '', rl.length ? `RL ${stepRange(rl)}` : ''].filter(Boolean).join(', ') || '—'],
   ];
   if (data.lineage.length > 1 || data.lineage[0]?.resumed_from) {
-    rows.push(['history', data.lineage.map((l) => `${l.run_id} (${l.steps} step${l.steps === 1 ? '' : 's'})${l.resumed_from ? ` resumed from ${l.resumed_from.run_id} at step ${l.resumed_from.step}` : ''}`).join(' ← ')]);
+    rows.push([
+      'history',
+      data.lineage
+        .map(
+          (l) =>
+            `${l.run_id} (${l.steps} step${l.steps === 1 ? '' : 's'})${l.resumed_from ? ` resumed from ${l.resumed_from.run_id} at step ${l.resumed_from.step}` : ''}`,
+        )
+        .join(' ← '),
+    ]);
   }
   if (rl.length) {
     rows.push(['eval accuracy before RL', evalText(before)]);
@@ -136,7 +170,11 @@ function header(data: RunReportData): string {
     rows.push(['latest eval accuracy', evalText(before)]);
   }
   const last = data.steps.at(-1);
-  if (last) rows.push(['last step', `reward ${formatValue(last.reward_mean)}, KL ${formatValue(last.kl)}, loss ${formatValue(last.loss)}, reward errors ${last.reward_errors}, dropped ${last.dropped_samples}`]);
+  if (last)
+    rows.push([
+      'last step',
+      `reward ${formatValue(last.reward_mean)}, KL ${formatValue(last.kl)}, loss ${formatValue(last.loss)}, reward errors ${last.reward_errors}, dropped ${last.dropped_samples}`,
+    ]);
   const table = `<table class="facts">${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;
   const warnings = data.warnings.length
     ? `<div class="warnings"><strong>${data.warnings.length} warning${data.warnings.length === 1 ? '' : 's'}: left out of this report</strong><ul>${data.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join('')}</ul></div>`
@@ -149,13 +187,20 @@ const pre = (s: string | null) => `<pre>${escapeHtml(s ?? '')}</pre>`;
 function sampleTable(data: RunReportData): string {
   const s = data.samples;
   if (!s) return '<section><h2>Samples</h2><p>No RL step committed: no samples to show.</p></section>';
-  const rows = s.rows.map((r) => `<tr><td>${escapeHtml(r.prompt_id)}<br><small>#${r.sample_id}${r.node_id !== null ? ` node ${escapeHtml(r.node_id)}` : ''}</small></td>`
-    + `<td>${pre(r.prompt)}</td><td>${pre(r.completion)}<small>${r.completion_tokens} tokens</small></td>`
-    + `<td class="num">${escapeHtml(formatValue(r.reward))}${r.reward_error !== null ? `<br><small class="error">${escapeHtml(r.reward_error)}</small>` : ''}</td>`
-    + `<td class="num">${escapeHtml(formatValue(r.advantage))}${r.advantage_kind === 'token_mean' ? '<br><small>per-token mean</small>' : ''}</td>`
-    + `<td>${escapeHtml(r.finish_reason)}</td></tr>`).join('');
-  return `<section><h2>Samples of step ${s.step}${s.run_id !== data.run_id ? ` of run ${escapeHtml(s.run_id)}` : ''} (${s.rows.length} of ${s.total})</h2>`
-    + `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>advantage</th><th>finish</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+  const rows = s.rows
+    .map(
+      (r) =>
+        `<tr><td>${escapeHtml(r.prompt_id)}<br><small>#${r.sample_id}${r.node_id !== null ? ` node ${escapeHtml(r.node_id)}` : ''}</small></td>` +
+        `<td>${pre(r.prompt)}</td><td>${pre(r.completion)}<small>${r.completion_tokens} tokens</small></td>` +
+        `<td class="num">${escapeHtml(formatValue(r.reward))}${r.reward_error !== null ? `<br><small class="error">${escapeHtml(r.reward_error)}</small>` : ''}</td>` +
+        `<td class="num">${escapeHtml(formatValue(r.advantage))}${r.advantage_kind === 'token_mean' ? '<br><small>per-token mean</small>' : ''}</td>` +
+        `<td>${escapeHtml(r.finish_reason)}</td></tr>`,
+    )
+    .join('');
+  return (
+    `<section><h2>Samples of step ${s.step}${s.run_id !== data.run_id ? ` of run ${escapeHtml(s.run_id)}` : ''} (${s.rows.length} of ${s.total})</h2>` +
+    `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>advantage</th><th>finish</th></tr></thead><tbody>${rows}</tbody></table></section>`
+  );
 }
 
 /** One node and, nested, its children (by branch position, then sample id). */
@@ -163,10 +208,12 @@ function treeNode(node: TreeNodeView, childrenOf: ReadonlyMap<string, TreeNodeVi
   const kids = childrenOf.get(node.node_id) ?? [];
   const at = node.parent_node_id === null ? 'root' : `branch at token ${node.branch_position}`;
   const text = `<code><span class="shared">${escapeHtml(node.completion.slice(0, node.shared_chars))}</span>${escapeHtml(node.completion.slice(node.shared_chars))}</code>`;
-  return `<li><span class="node">${escapeHtml(node.node_id)}</span> <small>#${node.sample_id} · ${at} · ${node.completion_tokens} tokens · ${escapeHtml(node.finish_reason)}</small> `
-    + `${text} <span class="num">reward ${escapeHtml(formatValue(node.reward))}</span> <span class="num">advantage ${escapeHtml(formatValue(node.advantage))}</span>`
-    + (kids.length ? `<ul>${kids.map((k) => treeNode(k, childrenOf)).join('')}</ul>` : '')
-    + '</li>';
+  return (
+    `<li><span class="node">${escapeHtml(node.node_id)}</span> <small>#${node.sample_id} · ${at} · ${node.completion_tokens} tokens · ${escapeHtml(node.finish_reason)}</small> ` +
+    `${text} <span class="num">reward ${escapeHtml(formatValue(node.reward))}</span> <span class="num">advantage ${escapeHtml(formatValue(node.advantage))}</span>` +
+    (kids.length ? `<ul>${kids.map((k) => treeNode(k, childrenOf)).join('')}</ul>` : '') +
+    '</li>'
+  );
 }
 
 /** Tree-structured rollouts: each drawn tree as a nested list, rewards and advantages per node. */
@@ -181,21 +228,32 @@ function treeSection(data: RunReportData): string {
     }
     for (const list of childrenOf.values()) list.sort((a, b) => a.branch_position - b.branch_position || a.sample_id - b.sample_id);
     const roots = t.nodes.filter((n) => n.parent_node_id === null);
-    return `<figure class="tree"><figcaption>${escapeHtml(t.prompt_id)}: ${t.nodes.length} nodes</figcaption>${pre(t.prompt)}`
-      + `<ul>${roots.map((r) => treeNode(r, childrenOf)).join('')}</ul></figure>`;
+    return (
+      `<figure class="tree"><figcaption>${escapeHtml(t.prompt_id)}: ${t.nodes.length} nodes</figcaption>${pre(t.prompt)}` +
+      `<ul>${roots.map((r) => treeNode(r, childrenOf)).join('')}</ul></figure>`
+    );
   });
-  return `<section><h2>Rollout trees of step ${data.samples!.step}</h2><p><small>Each node is a complete sample; grey text is shared with its parent `
-    + '(the child was decoded from the parent\'s tokens before its branch point). Advantage: the mean of its per-token Sibling-GRPO advantages over the tokens it trains.</small></p>'
-    + `${drawn.join('')}</section>`;
+  return (
+    `<section><h2>Rollout trees of step ${data.samples!.step}</h2><p><small>Each node is a complete sample; grey text is shared with its parent ` +
+    "(the child was decoded from the parent's tokens before its branch point). Advantage: the mean of its per-token Sibling-GRPO advantages over the tokens it trains.</small></p>" +
+    `${drawn.join('')}</section>`
+  );
 }
 
 function evalSampleTable(data: RunReportData): string {
   const s = data.eval_samples;
   if (!s) return '<section><h2>Evaluation samples</h2><p>No evaluation committed.</p></section>';
-  const rows = s.rows.map((r) => `<tr><td>${escapeHtml(r.prompt_id)}</td><td>${pre(r.prompt)}</td><td>${pre(r.completion)}</td>`
-    + `<td class="num">${escapeHtml(formatValue(r.reward))}</td><td>${pre(r.reference)}</td></tr>`).join('');
-  return `<section><h2>Evaluation samples: policy version ${s.policy_version} (step ${s.step}${s.run_id !== data.run_id ? `, run ${escapeHtml(s.run_id)}` : ''})</h2>`
-    + `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>reference</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+  const rows = s.rows
+    .map(
+      (r) =>
+        `<tr><td>${escapeHtml(r.prompt_id)}</td><td>${pre(r.prompt)}</td><td>${pre(r.completion)}</td>` +
+        `<td class="num">${escapeHtml(formatValue(r.reward))}</td><td>${pre(r.reference)}</td></tr>`,
+    )
+    .join('');
+  return (
+    `<section><h2>Evaluation samples: policy version ${s.policy_version} (step ${s.step}${s.run_id !== data.run_id ? `, run ${escapeHtml(s.run_id)}` : ''})</h2>` +
+    `<table class="samples"><thead><tr><th>prompt</th><th>prompt text</th><th>completion</th><th>reward</th><th>reference</th></tr></thead><tbody>${rows}</tbody></table></section>`
+  );
 }
 
 function configSection(data: RunReportData): string {
@@ -227,10 +285,15 @@ export function renderReport(data: RunReportData, opts: RenderOptions = {}): str
   const phases = phaseSpans(data.steps);
   const xDomain = xDomainOf(data);
   const charts = [...metricCharts(data, phases, xDomain, opts.maxPoints), evalChart(data.evals, phases, xDomain, opts.maxPoints)];
-  return '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-    + `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>`
-    + header(data)
-    + `<section><h2>Training curves</h2><p><small>Shaded: SFT warm-up steps; dashed line: the first RL step.</small></p><div class="charts">${charts.join('')}</div></section>`
-    + sampleTable(data) + treeSection(data) + evalSampleTable(data) + configSection(data)
-    + '</body></html>\n';
+  return (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
+    `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>` +
+    header(data) +
+    `<section><h2>Training curves</h2><p><small>Shaded: SFT warm-up steps; dashed line: the first RL step.</small></p><div class="charts">${charts.join('')}</div></section>` +
+    sampleTable(data) +
+    treeSection(data) +
+    evalSampleTable(data) +
+    configSection(data) +
+    '</body></html>\n'
+  );
 }

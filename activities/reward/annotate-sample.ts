@@ -32,7 +32,13 @@ export function additionProblems(seed: number, count: number, opts: AdditionOpti
     const rng = new CounterRng(seed, 'addition', i);
     const a = rng.int(0, max);
     const b = rng.int(1, max);
-    out.push({ promptId: `${opts.idPrefix ?? 'add'}-${String(i).padStart(6, '0')}`, prompt: `What is ${a} + ${b}?`, answer: String(a + b), a, b });
+    out.push({
+      promptId: `${opts.idPrefix ?? 'add'}-${String(i).padStart(6, '0')}`,
+      prompt: `What is ${a} + ${b}?`,
+      answer: String(a + b),
+      a,
+      b,
+    });
   }
   return out;
 }
@@ -52,11 +58,16 @@ export function noisyCompletions(problems: AdditionProblem[], seed: number, accu
     }
     const s = String(value);
     switch (rng.int(4, 5)) {
-      case 0: return `${p.a} + ${p.b} = ${s}. The answer is ${s}.`;
-      case 1: return `Adding column by column gives \\boxed{${s}}`;
-      case 2: return `Let me compute.\n#### ${s}`;
-      case 3: return `It is ${value.toLocaleString('en-US')}`;
-      default: return s;
+      case 0:
+        return `${p.a} + ${p.b} = ${s}. The answer is ${s}.`;
+      case 1:
+        return `Adding column by column gives \\boxed{${s}}`;
+      case 2:
+        return `Let me compute.\n#### ${s}`;
+      case 3:
+        return `It is ${value.toLocaleString('en-US')}`;
+      default:
+        return s;
     }
   });
 }

@@ -22,7 +22,7 @@ function checkedBy(check: (v: string) => void) {
 function checkJobStoreUri(uri: string): void {
   parseStoreUri(uri);
   if (uri.startsWith('file://') && !uri.startsWith('file:///') && !uri.startsWith('file://localhost/')) {
-    throw new Error('a relative file:// store would be resolved in each worker\'s working directory; give an absolute file:///dir');
+    throw new Error("a relative file:// store would be resolved in each worker's working directory; give an absolute file:///dir");
   }
 }
 
@@ -30,11 +30,18 @@ export const AnnotateRewardsConfig = z.strictObject({
   /** Job id; also the Temporal workflow id and the `run_id` column of the output. */
   jobId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'use letters, digits, ".", "_" or "-" (at most 128)'),
   /** Object store holding input and output: `file:///abs/dir` or `s3://bucket/prefix`. */
-  storeUri: z.string().regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]').superRefine(checkedBy(checkJobStoreUri)),
+  storeUri: z
+    .string()
+    .regex(/^(file|s3):\/\/.+/, 'must be file:///absolute/dir or s3://bucket[/prefix]')
+    .superRefine(checkedBy(checkJobStoreUri)),
   /** Key (inside the store) of the Arrow file of records to score (schema `annotation_inputs`). */
   inputKey: z.string().min(1).superRefine(checkedBy(validateKey)),
   /** Key prefix of the outputs (a trailing `/` is dropped); default `annotationPrefix(jobId)`, `annotations/{jobId}`. */
-  outputPrefix: z.string().min(1).superRefine(checkedBy((p) => validateKey(p.replace(/\/+$/, '')))).optional(),
+  outputPrefix: z
+    .string()
+    .min(1)
+    .superRefine(checkedBy((p) => validateKey(p.replace(/\/+$/, ''))))
+    .optional(),
   /** Records per shard: one activity, one committed artifact each. */
   shardSize: z.number().int().positive().default(1000),
   /** Records per heartbeat / resume point inside a shard. */
@@ -76,12 +83,19 @@ export function annotateInput(config: unknown): AnnotateRewardsInput {
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     const at = (p: string) => (err.what === 'reward spec' ? `reward.${p}` : `reward.options${p ? `.${p}` : ''}`);
-    throw new ConfigError('annotate config', err.issues.map((i) => ({ path: at(i.path), message: i.message })));
+    throw new ConfigError(
+      'annotate config',
+      err.issues.map((i) => ({ path: at(i.path), message: i.message })),
+    );
   }
   return { ...c, outputPrefix: (c.outputPrefix ?? annotationPrefix(c.jobId)).replace(/\/+$/, '') };
 }
 
-export interface ShardPlan { index: number; start: number; end: number }
+export interface ShardPlan {
+  index: number;
+  start: number;
+  end: number;
+}
 
 export interface AnnotationPlan {
   records: number;

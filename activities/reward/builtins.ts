@@ -16,9 +16,17 @@ import { taskRewardDefinitions } from '../tasks/tasks.js';
 
 export function builtinRewards(): RewardDefinition[] {
   const defs = [
-    exactMatch, mathEquivalence, multipleChoice,
-    formatTags, jsonValid, toolCall, overlongPenalty, lengthPenalty,
-    bleuReward, chrfReward, rougeLReward,
+    exactMatch,
+    mathEquivalence,
+    multipleChoice,
+    formatTags,
+    jsonValid,
+    toolCall,
+    overlongPenalty,
+    lengthPenalty,
+    bleuReward,
+    chrfReward,
+    rougeLReward,
     codeExecution,
     llmJudge,
     efficiency,

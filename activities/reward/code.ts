@@ -41,7 +41,11 @@ export const CodeOptions = z.strictObject({
   /** Memory limit in MiB (Python: address space; JavaScript: V8 old-space). */
   memoryMb: z.number().int().min(32).max(65_536).default(512),
   /** Largest stdout/stderr kept per run, in bytes; more is a failure. */
-  maxOutputBytes: z.number().int().positive().default(1 << 20),
+  maxOutputBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(1 << 20),
   /** Network isolation: `require` an empty network namespace, or `prefer` it and fall back to in-process guards with a warning. */
   network: z.enum(['prefer', 'require']).default('prefer'),
   /** Stdout comparison: `trim` ignores trailing whitespace per line and trailing blank lines, `tokens` compares whitespace-separated tokens, `exact` bytes. */
@@ -61,7 +65,15 @@ const TestCase = z.strictObject({ input: z.string().default(''), output: z.strin
 const TestCases = z.array(TestCase);
 
 const FENCE = /```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n([\s\S]*?)```/g;
-const LANG_TAGS: Record<string, CodeLanguage> = { python: 'python', py: 'python', python3: 'python', javascript: 'javascript', js: 'javascript', mjs: 'javascript', node: 'javascript' };
+const LANG_TAGS: Record<string, CodeLanguage> = {
+  python: 'python',
+  py: 'python',
+  python3: 'python',
+  javascript: 'javascript',
+  js: 'javascript',
+  mjs: 'javascript',
+  node: 'javascript',
+};
 
 /** The program in a completion: the last fenced block (of the language, if known), else the text after `</think>`. */
 export function extractProgram(completion: string, language?: CodeLanguage): { code: string; language?: CodeLanguage } {
@@ -182,7 +194,9 @@ export function resolvePython(command: string): string {
   if (p === undefined) {
     const r = spawnSync(command, ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', timeout: 30_000 });
     if (r.error || r.status !== 0 || r.stdout.trim() === '') {
-      throw new Error(`code sandbox: cannot run ${command} (${r.error?.message ?? r.stderr.trim() ?? `exit ${r.status}`}): install Python 3 or set the pythonCommand option`);
+      throw new Error(
+        `code sandbox: cannot run ${command} (${r.error?.message ?? r.stderr.trim() ?? `exit ${r.status}`}): install Python 3 or set the pythonCommand option`,
+      );
     }
     p = r.stdout.trim();
     pythonPaths.set(command, p);
@@ -195,11 +209,15 @@ export async function runSandboxed(code: string, stdin: string, o: SandboxOption
   const c = sandboxCapabilities();
   if (!c.unshare) {
     if (o.network === 'require') {
-      throw new Error('code sandbox: network isolation is required but `unshare --map-root-user --net` is not permitted on this host (enable unprivileged user namespaces, or set network: "prefer")');
+      throw new Error(
+        'code sandbox: network isolation is required but `unshare --map-root-user --net` is not permitted on this host (enable unprivileged user namespaces, or set network: "prefer")',
+      );
     }
     if (!warned) {
       warned = true;
-      logger('reward:code').warn('unshare --net is not permitted on this host: code runs without a network namespace, guarded in-process only');
+      logger('reward:code').warn(
+        'unshare --net is not permitted on this host: code runs without a network namespace, guarded in-process only',
+      );
     }
   }
   const dir = await realpath(await mkdtemp(join(tmpdir(), 'durable-rl-code-')));
@@ -214,10 +232,15 @@ export async function runSandboxed(code: string, stdin: string, o: SandboxOption
       await writeFile(join(dir, 'main.mjs'), code);
       await writeFile(join(dir, 'sandbox_prelude.mjs'), JS_PRELUDE);
       argv = [
-        process.execPath, '--no-warnings', '--experimental-permission',
-        `--allow-fs-read=${dir}/`, `--allow-fs-write=${dir}/`,
+        process.execPath,
+        '--no-warnings',
+        '--experimental-permission',
+        `--allow-fs-read=${dir}/`,
+        `--allow-fs-write=${dir}/`,
         `--max-old-space-size=${o.memoryMb}`,
-        '--import', join(dir, 'sandbox_prelude.mjs'), join(dir, 'main.mjs'),
+        '--import',
+        join(dir, 'sandbox_prelude.mjs'),
+        join(dir, 'main.mjs'),
       ];
       if (c.prlimit) argv = ['prlimit', `--cpu=${cpuSeconds}`, `--fsize=${o.maxOutputBytes * 4}`, '--', ...argv];
     }
@@ -286,7 +309,13 @@ export async function runSandboxed(code: string, stdin: string, o: SandboxOption
 function outputsMatch(got: string, want: string, mode: 'trim' | 'tokens' | 'exact'): boolean {
   if (mode === 'exact') return got === want;
   if (mode === 'tokens') return got.split(/\s+/u).filter(Boolean).join(' ') === want.split(/\s+/u).filter(Boolean).join(' ');
-  const norm = (s: string) => s.replace(/\r\n/g, '\n').split('\n').map((l) => l.trimEnd()).join('\n').replace(/\n+$/, '');
+  const norm = (s: string) =>
+    s
+      .replace(/\r\n/g, '\n')
+      .split('\n')
+      .map((l) => l.trimEnd())
+      .join('\n')
+      .replace(/\n+$/, '');
   return norm(got) === norm(want);
 }
 
@@ -295,7 +324,8 @@ function languageOf(sample: RewardSample, o: CodeOptions): CodeLanguage | undefi
   const m = sample.metadata?.language;
   if (typeof m === 'string') {
     const l = LANG_TAGS[m.toLowerCase()];
-    if (!l) throw new Error(`metadata.language ${JSON.stringify(m)} of prompt ${sample.promptId} is not supported: use python or javascript`);
+    if (!l)
+      throw new Error(`metadata.language ${JSON.stringify(m)} of prompt ${sample.promptId} is not supported: use python or javascript`);
     return l;
   }
   return undefined;
@@ -303,7 +333,7 @@ function languageOf(sample: RewardSample, o: CodeOptions): CodeLanguage | undefi
 
 export const codeExecution = defineReward({
   name: 'code_execution',
-  description: 'runs the completion\'s Python or JavaScript program against the prompt\'s tests in a sandbox; fraction passed',
+  description: "runs the completion's Python or JavaScript program against the prompt's tests in a sandbox; fraction passed",
   source: 'execution-based code rewards (e.g. CodeRL, Le et al. 2022; DeepSeek-R1 code tasks)',
   optionsSchema: CodeOptions,
   create: (o) => ({
@@ -315,14 +345,19 @@ export const codeExecution = defineReward({
         const parsed = TestCases.safeParse(rawTests);
         if (!parsed.success) {
           const i = parsed.error.issues[0]!;
-          throw new Error(`metadata.${o.testsKey} of ${where} must be [{ input?: string, output?: string }]: ${i.path.join('.')}: ${i.message}`);
+          throw new Error(
+            `metadata.${o.testsKey} of ${where} must be [{ input?: string, output?: string }]: ${i.path.join('.')}: ${i.message}`,
+          );
         }
         tests = parsed.data;
       }
       const testCode = sample.metadata?.[o.testCodeKey];
-      if (testCode !== undefined && typeof testCode !== 'string') throw new Error(`metadata.${o.testCodeKey} of ${where} must be a string of code`);
+      if (testCode !== undefined && typeof testCode !== 'string')
+        throw new Error(`metadata.${o.testCodeKey} of ${where} must be a string of code`);
       if (tests.length === 0 && testCode === undefined) {
-        throw new Error(`code_execution needs tests for ${where}: set metadata.${o.testsKey} ([{ input, output }]) or metadata.${o.testCodeKey}`);
+        throw new Error(
+          `code_execution needs tests for ${where}: set metadata.${o.testsKey} ([{ input, output }]) or metadata.${o.testCodeKey}`,
+        );
       }
       const prog = extractProgram(sample.completion, languageOf(sample, o));
       const language = prog.language;

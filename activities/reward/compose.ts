@@ -76,7 +76,9 @@ function component(s: ComponentScores, name: string, composition: string): numbe
     );
   }
   if (!Number.isFinite(v)) {
-    throw new CompositionInputError(`component "${name}" of ${who(s)} is ${String(v)}: component scores must be finite; record a failing reward through the reward failure policy`);
+    throw new CompositionInputError(
+      `component "${name}" of ${who(s)} is ${String(v)}: component scores must be finite; record a failing reward through the reward failure policy`,
+    );
   }
   return v;
 }
@@ -91,11 +93,14 @@ function processOf(s: ComponentScores): Float64Array | undefined {
   const out = new Float64Array(p.length);
   for (let t = 0; t < p.length; t++) {
     const v = p[t]!;
-    if (!Number.isFinite(v)) throw new CompositionInputError(`process reward of ${who(s)} at token ${t} is ${String(v)}: process rewards must be finite`);
+    if (!Number.isFinite(v))
+      throw new CompositionInputError(`process reward of ${who(s)} at token ${t} is ${String(v)}: process rewards must be finite`);
     out[t] = v;
   }
   if (s.completionLength !== undefined && s.completionLength !== out.length) {
-    throw new CompositionInputError(`${who(s)} has ${out.length} process rewards for ${s.completionLength} completion tokens: give one per token`);
+    throw new CompositionInputError(
+      `${who(s)} has ${out.length} process rewards for ${s.completionLength} completion tokens: give one per token`,
+    );
   }
   return out;
 }
@@ -187,27 +192,28 @@ export function gated(inputs: readonly ComponentScores[], o: GatedOptions): Comp
 // of a lower level makes up for one quantum of a higher one. `gate: true` on a level zeroes every
 // lower level unless that level is at its maximum (e.g. no accuracy credit for an infeasible design).
 
-export const lexicographicSchema = z.strictObject({
-  name: z.literal('lexicographic'),
-  /** Levels, highest priority first. */
-  levels: z
-    .array(
-      z
-        .strictObject({
-          component: z.string().min(1),
-          /** Score mapped to the bottom of the level. */
-          min: z.number().default(0),
-          /** Score mapped to the top of the level. */
-          max: z.number().default(1),
-          /** Quanta of the level (1: pass/fail at max). More quanta: finer but still strictly prioritised. */
-          steps: z.number().int().min(1).default(10),
-          /** Lower levels count only when this level is at its maximum. */
-          gate: z.boolean().default(false),
-        })
-        .refine((l) => l.max > l.min, { message: 'max must be greater than min', path: ['max'] }),
-    )
-    .min(1),
-})
+export const lexicographicSchema = z
+  .strictObject({
+    name: z.literal('lexicographic'),
+    /** Levels, highest priority first. */
+    levels: z
+      .array(
+        z
+          .strictObject({
+            component: z.string().min(1),
+            /** Score mapped to the bottom of the level. */
+            min: z.number().default(0),
+            /** Score mapped to the top of the level. */
+            max: z.number().default(1),
+            /** Quanta of the level (1: pass/fail at max). More quanta: finer but still strictly prioritised. */
+            steps: z.number().int().min(1).default(10),
+            /** Lower levels count only when this level is at its maximum. */
+            gate: z.boolean().default(false),
+          })
+          .refine((l) => l.max > l.min, { message: 'max must be greater than min', path: ['max'] }),
+      )
+      .min(1),
+  })
   .refine((o) => o.levels.reduce((a, l) => a * (l.steps + 1), 1) <= Number.MAX_SAFE_INTEGER, {
     message: 'the product of (steps + 1) over levels exceeds 2^53: use fewer quanta per level',
     path: ['levels'],
@@ -258,7 +264,10 @@ export const sweetSpotSchema = z
     /** Reward beyond the last tier. */
     outside: z.number().default(0),
     /** Tier only successful trajectories: outcome component and its pass threshold; null: tier every sample. */
-    outcome: z.strictObject({ component: z.string().min(1), threshold: z.number().default(1) }).nullable().default(null),
+    outcome: z
+      .strictObject({ component: z.string().min(1), threshold: z.number().default(1) })
+      .nullable()
+      .default(null),
     /** Reward of a trajectory that fails the outcome (with `outcome` set); must not exceed `outside`. */
     failReward: z.number().default(0),
   })
@@ -267,17 +276,29 @@ export const sweetSpotSchema = z
     for (let i = 1; i < o.tiers.length; i++) {
       const [a, b] = [o.tiers[i - 1]!, o.tiers[i]!];
       if (lower ? !(b.bound > a.bound) : !(b.bound < a.bound)) {
-        ctx.addIssue({ code: 'custom', path: ['tiers', i, 'bound'], message: `tier bounds must move away from the sweet spot (${lower ? 'increase' : 'decrease'})` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['tiers', i, 'bound'],
+          message: `tier bounds must move away from the sweet spot (${lower ? 'increase' : 'decrease'})`,
+        });
       }
       if (!(b.reward < a.reward)) {
-        ctx.addIssue({ code: 'custom', path: ['tiers', i, 'reward'], message: 'tier rewards must strictly decrease away from the sweet spot (progressive amplification)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['tiers', i, 'reward'],
+          message: 'tier rewards must strictly decrease away from the sweet spot (progressive amplification)',
+        });
       }
     }
     if (!(o.outside < o.tiers[o.tiers.length - 1]!.reward)) {
       ctx.addIssue({ code: 'custom', path: ['outside'], message: 'outside must be below the last tier reward' });
     }
     if (o.outcome && o.failReward > o.outside) {
-      ctx.addIssue({ code: 'custom', path: ['failReward'], message: 'failReward must not exceed outside: a failure never outranks a success' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['failReward'],
+        message: 'failReward must not exceed outside: a failure never outranks a success',
+      });
     }
   });
 export type SweetSpotOptions = z.output<typeof sweetSpotSchema>;
@@ -353,7 +374,11 @@ export function clipDelta(inputs: readonly ComponentScores[], o: ClipDeltaOption
       positions = [];
       for (let t = 0; t < p.length; t++) if (o.stepTokens === 'all' || p[t] !== 0) positions.push(t);
     }
-    const refined = refineSteps(positions.map((q) => p[q]!), o.mechanism, o.eta);
+    const refined = refineSteps(
+      positions.map((q) => p[q]!),
+      o.mechanism,
+      o.eta,
+    );
     const processRewards = new Float64Array(p.length);
     positions.forEach((q, k) => (processRewards[q] = o.processWeight * refined[k]!));
     parts.process = sum(processRewards);
@@ -392,7 +417,11 @@ export function processWeightAt(o: ProcessOutcomeScheduleOptions, step: number):
   return o.end + (o.start - o.end) * f;
 }
 
-export function processOutcomeSchedule(inputs: readonly ComponentScores[], o: ProcessOutcomeScheduleOptions, ctx: ComposeContext): ComposedReward[] {
+export function processOutcomeSchedule(
+  inputs: readonly ComponentScores[],
+  o: ProcessOutcomeScheduleOptions,
+  ctx: ComposeContext,
+): ComposedReward[] {
   const w = processWeightAt(o, ctx.step);
   return inputs.map((s) => {
     const outcome = component(s, o.outcome, 'process_outcome_schedule');
@@ -403,7 +432,9 @@ export function processOutcomeSchedule(inputs: readonly ComponentScores[], o: Pr
     } else {
       const p = processOf(s);
       if (!p) {
-        throw new CompositionInputError(`${who(s)} has no processRewards: process_outcome_schedule with process: null sums them; give them or name a process component`);
+        throw new CompositionInputError(
+          `${who(s)} has no processRewards: process_outcome_schedule with process: null sums them; give them or name a process component`,
+        );
       }
       processRewards = p.map((v) => w * v);
       process = sum(p);
@@ -464,9 +495,11 @@ export function hybrid(inputs: readonly ComponentScores[], o: HybridOptions): Co
     let c = 0;
     if (rule !== undefined) {
       c = o.ruleConfidence === null ? 1 : component(s, o.ruleConfidence, 'hybrid');
-      if (c < 0 || c > 1) throw new CompositionInputError(`component "${o.ruleConfidence}" of ${who(s)} is ${c}: a confidence must lie in [0, 1]`);
+      if (c < 0 || c > 1)
+        throw new CompositionInputError(`component "${o.ruleConfidence}" of ${who(s)} is ${c}: a confidence must lie in [0, 1]`);
     }
-    const accuracy = rule === undefined ? model : o.mixing === 'gate' ? (c >= o.confidenceThreshold ? rule : model) : c * rule + (1 - c) * model;
+    const accuracy =
+      rule === undefined ? model : o.mixing === 'gate' ? (c >= o.confidenceThreshold ? rule : model) : c * rule + (1 - c) * model;
     const parts: Record<string, number> = { accuracy: o.accuracyWeight * accuracy };
     let total = parts.accuracy!;
     for (const [name, w] of Object.entries(o.aspects)) {
@@ -476,7 +509,9 @@ export function hybrid(inputs: readonly ComponentScores[], o: HybridOptions): Co
     if (o.lengthPenalty) {
       const L = s.completionLength;
       if (L === undefined || !Number.isSafeInteger(L) || L < 0) {
-        throw new CompositionInputError(`${who(s)} has no completionLength: hybrid with a length penalty needs the number of completion tokens`);
+        throw new CompositionInputError(
+          `${who(s)} has no completionLength: hybrid with a length penalty needs the number of completion tokens`,
+        );
       }
       const lp = o.lengthPenalty;
       const x = Math.min(1, Math.max(0, (L - lp.target) / (lp.limit - lp.target)));
@@ -525,12 +560,19 @@ export function composeRewards(config: CompositionConfig, inputs: readonly Compo
     if (s.components === null || typeof s.components !== 'object') throw new CompositionInputError(`${who(s)} has no components object`);
   });
   switch (config.name) {
-    case 'weighted_sum': return weightedSum(inputs, config);
-    case 'gated': return gated(inputs, config);
-    case 'lexicographic': return lexicographic(inputs, config);
-    case 'sweet_spot': return sweetSpot(inputs, config);
-    case 'clip_delta': return clipDelta(inputs, config);
-    case 'process_outcome_schedule': return processOutcomeSchedule(inputs, config, ctx);
-    case 'hybrid': return hybrid(inputs, config);
+    case 'weighted_sum':
+      return weightedSum(inputs, config);
+    case 'gated':
+      return gated(inputs, config);
+    case 'lexicographic':
+      return lexicographic(inputs, config);
+    case 'sweet_spot':
+      return sweetSpot(inputs, config);
+    case 'clip_delta':
+      return clipDelta(inputs, config);
+    case 'process_outcome_schedule':
+      return processOutcomeSchedule(inputs, config, ctx);
+    case 'hybrid':
+      return hybrid(inputs, config);
   }
 }

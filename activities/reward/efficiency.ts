@@ -47,7 +47,10 @@ export const EfficiencyOptions = z
     /** Component of a result that marks success (≥ 0.5); results without it all count. */
     successComponent: z.string().min(1).default('correct'),
   })
-  .refine((o) => o.minReference === undefined || o.minReference <= o.initialReference, { message: 'minReference must not exceed initialReference', path: ['minReference'] });
+  .refine((o) => o.minReference === undefined || o.minReference <= o.initialReference, {
+    message: 'minReference must not exceed initialReference',
+    path: ['minReference'],
+  });
 export type EfficiencyOptions = z.output<typeof EfficiencyOptions>;
 
 /** The serialisable state of the efficiency reward, kept in run state. */
@@ -64,7 +67,9 @@ export function efficiencyState(state: JsonValue | undefined, o: EfficiencyOptio
   if (state === undefined || state === null) return { reference: o.initialReference, updates: 0 };
   const r = StateZ.safeParse(state);
   if (!r.success) {
-    throw new Error(`efficiency reward state ${JSON.stringify(state)} is not { reference > 0, updates }: pass the state the previous step returned, or none to start`);
+    throw new Error(
+      `efficiency reward state ${JSON.stringify(state)} is not { reference > 0, updates }: pass the state the previous step returned, or none to start`,
+    );
   }
   return r.data;
 }
@@ -80,7 +85,9 @@ export function trajectoryCost(sample: RewardSample, cost: EfficiencyOptions['co
       const c = sample.completionTokens;
       const p = cost === 'total_tokens' ? sample.promptTokens : 0;
       if (c === undefined || p === undefined) {
-        throw new Error(`${where} lacks ${c === undefined ? 'completionTokens' : 'promptTokens'}: the rollout must record token counts for cost "${cost}"`);
+        throw new Error(
+          `${where} lacks ${c === undefined ? 'completionTokens' : 'promptTokens'}: the rollout must record token counts for cost "${cost}"`,
+        );
       }
       return c + p;
     }

@@ -56,7 +56,10 @@ export function extractTag(text: string, tag: string): string | undefined {
 export function extractHash(text: string): string | undefined {
   const i = text.lastIndexOf('####');
   if (i < 0) return undefined;
-  const rest = text.slice(i + 4).split('\n')[0]!.trim();
+  const rest = text
+    .slice(i + 4)
+    .split('\n')[0]!
+    .trim();
   return rest === '' ? undefined : rest;
 }
 
@@ -105,12 +108,24 @@ export function extractAnswer(
   for (const method of methods) {
     let a: string | undefined;
     switch (method) {
-      case 'answer_tag': a = extractTag(text, answerTag); break;
-      case 'boxed': a = extractBoxed(text); break;
-      case 'hash': a = extractHash(text); break;
-      case 'answer_is': a = extractAnswerIs(text); break;
-      case 'last_number': a = extractLastNumber(text); break;
-      case 'whole': a = text.trim(); break;
+      case 'answer_tag':
+        a = extractTag(text, answerTag);
+        break;
+      case 'boxed':
+        a = extractBoxed(text);
+        break;
+      case 'hash':
+        a = extractHash(text);
+        break;
+      case 'answer_is':
+        a = extractAnswerIs(text);
+        break;
+      case 'last_number':
+        a = extractLastNumber(text);
+        break;
+      case 'whole':
+        a = text.trim();
+        break;
     }
     if (a !== undefined && a !== '') return { answer: a, method };
   }
@@ -146,7 +161,8 @@ export function extractChoice(raw: string, letters: string, answerTag = 'answer'
     if (l) return l;
   }
   // "answer is (C)", "Answer: C", "correct option is **C**", "the answer is C because ...".
-  const phrase = /\b(?:answer|option|choice)\b[*_\s]*(?:is\b|:)[*_\s:]*(?:option\s+|choice\s+)?(?:[([]\s*([A-Za-z])\s*[)\]]|([A-Za-z])(?=[*_\s]*(?:$|[.,;:!)\n]|\s(?:because|since|as|which|or|and)\b)))(?=([^\n]*))/gim;
+  const phrase =
+    /\b(?:answer|option|choice)\b[*_\s]*(?:is\b|:)[*_\s:]*(?:option\s+|choice\s+)?(?:[([]\s*([A-Za-z])\s*[)\]]|([A-Za-z])(?=[*_\s]*(?:$|[.,;:!)\n]|\s(?:because|since|as|which|or|and)\b)))(?=([^\n]*))/gim;
   let fromPhrase: string | undefined;
   let ambiguous = false;
   for (let m = phrase.exec(text); m; m = phrase.exec(text)) {
@@ -161,7 +177,10 @@ export function extractChoice(raw: string, letters: string, answerTag = 'answer'
     ambiguous = other !== null && set.has(other[1]!) && other[1] !== fromPhrase;
   }
   if (fromPhrase !== undefined) return ambiguous ? undefined : fromPhrase;
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   for (let i = lines.length - 1; i >= 0; i--) {
     const m = /^[*_([\s]*([A-Z])[*_)\].:\s]*$/.exec(lines[i]!);
     if (m && set.has(m[1]!)) return m[1]!;

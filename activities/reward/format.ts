@@ -183,7 +183,10 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
   }
   const ka = Object.keys(a as object);
   const kb = Object.keys(b as object);
-  return ka.length === kb.length && ka.every((k) => Object.hasOwn(b as object, k) && jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  return (
+    ka.length === kb.length &&
+    ka.every((k) => Object.hasOwn(b as object, k) && jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+  );
 }
 
 /** Validates `value` against a lite schema; returns every check with its JSON path and outcome. */
@@ -219,14 +222,19 @@ export function checkSchema(value: unknown, schema: LiteSchema, path = '$'): { p
     }
     if (schema.additionalProperties === false) {
       const allowed = new Set(Object.keys(schema.properties ?? {}));
-      for (const k of Object.keys(obj)) if (!allowed.has(k)) out.push({ path: `${path}.${k}`, ok: false, what: 'additionalProperties false' });
+      for (const k of Object.keys(obj))
+        if (!allowed.has(k)) out.push({ path: `${path}.${k}`, ok: false, what: 'additionalProperties false' });
     }
   }
   return out;
 }
 
 /** The JSON text of a completion: `<answer>` content, a fenced code block, or all of it. */
-export function jsonCandidate(completion: string, sources: readonly ('answer_tag' | 'code_block' | 'whole')[], answerTag: string): string | undefined {
+export function jsonCandidate(
+  completion: string,
+  sources: readonly ('answer_tag' | 'code_block' | 'whole')[],
+  answerTag: string,
+): string | undefined {
   for (const src of sources) {
     if (src === 'answer_tag') {
       const t = extractTag(completion, answerTag);
@@ -243,7 +251,10 @@ export function jsonCandidate(completion: string, sources: readonly ('answer_tag
 
 export const JsonValidOptions = z.strictObject({
   /** Where the JSON is: `<answer>` content, the last fenced code block, the whole completion; tried in order. */
-  extract: z.array(z.enum(['answer_tag', 'code_block', 'whole'])).min(1).default(['answer_tag', 'code_block', 'whole']),
+  extract: z
+    .array(z.enum(['answer_tag', 'code_block', 'whole']))
+    .min(1)
+    .default(['answer_tag', 'code_block', 'whole']),
   /** Tag name for `answer_tag`. */
   answerTag: z.string().min(1).default('answer'),
   /** A JSON-schema-lite every completion must satisfy. */
@@ -267,7 +278,9 @@ export const jsonValid = defineReward({
         const r = LiteSchemaZ.safeParse(fromMeta);
         if (!r.success) {
           const i = r.error.issues[0]!;
-          throw new Error(`metadata.${o.schemaKey} of prompt ${s.promptId} is not a JSON-schema-lite: ${i.path.join('.') || '(root)'}: ${i.message}`);
+          throw new Error(
+            `metadata.${o.schemaKey} of prompt ${s.promptId} is not a JSON-schema-lite: ${i.path.join('.') || '(root)'}: ${i.message}`,
+          );
         }
         schema = r.data;
       }
@@ -282,7 +295,8 @@ export const jsonValid = defineReward({
         }
       }
       if (!schema) return verdict(o, { json_parsed: ok });
-      if (!ok) return { ...verdict({ ...o, partialCredit: false }, { json_parsed: false }), components: { json_parsed: 0, json_schema: 0 } };
+      if (!ok)
+        return { ...verdict({ ...o, partialCredit: false }, { json_parsed: false }), components: { json_parsed: 0, json_schema: 0 } };
       const checks = checkSchema(parsed, schema);
       const passed = checks.filter((c) => c.ok).length;
       const frac = checks.length === 0 ? 1 : passed / checks.length;

@@ -79,7 +79,11 @@ export const JudgeOptions = z
   .superRefine((o, ctx) => {
     if (o.maxScore <= o.minScore) ctx.addIssue({ code: 'custom', path: ['maxScore'], message: 'maxScore must be greater than minScore' });
     if (o.mode === 'rubric' && o.verdictFormat !== 'json') {
-      ctx.addIssue({ code: 'custom', path: ['verdictFormat'], message: 'rubric mode needs verdictFormat "json" (one score per rubric item)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['verdictFormat'],
+        message: 'rubric mode needs verdictFormat "json" (one score per rubric item)',
+      });
     }
   });
 export type JudgeOptions = z.output<typeof JudgeOptions>;
@@ -114,7 +118,8 @@ export function parseScoreVerdict(reply: string, format: 'json' | 'score_line', 
     } catch {
       throw new MalformedVerdict(`verdict is not a JSON object: ${excerpt(reply)}`);
     }
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new MalformedVerdict(`verdict is not a JSON object: ${excerpt(reply)}`);
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      throw new MalformedVerdict(`verdict is not a JSON object: ${excerpt(reply)}`);
     const s = (v as Record<string, unknown>).score;
     if (typeof s !== 'number') throw new MalformedVerdict(`verdict has no numeric "score": ${excerpt(reply)}`);
     score = s;
@@ -143,9 +148,11 @@ export function parseRubricVerdict(reply: string, items: number): number[] {
   }
   const scores = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>).scores : undefined;
   if (!Array.isArray(scores)) throw new MalformedVerdict(`rubric verdict has no "scores" array: ${excerpt(reply)}`);
-  if (scores.length !== items) throw new MalformedVerdict(`rubric verdict has ${scores.length} scores for ${items} rubric items: ${excerpt(reply)}`);
+  if (scores.length !== items)
+    throw new MalformedVerdict(`rubric verdict has ${scores.length} scores for ${items} rubric items: ${excerpt(reply)}`);
   return scores.map((s, i) => {
-    if (s !== 0 && s !== 0.5 && s !== 1) throw new MalformedVerdict(`rubric verdict scores[${i}] is ${JSON.stringify(s)}, expected 0, 0.5 or 1: ${excerpt(reply)}`);
+    if (s !== 0 && s !== 0.5 && s !== 1)
+      throw new MalformedVerdict(`rubric verdict scores[${i}] is ${JSON.stringify(s)}, expected 0, 0.5 or 1: ${excerpt(reply)}`);
     return s;
   });
 }
@@ -157,11 +164,14 @@ interface RubricItem {
 
 function rubricsOf(sample: RewardSample, o: JudgeOptions): RubricItem[] {
   const raw = sample.metadata?.rubrics ?? o.rubrics;
-  if (raw === undefined) throw new Error(`judge in rubric mode needs rubrics for prompt ${sample.promptId}: set metadata.rubrics or the rubrics option`);
+  if (raw === undefined)
+    throw new Error(`judge in rubric mode needs rubrics for prompt ${sample.promptId}: set metadata.rubrics or the rubrics option`);
   const parsed = z.array(Rubric).min(1).safeParse(raw);
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
-    throw new Error(`rubrics of prompt ${sample.promptId} must be a non-empty list of strings or { text, weight }: ${i.path.join('.')}: ${i.message}`);
+    throw new Error(
+      `rubrics of prompt ${sample.promptId} must be a non-empty list of strings or { text, weight }: ${i.path.join('.')}: ${i.message}`,
+    );
   }
   return parsed.data.map((r) => (typeof r === 'string' ? { text: r, weight: 1 } : { text: r.text, weight: r.weight }));
 }
@@ -188,7 +198,10 @@ export function judgeMessages(sample: RewardSample, o: JudgeOptions, rubrics?: R
     ];
   }
   const principle = (typeof sample.metadata?.principle === 'string' ? sample.metadata.principle : undefined) ?? o.principle;
-  if (principle === undefined) throw new Error(`judge in principle mode needs a principle for prompt ${sample.promptId}: set metadata.principle or the principle option`);
+  if (principle === undefined)
+    throw new Error(
+      `judge in principle mode needs a principle for prompt ${sample.promptId}: set metadata.principle or the principle option`,
+    );
   const format =
     o.verdictFormat === 'json'
       ? `Reply with only a JSON object {"score": <number from ${o.minScore} to ${o.maxScore}>}.`
@@ -288,9 +301,10 @@ export class JudgeClient {
     for (let retry = 0; retry <= this.o.retries; retry++) {
       if (retry > 0) {
         const exp = Math.min(this.o.maxDelayMs, this.o.baseDelayMs * 2 ** (retry - 1));
-        const wait = lastError instanceof HttpError && lastError.retryAfterMs !== undefined
-          ? Math.min(this.o.maxDelayMs, lastError.retryAfterMs)
-          : exp * (0.5 + 0.5 * rng.uniform(retry));
+        const wait =
+          lastError instanceof HttpError && lastError.retryAfterMs !== undefined
+            ? Math.min(this.o.maxDelayMs, lastError.retryAfterMs)
+            : exp * (0.5 + 0.5 * rng.uniform(retry));
         await sleep(wait, undefined, { signal });
       }
       try {
@@ -303,7 +317,9 @@ export class JudgeClient {
       }
     }
     const what = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new Error(retryable(lastError) ? `judge request failed after ${this.o.retries + 1} attempts: ${what}` : `judge request failed: ${what}`);
+    throw new Error(
+      retryable(lastError) ? `judge request failed after ${this.o.retries + 1} attempts: ${what}` : `judge request failed: ${what}`,
+    );
   }
 
   private async post(messages: ChatMessage[], signal: AbortSignal): Promise<string> {
@@ -326,7 +342,9 @@ export class JudgeClient {
     } catch (e) {
       if (signal.aborted) throw e;
       const err = e as Error;
-      throw new Error(err.name === 'TimeoutError' ? `no reply from ${url} within ${this.o.timeoutMs} ms` : `cannot reach ${url}: ${err.message}`);
+      throw new Error(
+        err.name === 'TimeoutError' ? `no reply from ${url} within ${this.o.timeoutMs} ms` : `cannot reach ${url}: ${err.message}`,
+      );
     }
     const text = await res.text();
     if (!res.ok) {

@@ -25,18 +25,13 @@
  * normalised string comparison for symbolic answers.
  */
 import { extractBoxed } from './extract.js';
-import {
-  add, approx, div, exact, mul, neg, parseDecimal, pow, rat, root, sub, valuesEqual,
-  type MathValue,
-} from './rational.js';
+import { add, approx, div, exact, mul, neg, parseDecimal, pow, rat, root, sub, valuesEqual, type MathValue } from './rational.js';
 
 /**
  * A parsed answer: one number (with whether it carried a percent sign) or a tuple / interval with
  * its brackets (`()`, `[)`, ..., or '' for a bare list `1, 2`).
  */
-export type MathAnswer =
-  | { kind: 'number'; value: MathValue; percent: boolean }
-  | { kind: 'tuple'; items: MathValue[]; brackets: string };
+export type MathAnswer = { kind: 'number'; value: MathValue; percent: boolean } | { kind: 'tuple'; items: MathValue[]; brackets: string };
 
 export class MathParseError extends Error {
   override readonly name = 'MathParseError';
@@ -53,7 +48,19 @@ type Tok =
   | { t: 'sqrt' }
   | { t: 'pi' };
 
-const SUPERSCRIPTS: Record<string, string> = { '⁰': '0', '¹': '1', '²': '2', '³': '3', '⁴': '4', '⁵': '5', '⁶': '6', '⁷': '7', '⁸': '8', '⁹': '9', '⁻': '-' };
+const SUPERSCRIPTS: Record<string, string> = {
+  '⁰': '0',
+  '¹': '1',
+  '²': '2',
+  '³': '3',
+  '⁴': '4',
+  '⁵': '5',
+  '⁶': '6',
+  '⁷': '7',
+  '⁸': '8',
+  '⁹': '9',
+  '⁻': '-',
+};
 
 /** Text-level clean-up before tokenizing: math delimiters, spacing commands, units, unicode forms. */
 export function cleanMath(input: string): string {
@@ -77,7 +84,10 @@ export function cleanMath(input: string): string {
     d === undefined || d === '.' ? ' ' : d === '\\{' ? '{' : d === '\\}' ? '}' : d,
   );
   // Degrees: ^\circ, ^{\circ}, °, \degree.
-  s = s.replace(/\^\s*\{?\s*\\circ\s*\}?/g, ' ').replace(/°/g, ' ').replace(/\\degree/g, ' ');
+  s = s
+    .replace(/\^\s*\{?\s*\\circ\s*\}?/g, ' ')
+    .replace(/°/g, ' ')
+    .replace(/\\degree/g, ' ');
   // \text{...}-like groups: unwrap what holds a number, drop unit words.
   s = s.replace(/\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}/g, (_m, inner: string) =>
     /\d/.test(inner) ? ` ${inner} ` : ' ',
@@ -141,12 +151,24 @@ export function tokenize(s: string, thousands: boolean): Tok[] {
       const cmd = s.slice(i + 1, j);
       i = j;
       switch (cmd) {
-        case 'frac': out.push({ t: 'frac' }); break;
-        case 'sqrt': out.push({ t: 'sqrt' }); break;
-        case 'pi': out.push({ t: 'pi' }); break;
-        case 'cdot': case 'times': out.push({ t: 'op', v: '*' }); break;
-        case 'div': out.push({ t: 'op', v: '/' }); break;
-        default: throw new MathParseError(`unsupported command \\${cmd || s[i] || ''}`);
+        case 'frac':
+          out.push({ t: 'frac' });
+          break;
+        case 'sqrt':
+          out.push({ t: 'sqrt' });
+          break;
+        case 'pi':
+          out.push({ t: 'pi' });
+          break;
+        case 'cdot':
+        case 'times':
+          out.push({ t: 'op', v: '*' });
+          break;
+        case 'div':
+          out.push({ t: 'op', v: '/' });
+          break;
+        default:
+          throw new MathParseError(`unsupported command \\${cmd || s[i] || ''}`);
       }
     } else {
       throw new MathParseError(`unexpected character ${JSON.stringify(c)} at ${i}`);
@@ -314,7 +336,9 @@ class Parser {
           const fracStart = this.pos;
           const a = this.arg();
           const b = this.arg();
-          const literalInts = this.toks.slice(fracStart, this.pos).every((x) => x.t === 'num' ? /^\d+$/.test(x.text) : x.t === 'open' || x.t === 'close');
+          const literalInts = this.toks
+            .slice(fracStart, this.pos)
+            .every((x) => (x.t === 'num' ? /^\d+$/.test(x.text) : x.t === 'open' || x.t === 'close'));
           if (literalInts) return add(v, div(a, b));
           this.toks.splice(0, this.toks.length, ...snapshot);
           this.pos = save;
@@ -339,7 +363,8 @@ class Parser {
           this.pos++;
           const idx = this.expr();
           this.expectClose('[');
-          if (!idx.exact || idx.q.d !== 1n || idx.q.n < 1n || idx.q.n > 64n) throw new MathParseError('root index must be an integer from 1 to 64');
+          if (!idx.exact || idx.q.d !== 1n || idx.q.n < 1n || idx.q.n > 64n)
+            throw new MathParseError('root index must be an integer from 1 to 64');
           k = Number(idx.q.n);
         }
         return root(this.arg(), k);
@@ -354,11 +379,18 @@ class Parser {
 
 function describe(t: Tok): string {
   switch (t.t) {
-    case 'num': return `number ${t.text}`;
-    case 'op': case 'open': case 'close': return `"${t.v}"`;
-    case 'comma': return '","';
-    case 'percent': return '"%"';
-    default: return `\\${t.t}`;
+    case 'num':
+      return `number ${t.text}`;
+    case 'op':
+    case 'open':
+    case 'close':
+      return `"${t.v}"`;
+    case 'comma':
+      return '","';
+    case 'percent':
+      return '"%"';
+    default:
+      return `\\${t.t}`;
   }
 }
 
@@ -378,7 +410,11 @@ function stripAround(s: string): string {
   if (eq >= 0) {
     const lhs = t.slice(0, eq).trim();
     // Only a simple left side (a variable or a short word) is dropped: "x = 5", "k=3".
-    if (/^[a-zA-Z](?:_\{?\w+\}?)?$/.test(lhs) || /^\\?[a-zA-Z]+$/.test(lhs)) t = t.slice(eq).replace(/^(?:=|\\approx|\\equiv)/, '').trim();
+    if (/^[a-zA-Z](?:_\{?\w+\}?)?$/.test(lhs) || /^\\?[a-zA-Z]+$/.test(lhs))
+      t = t
+        .slice(eq)
+        .replace(/^(?:=|\\approx|\\equiv)/, '')
+        .trim();
   }
   return t.replace(/[.。]+$/, '').trim();
 }
@@ -428,8 +464,11 @@ export function answersEqual(a: MathAnswer, b: MathAnswer, o: MathCompareOptions
   const [p, plain] = a.percent ? [a.value, b.value] : [b.value, a.value];
   const asFraction = div(p, HUNDRED);
   switch (o.percent) {
-    case 'fraction': return eq(asFraction, plain);
-    case 'ignore': return eq(p, plain);
-    default: return eq(p, plain) || eq(asFraction, plain);
+    case 'fraction':
+      return eq(asFraction, plain);
+    case 'ignore':
+      return eq(p, plain);
+    default:
+      return eq(p, plain) || eq(asFraction, plain);
   }
 }

@@ -167,7 +167,7 @@ export function parseDecimal(text: string): Rational {
   const frac = m[2] ?? '';
   const exp = m[3] ? Number(m[3]) : 0;
   if (!Number.isSafeInteger(exp) || Math.abs(exp) > MAX_DECIMAL_EXPONENT) throw new Error(`exponent too large in ${JSON.stringify(text)}`);
-  let n = BigInt((intPart + frac) || '0');
+  let n = BigInt(intPart + frac || '0');
   let d = 10n ** BigInt(frac.length);
   if (exp > 0) n *= 10n ** BigInt(exp);
   else if (exp < 0) d *= 10n ** BigInt(-exp);

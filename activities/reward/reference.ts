@@ -139,7 +139,15 @@ export function bleuStats(hyp: string, refs: readonly string[], o: BleuOptions):
     const n = Number(k.slice(0, k.indexOf('\u0000')));
     correct[n - 1] += Math.min(c, maxRef.get(k) ?? 0);
   }
-  return { correct, total, sysLen: h.length, refLen: closestRefLen(h.length, refTokens.map((t) => t.length)) };
+  return {
+    correct,
+    total,
+    sysLen: h.length,
+    refLen: closestRefLen(
+      h.length,
+      refTokens.map((t) => t.length),
+    ),
+  };
 }
 
 /** Natural log as sacreBLEU's `my_log`: log(0) is a very negative number, not -Infinity. */
@@ -191,14 +199,22 @@ export function sentenceBleu(hyp: string, refs: readonly string[], opts: Partial
  * Corpus BLEU (0..100) as `sacrebleu.corpus_bleu` computes it. `refStreams[k][i]` is the k-th
  * reference of hypothesis i (sacreBLEU's layout).
  */
-export function corpusBleu(hyps: readonly string[], refStreams: readonly (readonly string[])[], opts: Partial<BleuOptions> = {}): BleuScore {
+export function corpusBleu(
+  hyps: readonly string[],
+  refStreams: readonly (readonly string[])[],
+  opts: Partial<BleuOptions> = {},
+): BleuScore {
   const o = { ...CORPUS_BLEU_DEFAULTS, ...opts };
   for (const [k, s] of refStreams.entries()) {
     if (s.length !== hyps.length) throw new Error(`reference stream ${k} has ${s.length} sentences for ${hyps.length} hypotheses`);
   }
   const acc: BleuStats = { correct: new Array(o.maxOrder).fill(0), total: new Array(o.maxOrder).fill(0), sysLen: 0, refLen: 0 };
   hyps.forEach((h, i) => {
-    const s = bleuStats(h, refStreams.map((st) => st[i]!), o);
+    const s = bleuStats(
+      h,
+      refStreams.map((st) => st[i]!),
+      o,
+    );
     for (let n = 0; n < o.maxOrder; n++) {
       acc.correct[n] += s.correct[n]!;
       acc.total[n] += s.total[n]!;
@@ -305,7 +321,11 @@ export function corpusChrf(hyps: readonly string[], refStreams: readonly (readon
   const o = { ...CHRF_DEFAULTS, ...opts };
   const acc = new Array<number>(3 * o.charOrder).fill(0);
   hyps.forEach((h, i) => {
-    chrfBestStats(h, refStreams.map((s) => s[i]!), o).forEach((v, j) => (acc[j]! += v));
+    chrfBestStats(
+      h,
+      refStreams.map((s) => s[i]!),
+      o,
+    ).forEach((v, j) => (acc[j]! += v));
   });
   return chrfFromStats(acc, o);
 }
@@ -354,7 +374,10 @@ export function rougeL(hyp: string, refs: readonly string[], beta = 1): { precis
 
 const extractOpts = {
   /** Which part of the completion is compared: the whole of it (default) or an extracted answer, tried in order. */
-  extract: z.array(z.enum(['answer_tag', 'boxed', 'whole'])).min(1).default(['whole']),
+  extract: z
+    .array(z.enum(['answer_tag', 'boxed', 'whole']))
+    .min(1)
+    .default(['whole']),
   /** Tag name for `answer_tag`. */
   answerTag: z.string().min(1).default('answer'),
   /** Scale of the reward: `unit` maps the metric to 0..1, `percent` keeps 0..100. */

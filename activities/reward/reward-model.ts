@@ -41,7 +41,10 @@ export const RewardModelOptions = z.strictObject({
    */
   assumeClassifier: z.boolean().default(false),
   /** The text scored: `{prompt}` and `{completion}` are replaced by the sample's (must hold `{completion}`). */
-  template: z.string().refine((t) => t.includes('{completion}'), { message: 'template must contain {completion}' }).default('{prompt}{completion}'),
+  template: z
+    .string()
+    .refine((t) => t.includes('{completion}'), { message: 'template must contain {completion}' })
+    .default('{prompt}{completion}'),
   /** Add the tokenizer's special tokens (e.g. BOS) when encoding, as `transformers` does by default. */
   addSpecialTokens: z.boolean().default(true),
   /** Append the tokenizer's EOS id after the text (for reward models trained on EOS-terminated sequences). */
@@ -82,17 +85,22 @@ function checkConfigJson(o: RewardModelOptions): void {
     raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read as JSON (${(e as Error).message})`;
-    throw new ConfigError('options of reward reward_model', [{ path: 'path', message: `${file} ${why}; path must be a Hugging Face model directory` }]);
+    throw new ConfigError('options of reward reward_model', [
+      { path: 'path', message: `${file} ${why}; path must be a Hugging Face model directory` },
+    ]);
   }
   parseModelConfig(raw, file); // names an unsupported model_type or a bad field
   const archs = (raw as { architectures?: unknown }).architectures;
   const names = Array.isArray(archs) ? archs.filter((a): a is string => typeof a === 'string') : [];
   if (!o.assumeClassifier && !names.some((a) => CLASSIFIER.test(a))) {
-    throw new ConfigError(file, [{
-      path: 'architectures',
-      message: `${JSON.stringify(archs ?? null)} does not name a sequence classifier (*ForSequenceClassification, e.g. LlamaForSequenceClassification); ` +
-        'a reward model needs a score head (score.weight); set the reward option assumeClassifier: true if the weights have one',
-    }]);
+    throw new ConfigError(file, [
+      {
+        path: 'architectures',
+        message:
+          `${JSON.stringify(archs ?? null)} does not name a sequence classifier (*ForSequenceClassification, e.g. LlamaForSequenceClassification); ` +
+          'a reward model needs a score head (score.weight); set the reward option assumeClassifier: true if the weights have one',
+      },
+    ]);
   }
 }
 
@@ -128,7 +136,9 @@ function encode(s: RewardSample, o: RewardModelOptions, m: Loaded, maxTokens: nu
   if (ids.length === 0) throw new Error(`reward_model: sample ${s.promptId}/${s.sampleId} has no tokens to score`);
   if (ids.length <= maxTokens) return { ids, truncated: false };
   if (o.truncation === 'error') {
-    throw new Error(`reward_model: sample ${s.promptId}/${s.sampleId} has ${ids.length} tokens, more than maxTokens ${maxTokens} (set truncation: "left" to keep the last ${maxTokens})`);
+    throw new Error(
+      `reward_model: sample ${s.promptId}/${s.sampleId} has ${ids.length} tokens, more than maxTokens ${maxTokens} (set truncation: "left" to keep the last ${maxTokens})`,
+    );
   }
   return { ids: ids.slice(ids.length - maxTokens), truncated: true };
 }
@@ -140,7 +150,8 @@ function normalise(raw: number, o: RewardModelOptions): number {
 
 export const rewardModel = defineReward({
   name: 'reward_model',
-  description: 'a learned reward: a sequence-classifier reward model (HF *ForSequenceClassification directory) scored in batches through onnxruntime',
+  description:
+    'a learned reward: a sequence-classifier reward model (HF *ForSequenceClassification directory) scored in batches through onnxruntime',
   source: 'RLHF reward models (Stiennon et al. 2020; Ouyang et al. 2022), Bradley-Terry preferences',
   optionsSchema: RewardModelOptions,
   create: (o) => {

@@ -36,7 +36,9 @@ export function taskItemsById(task: Pick<Task, 'name' | 'prompts'>, seed: number
   for (const id of promptIds) {
     const m = PROMPT_ID.exec(id);
     if (!m || m[1] !== task.name) {
-      throw new Error(`prompt id ${JSON.stringify(id)} is not an item of task "${task.name}": expected "${task.name}-train-NNNNNN" or "${task.name}-eval-NNNNNN"`);
+      throw new Error(
+        `prompt id ${JSON.stringify(id)} is not an item of task "${task.name}": expected "${task.name}-train-NNNNNN" or "${task.name}-eval-NNNNNN"`,
+      );
     }
     const split = m[2] as Split;
     const index = Number(m[3]);
@@ -101,7 +103,10 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
     const committed = await readManifest(store, prefix);
     if (committed) {
       const entry = committed.artifacts.find((e) => e.name === name);
-      if (!entry) throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${name}"; a committed step is never changed — check the shard number`);
+      if (!entry)
+        throw badInput(
+          `${store.uri(manifestKey(prefix))} is committed without "${name}"; a committed step is never changed — check the shard number`,
+        );
       const rows = decodeRewards(await readEntry(store, prefix, entry), store.uri(prefix));
       return { rewards: entry, ...rewardSummary(rows), seconds: seconds() };
     }
@@ -110,19 +115,30 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
     const rollouts = decodeRollouts(await readEntry(store, prefix, input.rollouts), store.uri(prefix));
     let items: Map<string, TaskItem>;
     try {
-      items = taskItemsById(run.task, run.config.seed, rollouts.map((r) => r.prompt_id));
+      items = taskItemsById(
+        run.task,
+        run.config.seed,
+        rollouts.map((r) => r.prompt_id),
+      );
     } catch (err) {
       throw badInput(`${store.uri(prefix)}/${input.rollouts.key}: ${(err as Error).message}`);
     }
     const samples: RewardSample[] = rollouts.map((r) => {
       const item = items.get(r.prompt_id)!;
       if (item.prompt !== r.prompt_text) {
-        throw badInput(`rollout ${r.prompt_id}/${r.sample_id} has prompt ${JSON.stringify(r.prompt_text)} but the task's item is ${JSON.stringify(item.prompt)}: the rollouts were made with another seed or task options`);
+        throw badInput(
+          `rollout ${r.prompt_id}/${r.sample_id} has prompt ${JSON.stringify(r.prompt_text)} but the task's item is ${JSON.stringify(item.prompt)}: the rollouts were made with another seed or task options`,
+        );
       }
       return {
-        promptId: r.prompt_id, sampleId: r.sample_id, prompt: r.prompt_text, completion: r.completion_text,
-        reference: item.reference, metadata: item.metadata,
-        promptTokens: r.prompt_token_ids.length, completionTokens: r.completion_token_ids.length,
+        promptId: r.prompt_id,
+        sampleId: r.sample_id,
+        prompt: r.prompt_text,
+        completion: r.completion_text,
+        reference: item.reference,
+        metadata: item.metadata,
+        promptTokens: r.prompt_token_ids.length,
+        completionTokens: r.completion_token_ids.length,
       };
     });
     progress({ done: 0, of: samples.length });
@@ -137,8 +153,15 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
       await reward.close?.();
     }
     const rows: RewardsInput[] = outcome.rows.map((r, i) => ({
-      run_id: runId, step, prompt_id: rollouts[i]!.prompt_id, sample_id: rollouts[i]!.sample_id, node_id: rollouts[i]!.node_id,
-      reward: r.reward, components: r.components ?? {}, token_rewards: r.processRewards, error: r.error,
+      run_id: runId,
+      step,
+      prompt_id: rollouts[i]!.prompt_id,
+      sample_id: rollouts[i]!.sample_id,
+      node_id: rollouts[i]!.node_id,
+      reward: r.reward,
+      components: r.components ?? {},
+      token_rewards: r.processRewards,
+      error: r.error,
     }));
     crashPoint('reward', step);
     const entry = await writeArtifact(store, prefix, { name, bytes: encodeRewards(rows), schema: REWARDS });

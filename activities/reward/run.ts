@@ -133,7 +133,10 @@ export function validateResult(value: unknown, rewardName: string): RewardResult
   }
   const r = value as Record<string, unknown>;
   if (typeof r.reward !== 'number') {
-    throw new SampleFailure('invalid', `reward ${rewardName} returned reward ${JSON.stringify(r.reward)} (${typeof r.reward}), expected a number`);
+    throw new SampleFailure(
+      'invalid',
+      `reward ${rewardName} returned reward ${JSON.stringify(r.reward)} (${typeof r.reward}), expected a number`,
+    );
   }
   if (!Number.isFinite(r.reward)) {
     throw new SampleFailure('non_finite', `reward ${rewardName} returned a non-finite reward (${r.reward})`);
@@ -145,7 +148,8 @@ export function validateResult(value: unknown, rewardName: string): RewardResult
     }
     const comps: Record<string, number> = {};
     for (const [k, v] of Object.entries(r.components as Record<string, unknown>)) {
-      if (typeof v !== 'number') throw new SampleFailure('invalid', `reward ${rewardName} returned component ${k} = ${JSON.stringify(v)}, expected a number`);
+      if (typeof v !== 'number')
+        throw new SampleFailure('invalid', `reward ${rewardName} returned component ${k} = ${JSON.stringify(v)}, expected a number`);
       if (!Number.isFinite(v)) throw new SampleFailure('non_finite', `reward ${rewardName} returned a non-finite component ${k} (${v})`);
       comps[k] = v;
     }
@@ -156,8 +160,10 @@ export function validateResult(value: unknown, rewardName: string): RewardResult
       throw new SampleFailure('invalid', `reward ${rewardName} returned processRewards that is not an array of numbers`);
     }
     r.processRewards.forEach((v: unknown, i: number) => {
-      if (typeof v !== 'number') throw new SampleFailure('invalid', `reward ${rewardName} returned processRewards[${i}] = ${JSON.stringify(v)}, expected a number`);
-      if (!Number.isFinite(v)) throw new SampleFailure('non_finite', `reward ${rewardName} returned a non-finite processRewards[${i}] (${v})`);
+      if (typeof v !== 'number')
+        throw new SampleFailure('invalid', `reward ${rewardName} returned processRewards[${i}] = ${JSON.stringify(v)}, expected a number`);
+      if (!Number.isFinite(v))
+        throw new SampleFailure('non_finite', `reward ${rewardName} returned a non-finite processRewards[${i}] (${v})`);
     });
     out.processRewards = r.processRewards as number[];
   }
@@ -232,15 +238,17 @@ export async function scoreSamples(
   const record = (i: number, r: RewardResult | SampleFailure) => {
     outcome[i] = r;
     if (r instanceof SampleFailure) {
-      log.warn({ promptId: samples[i]!.promptId, sampleId: samples[i]!.sampleId, kind: r.kind, error: r.message }, 'reward failed on a sample');
+      log.warn(
+        { promptId: samples[i]!.promptId, sampleId: samples[i]!.sampleId, kind: r.kind, error: r.message },
+        'reward failed on a sample',
+      );
       if (policy.onError === 'fail' && firstFailure === undefined) {
         firstFailure = i;
         stop.abort(new Error('another sample failed under policy "fail"'));
       }
     }
   };
-  const asFailure = (e: unknown): SampleFailure =>
-    e instanceof SampleFailure ? e : new SampleFailure('threw', errorText(e));
+  const asFailure = (e: unknown): SampleFailure => (e instanceof SampleFailure ? e : new SampleFailure('threw', errorText(e)));
 
   const cancelled = () => opts.signal?.aborted === true;
 
@@ -307,7 +315,17 @@ export async function scoreSamples(
     });
   }
 
-  const counts: RewardCounts = { total: samples.length, scored: 0, errors: 0, thrown: 0, timeouts: 0, nonFinite: 0, invalid: 0, dropped: 0, defaulted: 0 };
+  const counts: RewardCounts = {
+    total: samples.length,
+    scored: 0,
+    errors: 0,
+    thrown: 0,
+    timeouts: 0,
+    nonFinite: 0,
+    invalid: 0,
+    dropped: 0,
+    defaulted: 0,
+  };
   const rows: RewardRow[] = [];
   const results: (RewardResult | null)[] = [];
   samples.forEach((s, i) => {

@@ -24,24 +24,26 @@ import { z } from '../common/config.js';
 import { jsonEqual } from './format.js';
 import { defineReward, referencesOf, type RewardResult, type RewardSample, type ToolCall } from './types.js';
 
-export const ToolCallOptions = z.strictObject({
-  /** Where the predicted calls come from: `sample` (rollout-recorded), `completion` (`<tool_call>` blocks), `auto` (sample if present). */
-  callsFrom: z.enum(['auto', 'sample', 'completion']).default('auto'),
-  /** Tag name of tool-call blocks in the completion. */
-  toolCallTag: z.string().min(1).default('tool_call'),
-  /** Metadata key holding the ground-truth calls (an array of { name, arguments }). */
-  expectedKey: z.string().min(1).default('toolCalls'),
-  /** Value comparison: `exact` JSON equality, or `loose` (strings trimmed and case-folded, "3" equals 3). */
-  valueMatch: z.enum(['exact', 'loose']).default('exact'),
-  /** R_format when the format is right (ToolRL: 1; 0 turns the format term off). */
-  formatReward: z.number().nonnegative().default(1),
-  /** The format needs a non-empty `<think>...</think>` before any tool call (ToolRL's format). */
-  requireThink: z.boolean().default(true),
-  /** Lowest R_correct (ToolRL: -3). */
-  correctMin: z.number().default(-3),
-  /** Highest R_correct (ToolRL: 3). */
-  correctMax: z.number().default(3),
-}).refine((o) => o.correctMax > o.correctMin, { message: 'correctMax must be greater than correctMin', path: ['correctMax'] });
+export const ToolCallOptions = z
+  .strictObject({
+    /** Where the predicted calls come from: `sample` (rollout-recorded), `completion` (`<tool_call>` blocks), `auto` (sample if present). */
+    callsFrom: z.enum(['auto', 'sample', 'completion']).default('auto'),
+    /** Tag name of tool-call blocks in the completion. */
+    toolCallTag: z.string().min(1).default('tool_call'),
+    /** Metadata key holding the ground-truth calls (an array of { name, arguments }). */
+    expectedKey: z.string().min(1).default('toolCalls'),
+    /** Value comparison: `exact` JSON equality, or `loose` (strings trimmed and case-folded, "3" equals 3). */
+    valueMatch: z.enum(['exact', 'loose']).default('exact'),
+    /** R_format when the format is right (ToolRL: 1; 0 turns the format term off). */
+    formatReward: z.number().nonnegative().default(1),
+    /** The format needs a non-empty `<think>...</think>` before any tool call (ToolRL's format). */
+    requireThink: z.boolean().default(true),
+    /** Lowest R_correct (ToolRL: -3). */
+    correctMin: z.number().default(-3),
+    /** Highest R_correct (ToolRL: 3). */
+    correctMax: z.number().default(3),
+  })
+  .refine((o) => o.correctMax > o.correctMin, { message: 'correctMax must be greater than correctMin', path: ['correctMax'] });
 export type ToolCallOptions = z.output<typeof ToolCallOptions>;
 
 /** Normalises one raw call object; undefined when it is not `{ name, arguments }`. */
@@ -78,7 +80,10 @@ export function parseCallBlock(text: string): { calls: ToolCall[]; ok: boolean }
     // One JSON object per line.
     const calls: ToolCall[] = [];
     let ok = true;
-    for (const line of t.split('\n').map((l) => l.trim()).filter((l) => l !== '')) {
+    for (const line of t
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '')) {
       try {
         const r = fromValue(JSON.parse(line));
         calls.push(...r.calls);
@@ -206,14 +211,23 @@ export interface ToolCallScore {
 }
 
 /** ToolRL's three-level comparison of predicted calls with the ground truth. */
-export function compareToolCalls(expected: readonly ToolCall[], predicted: readonly ToolCall[], valueMatch: 'exact' | 'loose' = 'exact'): ToolCallScore {
+export function compareToolCalls(
+  expected: readonly ToolCall[],
+  predicted: readonly ToolCall[],
+  valueMatch: 'exact' | 'loose' = 'exact',
+): ToolCallScore {
   const eq = valueMatch === 'exact' ? jsonEqual : (a: unknown, b: unknown) => jsonEqual(looseValue(a), looseValue(b));
   const sMax = 1 + expected.length + expected.reduce((s, g) => s + Object.keys(g.arguments).length, 0);
-  const identical = expected.length === predicted.length && expected.every((g, i) => g.name === predicted[i]!.name && eq(g.arguments, predicted[i]!.arguments));
+  const identical =
+    expected.length === predicted.length &&
+    expected.every((g, i) => g.name === predicted[i]!.name && eq(g.arguments, predicted[i]!.arguments));
   if (identical) {
     return { name: 1, param: expected.length, value: sMax - 1 - expected.length, sMax, fraction: 1 };
   }
-  const name = multisetJaccard(expected.map((g) => g.name), predicted.map((p) => p.name));
+  const name = multisetJaccard(
+    expected.map((g) => g.name),
+    predicted.map((p) => p.name),
+  );
   // Pair scores: parameter-name Jaccard + matching values, only between calls of the same tool.
   const pair = (g: ToolCall, p: ToolCall) => {
     const kg = Object.keys(g.arguments);
@@ -248,13 +262,16 @@ function expectedCalls(sample: RewardSample, o: ToolCallOptions): ToolCall[] {
   if (raw) {
     return raw.map((c, i) => {
       const call = asToolCall(c);
-      if (!call) throw new Error(`metadata.${o.expectedKey}[${i}] of ${where} is not a { name, arguments } tool call: ${JSON.stringify(c)}`);
+      if (!call)
+        throw new Error(`metadata.${o.expectedKey}[${i}] of ${where} is not a { name, arguments } tool call: ${JSON.stringify(c)}`);
       return call;
     });
   }
   const ref = referencesOf(sample)[0];
   if (ref === undefined) {
-    throw new Error(`tool_call needs ground-truth calls for ${where}: set metadata.${o.expectedKey} or a reference (JSON array or <${o.toolCallTag}> blocks)`);
+    throw new Error(
+      `tool_call needs ground-truth calls for ${where}: set metadata.${o.expectedKey} or a reference (JSON array or <${o.toolCallTag}> blocks)`,
+    );
   }
   if (ref.includes(`<${o.toolCallTag}>`)) {
     const r = parseToolCalls(ref, o.toolCallTag);

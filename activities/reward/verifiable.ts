@@ -32,7 +32,11 @@ const outcomeRewards = {
   noAnswerReward: z.number().default(0),
 };
 
-function outcome(o: { correctReward: number; wrongReward: number; noAnswerReward: number }, answered: boolean, correct: boolean): RewardResult {
+function outcome(
+  o: { correctReward: number; wrongReward: number; noAnswerReward: number },
+  answered: boolean,
+  correct: boolean,
+): RewardResult {
   const reward = !answered ? o.noAnswerReward : correct ? o.correctReward : o.wrongReward;
   return { reward, components: { correct: correct ? 1 : 0, answered: answered ? 1 : 0 } };
 }
@@ -60,7 +64,10 @@ export const ExactMatchOptions = z.strictObject({
 export type ExactMatchOptions = z.output<typeof ExactMatchOptions>;
 
 /** Normalises a string for exact-match comparison under the given options. */
-export function normalizeAnswer(text: string, o: Pick<ExactMatchOptions, 'caseSensitive' | 'whitespace' | 'punctuation' | 'removeArticles' | 'unicode'>): string {
+export function normalizeAnswer(
+  text: string,
+  o: Pick<ExactMatchOptions, 'caseSensitive' | 'whitespace' | 'punctuation' | 'removeArticles' | 'unicode'>,
+): string {
   let s = o.unicode === 'none' ? text : text.normalize(o.unicode);
   if (!o.caseSensitive) s = s.toLowerCase();
   if (o.punctuation === 'all') s = s.replace(/\p{P}+/gu, ' ');
@@ -126,7 +133,10 @@ export function mathString(text: string): string {
   } catch {
     s = text;
   }
-  return s.replace(/\s+/g, '').replace(/^\{(.*)\}$/, '$1').replace(/\.$/, '');
+  return s
+    .replace(/\s+/g, '')
+    .replace(/^\{(.*)\}$/, '$1')
+    .replace(/\.$/, '');
 }
 
 function tryParse(text: string, o: MathEquivalenceOptions): MathAnswer | MathParseError {
@@ -142,7 +152,9 @@ function tryParse(text: string, o: MathEquivalenceOptions): MathAnswer | MathPar
 export function mathEquivalent(answer: string, reference: string, o: MathEquivalenceOptions): boolean {
   const ref = tryParse(reference, o);
   if (ref instanceof MathParseError && !o.stringFallback) {
-    throw new Error(`reference answer ${JSON.stringify(reference)} is not a number the math parser reads (${ref.message}); fix the data set or set stringFallback: true`);
+    throw new Error(
+      `reference answer ${JSON.stringify(reference)} is not a number the math parser reads (${ref.message}); fix the data set or set stringFallback: true`,
+    );
   }
   const got = tryParse(answer, o);
   if (!(ref instanceof MathParseError) && !(got instanceof MathParseError)) return answersEqual(got, ref, o);
@@ -176,7 +188,10 @@ export const mathEquivalence = defineReward({
 
 export const MultipleChoiceOptions = z.strictObject({
   /** The option letters a completion may choose (upper case). `metadata.choices` (an array) narrows them to its length. */
-  letters: z.string().regex(/^[A-Z]+$/, 'upper-case letters only, e.g. "ABCD"').default('ABCDEFGHIJ'),
+  letters: z
+    .string()
+    .regex(/^[A-Z]+$/, 'upper-case letters only, e.g. "ABCD"')
+    .default('ABCDEFGHIJ'),
   /** Tag name for `<answer>` extraction. */
   answerTag: z.string().min(1).default('answer'),
   ...outcomeRewards,
@@ -195,7 +210,9 @@ export const multipleChoice = defineReward({
       const refs = requireReference(sample, 'multiple_choice').map((r) => {
         const l = extractChoice(r, letters, o.answerTag) ?? (r.trim().length === 1 ? r.trim().toUpperCase() : undefined);
         if (l === undefined || !letters.includes(l)) {
-          throw new Error(`reference ${JSON.stringify(r)} of sample ${sample.promptId}/${sample.sampleId} is not one of the letters ${letters}: fix the data set or the letters option`);
+          throw new Error(
+            `reference ${JSON.stringify(r)} of sample ${sample.promptId}/${sample.sampleId} is not one of the letters ${letters}: fix the data set or the letters option`,
+          );
         }
         return l;
       });

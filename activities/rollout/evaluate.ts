@@ -4,15 +4,15 @@
  * committed is returned as stored.
  */
 import { CounterRng } from '../common/rng.js';
-import type { RewardFn,RewardSample } from '../reward/types.js';
-import { scoreSamples,type RewardRow } from '../reward/run.js';
+import type { RewardFn, RewardSample } from '../reward/types.js';
+import { scoreSamples, type RewardRow } from '../reward/run.js';
 import { stage } from '../run/stage.js';
-import { loadRun,type ResolvedRun } from '../run/resolve.js';
-import type { EvalRecord,EvaluateInput,EvaluateResult } from '../run/types.js';
-import { EVAL_NAME,evalPrefix } from '../store/keys.js';
-import { canonicalJson,commit,manifestKey,readEntry,readManifest,type Manifest } from '../store/manifest.js';
-import { parseSamplingParams,sampleAt } from './sampling.js';
-import { argmax,badInput,committedEntry,finishCompletion,generateAll,withPolicy,type SequenceJob } from './policy.js';
+import { loadRun, type ResolvedRun } from '../run/resolve.js';
+import type { EvalRecord, EvaluateInput, EvaluateResult } from '../run/types.js';
+import { EVAL_NAME, evalPrefix } from '../store/keys.js';
+import { canonicalJson, commit, manifestKey, readEntry, readManifest, type Manifest } from '../store/manifest.js';
+import { parseSamplingParams, sampleAt } from './sampling.js';
+import { argmax, badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
 
 /** Whether a scored row counts as correct: its `correct` component is 1, else (no such component) reward >= 1. */
 export function isCorrect(row: Pick<RewardRow, 'reward' | 'components'> | undefined): boolean {
@@ -73,15 +73,22 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     progress({ done: 0, of: total });
     const gens = await withPolicy(store, runId, run, v, (engine) =>
       // evaluations keep no logprobs: the temperature they are recorded at does not matter
-      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1 }, (done) => progress({ done, of: total })));
+      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1 }, (done) => progress({ done, of: total })),
+    );
     const decode = (ids: number[]) => tokenizer.decode(ids);
     const sample = (i: number, sampleId: number): RewardSample => {
       const item = items[i]!;
       const gen = gens[sampleId === -1 ? i : items.length + i * k + sampleId]!;
       const c = finishCompletion(gen, sampleId === -1 ? greedyParams : passParams, stopSet, decode);
       return {
-        promptId: item.promptId, sampleId: sampleId === -1 ? 'greedy' : sampleId, prompt: item.prompt, completion: c.text,
-        reference: item.reference, metadata: item.metadata, promptTokens: prompts[i]!.length, completionTokens: c.tokens.length,
+        promptId: item.promptId,
+        sampleId: sampleId === -1 ? 'greedy' : sampleId,
+        prompt: item.prompt,
+        completion: c.text,
+        reference: item.reference,
+        metadata: item.metadata,
+        promptTokens: prompts[i]!.length,
+        completionTokens: c.tokens.length,
       };
     };
     const greedySamples = items.map((_, i) => sample(i, -1));
@@ -110,10 +117,19 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
       mean_reward: rewarded.length > 0 ? rewarded.reduce((a, r) => a + r.reward!, 0) / rewarded.length : 0,
       num_prompts: n,
       samples: greedySamples.slice(0, 16).map((s, i) => ({
-        prompt_id: s.promptId, prompt: s.prompt, completion: s.completion, reward: greedyRows[i]!.reward, reference: items[i]!.reference,
+        prompt_id: s.promptId,
+        prompt: s.prompt,
+        completion: s.completion,
+        reward: greedyRows[i]!.reward,
+        reference: items[i]!.reference,
       })),
     };
-    const { manifest, created } = await commit(store, prefix, [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }], { run_id: runId, step: v });
+    const { manifest, created } = await commit(
+      store,
+      prefix,
+      [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
+      { run_id: runId, step: v },
+    );
     progress({ done: total, of: total });
     if (!created) return stored(manifest);
     return { ...record, uri, seconds: (performance.now() - t0) / 1000 };

@@ -15,15 +15,15 @@
  * The weights of the two most recently used (store, run, version) stay loaded.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { hasCheckpoint,loadWeights } from '../checkpoint/checkpoint.js';
-import { generate,type Generation } from '../model/generate.js';
+import { hasCheckpoint, loadWeights } from '../checkpoint/checkpoint.js';
+import { generate, type Generation } from '../model/generate.js';
 import type { ModelEngine } from '../model/engine.js';
 import type { WeightMap } from '../model/graphs/common.js';
-import { LruCache,MAX_RUNS,RunEngines,runKey } from '../run/engines.js';
+import { LruCache, MAX_RUNS, RunEngines, runKey } from '../run/engines.js';
 import { type ResolvedRun } from '../run/resolve.js';
-import { manifestKey,type Manifest,type ManifestEntry } from '../store/manifest.js';
+import { manifestKey, type Manifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { StopChecker,type SamplingParams } from './sampling.js';
+import { StopChecker, type SamplingParams } from './sampling.js';
 
 /** Most sequences in one `generate` call (the KV cache of a batch is allocated at once). */
 export const MAX_BATCH_SEQUENCES = 256;
@@ -69,10 +69,18 @@ export async function releaseEngines(): Promise<void> {
  * Runs `fn` with the run's engine holding the weights of checkpoint `version` (loaded once per
  * (run, version)); uses of one engine run one at a time.
  */
-export async function withPolicy<T>(store: ObjectStore, runId: string, run: ResolvedRun, version: number, fn: (engine: ModelEngine) => Promise<T>): Promise<T> {
+export async function withPolicy<T>(
+  store: ObjectStore,
+  runId: string,
+  run: ResolvedRun,
+  version: number,
+  fn: (engine: ModelEngine) => Promise<T>,
+): Promise<T> {
   if (!Number.isInteger(version) || version < 0) throw badInput(`policyVersion must be a non-negative integer, got ${version}`);
   if (!(await hasCheckpoint(store, runId, version))) {
-    throw badInput(`checkpoint ${version} of run "${runId}" is not committed in ${store.root}: a policy can only be loaded from a committed checkpoint`);
+    throw badInput(
+      `checkpoint ${version} of run "${runId}" is not committed in ${store.root}: a policy can only be loaded from a committed checkpoint`,
+    );
   }
   const slot = engines.slot(store.root, runId, run);
   const w = await policyWeights(store, runId, version);
@@ -107,12 +115,16 @@ export async function generateAll(
   const out: Generation[] = [];
   for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
     const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
-    const gens = await generate(engine, batch.map((j) => j.prompt), {
-      maxNewTokens,
-      stopTokenIds,
-      temperature,
-      pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
-    });
+    const gens = await generate(
+      engine,
+      batch.map((j) => j.prompt),
+      {
+        maxNewTokens,
+        stopTokenIds,
+        temperature,
+        pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
+      },
+    );
     out.push(...gens);
     onBatch(out.length);
   }
@@ -140,7 +152,12 @@ export interface Completion {
  * cut before the string unless include_stop_str_in_output). Both finish as "stop"; reaching the
  * budget is "length".
  */
-export function finishCompletion(gen: Generation, params: SamplingParams, stopIds: ReadonlySet<number>, decode: (ids: number[]) => string): Completion {
+export function finishCompletion(
+  gen: Generation,
+  params: SamplingParams,
+  stopIds: ReadonlySet<number>,
+  decode: (ids: number[]) => string,
+): Completion {
   if (params.stop.length > 0) {
     const checker = new StopChecker({ ...params, stop_token_ids: [...stopIds], ignore_eos: true }, []);
     for (let i = 0; i < gen.tokens.length; i++) {
@@ -172,7 +189,9 @@ export function finishCompletion(gen: Generation, params: SamplingParams, stopId
 export function committedEntry(store: ObjectStore, prefix: string, manifest: Manifest, name: string): ManifestEntry {
   const entry = manifest.artifacts.find((e) => e.name === name);
   if (!entry) {
-    throw badInput(`${store.uri(manifestKey(prefix))} is committed without "${name}" (it lists ${manifest.artifacts.map((e) => e.name).join(', ') || 'nothing'}); a committed step is never changed — check the shard number`);
+    throw badInput(
+      `${store.uri(manifestKey(prefix))} is committed without "${name}" (it lists ${manifest.artifacts.map((e) => e.name).join(', ') || 'nothing'}); a committed step is never changed — check the shard number`,
+    );
   }
   return entry;
 }

@@ -120,7 +120,12 @@ export const retryNodeId = (promptId: string, sampleId: number) => `${promptId}/
  * prefix [0, t] decodes past charPos. A position at or past the text's end maps to the stop token
  * that ended the completion (the answer stopped too early); null when there is none (truncated).
  */
-export function tokenAtChar(tokens: readonly number[], charPos: number, text: (tokens: readonly number[]) => string, isStop: (token: number) => boolean): number | null {
+export function tokenAtChar(
+  tokens: readonly number[],
+  charPos: number,
+  text: (tokens: readonly number[]) => string,
+  isStop: (token: number) => boolean,
+): number | null {
   if (!Number.isInteger(charPos) || charPos < 0) return null;
   for (let t = 0; t < tokens.length; t++) {
     if (isStop(tokens[t]!)) return charPos >= text(tokens.slice(0, t)).length ? t : null;
@@ -138,7 +143,10 @@ export function minLogprobPosition(logprobs: readonly number[]): number {
 
 /** The failure point of a failed completion and where it came from (see the file comment). */
 export function failurePoint(
-  c: RetryCompletion, options: Pick<RetryRolloutOptions, 'fallback'>, deps: Pick<RetryRolloutDeps, 'text' | 'isStop'>, firstError: ((text: string) => number | null) | null,
+  c: RetryCompletion,
+  options: Pick<RetryRolloutOptions, 'fallback'>,
+  deps: Pick<RetryRolloutDeps, 'text' | 'isStop'>,
+  firstError: ((text: string) => number | null) | null,
 ): { pivot: number; from: 'task' | 'min_logprob' | 'start' } {
   const at = firstError ? firstError(c.text) : null;
   if (at !== null) {
@@ -159,7 +167,11 @@ export function reflectionText(template: string, failed: RetryCompletion, pivot:
  * maxPerGroup per prompt); returns every row of the shard with node ids (see the file comment).
  */
 export async function rolloutRetries(
-  groupIds: readonly string[], groups: readonly (readonly RetrySource[])[], options: RetryRolloutOptions, successThreshold: number, deps: RetryRolloutDeps,
+  groupIds: readonly string[],
+  groups: readonly (readonly RetrySource[])[],
+  options: RetryRolloutOptions,
+  successThreshold: number,
+  deps: RetryRolloutDeps,
 ): Promise<RetryRolloutResult> {
   if (groups.length !== groupIds.length) throw new RetryError(`${groups.length} groups for ${groupIds.length} prompt ids`);
   const rewards = await deps.score(groups);
@@ -179,7 +191,9 @@ export async function rolloutRetries(
       const sampleId = samples.length + k++;
       const nodeId = retryNodeId(groupIds[g]!, sampleId);
       jobs.push({
-        group: g, nodeId, streamKey: nodeId,
+        group: g,
+        nodeId,
+        streamKey: nodeId,
         reflection: options.reflection === null ? null : reflectionText(options.reflection, c, pivot),
         prefix: { tokens: c.tokens.slice(0, pivot), logprobs: c.logprobs.slice(0, pivot) },
       });
@@ -190,7 +204,8 @@ export async function rolloutRetries(
   if (decoded.length !== jobs.length) throw new RetryError(`decode returned ${decoded.length} completions for ${jobs.length} retries`);
   decoded.forEach((c, j) => {
     const p = jobs[j]!.prefix.tokens.length;
-    if (c.logprobs.length !== c.tokens.length) throw new RetryError(`retry "${jobs[j]!.nodeId}": ${c.tokens.length} tokens but ${c.logprobs.length} logprobs`);
+    if (c.logprobs.length !== c.tokens.length)
+      throw new RetryError(`retry "${jobs[j]!.nodeId}": ${c.tokens.length} tokens but ${c.logprobs.length} logprobs`);
     for (let t = 0; t < p; t++) {
       if (c.tokens[t] !== jobs[j]!.prefix.tokens[t] || c.logprobs[t] !== jobs[j]!.prefix.logprobs[t]) {
         throw new RetryError(`retry "${jobs[j]!.nodeId}": decode changed the copied prefix at position ${t}`);
@@ -202,14 +217,28 @@ export async function rolloutRetries(
   const nodes: RetryRolloutNode[] = [];
   let taskPivots = 0;
   groups.forEach((samples, g) => {
-    samples.forEach((s, i) => nodes.push({ group: g, sampleId: i, nodeId: retryNodeId(groupIds[g]!, i), parentNodeId: null, branchPosition: 0, completion: s.completion }));
+    samples.forEach((s, i) =>
+      nodes.push({
+        group: g,
+        sampleId: i,
+        nodeId: retryNodeId(groupIds[g]!, i),
+        parentNodeId: null,
+        branchPosition: 0,
+        completion: s.completion,
+      }),
+    );
     meta.forEach((m, j) => {
       if (m.group !== g) return;
       if (m.from === 'task') taskPivots++;
       const child = m.pivot > 0;
       nodes.push({
-        group: g, sampleId: m.sampleId, nodeId: jobs[j]!.nodeId, parentNodeId: child ? m.parent : null, branchPosition: child ? m.pivot : 0,
-        completion: decoded[j]!, pivotFrom: m.from,
+        group: g,
+        sampleId: m.sampleId,
+        nodeId: jobs[j]!.nodeId,
+        parentNodeId: child ? m.parent : null,
+        branchPosition: child ? m.pivot : 0,
+        completion: decoded[j]!,
+        pivotFrom: m.from,
       });
     });
   });

@@ -11,15 +11,15 @@
 import { stage } from '../run/stage.js';
 import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
-import { loadRun,type ResolvedRun } from '../run/resolve.js';
-import type { RolloutShardInput,RolloutShardResult } from '../run/types.js';
-import { rolloutsName,stepPrefix } from '../store/keys.js';
-import { readEntry,readManifest,writeArtifact } from '../store/manifest.js';
-import { ROLLOUTS,decodeRollouts,encodeRollouts,type RolloutsInput,type RolloutsRow } from '../store/schemas.js';
-import { parseSamplingParams,sampleAt,sampleStream,type SamplingParams } from './sampling.js';
-import { badInput,committedEntry,finishCompletion,generateAll,withPolicy,type SequenceJob } from './policy.js';
-import { rolloutTrees,type TreeCompletion } from './tree-rollout.js';
-import { rolloutRetries,type RetryRolloutOptions } from './retry-rollout.js';
+import { loadRun, type ResolvedRun } from '../run/resolve.js';
+import type { RolloutShardInput, RolloutShardResult } from '../run/types.js';
+import { rolloutsName, stepPrefix } from '../store/keys.js';
+import { readEntry, readManifest, writeArtifact } from '../store/manifest.js';
+import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
+import { parseSamplingParams, sampleAt, sampleStream, type SamplingParams } from './sampling.js';
+import { badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
+import { rolloutTrees, type TreeCompletion } from './tree-rollout.js';
+import { rolloutRetries, type RetryRolloutOptions } from './retry-rollout.js';
 import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -30,7 +30,8 @@ function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase | (OnlineDpoPhas
   const phase = run.config.phases[phaseIndex];
   if (!phase) throw badInput(`phaseIndex ${phaseIndex} is out of range: the run has ${run.config.phases.length} phases`);
   if (phase.kind === 'online_dpo') return { ...phase, tree: null };
-  if (phase.kind !== 'rl') throw badInput(`phase ${phaseIndex} is a "${phase.kind}" phase; rollouts are generated for "rl" and "online_dpo" phases only`);
+  if (phase.kind !== 'rl')
+    throw badInput(`phase ${phaseIndex} is a "${phase.kind}" phase; rollouts are generated for "rl" and "online_dpo" phases only`);
   return phase;
 }
 
@@ -74,7 +75,12 @@ interface ContinuationJob {
  * after the stop conditions) with the entropy of every position's sampling distribution.
  */
 async function decodeContinuations(
-  engine: ModelEngine, run: ResolvedRun, step: number, params: SamplingParams, stopIds: readonly number[], jobs: readonly ContinuationJob[],
+  engine: ModelEngine,
+  run: ResolvedRun,
+  step: number,
+  params: SamplingParams,
+  stopIds: readonly number[],
+  jobs: readonly ContinuationJob[],
 ): Promise<TreeCompletion[]> {
   const V = run.tokenizer.vocabSize;
   const stopSet = new Set(stopIds);
@@ -96,11 +102,20 @@ async function decodeContinuations(
         },
       };
     });
-    const gens = await generateAll(engine, seqJobs, { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature }, () => undefined);
+    const gens = await generateAll(
+      engine,
+      seqJobs,
+      { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature },
+      () => undefined,
+    );
     idx.forEach((i, k) => {
       const j = jobs[i]!;
       const gen = gens[k]!;
-      const whole = { tokens: [...j.prefix.tokens, ...gen.tokens], logprobs: [...j.prefix.logprobs, ...gen.logprobs], finishReason: gen.finishReason };
+      const whole = {
+        tokens: [...j.prefix.tokens, ...gen.tokens],
+        logprobs: [...j.prefix.logprobs, ...gen.logprobs],
+        finishReason: gen.finishReason,
+      };
       const c = finishCompletion(whole, params, stopSet, decodeText);
       const prefixEntropy = j.prefix.entropy ?? new Array<number>(j.prefix.tokens.length).fill(Number.NaN);
       out[i] = { ...c, entropy: [...prefixEntropy, ...entropies[k]!].slice(0, c.tokens.length) };
@@ -118,16 +133,26 @@ function rolloutScorer(run: ResolvedRun, items: readonly PromptItem[], promptIds
   const reward = run.createReward({ faults: false });
   const { onError: _onError, defaultReward: _defaultReward, ...policy } = run.config.reward.errorPolicy;
   return {
-    async score(samples: readonly { group: number; completion: { text: string; tokens: readonly number[] } }[]): Promise<(number | null)[]> {
+    async score(
+      samples: readonly { group: number; completion: { text: string; tokens: readonly number[] } }[],
+    ): Promise<(number | null)[]> {
       if (samples.length === 0) return [];
       const rewardSamples: RewardSample[] = samples.map((s, i) => ({
-        promptId: items[s.group]!.promptId, sampleId: i, prompt: items[s.group]!.prompt, completion: s.completion.text,
-        reference: items[s.group]!.reference, metadata: items[s.group]!.metadata, promptTokens: promptIds[s.group]!.length, completionTokens: s.completion.tokens.length,
+        promptId: items[s.group]!.promptId,
+        sampleId: i,
+        prompt: items[s.group]!.prompt,
+        completion: s.completion.text,
+        reference: items[s.group]!.reference,
+        metadata: items[s.group]!.metadata,
+        promptTokens: promptIds[s.group]!.length,
+        completionTokens: s.completion.tokens.length,
       }));
       const { rows } = await scoreSamples(reward, rewardSamples, { ...policy, onError: 'drop' }, { step });
       return rows.map((r) => r.reward);
     },
-    close: async () => { await reward.close?.(); },
+    close: async () => {
+      await reward.close?.();
+    },
   };
 }
 
@@ -140,23 +165,58 @@ function rolloutScorer(run: ResolvedRun, items: readonly PromptItem[], promptIds
  * [0, branch_position) and their behaviour logprobs.
  */
 async function treeRows(
-  store: ObjectStore, run: ResolvedRun, phase: RlPhase, input: RolloutShardInput, items: readonly PromptItem[], promptIds: readonly number[][],
-  params: SamplingParams, stopIds: readonly number[],
+  store: ObjectStore,
+  run: ResolvedRun,
+  phase: RlPhase,
+  input: RolloutShardInput,
+  items: readonly PromptItem[],
+  promptIds: readonly number[][],
+  params: SamplingParams,
+  stopIds: readonly number[],
 ): Promise<RolloutsInput[]> {
   const { config } = run;
   const scorer = phase.tree!.criterion === 'value' ? rolloutScorer(run, items, promptIds, input.step) : null;
   try {
     const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
-      rolloutTrees(items.map((it) => it.promptId), phase.tree!, phase.groupSize, { seed: config.seed, step: input.step }, {
-        decode: (jobs) => decodeContinuations(engine, run, input.step, params, stopIds,
-          jobs.map((j) => ({ promptId: items[j.group]!.promptId, context: promptIds[j.group]!, streamKey: j.streamKey, prefix: j.prefix }))),
-        score: async (samples) => (scorer ? scorer.score(samples) : samples.map(() => null)),
-      }));
+      rolloutTrees(
+        items.map((it) => it.promptId),
+        phase.tree!,
+        phase.groupSize,
+        { seed: config.seed, step: input.step },
+        {
+          decode: (jobs) =>
+            decodeContinuations(
+              engine,
+              run,
+              input.step,
+              params,
+              stopIds,
+              jobs.map((j) => ({
+                promptId: items[j.group]!.promptId,
+                context: promptIds[j.group]!,
+                streamKey: j.streamKey,
+                prefix: j.prefix,
+              })),
+            ),
+          score: async (samples) => (scorer ? scorer.score(samples) : samples.map(() => null)),
+        },
+      ),
+    );
     return result.nodes.map((n) => ({
-      run_id: input.runId, step: input.step, prompt_id: items[n.group]!.promptId, sample_id: n.sampleId, group_id: items[n.group]!.promptId,
-      node_id: n.nodeId, parent_node_id: n.parentNodeId, branch_position: n.branchPosition, policy_version: input.policyVersion,
-      prompt_text: items[n.group]!.prompt, prompt_token_ids: promptIds[n.group]!,
-      completion_text: n.completion.text, completion_token_ids: n.completion.tokens, behaviour_logprobs: n.completion.logprobs,
+      run_id: input.runId,
+      step: input.step,
+      prompt_id: items[n.group]!.promptId,
+      sample_id: n.sampleId,
+      group_id: items[n.group]!.promptId,
+      node_id: n.nodeId,
+      parent_node_id: n.parentNodeId,
+      branch_position: n.branchPosition,
+      policy_version: input.policyVersion,
+      prompt_text: items[n.group]!.prompt,
+      prompt_token_ids: promptIds[n.group]!,
+      completion_text: n.completion.text,
+      completion_token_ids: n.completion.tokens,
+      behaviour_logprobs: n.completion.logprobs,
       finish_reason: n.completion.finishReason,
     }));
   } finally {
@@ -173,18 +233,33 @@ async function treeRows(
  * failed sample, its branch_position p.
  */
 async function retryRows(
-  store: ObjectStore, run: ResolvedRun, phase: RlPhase, input: RolloutShardInput, items: readonly PromptItem[], promptIds: readonly number[][],
-  params: SamplingParams, stopIds: readonly number[], flat: readonly RolloutsInput[],
+  store: ObjectStore,
+  run: ResolvedRun,
+  phase: RlPhase,
+  input: RolloutShardInput,
+  items: readonly PromptItem[],
+  promptIds: readonly number[][],
+  params: SamplingParams,
+  stopIds: readonly number[],
+  flat: readonly RolloutsInput[],
 ): Promise<RolloutsInput[]> {
   const options = phase.retry as RetryRolloutOptions;
   const estimator = phase.advantage;
-  if (estimator.estimator !== 'r3l') throw badInput(`phase ${input.phaseIndex}: the retry option needs advantage.estimator "r3l", got "${estimator.estimator}"`);
+  if (estimator.estimator !== 'r3l')
+    throw badInput(`phase ${input.phaseIndex}: the retry option needs advantage.estimator "r3l", got "${estimator.estimator}"`);
   const { tokenizer, task } = run;
   const stopSet = new Set(stopIds);
   const G = phase.groupSize;
-  const groups = items.map((_, g) => flat.slice(g * G, (g + 1) * G).map((r) => ({
-    completion: { tokens: Array.from(r.completion_token_ids), logprobs: Array.from(r.behaviour_logprobs), text: r.completion_text, finishReason: r.finish_reason as 'stop' | 'length' },
-  })));
+  const groups = items.map((_, g) =>
+    flat.slice(g * G, (g + 1) * G).map((r) => ({
+      completion: {
+        tokens: Array.from(r.completion_token_ids),
+        logprobs: Array.from(r.behaviour_logprobs),
+        text: r.completion_text,
+        finishReason: r.finish_reason as 'stop' | 'length',
+      },
+    })),
+  );
   const reflectionIds = (text: string) => {
     try {
       return tokenizer.encode(text, { addSpecialTokens: false });
@@ -195,24 +270,51 @@ async function retryRows(
   const scorer = rolloutScorer(run, items, promptIds, input.step);
   try {
     const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
-      rolloutRetries(items.map((it) => it.promptId), groups, options, estimator.successThreshold, {
-        async score(gs) {
-          const flatScores = await scorer.score(gs.flatMap((samples, g) => samples.map((s) => ({ group: g, completion: s.completion }))));
-          return gs.map((samples, g) => flatScores.slice(g * G, g * G + samples.length));
+      rolloutRetries(
+        items.map((it) => it.promptId),
+        groups,
+        options,
+        estimator.successThreshold,
+        {
+          async score(gs) {
+            const flatScores = await scorer.score(gs.flatMap((samples, g) => samples.map((s) => ({ group: g, completion: s.completion }))));
+            return gs.map((samples, g) => flatScores.slice(g * G, g * G + samples.length));
+          },
+          ...(task.firstError ? { firstError: (g: number, text: string) => task.firstError!(items[g]!, text) } : {}),
+          text: (tokens) => tokenizer.decode(tokens.filter((t) => !stopSet.has(t))),
+          isStop: (t) => stopSet.has(t),
+          decode: (jobs) =>
+            decodeContinuations(
+              engine,
+              run,
+              input.step,
+              params,
+              stopIds,
+              jobs.map((j) => ({
+                promptId: items[j.group]!.promptId,
+                streamKey: j.streamKey,
+                prefix: j.prefix,
+                context: j.reflection === null ? promptIds[j.group]! : [...promptIds[j.group]!, ...reflectionIds(j.reflection)],
+              })),
+            ),
         },
-        ...(task.firstError ? { firstError: (g: number, text: string) => task.firstError!(items[g]!, text) } : {}),
-        text: (tokens) => tokenizer.decode(tokens.filter((t) => !stopSet.has(t))),
-        isStop: (t) => stopSet.has(t),
-        decode: (jobs) => decodeContinuations(engine, run, input.step, params, stopIds, jobs.map((j) => ({
-          promptId: items[j.group]!.promptId, streamKey: j.streamKey, prefix: j.prefix,
-          context: j.reflection === null ? promptIds[j.group]! : [...promptIds[j.group]!, ...reflectionIds(j.reflection)],
-        }))),
-      }));
+      ),
+    );
     return result.nodes.map((n) => ({
-      run_id: input.runId, step: input.step, prompt_id: items[n.group]!.promptId, sample_id: n.sampleId, group_id: items[n.group]!.promptId,
-      node_id: n.nodeId, parent_node_id: n.parentNodeId, branch_position: n.branchPosition, policy_version: input.policyVersion,
-      prompt_text: items[n.group]!.prompt, prompt_token_ids: promptIds[n.group]!,
-      completion_text: n.completion.text, completion_token_ids: n.completion.tokens, behaviour_logprobs: n.completion.logprobs,
+      run_id: input.runId,
+      step: input.step,
+      prompt_id: items[n.group]!.promptId,
+      sample_id: n.sampleId,
+      group_id: items[n.group]!.promptId,
+      node_id: n.nodeId,
+      parent_node_id: n.parentNodeId,
+      branch_position: n.branchPosition,
+      policy_version: input.policyVersion,
+      prompt_text: items[n.group]!.prompt,
+      prompt_token_ids: promptIds[n.group]!,
+      completion_text: n.completion.text,
+      completion_token_ids: n.completion.tokens,
+      behaviour_logprobs: n.completion.logprobs,
       finish_reason: n.completion.finishReason,
     }));
   } finally {
@@ -228,8 +330,10 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     if (!Number.isInteger(shard) || shard < 0 || !Number.isInteger(input.shards) || shard >= input.shards) {
       throw badInput(`shard ${shard} of ${input.shards}: give 0 <= shard < shards`);
     }
-    if (!Number.isInteger(input.promptCount) || input.promptCount < 1) throw badInput(`promptCount must be a positive integer, got ${input.promptCount}`);
-    if (!Number.isInteger(input.promptOffset) || input.promptOffset < 0) throw badInput(`promptOffset must be a non-negative integer, got ${input.promptOffset}`);
+    if (!Number.isInteger(input.promptCount) || input.promptCount < 1)
+      throw badInput(`promptCount must be a positive integer, got ${input.promptCount}`);
+    if (!Number.isInteger(input.promptOffset) || input.promptOffset < 0)
+      throw badInput(`promptOffset must be a non-negative integer, got ${input.promptOffset}`);
     const prefix = stepPrefix(runId, step);
     const name = rolloutsName(shard);
     const seconds = () => (performance.now() - t0) / 1000;
@@ -267,7 +371,10 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     });
     progress({ done: 0, of: items.length });
     const gens = await withPolicy(store, runId, run, input.policyVersion, (engine) =>
-      generateAll(engine, jobs, { maxNewTokens: params.max_tokens, stopTokenIds: stopIds, temperature: params.temperature }, (done) => progress({ done: Math.floor(done / G), of: items.length })));
+      generateAll(engine, jobs, { maxNewTokens: params.max_tokens, stopTokenIds: stopIds, temperature: params.temperature }, (done) =>
+        progress({ done: Math.floor(done / G), of: items.length }),
+      ),
+    );
     crashPoint('rollout', step);
 
     const stopSet = new Set(stopIds);
@@ -276,10 +383,19 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
       const item = items[Math.floor(i / G)]!;
       const c = finishCompletion(gen, params, stopSet, decode);
       return {
-        run_id: runId, step, prompt_id: item.promptId, sample_id: i % G, group_id: item.promptId,
-        node_id: null, parent_node_id: null, policy_version: input.policyVersion,
-        prompt_text: item.prompt, prompt_token_ids: promptIds[Math.floor(i / G)]!,
-        completion_text: c.text, completion_token_ids: c.tokens, behaviour_logprobs: c.logprobs,
+        run_id: runId,
+        step,
+        prompt_id: item.promptId,
+        sample_id: i % G,
+        group_id: item.promptId,
+        node_id: null,
+        parent_node_id: null,
+        policy_version: input.policyVersion,
+        prompt_text: item.prompt,
+        prompt_token_ids: promptIds[Math.floor(i / G)]!,
+        completion_text: c.text,
+        completion_token_ids: c.tokens,
+        behaviour_logprobs: c.logprobs,
         finish_reason: c.finishReason,
       };
     });

@@ -68,8 +68,10 @@ export const samplingParamsSchema = z.strictObject({
    * `stop_string`); the text is cut before the stop string unless `include_stop_str_in_output`.
    * A single string is accepted for a list of one.
    */
-  stop: z.union([z.string().min(1), z.array(z.string().min(1, 'stop strings must not be empty'))])
-    .transform((s) => (typeof s === 'string' ? [s] : s)).default([]),
+  stop: z
+    .union([z.string().min(1), z.array(z.string().min(1, 'stop strings must not be empty'))])
+    .transform((s) => (typeof s === 'string' ? [s] : s))
+    .default([]),
   /** Token ids that end the completion (finish reason `stop`) besides the tokenizer's EOS ids. */
   stop_token_ids: z.array(z.number().int().nonnegative()).default([]),
   /** Keep generating past EOS tokens (until `stop_token_ids`, a stop string or `max_tokens`). */
@@ -157,7 +159,10 @@ function gather(n: number, cutoff: number): { m: number; mass: number } {
   let m = 0;
   let mass = 0;
   for (let i = 0; i < n; i++) {
-    if (kept[i] && weights[i]! >= cutoff) { sorted[m++] = weights[i]!; mass += weights[i]!; }
+    if (kept[i] && weights[i]! >= cutoff) {
+      sorted[m++] = weights[i]!;
+      mass += weights[i]!;
+    }
   }
   return { m, mass };
 }
@@ -176,7 +181,10 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
   for (let i = 0; i < n; i++) {
     const l = logits[i]!;
     if (!(l < Infinity)) throw new SamplingError(`logit of token ${i} is ${l}; the model produced non-finite output`);
-    if (l > max) { max = l; argmax = i; }
+    if (l > max) {
+      max = l;
+      argmax = i;
+    }
   }
   if (argmax < 0) throw new SamplingError('every logit is -Infinity: no token can be sampled');
 
@@ -192,7 +200,12 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
     const s = (logits[i]! - max) / scale;
     const w = Math.exp(s);
     weights[i] = w;
-    if (w > 0) { kept[i] = 1; finite++; Z += w; sumWS += w * s; } else kept[i] = 0;
+    if (w > 0) {
+      kept[i] = 1;
+      finite++;
+      Z += w;
+      sumWS += w * s;
+    } else kept[i] = 0;
   }
   const logZ = Math.log(Z);
   const entropy = logZ - sumWS / Z;
@@ -234,7 +247,10 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
     let atThreshold = 0;
     for (let j = g.m - 1; j >= 0; j--) {
       const w = view[j]!;
-      if (w !== threshold) { threshold = w; atThreshold = 0; }
+      if (w !== threshold) {
+        threshold = w;
+        atThreshold = 0;
+      }
       atThreshold++;
       cum += w;
       if (cum >= target) break;
@@ -262,7 +278,10 @@ export function sampleToken(logits: ArrayLike<number>, params: SamplingParams, u
     if (!kept[i]) continue;
     last = i;
     cum += weights[i]!;
-    if (cum > target) { token = i; break; }
+    if (cum > target) {
+      token = i;
+      break;
+    }
   }
   if (token < 0) token = last; // rounding left target at the very top of the mass
   const s = (logits[token]! - max) / T;
@@ -316,7 +335,10 @@ export class StopChecker {
   private prevLength = 0;
   private done: StopResult | null = null;
 
-  constructor(private readonly params: SamplingParams, eosIds: readonly number[]) {
+  constructor(
+    private readonly params: SamplingParams,
+    eosIds: readonly number[],
+  ) {
     this.stopIds = new Set([...params.stop_token_ids, ...(params.ignore_eos ? [] : eosIds)]);
     this.maxStop = params.stop.reduce((m, s) => Math.max(m, s.length), 0);
   }
@@ -336,7 +358,10 @@ export class StopChecker {
       let bestStop = '';
       for (const s of this.params.stop) {
         const at = text.indexOf(s, from);
-        if (at >= 0 && (best < 0 || at < best || (at === best && s.length > bestStop.length))) { best = at; bestStop = s; }
+        if (at >= 0 && (best < 0 || at < best || (at === best && s.length > bestStop.length))) {
+          best = at;
+          bestStop = s;
+        }
       }
       if (best >= 0) {
         const end = this.params.include_stop_str_in_output ? best + bestStop.length : best;

@@ -67,7 +67,8 @@ export class RolloutTree {
   static from(nodes: Iterable<TreeNodeInput>): RolloutTree {
     const pending = new Map<string, TreeNodeInput>();
     for (const n of nodes) {
-      if (typeof n.nodeId !== 'string' || n.nodeId.length === 0) throw new TreeError('a tree node has no nodeId: every node needs a non-empty string id');
+      if (typeof n.nodeId !== 'string' || n.nodeId.length === 0)
+        throw new TreeError('a tree node has no nodeId: every node needs a non-empty string id');
       if (pending.has(n.nodeId)) throw new TreeError(`node "${n.nodeId}" appears twice: node ids must be unique`);
       pending.set(n.nodeId, n);
     }
@@ -95,18 +96,23 @@ export class RolloutTree {
     const id = input.nodeId;
     if (typeof id !== 'string' || id.length === 0) throw new TreeError('a tree node has no nodeId: every node needs a non-empty string id');
     if (this.byId.has(id)) throw new TreeError(`node "${id}" is already in the tree: node ids must be unique`);
-    if (typeof input.groupId !== 'string' || input.groupId.length === 0) throw new TreeError(`node "${id}" has no groupId: set it to the prompt id`);
+    if (typeof input.groupId !== 'string' || input.groupId.length === 0)
+      throw new TreeError(`node "${id}" has no groupId: set it to the prompt id`);
     const pid = input.parentNodeId ?? null;
     const bp = input.branchPosition ?? 0;
-    if (!Number.isSafeInteger(bp) || bp < 0) throw new TreeError(`node "${id}" has branchPosition ${String(bp)}: give a non-negative integer`);
+    if (!Number.isSafeInteger(bp) || bp < 0)
+      throw new TreeError(`node "${id}" has branchPosition ${String(bp)}: give a non-negative integer`);
     let depth = 0;
     if (pid === null) {
-      if (bp !== 0) throw new TreeError(`root node "${id}" has branchPosition ${bp}: a root is sampled from the prompt, so its branch position is 0`);
+      if (bp !== 0)
+        throw new TreeError(`root node "${id}" has branchPosition ${bp}: a root is sampled from the prompt, so its branch position is 0`);
     } else {
       const parent = this.byId.get(pid);
       if (!parent) throw new TreeError(`node "${id}" names parent "${pid}", which is not in the tree: add parents before children`);
       if (parent.groupId !== input.groupId) {
-        throw new TreeError(`node "${id}" is in group "${input.groupId}" but its parent "${pid}" is in group "${parent.groupId}": a tree belongs to one prompt`);
+        throw new TreeError(
+          `node "${id}" is in group "${input.groupId}" but its parent "${pid}" is in group "${parent.groupId}": a tree belongs to one prompt`,
+        );
       }
       if (bp <= parent.branchPosition) {
         throw new TreeError(
@@ -138,7 +144,8 @@ export class RolloutTree {
   /** Records a node's completion length once it has been generated. */
   setLength(nodeId: string, length: number): void {
     const n = this.get(nodeId);
-    if (!Number.isSafeInteger(length) || length < 0) throw new TreeError(`node "${nodeId}" has length ${String(length)}: give the number of completion tokens`);
+    if (!Number.isSafeInteger(length) || length < 0)
+      throw new TreeError(`node "${nodeId}" has length ${String(length)}: give the number of completion tokens`);
     if (n.parentNodeId !== null && length <= n.branchPosition) {
       throw new TreeError(
         `node "${nodeId}" has length ${length} but branched at position ${n.branchPosition}: a child holds its parent's ` +
@@ -191,7 +198,8 @@ export class RolloutTree {
   /** Root-to-node path, the node last. */
   path(nodeId: string): TreeNode[] {
     const out: TreeNode[] = [];
-    for (let n: TreeNode | undefined = this.get(nodeId); n; n = n.parentNodeId === null ? undefined : this.byId.get(n.parentNodeId)) out.push(n);
+    for (let n: TreeNode | undefined = this.get(nodeId); n; n = n.parentNodeId === null ? undefined : this.byId.get(n.parentNodeId))
+      out.push(n);
     return out.reverse();
   }
 
@@ -332,11 +340,16 @@ interface Candidate {
 
 function signalOf(arr: ArrayLike<number> | undefined, node: TreeNode, kind: string, need: boolean): ArrayLike<number> | undefined {
   if (arr === undefined) {
-    if (need) throw new TreeError(`node "${node.nodeId}" has no ${kind} signal: criterion needs per-token ${kind} for every node that can still be branched`);
+    if (need)
+      throw new TreeError(
+        `node "${node.nodeId}" has no ${kind} signal: criterion needs per-token ${kind} for every node that can still be branched`,
+      );
     return undefined;
   }
   if (arr.length !== node.length) {
-    throw new TreeError(`node "${node.nodeId}" has ${arr.length} ${kind} values for ${node.length} completion tokens: give one per completion position`);
+    throw new TreeError(
+      `node "${node.nodeId}" has ${arr.length} ${kind} values for ${node.length} completion tokens: give one per completion position`,
+    );
   }
   return arr;
 }

@@ -100,7 +100,10 @@ export interface TreeRolloutResult {
 
 /** The plan options of a phase's `tree` option and its groupSize. */
 export function treePlanOptions(tree: TreeRolloutOptions, groupSize: number): TreePlanOptions {
-  if (tree.roots > groupSize) throw new TreeError(`tree.roots is ${tree.roots} but groupSize is ${groupSize}: a tree cannot start with more roots than its sample budget`);
+  if (tree.roots > groupSize)
+    throw new TreeError(
+      `tree.roots is ${tree.roots} but groupSize is ${groupSize}: a tree cannot start with more roots than its sample budget`,
+    );
   return { ...tree, samplesPerGroup: groupSize };
 }
 
@@ -169,7 +172,9 @@ export async function rolloutTrees(
     return { groupId, sourceNodeId: null, position: 0, children, score: null };
   };
 
-  let instructions: BranchInstruction[] = planRoots(groupIds, plan).instructions.map((ins) => rootsInstruction(ins.groupId, ins.children.length));
+  let instructions: BranchInstruction[] = planRoots(groupIds, plan).instructions.map((ins) =>
+    rootsInstruction(ins.groupId, ins.children.length),
+  );
   while (instructions.length > 0) {
     rounds++;
     applyInstructions(tree, instructions);
@@ -191,10 +196,13 @@ export async function rolloutTrees(
       const c = decoded[i]!;
       const p = job.prefix.tokens.length;
       if (c.logprobs.length !== c.tokens.length || c.entropy.length !== c.tokens.length) {
-        throw new TreeError(`node "${job.nodeId}": ${c.tokens.length} tokens but ${c.logprobs.length} logprobs and ${c.entropy.length} entropies`);
+        throw new TreeError(
+          `node "${job.nodeId}": ${c.tokens.length} tokens but ${c.logprobs.length} logprobs and ${c.entropy.length} entropies`,
+        );
       }
       for (let t = 0; t < p; t++) {
-        if (c.tokens[t] !== job.prefix.tokens[t]) throw new TreeError(`node "${job.nodeId}": decode changed the copied prefix at position ${t}`);
+        if (c.tokens[t] !== job.prefix.tokens[t])
+          throw new TreeError(`node "${job.nodeId}": decode changed the copied prefix at position ${t}`);
       }
       tree.setLength(job.nodeId, c.tokens.length);
       completions.set(job.nodeId, c);
@@ -221,8 +229,13 @@ export async function rolloutTrees(
     const inGroup = tree.nodes().filter((n) => n.groupId === g);
     inGroup.forEach((n, sampleId) => {
       nodes.push({
-        group: groupIndex.get(g)!, sampleId, nodeId: n.nodeId, parentNodeId: n.parentNodeId,
-        branchPosition: n.branchPosition, depth: n.depth, completion: completions.get(n.nodeId)!,
+        group: groupIndex.get(g)!,
+        sampleId,
+        nodeId: n.nodeId,
+        parentNodeId: n.parentNodeId,
+        branchPosition: n.branchPosition,
+        depth: n.depth,
+        completion: completions.get(n.nodeId)!,
       });
     });
   }

@@ -98,10 +98,12 @@ export const rlPhaseSchema = z.strictObject({
    */
   miniBatches: posInt.default(1),
   /** Sampling of rollouts (activities/rollout/sampling.ts, vLLM names). */
-  sampling: samplingParamsSchema.extend({
-    /** Completion token budget; default: the task's longest gold answer + 4 (room for EOS and a little slack). */
-    max_tokens: posInt.optional(),
-  }).prefault({}),
+  sampling: samplingParamsSchema
+    .extend({
+      /** Completion token budget; default: the task's longest gold answer + 4 (room for EOS and a little slack). */
+      max_tokens: posInt.optional(),
+    })
+    .prefault({}),
   /**
    * Tree-structured rollouts with value-guided branching (V-STAR, Jiang et al. 2026, "Spend Search
    * Where It Pays: Value-Guided Structured Sampling and Optimization for Generative
@@ -127,27 +129,30 @@ export const rlPhaseSchema = z.strictObject({
    * shared prefix; Positive Amplification up-weights successes): needs `advantage.estimator: r3l`,
    * and not together with `tree`. Details: activities/rollout/retry-rollout.ts.
    */
-  retry: z.strictObject({
-    /** Most retries per prompt (its failed samples in sample order); null (default): one for every failed sample. */
-    maxPerGroup: z.number().int().min(1).nullable().default(null),
-    /**
-     * Failure point where the task cannot say where the answer first goes wrong (the task's
-     * `firstError` hook: addition has one; otherwise null): `min_logprob` (default), the token the
-     * policy sampled with the lowest behaviour logprob (first on ties); `start`, position 0 (a fresh
-     * sample, nothing shared).
-     */
-    fallback: z.enum(['min_logprob', 'start']).default('min_logprob'),
-    /**
-     * The paper's language feedback: a template inserted between the prompt and the copied prefix
-     * in the retry's decoding context (`{completion}`: the failed text, `{pivot}`: p); it must be
-     * written in the tokenizer's alphabet. The row keeps the original prompt, so the learner trains
-     * the retry as if sampled without it (off-policy: the retry's behaviour logprobs are under the
-     * reflected context). null (default): off — the tiny character-level models trained from
-     * scratch here have never read such a hint, for them it is noise; without it a retry's sampled
-     * tokens are exactly on-policy.
-     */
-    reflection: z.string().min(1).nullable().default(null),
-  }).nullable().default(null),
+  retry: z
+    .strictObject({
+      /** Most retries per prompt (its failed samples in sample order); null (default): one for every failed sample. */
+      maxPerGroup: z.number().int().min(1).nullable().default(null),
+      /**
+       * Failure point where the task cannot say where the answer first goes wrong (the task's
+       * `firstError` hook: addition has one; otherwise null): `min_logprob` (default), the token the
+       * policy sampled with the lowest behaviour logprob (first on ties); `start`, position 0 (a fresh
+       * sample, nothing shared).
+       */
+      fallback: z.enum(['min_logprob', 'start']).default('min_logprob'),
+      /**
+       * The paper's language feedback: a template inserted between the prompt and the copied prefix
+       * in the retry's decoding context (`{completion}`: the failed text, `{pivot}`: p); it must be
+       * written in the tokenizer's alphabet. The row keeps the original prompt, so the learner trains
+       * the retry as if sampled without it (off-policy: the retry's behaviour logprobs are under the
+       * reflected context). null (default): off — the tiny character-level models trained from
+       * scratch here have never read such a hint, for them it is noise; without it a retry's sampled
+       * tokens are exactly on-policy.
+       */
+      reflection: z.string().min(1).nullable().default(null),
+    })
+    .nullable()
+    .default(null),
   /**
    * Dynamic sampling (Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
    * Scale", §3.2): a prompt whose `groupSize` completions all got the same reward has zero
@@ -160,19 +165,21 @@ export const rlPhaseSchema = z.strictObject({
    * are trained on (a round's surplus is left out), and when the rounds run out the step trains on
    * what it found. Where a round's prompts come from: workflows/README.md.
    */
-  dynamicSampling: z.strictObject({
-    /** off | filter | refill (see above). */
-    mode: z.enum(['off', 'filter', 'refill']).default('off'),
-    /** refill: most further rollout rounds per step (DAPO's max_num_gen_batches minus one). */
-    maxRounds: z.number().int().min(1).max(16).default(3),
-    /**
-     * refill: a round rolls out ceil(oversample · missing / keepRate) prompts, keepRate being the
-     * fraction of the step's groups so far that were informative (floored at minKeepRate).
-     */
-    oversample: z.number().min(1).max(10).default(1.2),
-    /** refill: floor on the keep-rate estimate; a round rolls out at most ceil(oversample · promptsPerStep / minKeepRate) prompts. */
-    minKeepRate: z.number().gt(0).lte(1).default(0.1),
-  }).prefault({}),
+  dynamicSampling: z
+    .strictObject({
+      /** off | filter | refill (see above). */
+      mode: z.enum(['off', 'filter', 'refill']).default('off'),
+      /** refill: most further rollout rounds per step (DAPO's max_num_gen_batches minus one). */
+      maxRounds: z.number().int().min(1).max(16).default(3),
+      /**
+       * refill: a round rolls out ceil(oversample · missing / keepRate) prompts, keepRate being the
+       * fraction of the step's groups so far that were informative (floored at minKeepRate).
+       */
+      oversample: z.number().min(1).max(10).default(1.2),
+      /** refill: floor on the keep-rate estimate; a round rolls out at most ceil(oversample · promptsPerStep / minKeepRate) prompts. */
+      minKeepRate: z.number().gt(0).lte(1).default(0.1),
+    })
+    .prefault({}),
 });
 
 /**
@@ -270,95 +277,134 @@ export const runConfigSchema = z.strictObject({
    * Name of the run: the prefix of its run id (`<name>-<time>`), shown in the Web UI as the
    * DurableRlRunName search attribute.
    */
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$/, 'use 1-48 letters, digits, ".", "_" or "-", starting with a letter or digit').default('addition-grpo'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$/, 'use 1-48 letters, digits, ".", "_" or "-", starting with a letter or digit')
+    .default('addition-grpo'),
   /** Seed of everything random (weights, prompts, sampling): the same seed gives bitwise the same run. */
-  seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .default(1),
   /** Where artifacts go: `file://DIR` (relative paths resolve against the CLI's working directory) or `s3://bucket/prefix`. */
   store: z.string().min(1).default('file://./durable-rl-data'),
-  task: z.strictObject({
-    /** A built-in task (activities/tasks): addition, countdown. */
-    name: z.string().refine((n) => taskNames().includes(n), { message: `unknown task; built-in tasks: ${taskNames().join(', ')}` }).default('addition'),
-    /** The task's difficulty knobs (activities/tasks/README.md). */
-    options: z.record(z.string(), z.unknown()).default({ minDigits: 1, maxDigits: 3, reverse: true, pad: true }),
-  }).prefault({}),
+  task: z
+    .strictObject({
+      /** A built-in task (activities/tasks): addition, countdown. */
+      name: z
+        .string()
+        .refine((n) => taskNames().includes(n), { message: `unknown task; built-in tasks: ${taskNames().join(', ')}` })
+        .default('addition'),
+      /** The task's difficulty knobs (activities/tasks/README.md). */
+      options: z.record(z.string(), z.unknown()).default({ minDigits: 1, maxDigits: 3, reverse: true, pad: true }),
+    })
+    .prefault({}),
   model: modelSchema.prefault({}),
-  reward: z.strictObject({
-    /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
-    spec: z.strictObject({ name: z.string().min(1), options: z.unknown().optional() }).nullable().default(null),
-    /**
-     * What a reward that throws, times out or returns NaN does (recorded with its message, never a silent 0; activities/reward/run.ts): `fail` the step,
-     * `drop` the sample (left out of the advantages, counted in metrics.reward_errors), or give it
-     * `defaultReward`.
-     */
-    errorPolicy: ErrorPolicySchema.prefault({ onError: 'drop' }),
-    /**
-     * Fault drill (activities/reward/faults.ts): make a seeded fraction of reward calls throw,
-     * return NaN or hang, to check the error policy end to end. Null: off.
-     */
-    faults: rewardFaultsSchema.nullable().default(null),
-  }).prefault({}),
+  reward: z
+    .strictObject({
+      /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
+      spec: z
+        .strictObject({ name: z.string().min(1), options: z.unknown().optional() })
+        .nullable()
+        .default(null),
+      /**
+       * What a reward that throws, times out or returns NaN does (recorded with its message, never a silent 0; activities/reward/run.ts): `fail` the step,
+       * `drop` the sample (left out of the advantages, counted in metrics.reward_errors), or give it
+       * `defaultReward`.
+       */
+      errorPolicy: ErrorPolicySchema.prefault({ onError: 'drop' }),
+      /**
+       * Fault drill (activities/reward/faults.ts): make a seeded fraction of reward calls throw,
+       * return NaN or hang, to check the error policy end to end. Null: off.
+       */
+      faults: rewardFaultsSchema.nullable().default(null),
+    })
+    .prefault({}),
   /** Phases in order; steps are numbered across phases from 0. */
-  phases: z.array(phaseSchema).min(1, 'give at least one phase').prefault([
-    // 24 × 25 = 600 supervised updates: the warm-up model answers about 45% of the problems, so
-    // GRPO's groups have mixed outcomes to learn from (bench/main-job-tuning.ts).
-    { kind: 'sft', steps: 24, updatesPerStep: 25, batchSize: 64, lr: 1e-3, warmupSteps: 20 },
-    {
-      kind: 'rl', steps: 50, promptsPerStep: 32, groupSize: 8, lr: 2e-4, schedule: 'cosine',
-      // β = 0: no KL penalty, but the KL to the warm-up model is measured and charted.
-      // token_mean stated: the main job trained with it before the estimator's pairing (grpo: sequence_mean) existed.
-      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28, aggregation: 'token_mean', kl: { beta: 0 } } },
-      sampling: { temperature: 0.7 },
-    },
-  ]),
+  phases: z
+    .array(phaseSchema)
+    .min(1, 'give at least one phase')
+    .prefault([
+      // 24 × 25 = 600 supervised updates: the warm-up model answers about 45% of the problems, so
+      // GRPO's groups have mixed outcomes to learn from (bench/main-job-tuning.ts).
+      { kind: 'sft', steps: 24, updatesPerStep: 25, batchSize: 64, lr: 1e-3, warmupSteps: 20 },
+      {
+        kind: 'rl',
+        steps: 50,
+        promptsPerStep: 32,
+        groupSize: 8,
+        lr: 2e-4,
+        schedule: 'cosine',
+        // β = 0: no KL penalty, but the KL to the warm-up model is measured and charted.
+        // token_mean stated: the main job trained with it before the estimator's pairing (grpo: sequence_mean) existed.
+        loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.28, aggregation: 'token_mean', kl: { beta: 0 } } },
+        sampling: { temperature: 0.7 },
+      },
+    ]),
   /** AdamW (Loshchilov & Hutter 2019) and gradient clipping, shared by all phases. */
   optimizer: optimizerSchema.prefault({ beta2: 0.99 }),
-  rollout: z.strictObject({
-    /** Prompts per rollout activity (shard); a step's prompts are split into ceil(promptsPerStep / this) shards. */
-    promptsPerShard: posInt.default(16),
-    /** Shards generated at once (each is one activity on the rollout queue). */
-    maxConcurrentShards: posInt.default(4),
-  }).prefault({}),
-  learner: z.strictObject({
-    /**
-     * Sequences per micro-batch: the step's batch is split into micro-batches whose gradients
-     * are accumulated before the one AdamW update (the result does not depend on this number
-     * beyond float rounding).
-     */
-    microBatchSize: posInt.default(64),
-  }).prefault({}),
-  eval: z.strictObject({
-    /** Evaluate every N steps (0: only at the start, at phase boundaries and at the end). */
-    every: z.number().int().min(0).default(0),
-    /** Held-out prompts from the task's eval split (never trained on). */
-    prompts: posInt.default(500),
-    /** pass@k (Chen et al. 2021, unbiased estimator with n = k samples at `temperature`); 0 turns it off. */
-    passK: z.number().int().min(0).default(4),
-    /** Sampling temperature of the pass@k samples (greedy accuracy is always measured too). */
-    temperature: z.number().positive().default(1),
-  }).prefault({}),
-  engine: z.strictObject({
-    /** onnxruntime intra-op threads per session (0: one per core). Fixed threads keep results bitwise reproducible. */
-    threads: z.number().int().min(0).default(2),
-    /**
-     * onnxruntime execution providers, in order of preference: ['cpu'], ['cuda', 'cpu'],
-     * ['webgpu', 'cpu'] (README: GPU hosts). A provider missing from the worker's onnxruntime build
-     * fails the activity there.
-     */
-    executionProviders: z.array(z.enum(['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml', 'qnn'])).min(1).default(['cpu']),
-  }).prefault({}),
-  workflow: z.strictObject({
-    /** Continue-as-new after this many steps in one workflow execution (also when Temporal suggests it). */
-    continueAsNewEvery: posInt.default(50),
-    /**
-     * Heartbeat timeout of every activity, in seconds: a worker that dies mid-activity is noticed
-     * within this time and its activity retried elsewhere.
-     */
-    heartbeatTimeoutSeconds: posInt.default(10),
-    /** Start-to-close timeout of one activity attempt, in minutes. */
-    activityTimeoutMinutes: posInt.default(30),
-    /** Attempts per activity before the run fails (retryable errors only; bad input fails at once). */
-    maxAttempts: posInt.default(20),
-  }).prefault({}),
+  rollout: z
+    .strictObject({
+      /** Prompts per rollout activity (shard); a step's prompts are split into ceil(promptsPerStep / this) shards. */
+      promptsPerShard: posInt.default(16),
+      /** Shards generated at once (each is one activity on the rollout queue). */
+      maxConcurrentShards: posInt.default(4),
+    })
+    .prefault({}),
+  learner: z
+    .strictObject({
+      /**
+       * Sequences per micro-batch: the step's batch is split into micro-batches whose gradients
+       * are accumulated before the one AdamW update (the result does not depend on this number
+       * beyond float rounding).
+       */
+      microBatchSize: posInt.default(64),
+    })
+    .prefault({}),
+  eval: z
+    .strictObject({
+      /** Evaluate every N steps (0: only at the start, at phase boundaries and at the end). */
+      every: z.number().int().min(0).default(0),
+      /** Held-out prompts from the task's eval split (never trained on). */
+      prompts: posInt.default(500),
+      /** pass@k (Chen et al. 2021, unbiased estimator with n = k samples at `temperature`); 0 turns it off. */
+      passK: z.number().int().min(0).default(4),
+      /** Sampling temperature of the pass@k samples (greedy accuracy is always measured too). */
+      temperature: z.number().positive().default(1),
+    })
+    .prefault({}),
+  engine: z
+    .strictObject({
+      /** onnxruntime intra-op threads per session (0: one per core). Fixed threads keep results bitwise reproducible. */
+      threads: z.number().int().min(0).default(2),
+      /**
+       * onnxruntime execution providers, in order of preference: ['cpu'], ['cuda', 'cpu'],
+       * ['webgpu', 'cpu'] (README: GPU hosts). A provider missing from the worker's onnxruntime build
+       * fails the activity there.
+       */
+      executionProviders: z
+        .array(z.enum(['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml', 'qnn']))
+        .min(1)
+        .default(['cpu']),
+    })
+    .prefault({}),
+  workflow: z
+    .strictObject({
+      /** Continue-as-new after this many steps in one workflow execution (also when Temporal suggests it). */
+      continueAsNewEvery: posInt.default(50),
+      /**
+       * Heartbeat timeout of every activity, in seconds: a worker that dies mid-activity is noticed
+       * within this time and its activity retried elsewhere.
+       */
+      heartbeatTimeoutSeconds: posInt.default(10),
+      /** Start-to-close timeout of one activity attempt, in minutes. */
+      activityTimeoutMinutes: posInt.default(30),
+      /** Attempts per activity before the run fails (retryable errors only; bad input fails at once). */
+      maxAttempts: posInt.default(20),
+    })
+    .prefault({}),
 });
 
 export type RunConfig = z.output<typeof runConfigSchema>;
@@ -399,12 +445,16 @@ function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: strin
   if (o.kl?.inReward) {
     problems.push({
       path: `${at}.kl.inReward`,
-      message: 'the KL in the reward needs the reference policy\'s logprobs of each rollout at the advantage stage, and the training workflow does not score them yet (activities/advantage/README.md, "KL in the reward"); keep the KL in the loss (inReward false)',
+      message:
+        'the KL in the reward needs the reference policy\'s logprobs of each rollout at the advantage stage, and the training workflow does not score them yet (activities/advantage/README.md, "KL in the reward"); keep the KL in the loss (inReward false)',
     });
   }
   if (o.aggregation !== undefined) {
     if (gspo && o.aggregation !== 'sequence_mean') {
-      problems.push({ path: `${at}.aggregation`, message: `ratioLevel "${o.ratioLevel}" (GSPO) averages per-sequence losses: use "sequence_mean" or leave aggregation unset (got "${o.aggregation}")` });
+      problems.push({
+        path: `${at}.aggregation`,
+        message: `ratioLevel "${o.ratioLevel}" (GSPO) averages per-sequence losses: use "sequence_mean" or leave aggregation unset (got "${o.aggregation}")`,
+      });
     }
     return;
   }
@@ -425,10 +475,16 @@ function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: strin
 function treeProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
   if (!p.tree) return;
   if (p.tree.roots > p.groupSize) {
-    problems.push({ path: `phases.${i}.tree.roots`, message: `${p.tree.roots} roots but groupSize is ${p.groupSize}: a tree's roots are part of its groupSize samples` });
+    problems.push({
+      path: `phases.${i}.tree.roots`,
+      message: `${p.tree.roots} roots but groupSize is ${p.groupSize}: a tree's roots are part of its groupSize samples`,
+    });
   }
   if (p.advantage.estimator !== 'sibling_grpo') {
-    problems.push({ path: `phases.${i}.advantage.estimator`, message: `tree rollouts are trained with "sibling_grpo" (Sibling-GRPO compares siblings at their branch point and masks copied prefixes; got "${p.advantage.estimator}")` });
+    problems.push({
+      path: `phases.${i}.advantage.estimator`,
+      message: `tree rollouts are trained with "sibling_grpo" (Sibling-GRPO compares siblings at their branch point and masks copied prefixes; got "${p.advantage.estimator}")`,
+    });
   }
 }
 
@@ -436,9 +492,17 @@ function treeProblems(p: RlPhase, i: number, problems: { path: string; message: 
 function retryProblems(p: RlPhase, i: number, problems: { path: string; message: string }[]): void {
   if (!p.retry) return;
   if (p.advantage.estimator !== 'r3l') {
-    problems.push({ path: `phases.${i}.advantage.estimator`, message: `reflect-then-retry rollouts (retry) are trained with "r3l" (its Pivotal Credit masks the prefix a retry shares with its failed sample; got "${p.advantage.estimator}")` });
+    problems.push({
+      path: `phases.${i}.advantage.estimator`,
+      message: `reflect-then-retry rollouts (retry) are trained with "r3l" (its Pivotal Credit masks the prefix a retry shares with its failed sample; got "${p.advantage.estimator}")`,
+    });
   }
-  if (p.tree) problems.push({ path: `phases.${i}.retry`, message: 'retry and tree cannot be combined: a phase builds either trees (V-STAR) or failed/retry pairs (R^3L); set one of them to null' });
+  if (p.tree)
+    problems.push({
+      path: `phases.${i}.retry`,
+      message:
+        'retry and tree cannot be combined: a phase builds either trees (V-STAR) or failed/retry pairs (R^3L); set one of them to null',
+    });
 }
 
 /**
@@ -484,10 +548,17 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
     items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.kind === 'dpo' ? 0 : p.promptsPerStep);
     if (p.kind === 'dpo') datasetProblems(cfg, p, i, problems);
     if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
-      problems.push({ path: `phases.${i}.miniBatches`, message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)` });
+      problems.push({
+        path: `phases.${i}.miniBatches`,
+        message: `${p.miniBatches} mini-batches but a step has only ${p.promptsPerStep * p.groupSize} samples (promptsPerStep × groupSize)`,
+      });
     }
     const updates = p.steps * (p.kind === 'sft' ? p.updatesPerStep : 1);
-    if (p.warmupSteps > updates) problems.push({ path: `phases.${i}.warmupSteps`, message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates` });
+    if (p.warmupSteps > updates)
+      problems.push({
+        path: `phases.${i}.warmupSteps`,
+        message: `${p.warmupSteps} warm-up updates but the phase has only ${updates} optimizer updates`,
+      });
     step += p.steps;
   });
   if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
@@ -513,7 +584,9 @@ export function loadRunConfig(file: string): RunConfig {
   try {
     doc = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError(file, [{ path: '', message: `not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}` }]);
+    throw new ConfigError(file, [
+      { path: '', message: `not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}` },
+    ]);
   }
   return parseRunConfig(doc ?? {}, file);
 }

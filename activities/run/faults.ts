@@ -16,10 +16,13 @@ import { join } from 'node:path';
 export function crashPoint(point: string, step?: number): void {
   const want = process.env.DURABLE_RL_CRASH_AT;
   if (!want) return;
-  const hit = want.split(',').map((s) => s.trim()).find((spec) => {
-    const [name, at] = spec.split('@');
-    return name === point && (at === undefined || step === Number(at));
-  });
+  const hit = want
+    .split(',')
+    .map((s) => s.trim())
+    .find((spec) => {
+      const [name, at] = spec.split('@');
+      return name === point && (at === undefined || step === Number(at));
+    });
   if (!hit) return;
   const onceDir = process.env.DURABLE_RL_CRASH_ONCE;
   if (onceDir) {

@@ -46,16 +46,35 @@ export function resolveRun(config: RunConfig): ResolvedRun {
   const m = config.model;
   const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);
   const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
-  const model = m.type === 'gpt2'
-    ? parseModelConfig({
-        model_type: 'gpt2', vocab_size: tokenizer.vocabSize, n_embd: m.hidden, n_layer: m.layers, n_head: m.heads,
-        n_positions: maxPositions, n_inner: m.intermediate ?? 4 * m.hidden, ...special,
-      }, 'run config model')
-    : parseModelConfig({
-        model_type: 'llama', vocab_size: tokenizer.vocabSize, hidden_size: m.hidden, num_hidden_layers: m.layers,
-        num_attention_heads: m.heads, intermediate_size: m.intermediate ?? roundUp8((8 * m.hidden) / 3),
-        max_position_embeddings: maxPositions, tie_word_embeddings: true, ...special,
-      }, 'run config model');
+  const model =
+    m.type === 'gpt2'
+      ? parseModelConfig(
+          {
+            model_type: 'gpt2',
+            vocab_size: tokenizer.vocabSize,
+            n_embd: m.hidden,
+            n_layer: m.layers,
+            n_head: m.heads,
+            n_positions: maxPositions,
+            n_inner: m.intermediate ?? 4 * m.hidden,
+            ...special,
+          },
+          'run config model',
+        )
+      : parseModelConfig(
+          {
+            model_type: 'llama',
+            vocab_size: tokenizer.vocabSize,
+            hidden_size: m.hidden,
+            num_hidden_layers: m.layers,
+            num_attention_heads: m.heads,
+            intermediate_size: m.intermediate ?? roundUp8((8 * m.hidden) / 3),
+            max_position_embeddings: maxPositions,
+            tie_word_embeddings: true,
+            ...special,
+          },
+          'run config model',
+        );
   const registry = defaultRegistry();
   return {
     config,
@@ -72,14 +91,20 @@ export function resolveRun(config: RunConfig): ResolvedRun {
 
 /** The run config's model fields, by the Hugging Face names the model config uses. */
 const MODEL_FIELDS: Record<string, string> = {
-  hidden_size: 'hidden', n_embd: 'hidden', num_attention_heads: 'heads', n_head: 'heads',
-  num_hidden_layers: 'layers', n_layer: 'layers', intermediate_size: 'intermediate', n_inner: 'intermediate',
-  max_position_embeddings: 'maxPositions', n_positions: 'maxPositions',
+  hidden_size: 'hidden',
+  n_embd: 'hidden',
+  num_attention_heads: 'heads',
+  n_head: 'heads',
+  num_hidden_layers: 'layers',
+  n_layer: 'layers',
+  intermediate_size: 'intermediate',
+  n_inner: 'intermediate',
+  max_position_embeddings: 'maxPositions',
+  n_positions: 'maxPositions',
 };
 
-const issuesOf = (err: unknown): string => (err instanceof ConfigError
-  ? err.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ')
-  : (err as Error).message);
+const issuesOf = (err: unknown): string =>
+  err instanceof ConfigError ? err.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : (err as Error).message;
 
 /**
  * What a config needs beyond its schema, checked before a run starts (so a bad run is never
@@ -100,7 +125,11 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
       run = resolveRun(config);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      for (const i of err.issues) problems.push({ path: `model.${MODEL_FIELDS[i.path] ?? i.path}`, message: i.message.replace(/\b[a-z_]+\b/g, (w) => MODEL_FIELDS[w] ?? w) });
+      for (const i of err.issues)
+        problems.push({
+          path: `model.${MODEL_FIELDS[i.path] ?? i.path}`,
+          message: i.message.replace(/\b[a-z_]+\b/g, (w) => MODEL_FIELDS[w] ?? w),
+        });
     }
   } catch (err) {
     problems.push({ path: 'task.options', message: issuesOf(err) });
@@ -142,13 +171,19 @@ export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRec
       const key = runRecordKey(runId);
       const bytes = await getIfExists(store, key);
       if (bytes === undefined) {
-        throw ApplicationFailure.nonRetryable(`run "${runId}" has no ${store.uri(key)}: no such run in this store (check the run id and the store URI)`, 'UnknownRun');
+        throw ApplicationFailure.nonRetryable(
+          `run "${runId}" has no ${store.uri(key)}: no such run in this store (check the run id and the store URI)`,
+          'UnknownRun',
+        );
       }
       let raw: RunRecord;
       try {
         raw = JSON.parse(new TextDecoder().decode(bytes)) as RunRecord;
       } catch (err) {
-        throw ApplicationFailure.nonRetryable(`${store.uri(key)} is not valid JSON (${(err as Error).message}); the run record is damaged`, 'CorruptRunRecord');
+        throw ApplicationFailure.nonRetryable(
+          `${store.uri(key)} is not valid JSON (${(err as Error).message}); the run record is damaged`,
+          'CorruptRunRecord',
+        );
       }
       return { ...raw, config: parseRunConfig(raw.config, store.uri(key)) };
     })();

@@ -38,8 +38,12 @@ function inActivity(): Context | undefined {
 
 /** Errors that no retry can fix: the input is wrong. */
 function isPermanent(err: unknown): boolean {
-  return err instanceof ConfigError || err instanceof ModelInputError || err instanceof InvalidUriError
-    || (err instanceof ApplicationFailure && err.nonRetryable === true);
+  return (
+    err instanceof ConfigError ||
+    err instanceof ModelInputError ||
+    err instanceof InvalidUriError ||
+    (err instanceof ApplicationFailure && err.nonRetryable === true)
+  );
 }
 
 /**
@@ -63,12 +67,22 @@ export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageCo
   } catch (err) {
     if (err instanceof ApplicationFailure) throw err;
     if (isPermanent(err)) {
-      throw ApplicationFailure.create({ message: `${what}: ${(err as Error).message}`, type: (err as Error).name, nonRetryable: true, cause: err as Error });
+      throw ApplicationFailure.create({
+        message: `${what}: ${(err as Error).message}`,
+        type: (err as Error).name,
+        nonRetryable: true,
+        cause: err as Error,
+      });
     }
     if (err instanceof IntegrityError) {
       const attempt = ctx?.info.attempt ?? 1;
       if (attempt >= 3) {
-        throw ApplicationFailure.create({ message: `${what}: ${err.message} (attempt ${attempt}; not retried further)`, type: err.name, nonRetryable: true, cause: err });
+        throw ApplicationFailure.create({
+          message: `${what}: ${err.message} (attempt ${attempt}; not retried further)`,
+          type: err.name,
+          nonRetryable: true,
+          cause: err,
+        });
       }
       log.error({ err, what, attempt }, 'integrity check failed; the attempt will be retried');
     }

@@ -16,15 +16,30 @@
  * was expected and what was found; extra columns are ignored.
  */
 import {
-  Bool, Field, Float32, Float64, Int32, List, Map_, RecordBatch, Schema, Struct, Table, Utf8,
-  makeBuilder, makeData, tableFromIPC, tableToIPC, RecordBatchReader, type DataType, type Vector,
+  Bool,
+  Field,
+  Float32,
+  Float64,
+  Int32,
+  List,
+  Map_,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeBuilder,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
+  RecordBatchReader,
+  type DataType,
+  type Vector,
 } from 'apache-arrow';
 import { CorruptDataError, InvalidRowsError, SchemaMismatchError } from './errors.js';
 
 export type ColumnKind =
-  | 'utf8' | 'int32' | 'float32' | 'float64' | 'bool'
-  | 'list<int32>' | 'list<float32>' | 'list<bool>'
-  | 'map<utf8,float64>';
+  'utf8' | 'int32' | 'float32' | 'float64' | 'bool' | 'list<int32>' | 'list<float32>' | 'list<bool>' | 'map<utf8,float64>';
 
 export interface ColumnSpec {
   kind: ColumnKind;
@@ -75,27 +90,41 @@ export interface SchemaRef {
 
 type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
-type BaseOut<S extends ColumnSpec> =
-  S['kind'] extends 'utf8' ? (S extends { values: readonly (infer V)[] } ? V : string)
-  : S['kind'] extends 'int32' | 'float32' | 'float64' ? number
-  : S['kind'] extends 'bool' ? boolean
-  : S['kind'] extends 'list<int32>' ? Int32Array
-  : S['kind'] extends 'list<float32>' ? Float32Array
-  : S['kind'] extends 'list<bool>' ? boolean[]
-  : S['kind'] extends 'map<utf8,float64>' ? Record<string, number>
-  : never;
+type BaseOut<S extends ColumnSpec> = S['kind'] extends 'utf8'
+  ? S extends { values: readonly (infer V)[] }
+    ? V
+    : string
+  : S['kind'] extends 'int32' | 'float32' | 'float64'
+    ? number
+    : S['kind'] extends 'bool'
+      ? boolean
+      : S['kind'] extends 'list<int32>'
+        ? Int32Array
+        : S['kind'] extends 'list<float32>'
+          ? Float32Array
+          : S['kind'] extends 'list<bool>'
+            ? boolean[]
+            : S['kind'] extends 'map<utf8,float64>'
+              ? Record<string, number>
+              : never;
 
-type BaseIn<S extends ColumnSpec> =
-  S['kind'] extends 'list<int32>' | 'list<float32>' ? ArrayLike<number>
-  : S['kind'] extends 'list<bool>' ? ArrayLike<boolean>
-  : S['kind'] extends 'map<utf8,float64>' ? Record<string, number> | ReadonlyMap<string, number>
-  : BaseOut<S>;
+type BaseIn<S extends ColumnSpec> = S['kind'] extends 'list<int32>' | 'list<float32>'
+  ? ArrayLike<number>
+  : S['kind'] extends 'list<bool>'
+    ? ArrayLike<boolean>
+    : S['kind'] extends 'map<utf8,float64>'
+      ? Record<string, number> | ReadonlyMap<string, number>
+      : BaseOut<S>;
 
 type NullableKeys<C> = { [K in keyof C]: C[K] extends { nullable: true } ? K : never }[keyof C];
 type RequiredKeys<C> = Exclude<keyof C, NullableKeys<C>>;
 
-type RowOfColumns<C extends Record<string, ColumnSpec>> = Simplify<{ [K in RequiredKeys<C>]: BaseOut<C[K]> } & { [K in NullableKeys<C>]: BaseOut<C[K]> | null }>;
-type InputOfColumns<C extends Record<string, ColumnSpec>> = Simplify<{ [K in RequiredKeys<C>]: BaseIn<C[K]> } & { [K in NullableKeys<C>]?: BaseIn<C[K]> | null }>;
+type RowOfColumns<C extends Record<string, ColumnSpec>> = Simplify<
+  { [K in RequiredKeys<C>]: BaseOut<C[K]> } & { [K in NullableKeys<C>]: BaseOut<C[K]> | null }
+>;
+type InputOfColumns<C extends Record<string, ColumnSpec>> = Simplify<
+  { [K in RequiredKeys<C>]: BaseIn<C[K]> } & { [K in NullableKeys<C>]?: BaseIn<C[K]> | null }
+>;
 
 /** A decoded row: required columns present, nullable ones `value | null`; number lists as typed arrays. */
 export type RowOf<T extends TableSchema> = T extends TableSchema<infer C> ? RowOfColumns<C> : never;
@@ -109,7 +138,8 @@ export function defineTable<const C extends Record<string, ColumnSpec>>(
 ): TableSchema<C> {
   for (const [name, spec] of Object.entries(t.columns)) {
     if (spec.values && spec.kind !== 'utf8') throw new Error(`${t.name}.${name}: "values" only applies to utf8 columns`);
-    if (spec.since !== undefined && !spec.nullable) throw new Error(`${t.name}.${name}: a column added in a later version ("since") must be nullable, so older files read it as null`);
+    if (spec.since !== undefined && !spec.nullable)
+      throw new Error(`${t.name}.${name}: a column added in a later version ("since") must be nullable, so older files read it as null`);
   }
   return t as TableSchema<C>;
 }
@@ -118,26 +148,44 @@ export function defineTable<const C extends Record<string, ColumnSpec>>(
 
 function arrowType(kind: ColumnKind): DataType {
   switch (kind) {
-    case 'utf8': return new Utf8();
-    case 'int32': return new Int32();
-    case 'float32': return new Float32();
-    case 'float64': return new Float64();
-    case 'bool': return new Bool();
-    case 'list<int32>': return new List(new Field('item', new Int32(), false));
-    case 'list<float32>': return new List(new Field('item', new Float32(), false));
-    case 'list<bool>': return new List(new Field('item', new Bool(), false));
+    case 'utf8':
+      return new Utf8();
+    case 'int32':
+      return new Int32();
+    case 'float32':
+      return new Float32();
+    case 'float64':
+      return new Float64();
+    case 'bool':
+      return new Bool();
+    case 'list<int32>':
+      return new List(new Field('item', new Int32(), false));
+    case 'list<float32>':
+      return new List(new Field('item', new Float32(), false));
+    case 'list<bool>':
+      return new List(new Field('item', new Bool(), false));
     case 'map<utf8,float64>':
-      return new Map_(new Field('entries', new Struct<{ key: Utf8; value: Float64 }>([
-        new Field('key', new Utf8(), false),
-        new Field('value', new Float64(), false),
-      ]), false), false);
+      return new Map_(
+        new Field(
+          'entries',
+          new Struct<{ key: Utf8; value: Float64 }>([new Field('key', new Utf8(), false), new Field('value', new Float64(), false)]),
+          false,
+        ),
+        false,
+      );
   }
 }
 
 /** The Arrow schema of a table schema, with its name and version in the metadata. */
 export function arrowSchema(t: TableSchema): Schema {
   const fields = Object.entries(t.columns).map(([name, spec]) => new Field(name, arrowType(spec.kind), spec.nullable ?? false));
-  return new Schema(fields, new Map([[SCHEMA_NAME_KEY, t.name], [SCHEMA_VERSION_KEY, String(t.version)]]));
+  return new Schema(
+    fields,
+    new Map([
+      [SCHEMA_NAME_KEY, t.name],
+      [SCHEMA_VERSION_KEY, String(t.version)],
+    ]),
+  );
 }
 
 /** The Arrow type of a column as text (`List<Int32>`), for docs and messages. */
@@ -169,15 +217,18 @@ function columnProblem(spec: ColumnSpec, v: unknown, deep: boolean): string | un
   switch (spec.kind) {
     case 'utf8':
       if (typeof v !== 'string') return `must be a string, got ${describe(v)}`;
-      if (spec.values && !spec.values.includes(v)) return `must be one of ${spec.values.map((x) => `"${x}"`).join(', ')}, got ${describe(v)}`;
+      if (spec.values && !spec.values.includes(v))
+        return `must be one of ${spec.values.map((x) => `"${x}"`).join(', ')}, got ${describe(v)}`;
       return undefined;
     case 'int32':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX) return `must be a 32-bit integer, got ${describe(v)}`;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX)
+        return `must be a 32-bit integer, got ${describe(v)}`;
       return undefined;
     case 'float32':
     case 'float64':
       if (typeof v !== 'number') return `must be a number, got ${describe(v)}`;
-      if (spec.finite && !Number.isFinite(v)) return `must be finite, got ${v}${spec.nullable ? ' (use null, and say why where the schema has an error column)' : ''}`;
+      if (spec.finite && !Number.isFinite(v))
+        return `must be finite, got ${v}${spec.nullable ? ' (use null, and say why where the schema has an error column)' : ''}`;
       return undefined;
     case 'bool':
       return typeof v === 'boolean' ? undefined : `must be a boolean, got ${describe(v)}`;
@@ -202,7 +253,8 @@ function columnProblem(spec: ColumnSpec, v: unknown, deep: boolean): string | un
       return undefined;
     }
     case 'map<utf8,float64>': {
-      const entries = v instanceof Map ? [...v.entries()] : typeof v === 'object' && !isArrayLike(v) ? Object.entries(v as object) : undefined;
+      const entries =
+        v instanceof Map ? [...v.entries()] : typeof v === 'object' && !isArrayLike(v) ? Object.entries(v as object) : undefined;
       if (!entries) return `must be an object of name → number, got ${describe(v)}`;
       for (const [k, x] of entries) {
         if (typeof k !== 'string') return `keys must be strings, got ${describe(k)}`;
@@ -286,7 +338,11 @@ export function toArrowTable<T extends TableSchema>(t: T, rows: readonly RowInpu
   const children = schema.fields.map((field) => {
     const kind = t.columns[field.name]!.kind;
     if (kind === 'list<int32>' || kind === 'list<float32>') {
-      return numberListData(field.type as List, kind, rows.map((r) => (r as Record<string, unknown>)[field.name] as ArrayLike<number> | null | undefined));
+      return numberListData(
+        field.type as List,
+        kind,
+        rows.map((r) => (r as Record<string, unknown>)[field.name] as ArrayLike<number> | null | undefined),
+      );
     }
     const builder = makeBuilder({ type: field.type, nullValues: [null, undefined] });
     for (const row of rows) builder.append(toArrowValue(kind, (row as Record<string, unknown>)[field.name]));
@@ -379,12 +435,18 @@ export function readTable<T extends TableSchema>(t: T, bytes: Uint8Array, source
   const foundName = table.schema.metadata.get(SCHEMA_NAME_KEY);
   const foundVersion = table.schema.metadata.get(SCHEMA_VERSION_KEY);
   if (foundName !== t.name) {
-    throw new SchemaMismatchError(source, `expected schema "${t.name}", found ${foundName === undefined ? `no ${SCHEMA_NAME_KEY} metadata` : `"${foundName}"`}`);
+    throw new SchemaMismatchError(
+      source,
+      `expected schema "${t.name}", found ${foundName === undefined ? `no ${SCHEMA_NAME_KEY} metadata` : `"${foundName}"`}`,
+    );
   }
   const version = foundVersion === String(t.version) ? t.version : (t.readsVersions ?? []).find((v) => String(v) === foundVersion);
   if (version === undefined) {
     const readable = [t.version, ...(t.readsVersions ?? [])].join(', ');
-    throw new SchemaMismatchError(source, `expected ${t.name} schema version ${readable}, found ${foundVersion === undefined ? `no ${SCHEMA_VERSION_KEY} metadata` : `version ${foundVersion}`}`);
+    throw new SchemaMismatchError(
+      source,
+      `expected ${t.name} schema version ${readable}, found ${foundVersion === undefined ? `no ${SCHEMA_VERSION_KEY} metadata` : `version ${foundVersion}`}`,
+    );
   }
   const n = table.numRows;
   const columns: [string, unknown[]][] = [];

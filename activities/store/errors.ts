@@ -6,15 +6,7 @@
  */
 
 export type StoreErrorCode =
-  | 'not_found'
-  | 'invalid_key'
-  | 'invalid_uri'
-  | 'integrity'
-  | 'corrupt'
-  | 'schema_mismatch'
-  | 'invalid_rows'
-  | 'not_committed'
-  | 'io';
+  'not_found' | 'invalid_key' | 'invalid_uri' | 'integrity' | 'corrupt' | 'schema_mismatch' | 'invalid_rows' | 'not_committed' | 'io';
 
 export class StoreError extends Error {
   override name = 'StoreError';
@@ -38,7 +30,10 @@ export class NotFoundError extends StoreError {
 /** A key or prefix that breaks the key rules (see keys.ts). */
 export class InvalidKeyError extends StoreError {
   override name = 'InvalidKeyError';
-  constructor(readonly key: string, reason: string) {
+  constructor(
+    readonly key: string,
+    reason: string,
+  ) {
     super('invalid_key', `invalid object key ${JSON.stringify(key)}: ${reason}`);
   }
 }
@@ -46,7 +41,10 @@ export class InvalidKeyError extends StoreError {
 /** A store URI that cannot be opened. */
 export class InvalidUriError extends StoreError {
   override name = 'InvalidUriError';
-  constructor(readonly uri: string, reason: string) {
+  constructor(
+    readonly uri: string,
+    reason: string,
+  ) {
     super('invalid_uri', `invalid store URI ${JSON.stringify(uri)}: ${reason}`);
   }
 }
@@ -54,7 +52,10 @@ export class InvalidUriError extends StoreError {
 /** An object whose size or sha256 differs from what its manifest records. */
 export class IntegrityError extends StoreError {
   override name = 'IntegrityError';
-  constructor(readonly uri: string, detail: string) {
+  constructor(
+    readonly uri: string,
+    detail: string,
+  ) {
     super('integrity', `integrity check failed for ${uri}: ${detail}`);
   }
 }
@@ -62,7 +63,11 @@ export class IntegrityError extends StoreError {
 /** Bytes that cannot be parsed at all (truncated or damaged Arrow file, unreadable manifest). */
 export class CorruptDataError extends StoreError {
   override name = 'CorruptDataError';
-  constructor(readonly source: string, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly source: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super('corrupt', `corrupt or truncated data in ${source}: ${detail}`, options);
   }
 }
@@ -70,7 +75,10 @@ export class CorruptDataError extends StoreError {
 /** A readable Arrow file whose schema is not the one the reader expects. */
 export class SchemaMismatchError extends StoreError {
   override name = 'SchemaMismatchError';
-  constructor(readonly source: string, detail: string) {
+  constructor(
+    readonly source: string,
+    detail: string,
+  ) {
     super('schema_mismatch', `schema mismatch in ${source}: ${detail}`);
   }
 }
@@ -78,7 +86,10 @@ export class SchemaMismatchError extends StoreError {
 /** Rows handed to an encoder that break the contract (wrong type, missing field, bad lengths). */
 export class InvalidRowsError extends StoreError {
   override name = 'InvalidRowsError';
-  constructor(readonly schema: string, detail: string) {
+  constructor(
+    readonly schema: string,
+    detail: string,
+  ) {
     super('invalid_rows', `invalid ${schema} rows: ${detail}`);
   }
 }

@@ -34,7 +34,10 @@ export class FileStore implements ObjectStore {
   private readonly dir: string;
   private readonly tmpDir: string;
 
-  constructor(dir: string, private readonly options: FileStoreOptions = { fsync: true }) {
+  constructor(
+    dir: string,
+    private readonly options: FileStoreOptions = { fsync: true },
+  ) {
     this.dir = resolve(dir);
     this.tmpDir = join(this.dir, RESERVED_TOP_SEGMENT);
     this.root = pathToFileURL(this.dir).href;
@@ -112,7 +115,9 @@ export class FileStore implements ObjectStore {
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       if (isErrno(err, 'EISDIR', 'ENOTDIR', 'ENOTEMPTY')) {
-        throw new StoreError('io', `cannot write ${this.uri(key)}: a path component is both a folder and an object in this file store`, { cause: err });
+        throw new StoreError('io', `cannot write ${this.uri(key)}: a path component is both a folder and an object in this file store`, {
+          cause: err,
+        });
       }
       throw err;
     }
@@ -129,7 +134,11 @@ export class FileStore implements ObjectStore {
     } catch (err) {
       if (isErrno(err, 'EEXIST')) return false;
       if (isErrno(err, 'EPERM', 'ENOTSUP', 'EOPNOTSUPP')) {
-        throw new StoreError('io', `cannot create ${this.uri(key)}: the filesystem does not support hard links, which create-if-absent needs; use a local disk or s3://`, { cause: err });
+        throw new StoreError(
+          'io',
+          `cannot create ${this.uri(key)}: the filesystem does not support hard links, which create-if-absent needs; use a local disk or s3://`,
+          { cause: err },
+        );
       }
       throw err;
     } finally {

@@ -71,7 +71,8 @@ export function validateKey(key: string): string {
   if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw new InvalidKeyError(key, `longer than ${MAX_KEY_BYTES} UTF-8 bytes`);
   const segments = key.split('/');
   checkSegments(key, segments);
-  if (segments[0] === RESERVED_TOP_SEGMENT) throw new InvalidKeyError(key, `the top-level folder "${RESERVED_TOP_SEGMENT}" is reserved for in-flight writes`);
+  if (segments[0] === RESERVED_TOP_SEGMENT)
+    throw new InvalidKeyError(key, `the top-level folder "${RESERVED_TOP_SEGMENT}" is reserved for in-flight writes`);
   return key;
 }
 

@@ -85,13 +85,15 @@ const ManifestSchema = z.object({
   prefix: z.string(),
   run_id: z.string().nullable(),
   step: z.number().int().min(0).nullable(),
-  artifacts: z.array(z.object({
-    name: z.string().min(1),
-    key: z.string().min(1),
-    bytes: z.number().int().min(0),
-    sha256: z.string().regex(/^[0-9a-f]{64}$/),
-    schema: SchemaRefSchema.nullable(),
-  })),
+  artifacts: z.array(
+    z.object({
+      name: z.string().min(1),
+      key: z.string().min(1),
+      bytes: z.number().int().min(0),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      schema: SchemaRefSchema.nullable(),
+    }),
+  ),
 });
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -110,7 +112,11 @@ export function artifactKey(prefix: string, entry: Pick<ManifestEntry, 'key'>): 
 
 function checkName(prefix: string, name: string): void {
   validateKey(name);
-  if (name === MANIFEST_NAME) throw new StoreError('invalid_key', `artifact name "${MANIFEST_NAME}" in ${prefix} is reserved for the commit marker; choose another name`);
+  if (name === MANIFEST_NAME)
+    throw new StoreError(
+      'invalid_key',
+      `artifact name "${MANIFEST_NAME}" in ${prefix} is reserved for the commit marker; choose another name`,
+    );
 }
 
 /** Canonical JSON: object keys sorted, two-space indent, trailing newline (equal values, equal bytes). */
@@ -118,7 +124,11 @@ export function canonicalJson(value: unknown): string {
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort);
     if (v && typeof v === 'object') {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+      return Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, sort((v as Record<string, unknown>)[k])]),
+      );
     }
     return v;
   };
@@ -140,7 +150,10 @@ function checkClaimedSchema(store: ObjectStore, prefix: string, a: ArtifactInput
   const source = store.uri(`${prefix}/${a.name}`);
   const found = readSchemaRef(a.bytes, source);
   if (found.name !== a.schema.name || found.version !== a.schema.version) {
-    throw new SchemaMismatchError(source, `artifact claims schema ${a.schema.name} v${a.schema.version} but its bytes are ${found.name ?? '(unnamed)'} v${found.version ?? '?'}`);
+    throw new SchemaMismatchError(
+      source,
+      `artifact claims schema ${a.schema.name} v${a.schema.version} but its bytes are ${found.name ?? '(unnamed)'} v${found.version ?? '?'}`,
+    );
   }
 }
 
@@ -150,7 +163,13 @@ async function storeArtifact(store: ObjectStore, prefix: string, a: ArtifactInpu
   if (!(a.bytes instanceof Uint8Array)) throw new StoreError('invalid_rows', `artifact ${a.name} of ${prefix}: bytes must be a Uint8Array`);
   checkClaimedSchema(store, prefix, a);
   const sha256 = sha256Hex(a.bytes);
-  const entry: ManifestEntry = { name: a.name, key: contentKey(a.name, sha256), bytes: a.bytes.byteLength, sha256, schema: schemaRefOf(a.schema) };
+  const entry: ManifestEntry = {
+    name: a.name,
+    key: contentKey(a.name, sha256),
+    bytes: a.bytes.byteLength,
+    sha256,
+    schema: schemaRefOf(a.schema),
+  };
   const key = artifactKey(prefix, entry);
   const existing = await store.head(key);
   if (existing?.size === entry.bytes) {
@@ -171,7 +190,10 @@ export async function writeArtifact(store: ObjectStore, prefix: string, artifact
   if (committed) {
     const entry = committed.artifacts.find((e) => e.name === artifact.name);
     if (!entry) {
-      throw new StoreError('integrity', `${store.uri(manifestKey(prefix))} is already committed without an artifact "${artifact.name}"; committed objects are never changed — write to a new prefix`);
+      throw new StoreError(
+        'integrity',
+        `${store.uri(manifestKey(prefix))} is already committed without an artifact "${artifact.name}"; committed objects are never changed — write to a new prefix`,
+      );
     }
     log.info({ uri: store.uri(artifactKey(prefix, entry)) }, 'prefix already committed: artifact write skipped');
     return entry;
@@ -208,14 +230,20 @@ export async function commit(
     return { manifest: existing, created: false };
   }
 
-  const entries = await Promise.all(artifacts.map(async (a): Promise<ManifestEntry> => {
-    if (!isEntry(a)) return storeArtifact(store, prefix, a);
-    const key = artifactKey(prefix, a);
-    const head = await store.head(key);
-    if (!head) throw new IntegrityError(store.uri(key), `artifact "${a.name}" was never written (or was deleted); write it again before committing`);
-    if (head.size !== a.bytes) throw new IntegrityError(store.uri(key), `size ${head.size} bytes, but the entry says ${a.bytes}`);
-    return { name: a.name, key: a.key, bytes: a.bytes, sha256: a.sha256, schema: schemaRefOf(a.schema) };
-  }));
+  const entries = await Promise.all(
+    artifacts.map(async (a): Promise<ManifestEntry> => {
+      if (!isEntry(a)) return storeArtifact(store, prefix, a);
+      const key = artifactKey(prefix, a);
+      const head = await store.head(key);
+      if (!head)
+        throw new IntegrityError(
+          store.uri(key),
+          `artifact "${a.name}" was never written (or was deleted); write it again before committing`,
+        );
+      if (head.size !== a.bytes) throw new IntegrityError(store.uri(key), `size ${head.size} bytes, but the entry says ${a.bytes}`);
+      return { name: a.name, key: a.key, bytes: a.bytes, sha256: a.sha256, schema: schemaRefOf(a.schema) };
+    }),
+  );
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
   const runIdFromPrefix = parseRunKey(prefix)?.runId;
@@ -223,8 +251,8 @@ export async function commit(
     format: MANIFEST_FORMAT,
     format_version: MANIFEST_FORMAT_VERSION,
     prefix,
-    run_id: info.run_id !== undefined ? info.run_id : runIdFromPrefix ?? null,
-    step: info.step !== undefined ? info.step : parseStep(prefix) ?? null,
+    run_id: info.run_id !== undefined ? info.run_id : (runIdFromPrefix ?? null),
+    step: info.step !== undefined ? info.step : (parseStep(prefix) ?? null),
     artifacts: entries,
   };
   const created = await store.putIfAbsent(mKey, encodeManifest(manifest));
@@ -273,7 +301,10 @@ export async function readEntry(store: ObjectStore, prefix: string, entry: Manif
 
 function verifyBytes(uri: string, entry: ManifestEntry, bytes: Uint8Array): void {
   if (bytes.byteLength !== entry.bytes) {
-    throw new IntegrityError(uri, `size is ${bytes.byteLength} bytes but the manifest records ${entry.bytes}${bytes.byteLength < entry.bytes ? ' (truncated)' : ''}`);
+    throw new IntegrityError(
+      uri,
+      `size is ${bytes.byteLength} bytes but the manifest records ${entry.bytes}${bytes.byteLength < entry.bytes ? ' (truncated)' : ''}`,
+    );
   }
   const sha = sha256Hex(bytes);
   if (sha !== entry.sha256) throw new IntegrityError(uri, `sha256 is ${sha} but the manifest records ${entry.sha256} (corrupted)`);
@@ -297,7 +328,8 @@ export async function readCommitted(store: ObjectStore, prefix: string, options:
       const key = artifactKey(prefix, entry);
       const head = await store.head(key);
       if (!head) throw new IntegrityError(store.uri(key), `missing (artifact "${entry.name}", ${entry.bytes} bytes)`);
-      if (head.size !== entry.bytes) throw new IntegrityError(store.uri(key), `size is ${head.size} bytes but the manifest records ${entry.bytes}`);
+      if (head.size !== entry.bytes)
+        throw new IntegrityError(store.uri(key), `size is ${head.size} bytes but the manifest records ${entry.bytes}`);
     } else {
       await readEntry(store, prefix, entry);
     }
@@ -311,7 +343,10 @@ export async function readArtifact(store: ObjectStore, prefix: string, name: str
   if (!manifest) throw new NotCommittedError(store.uri(manifestKey(prefix)));
   const entry = manifest.artifacts.find((e) => e.name === name);
   if (!entry) {
-    throw new StoreError('not_found', `no artifact "${name}" in ${store.uri(manifestKey(prefix))} (it lists: ${manifest.artifacts.map((e) => e.name).join(', ') || 'nothing'})`);
+    throw new StoreError(
+      'not_found',
+      `no artifact "${name}" in ${store.uri(manifestKey(prefix))} (it lists: ${manifest.artifacts.map((e) => e.name).join(', ') || 'nothing'})`,
+    );
   }
   return readEntry(store, prefix, entry);
 }

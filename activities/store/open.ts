@@ -18,37 +18,44 @@ import { S3Store } from './s3-store.js';
 const MiB = 1024 * 1024;
 
 /** Settings of the s3:// backend. Every field optional; defaults live here. */
-export const S3OptionsSchema = z.strictObject({
-  /** Endpoint URL of an S3-compatible server (`http://127.0.0.1:9000` for MinIO); unset for AWS S3. */
-  endpoint: z.url().optional(),
-  /** Signing region. Default: `AWS_REGION`, else `us-east-1` (what MinIO expects unless configured). */
-  region: z.string().min(1).optional(),
-  /** Explicit access key; give both keys or neither. Neither = the standard AWS credential chain (env, profile, SSO, IMDS...). */
-  accessKeyId: z.string().min(1).optional(),
-  /** Explicit secret key; see accessKeyId. */
-  secretAccessKey: z.string().min(1).optional(),
-  /** Session token to go with explicit temporary keys. */
-  sessionToken: z.string().min(1).optional(),
-  /** Path-style URLs (`endpoint/bucket/key`) instead of virtual-host style. Default: true when `endpoint` is set (MinIO needs it). */
-  forcePathStyle: z.boolean().optional(),
-  /** Attempts per request, first try included, before a transient error (throttling, 5xx, network) is final. */
-  maxAttempts: z.number().int().min(1).max(20).default(5),
-  /** Backoff cap before the first retry (ms); doubles per retry, full jitter. */
-  baseDelayMs: z.number().min(0).default(100),
-  /** Upper bound of a single backoff (ms). */
-  maxDelayMs: z.number().min(0).default(10_000),
-  /** Multipart part size in bytes; objects larger than one part are uploaded in parts. S3 needs at least 5 MiB. */
-  partSizeBytes: z.number().int().min(5 * MiB).max(5 * 1024 * MiB).default(8 * MiB),
-  /** Parts uploaded at once (memory: partSizeBytes × this). */
-  partConcurrency: z.number().int().min(1).max(64).default(4),
-  /** TCP connect timeout (ms). */
-  connectTimeoutMs: z.number().int().min(1).default(10_000),
-  /** A socket idle this long (ms) is dropped and the request retried. */
-  idleTimeoutMs: z.number().int().min(1).default(120_000),
-}).refine((o) => (o.accessKeyId === undefined) === (o.secretAccessKey === undefined), {
-  message: 'give both accessKeyId and secretAccessKey, or neither (to use the AWS credential chain)',
-  path: ['secretAccessKey'],
-});
+export const S3OptionsSchema = z
+  .strictObject({
+    /** Endpoint URL of an S3-compatible server (`http://127.0.0.1:9000` for MinIO); unset for AWS S3. */
+    endpoint: z.url().optional(),
+    /** Signing region. Default: `AWS_REGION`, else `us-east-1` (what MinIO expects unless configured). */
+    region: z.string().min(1).optional(),
+    /** Explicit access key; give both keys or neither. Neither = the standard AWS credential chain (env, profile, SSO, IMDS...). */
+    accessKeyId: z.string().min(1).optional(),
+    /** Explicit secret key; see accessKeyId. */
+    secretAccessKey: z.string().min(1).optional(),
+    /** Session token to go with explicit temporary keys. */
+    sessionToken: z.string().min(1).optional(),
+    /** Path-style URLs (`endpoint/bucket/key`) instead of virtual-host style. Default: true when `endpoint` is set (MinIO needs it). */
+    forcePathStyle: z.boolean().optional(),
+    /** Attempts per request, first try included, before a transient error (throttling, 5xx, network) is final. */
+    maxAttempts: z.number().int().min(1).max(20).default(5),
+    /** Backoff cap before the first retry (ms); doubles per retry, full jitter. */
+    baseDelayMs: z.number().min(0).default(100),
+    /** Upper bound of a single backoff (ms). */
+    maxDelayMs: z.number().min(0).default(10_000),
+    /** Multipart part size in bytes; objects larger than one part are uploaded in parts. S3 needs at least 5 MiB. */
+    partSizeBytes: z
+      .number()
+      .int()
+      .min(5 * MiB)
+      .max(5 * 1024 * MiB)
+      .default(8 * MiB),
+    /** Parts uploaded at once (memory: partSizeBytes × this). */
+    partConcurrency: z.number().int().min(1).max(64).default(4),
+    /** TCP connect timeout (ms). */
+    connectTimeoutMs: z.number().int().min(1).default(10_000),
+    /** A socket idle this long (ms) is dropped and the request retried. */
+    idleTimeoutMs: z.number().int().min(1).default(120_000),
+  })
+  .refine((o) => (o.accessKeyId === undefined) === (o.secretAccessKey === undefined), {
+    message: 'give both accessKeyId and secretAccessKey, or neither (to use the AWS credential chain)',
+    path: ['secretAccessKey'],
+  });
 export type S3Options = z.input<typeof S3OptionsSchema>;
 
 /** Settings of the file:// backend. */
@@ -64,9 +71,7 @@ export interface StoreOptions {
   file?: FileOptions;
 }
 
-export type ParsedStoreUri =
-  | { scheme: 'file'; dir: string }
-  | { scheme: 's3'; bucket: string; prefix: string };
+export type ParsedStoreUri = { scheme: 'file'; dir: string } | { scheme: 's3'; bucket: string; prefix: string };
 
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -106,9 +111,12 @@ export function parseStoreUri(uri: string): ParsedStoreUri {
     return { scheme: 's3', bucket, prefix };
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(uri)?.[1];
-  throw new InvalidUriError(uri, scheme
-    ? `unsupported scheme "${scheme}:"; use file://DIR or s3://bucket/prefix`
-    : 'not a URI; use file:///absolute/dir, file://relative/dir or s3://bucket/prefix');
+  throw new InvalidUriError(
+    uri,
+    scheme
+      ? `unsupported scheme "${scheme}:"; use file://DIR or s3://bucket/prefix`
+      : 'not a URI; use file:///absolute/dir, file://relative/dir or s3://bucket/prefix',
+  );
 }
 
 /**

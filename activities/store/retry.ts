@@ -24,15 +24,35 @@ const log = logger('store');
 
 /** Network-level error codes of Node and undici that mean "try again". */
 const TRANSIENT_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH',
-  'ENETUNREACH', 'ENETDOWN', 'ENOTCONN', 'ESOCKETTIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTCONN',
+  'ESOCKETTIMEDOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
 /** S3 error codes (the `<Code>` of the error body) that are transient. */
 const TRANSIENT_NAMES = new Set([
-  'SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequests', 'RequestThrottled',
-  'RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable',
-  'TimeoutError', 'ConditionalRequestConflict', 'XMinioServerNotInitialized',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequests',
+  'RequestThrottled',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'TimeoutError',
+  'ConditionalRequestConflict',
+  'XMinioServerNotInitialized',
 ]);
 
 interface ErrorLike {

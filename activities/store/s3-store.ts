@@ -122,9 +122,11 @@ export class S3Store implements ObjectStore {
     let hint = '';
     if (name === 'NoSuchBucket') hint = ` — bucket "${this.bucket}" does not exist; create it first`;
     else if (status === 403 || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') {
-      hint = ' — check the credentials (DURABLE_RL_S3_ACCESS_KEY_ID / DURABLE_RL_S3_SECRET_ACCESS_KEY or the AWS credential chain) and the bucket policy';
+      hint =
+        ' — check the credentials (DURABLE_RL_S3_ACCESS_KEY_ID / DURABLE_RL_S3_SECRET_ACCESS_KEY or the AWS credential chain) and the bucket policy';
     } else if (name === 'CredentialsProviderError') {
-      hint = ' — no credentials found; set DURABLE_RL_S3_ACCESS_KEY_ID and DURABLE_RL_S3_SECRET_ACCESS_KEY or configure the AWS credential chain';
+      hint =
+        ' — no credentials found; set DURABLE_RL_S3_ACCESS_KEY_ID and DURABLE_RL_S3_SECRET_ACCESS_KEY or configure the AWS credential chain';
     }
     const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
     return new StoreError('io', `${op} ${uri} failed${tries}: ${describeError(err)}${hint}`, { cause: err });
@@ -134,7 +136,9 @@ export class S3Store implements ObjectStore {
     const objectKey = this.objectKey(key);
     const partSize = this.settings.partSizeBytes;
     if (body instanceof Uint8Array && body.byteLength <= partSize) {
-      await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: body, ContentLength: body.byteLength })));
+      await this.call('PUT', key, () =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: body, ContentLength: body.byteLength })),
+      );
       return { size: body.byteLength };
     }
     // Gather the first part: a stream that ends within it is a single PUT, anything longer is multipart.
@@ -143,7 +147,11 @@ export class S3Store implements ObjectStore {
     const firstPart = first.done ? new Uint8Array(0) : first.value;
     const second = first.done ? first : await parts.next();
     if (second.done) {
-      await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: firstPart, ContentLength: firstPart.byteLength })));
+      await this.call('PUT', key, () =>
+        this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: firstPart, ContentLength: firstPart.byteLength }),
+        ),
+      );
       return { size: firstPart.byteLength };
     }
     return this.multipart(key, objectKey, prepend([firstPart, second.value], parts));
@@ -151,7 +159,8 @@ export class S3Store implements ObjectStore {
 
   private async multipart(key: string, objectKey: string, parts: AsyncIterator<Uint8Array>): Promise<{ size: number }> {
     const created = await this.call('CreateMultipartUpload', key, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey })));
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey })),
+    );
     const uploadId = created.UploadId;
     if (!uploadId) throw new StoreError('io', `CreateMultipartUpload ${this.uri(key)} returned no UploadId`);
     const done: CompletedPart[] = [];
@@ -168,11 +177,23 @@ export class S3Store implements ObjectStore {
         const bytes = next.value;
         size += bytes.byteLength;
         const p = this.call(`UploadPart ${partNumber}`, key, () =>
-          this.client.send(new UploadPartCommand({
-            Bucket: this.bucket, Key: objectKey, UploadId: uploadId, PartNumber: partNumber, Body: bytes, ContentLength: bytes.byteLength,
-          })))
-          .then((r) => { done.push({ PartNumber: partNumber, ETag: r.ETag }); })
-          .catch((err: unknown) => { failure ??= err; })
+          this.client.send(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: objectKey,
+              UploadId: uploadId,
+              PartNumber: partNumber,
+              Body: bytes,
+              ContentLength: bytes.byteLength,
+            }),
+          ),
+        )
+          .then((r) => {
+            done.push({ PartNumber: partNumber, ETag: r.ETag });
+          })
+          .catch((err: unknown) => {
+            failure ??= err;
+          })
           .finally(() => inFlight.delete(p));
         inFlight.add(p);
         if (inFlight.size >= this.settings.partConcurrency) await Promise.race(inFlight);
@@ -183,9 +204,14 @@ export class S3Store implements ObjectStore {
       done.sort((a, b) => a.PartNumber! - b.PartNumber!);
       await this.call('CompleteMultipartUpload', key, async () => {
         try {
-          await this.client.send(new CompleteMultipartUploadCommand({
-            Bucket: this.bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: done },
-          }));
+          await this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: objectKey,
+              UploadId: uploadId,
+              MultipartUpload: { Parts: done },
+            }),
+          );
         } catch (err) {
           // A retried Complete whose first try succeeded (answer lost) finds the upload gone.
           if ((err as { name?: string }).name === 'NoSuchUpload') {
@@ -200,7 +226,8 @@ export class S3Store implements ObjectStore {
       // Parts still uploading would land after the abort and be kept (and billed) as orphans:
       // let them settle first (they never reject; their failures were recorded above).
       await Promise.all(inFlight);
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }))
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }))
         .catch((abortErr: unknown) => log.warn({ uri: this.uri(key), err: describeError(abortErr) }, 'could not abort multipart upload'));
       throw err;
     }
@@ -213,9 +240,15 @@ export class S3Store implements ObjectStore {
     }
     return this.call('PUT If-None-Match', key, async () => {
       try {
-        await this.client.send(new PutObjectCommand({
-          Bucket: this.bucket, Key: objectKey, Body: bytes, ContentLength: bytes.byteLength, IfNoneMatch: '*',
-        }));
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: objectKey,
+            Body: bytes,
+            ContentLength: bytes.byteLength,
+            IfNoneMatch: '*',
+          }),
+        );
         return true;
       } catch (err) {
         if (httpStatus(err) === 412 || (err as { name?: string }).name === 'PreconditionFailed') return false;
@@ -272,7 +305,8 @@ export class S3Store implements ObjectStore {
     let token: string | undefined;
     do {
       const page = await this.call('LIST', '', () =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token })));
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token })),
+      );
       for (const o of page.Contents ?? []) {
         if (o.Key === undefined) continue;
         yield { key: o.Key.slice(strip), size: o.Size ?? 0 };

@@ -12,14 +12,22 @@ import { defineTable, readTable, writeTable, type RowInput, type RowOf } from '.
 
 const runId = { kind: 'utf8', doc: 'Run id (the workflow id of the training run, or of the job for offline annotation).' } as const;
 const step = { kind: 'int32', doc: 'Training step the row belongs to (0-based); offline jobs use 0.' } as const;
-const promptId = { kind: 'utf8', doc: 'Stable id of the prompt in its dataset (also a coordinate of the sampling RNG, activities/common/rng.ts).' } as const;
-const sampleId = { kind: 'int32', doc: 'Index of the sample among the samples drawn for this prompt in this step (0..G-1 for a group of G); for tree rollouts, the index of the node within the prompt\'s tree.' } as const;
+const promptId = {
+  kind: 'utf8',
+  doc: 'Stable id of the prompt in its dataset (also a coordinate of the sampling RNG, activities/common/rng.ts).',
+} as const;
+const sampleId = {
+  kind: 'int32',
+  doc: "Index of the sample among the samples drawn for this prompt in this step (0..G-1 for a group of G); for tree rollouts, the index of the node within the prompt's tree.",
+} as const;
 const nodeId = {
-  kind: 'utf8', nullable: true,
+  kind: 'utf8',
+  nullable: true,
   doc: 'Tree rollouts only: id of the tree node this row is (unique within the prompt\'s tree, e.g. "0.2.1"); null for flat (non-tree) rollouts.',
 } as const;
 const parentNodeId = {
-  kind: 'utf8', nullable: true,
+  kind: 'utf8',
+  nullable: true,
   doc: 'Tree rollouts only: node_id of the parent node; null for a root node and for flat rollouts.',
 } as const;
 
@@ -28,30 +36,40 @@ export const ROLLOUTS = defineTable({
   name: 'rollouts',
   version: 2,
   readsVersions: [1],
-  doc: 'One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase\'s `tree` option, V-STAR\'s value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X\'s completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X\'s tokens [0, p)). R^3L retries (the rl phase\'s `retry` option) use the same fields: every sample has node_id {prompt_id}/{sample_id}, and a retry (sample_id groupSize + k) is the child of the failed sample it retries, at branch_position = the failure point. Version 2 added branch_position; version 1 files still read, with branch_position null.',
+  doc: "One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase's `tree` option, V-STAR's value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X's completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X's tokens [0, p)). R^3L retries (the rl phase's `retry` option) use the same fields: every sample has node_id {prompt_id}/{sample_id}, and a retry (sample_id groupSize + k) is the child of the failed sample it retries, at branch_position = the failure point. Version 2 added branch_position; version 1 files still read, with branch_position null.",
   columns: {
     run_id: runId,
     step,
     prompt_id: promptId,
     sample_id: sampleId,
-    group_id: { kind: 'utf8', doc: 'Group over which group-relative advantages are computed (GRPO, Shao et al. 2024); usually equal to prompt_id.' },
+    group_id: {
+      kind: 'utf8',
+      doc: 'Group over which group-relative advantages are computed (GRPO, Shao et al. 2024); usually equal to prompt_id.',
+    },
     node_id: nodeId,
     parent_node_id: parentNodeId,
     branch_position: {
-      kind: 'int32', nullable: true, since: 2,
-      doc: 'Tree rollouts only: the first completion position this node sampled itself; [0, branch_position) are its parent\'s tokens, copied. 0 for a root; null for flat rollouts.',
+      kind: 'int32',
+      nullable: true,
+      since: 2,
+      doc: "Tree rollouts only: the first completion position this node sampled itself; [0, branch_position) are its parent's tokens, copied. 0 for a root; null for flat rollouts.",
     },
-    policy_version: { kind: 'int32', doc: 'Version of the policy weights that generated the sample (the step whose weights were loaded; 0 = initial weights). Lets the learner tell on-policy from stale samples.' },
+    policy_version: {
+      kind: 'int32',
+      doc: 'Version of the policy weights that generated the sample (the step whose weights were loaded; 0 = initial weights). Lets the learner tell on-policy from stale samples.',
+    },
     prompt_text: { kind: 'utf8', doc: 'The prompt as text, after any chat template.' },
     prompt_token_ids: { kind: 'list<int32>', doc: 'Token ids of the prompt as fed to the model.' },
     completion_text: { kind: 'utf8', doc: 'The generated text (decoded completion_token_ids).' },
     completion_token_ids: { kind: 'list<int32>', doc: 'Generated token ids, including the stop token when finish_reason is "stop".' },
     behaviour_logprobs: {
-      kind: 'list<float32>', finite: true,
-      doc: 'Log-probability of each completion token under the behaviour policy that sampled it, at the sampling temperature T: log softmax(logits / T)[token] over the model\'s whole vocabulary (T = 1 for greedy decoding). Top-k, top-p and min-p truncation are not part of it (as in TRL and verl), so it is the quantity the learner recomputes at the same T. Same length as completion_token_ids; the denominator of PPO/GRPO importance ratios.',
+      kind: 'list<float32>',
+      finite: true,
+      doc: "Log-probability of each completion token under the behaviour policy that sampled it, at the sampling temperature T: log softmax(logits / T)[token] over the model's whole vocabulary (T = 1 for greedy decoding). Top-k, top-p and min-p truncation are not part of it (as in TRL and verl), so it is the quantity the learner recomputes at the same T. Same length as completion_token_ids; the denominator of PPO/GRPO importance ratios.",
     },
     finish_reason: {
-      kind: 'utf8', values: ['stop', 'length', 'branch'],
+      kind: 'utf8',
+      values: ['stop', 'length', 'branch'],
       doc: '"stop": an end-of-sequence token or stop string ended generation; "length": the token limit did; "branch": reserved for trees stored as segments (a node whose generation continues in its children); the tree rollouts written here are complete nodes and never use it.',
     },
   },
@@ -91,26 +109,33 @@ export const REWARDS = defineTable({
     sample_id: { ...sampleId, doc: 'sample_id of the scored rollout row (0 for annotation inputs without one).' },
     node_id: nodeId,
     reward: {
-      kind: 'float64', nullable: true, finite: true,
+      kind: 'float64',
+      nullable: true,
+      finite: true,
       doc: 'Total reward (the configured composition of the components). Null only when it could not be computed; then error says why. Never NaN: a NaN or throwing reward is recorded as null + error.',
     },
     components: {
-      kind: 'map<utf8,float64>', finite: true,
+      kind: 'map<utf8,float64>',
+      finite: true,
       doc: 'Named reward components that made up the total (e.g. {"accuracy": 1, "format": 0.5}); empty when there is a single unnamed reward.',
     },
     token_rewards: {
-      kind: 'list<float32>', nullable: true, finite: true,
+      kind: 'list<float32>',
+      nullable: true,
+      finite: true,
       doc: 'Per-token (process) rewards, one per completion token, where a process reward model or dense reward supplies them; null otherwise.',
     },
     error: {
-      kind: 'utf8', nullable: true,
+      kind: 'utf8',
+      nullable: true,
       doc: 'Why the reward failed (exception message, "NaN", "timeout after 30 s", ...); null when it succeeded. A row may carry both a reward and an error when the failure policy substituted a penalty.',
     },
   },
   rules: ['reward null ⇒ error set (a missing reward is always explained).'],
-  check: (r) => (r.reward === null && (r.error === null || r.error === '')
-    ? 'reward is null but error is empty; record why the reward is missing'
-    : undefined),
+  check: (r) =>
+    r.reward === null && (r.error === null || r.error === '')
+      ? 'reward is null but error is empty; record why the reward is missing'
+      : undefined,
 });
 
 /** Advantages: what the learner multiplies each token's policy-gradient term by. */
@@ -125,15 +150,20 @@ export const ADVANTAGES = defineTable({
     sample_id: sampleId,
     node_id: nodeId,
     advantage: {
-      kind: 'float64', nullable: true, finite: true,
-      doc: 'Scalar advantage applied to every unmasked completion token (e.g. GRPO\'s group-normalised reward). Null when token_advantages is given.',
+      kind: 'float64',
+      nullable: true,
+      finite: true,
+      doc: "Scalar advantage applied to every unmasked completion token (e.g. GRPO's group-normalised reward). Null when token_advantages is given.",
     },
     token_advantages: {
-      kind: 'list<float32>', nullable: true, finite: true,
+      kind: 'list<float32>',
+      nullable: true,
+      finite: true,
       doc: 'Per-token advantages, one per completion token (process rewards, tree/sibling-relative estimators); takes precedence over advantage.',
     },
     loss_mask: {
-      kind: 'list<bool>', nullable: true,
+      kind: 'list<bool>',
+      nullable: true,
       doc: 'Which completion tokens enter the loss (true = trained on), one per completion token; null = all of them.',
     },
   },
@@ -154,7 +184,7 @@ export const ADVANTAGES = defineTable({
 export const PREFERENCE_PAIRS = defineTable({
   name: 'preference_pairs',
   version: 1,
-  doc: 'One (chosen, rejected) pair of an online_dpo step: of one prompt group\'s scored samples, the one with the highest reward (chosen) and the one with the lowest (rejected), the first in sample order on a tie for either place. Groups whose rewards all tie, or with fewer than two scored non-empty completions, have no row. The samples are rows of the step\'s rollouts.',
+  doc: "One (chosen, rejected) pair of an online_dpo step: of one prompt group's scored samples, the one with the highest reward (chosen) and the one with the lowest (rejected), the first in sample order on a tie for either place. Groups whose rewards all tie, or with fewer than two scored non-empty completions, have no row. The samples are rows of the step's rollouts.",
   columns: {
     run_id: runId,
     step,
@@ -166,10 +196,11 @@ export const PREFERENCE_PAIRS = defineTable({
     rejected_reward: { kind: 'float64', finite: true, doc: 'Total reward of the rejected sample.' },
   },
   rules: ['chosen_reward > rejected_reward (ties give no pair).'],
-  check: (r) => (r.chosen_reward > r.rejected_reward ? undefined : `chosen_reward ${r.chosen_reward} is not above rejected_reward ${r.rejected_reward}`),
+  check: (r) =>
+    r.chosen_reward > r.rejected_reward ? undefined : `chosen_reward ${r.chosen_reward} is not above rejected_reward ${r.rejected_reward}`,
 });
 
-const opt = (doc: string) => ({ kind: 'float64', nullable: true, doc } as const);
+const opt = (doc: string) => ({ kind: 'float64', nullable: true, doc }) as const;
 
 /** Step metrics: one row per committed step. */
 export const METRICS = defineTable({
@@ -179,9 +210,13 @@ export const METRICS = defineTable({
   columns: {
     run_id: runId,
     step: { kind: 'int32', doc: 'The training step (0-based).' },
-    phase: { kind: 'utf8', values: ['sft', 'rl', 'online_dpo', 'dpo'], doc: '"sft": supervised warm-up step; "rl": reinforcement-learning step; "online_dpo": DPO on pairs sampled from the policy and ranked by the reward; "dpo": DPO on a preference dataset.' },
+    phase: {
+      kind: 'utf8',
+      values: ['sft', 'rl', 'online_dpo', 'dpo'],
+      doc: '"sft": supervised warm-up step; "rl": reinforcement-learning step; "online_dpo": DPO on pairs sampled from the policy and ranked by the reward; "dpo": DPO on a preference dataset.',
+    },
     policy_version: { kind: 'int32', doc: 'Policy version the step trained from (see rollouts.policy_version).' },
-    num_prompts: { kind: 'int32', doc: 'Prompts in the step\'s batch.' },
+    num_prompts: { kind: 'int32', doc: "Prompts in the step's batch." },
     num_samples: { kind: 'int32', doc: 'Samples (rollout rows) that entered the loss.' },
     reward_mean: opt('Mean total reward over scored samples.'),
     reward_std: opt('Standard deviation of the total reward (population).'),
@@ -203,7 +238,10 @@ export const METRICS = defineTable({
     learner_seconds: opt('Wall time of the learner (trainStep) stage.'),
     step_seconds: opt('Wall time of the whole step, start of rollout to commit.'),
     reward_errors: { kind: 'int32', doc: 'Rewards that failed (rewards rows with error set).' },
-    dropped_samples: { kind: 'int32', doc: 'Samples left out of the loss (by the reward-failure policy, filters, or zero-variance groups).' },
+    dropped_samples: {
+      kind: 'int32',
+      doc: 'Samples left out of the loss (by the reward-failure policy, filters, or zero-variance groups).',
+    },
     truncated_samples: { kind: 'int32', doc: 'Samples whose finish_reason is "length".' },
     extra: {
       kind: 'map<utf8,float64>',
@@ -219,10 +257,18 @@ export const ANNOTATION_INPUTS = defineTable({
   doc: 'One (prompt, completion) pair to be scored by the offline reward-annotation workflow, whose output uses the rewards schema.',
   columns: {
     prompt_id: { kind: 'utf8', doc: 'Id of the prompt; copied to rewards.prompt_id.' },
-    sample_id: { kind: 'int32', nullable: true, doc: 'Id of the completion among the prompt\'s completions, if there are several; copied to rewards.sample_id (null → 0).' },
+    sample_id: {
+      kind: 'int32',
+      nullable: true,
+      doc: "Id of the completion among the prompt's completions, if there are several; copied to rewards.sample_id (null → 0).",
+    },
     prompt: { kind: 'utf8', doc: 'The prompt text.' },
     completion: { kind: 'utf8', doc: 'The completion text to score.' },
-    reference: { kind: 'utf8', nullable: true, doc: 'Reference answer or other ground truth for verifiable rewards; null when the reward needs none.' },
+    reference: {
+      kind: 'utf8',
+      nullable: true,
+      doc: 'Reference answer or other ground truth for verifiable rewards; null when the reward needs none.',
+    },
   },
 });
 
@@ -251,8 +297,10 @@ export const decodeRewards = (bytes: Uint8Array, source?: string): RewardsRow[] 
 export const encodeAdvantages = (rows: readonly AdvantagesInput[]): Uint8Array => writeTable(ADVANTAGES, rows);
 export const decodeAdvantages = (bytes: Uint8Array, source?: string): AdvantagesRow[] => readTable(ADVANTAGES, bytes, source);
 export const encodePreferencePairs = (rows: readonly PreferencePairsInput[]): Uint8Array => writeTable(PREFERENCE_PAIRS, rows);
-export const decodePreferencePairs = (bytes: Uint8Array, source?: string): PreferencePairsRow[] => readTable(PREFERENCE_PAIRS, bytes, source);
+export const decodePreferencePairs = (bytes: Uint8Array, source?: string): PreferencePairsRow[] =>
+  readTable(PREFERENCE_PAIRS, bytes, source);
 export const encodeMetrics = (rows: readonly MetricsInput[]): Uint8Array => writeTable(METRICS, rows);
 export const decodeMetrics = (bytes: Uint8Array, source?: string): MetricsRow[] => readTable(METRICS, bytes, source);
 export const encodeAnnotationInputs = (rows: readonly AnnotationInput[]): Uint8Array => writeTable(ANNOTATION_INPUTS, rows);
-export const decodeAnnotationInputs = (bytes: Uint8Array, source?: string): AnnotationInputRow[] => readTable(ANNOTATION_INPUTS, bytes, source);
+export const decodeAnnotationInputs = (bytes: Uint8Array, source?: string): AnnotationInputRow[] =>
+  readTable(ANNOTATION_INPUTS, bytes, source);

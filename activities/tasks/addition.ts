@@ -48,7 +48,9 @@ export const additionReward: RewardDefinition<typeof AdditionRewardOptions> = de
     score(sample) {
       const ref = requireReference(sample, 'addition')[0]!.trim();
       if (!/^\d+$/.test(ref)) {
-        throw new Error(`reward addition: the reference of sample ${sample.promptId}/${sample.sampleId} must be a whole number in digits, got ${JSON.stringify(ref)}`);
+        throw new Error(
+          `reward addition: the reference of sample ${sample.promptId}/${sample.sampleId} must be a whole number in digits, got ${JSON.stringify(ref)}`,
+        );
       }
       const answer = (extractTag(sample.completion, o.answerTag) ?? sample.completion).trim();
       const wellFormed = /^\d{1,40}$/.test(answer);
@@ -72,17 +74,22 @@ export const additionReward: RewardDefinition<typeof AdditionRewardOptions> = de
  * the tag's contents, whose position this does not trace).
  */
 export function additionFirstError(reference: string, completion: string, reversed: boolean, answerTag = 'answer'): number | null {
-  if (!/^\d+$/.test(reference)) throw new Error(`addition firstError: reference must be a whole number in digits, got ${JSON.stringify(reference)}`);
+  if (!/^\d+$/.test(reference))
+    throw new Error(`addition firstError: reference must be a whole number in digits, got ${JSON.stringify(reference)}`);
   if (completion.includes(`<${answerTag}>`)) return null;
   const ref = reference.replace(/^0+(?=\d)/, '');
   const rev = [...ref].reverse().join('');
   // p is a prefix of some accepted answer / is an accepted answer
-  const prefixOk = (p: string) => reversed
-    ? (p.length <= rev.length ? rev.startsWith(p) : p.startsWith(rev) && /^0*$/.test(p.slice(rev.length)))
-    : ref.startsWith(p.replace(/^0+/, '')) || (ref === '0' && /^0*$/.test(p));
-  const complete = (p: string) => reversed
-    ? p.startsWith(rev) && /^0*$/.test(p.slice(rev.length))
-    : p.length > 0 && (p.replace(/^0+/, '') === ref || (ref === '0' && /^0+$/.test(p)));
+  const prefixOk = (p: string) =>
+    reversed
+      ? p.length <= rev.length
+        ? rev.startsWith(p)
+        : p.startsWith(rev) && /^0*$/.test(p.slice(rev.length))
+      : ref.startsWith(p.replace(/^0+/, '')) || (ref === '0' && /^0*$/.test(p));
+  const complete = (p: string) =>
+    reversed
+      ? p.startsWith(rev) && /^0*$/.test(p.slice(rev.length))
+      : p.length > 0 && (p.replace(/^0+/, '') === ref || (ref === '0' && /^0+$/.test(p)));
   const start = completion.length - completion.trimStart().length;
   const body = completion.slice(start);
   if (complete(body.trimEnd())) return null;
@@ -91,28 +98,30 @@ export function additionFirstError(reference: string, completion: string, revers
   return start + n;
 }
 
-export const AdditionTaskOptions = z.strictObject({
-  /** Fewest digits of an operand. */
-  minDigits: z.int().min(1).max(15).default(1),
-  /**
-   * Most digits of an operand (difficulty). Each operand's length is drawn uniformly from
-   * [minDigits, maxDigits], then its value uniformly among numbers of that length, so short
-   * problems stay common enough for a curriculum-free warm-up.
-   */
-  maxDigits: z.int().min(1).max(15).default(3),
-  /** Gold completions (and the reward) write the sum reversed; see the reward's `reversed`. */
-  reverse: z.boolean().default(false),
-  /**
-   * Zero-pad operands to `maxDigits` and gold sums to `maxDigits + 1` digits ("007+045=" → "0052"):
-   * every digit then sits at a fixed position, so a small model need not learn to align operands of
-   * different lengths. The reward reads numbers, so padded and unpadded answers score alike.
-   */
-  pad: z.boolean().default(false),
-  /** Fraction of all problems held out for the eval split (by problem, never by seed). */
-  evalFraction: z.number().gt(0).lt(1).default(0.1),
-  /** Reward of a well-formed wrong answer (the reward's `formatReward`). */
-  formatReward: z.number().default(0),
-}).refine((o) => o.minDigits <= o.maxDigits, { message: 'minDigits must not exceed maxDigits', path: ['minDigits'] });
+export const AdditionTaskOptions = z
+  .strictObject({
+    /** Fewest digits of an operand. */
+    minDigits: z.int().min(1).max(15).default(1),
+    /**
+     * Most digits of an operand (difficulty). Each operand's length is drawn uniformly from
+     * [minDigits, maxDigits], then its value uniformly among numbers of that length, so short
+     * problems stay common enough for a curriculum-free warm-up.
+     */
+    maxDigits: z.int().min(1).max(15).default(3),
+    /** Gold completions (and the reward) write the sum reversed; see the reward's `reversed`. */
+    reverse: z.boolean().default(false),
+    /**
+     * Zero-pad operands to `maxDigits` and gold sums to `maxDigits + 1` digits ("007+045=" → "0052"):
+     * every digit then sits at a fixed position, so a small model need not learn to align operands of
+     * different lengths. The reward reads numbers, so padded and unpadded answers score alike.
+     */
+    pad: z.boolean().default(false),
+    /** Fraction of all problems held out for the eval split (by problem, never by seed). */
+    evalFraction: z.number().gt(0).lt(1).default(0.1),
+    /** Reward of a well-formed wrong answer (the reward's `formatReward`). */
+    formatReward: z.number().default(0),
+  })
+  .refine((o) => o.minDigits <= o.maxDigits, { message: 'minDigits must not exceed maxDigits', path: ['minDigits'] });
 export type AdditionTaskOptions = z.output<typeof AdditionTaskOptions>;
 
 /** A number of exactly `len` digits (0..9 for one digit). */
@@ -132,7 +141,13 @@ export const additionTask = defineTask({
     const task: TaskBody<AdditionTaskOptions> = {
       prompts(seed, split, count, offset = 0) {
         return splitItems({
-          task: 'addition', seed, split, count, offset, evalFraction: o.evalFraction, maxAttempts: 2000,
+          task: 'addition',
+          seed,
+          split,
+          count,
+          offset,
+          evalFraction: o.evalFraction,
+          maxAttempts: 2000,
           hint: 'Raise maxDigits or lower minDigits (more problems), or move evalFraction away from 0/1.',
           candidate(d) {
             const a = operand(d, d.intIn(o.minDigits, o.maxDigits));
@@ -145,7 +160,8 @@ export const additionTask = defineTask({
         });
       },
       sftTarget(item: TaskItem) {
-        if (!/^\d{1,16}$/.test(item.reference)) throw new Error(`addition sftTarget: item ${item.promptId} has reference ${JSON.stringify(item.reference)}, not a sum in digits`);
+        if (!/^\d{1,16}$/.test(item.reference))
+          throw new Error(`addition sftTarget: item ${item.promptId} has reference ${JSON.stringify(item.reference)}, not a sum in digits`);
         const sum = show(Number(item.reference), o.maxDigits + 1);
         return o.reverse ? [...sum].reverse().join('') : sum;
       },

@@ -7,8 +7,17 @@
  */
 import { rat, type Rational } from '../reward/rational.js';
 import {
-  allowedUnder, applyOp, evaluate, ExpressionSyntaxError, literals, operators, parseExpression, printExpression,
-  type Expr, type IntermediateRule, type Op,
+  allowedUnder,
+  applyOp,
+  evaluate,
+  ExpressionSyntaxError,
+  literals,
+  operators,
+  parseExpression,
+  printExpression,
+  type Expr,
+  type IntermediateRule,
+  type Op,
 } from './expression.js';
 import type { Draws } from './split.js';
 
@@ -124,7 +133,12 @@ export function solveCountdown(inst: CountdownInstance, rules: CountdownRules, p
       const key = idx.map((i) => inst.numbers[i]).join(',');
       if (seen.has(key)) continue; // the same numbers at other positions: same answers
       seen.add(key);
-      const found = solve(idx.map((i) => leaves[i]!), target, rules, prefer);
+      const found = solve(
+        idx.map((i) => leaves[i]!),
+        target,
+        rules,
+        prefer,
+      );
       if (found) return found;
     }
   }
@@ -163,7 +177,10 @@ export function checkCountdown(text: string, inst: CountdownInstance, rules: Cou
     const left = available.get(s) ?? 0;
     if (left === 0) {
       const given = inst.numbers.includes(Number(s));
-      return { verdict: 'numbers', message: given ? `${s} is used more often than it is given` : `${s} is not one of the given numbers ${inst.numbers.join(', ')}` };
+      return {
+        verdict: 'numbers',
+        message: given ? `${s} is used more often than it is given` : `${s} is not one of the given numbers ${inst.numbers.join(', ')}`,
+      };
     }
     available.set(s, left - 1);
   }

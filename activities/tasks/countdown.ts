@@ -12,7 +12,14 @@
 import { z } from '../common/config.js';
 import { extractTag } from '../reward/extract.js';
 import { defineReward, instantiateReward, type RewardDefinition, type RewardScorer, type RewardSample } from '../reward/types.js';
-import { checkCountdown, randomCountdown, solveCountdown, type CountdownInstance, type CountdownRules, type CountdownVerdict } from './countdown-solver.js';
+import {
+  checkCountdown,
+  randomCountdown,
+  solveCountdown,
+  type CountdownInstance,
+  type CountdownRules,
+  type CountdownVerdict,
+} from './countdown-solver.js';
 import { OPS, printExpression, type Op } from './expression.js';
 import { splitItems } from './split.js';
 import { defineTask, type TaskBody, type TaskItem } from './types.js';
@@ -33,7 +40,9 @@ const ruleOptions = {
    */
   intermediates: z.enum(['rational', 'integer', 'natural']).default('rational'),
   /** Operators an answer may use (fewer operators: an easier task). */
-  operators: z.array(z.enum(['+', '-', '*', '/'])).min(1)
+  operators: z
+    .array(z.enum(['+', '-', '*', '/']))
+    .min(1)
     .refine((ops) => new Set(ops).size === ops.length, { message: 'operators must not repeat' })
     .default(['+', '-', '*', '/']),
 };
@@ -65,11 +74,16 @@ const InstanceMetadata = z.object({
 });
 
 /** The instance a sample is about, from its metadata; a data error (thrown) when it is missing or malformed. */
-export function countdownInstance(sample: Pick<RewardSample, 'promptId' | 'metadata'> & { sampleId?: string | number }, who = 'reward countdown'): CountdownInstance {
+export function countdownInstance(
+  sample: Pick<RewardSample, 'promptId' | 'metadata'> & { sampleId?: string | number },
+  who = 'reward countdown',
+): CountdownInstance {
   const r = InstanceMetadata.safeParse(sample.metadata ?? {});
   if (!r.success) {
     const where = r.error.issues.map((i) => `metadata.${i.path.join('.')}: ${i.message}`).join('; ');
-    throw new Error(`${who}: sample ${sample.promptId}${sample.sampleId === undefined ? '' : `/${sample.sampleId}`} needs metadata { numbers: whole numbers[], target: whole number } (${where})`);
+    throw new Error(
+      `${who}: sample ${sample.promptId}${sample.sampleId === undefined ? '' : `/${sample.sampleId}`} needs metadata { numbers: whole numbers[], target: whole number } (${where})`,
+    );
   }
   return r.data;
 }
@@ -89,14 +103,18 @@ export function countdownAnswer(completion: string, o: Pick<CountdownRewardOptio
  */
 export const countdownReward: RewardDefinition<typeof CountdownRewardOptions> = defineReward({
   name: 'countdown',
-  description: 'an arithmetic expression over the given numbers that equals the target (exact rationals, number usage checked), with a format reward',
+  description:
+    'an arithmetic expression over the given numbers that equals the target (exact rationals, number usage checked), with a format reward',
   source: 'TinyZero Countdown (Pan et al. 2025)',
   optionsSchema: CountdownRewardOptions,
   create: (o): RewardScorer<CountdownRewardOptions> => ({
     score(sample) {
       const inst = countdownInstance(sample);
       const check = checkCountdown(countdownAnswer(sample.completion, o), inst, o);
-      const components: Record<string, number> = { correct: check.verdict === 'correct' ? 1 : 0, well_formed: check.verdict === 'unparseable' ? 0 : 1 };
+      const components: Record<string, number> = {
+        correct: check.verdict === 'correct' ? 1 : 0,
+        well_formed: check.verdict === 'unparseable' ? 0 : 1,
+      };
       for (const v of VERDICTS) components[`fail_${v}`] = check.verdict === v ? 1 : 0;
       const reward = check.verdict === 'correct' ? o.correctReward : check.verdict === 'unparseable' ? 0 : o.formatReward;
       return { reward, components };
@@ -107,38 +125,40 @@ export const countdownReward: RewardDefinition<typeof CountdownRewardOptions> = 
 // ---------------------------------------------------------------------------------------------
 // The task
 
-export const CountdownTaskOptions = z.strictObject({
-  ...ruleOptions,
-  /** Fewest numbers in an instance. */
-  minNumbers: z.int().min(2).max(5).default(3),
-  /** Most numbers in an instance (difficulty; 5 at most, so the exhaustive solver stays fast). */
-  maxNumbers: z.int().min(2).max(5).default(4),
-  /** Smallest given number. */
-  minNumber: z.int().min(0).max(1_000_000).default(1),
-  /** Largest given number (difficulty: fewer digits to read and write). */
-  maxNumber: z.int().min(1).max(1_000_000).default(99),
-  /** Smallest target. */
-  minTarget: z.int().min(0).max(1_000_000_000).default(1),
-  /** Largest target. TinyZero's numbers are 1-99 or so with targets up to about 100. */
-  maxTarget: z.int().min(0).max(1_000_000_000).default(100),
-  /** `compact` prompts (`3,7,25,50>24:`, for a char-level model) or `instruct` prompts (a sentence, `<answer>` tags). */
-  format: z.enum(['compact', 'instruct']).default('compact'),
-  /** Fraction of all instances (by sorted numbers and target) held out for the eval split. */
-  evalFraction: z.number().gt(0).lt(1).default(0.1),
-  /** Reward of a well-formed answer that misses (the reward's `formatReward`; TinyZero 0.1). */
-  formatReward: z.number().default(0.1),
-  /**
-   * Which solution `sftTarget` writes: `shortest` (fewest parentheses, found by visiting every
-   * solution: uniform, easier-to-imitate gold answers; about 1 ms per instance of four numbers, up to
-   * a few hundred ms for five) or `first` (the first the search meets: fast).
-   */
-  sftSolution: z.enum(['shortest', 'first']).default('shortest'),
-})
+export const CountdownTaskOptions = z
+  .strictObject({
+    ...ruleOptions,
+    /** Fewest numbers in an instance. */
+    minNumbers: z.int().min(2).max(5).default(3),
+    /** Most numbers in an instance (difficulty; 5 at most, so the exhaustive solver stays fast). */
+    maxNumbers: z.int().min(2).max(5).default(4),
+    /** Smallest given number. */
+    minNumber: z.int().min(0).max(1_000_000).default(1),
+    /** Largest given number (difficulty: fewer digits to read and write). */
+    maxNumber: z.int().min(1).max(1_000_000).default(99),
+    /** Smallest target. */
+    minTarget: z.int().min(0).max(1_000_000_000).default(1),
+    /** Largest target. TinyZero's numbers are 1-99 or so with targets up to about 100. */
+    maxTarget: z.int().min(0).max(1_000_000_000).default(100),
+    /** `compact` prompts (`3,7,25,50>24:`, for a char-level model) or `instruct` prompts (a sentence, `<answer>` tags). */
+    format: z.enum(['compact', 'instruct']).default('compact'),
+    /** Fraction of all instances (by sorted numbers and target) held out for the eval split. */
+    evalFraction: z.number().gt(0).lt(1).default(0.1),
+    /** Reward of a well-formed answer that misses (the reward's `formatReward`; TinyZero 0.1). */
+    formatReward: z.number().default(0.1),
+    /**
+     * Which solution `sftTarget` writes: `shortest` (fewest parentheses, found by visiting every
+     * solution: uniform, easier-to-imitate gold answers; about 1 ms per instance of four numbers, up to
+     * a few hundred ms for five) or `first` (the first the search meets: fast).
+     */
+    sftSolution: z.enum(['shortest', 'first']).default('shortest'),
+  })
   .refine((o) => o.minNumbers <= o.maxNumbers, { message: 'minNumbers must not exceed maxNumbers', path: ['minNumbers'] })
   .refine((o) => o.minNumber <= o.maxNumber, { message: 'minNumber must not exceed maxNumber', path: ['minNumber'] })
   .refine((o) => o.minTarget <= o.maxTarget, { message: 'minTarget must not exceed maxTarget', path: ['minTarget'] })
   .refine((o) => o.intermediates !== 'natural' || o.minNumber >= 1, {
-    message: 'the natural rule allows positive numbers only: set minNumber to 1 or more, or use intermediates "integer"', path: ['minNumber'],
+    message: 'the natural rule allows positive numbers only: set minNumber to 1 or more, or use intermediates "integer"',
+    path: ['minNumber'],
   });
 export type CountdownTaskOptions = z.output<typeof CountdownTaskOptions>;
 
@@ -170,13 +190,22 @@ export const countdownTask = defineTask({
     const answerChars = n * String(o.maxNumber).length + (n - 1) + 2 * Math.max(0, n - 2);
     const sftAnswer = (inst: CountdownInstance, promptId: string) => {
       const e = solveCountdown(inst, rules, o.sftSolution);
-      if (!e) throw new Error(`countdown: item ${promptId} (numbers ${inst.numbers.join(', ')}, target ${inst.target}) has no solution under these rules`);
+      if (!e)
+        throw new Error(
+          `countdown: item ${promptId} (numbers ${inst.numbers.join(', ')}, target ${inst.target}) has no solution under these rules`,
+        );
       return o.format === 'compact' ? printExpression(e) : `<answer>${printExpression(e, true)}</answer>`;
     };
     return {
       prompts(seed, split, count, offset = 0) {
         return splitItems({
-          task: 'countdown', seed, split, count, offset, evalFraction: o.evalFraction, maxAttempts: 2000,
+          task: 'countdown',
+          seed,
+          split,
+          count,
+          offset,
+          evalFraction: o.evalFraction,
+          maxAttempts: 2000,
           hint: 'Widen [minTarget, maxTarget] or [minNumber, maxNumber], allow more operators, or relax intermediates.',
           candidate(d) {
             const inst = randomCountdown(d, o, rules);
@@ -184,7 +213,11 @@ export const countdownTask = defineTask({
             const sorted = [...inst.numbers].sort((a, b) => a - b);
             return {
               key: `${sorted.join(',')}>${inst.target}`,
-              item: { prompt: promptText(inst, o), reference: String(inst.target), metadata: { numbers: inst.numbers, target: inst.target } },
+              item: {
+                prompt: promptText(inst, o),
+                reference: String(inst.target),
+                metadata: { numbers: inst.numbers, target: inst.target },
+              },
             };
           },
         });

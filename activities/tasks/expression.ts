@@ -20,14 +20,15 @@ export type Op = '+' | '-' | '*' | '/';
 export const OPS: readonly Op[] = ['+', '-', '*', '/'];
 
 /** A parsed expression. `pos` is the character offset of the node's first token in the source. */
-export type Expr =
-  | { kind: 'num'; value: bigint; pos: number }
-  | { kind: 'bin'; op: Op; left: Expr; right: Expr; pos: number };
+export type Expr = { kind: 'num'; value: bigint; pos: number } | { kind: 'bin'; op: Op; left: Expr; right: Expr; pos: number };
 
 /** Text that is not an expression of the grammar above; `position` is a character offset. */
 export class ExpressionSyntaxError extends Error {
   override readonly name = 'ExpressionSyntaxError';
-  constructor(message: string, readonly position: number) {
+  constructor(
+    message: string,
+    readonly position: number,
+  ) {
     super(`${message} at position ${position}`);
   }
 }
@@ -42,7 +43,8 @@ export interface ParseLimits {
   maxDigits?: number;
 }
 
-type Token = { t: 'num'; value: bigint; pos: number } | { t: 'op'; op: Op; pos: number } | { t: '(' | ')'; pos: number } | { t: 'end'; pos: number };
+type Token =
+  { t: 'num'; value: bigint; pos: number } | { t: 'op'; op: Op; pos: number } | { t: '(' | ')'; pos: number } | { t: 'end'; pos: number };
 
 const OP_ALIASES: Record<string, Op> = { '+': '+', '-': '-', '−': '-', '*': '*', '×': '*', '·': '*', '/': '/', '÷': '/' };
 
@@ -57,7 +59,8 @@ function tokenize(text: string, maxDigits: number): Token[] {
       let j = i;
       while (j < text.length && text[j]! >= '0' && text[j]! <= '9') j++;
       if (j - i > maxDigits) throw new ExpressionSyntaxError(`number with ${j - i} digits is longer than the ${maxDigits} allowed`, i);
-      if (text[j] === '.' || text[j] === ',') throw new ExpressionSyntaxError(`only whole numbers are allowed, found ${JSON.stringify(text.slice(i, j + 2))}`, i);
+      if (text[j] === '.' || text[j] === ',')
+        throw new ExpressionSyntaxError(`only whole numbers are allowed, found ${JSON.stringify(text.slice(i, j + 2))}`, i);
       out.push({ t: 'num', value: BigInt(text.slice(i, j)), pos: i });
       i = j;
     } else if (c in OP_ALIASES) {
@@ -78,11 +81,19 @@ function tokenize(text: string, maxDigits: number): Token[] {
 export function parseExpression(text: string, limits: ParseLimits = {}): Expr {
   const maxLength = limits.maxLength ?? 2000;
   const maxDepth = limits.maxDepth ?? 64;
-  if (text.length > maxLength) throw new ExpressionSyntaxError(`text of ${text.length} characters is longer than the ${maxLength} allowed`, 0);
+  if (text.length > maxLength)
+    throw new ExpressionSyntaxError(`text of ${text.length} characters is longer than the ${maxLength} allowed`, 0);
   const toks = tokenize(text, limits.maxDigits ?? 30);
   let k = 0;
   const peek = () => toks[k]!;
-  const describe = (t: Token) => (t.t === 'end' ? 'end of text' : t.t === 'num' ? `number ${t.value}` : t.t === 'op' ? `operator ${JSON.stringify(t.op)}` : JSON.stringify(t.t));
+  const describe = (t: Token) =>
+    t.t === 'end'
+      ? 'end of text'
+      : t.t === 'num'
+        ? `number ${t.value}`
+        : t.t === 'op'
+          ? `operator ${JSON.stringify(t.op)}`
+          : JSON.stringify(t.t);
 
   function expr(depth: number): Expr {
     let left = term(depth);
@@ -111,11 +122,13 @@ export function parseExpression(text: string, limits: ParseLimits = {}): Expr {
       k++;
       const inner = expr(depth + 1);
       const close = peek();
-      if (close.t !== ')') throw new ExpressionSyntaxError(`expected ")" to close the "(" at position ${t.pos}, found ${describe(close)}`, close.pos);
+      if (close.t !== ')')
+        throw new ExpressionSyntaxError(`expected ")" to close the "(" at position ${t.pos}, found ${describe(close)}`, close.pos);
       k++;
       return { ...inner, pos: t.pos };
     }
-    if (t.t === 'op' && t.op === '-') throw new ExpressionSyntaxError('unary minus is not allowed (only the given numbers may appear)', t.pos);
+    if (t.t === 'op' && t.op === '-')
+      throw new ExpressionSyntaxError('unary minus is not allowed (only the given numbers may appear)', t.pos);
     throw new ExpressionSyntaxError(`expected a number or "(", found ${describe(t)}`, t.pos);
   }
 
@@ -168,16 +181,18 @@ export const divQ = (a: Rational, b: Rational): Rational => rat(a.n * b.d, a.d *
 
 export function applyOp(op: Op, a: Rational, b: Rational): Rational {
   switch (op) {
-    case '+': return addQ(a, b);
-    case '-': return subQ(a, b);
-    case '*': return mulQ(a, b);
-    case '/': return divQ(a, b);
+    case '+':
+      return addQ(a, b);
+    case '-':
+      return subQ(a, b);
+    case '*':
+      return mulQ(a, b);
+    case '/':
+      return divQ(a, b);
   }
 }
 
-export type Evaluation =
-  | { ok: true; value: Rational }
-  | { ok: false; reason: 'division_by_zero' | 'intermediate'; message: string };
+export type Evaluation = { ok: true; value: Rational } | { ok: false; reason: 'division_by_zero' | 'intermediate'; message: string };
 
 /**
  * Evaluates an expression exactly. Fails (as data, not an exception) on a division by zero, or on
@@ -186,7 +201,8 @@ export type Evaluation =
 export function evaluate(e: Expr, rule: IntermediateRule = 'rational'): Evaluation {
   if (e.kind === 'num') {
     const value = rat(e.value);
-    if (!allowedUnder(value, rule)) return { ok: false, reason: 'intermediate', message: `number ${e.value} at position ${e.pos} is not allowed under the ${rule} rule` };
+    if (!allowedUnder(value, rule))
+      return { ok: false, reason: 'intermediate', message: `number ${e.value} at position ${e.pos} is not allowed under the ${rule} rule` };
     return { ok: true, value };
   }
   const l = evaluate(e.left, rule);
@@ -194,11 +210,19 @@ export function evaluate(e: Expr, rule: IntermediateRule = 'rational'): Evaluati
   const r = evaluate(e.right, rule);
   if (!r.ok) return r;
   if (e.op === '/' && r.value.n === 0n) {
-    return { ok: false, reason: 'division_by_zero', message: `division by zero: ${printExpression(e.right)} is 0 (position ${e.right.pos})` };
+    return {
+      ok: false,
+      reason: 'division_by_zero',
+      message: `division by zero: ${printExpression(e.right)} is 0 (position ${e.right.pos})`,
+    };
   }
   const value = applyOp(e.op, l.value, r.value);
   if (!allowedUnder(value, rule)) {
-    return { ok: false, reason: 'intermediate', message: `${printExpression(e)} = ${formatRational(value)} is not ${rule === 'integer' ? 'a whole number' : 'a positive whole number'} (${rule} rule)` };
+    return {
+      ok: false,
+      reason: 'intermediate',
+      message: `${printExpression(e)} = ${formatRational(value)} is not ${rule === 'integer' ? 'a whole number' : 'a positive whole number'} (${rule} rule)`,
+    };
   }
   return { ok: true, value };
 }

@@ -18,7 +18,10 @@ export function inEvalSplit(task: string, key: string, evalFraction: number): bo
 /** Random draws of one generation attempt: positions `attempt * 4096 + k` of the item's stream. */
 export class Draws {
   private k = 0;
-  constructor(private readonly rng: CounterRng, private readonly base: number) {}
+  constructor(
+    private readonly rng: CounterRng,
+    private readonly base: number,
+  ) {}
   /** A float in [0, 1). */
   uniform(): number {
     if (this.k >= 4096) throw new Error('a generation attempt used more than 4096 random draws');

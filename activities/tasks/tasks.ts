@@ -26,7 +26,9 @@ export function taskNames(): string[] {
 export function taskDefinition(name: string): TaskDefinition {
   const def = TASKS.find((t) => t.name === name);
   if (!def) {
-    throw new ConfigError('task spec', [{ path: 'name', message: `unknown task ${JSON.stringify(name)}; known tasks: ${taskNames().join(', ')}` }]);
+    throw new ConfigError('task spec', [
+      { path: 'name', message: `unknown task ${JSON.stringify(name)}; known tasks: ${taskNames().join(', ')}` },
+    ]);
   }
   return def;
 }
@@ -34,7 +36,9 @@ export function taskDefinition(name: string): TaskDefinition {
 /** A ready task from its name and options (validated; defaults filled). */
 export function getTask(name: string, options: unknown = {}): Task {
   if (typeof name !== 'string') {
-    throw new ConfigError('task spec', [{ path: 'name', message: `a task name is a string (one of ${taskNames().join(', ')}), got ${typeof name}` }]);
+    throw new ConfigError('task spec', [
+      { path: 'name', message: `a task name is a string (one of ${taskNames().join(', ')}), got ${typeof name}` },
+    ]);
   }
   const def = taskDefinition(name);
   const validated = parseConfig(def.optionsSchema, options ?? {}, `options of task ${name}`);

@@ -15,7 +15,18 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/search-attributes.js';
-import { down, endpointsEnv, ensure, startMinio, startTemporal, status, stopMinio, stopTemporal, type InfraEndpoints, type UpResult } from '../../infra/index.js';
+import {
+  down,
+  endpointsEnv,
+  ensure,
+  startMinio,
+  startTemporal,
+  status,
+  stopMinio,
+  stopTemporal,
+  type InfraEndpoints,
+  type UpResult,
+} from '../../infra/index.js';
 import { GoMissingError, MINIO_BINARY, resolveBinary, TEMPORAL_BINARY } from '../../infra/binaries.js';
 import { acquireLock } from '../../infra/lock.js';
 import { externalS3, externalTemporal } from '../../infra/env.js';
@@ -103,7 +114,8 @@ function serversUp(): Promise<UpResult> {
 describe('infra', () => {
   before(() => {
     // The test owns its state dir; make sure no outside settings redirect it to other servers.
-    for (const k of Object.keys(process.env)) if (k.startsWith('DURABLE_RL_TEMPORAL_') || k.startsWith('DURABLE_RL_S3_')) delete process.env[k];
+    for (const k of Object.keys(process.env))
+      if (k.startsWith('DURABLE_RL_TEMPORAL_') || k.startsWith('DURABLE_RL_S3_')) delete process.env[k];
   });
 
   after(async () => {
@@ -177,7 +189,11 @@ describe('infra', () => {
       const r = await conn.operatorService.listSearchAttributes({ namespace });
       const custom = r.customAttributes ?? {};
       for (const sa of SEARCH_ATTRIBUTES) {
-        assert.equal(custom[sa.name], encodeSearchAttributeIndexedValueType(sa.type.toUpperCase() as 'KEYWORD'), `${sa.name} as ${sa.type}`);
+        assert.equal(
+          custom[sa.name],
+          encodeSearchAttributeIndexedValueType(sa.type.toUpperCase() as 'KEYWORD'),
+          `${sa.name} as ${sa.type}`,
+        );
       }
     } finally {
       await conn.close();
@@ -260,7 +276,10 @@ describe('infra', () => {
     await serversUp();
     await stopMinio({ stateDir, quiet: true });
     const dead = spawnSync('true').pid as number; // exited and reaped: its pid names no process
-    writeFileSync(lockFile(stateDir), JSON.stringify({ pid: dead, procStart: null, host: hostname(), since: new Date().toISOString(), purpose: 'crashed test' }));
+    writeFileSync(
+      lockFile(stateDir),
+      JSON.stringify({ pid: dead, procStart: null, host: hostname(), since: new Date().toISOString(), purpose: 'crashed test' }),
+    );
     const r = await orBlocked(ensure({ stateDir, quiet: true, components: ['minio'] }), 60_000);
     if (r === 'blocked') assert.fail('up() waited on a lock whose holder is dead');
     assert.equal(r.actions.minio, 'restarted');
@@ -330,7 +349,10 @@ describe('infra', () => {
     assert.deepEqual(externalTemporal(env), cur.temporal);
     assert.deepEqual(externalS3(env), cur.minio);
     assert.throws(() => externalS3({ DURABLE_RL_S3_ENDPOINT: 'not a url' }), /DURABLE_RL_S3_ENDPOINT/);
-    assert.throws(() => externalS3({ DURABLE_RL_S3_ENDPOINT: 'http://x:9000', DURABLE_RL_S3_ACCESS_KEY_ID: 'k' }), /DURABLE_RL_S3_SECRET_ACCESS_KEY/);
+    assert.throws(
+      () => externalS3({ DURABLE_RL_S3_ENDPOINT: 'http://x:9000', DURABLE_RL_S3_ACCESS_KEY_ID: 'k' }),
+      /DURABLE_RL_S3_SECRET_ACCESS_KEY/,
+    );
   });
 
   it('without Go or a binary, says how to install Go or where to point instead', async () => {
@@ -342,7 +364,10 @@ describe('infra', () => {
       assert.match(e.message, /DURABLE_RL_TEMPORAL_ADDRESS/);
       return true;
     });
-    await assert.rejects(resolveBinary(TEMPORAL_BINARY, { env: { ...env, TEMPORAL_CLI_PATH: join(scratch, 'nope') } }), /TEMPORAL_CLI_PATH=.*not an executable/);
+    await assert.rejects(
+      resolveBinary(TEMPORAL_BINARY, { env: { ...env, TEMPORAL_CLI_PATH: join(scratch, 'nope') } }),
+      /TEMPORAL_CLI_PATH=.*not an executable/,
+    );
   });
 
   it('builds a missing binary once, even when asked concurrently, and reports a failed build', async () => {
@@ -376,11 +401,21 @@ describe('infra', () => {
     assert.equal(b.path, a.path);
     assert.deepEqual([a.source, b.source].sort(), ['built', 'cache']);
     assert.equal(spawnSync(a.path, { encoding: 'utf8' }).stdout.trim(), 'fake temporal');
-    assert.ok(progress.some((m) => m.startsWith('building temporal v1.5.1')), progress.join('\n'));
+    assert.ok(
+      progress.some((m) => m.startsWith('building temporal v1.5.1')),
+      progress.join('\n'),
+    );
     assert.equal((await resolveBinary(TEMPORAL_BINARY, { env })).source, 'cache');
-    assert.deepEqual(readdirSync(join(cache, 'bin')).filter((n) => n.startsWith('.build-')), [], 'no temporary GOBIN left behind');
+    assert.deepEqual(
+      readdirSync(join(cache, 'bin')).filter((n) => n.startsWith('.build-')),
+      [],
+      'no temporary GOBIN left behind',
+    );
 
-    await assert.rejects(resolveBinary(MINIO_BINARY, { env }), /go install github\.com\/minio\/minio@.*failed \(exit 3\)[\s\S]*boom: cannot build minio/);
+    await assert.rejects(
+      resolveBinary(MINIO_BINARY, { env }),
+      /go install github\.com\/minio\/minio@.*failed \(exit 3\)[\s\S]*boom: cannot build minio/,
+    );
   });
 
   it('down stops both servers and frees their ports', async () => {

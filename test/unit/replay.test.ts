@@ -23,7 +23,9 @@ import { workflowsPath } from '../../workers/worker.js';
 const historyFromJSON = (json: unknown) => proto.temporal.api.history.v1.History.fromObject(json as Record<string, unknown>);
 
 const dir = new URL('../fixtures/histories/', import.meta.url);
-const fixtures = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+const fixtures = readdirSync(dir)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
 
 test('there are recorded histories to replay', () => {
   assert.ok(fixtures.length >= 1, `no fixtures in ${dir.pathname}`);
@@ -56,5 +58,8 @@ test('a history that the current code cannot produce is reported as non-determin
   // Tamper with the recorded history: the first activity it scheduled now has another name.
   const scheduled = json.events.find((e: { activityTaskScheduledEventAttributes?: unknown }) => e.activityTaskScheduledEventAttributes);
   scheduled.activityTaskScheduledEventAttributes.activityType.name = 'somethingElse';
-  await assert.rejects(Worker.runReplayHistory({ workflowsPath }, historyFromJSON(json), 'tampered'), /[Nn]ondeterminism|DeterminismViolation/);
+  await assert.rejects(
+    Worker.runReplayHistory({ workflowsPath }, historyFromJSON(json), 'tampered'),
+    /[Nn]ondeterminism|DeterminismViolation/,
+  );
 });

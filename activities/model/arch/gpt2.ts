@@ -13,10 +13,14 @@ import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './t
 
 function activation(cfg: ModelConfig, x: Tensor): Tensor {
   switch (cfg.activation) {
-    case 'gelu_tanh': return F.gelu(x, 'tanh');
-    case 'gelu': return F.gelu(x, 'none');
-    case 'relu': return F.relu(x);
-    default: throw new Error(`gpt2: unsupported activation ${cfg.activation}`);
+    case 'gelu_tanh':
+      return F.gelu(x, 'tanh');
+    case 'gelu':
+      return F.gelu(x, 'none');
+    case 'relu':
+      return F.relu(x);
+    default:
+      throw new Error(`gpt2: unsupported activation ${cfg.activation}`);
   }
 }
 

@@ -61,7 +61,8 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
       const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);
-      const mlp = (what: string, x: Tensor) => F.linear(x, p(`${n}.mlp.${what}.weight`), opt(`${n}.mlp.${what}.bias`, cfg.mlpBias), 'out_in');
+      const mlp = (what: string, x: Tensor) =>
+        F.linear(x, p(`${n}.mlp.${what}.weight`), opt(`${n}.mlp.${what}.bias`, cfg.mlpBias), 'out_in');
       const gated = F.mul(F.silu(mlp('gate_proj', m)), mlp('up_proj', m));
       return F.add(hAttn, mlp('down_proj', gated));
     });

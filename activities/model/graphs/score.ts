@@ -12,7 +12,18 @@ import { Graph } from '../graph.js';
 import type { ModelConfig } from '../config.js';
 import * as F from '../ops.js';
 import { archOf } from '../arch/index.js';
-import { DIM, allButLast, declareParams, logSoftmax, positionsAndMask, predictedMask, tempered, tokenEntropy, tokenLogprobs, type WeightMap } from './common.js';
+import {
+  DIM,
+  allButLast,
+  declareParams,
+  logSoftmax,
+  positionsAndMask,
+  predictedMask,
+  tempered,
+  tokenEntropy,
+  tokenLogprobs,
+  type WeightMap,
+} from './common.js';
 
 export interface ScoreGraphOptions {
   /** Also output the per-token entropy (default true). */

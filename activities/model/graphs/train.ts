@@ -116,7 +116,8 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   // backward); the full log-softmax is built only when the loss asks for the entropy
   const logprobs = logits ? fusedTokenLogprobs(logits, ids) : null;
   const rewards = classifier ? sequenceRewards(cfg, params.p, hidden, mask) : undefined;
-  const noLm = (what: string) => new Error(`loss ${loss.key}: ${what} needs an LM head, but this model is a sequence classifier (use ctx.rewards)`);
+  const noLm = (what: string) =>
+    new Error(`loss ${loss.key}: ${what} needs an LM head, but this model is a sequence classifier (use ctx.rewards)`);
   const attentionMask = g.noTape(() => F.cast(mask, 'float32'));
   const tape = g.tape;
   let entropy: Tensor | null = null;
@@ -149,7 +150,11 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
         throw new Error(`loss ${loss.key}: input name "${name}" is reserved by the training graph`);
       }
       extraInputs.push({ name, dtype });
-      return g.input(name, dtype, dims.map((d) => (d === 'batch' ? DIM.batch : d === 'seq' ? DIM.seq : d)));
+      return g.input(
+        name,
+        dtype,
+        dims.map((d) => (d === 'batch' ? DIM.batch : d === 'seq' ? DIM.seq : d)),
+      );
     },
   };
   const r = loss.build(ctx);
@@ -236,8 +241,27 @@ export function fusedTokenLogprobs(logits: Tensor, ids: Tensor): Tensor {
  * Large Transformer Models", 2022, which recomputes the attention core).
  */
 const CHEAP_OPS = new Set([
-  'Add', 'Sub', 'Mul', 'Div', 'Neg', 'Sqrt', 'Pow', 'Exp', 'Sigmoid', 'Tanh', 'Erf', 'Relu', 'Softmax',
-  'Transpose', 'Reshape', 'Concat', 'Split', 'Slice', 'Unsqueeze', 'Squeeze', 'Expand',
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Neg',
+  'Sqrt',
+  'Pow',
+  'Exp',
+  'Sigmoid',
+  'Tanh',
+  'Erf',
+  'Relu',
+  'Softmax',
+  'Transpose',
+  'Reshape',
+  'Concat',
+  'Split',
+  'Slice',
+  'Unsqueeze',
+  'Squeeze',
+  'Expand',
 ]);
 
 /** Dims substituted for symbols when comparing tensor sizes (only ratios matter). */
@@ -339,7 +363,13 @@ export function rematerialize(g: Graph, fwdEnd: number, tapeValues: ReadonlyMap<
 }
 
 /** Builds one of the training graphs for a model, a loss and optimizer options. */
-export function buildTrainGraph(cfg: ModelConfig, kind: TrainGraphKind, loss: LossBuilder, optInput: OptimizerInput = {}, build: TrainBuildOptions = {}): TrainGraph {
+export function buildTrainGraph(
+  cfg: ModelConfig,
+  kind: TrainGraphKind,
+  loss: LossBuilder,
+  optInput: OptimizerInput = {},
+  build: TrainBuildOptions = {},
+): TrainGraph {
   const opt = parseOptimizer(optInput);
   const g = new Graph({ name: `${kind}-${cfg.modelType}`, tape: kind !== 'apply' });
   const { p, params } = declareParams(g, cfg, 'inputs');

@@ -35,13 +35,20 @@ after(async () => {
   await t?.client.connection.close();
 });
 
-
 test('a worker SIGKILLed mid-shard: a fresh worker resumes and the output bytes are identical', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'drl-kill-'));
   const storeUri = pathToFileURL(dir).href;
   await writeSampleInputs(storeUri, 'inputs/sample.arrow', 1200, 5);
   const jobId = `it-kill-${tag}`;
-  const common = { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 600, chunkSize: 50, maxConcurrentShards: 1, heartbeatTimeoutMs: 2000 };
+  const common = {
+    jobId,
+    storeUri,
+    inputKey: 'inputs/sample.arrow',
+    shardSize: 600,
+    chunkSize: 50,
+    maxConcurrentShards: 1,
+    heartbeatTimeoutMs: 2000,
+  };
 
   // Uninterrupted reference run.
   const first = await spawnWorker(t, ['reward']);
@@ -66,7 +73,10 @@ test('a worker SIGKILLed mid-shard: a fresh worker resumes and the output bytes 
 
   assert.deepEqual({ ...resumed, rewardsUri: '', manifestUri: '' }, { ...clean, rewardsUri: '', manifestUri: '' });
   const store = openStore(storeUri);
-  const bytes = async (prefix: string) => createHash('sha256').update(await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME)).digest('hex');
+  const bytes = async (prefix: string) =>
+    createHash('sha256')
+      .update(await readArtifact(store, prefix, ANNOTATION_REWARDS_NAME))
+      .digest('hex');
   assert.equal(await bytes('killed'), await bytes('clean'), 'identical output bytes');
   await store.close();
   assert.equal(statSync(part(0)).mtimeMs, chunk0, 'chunk 0 was not recomputed: the retry resumed from the heartbeat');

@@ -55,13 +55,19 @@ test('a worker group stopped before it runs stops at once when run', async () =>
   const t0 = Date.now();
   await group.run();
   assert.ok(Date.now() - t0 < 15_000, 'run() returned after the stop request');
-  assert.deepEqual(group.workers.map((w) => w.getState()), ['STOPPED']);
+  assert.deepEqual(
+    group.workers.map((w) => w.getState()),
+    ['STOPPED'],
+  );
 
   // shutdown() before run(), without a signal, is not an error either.
   const second = await createWorkers({ temporal: t.config, queues: ['reward'], shutdownGraceTimeMs: 500 });
   assert.doesNotThrow(() => second.shutdown());
   await second.run();
-  assert.deepEqual(second.workers.map((w) => w.getState()), ['STOPPED']);
+  assert.deepEqual(
+    second.workers.map((w) => w.getState()),
+    ['STOPPED'],
+  );
 });
 
 test('a TLS file that cannot be read is named, not reported as an unreachable server', async () => {

@@ -43,7 +43,11 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
     const pause = await cli(['pause', runId]);
     assert.equal(pause.code, 0, pause.stdout + pause.stderr);
     assert.match(pause.stdout, new RegExp(`^pause requested: ${runId} `));
-    await waitFor('the run to report paused', async () => ((await runProgress(client, runId))?.status === 'paused' ? true : undefined), 30_000);
+    await waitFor(
+      'the run to report paused',
+      async () => ((await runProgress(client, runId))?.status === 'paused' ? true : undefined),
+      30_000,
+    );
     const status = await cli(['status', runId]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, new RegExp(`^${runId}: RUNNING · training run "${name}"`));
@@ -76,7 +80,11 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
     live.shift();
     assert.equal(result.status, 'stopped');
     assert.ok(result.steps > atPause.length && result.steps < total, `steps ${result.steps}`);
-    assert.deepEqual(await steps(runId), Array.from({ length: result.steps }, (_, i) => i), 'committed steps contiguous from 0');
+    assert.deepEqual(
+      await steps(runId),
+      Array.from({ length: result.steps }, (_, i) => i),
+      'committed steps contiguous from 0',
+    );
 
     const from = await cli(['resume-from', runId]);
     assert.equal(from.code, 0, from.stdout + from.stderr);
@@ -93,10 +101,18 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
     live.pop();
     assert.equal(r2.status, 'stopped');
     const own = await steps(newId);
-    assert.deepEqual(own, Array.from({ length: own.length }, (_, i) => checkpoint + i), 'the new run commits contiguous steps from the checkpoint');
+    assert.deepEqual(
+      own,
+      Array.from({ length: own.length }, (_, i) => checkpoint + i),
+      'the new run commits contiguous steps from the checkpoint',
+    );
   } finally {
     // A failed assertion must not leave a long run behind on the shared dev server.
-    for (const id of live) await client.workflow.getHandle(id).terminate('control-cli test ended').catch(() => undefined);
+    for (const id of live)
+      await client.workflow
+        .getHandle(id)
+        .terminate('control-cli test ended')
+        .catch(() => undefined);
     await store.close();
   }
 });

@@ -9,14 +9,33 @@ import { bar, beforeAfterRl, Follower, progressBlock, progressLine } from '../..
 import type { EvalSummary, RunProgress } from '../../../workflows/run-details.js';
 
 const ev = (policyVersion: number, phase: string, greedyAccuracy: number): EvalSummary => ({
-  policyVersion, phase, greedyAccuracy, passAtK: { k: 4, value: greedyAccuracy + 0.1 }, uri: `file:///s/evals/${policyVersion}`,
+  policyVersion,
+  phase,
+  greedyAccuracy,
+  passAtK: { k: 4, value: greedyAccuracy + 0.1 },
+  uri: `file:///s/evals/${policyVersion}`,
 });
 
 function progress(over: Partial<RunProgress> = {}): RunProgress {
   return {
-    runId: 'r-1', name: 'r', status: 'running', phase: 'rl', phaseIndex: 1, step: 6, totalSteps: 10, stage: 'rollout',
-    shardsDone: 1, shardsTotal: 4, lastMetrics: { reward_mean: 0.25, loss: 0.5, kl: 0.001 }, rewardTrend: [0.1, 0.25],
-    evals: [ev(0, 'init', 0)], storeUri: 'file:///s', lastStepUri: null, lastCheckpointUri: null, executions: 1, model: 'llama 1x32',
+    runId: 'r-1',
+    name: 'r',
+    status: 'running',
+    phase: 'rl',
+    phaseIndex: 1,
+    step: 6,
+    totalSteps: 10,
+    stage: 'rollout',
+    shardsDone: 1,
+    shardsTotal: 4,
+    lastMetrics: { reward_mean: 0.25, loss: 0.5, kl: 0.001 },
+    rewardTrend: [0.1, 0.25],
+    evals: [ev(0, 'init', 0)],
+    storeUri: 'file:///s',
+    lastStepUri: null,
+    lastCheckpointUri: null,
+    executions: 1,
+    model: 'llama 1x32',
     ...over,
   };
 }

@@ -31,7 +31,8 @@ const cli = (args: string[], cwd?: string) => runCli(args, t.env, cwd);
 /** Workflows of this test's runs: names are unique per test file run. */
 async function runsNamed(name: string): Promise<string[]> {
   const ids: string[] = [];
-  for await (const w of t.client.workflow.list({ query: `WorkflowType="trainingRun" AND WorkflowId STARTS_WITH "${name}-"` })) ids.push(w.workflowId);
+  for await (const w of t.client.workflow.list({ query: `WorkflowType="trainingRun" AND WorkflowId STARTS_WITH "${name}-"` }))
+    ids.push(w.workflowId);
   return ids;
 }
 
@@ -68,7 +69,15 @@ test('a bad config file exits 2 naming the field, and starts nothing', async () 
 
 test('an unknown run is one line and exit 2 for status, pause, stop, report, export, replay, resume-from', async () => {
   const id = `no-such-run-${tag}`;
-  for (const args of [['status', id], ['pause', id], ['stop', id], ['report', id], ['export', id], ['replay', id], ['resume-from', id]]) {
+  for (const args of [
+    ['status', id],
+    ['pause', id],
+    ['stop', id],
+    ['report', id],
+    ['export', id],
+    ['replay', id],
+    ['resume-from', id],
+  ]) {
     const r = await cli(args);
     assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: ${r.stderr}`);
@@ -76,7 +85,10 @@ test('an unknown run is one line and exit 2 for status, pause, stop, report, exp
   }
   // With --store the report and export read the store directly (no Temporal): still one line naming
   // the run, and exit 2 (export reads run.json first: its UnknownRun failure is a user error too).
-  for (const args of [['report', id, '--store', store], ['export', id, '--store', store]]) {
+  for (const args of [
+    ['report', id, '--store', store],
+    ['export', id, '--store', store],
+  ]) {
     const r = await cli(args);
     assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: ${r.stderr}`);
@@ -126,7 +138,10 @@ test('train --with-workers --follow runs a tiny config to the end; status, repor
   assert.match(exp.stdout, new RegExp(`^exported checkpoint 3 of ${runId} .* to ${exportDir}\\n`));
   const files = readdirSync(exportDir);
   for (const f of ['model.safetensors', 'config.json']) assert.ok(files.includes(f), `${f} missing: ${files.join(', ')}`);
-  assert.ok(files.some((f) => f.endsWith('.onnx')), `no .onnx in ${files.join(', ')}`);
+  assert.ok(
+    files.some((f) => f.endsWith('.onnx')),
+    `no .onnx in ${files.join(', ')}`,
+  );
 
   const saveDir = join(dir, 'histories');
   const replay = await cli(['replay', runId!, '--save', saveDir]);

@@ -21,9 +21,17 @@ after(async () => {
 
 test('a bad concurrency or grace setting is one line naming it and exit 2', async () => {
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
-    [['worker', '--queues', 'reward'], { DURABLE_RL_REWARD_CONCURRENCY: 'many' }, /^durable-rl: DURABLE_RL_REWARD_CONCURRENCY must be a positive integer, got "many"$/],
+    [
+      ['worker', '--queues', 'reward'],
+      { DURABLE_RL_REWARD_CONCURRENCY: 'many' },
+      /^durable-rl: DURABLE_RL_REWARD_CONCURRENCY must be a positive integer, got "many"$/,
+    ],
     [['worker', '--rollout-concurrency', '0'], {}, /^durable-rl: --rollout-concurrency must be a positive integer, got "0"$/],
-    [['worker', '--queues', 'reward', '--learner-concurrency', '2'], {}, /^durable-rl: --learner-concurrency: this worker does not poll learner/],
+    [
+      ['worker', '--queues', 'reward', '--learner-concurrency', '2'],
+      {},
+      /^durable-rl: --learner-concurrency: this worker does not poll learner/,
+    ],
     [['worker', '--shutdown-grace', 'soon'], {}, /^durable-rl: --shutdown-grace must be a positive number, got "soon"$/],
     [['worker', '--queues', 'reward,gpu'], {}, /^durable-rl: unknown queue "gpu" in --queues/],
   ];
@@ -36,29 +44,43 @@ test('a bad concurrency or grace setting is one line naming it and exit 2', asyn
   }
 });
 
-test('worker polls with the entrypoint defaults, the environment overrides and its flags, and exits 0 on SIGTERM', { timeout: 120_000 }, async () => {
-  // rollout: the default 1; reward: 3 from the environment; learner: 2 from the flag over the environment's 5.
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'workers/cli.ts'), 'worker', '--queues', 'rollout,reward,learner', '--learner-concurrency', '2'], {
-    cwd: root,
-    env: { ...process.env, ...t.env, DURABLE_RL_REWARD_CONCURRENCY: '3', DURABLE_RL_LEARNER_CONCURRENCY: '5', DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  try {
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (/tasks at once: .*\n/.test(out)) resolve();
+test(
+  'worker polls with the entrypoint defaults, the environment overrides and its flags, and exits 0 on SIGTERM',
+  { timeout: 120_000 },
+  async () => {
+    // rollout: the default 1; reward: 3 from the environment; learner: 2 from the flag over the environment's 5.
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(root, 'workers/cli.ts'), 'worker', '--queues', 'rollout,reward,learner', '--learner-concurrency', '2'],
+      {
+        cwd: root,
+        env: {
+          ...process.env,
+          ...t.env,
+          DURABLE_RL_REWARD_CONCURRENCY: '3',
+          DURABLE_RL_LEARNER_CONCURRENCY: '5',
+          DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (/tasks at once: .*\n/.test(out)) resolve();
+        });
+        child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        void exited.then((code) => reject(new Error(`worker exited before polling (${code}):\n${out}`)));
       });
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      void exited.then((code) => reject(new Error(`worker exited before polling (${code}):\n${out}`)));
-    });
-    assert.match(out, /^workers polling durable-rl\.rollout, durable-rl\.reward, durable-rl\.learner on \S+; Ctrl-C to stop$/m);
-    assert.match(out, /^ {2}tasks at once: rollout 1, reward 3, learner 2; shutdown grace 2 s$/m);
-    child.kill('SIGTERM');
-    assert.equal(await exited, 0, out);
-  } finally {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-});
+      assert.match(out, /^workers polling durable-rl\.rollout, durable-rl\.reward, durable-rl\.learner on \S+; Ctrl-C to stop$/m);
+      assert.match(out, /^ {2}tasks at once: rollout 1, reward 3, learner 2; shutdown grace 2 s$/m);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, out);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  },
+);

@@ -19,10 +19,20 @@ const ctx = { step: 0, signal: new AbortController().signal, log: logger('test')
 // Generous limits: the CI machine is shared; only the infinite loop is meant to hit its limit.
 const base = { timeoutMs: 20_000 };
 const score = (completion: string, metadata: Record<string, unknown>, options: Record<string, unknown> = {}): Promise<RewardResult> =>
-  Promise.resolve(reg.create({ name: 'code_execution', options: { ...base, ...options } }).score!(
-    { promptId: 'p', sampleId: 0, prompt: '', completion, metadata } satisfies RewardSample, ctx));
+  Promise.resolve(
+    reg.create({ name: 'code_execution', options: { ...base, ...options } }).score!(
+      { promptId: 'p', sampleId: 0, prompt: '', completion, metadata } satisfies RewardSample,
+      ctx,
+    ),
+  );
 
-const doubling = { tests: [{ input: '2\n', output: '4\n' }, { input: '21\n', output: '42' }, { input: '-5', output: '-10' }] };
+const doubling = {
+  tests: [
+    { input: '2\n', output: '4\n' },
+    { input: '21\n', output: '42' },
+    { input: '-5', output: '-10' },
+  ],
+};
 
 let server: Server;
 let port = 0;
@@ -39,7 +49,10 @@ after(() => new Promise<void>((r) => server.close(() => r())));
 
 test('python: a correct program passes every test, a wrong one fails, partly wrong scores the fraction', async () => {
   const good = 'Here it is:\n```python\nn = int(input())\nprint(n * 2)\n```';
-  assert.deepEqual(await score(good, { ...doubling, language: 'python' }), { reward: 1, components: { pass_rate: 1, timeouts: 0, runs: 3 } });
+  assert.deepEqual(await score(good, { ...doubling, language: 'python' }), {
+    reward: 1,
+    components: { pass_rate: 1, timeouts: 0, runs: 3 },
+  });
   const wrong = '```python\nprint(int(input()) + 2)\n```';
   assert.equal((await score(wrong, doubling)).reward, 1 / 3); // 2 + 2 = 4 passes by accident
   assert.equal((await score(wrong, doubling, { scoring: 'all' })).reward, 0);
@@ -71,7 +84,14 @@ test('an infinite loop is killed at the timeout', async () => {
 });
 
 test('memory beyond the limit fails the test', async () => {
-  const r = await runSandboxed('x = bytearray(2 * 1024**3)\nprint("allocated")', '', { language: 'python', timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer', pythonCommand: 'python3' });
+  const r = await runSandboxed('x = bytearray(2 * 1024**3)\nprint("allocated")', '', {
+    language: 'python',
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'prefer',
+    pythonCommand: 'python3',
+  });
   assert.equal(r.status, 'exit');
   assert.match(r.stderr, /MemoryError/);
   assert.equal(r.stdout, '');
@@ -79,25 +99,36 @@ test('memory beyond the limit fails the test', async () => {
 
 test('a network attempt to a live loopback server fails (python and javascript)', async () => {
   const before = connections;
-  const py = await runSandboxed(
-    `import socket\ns = socket.create_connection(("127.0.0.1", ${port}), timeout=5)\nprint(s.recv(5))`, '',
-    { language: 'python', timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer', pythonCommand: 'python3' },
-  );
+  const py = await runSandboxed(`import socket\ns = socket.create_connection(("127.0.0.1", ${port}), timeout=5)\nprint(s.recv(5))`, '', {
+    language: 'python',
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'prefer',
+    pythonCommand: 'python3',
+  });
   assert.equal(py.status, 'exit');
   assert.doesNotMatch(py.stdout, /hello/);
-  const js = await runSandboxed(
-    `const r = await fetch("http://127.0.0.1:${port}/"); console.log(await r.text());`, '',
-    { language: 'javascript', timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer', pythonCommand: 'python3' },
-  );
+  const js = await runSandboxed(`const r = await fetch("http://127.0.0.1:${port}/"); console.log(await r.text());`, '', {
+    language: 'javascript',
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'prefer',
+    pythonCommand: 'python3',
+  });
   assert.equal(js.status, 'exit');
   const jsNet = await runSandboxed(
-    `import net from "node:net"; const s = net.connect(${port}, "127.0.0.1"); s.on("data", (d) => console.log(String(d)));`, '',
+    `import net from "node:net"; const s = net.connect(${port}, "127.0.0.1"); s.on("data", (d) => console.log(String(d)));`,
+    '',
     { language: 'javascript', timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer', pythonCommand: 'python3' },
   );
   assert.equal(jsNet.status, 'exit');
   assert.equal(connections, before, 'the server saw no connection');
   // The reward sees a failed test, not an error.
-  const r = await score(`\`\`\`python\nimport urllib.request\nprint(urllib.request.urlopen("http://127.0.0.1:${port}/").read())\n\`\`\``, { tests: [{ input: '', output: "b'hello'" }] });
+  const r = await score(`\`\`\`python\nimport urllib.request\nprint(urllib.request.urlopen("http://127.0.0.1:${port}/").read())\n\`\`\``, {
+    tests: [{ input: '', output: "b'hello'" }],
+  });
   assert.equal(r.reward, 0);
   assert.equal(connections, before);
 });
@@ -111,11 +142,17 @@ test('a write outside the sandbox directory fails; inside it works', async () =>
   assert.match(py.stderr, /PermissionError: sandbox: writing outside/);
   const pyRemove = await runSandboxed(`import os\nos.remove("/etc/hostname")`, '', { ...opts, language: 'python' });
   assert.match(pyRemove.stderr, /os\.remove outside the sandbox/);
-  const js = await runSandboxed(`import fs from "node:fs"; fs.writeFileSync(${JSON.stringify(outside)}, "x");`, '', { ...opts, language: 'javascript' });
+  const js = await runSandboxed(`import fs from "node:fs"; fs.writeFileSync(${JSON.stringify(outside)}, "x");`, '', {
+    ...opts,
+    language: 'javascript',
+  });
   assert.equal(js.status, 'exit');
   assert.match(js.stderr, /ERR_ACCESS_DENIED/);
   assert.equal(existsSync(outside), false);
-  const inside = await runSandboxed('open("scratch.txt", "w").write("ok")\nprint(open("scratch.txt").read())', '', { ...opts, language: 'python' });
+  const inside = await runSandboxed('open("scratch.txt", "w").write("ok")\nprint(open("scratch.txt").read())', '', {
+    ...opts,
+    language: 'python',
+  });
   assert.equal(inside.stdout, 'ok\n');
 });
 
@@ -129,14 +166,24 @@ test('subprocesses are refused', async () => {
 
 test('bad data is an error naming what to fix; an empty completion scores 0', async () => {
   await assert.rejects(() => score('```python\nprint(1)\n```', {}), /needs tests for prompt p: set metadata\.tests/);
-  await assert.rejects(() => score('```python\nprint(1)\n```', { tests: [{ input: 1 }] }), /metadata\.tests of prompt p must be .*0\.input/);
+  await assert.rejects(
+    () => score('```python\nprint(1)\n```', { tests: [{ input: 1 }] }),
+    /metadata\.tests of prompt p must be .*0\.input/,
+  );
   await assert.rejects(() => score('print(1)', { tests: [{ output: '1' }] }), /cannot tell the language/);
   await assert.rejects(() => score('print(1)', { tests: [{ output: '1' }], language: 'cobol' }), /metadata\.language "cobol"/);
   assert.equal((await score('', { tests: [{ output: '1' }], language: 'python' })).reward, 0);
 });
 
 test('network: "require" runs in a network namespace where the host allows one, else refuses to run', async () => {
-  const opts = { language: 'python' as const, timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'require' as const, pythonCommand: 'python3' };
+  const opts = {
+    language: 'python' as const,
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'require' as const,
+    pythonCommand: 'python3',
+  };
   if (sandboxCapabilities().unshare) {
     // Inside an empty namespace even the loopback interface is down: the interface list has only "lo".
     const r = await runSandboxed('print(open("/proc/net/dev").read().count(":"))', '', opts);

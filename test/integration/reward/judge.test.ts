@@ -26,27 +26,46 @@ let peakInFlight = 0;
 let server: Server;
 let baseUrl = '';
 
-function verdictFor(marker: string, n: number, user: string): { status: number; content?: string; headers?: Record<string, string>; delayMs?: number } {
+function verdictFor(
+  marker: string,
+  n: number,
+  user: string,
+): { status: number; content?: string; headers?: Record<string, string>; delayMs?: number } {
   switch (marker) {
-    case 'GOOD': return { status: 200, content: '{"score": 9}' };
-    case 'FENCED': return { status: 200, content: '```json\n{"score": 7}\n```' };
-    case 'THINK': return { status: 200, content: '<think>weighing it</think>\n{"score": 4, "reason": "meh"}' };
-    case 'LINE': return { status: 200, content: 'The response is concise.\nScore: 8/10' };
-    case 'TWOLINES': return { status: 200, content: 'Score: 8/10\nScore: 2/10' };
-    case 'MALFORMED': return { status: 200, content: 'I think it is quite good!' };
-    case 'RANGE': return { status: 200, content: '{"score": 11}' };
-    case 'FLAKYVERDICT': return n === 1 ? { status: 200, content: 'score nine' } : { status: 200, content: '{"score": 6}' };
-    case 'FAIL500': return n <= 2 ? { status: 500, content: 'overloaded' } : { status: 200, content: '{"score": 5}' };
-    case 'RATE': return n === 1 ? { status: 429, content: 'slow down', headers: { 'retry-after': '0' } } : { status: 200, content: '{"score": 3}' };
-    case 'SLOW': return { status: 200, content: '{"score": 1}', delayMs: 3_000 };
-    case 'AUTH': return { status: 401, content: 'bad key' };
-    case 'BUSY': return { status: 200, content: '{"score": 10}', delayMs: 80 };
+    case 'GOOD':
+      return { status: 200, content: '{"score": 9}' };
+    case 'FENCED':
+      return { status: 200, content: '```json\n{"score": 7}\n```' };
+    case 'THINK':
+      return { status: 200, content: '<think>weighing it</think>\n{"score": 4, "reason": "meh"}' };
+    case 'LINE':
+      return { status: 200, content: 'The response is concise.\nScore: 8/10' };
+    case 'TWOLINES':
+      return { status: 200, content: 'Score: 8/10\nScore: 2/10' };
+    case 'MALFORMED':
+      return { status: 200, content: 'I think it is quite good!' };
+    case 'RANGE':
+      return { status: 200, content: '{"score": 11}' };
+    case 'FLAKYVERDICT':
+      return n === 1 ? { status: 200, content: 'score nine' } : { status: 200, content: '{"score": 6}' };
+    case 'FAIL500':
+      return n <= 2 ? { status: 500, content: 'overloaded' } : { status: 200, content: '{"score": 5}' };
+    case 'RATE':
+      return n === 1 ? { status: 429, content: 'slow down', headers: { 'retry-after': '0' } } : { status: 200, content: '{"score": 3}' };
+    case 'SLOW':
+      return { status: 200, content: '{"score": 1}', delayMs: 3_000 };
+    case 'AUTH':
+      return { status: 401, content: 'bad key' };
+    case 'BUSY':
+      return { status: 200, content: '{"score": 10}', delayMs: 80 };
     case 'RUBRIC': {
       const items = (user.split('[RUBRIC]')[1] ?? '').trim().split('\n').length;
       return { status: 200, content: JSON.stringify({ scores: [1, 0, 0.5, 1].slice(0, items) }) };
     }
-    case 'RUBRICSHORT': return { status: 200, content: '{"scores": [1]}' };
-    default: return { status: 200, content: '{"score": 0}' };
+    case 'RUBRICSHORT':
+      return { status: 200, content: '{"scores": [1]}' };
+    default:
+      return { status: 200, content: '{"score": 0}' };
   }
 }
 
@@ -78,10 +97,14 @@ before(async () => {
         res.writeHead(v.status, { 'content-type': 'text/plain', ...v.headers }).end(v.content);
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
-        id: 'x', object: 'chat.completion', model: body.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: v.content }, finish_reason: 'stop' }],
-      }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          id: 'x',
+          object: 'chat.completion',
+          model: body.model,
+          choices: [{ index: 0, message: { role: 'assistant', content: v.content }, finish_reason: 'stop' }],
+        }),
+      );
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -94,8 +117,17 @@ after(() => {
 
 const ctx = () => ({ step: 0, signal: new AbortController().signal, log: logger('test') });
 const judge = (options: Record<string, unknown> = {}): RewardFn =>
-  defaultRegistry().create({ name: 'llm_judge', options: { baseUrl, model: 'judge-1', principle: 'Be concise.', baseDelayMs: 1, ...options } });
-const sample = (completion: string, extra: Partial<RewardSample> = {}): RewardSample => ({ promptId: `p-${completion}`, sampleId: 0, prompt: 'Say hi.', completion, ...extra });
+  defaultRegistry().create({
+    name: 'llm_judge',
+    options: { baseUrl, model: 'judge-1', principle: 'Be concise.', baseDelayMs: 1, ...options },
+  });
+const sample = (completion: string, extra: Partial<RewardSample> = {}): RewardSample => ({
+  promptId: `p-${completion}`,
+  sampleId: 0,
+  prompt: 'Say hi.',
+  completion,
+  ...extra,
+});
 const score = (fn: RewardFn, s: RewardSample): Promise<RewardResult> => Promise.resolve(fn.score!(s, ctx()));
 const requestsFor = (marker: string) => perMarker.get(marker) ?? 0;
 
@@ -129,14 +161,22 @@ test('fenced JSON, a reasoning block and a Score line are accepted', async () =>
 });
 
 test('malformed and out-of-range verdicts are asked again, then fail the sample (never a zero)', async () => {
-  await assert.rejects(() => score(judge({ malformedRetries: 2 }), sample('MALFORMED')), /no valid verdict in 3 tries: verdict is not a JSON object/);
+  await assert.rejects(
+    () => score(judge({ malformedRetries: 2 }), sample('MALFORMED')),
+    /no valid verdict in 3 tries: verdict is not a JSON object/,
+  );
   assert.equal(requestsFor('MALFORMED'), 3);
   await assert.rejects(() => score(judge({ malformedRetries: 0 }), sample('RANGE')), /score 11 is outside \[0, 10\]/);
-  await assert.rejects(() => score(judge({ verdictFormat: 'score_line', malformedRetries: 0 }), sample('TWOLINES')), /exactly one "Score: x\/10" line, found 2/);
+  await assert.rejects(
+    () => score(judge({ verdictFormat: 'score_line', malformedRetries: 0 }), sample('TWOLINES')),
+    /exactly one "Score: x\/10" line, found 2/,
+  );
   const flaky = await score(judge(), sample('FLAKYVERDICT'));
   assert.equal(flaky.reward, 0.6);
   // Through scoreSamples the failure is data: recorded with its text, dropped, not zero.
-  const { rows, counts } = await scoreSamples(judge({ malformedRetries: 0 }), [sample('GOOD'), sample('MALFORMED', { promptId: 'm2' })], { onError: 'drop' });
+  const { rows, counts } = await scoreSamples(judge({ malformedRetries: 0 }), [sample('GOOD'), sample('MALFORMED', { promptId: 'm2' })], {
+    onError: 'drop',
+  });
   assert.equal(rows[0]!.reward, 0.9);
   assert.equal(rows[1]!.reward, null);
   assert.match(rows[1]!.error!, /not a JSON object/);
@@ -150,10 +190,19 @@ test('HTTP 5xx and 429 are retried with backoff; 401 is not retried; a slow serv
   assert.equal(requestsFor('RATE'), 2);
   await assert.rejects(() => score(judge(), sample('AUTH')), /judge request failed: HTTP 401 .*bad key/);
   assert.equal(requestsFor('AUTH'), 1);
-  await assert.rejects(() => score(judge({ timeoutMs: 200, retries: 1 }), sample('SLOW')), /after 2 attempts: no reply from .* within 200 ms/);
-  await assert.rejects(() => score(judge({ baseUrl: 'http://127.0.0.1:1/v1', retries: 0 }), sample('GOOD')), /cannot reach http:\/\/127\.0\.0\.1:1\/v1\/chat\/completions/);
+  await assert.rejects(
+    () => score(judge({ timeoutMs: 200, retries: 1 }), sample('SLOW')),
+    /after 2 attempts: no reply from .* within 200 ms/,
+  );
+  await assert.rejects(
+    () => score(judge({ baseUrl: 'http://127.0.0.1:1/v1', retries: 0 }), sample('GOOD')),
+    /cannot reach http:\/\/127\.0\.0\.1:1\/v1\/chat\/completions/,
+  );
   delete process.env.DURABLE_RL_TEST_JUDGE_KEY;
-  await assert.rejects(() => score(judge({ apiKeyEnv: 'DURABLE_RL_TEST_JUDGE_KEY' }), sample('GOOD')), /DURABLE_RL_TEST_JUDGE_KEY \(apiKeyEnv\) is not set/);
+  await assert.rejects(
+    () => score(judge({ apiKeyEnv: 'DURABLE_RL_TEST_JUDGE_KEY' }), sample('GOOD')),
+    /DURABLE_RL_TEST_JUDGE_KEY \(apiKeyEnv\) is not set/,
+  );
 });
 
 test('verdicts are cached by content hash, in memory and in a cache directory', async () => {
@@ -187,7 +236,12 @@ test('the judge caps requests in flight', async () => {
 });
 
 test('rubric mode: weighted items, citation-aware instruction, wrong item count rejected', async () => {
-  const fn = judge({ mode: 'rubric', principle: undefined, citations: true, rubrics: ['names the capital', { text: 'gives the population', weight: 2 }, 'cites a source'] });
+  const fn = judge({
+    mode: 'rubric',
+    principle: undefined,
+    citations: true,
+    rubrics: ['names the capital', { text: 'gives the population', weight: 2 }, 'cites a source'],
+  });
   const r = await score(fn, sample('RUBRIC'));
   // scores [1, 0, 0.5] with weights [1, 2, 1] -> (1 + 0 + 0.5) / 4.
   assert.deepEqual(r, { reward: 1.5 / 4, components: { rubric_satisfied: 1, rubric_items: 3 } });
@@ -196,7 +250,10 @@ test('rubric mode: weighted items, citation-aware instruction, wrong item count 
   assert.match(last.body.messages[1]!.content, /\[RUBRIC\]\n1\. names the capital\n2\. gives the population\n3\. cites a source/);
   const perPrompt = await score(fn, sample('RUBRIC', { promptId: 'r2', metadata: { rubrics: ['a', 'b'] } }));
   assert.equal(perPrompt.reward, 0.5);
-  await assert.rejects(() => score(judge({ mode: 'rubric', rubrics: ['a', 'b'], malformedRetries: 0 }), sample('RUBRICSHORT')), /1 scores for 2 rubric items/);
+  await assert.rejects(
+    () => score(judge({ mode: 'rubric', rubrics: ['a', 'b'], malformedRetries: 0 }), sample('RUBRICSHORT')),
+    /1 scores for 2 rubric items/,
+  );
 });
 
 test('verdict parsers reject what is not a verdict', () => {
@@ -213,7 +270,10 @@ test('verdict parsers reject what is not a verdict', () => {
 test('bad judge configuration names the field', () => {
   const reg = defaultRegistry();
   assert.throws(() => reg.create({ name: 'llm_judge', options: { model: 'm' } }), /baseUrl/);
-  assert.throws(() => reg.create({ name: 'llm_judge', options: { baseUrl, model: 'm', mode: 'rubric', verdictFormat: 'score_line' } }), /verdictFormat: rubric mode needs/);
+  assert.throws(
+    () => reg.create({ name: 'llm_judge', options: { baseUrl, model: 'm', mode: 'rubric', verdictFormat: 'score_line' } }),
+    /verdictFormat: rubric mode needs/,
+  );
   assert.throws(() => reg.create({ name: 'llm_judge', options: { baseUrl, model: 'm', minScore: 5, maxScore: 5 } }), /maxScore/);
 });
 

@@ -61,7 +61,10 @@ class FaultyProxy {
   private server!: Server;
   endpoint = '';
 
-  constructor(private readonly target: URL, private readonly plan: (n: number, req: IncomingMessage) => Action) {}
+  constructor(
+    private readonly target: URL,
+    private readonly plan: (n: number, req: IncomingMessage) => Action,
+  ) {}
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => this.handle(req, res));
@@ -86,11 +89,12 @@ class FaultyProxy {
     if (action === 'slowdown' || action === 'forbidden') {
       req.resume();
       req.on('end', () => {
-        const [status, code, msg] = action === 'slowdown'
-          ? [503, 'SlowDown', 'Please reduce your request rate.']
-          : [403, 'AccessDenied', 'Access Denied.'];
+        const [status, code, msg] =
+          action === 'slowdown' ? [503, 'SlowDown', 'Please reduce your request rate.'] : [403, 'AccessDenied', 'Access Denied.'];
         res.writeHead(status, { 'content-type': 'application/xml' });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${msg}</Message><RequestId>proxy-${n}</RequestId></Error>`);
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${msg}</Message><RequestId>proxy-${n}</RequestId></Error>`,
+        );
       });
       return;
     }
@@ -103,18 +107,25 @@ class FaultyProxy {
   }
 
   private forward(req: IncomingMessage, res: ServerResponse, action: Action, entry: FaultyProxy['seen'][number]): void {
-    const upstream = httpRequest({
-      host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers,
-    }, (up) => {
-      if (action === 'lose-response') {
-        up.resume();
-        up.on('end', () => req.socket.destroy());
-        return;
-      }
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      res.on('finish', () => (entry.doneAt = performance.now()));
-      up.pipe(res);
-    });
+    const upstream = httpRequest(
+      {
+        host: this.target.hostname,
+        port: this.target.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      (up) => {
+        if (action === 'lose-response') {
+          up.resume();
+          up.on('end', () => req.socket.destroy());
+          return;
+        }
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        res.on('finish', () => (entry.doneAt = performance.now()));
+        up.pipe(res);
+      },
+    );
     upstream.on('error', () => req.socket.destroy());
     req.pipe(upstream);
   }
@@ -131,15 +142,28 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
     const proxy = new FaultyProxy(target, plan);
     await proxy.start();
     const f = await freshStore({ baseDelayMs: 5, maxDelayMs: 50, ...extra }, proxy.endpoint);
-    return { proxy, store: f.store, cleanup: async () => { await f.cleanup(); await proxy.stop(); } };
+    return {
+      proxy,
+      store: f.store,
+      cleanup: async () => {
+        await f.cleanup();
+        await proxy.stop();
+      },
+    };
   }
 
   it('retries 503 SlowDown with backoff until the request succeeds', async () => {
     const { proxy, store, cleanup } = await throughProxy((n) => (n <= 2 ? 'slowdown' : 'pass'), { maxAttempts: 5 });
     try {
       await store.put('a.bin', pattern(1000));
-      assert.deepEqual(proxy.seen.map((s) => s.action), ['slowdown', 'slowdown', 'pass']);
-      assert.ok(proxy.seen.every((s) => s.method === 'PUT'), 'the same PUT was re-sent');
+      assert.deepEqual(
+        proxy.seen.map((s) => s.action),
+        ['slowdown', 'slowdown', 'pass'],
+      );
+      assert.ok(
+        proxy.seen.every((s) => s.method === 'PUT'),
+        'the same PUT was re-sent',
+      );
       assert.deepEqual(await store.get('a.bin'), pattern(1000));
     } finally {
       await cleanup();
@@ -151,7 +175,10 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
     try {
       await store.put('b.bin', pattern(500, 2)); // request 1 dropped, 2 passes
       assert.deepEqual(await store.get('b.bin'), pattern(500, 2)); // request 3 dropped, 4 passes
-      assert.deepEqual(proxy.seen.map((s) => `${s.method}:${s.action}`), ['PUT:drop', 'PUT:pass', 'GET:drop', 'GET:pass']);
+      assert.deepEqual(
+        proxy.seen.map((s) => `${s.method}:${s.action}`),
+        ['PUT:drop', 'PUT:pass', 'GET:drop', 'GET:pass'],
+      );
     } finally {
       await cleanup();
     }
@@ -184,34 +211,51 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
   it('uploads an object larger than the part size in parts, retrying a failed part alone', async () => {
     const isPart = (req: IncomingMessage, part: number) => req.method === 'PUT' && (req.url ?? '').includes(`partNumber=${part}&`);
     let failedOnce = false;
-    const { proxy, store, cleanup } = await throughProxy((_n, req) => {
-      if (!failedOnce && isPart(req, 2)) {
-        failedOnce = true;
-        return 'slowdown';
-      }
-      return 'pass';
-    }, { partSizeBytes: 5 * MiB, partConcurrency: 2 });
+    const { proxy, store, cleanup } = await throughProxy(
+      (_n, req) => {
+        if (!failedOnce && isPart(req, 2)) {
+          failedOnce = true;
+          return 'slowdown';
+        }
+        return 'pass';
+      },
+      { partSizeBytes: 5 * MiB, partConcurrency: 2 },
+    );
     try {
       const big = pattern(12 * MiB + 12345, 11);
       assert.deepEqual(await store.put('big.bin', big), { size: big.byteLength });
       const parts = proxy.seen.filter((s) => s.method === 'PUT' && s.url.includes('partNumber='));
       assert.equal(parts.filter((s) => s.action === 'pass').length, 3, 'three parts: 5 + 5 + 2 MiB');
       assert.equal(parts.filter((s) => s.action === 'slowdown').length, 1, 'part 2 failed once and was re-sent');
-      assert.ok(proxy.seen.some((s) => s.method === 'POST' && s.url.includes('uploads')), 'CreateMultipartUpload');
-      assert.ok(proxy.seen.some((s) => s.method === 'POST' && s.url.includes('uploadId=')), 'CompleteMultipartUpload');
+      assert.ok(
+        proxy.seen.some((s) => s.method === 'POST' && s.url.includes('uploads')),
+        'CreateMultipartUpload',
+      );
+      assert.ok(
+        proxy.seen.some((s) => s.method === 'POST' && s.url.includes('uploadId=')),
+        'CompleteMultipartUpload',
+      );
       assert.deepEqual(await store.head('big.bin'), { size: big.byteLength });
       assert.ok(Buffer.from(await readAll(await store.getStream('big.bin'))).equals(Buffer.from(big)));
       // A stream longer than a part goes multipart too; one shorter is a single PUT.
       const before = proxy.seen.length;
-      await store.put('streamed.bin', Readable.from((function* () {
-        for (let i = 0; i < 11; i++) yield pattern(MiB, i);
-      })()));
+      await store.put(
+        'streamed.bin',
+        Readable.from(
+          (function* () {
+            for (let i = 0; i < 11; i++) yield pattern(MiB, i);
+          })(),
+        ),
+      );
       assert.equal(proxy.seen.slice(before).filter((s) => s.url.includes('partNumber=')).length, 3);
       const expected = Buffer.concat(Array.from({ length: 11 }, (_, i) => pattern(MiB, i)));
       assert.ok(Buffer.from(await store.get('streamed.bin')).equals(expected));
       const before2 = proxy.seen.length;
       await store.put('small-stream.bin', Readable.from([pattern(1000)]));
-      assert.deepEqual(proxy.seen.slice(before2).map((s) => s.method), ['PUT']);
+      assert.deepEqual(
+        proxy.seen.slice(before2).map((s) => s.method),
+        ['PUT'],
+      );
       assert.ok(!proxy.seen.slice(before2)[0]!.url.includes('partNumber='));
     } finally {
       await cleanup();
@@ -261,5 +305,4 @@ describe('s3:// retries and multipart (MinIO behind a faulty proxy)', () => {
       await cleanup();
     }
   });
-
 });

@@ -48,7 +48,11 @@ after(async () => {
   rmSync(storeDir, { recursive: true, force: true });
 });
 
-async function withActivityWorkers<T>(env: Record<string, string>, perQueue: boolean, fn: (w: SupervisedWorker[]) => Promise<T>): Promise<T> {
+async function withActivityWorkers<T>(
+  env: Record<string, string>,
+  perQueue: boolean,
+  fn: (w: SupervisedWorker[]) => Promise<T>,
+): Promise<T> {
   const workers = perQueue
     ? await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...env })))
     : [await superviseWorker(['rollout', 'reward', 'learner'], { ...t.env, ...env })];
@@ -64,12 +68,14 @@ async function withActivityWorkers<T>(env: Record<string, string>, perQueue: boo
  * die): what every interrupted run of the same config must end with. Built by the first test that
  * asks, before that test starts its own workers.
  */
-const uninterruptedWeights = lazyFixture(() => withActivityWorkers({}, false, async () => {
-  const run = await startTrainingRun(t.client, tinyRunConfig(storeUri));
-  assert.equal((await run.result()).status, 'completed');
-  await assertCommittedRun(store, run.runId, TOTAL);
-  return weightsSha(store, run.runId, TOTAL);
-}));
+const uninterruptedWeights = lazyFixture(() =>
+  withActivityWorkers({}, false, async () => {
+    const run = await startTrainingRun(t.client, tinyRunConfig(storeUri));
+    assert.equal((await run.result()).status, 'completed');
+    await assertCommittedRun(store, run.runId, TOTAL);
+    return weightsSha(store, run.runId, TOTAL);
+  }),
+);
 
 test('resume-from after a terminated run ends with the weights of an uninterrupted run', async () => {
   const reference = await uninterruptedWeights();
@@ -82,7 +88,7 @@ test('resume-from after a terminated run ends with the weights of an uninterrupt
     assert.equal(c.checkpoint, committed.at(-1), 'resumes from the last committed checkpoint');
     assert.equal((await c.result()).status, 'completed');
     await assertCommittedRun(store, c.runId, TOTAL, c.checkpoint);
-    assert.equal(await weightsSha(store, c.runId, TOTAL), reference, 'resume-from gives the uninterrupted run\'s weights');
+    assert.equal(await weightsSha(store, c.runId, TOTAL), reference, "resume-from gives the uninterrupted run's weights");
   });
 });
 
@@ -97,7 +103,7 @@ test('SIGKILL of a worker in every stage: every step committed once, weights bit
     const restarts = workers.reduce((n, w) => n + w.restarts, 0);
     assert.equal(restarts, points.length, 'each crash point killed a worker once');
     await assertCommittedRun(store, run.runId, TOTAL);
-    assert.equal(await weightsSha(store, run.runId, TOTAL), reference, 'weights equal the uninterrupted run\'s');
+    assert.equal(await weightsSha(store, run.runId, TOTAL), reference, "weights equal the uninterrupted run's");
   });
   rmSync(onceDir, { recursive: true, force: true });
 });
@@ -114,12 +120,22 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
     const serverEnv = endpointsEnv(e);
     const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
     const s3Uri = `s3://${e.minio.bucket}/failures-${Date.now()}`;
-    const s3 = openStore(s3Uri, { s3: { endpoint: e.minio.endpoint, accessKeyId: e.minio.accessKeyId, secretAccessKey: e.minio.secretAccessKey, region: e.minio.region } });
+    const s3 = openStore(s3Uri, {
+      s3: {
+        endpoint: e.minio.endpoint,
+        accessKeyId: e.minio.accessKeyId,
+        secretAccessKey: e.minio.secretAccessKey,
+        region: e.minio.region,
+      },
+    });
     const workers = await superviseWorker(['control', 'rollout', 'reward', 'learner'], serverEnv);
     try {
       // Enough steps that the run is still going through both outages (both asserted below).
       const config = tinyRunConfig(s3Uri, {
-        phases: [{ kind: 'sft', steps: 3, batchSize: 16 }, { kind: 'rl', steps: 30, promptsPerStep: 8, groupSize: 4 }],
+        phases: [
+          { kind: 'sft', steps: 3, batchSize: 16 },
+          { kind: 'rl', steps: 30, promptsPerStep: 8, groupSize: 4 },
+        ],
       });
       const steps = totalSteps(config);
       const run = await startTrainingRun(client, config);
@@ -140,12 +156,19 @@ test('Temporal restarted and MinIO down for 30 s mid-run: the run continues and 
       await startMinio({ stateDir, quiet: true, env });
       const minioBack = Date.now();
 
-      const result = await waitFor('the result', async () => await client.workflow.getHandle(run.runId).result() as { status: string; steps: number }, 300_000);
+      const result = await waitFor(
+        'the result',
+        async () => (await client.workflow.getHandle(run.runId).result()) as { status: string; steps: number },
+        300_000,
+      );
       assert.equal(result.status, 'completed');
       // The run waited out the outage (its S3 calls retried with backoff, then the activity
       // attempts, whichever the outage outlasted) and finished only after MinIO came back.
       const closed = (await client.workflow.getHandle(run.runId).describe()).closeTime;
-      assert.ok(closed && closed.getTime() > minioBack, `the run finished after MinIO was back (closed ${closed?.toISOString()}, MinIO back ${new Date(minioBack).toISOString()})`);
+      assert.ok(
+        closed && closed.getTime() > minioBack,
+        `the run finished after MinIO was back (closed ${closed?.toISOString()}, MinIO back ${new Date(minioBack).toISOString()})`,
+      );
       await assertCommittedRun(s3, run.runId, steps);
     } finally {
       await workers.stop();

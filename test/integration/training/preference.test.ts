@@ -21,7 +21,13 @@ import { getTask } from '../../../activities/tasks/tasks.js';
 import { openStore } from '../../../activities/store/open.js';
 import { METRICS_NAME, PREFERENCE_PAIRS_NAME, parseShardName, stepPrefix } from '../../../activities/store/keys.js';
 import { readArtifact, readCommitted } from '../../../activities/store/manifest.js';
-import { decodeMetrics, decodePreferencePairs, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
+import {
+  decodeMetrics,
+  decodePreferencePairs,
+  decodeRewards,
+  decodeRollouts,
+  type RolloutsRow,
+} from '../../../activities/store/schemas.js';
 import { loadRunReport } from '../../../activities/report/load.js';
 import { startTrainingRun } from '../../../workers/train-client.js';
 import { workflowsPath } from '../../../workers/worker.js';
@@ -67,12 +73,20 @@ test('online_dpo then dpo: pairs from the rewards, the DPO update favours the ch
   const manifest = await readCommitted(store, prefix);
   assert.ok(manifest);
   const names = manifest.artifacts.map((a) => a.name).sort();
-  assert.deepEqual(names, [METRICS_NAME, PREFERENCE_PAIRS_NAME, 'rewards-000.arrow', 'rewards-001.arrow', 'rollouts-000.arrow', 'rollouts-001.arrow'].sort());
+  assert.deepEqual(
+    names,
+    [METRICS_NAME, PREFERENCE_PAIRS_NAME, 'rewards-000.arrow', 'rewards-001.arrow', 'rollouts-000.arrow', 'rollouts-001.arrow'].sort(),
+  );
   const rollouts: RolloutsRow[] = [];
   const reward = new Map<string, number | null>();
-  for (const k of manifest.artifacts.map((a) => parseShardName(a.name)).filter((x) => x?.kind === 'rollouts').map((x) => x!.shard).sort()) {
+  for (const k of manifest.artifacts
+    .map((a) => parseShardName(a.name))
+    .filter((x) => x?.kind === 'rollouts')
+    .map((x) => x!.shard)
+    .sort()) {
     rollouts.push(...decodeRollouts(await readArtifact(store, prefix, `rollouts-00${k}.arrow`)));
-    for (const r of decodeRewards(await readArtifact(store, prefix, `rewards-00${k}.arrow`))) reward.set(`${r.prompt_id}#${r.sample_id}`, r.reward);
+    for (const r of decodeRewards(await readArtifact(store, prefix, `rewards-00${k}.arrow`)))
+      reward.set(`${r.prompt_id}#${r.sample_id}`, r.reward);
   }
   assert.equal(rollouts.length, 32);
   const pairs = decodePreferencePairs(await readArtifact(store, prefix, PREFERENCE_PAIRS_NAME));
@@ -90,7 +104,10 @@ test('online_dpo then dpo: pairs from the rewards, the DPO update favours the ch
     return [[g[0]!.prompt_id, scored.find((r) => rw(r) === hi)!.sample_id, scored.find((r) => rw(r) === lo)!.sample_id, hi, lo]];
   });
   assert.ok(expected.length > 0, 'the step had groups with a reward gap');
-  assert.deepEqual(pairs.map((p) => [p.prompt_id, p.chosen_sample_id, p.rejected_sample_id, p.chosen_reward, p.rejected_reward]), expected);
+  assert.deepEqual(
+    pairs.map((p) => [p.prompt_id, p.chosen_sample_id, p.rejected_sample_id, p.chosen_reward, p.rejected_reward]),
+    expected,
+  );
 
   const m = decodeMetrics(await readArtifact(store, prefix, METRICS_NAME))[0]!;
   assert.equal(m.phase, 'online_dpo');
@@ -115,7 +132,7 @@ test('online_dpo then dpo: pairs from the rewards, the DPO update favours the ch
     for (const p of pairs) {
       const c = byKey.get(`${p.prompt_id}#${p.chosen_sample_id}`)!;
       const r = byKey.get(`${p.prompt_id}#${p.rejected_sample_id}`)!;
-      margin += ((await seqLogprob(3, c)) - (await seqLogprob(2, c))) - ((await seqLogprob(3, r)) - (await seqLogprob(2, r)));
+      margin += (await seqLogprob(3, c)) - (await seqLogprob(2, c)) - ((await seqLogprob(3, r)) - (await seqLogprob(2, r)));
     }
   } finally {
     await engine.close();
@@ -130,10 +147,15 @@ test('online_dpo then dpo: pairs from the rewards, the DPO update favours the ch
 
   // the report reads the run (evals after each phase say which phase made the weights)
   const report = await loadRunReport(store, run.runId, {});
-  assert.deepEqual(report.evals.map((e) => e.phase), ['init', 'sft', 'online_dpo', 'dpo']);
+  assert.deepEqual(
+    report.evals.map((e) => e.phase),
+    ['init', 'sft', 'online_dpo', 'dpo'],
+  );
   await store.close();
 
   const history = await client.workflow.getHandle(run.runId).fetchHistory();
   await Worker.runReplayHistory({ workflowsPath }, history, run.runId);
-  console.log(`online_dpo: ${pairs.length} pairs, metrics ${JSON.stringify(m.extra)}; mean margin gain ${(margin / pairs.length).toFixed(4)}`);
+  console.log(
+    `online_dpo: ${pairs.length} pairs, metrics ${JSON.stringify(m.extra)}; mean margin gain ${(margin / pairs.length).toFixed(4)}`,
+  );
 });

@@ -41,19 +41,29 @@ test('a run commits every step once across continue-as-new, evaluates, and shows
   assert.ok(rl.reward_mean !== null && rl.reward_mean >= 0 && rl.reward_mean <= 1);
   assert.ok(rl.loss !== null && Number.isFinite(rl.loss));
   // Evaluations: the initial weights, the end of sft (before RL), the end of the run.
-  assert.deepEqual(result.evals.map((e) => e.policyVersion), [0, 2, 5]);
+  assert.deepEqual(
+    result.evals.map((e) => e.policyVersion),
+    [0, 2, 5],
+  );
   for (const e of result.evals) assert.ok(e.greedyAccuracy >= 0 && e.greedyAccuracy <= 1);
 
   // Continue-as-new every 2 steps: three executions in the chain, the last one completed.
   const executions: { runId: string; status: string; startTime: Date }[] = [];
-  for await (const w of client.workflow.list({ query: `WorkflowId = '${run.runId}'` })) executions.push({ runId: w.runId, status: w.status.name, startTime: w.startTime });
+  for await (const w of client.workflow.list({ query: `WorkflowId = '${run.runId}'` }))
+    executions.push({ runId: w.runId, status: w.status.name, startTime: w.startTime });
   executions.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
-  assert.deepEqual(executions.map((e) => e.status), ['CONTINUED_AS_NEW', 'CONTINUED_AS_NEW', 'COMPLETED']);
+  assert.deepEqual(
+    executions.map((e) => e.status),
+    ['CONTINUED_AS_NEW', 'CONTINUED_AS_NEW', 'COMPLETED'],
+  );
   if (process.env.DURABLE_RL_RECORD_FIXTURES === '1') {
     // Replay fixtures (test/unit/replay.test.ts): the first execution (ends in continue-as-new)
     // and the last one (starts from the carried state).
     const dir = new URL('../../fixtures/histories/', import.meta.url);
-    for (const [i, e] of [[1, executions[0]!], [3, executions[2]!]] as const) {
+    for (const [i, e] of [
+      [1, executions[0]!],
+      [3, executions[2]!],
+    ] as const) {
       const history = await client.workflow.getHandle(run.runId, e.runId).fetchHistory();
       writeFileSync(new URL(`training-run-exec${i}.json`, dir), JSON.stringify(history));
     }
@@ -82,7 +92,9 @@ test('pause holds the run between steps, resume continues it, stop ends it after
   const store = openStore(storeUri);
   await waitFor('step 1 committed', async () => ((await committedSteps(store, run.runId)).includes(1) ? true : undefined));
   await pauseRun(client, run.runId);
-  const paused = await waitFor('paused', async () => ((await runProgress(client, run.runId))?.status === 'paused' ? (await runProgress(client, run.runId))! : undefined));
+  const paused = await waitFor('paused', async () =>
+    (await runProgress(client, run.runId))?.status === 'paused' ? (await runProgress(client, run.runId))! : undefined,
+  );
   assert.equal(paused.stage, 'paused');
   const held = (await committedSteps(store, run.runId)).length;
   await new Promise((r) => setTimeout(r, 2500));
@@ -119,8 +131,10 @@ test('a reward that fails on some samples is handled by the drop policy and coun
   let errors = 0;
   for (const s of [0, 1]) {
     const m = decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!;
-    const rewards = [...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(0))),
-      ...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(1)))];
+    const rewards = [
+      ...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(0))),
+      ...decodeRewards(await readArtifact(store, stepPrefix(run.runId, s), rewardsName(1))),
+    ];
     const failed = rewards.filter((r) => r.error !== null);
     assert.equal(m.reward_errors, failed.length, `step ${s}: metrics count every failed reward`);
     for (const r of failed) {

@@ -57,7 +57,10 @@ function spawnEntrypoint(file: string, args: string[] = [], env: Record<string, 
 async function ready(s: Spawned, timeoutMs = 60_000): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const line = s.output().split('\n').find((l) => l.includes('"worker polling'));
+    const line = s
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"worker polling'));
     if (line) return JSON.parse(line) as Record<string, unknown>;
     if (s.child.exitCode !== null || s.child.signalCode !== null) assert.fail(`the worker exited before polling:\n${s.output()}`);
     if (Date.now() > deadline) assert.fail(`the worker did not start polling in ${timeoutMs} ms:\n${s.output()}`);
@@ -132,7 +135,14 @@ test('on SIGTERM an in-flight reward shard finishes in the worker before it exit
     const storeUri = pathToFileURL(mkdtempSync(join(tmpdir(), 'drl-entrypoints-'))).href;
     await writeSampleInputs(storeUri, 'inputs/sample.arrow', 12, 5);
     const jobId = `it-entrypoint-sigterm-${tag}`;
-    const started = await startAnnotateRewards(t.client, { jobId, storeUri, inputKey: 'inputs/sample.arrow', shardSize: 12, chunkSize: 2, maxRecordsPerSecond: 3 });
+    const started = await startAnnotateRewards(t.client, {
+      jobId,
+      storeUri,
+      inputKey: 'inputs/sample.arrow',
+      shardSize: 12,
+      chunkSize: 2,
+      maxRecordsPerSecond: 3,
+    });
 
     // Wait until the shard is running in our worker, then SIGTERM it.
     const deadline = Date.now() + 30_000;
@@ -181,17 +191,36 @@ test('bad options exit 2 with a message naming the option', async () => {
 
 test('entrypoint options: a flag wins over its environment variable, which wins over the per-queue default', () => {
   const reward = { name: 'reward-worker', queues: ['reward' as const] };
-  assert.deepEqual(workerProcessOptions(reward, [], {}), { concurrency: { reward: 4 }, shutdownGraceTimeMs: ENTRYPOINT_SHUTDOWN_GRACE_S * 1000, help: false });
+  assert.deepEqual(workerProcessOptions(reward, [], {}), {
+    concurrency: { reward: 4 },
+    shutdownGraceTimeMs: ENTRYPOINT_SHUTDOWN_GRACE_S * 1000,
+    help: false,
+  });
   assert.equal(workerProcessOptions(reward, [], { DURABLE_RL_REWARD_CONCURRENCY: '9' }).concurrency.reward, 9);
   assert.equal(workerProcessOptions(reward, ['--concurrency', '2'], { DURABLE_RL_REWARD_CONCURRENCY: '9' }).concurrency.reward, 2);
   assert.equal(workerProcessOptions(reward, [], { DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2.5' }).shutdownGraceTimeMs, 2500);
-  assert.equal(workerProcessOptions(reward, ['--shutdown-grace', '1'], { DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2.5' }).shutdownGraceTimeMs, 1000);
+  assert.equal(
+    workerProcessOptions(reward, ['--shutdown-grace', '1'], { DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '2.5' }).shutdownGraceTimeMs,
+    1000,
+  );
 
-  const all = workerProcessOptions({ name: 'all-in-one', queues: QUEUE_NAMES }, ['--learner-concurrency', '2'], { DURABLE_RL_CONTROL_CONCURRENCY: '50' });
+  const all = workerProcessOptions({ name: 'all-in-one', queues: QUEUE_NAMES }, ['--learner-concurrency', '2'], {
+    DURABLE_RL_CONTROL_CONCURRENCY: '50',
+  });
   assert.deepEqual(all.concurrency, { control: 50, rollout: 1, reward: 4, learner: 2 });
-  assert.deepEqual(workerProcessOptions({ name: 'control-worker', queues: ['control'] }, [], {}).concurrency, {}, 'control keeps the SDK default');
+  assert.deepEqual(
+    workerProcessOptions({ name: 'control-worker', queues: ['control'] }, [], {}).concurrency,
+    {},
+    'control keeps the SDK default',
+  );
 
-  assert.throws(() => workerProcessOptions(reward, [], { DURABLE_RL_REWARD_CONCURRENCY: '1.5' }), (e: Error) => e instanceof WorkerUsageError && /DURABLE_RL_REWARD_CONCURRENCY must be a positive integer, got "1.5"/.test(e.message));
+  assert.throws(
+    () => workerProcessOptions(reward, [], { DURABLE_RL_REWARD_CONCURRENCY: '1.5' }),
+    (e: Error) => e instanceof WorkerUsageError && /DURABLE_RL_REWARD_CONCURRENCY must be a positive integer, got "1.5"/.test(e.message),
+  );
   assert.throws(() => workerProcessOptions(reward, ['--shutdown-grace=-1']), /--shutdown-grace must be a positive number/);
-  assert.throws(() => workerProcessOptions(reward, ['--reward-concurrency', '2']), /Unknown option '--reward-concurrency'.*reward-worker --help/);
+  assert.throws(
+    () => workerProcessOptions(reward, ['--reward-concurrency', '2']),
+    /Unknown option '--reward-concurrency'.*reward-worker --help/,
+  );
 });

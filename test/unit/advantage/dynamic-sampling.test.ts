@@ -5,13 +5,7 @@ import { AdvantageInputError } from '../../../activities/advantage/types.js';
 import { group } from './helpers.js';
 
 const opts = (o: Record<string, unknown> = {}) => dynamicSamplingOptionsSchema.parse(o);
-const pool = [
-  ...group('g1', [1, 0]),
-  ...group('g2', [1, 1]),
-  ...group('g3', [0, 0, 0]),
-  ...group('g4', [0.5]),
-  ...group('g5', [0, 1, 1]),
-];
+const pool = [...group('g1', [1, 0]), ...group('g2', [1, 1]), ...group('g3', [0, 0, 0]), ...group('g4', [0.5]), ...group('g5', [0, 1, 1])];
 
 test('dynamic sampling keeps groups with reward variance, names the dropped ones and why', () => {
   const s = selectGroups(pool, 3, opts());
@@ -53,11 +47,14 @@ test('dynamic sampling: after maxRefillRounds the short batch is exhausted (proc
   assert.equal(s.morePrompts, 0);
   assert.deepEqual(s.selected, ['g1', 'g5']);
   assert.equal(selectGroups(pool, 3, opts({ maxRefillRounds: 2 }), 1).exhausted, false);
-  assert.throws(() => selectGroups(pool, 3, opts({ maxRefillRounds: 2, onExhausted: 'fail' }), 2), (e: unknown) => {
-    assert.ok(e instanceof AdvantageInputError);
-    assert.match(e.message, /2 of 3 prompt groups .* after 2 refill rounds \(3 groups had all-equal rewards\)/);
-    return true;
-  });
+  assert.throws(
+    () => selectGroups(pool, 3, opts({ maxRefillRounds: 2, onExhausted: 'fail' }), 2),
+    (e: unknown) => {
+      assert.ok(e instanceof AdvantageInputError);
+      assert.match(e.message, /2 of 3 prompt groups .* after 2 refill rounds \(3 groups had all-equal rewards\)/);
+      return true;
+    },
+  );
 });
 
 test('dynamic sampling disabled takes groups in pool order whatever their rewards', () => {
@@ -69,7 +66,10 @@ test('dynamic sampling disabled takes groups in pool order whatever their reward
 
 test('selectedSamples returns the samples of the selected groups in pool order', () => {
   const s = selectGroups(pool, 3, opts());
-  assert.deepEqual(selectedSamples(pool, s).map((x) => x.sampleId), ['g1-0', 'g1-1', 'g5-0', 'g5-1', 'g5-2']);
+  assert.deepEqual(
+    selectedSamples(pool, s).map((x) => x.sampleId),
+    ['g1-0', 'g1-1', 'g5-0', 'g5-1', 'g5-2'],
+  );
 });
 
 test('dynamic sampling rejects a NaN reward, naming the sample, and a bad target', () => {

@@ -27,7 +27,10 @@ test('GRPO: groups are normalised independently and outputs keep input order', (
   const samples = [...group('a', [1, 0]), ...group('b', [10, 20])];
   samples.push(samples.shift()!); // interleave order: a-1, b-0, b-1, a-0
   const r = grpo({ samples }, opts({ std: 'population', eps: 0 }));
-  assert.deepEqual(r.samples.map((s) => s.sampleId), ['a-1', 'b-0', 'b-1', 'a-0']);
+  assert.deepEqual(
+    r.samples.map((s) => s.sampleId),
+    ['a-1', 'b-0', 'b-1', 'a-0'],
+  );
   assertClose(adv(r), [-1, -1, 1, 1]);
 });
 
@@ -49,7 +52,10 @@ test('GRPO: all-equal rewards give zero advantages with the default eps, and the
 test('GRPO: dropZeroVarianceGroups marks flat and single-sample groups keep=false with an all-zero loss mask', () => {
   const samples = [...group('flat', [1, 1], [3, 2]), ...group('solo', [0], [4]), ...group('p', [1, 0], [2, 2])];
   const r = grpo({ samples }, opts({ dropZeroVarianceGroups: true }));
-  assert.deepEqual(r.samples.map((s) => s.keep), [false, false, false, true, true]);
+  assert.deepEqual(
+    r.samples.map((s) => s.keep),
+    [false, false, false, true, true],
+  );
   assert.deepEqual(Array.from(r.samples[0]!.lossMask!), [0, 0, 0]);
   assert.deepEqual(Array.from(r.samples[3]!.lossMask!), [1, 1]);
   assert.equal(r.stats.droppedGroups, 2);
@@ -78,12 +84,15 @@ test('GRPO: the loss mask has completionLength ones, or is null without a length
 test('GRPO rejects a NaN reward with an error naming the sample and group', () => {
   const samples = group('p1', [1, 0, 1]);
   samples[2]!.reward = Number.NaN;
-  assert.throws(() => grpo({ samples }, opts()), (e: unknown) => {
-    assert.ok(e instanceof AdvantageInputError);
-    assert.match(e.message, /sample "p1-2" \(group "p1"\) is NaN/);
-    assert.match(e.message, /failure policy/);
-    return true;
-  });
+  assert.throws(
+    () => grpo({ samples }, opts()),
+    (e: unknown) => {
+      assert.ok(e instanceof AdvantageInputError);
+      assert.match(e.message, /sample "p1-2" \(group "p1"\) is NaN/);
+      assert.match(e.message, /failure policy/);
+      return true;
+    },
+  );
 });
 
 test('GRPO rejects an infinite reward, duplicate ids, a missing group and an empty batch', () => {

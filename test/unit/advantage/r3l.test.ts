@@ -15,18 +15,27 @@ function batch(): AdvantageSample[] {
 }
 
 test('R3L pivotal credit: the shared prefix before the first differing token is masked in both paired samples', () => {
-  const r = r3l({ samples: batch(), pairs: [{ failedSampleId: 'fail', retrySampleId: 'retry' }] }, opts({ scale: 'none', amplification: 1 }));
+  const r = r3l(
+    { samples: batch(), pairs: [{ failedSampleId: 'fail', retrySampleId: 'retry' }] },
+    opts({ scale: 'none', amplification: 1 }),
+  );
   assert.deepEqual(Array.from(r.samples[0]!.lossMask!), [0, 0, 0, 1, 1, 1]);
   assert.deepEqual(Array.from(r.samples[1]!.lossMask!), [0, 0, 0, 1, 1]);
   assert.deepEqual(Array.from(r.samples[2]!.lossMask!), [1, 1, 1, 1]);
-  assertClose(r.samples.map((s) => s.advantage), [-1 / 3, 2 / 3, -1 / 3]);
+  assertClose(
+    r.samples.map((s) => s.advantage),
+    [-1 / 3, 2 / 3, -1 / 3],
+  );
   assert.equal(r.stats.extra.pivotMaskedTokens, 6);
   assert.equal(r.stats.extra.pairedSamples, 2);
 });
 
 test('R3L positive amplification multiplies the positive advantage of a successful sample', () => {
   const r = r3l({ samples: batch() }, opts({ scale: 'none', amplification: 2 }));
-  assertClose(r.samples.map((s) => s.advantage), [-1 / 3, 4 / 3, -1 / 3]);
+  assertClose(
+    r.samples.map((s) => s.advantage),
+    [-1 / 3, 4 / 3, -1 / 3],
+  );
   assert.equal(r.stats.extra.amplifiedSamples, 1);
 });
 
@@ -36,7 +45,10 @@ test('R3L: a positive advantage below the success threshold is not amplified', (
     { sampleId: 'b', groupId: 'g', reward: 0 },
   ];
   const r = r3l({ samples }, opts({ scale: 'none', amplification: 3, successThreshold: 1 }));
-  assertClose(r.samples.map((s) => s.advantage), [0.4, -0.4]);
+  assertClose(
+    r.samples.map((s) => s.advantage),
+    [0.4, -0.4],
+  );
   assert.equal(r.stats.extra.amplifiedSamples, 0);
 });
 
@@ -52,13 +64,16 @@ test('R3L: an explicit pivot is used and checked against the token ids', () => {
 test('R3L: a sample in two pairs keeps the shortest shared prefix masked', () => {
   const samples = batch();
   samples.push({ sampleId: 'retry2', groupId: 'g', reward: 1, completionLength: 6, tokenIds: [1, 8, 8, 8, 8, 8] });
-  const r = r3l({
-    samples,
-    pairs: [
-      { failedSampleId: 'fail', retrySampleId: 'retry' },
-      { failedSampleId: 'fail', retrySampleId: 'retry2' },
-    ],
-  }, opts());
+  const r = r3l(
+    {
+      samples,
+      pairs: [
+        { failedSampleId: 'fail', retrySampleId: 'retry' },
+        { failedSampleId: 'fail', retrySampleId: 'retry2' },
+      ],
+    },
+    opts(),
+  );
   assert.deepEqual(Array.from(r.samples[0]!.lossMask!), [0, 1, 1, 1, 1, 1]);
   assert.deepEqual(Array.from(r.samples[3]!.lossMask!), [0, 1, 1, 1, 1, 1]);
 });
@@ -70,7 +85,10 @@ test('R3L: all-equal group gives zero advantages; single-sample group gives 0', 
     { sampleId: 'c', groupId: 'solo', reward: 1 },
   ];
   const r = r3l({ samples }, opts());
-  assertClose(r.samples.map((s) => s.advantage), [0, 0, 0]);
+  assertClose(
+    r.samples.map((s) => s.advantage),
+    [0, 0, 0],
+  );
   assert.equal(r.stats.extra.amplifiedSamples, 0);
 });
 
@@ -86,11 +104,14 @@ test('R3L rejects bad pairs with errors that name the pair', () => {
     { sampleId: 'f', groupId: 'g', reward: 0, completionLength: 2 },
     { sampleId: 'r', groupId: 'g', reward: 1, completionLength: 2 },
   ];
-  assert.throws(() => r3l({ samples: noTokens, pairs: [{ failedSampleId: 'f', retrySampleId: 'r' }] }, opts()), (e: unknown) => {
-    assert.ok(e instanceof AdvantageInputError);
-    assert.match(e.message, /no pivot and the samples lack tokenIds/);
-    return true;
-  });
+  assert.throws(
+    () => r3l({ samples: noTokens, pairs: [{ failedSampleId: 'f', retrySampleId: 'r' }] }, opts()),
+    (e: unknown) => {
+      assert.ok(e instanceof AdvantageInputError);
+      assert.match(e.message, /no pivot and the samples lack tokenIds/);
+      return true;
+    },
+  );
 });
 
 test('R3L rejects a NaN reward naming the sample', () => {

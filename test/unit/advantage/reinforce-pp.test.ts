@@ -58,12 +58,15 @@ test('REINFORCE++: gamma < 1 discounts the final reward back over the tokens', (
 });
 
 test('REINFORCE++ over tokens without a completion length: error names the sample and the way out', () => {
-  assert.throws(() => reinforcePp({ samples: group('p', [1, 0]) }, plain()), (e: unknown) => {
-    assert.ok(e instanceof AdvantageInputError);
-    assert.match(e.message, /sample "p-0" \(group "p"\) has no completionLength/);
-    assert.match(e.message, /normaliseOver "samples"/);
-    return true;
-  });
+  assert.throws(
+    () => reinforcePp({ samples: group('p', [1, 0]) }, plain()),
+    (e: unknown) => {
+      assert.ok(e instanceof AdvantageInputError);
+      assert.match(e.message, /sample "p-0" \(group "p"\) has no completionLength/);
+      assert.match(e.message, /normaliseOver "samples"/);
+      return true;
+    },
+  );
 });
 
 test('REINFORCE++: process rewards of the wrong length or NaN are rejected, naming sample and token', () => {
@@ -76,7 +79,10 @@ test('REINFORCE++: process rewards of the wrong length or NaN are rejected, nami
 test('REINFORCE++ baseline: all-equal and single-sample groups centre to 0 and can be dropped', () => {
   const samples = [...group('flat', [1, 1]), ...group('solo', [0.3]), ...group('p', [1, 0])];
   const r = reinforcePpBaseline({ samples }, base({ normaliseOver: 'samples', std: 'population', eps: 0, dropZeroVarianceGroups: true }));
-  assert.deepEqual(r.samples.map((s) => s.keep), [false, false, false, true, true]);
+  assert.deepEqual(
+    r.samples.map((s) => s.keep),
+    [false, false, false, true, true],
+  );
   // kept centred returns [.5,-.5]: mean 0, std .5
   assertClose(adv(r), [0, 0, 0, 1, -1]);
   assert.equal(r.stats.droppedGroups, 2);

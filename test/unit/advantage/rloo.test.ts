@@ -27,7 +27,10 @@ test('RLOO: a single-sample group has no peers and gets 0; all-equal groups get 
 
 test('RLOO: dropZeroVarianceGroups drops only the flat group', () => {
   const r = rloo({ samples: [...group('flat', [2, 2]), ...group('p', [1, 0])] }, opts({ dropZeroVarianceGroups: true }));
-  assert.deepEqual(r.samples.map((s) => s.keep), [false, false, true, true]);
+  assert.deepEqual(
+    r.samples.map((s) => s.keep),
+    [false, false, true, true],
+  );
   assertClose(adv(r), [0, 0, 1, -1]);
 });
 

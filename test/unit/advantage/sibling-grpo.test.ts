@@ -72,7 +72,11 @@ test('Sibling-GRPO without tree fields is GRPO: every sample a root, compared at
   const samples = [...group('p', [1, 0, 0, 1, 0.5], [3, 2, 4, 1, 2]), ...group('q', [2, 5, 3], [1, 1, 2])];
   const s = siblingGrpo({ samples }, opts({ eps: 1e-6 }));
   const g = grpo({ samples }, grpoOptionsSchema.parse({ estimator: 'grpo' }));
-  assertClose(s.samples.map((x) => x.advantage), g.samples.map((x) => x.advantage), 1e-12);
+  assertClose(
+    s.samples.map((x) => x.advantage),
+    g.samples.map((x) => x.advantage),
+    1e-12,
+  );
   assert.ok(s.samples.every((x) => x.lossMask!.every((m) => m === 1)));
 });
 
@@ -92,11 +96,14 @@ test('Sibling-GRPO: a flat branch point gives zero advantage and is counted; a l
 test('Sibling-GRPO rejects samples that do not form a tree, naming the node', () => {
   const bad = tree();
   bad[3]!.branchPosition = 3; // E branches from C before C's own tokens start (4)
-  assert.throws(() => siblingGrpo({ samples: bad }, opts()), (e: unknown) => {
-    assert.ok(e instanceof AdvantageInputError);
-    assert.match(e.message, /node "E" branches from "C" at position 3, not after the parent's own branch position 4/);
-    return true;
-  });
+  assert.throws(
+    () => siblingGrpo({ samples: bad }, opts()),
+    (e: unknown) => {
+      assert.ok(e instanceof AdvantageInputError);
+      assert.match(e.message, /node "E" branches from "C" at position 3, not after the parent's own branch position 4/);
+      return true;
+    },
+  );
   const orphan = tree();
   orphan[1]!.parentNodeId = 'Z';
   assert.throws(() => siblingGrpo({ samples: orphan }, opts()), /node "C" names parent "Z", which is not in the tree/);

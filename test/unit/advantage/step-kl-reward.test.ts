@@ -13,18 +13,43 @@ import { assertClose } from './helpers.js';
 
 function rollout(promptId: string, sampleId: number, behaviour: number[]): RolloutsRow {
   return {
-    run_id: 'r', step: 0, prompt_id: promptId, sample_id: sampleId, group_id: promptId, node_id: null, parent_node_id: null,
-    policy_version: 0, prompt_text: '', prompt_token_ids: Int32Array.from([1]), completion_text: '',
-    completion_token_ids: Int32Array.from(behaviour.map((_, t) => 3 + t)), behaviour_logprobs: Float32Array.from(behaviour), finish_reason: 'stop',
+    run_id: 'r',
+    step: 0,
+    prompt_id: promptId,
+    sample_id: sampleId,
+    group_id: promptId,
+    node_id: null,
+    parent_node_id: null,
+    policy_version: 0,
+    prompt_text: '',
+    prompt_token_ids: Int32Array.from([1]),
+    completion_text: '',
+    completion_token_ids: Int32Array.from(behaviour.map((_, t) => 3 + t)),
+    behaviour_logprobs: Float32Array.from(behaviour),
+    finish_reason: 'stop',
   } as unknown as RolloutsRow;
 }
 function reward(promptId: string, sampleId: number, r: number | null): RewardsRow {
-  return { run_id: 'r', step: 0, prompt_id: promptId, sample_id: sampleId, node_id: null, reward: r, components: {}, token_rewards: null, error: r === null ? 'dropped' : null } as unknown as RewardsRow;
+  return {
+    run_id: 'r',
+    step: 0,
+    prompt_id: promptId,
+    sample_id: sampleId,
+    node_id: null,
+    reward: r,
+    components: {},
+    token_rewards: null,
+    error: r === null ? 'dropped' : null,
+  } as unknown as RewardsRow;
 }
 
 // log π_old − log π_ref per token (k1): a = [0.5, 0.1], b = [0.2, −0.25]; behaviour logprobs −1, −1
 const rollouts = [rollout('p', 0, [-1, -1]), rollout('p', 1, [-1, -1]), rollout('p', 2, [-1])];
-const reference = new Map<string, number[]>([['p#0', [-1.5, -1.1]], ['p#1', [-1.2, -0.75]], ['p#2', [-1]]]);
+const reference = new Map<string, number[]>([
+  ['p#0', [-1.5, -1.1]],
+  ['p#1', [-1.2, -0.75]],
+  ['p#2', [-1]],
+]);
 const rewards = [reward('p', 0, 1), reward('p', 1, 0), reward('p', 2, null)];
 const beta = 0.1;
 
@@ -54,6 +79,21 @@ test('REINFORCE++ with the KL in the reward: returns G = [0.94, 0.99] and [0.005
 });
 
 test('kl.inReward refuses a rewarded sample without reference logprobs, or with the wrong number, naming the sample', () => {
-  assert.throws(() => klPenalisedRewardRows(rollouts, rewards, new Map([['p#0', [-1, -1]]]), { beta, estimator: 'k1', direction: 'reverse' }), /sample p\/1 has no reference logprobs/);
-  assert.throws(() => klPenalisedRewardRows(rollouts, rewards, new Map([['p#0', [-1]], ['p#1', [-1, -1]]]), { beta, estimator: 'k1', direction: 'reverse' }), /sample p\/0 has 2 behaviour logprobs but 1 reference logprobs/);
+  assert.throws(
+    () => klPenalisedRewardRows(rollouts, rewards, new Map([['p#0', [-1, -1]]]), { beta, estimator: 'k1', direction: 'reverse' }),
+    /sample p\/1 has no reference logprobs/,
+  );
+  assert.throws(
+    () =>
+      klPenalisedRewardRows(
+        rollouts,
+        rewards,
+        new Map([
+          ['p#0', [-1]],
+          ['p#1', [-1, -1]],
+        ]),
+        { beta, estimator: 'k1', direction: 'reverse' },
+      ),
+    /sample p\/0 has 2 behaviour logprobs but 1 reference logprobs/,
+  );
 });

@@ -32,7 +32,12 @@ export function simulate(seed: number, groups: string[], o: TreePlanOptions, ord
     // the planner must not depend on the order nodes were added: rebuild in reverse when asked
     const view = order === 'forward' ? tree : RolloutTree.from([...tree.nodes()].reverse().map((n) => ({ ...n })));
     const plan = planBranches(view, signals, o, { seed, step: 0 });
-    plans.push(plan.instructions.map((i) => `${i.sourceNodeId}@${i.position}x${i.children.length}`).sort().join(','));
+    plans.push(
+      plan.instructions
+        .map((i) => `${i.sourceNodeId}@${i.position}x${i.children.length}`)
+        .sort()
+        .join(','),
+    );
     if (plan.newSamples === 0) break;
     execute(plan.instructions);
   }

@@ -45,11 +45,23 @@ function refOpts(o: ClippedSurrogateOptions, extra: Partial<SurrogateRefOptions>
   return { ...o, aggregation: o.aggregation ?? 'token_mean', ...extra } as SurrogateRefOptions;
 }
 
-async function checkCase(input: Parameters<typeof clippedSurrogateLoss>[0], advantages: number[] | number[][] = seqAdv, extra: Record<string, number> = {}, refExtra: Partial<SurrogateRefOptions> = {}) {
+async function checkCase(
+  input: Parameters<typeof clippedSurrogateLoss>[0],
+  advantages: number[] | number[][] = seqAdv,
+  extra: Record<string, number> = {},
+  refExtra: Partial<SurrogateRefOptions> = {},
+) {
   const loss = clippedSurrogateLoss(input);
   const o = JSON.parse(loss.key.slice('clipped_surrogate:'.length)) as ClippedSurrogateOptions;
   const got = await checkLossGrad(loss, data(extra, advantages));
-  const want = clippedSurrogateRef(refOpts(o, refExtra), { logprobs, old, advantages, mask, ref, entropy: o.entropyMetric || o.entropyCoef > 0 ? entropy : undefined });
+  const want = clippedSurrogateRef(refOpts(o, refExtra), {
+    logprobs,
+    old,
+    advantages,
+    mask,
+    ref,
+    entropy: o.entropyMetric || o.entropyCoef > 0 ? entropy : undefined,
+  });
   close(got.loss, want.loss, `${loss.key} loss`);
   for (const [k, v] of Object.entries(want.metrics)) close(got.metrics[k]!, v, `${loss.key} metric ${k}`);
   assert.deepEqual(Object.keys(got.metrics).sort(), Object.keys(want.metrics).sort(), 'metric names');
@@ -127,7 +139,15 @@ test('GSPO sequence ratio: the length-normalised sequence ratio is clipped per s
 });
 
 test('GSPO-token: value of the sequence ratio, gradient s_i·∇log π per token', async () => {
-  const o = { ratioLevel: 'sequence_token' as const, advantages: 'token' as const, clipLow: 0.01, clipHigh: 0.02, aggregation: 'constant' as const, constantNormaliser: 5, entropyMetric: false };
+  const o = {
+    ratioLevel: 'sequence_token' as const,
+    advantages: 'token' as const,
+    clipLow: 0.01,
+    clipHigh: 0.02,
+    aggregation: 'constant' as const,
+    constantNormaliser: 5,
+    entropyMetric: false,
+  };
   const got = await runLoss64(clippedSurrogateLoss(o), data({}, tokAdv));
   const seq = await runLoss64(clippedSurrogateLoss({ ...o, ratioLevel: 'sequence' }), data({}, tokAdv));
   close(got.loss, seq.loss, 'same value as the sequence ratio');
@@ -135,11 +155,12 @@ test('GSPO-token: value of the sequence ratio, gradient s_i·∇log π per token
   close(got.loss, want.loss, 'loss');
   // d loss / d log π_{i,t} = m/(C·B) · (−A_{i,t}) · s_i where the unclipped term is active, else 0
   let nonzero = 0;
-  for (let i = 0; i < B; i++) for (let t = 0; t < T; t++) {
-    const expected = mask[i]![t] && want.active[i]![t] ? (-tokAdv[i]![t]! * want.ratio[i]![t]!) / (5 * B) : 0;
-    if (expected !== 0) nonzero++;
-    close(got.dLogprobs![i * T + t]!, expected, `gradient [${i}][${t}]`);
-  }
+  for (let i = 0; i < B; i++)
+    for (let t = 0; t < T; t++) {
+      const expected = mask[i]![t] && want.active[i]![t] ? (-tokAdv[i]![t]! * want.ratio[i]![t]!) / (5 * B) : 0;
+      if (expected !== 0) nonzero++;
+      close(got.dLogprobs![i * T + t]!, expected, `gradient [${i}][${t}]`);
+    }
   assert.ok(nonzero > 3);
 });
 
@@ -147,13 +168,23 @@ test('GSPO-token: value of the sequence ratio, gradient s_i·∇log π per token
 // Inside the engine's trainStep
 // ---------------------------------------------------------------------------------------------
 
-const ids = [[1, 5, 7, 3, 2, 9], [4, 4, 9, 12, 19, 23], [3, 1, 2, 6, 8, 0], [0, 11, 13, 17, 5, 21]];
-const engineMask = [[0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0]];
+const ids = [
+  [1, 5, 7, 3, 2, 9],
+  [4, 4, 9, 12, 19, 23],
+  [3, 1, 2, 6, 8, 0],
+  [0, 11, 13, 17, 5, 21],
+];
+const engineMask = [
+  [0, 0, 1, 1, 1, 1],
+  [0, 0, 0, 1, 1, 1],
+  [0, 1, 1, 1, 1, 0],
+  [0, 0, 1, 1, 0, 0],
+];
 // offsets keep every ratio far (>= 3%) from the clip and dual-clip bounds: no kink within reach
 const deltas = [-0.6, -0.1, 0.05, 0.45, 0, 0.3];
 const refDeltas = [0.4, -0.3, 0.2, -0.5, 0.1, 0];
 
-test('truncated importance sampling (C = 1.25): each token\'s surrogate times min(π_old/π_rollout, C), a constant — value, tis metrics and gradient', async () => {
+test("truncated importance sampling (C = 1.25): each token's surrogate times min(π_old/π_rollout, C), a constant — value, tis metrics and gradient", async () => {
   const cap = 1.25;
   // the rollout engine's logprobs differ from the learner's old ones by up to ±0.5 (weights e^±0.5, some above C)
   const rollout = old.map((r) => r.map((lp) => lp - 0.5 * (2 * u() - 1)));
@@ -179,8 +210,17 @@ test('guards: token log-ratios of ±800 are clamped to ±20 before exp — finit
   wild[0]![2] = logprobs[0]![2]! - 800;
   wild[1]![1] = logprobs[1]![1]! - 800;
   wild[2]![3] = logprobs[2]![3]! + 800;
-  const o = { clipLow: 0.2, clipHigh: 0.28, kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const }, entropyMetric: false };
-  const got = await runLoss64(clippedSurrogateLoss(o), { logprobs, lossMask: mask, extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: ref } });
+  const o = {
+    clipLow: 0.2,
+    clipHigh: 0.28,
+    kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const },
+    entropyMetric: false,
+  };
+  const got = await runLoss64(clippedSurrogateLoss(o), {
+    logprobs,
+    lossMask: mask,
+    extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: ref },
+  });
   assert.ok(Number.isFinite(got.loss) && [...got.dLogprobs!].every(Number.isFinite), `loss ${got.loss}`);
   const want = clippedSurrogateRef({ ...o, aggregation: 'token_mean' }, { logprobs, old: wild, advantages: seqAdv, mask, ref });
   close(got.loss, want.loss, 'loss (the reference clamps the same way)');
@@ -188,19 +228,39 @@ test('guards: token log-ratios of ±800 are clamped to ±20 before exp — finit
   assert.ok(got.loss > 1e7, 'row 1 (A < 0) pays −A·e^20 / 9 tokens: large, finite');
   const at = (i: number, t: number) => got.dLogprobs![i * T + t]!;
   // the KL term still has its gradient there; the surrogate has none: compare with the KL term's alone
-  const klOnly = await runLoss64(clippedSurrogateLoss({ ...o, clipLow: 0, clipHigh: 0 }), { logprobs, lossMask: mask, extra: { old_logprobs: logprobs, advantages: [0, 0, 0, 0], ref_logprobs: ref } });
-  for (const [i, t] of [[0, 2], [1, 1], [2, 3]] as const) close(at(i, t), klOnly.dLogprobs![i * T + t]!, `gradient at clamped token (${i}, ${t}) is the KL term's alone`);
+  const klOnly = await runLoss64(clippedSurrogateLoss({ ...o, clipLow: 0, clipHigh: 0 }), {
+    logprobs,
+    lossMask: mask,
+    extra: { old_logprobs: logprobs, advantages: [0, 0, 0, 0], ref_logprobs: ref },
+  });
+  for (const [i, t] of [
+    [0, 2],
+    [1, 1],
+    [2, 3],
+  ] as const)
+    close(at(i, t), klOnly.dLogprobs![i * T + t]!, `gradient at clamped token (${i}, ${t}) is the KL term's alone`);
 });
 
 test('guards: a GSPO sequence log-ratio of 15 is clamped to 10, and a k3 KL whose log π/π_ref is −30 to 10 (kl_clamped)', async () => {
   const wild = old.map((r, i) => (i === 0 ? r.map((lp, t) => logprobs[0]![t]! - 15) : [...r])); // row 0: mean log-ratio 15
   const farRef = ref.map((r, i) => (i === 1 ? r.map((x, t) => logprobs[1]![t]! + 30) : [...r])); // row 1: log π/π_ref = −30, k3 ≈ e^30
-  const o = { ratioLevel: 'sequence' as const, clipLow: 0.01, clipHigh: 0.02, aggregation: 'sequence_mean' as const, kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const }, entropyMetric: false };
-  const got = await checkLossGrad(clippedSurrogateLoss(o), { logprobs, lossMask: mask, extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: farRef } });
+  const o = {
+    ratioLevel: 'sequence' as const,
+    clipLow: 0.01,
+    clipHigh: 0.02,
+    aggregation: 'sequence_mean' as const,
+    kl: { beta: 0.1, estimator: 'k3' as const, direction: 'reverse' as const },
+    entropyMetric: false,
+  };
+  const got = await checkLossGrad(clippedSurrogateLoss(o), {
+    logprobs,
+    lossMask: mask,
+    extra: { old_logprobs: wild, advantages: seqAdv, ref_logprobs: farRef },
+  });
   const want = clippedSurrogateRef(o, { logprobs, old: wild, advantages: seqAdv, mask, ref: farRef });
   close(got.loss, want.loss, 'loss');
-  close(got.metrics.log_ratio_clamped!, 4 / 9, 'log_ratio_clamped: row 0\'s 4 tokens');
-  close(got.metrics.kl_clamped!, 3 / 9, 'kl_clamped: row 1\'s 3 tokens');
+  close(got.metrics.log_ratio_clamped!, 4 / 9, "log_ratio_clamped: row 0's 4 tokens");
+  close(got.metrics.kl_clamped!, 3 / 9, "kl_clamped: row 1's 3 tokens");
   close(got.metrics.kl!, want.metrics.kl!, 'kl');
   assert.ok(got.metrics.kl! <= 10);
 });
@@ -211,11 +271,21 @@ test('engine: DAPO-style loss (clip-higher, dual clip, k3 KL, entropy bonus) —
     const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(i + t) % deltas.length]!));
     const refLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - refDeltas[(2 * i + t) % refDeltas.length]!));
     const adv = [1.1, -0.8, 0.5, -1.3];
-    const input = { clipLow: 0.2, clipHigh: 0.28, dualClip: 1.3, aggregation: 'token_mean' as const, kl: { beta: 0.05, estimator: 'k3' as const, direction: 'reverse' as const }, entropyCoef: 0.01 };
+    const input = {
+      clipLow: 0.2,
+      clipHigh: 0.28,
+      dualClip: 1.3,
+      aggregation: 'token_mean' as const,
+      kl: { beta: 0.05, estimator: 'k3' as const, direction: 'reverse' as const },
+      entropyCoef: 0.01,
+    };
     const loss = clippedSurrogateLoss(input);
     const batch = { ids, lossMask: engineMask, extra: { old_logprobs: oldLp, advantages: adv, ref_logprobs: refLp } };
     const got = await engineLoss(s, batch, loss);
-    const want = clippedSurrogateRef({ ...input }, { logprobs: s.logprobs, old: oldLp, advantages: adv, mask: engineMask, ref: refLp, entropy: s.entropy });
+    const want = clippedSurrogateRef(
+      { ...input },
+      { logprobs: s.logprobs, old: oldLp, advantages: adv, mask: engineMask, ref: refLp, entropy: s.entropy },
+    );
     close(got.loss!, want.loss, 'engine loss', 1e-4);
     for (const [k, v] of Object.entries(want.metrics)) close(got[k]!, v, `engine metric ${k}`, 1e-4);
     assert.ok(got.clip_frac_low! > 0 && got.clip_frac_high! > 0 && got.dual_clip_frac! > 0);
@@ -231,7 +301,15 @@ test('engine: GSPO sequence ratio with forward-KL (RAPO) and Dr.GRPO constant ag
     const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(i + 2 * t) % deltas.length]! / 4));
     const refLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - refDeltas[(i + t) % refDeltas.length]!));
     const adv = [0.7, -1.2, 1.4, -0.3];
-    const input = { ratioLevel: 'sequence' as const, clipLow: 0.003, clipHigh: 0.004, aggregation: 'constant' as const, constantNormaliser: 5, kl: { beta: 0.2, estimator: 'k3' as const, direction: 'forward' as const }, entropyMetric: false };
+    const input = {
+      ratioLevel: 'sequence' as const,
+      clipLow: 0.003,
+      clipHigh: 0.004,
+      aggregation: 'constant' as const,
+      constantNormaliser: 5,
+      kl: { beta: 0.2, estimator: 'k3' as const, direction: 'forward' as const },
+      entropyMetric: false,
+    };
     const loss = clippedSurrogateLoss(input);
     const batch = { ids, lossMask: engineMask, extra: { old_logprobs: oldLp, advantages: adv, ref_logprobs: refLp } };
     const got = await engineLoss(s, batch, loss);
@@ -250,11 +328,19 @@ test('engine: GRPO sequence mean with per-token advantages, k1 KL and entropy bo
     const oldLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - deltas[(3 * i + t) % deltas.length]!));
     const refLp = s.logprobs.map((r, i) => r.map((lp, t) => lp - refDeltas[(i + 2 * t) % refDeltas.length]!));
     const adv = ids.map((r, i) => r.map((_, t) => [0.9, -0.4, 1.3, -1.1, 0.2][(i + t) % 5]!));
-    const input = { advantages: 'token' as const, aggregation: 'sequence_mean' as const, kl: { beta: 0.1, estimator: 'k1' as const, direction: 'reverse' as const }, entropyCoef: 0.02 };
+    const input = {
+      advantages: 'token' as const,
+      aggregation: 'sequence_mean' as const,
+      kl: { beta: 0.1, estimator: 'k1' as const, direction: 'reverse' as const },
+      entropyCoef: 0.02,
+    };
     const loss = clippedSurrogateLoss(input);
     const batch = { ids, lossMask: engineMask, extra: { old_logprobs: oldLp, advantages: adv, ref_logprobs: refLp } };
     const got = await engineLoss(s, batch, loss);
-    const want = clippedSurrogateRef({ clipLow: 0.2, clipHigh: 0.2, ...input }, { logprobs: s.logprobs, old: oldLp, advantages: adv, mask: engineMask, ref: refLp, entropy: s.entropy });
+    const want = clippedSurrogateRef(
+      { clipLow: 0.2, clipHigh: 0.2, ...input },
+      { logprobs: s.logprobs, old: oldLp, advantages: adv, mask: engineMask, ref: refLp, entropy: s.entropy },
+    );
     close(got.loss!, want.loss, 'engine loss', 1e-4);
     for (const [k, v] of Object.entries(want.metrics)) close(got[k]!, v, `engine metric ${k}`, 1e-4);
     await engineDirectionalCheck(s, batch, loss, { seed: 4 });
@@ -289,8 +375,15 @@ test('engine: a whole-batch token mean over two micro-batches (loss_token_count)
       w.data.forEach((x, i) => assert.ok(Math.abs(x - a[i]!) < 2e-6, `${name}[${i}]: ${x} (one batch) vs ${a[i]} (accumulated)`));
     }
     // without the global count the two micro-batch means are weighted equally: a different update
-    const local = await s.engine.trainStep(s.state, micro.map((m) => ({ ...m, extra: { old_logprobs: m.extra.old_logprobs, advantages: m.extra.advantages } })), { loss: clippedSurrogateLoss({ entropyMetric: false }), lr: 1e-2 });
-    assert.ok(Math.abs(local.metrics.loss! - whole.metrics.loss!) > 1e-4, 'per-micro-batch token means differ from the whole-batch mean here');
+    const local = await s.engine.trainStep(
+      s.state,
+      micro.map((m) => ({ ...m, extra: { old_logprobs: m.extra.old_logprobs, advantages: m.extra.advantages } })),
+      { loss: clippedSurrogateLoss({ entropyMetric: false }), lr: 1e-2 },
+    );
+    assert.ok(
+      Math.abs(local.metrics.loss! - whole.metrics.loss!) > 1e-4,
+      'per-micro-batch token means differ from the whole-batch mean here',
+    );
   } finally {
     await s.engine.close();
   }

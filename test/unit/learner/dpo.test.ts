@@ -32,7 +32,10 @@ function close(actual: number, expected: number, what: string, tol = 1e-9): void
   assert.ok(Math.abs(actual - expected) <= tol * (1 + Math.abs(expected)), `${what}: ${actual} vs reference ${expected}`);
 }
 
-for (const o of [{ beta: 0.1, labelSmoothing: 0 }, { beta: 0.5, labelSmoothing: 0.2 }]) {
+for (const o of [
+  { beta: 0.1, labelSmoothing: 0 },
+  { beta: 0.5, labelSmoothing: 0.2 },
+]) {
   test(`DPO beta ${o.beta}, label smoothing ${o.labelSmoothing}: value, metrics, gradient`, async () => {
     const got = await checkLossGrad(dpoLoss(o), { logprobs, lossMask: mask, extra: { ref_sequence_logprobs: refSums } });
     const want = dpoRef(o, logprobs, mask, refSums);
@@ -41,11 +44,12 @@ for (const o of [{ beta: 0.1, labelSmoothing: 0 }, { beta: 0.5, labelSmoothing: 
     assert.ok(want.metrics.reward_accuracy! > 0 && want.metrics.reward_accuracy! < 1, 'the pairs disagree in sign');
     // masked tokens get no gradient; without smoothing chosen tokens are pushed up, rejected ones down
     const T = mask[0]!.length;
-    for (let i = 0; i < mask.length; i++) for (let t = 0; t < T; t++) {
-      const gi = got.dLogprobs![i * T + t]!;
-      if (!mask[i]![t]) assert.ok(gi === 0, `masked token [${i}][${t}] has gradient ${gi}`);
-      else if (o.labelSmoothing === 0) assert.ok(i % 2 === 0 ? gi < 0 : gi > 0, `row ${i} token ${t}: gradient sign ${gi}`);
-    }
+    for (let i = 0; i < mask.length; i++)
+      for (let t = 0; t < T; t++) {
+        const gi = got.dLogprobs![i * T + t]!;
+        if (!mask[i]![t]) assert.ok(gi === 0, `masked token [${i}][${t}] has gradient ${gi}`);
+        else if (o.labelSmoothing === 0) assert.ok(i % 2 === 0 ? gi < 0 : gi > 0, `row ${i} token ${t}: gradient sign ${gi}`);
+      }
   });
 }
 
@@ -55,10 +59,11 @@ test('policy equal to the reference: loss log 2 and the gradient ±β/2 per toke
   close(got.loss, Math.LN2, 'loss');
   const T = mask[0]!.length;
   const P = mask.length / 2;
-  for (let i = 0; i < mask.length; i++) for (let t = 0; t < T; t++) {
-    const want = mask[i]![t] ? ((i % 2 === 0 ? -1 : 1) * 0.2 * 0.5) / P : 0;
-    close(got.dLogprobs![i * T + t]!, want, `gradient [${i}][${t}]`);
-  }
+  for (let i = 0; i < mask.length; i++)
+    for (let t = 0; t < T; t++) {
+      const want = mask[i]![t] ? ((i % 2 === 0 ? -1 : 1) * 0.2 * 0.5) / P : 0;
+      close(got.dLogprobs![i * T + t]!, want, `gradient [${i}][${t}]`);
+    }
 });
 
 test('log σ is finite with the right value and gradient at large |x| (float32)', async () => {
@@ -83,16 +88,35 @@ test('log σ is finite with the right value and gradient at large |x| (float32)'
 
 test('dpoPairRows interleaves chosen and rejected rows and names a bad pair', () => {
   const row = (n: number, m: number[]) => ({ ids: Array(n).fill(1) as number[], lossMask: m });
-  const rows = dpoPairRows([{ chosen: row(3, [0, 1, 1]), rejected: row(3, [0, 0, 1]) }, { chosen: row(3, [0, 1, 0]), rejected: row(3, [0, 1, 1]) }]);
-  assert.deepEqual(rows.map((r) => r.lossMask.join('')), ['011', '001', '010', '011']);
+  const rows = dpoPairRows([
+    { chosen: row(3, [0, 1, 1]), rejected: row(3, [0, 0, 1]) },
+    { chosen: row(3, [0, 1, 0]), rejected: row(3, [0, 1, 1]) },
+  ]);
+  assert.deepEqual(
+    rows.map((r) => r.lossMask.join('')),
+    ['011', '001', '010', '011'],
+  );
   assert.throws(() => dpoPairRows([]), /no preference pairs/);
-  assert.throws(() => dpoPairRows([{ chosen: row(3, [0, 1, 1]), rejected: row(4, [0, 0, 1, 1]) }]), /pair 0: chosen has 3 tokens, rejected 4/);
+  assert.throws(
+    () => dpoPairRows([{ chosen: row(3, [0, 1, 1]), rejected: row(4, [0, 0, 1, 1]) }]),
+    /pair 0: chosen has 3 tokens, rejected 4/,
+  );
   assert.throws(() => dpoPairRows([{ chosen: row(3, [0, 1, 1]), rejected: row(3, [0, 0, 0]) }]), /pair 0: rejected has no loss tokens/);
 });
 
 test('engine: DPO value from the score logprobs and parameter gradient by finite differences', async () => {
-  const ids = [[1, 5, 7, 3, 2, 9], [1, 5, 4, 12, 19, 23], [3, 1, 2, 6, 8, 0], [3, 1, 13, 17, 5, 21]];
-  const lossMask = [[0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0]];
+  const ids = [
+    [1, 5, 7, 3, 2, 9],
+    [1, 5, 4, 12, 19, 23],
+    [3, 1, 2, 6, 8, 0],
+    [3, 1, 13, 17, 5, 21],
+  ];
+  const lossMask = [
+    [0, 0, 1, 1, 1, 1],
+    [0, 0, 1, 1, 1, 1],
+    [0, 0, 0, 1, 1, 1],
+    [0, 0, 0, 1, 1, 0],
+  ];
   const s = await engineSetup(ids, 7);
   try {
     const sums = s.logprobs.map((r, i) => r.reduce((a, lp, t) => a + lp * lossMask[i]![t]!, 0));

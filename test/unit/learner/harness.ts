@@ -153,8 +153,10 @@ export async function checkLossGrad(builder: LossBuilder, data: LossData, tol = 
         };
         const numeric = ((await shift(tol.h)).loss - (await shift(-tol.h)).loss) / (2 * tol.h);
         const err = Math.abs(analytic[k]! - numeric);
-        assert.ok(err <= tol.atol + tol.rtol * Math.abs(numeric),
-          `${builder.key}: d loss / d ${name}[${i}][${t}] autodiff ${analytic[k]} vs finite difference ${numeric} (|err| ${err.toExponential(2)})`);
+        assert.ok(
+          err <= tol.atol + tol.rtol * Math.abs(numeric),
+          `${builder.key}: d loss / d ${name}[${i}][${t}] autodiff ${analytic[k]} vs finite difference ${numeric} (|err| ${err.toExponential(2)})`,
+        );
       }
     }
     return base;
@@ -168,8 +170,13 @@ export async function checkLossGrad(builder: LossBuilder, data: LossData, tol = 
 // ---------------------------------------------------------------------------------------------
 
 export const tinyConfig = parseModelConfig({
-  model_type: 'llama', vocab_size: 24, hidden_size: 16, num_hidden_layers: 1,
-  num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 24,
+  model_type: 'llama',
+  vocab_size: 24,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  intermediate_size: 24,
 });
 
 export interface EngineSetup {
@@ -200,7 +207,11 @@ export async function engineLoss(setup: EngineSetup, batch: TrainBatch, loss: Lo
 function feedsOf(batch: TrainBatch, B: number, T: number, names: { name: string }[]): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {
     input_ids: new ort.Tensor('int64', BigInt64Array.from(batch.ids.flat().map(BigInt)), [B, T]),
-    attention_mask: new ort.Tensor('int64', BigInt64Array.from((batch.attentionMask ?? batch.ids.map((r) => r.map(() => 1))).flat().map(BigInt)), [B, T]),
+    attention_mask: new ort.Tensor(
+      'int64',
+      BigInt64Array.from((batch.attentionMask ?? batch.ids.map((r) => r.map(() => 1))).flat().map(BigInt)),
+      [B, T],
+    ),
     loss_mask: new ort.Tensor('float32', Float32Array.from(batch.lossMask.flat()), [B, T]),
     temperature: new ort.Tensor('float32', Float32Array.of(1), []),
   };
@@ -216,7 +227,12 @@ function feedsOf(batch: TrainBatch, B: number, T: number, names: { name: string 
  * accumulators), projected on `directions` random unit directions, against central differences
  * of the loss the same graph computes at θ ± h·d.
  */
-export async function engineDirectionalCheck(setup: EngineSetup, batch: TrainBatch, loss: LossBuilder, opts: { directions?: number; h?: number; rtol?: number; atol?: number; seed?: number } = {}): Promise<void> {
+export async function engineDirectionalCheck(
+  setup: EngineSetup,
+  batch: TrainBatch,
+  loss: LossBuilder,
+  opts: { directions?: number; h?: number; rtol?: number; atol?: number; seed?: number } = {},
+): Promise<void> {
   const { directions = 3, h = 3e-3, rtol = 2e-2, atol = 2e-4, seed = 1 } = opts;
   const { session, graph } = await setup.engine.trainSession('grad', loss);
   const specs = parameterShapes(tinyConfig);
@@ -224,12 +240,17 @@ export async function engineDirectionalCheck(setup: EngineSetup, batch: TrainBat
   const T = batch.ids[0]!.length;
   const data = feedsOf(batch, B, T, graph.extraInputs);
   const zerosAcc: Record<string, ort.Tensor> = {};
-  for (const s of specs) zerosAcc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
+  for (const s of specs)
+    zerosAcc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
   const at = async (shift: (name: string, k: number) => number) => {
     const p: Record<string, ort.Tensor> = {};
     for (const s of specs) {
       const base = setup.state.params.get(s.name)!.data;
-      p[s.name] = new ort.Tensor('float32', base.map((x, k) => x + shift(s.name, k)), s.shape);
+      p[s.name] = new ort.Tensor(
+        'float32',
+        base.map((x, k) => x + shift(s.name, k)),
+        s.shape,
+      );
     }
     return session.run({ ...p, ...zerosAcc, ...data });
   };
@@ -250,14 +271,16 @@ export async function engineDirectionalCheck(setup: EngineSetup, batch: TrainBat
     for (const s of specs) {
       const gv = base[`new.acc.${s.name}`]!.data as Float32Array;
       const dv = dir.get(s.name)!;
-      for (let k = 0; k < gv.length; k++) analytic += gv[k]! * dv[k]! / norm;
+      for (let k = 0; k < gv.length; k++) analytic += (gv[k]! * dv[k]!) / norm;
     }
     const lp = Number((await at((name, k) => (h * dir.get(name)![k]!) / norm)).loss!.data[0]);
     const lm = Number((await at((name, k) => (-h * dir.get(name)![k]!) / norm)).loss!.data[0]);
     const numeric = (lp - lm) / (2 * h);
     const err = Math.abs(analytic - numeric);
-    assert.ok(err <= atol + rtol * Math.abs(numeric),
-      `${loss.key}: directional derivative ${d}: engine gradient ${analytic} vs finite difference ${numeric} (|err| ${err.toExponential(2)})`);
+    assert.ok(
+      err <= atol + rtol * Math.abs(numeric),
+      `${loss.key}: directional derivative ${d}: engine gradient ${analytic} vs finite difference ${numeric} (|err| ${err.toExponential(2)})`,
+    );
     assert.ok(Math.abs(numeric) > 10 * atol, `direction ${d}: the loss must change measurably (${numeric})`);
   }
 }

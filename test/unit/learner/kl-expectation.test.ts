@@ -57,7 +57,10 @@ const x = (y: number) => Math.log(pi[y]! / q[y]!);
 /** E_π[kl] and E_π[∇_θ kl] of one KL option, through the loss graph. */
 async function expectation(estimator: KlEstimator, direction: KlDirection): Promise<{ value: number; grad: number[] }> {
   const loss = clippedSurrogateLoss({
-    kl: { beta: 1, estimator, direction }, aggregation: 'constant', constantNormaliser: 1, entropyMetric: false,
+    kl: { beta: 1, estimator, direction },
+    aggregation: 'constant',
+    constantNormaliser: 1,
+    entropyMetric: false,
   });
   const lp = pi.map((p) => [Math.log(p)]);
   const r = await runLoss64(loss, {
@@ -67,7 +70,10 @@ async function expectation(estimator: KlEstimator, direction: KlDirection): Prom
   });
   // loss = (1/V) Σ_y kl(y): its gradient per row is ∂kl/∂log π(y) / V
   const perToken = Array.from(r.dLogprobs!, (d) => d * V);
-  assert.ok(Math.abs(r.loss - pi.reduce((s, _, y) => s + klValue(x(y), estimator, direction), 0) / V) < 1e-12, `${estimator} ${direction}: graph value = klValue`);
+  assert.ok(
+    Math.abs(r.loss - pi.reduce((s, _, y) => s + klValue(x(y), estimator, direction), 0) / V) < 1e-12,
+    `${estimator} ${direction}: graph value = klValue`,
+  );
   return {
     value: pi.reduce((s, p, y) => s + p * klValue(x(y), estimator, direction), 0),
     grad: scoreExpectation(pi, (y) => perToken[y]!),
@@ -79,7 +85,10 @@ function close(a: readonly number[], b: readonly number[], what: string, tol = 1
 }
 /** Not equal to b: some component differs by more than 1e-3. */
 function differs(a: readonly number[], b: readonly number[], what: string): void {
-  assert.ok(a.some((v, j) => Math.abs(v - b[j]!) > 1e-3), `${what}: ${a} equals ${b}`);
+  assert.ok(
+    a.some((v, j) => Math.abs(v - b[j]!) > 1e-3),
+    `${what}: ${a} equals ${b}`,
+  );
 }
 
 test('the distribution is far enough from the reference for the rows to differ: KL(π‖q) ≈ 0.3572, KL(q‖π) ≈ 0.3736, and the two gradients differ', () => {
@@ -100,7 +109,7 @@ test('reverse k2 = ½(log r)²: value biased (≠ KL(π‖q)), expected gradient
   close(r.grad, gradReverse, 'k2 gradient vs ∇KL(π‖q)');
 });
 
-test('reverse k3 = ρ − 1 + log r (GRPO): value E_π = KL(π‖q), expected gradient = ∇KL(q‖π), the FORWARD KL\'s', async () => {
+test("reverse k3 = ρ − 1 + log r (GRPO): value E_π = KL(π‖q), expected gradient = ∇KL(q‖π), the FORWARD KL's", async () => {
   const r = await expectation('k3', 'reverse');
   assert.ok(Math.abs(r.value - reverseKl(theta)) < 1e-12);
   close(r.grad, gradForward, 'k3 gradient vs ∇KL(q‖π)');
@@ -117,7 +126,11 @@ test('forward k1 = −ρ log r: value E_π = KL(q‖π), gradient ∇KL(q‖π) 
   const r = await expectation('k1', 'forward');
   assert.ok(Math.abs(r.value - forwardKl(theta)) < 1e-12);
   const extra = scoreExpectation(q, x);
-  close(r.grad, gradForward.map((g, j) => g + extra[j]!), 'forward k1 gradient');
+  close(
+    r.grad,
+    gradForward.map((g, j) => g + extra[j]!),
+    'forward k1 gradient',
+  );
   differs(r.grad, gradForward, 'forward k1 vs ∇KL(q‖π)');
   differs(r.grad, gradReverse, 'forward k1 vs ∇KL(π‖q)');
 });
@@ -125,7 +138,11 @@ test('forward k1 = −ρ log r: value E_π = KL(q‖π), gradient ∇KL(q‖π) 
 test('forward k2 = ½ρ(log r)²: value biased, gradient E_q[(log(π/q) − ½log²(π/q))·∇log π]: neither KL', async () => {
   const r = await expectation('k2', 'forward');
   assert.ok(Math.abs(r.value - forwardKl(theta)) > 1e-2, `forward k2 value ${r.value}`);
-  close(r.grad, scoreExpectation(q, (y) => x(y) - 0.5 * x(y) ** 2), 'forward k2 gradient');
+  close(
+    r.grad,
+    scoreExpectation(q, (y) => x(y) - 0.5 * x(y) ** 2),
+    'forward k2 gradient',
+  );
   differs(r.grad, gradForward, 'forward k2 vs ∇KL(q‖π)');
   differs(r.grad, gradReverse, 'forward k2 vs ∇KL(π‖q)');
 });
@@ -138,7 +155,7 @@ test('forward k3 = 1 − ρ − ρ log r: value E_π = KL(q‖π), gradient E_q[
   differs(r.grad, gradReverse, 'forward k3 vs ∇KL(π‖q)');
 });
 
-test('forward k3+: value E_π = KL(q‖π) (k3), gradient forward k2\'s: neither KL', async () => {
+test("forward k3+: value E_π = KL(q‖π) (k3), gradient forward k2's: neither KL", async () => {
   const r = await expectation('k3+', 'forward');
   const k2 = await expectation('k2', 'forward');
   assert.ok(Math.abs(r.value - forwardKl(theta)) < 1e-12);
@@ -147,7 +164,11 @@ test('forward k3+: value E_π = KL(q‖π) (k3), gradient forward k2\'s: neither
 
 test('kl.inReward: the loss has no KL term (value and gradient 0 here) but still reports the kl metric, the same as β·KL in the loss would', async () => {
   const lp = pi.map((p) => [Math.log(p)]);
-  const data = { logprobs: lp, lossMask: lp.map(() => [1]), extra: { old_logprobs: lp, advantages: lp.map(() => 0), ref_logprobs: q.map((v) => [Math.log(v)]) } };
+  const data = {
+    logprobs: lp,
+    lossMask: lp.map(() => [1]),
+    extra: { old_logprobs: lp, advantages: lp.map(() => 0), ref_logprobs: q.map((v) => [Math.log(v)]) },
+  };
   const opts = { aggregation: 'constant' as const, constantNormaliser: 1, entropyMetric: false };
   const inLoss = await runLoss64(clippedSurrogateLoss({ ...opts, kl: { beta: 1, estimator: 'k1' } }), data);
   const inReward = await runLoss64(clippedSurrogateLoss({ ...opts, kl: { beta: 1, estimator: 'k1', inReward: true } }), data);

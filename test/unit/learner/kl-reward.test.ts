@@ -22,12 +22,13 @@ test('per-token estimators match their formulas (reverse and forward)', () => {
   const lr = 0.3; // log π − log π_ref
   const rho = Math.exp(-lr);
   assert.equal(klValue(lr, 'k1', 'reverse'), lr);
-  assert.equal(klValue(lr, 'k2', 'reverse'), lr * lr / 2);
+  assert.equal(klValue(lr, 'k2', 'reverse'), (lr * lr) / 2);
   assert.ok(Math.abs(klValue(lr, 'k3', 'reverse') - (rho - 1 - Math.log(rho))) < 1e-15);
   assert.ok(Math.abs(klValue(lr, 'k1', 'forward') - rho * Math.log(rho)) < 1e-15);
-  assert.ok(Math.abs(klValue(lr, 'k2', 'forward') - rho * Math.log(rho) ** 2 / 2) < 1e-15);
+  assert.ok(Math.abs(klValue(lr, 'k2', 'forward') - (rho * Math.log(rho) ** 2) / 2) < 1e-15);
   assert.ok(Math.abs(klValue(lr, 'k3', 'forward') - (rho * Math.log(rho) - rho + 1)) < 1e-15);
-  for (const e of ['k1', 'k2', 'k3'] as const) for (const d of ['reverse', 'forward'] as const) assert.ok(klValue(0, e, d) === 0, `${e} ${d} at log ratio 0`);
+  for (const e of ['k1', 'k2', 'k3'] as const)
+    for (const d of ['reverse', 'forward'] as const) assert.ok(klValue(0, e, d) === 0, `${e} ${d} at log ratio 0`);
 });
 
 test('forward k1/k3 are unbiased for KL(ref‖π) when tokens are drawn from π (exact expectation)', () => {
@@ -72,13 +73,28 @@ test('sequence placement changes the total only; REINFORCE++ sees the penalised 
   const cfg = parseAdvantageConfig({ estimator: 'reinforce_pp' });
   const plain = computeAdvantages(cfg, { samples });
   const penalised = computeAdvantages(cfg, { samples: klPenalisedRewards(samples, lps, { beta: 0.5, placement: 'token' }).samples });
-  assert.notDeepEqual(penalised.samples.map((s) => s.advantage), plain.samples.map((s) => s.advantage));
+  assert.notDeepEqual(
+    penalised.samples.map((s) => s.advantage),
+    plain.samples.map((s) => s.advantage),
+  );
 });
 
 test('bad input names the sample and the fix', () => {
   assert.throws(() => klPenalisedRewards(samples, lps.slice(0, 1)), /2 samples but 1 logprob entries/);
-  assert.throws(() => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, -1, -1], refLogprobs: [-1, -1] }]), /sample b has 3 behaviour logprobs but 2 reference logprobs/);
-  assert.throws(() => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, NaN, -1], refLogprobs: [-1, -1, -1] }]), /sample b token 1 has logprob NaN/);
-  assert.throws(() => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, -1], refLogprobs: [-1, -1] }]), /sample b has 3 process rewards for 2 completion tokens/);
-  assert.throws(() => klPenalisedRewards(samples, lps, { beta: -1 }), (e: unknown) => e instanceof ConfigError && /beta/.test(e.message));
+  assert.throws(
+    () => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, -1, -1], refLogprobs: [-1, -1] }]),
+    /sample b has 3 behaviour logprobs but 2 reference logprobs/,
+  );
+  assert.throws(
+    () => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, NaN, -1], refLogprobs: [-1, -1, -1] }]),
+    /sample b token 1 has logprob NaN/,
+  );
+  assert.throws(
+    () => klPenalisedRewards(samples, [lps[0]!, { logprobs: [-1, -1], refLogprobs: [-1, -1] }]),
+    /sample b has 3 process rewards for 2 completion tokens/,
+  );
+  assert.throws(
+    () => klPenalisedRewards(samples, lps, { beta: -1 }),
+    (e: unknown) => e instanceof ConfigError && /beta/.test(e.message),
+  );
 });

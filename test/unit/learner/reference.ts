@@ -47,13 +47,18 @@ function klRef(lp: number, ref: number, est: string, dir: string): number {
   return rho * (x - 1 - Math.log(x));
 }
 
-export function aggregateRef(x: number[][], mask: number[][], o: Pick<SurrogateRefOptions, 'aggregation' | 'constantNormaliser' | 'tokenCount'>): number {
+export function aggregateRef(
+  x: number[][],
+  mask: number[][],
+  o: Pick<SurrogateRefOptions, 'aggregation' | 'constantNormaliser' | 'tokenCount'>,
+): number {
   let sum = 0;
   let n = 0;
-  for (let i = 0; i < x.length; i++) for (let t = 0; t < x[i]!.length; t++) {
-    sum += x[i]![t]! * mask[i]![t]!;
-    n += mask[i]![t]!;
-  }
+  for (let i = 0; i < x.length; i++)
+    for (let t = 0; t < x[i]!.length; t++) {
+      sum += x[i]![t]! * mask[i]![t]!;
+      n += mask[i]![t]!;
+    }
   if (o.aggregation === 'token_mean') return sum / Math.max(o.tokenCount ?? n, 1);
   if (o.aggregation === 'constant') return sum / (o.constantNormaliser! * x.length);
   let total = 0;
@@ -85,7 +90,8 @@ export interface SurrogateRef {
 export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput): SurrogateRef {
   const B = d.logprobs.length;
   const T = d.logprobs[0]!.length;
-  const adv = (i: number, t: number) => (typeof d.advantages[0] === 'number' ? (d.advantages as number[])[i]! : (d.advantages as number[][])[i]![t]!);
+  const adv = (i: number, t: number) =>
+    typeof d.advantages[0] === 'number' ? (d.advantages as number[])[i]! : (d.advantages as number[][])[i]![t]!;
   const ratio: number[][] = [];
   const seqHit: boolean[] = new Array<boolean>(B).fill(false);
   for (let i = 0; i < B; i++) {
@@ -95,10 +101,11 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
     } else {
       let s = 0;
       let len = 0;
-      for (let t = 0; t < T; t++) if (d.mask[i]![t]) {
-        s += clampTo(d.logprobs[i]![t]! - d.old[i]![t]!, 20);
-        len++;
-      }
+      for (let t = 0; t < T; t++)
+        if (d.mask[i]![t]) {
+          s += clampTo(d.logprobs[i]![t]! - d.old[i]![t]!, 20);
+          len++;
+        }
       const seqLogRatio = len ? s / len : 0;
       seqHit[i] = Math.abs(seqLogRatio) > 10;
       const seq = Math.exp(clampTo(seqLogRatio, 10));
@@ -108,7 +115,16 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
   }
   const pg: number[][] = [];
   const active: boolean[][] = [];
-  let low = 0, high = 0, dual = 0, rsum = 0, akl = 0, absDiff = 0, n = 0, clamped = 0, wsum = 0, capped = 0;
+  let low = 0,
+    high = 0,
+    dual = 0,
+    rsum = 0,
+    akl = 0,
+    absDiff = 0,
+    n = 0,
+    clamped = 0,
+    wsum = 0,
+    capped = 0;
   for (let i = 0; i < B; i++) {
     pg.push([]);
     active.push([]);
@@ -166,18 +182,20 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
   if (o.dualClip) metrics.dual_clip_frac = dual / n;
   if (o.kl) {
     let klClamped = 0;
-    const kl = d.logprobs.map((row, i) => row.map((lp, t) => {
-      if (!d.mask[i]![t]) return 0;
-      const logr = lp - d.ref![i]![t]!;
-      let v = klRef(d.ref![i]![t]! + clampTo(logr, 20), d.ref![i]![t]!, o.kl!.estimator, o.kl!.direction);
-      let hit = Math.abs(logr) > 20;
-      if (o.kl!.estimator.startsWith('k3')) {
-        hit ||= Math.abs(v) > 10;
-        v = clampTo(v, 10);
-      }
-      if (hit) klClamped++;
-      return v;
-    }));
+    const kl = d.logprobs.map((row, i) =>
+      row.map((lp, t) => {
+        if (!d.mask[i]![t]) return 0;
+        const logr = lp - d.ref![i]![t]!;
+        let v = klRef(d.ref![i]![t]! + clampTo(logr, 20), d.ref![i]![t]!, o.kl!.estimator, o.kl!.direction);
+        let hit = Math.abs(logr) > 20;
+        if (o.kl!.estimator.startsWith('k3')) {
+          hit ||= Math.abs(v) > 10;
+          v = clampTo(v, 10);
+        }
+        if (hit) klClamped++;
+        return v;
+      }),
+    );
     loss += o.kl.beta * aggregateRef(kl, d.mask, o);
     metrics.kl = aggregateRef(kl, d.mask, { aggregation: 'token_mean' });
     metrics.kl_clamped = klClamped / n;
@@ -190,10 +208,19 @@ export function clippedSurrogateRef(o: SurrogateRefOptions, d: SurrogateRefInput
 }
 
 /** DPO / cDPO over rows (chosen, rejected, chosen, …). */
-export function dpoRef(o: { beta: number; labelSmoothing: number }, logprobs: number[][], mask: number[][], refSums: number[]): { loss: number; metrics: Record<string, number> } {
+export function dpoRef(
+  o: { beta: number; labelSmoothing: number },
+  logprobs: number[][],
+  mask: number[][],
+  refSums: number[],
+): { loss: number; metrics: Record<string, number> } {
   const S = logprobs.map((row, i) => row.reduce((a, lp, t) => a + lp * mask[i]![t]!, 0));
   const logSig = (x: number) => -Math.log1p(Math.exp(-x));
-  let loss = 0, acc = 0, ch = 0, rj = 0, mg = 0;
+  let loss = 0,
+    acc = 0,
+    ch = 0,
+    rj = 0,
+    mg = 0;
   const P = S.length / 2;
   for (let k = 0; k < P; k++) {
     const rc = o.beta * (S[2 * k]! - refSums[2 * k]!);
@@ -205,5 +232,8 @@ export function dpoRef(o: { beta: number; labelSmoothing: number }, logprobs: nu
     rj += rr;
     mg += h;
   }
-  return { loss: loss / P, metrics: { reward_accuracy: acc / P, chosen_reward: ch / P, rejected_reward: rj / P, reward_margin: mg / P, pairs: P } };
+  return {
+    loss: loss / P,
+    metrics: { reward_accuracy: acc / P, chosen_reward: ch / P, rejected_reward: rj / P, reward_margin: mg / P, pairs: P },
+  };
 }

@@ -30,7 +30,10 @@ test('bad configs name the field', () => {
     [{ name: 'ppo2' }, /name/],
     [{ name: 'clipped_surrogate', options: { clipLow: 1.5 } }, /options\.clipLow/],
     [{ name: 'clipped_surrogate', options: { clipHihg: 0.3 } }, /clipHihg/],
-    [{ name: 'clipped_surrogate', options: { aggregation: 'constant' } }, /options\.constantNormaliser: aggregation 'constant' needs constantNormaliser/],
+    [
+      { name: 'clipped_surrogate', options: { aggregation: 'constant' } },
+      /options\.constantNormaliser: aggregation 'constant' needs constantNormaliser/,
+    ],
     [{ name: 'clipped_surrogate', options: { globalTokenCount: true, aggregation: 'sequence_mean' } }, /options\.globalTokenCount/],
     [{ name: 'clipped_surrogate', options: { dualClip: 0.9 } }, /options\.dualClip/],
     [{ name: 'clipped_surrogate', options: { kl: { estimator: 'k4' } } }, /options\.kl\.estimator/],
@@ -40,7 +43,11 @@ test('bad configs name the field', () => {
     [{ name: 'bradley_terry', options: { centerRewardsCoefficient: -1 } }, /options\.centerRewardsCoefficient/],
   ];
   for (const [input, re] of bad) {
-    assert.throws(() => buildLoss(input), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(input));
+    assert.throws(
+      () => buildLoss(input),
+      (e: unknown) => e instanceof ConfigError && re.test(e.message),
+      JSON.stringify(input),
+    );
   }
 });
 

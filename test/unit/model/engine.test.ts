@@ -17,13 +17,22 @@ test('initWeights is bit-reproducible per seed and follows the GPT-2 scheme', ()
   const a = initWeights(cfg, 42);
   const b = initWeights(cfg, 42);
   const c = initWeights(cfg, 43);
-  assert.deepEqual([...a.keys()], parameterShapes(cfg).map((s) => s.name));
+  assert.deepEqual(
+    [...a.keys()],
+    parameterShapes(cfg).map((s) => s.name),
+  );
   for (const [name, t] of a) {
     assert.deepEqual(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer), `${name} is identical for the same seed`);
   }
   assert.notDeepEqual(a.get('transformer.wte.weight')!.data, c.get('transformer.wte.weight')!.data);
-  assert.ok(a.get('transformer.h.0.ln_1.weight')!.data.every((v) => v === 1), 'norm gains are 1');
-  assert.ok(a.get('transformer.h.0.attn.c_attn.bias')!.data.every((v) => v === 0), 'biases are 0');
+  assert.ok(
+    a.get('transformer.h.0.ln_1.weight')!.data.every((v) => v === 1),
+    'norm gains are 1',
+  );
+  assert.ok(
+    a.get('transformer.h.0.attn.c_attn.bias')!.data.every((v) => v === 0),
+    'biases are 0',
+  );
   const std = (x: Float32Array) => Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
   const wte = std(a.get('transformer.wte.weight')!.data);
   const proj = std(a.get('transformer.h.0.mlp.c_proj.weight')!.data);
@@ -72,7 +81,8 @@ test('the decode graph can output next-token logprobs (log-softmax of the logits
     attention_mask: new ort.Tensor('int64', BigInt64Array.of(1n, 1n, 1n), [1, 3]),
   };
   for (let l = 0; l < cfg.layers; l++) {
-    for (const kv of ['key', 'value']) feeds[`past.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [1, cfg.kvHeads, 0, cfg.headDim]);
+    for (const kv of ['key', 'value'])
+      feeds[`past.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [1, cfg.kvHeads, 0, cfg.headDim]);
   }
   const logits = (await logitsSession.run(feeds)).logits!.data as Float32Array;
   const logprobs = (await logprobSession.run(feeds)).logprobs!.data as Float32Array;

@@ -19,8 +19,15 @@ import { initWeights } from '../../../activities/model/init.js';
 import { CharTokenizer } from '../../../activities/model/tokenizer.js';
 
 const cfg = parseModelConfig({
-  model_type: 'llama', vocab_size: 24, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  intermediate_size: 32, eos_token_id: [2, 5], bos_token_id: 1,
+  model_type: 'llama',
+  vocab_size: 24,
+  hidden_size: 16,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  intermediate_size: 32,
+  eos_token_id: [2, 5],
+  bos_token_id: 1,
 });
 const weights = initWeights(cfg, 11, { std: 0.3 });
 const hd = cfg.headDim;
@@ -36,7 +43,16 @@ async function sameAsEngine(exported: ort.InferenceSession, c: ModelConfig = cfg
   engine.setWeights(w, 'v1');
   const reference = await engine.decodeSession();
   const empty = new ort.Tensor('float32', new Float32Array(0), [2, c.kvHeads, 0, c.headDim]);
-  const prefill: Record<string, ort.Tensor> = { input_ids: i64([[1, 7, 9, 3], [0, 0, 1, 4]]), attention_mask: i64([[1, 1, 1, 1], [0, 0, 1, 1]]) };
+  const prefill: Record<string, ort.Tensor> = {
+    input_ids: i64([
+      [1, 7, 9, 3],
+      [0, 0, 1, 4],
+    ]),
+    attention_mask: i64([
+      [1, 1, 1, 1],
+      [0, 0, 1, 1],
+    ]),
+  };
   for (let l = 0; l < c.layers; l++) prefill[`past.${l}.key`] = prefill[`past.${l}.value`] = empty;
   const check = (a: ort.InferenceSession.OnnxValueMapType, b: ort.InferenceSession.OnnxValueMapType, what: string) => {
     for (const name of reference.outputNames) {
@@ -49,7 +65,13 @@ async function sameAsEngine(exported: ort.InferenceSession, c: ModelConfig = cfg
   const r1 = await reference.run(prefill);
   const e1 = await exported.run(prefill);
   check(r1, e1, 'prefill');
-  const step: Record<string, ort.Tensor> = { input_ids: i64([[11], [12]]), attention_mask: i64([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]) };
+  const step: Record<string, ort.Tensor> = {
+    input_ids: i64([[11], [12]]),
+    attention_mask: i64([
+      [1, 1, 1, 1, 1],
+      [0, 0, 1, 1, 1],
+    ]),
+  };
   for (let l = 0; l < c.layers; l++) {
     step[`past.${l}.key`] = r1[`fresh.${l}.key`]!;
     step[`past.${l}.value`] = r1[`fresh.${l}.value`]!;
@@ -61,9 +83,17 @@ async function sameAsEngine(exported: ort.InferenceSession, c: ModelConfig = cfg
 test('exportModel: a plain InferenceSession.create(path) runs the decode graph with the engine decode logits; sidecar and HF files', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'export-'));
   try {
-    const tokenizer = new CharTokenizer({ chars: [...'abcdefghijklmnopqrst'], pad: '<pad>', bos: '<s>', eos: '</s>', unk: null, addBos: true });
+    const tokenizer = new CharTokenizer({
+      chars: [...'abcdefghijklmnopqrst'],
+      pad: '<pad>',
+      bos: '<s>',
+      eos: '</s>',
+      unk: null,
+      addBos: true,
+    });
     const files = await exportModel(dir, { config: cfg, weights, tokenizer });
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'decode.onnx', 'decode.json']) assert.ok(files.includes(f), `${f} written`);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'decode.onnx', 'decode.json'])
+      assert.ok(files.includes(f), `${f} written`);
     assert.ok(!files.includes('decode.onnx.data'), 'a small model is one self-contained file');
     const session = await ort.InferenceSession.create(join(dir, 'decode.onnx'));
     await sameAsEngine(session);
@@ -74,8 +104,15 @@ test('exportModel: a plain InferenceSession.create(path) runs the decode graph w
     assert.equal(sidecar.outputs[0]!.name, 'logits');
     assert.deepEqual(sidecar.inputs.find((i) => i.name === 'past.1.value')!.shape, ['batch', cfg.kvHeads, 'past', hd]);
     assert.deepEqual(sidecar.inputs.find((i) => i.name === 'attention_mask')!.shape, ['batch', 'total']);
-    assert.deepEqual({ layers: sidecar.kvCache.layers, kvHeads: sidecar.kvCache.kvHeads, headDim: sidecar.kvCache.headDim }, { layers: 2, kvHeads: 2, headDim: hd });
-    assert.deepEqual([...sidecar.eosTokenIds].sort((a, b) => a - b), [...new Set([2, 5, tokenizer.eosId])].sort((a, b) => a - b), 'config and tokenizer eos ids');
+    assert.deepEqual(
+      { layers: sidecar.kvCache.layers, kvHeads: sidecar.kvCache.kvHeads, headDim: sidecar.kvCache.headDim },
+      { layers: 2, kvHeads: 2, headDim: hd },
+    );
+    assert.deepEqual(
+      [...sidecar.eosTokenIds].sort((a, b) => a - b),
+      [...new Set([2, 5, tokenizer.eosId])].sort((a, b) => a - b),
+      'config and tokenizer eos ids',
+    );
     assert.equal(sidecar.bosTokenId, 1);
     assert.equal(sidecar.externalData, null);
 

@@ -22,12 +22,22 @@ const greedy = (l: Float32Array): number => {
 
 test('sequences finish independently and are unaffected by their batch-mates', async () => {
   const cfg = parseModelConfig({
-    model_type: 'llama', vocab_size: 30, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
-    num_key_value_heads: 2, intermediate_size: 40, eos_token_id: STOP,
+    model_type: 'llama',
+    vocab_size: 30,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 40,
+    eos_token_id: STOP,
   });
   const engine = new ModelEngine(cfg, { threads: 1 });
   engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
-  const prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]];
+  const prompts = [
+    [5, 6, 7, 8, 9],
+    [10, 11],
+    [12, 13, 14],
+  ];
   const calls: [number, number][] = [];
   // sequence 1 emits the stop token at its third position; the greedy pick never chooses STOP otherwise
   const pick = (l: Float32Array, seq: number, pos: number) => {
@@ -47,7 +57,9 @@ test('sequences finish independently and are unaffected by their batch-mates', a
   for (const i of [0, 2]) {
     const [alone] = await generate(engine, [prompts[i]!], { maxNewTokens: 8, pickToken: (l) => greedy(l) });
     assert.deepEqual(gens[i]!.tokens, alone!.tokens, `sequence ${i}: batched and solo tokens`);
-    gens[i]!.logprobs.forEach((lp, j) => assert.ok(Math.abs(lp - alone!.logprobs[j]!) <= 1e-4, `sequence ${i} token ${j}: ${lp} vs ${alone!.logprobs[j]}`));
+    gens[i]!.logprobs.forEach((lp, j) =>
+      assert.ok(Math.abs(lp - alone!.logprobs[j]!) <= 1e-4, `sequence ${i} token ${j}: ${lp} vs ${alone!.logprobs[j]}`),
+    );
   }
   await engine.close();
 });

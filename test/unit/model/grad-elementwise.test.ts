@@ -7,23 +7,54 @@ import * as F from '../../../activities/model/ops.js';
 import { checkGrad } from './gradcheck.js';
 
 test('Add with broadcasting (rank and size-1 dims)', () =>
-  checkGrad({ name: 'add', inputs: [{ name: 'a', shape: [2, 3, 4] }, { name: 'b', shape: [3, 1] }], build: (a, b) => F.add(a, b) }));
+  checkGrad({
+    name: 'add',
+    inputs: [
+      { name: 'a', shape: [2, 3, 4] },
+      { name: 'b', shape: [3, 1] },
+    ],
+    build: (a, b) => F.add(a, b),
+  }));
 
 test('Sub with broadcasting on both sides', () =>
-  checkGrad({ name: 'sub', inputs: [{ name: 'a', shape: [2, 1, 4] }, { name: 'b', shape: [3, 1] }], build: (a, b) => F.sub(a, b) }));
+  checkGrad({
+    name: 'sub',
+    inputs: [
+      { name: 'a', shape: [2, 1, 4] },
+      { name: 'b', shape: [3, 1] },
+    ],
+    build: (a, b) => F.sub(a, b),
+  }));
 
 test('Mul with broadcasting and a reused operand (gradient accumulation)', () =>
   checkGrad({
     name: 'mul',
-    inputs: [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [3] }],
+    inputs: [
+      { name: 'a', shape: [2, 3] },
+      { name: 'b', shape: [3] },
+    ],
     build: (a, b) => F.mul(F.mul(a, b), F.add(a, b)),
   }));
 
 test('Div with broadcasting', () =>
-  checkGrad({ name: 'div', inputs: [{ name: 'a', shape: [4, 3] }, { name: 'b', shape: [1, 3], kind: 'positive' }], build: (a, b) => F.div(a, b) }));
+  checkGrad({
+    name: 'div',
+    inputs: [
+      { name: 'a', shape: [4, 3] },
+      { name: 'b', shape: [1, 3], kind: 'positive' },
+    ],
+    build: (a, b) => F.div(a, b),
+  }));
 
 test('Pow with a tensor exponent (both gradients)', () =>
-  checkGrad({ name: 'pow', inputs: [{ name: 'a', shape: [2, 3], kind: 'positive' }, { name: 'b', shape: [3] }], build: (a, b) => F.pow(a, b) }));
+  checkGrad({
+    name: 'pow',
+    inputs: [
+      { name: 'a', shape: [2, 3], kind: 'positive' },
+      { name: 'b', shape: [3] },
+    ],
+    build: (a, b) => F.pow(a, b),
+  }));
 
 test('Pow with a constant exponent', () =>
   checkGrad({ name: 'pow-const', inputs: [{ name: 'a', shape: [5] }], build: (a) => F.pow(a, 3) }));
@@ -31,14 +62,21 @@ test('Pow with a constant exponent', () =>
 test('Min and Max of two tensors with broadcasting', () =>
   checkGrad({
     name: 'minmax',
-    inputs: [{ name: 'a', shape: [3, 4] }, { name: 'b', shape: [4] }],
+    inputs: [
+      { name: 'a', shape: [3, 4] },
+      { name: 'b', shape: [4] },
+    ],
     build: (a, b) => F.add(F.minimum(a, b), F.mul(F.maximum(a, b), 2)),
   }));
 
 test('Where with a broadcast condition', () =>
   checkGrad({
     name: 'where',
-    inputs: [{ name: 'c', shape: [3, 1], kind: 'bool' }, { name: 'a', shape: [3, 4] }, { name: 'b', shape: [4] }],
+    inputs: [
+      { name: 'c', shape: [3, 1], kind: 'bool' },
+      { name: 'a', shape: [3, 4] },
+      { name: 'b', shape: [4] },
+    ],
     build: (c, a, b) => F.where(c, a, b),
   }));
 
@@ -53,8 +91,7 @@ test('Log and Sqrt on positive inputs', () =>
   checkGrad({ name: 'logsqrt', inputs: [{ name: 'x', shape: [2, 4], kind: 'positive' }], build: (x) => F.mul(F.log(x), F.sqrt(x)) }));
 
 // onnxruntime's CPU Erf and Gelu kernels are float32 only: float32 tolerances.
-test('Erf (float32)', () =>
-  checkGrad({ name: 'erf', dtype: 'float32', inputs: [{ name: 'x', shape: [3, 4] }], build: (x) => F.erf(x) }));
+test('Erf (float32)', () => checkGrad({ name: 'erf', dtype: 'float32', inputs: [{ name: 'x', shape: [3, 4] }], build: (x) => F.erf(x) }));
 
 test('Gelu exact and tanh approximation', () =>
   checkGrad({
@@ -84,5 +121,4 @@ test('Cast float32 <-> float64 carries the gradient (float32 tolerances)', () =>
     build: (x) => F.cast(F.tanh(F.cast(x, 'float64')), 'float32'),
   }));
 
-test('Relu', () =>
-  checkGrad({ name: 'relu', inputs: [{ name: 'x', shape: [10] }], build: (x) => F.relu(x) }));
+test('Relu', () => checkGrad({ name: 'relu', inputs: [{ name: 'x', shape: [10] }], build: (x) => F.relu(x) }));

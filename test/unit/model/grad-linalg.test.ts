@@ -11,21 +11,30 @@ import { checkGrad } from './gradcheck.js';
 test('MatMul with broadcast batch dimensions', () =>
   checkGrad({
     name: 'matmul-batched',
-    inputs: [{ name: 'a', shape: [2, 1, 3, 4] }, { name: 'b', shape: [3, 4, 2] }],
+    inputs: [
+      { name: 'a', shape: [2, 1, 3, 4] },
+      { name: 'b', shape: [3, 4, 2] },
+    ],
     build: (a, b) => F.matmul(a, b),
   }));
 
 test('MatMul of activations by a 2-D weight (flattened GEMM gradient)', () =>
   checkGrad({
     name: 'matmul-2d',
-    inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: [4, 5] }],
+    inputs: [
+      { name: 'x', shape: [2, 3, 4] },
+      { name: 'w', shape: [4, 5] },
+    ],
     build: (x, w) => F.matmul(x, w),
   }));
 
 test('MatMul of a transposed weight (HF Linear layout)', () =>
   checkGrad({
     name: 'matmul-t',
-    inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: [5, 4] }],
+    inputs: [
+      { name: 'x', shape: [2, 3, 4] },
+      { name: 'w', shape: [5, 4] },
+    ],
     build: (x, w) => F.matmul(x, F.transpose(w, [1, 0])),
   }));
 
@@ -33,16 +42,29 @@ for (const layout of ['in_out', 'out_in'] as const) {
   test(`linear layer, weight stored ${layout}, with bias`, () =>
     checkGrad({
       name: `linear-${layout}`,
-      inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: layout === 'in_out' ? [4, 5] : [5, 4] }, { name: 'b', shape: [5] }],
+      inputs: [
+        { name: 'x', shape: [2, 3, 4] },
+        { name: 'w', shape: layout === 'in_out' ? [4, 5] : [5, 4] },
+        { name: 'b', shape: [5] },
+      ],
       build: (x, w, b) => F.linear(x, w, b, layout),
     }));
 }
 
-for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+for (const [ta, tb] of [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+] as const) {
   test(`Gemm transA=${ta} transB=${tb} with bias`, () =>
     checkGrad({
       name: `gemm-${ta}-${tb}`,
-      inputs: [{ name: 'a', shape: ta ? [4, 3] : [3, 4] }, { name: 'b', shape: tb ? [2, 4] : [4, 2] }, { name: 'c', shape: [2] }],
+      inputs: [
+        { name: 'a', shape: ta ? [4, 3] : [3, 4] },
+        { name: 'b', shape: tb ? [2, 4] : [4, 2] },
+        { name: 'c', shape: [2] },
+      ],
       build: (a, b, c) => F.gemm(a, b, { transA: ta, transB: tb, c }),
     }));
 }

@@ -37,26 +37,35 @@ test('Softmax on the last and on a middle axis', () =>
     build: (x) => F.add(F.softmax(x, -1), F.softmax(x, 1)),
   }));
 
-test('LogSoftmax', () =>
-  checkGrad({ name: 'logsoftmax', inputs: [{ name: 'x', shape: [3, 6] }], build: (x) => F.logSoftmax(x, -1) }));
+test('LogSoftmax', () => checkGrad({ name: 'logsoftmax', inputs: [{ name: 'x', shape: [3, 6] }], build: (x) => F.logSoftmax(x, -1) }));
 
 test('LayerNormalization over the last axis with scale and bias', () =>
   checkGrad({
     name: 'layernorm',
-    inputs: [{ name: 'x', shape: [2, 3, 5] }, { name: 'w', shape: [5] }, { name: 'b', shape: [5] }],
+    inputs: [
+      { name: 'x', shape: [2, 3, 5] },
+      { name: 'w', shape: [5] },
+      { name: 'b', shape: [5] },
+    ],
     build: (x, w, b) => F.layerNorm(x, w, b, 1e-5),
   }));
 
 test('LayerNormalization over the last two axes without bias', () =>
   checkGrad({
     name: 'layernorm2',
-    inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 'w', shape: [3, 4] }],
+    inputs: [
+      { name: 'x', shape: [2, 3, 4] },
+      { name: 'w', shape: [3, 4] },
+    ],
     build: (x, w) => F.layerNorm(x, w, null, 1e-5, 1),
   }));
 
 test('RMSNorm (composite)', () =>
   checkGrad({
     name: 'rmsnorm',
-    inputs: [{ name: 'x', shape: [2, 3, 6] }, { name: 'w', shape: [6] }],
+    inputs: [
+      { name: 'x', shape: [2, 3, 6] },
+      { name: 'w', shape: [6] },
+    ],
     build: (x, w) => F.rmsNorm(x, w, 1e-6),
   }));

@@ -23,7 +23,10 @@ test('Slice with negative starts, clamped ends and two axes', () =>
 test('Concat of three tensors (one reused)', () =>
   checkGrad({
     name: 'concat',
-    inputs: [{ name: 'a', shape: [2, 3] }, { name: 'b', shape: [2, 1] }],
+    inputs: [
+      { name: 'a', shape: [2, 3] },
+      { name: 'b', shape: [2, 1] },
+    ],
     build: (a, b) => F.concat([a, b, a], 1),
   }));
 

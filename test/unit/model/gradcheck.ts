@@ -61,10 +61,18 @@ function makeData(c: GradCase, i: number, dtype: DType): number[] {
   const out: number[] = [];
   for (let k = 0; k < n; k++) {
     switch (inp.kind ?? 'normal') {
-      case 'normal': out.push(rng.normal(k)); break;
-      case 'positive': out.push(0.5 + 1.5 * rng.uniform(k)); break;
-      case 'int': out.push(rng.int(k, inp.high ?? 2)); break;
-      case 'bool': out.push(rng.uniform(k) < 0.5 ? 1 : 0); break;
+      case 'normal':
+        out.push(rng.normal(k));
+        break;
+      case 'positive':
+        out.push(0.5 + 1.5 * rng.uniform(k));
+        break;
+      case 'int':
+        out.push(rng.int(k, inp.high ?? 2));
+        break;
+      case 'bool':
+        out.push(rng.uniform(k) < 0.5 ? 1 : 0);
+        break;
     }
   }
   void dtype;
@@ -73,11 +81,16 @@ function makeData(c: GradCase, i: number, dtype: DType): number[] {
 
 function ortTensor(dtype: DType, data: number[], dims: number[]): ort.Tensor {
   switch (dtype) {
-    case 'float64': return new ort.Tensor('float64', Float64Array.from(data), dims);
-    case 'float32': return new ort.Tensor('float32', Float32Array.from(data), dims);
-    case 'int64': return new ort.Tensor('int64', BigInt64Array.from(data.map(BigInt)), dims);
-    case 'bool': return new ort.Tensor('bool', Uint8Array.from(data), dims);
-    default: throw new Error(`gradcheck: dtype ${dtype}`);
+    case 'float64':
+      return new ort.Tensor('float64', Float64Array.from(data), dims);
+    case 'float32':
+      return new ort.Tensor('float32', Float32Array.from(data), dims);
+    case 'int64':
+      return new ort.Tensor('int64', BigInt64Array.from(data.map(BigInt)), dims);
+    case 'bool':
+      return new ort.Tensor('bool', Uint8Array.from(data), dims);
+    default:
+      throw new Error(`gradcheck: dtype ${dtype}`);
   }
 }
 
@@ -85,7 +98,7 @@ async function runCase(c: GradCase, mode: 'static' | 'unknown'): Promise<void> {
   const dtype: DType = c.dtype ?? 'float64';
   const tol = { ...TOL[dtype], ...(c.h ? { h: c.h } : {}), ...(c.rtol ? { rtol: c.rtol } : {}), ...(c.atol ? { atol: c.atol } : {}) };
   const data = c.inputs.map((_, i) => makeData(c, i, dtype));
-  const declared = (inp: GradInput): Shape => (mode === 'static' ? inp.shape.slice() : inp.declared ?? inp.shape.map(() => null));
+  const declared = (inp: GradInput): Shape => (mode === 'static' ? inp.shape.slice() : (inp.declared ?? inp.shape.map(() => null)));
 
   // Probe y's runtime shape with a forward-only graph.
   const probe = new Graph({ name: `${c.name}-probe` });
@@ -142,6 +155,7 @@ async function runCase(c: GradCase, mode: 'static' | 'unknown'): Promise<void> {
 
 /** Checks one case (both shape modes unless it says otherwise). */
 export async function checkGrad(c: GradCase): Promise<void> {
-  const modes = c.shapes === 'static' ? ['static'] as const : c.shapes === 'unknown' ? ['unknown'] as const : ['static', 'unknown'] as const;
+  const modes =
+    c.shapes === 'static' ? (['static'] as const) : c.shapes === 'unknown' ? (['unknown'] as const) : (['static', 'unknown'] as const);
   for (const m of modes) await runCase(c, m);
 }

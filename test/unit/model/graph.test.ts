@@ -20,11 +20,18 @@ test('a built model encodes to a ModelProto that decodes to the same graph and r
   const gp = m.graph!;
   const dims = gp.input![0]!.type!.tensorType!.shape!.dim!;
   assert.equal(Number(m.irVersion), 9);
-  assert.deepEqual(m.opsetImport.map((o) => [o.domain, Number(o.version)]), [['', OPSET]]);
+  assert.deepEqual(
+    m.opsetImport.map((o) => [o.domain, Number(o.version)]),
+    [['', OPSET]],
+  );
   assert.equal(gp.input![0]!.name, 'x');
   assert.equal(dims[0]!.dimParam, 'batch');
   assert.equal(Number(dims[1]!.dimValue), 3);
-  assert.deepEqual(gp.node!.map((n) => n.opType), ['MatMul', 'Add'], 'a named output renames its producer (no Identity copy)');
+  assert.deepEqual(
+    gp.node!.map((n) => n.opType),
+    ['MatMul', 'Add'],
+    'a named output renames its producer (no Identity copy)',
+  );
   assert.deepEqual(gp.node![1]!.output, ['y']);
   assert.ok(gp.node![0]!.output![0]!.startsWith('layer.0/'), 'values are named under their scope');
   const wInit = gp.initializer!.find((i) => i.name === 'w')!;
@@ -43,7 +50,10 @@ test('a value output twice, or a graph input output, gets an Identity', () => {
   g.output(y, 'first');
   g.output(y, 'second');
   g.output(x, 'x_again');
-  assert.deepEqual(g.nodes.map((n) => n.opType), ['Neg', 'Identity', 'Identity']);
+  assert.deepEqual(
+    g.nodes.map((n) => n.opType),
+    ['Neg', 'Identity', 'Identity'],
+  );
   const m = decodeModel(g.toBytes());
   assert.deepEqual(m.graph!.node![1]!.input, ['first'], 'consumers of a renamed value use its new name');
 });

@@ -5,23 +5,62 @@ import { ConfigError } from '../../../activities/common/config.js';
 
 // Shapes of real published configs (trimmed of fields we do not read, plus a few we must tolerate).
 const gpt2Hf = {
-  activation_function: 'gelu_new', architectures: ['GPT2LMHeadModel'], attn_pdrop: 0.1, bos_token_id: 50256,
-  embd_pdrop: 0.1, eos_token_id: 50256, initializer_range: 0.02, layer_norm_epsilon: 1e-5, model_type: 'gpt2',
-  n_ctx: 1024, n_embd: 768, n_head: 12, n_layer: 12, n_positions: 1024, resid_pdrop: 0.1, vocab_size: 50257,
+  activation_function: 'gelu_new',
+  architectures: ['GPT2LMHeadModel'],
+  attn_pdrop: 0.1,
+  bos_token_id: 50256,
+  embd_pdrop: 0.1,
+  eos_token_id: 50256,
+  initializer_range: 0.02,
+  layer_norm_epsilon: 1e-5,
+  model_type: 'gpt2',
+  n_ctx: 1024,
+  n_embd: 768,
+  n_head: 12,
+  n_layer: 12,
+  n_positions: 1024,
+  resid_pdrop: 0.1,
+  vocab_size: 50257,
   task_specific_params: { 'text-generation': { do_sample: true, max_length: 50 } },
 };
 const qwen25Hf = {
-  architectures: ['Qwen2ForCausalLM'], attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645,
-  hidden_act: 'silu', hidden_size: 896, initializer_range: 0.02, intermediate_size: 4864,
-  max_position_embeddings: 32768, max_window_layers: 21, model_type: 'qwen2', num_attention_heads: 14,
-  num_hidden_layers: 24, num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_scaling: null, rope_theta: 1000000.0,
-  sliding_window: 32768, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.43.1',
-  use_cache: true, use_sliding_window: false, vocab_size: 151936,
+  architectures: ['Qwen2ForCausalLM'],
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  hidden_act: 'silu',
+  hidden_size: 896,
+  initializer_range: 0.02,
+  intermediate_size: 4864,
+  max_position_embeddings: 32768,
+  max_window_layers: 21,
+  model_type: 'qwen2',
+  num_attention_heads: 14,
+  num_hidden_layers: 24,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000.0,
+  sliding_window: 32768,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.43.1',
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
 };
 const llamaTiny = {
-  model_type: 'llama', vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, intermediate_size: 48, rms_norm_eps: 1e-5, max_position_embeddings: 128,
-  bos_token_id: 1, eos_token_id: [2, 3],
+  model_type: 'llama',
+  vocab_size: 64,
+  hidden_size: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  intermediate_size: 48,
+  rms_norm_eps: 1e-5,
+  max_position_embeddings: 128,
+  bos_token_id: 1,
+  eos_token_id: [2, 3],
 };
 
 function configError(fn: () => unknown, pathRe: RegExp): void {
@@ -78,7 +117,16 @@ test('llama parameter shapes follow HF names, nn.Linear [out, in] and an untied 
 });
 
 test('gpt2 parameter shapes use Conv1D [in, out] layout', () => {
-  const c = parseModelConfig({ model_type: 'gpt2', vocab_size: 10, n_embd: 8, n_layer: 1, n_head: 2, n_positions: 16, n_inner: 20, tie_word_embeddings: false });
+  const c = parseModelConfig({
+    model_type: 'gpt2',
+    vocab_size: 10,
+    n_embd: 8,
+    n_layer: 1,
+    n_head: 2,
+    n_positions: 16,
+    n_inner: 20,
+    tie_word_embeddings: false,
+  });
   const shapes = new Map(parameterShapes(c).map((p) => [p.name, p.shape]));
   assert.deepEqual(shapes.get('transformer.h.0.attn.c_attn.weight'), [8, 24]);
   assert.deepEqual(shapes.get('transformer.h.0.mlp.c_fc.weight'), [8, 20]);

@@ -11,8 +11,29 @@ import { serializeSafetensors, writeSafetensorsFile, type Tensor, type TensorMap
 import { CharTokenizer } from '../../../activities/model/tokenizer.js';
 
 const tiny = {
-  llama: { model_type: 'llama', vocab_size: 20, hidden_size: 8, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 12, bos_token_id: 1, eos_token_id: 2, custom_field: 'kept' },
-  qwen2: { model_type: 'qwen2', vocab_size: 20, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, intermediate_size: 12, tie_word_embeddings: true, eos_token_id: [2, 5] },
+  llama: {
+    model_type: 'llama',
+    vocab_size: 20,
+    hidden_size: 8,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    intermediate_size: 12,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    custom_field: 'kept',
+  },
+  qwen2: {
+    model_type: 'qwen2',
+    vocab_size: 20,
+    hidden_size: 8,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    intermediate_size: 12,
+    tie_word_embeddings: true,
+    eos_token_id: [2, 5],
+  },
   gpt2: { model_type: 'gpt2', vocab_size: 20, n_embd: 8, n_layer: 2, n_head: 2, n_positions: 16, bos_token_id: 1, eos_token_id: 2 },
 };
 
@@ -39,7 +60,10 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 
 async function digests(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (const f of (await readdir(dir)).sort()) out[f] = createHash('sha256').update(await readFile(path.join(dir, f))).digest('hex');
+  for (const f of (await readdir(dir)).sort())
+    out[f] = createHash('sha256')
+      .update(await readFile(path.join(dir, f)))
+      .digest('hex');
   return out;
 }
 
@@ -57,11 +81,18 @@ test('save → load round-trips config, weights and tokenizer; re-saving gives i
       const tensors = randomWeights(config);
       const tokenizer = CharTokenizer.fromAlphabet('abcdefghijklm');
       const files = await saveHfModel(path.join(dir, 'a'), { config, tensors, tokenizer, rawConfig: raw });
-      assert.deepEqual(files.sort(), ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'], kind);
+      assert.deepEqual(
+        files.sort(),
+        ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'],
+        kind,
+      );
       const loaded = await loadHfModel(path.join(dir, 'a'));
       assert.deepEqual(loaded.config, config, kind);
       assert.equal(loaded.rawConfig.model_type, kind);
-      assert.deepEqual([...loaded.tensors.keys()], parameterShapes(config).map((p) => p.name));
+      assert.deepEqual(
+        [...loaded.tensors.keys()],
+        parameterShapes(config).map((p) => p.name),
+      );
       for (const [name, t] of tensors) assert.deepEqual(loaded.tensors.get(name), t, `${kind} ${name}`);
       assert.equal(loaded.tokenizer?.kind, 'char');
       assert.deepEqual(loaded.tokenizer!.encode('abc<eos>'), tokenizer.encode('abc<eos>'));
@@ -116,11 +147,17 @@ test('a Hub-style GPT-2 checkpoint (bare names, mask buffers, BF16, stored tied 
     new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
     file.set(json, 8);
     let pos = 8 + json.length;
-    for (const c of chunks) { file.set(c, pos); pos += c.length; }
+    for (const c of chunks) {
+      file.set(c, pos);
+      pos += c.length;
+    }
     await writeFile(path.join(dir, 'model.safetensors'), file);
     await writeFile(path.join(dir, 'config.json'), JSON.stringify(tiny.gpt2));
     const loaded = await loadHfModel(dir);
-    assert.deepEqual([...loaded.tensors.keys()], parameterShapes(config).map((p) => p.name));
+    assert.deepEqual(
+      [...loaded.tensors.keys()],
+      parameterShapes(config).map((p) => p.name),
+    );
     const wte = loaded.tensors.get('transformer.wte.weight')!.data as Float32Array;
     const orig = weights.get('transformer.wte.weight')!.data as Float32Array;
     for (let i = 0; i < wte.length; i++) assert.ok(Math.abs(wte[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -7, `bf16 value ${i}`);

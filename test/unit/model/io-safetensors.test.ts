@@ -5,8 +5,15 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  f32, parseSafetensors, readCheckpointDir, readSafetensorsFile, serializeSafetensors, writeCheckpointDir,
-  writeSafetensorsFile, SafetensorsError, type Tensor,
+  f32,
+  parseSafetensors,
+  readCheckpointDir,
+  readSafetensorsFile,
+  serializeSafetensors,
+  writeCheckpointDir,
+  writeSafetensorsFile,
+  SafetensorsError,
+  type Tensor,
 } from '../../../activities/model/safetensors.js';
 
 /** Builds a safetensors file by hand from a header object and raw data bytes (no padding). */
@@ -48,8 +55,22 @@ test('round-trip keeps names, shapes, dtypes, metadata and exact float bits', ()
 test('writing is deterministic: insertion order does not matter, header is 8-byte aligned, keys sorted', () => {
   const a = f32([2, 2], [1, 2, 3, 4]);
   const b = f32([3], [5, 6, 7]);
-  const one = serializeSafetensors(new Map([['z', a], ['y', b], ['__proto__', b]]), { b: '2', a: '1' });
-  const two = serializeSafetensors(new Map([['__proto__', b], ['y', b], ['z', a]]), { a: '1', b: '2' });
+  const one = serializeSafetensors(
+    new Map([
+      ['z', a],
+      ['y', b],
+      ['__proto__', b],
+    ]),
+    { b: '2', a: '1' },
+  );
+  const two = serializeSafetensors(
+    new Map([
+      ['__proto__', b],
+      ['y', b],
+      ['z', a],
+    ]),
+    { a: '1', b: '2' },
+  );
   assert.deepEqual(one, two);
   const n = Number(new DataView(one.buffer).getBigUint64(0, true));
   assert.equal(n % 8, 0);
@@ -65,12 +86,17 @@ test('BF16 and F16 are upcast to F32 exactly; I32/I64 read as integers', () => {
   const f16 = u16(0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x3555); // 1, -2, 65504, 2^-24, inf, 0.333251953125
   const i32 = new Uint8Array(new Int32Array([-1, 2147483647]).buffer);
   const data = new Uint8Array(bf16.length + f16.length + i32.length);
-  data.set(bf16, 0); data.set(f16, bf16.length); data.set(i32, bf16.length + f16.length);
-  const file = handMade({
-    h: { dtype: 'F16', shape: [6], data_offsets: [10, 22] },
-    b: { dtype: 'BF16', shape: [5], data_offsets: [0, 10] },
-    i: { dtype: 'I32', shape: [2, 1], data_offsets: [22, 30] },
-  }, data);
+  data.set(bf16, 0);
+  data.set(f16, bf16.length);
+  data.set(i32, bf16.length + f16.length);
+  const file = handMade(
+    {
+      h: { dtype: 'F16', shape: [6], data_offsets: [10, 22] },
+      b: { dtype: 'BF16', shape: [5], data_offsets: [0, 10] },
+      i: { dtype: 'I32', shape: [2, 1], data_offsets: [22, 30] },
+    },
+    data,
+  );
   const { tensors, sourceDtypes } = parseSafetensors(file);
   assert.deepEqual(tensors.get('b')!.data, new Float32Array([1, -2, Infinity, 0.15625, 2 ** -133]));
   assert.deepEqual(tensors.get('h')!.data, new Float32Array([1, -2, 65504, 2 ** -24, Infinity, 0.333251953125]));
@@ -86,14 +112,22 @@ test('bad headers are rejected with the tensor named', () => {
     [{ w: { dtype: 'U16', shape: [4], data_offsets: [0, 8] } }, eight, /"w": dtype U16 is not supported/],
     [{ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, eight, /"w": data_offsets span 8 bytes but F32 \[3\] needs 12/],
     [{ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, eight, /"w": .*beyond the data region.*truncated/],
-    [{ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, w: { dtype: 'F32', shape: [1], data_offsets: [2, 6] } }, eight, /"w": data_offsets begin 2 but the previous tensor ends at 4/],
+    [
+      { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, w: { dtype: 'F32', shape: [1], data_offsets: [2, 6] } },
+      eight,
+      /"w": data_offsets begin 2 but the previous tensor ends at 4/,
+    ],
     [{ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, eight, /"a": data_offsets begin 4 but the previous tensor ends at 0/],
     [{ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, eight, /cover 4 bytes but the data region holds 8/],
     [{ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, eight, /"w": shape \[-1\]/],
     [{ __metadata__: { n: 3 } }, new Uint8Array(0), /__metadata__ must be an object of strings/],
   ];
   for (const [header, data, re] of cases) {
-    assert.throws(() => parseSafetensors(handMade(header, data), 'x.safetensors'), (e: unknown) => e instanceof SafetensorsError && re.test(e.message) && e.message.startsWith('x.safetensors'), String(re));
+    assert.throws(
+      () => parseSafetensors(handMade(header, data), 'x.safetensors'),
+      (e: unknown) => e instanceof SafetensorsError && re.test(e.message) && e.message.startsWith('x.safetensors'),
+      String(re),
+    );
   }
   assert.throws(() => parseSafetensors(new Uint8Array(4)), /too short/);
   const huge = new Uint8Array(16);
@@ -115,7 +149,10 @@ test('files: written atomically, read back tensor by tensor, truncation detected
     assert.deepEqual(await readdir(dir), ['w.safetensors']);
     const bytes = await readFile(file);
     await writeFile(file, bytes.subarray(0, bytes.length - 3));
-    await assert.rejects(readSafetensorsFile(file), (e: unknown) => e instanceof SafetensorsError && e.message.includes(file) && /"x.weight".*truncated|trailing|cover/.test(e.message));
+    await assert.rejects(
+      readSafetensorsFile(file),
+      (e: unknown) => e instanceof SafetensorsError && e.message.includes(file) && /"x.weight".*truncated|trailing|cover/.test(e.message),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -125,9 +162,21 @@ test('sharded checkpoints: written with an index, read back whole; single file w
   const dir = await tempDir();
   try {
     const tensors = new Map<string, Tensor>();
-    for (let i = 0; i < 5; i++) tensors.set(`layer.${i}.w`, f32([4, 4], Array.from({ length: 16 }, (_, j) => i * 100 + j)));
+    for (let i = 0; i < 5; i++)
+      tensors.set(
+        `layer.${i}.w`,
+        f32(
+          [4, 4],
+          Array.from({ length: 16 }, (_, j) => i * 100 + j),
+        ),
+      );
     const files = await writeCheckpointDir(dir, tensors, { maxShardBytes: 130 }); // two 64-byte tensors per shard
-    assert.deepEqual(files, ['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors', 'model.safetensors.index.json']);
+    assert.deepEqual(files, [
+      'model-00001-of-00003.safetensors',
+      'model-00002-of-00003.safetensors',
+      'model-00003-of-00003.safetensors',
+      'model.safetensors.index.json',
+    ]);
     const index = JSON.parse(await readFile(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
     assert.equal(index.metadata.total_size, 5 * 64);
     assert.equal(index.weight_map['layer.4.w'], 'model-00003-of-00003.safetensors');
@@ -151,7 +200,10 @@ test('sharded checkpoints: index/shard disagreements are named', async () => {
     const index = JSON.parse(await readFile(indexPath, 'utf8'));
     await writeFile(indexPath, JSON.stringify({ ...index, weight_map: { ...index.weight_map, d: 'model-00002-of-00002.safetensors' } }));
     await assert.rejects(readCheckpointDir(dir), /tensor "d" is listed in model.safetensors.index.json but missing from the shard/);
-    await writeFile(indexPath, JSON.stringify({ weight_map: { a: 'model-00001-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' } }));
+    await writeFile(
+      indexPath,
+      JSON.stringify({ weight_map: { a: 'model-00001-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' } }),
+    );
     await assert.rejects(readCheckpointDir(dir), /tensor "b" is in the shard but model.safetensors.index.json does not map it/);
     await writeFile(indexPath, JSON.stringify({ weight_map: { a: '../evil.safetensors' } }));
     await assert.rejects(readCheckpointDir(dir), /weight_map\["a"\] must be a shard file name/);
@@ -165,6 +217,12 @@ test('sharded checkpoints: index/shard disagreements are named', async () => {
 });
 
 test('writing rejects tensors whose data does not match shape or dtype', () => {
-  assert.throws(() => serializeSafetensors({ w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), /"w": 2 elements do not fill shape \[3\]/);
-  assert.throws(() => serializeSafetensors({ w: { dtype: 'I64', shape: [1], data: new Float32Array(1) } as unknown as Tensor }), /"w": dtype I64 does not match its Float32Array/);
+  assert.throws(
+    () => serializeSafetensors({ w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }),
+    /"w": 2 elements do not fill shape \[3\]/,
+  );
+  assert.throws(
+    () => serializeSafetensors({ w: { dtype: 'I64', shape: [1], data: new Float32Array(1) } as unknown as Tensor }),
+    /"w": dtype I64 does not match its Float32Array/,
+  );
 });

@@ -17,20 +17,40 @@ function bytesToUnicode(): string[] {
 /** A tiny byte-level BPE tokenizer.json: 256 byte tokens, three merges, one special token. */
 function tinyByteBpe(): { json: Record<string, unknown>; config: Record<string, unknown> } {
   const vocab: Record<string, number> = {};
-  bytesToUnicode().forEach((c, i) => { vocab[c] = i; });
-  const merges = [['Ġ', 't'], ['h', 'e'], ['Ġt', 'he']];
+  bytesToUnicode().forEach((c, i) => {
+    vocab[c] = i;
+  });
+  const merges = [
+    ['Ġ', 't'],
+    ['h', 'e'],
+    ['Ġt', 'he'],
+  ];
   for (const [a, b] of merges) vocab[a! + b!] = Object.keys(vocab).length; // 256, 257, 258
   vocab['<|endoftext|>'] = 259;
   const byteLevel = { add_prefix_space: false, trim_offsets: true, use_regex: true };
   return {
     json: {
-      version: '1.0', truncation: null, padding: null,
-      added_tokens: [{ id: 259, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [
+        { id: 259, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      ],
       normalizer: null,
       pre_tokenizer: { type: 'ByteLevel', ...byteLevel },
       post_processor: { type: 'ByteLevel', ...byteLevel },
       decoder: { type: 'ByteLevel', ...byteLevel },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges: merges.map((m) => m.join(' ')) },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: null,
+        continuing_subword_prefix: '',
+        end_of_word_suffix: '',
+        fuse_unk: false,
+        byte_fallback: false,
+        vocab,
+        merges: merges.map((m) => m.join(' ')),
+      },
     },
     config: { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', pad_token: null, clean_up_tokenization_spaces: false },
   };
@@ -51,7 +71,10 @@ test('char tokenizer: specials take ids 0..2, BOS prepended, specials in text re
 
 test('char tokenizer: unknown characters error with their position unless an unk token is set', () => {
   const t = CharTokenizer.fromAlphabet('ab');
-  assert.throws(() => t.encode('abxa'), (e: unknown) => e instanceof TokenizerError && /"x" \(U\+0078\) at position 2/.test(e.message));
+  assert.throws(
+    () => t.encode('abxa'),
+    (e: unknown) => e instanceof TokenizerError && /"x" \(U\+0078\) at position 2/.test(e.message),
+  );
   const u = CharTokenizer.fromAlphabet('ab', { unk: '<unk>' });
   assert.deepEqual(u.encode('axb', { addSpecialTokens: false }), [4, 3, 5]);
 });
@@ -60,8 +83,14 @@ test('char tokenizer: astral code points are one token; bad specs and ids are re
   const t = CharTokenizer.fromAlphabet('a🙂');
   assert.deepEqual(t.encode('🙂a🙂', { addSpecialTokens: false }), [4, 3, 4]);
   assert.equal(t.decode([4, 3]), '🙂a');
-  assert.throws(() => new CharTokenizer({ chars: ['ab'], pad: '<p>', bos: '<b>', eos: '<e>', unk: null, addBos: true }), /chars\[0\] must be exactly one character/);
-  assert.throws(() => new CharTokenizer({ chars: ['a', 'a'], pad: '<p>', bos: '<b>', eos: '<e>', unk: null, addBos: true }), /chars\[1\] "a" is a duplicate/);
+  assert.throws(
+    () => new CharTokenizer({ chars: ['ab'], pad: '<p>', bos: '<b>', eos: '<e>', unk: null, addBos: true }),
+    /chars\[0\] must be exactly one character/,
+  );
+  assert.throws(
+    () => new CharTokenizer({ chars: ['a', 'a'], pad: '<p>', bos: '<b>', eos: '<e>', unk: null, addBos: true }),
+    /chars\[1\] "a" is a duplicate/,
+  );
   assert.throws(() => new CharTokenizer({ chars: [], pad: 'x', bos: 'x', eos: '<e>', unk: null, addBos: true }), /distinct/);
   assert.throws(() => t.decode([0, 5]), /token id 5 at index 1 is outside the vocabulary \[0, 5\)/);
   assert.throws(() => t.decode([1.5]), /token id 1.5/);
@@ -125,7 +154,10 @@ test('HF WordLevel with whitespace pre-tokenizer works offline from a JSON objec
 });
 
 test('bad tokenizer definitions are named', () => {
-  assert.throws(() => loadTokenizer({ version: '1.0' }, {}, {}, 'x/tokenizer.json'), /x\/tokenizer.json: not a Hugging Face tokenizer.json/);
+  assert.throws(
+    () => loadTokenizer({ version: '1.0' }, {}, {}, 'x/tokenizer.json'),
+    /x\/tokenizer.json: not a Hugging Face tokenizer.json/,
+  );
   assert.throws(() => loadTokenizer([], {}), /expected a JSON object/);
   const { json } = tinyByteBpe();
   assert.throws(() => loadTokenizer(json, { eos_token: '</s>' }), /eos_token "<\/s>" is not in the vocabulary/);

@@ -47,7 +47,15 @@ const greedy = (logits: Float32Array): number => {
 };
 
 test('a tiny GPT trained with trainStep learns to reverse digit strings (>= 95% greedy exact match)', async () => {
-  const cfg = parseModelConfig({ model_type: 'gpt2', vocab_size: 13, n_embd: 64, n_layer: 2, n_head: 4, n_positions: 16, eos_token_id: EOS });
+  const cfg = parseModelConfig({
+    model_type: 'gpt2',
+    vocab_size: 13,
+    n_embd: 64,
+    n_layer: 2,
+    n_head: 4,
+    n_positions: 16,
+    eos_token_id: EOS,
+  });
   const engine = new ModelEngine(cfg, { threads: 1 });
   let state = initTrainState(cfg, initWeights(cfg, 1));
   const rng = new CounterRng(3, 'reverse-train');

@@ -41,7 +41,11 @@ async function checkParity(cfg: ModelConfig, bakeWeights = true): Promise<void> 
   // larger init than usual so the next-token distributions are far from uniform
   const weights = initWeights(cfg, 'parity', { std: 0.2 });
   engine.setWeights(weights, 'v1');
-  const prompts = [[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11, 12]];
+  const prompts = [
+    [1, 2, 3, 4, 5, 6],
+    [7, 8],
+    [9, 10, 11, 12],
+  ];
   const newTokens = 7;
   const gens = await generate(engine, prompts, { maxNewTokens: newTokens, pickToken: argmax, stopTokenIds: [] });
 
@@ -60,14 +64,24 @@ async function checkParity(cfg: ModelConfig, bakeWeights = true): Promise<void> 
       assert.ok(d <= TOL, `${cfg.modelType}: sequence ${i} token ${j}: decode logprob ${g.logprobs[j]} vs score ${fromScore}`);
     });
   });
-  assert.ok(gens.some((g) => g.logprobs.some((l) => l < -0.05)), 'the test should not only see near-certain tokens');
+  assert.ok(
+    gens.some((g) => g.logprobs.some((l) => l < -0.05)),
+    'the test should not only see near-certain tokens',
+  );
 
   const lossMask = ids.map((row) => row.map((_, t) => (t >= len - newTokens ? 1 : 0)));
   const ref = ids.map((_, i) => Array.from(scored.logprobs.subarray(i * len, (i + 1) * len)));
-  const r = await engine.trainStep(initTrainState(cfg, weights), { ids, attentionMask, lossMask, extra: { ref_logprobs: ref } }, { loss: parityLoss, lr: 0 });
+  const r = await engine.trainStep(
+    initTrainState(cfg, weights),
+    { ids, attentionMask, lossMask, extra: { ref_logprobs: ref } },
+    { loss: parityLoss, lr: 0 },
+  );
   assert.ok(r.metrics.max_abs_diff! <= TOL, `${cfg.modelType}: trainStep forward logprobs differ from score by ${r.metrics.max_abs_diff}`);
   const decodeSum = gens.reduce((s, g) => s + g.logprobs.reduce((a, b) => a + b, 0), 0);
-  assert.ok(Math.abs(-r.metrics.loss! - decodeSum) <= TOL * gens.length * newTokens, `${cfg.modelType}: trainStep loss ${r.metrics.loss} vs decode logprob sum ${decodeSum}`);
+  assert.ok(
+    Math.abs(-r.metrics.loss! - decodeSum) <= TOL * gens.length * newTokens,
+    `${cfg.modelType}: trainStep loss ${r.metrics.loss} vs decode logprob sum ${decodeSum}`,
+  );
   await engine.close();
 }
 
@@ -75,19 +89,44 @@ test('GPT-2: decode, score and trainStep logprobs agree within 1e-4', () =>
   checkParity(parseModelConfig({ model_type: 'gpt2', vocab_size: 24, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 32 })));
 
 test('Qwen2 (GQA, q/k/v bias, RoPE, tied head): decode, score and trainStep logprobs agree within 1e-4', () =>
-  checkParity(parseModelConfig({
-    model_type: 'qwen2', vocab_size: 24, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
-    num_key_value_heads: 2, intermediate_size: 48, tie_word_embeddings: true, rope_theta: 10000,
-  })));
+  checkParity(
+    parseModelConfig({
+      model_type: 'qwen2',
+      vocab_size: 24,
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      intermediate_size: 48,
+      tie_word_embeddings: true,
+      rope_theta: 10000,
+    }),
+  ));
 
 test('Llama (no bias, untied head): decode, score and trainStep logprobs agree within 1e-4', () =>
-  checkParity(parseModelConfig({
-    model_type: 'llama', vocab_size: 24, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
-    num_key_value_heads: 1, intermediate_size: 48,
-  })));
+  checkParity(
+    parseModelConfig({
+      model_type: 'llama',
+      vocab_size: 24,
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      intermediate_size: 48,
+    }),
+  ));
 
 test('Qwen2 with weights fed as graph inputs instead of baked in: same parity', () =>
-  checkParity(parseModelConfig({
-    model_type: 'qwen2', vocab_size: 24, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4,
-    num_key_value_heads: 2, intermediate_size: 48, tie_word_embeddings: true,
-  }), false));
+  checkParity(
+    parseModelConfig({
+      model_type: 'qwen2',
+      vocab_size: 24,
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      intermediate_size: 48,
+      tie_word_embeddings: true,
+    }),
+    false,
+  ));

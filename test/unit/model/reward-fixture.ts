@@ -15,9 +15,17 @@ import { CounterRng } from '../../../activities/common/rng.js';
 export const tokenizer = CharTokenizer.fromAlphabet('abcd');
 
 export const rmConfig: ModelConfig = parseModelConfig({
-  architectures: ['LlamaForSequenceClassification'], model_type: 'llama', vocab_size: tokenizer.vocabSize,
-  hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: 32,
-  bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId,
+  architectures: ['LlamaForSequenceClassification'],
+  model_type: 'llama',
+  vocab_size: tokenizer.vocabSize,
+  hidden_size: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  intermediate_size: 64,
+  max_position_embeddings: 32,
+  bos_token_id: tokenizer.bosId,
+  eos_token_id: tokenizer.eosId,
+  pad_token_id: tokenizer.padId,
 });
 
 export const countA = (s: string): number => [...s].filter((c) => c === 'a').length;

@@ -29,7 +29,9 @@ test('a tiny reward model trained with the Bradley-Terry loss ranks >= 90% of he
     const r = await engine.reward({ ids: padded.map((p) => p.ids), attentionMask: padded.map((p) => p.mask) });
     let correct = 0;
     for (let i = 0; i < held.length; i++) if (r[2 * i]! > r[2 * i + 1]!) correct++;
-    t.diagnostic(`${left ? 'left' : 'right'} padding: ${correct}/${held.length} held-out pairs ranked correctly (loss ${trained.firstLoss.toFixed(3)} -> ${trained.lastLoss.toFixed(3)})`);
+    t.diagnostic(
+      `${left ? 'left' : 'right'} padding: ${correct}/${held.length} held-out pairs ranked correctly (loss ${trained.firstLoss.toFixed(3)} -> ${trained.lastLoss.toFixed(3)})`,
+    );
     assert.ok(correct / held.length >= 0.9, `${left ? 'left' : 'right'} padding: held-out pairwise accuracy ${correct}/${held.length}`);
   }
   await engine.close();

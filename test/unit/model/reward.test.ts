@@ -26,11 +26,26 @@ import { ConfigError } from '../../../activities/common/config.js';
 import { checkGrad } from './gradcheck.js';
 
 const llamaRaw = {
-  architectures: ['LlamaForSequenceClassification'], model_type: 'llama', vocab_size: 12, hidden_size: 16,
-  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 24, max_position_embeddings: 32,
+  architectures: ['LlamaForSequenceClassification'],
+  model_type: 'llama',
+  vocab_size: 12,
+  hidden_size: 16,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  intermediate_size: 24,
+  max_position_embeddings: 32,
 };
 const cfg = parseModelConfig(llamaRaw);
-const gpt2Cfg = parseModelConfig({ architectures: ['GPT2ForSequenceClassification'], model_type: 'gpt2', vocab_size: 12, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 16 });
+const gpt2Cfg = parseModelConfig({
+  architectures: ['GPT2ForSequenceClassification'],
+  model_type: 'gpt2',
+  vocab_size: 12,
+  n_embd: 16,
+  n_layer: 1,
+  n_head: 2,
+  n_positions: 16,
+});
 
 /** Seeded weights with a score head large enough that rewards differ visibly between sequences. */
 function weightsOf(c: ModelConfig, seed: number): Map<string, WeightTensor> {
@@ -41,7 +56,8 @@ function weightsOf(c: ModelConfig, seed: number): Map<string, WeightTensor> {
   return w;
 }
 
-const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol * (1 + Math.abs(b)), `${what}: ${a} vs ${b}`);
+const close = (a: number, b: number, tol: number, what: string) =>
+  assert.ok(Math.abs(a - b) <= tol * (1 + Math.abs(b)), `${what}: ${a} vs ${b}`);
 
 test('config: *ForSequenceClassification gives a classifier with score.weight [1, hidden] and no LM head; it round-trips', () => {
   assert.equal(cfg.classifier, true);
@@ -64,8 +80,14 @@ test('config: *ForSequenceClassification gives a classifier with score.weight [1
 });
 
 test('config: a classifier with more than one label is rejected naming num_labels / id2label', () => {
-  assert.throws(() => parseModelConfig({ ...llamaRaw, num_labels: 2 }), (e: unknown) => e instanceof ConfigError && /num_labels: .*exactly 1 label.* has 2/.test(e.message));
-  assert.throws(() => parseModelConfig({ ...llamaRaw, id2label: { 0: 'bad', 1: 'good' } }), (e: unknown) => e instanceof ConfigError && /id2label: .*exactly 1 label/.test(e.message));
+  assert.throws(
+    () => parseModelConfig({ ...llamaRaw, num_labels: 2 }),
+    (e: unknown) => e instanceof ConfigError && /num_labels: .*exactly 1 label.* has 2/.test(e.message),
+  );
+  assert.throws(
+    () => parseModelConfig({ ...llamaRaw, id2label: { 0: 'bad', 1: 'good' } }),
+    (e: unknown) => e instanceof ConfigError && /id2label: .*exactly 1 label/.test(e.message),
+  );
   assert.equal(parseModelConfig({ ...llamaRaw, id2label: { 0: 'LABEL_0' } }).classifier, true);
 });
 
@@ -81,7 +103,10 @@ test('HF directories: a classifier saves and loads with score.weight; the check 
       assert.deepEqual(back.tensors.get('score.weight'), tensors.get('score.weight'));
       // as a causal LM the same directory has an unexpected score.weight (and lacks the LM head)
       const lm = withClassifier(c, false);
-      assert.throws(() => checkParameters(lm, tensors, d), (e: unknown) => e instanceof ModelDirError && /unexpected tensor "score\.weight": a sequence-classifier head/.test(e.message));
+      assert.throws(
+        () => checkParameters(lm, tensors, d),
+        (e: unknown) => e instanceof ModelDirError && /unexpected tensor "score\.weight": a sequence-classifier head/.test(e.message),
+      );
       const noHead = new Map(tensors);
       noHead.delete('score.weight');
       assert.throws(() => checkParameters(c, noHead, d), /missing tensor "score\.weight" \(expected shape \[1,16\]\)/);
@@ -90,7 +115,10 @@ test('HF directories: a classifier saves and loads with score.weight; the check 
     }
     // loading an LM directory as a classifier (explicit option) asks for score.weight
     const lmCfg = withClassifier(cfg, false);
-    await saveHfModel(path.join(dir, 'lm'), { config: lmCfg, tensors: new Map([...initWeights(lmCfg, 1)].map(([k, t]) => [k, { dtype: 'F32' as const, ...t }])) });
+    await saveHfModel(path.join(dir, 'lm'), {
+      config: lmCfg,
+      tensors: new Map([...initWeights(lmCfg, 1)].map(([k, t]) => [k, { dtype: 'F32' as const, ...t }])),
+    });
     await assert.rejects(loadHfModel(path.join(dir, 'lm'), { classifier: true }), /missing tensor "score\.weight"/);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -145,7 +173,10 @@ test('reward graph: the reward is score.weight · the final hidden state of the 
   rm.setWeights(w, 'w');
   const lm = new ModelEngine(lmCfg, { threads: 1 });
   lm.setWeights(lmWeights, 'w');
-  const seqs = [[1, 5, 7, 3, 2], [9, 4, 11]];
+  const seqs = [
+    [1, 5, 7, 3, 2],
+    [9, 4, 11],
+  ];
   for (const s of seqs) {
     const reward = (await rm.reward({ ids: [s] }))[0]!;
     const lp = (await lm.score({ ids: [[...s, 0]] }, { entropy: false })).logprobs[s.length]!;
@@ -167,16 +198,33 @@ test('logSigmoid: stable at ±100 and exact gradient at 0 (float64 finite differ
   xs.forEach((v, i) => close(y[i]!, v < 0 ? v - Math.log1p(Math.exp(v)) : -Math.log1p(Math.exp(-v)), 1e-6, `logSigmoid(${v})`));
   assert.equal(y[0], -100);
   await s.release();
-  await checkGrad({ name: 'logsigmoid', inputs: [{ name: 'x', shape: [7], values: [-40, -2.5, -0.3, 0, 0.3, 2.5, 40] }], build: (t) => logSigmoid(t) });
+  await checkGrad({
+    name: 'logsigmoid',
+    inputs: [{ name: 'x', shape: [7], values: [-40, -2.5, -0.3, 0, 0.3, 2.5, 40] }],
+    build: (t) => logSigmoid(t),
+  });
 });
 
 /** A minimal loss context over a rewards tensor, for op-level checks of the loss. */
 function rewardCtx(g: Graph, rewards: ReturnType<Graph['input']>): LossContext {
   return {
-    g, rewards, lossMask: rewards, attentionMask: rewards,
-    get logprobs(): never { throw new Error('no logprobs'); },
-    entropy() { throw new Error('no entropy'); },
-    input(name, dtype, dims) { return g.input(name, dtype, dims.map((d) => (typeof d === 'number' ? d : 8))); },
+    g,
+    rewards,
+    lossMask: rewards,
+    attentionMask: rewards,
+    get logprobs(): never {
+      throw new Error('no logprobs');
+    },
+    entropy() {
+      throw new Error('no entropy');
+    },
+    input(name, dtype, dims) {
+      return g.input(
+        name,
+        dtype,
+        dims.map((d) => (typeof d === 'number' ? d : 8)),
+      );
+    },
   };
 }
 
@@ -226,8 +274,20 @@ test('Bradley-Terry loss: value and metrics of trainStep match a TypeScript comp
   const state = initTrainState(cfg, w);
   const cases = [
     { loss: bradleyTerryLoss(), ref: btReference(r, [], {}), batch: preferenceBatch(ps) },
-    { loss: bradleyTerryLoss({ margin: 0.7, centerRewardsCoefficient: 0.05 }), ref: btReference(r, [], { margin: 0.7, center: 0.05 }), batch: preferenceBatch(ps) },
-    { loss: bradleyTerryLoss({ perPairMargin: true, margin: 0.1 }), ref: btReference(r, ps.map((p) => p.margin), { margin: 0.1 }), batch },
+    {
+      loss: bradleyTerryLoss({ margin: 0.7, centerRewardsCoefficient: 0.05 }),
+      ref: btReference(r, [], { margin: 0.7, center: 0.05 }),
+      batch: preferenceBatch(ps),
+    },
+    {
+      loss: bradleyTerryLoss({ perPairMargin: true, margin: 0.1 }),
+      ref: btReference(
+        r,
+        ps.map((p) => p.margin),
+        { margin: 0.1 },
+      ),
+      batch,
+    },
   ];
   for (const c of cases) {
     const out = await engine.trainStep(state, c.batch, { loss: c.loss, lr: 1e-3 });
@@ -265,7 +325,10 @@ test('Bradley-Terry loss: gradients of the float32 training graph (score head an
   const base = await run(w);
   // padding id 0 only ever sits at padding positions: its embedding row gets no gradient
   const embGrad = base['new.acc.model.embed_tokens.weight']!.data as Float32Array;
-  assert.ok(embGrad.subarray(0, cfg.hidden).every((x) => x === 0), 'no gradient into the padding token embedding');
+  assert.ok(
+    embGrad.subarray(0, cfg.hidden).every((x) => x === 0),
+    'no gradient into the padding token embedding',
+  );
   const probes: [string, number[]][] = [
     ['score.weight', Array.from({ length: cfg.hidden }, (_, i) => i)],
     ['model.norm.weight', [0, 5, 11]],
@@ -286,7 +349,10 @@ test('Bradley-Terry loss: gradients of the float32 training graph (score head an
       };
       const numeric = ((await at(h)) - (await at(-h))) / (2 * h);
       const err = Math.abs(analytic[k]! - numeric);
-      assert.ok(err <= 2e-4 + 3e-2 * Math.abs(numeric), `d loss / d ${name}[${k}]: analytic ${analytic[k]} vs finite difference ${numeric}`);
+      assert.ok(
+        err <= 2e-4 + 3e-2 * Math.abs(numeric),
+        `d loss / d ${name}[${k}]: analytic ${analytic[k]} vs finite difference ${numeric}`,
+      );
     }
   }
   await engine.close();
@@ -300,7 +366,11 @@ test('Bradley-Terry with micro-batches: two halves accumulate to the update of t
   const loss = bradleyTerryLoss();
   // the same padded length in both runs, so the two computations see identical rows
   const whole = preferenceBatch(ps);
-  const half = (a: number, b: number): TrainBatch => ({ ids: whole.ids.slice(a, b), attentionMask: whole.attentionMask!.slice(a, b), lossMask: whole.lossMask.slice(a, b) });
+  const half = (a: number, b: number): TrainBatch => ({
+    ids: whole.ids.slice(a, b),
+    attentionMask: whole.attentionMask!.slice(a, b),
+    lossMask: whole.lossMask.slice(a, b),
+  });
   const one = await engine.trainStep(state, whole, { loss, lr: 1e-2 });
   const two = await engine.trainStep(state, [half(0, 6), half(6, 12)], { loss, lr: 1e-2 });
   close(two.metrics.loss!, one.metrics.loss!, 1e-5, 'mean loss over micro-batches');
@@ -328,19 +398,46 @@ test('bad input: odd rows, LM models with the Bradley-Terry loss, classifiers wi
   odd.ids = odd.ids.slice(0, 3);
   odd.attentionMask = odd.attentionMask!.slice(0, 3);
   odd.lossMask = odd.lossMask.slice(0, 3);
-  await assert.rejects(engine.trainStep(state, odd, { loss: bradleyTerryLoss(), lr: 1e-3 }), (e: unknown) => e instanceof ModelInputError && /batch 0: .*odd number of rows \(3\)/.test(e.message));
-  await assert.rejects(engine.trainStep(state, preferenceBatch(pairs(3, 2, cfg.vocabSize)), { loss: sftLoss(), lr: 1e-3 }), /ctx\.logprobs needs an LM head, but this model is a sequence classifier/);
-  await assert.rejects(engine.score({ ids: [[1, 2, 3]] }), (e: unknown) => e instanceof ModelInputError && /score needs an LM head/.test(e.message));
+  await assert.rejects(
+    engine.trainStep(state, odd, { loss: bradleyTerryLoss(), lr: 1e-3 }),
+    (e: unknown) => e instanceof ModelInputError && /batch 0: .*odd number of rows \(3\)/.test(e.message),
+  );
+  await assert.rejects(
+    engine.trainStep(state, preferenceBatch(pairs(3, 2, cfg.vocabSize)), { loss: sftLoss(), lr: 1e-3 }),
+    /ctx\.logprobs needs an LM head, but this model is a sequence classifier/,
+  );
+  await assert.rejects(
+    engine.score({ ids: [[1, 2, 3]] }),
+    (e: unknown) => e instanceof ModelInputError && /score needs an LM head/.test(e.message),
+  );
   await assert.rejects(engine.decodeSession(), /decode needs an LM head/);
-  await assert.rejects(engine.reward({ ids: [[1, 2], [3, 4]], attentionMask: [[1, 1], [0, 0]] }), /attentionMask row 1 has no real token/);
+  await assert.rejects(
+    engine.reward({
+      ids: [
+        [1, 2],
+        [3, 4],
+      ],
+      attentionMask: [
+        [1, 1],
+        [0, 0],
+      ],
+    }),
+    /attentionMask row 1 has no real token/,
+  );
   const lmCfg = withClassifier(cfg, false);
   const lm = new ModelEngine(lmCfg, { threads: 1 });
   const lmState = initTrainState(lmCfg, initWeights(lmCfg, 1));
-  await assert.rejects(lm.trainStep(lmState, preferenceBatch(pairs(3, 2, cfg.vocabSize)), { loss: bradleyTerryLoss(), lr: 1e-3 }), /Bradley-Terry loss needs a sequence-classifier model/);
+  await assert.rejects(
+    lm.trainStep(lmState, preferenceBatch(pairs(3, 2, cfg.vocabSize)), { loss: bradleyTerryLoss(), lr: 1e-3 }),
+    /Bradley-Terry loss needs a sequence-classifier model/,
+  );
   lm.setWeights(lmState.params, 'x');
   await assert.rejects(lm.reward({ ids: [[1, 2]] }), /reward\(\) needs a sequence classifier/);
   assert.throws(() => bradleyTerryLoss({ margin: 'big' } as never), /bradley-terry loss options: margin/);
-  assert.throws(() => engine.checkWeights(new Map([...w].filter(([k]) => k !== 'score.weight')), 'weights'), /missing score\.weight \[1, 16\]/);
+  assert.throws(
+    () => engine.checkWeights(new Map([...w].filter(([k]) => k !== 'score.weight')), 'weights'),
+    /missing score\.weight \[1, 16\]/,
+  );
   await engine.close();
   await lm.close();
 });

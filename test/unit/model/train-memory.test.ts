@@ -43,7 +43,15 @@ test('fused token logprobs stay finite and exact for logits in the hundreds (log
   assert.ok(Math.abs(lp[2]! - (-1 - Math.log1p(Math.exp(-1)))) < 1e-5, `199 against 200: ${lp[2]}`);
 });
 
-const cfg = parseModelConfig({ model_type: 'llama', vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 24 });
+const cfg = parseModelConfig({
+  model_type: 'llama',
+  vocab_size: 32,
+  hidden_size: 16,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  intermediate_size: 24,
+});
 const B = 3;
 const T = 6;
 
@@ -54,10 +62,22 @@ function feeds(): Record<string, ort.Tensor> {
     f[s.name] = new ort.Tensor('float32', w.get(s.name)!.data, s.shape);
     f[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
   }
-  f.input_ids = new ort.Tensor('int64', BigInt64Array.from({ length: B * T }, (_, i) => BigInt((i * 7 + 3) % 32)), [B, T]);
+  f.input_ids = new ort.Tensor(
+    'int64',
+    BigInt64Array.from({ length: B * T }, (_, i) => BigInt((i * 7 + 3) % 32)),
+    [B, T],
+  );
   // row 2 is left-padded by two tokens
-  f.attention_mask = new ort.Tensor('int64', BigInt64Array.from({ length: B * T }, (_, i) => (i >= 2 * T && i < 2 * T + 2 ? 0n : 1n)), [B, T]);
-  f.loss_mask = new ort.Tensor('float32', Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 || (i >= 2 * T && i < 2 * T + 3) ? 0 : 1)), [B, T]);
+  f.attention_mask = new ort.Tensor(
+    'int64',
+    BigInt64Array.from({ length: B * T }, (_, i) => (i >= 2 * T && i < 2 * T + 2 ? 0n : 1n)),
+    [B, T],
+  );
+  f.loss_mask = new ort.Tensor(
+    'float32',
+    Float32Array.from({ length: B * T }, (_, i) => (i % T === 0 || (i >= 2 * T && i < 2 * T + 3) ? 0 : 1)),
+    [B, T],
+  );
   // a sampling temperature other than 1: its Div sits between the head and the logprobs
   f.temperature = new ort.Tensor('float32', Float32Array.of(0.7), []);
   return f;
@@ -68,7 +88,8 @@ test('activation recomputation: clones the cheap values the backward reads, grad
   const remat = buildTrainGraph(cfg, 'grad', sftLoss(), {}, { recompute: true }).graph;
   const clones = remat.nodes.filter((n) => n.name.startsWith('remat/'));
   const types = new Set(clones.map((n) => n.opType));
-  for (const t of ['Sigmoid', 'Mul', 'Div', 'Softmax', 'MatMul']) assert.ok(types.has(t), `a ${t} is recomputed (SwiGLU, RMSNorm, attention scores and probabilities)`);
+  for (const t of ['Sigmoid', 'Mul', 'Div', 'Softmax', 'MatMul'])
+    assert.ok(types.has(t), `a ${t} is recomputed (SwiGLU, RMSNorm, attention scores and probabilities)`);
   assert.equal(remat.nodes.length, plain.nodes.length + clones.length, 'recomputation only adds clones');
   const so = { intraOpNumThreads: 1, extra: TRAIN_SESSION_CONFIG };
   const f = feeds();
@@ -91,7 +112,11 @@ test('activation recomputation: the clones survive onnxruntime optimisation only
   try {
     const kept = async (extra: Record<string, unknown> | undefined): Promise<number> => {
       const path = join(dir, `opt-${extra ? 'train' : 'default'}.onnx`);
-      const s = await ort.InferenceSession.create(graph.toBytes(), { intraOpNumThreads: 1, optimizedModelFilePath: path, ...(extra ? { extra } : {}) });
+      const s = await ort.InferenceSession.create(graph.toBytes(), {
+        intraOpNumThreads: 1,
+        optimizedModelFilePath: path,
+        ...(extra ? { extra } : {}),
+      });
       await s.release();
       return onnxProto.onnx.ModelProto.decode(readFileSync(path)).graph!.node!.filter((n) => n.name?.startsWith('remat/')).length;
     };

@@ -15,11 +15,29 @@ import { sftLoss, type LossBuilder } from '../../../activities/model/losses.js';
 import * as F from '../../../activities/model/ops.js';
 import { CounterRng } from '../../../activities/common/rng.js';
 
-const cfg = parseModelConfig({ model_type: 'llama', vocab_size: 20, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 24 });
+const cfg = parseModelConfig({
+  model_type: 'llama',
+  vocab_size: 20,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  intermediate_size: 24,
+});
 
 const batch: TrainBatch = {
-  ids: [[1, 5, 7, 3, 2], [4, 4, 9, 12, 19], [3, 1, 2, 6, 8], [0, 11, 13, 17, 5]],
-  lossMask: [[0, 0, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 1, 0, 1, 1]],
+  ids: [
+    [1, 5, 7, 3, 2],
+    [4, 4, 9, 12, 19],
+    [3, 1, 2, 6, 8],
+    [0, 11, 13, 17, 5],
+  ],
+  lossMask: [
+    [0, 0, 1, 1, 1],
+    [0, 1, 1, 1, 0],
+    [0, 0, 1, 1, 1],
+    [0, 1, 0, 1, 1],
+  ],
 };
 
 test('apply graph: clipping + AdamW match a TypeScript reference', async () => {
@@ -141,8 +159,10 @@ test('a train step is bitwise reproducible from the same state (resume after a c
   const b = await fresh.trainStep(state, batch, opts);
   for (const other of [again, b]) {
     assert.equal(other.metrics.loss, a.metrics.loss);
-    for (const [name, w] of a.state.params) assert.deepEqual(Buffer.from(other.state.params.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
-    for (const [name, w] of a.state.adamV) assert.deepEqual(Buffer.from(other.state.adamV.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
+    for (const [name, w] of a.state.params)
+      assert.deepEqual(Buffer.from(other.state.params.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
+    for (const [name, w] of a.state.adamV)
+      assert.deepEqual(Buffer.from(other.state.adamV.get(name)!.data.buffer), Buffer.from(w.data.buffer), name);
   }
   await engine.close();
   await fresh.close();

@@ -7,13 +7,19 @@ import { readManifest } from '../../../activities/store/manifest.js';
 import { commitEval, commitRlStep, commitSftStep, samples, tempStore, writeRunJson } from './helpers.js';
 
 const evalOf = (policy_version: number, step: number, phase: 'init' | 'sft' | 'rl', acc: number, extra: Record<string, unknown> = {}) => ({
-  policy_version, step, phase, greedy_accuracy: acc, pass_at_k: { k: 4, value: Math.min(1, acc + 0.2) }, mean_reward: acc, num_prompts: 3,
+  policy_version,
+  step,
+  phase,
+  greedy_accuracy: acc,
+  pass_at_k: { k: 4, value: Math.min(1, acc + 0.2) },
+  mean_reward: acc,
+  num_prompts: 3,
   samples: [{ prompt_id: `e${step}`, prompt: `eval prompt ${step}`, completion: `eval completion ${step}`, reward: 1, reference: '7' }],
   ...extra,
 });
 
 describe('loadRunReport', () => {
-  it('returns every committed step in step order with its metrics, the evaluations, and the last RL step\'s samples joined with rewards and advantages', async () => {
+  it("returns every committed step in step order with its metrics, the evaluations, and the last RL step's samples joined with rewards and advantages", async () => {
     const { store, cleanup } = await tempStore();
     try {
       // Committed out of order, SFT then RL, rollouts in 3 shards of 2 rows.
@@ -27,27 +33,60 @@ describe('loadRunReport', () => {
       await writeRunJson(store, 'r1', { run_id: 'r1', name: 'my run', resumed_from: null, config: { lr: 1e-5 } });
 
       const d = await loadRunReport(store, 'r1', { maxSamples: 5 });
-      assert.deepEqual(d.steps.map((s) => [s.step, s.phase]), [[0, 'sft'], [1, 'sft'], [2, 'rl'], [3, 'rl']]);
-      assert.deepEqual(d.steps.map((s) => s.completion_length_mean), [10, 11, 12, 13]);
-      assert.deepEqual(d.steps.map((s) => s.reward_mean), [null, null, 0.2, 0.30000000000000004]);
-      assert.deepEqual(d.steps.map((s) => s.kl), [null, null, 0.02, 0.03]);
+      assert.deepEqual(
+        d.steps.map((s) => [s.step, s.phase]),
+        [
+          [0, 'sft'],
+          [1, 'sft'],
+          [2, 'rl'],
+          [3, 'rl'],
+        ],
+      );
+      assert.deepEqual(
+        d.steps.map((s) => s.completion_length_mean),
+        [10, 11, 12, 13],
+      );
+      assert.deepEqual(
+        d.steps.map((s) => s.reward_mean),
+        [null, null, 0.2, 0.30000000000000004],
+      );
+      assert.deepEqual(
+        d.steps.map((s) => s.kl),
+        [null, null, 0.02, 0.03],
+      );
       assert.equal(d.name, 'my run');
       assert.deepEqual(d.config, { lr: 1e-5 });
       assert.equal(d.store_uri, store.root);
       assert.deepEqual(d.warnings, []);
 
-      assert.deepEqual(d.evals.map((e) => [e.policy_version, e.step, e.greedy_accuracy]), [[0, 0, 0.1], [2, 2, 0.3], [4, 4, 0.6]]);
+      assert.deepEqual(
+        d.evals.map((e) => [e.policy_version, e.step, e.greedy_accuracy]),
+        [
+          [0, 0, 0.1],
+          [2, 2, 0.3],
+          [4, 4, 0.6],
+        ],
+      );
       assert.deepEqual(d.evals[2]!.pass_at_k, { k: 4, value: 0.8 });
       assert.equal(d.eval_samples!.policy_version, 4);
-      assert.deepEqual(d.eval_samples!.rows, [{ prompt_id: 'e4', prompt: 'eval prompt 4', completion: 'eval completion 4', reward: 1, reference: '7' }]);
+      assert.deepEqual(d.eval_samples!.rows, [
+        { prompt_id: 'e4', prompt: 'eval prompt 4', completion: 'eval completion 4', reward: 1, reference: '7' },
+      ]);
 
       const s = d.samples!;
       assert.equal(s.step, 3);
       assert.equal(s.total, 6, 'all three rollout shards read');
       assert.equal(s.rows.length, 5, 'maxSamples caps the table');
-      assert.deepEqual(s.rows.map((r) => [r.prompt_id, r.sample_id, r.reward, r.advantage, r.finish_reason]), [
-        ['p0', 0, 0, -1, 'stop'], ['p0', 1, 1, 1, 'stop'], ['p1', 0, 0, -1, 'stop'], ['p1', 1, 1, 1, 'stop'], ['p2', 0, 0, -1, 'stop'],
-      ]);
+      assert.deepEqual(
+        s.rows.map((r) => [r.prompt_id, r.sample_id, r.reward, r.advantage, r.finish_reason]),
+        [
+          ['p0', 0, 0, -1, 'stop'],
+          ['p0', 1, 1, 1, 'stop'],
+          ['p1', 0, 0, -1, 'stop'],
+          ['p1', 1, 1, 1, 'stop'],
+          ['p2', 0, 0, -1, 'stop'],
+        ],
+      );
       assert.equal(s.rows[4]!.completion, 'It is 7.');
       assert.equal(s.rows[4]!.prompt, 'What is 3+4?');
       assert.equal(s.rows[4]!.completion_tokens, 'It is 7.'.length);
@@ -58,14 +97,26 @@ describe('loadRunReport', () => {
     }
   });
 
-  it('keeps a failed reward\'s error and a length-truncated finish reason in the sample table', async () => {
+  it("keeps a failed reward's error and a length-truncated finish reason in the sample table", async () => {
     const { store, cleanup } = await tempStore();
     try {
       await commitRlStep(store, 'r2', 0, [
-        { prompt_id: 'p', sample_id: 0, prompt: 'q', completion: 'a', reward: null, error: 'timeout after 30 s', advantage: 0, finish_reason: 'length' },
+        {
+          prompt_id: 'p',
+          sample_id: 0,
+          prompt: 'q',
+          completion: 'a',
+          reward: null,
+          error: 'timeout after 30 s',
+          advantage: 0,
+          finish_reason: 'length',
+        },
       ]);
       const d = await loadRunReport(store, 'r2');
-      assert.deepEqual(d.samples!.rows.map((r) => [r.reward, r.reward_error, r.finish_reason]), [[null, 'timeout after 30 s', 'length']]);
+      assert.deepEqual(
+        d.samples!.rows.map((r) => [r.reward, r.reward_error, r.finish_reason]),
+        [[null, 'timeout after 30 s', 'length']],
+      );
       assert.equal(d.evals.length, 0);
       assert.equal(d.eval_samples, null);
       assert.equal(d.name, null, 'no run.json: no name');
@@ -74,7 +125,7 @@ describe('loadRunReport', () => {
     }
   });
 
-  it('follows resumed_from (recursively): source steps before the resume point come first, the run\'s own steps after', async () => {
+  it("follows resumed_from (recursively): source steps before the resume point come first, the run's own steps after", async () => {
     const { store, cleanup } = await tempStore();
     try {
       // a: steps 0..4 (0-1 SFT). b resumed from a at 3 (a's 3 and 4 are superseded), steps 3..5. c resumed from b at 5, step 5..6.
@@ -90,15 +141,31 @@ describe('loadRunReport', () => {
       await writeRunJson(store, 'c', { run_id: 'c', name: 'third', resumed_from: { run_id: 'b', step: 5 }, config: {} });
 
       const d = await loadRunReport(store, 'c');
-      assert.deepEqual(d.steps.map((s) => `${s.run_id}:${s.step}`), ['a:0', 'a:1', 'a:2', 'b:3', 'b:4', 'c:5', 'c:6']);
-      assert.deepEqual(d.lineage.map((l) => [l.run_id, l.steps]), [['c', 2], ['b', 2], ['a', 3]]);
-      assert.deepEqual(d.evals.map((e) => `${e.run_id}:${e.step}`), ['a:3', 'c:7']);
+      assert.deepEqual(
+        d.steps.map((s) => `${s.run_id}:${s.step}`),
+        ['a:0', 'a:1', 'a:2', 'b:3', 'b:4', 'c:5', 'c:6'],
+      );
+      assert.deepEqual(
+        d.lineage.map((l) => [l.run_id, l.steps]),
+        [
+          ['c', 2],
+          ['b', 2],
+          ['a', 3],
+        ],
+      );
+      assert.deepEqual(
+        d.evals.map((e) => `${e.run_id}:${e.step}`),
+        ['a:3', 'c:7'],
+      );
       assert.equal(d.name, 'third');
       assert.equal(d.samples!.run_id, 'c');
       assert.equal(d.samples!.step, 6);
 
       const own = await loadRunReport(store, 'c', { followResumedFrom: false });
-      assert.deepEqual(own.steps.map((s) => s.step), [5, 6]);
+      assert.deepEqual(
+        own.steps.map((s) => s.step),
+        [5, 6],
+      );
     } finally {
       await cleanup();
     }
@@ -112,7 +179,10 @@ describe('loadRunReport', () => {
       await writeRunJson(store, 'x', { run_id: 'x', name: 'x', resumed_from: { run_id: 'y', step: 1 }, config: {} });
       await writeRunJson(store, 'y', { run_id: 'y', name: 'y', resumed_from: { run_id: 'x', step: 1 }, config: {} });
       const d = await loadRunReport(store, 'x');
-      assert.deepEqual(d.steps.map((s) => `${s.run_id}:${s.step}`), ['x:0']);
+      assert.deepEqual(
+        d.steps.map((s) => `${s.run_id}:${s.step}`),
+        ['x:0'],
+      );
       assert.match(d.warnings.join('\n'), /cycle/);
     } finally {
       await cleanup();
@@ -151,7 +221,10 @@ describe('loadRunReport', () => {
       await store.put(key, bytes);
 
       const d = await loadRunReport(store, 'r');
-      assert.deepEqual(d.steps.map((s) => s.step), [0]);
+      assert.deepEqual(
+        d.steps.map((s) => s.step),
+        [0],
+      );
       assert.equal(d.evals.length, 0);
       assert.equal(d.warnings.length, 2);
       assert.match(d.warnings.join('\n'), /step 1 of run r left out: .*sha256/);

@@ -18,13 +18,23 @@ function chartSvg(html: string, id: string): string {
 function polylines(svg: string): { series: string; points: [number, number][] }[] {
   return [...svg.matchAll(/<polyline[^>]*data-series="([^"]*)"[^>]*points="([^"]*)"/g)].map((m) => ({
     series: m[1]!,
-    points: m[2]!.trim().split(/\s+/).map((p) => p.split(',').map(Number) as [number, number]),
+    points: m[2]!
+      .trim()
+      .split(/\s+/)
+      .map((p) => p.split(',').map(Number) as [number, number]),
   }));
 }
 
 const evalRow = (step: number, acc: number, pass: number | null): EvalRow => ({
-  run_id: 'run-1', policy_version: step, step, phase: step === 0 ? 'init' : 'rl', greedy_accuracy: acc,
-  pass_at_k: pass === null ? null : { k: 8, value: pass }, mean_reward: acc, num_prompts: 10, samples: [],
+  run_id: 'run-1',
+  policy_version: step,
+  step,
+  phase: step === 0 ? 'init' : 'rl',
+  greedy_accuracy: acc,
+  pass_at_k: pass === null ? null : { k: 8, value: pass },
+  mean_reward: acc,
+  num_prompts: 10,
+  samples: [],
 });
 
 describe('renderReport', () => {
@@ -47,7 +57,10 @@ describe('renderReport', () => {
       assert.deepEqual(count('entropy'), [['entropy', 5]]);
       assert.deepEqual(count('loss'), [['loss', 6]]);
       assert.deepEqual(count('completion_length'), [['completion length', 6]]);
-      assert.deepEqual(count('eval'), [['greedy accuracy', 3], ['pass@8', 2]]);
+      assert.deepEqual(count('eval'), [
+        ['greedy accuracy', 3],
+        ['pass@8', 2],
+      ]);
       // The reward band: mean ± std over the 4 RL steps (4 upper + 4 lower vertices).
       const band = /<polygon class="band"[^>]*points="([^"]*)"/.exec(chartSvg(html, 'reward'));
       assert.equal(band![1]!.split(' ').length, 8);
@@ -76,24 +89,51 @@ describe('renderReport', () => {
     const evals = renderReport(reportData([{}, {}], { evals: [evalRow(0, 0.2, null), evalRow(1, 0.4, null)] }));
     const evalSvg = chartSvg(evals, 'eval');
     assert.match(evalSvg, /pass@k: not measured/);
-    assert.deepEqual(polylines(evalSvg).map((p) => p.series), ['greedy accuracy']);
+    assert.deepEqual(
+      polylines(evalSvg).map((p) => p.series),
+      ['greedy accuracy'],
+    );
   });
 
   it('escapes run text everywhere: a <script> in a completion, prompt, reward error, eval sample, name or config stays text', () => {
     const evil = '<script>alert("x")</script>&';
-    const html = renderReport(reportData([{}], {
-      name: evil,
-      config: { note: evil },
-      warnings: [evil],
-      samples: {
-        run_id: 'run-1', step: 0, total: 1,
-        rows: [{
-          run_id: 'run-1', step: 0, prompt_id: evil, sample_id: 0, node_id: null, group_id: 'g', policy_version: 0,
-          prompt: evil, completion: evil, completion_tokens: 3, finish_reason: 'stop', reward: null, reward_error: evil, advantage: 0.5, advantage_kind: 'scalar',
-        }],
-      },
-      eval_samples: { run_id: 'run-1', policy_version: 0, step: 0, rows: [{ prompt_id: 'e', prompt: evil, completion: evil, reward: 1, reference: evil }] },
-    }));
+    const html = renderReport(
+      reportData([{}], {
+        name: evil,
+        config: { note: evil },
+        warnings: [evil],
+        samples: {
+          run_id: 'run-1',
+          step: 0,
+          total: 1,
+          rows: [
+            {
+              run_id: 'run-1',
+              step: 0,
+              prompt_id: evil,
+              sample_id: 0,
+              node_id: null,
+              group_id: 'g',
+              policy_version: 0,
+              prompt: evil,
+              completion: evil,
+              completion_tokens: 3,
+              finish_reason: 'stop',
+              reward: null,
+              reward_error: evil,
+              advantage: 0.5,
+              advantage_kind: 'scalar',
+            },
+          ],
+        },
+        eval_samples: {
+          run_id: 'run-1',
+          policy_version: 0,
+          step: 0,
+          rows: [{ prompt_id: 'e', prompt: evil, completion: evil, reward: 1, reference: evil }],
+        },
+      }),
+    );
     assert.doesNotMatch(html, /<script/i);
     assert.ok(html.includes('&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;'));
     // name, warning, sample prompt id, prompt, completion, reward error, eval prompt, completion, reference: 9 times
@@ -103,12 +143,14 @@ describe('renderReport', () => {
   });
 
   it('never writes NaN or Infinity into the page: non-finite values are gaps, counted in the caption', () => {
-    const html = renderReport(reportData([
-      { loss: 1, grad_norm: Number.NaN, reward_mean: 0.5, reward_std: Number.POSITIVE_INFINITY },
-      { loss: Number.NaN, grad_norm: Number.POSITIVE_INFINITY, reward_mean: Number.NEGATIVE_INFINITY },
-      { loss: 2, grad_norm: Number.NaN, entropy: 1e308 },
-      { loss: 3, grad_norm: Number.NaN, entropy: -1e308 },
-    ]));
+    const html = renderReport(
+      reportData([
+        { loss: 1, grad_norm: Number.NaN, reward_mean: 0.5, reward_std: Number.POSITIVE_INFINITY },
+        { loss: Number.NaN, grad_norm: Number.POSITIVE_INFINITY, reward_mean: Number.NEGATIVE_INFINITY },
+        { loss: 2, grad_norm: Number.NaN, entropy: 1e308 },
+        { loss: 3, grad_norm: Number.NaN, entropy: -1e308 },
+      ]),
+    );
     assert.doesNotMatch(html, /NaN|Infinity/);
     assert.deepEqual(polylines(chartSvg(html, 'loss'))[0]!.points.length, 3);
     assert.match(html, /Training loss <small>\(1 non-finite value not drawn\)/);
@@ -155,7 +197,7 @@ describe('renderReport', () => {
 });
 
 describe('chart helpers', () => {
-  it('downsampleMinMax keeps every bucket\'s minimum and maximum, the first and last point, and skips non-finite values', () => {
+  it("downsampleMinMax keeps every bucket's minimum and maximum, the first and last point, and skips non-finite values", () => {
     const values: (number | null)[] = Array.from({ length: 5000 }, (_, i) => (i % 7 === 0 ? null : Math.cos(i)));
     values[10] = Number.NaN;
     values[2500] = 100;
@@ -166,7 +208,10 @@ describe('chart helpers', () => {
     assert.equal(keep[0], 1);
     assert.equal(keep.at(-1), 4999);
     assert.ok(keep.every((i) => Number.isFinite(values[i])));
-    assert.deepEqual(keep, [...keep].sort((a, b) => a - b));
+    assert.deepEqual(
+      keep,
+      [...keep].sort((a, b) => a - b),
+    );
     assert.deepEqual(downsampleMinMax([1, null, 3], 1000), [0, 2], 'short series: every finite point');
   });
 

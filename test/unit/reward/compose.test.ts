@@ -31,12 +31,17 @@ test('weighted_sum: total = sum of weight * component, with each contribution in
 });
 
 test('weighted_sum: a missing component is an error naming sample, component and what it has (or 0 with missing: zero)', () => {
-  assert.throws(() => compose({ name: 'weighted_sum', weights: { acc: 1 } }, [{ sampleId: 'p3/1', components: { accuracy: 1 } }]), (e: unknown) => {
-    assert.ok(e instanceof CompositionInputError);
-    assert.match(e.message, /sample "p3\/1" has no component "acc" .* it has "accuracy"/);
-    return true;
-  });
-  const [r] = compose({ name: 'weighted_sum', weights: { acc: 1, fmt: 0.5 }, missing: 'zero' }, [{ sampleId: 's', components: { fmt: 1 } }]);
+  assert.throws(
+    () => compose({ name: 'weighted_sum', weights: { acc: 1 } }, [{ sampleId: 'p3/1', components: { accuracy: 1 } }]),
+    (e: unknown) => {
+      assert.ok(e instanceof CompositionInputError);
+      assert.match(e.message, /sample "p3\/1" has no component "acc" .* it has "accuracy"/);
+      return true;
+    },
+  );
+  const [r] = compose({ name: 'weighted_sum', weights: { acc: 1, fmt: 0.5 }, missing: 'zero' }, [
+    { sampleId: 's', components: { fmt: 1 } },
+  ]);
   assert.equal(r!.total, 0.5);
 });
 
@@ -128,7 +133,10 @@ test('lexicographic: scores are normalised over [min, max] and clamped', () => {
 });
 
 test('lexicographic config: max <= min and too many quanta are rejected, naming the field', () => {
-  assert.throws(() => parseCompositionConfig({ name: 'lexicographic', levels: [{ component: 'a', min: 1, max: 1 }] }), /levels\.0\.max: max must be greater than min/);
+  assert.throws(
+    () => parseCompositionConfig({ name: 'lexicographic', levels: [{ component: 'a', min: 1, max: 1 }] }),
+    /levels\.0\.max: max must be greater than min/,
+  );
   const many = Array.from({ length: 6 }, (_, i) => ({ component: `c${i}`, steps: 1000 }));
   assert.throws(() => parseCompositionConfig({ name: 'lexicographic', levels: many }), /levels: .*2\^53/);
 });
@@ -156,26 +164,58 @@ test('sweet_spot: successful samples get the reward of their distance tier, fail
     { sampleId: 'miss', components: { hit: 0, distance: 0.01 } },
   ]);
   close(totals(rs), [1, 1, 0.6, 0.1, 0]);
-  assert.deepEqual(rs.map((r) => r.parts.tier), [3, 3, 2, 0, 0]);
+  assert.deepEqual(
+    rs.map((r) => r.parts.tier),
+    [3, 3, 2, 0, 0],
+  );
 });
 
 test('sweet_spot higher-is-better: progress tiers, every sample tiered when no outcome is given', () => {
-  const cfg = { name: 'sweet_spot', component: 'progress', direction: 'higher-is-better', tiers: [{ bound: 1, reward: 1 }, { bound: 0.5, reward: 0.4 }] };
-  close(totals(compose(cfg, [
-    { sampleId: 'a', components: { progress: 1 } },
-    { sampleId: 'b', components: { progress: 0.7 } },
-    { sampleId: 'c', components: { progress: 0.2 } },
-  ])), [1, 0.4, 0]);
+  const cfg = {
+    name: 'sweet_spot',
+    component: 'progress',
+    direction: 'higher-is-better',
+    tiers: [
+      { bound: 1, reward: 1 },
+      { bound: 0.5, reward: 0.4 },
+    ],
+  };
+  close(
+    totals(
+      compose(cfg, [
+        { sampleId: 'a', components: { progress: 1 } },
+        { sampleId: 'b', components: { progress: 0.7 } },
+        { sampleId: 'c', components: { progress: 0.2 } },
+      ]),
+    ),
+    [1, 0.4, 0],
+  );
 });
 
 test('sweet_spot config must amplify toward the sweet spot and rank failures last', () => {
   const bad = (patch: Record<string, unknown>) => () => parseCompositionConfig({ ...sslCfg, ...patch });
-  assert.throws(bad({ tiers: [{ bound: 0.05, reward: 1 }, { bound: 0.1, reward: 1 }] }), (e: unknown) => {
-    assert.ok(e instanceof ConfigError);
-    assert.match(e.message, /tiers\.1\.reward: tier rewards must strictly decrease/);
-    return true;
-  });
-  assert.throws(bad({ tiers: [{ bound: 0.1, reward: 1 }, { bound: 0.05, reward: 0.5 }] }), /tiers\.1\.bound/);
+  assert.throws(
+    bad({
+      tiers: [
+        { bound: 0.05, reward: 1 },
+        { bound: 0.1, reward: 1 },
+      ],
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, /tiers\.1\.reward: tier rewards must strictly decrease/);
+      return true;
+    },
+  );
+  assert.throws(
+    bad({
+      tiers: [
+        { bound: 0.1, reward: 1 },
+        { bound: 0.05, reward: 0.5 },
+      ],
+    }),
+    /tiers\.1\.bound/,
+  );
   assert.throws(bad({ failReward: 0.2 }), /failReward: failReward must not exceed outside/);
   assert.throws(bad({ outside: 0.5 }), /outside: outside must be below the last tier reward/);
 });
@@ -185,19 +225,25 @@ test('sweet_spot config must amplify toward the sweet spot and rank failures las
 const prm = [0, 0.9, 0, 0.3, 0.7]; // steps end at tokens 1, 3, 4
 
 test('clip: every step reward becomes min(r - eta, 0)', () => {
-  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'clip', eta: 0.5 }, [{ sampleId: 's', components: { correct: 1 }, processRewards: prm }]);
+  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'clip', eta: 0.5 }, [
+    { sampleId: 's', components: { correct: 1 }, processRewards: prm },
+  ]);
   close(r!.processRewards!, [0, 0, 0, -0.2, 0]);
   close([r!.total], [0.8]);
 });
 
 test('delta: step k gets r_k - r_{k+1}, the last step 0, so the process part telescopes to r_1 - r_K', () => {
-  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'delta' }, [{ sampleId: 's', components: { correct: 0 }, processRewards: prm }]);
+  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'delta' }, [
+    { sampleId: 's', components: { correct: 0 }, processRewards: prm },
+  ]);
   close(r!.processRewards!, [0, 0.6, 0, -0.4, 0]);
   close([r!.total], [0.9 - 0.7]);
 });
 
 test('clip-delta: deltas of the clipped rewards', () => {
-  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'clip-delta', eta: 0.5 }, [{ sampleId: 's', components: { correct: 1 }, processRewards: prm }]);
+  const [r] = compose({ name: 'clip_delta', outcome: 'correct', mechanism: 'clip-delta', eta: 0.5 }, [
+    { sampleId: 's', components: { correct: 1 }, processRewards: prm },
+  ]);
   close(r!.processRewards!, [0, 0.2, 0, -0.2, 0]);
   close([r!.total], [1]);
 });
@@ -214,12 +260,17 @@ test('clip and delta stop repeated good steps from paying: more steps never rais
 });
 
 test('clip_delta: explicit stepEnds count a step scored exactly 0; stepTokens all treats every token as a step', () => {
-  const [a] = compose({ name: 'clip_delta', outcome: 'c', eta: 0.5 }, [{ sampleId: 's', components: { c: 0 }, processRewards: [0, 0, 0.8], stepEnds: [0, 2] }]);
+  const [a] = compose({ name: 'clip_delta', outcome: 'c', eta: 0.5 }, [
+    { sampleId: 's', components: { c: 0 }, processRewards: [0, 0, 0.8], stepEnds: [0, 2] },
+  ]);
   close(a!.processRewards!, [-0.5, 0, 0]);
-  const [b] = compose({ name: 'clip_delta', outcome: 'c', eta: 0.5, stepTokens: 'all' }, [{ sampleId: 's', components: { c: 0 }, processRewards: [0, 0, 0.8] }]);
+  const [b] = compose({ name: 'clip_delta', outcome: 'c', eta: 0.5, stepTokens: 'all' }, [
+    { sampleId: 's', components: { c: 0 }, processRewards: [0, 0, 0.8] },
+  ]);
   close(b!.processRewards!, [-0.5, -0.5, 0]);
   assert.throws(
-    () => compose({ name: 'clip_delta', outcome: 'c' }, [{ sampleId: 's', components: { c: 0 }, processRewards: [0, 1], stepEnds: [1, 0] }]),
+    () =>
+      compose({ name: 'clip_delta', outcome: 'c' }, [{ sampleId: 's', components: { c: 0 }, processRewards: [0, 1], stepEnds: [1, 0] }]),
     /sample "s" has step end 0 at index 1: step ends must be increasing/,
   );
 });
@@ -236,8 +287,14 @@ test('schedule: the process weight moves from start to end over totalSteps (line
   const lin = parseCompositionConfig({ name: 'process_outcome_schedule', outcome: 'f1', process: 'atr', totalSteps: 100 });
   const cos = parseCompositionConfig({ name: 'process_outcome_schedule', outcome: 'f1', process: 'atr', totalSteps: 100, shape: 'cosine' });
   assert.ok(lin.name === 'process_outcome_schedule' && cos.name === 'process_outcome_schedule');
-  close([0, 50, 100, 200].map((s) => processWeightAt(lin, s)), [0.5, 0.25, 0, 0]);
-  close([0, 25, 50, 100].map((s) => processWeightAt(cos, s)), [0.5, 0.25 * (1 + Math.SQRT1_2), 0.25, 0]);
+  close(
+    [0, 50, 100, 200].map((s) => processWeightAt(lin, s)),
+    [0.5, 0.25, 0, 0],
+  );
+  close(
+    [0, 25, 50, 100].map((s) => processWeightAt(cos, s)),
+    [0.5, 0.25 * (1 + Math.SQRT1_2), 0.25, 0],
+  );
 });
 
 test('schedule: total = (1 - w) * outcome + w * process at the given step', () => {
@@ -271,7 +328,9 @@ test('hybrid gate: the rule verdict where its confidence passes, the reward mode
 });
 
 test('hybrid blend: confidence-weighted mix of rule and model', () => {
-  const [r] = compose({ ...hybridCfg, mixing: 'blend', aspects: {} }, [{ sampleId: 's', components: { exact: 1, exact_conf: 0.25, rm: 0.6 } }]);
+  const [r] = compose({ ...hybridCfg, mixing: 'blend', aspects: {} }, [
+    { sampleId: 's', components: { exact: 1, exact_conf: 0.25, rm: 0.6 } },
+  ]);
   close([r!.total], [0.25 + 0.75 * 0.6]);
 });
 
@@ -284,14 +343,22 @@ test('hybrid length penalty ramps from target to limit with the given power', ()
   ]);
   close(totals(rs), [1, 1 - 0.05, 0.8]);
   assert.throws(() => compose(cfg, [{ sampleId: 'n', components: { rm: 1 } }]), /sample "n" has no completionLength/);
-  assert.throws(() => compose(hybridCfg, [{ sampleId: 'c', components: { exact: 1, exact_conf: 2, rm: 0, instruction: 0 } }]), /confidence must lie in \[0, 1\]/);
+  assert.throws(
+    () => compose(hybridCfg, [{ sampleId: 'c', components: { exact: 1, exact_conf: 2, rm: 0, instruction: 0 } }]),
+    /confidence must lie in \[0, 1\]/,
+  );
 });
 
 // registry -------------------------------------------------------------------------------------
 
 test('parseCompositionConfig fills defaults and names bad fields', () => {
   assert.deepEqual(parseCompositionConfig({ name: 'gated', outcome: 'ok' }), {
-    name: 'gated', outcome: 'ok', threshold: 1, outcomeWeight: 1, dense: {}, processWeight: 0,
+    name: 'gated',
+    outcome: 'ok',
+    threshold: 1,
+    outcomeWeight: 1,
+    dense: {},
+    processWeight: 0,
   });
   assert.throws(() => parseCompositionConfig({ name: 'weighted' }), /invalid reward composition: name/);
   assert.throws(() => parseCompositionConfig({ name: 'weighted_sum', weights: {} }), /weights: give at least one component weight/);
@@ -299,12 +366,25 @@ test('parseCompositionConfig fills defaults and names bad fields', () => {
 });
 
 test('composeRewards keeps input order and checks each input has an id', () => {
-  const rs = composeRewards(parseCompositionConfig({ name: 'weighted_sum', weights: { a: 1 } }), [
-    { sampleId: 'z', components: { a: 3 } },
-    { sampleId: 'y', components: { a: 1 } },
-  ], ctx);
-  assert.deepEqual(rs.map((r) => [r.sampleId, r.total]), [['z', 3], ['y', 1]]);
-  assert.throws(() => composeRewards(parseCompositionConfig({ name: 'weighted_sum', weights: { a: 1 } }), [{ sampleId: '', components: {} }], ctx), /index 0 has no sampleId/);
+  const rs = composeRewards(
+    parseCompositionConfig({ name: 'weighted_sum', weights: { a: 1 } }),
+    [
+      { sampleId: 'z', components: { a: 3 } },
+      { sampleId: 'y', components: { a: 1 } },
+    ],
+    ctx,
+  );
+  assert.deepEqual(
+    rs.map((r) => [r.sampleId, r.total]),
+    [
+      ['z', 3],
+      ['y', 1],
+    ],
+  );
+  assert.throws(
+    () => composeRewards(parseCompositionConfig({ name: 'weighted_sum', weights: { a: 1 } }), [{ sampleId: '', components: {} }], ctx),
+    /index 0 has no sampleId/,
+  );
 });
 
 test('COMPOSE.md documents every composition by its config name', () => {

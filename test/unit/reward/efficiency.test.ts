@@ -6,8 +6,15 @@ import { efficiencyReward, quantile, tightenReference, type EfficiencyOptions } 
 import type { JsonValue, RewardSample, ToolCall } from '../../../activities/reward/types.js';
 
 const reg = defaultRegistry();
-const calls = (n: number, cost?: number): ToolCall[] => Array.from({ length: n }, (_, i) => ({ name: 'search', arguments: { q: String(i) }, cost }));
-const sample = (i: number, extra: Partial<RewardSample>): RewardSample => ({ promptId: 'p', sampleId: i, prompt: '', completion: '', ...extra });
+const calls = (n: number, cost?: number): ToolCall[] =>
+  Array.from({ length: n }, (_, i) => ({ name: 'search', arguments: { q: String(i) }, cost }));
+const sample = (i: number, extra: Partial<RewardSample>): RewardSample => ({
+  promptId: 'p',
+  sampleId: i,
+  prompt: '',
+  completion: '',
+  ...extra,
+});
 
 test('the reward is 1 within the reference and decays beyond it', () => {
   assert.equal(efficiencyReward(0, 4, 'ratio'), 1);
@@ -37,7 +44,10 @@ test('state is explicit and serialisable: scoring reads it, updateState returns 
   const fn = reg.create({ name: 'efficiency', options: { initialReference: 4, momentum: 1, minSamples: 2 } });
   const samples = [sample(0, { toolCalls: calls(2) }), sample(1, { toolCalls: calls(8) }), sample(2, { toolCalls: [] })];
   const step1 = await scoreSamples(fn, samples);
-  assert.deepEqual(step1.rows.map((r) => r.reward), [1, 0.5, 1]);
+  assert.deepEqual(
+    step1.rows.map((r) => r.reward),
+    [1, 0.5, 1],
+  );
   assert.deepEqual(step1.rows[1]!.components, { cost: 8, cost_reference: 4 });
   // Success comes from a `correct` component when the (composite) result has one.
   const scored = samples.map((s, i) => ({ sample: s, result: { reward: 1, components: { correct: i === 1 ? 0 : 1 } } }));
@@ -45,7 +55,10 @@ test('state is explicit and serialisable: scoring reads it, updateState returns 
   assert.deepEqual(next, { reference: 1, updates: 1 }); // median of [2, 0] = 1, momentum 1
   const roundTrip = JSON.parse(JSON.stringify(next)) as JsonValue;
   const step2 = await scoreSamples(fn, samples, {}, { state: roundTrip });
-  assert.deepEqual(step2.rows.map((r) => r.reward), [0.5, 0.125, 1]);
+  assert.deepEqual(
+    step2.rows.map((r) => r.reward),
+    [0.5, 0.125, 1],
+  );
   // Same inputs, same state: replaying the step agrees.
   assert.deepEqual(fn.updateState!(fn.initialState!(), scored), next);
 });
@@ -61,7 +74,12 @@ test('token and call-cost variants (Router-R1); missing data is an error naming 
   assert.match(bad.rows[0]!.error!, /toolCalls\[0\] \(search\) has no cost/);
   const noTokens = await scoreSamples(tokens, [sample(0, { completionTokens: 3 })], { onError: 'drop' });
   assert.match(noTokens.rows[0]!.error!, /lacks promptTokens/);
-  const badState = await scoreSamples(tokens, [sample(0, { promptTokens: 1, completionTokens: 1 })], { onError: 'drop' }, { state: { ref: 3 } });
+  const badState = await scoreSamples(
+    tokens,
+    [sample(0, { promptTokens: 1, completionTokens: 1 })],
+    { onError: 'drop' },
+    { state: { ref: 3 } },
+  );
   assert.match(badState.rows[0]!.error!, /state \{"ref":3\} is not \{ reference > 0, updates \}/);
   assert.throws(() => reg.create({ name: 'efficiency', options: {} }), /initialReference/);
   assert.throws(() => reg.create({ name: 'efficiency', options: { initialReference: 1, minReference: 5 } }), /minReference/);

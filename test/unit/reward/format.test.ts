@@ -13,7 +13,8 @@ const run = async (name: string, s: Partial<RewardSample>, options: unknown = {}
 
 test('format_tags: the R1 format passes, each broken property fails its own check', async () => {
   assert.deepEqual(await run('format_tags', { completion: '<think>reason</think>\n<answer>42</answer>' }), {
-    reward: 1, components: { tags_present: 1, tags_unique: 1, tags_ordered: 1, tags_nonempty: 1 },
+    reward: 1,
+    components: { tags_present: 1, tags_unique: 1, tags_ordered: 1, tags_nonempty: 1 },
   });
   const cases: [string, string][] = [
     ['<answer>42</answer>', 'tags_present'],
@@ -37,7 +38,10 @@ test('format_tags: strict, prefilled <think>, custom tags, partial credit', asyn
   assert.equal((await run('format_tags', { completion: '<think>a</think><answer>b</answer> bye' }, strict)).components!.tags_strict, 0);
   // The chat template put <think> at the end of the prompt.
   assert.equal((await run('format_tags', { prompt: 'Q?\n<think>', completion: 'a</think><answer>b</answer>' })).reward, 1);
-  assert.equal((await run('format_tags', { prompt: 'Q?\n<think>', completion: 'a</think><answer>b</answer>' }, { openTagInPrompt: false })).reward, 0);
+  assert.equal(
+    (await run('format_tags', { prompt: 'Q?\n<think>', completion: 'a</think><answer>b</answer>' }, { openTagInPrompt: false })).reward,
+    0,
+  );
   assert.equal((await run('format_tags', { completion: '<plan>x</plan><code>y</code>' }, { tags: ['plan', 'code'] })).reward, 1);
   const partial = await run('format_tags', { completion: '<answer>42</answer><think>r</think>' }, { partialCredit: true, failReward: -1 });
   // present, unique, non-empty pass; ordered fails: -1 + 2 * 3/4.
@@ -53,8 +57,16 @@ test('json_valid: syntax, extraction, schema from options or metadata, partial c
   assert.equal((await run('json_valid', { completion: 'Here:\n```json\n[1, 2]\n```\nDone.' })).reward, 1);
   assert.equal((await run('json_valid', { completion: 'x <answer>{"ok": true}</answer>' })).reward, 1);
   assert.equal((await run('json_valid', { completion: '{"big": 123456789012345678901234567890, "s": "東京 😀"}' })).reward, 1);
-  const schema = { type: 'object', required: ['name', 'age'], properties: { name: { type: 'string', minLength: 1 }, age: { type: 'integer', minimum: 0 } }, additionalProperties: false };
-  assert.deepEqual(await run('json_valid', { completion: '{"name": "Zoë", "age": 3}' }, { schema }), { reward: 1, components: { json_parsed: 1, json_schema: 1 } });
+  const schema = {
+    type: 'object',
+    required: ['name', 'age'],
+    properties: { name: { type: 'string', minLength: 1 }, age: { type: 'integer', minimum: 0 } },
+    additionalProperties: false,
+  };
+  assert.deepEqual(await run('json_valid', { completion: '{"name": "Zoë", "age": 3}' }, { schema }), {
+    reward: 1,
+    components: { json_parsed: 1, json_schema: 1 },
+  });
   assert.equal((await run('json_valid', { completion: '{"name": "Zoë", "age": 3.5}' }, { schema })).reward, 0);
   assert.equal((await run('json_valid', { completion: '{"name": "Zoë"}' }, { schema })).reward, 0);
   assert.equal((await run('json_valid', { completion: '{"name": "Zoë", "age": 3, "x": 1}' }, { schema })).reward, 0);
@@ -63,14 +75,23 @@ test('json_valid: syntax, extraction, schema from options or metadata, partial c
   assert.equal(partial.reward, 0.8);
   const meta = await run('json_valid', { completion: '[1, "2"]', metadata: { jsonSchema: { type: 'array', items: { type: 'number' } } } });
   assert.equal(meta.reward, 0);
-  await assert.rejects(async () => run('json_valid', { completion: '{}', metadata: { jsonSchema: { type: 'dict' } } }), /metadata\.jsonSchema of prompt p is not a JSON-schema-lite: type/);
+  await assert.rejects(
+    async () => run('json_valid', { completion: '{}', metadata: { jsonSchema: { type: 'dict' } } }),
+    /metadata\.jsonSchema of prompt p is not a JSON-schema-lite: type/,
+  );
   assert.throws(() => reg.create({ name: 'json_valid', options: { schema: { required: 'name' } } }), /schema\.required/);
 });
 
 test('checkSchema names the failing path', () => {
   const failing = checkSchema({ a: [1, 'x'] }, { properties: { a: { type: 'array', items: { type: 'integer' } } } }).filter((c) => !c.ok);
-  assert.deepEqual(failing.map((c) => c.path), ['$.a[1]']);
-  assert.equal(checkSchema(1e300, { type: "number", maximum: 1e299 }).every((c) => c.ok), false);
+  assert.deepEqual(
+    failing.map((c) => c.path),
+    ['$.a[1]'],
+  );
+  assert.equal(
+    checkSchema(1e300, { type: 'number', maximum: 1e299 }).every((c) => c.ok),
+    false,
+  );
   assert.ok(checkSchema(5, { enum: [1, 5] }).every((c) => c.ok));
 });
 
@@ -88,7 +109,10 @@ test('overlong_penalty: DAPO soft punishment by hand', async () => {
   // Characters are code points: 90 emoji are 90 characters, not 180 UTF-16 units.
   assert.equal((await run('overlong_penalty', { completion: '😀'.repeat(90) }, { ...opts, unit: 'chars' })).reward, -0.5);
   await assert.rejects(async () => run('overlong_penalty', { completion: 'x' }, opts), /has no completionTokens.*unit: "chars"/);
-  assert.throws(() => reg.create({ name: 'overlong_penalty', options: { maxLength: 10, cacheLength: 20 } }), /cacheLength: cacheLength must not exceed maxLength/);
+  assert.throws(
+    () => reg.create({ name: 'overlong_penalty', options: { maxLength: 10, cacheLength: 20 } }),
+    /cacheLength: cacheLength must not exceed maxLength/,
+  );
 });
 
 test('length_penalty: zero inside the range, linear ramp outside', async () => {

@@ -130,6 +130,10 @@ test('unreadable input is a MathParseError naming the problem', () => {
     ['\\int_0^1', /unsupported command \\int/],
     ['2^{100000}', /too large/],
   ] as const) {
-    assert.throws(() => parseMath(s), (e: unknown) => e instanceof MathParseError && re.test(e.message), s);
+    assert.throws(
+      () => parseMath(s),
+      (e: unknown) => e instanceof MathParseError && re.test(e.message),
+      s,
+    );
   }
 });

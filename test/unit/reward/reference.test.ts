@@ -2,7 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import {
-  tokenize13a, sentenceBleu, corpusBleu, sentenceChrf, corpusChrf, rougeL, lcsLength,
+  tokenize13a,
+  sentenceBleu,
+  corpusBleu,
+  sentenceChrf,
+  corpusChrf,
+  rougeL,
+  lcsLength,
 } from '../../../activities/reward/reference.js';
 import { defaultRegistry } from '../../../activities/reward/registry.js';
 import { logger } from '../../../activities/common/log.js';
@@ -48,7 +54,10 @@ test('sacreBLEU README example: corpus BLEU 48.53 and chrF2 59.73', () => {
   const sys = ['The dog bit the man.', "It wasn't surprising.", 'The man had just bitten him.'];
   const b = corpusBleu(sys, refs);
   assert.equal(b.score.toFixed(2), '48.53');
-  assert.deepEqual(b.precisions.map((p) => p.toFixed(1)), ['82.4', '50.0', '45.5', '37.5']);
+  assert.deepEqual(
+    b.precisions.map((p) => p.toFixed(1)),
+    ['82.4', '50.0', '45.5', '37.5'],
+  );
   assert.equal(b.bp.toFixed(3), '0.943');
   assert.equal(b.sysLen, 17);
   assert.equal(b.refLen, 18);
@@ -105,7 +114,9 @@ test('rewards: 0..1 by default, components, extraction, missing reference is an 
   const chrf = await reg.create({ name: 'chrf' }).score!({ ...s, completion: 'ab', reference: ['zzz', 'abc'] }, ctx);
   close(chrf.reward, 7 / 11);
   const rouge = await reg.create({ name: 'rouge_l', options: { extract: ['answer_tag', 'whole'] } }).score!(
-    { ...s, completion: 'thinking... <answer>the cat was on a mat</answer>' }, ctx);
+    { ...s, completion: 'thinking... <answer>the cat was on a mat</answer>' },
+    ctx,
+  );
   close(rouge.reward, 4 / 6); // LCS "the cat on mat": P = R = 4/6
   const empty = await reg.create({ name: 'bleu' }).score!({ ...s, completion: '' }, ctx);
   assert.equal(empty.reward, 0);

@@ -14,7 +14,9 @@ test('a spec becomes a ready reward with validated, defaulted options', () => {
 test('an unknown name lists the known names', () => {
   assert.throws(
     () => defaultRegistry().create({ name: 'math_equivalance' }),
-    (e: unknown) => e instanceof ConfigError && /unknown reward "math_equivalance"; known rewards: .*exact_match.*math_equivalence.*multiple_choice/.test(e.message),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      /unknown reward "math_equivalance"; known rewards: .*exact_match.*math_equivalence.*multiple_choice/.test(e.message),
   );
 });
 
@@ -27,7 +29,11 @@ test('bad options are a ConfigError naming the field', () => {
 
 test('validate checks options without building the reward', () => {
   assert.deepEqual(defaultRegistry().validate({ name: 'multiple_choice', options: { letters: 'AB' } }), {
-    letters: 'AB', answerTag: 'answer', correctReward: 1, wrongReward: 0, noAnswerReward: 0,
+    letters: 'AB',
+    answerTag: 'answer',
+    correctReward: 1,
+    wrongReward: 0,
+    noAnswerReward: 0,
   });
 });
 
@@ -54,7 +60,7 @@ test('every built-in reward is described and builds with default options where i
   }
 });
 
-test('the default registry includes the built-in tasks\' rewards', async () => {
+test("the default registry includes the built-in tasks' rewards", async () => {
   const { defaultRegistry: registryOf } = await import('../../../activities/reward/registry.js');
   const reg = registryOf();
   assert.ok(reg.names().includes('addition') && reg.names().includes('countdown'), reg.names().join(', '));

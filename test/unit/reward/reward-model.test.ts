@@ -23,7 +23,8 @@ import { rmConfig, textPair, tokenizer, trainCountingRewardModel, type TrainedRe
 
 let dir = '';
 let trained: TrainedRewardModel;
-const tensorsOf = (w: TrainedRewardModel['weights']): TensorMap => new Map([...w].map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: t.data }]));
+const tensorsOf = (w: TrainedRewardModel['weights']): TensorMap =>
+  new Map([...w].map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: t.data }]));
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'durable-rl-rm-'));
@@ -42,7 +43,10 @@ test('reward_model: a trained reward model loaded from its HF directory ranks sa
     // held-out pairs, split into prompt + completion text
     const rng = new CounterRng(77, 'rm-reward-eval');
     const pairs = Array.from({ length: 60 }, (_, i) => textPair(rng, i));
-    const samples = pairs.flatMap((p, i) => [sample(2 * i, p.chosen.slice(0, 2), p.chosen.slice(2)), sample(2 * i + 1, p.rejected.slice(0, 2), p.rejected.slice(2))]);
+    const samples = pairs.flatMap((p, i) => [
+      sample(2 * i, p.chosen.slice(0, 2), p.chosen.slice(2)),
+      sample(2 * i + 1, p.rejected.slice(0, 2), p.rejected.slice(2)),
+    ]);
     const out = await scoreSamples(fn, samples, { batchSize: 32, concurrency: 2 });
     assert.equal(out.counts.errors, 0, JSON.stringify(out.rows.find((r) => r.error)));
     const r = out.rows.map((row) => row.reward!);
@@ -50,14 +54,20 @@ test('reward_model: a trained reward model loaded from its HF directory ranks sa
     for (let i = 0; i < pairs.length; i++) if (r[2 * i]! > r[2 * i + 1]!) correct++;
     assert.ok(correct / pairs.length >= 0.9, `held-out pairs ranked correctly: ${correct}/${pairs.length}`);
     // a ladder of one length: more "a"s, higher reward
-    const ladder = await fn.scoreBatch!(['aaaaaa', 'aaaabb', 'aabbcc', 'bbccdd'].map((c, i) => sample(i, 'dc', c)), ctx());
+    const ladder = await fn.scoreBatch!(
+      ['aaaaaa', 'aaaabb', 'aabbcc', 'bbccdd'].map((c, i) => sample(i, 'dc', c)),
+      ctx(),
+    );
     for (let i = 1; i < ladder.length; i++) assert.ok(ladder[i - 1]!.reward > ladder[i]!.reward, `ladder ${ladder.map((x) => x.reward)}`);
     // batched, length-sorted, right-padded scoring equals scoring each sequence alone
     const engine = new ModelEngine(rmConfig, { threads: 1 });
     engine.setWeights(trained.weights, 't');
     for (const k of [0, 7, 33, 118]) {
       const alone = (await engine.reward({ ids: [tokenizer.encode(samples[k]!.prompt + samples[k]!.completion)] }))[0]!;
-      assert.ok(Math.abs(out.rows[k]!.components!.raw_score! - alone) < 1e-4, `sample ${k}: ${out.rows[k]!.components!.raw_score} vs ${alone}`);
+      assert.ok(
+        Math.abs(out.rows[k]!.components!.raw_score! - alone) < 1e-4,
+        `sample ${k}: ${out.rows[k]!.components!.raw_score} vs ${alone}`,
+      );
       assert.equal(out.rows[k]!.components!.truncated, 0);
     }
     await engine.close();
@@ -71,7 +81,10 @@ function ctx() {
 }
 
 test('reward_model: scale, shift and sigmoid normalise the raw score; template and left truncation', async () => {
-  const fn = createReward({ name: 'reward_model', options: { path: path.join(dir, 'rm'), scale: 0.5, shift: -1, sigmoid: true, template: 'ab{completion}', maxTokens: 6 } });
+  const fn = createReward({
+    name: 'reward_model',
+    options: { path: path.join(dir, 'rm'), scale: 0.5, shift: -1, sigmoid: true, template: 'ab{completion}', maxTokens: 6 },
+  });
   try {
     const [a, b] = await fn.scoreBatch!([sample(0, 'ignored', 'aa'), sample(1, '', 'cccccccaaa')], ctx());
     const expect = (raw: number) => 1 / (1 + Math.exp(-0.5 * (raw - 1)));
@@ -112,14 +125,20 @@ test('reward_model: bad directories and options fail naming the option, the conf
   // missing score.weight: fails at the first scoring call (weights load lazily)
   const missing = await bad('missing', (t) => t.delete('score.weight'));
   const fn1 = createReward({ name: 'reward_model', options: { path: missing } });
-  await assert.rejects(fn1.scoreBatch!([sample(0, '', 'ab')], ctx()), /missing tensor "score\.weight" \(expected shape \[1,32\]\): a sequence classifier/);
+  await assert.rejects(
+    fn1.scoreBatch!([sample(0, '', 'ab')], ctx()),
+    /missing tensor "score\.weight" \(expected shape \[1,32\]\): a sequence classifier/,
+  );
   // wrong shape (two labels' worth of rows)
   const twoRows = await bad('shape', (t) => t.set('score.weight', { dtype: 'F32', shape: [2, H], data: new Float32Array(2 * H) }));
   const fn2 = createReward({ name: 'reward_model', options: { path: twoRows } });
   await assert.rejects(fn2.scoreBatch!([sample(0, '', 'ab')], ctx()), /tensor "score\.weight" has shape \[2,32\], expected \[1,32\]/);
   // a causal LM config: not a classifier (unless assumeClassifier)
   const causal = await bad('causal', (_t, c) => (c.architectures = ['LlamaForCausalLM']));
-  assert.throws(() => createReward({ name: 'reward_model', options: { path: causal } }), (e: unknown) => e instanceof ConfigError && /architectures: \["LlamaForCausalLM"\] does not name a sequence classifier/.test(e.message));
+  assert.throws(
+    () => createReward({ name: 'reward_model', options: { path: causal } }),
+    (e: unknown) => e instanceof ConfigError && /architectures: \["LlamaForCausalLM"\] does not name a sequence classifier/.test(e.message),
+  );
   const assumed = createReward({ name: 'reward_model', options: { path: causal, assumeClassifier: true } });
   const [x] = await assumed.scoreBatch!([sample(0, '', 'aaaa')], ctx());
   assert.ok(Number.isFinite(x!.reward));
@@ -129,8 +148,14 @@ test('reward_model: bad directories and options fail naming the option, the conf
   assert.throws(() => createReward({ name: 'reward_model', options: { path: bert } }), /model_type: unsupported model_type "bert"/);
   const labels = await bad('labels', (_t, c) => (c.id2label = { 0: 'bad', 1: 'good' }));
   assert.throws(() => createReward({ name: 'reward_model', options: { path: labels } }), /id2label: .*exactly 1 label/);
-  assert.throws(() => createReward({ name: 'reward_model', options: { path: path.join(dir, 'nope') } }), /path: .*config\.json does not exist/);
-  assert.throws(() => createReward({ name: 'reward_model', options: { path: missing, template: '{prompt}' } }), /template: template must contain \{completion\}/);
+  assert.throws(
+    () => createReward({ name: 'reward_model', options: { path: path.join(dir, 'nope') } }),
+    /path: .*config\.json does not exist/,
+  );
+  assert.throws(
+    () => createReward({ name: 'reward_model', options: { path: missing, template: '{prompt}' } }),
+    /template: template must contain \{completion\}/,
+  );
   assert.throws(() => createReward({ name: 'reward_model', options: {} }), /path/);
   // an LM directory written by the project is rejected the same way as a causal config
   const lmDir = path.join(dir, 'lm');

@@ -37,8 +37,20 @@ const faulty = scripted({
 
 test('drop: every kind of failure is recorded per sample with its text; counts add up', async () => {
   const { rows, counts } = await scoreSamples(faulty, samples, { onError: 'drop', timeoutMs: 50 });
-  assert.deepEqual(rows[0], { promptId: 'p0', sampleId: 0, reward: 1, components: { ok: 1 }, processRewards: null, error: null, errorKind: null, dropped: false });
-  assert.deepEqual(rows.map((r) => r.errorKind), [null, 'threw', 'non_finite', 'non_finite', 'timeout', 'invalid']);
+  assert.deepEqual(rows[0], {
+    promptId: 'p0',
+    sampleId: 0,
+    reward: 1,
+    components: { ok: 1 },
+    processRewards: null,
+    error: null,
+    errorKind: null,
+    dropped: false,
+  });
+  assert.deepEqual(
+    rows.map((r) => r.errorKind),
+    [null, 'threw', 'non_finite', 'non_finite', 'timeout', 'invalid'],
+  );
   assert.equal(rows[1]!.error, 'judge said no');
   assert.match(rows[2]!.error!, /non-finite reward \(NaN\)/);
   assert.match(rows[3]!.error!, /non-finite component len \(Infinity\)/);
@@ -53,14 +65,21 @@ test('drop: every kind of failure is recorded per sample with its text; counts a
 
 test('default: failed samples get the stated value and keep their error', async () => {
   const { rows, counts } = await scoreSamples(faulty, samples, { onError: 'default', defaultReward: -1, timeoutMs: 50 });
-  assert.deepEqual(rows.map((r) => r.reward), [1, -1, -1, -1, -1, -1]);
+  assert.deepEqual(
+    rows.map((r) => r.reward),
+    [1, -1, -1, -1, -1, -1],
+  );
   assert.ok(rows.slice(1).every((r) => r.error !== null && !r.dropped));
   assert.equal(counts.defaulted, 5);
   assert.equal(counts.dropped, 0);
 });
 
 test('fail: a non-retryable RewardError naming the sample and the error', async () => {
-  const onlyThrows = scripted({ c3: () => { throw new Error('bad reference'); } });
+  const onlyThrows = scripted({
+    c3: () => {
+      throw new Error('bad reference');
+    },
+  });
   await assert.rejects(
     () => scoreSamples(onlyThrows, samples, { onError: 'fail' }),
     (e: unknown) => {
@@ -79,7 +98,15 @@ test('the default policy is fail', async () => {
 
 test('a timeout aborts the context signal', async () => {
   let aborted = false;
-  const fn = scripted({ c0: (ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => { aborted = true; resolve({ reward: 5 }); })) });
+  const fn = scripted({
+    c0: (ctx) =>
+      new Promise((resolve) =>
+        ctx.signal.addEventListener('abort', () => {
+          aborted = true;
+          resolve({ reward: 5 });
+        }),
+      ),
+  });
   const { rows } = await scoreSamples(fn, samples.slice(0, 1), { onError: 'drop', timeoutMs: 20 });
   assert.equal(rows[0]!.errorKind, 'timeout');
   assert.equal(aborted, true);
@@ -105,7 +132,10 @@ test('concurrency is bounded', async () => {
   const { rows } = await scoreSamples(fn, many, { concurrency: 3 }, { onProgress: (d) => progress.push(d) });
   assert.equal(peak, 3);
   assert.equal(rows.length, 20);
-  assert.deepEqual(progress, Array.from({ length: 20 }, (_, i) => i + 1));
+  assert.deepEqual(
+    progress,
+    Array.from({ length: 20 }, (_, i) => i + 1),
+  );
 });
 
 test('scoreBatch: chunks, results in order, a wrong-length batch fails its samples', async () => {
@@ -122,7 +152,10 @@ test('scoreBatch: chunks, results in order, a wrong-length batch fails its sampl
   };
   const { rows, counts } = await scoreSamples(fn, samples, { onError: 'drop', batchSize: 4 });
   assert.deepEqual(seen.sort(), [2, 4]);
-  assert.deepEqual(rows.slice(0, 4).map((r) => r.reward), [0, 1, 2, 3]);
+  assert.deepEqual(
+    rows.slice(0, 4).map((r) => r.reward),
+    [0, 1, 2, 3],
+  );
   assert.deepEqual(rows[0]!.processRewards, [0, 1]);
   assert.match(rows[4]!.error!, /scoreBatch returned 1 results for 2 samples/);
   assert.equal(counts.invalid, 2);
@@ -132,7 +165,10 @@ test('cancellation of the whole call rejects instead of recording errors', async
   const ctl = new AbortController();
   const fn = scripted({ c0: never, c1: never });
   setTimeout(() => ctl.abort(new Error('activity cancelled')), 20);
-  await assert.rejects(() => scoreSamples(fn, samples.slice(0, 2), { onError: 'drop', timeoutMs: 10_000 }, { signal: ctl.signal }), /activity cancelled/);
+  await assert.rejects(
+    () => scoreSamples(fn, samples.slice(0, 2), { onError: 'drop', timeoutMs: 10_000 }, { signal: ctl.signal }),
+    /activity cancelled/,
+  );
 });
 
 test('stateful rewards see the given state, or their initial state', async () => {
@@ -148,8 +184,14 @@ test('stateful rewards see the given state, or their initial state', async () =>
 });
 
 test('a bad policy names the field', async () => {
-  await assert.rejects(() => scoreSamples(faulty, samples, { onError: 'default' }), /defaultReward: onError "default" needs a finite defaultReward/);
-  await assert.rejects(() => scoreSamples(faulty, samples, { onError: 'drop', defaultReward: 0 }), /defaultReward: defaultReward is only used/);
+  await assert.rejects(
+    () => scoreSamples(faulty, samples, { onError: 'default' }),
+    /defaultReward: onError "default" needs a finite defaultReward/,
+  );
+  await assert.rejects(
+    () => scoreSamples(faulty, samples, { onError: 'drop', defaultReward: 0 }),
+    /defaultReward: defaultReward is only used/,
+  );
   await assert.rejects(() => scoreSamples(faulty, samples, { onError: 'skip' as 'drop' }), /onError/);
   await assert.rejects(() => scoreSamples(faulty, samples, { timeoutMs: 0 }), /timeoutMs/);
 });

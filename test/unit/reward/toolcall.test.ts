@@ -53,8 +53,20 @@ test('optimal matching pairs duplicate tools so that the total is largest', () =
   const s = compareToolCalls([g1, g2], [p1, p2]);
   close(s.param, 2);
   close(s.value, 3);
-  assert.deepEqual(maxAssignment([[1, 5], [4, 1]]).match, [1, 0]);
-  assert.equal(maxAssignment([[1, 5, 0], [4, 6, 2]]).total, 9);
+  assert.deepEqual(
+    maxAssignment([
+      [1, 5],
+      [4, 1],
+    ]).match,
+    [1, 0],
+  );
+  assert.equal(
+    maxAssignment([
+      [1, 5, 0],
+      [4, 6, 2],
+    ]).total,
+    9,
+  );
   assert.deepEqual(maxAssignment([]).match, []);
   close(multisetJaccard(['a', 'a', 'b'], ['a', 'b', 'b']), 2 / 4);
 });
@@ -71,24 +83,39 @@ test('tool_call reward: format + correct in [-3, 4]', async () => {
   const fromRef = await score({ completion: '<think>t</think>', toolCalls: [weather], reference: JSON.stringify([weather]) });
   assert.equal(fromRef.reward, 4);
   const loose = defaultRegistry().create({ name: 'tool_call', options: { valueMatch: 'loose' } });
-  const lr = await loose.score!({ promptId: 'p', sampleId: 0, prompt: '', completion: `<think>t</think>${block([{ name: 'get_weather', arguments: { city: ' paris ', unit: 'c' } }])}`, metadata: { toolCalls: [weather] } }, ctx);
+  const lr = await loose.score!(
+    {
+      promptId: 'p',
+      sampleId: 0,
+      prompt: '',
+      completion: `<think>t</think>${block([{ name: 'get_weather', arguments: { city: ' paris ', unit: 'c' } }])}`,
+      metadata: { toolCalls: [weather] },
+    },
+    ctx,
+  );
   assert.equal(lr.reward, 4);
   await assert.rejects(async () => score({ completion: good }), /needs ground-truth calls.*metadata\.toolCalls/);
-  await assert.rejects(async () => score({ completion: good, metadata: { toolCalls: [{ nom: 'x' }] } }), /metadata\.toolCalls\[0\].*not a \{ name, arguments \}/);
+  await assert.rejects(
+    async () => score({ completion: good, metadata: { toolCalls: [{ nom: 'x' }] } }),
+    /metadata\.toolCalls\[0\].*not a \{ name, arguments \}/,
+  );
   assert.throws(() => defaultRegistry().create({ name: 'tool_call', options: { correctMin: 1, correctMax: 1 } }), /correctMax/);
 });
 
 test('edge cases: empty completion, unicode arguments, huge numbers', async () => {
   // Empty completion: no <think> (format 0) and no calls (R_correct = -3 + 6 * 0 / S_max).
   assert.deepEqual(await score({ completion: '', metadata: { toolCalls: [weather] } }), {
-    reward: -3, components: { format: 0, tool_correct: -3, tool_name: 0, tool_param: 0, tool_value: 0 },
+    reward: -3,
+    components: { format: 0, tool_correct: -3, tool_name: 0, tool_param: 0, tool_value: 0 },
   });
   // No call expected and none made: full marks.
   assert.equal((await score({ completion: '<think>just answer</think> Bonjour', metadata: { toolCalls: [] } })).reward, 4);
   const uni: ToolCall = { name: 'traduire', arguments: { texte: 'Zürich 😀 東京', n: 2 ** 80 } };
   const r = await score({ completion: `<think>t</think>${block([uni])}`, metadata: { toolCalls: [uni] } });
   assert.equal(r.reward, 4);
-  const off = await score({ completion: `<think>t</think>${block([{ ...uni, arguments: { ...uni.arguments, texte: 'Zurich 😀 東京' } }])}`, metadata: { toolCalls: [uni] } });
+  const off = await score({
+    completion: `<think>t</think>${block([{ ...uni, arguments: { ...uni.arguments, texte: 'Zurich 😀 東京' } }])}`,
+    metadata: { toolCalls: [uni] },
+  });
   close(off.components!.tool_value, 1 / 2);
 });
-

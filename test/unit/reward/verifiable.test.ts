@@ -12,7 +12,12 @@ const reg = defaultRegistry();
 function sample(completion: string, reference?: string | string[], metadata?: Record<string, unknown>): RewardSample {
   return { promptId: 'p1', sampleId: 0, prompt: 'q', completion, reference, metadata };
 }
-async function score(fn: RewardFn, completion: string, reference?: string | string[], metadata?: Record<string, unknown>): Promise<RewardResult> {
+async function score(
+  fn: RewardFn,
+  completion: string,
+  reference?: string | string[],
+  metadata?: Record<string, unknown>,
+): Promise<RewardResult> {
   return fn.score!(sample(completion, reference, metadata), ctx);
 }
 
@@ -101,7 +106,16 @@ test('exact_match: normalisation of case, whitespace, end punctuation, articles'
   const cs = reg.create({ name: 'exact_match', options: { caseSensitive: true } });
   assert.equal((await score(cs, 'paris', 'Paris')).reward, 0);
   assert.deepEqual(await score(fn, '', 'x'), { reward: 0, components: { correct: 0, answered: 0 } });
-  assert.equal(normalizeAnswer(' A  b\tC ', { caseSensitive: false, whitespace: 'remove', punctuation: 'ends', removeArticles: false, unicode: 'none' }), 'abc');
+  assert.equal(
+    normalizeAnswer(' A  b\tC ', {
+      caseSensitive: false,
+      whitespace: 'remove',
+      punctuation: 'ends',
+      removeArticles: false,
+      unicode: 'none',
+    }),
+    'abc',
+  );
 });
 
 test('multiple_choice: robust letter extraction', () => {

@@ -2,7 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError } from '../../../activities/common/config.js';
 import {
-  parseSamplingParams, sampleAt, sampleStream, sampleToken, SamplingError, StopChecker, type SamplingParamsInput,
+  parseSamplingParams,
+  sampleAt,
+  sampleStream,
+  sampleToken,
+  SamplingError,
+  StopChecker,
+  type SamplingParamsInput,
 } from '../../../activities/rollout/sampling.js';
 
 const P = (o: SamplingParamsInput = {}) => parseSamplingParams(o);
@@ -18,7 +24,17 @@ function support(logits: number[], params: SamplingParamsInput): number[] {
 
 test('options: vLLM names with defaults; bad values and unknown keys are rejected naming the field', () => {
   const d = P();
-  assert.deepEqual(d, { temperature: 1, top_k: -1, top_p: 1, min_p: 0, max_tokens: 256, stop: [], stop_token_ids: [], ignore_eos: false, include_stop_str_in_output: false });
+  assert.deepEqual(d, {
+    temperature: 1,
+    top_k: -1,
+    top_p: 1,
+    min_p: 0,
+    max_tokens: 256,
+    stop: [],
+    stop_token_ids: [],
+    ignore_eos: false,
+    include_stop_str_in_output: false,
+  });
   assert.deepEqual(P({ stop: '###' }).stop, ['###']);
   const bad: [unknown, RegExp][] = [
     [{ temperature: -0.1 }, /temperature:/],
@@ -34,7 +50,11 @@ test('options: vLLM names with defaults; bad values and unknown keys are rejecte
     [{ temperature: '1' }, /temperature:/],
   ];
   for (const [input, re] of bad) {
-    assert.throws(() => parseSamplingParams(input), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(input));
+    assert.throws(
+      () => parseSamplingParams(input),
+      (e: unknown) => e instanceof ConfigError && re.test(e.message),
+      JSON.stringify(input),
+    );
   }
 });
 
@@ -49,7 +69,12 @@ test('determinism: a draw is a pure function of (seed, step, prompt, sample, pos
   const s = sampleStream(key);
   for (const pos of [63, 0, 31, 7]) assert.equal(sampleAt(logits, params, s, pos).token, a[pos]);
   // Any coordinate changes the stream.
-  for (const other of [{ ...key, seed: 1235 }, { ...key, step: 4 }, { ...key, promptId: 'gsm8k-18' }, { ...key, sampleId: 3 }]) {
+  for (const other of [
+    { ...key, seed: 1235 },
+    { ...key, step: 4 },
+    { ...key, promptId: 'gsm8k-18' },
+    { ...key, sampleId: 3 },
+  ]) {
     assert.notDeepEqual(run(other), a);
   }
   // Pinned values: these must never change, or replaying an old run would draw different tokens.
@@ -63,7 +88,8 @@ test('determinism: a sequence draws the same tokens whatever batch it shares', (
   const decodeBatch = (seqs: number[]) => {
     const out = new Map<number, number[]>(seqs.map((s) => [s, []]));
     for (let pos = 0; pos < 16; pos++) {
-      for (const seq of seqs) out.get(seq)!.push(sampleAt(logitsOf(seq, pos), params, sampleStream({ seed: 9, step: 0, promptId: 5, sampleId: seq }), pos).token);
+      for (const seq of seqs)
+        out.get(seq)!.push(sampleAt(logitsOf(seq, pos), params, sampleStream({ seed: 9, step: 0, promptId: 5, sampleId: seq }), pos).token);
     }
     return out;
   };
@@ -147,7 +173,10 @@ test('logprobs: hand-checked behaviour, raw and truncated log-probabilities and 
 
 test('logits that cannot be sampled are rejected naming the token', () => {
   const p = P();
-  assert.throws(() => sampleToken(Float32Array.from([0, NaN, 1]), p, 0.5), (e: unknown) => e instanceof SamplingError && /token 1 is NaN/.test(e.message));
+  assert.throws(
+    () => sampleToken(Float32Array.from([0, NaN, 1]), p, 0.5),
+    (e: unknown) => e instanceof SamplingError && /token 1 is NaN/.test(e.message),
+  );
   assert.throws(() => sampleToken(Float32Array.from([0, 1, Infinity]), p, 0.5), /token 2 is Infinity/);
   assert.throws(() => sampleToken(Float32Array.from([-Infinity, -Infinity]), p, 0.5), /every logit is -Infinity/);
   assert.throws(() => sampleToken(new Float32Array(0), p, 0.5), /empty/);
@@ -186,7 +215,12 @@ test('stop checker: stop strings spanning tokens are found incrementally and cut
     return null;
   };
   assert.deepEqual(run({ stop: ['\n\n'] }), { reason: 'stop_string', text: 'The answer is 42.', matched: '\n\n', tokens: 4 });
-  assert.deepEqual(run({ stop: ['\n\n'], include_stop_str_in_output: true }), { reason: 'stop_string', text: 'The answer is 42.\n\n', matched: '\n\n', tokens: 4 });
+  assert.deepEqual(run({ stop: ['\n\n'], include_stop_str_in_output: true }), {
+    reason: 'stop_string',
+    text: 'The answer is 42.\n\n',
+    matched: '\n\n',
+    tokens: 4,
+  });
   // The earliest occurrence wins, whatever the list order.
   assert.deepEqual(run({ stop: ['Question:', 'is 42'] }), { reason: 'stop_string', text: 'The answer ', matched: 'is 42', tokens: 3 });
   assert.equal(run({ stop: ['nowhere'] }), null);

@@ -6,7 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../../activities/common/config.js';
-import { prefixValues, rolloutTrees, type TreeCompletion, type TreeDecodeJob, type TreeRolloutDeps } from '../../../activities/rollout/tree-rollout.js';
+import {
+  prefixValues,
+  rolloutTrees,
+  type TreeCompletion,
+  type TreeDecodeJob,
+  type TreeRolloutDeps,
+} from '../../../activities/rollout/tree-rollout.js';
 import { RolloutTree, treeRolloutSchema } from '../../../activities/rollout/tree-plan.js';
 
 const opts = (o: Record<string, unknown> = {}) => parseConfig(treeRolloutSchema, o, 'tree');
@@ -26,7 +32,13 @@ function scripted(length: number, entropyOf: (root: number) => number) {
         const own = typeof j.streamKey === 'number' ? j.streamKey + 1 : 10 + j.nodeId.split('>').length - 1;
         const h = typeof j.streamKey === 'number' ? entropyOf(j.streamKey) : 3;
         const tokens = [...j.prefix.tokens, ...new Array<number>(length - p).fill(own)];
-        return { tokens, logprobs: tokens.map(() => -1), entropy: [...j.prefix.entropy, ...new Array<number>(length - p).fill(h)], text: tokens.join(' '), finishReason: 'length' };
+        return {
+          tokens,
+          logprobs: tokens.map(() => -1),
+          entropy: [...j.prefix.entropy, ...new Array<number>(length - p).fill(h)],
+          text: tokens.join(' '),
+          finishReason: 'length',
+        };
       });
     },
     async score(samples) {
@@ -38,11 +50,20 @@ function scripted(length: number, entropyOf: (root: number) => number) {
 
 test('value criterion (explorationWeight 0): every branch point is on the rewarded root, though the other root has the higher entropy', async () => {
   const { deps } = scripted(6, (r) => (r === 0 ? 0.1 : 2));
-  const res = await rolloutTrees(['g'], opts({ roots: 2, childrenPerBranch: 2, explorationWeight: 0, criterion: 'value' }), 6, { seed: 1, step: 0 }, deps);
+  const res = await rolloutTrees(
+    ['g'],
+    opts({ roots: 2, childrenPerBranch: 2, explorationWeight: 0, criterion: 'value' }),
+    6,
+    { seed: 1, step: 0 },
+    deps,
+  );
   assert.equal(res.nodes.length, 6);
   const children = res.nodes.filter((n) => n.parentNodeId !== null);
   assert.equal(children.length, 4);
-  assert.ok(children.every((n) => n.parentNodeId === 'g/0'), children.map((n) => n.nodeId).join(' '));
+  assert.ok(
+    children.every((n) => n.parentNodeId === 'g/0'),
+    children.map((n) => n.nodeId).join(' '),
+  );
 });
 
 test('entropy criterion: the branch points go to the high-entropy root instead', async () => {
@@ -54,14 +75,35 @@ test('entropy criterion: the branch points go to the high-entropy root instead',
 
 test('maxBranchesPerRound 1, childrenPerBranch 1: one child per round, so trees grow deeper over 1 + (G - roots) rounds; ids, depth and sample ids in creation order', async () => {
   const { deps, calls } = scripted(8, () => 1);
-  const res = await rolloutTrees(['a', 'b'], opts({ roots: 1, childrenPerBranch: 1, maxBranchesPerRound: 1, maxDepth: 5 }), 4, { seed: 3, step: 2 }, deps);
+  const res = await rolloutTrees(
+    ['a', 'b'],
+    opts({ roots: 1, childrenPerBranch: 1, maxBranchesPerRound: 1, maxDepth: 5 }),
+    4,
+    { seed: 3, step: 2 },
+    deps,
+  );
   assert.equal(res.rounds, 4);
-  assert.deepEqual(calls.map((c) => c.length), [2, 2, 2, 2], 'each round decodes both trees at once');
+  assert.deepEqual(
+    calls.map((c) => c.length),
+    [2, 2, 2, 2],
+    'each round decodes both trees at once',
+  );
   for (const g of ['a', 'b']) {
     const nodes = res.nodes.filter((n) => n.group === (g === 'a' ? 0 : 1));
-    assert.deepEqual(nodes.map((n) => n.sampleId), [0, 1, 2, 3]);
+    assert.deepEqual(
+      nodes.map((n) => n.sampleId),
+      [0, 1, 2, 3],
+    );
     assert.equal(nodes[0]!.nodeId, `${g}/0`);
-    const tree = RolloutTree.from(nodes.map((n) => ({ nodeId: n.nodeId, parentNodeId: n.parentNodeId, groupId: g, branchPosition: n.branchPosition, length: n.completion.tokens.length })));
+    const tree = RolloutTree.from(
+      nodes.map((n) => ({
+        nodeId: n.nodeId,
+        parentNodeId: n.parentNodeId,
+        groupId: g,
+        branchPosition: n.branchPosition,
+        length: n.completion.tokens.length,
+      })),
+    );
     assert.ok(Math.max(...tree.nodes().map((n) => n.depth)) >= 2, 'some node branches from a child');
     for (const n of nodes) {
       assert.equal(tree.get(n.nodeId).depth, n.depth);
@@ -76,10 +118,16 @@ test('maxBranchesPerRound 1, childrenPerBranch 1: one child per round, so trees 
 test('a tree with nothing to branch (one-token completions) spends its budget on further roots, keyed by their index', async () => {
   const { deps, calls } = scripted(1, () => 1);
   const res = await rolloutTrees(['g'], opts({ roots: 2 }), 5, { seed: 1, step: 0 }, deps);
-  assert.deepEqual(res.nodes.map((n) => n.nodeId), ['g/0', 'g/1', 'g/2', 'g/3', 'g/4']);
+  assert.deepEqual(
+    res.nodes.map((n) => n.nodeId),
+    ['g/0', 'g/1', 'g/2', 'g/3', 'g/4'],
+  );
   assert.ok(res.nodes.every((n) => n.parentNodeId === null && n.branchPosition === 0));
   assert.equal(res.fillRoots, 3);
-  assert.deepEqual(calls, [['g/0', 'g/1'], ['g/2', 'g/3', 'g/4']]);
+  assert.deepEqual(calls, [
+    ['g/0', 'g/1'],
+    ['g/2', 'g/3', 'g/4'],
+  ]);
 });
 
 test('prefixValues: value[t] is the mean reward of the samples sharing tokens [0, t); value[0] the mean of the tree', () => {
@@ -89,7 +137,15 @@ test('prefixValues: value[t] is the mean reward of the samples sharing tokens [0
     { nodeId: 'c1', parentNodeId: 'r', groupId: 'g', branchPosition: 2, length: 5 },
     { nodeId: 'c2', parentNodeId: 'r', groupId: 'g', branchPosition: 4, length: 6 },
   ]);
-  const v = prefixValues(tree, 'g', new Map([['r', 1], ['c1', 0], ['c2', 0.5]]));
+  const v = prefixValues(
+    tree,
+    'g',
+    new Map([
+      ['r', 1],
+      ['c1', 0],
+      ['c2', 0.5],
+    ]),
+  );
   assert.deepEqual(v.get('r'), [0.5, 0.5, 0.5, 0.75, 0.75, 1]);
   assert.deepEqual(v.get('c1'), [0.5, 0.5, 0.5, 0, 0]);
   assert.deepEqual(v.get('c2'), [0.5, 0.5, 0.5, 0.75, 0.75, 0.5]);

@@ -30,24 +30,48 @@ import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeMetrics } from '../../../activities/store/schemas.js';
 import { lazyFixture } from '../../support/fixture.js';
 
-const configOf = (storeUri: string, over: Partial<RunConfigInput> = {}): RunConfig => parseRunConfig({
-  name: 'tiny',
-  seed: 7,
-  store: storeUri,
-  task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
-  model: { hidden: 32, layers: 1, heads: 2 },
-  // steps 0-1 sft, steps 2-4 rl (its reference: checkpoint 2)
-  phases: [{ kind: 'sft', steps: 2, batchSize: 4 }, { kind: 'rl', steps: 3, promptsPerStep: 2, groupSize: 2 }],
-  engine: { threads: 1 },
-  ...over,
-});
+const configOf = (storeUri: string, over: Partial<RunConfigInput> = {}): RunConfig =>
+  parseRunConfig({
+    name: 'tiny',
+    seed: 7,
+    store: storeUri,
+    task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
+    model: { hidden: 32, layers: 1, heads: 2 },
+    // steps 0-1 sft, steps 2-4 rl (its reference: checkpoint 2)
+    phases: [
+      { kind: 'sft', steps: 2, batchSize: 4 },
+      { kind: 'rl', steps: 3, promptsPerStep: 2, groupSize: 2 },
+    ],
+    engine: { threads: 1 },
+    ...over,
+  });
 
 const metrics = (): StepMetrics => ({
-  num_prompts: 4, num_samples: 4, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
-  loss: 2.5, kl: null, entropy: 2.7, clip_fraction: null, grad_norm: 0.9, learning_rate: 3e-3,
-  prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
-  rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: 0.5, step_seconds: 0.6,
-  reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: { tokens: 12 },
+  num_prompts: 4,
+  num_samples: 4,
+  reward_mean: null,
+  reward_std: null,
+  reward_min: null,
+  reward_max: null,
+  loss: 2.5,
+  kl: null,
+  entropy: 2.7,
+  clip_fraction: null,
+  grad_norm: 0.9,
+  learning_rate: 3e-3,
+  prompt_length_mean: null,
+  completion_length_mean: null,
+  completion_length_max: null,
+  tokens_per_second: null,
+  rollout_seconds: null,
+  reward_seconds: null,
+  advantage_seconds: null,
+  learner_seconds: 0.5,
+  step_seconds: 0.6,
+  reward_errors: 0,
+  dropped_samples: 0,
+  truncated_samples: 0,
+  extra: { tokens: 12 },
 });
 
 let dir: string;
@@ -122,13 +146,19 @@ describe('initRun', () => {
     assert.equal(state.step, 0);
     const want = initWeights(model, config.seed, { std: config.model.initStd });
     for (const [name, t] of want) assert.deepEqual(state.params.get(name)!.data, t.data, `${name} is the seeded init`);
-    assert.ok([...state.adamM.values()].every((t) => t.data.every((x) => x === 0)), 'AdamW moments start at 0');
+    assert.ok(
+      [...state.adamM.values()].every((t) => t.data.every((x) => x === 0)),
+      'AdamW moments start at 0',
+    );
 
     const first = await checkpointBytes('fresh', 0);
     const again = await initRun({ storeUri, runId: 'fresh', config, resumeFrom: null });
     assert.deepEqual(again, r);
     assert.deepEqual(await checkpointBytes('fresh', 0), first, 're-running changes nothing');
-    await refuses(initRun({ storeUri, runId: 'fresh', config: configOf(storeUri, { seed: 8 }), resumeFrom: null }), /already holds a different config/);
+    await refuses(
+      initRun({ storeUri, runId: 'fresh', config: configOf(storeUri, { seed: 8 }), resumeFrom: null }),
+      /already holds a different config/,
+    );
   });
 
   it('resume inside an rl phase: copies the checkpoint and the phase-start reference byte for byte', async () => {
@@ -137,7 +167,8 @@ describe('initRun', () => {
     assert.equal(r.startStep, 3);
     assert.equal(r.referenceVersion, 2, 'step 3 is inside the rl phase that started at step 2');
     assert.deepEqual(await committedSteps(store, 'res3', 'checkpoints'), [2, 3]);
-    for (const v of [2, 3]) assert.deepEqual(await checkpointBytes('res3', v), await checkpointBytes('src', v), `checkpoint ${v} copied byte for byte`);
+    for (const v of [2, 3])
+      assert.deepEqual(await checkpointBytes('res3', v), await checkpointBytes('src', v), `checkpoint ${v} copied byte for byte`);
     assert.deepEqual((await runRecord('res3')).resumed_from, { run_id: 'src', step: 3, checkpoint: 3 });
   });
 
@@ -149,7 +180,10 @@ describe('initRun', () => {
     // the same model spelled out (intermediate = the llama default 88) with other learning rates and more steps
     const changed = configOf(storeUri, {
       model: { hidden: 32, layers: 1, heads: 2, intermediate: 88 },
-      phases: [{ kind: 'sft', steps: 2, batchSize: 4, lr: 1e-3 }, { kind: 'rl', steps: 6, promptsPerStep: 2, groupSize: 2, lr: 5e-4 }],
+      phases: [
+        { kind: 'sft', steps: 2, batchSize: 4, lr: 1e-3 },
+        { kind: 'rl', steps: 6, promptsPerStep: 2, groupSize: 2, lr: 5e-4 },
+      ],
     });
     const at1 = await initRun({ storeUri, runId: 'res1', config: changed, resumeFrom: { runId: 'src', checkpoint: 1 } });
     assert.deepEqual([at1.startStep, at1.referenceVersion], [1, null]);
@@ -163,17 +197,34 @@ describe('initRun', () => {
       /run "src" has no committed checkpoint 5 \(committed checkpoints: 0, 1, 2, 3, 4\)/,
     );
     assert.equal(await store.head(runRecordKey('bad1')), undefined, 'no run.json for a refused resume');
-    await refuses(initRun({ storeUri, runId: 'bad2', config: configOf(storeUri), resumeFrom: { runId: 'nope', checkpoint: 1 } }), /run "nope" has no .*run\.json/);
+    await refuses(
+      initRun({ storeUri, runId: 'bad2', config: configOf(storeUri), resumeFrom: { runId: 'nope', checkpoint: 1 } }),
+      /run "nope" has no .*run\.json/,
+    );
   });
 
   it('refuses a config that trains a different model, task or seed, naming the field', async () => {
     await sourceRun();
     const from = { runId: 'src', checkpoint: 3 };
-    await refuses(initRun({ storeUri, runId: 'bad3', config: configOf(storeUri, { model: { hidden: 64, layers: 1, heads: 2 } }), resumeFrom: from }), /model\.hidden is 64 here but 32 in the source run/);
-    await refuses(initRun({ storeUri, runId: 'bad4', config: configOf(storeUri, { model: { hidden: 32, layers: 2, heads: 2 } }), resumeFrom: from }), /model\.layers is 2 here but 1 in the source run/);
-    await refuses(initRun({ storeUri, runId: 'bad5', config: configOf(storeUri, { seed: 9 }), resumeFrom: from }), /seed is 9 here but 7 in the source run/);
     await refuses(
-      initRun({ storeUri, runId: 'bad6', config: configOf(storeUri, { task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: false, pad: true } } }), resumeFrom: from }),
+      initRun({ storeUri, runId: 'bad3', config: configOf(storeUri, { model: { hidden: 64, layers: 1, heads: 2 } }), resumeFrom: from }),
+      /model\.hidden is 64 here but 32 in the source run/,
+    );
+    await refuses(
+      initRun({ storeUri, runId: 'bad4', config: configOf(storeUri, { model: { hidden: 32, layers: 2, heads: 2 } }), resumeFrom: from }),
+      /model\.layers is 2 here but 1 in the source run/,
+    );
+    await refuses(
+      initRun({ storeUri, runId: 'bad5', config: configOf(storeUri, { seed: 9 }), resumeFrom: from }),
+      /seed is 9 here but 7 in the source run/,
+    );
+    await refuses(
+      initRun({
+        storeUri,
+        runId: 'bad6',
+        config: configOf(storeUri, { task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: false, pad: true } } }),
+        resumeFrom: from,
+      }),
       /task\.options\.reverse is false here but true in the source run/,
     );
     assert.deepEqual(await committedSteps(store, 'bad3', 'checkpoints'), []);
@@ -190,12 +241,22 @@ describe('commitStep', () => {
 
     // a worker process that dies (SIGKILL, as a preempted machine) right after the checkpoint commit
     const url = (p: string) => pathToFileURL(join(process.cwd(), p)).href;
-    const child = spawnSync(process.execPath, [
-      '--import', 'tsx', '--input-type=module', '-e',
-      `const { commitStep } = await import(${JSON.stringify(url('activities/checkpoint/commit-step.ts'))});
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { commitStep } = await import(${JSON.stringify(url('activities/checkpoint/commit-step.ts'))});
        await commitStep(JSON.parse(process.env.COMMIT_INPUT));
        console.log('survived');`,
-    ], { env: { ...process.env, DURABLE_RL_CRASH_AT: 'commit-mid@0', COMMIT_INPUT: JSON.stringify(input), LOG_LEVEL: 'silent' }, encoding: 'utf8' });
+      ],
+      {
+        env: { ...process.env, DURABLE_RL_CRASH_AT: 'commit-mid@0', COMMIT_INPUT: JSON.stringify(input), LOG_LEVEL: 'silent' },
+        encoding: 'utf8',
+      },
+    );
     assert.equal(child.signal, 'SIGKILL', `the child should die at commit-mid: status ${child.status}, stderr ${child.stderr}`);
     assert.doesNotMatch(child.stdout, /survived/);
     assert.ok(await readManifest(store, checkpointPrefix(runId, 1)), 'checkpoint 1 was committed before the crash');
@@ -226,7 +287,10 @@ describe('commitStep', () => {
     const r = await commitStep({ storeUri, runId, step: 1, phase: 'rl', checkpoint, artifacts: [extra], metrics: metrics() });
     assert.equal(r.created, true);
     const m = (await readManifest(store, stepPrefix(runId, 1)))!;
-    assert.deepEqual(m.artifacts.map((e) => e.name), [METRICS_NAME, 'notes.bin']);
+    assert.deepEqual(
+      m.artifacts.map((e) => e.name),
+      [METRICS_NAME, 'notes.bin'],
+    );
     assert.deepEqual((await loadWeights(store, runId, 2)).get('model.norm.weight')!.shape, [32]);
   });
 });
@@ -239,7 +303,8 @@ describe('exportRun', () => {
     assert.equal(r.version, 4);
     assert.equal(r.dir, out);
     const files = await readdir(out);
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'decode.onnx', 'decode.json']) assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'decode.onnx', 'decode.json'])
+      assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
     const loaded = await loadHfModel(out, { requireTokenizer: true });
     const weights = await loadWeights(store, 'src', 4);
     assert.equal(loaded.tensors.size, weights.size);
@@ -252,7 +317,13 @@ describe('exportRun', () => {
     const r = await exportRun(storeUri, 'src', 2, join(dir, 'export-2'));
     assert.equal(r.version, 2);
     const loaded = await loadHfModel(join(dir, 'export-2'));
-    assert.deepEqual(loaded.tensors.get('model.embed_tokens.weight')!.data, (await loadWeights(store, 'src', 2)).get('model.embed_tokens.weight')!.data);
-    await assert.rejects(exportRun(storeUri, 'src', 7, join(dir, 'export-7')), /run "src" has no committed checkpoint 7 \(committed checkpoints: 0, 1, 2, 3, 4\)/);
+    assert.deepEqual(
+      loaded.tensors.get('model.embed_tokens.weight')!.data,
+      (await loadWeights(store, 'src', 2)).get('model.embed_tokens.weight')!.data,
+    );
+    await assert.rejects(
+      exportRun(storeUri, 'src', 7, join(dir, 'export-7')),
+      /run "src" has no committed checkpoint 7 \(committed checkpoints: 0, 1, 2, 3, 4\)/,
+    );
   });
 });

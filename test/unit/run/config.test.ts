@@ -25,7 +25,10 @@ function configError(fn: () => unknown): ConfigError {
 
 test('the empty config is the main job: sft then rl on addition, a from-scratch model sized to the task', () => {
   const c = parseRunConfig({});
-  assert.deepEqual(c.phases.map((p) => p.kind), ['sft', 'rl']);
+  assert.deepEqual(
+    c.phases.map((p) => p.kind),
+    ['sft', 'rl'],
+  );
   assert.equal(c.task.name, 'addition');
   const r = resolveRun(c);
   assert.equal(r.model.vocabSize, r.tokenizer.vocabSize);
@@ -43,13 +46,26 @@ test('bad fields are named with their path, and several at once', () => {
 
 test('an unknown option is refused rather than ignored (a typo must not silently change a run)', () => {
   const e = configError(() => parseRunConfig({ phases: [{ kind: 'sft', steps: 3, batchsize: 8 }] }));
-  assert.deepEqual(e.issues.map((i) => i.path), ['phases.0']);
+  assert.deepEqual(
+    e.issues.map((i) => i.path),
+    ['phases.0'],
+  );
   assert.match(e.message, /batchsize/);
 });
 
 test('cross-field rules: warm-up longer than the phase, a non-surrogate rl loss', () => {
-  const e = configError(() => parseRunConfig({ phases: [{ kind: 'sft', steps: 3, warmupSteps: 5 }, { kind: 'rl', steps: 2, loss: { name: 'sft' } }] }));
-  assert.deepEqual(e.issues.map((i) => i.path), ['phases.0.warmupSteps', 'phases.1.loss.name']);
+  const e = configError(() =>
+    parseRunConfig({
+      phases: [
+        { kind: 'sft', steps: 3, warmupSteps: 5 },
+        { kind: 'rl', steps: 2, loss: { name: 'sft' } },
+      ],
+    }),
+  );
+  assert.deepEqual(
+    e.issues.map((i) => i.path),
+    ['phases.0.warmupSteps', 'phases.1.loss.name'],
+  );
 });
 
 test('a YAML file and a JSON file with the same content give the same config; a broken file names itself', () => {
@@ -66,13 +82,22 @@ test('a YAML file and a JSON file with the same content give the same config; a 
 
 test('plan: steps are numbered across phases; prompt offsets never overlap; shards cover the prompts', () => {
   const c = parseRunConfig({
-    phases: [{ kind: 'sft', steps: 3, batchSize: 10 }, { kind: 'rl', steps: 2, promptsPerStep: 7 }],
+    phases: [
+      { kind: 'sft', steps: 3, batchSize: 10 },
+      { kind: 'rl', steps: 2, promptsPerStep: 7 },
+    ],
     rollout: { promptsPerShard: 3 },
   });
   assert.equal(totalSteps(c), 5);
   const plans = [0, 1, 2, 3, 4].map((s) => planStep(c, s));
-  assert.deepEqual(plans.map((p) => p.phase.kind), ['sft', 'sft', 'sft', 'rl', 'rl']);
-  assert.deepEqual(plans.map((p) => p.promptOffset), [0, 10, 20, 30, 37]);
+  assert.deepEqual(
+    plans.map((p) => p.phase.kind),
+    ['sft', 'sft', 'sft', 'rl', 'rl'],
+  );
+  assert.deepEqual(
+    plans.map((p) => p.promptOffset),
+    [0, 10, 20, 30, 37],
+  );
   assert.deepEqual(plans[3]!.shards, [
     { shard: 0, promptOffset: 30, promptCount: 3 },
     { shard: 1, promptOffset: 33, promptCount: 3 },
@@ -84,7 +109,10 @@ test('plan: steps are numbered across phases; prompt offsets never overlap; shar
 
 test('plan: an sft step of several updates takes consecutive batches; the schedule counts updates', () => {
   const c = parseRunConfig({
-    phases: [{ kind: 'sft', steps: 2, batchSize: 4, updatesPerStep: 3, lr: 1, warmupSteps: 4 }, { kind: 'rl', steps: 1, promptsPerStep: 5 }],
+    phases: [
+      { kind: 'sft', steps: 2, batchSize: 4, updatesPerStep: 3, lr: 1, warmupSteps: 4 },
+      { kind: 'rl', steps: 1, promptsPerStep: 5 },
+    ],
   });
   const [a, b, r] = [0, 1, 2].map((s) => planStep(c, s));
   assert.deepEqual([a!.promptOffset, a!.count, b!.promptOffset, b!.count, r!.promptOffset], [0, 12, 12, 12, 24]);
@@ -95,14 +123,23 @@ test('plan: an sft step of several updates takes consecutive batches; the schedu
 
 test('plan: warm-up is linear, cosine ends at the floor, evals at start, phase ends and every N', () => {
   const c = parseRunConfig({
-    phases: [{ kind: 'sft', steps: 10, lr: 1, warmupSteps: 4, schedule: 'cosine', minLrRatio: 0.1 }, { kind: 'rl', steps: 6 }],
+    phases: [
+      { kind: 'sft', steps: 10, lr: 1, warmupSteps: 4, schedule: 'cosine', minLrRatio: 0.1 },
+      { kind: 'rl', steps: 6 },
+    ],
     eval: { every: 4 },
   });
   const p = c.phases[0]!;
-  assert.deepEqual([0, 1, 2, 3].map((k) => learningRate(p, k)), [0.25, 0.5, 0.75, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((k) => learningRate(p, k)),
+    [0.25, 0.5, 0.75, 1],
+  );
   assert.ok(Math.abs(learningRate(p, 9) - 0.1) < 1e-12);
   assert.ok(learningRate(p, 6) < learningRate(p, 5));
-  assert.deepEqual([...Array(17).keys()].filter((v) => evaluateAt(c, v)), [0, 4, 8, 10, 12, 16]);
+  assert.deepEqual(
+    [...Array(17).keys()].filter((v) => evaluateAt(c, v)),
+    [0, 4, 8, 10, 12, 16],
+  );
 });
 
 test('reward fault drills fail the same samples every time, at about the configured rate', async () => {
@@ -110,7 +147,10 @@ test('reward fault drills fail the same samples every time, at about the configu
   const ids = Array.from({ length: 2000 }, (_, i) => ({ promptId: `p${i % 50}`, sampleId: i }));
   const failing = ids.filter((s) => failsSample(faults, s)).length;
   assert.ok(failing > 500 && failing < 700, `${failing} of 2000 failed`);
-  assert.deepEqual(ids.map((s) => failsSample(faults, s)), ids.map((s) => failsSample(faults, s)));
+  assert.deepEqual(
+    ids.map((s) => failsSample(faults, s)),
+    ids.map((s) => failsSample(faults, s)),
+  );
   const inner = { name: 'one', optionsSchema: undefined as never, options: {}, score: () => ({ reward: 1 }) };
   const drill = withRewardFaults(inner, faults);
   const bad = ids.find((s) => failsSample(faults, s))!;
@@ -137,17 +177,32 @@ test('what the schema cannot see is checked before a run starts: model shape, ta
     model: { hidden: 100, heads: 3 },
     reward: { spec: { name: 'no_such_reward' } },
   });
-  const e = await checkRunConfig(bad).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
+  const e = await checkRunConfig(bad).then(
+    () => assert.fail('accepted'),
+    (err: unknown) => err as ConfigError,
+  );
   assert.ok(e instanceof ConfigError);
   const paths = e.issues.map((i) => i.path);
   assert.ok(paths.includes('store'), e.message);
   assert.ok(paths.includes('model.heads'), e.message);
   assert.match(e.message, /hidden \(100\) must be divisible by heads \(3\)/);
-  const e2 = await checkRunConfig(parseRunConfig({ task: { name: 'addition', options: { maxDigits: 0 } } })).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
-  assert.deepEqual(e2.issues.map((i) => i.path), ['task.options']);
+  const e2 = await checkRunConfig(parseRunConfig({ task: { name: 'addition', options: { maxDigits: 0 } } })).then(
+    () => assert.fail('accepted'),
+    (err: unknown) => err as ConfigError,
+  );
+  assert.deepEqual(
+    e2.issues.map((i) => i.path),
+    ['task.options'],
+  );
   assert.match(e2.message, /maxDigits/);
-  const e3 = await checkRunConfig(parseRunConfig({ reward: { spec: { name: 'no_such_reward' } } })).then(() => assert.fail('accepted'), (err: unknown) => err as ConfigError);
-  assert.deepEqual(e3.issues.map((i) => i.path), ['reward.spec']);
+  const e3 = await checkRunConfig(parseRunConfig({ reward: { spec: { name: 'no_such_reward' } } })).then(
+    () => assert.fail('accepted'),
+    (err: unknown) => err as ConfigError,
+  );
+  assert.deepEqual(
+    e3.issues.map((i) => i.path),
+    ['reward.spec'],
+  );
   assert.match(e3.message, /no_such_reward/);
   const ok = await checkRunConfig(parseRunConfig({}));
   assert.equal(ok.model.hidden, 128);

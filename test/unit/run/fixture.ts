@@ -40,7 +40,11 @@ export async function runFixture(runId: string, config: RunConfigInput, opts: { 
     await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state));
   }
   return {
-    dir, storeUri, store, run, state,
+    dir,
+    storeUri,
+    store,
+    run,
+    state,
     async teardown() {
       await store.close();
       await rm(dir, { recursive: true, force: true });

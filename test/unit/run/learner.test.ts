@@ -24,7 +24,14 @@ import { ADVANTAGES_NAME, checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME, rollouts
 import { commit, readManifest, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
-import { ADVANTAGES, ROLLOUTS, encodeAdvantages, encodeRollouts, type AdvantagesInput, type RolloutsInput } from '../../../activities/store/schemas.js';
+import {
+  ADVANTAGES,
+  ROLLOUTS,
+  encodeAdvantages,
+  encodeRollouts,
+  type AdvantagesInput,
+  type RolloutsInput,
+} from '../../../activities/store/schemas.js';
 import { lazyFixture } from '../../support/fixture.js';
 
 const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
@@ -38,17 +45,43 @@ const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   ...over,
 });
 
-const rlPhases = (): RunConfigInput['phases'] => [{
-  kind: 'rl', steps: 2, promptsPerStep: 2, groupSize: 3, lr: 1e-2,
-  loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
-}];
+const rlPhases = (): RunConfigInput['phases'] => [
+  {
+    kind: 'rl',
+    steps: 2,
+    promptsPerStep: 2,
+    groupSize: 3,
+    lr: 1e-2,
+    loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
+  },
+];
 
 const emptyMetrics = (): StepMetrics => ({
-  num_prompts: 0, num_samples: 0, reward_mean: null, reward_std: null, reward_min: null, reward_max: null,
-  loss: null, kl: null, entropy: null, clip_fraction: null, grad_norm: null, learning_rate: null,
-  prompt_length_mean: null, completion_length_mean: null, completion_length_max: null, tokens_per_second: null,
-  rollout_seconds: null, reward_seconds: null, advantage_seconds: null, learner_seconds: null, step_seconds: null,
-  reward_errors: 0, dropped_samples: 0, truncated_samples: 0, extra: {},
+  num_prompts: 0,
+  num_samples: 0,
+  reward_mean: null,
+  reward_std: null,
+  reward_min: null,
+  reward_max: null,
+  loss: null,
+  kl: null,
+  entropy: null,
+  clip_fraction: null,
+  grad_norm: null,
+  learning_rate: null,
+  prompt_length_mean: null,
+  completion_length_mean: null,
+  completion_length_max: null,
+  tokens_per_second: null,
+  rollout_seconds: null,
+  reward_seconds: null,
+  advantage_seconds: null,
+  learner_seconds: null,
+  step_seconds: null,
+  reward_errors: 0,
+  dropped_samples: 0,
+  truncated_samples: 0,
+  extra: {},
 });
 
 let dir: string;
@@ -76,8 +109,17 @@ async function newRun(runId: string, over: Partial<RunConfigInput> = {}): Promis
 }
 
 const sftInput = (runId: string, step: number): LearnerInput => ({
-  storeUri, runId, step, phaseIndex: 0, phase: 'sft', lr: 3e-3, referenceVersion: null,
-  promptOffset: 0, batchSize: 8, rollouts: [], advantages: null,
+  storeUri,
+  runId,
+  step,
+  phaseIndex: 0,
+  phase: 'sft',
+  lr: 3e-3,
+  referenceVersion: null,
+  promptOffset: 0,
+  batchSize: 8,
+  rollouts: [],
+  advantages: null,
 });
 
 const sha = (entries: ManifestEntry[], name = MODEL_NAME) => entries.find((e) => e.name === name)!.sha256;
@@ -111,7 +153,10 @@ describe('learnerUpdate: sft', () => {
       assert.equal(c.created, true);
       losses.push(r.metrics.loss!);
     }
-    assert.ok(losses[3]! < losses[0]! - 0.2, `loss should fall over 4 updates on one batch: ${losses.map((l) => l.toFixed(3)).join(' → ')}`);
+    assert.ok(
+      losses[3]! < losses[0]! - 0.2,
+      `loss should fall over 4 updates on one batch: ${losses.map((l) => l.toFixed(3)).join(' → ')}`,
+    );
 
     const state = await loadTrainState(store, runId, 4);
     assert.equal(state.step, 4, 'the optimizer state counts 4 updates');
@@ -142,7 +187,15 @@ describe('learnerUpdate: sft', () => {
     const multi = await learnerUpdate({ ...sftInput('sft-multi', 0), lrs: [1e-3, 2e-3] });
     assert.equal(multi.sequences, 16);
     const first = await learnerUpdate({ ...sftInput('sft-single', 0), lr: 1e-3 });
-    await commitStep({ storeUri, runId: 'sft-single', step: 0, phase: 'sft', checkpoint: first.checkpoint, artifacts: [], metrics: emptyMetrics() });
+    await commitStep({
+      storeUri,
+      runId: 'sft-single',
+      step: 0,
+      phase: 'sft',
+      checkpoint: first.checkpoint,
+      artifacts: [],
+      metrics: emptyMetrics(),
+    });
     const second = await learnerUpdate({ ...sftInput('sft-single', 1), lr: 2e-3, promptOffset: 8 });
     assert.equal(sha(multi.checkpoint), sha(second.checkpoint));
     assert.equal(sha(multi.checkpoint, OPTIMIZER_NAME), sha(second.checkpoint, OPTIMIZER_NAME));
@@ -159,11 +212,30 @@ describe('learnerUpdate: sft', () => {
   it('a SIGKILL after the train step writes nothing; the retry writes the same bytes', async () => {
     await newRun('sft-crash');
     const url = pathToFileURL(join(process.cwd(), 'activities/learner/learner-update.ts')).href;
-    const child = spawnSync(process.execPath, [
-      '--import', 'tsx', '--input-type=module', '-e',
-      `const { learnerUpdate } = await import(${JSON.stringify(url)}); await learnerUpdate(JSON.parse(process.env.LEARNER_INPUT)); console.log('survived');`,
-    ], { env: { ...process.env, DURABLE_RL_CRASH_AT: 'learner@0', LEARNER_INPUT: JSON.stringify(sftInput('sft-crash', 0)), LOG_LEVEL: 'silent' }, encoding: 'utf8' });
-    assert.equal(child.signal, 'SIGKILL', `the child should die at the learner crash point: status ${child.status}, stderr ${child.stderr}`);
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { learnerUpdate } = await import(${JSON.stringify(url)}); await learnerUpdate(JSON.parse(process.env.LEARNER_INPUT)); console.log('survived');`,
+      ],
+      {
+        env: {
+          ...process.env,
+          DURABLE_RL_CRASH_AT: 'learner@0',
+          LEARNER_INPUT: JSON.stringify(sftInput('sft-crash', 0)),
+          LOG_LEVEL: 'silent',
+        },
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(
+      child.signal,
+      'SIGKILL',
+      `the child should die at the learner crash point: status ${child.status}, stderr ${child.stderr}`,
+    );
     const written: string[] = [];
     for await (const o of store.list(`${checkpointPrefix('sft-crash', 1)}/`)) written.push(o.key);
     assert.deepEqual(written, [], 'nothing of checkpoint 1 was written before the crash');
@@ -173,8 +245,14 @@ describe('learnerUpdate: sft', () => {
 
   it('refuses a phase that does not match the config, naming both', async () => {
     await newRun('sft-refused');
-    await assert.rejects(learnerUpdate({ ...sftInput('sft-refused', 1), phase: 'rl' }), /phaseIndex 0 is a sft phase, but the input says rl/);
-    await assert.rejects(learnerUpdate({ ...sftInput('sft-refused', 3) }), /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/);
+    await assert.rejects(
+      learnerUpdate({ ...sftInput('sft-refused', 1), phase: 'rl' }),
+      /phaseIndex 0 is a sft phase, but the input says rl/,
+    );
+    await assert.rejects(
+      learnerUpdate({ ...sftInput('sft-refused', 3) }),
+      /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/,
+    );
   });
 });
 
@@ -203,16 +281,29 @@ function samples(run: ResolvedRun): Sample[] {
   for (const item of run.task.prompts(run.config.seed, 'train', 2, 0)) {
     const prompt = tok.encode(item.prompt);
     const gold = [...tok.encode(run.task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
-    const wrong = gold.map((id, i) => (i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id));
+    const wrong = gold.map((id, i) =>
+      i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id,
+    );
     out.push({ promptId: item.promptId, sampleId: 0, prompt, completion: gold, advantage: 1, mask: gold.map(() => true) });
-    out.push({ promptId: item.promptId, sampleId: 1, prompt, completion: wrong, advantage: -0.5, mask: wrong.map((_, j) => out.length > 1 || j === 0) });
+    out.push({
+      promptId: item.promptId,
+      sampleId: 1,
+      prompt,
+      completion: wrong,
+      advantage: -0.5,
+      mask: wrong.map((_, j) => out.length > 1 || j === 0),
+    });
     out.push({ promptId: item.promptId, sampleId: 2, prompt, completion: gold.slice(0, 2), advantage: 0, mask: [false, false] });
   }
   return out;
 }
 
 /** Sum of the trained (masked) completion-token logprobs of each sample under `weights`, and every completion token's logprob. */
-async function completionLogprobs(run: ResolvedRun, weights: Map<string, { shape: number[]; data: Float32Array }>, xs: Sample[]): Promise<{ sums: number[]; perToken: number[][] }> {
+async function completionLogprobs(
+  run: ResolvedRun,
+  weights: Map<string, { shape: number[]; data: Float32Array }>,
+  xs: Sample[],
+): Promise<{ sums: number[]; perToken: number[][] }> {
   const engine = new ModelEngine(run.model, { threads: 1 });
   engine.setWeights(weights, 'w');
   const sums: number[] = [];
@@ -228,17 +319,34 @@ async function completionLogprobs(run: ResolvedRun, weights: Map<string, { shape
 }
 
 /** Writes step `step`'s rollouts (two shards) and advantages for `runId` (on-policy logprobs of checkpoint 0). */
-async function writeRlStep(runId: string, run: ResolvedRun, xs: Sample[], behaviour: number[][]): Promise<{ rollouts: ManifestEntry[]; advantages: ManifestEntry }> {
+async function writeRlStep(
+  runId: string,
+  run: ResolvedRun,
+  xs: Sample[],
+  behaviour: number[][],
+): Promise<{ rollouts: ManifestEntry[]; advantages: ManifestEntry }> {
   const prefix = stepPrefix(runId, 0);
   const tok = run.tokenizer;
   const rows: RolloutsInput[] = xs.map((x, i) => ({
-    run_id: runId, step: 0, prompt_id: x.promptId, sample_id: x.sampleId, group_id: x.promptId, policy_version: 0,
-    prompt_text: tok.decode(x.prompt, { skipSpecialTokens: true }), prompt_token_ids: x.prompt,
-    completion_text: tok.decode(x.completion, { skipSpecialTokens: true }), completion_token_ids: x.completion,
-    behaviour_logprobs: behaviour[i]!, finish_reason: x.completion.at(-1) === tok.eosId ? 'stop' : 'length',
+    run_id: runId,
+    step: 0,
+    prompt_id: x.promptId,
+    sample_id: x.sampleId,
+    group_id: x.promptId,
+    policy_version: 0,
+    prompt_text: tok.decode(x.prompt, { skipSpecialTokens: true }),
+    prompt_token_ids: x.prompt,
+    completion_text: tok.decode(x.completion, { skipSpecialTokens: true }),
+    completion_token_ids: x.completion,
+    behaviour_logprobs: behaviour[i]!,
+    finish_reason: x.completion.at(-1) === tok.eosId ? 'stop' : 'length',
   }));
   const adv: AdvantagesInput[] = xs.map((x) => ({
-    run_id: runId, step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
+    run_id: runId,
+    step: 0,
+    prompt_id: x.promptId,
+    sample_id: x.sampleId,
+    advantage: x.advantage,
     loss_mask: x.mask,
   }));
   const half = Math.ceil(rows.length / 2);
@@ -264,8 +372,17 @@ describe('learnerUpdate: rl', () => {
   });
 
   const rlInput = (runId: string, e: { rollouts: ManifestEntry[]; advantages: ManifestEntry }): LearnerInput => ({
-    storeUri, runId, step: 0, phaseIndex: 0, phase: 'rl', lr: 1e-2, referenceVersion: 0,
-    promptOffset: 0, batchSize: 2, rollouts: e.rollouts, advantages: e.advantages,
+    storeUri,
+    runId,
+    step: 0,
+    phaseIndex: 0,
+    phase: 'rl',
+    lr: 1e-2,
+    referenceVersion: 0,
+    promptOffset: 0,
+    batchSize: 2,
+    rollouts: e.rollouts,
+    advantages: e.advantages,
   });
 
   it('moves the logprobs of positive-advantage samples up and of negative ones down; dropped rows stay out', async () => {
@@ -281,7 +398,15 @@ describe('learnerUpdate: rl', () => {
     assert.equal(r.metrics.clip_frac, 0);
     assert.ok(Math.abs(r.metrics.kl!) < 1e-5, `kl ${r.metrics.kl}`);
 
-    await commitStep({ storeUri, runId: 'rl-a', step: 0, phase: 'rl', checkpoint: r.checkpoint, artifacts: [...e.rollouts, e.advantages], metrics: emptyMetrics() });
+    await commitStep({
+      storeUri,
+      runId: 'rl-a',
+      step: 0,
+      phase: 'rl',
+      checkpoint: r.checkpoint,
+      artifacts: [...e.rollouts, e.advantages],
+      metrics: emptyMetrics(),
+    });
     const after1 = await completionLogprobs(run, await loadWeights(store, 'rl-a', 1), xs);
     xs.forEach((x, i) => {
       if (!kept(x)) return;
@@ -322,8 +447,13 @@ describe('learnerUpdate: rl', () => {
     const e = await writeRlStep('rl-d', run, xs, before0.perToken);
     // the scalar advantage repeated on every token: the same update as rl-d-scalar's
     const adv: AdvantagesInput[] = xs.map((x) => ({
-      run_id: 'rl-d', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage,
-      token_advantages: x.completion.map(() => x.advantage), loss_mask: x.mask,
+      run_id: 'rl-d',
+      step: 0,
+      prompt_id: x.promptId,
+      sample_id: x.sampleId,
+      advantage: x.advantage,
+      token_advantages: x.completion.map(() => x.advantage),
+      loss_mask: x.mask,
     }));
     const advantages = await writeArtifact(store, prefix, { name: ADVANTAGES_NAME, bytes: encodeAdvantages(adv), schema: ADVANTAGES });
     const d = await learnerUpdate(rlInput('rl-d', { rollouts: e.rollouts, advantages }));
@@ -342,10 +472,16 @@ describe('learnerUpdate: rl', () => {
     const e = await writeRlStep('rl-e', run, xs, before0.perToken);
     await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), referenceVersion: null }), /has a KL term but referenceVersion is null/);
     const partial = await writeArtifact(store, stepPrefix('rl-e', 0), {
-      name: ADVANTAGES_NAME, schema: ADVANTAGES,
-      bytes: encodeAdvantages(xs.slice(1).map((x) => ({ run_id: 'rl-e', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage }))),
+      name: ADVANTAGES_NAME,
+      schema: ADVANTAGES,
+      bytes: encodeAdvantages(
+        xs.slice(1).map((x) => ({ run_id: 'rl-e', step: 0, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage })),
+      ),
     });
-    await assert.rejects(learnerUpdate(rlInput('rl-e', { rollouts: e.rollouts, advantages: partial })), /sample_id 0\) has no row in .*advantages/);
+    await assert.rejects(
+      learnerUpdate(rlInput('rl-e', { rollouts: e.rollouts, advantages: partial })),
+      /sample_id 0\) has no row in .*advantages/,
+    );
     await assert.rejects(learnerUpdate({ ...rlInput('rl-e', e), advantages: null }), /needs the step's advantages\.arrow/);
   });
 
@@ -356,6 +492,9 @@ describe('learnerUpdate: rl', () => {
     const r = await learnerUpdate(rlInput('rl-f', await writeRlStep('rl-f', run, none, before0.perToken)));
     assert.deepEqual([r.sequences, r.microBatches, r.tokens, r.metrics.skipped], [0, 0, 0, 1]);
     const from = (await readManifest(store, checkpointPrefix('rl-f', 0)))!;
-    assert.deepEqual(r.checkpoint.map((e) => e.sha256), from.artifacts.map((e) => e.sha256));
+    assert.deepEqual(
+      r.checkpoint.map((e) => e.sha256),
+      from.artifacts.map((e) => e.sha256),
+    );
   });
 });

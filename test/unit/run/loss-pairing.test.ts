@@ -54,7 +54,11 @@ test('unset aggregation pairs with the estimator: grpo sequence_mean, dr_grpo an
 
 test('dr_grpo: the constant is sampling.max_tokens (9) when set, and an explicit constantNormaliser (100) wins', () => {
   assert.equal(surrogate({ advantage: { estimator: 'dr_grpo' }, sampling: { max_tokens: 9 } }).constantNormaliser, 9);
-  assert.equal(surrogate({ advantage: { estimator: 'dr_grpo' }, loss: { name: 'clipped_surrogate', options: { constantNormaliser: 100 } } }).constantNormaliser, 100);
+  assert.equal(
+    surrogate({ advantage: { estimator: 'dr_grpo' }, loss: { name: 'clipped_surrogate', options: { constantNormaliser: 100 } } })
+      .constantNormaliser,
+    100,
+  );
 });
 
 test('an explicit aggregation wins over the pairing: dr_grpo with token_mean stays token_mean, without a constant', () => {
@@ -71,22 +75,47 @@ test('the main job (the empty config: grpo) keeps the token_mean it trained with
 
 test('GSPO: ratioLevel sequence (and sequence_token) defaults to sequence_mean even for dr_grpo, and an explicit token_mean is refused naming phases.0.loss.options.aggregation', () => {
   assert.equal(surrogate({ loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence' } } }).aggregation, 'sequence_mean');
-  assert.equal(surrogate({ advantage: { estimator: 'dr_grpo' }, loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence_token', advantages: 'token' } } }).aggregation, 'sequence_mean');
-  assert.equal(surrogate({ loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence', aggregation: 'sequence_mean' } } }).aggregation, 'sequence_mean');
-  const e = configError(() => parseRunConfig(base({ loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence', aggregation: 'token_mean' } } })));
+  assert.equal(
+    surrogate({
+      advantage: { estimator: 'dr_grpo' },
+      loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence_token', advantages: 'token' } },
+    }).aggregation,
+    'sequence_mean',
+  );
+  assert.equal(
+    surrogate({ loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence', aggregation: 'sequence_mean' } } }).aggregation,
+    'sequence_mean',
+  );
+  const e = configError(() =>
+    parseRunConfig(base({ loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence', aggregation: 'token_mean' } } })),
+  );
   assert.equal(e.issues.length, 1);
   assert.equal(e.issues[0]!.path, 'phases.0.loss.options.aggregation');
   assert.match(e.issues[0]!.message, /GSPO.*sequence_mean.*got "token_mean"/);
 });
 
 test('kl.inReward is refused by the run config, naming phases.0.loss.options.kl.inReward, until the workflow scores reference logprobs for the advantage stage', () => {
-  const e = configError(() => parseRunConfig(base({ advantage: { estimator: 'reinforce_pp' }, loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.01, estimator: 'k1', inReward: true } } } })));
-  assert.deepEqual(e.issues.map((i) => i.path), ['phases.0.loss.options.kl.inReward']);
+  const e = configError(() =>
+    parseRunConfig(
+      base({
+        advantage: { estimator: 'reinforce_pp' },
+        loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.01, estimator: 'k1', inReward: true } } },
+      }),
+    ),
+  );
+  assert.deepEqual(
+    e.issues.map((i) => i.path),
+    ['phases.0.loss.options.kl.inReward'],
+  );
   assert.match(e.issues[0]!.message, /reference policy's logprobs/);
 });
 
 test('parsing is idempotent: a resolved config parses to itself (run.json is parsed again by every activity)', () => {
-  for (const rl of [{}, { advantage: { estimator: 'dr_grpo' } }, { loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence' } } }]) {
+  for (const rl of [
+    {},
+    { advantage: { estimator: 'dr_grpo' } },
+    { loss: { name: 'clipped_surrogate', options: { ratioLevel: 'sequence' } } },
+  ]) {
     const once = parseRunConfig(base(rl));
     assert.deepEqual(parseRunConfig(once), once);
   }

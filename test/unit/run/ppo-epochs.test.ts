@@ -28,11 +28,19 @@ const config = (o: RlOver = {}): RunConfigInput => ({
   seed: o.seed ?? 3,
   task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
   model: { hidden: 32, layers: 1, heads: 2 },
-  phases: [{
-    kind: 'rl', steps: 1, promptsPerStep: 4, groupSize: 2, lr: o.lr ?? 5e-2, sampling: { temperature: T },
-    ppoEpochs: o.ppoEpochs ?? 1, miniBatches: o.miniBatches ?? 1,
-    loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.2, entropyMetric: false } },
-  }],
+  phases: [
+    {
+      kind: 'rl',
+      steps: 1,
+      promptsPerStep: 4,
+      groupSize: 2,
+      lr: o.lr ?? 5e-2,
+      sampling: { temperature: T },
+      ppoEpochs: o.ppoEpochs ?? 1,
+      miniBatches: o.miniBatches ?? 1,
+      loss: { name: 'clipped_surrogate', options: { clipLow: 0.2, clipHigh: 0.2, entropyMetric: false } },
+    },
+  ],
   learner: { microBatchSize: o.microBatchSize ?? 2 },
   engine: { threads: 1 },
 });
@@ -48,17 +56,30 @@ let n = 0;
  * A run of `config(o)` whose checkpoint 0 is `weightsOf`'s (default its own seeded weights) and
  * whose step 0 holds `xs` with their on-policy behaviour logprobs (or `behaviour`); one learner update.
  */
-async function step(o: RlOver, batch: { xs: (f: RunFixture) => Sample[]; behaviour?: number[][]; advantageLr?: number }, weightsOf?: RunFixture): Promise<{ f: RunFixture; r: LearnerResult; runId: string }> {
+async function step(
+  o: RlOver,
+  batch: { xs: (f: RunFixture) => Sample[]; behaviour?: number[][]; advantageLr?: number },
+  weightsOf?: RunFixture,
+): Promise<{ f: RunFixture; r: LearnerResult; runId: string }> {
   const runId = `ppo-${n++}`;
   const f = await runFixture(runId, config(o), { checkpoint0: !weightsOf });
   fixtures.push(f);
   if (weightsOf) await commit(f.store, checkpointPrefix(runId, 0), await writeCheckpoint(f.store, runId, 0, weightsOf.state!));
   const xs = batch.xs(weightsOf ?? f);
-  const behaviour = batch.behaviour ?? await completionLogprobs(f.store, runId, f.run, xs, T);
+  const behaviour = batch.behaviour ?? (await completionLogprobs(f.store, runId, f.run, xs, T));
   const e = await writeRlStep(f.store, runId, f.run, xs, behaviour);
   const input: LearnerInput = {
-    storeUri: f.storeUri, runId, step: 0, phaseIndex: 0, phase: 'rl', lr: batch.advantageLr ?? o.lr ?? 5e-2, referenceVersion: null,
-    promptOffset: 0, batchSize: 4, rollouts: e.rollouts, advantages: e.advantages,
+    storeUri: f.storeUri,
+    runId,
+    step: 0,
+    phaseIndex: 0,
+    phase: 'rl',
+    lr: batch.advantageLr ?? o.lr ?? 5e-2,
+    referenceVersion: null,
+    promptOffset: 0,
+    batchSize: 4,
+    rollouts: e.rollouts,
+    advantages: e.advantages,
   };
   return { f, runId, r: await learnerUpdate(input) };
 }
@@ -77,14 +98,17 @@ describe('rl: ppoEpochs and miniBatches', () => {
     assert.equal(r.metrics.clip_frac_last_epoch, undefined, 'one epoch: no last-epoch metrics');
   });
 
-  it('ppoEpochs 2 × miniBatches 2 at lr 5e-2, A = ±2: 4 AdamW updates, the last epoch\'s ratio_mean is not 1 and its clip fraction is above 0', async () => {
+  it("ppoEpochs 2 × miniBatches 2 at lr 5e-2, A = ±2: 4 AdamW updates, the last epoch's ratio_mean is not 1 and its clip fraction is above 0", async () => {
     const { f, r, runId } = await step({ ppoEpochs: 2, miniBatches: 2 }, clipBatch);
     assert.equal(r.metrics.updates, 4);
     assert.equal(r.sequences, 4 * 4, 'each update trains on one mini-batch of 4 of the 8 rows');
     assert.equal(r.microBatches, 4 * 2, 'each mini-batch of 4 rows is 2 micro-batches of 2');
     assert.ok(Math.abs(r.metrics.ratio_mean_last_epoch! - 1) > 1e-2, `ratio_mean of the last epoch ${r.metrics.ratio_mean_last_epoch}`);
     assert.ok(r.metrics.clip_frac_last_epoch! > 0, `clip_frac of the last epoch ${r.metrics.clip_frac_last_epoch}`);
-    assert.ok(r.metrics.clip_frac! > 0 && r.metrics.clip_frac! <= r.metrics.clip_frac_last_epoch!, `mean clip_frac ${r.metrics.clip_frac} (the first update is on-policy, unclipped)`);
+    assert.ok(
+      r.metrics.clip_frac! > 0 && r.metrics.clip_frac! <= r.metrics.clip_frac_last_epoch!,
+      `mean clip_frac ${r.metrics.clip_frac} (the first update is on-policy, unclipped)`,
+    );
     // scored once before the first update: the batch is on-policy
     assert.ok(r.metrics.mismatch_logprob_diff! <= PARITY, `mismatch_logprob_diff ${r.metrics.mismatch_logprob_diff}`);
     await commit(f.store, checkpointPrefix(runId, 1), r.checkpoint);
@@ -115,7 +139,7 @@ describe('rl: ppoEpochs and miniBatches', () => {
     assert.notDeepEqual(epochOrder(rows, 3, 1, 0), o);
   });
 
-  it('a token mean is over each mini-batch\'s own tokens: A = 1 everywhere, rows of unequal lengths, 2 mini-batches × 1-row micro-batches, lr 0 → pg_loss −1', async () => {
+  it("a token mean is over each mini-batch's own tokens: A = 1 everywhere, rows of unequal lengths, 2 mini-batches × 1-row micro-batches, lr 0 → pg_loss −1", async () => {
     const ones = { xs: (f: RunFixture) => goldAndWrong(f.run, 4, 1, true).map((x) => ({ ...x, advantage: 1 })), advantageLr: 0 };
     const { r } = await step({ miniBatches: 2, microBatchSize: 1, lr: 1e-3 }, ones);
     assert.equal(r.metrics.updates, 2);

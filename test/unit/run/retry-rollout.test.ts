@@ -37,15 +37,31 @@ const config = (retry: Record<string, unknown> | null = {}): RunConfigInput => (
   seed: 7,
   task: { name: 'addition', options: { minDigits: 1, maxDigits: 2, reverse: true, pad: true } },
   model: { hidden: 32, layers: 1, heads: 2 },
-  phases: [{
-    kind: 'rl', steps: 2, promptsPerStep: P, groupSize: G, lr: 1e-2, sampling: { temperature: 1 },
-    advantage: { estimator: 'r3l' }, retry,
-  } as never],
+  phases: [
+    {
+      kind: 'rl',
+      steps: 2,
+      promptsPerStep: P,
+      groupSize: G,
+      lr: 1e-2,
+      sampling: { temperature: 1 },
+      advantage: { estimator: 'r3l' },
+      retry,
+    } as never,
+  ],
   engine: { threads: 1 },
 });
 
 const shardInput = (f: RunFixture) => ({
-  storeUri: f.storeUri, runId: RUN, step: 0, policyVersion: 0, phaseIndex: 0, shard: 0, shards: 1, promptOffset: 0, promptCount: P,
+  storeUri: f.storeUri,
+  runId: RUN,
+  step: 0,
+  policyVersion: 0,
+  phaseIndex: 0,
+  shard: 0,
+  shards: 1,
+  promptOffset: 0,
+  promptCount: P,
 });
 
 /** A run whose checkpoint 0 is the seeded model after `updates` SFT updates on the step's prompts (it answers some, not all). */
@@ -54,7 +70,11 @@ async function warmRun(retry: Record<string, unknown> | null = {}, updates = 32)
   const { run } = f;
   const { tokenizer, task } = run;
   const items = task.prompts(run.config.seed, 'train', 16);
-  const seqs = items.map((it) => [...tokenizer.encode(it.prompt), ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }), tokenizer.eosId]);
+  const seqs = items.map((it) => [
+    ...tokenizer.encode(it.prompt),
+    ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }),
+    tokenizer.eosId,
+  ]);
   const promptLen = items.map((it) => tokenizer.encode(it.prompt).length);
   const T = Math.max(...seqs.map((s) => s.length));
   const batch = {
@@ -86,7 +106,9 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
     sha = r.rollouts.sha256;
     rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), r.rollouts));
     const rewards = await rewardShard({ storeUri: f.storeUri, runId: RUN, step: 0, shard: 0, shards: 1, rollouts: r.rollouts });
-    rewardOf = new Map(decodeRewards(await readEntry(f.store, stepPrefix(RUN, 0), rewards.rewards)).map((w) => [`${w.prompt_id}#${w.sample_id}`, w.reward!]));
+    rewardOf = new Map(
+      decodeRewards(await readEntry(f.store, stepPrefix(RUN, 0), rewards.rewards)).map((w) => [`${w.prompt_id}#${w.sample_id}`, w.reward!]),
+    );
   });
   after(() => f.teardown());
 
@@ -102,17 +124,27 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
     let succeeded = 0;
     for (const group of groups()) {
       const originals = group.filter((r) => r.sample_id < G);
-      assert.deepEqual(originals.map((r) => r.sample_id), [0, 1, 2, 3]);
+      assert.deepEqual(
+        originals.map((r) => r.sample_id),
+        [0, 1, 2, 3],
+      );
       const failures = originals.filter((r) => rewardOf.get(key(r))! < 1);
       failed += failures.length;
       succeeded += originals.length - failures.length;
       const retries = group.filter((r) => r.sample_id >= G);
-      assert.deepEqual(retries.map((r) => r.sample_id), failures.map((_, k) => G + k));
+      assert.deepEqual(
+        retries.map((r) => r.sample_id),
+        failures.map((_, k) => G + k),
+      );
       for (const r of group) assert.equal(r.node_id, `${r.prompt_id}/${r.sample_id}`);
       for (const r of originals) assert.deepEqual([r.parent_node_id, r.branch_position], [null, 0]);
-      retries.forEach((r, k) => assert.ok(r.parent_node_id === failures[k]!.node_id || (r.parent_node_id === null && r.branch_position === 0)));
+      retries.forEach((r, k) =>
+        assert.ok(r.parent_node_id === failures[k]!.node_id || (r.parent_node_id === null && r.branch_position === 0)),
+      );
     }
-    t.diagnostic(`${succeeded} successes, ${failed} failures of ${P * G} samples: ${rows.map((r) => `${r.prompt_text}${r.completion_text}@${r.branch_position}`).join(" ")}`);
+    t.diagnostic(
+      `${succeeded} successes, ${failed} failures of ${P * G} samples: ${rows.map((r) => `${r.prompt_text}${r.completion_text}@${r.branch_position}`).join(' ')}`,
+    );
     assert.ok(succeeded >= 2 && failed >= 2, `the warm model answers some and misses some: ${succeeded} right, ${failed} wrong`);
   });
 
@@ -122,7 +154,9 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
       const failures = group.filter((r) => r.sample_id < G && rewardOf.get(key(r))! < 1);
       failures.forEach((failedRow, k) => {
         const retry = group.find((r) => r.sample_id === G + k)!;
-        const ref = String(Number(/^(\d+)\+(\d+)=$/.exec(failedRow.prompt_text)![1]) + Number(/^(\d+)\+(\d+)=$/.exec(failedRow.prompt_text)![2]));
+        const ref = String(
+          Number(/^(\d+)\+(\d+)=$/.exec(failedRow.prompt_text)![1]) + Number(/^(\d+)\+(\d+)=$/.exec(failedRow.prompt_text)![2]),
+        );
         const at = additionFirstError(ref, failedRow.completion_text, true);
         assert.notEqual(at, null, `a failed bare answer has a first error: ${JSON.stringify(failedRow.completion_text)}`);
         const n = failedRow.completion_token_ids.length;
@@ -134,7 +168,11 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
           expected = lp.indexOf(Math.min(...lp));
         }
         if (expected === 0) {
-          assert.deepEqual([retry.parent_node_id, retry.branch_position], [null, 0], 'a retry from the start shares nothing: a fresh sample');
+          assert.deepEqual(
+            [retry.parent_node_id, retry.branch_position],
+            [null, 0],
+            'a retry from the start shares nothing: a fresh sample',
+          );
           return;
         }
         children++;
@@ -155,19 +193,32 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
     assert.equal(again.rollouts.sha256, sha);
   });
 
-  it('r3l gets the failed/retry pairs: the shared prefix is masked on both rows (Pivotal Credit), successes\' positive advantages are doubled (Positive Amplification); the learner trains the rows with logprob_diff <= 1e-4', async (t) => {
+  it("r3l gets the failed/retry pairs: the shared prefix is masked on both rows (Pivotal Credit), successes' positive advantages are doubled (Positive Amplification); the learner trains the rows with logprob_diff <= 1e-4", async (t) => {
     const prefix = stepPrefix(RUN, 0);
     const rollouts = (await rolloutShard(shardInput(f))).rollouts;
     const rewards = (await rewardShard({ storeUri: f.storeUri, runId: RUN, step: 0, shard: 0, shards: 1, rollouts })).rewards;
-    const adv = await computeStepAdvantages({ storeUri: f.storeUri, runId: RUN, step: 0, phaseIndex: 0, rollouts: [rollouts], rewards: [rewards] });
+    const adv = await computeStepAdvantages({
+      storeUri: f.storeUri,
+      runId: RUN,
+      step: 0,
+      phaseIndex: 0,
+      rollouts: [rollouts],
+      rewards: [rewards],
+    });
     const advRows = decodeAdvantages(await readEntry(f.store, prefix, adv.advantages));
     assert.equal(advRows.length, rows.length);
 
     const samples = rows.map((r) => ({
-      sampleId: key(r), groupId: r.group_id, reward: rewardOf.get(key(r))!, completionLength: r.completion_token_ids.length, tokenIds: r.completion_token_ids,
+      sampleId: key(r),
+      groupId: r.group_id,
+      reward: rewardOf.get(key(r))!,
+      completionLength: r.completion_token_ids.length,
+      tokenIds: r.completion_token_ids,
     }));
     const byNode = new Map(rows.map((r) => [r.node_id!, r]));
-    const pairs = rows.filter((r) => r.parent_node_id !== null).map((r) => ({ failedSampleId: key(byNode.get(r.parent_node_id!)!), retrySampleId: key(r), pivot: r.branch_position! }));
+    const pairs = rows
+      .filter((r) => r.parent_node_id !== null)
+      .map((r) => ({ failedSampleId: key(byNode.get(r.parent_node_id!)!), retrySampleId: key(r), pivot: r.branch_position! }));
     assert.ok(pairs.length >= 1);
     const expected = r3l({ samples, pairs }, parseConfig(r3lOptionsSchema, { estimator: 'r3l' }, 'r3l'));
     const plain = grpo({ samples }, parseConfig(grpoOptionsSchema, { estimator: 'grpo' }, 'grpo'));
@@ -175,7 +226,10 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
     advRows.forEach((a, i) => {
       assert.equal(a.node_id, rows[i]!.node_id);
       assert.equal(a.advantage, expected.samples[i]!.advantage);
-      assert.deepEqual(a.loss_mask, Array.from(expected.samples[i]!.lossMask!, (m) => m === 1));
+      assert.deepEqual(
+        a.loss_mask,
+        Array.from(expected.samples[i]!.lossMask!, (m) => m === 1),
+      );
       if (samples[i]!.reward >= 1 && plain.samples[i]!.advantage > 0) {
         assert.equal(a.advantage, 2 * plain.samples[i]!.advantage, 'positive advantage of a success × amplification 2');
         amplified++;
@@ -197,13 +251,27 @@ describe('reflect-then-retry rollouts (rl phase option `retry`, R^3L)', () => {
     assert.ok(masked.length >= 1, 'some trained pair has a shared prefix to mask');
 
     const r = await learnerUpdate({
-      storeUri: f.storeUri, runId: RUN, step: 0, phaseIndex: 0, phase: 'rl', lr: 1e-2, referenceVersion: null,
-      promptOffset: 0, batchSize: P, rollouts: [rollouts], advantages: adv.advantages,
+      storeUri: f.storeUri,
+      runId: RUN,
+      step: 0,
+      phaseIndex: 0,
+      phase: 'rl',
+      lr: 1e-2,
+      referenceVersion: null,
+      promptOffset: 0,
+      batchSize: P,
+      rollouts: [rollouts],
+      advantages: adv.advantages,
     });
     const trained = advRows.filter((a) => a.loss_mask!.some(Boolean)).length;
     assert.equal(r.sequences, trained);
-    t.diagnostic(`${pairs.length} pairs (${masked.length} trained with a masked prefix), ${amplified} amplified, logprob_diff ${r.metrics.logprob_diff}`);
-    assert.ok(r.metrics.logprob_diff! <= 1e-4, `retries decoded from prompt + copied prefix record the learner's logprobs: logprob_diff ${r.metrics.logprob_diff}`);
+    t.diagnostic(
+      `${pairs.length} pairs (${masked.length} trained with a masked prefix), ${amplified} amplified, logprob_diff ${r.metrics.logprob_diff}`,
+    );
+    assert.ok(
+      r.metrics.logprob_diff! <= 1e-4,
+      `retries decoded from prompt + copied prefix record the learner's logprobs: logprob_diff ${r.metrics.logprob_diff}`,
+    );
     assert.ok(Number.isFinite(r.metrics.loss) && Number.isFinite(r.metrics.grad_norm));
   });
 });
@@ -221,23 +289,32 @@ describe('reflect-then-retry: options', () => {
     }
   });
 
-  it('a reflection is decoded in the retry\'s context but the row keeps the prompt; one outside the alphabet is refused naming phases.0.retry.reflection', async () => {
+  it("a reflection is decoded in the retry's context but the row keeps the prompt; one outside the alphabet is refused naming phases.0.retry.reflection", async () => {
     const plain = await warmRun({});
     const reflected = await warmRun({ reflection: '=={completion}=' });
     const bad = await warmRun({ reflection: 'try again' });
     try {
-      const read = async (x: RunFixture) => decodeRollouts(await readEntry(x.store, stepPrefix(RUN, 0), (await rolloutShard(shardInput(x))).rollouts));
+      const read = async (x: RunFixture) =>
+        decodeRollouts(await readEntry(x.store, stepPrefix(RUN, 0), (await rolloutShard(shardInput(x))).rollouts));
       const a = await read(plain);
       const b = await read(reflected);
-      assert.deepEqual(a.filter((r) => r.sample_id < G).map((r) => [...r.completion_token_ids]), b.filter((r) => r.sample_id < G).map((r) => [...r.completion_token_ids]), 'the samples are the same');
+      assert.deepEqual(
+        a.filter((r) => r.sample_id < G).map((r) => [...r.completion_token_ids]),
+        b.filter((r) => r.sample_id < G).map((r) => [...r.completion_token_ids]),
+        'the samples are the same',
+      );
       const ra = a.filter((r) => r.sample_id >= G);
       const rb = b.filter((r) => r.sample_id >= G);
       assert.equal(ra.length, rb.length);
-      for (const r of rb) assert.deepEqual([...r.prompt_token_ids], [...b.find((x) => x.prompt_id === r.prompt_id && x.sample_id === 0)!.prompt_token_ids]);
+      for (const r of rb)
+        assert.deepEqual([...r.prompt_token_ids], [...b.find((x) => x.prompt_id === r.prompt_id && x.sample_id === 0)!.prompt_token_ids]);
       // same streams, same prefixes: only the context differs, so the sampled tokens' logprobs do
       const differ = ra.some((r, i) => r.behaviour_logprobs[r.branch_position!] !== rb[i]!.behaviour_logprobs[rb[i]!.branch_position!]);
       assert.ok(differ, 'the reflection changes the distribution the retries are drawn from');
-      await assert.rejects(rolloutShard(shardInput(bad)), (e: unknown) => e instanceof ApplicationFailure && e.nonRetryable === true && /phases\.0\.retry\.reflection/.test(e.message));
+      await assert.rejects(
+        rolloutShard(shardInput(bad)),
+        (e: unknown) => e instanceof ApplicationFailure && e.nonRetryable === true && /phases\.0\.retry\.reflection/.test(e.message),
+      );
     } finally {
       await plain.teardown();
       await reflected.teardown();
@@ -251,9 +328,21 @@ describe('reflect-then-retry: options', () => {
     assert.equal(phase.kind === 'rl' && phase.retry, null);
     const on = parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: {} }] }).phases[0]!;
     assert.deepEqual(on.kind === 'rl' && on.retry, { maxPerGroup: null, fallback: 'min_logprob', reflection: null });
-    assert.throws(() => parseRunConfig({ phases: [{ ...base, retry: {} }] }), (e: unknown) => e instanceof ConfigError && /phases\.0\.advantage\.estimator/.test(e.message) && /r3l/.test(e.message));
-    assert.throws(() => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: {}, tree: {} }] }), (e: unknown) => e instanceof ConfigError && /phases\.0\.retry/.test(e.message));
-    assert.throws(() => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: { fallback: 'end' } }] }), (e: unknown) => e instanceof ConfigError && /phases\.0\.retry\.fallback/.test(e.message));
-    assert.throws(() => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: { maxPerGroup: 0 } }] }), (e: unknown) => e instanceof ConfigError && /phases\.0\.retry\.maxPerGroup/.test(e.message));
+    assert.throws(
+      () => parseRunConfig({ phases: [{ ...base, retry: {} }] }),
+      (e: unknown) => e instanceof ConfigError && /phases\.0\.advantage\.estimator/.test(e.message) && /r3l/.test(e.message),
+    );
+    assert.throws(
+      () => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: {}, tree: {} }] }),
+      (e: unknown) => e instanceof ConfigError && /phases\.0\.retry/.test(e.message),
+    );
+    assert.throws(
+      () => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: { fallback: 'end' } }] }),
+      (e: unknown) => e instanceof ConfigError && /phases\.0\.retry\.fallback/.test(e.message),
+    );
+    assert.throws(
+      () => parseRunConfig({ phases: [{ ...base, advantage: { estimator: 'r3l' }, retry: { maxPerGroup: 0 } }] }),
+      (e: unknown) => e instanceof ConfigError && /phases\.0\.retry\.maxPerGroup/.test(e.message),
+    );
   });
 });

@@ -32,15 +32,31 @@ export function goldAndWrong(run: ResolvedRun, prompts: number, advantage: numbe
   run.task.prompts(run.config.seed, 'train', prompts, 0).forEach((item, k) => {
     const prompt = tok.encode(item.prompt);
     const gold = [...tok.encode(run.task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
-    const wrong = gold.map((id, i) => (i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id));
+    const wrong = gold.map((id, i) =>
+      i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id,
+    );
     out.push({ promptId: item.promptId, sampleId: 0, prompt, completion: gold, advantage, mask: gold.map(() => true) });
-    out.push({ promptId: item.promptId, sampleId: 1, prompt, completion: wrong, advantage: -advantage, mask: wrong.map((_, j) => !partialMasks || k % 2 === 1 || j === 0) });
+    out.push({
+      promptId: item.promptId,
+      sampleId: 1,
+      prompt,
+      completion: wrong,
+      advantage: -advantage,
+      mask: wrong.map((_, j) => !partialMasks || k % 2 === 1 || j === 0),
+    });
   });
   return out;
 }
 
 /** Each sample's completion-token logprobs under checkpoint `version` of `runId`, scored at `temperature`. */
-export async function completionLogprobs(store: ObjectStore, runId: string, run: ResolvedRun, xs: Sample[], temperature: number, version = 0): Promise<number[][]> {
+export async function completionLogprobs(
+  store: ObjectStore,
+  runId: string,
+  run: ResolvedRun,
+  xs: Sample[],
+  temperature: number,
+  version = 0,
+): Promise<number[][]> {
   const engine = new ModelEngine(run.model, { threads: 1 });
   try {
     engine.setWeights(await loadWeights(store, runId, version), String(version));
@@ -56,16 +72,38 @@ export async function completionLogprobs(store: ObjectStore, runId: string, run:
 }
 
 /** Writes step `step`'s rollouts (one shard) and advantages; `behaviour[i]` are sample i's behaviour logprobs. */
-export async function writeRlStep(store: ObjectStore, runId: string, run: ResolvedRun, xs: Sample[], behaviour: number[][], step = 0): Promise<{ rollouts: ManifestEntry[]; advantages: ManifestEntry }> {
+export async function writeRlStep(
+  store: ObjectStore,
+  runId: string,
+  run: ResolvedRun,
+  xs: Sample[],
+  behaviour: number[][],
+  step = 0,
+): Promise<{ rollouts: ManifestEntry[]; advantages: ManifestEntry }> {
   const prefix = stepPrefix(runId, step);
   const tok = run.tokenizer;
   const rows = xs.map((x, i) => ({
-    run_id: runId, step, prompt_id: x.promptId, sample_id: x.sampleId, group_id: x.promptId, policy_version: step,
-    prompt_text: tok.decode(x.prompt, { skipSpecialTokens: true }), prompt_token_ids: x.prompt,
-    completion_text: tok.decode(x.completion, { skipSpecialTokens: true }), completion_token_ids: x.completion,
-    behaviour_logprobs: behaviour[i]!, finish_reason: 'stop' as const,
+    run_id: runId,
+    step,
+    prompt_id: x.promptId,
+    sample_id: x.sampleId,
+    group_id: x.promptId,
+    policy_version: step,
+    prompt_text: tok.decode(x.prompt, { skipSpecialTokens: true }),
+    prompt_token_ids: x.prompt,
+    completion_text: tok.decode(x.completion, { skipSpecialTokens: true }),
+    completion_token_ids: x.completion,
+    behaviour_logprobs: behaviour[i]!,
+    finish_reason: 'stop' as const,
   }));
-  const adv = xs.map((x) => ({ run_id: runId, step, prompt_id: x.promptId, sample_id: x.sampleId, advantage: x.advantage, loss_mask: x.mask }));
+  const adv = xs.map((x) => ({
+    run_id: runId,
+    step,
+    prompt_id: x.promptId,
+    sample_id: x.sampleId,
+    advantage: x.advantage,
+    loss_mask: x.mask,
+  }));
   return {
     rollouts: [await writeArtifact(store, prefix, { name: rolloutsName(0), bytes: encodeRollouts(rows), schema: ROLLOUTS })],
     advantages: await writeArtifact(store, prefix, { name: ADVANTAGES_NAME, bytes: encodeAdvantages(adv), schema: ADVANTAGES }),

@@ -16,7 +16,14 @@ import { getTask } from '../../../activities/tasks/tasks.js';
 import { ADVANTAGES_NAME, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readEntry, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
 import {
-  REWARDS, ROLLOUTS, decodeAdvantages, decodeRewards, encodeRewards, encodeRollouts, type RewardsInput, type RolloutsInput,
+  REWARDS,
+  ROLLOUTS,
+  decodeAdvantages,
+  decodeRewards,
+  encodeRewards,
+  encodeRollouts,
+  type RewardsInput,
+  type RolloutsInput,
 } from '../../../activities/store/schemas.js';
 
 const RUN = 'reward-run';
@@ -28,7 +35,10 @@ const baseConfig = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   seed: 11,
   task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
   model: { hidden: 32, layers: 1, heads: 2 },
-  phases: [{ kind: 'sft', steps: 3 }, { kind: 'rl', steps: 2, promptsPerStep: 3, groupSize: G }],
+  phases: [
+    { kind: 'sft', steps: 3 },
+    { kind: 'rl', steps: 2, promptsPerStep: 3, groupSize: G },
+  ],
   engine: { threads: 1 },
   ...over,
 });
@@ -41,7 +51,12 @@ const teardown = (f: Fixture): Promise<void> => f.teardown();
  * Rollouts of items [offset, offset + pattern.length) of the train split: for prompt p, sample s
  * writes the gold answer when pattern[p][s] is 1 and a malformed one ("+") otherwise.
  */
-async function writeRollouts(f: Fixture, shard: number, offset: number, pattern: number[][]): Promise<{ entry: ManifestEntry; rows: RolloutsInput[] }> {
+async function writeRollouts(
+  f: Fixture,
+  shard: number,
+  offset: number,
+  pattern: number[][],
+): Promise<{ entry: ManifestEntry; rows: RolloutsInput[] }> {
   const { task, tokenizer, config } = f.run;
   const items = task.prompts(config.seed, 'train', pattern.length, offset);
   const rows: RolloutsInput[] = [];
@@ -50,17 +65,31 @@ async function writeRollouts(f: Fixture, shard: number, offset: number, pattern:
       const text = right ? task.sftTarget(item) : '+'.repeat(1 + s);
       const ids = [...tokenizer.encode(text, { addSpecialTokens: false }), tokenizer.eosId];
       rows.push({
-        run_id: RUN, step: STEP, prompt_id: item.promptId, sample_id: s, group_id: item.promptId, policy_version: STEP,
-        prompt_text: item.prompt, prompt_token_ids: tokenizer.encode(item.prompt), completion_text: text,
-        completion_token_ids: ids, behaviour_logprobs: ids.map(() => -1), finish_reason: 'stop',
+        run_id: RUN,
+        step: STEP,
+        prompt_id: item.promptId,
+        sample_id: s,
+        group_id: item.promptId,
+        policy_version: STEP,
+        prompt_text: item.prompt,
+        prompt_token_ids: tokenizer.encode(item.prompt),
+        completion_text: text,
+        completion_token_ids: ids,
+        behaviour_logprobs: ids.map(() => -1),
+        finish_reason: 'stop',
       });
     });
   });
-  const entry = await writeArtifact(f.store, stepPrefix(RUN, STEP), { name: rolloutsName(shard), bytes: encodeRollouts(rows), schema: ROLLOUTS });
+  const entry = await writeArtifact(f.store, stepPrefix(RUN, STEP), {
+    name: rolloutsName(shard),
+    bytes: encodeRollouts(rows),
+    schema: ROLLOUTS,
+  });
   return { entry, rows };
 }
 
-const nonRetryable = (re: RegExp) => (err: unknown) => err instanceof ApplicationFailure && err.nonRetryable === true && re.test(err.message);
+const nonRetryable = (re: RegExp) => (err: unknown) =>
+  err instanceof ApplicationFailure && err.nonRetryable === true && re.test(err.message);
 
 /** A loopback port nothing listens on (bound, then closed). */
 async function closedPort(): Promise<number> {
@@ -82,28 +111,52 @@ describe('taskItemsById', () => {
     for (const item of want) assert.deepEqual(got.get(item.promptId), item);
   });
   it('names an id of another task or form', () => {
-    assert.throws(() => taskItemsById(task, 5, ['countdown-train-000001']), /prompt id "countdown-train-000001" is not an item of task "addition"/);
+    assert.throws(
+      () => taskItemsById(task, 5, ['countdown-train-000001']),
+      /prompt id "countdown-train-000001" is not an item of task "addition"/,
+    );
     assert.throws(() => taskItemsById(task, 5, ['addition-test-000001']), /not an item of task "addition"/);
   });
 });
 
 describe('rewardShard', () => {
   let f: Fixture;
-  before(async () => { f = await setup(); });
+  before(async () => {
+    f = await setup();
+  });
   after(() => teardown(f));
 
-  it('scores each completion against its item\'s reference: rows, sums and components', async () => {
-    const { entry } = await writeRollouts(f, 0, 9, [[1, 0, 0, 1], [0, 0, 0, 0]]);
+  it("scores each completion against its item's reference: rows, sums and components", async () => {
+    const { entry } = await writeRollouts(f, 0, 9, [
+      [1, 0, 0, 1],
+      [0, 0, 0, 0],
+    ]);
     const r = await rewardShard({ storeUri: f.storeUri, runId: RUN, step: STEP, shard: 0, shards: 2, rollouts: entry });
     assert.equal(r.rewards.name, rewardsName(0));
     const rows = decodeRewards(await readEntry(f.store, stepPrefix(RUN, STEP), r.rewards));
-    assert.deepEqual(rows.map((x) => x.reward), [1, 0, 0, 1, 0, 0, 0, 0]);
-    assert.deepEqual(rows.map((x) => x.sample_id), [0, 1, 2, 3, 0, 1, 2, 3]);
+    assert.deepEqual(
+      rows.map((x) => x.reward),
+      [1, 0, 0, 1, 0, 0, 0, 0],
+    );
+    assert.deepEqual(
+      rows.map((x) => x.sample_id),
+      [0, 1, 2, 3, 0, 1, 2, 3],
+    );
     assert.ok(rows.every((x) => x.error === null && x.run_id === RUN && x.step === STEP));
     assert.deepEqual(rows[0]!.components, { correct: 1, well_formed: 1 });
     assert.deepEqual(rows[1]!.components, { correct: 0, well_formed: 0 });
     assert.deepEqual(
-      { samples: r.samples, scored: r.scored, sum: r.sum, sumSquares: r.sumSquares, min: r.min, max: r.max, errors: r.errors, dropped: r.dropped, components: r.components },
+      {
+        samples: r.samples,
+        scored: r.scored,
+        sum: r.sum,
+        sumSquares: r.sumSquares,
+        min: r.min,
+        max: r.max,
+        errors: r.errors,
+        dropped: r.dropped,
+        components: r.components,
+      },
       { samples: 8, scored: 8, sum: 2, sumSquares: 2, min: 0, max: 1, errors: 0, dropped: 0, components: { correct: 2, well_formed: 2 } },
     );
   });
@@ -128,7 +181,9 @@ describe('rewardShard', () => {
 
 describe('rewardShard error policy (a judge on a closed loopback port)', () => {
   let port: number;
-  before(async () => { port = await closedPort(); });
+  before(async () => {
+    port = await closedPort();
+  });
   const judge = () => ({
     name: 'llm_judge',
     options: { baseUrl: `http://127.0.0.1:${port}/v1`, model: 'none', principle: 'answer correctly', retries: 0, timeoutMs: 2000 },
@@ -170,20 +225,30 @@ describe('rewardShard error policy (a judge on a closed loopback port)', () => {
 
 describe('computeStepAdvantages', () => {
   let f: Fixture;
-  before(async () => { f = await setup(); });
+  before(async () => {
+    f = await setup();
+  });
   after(() => teardown(f));
 
   async function writeRewards(shard: number, rollouts: RolloutsInput[], rewards: (number | null)[]): Promise<ManifestEntry> {
     const rows: RewardsInput[] = rollouts.map((r, i) => ({
-      run_id: RUN, step: STEP, prompt_id: r.prompt_id, sample_id: r.sample_id,
-      reward: rewards[i]!, components: {}, error: rewards[i] === null ? 'judge timed out' : null,
+      run_id: RUN,
+      step: STEP,
+      prompt_id: r.prompt_id,
+      sample_id: r.sample_id,
+      reward: rewards[i]!,
+      components: {},
+      error: rewards[i] === null ? 'judge timed out' : null,
     }));
     return writeArtifact(f.store, stepPrefix(RUN, STEP), { name: rewardsName(shard), bytes: encodeRewards(rows), schema: REWARDS });
   }
 
   it('GRPO over two shards: group [1,0,0,1] gets signs (+,-,-,+); a dropped sample has advantage 0 and an all-false mask', async () => {
     const r0 = await writeRollouts(f, 0, 0, [[1, 0, 0, 1]]);
-    const r1 = await writeRollouts(f, 1, 1, [[1, 0, 0, 0], [0, 0, 0, 0]]);
+    const r1 = await writeRollouts(f, 1, 1, [
+      [1, 0, 0, 0],
+      [0, 0, 0, 0],
+    ]);
     const w0 = await writeRewards(0, r0.rows, [1, 0, 0, 1]);
     const w1 = await writeRewards(1, r1.rows, [1, null, 0, 0, 0, 0, 0, 0]);
     const input = { storeUri: f.storeUri, runId: RUN, step: STEP, phaseIndex: 1, rollouts: [r0.entry, r1.entry], rewards: [w0, w1] };
@@ -191,7 +256,10 @@ describe('computeStepAdvantages', () => {
     const rows = decodeAdvantages(await readEntry(f.store, stepPrefix(RUN, STEP), a.advantages));
     const all = [...r0.rows, ...r1.rows];
     assert.equal(rows.length, 12);
-    assert.deepEqual(rows.map((x) => [x.prompt_id, x.sample_id]), all.map((x) => [x.prompt_id, x.sample_id]));
+    assert.deepEqual(
+      rows.map((x) => [x.prompt_id, x.sample_id]),
+      all.map((x) => [x.prompt_id, x.sample_id]),
+    );
     const adv = rows.map((x) => x.advantage!);
     assert.ok(adv[0]! > 0 && adv[1]! < 0 && adv[2]! < 0 && adv[3]! > 0, `group 1 advantages ${adv.slice(0, 4)}`);
     assert.ok(Math.abs(adv[0]! + adv[1]!) < 1e-9, 'GRPO centres the group');
@@ -227,19 +295,43 @@ describe('computeStepAdvantages', () => {
   });
 
   it('dropZeroVarianceGroups masks a flat group; bad input is named and non-retryable', async () => {
-    const g = await setup({ phases: [{ kind: 'rl', steps: 1, promptsPerStep: 2, groupSize: G, advantage: { estimator: 'grpo', dropZeroVarianceGroups: true } }] });
+    const g = await setup({
+      phases: [{ kind: 'rl', steps: 1, promptsPerStep: 2, groupSize: G, advantage: { estimator: 'grpo', dropZeroVarianceGroups: true } }],
+    });
     try {
-      const r = await writeRollouts(g, 0, 0, [[1, 0, 1, 0], [0, 0, 0, 0]]);
-      const rows: RewardsInput[] = r.rows.map((x, i) => ({ run_id: RUN, step: STEP, prompt_id: x.prompt_id, sample_id: x.sample_id, reward: [1, 0, 1, 0, 0, 0, 0, 0][i]!, components: {}, error: null }));
+      const r = await writeRollouts(g, 0, 0, [
+        [1, 0, 1, 0],
+        [0, 0, 0, 0],
+      ]);
+      const rows: RewardsInput[] = r.rows.map((x, i) => ({
+        run_id: RUN,
+        step: STEP,
+        prompt_id: x.prompt_id,
+        sample_id: x.sample_id,
+        reward: [1, 0, 1, 0, 0, 0, 0, 0][i]!,
+        components: {},
+        error: null,
+      }));
       const w = await writeArtifact(g.store, stepPrefix(RUN, STEP), { name: rewardsName(0), bytes: encodeRewards(rows), schema: REWARDS });
-      const a = await computeStepAdvantages({ storeUri: g.storeUri, runId: RUN, step: STEP, phaseIndex: 0, rollouts: [r.entry], rewards: [w] });
+      const a = await computeStepAdvantages({
+        storeUri: g.storeUri,
+        runId: RUN,
+        step: STEP,
+        phaseIndex: 0,
+        rollouts: [r.entry],
+        rewards: [w],
+      });
       const adv = decodeAdvantages(await readEntry(g.store, stepPrefix(RUN, STEP), a.advantages));
       assert.ok(adv.slice(4).every((x) => x.advantage === 0 && x.loss_mask!.every((m) => !m)));
       assert.ok(adv.slice(0, 4).every((x) => x.loss_mask!.every(Boolean)));
       assert.equal(a.keptSamples, 4);
       assert.equal(a.droppedSamples, 4);
 
-      const short = await writeArtifact(g.store, stepPrefix(RUN, STEP), { name: rewardsName(9), bytes: encodeRewards(rows.slice(0, 7)), schema: REWARDS });
+      const short = await writeArtifact(g.store, stepPrefix(RUN, STEP), {
+        name: rewardsName(9),
+        bytes: encodeRewards(rows.slice(0, 7)),
+        schema: REWARDS,
+      });
       await assert.rejects(
         computeStepAdvantages({ storeUri: g.storeUri, runId: RUN, step: STEP, phaseIndex: 0, rollouts: [r.entry], rewards: [short] }),
         nonRetryable(/sample addition-train-000001\/3 has no rewards row/),

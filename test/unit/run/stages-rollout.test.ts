@@ -25,7 +25,10 @@ const tinyConfig = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   seed: 7,
   task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
   model: { hidden: 32, layers: 1, heads: 2 },
-  phases: [{ kind: 'sft', steps: 1 }, { kind: 'rl', steps: 2, promptsPerStep: 4, groupSize: 4 }],
+  phases: [
+    { kind: 'sft', steps: 1 },
+    { kind: 'rl', steps: 2, promptsPerStep: 4, groupSize: 4 },
+  ],
   eval: { prompts: 8, passK: 2, temperature: 1 },
   engine: { threads: 1 },
   ...over,
@@ -36,14 +39,25 @@ const setup = (over: Partial<RunConfigInput> = {}): Promise<Fixture> => runFixtu
 const teardown = (f: Fixture): Promise<void> => f.teardown();
 
 const shardInput = (f: Fixture, over: Partial<Parameters<typeof rolloutShard>[0]> = {}) => ({
-  storeUri: f.storeUri, runId: RUN, step: 1, policyVersion: 0, phaseIndex: 1, shard: 0, shards: 1, promptOffset: 4, promptCount: 3, ...over,
+  storeUri: f.storeUri,
+  runId: RUN,
+  step: 1,
+  policyVersion: 0,
+  phaseIndex: 1,
+  shard: 0,
+  shards: 1,
+  promptOffset: 4,
+  promptCount: 3,
+  ...over,
 });
 
 after(() => releaseEngines());
 
 describe('rolloutShard', () => {
   let f: Fixture;
-  before(async () => { f = await setup(); });
+  before(async () => {
+    f = await setup();
+  });
   after(() => teardown(f));
 
   it('writes well-formed rows: groups of groupSize, one logprob per token, ids within the vocabulary, honest finish reasons', async () => {
@@ -55,8 +69,14 @@ describe('rolloutShard', () => {
     assert.equal(r.rollouts.name, rolloutsName(0));
     assert.equal(rows.length, 12);
     assert.equal(r.samples, 12);
-    assert.deepEqual(rows.map((x) => x.prompt_id), items.flatMap((it) => Array(4).fill(it.promptId)));
-    assert.deepEqual(rows.map((x) => x.sample_id), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+    assert.deepEqual(
+      rows.map((x) => x.prompt_id),
+      items.flatMap((it) => Array(4).fill(it.promptId)),
+    );
+    assert.deepEqual(
+      rows.map((x) => x.sample_id),
+      [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3],
+    );
     let completionTokens = 0;
     let truncated = 0;
     for (const [i, row] of rows.entries()) {
@@ -89,7 +109,10 @@ describe('rolloutShard', () => {
     }
     assert.equal(r.completionTokens, completionTokens);
     assert.equal(r.truncated, truncated);
-    assert.equal(r.promptTokens, rows.reduce((a, x) => a + x.prompt_token_ids.length, 0));
+    assert.equal(
+      r.promptTokens,
+      rows.reduce((a, x) => a + x.prompt_token_ids.length, 0),
+    );
     // samples of one prompt differ (their streams differ): a fresh model is near uniform
     assert.ok(new Set(rows.slice(0, 4).map((x) => x.completion_token_ids.join(','))).size > 1);
   });
@@ -104,7 +127,10 @@ describe('rolloutShard', () => {
     assert.equal(alone.rollouts.name, rolloutsName(1));
     const all = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 1), a.rollouts));
     const one = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 1), alone.rollouts));
-    assert.deepEqual(one.map((x) => [...x.completion_token_ids]), all.slice(4, 8).map((x) => [...x.completion_token_ids]));
+    assert.deepEqual(
+      one.map((x) => [...x.completion_token_ids]),
+      all.slice(4, 8).map((x) => [...x.completion_token_ids]),
+    );
   });
 
   it('a committed step returns the committed entry without generating (even for a checkpoint that does not exist)', async () => {
@@ -114,14 +140,20 @@ describe('rolloutShard', () => {
     assert.deepEqual(again.rollouts, a.rollouts);
     assert.equal(again.samples, a.samples);
     assert.equal(again.completionTokens, a.completionTokens);
-    await assert.rejects(rolloutShard(shardInput(f, { step: 2, shard: 1, shards: 2 })), (e: unknown) => e instanceof Error && e.message.includes(`committed without "${rolloutsName(1)}"`));
+    await assert.rejects(
+      rolloutShard(shardInput(f, { step: 2, shard: 1, shards: 2 })),
+      (e: unknown) => e instanceof Error && e.message.includes(`committed without "${rolloutsName(1)}"`),
+    );
   });
 
   it('bad input fails non-retryably with a message naming it', async () => {
     const nonRetryable = (re: RegExp) => (err: unknown) => err instanceof ApplicationFailure && err.nonRetryable && re.test(err.message);
     await assert.rejects(rolloutShard(shardInput(f, { phaseIndex: 0 })), nonRetryable(/phase 0 is a "sft" phase/));
     await assert.rejects(rolloutShard(shardInput(f, { phaseIndex: 5 })), nonRetryable(/phaseIndex 5 is out of range/));
-    await assert.rejects(rolloutShard(shardInput(f, { policyVersion: 3 })), nonRetryable(/checkpoint 3 of run "tiny-run" is not committed/));
+    await assert.rejects(
+      rolloutShard(shardInput(f, { policyVersion: 3 })),
+      nonRetryable(/checkpoint 3 of run "tiny-run" is not committed/),
+    );
     await assert.rejects(rolloutShard(shardInput(f, { promptCount: 0 })), nonRetryable(/promptCount must be a positive integer/));
   });
 });
@@ -130,20 +162,35 @@ describe('finishCompletion', () => {
   const decode = (ids: number[]) => ids.map((i) => 'abcdefgh'[i]).join('');
   it('cuts at a stop string (text before it, tokens through the one that completed it) and finishes "stop"', () => {
     const params = parseSamplingParams({ max_tokens: 6, stop: ['cd'] });
-    const c = finishCompletion({ tokens: [0, 1, 2, 3, 4, 5], logprobs: [-1, -2, -3, -4, -5, -6], finishReason: 'length' }, params, new Set([7]), decode);
+    const c = finishCompletion(
+      { tokens: [0, 1, 2, 3, 4, 5], logprobs: [-1, -2, -3, -4, -5, -6], finishReason: 'length' },
+      params,
+      new Set([7]),
+      decode,
+    );
     assert.deepEqual(c, { tokens: [0, 1, 2, 3], logprobs: [-1, -2, -3, -4], text: 'ab', finishReason: 'stop' });
   });
   it('a stop token ends a completion and is left out of its text; the budget gives "length"', () => {
     const params = parseSamplingParams({ max_tokens: 4 });
-    assert.deepEqual(finishCompletion({ tokens: [0, 1, 7], logprobs: [-1, -1, -1], finishReason: 'stop' }, params, new Set([7]), decode),
-      { tokens: [0, 1, 7], logprobs: [-1, -1, -1], text: 'ab', finishReason: 'stop' });
-    assert.deepEqual(finishCompletion({ tokens: [0, 1, 2, 3], logprobs: [-1, -1, -1, -1], finishReason: 'length' }, params, new Set([7]), decode).finishReason, 'length');
+    assert.deepEqual(finishCompletion({ tokens: [0, 1, 7], logprobs: [-1, -1, -1], finishReason: 'stop' }, params, new Set([7]), decode), {
+      tokens: [0, 1, 7],
+      logprobs: [-1, -1, -1],
+      text: 'ab',
+      finishReason: 'stop',
+    });
+    assert.deepEqual(
+      finishCompletion({ tokens: [0, 1, 2, 3], logprobs: [-1, -1, -1, -1], finishReason: 'length' }, params, new Set([7]), decode)
+        .finishReason,
+      'length',
+    );
   });
 });
 
 describe('evaluate', () => {
   let f: Fixture;
-  before(async () => { f = await setup(); });
+  before(async () => {
+    f = await setup();
+  });
   after(() => teardown(f));
 
   it('a fresh model scores near 0; the record is committed under evals/{v:06d} and returned as stored on a second call', async (t) => {
@@ -158,8 +205,14 @@ describe('evaluate', () => {
     assert.ok(r.pass_at_k!.value >= 0 && r.pass_at_k!.value <= 1);
     assert.equal(r.samples.length, 8);
     const items = f.run.task.prompts(f.run.config.seed, 'eval', 8);
-    assert.deepEqual(r.samples.map((s) => s.prompt_id), items.map((i) => i.promptId));
-    assert.deepEqual(r.samples.map((s) => s.reference), items.map((i) => i.reference));
+    assert.deepEqual(
+      r.samples.map((s) => s.prompt_id),
+      items.map((i) => i.promptId),
+    );
+    assert.deepEqual(
+      r.samples.map((s) => s.reference),
+      items.map((i) => i.reference),
+    );
     assert.ok(r.uri.endsWith(`${evalPrefix(RUN, 0)}/${MANIFEST_NAME}`), r.uri);
 
     const stored = JSON.parse(new TextDecoder().decode(await readArtifact(f.store, evalPrefix(RUN, 0), EVAL_NAME)));
@@ -185,7 +238,11 @@ describe('evaluate', () => {
     const { run, state: s0 } = f;
     const { tokenizer, task, config } = run;
     const items = task.prompts(config.seed, 'eval', 8);
-    const seqs = items.map((it) => [...tokenizer.encode(it.prompt), ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }), tokenizer.eosId]);
+    const seqs = items.map((it) => [
+      ...tokenizer.encode(it.prompt),
+      ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }),
+      tokenizer.eosId,
+    ]);
     const promptLen = items.map((it) => tokenizer.encode(it.prompt).length);
     const T = Math.max(...seqs.map((s) => s.length));
     const batch = {

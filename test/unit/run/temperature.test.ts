@@ -28,10 +28,17 @@ const config = (): RunConfigInput => ({
   task: { name: 'addition', options: { minDigits: 1, maxDigits: 1, reverse: true, pad: true } },
   // initStd 0.5: peaked next-token distributions, so that T = 0.7 and T = 1 give clearly different logprobs
   model: { hidden: 32, layers: 1, heads: 2, initStd: 0.5 },
-  phases: [{
-    kind: 'rl', steps: 1, promptsPerStep: 4, groupSize: 4, lr: 1e-2, sampling: { temperature: T },
-    loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
-  }],
+  phases: [
+    {
+      kind: 'rl',
+      steps: 1,
+      promptsPerStep: 4,
+      groupSize: 4,
+      lr: 1e-2,
+      sampling: { temperature: T },
+      loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
+    },
+  ],
   engine: { threads: 1 },
 });
 
@@ -40,7 +47,17 @@ let rows: RolloutsRow[];
 let rollouts: ManifestEntry;
 before(async () => {
   f = await runFixture(RUN, config(), { checkpoint0: true });
-  const r = await rolloutShard({ storeUri: f.storeUri, runId: RUN, step: 0, policyVersion: 0, phaseIndex: 0, shard: 0, shards: 1, promptOffset: 0, promptCount: 4 });
+  const r = await rolloutShard({
+    storeUri: f.storeUri,
+    runId: RUN,
+    step: 0,
+    policyVersion: 0,
+    phaseIndex: 0,
+    shard: 0,
+    shards: 1,
+    promptOffset: 0,
+    promptCount: 4,
+  });
   rollouts = r.rollouts;
   rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), rollouts));
 });
@@ -82,14 +99,29 @@ describe('sampling temperature', () => {
     const advantages = await writeArtifact(f.store, stepPrefix(RUN, 0), {
       name: ADVANTAGES_NAME,
       schema: ADVANTAGES,
-      bytes: encodeAdvantages(rows.map((r) => ({
-        run_id: RUN, step: 0, prompt_id: r.prompt_id, sample_id: r.sample_id,
-        advantage: r.sample_id % 2 === 0 ? 1 : -1, loss_mask: null,
-      }))),
+      bytes: encodeAdvantages(
+        rows.map((r) => ({
+          run_id: RUN,
+          step: 0,
+          prompt_id: r.prompt_id,
+          sample_id: r.sample_id,
+          advantage: r.sample_id % 2 === 0 ? 1 : -1,
+          loss_mask: null,
+        })),
+      ),
     });
     const r = await learnerUpdate({
-      storeUri: f.storeUri, runId: RUN, step: 0, phaseIndex: 0, phase: 'rl', lr: 1e-2, referenceVersion: 0,
-      promptOffset: 0, batchSize: 4, rollouts: [rollouts], advantages,
+      storeUri: f.storeUri,
+      runId: RUN,
+      step: 0,
+      phaseIndex: 0,
+      phase: 'rl',
+      lr: 1e-2,
+      referenceVersion: 0,
+      promptOffset: 0,
+      batchSize: 4,
+      rollouts: [rollouts],
+      advantages,
     });
     assert.equal(r.sequences, 16);
     assert.ok(r.metrics.logprob_diff! <= PARITY, `logprob_diff ${r.metrics.logprob_diff}`);

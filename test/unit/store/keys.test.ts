@@ -3,9 +3,34 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidKeyError } from '../../../activities/store/errors.js';
 import {
-  ADVANTAGES_NAME, ANNOTATION_JOB_NAME, ANNOTATION_REWARDS_NAME, ANNOTATION_SUMMARY_NAME, EVAL_NAME, MANIFEST_NAME, METRICS_NAME, MODEL_NAME,
-  OPTIMIZER_NAME, RUN_RECORD_NAME, annotationPartKey, annotationPrefix, annotationShardPrefix, checkpointPrefix, contentKey, evalPrefix, joinKey,
-  parseRunKey, parseShardName, parseStep, rewardsName, rolloutsName, runFolder, runPrefix, runRecordKey, stepPrefix, validateKey, validatePrefix,
+  ADVANTAGES_NAME,
+  ANNOTATION_JOB_NAME,
+  ANNOTATION_REWARDS_NAME,
+  ANNOTATION_SUMMARY_NAME,
+  EVAL_NAME,
+  MANIFEST_NAME,
+  METRICS_NAME,
+  MODEL_NAME,
+  OPTIMIZER_NAME,
+  RUN_RECORD_NAME,
+  annotationPartKey,
+  annotationPrefix,
+  annotationShardPrefix,
+  checkpointPrefix,
+  contentKey,
+  evalPrefix,
+  joinKey,
+  parseRunKey,
+  parseShardName,
+  parseStep,
+  rewardsName,
+  rolloutsName,
+  runFolder,
+  runPrefix,
+  runRecordKey,
+  stepPrefix,
+  validateKey,
+  validatePrefix,
 } from '../../../activities/store/keys.js';
 
 describe('keys', () => {
@@ -31,8 +56,16 @@ describe('keys', () => {
       ['é'.repeat(513), /longer than 1024 UTF-8 bytes/],
     ];
     for (const [key, rule] of cases) {
-      assert.throws(() => validateKey(key), (e: unknown) =>
-        e instanceof InvalidKeyError && e.code === 'invalid_key' && e.key === key && e.message.includes(JSON.stringify(key)) && rule.test(e.message), JSON.stringify(key));
+      assert.throws(
+        () => validateKey(key),
+        (e: unknown) =>
+          e instanceof InvalidKeyError &&
+          e.code === 'invalid_key' &&
+          e.key === key &&
+          e.message.includes(JSON.stringify(key)) &&
+          rule.test(e.message),
+        JSON.stringify(key),
+      );
     }
     assert.throws(() => validateKey(42 as unknown as string), /must be a string/);
   });
@@ -101,8 +134,14 @@ describe('keys', () => {
     const cases: [string, ReturnType<typeof parseRunKey>][] = [
       [stepPrefix('r1', 3), { runId: 'r1', folder: 'steps', number: 3, rest: '' }],
       [`${stepPrefix('r1', 3)}/${METRICS_NAME}`, { runId: 'r1', folder: 'steps', number: 3, rest: METRICS_NAME }],
-      [`${stepPrefix('r1', 3)}/${contentKey(rolloutsName(1), 'ab'.repeat(32))}`, { runId: 'r1', folder: 'steps', number: 3, rest: 'rollouts-001.abababababababab.arrow' }],
-      [`${checkpointPrefix('run.x', 1234567)}/${MANIFEST_NAME}`, { runId: 'run.x', folder: 'checkpoints', number: 1234567, rest: MANIFEST_NAME }],
+      [
+        `${stepPrefix('r1', 3)}/${contentKey(rolloutsName(1), 'ab'.repeat(32))}`,
+        { runId: 'r1', folder: 'steps', number: 3, rest: 'rollouts-001.abababababababab.arrow' },
+      ],
+      [
+        `${checkpointPrefix('run.x', 1234567)}/${MANIFEST_NAME}`,
+        { runId: 'run.x', folder: 'checkpoints', number: 1234567, rest: MANIFEST_NAME },
+      ],
       [evalPrefix('r-2', 0), { runId: 'r-2', folder: 'evals', number: 0, rest: '' }],
       [runRecordKey('r1'), { runId: 'r1', folder: null, number: null, rest: RUN_RECORD_NAME }],
       [`${runFolder('r1', 'steps')}/notes`, { runId: 'r1', folder: null, number: null, rest: 'steps/notes' }],

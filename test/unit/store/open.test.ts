@@ -32,7 +32,11 @@ describe('store URIs and options', () => {
       ['s3://ok-bucket/../x', /bad prefix/],
     ];
     for (const [uri, why] of cases) {
-      assert.throws(() => parseStoreUri(uri), (e: unknown) => e instanceof InvalidUriError && e.code === 'invalid_uri' && why.test(e.message), uri);
+      assert.throws(
+        () => parseStoreUri(uri),
+        (e: unknown) => e instanceof InvalidUriError && e.code === 'invalid_uri' && why.test(e.message),
+        uri,
+      );
     }
   });
 
@@ -58,11 +62,17 @@ describe('store URIs and options', () => {
   });
 
   it('reads S3 options from DURABLE_RL_S3_* variables', () => {
-    assert.deepEqual(s3OptionsFromEnv({
-      DURABLE_RL_S3_ENDPOINT: 'http://127.0.0.1:9000', DURABLE_RL_S3_REGION: 'eu-west-1',
-      DURABLE_RL_S3_ACCESS_KEY_ID: 'id', DURABLE_RL_S3_SECRET_ACCESS_KEY: 'secret', DURABLE_RL_S3_MAX_ATTEMPTS: '7',
-      UNRELATED: 'x',
-    }), { endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', accessKeyId: 'id', secretAccessKey: 'secret', maxAttempts: 7 });
+    assert.deepEqual(
+      s3OptionsFromEnv({
+        DURABLE_RL_S3_ENDPOINT: 'http://127.0.0.1:9000',
+        DURABLE_RL_S3_REGION: 'eu-west-1',
+        DURABLE_RL_S3_ACCESS_KEY_ID: 'id',
+        DURABLE_RL_S3_SECRET_ACCESS_KEY: 'secret',
+        DURABLE_RL_S3_MAX_ATTEMPTS: '7',
+        UNRELATED: 'x',
+      }),
+      { endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', accessKeyId: 'id', secretAccessKey: 'secret', maxAttempts: 7 },
+    );
     assert.deepEqual(s3OptionsFromEnv({ DURABLE_RL_S3_ENDPOINT: '' }), {});
   });
 
@@ -70,8 +80,10 @@ describe('store URIs and options', () => {
     const saved = process.env.DURABLE_RL_S3_MAX_ATTEMPTS;
     process.env.DURABLE_RL_S3_MAX_ATTEMPTS = 'lots';
     try {
-      assert.throws(() => openStore('s3://bkt'), (e: unknown) =>
-        e instanceof ConfigError && /from the DURABLE_RL_S3_\* environment variables: maxAttempts:/.test(e.message));
+      assert.throws(
+        () => openStore('s3://bkt'),
+        (e: unknown) => e instanceof ConfigError && /from the DURABLE_RL_S3_\* environment variables: maxAttempts:/.test(e.message),
+      );
     } finally {
       if (saved === undefined) delete process.env.DURABLE_RL_S3_MAX_ATTEMPTS;
       else process.env.DURABLE_RL_S3_MAX_ATTEMPTS = saved;

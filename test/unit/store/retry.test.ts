@@ -19,13 +19,30 @@ const policy = { maxAttempts: 4, baseDelayMs: 100, maxDelayMs: 1000 };
 
 describe('retry', () => {
   it('classifies transient and final errors', () => {
-    for (const e of [sdkError('SlowDown', 503), sdkError('InternalError', 500), sdkError('Unknown', 502), sdkError('TooManyRequests', 429),
-      sdkError('RequestTimeout', 400), sdkError('ConditionalRequestConflict', 409), netError('ECONNRESET'), netError('ECONNREFUSED'),
-      sdkError('TimeoutError'), Object.assign(new Error('wrapped'), { cause: netError('EPIPE') })]) {
+    for (const e of [
+      sdkError('SlowDown', 503),
+      sdkError('InternalError', 500),
+      sdkError('Unknown', 502),
+      sdkError('TooManyRequests', 429),
+      sdkError('RequestTimeout', 400),
+      sdkError('ConditionalRequestConflict', 409),
+      netError('ECONNRESET'),
+      netError('ECONNREFUSED'),
+      sdkError('TimeoutError'),
+      Object.assign(new Error('wrapped'), { cause: netError('EPIPE') }),
+    ]) {
       assert.equal(isTransient(e), true, describeError(e));
     }
-    for (const e of [sdkError('AccessDenied', 403), sdkError('NoSuchKey', 404), sdkError('PreconditionFailed', 412),
-      sdkError('InvalidArgument', 400), sdkError('BucketAlreadyExists', 409), new TypeError('bug'), 'a string', null]) {
+    for (const e of [
+      sdkError('AccessDenied', 403),
+      sdkError('NoSuchKey', 404),
+      sdkError('PreconditionFailed', 412),
+      sdkError('InvalidArgument', 400),
+      sdkError('BucketAlreadyExists', 409),
+      new TypeError('bug'),
+      'a string',
+      null,
+    ]) {
       assert.equal(isTransient(e), false, String(e));
     }
   });
@@ -47,12 +64,21 @@ describe('retry', () => {
   it('retries transient errors and returns the first success', async () => {
     const delays: number[] = [];
     let calls = 0;
-    const r = await withRetry('op', policy, async (attempt) => {
-      calls++;
-      assert.equal(attempt, calls);
-      if (attempt < 3) throw sdkError('SlowDown', 503);
-      return 'done';
-    }, { sleep: async (ms) => { delays.push(ms); } });
+    const r = await withRetry(
+      'op',
+      policy,
+      async (attempt) => {
+        calls++;
+        assert.equal(attempt, calls);
+        if (attempt < 3) throw sdkError('SlowDown', 503);
+        return 'done';
+      },
+      {
+        sleep: async (ms) => {
+          delays.push(ms);
+        },
+      },
+    );
     assert.equal(r, 'done');
     assert.equal(calls, 3);
     assert.equal(delays.length, 2);
@@ -62,20 +88,36 @@ describe('retry', () => {
   it('stops after maxAttempts with the last error', async () => {
     let calls = 0;
     const retries: number[] = [];
-    await assert.rejects(withRetry('op', policy, async () => {
-      calls++;
-      throw netError('ECONNRESET');
-    }, { sleep: async () => undefined, onRetry: (i) => retries.push(i.attempt) }), /ECONNRESET/);
+    await assert.rejects(
+      withRetry(
+        'op',
+        policy,
+        async () => {
+          calls++;
+          throw netError('ECONNRESET');
+        },
+        { sleep: async () => undefined, onRetry: (i) => retries.push(i.attempt) },
+      ),
+      /ECONNRESET/,
+    );
     assert.equal(calls, 4);
     assert.deepEqual(retries, [1, 2, 3]);
   });
 
   it('does not retry final errors', async () => {
     let calls = 0;
-    await assert.rejects(withRetry('op', policy, async () => {
-      calls++;
-      throw sdkError('AccessDenied', 403);
-    }, { sleep: async () => assert.fail('must not sleep') }), /AccessDenied/);
+    await assert.rejects(
+      withRetry(
+        'op',
+        policy,
+        async () => {
+          calls++;
+          throw sdkError('AccessDenied', 403);
+        },
+        { sleep: async () => assert.fail('must not sleep') },
+      ),
+      /AccessDenied/,
+    );
     assert.equal(calls, 1);
   });
 

@@ -17,7 +17,12 @@ function reward(options: Record<string, unknown> = {}): RewardFn {
 }
 
 test('prompt and gold completion round trip: "a+b=" → the digits of a+b, which the reward scores 1', () => {
-  for (const [reverse, pad] of [[false, false], [true, false], [false, true], [true, true]]) {
+  for (const [reverse, pad] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ]) {
     const t = getTask('addition', { minDigits: 1, maxDigits: 4, reverse, pad });
     const fn = t.createReward();
     const tok = CharTokenizer.fromAlphabet(t.alphabet);
@@ -95,7 +100,11 @@ test('reward: exact numeric match, format component, reversed answers', () => {
     ['', 0, 0],
   ];
   for (const [completion, correct, wellFormed] of cases) {
-    assert.deepEqual(score(fn, '168', completion), { reward: correct, components: { correct, well_formed: wellFormed } }, JSON.stringify(completion));
+    assert.deepEqual(
+      score(fn, '168', completion),
+      { reward: correct, components: { correct, well_formed: wellFormed } },
+      JSON.stringify(completion),
+    );
   }
   assert.equal(score(reward({ formatReward: 0.1 }), '168', '167').reward, 0.1);
   assert.equal(score(reward({ formatReward: 0.1 }), '168', 'abc').reward, 0);

@@ -11,8 +11,22 @@ import type { TaskItem } from '../../../activities/tasks/types.js';
 
 const ctx: RewardContext = { step: 0, signal: new AbortController().signal, log: logger('test') };
 
-function score(fn: RewardFn, item: { metadata?: Record<string, unknown> } & Partial<Omit<TaskItem, 'metadata'>>, completion: string): RewardResult {
-  return fn.score!({ promptId: item.promptId ?? 'p', sampleId: 0, prompt: item.prompt ?? '', completion, reference: item.reference, metadata: item.metadata }, ctx) as RewardResult;
+function score(
+  fn: RewardFn,
+  item: { metadata?: Record<string, unknown> } & Partial<Omit<TaskItem, 'metadata'>>,
+  completion: string,
+): RewardResult {
+  return fn.score!(
+    {
+      promptId: item.promptId ?? 'p',
+      sampleId: 0,
+      prompt: item.prompt ?? '',
+      completion,
+      reference: item.reference,
+      metadata: item.metadata,
+    },
+    ctx,
+  ) as RewardResult;
 }
 
 function reward(options: Record<string, unknown> = {}): RewardFn {
@@ -34,7 +48,10 @@ test('prompts are deterministic under the seed, and sliceable by offset', () => 
   const a = t.prompts(11, 'train', 60);
   assert.deepEqual(t.prompts(11, 'train', 60), a);
   assert.deepEqual(t.prompts(11, 'train', 20, 40), a.slice(40));
-  assert.notDeepEqual(t.prompts(12, 'train', 60).map((i) => i.prompt), a.map((i) => i.prompt));
+  assert.notDeepEqual(
+    t.prompts(12, 'train', 60).map((i) => i.prompt),
+    a.map((i) => i.prompt),
+  );
   assert.equal(new Set(a.map((i) => i.promptId)).size, 60);
   assert.equal(a[7]!.promptId, 'countdown-train-000007');
   for (const it of a) {
@@ -60,7 +77,7 @@ test('train and eval are disjoint by instance (numbers in any order, same target
   assert.ok(evalItems.every((i) => i.promptId.startsWith('countdown-eval-') && i.metadata.split === 'eval'));
 });
 
-test('every generated instance is solvable and the solver\'s answer earns 1, under each rule set', () => {
+test("every generated instance is solvable and the solver's answer earns 1, under each rule set", () => {
   const configs: Record<string, unknown>[] = [
     {},
     { intermediates: 'integer', minNumbers: 2, maxNumbers: 5, maxNumber: 20, maxTarget: 200, sftSolution: 'first' },
@@ -110,7 +127,11 @@ test('the solver: deterministic, exact, null when impossible, and it respects th
   // shortest: the fewest parentheses among all solutions
   assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, all, 'first')!), '99-(72-52)');
   assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, all, 'shortest')!), '52-72+99');
-  assert.equal(printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, natRules, 'shortest')!), '99-72+52', 'natural: 52-72 < 0 is not allowed');
+  assert.equal(
+    printExpression(solveCountdown({ numbers: [72, 52, 99], target: 79 }, natRules, 'shortest')!),
+    '99-72+52',
+    'natural: 52-72 < 0 is not allowed',
+  );
   const t = getTask('countdown');
   for (const it of t.prompts(8, 'train', 40)) {
     const m = it.metadata as { numbers: number[]; target: number };
@@ -188,19 +209,28 @@ test('bad task options are rejected naming the field', () => {
   assert.throws(() => getTask('countdown', { minNumber: 50, maxNumber: 10 }), /minNumber: minNumber must not exceed maxNumber/);
   assert.throws(() => getTask('countdown', { operators: ['+', '%'] }), /operators\.1/);
   assert.throws(() => getTask('countdown', { operators: ['+', '+'] }), /operators must not repeat/);
-  assert.throws(() => getTask('countdown', { intermediates: 'natural', minNumber: 0 }), /minNumber: the natural rule allows positive numbers only/);
+  assert.throws(
+    () => getTask('countdown', { intermediates: 'natural', minNumber: 0 }),
+    /minNumber: the natural rule allows positive numbers only/,
+  );
   assert.throws(() => getTask('countdown', { difficulty: 3 }), /difficulty/);
 });
 
 test('an impossible split is an error that says which knobs to turn', () => {
   // two numbers in 1..2 give a handful of instances; with operators + only, targets 2..4, few in eval
   const t = getTask('countdown', { minNumbers: 2, maxNumbers: 2, maxNumber: 2, operators: ['+'], minTarget: 50, maxTarget: 60 });
-  assert.throws(() => t.prompts(1, 'train', 1), /countdown: no train problem found for item 0 in 2000 attempts.*Widen \[minTarget, maxTarget\]/);
+  assert.throws(
+    () => t.prompts(1, 'train', 1),
+    /countdown: no train problem found for item 0 in 2000 attempts.*Widen \[minTarget, maxTarget\]/,
+  );
 });
 
 test('sftTarget of an instance without a solution says so', () => {
   const t = getTask('countdown');
-  assert.throws(() => t.sftTarget({ promptId: 'x', prompt: '', reference: '50', metadata: { numbers: [1, 1, 1], target: 50 } }), /item x \(numbers 1, 1, 1, target 50\) has no solution/);
+  assert.throws(
+    () => t.sftTarget({ promptId: 'x', prompt: '', reference: '50', metadata: { numbers: [1, 1, 1], target: 50 } }),
+    /item x \(numbers 1, 1, 1, target 50\) has no solution/,
+  );
 });
 
 test('compact and instruct formats', () => {
@@ -211,8 +241,14 @@ test('compact and instruct formats', () => {
   const i = getTask('countdown', { format: 'instruct', numberUse: 'at_most_once' });
   const it = i.prompts(2, 'train', 1)[0]!;
   const m = it.metadata as { numbers: number[]; target: number };
-  assert.ok(it.prompt.startsWith(`Using the numbers [${m.numbers.join(', ')}], write an arithmetic expression that equals ${m.target}.`), it.prompt);
+  assert.ok(
+    it.prompt.startsWith(`Using the numbers [${m.numbers.join(', ')}], write an arithmetic expression that equals ${m.target}.`),
+    it.prompt,
+  );
   assert.match(it.prompt, /each number at most once/);
   assert.match(i.sftTarget(it), /^<answer>[\d()+\-*/ ]+<\/answer>$/);
-  assert.deepEqual(i.reward, { name: 'countdown', options: { numberUse: 'at_most_once', intermediates: 'rational', operators: ['+', '-', '*', '/'], formatReward: 0.1 } });
+  assert.deepEqual(i.reward, {
+    name: 'countdown',
+    options: { numberUse: 'at_most_once', intermediates: 'rational', operators: ['+', '-', '*', '/'], formatReward: 0.1 },
+  });
 });

@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  evaluate, ExpressionSyntaxError, formatRational, literals, parseExpression, printExpression, type Expr,
+  evaluate,
+  ExpressionSyntaxError,
+  formatRational,
+  literals,
+  parseExpression,
+  printExpression,
+  type Expr,
 } from '../../../activities/tasks/expression.js';
 import { randomCountdown } from '../../../activities/tasks/countdown-solver.js';
 import { Draws } from '../../../activities/tasks/split.js';
@@ -80,7 +86,11 @@ test('syntax errors say what and where', () => {
     ['()', /expected a number or "\(", found "\)" at position 1/],
   ];
   for (const [text, re] of cases) {
-    assert.throws(() => parseExpression(text), (e: unknown) => e instanceof ExpressionSyntaxError && re.test(e.message), text);
+    assert.throws(
+      () => parseExpression(text),
+      (e: unknown) => e instanceof ExpressionSyntaxError && re.test(e.message),
+      text,
+    );
   }
 });
 
@@ -107,7 +117,11 @@ test('printing keeps the tree: parse(print(e)) has the shape of e, with minimal 
   const shapeOpts = { minNumbers: 2, maxNumbers: 5, minNumber: 0, maxNumber: 20, minTarget: -1e9, maxTarget: 1e9 };
   let checked = 0;
   for (let i = 0; i < 400; i++) {
-    const inst = randomCountdown(new Draws(new CounterRng(5, 'print', i), 0), shapeOpts, { numberUse: 'exactly_once', intermediates: 'integer', operators: ['+', '-', '*', '/'] });
+    const inst = randomCountdown(new Draws(new CounterRng(5, 'print', i), 0), shapeOpts, {
+      numberUse: 'exactly_once',
+      intermediates: 'integer',
+      operators: ['+', '-', '*', '/'],
+    });
     if (!inst) continue;
     const text = printExpression(inst.expr);
     assert.deepEqual(shape(parseExpression(text)), shape(inst.expr), text);

@@ -20,7 +20,10 @@ describe('addition firstError', () => {
 
   it('plain sum 168 (accepted: "168", "0168", ...): "0169" → 3, "2" → 0, "1" → 1; "00168" → null; sum 0: "01" → 1, "00" → null', () => {
     const f = (ref: string, c: string) => additionFirstError(ref, c, false);
-    assert.deepEqual([f('168', '0169'), f('168', '2'), f('168', '1'), f('168', '00168'), f('0', '01'), f('0', '00')], [3, 0, 1, null, 1, null]);
+    assert.deepEqual(
+      [f('168', '0169'), f('168', '2'), f('168', '1'), f('168', '00168'), f('0', '01'), f('0', '00')],
+      [3, 0, 1, null, 1, null],
+    );
   });
 
   it('an answer in tags → null (the task cannot trace the position); a reference not in digits throws', () => {
@@ -32,7 +35,10 @@ describe('addition firstError', () => {
     const t = getTask('addition', { minDigits: 1, maxDigits: 1, reverse: true, pad: true });
     const item = { promptId: 'p', prompt: '7+5=', reference: '12', metadata: {} };
     assert.equal(t.sftTarget(item), '21');
-    assert.deepEqual(['22', '31', '21'].map((c) => t.firstError!(item, c)), [1, 0, null]);
+    assert.deepEqual(
+      ['22', '31', '21'].map((c) => t.firstError!(item, c)),
+      [1, 0, null],
+    );
     assert.equal(getTask('countdown').firstError, undefined);
   });
 });

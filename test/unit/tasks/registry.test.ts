@@ -10,16 +10,25 @@ const ctx = { step: 0, signal: new AbortController().signal, log: logger('test')
 
 test('tasks by name, with their descriptions', () => {
   assert.deepEqual(taskNames(), ['addition', 'countdown']);
-  assert.deepEqual(describeTasks().map((d) => d.name), ['addition', 'countdown']);
+  assert.deepEqual(
+    describeTasks().map((d) => d.name),
+    ['addition', 'countdown'],
+  );
   assert.ok(describeTasks().every((d) => d.description.length > 10 && d.source));
   assert.equal(getTask('countdown').name, 'countdown');
   assert.equal((getTask('addition', { maxDigits: 5 }).options as { maxDigits: number }).maxDigits, 5);
 });
 
 test('an unknown task name is a ConfigError listing the known names', () => {
-  assert.throws(() => getTask('multiplication'), (e: unknown) => e instanceof ConfigError && /name: unknown task "multiplication"; known tasks: addition, countdown/.test(e.message));
+  assert.throws(
+    () => getTask('multiplication'),
+    (e: unknown) => e instanceof ConfigError && /name: unknown task "multiplication"; known tasks: addition, countdown/.test(e.message),
+  );
   assert.throws(() => getTask(7 as unknown as string), /a task name is a string/);
-  assert.throws(() => getTask('addition', 'big'), (e: unknown) => e instanceof ConfigError && /options of task addition/.test(e.message));
+  assert.throws(
+    () => getTask('addition', 'big'),
+    (e: unknown) => e instanceof ConfigError && /options of task addition/.test(e.message),
+  );
 });
 
 test('defaults fill in; unknown options are rejected by name', () => {
@@ -27,18 +36,31 @@ test('defaults fill in; unknown options are rejected by name', () => {
   assert.deepEqual(
     { ...(t.options as object) },
     {
-      numberUse: 'exactly_once', intermediates: 'rational', operators: ['+', '-', '*', '/'],
-      minNumbers: 3, maxNumbers: 4, minNumber: 1, maxNumber: 99, minTarget: 1, maxTarget: 100,
-      format: 'compact', evalFraction: 0.1, formatReward: 0.1, sftSolution: 'shortest',
+      numberUse: 'exactly_once',
+      intermediates: 'rational',
+      operators: ['+', '-', '*', '/'],
+      minNumbers: 3,
+      maxNumbers: 4,
+      minNumber: 1,
+      maxNumber: 99,
+      minTarget: 1,
+      maxTarget: 100,
+      format: 'compact',
+      evalFraction: 0.1,
+      formatReward: 0.1,
+      sftSolution: 'shortest',
     },
   );
   assert.throws(() => getTask('countdown', { maxNumbr: 9 }), /maxNumbr/);
 });
 
-test('registerTaskRewards adds the task rewards to a registry; each task\'s reward spec then creates a reward that scores its gold answers 1', async () => {
+test("registerTaskRewards adds the task rewards to a registry; each task's reward spec then creates a reward that scores its gold answers 1", async () => {
   const registry = registerTaskRewards(new RewardRegistry());
   assert.deepEqual(registry.names(), ['addition', 'countdown']);
-  assert.deepEqual(taskRewardDefinitions().map((d) => d.name), ['addition', 'countdown']);
+  assert.deepEqual(
+    taskRewardDefinitions().map((d) => d.name),
+    ['addition', 'countdown'],
+  );
   for (const name of taskNames()) {
     const task = getTask(name, name === 'addition' ? { reverse: true } : { intermediates: 'integer' });
     assert.equal(task.rewardDefinition.name, task.reward.name);

@@ -18,7 +18,7 @@ test('the table names every registered activity, and nothing else', () => {
   assert.deepEqual(sorted(Object.keys(ACTIVITY_QUEUES)), sorted(Object.keys(ACTIVITIES)));
 });
 
-test('each activity is on exactly one queue: the queues\' lists together hold each of the 10 names once', () => {
+test("each activity is on exactly one queue: the queues' lists together hold each of the 10 names once", () => {
   const all = queues.flatMap((q) => activityNamesOn(q));
   assert.equal(all.length, 10);
   assert.deepEqual(sorted(all), sorted(Object.keys(ACTIVITIES)));
@@ -26,7 +26,13 @@ test('each activity is on exactly one queue: the queues\' lists together hold ea
 
 test('the queues are those of the workflows before the table: rollout runs rolloutShard and evaluate; reward runs the annotation job, rewardShard and computeStepAdvantages; learner runs initRun, learnerUpdate, commitStep', () => {
   assert.deepEqual(activityNamesOn('rollout'), ['rolloutShard', 'evaluate']);
-  assert.deepEqual(activityNamesOn('reward'), ['planAnnotation', 'annotateShard', 'finalizeAnnotation', 'rewardShard', 'computeStepAdvantages']);
+  assert.deepEqual(activityNamesOn('reward'), [
+    'planAnnotation',
+    'annotateShard',
+    'finalizeAnnotation',
+    'rewardShard',
+    'computeStepAdvantages',
+  ]);
   assert.deepEqual(activityNamesOn('learner'), ['initRun', 'learnerUpdate', 'commitStep']);
   assert.deepEqual(activityNamesOn('control'), []);
 });
@@ -41,7 +47,8 @@ test('the worker of each activity queue registers exactly the activities the tab
   for (const q of ['rollout', 'reward', 'learner'] as const) {
     const registered = activityWorkerOptions(opts, q, conn).activities as Record<string, unknown>;
     assert.deepEqual(sorted(Object.keys(registered)), sorted(activityNamesOn(q)), `${q} worker`);
-    for (const [name, fn] of Object.entries(registered)) assert.equal(fn, ACTIVITIES[name as keyof typeof ACTIVITIES], `${q} worker's ${name}`);
+    for (const [name, fn] of Object.entries(registered))
+      assert.equal(fn, ACTIVITIES[name as keyof typeof ACTIVITIES], `${q} worker's ${name}`);
     assert.equal(activityWorkerOptions(opts, q, conn).taskQueue, TASK_QUEUES[q]);
   }
 });

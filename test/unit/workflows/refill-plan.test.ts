@@ -12,7 +12,13 @@ import { planRefill, planStep, refillRoundPrompts, totalSteps } from '../../../w
 const config = parseRunConfig({
   phases: [
     { kind: 'sft', steps: 2, batchSize: 10 },
-    { kind: 'rl', steps: 3, promptsPerStep: 4, groupSize: 2, dynamicSampling: { mode: 'refill', maxRounds: 2, oversample: 1.5, minKeepRate: 0.5 } },
+    {
+      kind: 'rl',
+      steps: 3,
+      promptsPerStep: 4,
+      groupSize: 2,
+      dynamicSampling: { mode: 'refill', maxRounds: 2, oversample: 1.5, minKeepRate: 0.5 },
+    },
     { kind: 'rl', steps: 2, promptsPerStep: 5, groupSize: 2, dynamicSampling: { mode: 'refill', maxRounds: 1 } },
   ],
   rollout: { promptsPerShard: 3 },
@@ -25,7 +31,7 @@ test('a refill round reserves ceil(oversample · promptsPerStep / minKeepRate) p
   for (const p of config.phases) if (p.kind === 'rl') assert.equal(configRoundPrompts(p), refillRoundPrompts(p));
 });
 
-test('refill regions start past the 20 + 12 + 10 planned items: phase 1 step k round r at 42 + (2k + r - 1)·12, phase 2 after phase 1\'s 72', () => {
+test("refill regions start past the 20 + 12 + 10 planned items: phase 1 step k round r at 42 + (2k + r - 1)·12, phase 2 after phase 1's 72", () => {
   const planned = 2 * 10 + 3 * 4 + 2 * 5;
   assert.equal(planRefill(config, planStep(config, 2), 1, 5, 2).promptOffset, planned);
   assert.equal(planRefill(config, planStep(config, 2), 2, 5, 2).promptOffset, planned + 12);
@@ -56,7 +62,14 @@ test('no prompt is drawn twice: every planned and every possible refill item of 
 test('a round of 7 prompts after 2 shards is shards 2, 3, 4 of 3 + 3 + 1 prompts; a larger request is clamped to the reservation', () => {
   const plan = planStep(config, 3);
   const r = planRefill(config, plan, 1, 7, 2);
-  assert.deepEqual(r.shards.map((s) => [s.shard, s.promptCount, s.promptOffset - r.promptOffset]), [[2, 3, 0], [3, 3, 3], [4, 1, 6]]);
+  assert.deepEqual(
+    r.shards.map((s) => [s.shard, s.promptCount, s.promptOffset - r.promptOffset]),
+    [
+      [2, 3, 0],
+      [3, 3, 3],
+      [4, 1, 6],
+    ],
+  );
   assert.equal(r.count, 7);
   assert.equal(planRefill(config, plan, 1, 100, 2).count, 12);
   assert.deepEqual(planRefill(config, plan, 1, 7, 2), r, 'a pure function of (config, step, round, count, first shard)');

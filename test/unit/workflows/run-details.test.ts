@@ -5,10 +5,30 @@ import { runPrefix } from '../../../activities/store/keys.js';
 import { fmt, renderRunDetails, sparkline, type RunDetails } from '../../../workflows/run-details.js';
 
 const snapshot = (o: Partial<RunDetails> = {}): RunDetails => ({
-  runId: 'tiny-1', name: 'tiny', status: 'running', phase: 'rl', phaseIndex: 1, step: 3, totalSteps: 5, stage: 'learner',
-  shardsDone: 0, shardsTotal: 0, lastMetrics: null, rewardTrend: [], evals: [], storeUri: 'file:///tmp/store',
-  lastStepUri: null, lastCheckpointUri: null, executions: 1, model: 'llama 1×32',
-  stopRequested: false, pauseRequested: false, phases: 2, task: 'addition', seed: 11, ...o,
+  runId: 'tiny-1',
+  name: 'tiny',
+  status: 'running',
+  phase: 'rl',
+  phaseIndex: 1,
+  step: 3,
+  totalSteps: 5,
+  stage: 'learner',
+  shardsDone: 0,
+  shardsTotal: 0,
+  lastMetrics: null,
+  rewardTrend: [],
+  evals: [],
+  storeUri: 'file:///tmp/store',
+  lastStepUri: null,
+  lastCheckpointUri: null,
+  executions: 1,
+  model: 'llama 1×32',
+  stopRequested: false,
+  pauseRequested: false,
+  phases: 2,
+  task: 'addition',
+  seed: 11,
+  ...o,
 });
 
 test('sparkline of 0, 0.5, 1 is ▁▅█; of two equal values ▄▄; of nothing the empty string', () => {
@@ -24,52 +44,66 @@ test('fmt: 0.12345 → 0.123 (4 digits: 0.1235), null, undefined and NaN → an 
 });
 
 test('a run after its first execution, at step 3 of 5 with last metrics, a reward trend of 0.2 then 0.6, two evaluations and its store URIs', () => {
-  const text = renderRunDetails(snapshot({
-    lastMetrics: { reward_mean: 0.6, reward_std: 0.49, loss: 0.12345, kl: 0.00123, entropy: 1.5, clip_fraction: 0.1, step_seconds: 2.25 },
-    rewardTrend: [0.2, 0.6],
-    evals: [
-      { policyVersion: 0, phase: 'init', greedyAccuracy: 0.125, passAtK: { k: 2, value: 0.25 }, uri: 'e0' },
-      { policyVersion: 2, phase: 'sft', greedyAccuracy: 0.5, passAtK: null, uri: 'e2' },
-    ],
-    lastCheckpointUri: 'file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json',
-    lastStepUri: 'file:///tmp/store/runs/tiny-1/steps/000002/manifest.json',
-    executions: 3,
-  }));
-  assert.equal(text, [
-    '## Training run `tiny-1`',
-    '- **status:** running',
-    '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** learner',
-    '- **model:** llama 1×32 · **task:** addition · **seed:** 11',
-    '- **last step:** reward 0.600 ± 0.490 · loss 0.1235 · KL 0.0012 · entropy 1.500 · clip 0.100 · 2.3 s',
-    '- **reward trend** (last 2 rl steps): `▁█` 0.600',
-    '',
-    '| checkpoint | phase | greedy accuracy | pass@k |',
-    '| --- | --- | --- | --- |',
-    '| 0 | init | 12.5% | pass@2 25.0% |',
-    '| 2 | sft | 50.0% | – |',
-    '',
-    '- **store:** `file:///tmp/store` · run data under `runs/tiny-1/`',
-    '- **last checkpoint:** `file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json`',
-    '- **last step manifest:** `file:///tmp/store/runs/tiny-1/steps/000002/manifest.json`',
-    '- continued as new 2 time(s)',
-  ].join('\n'));
+  const text = renderRunDetails(
+    snapshot({
+      lastMetrics: { reward_mean: 0.6, reward_std: 0.49, loss: 0.12345, kl: 0.00123, entropy: 1.5, clip_fraction: 0.1, step_seconds: 2.25 },
+      rewardTrend: [0.2, 0.6],
+      evals: [
+        { policyVersion: 0, phase: 'init', greedyAccuracy: 0.125, passAtK: { k: 2, value: 0.25 }, uri: 'e0' },
+        { policyVersion: 2, phase: 'sft', greedyAccuracy: 0.5, passAtK: null, uri: 'e2' },
+      ],
+      lastCheckpointUri: 'file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json',
+      lastStepUri: 'file:///tmp/store/runs/tiny-1/steps/000002/manifest.json',
+      executions: 3,
+    }),
+  );
+  assert.equal(
+    text,
+    [
+      '## Training run `tiny-1`',
+      '- **status:** running',
+      '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** learner',
+      '- **model:** llama 1×32 · **task:** addition · **seed:** 11',
+      '- **last step:** reward 0.600 ± 0.490 · loss 0.1235 · KL 0.0012 · entropy 1.500 · clip 0.100 · 2.3 s',
+      '- **reward trend** (last 2 rl steps): `▁█` 0.600',
+      '',
+      '| checkpoint | phase | greedy accuracy | pass@k |',
+      '| --- | --- | --- | --- |',
+      '| 0 | init | 12.5% | pass@2 25.0% |',
+      '| 2 | sft | 50.0% | – |',
+      '',
+      '- **store:** `file:///tmp/store` · run data under `runs/tiny-1/`',
+      '- **last checkpoint:** `file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json`',
+      '- **last step manifest:** `file:///tmp/store/runs/tiny-1/steps/000002/manifest.json`',
+      '- continued as new 2 time(s)',
+    ].join('\n'),
+  );
 });
 
 test('a new run shows no metrics, trend, evaluations, checkpoint or continue-as-new lines, and "…" for a model not yet known', () => {
   const text = renderRunDetails(snapshot({ status: 'starting', phase: 'sft', phaseIndex: 0, step: 0, stage: 'init', model: '' }));
-  assert.equal(text, [
-    '## Training run `tiny-1`',
-    '- **status:** starting',
-    '- **phase:** sft (1/2) · **step:** 0 / 5 · **stage:** init',
-    '- **model:** … · **task:** addition · **seed:** 11',
-    '- **store:** `file:///tmp/store` · run data under `runs/tiny-1/`',
-  ].join('\n'));
+  assert.equal(
+    text,
+    [
+      '## Training run `tiny-1`',
+      '- **status:** starting',
+      '- **phase:** sft (1/2) · **step:** 0 / 5 · **stage:** init',
+      '- **model:** … · **task:** addition · **seed:** 11',
+      '- **store:** `file:///tmp/store` · run data under `runs/tiny-1/`',
+    ].join('\n'),
+  );
 });
 
 test('shards done show during rollout and reward only: 1/2 shards while rewarding, none while learning', () => {
   const line = (o: Partial<RunDetails>) => renderRunDetails(snapshot(o)).split('\n')[2];
-  assert.equal(line({ stage: 'reward', shardsDone: 1, shardsTotal: 2 }), '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** reward (1/2 shards)');
-  assert.equal(line({ stage: 'rollout', shardsDone: 0, shardsTotal: 2 }), '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** rollout (0/2 shards)');
+  assert.equal(
+    line({ stage: 'reward', shardsDone: 1, shardsTotal: 2 }),
+    '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** reward (1/2 shards)',
+  );
+  assert.equal(
+    line({ stage: 'rollout', shardsDone: 0, shardsTotal: 2 }),
+    '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** rollout (0/2 shards)',
+  );
   assert.equal(line({ stage: 'learner', shardsDone: 2, shardsTotal: 2 }), '- **phase:** rl (2/2) · **step:** 3 / 5 · **stage:** learner');
 });
 
@@ -86,7 +120,7 @@ test('the step shown is capped at the total: a finished run at step 6 of 5 shows
   assert.match(text.split('\n')[2]!, / · \*\*step:\*\* 5 \/ 5 · \*\*stage:\*\* done$/);
 });
 
-test('the run data folder the details name is the store layout\'s runPrefix (store/keys.ts), followed by a slash', () => {
+test("the run data folder the details name is the store layout's runPrefix (store/keys.ts), followed by a slash", () => {
   for (const runId of ['tiny-1', 'addition-grpo-20250101-abc']) {
     const text = renderRunDetails(snapshot({ runId }));
     assert.ok(text.includes(`run data under \`${runPrefix(runId)}/\``), text);
