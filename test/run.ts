@@ -5,7 +5,7 @@
  *   npm test                      everything
  *   npm test -- --only unit       one folder of test/ (unit or integration)
  *   npm test -- store manifest    only files whose path contains one of these words
- *   npm test -- --no-check        skip tsc and eslint (quick local loops)
+ *   npm test -- --no-check        skip tsc, eslint and the prettier check (quick local loops)
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
@@ -48,6 +48,7 @@ const bin = (name: string) => join(root, 'node_modules', '.bin', name);
 if (!noCheck) {
   step('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json']);
   step('lint (eslint)', bin('eslint'), ['.']);
+  step('format (prettier --check; fix with npm run format)', bin('prettier'), ['--check', '--log-level', 'warn', '.']);
 }
 
 let files = findTests(join(root, 'test'));
