@@ -127,9 +127,20 @@ export class Follower {
     }
   }
 
-  /** Leaves the last drawn block on screen; later output goes below it. */
-  done(): void {
+  /**
+   * Leaves the last drawn block on screen; later output goes below it. Without a terminal, the
+   * evaluations of `evals` that no poll caught (a short run can finish between two polls) are
+   * written now, so the log holds every evaluation whatever the timing.
+   */
+  done(evals: readonly EvalSummary[] = []): void {
     this.drawn = 0;
+    if (this.tty) return;
+    for (const e of [...evals].sort((a, b) => a.policyVersion - b.policyVersion)) {
+      const key = `${e.policyVersion}:${e.uri}`;
+      if (this.evalsShown.has(key)) continue;
+      this.evalsShown.add(key);
+      this.out.write(`${evalLine(e)}\n`);
+    }
   }
 
   /** A line of its own above the live block (TTY) or in the log. */

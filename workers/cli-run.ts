@@ -191,7 +191,7 @@ async function afterStart(
   } finally {
     process.off('SIGINT', onSignal);
   }
-  follower?.done();
+  follower?.done(outcome.kind === 'result' ? outcome.result.evals : []);
   if (outcome.kind === 'workers') throw new Error(`run ${started.runId} is not finished but ${causeMessage(outcome.error)}`);
   if (outcome.kind === 'failed') throw new Error(`run ${started.runId} failed: ${failureText(outcome.error)}`);
   const r = outcome.result;

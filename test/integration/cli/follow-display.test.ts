@@ -62,6 +62,23 @@ test('not on a terminal: one line per change, each evaluation once, no ANSI', ()
   assert.ok(!s.text().includes('\u001b'));
 });
 
+test('not on a terminal: evaluations no poll caught (a run that ends between polls) are written at the end, in checkpoint order, each once', () => {
+  const s = sink(false);
+  const f = new Follower(s.out);
+  f.update(progress({ stage: 'init', evals: [] }));
+  f.update(progress({ evals: [ev(0, 'init', 0)] }));
+  f.done([ev(4, 'rl', 0.5), ev(0, 'init', 0), ev(2, 'sft', 0.25)]);
+  const evalLines = s
+    .text()
+    .split('\n')
+    .filter((l) => l.startsWith('eval '));
+  assert.deepEqual(evalLines, [
+    'eval checkpoint 0 (init): greedy 0.0%, pass@4 10.0%',
+    'eval checkpoint 2 (sft): greedy 25.0%, pass@4 35.0%',
+    'eval checkpoint 4 (rl): greedy 50.0%, pass@4 60.0%',
+  ]);
+});
+
 test('on a terminal: the block is redrawn in place (cursor up by the lines drawn, clear, redraw)', () => {
   const s = sink(true);
   const f = new Follower(s.out);
