@@ -27,7 +27,8 @@ export interface StepPlan {
   /**
    * sft: examples; rl, online_dpo: prompts. Items [promptOffset, promptOffset + count) of the train
    * split. dpo: preference pairs, rows [promptOffset, promptOffset + count) of the phase's dataset
-   * (stepInPhase × batchSize; the learner wraps around at the dataset's end).
+   * (stepInPhase × batchSize; the learner wraps around at the dataset's end). reward_model: the same,
+   * rows of its dataset's training part (the held-out rows left out).
    */
   promptOffset: number;
   count: number;
@@ -43,10 +44,10 @@ function updatesPerStep(p: Phase): number {
   return p.kind === 'sft' ? p.updatesPerStep : 1;
 }
 
-/** Items of the task's train stream a step draws (the offline dpo phase reads its own dataset: none). */
+/** Items of the task's train stream a step draws (the offline dpo and reward_model phases read their own dataset: none). */
 function itemsPerStep(p: Phase): number {
   if (p.kind === 'sft') return p.batchSize * p.updatesPerStep;
-  if (p.kind === 'dpo') return 0;
+  if (p.kind === 'dpo' || p.kind === 'reward_model') return 0;
   return p.promptsPerStep;
 }
 
@@ -72,8 +73,9 @@ export function planStep(config: RunConfig, step: number): StepPlan {
   for (const [phaseIndex, phase] of config.phases.entries()) {
     if (step < phaseStart + phase.steps) {
       const k = step - phaseStart;
-      const count = phase.kind === 'dpo' ? phase.batchSize : itemsPerStep(phase);
-      const promptOffset = phase.kind === 'dpo' ? k * count : offset + k * count;
+      const ownData = phase.kind === 'dpo' || phase.kind === 'reward_model';
+      const count = ownData ? phase.batchSize : itemsPerStep(phase);
+      const promptOffset = ownData ? k * count : offset + k * count;
       const shards: ShardPlan[] = [];
       if (phase.kind === 'rl' || phase.kind === 'online_dpo') {
         const per = config.rollout.promptsPerShard;

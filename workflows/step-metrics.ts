@@ -3,7 +3,14 @@
  * so the numbers a run commits can be checked without a server. The workflow adds the step's
  * duration (`step_seconds`) when it commits the step; commitStep adds the run, step and phase columns.
  */
-import type { AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult, StepMetrics } from '../activities/run/types.js';
+import type {
+  AdvantagesResult,
+  LearnerResult,
+  ReferenceLogprobsResult,
+  RewardShardResult,
+  RolloutShardResult,
+  StepMetrics,
+} from '../activities/run/types.js';
 import type { StepPlan } from './run-plan.js';
 
 /** A row with every measure absent (null) and every count 0. */
@@ -89,6 +96,8 @@ export interface RlStepResults {
   update: LearnerResult;
   /** Dynamic sampling: prompts rolled out over all rounds (the planned ones and the refills). */
   promptsRolled?: number;
+  /** kl.inReward: the (last) reference scoring of the step. */
+  reference?: ReferenceLogprobsResult;
 }
 
 /** Wall-clock seconds of an rl step's stages, as the workflow saw them. */
@@ -98,6 +107,8 @@ export interface RlStepSeconds {
   /** Sum over shards of each reward activity's own seconds. */
   reward: number;
   advantage: number;
+  /** kl.inReward: the reference scoring (every call of the step). */
+  reference?: number;
 }
 
 /**
@@ -167,7 +178,41 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
             'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
           }
         : {}),
+      // KL in the reward (kl.inReward, REINFORCE++): mean over rewarded samples of Σ_t kl_t and of the
+      // penalty β Σ_t kl_t taken off their rewards; the reference scoring's tokens and seconds
+      ...(advantages.klReward
+        ? { 'kl_reward/kl_sum_mean': advantages.klReward.klSumMean, 'kl_reward/penalty_mean': advantages.klReward.penaltyMean }
+        : {}),
+      ...(results.reference
+        ? {
+            'kl_reward/reference_tokens': results.reference.tokens,
+            'kl_reward/reference_seconds': seconds.reference ?? results.reference.seconds,
+          }
+        : {}),
     },
+  };
+}
+
+/**
+ * A reward_model step (activities/learner/reward-model-update.ts): the Bradley-Terry loss as `loss`,
+ * the gradient norm, pairs as `num_prompts`, their sequences as `num_samples`, and under `extra`
+ * `rm/accuracy` (fraction of the step's pairs with r(chosen) > r(rejected)), `rm/margin` (mean
+ * r(chosen) − r(rejected)), `rm/chosen_reward`, `rm/rejected_reward` (mean scores), all before the
+ * update, and `rm/pairs`.
+ */
+export function rewardModelStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
+  const extra: Record<string, number> = { tokens: update.tokens, micro_batches: update.microBatches };
+  for (const k of ['accuracy', 'margin', 'chosen_reward', 'rejected_reward', 'pairs'] as const)
+    if (update.metrics[k] !== undefined) extra[`rm/${k}`] = update.metrics[k];
+  return {
+    ...emptyMetrics(),
+    num_prompts: plan.count,
+    num_samples: update.sequences,
+    loss: update.metrics.loss ?? null,
+    grad_norm: update.metrics.grad_norm ?? null,
+    learning_rate: plan.lr,
+    learner_seconds: update.seconds,
+    extra,
   };
 }
 

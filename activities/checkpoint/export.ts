@@ -3,10 +3,13 @@
  * config.json, generation_config.json, model.safetensors, the char tokenizer (tokenizer.json,
  * tokenizer_config.json) and the decode graph (decode.onnx + decode.json sidecar) — see
  * `exportModel` in activities/model/export.ts. The directory loads back with `loadHfModel` and
- * in `transformers`.
+ * in `transformers`. A reward-model run (`model.classifier`) has no decode graph: its directory
+ * holds the HF files only (`saveHfModel`: config.json naming `*ForSequenceClassification`, the
+ * weights with `score.weight`, the tokenizer), which is what the `reward_model` reward loads.
  */
 import { logger } from '../common/log.js';
 import { exportModel } from '../model/export.js';
+import { saveHfModel } from '../model/hf.js';
 import { loadRun } from '../run/resolve.js';
 import { withStore } from '../store/open.js';
 import { committedSteps } from '../store/manifest.js';
@@ -50,7 +53,15 @@ export async function exportRun(storeUri: string, runId: string, version: number
       );
     }
     const weights = await loadWeights(store, runId, v);
-    const files = await exportModel(dir, { config: run.model, weights, tokenizer: run.tokenizer });
+    const files = run.model.classifier
+      ? await saveHfModel(dir, {
+          config: run.model,
+          tensors: new Map(
+            [...weights].map(([name, w]) => [name, { dtype: 'F32' as const, shape: w.shape, data: w.data as Float32Array }]),
+          ),
+          tokenizer: run.tokenizer,
+        })
+      : await exportModel(dir, { config: run.model, weights, tokenizer: run.tokenizer });
     log.info({ runId, version: v, dir, files: files.length }, 'exported checkpoint');
     return { dir, files, version: v };
   });

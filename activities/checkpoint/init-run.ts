@@ -148,7 +148,8 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       const why = incompatibility(source.config, config);
       if (why) throw ApplicationFailure.nonRetryable(`cannot resume run "${from.runId}" at checkpoint ${c}: ${why}`, 'ResumeIncompatible');
       const at = phaseAt(config, c);
-      if (at && at.phase.kind !== 'sft' && c > at.start) {
+      // (sft and reward_model phases have no reference policy)
+      if (at && at.phase.kind !== 'sft' && at.phase.kind !== 'reward_model' && c > at.start) {
         if (!committed.includes(at.start)) {
           throw ApplicationFailure.nonRetryable(
             `run "${from.runId}" has no committed checkpoint ${at.start}, the reference policy of the ${at.phase.kind} phase (phases.${at.index}) that checkpoint ${c} continues (committed checkpoints: ${committed.join(', ')})`,

@@ -20,7 +20,7 @@ export interface Series {
 
 /** A contiguous range of steps in one training phase. */
 export interface PhaseSpan {
-  phase: 'sft' | 'rl' | 'online_dpo' | 'dpo';
+  phase: 'sft' | 'rl' | 'online_dpo' | 'dpo' | 'reward_model';
   /** First step of the span. */
   from: number;
   /** Where the span ends on the x axis (the next span's first step, or the last step of the run). */

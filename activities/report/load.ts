@@ -65,8 +65,8 @@ export interface EvalRow {
   policy_version: number;
   /** Training steps done before the evaluated weights (0 = initial weights). */
   step: number;
-  /** What produced the evaluated weights: "init" (no training yet) or the phase kind ("sft", "rl", "online_dpo", "dpo"). */
-  phase: 'sft' | 'rl' | 'online_dpo' | 'dpo' | 'init';
+  /** What produced the evaluated weights: "init" (no training yet) or the phase kind ("sft", "rl", "online_dpo", "dpo", "reward_model"). */
+  phase: 'sft' | 'rl' | 'online_dpo' | 'dpo' | 'reward_model' | 'init';
   /** Fraction of prompts answered correctly by greedy decoding, 0..1. */
   greedy_accuracy: number;
   /** pass@k (Chen et al. 2021, unbiased estimator) when sampled evaluation ran, else null. */
@@ -308,8 +308,8 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
   if (!isObject(json)) return 'expected a JSON object';
   const { step, phase, greedy_accuracy: acc, pass_at_k: pak, mean_reward: meanReward, num_prompts: numPrompts, samples } = json;
   if (!nonNegInt(step)) return `step must be a non-negative integer, got ${JSON.stringify(step)}`;
-  if (phase !== 'sft' && phase !== 'rl' && phase !== 'online_dpo' && phase !== 'dpo' && phase !== 'init')
-    return `phase must be "sft", "rl", "online_dpo", "dpo" or "init", got ${JSON.stringify(phase)}`;
+  if (phase !== 'sft' && phase !== 'rl' && phase !== 'online_dpo' && phase !== 'dpo' && phase !== 'reward_model' && phase !== 'init')
+    return `phase must be "sft", "rl", "online_dpo", "dpo", "reward_model" or "init", got ${JSON.stringify(phase)}`;
   if (!finiteNumber(acc) || acc < 0 || acc > 1) return `greedy_accuracy must be a number in 0..1, got ${JSON.stringify(acc)}`;
   let passAtK: EvalRow['pass_at_k'] = null;
   if (pak !== null && pak !== undefined) {

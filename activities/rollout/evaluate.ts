@@ -7,6 +7,8 @@ import { CounterRng } from '../common/rng.js';
 import type { RewardFn, RewardSample } from '../reward/types.js';
 import { scoreSamples, type RewardRow } from '../reward/run.js';
 import { stage } from '../run/stage.js';
+import { PreferenceDatasetError, rewardModelRows, scorePreferencePairs } from '../run/reward-model-data.js';
+import type { ObjectStore } from '../store/object-store.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { EvalRecord, EvaluateInput, EvaluateResult } from '../run/types.js';
 import { EVAL_NAME, evalPrefix } from '../store/keys.js';
@@ -27,6 +29,46 @@ async function scoreEval(run: ResolvedRun, reward: RewardFn, samples: RewardSamp
   const { onError: _onError, defaultReward: _defaultReward, ...rest } = run.config.reward.errorPolicy;
   const { rows } = await scoreSamples(reward, samples, { ...rest, onError: 'drop' }, { step });
   return rows;
+}
+
+/**
+ * A reward-model run's evaluation of checkpoint v (`EvalRecord.preference`): the Bradley-Terry
+ * metrics of the first `eval.maxPairs` evaluation pairs of the phase that made v (the first phase
+ * for v = 0) — its held-out rows, or its first training rows (split "train") when it holds none
+ * out (activities/run/reward-model-data.ts). `greedy_accuracy` holds the preference accuracy.
+ */
+async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run: ResolvedRun): Promise<EvalRecord> {
+  const v = input.policyVersion;
+  let end = 0;
+  const phase =
+    run.config.phases.find((p) => {
+      end += p.steps;
+      return v - 1 < end;
+    }) ?? run.config.phases[0]!;
+  if (phase.kind !== 'reward_model')
+    throw badInput(`a reward-model run (model.classifier) has only reward_model phases, got ${phase.kind}`);
+  let rows;
+  try {
+    rows = rewardModelRows(run, phase);
+  } catch (err) {
+    if (err instanceof PreferenceDatasetError) throw badInput(`reward-model evaluation: ${err.message}`);
+    throw err;
+  }
+  const split = rows.heldOut.length > 0 ? 'held_out' : 'train';
+  const pairs = (split === 'held_out' ? rows.heldOut : rows.train).slice(0, phase.eval.maxPairs);
+  const s = await withPolicy(store, input.runId, run, v, (engine) => scorePreferencePairs(engine, run.tokenizer, pairs));
+  return {
+    run_id: input.runId,
+    policy_version: v,
+    step: v,
+    phase: input.phase,
+    greedy_accuracy: s.accuracy,
+    pass_at_k: null,
+    mean_reward: s.meanScore,
+    num_prompts: s.pairs,
+    samples: [],
+    preference: { split, pairs: s.pairs, accuracy: s.accuracy, margin: s.margin, loss: s.loss },
+  };
 }
 
 /**
@@ -53,6 +95,18 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
 
     const { run } = await loadRun(store, runId);
     const { config, tokenizer } = run;
+    if (run.model.classifier) {
+      // a reward-model run: preference accuracy of checkpoint v on the phase's evaluation pairs
+      const record = await evaluateRewardModel(store, input, run);
+      const { manifest, created } = await commit(
+        store,
+        prefix,
+        [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
+        { run_id: runId, step: v },
+      );
+      if (!created) return stored(manifest);
+      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+    }
     const items = run.task.prompts(config.seed, 'eval', config.eval.prompts, 0);
     const k = config.eval.passK;
     const maxNew = run.maxNewTokens();

@@ -16,7 +16,9 @@ import { ConfigError, parseConfig, z } from '../common/config.js';
 import { advantageConfigSchema, estimators, impliedAggregation } from '../advantage/index.js';
 import { lossConfigSchema } from '../learner/index.js';
 import { dpoSchema } from '../learner/dpo.js';
+import { bradleyTerrySchema } from '../model/losses-reward.js';
 import { loadPreferenceDataset, PreferenceDatasetError } from '../data/preference-dataset.js';
+import { heldOutCount } from '../data/reward-model-split.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
@@ -79,7 +81,9 @@ export const rlPhaseSchema = z.strictObject({
    * and the clip range is what keeps the later updates near the sampling policy (PPO).
    * `options.aggregation` left unset pairs with the estimator (grpo: sequence_mean, dr_grpo:
    * constant over the completion budget, ...; GSPO ratios: sequence_mean; see `pairLoss`), and
-   * `options.kl.inReward` moves the KL penalty into the token rewards (REINFORCE++).
+   * `options.kl.inReward` moves the KL penalty into the token rewards (REINFORCE++, Hu et al.
+   * 2025): each step then scores its rollouts under the reference before the advantages
+   * (scoreReferenceLogprobs, learner queue) and the advantage stage charges β·kl_t per token.
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
   /**
@@ -244,9 +248,71 @@ export const dpoPhaseSchema = z.strictObject({
   }),
 });
 
-export const phaseSchema = z.discriminatedUnion('kind', [sftPhaseSchema, rlPhaseSchema, onlineDpoPhaseSchema, dpoPhaseSchema]);
+/**
+ * Reward-model training (Bradley & Terry 1952, "Rank analysis of incomplete block designs"; the
+ * pairwise loss of Stiennon et al. 2020 and Ouyang et al. 2022, "Training language models to follow
+ * instructions with human feedback" — InstructGPT; TRL's RewardTrainer): the run's model is a
+ * sequence classifier (`model.classifier: true`, a scalar score head `score.weight` in place of the
+ * LM head) trained on a preference dataset (the same JSONL loader and `dataset` fields as the dpo
+ * phase) with loss −mean log σ(r(chosen) − r(rejected) − margin). Step k trains on training rows
+ * [k·batchSize, (k+1)·batchSize), wrapping around (file order, the held-out rows left out). Each
+ * side is scored as BOS + prompt + completion + EOS (the head reads the EOS position), so the
+ * `reward_model` reward that uses the exported model wants `appendEos: true`
+ * (activities/reward/README.md, "Train a reward model in a run"). Metrics: loss, accuracy (fraction of pairs
+ * with r(chosen) > r(rejected)), margin (mean r(chosen) − r(rejected)), before the update. The run's
+ * evaluations are preference accuracy on held-out pairs (`eval`).
+ */
+export const rewardModelPhaseSchema = z.strictObject({
+  kind: z.literal('reward_model'),
+  /** Optimizer updates in this phase (one step = one update = one committed checkpoint). */
+  steps: posInt,
+  /** Preference pairs per optimizer update (2 × batchSize sequences; micro-batches hold whole pairs). */
+  batchSize: posInt.default(16),
+  ...scheduleFields,
+  /** Peak learning rate (AdamW). A reward model trained from scratch here takes a larger one than a policy's RL phase. */
+  lr: z.number().positive().default(1e-3),
+  /**
+   * The Bradley-Terry loss (activities/model/losses-reward.ts): `margin` m (default 0; Llama 2's
+   * margin, Touvron et al. 2023) and `centerRewardsCoefficient` (default 0; Eisenstein et al. 2023,
+   * TRL's center_rewards_coefficient). Per-pair margins (a dataset column) are not offered.
+   */
+  loss: bradleyTerrySchema.omit({ perPairMargin: true }).prefault({}),
+  /** The preference dataset, as the dpo phase's (JSONL; `path` made absolute when the config is validated). */
+  dataset: dpoPhaseSchema.shape.dataset,
+  /**
+   * Held-out pairs of the run's evaluations (preference accuracy, margin and loss of checkpoint v).
+   * `dataset` (a JSONL file with the same columns) wins; else `fraction` > 0 holds out
+   * round(fraction · rows) rows of the training dataset, chosen by the run seed, which training then
+   * never sees; else (fraction 0, the default) the evaluation measures the first `maxPairs` training
+   * rows and records split "train".
+   */
+  eval: z
+    .strictObject({
+      /** Held-out rows drawn by seed from the training dataset, as a fraction of its rows (below 1; 0: none). */
+      fraction: z.number().min(0).lt(1).default(0),
+      /** A separate held-out preference dataset; null (default): use `fraction`. Columns as `dataset`'s, path absolute after validation. */
+      dataset: z
+        .strictObject({
+          path: z.string().min(1),
+        })
+        .nullable()
+        .default(null),
+      /** Most held-out pairs one evaluation scores (the first ones, in file order). */
+      maxPairs: posInt.default(256),
+    })
+    .prefault({}),
+});
+
+export const phaseSchema = z.discriminatedUnion('kind', [
+  sftPhaseSchema,
+  rlPhaseSchema,
+  onlineDpoPhaseSchema,
+  dpoPhaseSchema,
+  rewardModelPhaseSchema,
+]);
 export type OnlineDpoPhase = z.output<typeof onlineDpoPhaseSchema>;
 export type DpoPhase = z.output<typeof dpoPhaseSchema>;
+export type RewardModelPhase = z.output<typeof rewardModelPhaseSchema>;
 /** Phases that sample completions from the policy each step (rollout and reward shards). */
 export type SamplingPhase = RlPhase | OnlineDpoPhase;
 export type SftPhase = z.output<typeof sftPhaseSchema>;
@@ -269,6 +335,14 @@ export const modelSchema = z.strictObject({
   maxPositions: posInt.optional(),
   /** Standard deviation of the initial weights (GPT-2: 0.02). */
   initStd: z.number().positive().default(0.02),
+  /**
+   * Train a reward model: the model is a sequence classifier (HF `*ForSequenceClassification`, one
+   * label: a scalar score head `score.weight` [1, hidden] read at each sequence's last token, in
+   * place of the LM head; Ouyang et al. 2022). Every phase must then be a `reward_model` phase
+   * (a classifier cannot generate: no sft, rl or DPO), and `durable-rl export` writes an HF
+   * directory that the `reward_model` reward loads. Default false: a causal LM (a policy).
+   */
+  classifier: z.boolean().default(false),
 });
 export type ModelSpec = z.output<typeof modelSchema>;
 
@@ -442,13 +516,6 @@ function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: strin
   const o = p.loss.options;
   const gspo = o.ratioLevel === 'sequence' || o.ratioLevel === 'sequence_token';
   const at = `phases.${i}.loss.options`;
-  if (o.kl?.inReward) {
-    problems.push({
-      path: `${at}.kl.inReward`,
-      message:
-        'the KL in the reward needs the reference policy\'s logprobs of each rollout at the advantage stage, and the training workflow does not score them yet (activities/advantage/README.md, "KL in the reward"); keep the KL in the loss (inReward false)',
-    });
-  }
   if (o.aggregation !== undefined) {
     if (gspo && o.aggregation !== 'sequence_mean') {
       problems.push({
@@ -510,7 +577,7 @@ function retryProblems(p: RlPhase, i: number, problems: { path: string; message:
  * records it so) and every row checked (activities/data/preference-dataset.ts), the characters
  * against the task's alphabet.
  */
-function datasetProblems(cfg: RunConfig, p: DpoPhase, i: number, problems: { path: string; message: string }[]): void {
+function datasetProblems(cfg: RunConfig, p: Pick<DpoPhase, 'dataset'>, i: number, problems: { path: string; message: string }[]): void {
   p.dataset.path = resolvePath(p.dataset.path);
   let alphabet: string | undefined;
   try {
@@ -523,6 +590,75 @@ function datasetProblems(cfg: RunConfig, p: DpoPhase, i: number, problems: { pat
   } catch (err) {
     if (!(err instanceof PreferenceDatasetError)) throw err;
     problems.push({ path: `phases.${i}.dataset.${err.field}`, message: err.message });
+  }
+}
+
+/**
+ * A reward-model run (`model.classifier`) and its reward_model phases: the model and the phase kinds
+ * agree; each dataset (and the eval dataset) checked as the dpo phase's; the held-out fraction
+ * leaves rows on both sides; the longest pair (BOS + prompt + completion + EOS) fits the model's
+ * positions.
+ */
+function rewardModelProblems(cfg: RunConfig, problems: { path: string; message: string }[]): void {
+  const classifier = cfg.model.classifier;
+  let task: ReturnType<typeof getTask> | undefined;
+  try {
+    task = getTask(cfg.task.name, cfg.task.options);
+  } catch {
+    task = undefined; // a bad task option is reported where the task is resolved
+  }
+  let longest = 0;
+  const measure = (rows: readonly { prompt: string; chosen: string; rejected: string }[]) => {
+    for (const r of rows) longest = Math.max(longest, 2 + [...r.prompt].length + Math.max([...r.chosen].length, [...r.rejected].length));
+  };
+  cfg.phases.forEach((p, i) => {
+    if (classifier && p.kind !== 'reward_model') {
+      problems.push({
+        path: `phases.${i}.kind`,
+        message: `model.classifier is true (a reward model, which cannot generate): every phase must be "reward_model", got "${p.kind}"; train the policy in a separate run that uses the exported reward model`,
+      });
+    }
+    if (p.kind !== 'reward_model') return;
+    if (!classifier) {
+      problems.push({
+        path: `phases.${i}.kind`,
+        message: 'a reward_model phase trains a sequence classifier: set model.classifier: true (and only reward_model phases)',
+      });
+    }
+    datasetProblems(cfg, p, i, problems);
+    let rows: ReturnType<typeof loadPreferenceDataset> = [];
+    try {
+      rows = loadPreferenceDataset(p.dataset, { alphabet: task?.alphabet });
+    } catch {
+      return; // reported by datasetProblems
+    }
+    measure(rows);
+    const e = p.eval;
+    if (e.dataset) {
+      e.dataset.path = resolvePath(e.dataset.path);
+      try {
+        measure(loadPreferenceDataset({ ...p.dataset, path: e.dataset.path }, { alphabet: task?.alphabet }));
+      } catch (err) {
+        if (!(err instanceof PreferenceDatasetError)) throw err;
+        problems.push({ path: `phases.${i}.eval.dataset.path`, message: err.message });
+      }
+    } else if (e.fraction > 0) {
+      const k = heldOutCount(rows.length, e.fraction);
+      if (k < 1 || k >= rows.length) {
+        problems.push({
+          path: `phases.${i}.eval.fraction`,
+          message: `${e.fraction} of the dataset's ${rows.length} rows holds out ${k}: leave at least one row on each side (or give eval.dataset)`,
+        });
+      }
+    }
+  });
+  if (!classifier || !task || longest === 0) return;
+  const positions = cfg.model.maxPositions ?? Math.ceil((1 + task.maxPromptChars + task.maxCompletionChars + 4) / 8) * 8;
+  if (longest > positions) {
+    problems.push({
+      path: 'model.maxPositions',
+      message: `the longest preference pair side is ${longest} tokens (BOS + prompt + completion + EOS) but the model has ${positions} positions${cfg.model.maxPositions === undefined ? ' (the task-derived default)' : ''}: give model.maxPositions >= ${longest}`,
+    });
   }
 }
 
@@ -544,8 +680,9 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
       // Refill prompts come from a region of the train stream past the planned ones (workflows/run-plan.ts): the stream has 2^32 items.
       refillItems += p.steps * p.dynamicSampling.maxRounds * refillRoundPrompts(p);
     }
-    // The offline dpo phase reads its own dataset, not the task's train stream.
-    items += p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.kind === 'dpo' ? 0 : p.promptsPerStep);
+    // The offline dpo and reward_model phases read their own dataset, not the task's train stream.
+    items +=
+      p.steps * (p.kind === 'sft' ? p.batchSize * p.updatesPerStep : p.kind === 'dpo' || p.kind === 'reward_model' ? 0 : p.promptsPerStep);
     if (p.kind === 'dpo') datasetProblems(cfg, p, i, problems);
     if (p.kind === 'rl' && p.miniBatches > p.promptsPerStep * p.groupSize) {
       problems.push({
@@ -561,6 +698,7 @@ export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
       });
     step += p.steps;
   });
+  rewardModelProblems(cfg, problems);
   if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
   if (items + refillItems > 0xffffffff) {
     problems.push({

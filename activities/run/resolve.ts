@@ -45,7 +45,13 @@ export function resolveRun(config: RunConfig): ResolvedRun {
   const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)));
   const m = config.model;
   const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);
-  const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
+  const special = {
+    bos_token_id: tokenizer.bosId,
+    eos_token_id: tokenizer.eosId,
+    pad_token_id: tokenizer.padId,
+    // a reward-model run: the same backbone with a scalar score head (config.ts model.classifier)
+    ...(m.classifier ? { architectures: [m.type === 'gpt2' ? 'GPT2ForSequenceClassification' : 'LlamaForSequenceClassification'] } : {}),
+  };
   const model =
     m.type === 'gpt2'
       ? parseModelConfig(
