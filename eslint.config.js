@@ -179,6 +179,12 @@ function importRules() {
       [otherStages(['learner', 'common', 'model', 'store', 'run', 'checkpoint']), outsideActivities],
     ),
     restrict(
+      ['activities/learner/reference-logprobs.ts'],
+      'activities/learner/README.md',
+      "activities/learner/reference-logprobs.ts (the reference-scoring activity, on the learner's engine) may import ../common/, ../store/ and ../run/",
+      [otherStages(['learner', 'common', 'store', 'run']), outsideActivities],
+    ),
+    restrict(
       ['activities/learner/preference-update.ts'],
       'activities/learner/README.md',
       "activities/learner/preference-update.ts (the learner activity's DPO phases) may import ../common/, ../model/, ../store/, ../run/ and ../data/",

@@ -9,6 +9,7 @@ import { rolloutShard } from './rollout/rollout-shard.js';
 import { evaluate } from './rollout/evaluate.js';
 import { computeStepAdvantages } from './advantage/step-advantages.js';
 import { learnerUpdate } from './learner/learner-update.js';
+import { scoreReferenceLogprobs } from './learner/reference-logprobs.js';
 import { initRun } from './checkpoint/init-run.js';
 import { commitStep } from './checkpoint/commit-step.js';
 
@@ -19,6 +20,7 @@ export const ACTIVITIES = {
   initRun,
   rolloutShard,
   rewardShard,
+  scoreReferenceLogprobs,
   computeStepAdvantages,
   learnerUpdate,
   commitStep,

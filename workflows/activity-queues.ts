@@ -24,6 +24,8 @@ export const ACTIVITY_QUEUES = {
   rolloutShard: 'rollout',
   /** Scores a shard's completions: CPU verifiers, judges, sandboxes. */
   rewardShard: 'reward',
+  /** Scores the step's rollouts under the reference checkpoint (kl.inReward): the learner machines hold the run's engine and reference weights. */
+  scoreReferenceLogprobs: 'learner',
   /** Group-normalises the step's rewards: CPU arithmetic that needs no weights, so it stays off the GPU queues. */
   computeStepAdvantages: 'reward',
   /** Runs the optimizer update of a step: training on the learner machines (GPU). */

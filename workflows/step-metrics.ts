@@ -3,7 +3,14 @@
  * so the numbers a run commits can be checked without a server. The workflow adds the step's
  * duration (`step_seconds`) when it commits the step; commitStep adds the run, step and phase columns.
  */
-import type { AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult, StepMetrics } from '../activities/run/types.js';
+import type {
+  AdvantagesResult,
+  LearnerResult,
+  ReferenceLogprobsResult,
+  RewardShardResult,
+  RolloutShardResult,
+  StepMetrics,
+} from '../activities/run/types.js';
 import type { StepPlan } from './run-plan.js';
 
 /** A row with every measure absent (null) and every count 0. */
@@ -89,6 +96,8 @@ export interface RlStepResults {
   update: LearnerResult;
   /** Dynamic sampling: prompts rolled out over all rounds (the planned ones and the refills). */
   promptsRolled?: number;
+  /** kl.inReward: the (last) reference scoring of the step. */
+  reference?: ReferenceLogprobsResult;
 }
 
 /** Wall-clock seconds of an rl step's stages, as the workflow saw them. */
@@ -98,6 +107,8 @@ export interface RlStepSeconds {
   /** Sum over shards of each reward activity's own seconds. */
   reward: number;
   advantage: number;
+  /** kl.inReward: the reference scoring (every call of the step). */
+  reference?: number;
 }
 
 /**
@@ -165,6 +176,17 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
             'dynamic/informative_groups': advantages.dynamic.informativeGroups,
             'dynamic/selected_groups': advantages.dynamic.selectedGroups,
             'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
+          }
+        : {}),
+      // KL in the reward (kl.inReward, REINFORCE++): mean over rewarded samples of Σ_t kl_t and of the
+      // penalty β Σ_t kl_t taken off their rewards; the reference scoring's tokens and seconds
+      ...(advantages.klReward
+        ? { 'kl_reward/kl_sum_mean': advantages.klReward.klSumMean, 'kl_reward/penalty_mean': advantages.klReward.penaltyMean }
+        : {}),
+      ...(results.reference
+        ? {
+            'kl_reward/reference_tokens': results.reference.tokens,
+            'kl_reward/reference_seconds': seconds.reference ?? results.reference.seconds,
           }
         : {}),
     },

@@ -5,7 +5,8 @@
  *   rollout shard 1 ─► reward shard 1 ├─► advantages ─► learner update ─► commit (checkpoint, step manifest, metrics)
  *   rollout shard … ─► reward shard … ┘
  *
- * and a step of an sft phase is `learner update ─► commit`. Evaluations (greedy accuracy, pass@k on
+ * (with the loss's kl.inReward, REINFORCE++: reference logprobs of every shard ─► advantages, which
+ * charge the KL in the rewards) and a step of an sft phase is `learner update ─► commit`. Evaluations (greedy accuracy, pass@k on
  * held-out prompts) run on the initial weights, at the end of every phase and every `eval.every`
  * steps. The workflow holds only small state (run id, step, claim checks) and continues as new
  * every `workflow.continueAsNewEvery` steps or when Temporal suggests it.
@@ -20,6 +21,7 @@ import type { RunConfig } from '../activities/run/config.js';
 import type {
   AdvantagesResult,
   EvaluateInput,
+  ReferenceLogprobsResult,
   ResumeSource,
   RewardShardResult,
   RolloutShardResult,
@@ -304,13 +306,33 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
    * phase's dynamicSampling `refill` (DAPO), while the advantages report fewer than promptsPerStep
    * informative groups and rounds are left, another round of rollout + reward shards runs on fresh
    * prompts (`planRefill`; shards numbered on past the step's planned ones) and the advantages are
-   * computed again over every shard so far.
+   * computed again over every shard so far. With the loss's kl.inReward (REINFORCE++) every
+   * advantages call is preceded by the reference logprobs of every shard so far (the learner
+   * queue's scoreReferenceLogprobs); the advantages charge them in the rewards, the learner reads
+   * them for its kl metric, and the step commits them.
    */
   async function rlStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
     const n = plan.shards.length;
     // Old histories have no dynamic sampling and never reach the patch; new runs with it on record the marker.
     const dynamic = dynamicSamplingOf(plan.phase) !== null && wf.patched('dapo-refill') ? dynamicSamplingOf(plan.phase) : null;
+    // The same for the KL in the reward (parseRunConfig refused it before this patch existed).
+    const klInReward =
+      plan.phase.kind === 'rl' &&
+      plan.phase.loss.name === 'clipped_surrogate' &&
+      plan.phase.loss.options.kl?.inReward === true &&
+      wf.patched('kl-in-reward');
+    let reference: ReferenceLogprobsResult | undefined;
+    let referenceSeconds = 0;
+    const referenceVersion = carry.referenceVersion ?? plan.step - plan.stepInPhase;
+    const advantagesOf = async (round?: number) => {
+      if (klInReward) {
+        const start = Date.now();
+        reference = await stages.reference(plan, referenceVersion, rollouts);
+        referenceSeconds += (Date.now() - start) / 1000;
+      }
+      return stages.advantages(plan, rollouts, rewards, round, reference?.referenceLogprobs);
+    };
     shardsDone = 0;
     shardsTotal = n;
     enter('rollout');
@@ -341,7 +363,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
     enter('advantages');
     let advantagesStart = Date.now();
-    let advantages = await stages.advantages(plan, rollouts, rewards, dynamic ? 0 : undefined);
+    let advantages = await advantagesOf(dynamic ? 0 : undefined);
     let advantageSeconds = (Date.now() - advantagesStart) / 1000;
     let promptsRolled = plan.count;
     if (dynamic?.mode === 'refill') {
@@ -354,7 +376,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         await rollAndScore(refill.shards, shardsTotal);
         enter('advantages');
         advantagesStart = Date.now();
-        advantages = await stages.advantages(plan, rollouts, rewards, round);
+        advantages = await advantagesOf(round);
         advantageSeconds += (Date.now() - advantagesStart) / 1000;
       }
     }
@@ -363,13 +385,22 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     const online = plan.phase.kind === 'online_dpo';
     const update = online
       ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages)
-      : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages);
+      : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages, reference?.referenceLogprobs);
 
     const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
     const metrics = online
       ? onlineDpoStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds)
-      : rlStepMetrics(plan, { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}) }, seconds);
-    const artifacts = [...rollouts.map((r) => r.rollouts), ...rewards.map((r) => r.rewards), advantages.advantages];
+      : rlStepMetrics(
+          plan,
+          { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}), ...(reference ? { reference } : {}) },
+          { ...seconds, ...(reference ? { reference: referenceSeconds } : {}) },
+        );
+    const artifacts = [
+      ...rollouts.map((r) => r.rollouts),
+      ...rewards.map((r) => r.rewards),
+      advantages.advantages,
+      ...(reference ? [reference.referenceLogprobs] : []),
+    ];
     return commit(plan, update.checkpoint, artifacts, metrics, t0);
   }
 
@@ -441,8 +472,28 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
         shards: of,
         rollouts: rolled.rollouts,
       }),
-    // `round`: dynamic sampling's refill rounds so far (absent when it is off, as in recorded histories).
-    advantages: (plan: StepPlan, rollouts: RolloutShardResult[], rewards: RewardShardResult[], round?: number) =>
+    // kl.inReward: the reference checkpoint's logprobs of every rollouts shard so far
+    reference: (plan: StepPlan, referenceVersion: number, rollouts: RolloutShardResult[]) =>
+      call(
+        'scoreReferenceLogprobs',
+        `reference logprobs · step ${plan.step} · checkpoint ${referenceVersion} · ${rollouts.reduce((a, r) => a + r.samples, 0)} samples`,
+        {
+          ...ref,
+          step: plan.step,
+          phaseIndex: plan.phaseIndex,
+          referenceVersion,
+          rollouts: rollouts.map((r) => r.rollouts),
+        },
+      ),
+    // `round`: dynamic sampling's refill rounds so far (absent when it is off, as in recorded histories);
+    // `referenceLogprobs`: the step's reference logprobs (kl.inReward only).
+    advantages: (
+      plan: StepPlan,
+      rollouts: RolloutShardResult[],
+      rewards: RewardShardResult[],
+      round?: number,
+      referenceLogprobs?: ManifestEntry,
+    ) =>
       call(
         'computeStepAdvantages',
         `advantages · step ${plan.step} · ${plan.phase.kind === 'rl' ? plan.phase.advantage.estimator : plan.phase.kind === 'online_dpo' ? 'preference pairs' : ''}${round ? ` · refill round ${round}` : ''}`,
@@ -453,6 +504,7 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
           rollouts: rollouts.map((r) => r.rollouts),
           rewards: rewards.map((r) => r.rewards),
           ...(round !== undefined ? { round } : {}),
+          ...(referenceLogprobs ? { referenceLogprobs } : {}),
         },
       ),
     learnSft: (plan: StepPlan) =>
@@ -473,7 +525,13 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
           ...(plan.lrs.length > 1 ? { lrs: plan.lrs } : {}),
         },
       ),
-    learnRl: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], advantages: AdvantagesResult) =>
+    learnRl: (
+      plan: StepPlan,
+      referenceVersion: number | null,
+      rollouts: RolloutShardResult[],
+      advantages: AdvantagesResult,
+      referenceLogprobs?: ManifestEntry,
+    ) =>
       call('learnerUpdate', `learner · step ${plan.step} · rl · ${advantages.keptSamples} samples`, {
         ...ref,
         step: plan.step,
@@ -485,6 +543,7 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
         batchSize: plan.count,
         rollouts: rollouts.map((r) => r.rollouts),
         advantages: advantages.advantages,
+        ...(referenceLogprobs ? { referenceLogprobs } : {}),
       }),
     // online_dpo: the advantage stage's preference pairs go in `advantages` (activities/run/types.ts LearnerInput)
     learnOnlineDpo: (plan: StepPlan, referenceVersion: number | null, rollouts: RolloutShardResult[], pairs: AdvantagesResult) =>

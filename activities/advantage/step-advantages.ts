@@ -15,19 +15,35 @@
  * the rows' tree fields (`retryPairs`: a retry's parent is its failed sample, its branch_position
  * the pivot) and passed to the estimator, whose Pivotal Credit masks their shared prefix.
  *
+ * With the loss's `kl.inReward` (REINFORCE++) the step's reference logprobs (the
+ * reference_logprobs artifact of scoreReferenceLogprobs, `input.referenceLogprobs`) are charged in
+ * the rewards before the estimator runs: `token_rewards` −= β·kl_t and `reward` −= β Σ_t kl_t
+ * (`klPenalisedRewardRows`, step-kl-reward.ts). Dynamic sampling selects its groups on the task's
+ * rewards (DAPO's filter is on the outcome, not the KL), then the estimator sees the penalised ones;
+ * `zeroVarianceGroups` counts the groups whose task rewards all tie.
+ *
  * Idempotent: on a committed step the committed advantages are returned without computing.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
-import type { AdvantagesInput, AdvantagesResult, DynamicSamplingResult } from '../run/types.js';
-import { ADVANTAGES_NAME, PREFERENCE_PAIRS_NAME, parseShardName, stepPrefix, type ShardArtifact } from '../store/keys.js';
+import type { RunConfig } from '../run/config.js';
+import type { AdvantagesInput, AdvantagesResult, DynamicSamplingResult, KlRewardStats } from '../run/types.js';
+import {
+  ADVANTAGES_NAME,
+  PREFERENCE_PAIRS_NAME,
+  REFERENCE_LOGPROBS_NAME,
+  parseShardName,
+  stepPrefix,
+  type ShardArtifact,
+} from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import {
   ADVANTAGES,
   decodeAdvantages,
+  decodeReferenceLogprobs,
   decodeRewards,
   decodeRollouts,
   encodeAdvantages,
@@ -43,6 +59,7 @@ import { preferencePairs, type PreferenceSample } from './preference-pairs.js';
 import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type AdvantageSample, type RetryPair } from './index.js';
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
+import { klPenalisedRewardRows, referenceByKey, type KlInReward } from './step-kl-reward.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
@@ -58,6 +75,27 @@ export interface StepAdvantages {
   advantageStd: number;
   /** With dynamic sampling: the selection (round as given). */
   dynamic?: DynamicSamplingResult;
+  /** With the KL in the reward: what it charged. */
+  klReward?: KlRewardStats;
+}
+
+/** The KL in the reward of a step (the loss's `kl.inReward`): the reference logprobs by sample and the KL term. */
+export interface StepKlReward {
+  /** `${prompt_id}#${sample_id}` → log π_ref of its completion tokens (`referenceByKey`). */
+  reference: ReadonlyMap<string, ArrayLike<number>>;
+  kl: KlInReward;
+}
+
+/** The KL term an rl phase charges in the rewards (its loss's `kl` with `inReward`), or null. */
+export function klInRewardOf(phase: RunConfig['phases'][number] | undefined): KlInReward | null {
+  if (phase?.kind !== 'rl' || phase.loss.name !== 'clipped_surrogate') return null;
+  const kl = phase.loss.options.kl;
+  return kl?.inReward ? { beta: kl.beta, estimator: kl.estimator, direction: kl.direction } : null;
+}
+
+/** Groups of more than one scored sample whose rewards all tie. */
+function flatGroups(samples: readonly AdvantageSample[]): number {
+  return groupSamples(samples).filter((g) => g.indices.length > 1 && isFlat(groupRewards(samples, g))).length;
 }
 
 /** Dynamic sampling of a step (the rl phase's `dynamicSampling`, on): the batch's target and the refill rounds done. */
@@ -97,12 +135,14 @@ function retryPairs(rollouts: readonly RolloutsRow[], estimated: ReadonlySet<str
 /**
  * The advantages of a step from its rollouts and rewards (pure). Every rollout row needs exactly
  * one rewards row with the same (prompt_id, sample_id); rewards rows of no rollout are an error.
+ * With `klReward` the estimator sees the rewards less the KL penalty (selection: the task rewards).
  */
 export function stepAdvantages(
   config: AdvantageConfig,
   rollouts: readonly RolloutsRow[],
   rewards: readonly RewardsRow[],
   selection?: StepSelection,
+  klReward?: StepKlReward,
 ): StepAdvantages {
   const byKey = new Map<string, RewardsRow>();
   for (const r of rewards) {
@@ -174,7 +214,19 @@ export function stepAdvantages(
   }
   const index = new Map(estimated.map((s, k) => [s, k]));
   const pairs = config.estimator === 'r3l' ? retryPairs(rollouts, new Set(estimated.map((s) => s.sampleId))) : undefined;
-  const result = estimated.length > 0 ? computeAdvantages(config, { samples: estimated, ...(pairs ? { pairs } : {}) }) : null;
+  // KL in the reward: the estimator sees each sample's reward and per-token rewards less β·kl (same order)
+  let penalised = estimated;
+  let klStats: KlRewardStats | undefined;
+  if (klReward) {
+    const pen = klPenalisedRewardRows(rollouts, rewards, klReward.reference, klReward.kl);
+    const byKey = new Map(pen.rewards.map((w) => [rowKey(w.prompt_id, w.sample_id), w]));
+    penalised = estimated.map((s) => {
+      const w = byKey.get(s.sampleId)!;
+      return { ...s, reward: w.reward!, processRewards: w.token_rewards! };
+    });
+    klStats = { klSumMean: pen.klMean, penaltyMean: pen.penaltyMean };
+  }
+  const result = penalised.length > 0 ? computeAdvantages(config, { samples: penalised, ...(pairs ? { pairs } : {}) }) : null;
   const rows = rollouts.map((r, i): AdvantagesRowInput => {
     const j = sampleOf[i]!;
     const k = j === null ? undefined : index.get(samples[j]!);
@@ -198,10 +250,11 @@ export function stepAdvantages(
     rows,
     keptSamples: kept,
     droppedSamples: rollouts.length - kept,
-    zeroVarianceGroups: dynamic ? dropped : (result?.stats.zeroVarianceGroups ?? 0),
+    zeroVarianceGroups: dynamic ? dropped : klStats ? flatGroups(samples) : (result?.stats.zeroVarianceGroups ?? 0),
     advantageMean: result?.stats.advantageMean ?? 0,
     advantageStd: result?.stats.advantageStd ?? 0,
     ...(dynamic ? { dynamic } : {}),
+    ...(klStats ? { klReward: klStats } : {}),
   };
 }
 
@@ -365,7 +418,24 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
           .sort((a, b) => parseShardName(a.name)!.shard - parseShardName(b.name)!.shard);
       const rollouts = await readAll(store, prefix, sorted('rollouts'), decodeRollouts);
       const rewards = await readAll(store, prefix, sorted('rewards'), decodeRewards);
-      return { advantages: entry, ...committedStats(adv, rollouts, rewards, input.round), seconds: seconds() };
+      // the KL the committed advantages charged, recomputed from the committed reference logprobs
+      const refEntry = committed.artifacts.find((e) => e.name === REFERENCE_LOGPROBS_NAME);
+      let klReward: KlRewardStats | undefined;
+      if (refEntry) {
+        const { run } = await loadRun(store, runId);
+        const kl = klInRewardOf(run.config.phases[input.phaseIndex]);
+        if (kl) {
+          const reference = referenceByKey(decodeReferenceLogprobs(await readEntry(store, prefix, refEntry), store.uri(prefix)));
+          const pen = klPenalisedRewardRows(rollouts, rewards, reference, kl);
+          klReward = { klSumMean: pen.klMean, penaltyMean: pen.penaltyMean };
+        }
+      }
+      return {
+        advantages: entry,
+        ...committedStats(adv, rollouts, rewards, input.round),
+        ...(klReward ? { klReward } : {}),
+        seconds: seconds(),
+      };
     }
 
     if (input.rollouts.length === 0) throw badInput('no rollouts shards given: an rl step needs at least one');
@@ -399,14 +469,32 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
     if (phase.kind !== 'rl')
       throw badInput(`phase ${input.phaseIndex} is a "${phase.kind}" phase; advantages are computed for "rl" phases only`);
 
+    // the KL in the reward (kl.inReward) needs the step's reference logprobs, and only it takes them
+    const kl = klInRewardOf(phase);
+    if (kl && !input.referenceLogprobs)
+      throw badInput(
+        `phases.${input.phaseIndex}.loss.options.kl.inReward is set but no referenceLogprobs entry was given: score the step's rollouts under the reference (scoreReferenceLogprobs) before its advantages`,
+      );
+    if (!kl && input.referenceLogprobs)
+      throw badInput(
+        `a referenceLogprobs entry was given but phases.${input.phaseIndex}.loss.options.kl.inReward is not set: the reference logprobs are charged in the rewards only with the KL in the reward`,
+      );
+
     progress({ done: 0, of: input.rollouts.length });
     const rollouts = await readAll(store, prefix, input.rollouts, decodeRollouts);
     const rewards = await readAll(store, prefix, input.rewards, decodeRewards);
+    const refRows = input.referenceLogprobs
+      ? decodeReferenceLogprobs(
+          await readEntry(store, prefix, input.referenceLogprobs),
+          store.uri(`${prefix}/${input.referenceLogprobs.key}`),
+        )
+      : null;
     let result: StepAdvantages;
     try {
       const ds = phase.dynamicSampling as DynamicSamplingSettings | undefined; // absent in a run.json written before the option
       const selection = ds && ds.mode !== 'off' ? { settings: ds, targetGroups: phase.promptsPerStep, round: input.round ?? 0 } : undefined;
-      result = stepAdvantages(phase.advantage, rollouts, rewards, selection);
+      const klReward = kl && refRows ? { reference: referenceByKey(refRows), kl } : undefined;
+      result = stepAdvantages(phase.advantage, rollouts, rewards, selection, klReward);
     } catch (err) {
       if (err instanceof AdvantageInputError) throw badInput(`advantages of step ${step} (${phase.advantage.estimator}): ${err.message}`);
       throw err;

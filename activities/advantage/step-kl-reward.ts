@@ -9,11 +9,29 @@
  * kl_t is `klValue` (activities/learner/kl.ts) of log π_old(y_t) − log π_ref(y_t): π_old is the
  * rollout's `behaviour_logprobs` (the sampling distribution, after temperature), π_ref the phase's
  * reference checkpoint scored on the same tokens at the same temperature — `reference` maps
- * `${prompt_id}#${sample_id}` to those logprobs, one per completion token.
+ * `${prompt_id}#${sample_id}` to those logprobs, one per completion token. In a run they are the
+ * step's reference_logprobs artifact (scoreReferenceLogprobs, activities/learner/reference-logprobs.ts),
+ * read with `referenceByKey`; computeStepAdvantages passes them to `stepAdvantages` as `klReward`.
  */
 import { klPenalisedRewards, type KlRewardOptions } from '../learner/kl-reward.js';
-import type { RewardsRow, RolloutsRow } from '../store/schemas.js';
+import type { ReferenceLogprobsRow, RewardsRow, RolloutsRow } from '../store/schemas.js';
 import { AdvantageInputError } from './types.js';
+
+/**
+ * The reference logprobs of a step's reference_logprobs artifact (scoreReferenceLogprobs,
+ * activities/learner/reference-logprobs.ts) as `klPenalisedRewardRows` takes them, by
+ * `${prompt_id}#${sample_id}`; a sample listed twice is an error.
+ */
+export function referenceByKey(rows: readonly ReferenceLogprobsRow[]): Map<string, ArrayLike<number>> {
+  const out = new Map<string, ArrayLike<number>>();
+  for (const r of rows) {
+    const k = `${r.prompt_id}#${r.sample_id}`;
+    if (out.has(k))
+      throw new AdvantageInputError(`sample ${r.prompt_id}/${r.sample_id} has two reference logprobs rows: each rollout is scored once`);
+    out.set(k, r.ref_logprobs);
+  }
+  return out;
+}
 
 /** The KL term of the loss options that `inReward` moves into the rewards. */
 export type KlInReward = Pick<KlRewardOptions, 'beta' | 'estimator' | 'direction'>;

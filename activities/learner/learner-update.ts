@@ -14,7 +14,10 @@
  * on the kept completion tokens; the phase's clipped-surrogate loss gets `old_logprobs`
  * (behaviour_logprobs at their positions), `advantages` ([B]; [B,T] when the loss option says
  * 'token' or any row has token_advantages, which take precedence as the data contract says) and,
- * with a KL term, `ref_logprobs` scored under the reference checkpoint. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
+ * with a KL term, `ref_logprobs` scored under the reference checkpoint — with `kl.inReward` read from
+ * the step's reference_logprobs artifact instead (`input.referenceLogprobs`, the values the advantage
+ * stage charged in the rewards): the loss has no KL term then, but still reports `kl`, and the
+ * reference is not scored twice. Every sequence is right-padded to the batch's longest (pad id 0, attention 0).
  * The rl learner's logprobs (policy and reference), KL and entropy are of softmax(logits / T), T the
  * phase's sampling temperature: the distribution the behaviour logprobs were recorded from.
  *
@@ -62,7 +65,7 @@ import type { WeightMap } from '../model/graphs/common.js';
 import { ADVANTAGES_NAME, checkpointPrefix, METRICS_NAME, stepPrefix } from '../store/keys.js';
 import { committedSteps, readEntry, readManifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { decodeAdvantages, decodeMetrics, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
+import { decodeAdvantages, decodeMetrics, decodeReferenceLogprobs, decodeRollouts, type AdvantagesRow } from '../store/schemas.js';
 import { stage, type StageContext } from '../run/stage.js';
 import { RunEngines } from '../run/engines.js';
 import type { RlPhase } from '../run/config.js';
@@ -93,6 +96,18 @@ const engines = new RunEngines<RunEngine>({
   slot: (engine) => ({ engine, last: null, reference: null }),
   release: (slot) => slot.engine.close().catch((err: unknown) => log.warn({ err }, 'releasing an engine failed')),
 });
+
+/**
+ * The learner's engine of run `runId` with the reference weights of checkpoint `version` installed
+ * (loaded once per version and kept, as for the loss's KL term): the reference-scoring activity
+ * (reference-logprobs.ts) shares this process's engine and reference weights with the learner.
+ */
+export async function referenceEngine(store: ObjectStore, runId: string, run: ResolvedRun, version: number): Promise<ModelEngine> {
+  const cached = engines.slot(store.root, runId, run);
+  if (cached.reference?.version !== version) cached.reference = { version, weights: await loadWeights(store, runId, version) };
+  cached.engine.setWeights(cached.reference.weights, `reference:${version}`);
+  return cached.engine;
+}
 
 /** The checkpoint's files and their sha256s, as one comparable string. */
 const shasOf = (entries: readonly ManifestEntry[]) =>
@@ -162,6 +177,8 @@ async function rlRows(
   input: LearnerInput,
   phase: RlPhase,
   progress: StageContext['progress'],
+  /** kl.inReward: the step's reference logprobs artifact by rowKey (completion tokens), used as ref_logprobs. */
+  reference?: ReadonlyMap<string, ArrayLike<number>>,
 ): Promise<{ rows: Row[]; dropped: number; tokenAdv: boolean }> {
   const prefix = stepPrefix(input.runId, input.step);
   if (!input.advantages) {
@@ -234,7 +251,19 @@ async function rlRows(
       } else {
         advantage = a.advantage!;
       }
-      rows.push({ ids, lossMask, oldLogprobs, advantage });
+      let refLogprobs: Float32Array | undefined;
+      if (reference) {
+        const ref = reference.get(rowKey(r));
+        if (!ref || ref.length !== n) {
+          throw ApplicationFailure.nonRetryable(
+            `${where}: ${ref ? `${ref.length} reference logprobs for ${n} completion tokens` : 'no row'} in the step's reference logprobs (${input.referenceLogprobs!.key}); they must be scored from these rollouts`,
+            'BadLearnerInput',
+          );
+        }
+        refLogprobs = new Float32Array(T);
+        refLogprobs.set(ref, p);
+      }
+      rows.push({ ids, lossMask, oldLogprobs, advantage, ...(refLogprobs ? { refLogprobs } : {}) });
     }
   }
   return { rows, dropped, tokenAdv };
@@ -495,6 +524,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     let loss: LossBuilder;
     let tokenMean = false;
     let klReference = false;
+    let referenceRead = false;
     let tis = false;
     if (phase.kind === 'sft') {
       updates = lrs.map((lr, u) => ({
@@ -504,7 +534,20 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       }));
       loss = buildLoss({ name: 'sft', options: { entropyMetric: true } });
     } else {
-      const rl = await rlRows(store, input, phase, progress);
+      // kl.inReward: the reference logprobs the advantage stage charged (scoreReferenceLogprobs) are
+      // the loss's ref_logprobs (its kl metric): the reference is not scored a second time
+      const inReward = surrogateOptions(phase, input.phaseIndex).kl?.inReward === true && input.referenceLogprobs !== undefined;
+      let stepReference: Map<string, ArrayLike<number>> | undefined;
+      if (inReward) {
+        const prefix = stepPrefix(runId, step);
+        const refRows = decodeReferenceLogprobs(
+          await readEntry(store, prefix, input.referenceLogprobs!),
+          store.uri(`${prefix}/${input.referenceLogprobs!.key}`),
+        );
+        stepReference = new Map(refRows.map((r) => [rowKey(r), r.ref_logprobs]));
+      }
+      const rl = await rlRows(store, input, phase, progress, stepReference);
+      referenceRead = inReward;
       rlBatch = rl.rows;
       updates = [];
       dropped = rl.dropped;
@@ -521,7 +564,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     const temperature = phase.kind === 'rl' ? phase.sampling.temperature : 1;
 
     let reference: WeightMap | null = null;
-    if (klReference) {
+    if (klReference && !referenceRead) {
       const ref = input.referenceVersion;
       if (ref === null || !Number.isSafeInteger(ref) || ref < 0 || ref > step) {
         throw ApplicationFailure.nonRetryable(
@@ -590,7 +633,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
           // token mean over this update's (mini-batch's) tokens
           if (tokenMean) extra.loss_token_count = rowTokens / parts.length;
           if (tis) extra.rollout_logprobs = part.map((r) => pad(r.rolloutLogprobs!, t));
-          if (reference) {
+          if (reference || referenceRead) {
             const data = new Float32Array(part.length * t);
             part.forEach((r, i) => data.set(r.refLogprobs!.subarray(0, t), i * t));
             extra.ref_logprobs = { data, dims: [part.length, t] };

@@ -81,7 +81,9 @@ export const rlPhaseSchema = z.strictObject({
    * and the clip range is what keeps the later updates near the sampling policy (PPO).
    * `options.aggregation` left unset pairs with the estimator (grpo: sequence_mean, dr_grpo:
    * constant over the completion budget, ...; GSPO ratios: sequence_mean; see `pairLoss`), and
-   * `options.kl.inReward` moves the KL penalty into the token rewards (REINFORCE++).
+   * `options.kl.inReward` moves the KL penalty into the token rewards (REINFORCE++, Hu et al.
+   * 2025): each step then scores its rollouts under the reference before the advantages
+   * (scoreReferenceLogprobs, learner queue) and the advantage stage charges β·kl_t per token.
    */
   loss: lossConfigSchema.prefault({ name: 'clipped_surrogate' }),
   /**
@@ -514,13 +516,6 @@ function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: strin
   const o = p.loss.options;
   const gspo = o.ratioLevel === 'sequence' || o.ratioLevel === 'sequence_token';
   const at = `phases.${i}.loss.options`;
-  if (o.kl?.inReward) {
-    problems.push({
-      path: `${at}.kl.inReward`,
-      message:
-        'the KL in the reward needs the reference policy\'s logprobs of each rollout at the advantage stage, and the training workflow does not score them yet (activities/advantage/README.md, "KL in the reward"); keep the KL in the loss (inReward false)',
-    });
-  }
   if (o.aggregation !== undefined) {
     if (gspo && o.aggregation !== 'sequence_mean') {
       problems.push({

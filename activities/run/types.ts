@@ -118,6 +118,28 @@ export interface RewardShardResult {
   seconds: number;
 }
 
+// ── scoreReferenceLogprobs (learner queue) ──────────────────────────────────────────────────────
+
+/** An rl step whose loss has kl.inReward: the reference policy's logprobs of the step's rollouts, before its advantages. */
+export interface ReferenceLogprobsInput extends RunRef {
+  step: number;
+  /** Index of the rl phase in config.phases (its loss must have kl.inReward; its sampling temperature applies). */
+  phaseIndex: number;
+  /** The reference checkpoint: where the rl phase started (the learner's referenceVersion). */
+  referenceVersion: number;
+  /** Every rollouts shard of the step so far, in shard order (refill rounds included). */
+  rollouts: ManifestEntry[];
+}
+
+export interface ReferenceLogprobsResult {
+  /** `REFERENCE_LOGPROBS_NAME` under the step prefix (written, not yet committed), one row per rollout row. */
+  referenceLogprobs: ManifestEntry;
+  /** Rollout rows and completion tokens scored. */
+  samples: number;
+  tokens: number;
+  seconds: number;
+}
+
 // ── computeAdvantages (reward queue: CPU) ───────────────────────────────────────────────────────
 
 export interface AdvantagesInput extends RunRef {
@@ -130,6 +152,20 @@ export interface AdvantagesInput extends RunRef {
    * rolled out into these shards (0 after the step's planned rollout). Absent when it is off.
    */
   round?: number;
+  /**
+   * kl.inReward (REINFORCE++): the step's `REFERENCE_LOGPROBS_NAME` over these rollouts
+   * (scoreReferenceLogprobs); the rewards are penalised by β·kl per token before the estimator.
+   * Absent otherwise.
+   */
+  referenceLogprobs?: ManifestEntry;
+}
+
+/** The KL charged in the rewards of a step (kl.inReward; AdvantagesResult.klReward). */
+export interface KlRewardStats {
+  /** Mean over the rewarded samples of Σ_t kl_t (the loss's estimator and direction, before β). */
+  klSumMean: number;
+  /** Mean over the rewarded samples of the penalty β Σ_t kl_t taken off their reward. */
+  penaltyMean: number;
 }
 
 /** What dynamic sampling made of a step's rollouts so far (AdvantagesResult.dynamic). */
@@ -170,6 +206,8 @@ export interface AdvantagesResult {
   dynamic?: DynamicSamplingResult;
   /** Present for an online_dpo step. */
   preference?: PreferencePairsCounts;
+  /** Present when the rewards were penalised by the KL (kl.inReward). */
+  klReward?: KlRewardStats;
   seconds: number;
 }
 
@@ -198,6 +236,12 @@ export interface LearnerInput extends RunRef {
   /** rl: the step's rollouts (all shards) and advantages; online_dpo: its rollouts and preference pairs (`PREFERENCE_PAIRS_NAME`, in `advantages`). */
   rollouts: ManifestEntry[];
   advantages: ManifestEntry | null;
+  /**
+   * rl with kl.inReward: the step's `REFERENCE_LOGPROBS_NAME` (scoreReferenceLogprobs), which the
+   * learner feeds to the loss's kl metric instead of scoring the reference checkpoint again. Absent:
+   * the learner scores the reference itself (a KL in the loss, or a step without the artifact).
+   */
+  referenceLogprobs?: ManifestEntry;
 }
 
 export interface LearnerResult {

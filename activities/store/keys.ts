@@ -21,6 +21,7 @@
  *       rollouts-{k:03d}.{sha16}.arrow             rolloutsName(k): rollout shard k (RL steps; see "shard numbering")
  *       rewards-{k:03d}.{sha16}.arrow              rewardsName(k): rewards of rollout shard k (RL steps)
  *       advantages.{sha16}.arrow                   ADVANTAGES_NAME (RL steps)
+ *       reference_logprobs.{sha16}.arrow           REFERENCE_LOGPROBS_NAME (RL steps whose loss has kl.inReward)
  *       preference_pairs.{sha16}.arrow             PREFERENCE_PAIRS_NAME (online DPO steps, in place of advantages)
  *       metrics.{sha16}.arrow                      METRICS_NAME: the step's one metrics row
  *     evals/{v:06d}/ (c)                           evalPrefix: the evaluation of checkpoint v
@@ -126,6 +127,12 @@ export const OPTIMIZER_NAME = 'optimizer.safetensors';
 export const METRICS_NAME = 'metrics.arrow';
 /** Artifact of an RL step: the ADVANTAGES table, one row per rollout row. */
 export const ADVANTAGES_NAME = 'advantages.arrow';
+/**
+ * Artifact of an RL step whose loss has `kl.inReward` (REINFORCE++): the REFERENCE_LOGPROBS table,
+ * the reference policy's logprobs of every rollout row's completion tokens, which the advantage
+ * stage charges as a KL penalty in the rewards.
+ */
+export const REFERENCE_LOGPROBS_NAME = 'reference_logprobs.arrow';
 /** An online_dpo step's (chosen, rejected) pairs, one per prompt with a reward gap: what its learner trains on. */
 export const PREFERENCE_PAIRS_NAME = 'preference_pairs.arrow';
 /** Artifact of an evaluation: the EvalRecord as canonical JSON. */

@@ -180,6 +180,36 @@ export const ADVANTAGES = defineTable({
   },
 });
 
+/** Reference logprobs of an RL step with the KL in the reward: what its advantage stage charges as KL. */
+export const REFERENCE_LOGPROBS = defineTable({
+  name: 'reference_logprobs',
+  version: 1,
+  doc: "The reference policy's log-probabilities of one rollout row's completion tokens, written by the reference-scoring activity (scoreReferenceLogprobs) of an rl step whose loss has kl.inReward (REINFORCE++), before its advantages: one row per rollout row of the step, every shard and refill round. The advantage stage charges each token β·kl(behaviour_logprobs − ref_logprobs) in its reward; the learner feeds the same values to the loss's kl metric instead of scoring the reference again.",
+  columns: {
+    run_id: runId,
+    step,
+    prompt_id: promptId,
+    sample_id: sampleId,
+    node_id: nodeId,
+    reference_version: {
+      kind: 'int32',
+      doc: 'The checkpoint scored: the reference policy of the phase (the checkpoint where the rl phase started).',
+    },
+    temperature: {
+      kind: 'float64',
+      finite: true,
+      doc: "The temperature T the logprobs are taken at: the phase's sampling temperature (1 for greedy decoding), as behaviour_logprobs are.",
+    },
+    ref_logprobs: {
+      kind: 'list<float32>',
+      finite: true,
+      doc: "log softmax(logits / T)[token] of each completion token under the reference checkpoint, over the whole vocabulary, given the prompt and the completion's earlier tokens: one per completion token of the rollout row (same length as its completion_token_ids and behaviour_logprobs; empty for an empty completion).",
+    },
+  },
+  rules: ['temperature > 0.'],
+  check: (r) => (r.temperature > 0 ? undefined : `temperature is ${r.temperature}; logprobs are taken at a positive temperature`),
+});
+
 /** Preference pairs of an online DPO step: which two samples of a prompt its DPO update compares. */
 export const PREFERENCE_PAIRS = defineTable({
   name: 'preference_pairs',
@@ -273,12 +303,13 @@ export const ANNOTATION_INPUTS = defineTable({
 });
 
 /** Every contract, in the order the docs list them. */
-export const CONTRACTS = [ROLLOUTS, REWARDS, ADVANTAGES, PREFERENCE_PAIRS, METRICS, ANNOTATION_INPUTS] as const;
+export const CONTRACTS = [ROLLOUTS, REWARDS, ADVANTAGES, REFERENCE_LOGPROBS, PREFERENCE_PAIRS, METRICS, ANNOTATION_INPUTS] as const;
 
 /** A decoded row of each table (number lists as typed arrays, absent values as null). */
 export type RolloutsRow = RowOf<typeof ROLLOUTS>;
 export type RewardsRow = RowOf<typeof REWARDS>;
 export type AdvantagesRow = RowOf<typeof ADVANTAGES>;
+export type ReferenceLogprobsRow = RowOf<typeof REFERENCE_LOGPROBS>;
 export type PreferencePairsRow = RowOf<typeof PREFERENCE_PAIRS>;
 export type MetricsRow = RowOf<typeof METRICS>;
 export type AnnotationInputRow = RowOf<typeof ANNOTATION_INPUTS>;
@@ -286,6 +317,7 @@ export type AnnotationInputRow = RowOf<typeof ANNOTATION_INPUTS>;
 export type RolloutsInput = RowInput<typeof ROLLOUTS>;
 export type RewardsInput = RowInput<typeof REWARDS>;
 export type AdvantagesInput = RowInput<typeof ADVANTAGES>;
+export type ReferenceLogprobsInput = RowInput<typeof REFERENCE_LOGPROBS>;
 export type PreferencePairsInput = RowInput<typeof PREFERENCE_PAIRS>;
 export type MetricsInput = RowInput<typeof METRICS>;
 export type AnnotationInput = RowInput<typeof ANNOTATION_INPUTS>;
@@ -296,6 +328,9 @@ export const encodeRewards = (rows: readonly RewardsInput[]): Uint8Array => writ
 export const decodeRewards = (bytes: Uint8Array, source?: string): RewardsRow[] => readTable(REWARDS, bytes, source);
 export const encodeAdvantages = (rows: readonly AdvantagesInput[]): Uint8Array => writeTable(ADVANTAGES, rows);
 export const decodeAdvantages = (bytes: Uint8Array, source?: string): AdvantagesRow[] => readTable(ADVANTAGES, bytes, source);
+export const encodeReferenceLogprobs = (rows: readonly ReferenceLogprobsInput[]): Uint8Array => writeTable(REFERENCE_LOGPROBS, rows);
+export const decodeReferenceLogprobs = (bytes: Uint8Array, source?: string): ReferenceLogprobsRow[] =>
+  readTable(REFERENCE_LOGPROBS, bytes, source);
 export const encodePreferencePairs = (rows: readonly PreferencePairsInput[]): Uint8Array => writeTable(PREFERENCE_PAIRS, rows);
 export const decodePreferencePairs = (bytes: Uint8Array, source?: string): PreferencePairsRow[] =>
   readTable(PREFERENCE_PAIRS, bytes, source);

@@ -94,20 +94,13 @@ test('GSPO: ratioLevel sequence (and sequence_token) defaults to sequence_mean e
   assert.match(e.issues[0]!.message, /GSPO.*sequence_mean.*got "token_mean"/);
 });
 
-test('kl.inReward is refused by the run config, naming phases.0.loss.options.kl.inReward, until the workflow scores reference logprobs for the advantage stage', () => {
-  const e = configError(() =>
-    parseRunConfig(
-      base({
-        advantage: { estimator: 'reinforce_pp' },
-        loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.01, estimator: 'k1', inReward: true } } },
-      }),
-    ),
-  );
-  assert.deepEqual(
-    e.issues.map((i) => i.path),
-    ['phases.0.loss.options.kl.inReward'],
-  );
-  assert.match(e.issues[0]!.message, /reference policy's logprobs/);
+test('kl.inReward is accepted by the run config (the workflow scores the reference before the advantages): the KL term keeps inReward true, reinforce_pp pairs token_mean', () => {
+  const p = surrogate({
+    advantage: { estimator: 'reinforce_pp' },
+    loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.01, estimator: 'k1', inReward: true } } },
+  });
+  assert.deepEqual(p.kl, { beta: 0.01, estimator: 'k1', direction: 'reverse', inReward: true });
+  assert.equal(p.aggregation, 'token_mean');
 });
 
 test('parsing is idempotent: a resolved config parses to itself (run.json is parsed again by every activity)', () => {

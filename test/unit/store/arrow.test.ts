@@ -9,6 +9,7 @@ import {
   ANNOTATION_INPUTS,
   CONTRACTS,
   METRICS,
+  REFERENCE_LOGPROBS,
   REWARDS,
   ROLLOUTS,
   decodeAdvantages,
@@ -431,7 +432,7 @@ describe('arrow contracts: declarations', () => {
   it('every contract has name, version, docs on every column, and row-key columns', () => {
     assert.deepEqual(
       CONTRACTS.map((t) => t.name),
-      ['rollouts', 'rewards', 'advantages', 'preference_pairs', 'metrics', 'annotation_inputs'],
+      ['rollouts', 'rewards', 'advantages', 'reference_logprobs', 'preference_pairs', 'metrics', 'annotation_inputs'],
     );
     for (const t of CONTRACTS) {
       assert.ok(Number.isInteger(t.version) && t.version >= 1);
@@ -441,7 +442,7 @@ describe('arrow contracts: declarations', () => {
       }
       assert.equal(arrowSchema(t).fields.length, Object.keys(t.columns).length);
     }
-    for (const t of [ROLLOUTS, REWARDS, ADVANTAGES]) {
+    for (const t of [ROLLOUTS, REWARDS, ADVANTAGES, REFERENCE_LOGPROBS]) {
       for (const k of ['run_id', 'step', 'prompt_id', 'sample_id', 'node_id']) assert.ok(k in t.columns, `${t.name} has ${k}`);
     }
     assert.ok('parent_node_id' in ROLLOUTS.columns);

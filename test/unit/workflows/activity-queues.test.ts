@@ -18,13 +18,13 @@ test('the table names every registered activity, and nothing else', () => {
   assert.deepEqual(sorted(Object.keys(ACTIVITY_QUEUES)), sorted(Object.keys(ACTIVITIES)));
 });
 
-test("each activity is on exactly one queue: the queues' lists together hold each of the 10 names once", () => {
+test("each activity is on exactly one queue: the queues' lists together hold each of the 11 names once", () => {
   const all = queues.flatMap((q) => activityNamesOn(q));
-  assert.equal(all.length, 10);
+  assert.equal(all.length, 11);
   assert.deepEqual(sorted(all), sorted(Object.keys(ACTIVITIES)));
 });
 
-test('the queues are those of the workflows before the table: rollout runs rolloutShard and evaluate; reward runs the annotation job, rewardShard and computeStepAdvantages; learner runs initRun, learnerUpdate, commitStep', () => {
+test('the queues are those of the workflows before the table: rollout runs rolloutShard and evaluate; reward runs the annotation job, rewardShard and computeStepAdvantages; learner runs initRun, scoreReferenceLogprobs, learnerUpdate, commitStep', () => {
   assert.deepEqual(activityNamesOn('rollout'), ['rolloutShard', 'evaluate']);
   assert.deepEqual(activityNamesOn('reward'), [
     'planAnnotation',
@@ -33,7 +33,7 @@ test('the queues are those of the workflows before the table: rollout runs rollo
     'rewardShard',
     'computeStepAdvantages',
   ]);
-  assert.deepEqual(activityNamesOn('learner'), ['initRun', 'learnerUpdate', 'commitStep']);
+  assert.deepEqual(activityNamesOn('learner'), ['initRun', 'scoreReferenceLogprobs', 'learnerUpdate', 'commitStep']);
   assert.deepEqual(activityNamesOn('control'), []);
 });
 
