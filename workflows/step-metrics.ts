@@ -201,9 +201,14 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
  * update, and `rm/pairs`.
  */
 export function rewardModelStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
-  const extra: Record<string, number> = { tokens: update.tokens, micro_batches: update.microBatches };
+  const extra: Record<string, number> = {};
   for (const k of ['accuracy', 'margin', 'chosen_reward', 'rejected_reward', 'pairs'] as const)
     if (update.metrics[k] !== undefined) extra[`rm/${k}`] = update.metrics[k];
+  return pairStepMetrics(plan, update, extra);
+}
+
+/** A step that trains on pairs (dpo, reward_model): loss, gradient norm, pairs as `num_prompts`, their rows as `num_samples`, `extras` first under `extra`. */
+function pairStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult, extras: Record<string, number>): StepMetrics {
   return {
     ...emptyMetrics(),
     num_prompts: plan.count,
@@ -212,7 +217,7 @@ export function rewardModelStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, upd
     grad_norm: update.metrics.grad_norm ?? null,
     learning_rate: plan.lr,
     learner_seconds: update.seconds,
-    extra,
+    extra: { ...extras, tokens: update.tokens, micro_batches: update.microBatches },
   };
 }
 
@@ -259,14 +264,5 @@ export function onlineDpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, resul
 
 /** An offline dpo step: the DPO loss, gradient norm and the DPO metrics (`dpo/…`), pairs as `num_prompts`, their rows as `num_samples`. */
 export function dpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
-  return {
-    ...emptyMetrics(),
-    num_prompts: plan.count,
-    num_samples: update.sequences,
-    loss: update.metrics.loss ?? null,
-    grad_norm: update.metrics.grad_norm ?? null,
-    learning_rate: plan.lr,
-    learner_seconds: update.seconds,
-    extra: { ...dpoExtras(update.metrics), tokens: update.tokens, micro_batches: update.microBatches },
-  };
+  return pairStepMetrics(plan, update, dpoExtras(update.metrics));
 }

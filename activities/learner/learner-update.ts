@@ -462,6 +462,23 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
     else state = await loadTrainState(store, runId, step);
 
+    /** The end of a step that trains on pairs (dpo, online_dpo, reward_model): write checkpoint step + 1 and report. */
+    const writePairUpdate = async (r: {
+      state: TrainState;
+      metrics: Record<string, number>;
+      sequences: number;
+      tokens: number;
+      microBatches: number;
+    }): Promise<LearnerResult> => {
+      crashPoint('learner', step);
+      progress({ phase: 'write', checkpoint: step + 1 });
+      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
+      cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
+      const seconds = (performance.now() - t0) / 1000;
+      log.info({ runId, step, phase: phase.kind, pairs: r.metrics.pairs, loss: r.metrics.loss, seconds }, 'learner update written');
+      return { checkpoint, metrics: r.metrics, sequences: r.sequences, tokens: r.tokens, microBatches: r.microBatches, seconds };
+    };
+
     // preference phases (online_dpo, dpo): one DPO update on pairs (preference-update.ts)
     if (phase.kind === 'online_dpo' || phase.kind === 'dpo') {
       const referenceWeights = async (v: number) => {
@@ -480,13 +497,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
         microBatchSize: config.learner.microBatchSize,
         progress,
       });
-      crashPoint('learner', step);
-      progress({ phase: 'write', checkpoint: step + 1 });
-      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
-      cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
-      const seconds = (performance.now() - t0) / 1000;
-      log.info({ runId, step, phase: phase.kind, pairs: r.metrics.pairs, loss: r.metrics.loss, seconds }, 'learner update written');
-      return { checkpoint, metrics: r.metrics, sequences: r.sequences, tokens: r.tokens, microBatches: r.microBatches, seconds };
+      return writePairUpdate(r);
     }
 
     // reward_model: one Bradley-Terry update of the classifier on dataset pairs (reward-model-update.ts)
@@ -501,13 +512,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
         microBatchSize: config.learner.microBatchSize,
         progress,
       });
-      crashPoint('learner', step);
-      progress({ phase: 'write', checkpoint: step + 1 });
-      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
-      cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
-      const seconds = (performance.now() - t0) / 1000;
-      log.info({ runId, step, phase: phase.kind, pairs: r.metrics.pairs, loss: r.metrics.loss, seconds }, 'learner update written');
-      return { checkpoint, metrics: r.metrics, sequences: r.sequences, tokens: r.tokens, microBatches: r.microBatches, seconds };
+      return writePairUpdate(r);
     }
 
     // the batches: one per optimizer update (sft steps may hold several; rl: ppoEpochs × miniBatches, below)

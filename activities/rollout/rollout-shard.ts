@@ -18,8 +18,8 @@ import { readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
 import { parseSamplingParams, sampleAt, sampleStream, type SamplingParams } from './sampling.js';
 import { badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
-import { rolloutTrees, type TreeCompletion } from './tree-rollout.js';
-import { rolloutRetries, type RetryRolloutOptions } from './retry-rollout.js';
+import { rolloutTrees, type TreeCompletion, type TreeRolloutNode } from './tree-rollout.js';
+import { rolloutRetries, type RetryRolloutNode, type RetryRolloutOptions } from './retry-rollout.js';
 import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -156,6 +156,32 @@ function rolloutScorer(run: ResolvedRun, items: readonly PromptItem[], promptIds
   };
 }
 
+/** Rollout rows of tree nodes and retries: node ids, parent and branch position as the data contract has them. */
+function nodeRows(
+  input: RolloutShardInput,
+  items: readonly PromptItem[],
+  promptIds: readonly number[][],
+  nodes: readonly (TreeRolloutNode | RetryRolloutNode)[],
+): RolloutsInput[] {
+  return nodes.map((n) => ({
+    run_id: input.runId,
+    step: input.step,
+    prompt_id: items[n.group]!.promptId,
+    sample_id: n.sampleId,
+    group_id: items[n.group]!.promptId,
+    node_id: n.nodeId,
+    parent_node_id: n.parentNodeId,
+    branch_position: n.branchPosition,
+    policy_version: input.policyVersion,
+    prompt_text: items[n.group]!.prompt,
+    prompt_token_ids: promptIds[n.group]!,
+    completion_text: n.completion.text,
+    completion_token_ids: n.completion.tokens,
+    behaviour_logprobs: n.completion.logprobs,
+    finish_reason: n.completion.finishReason,
+  }));
+}
+
 /**
  * The rows of a shard with tree-structured rollouts (the phase's `tree` option; tree-rollout.ts):
  * each prompt's tree of groupSize nodes, decoded round by round with the policy and, with the
@@ -202,23 +228,7 @@ async function treeRows(
         },
       ),
     );
-    return result.nodes.map((n) => ({
-      run_id: input.runId,
-      step: input.step,
-      prompt_id: items[n.group]!.promptId,
-      sample_id: n.sampleId,
-      group_id: items[n.group]!.promptId,
-      node_id: n.nodeId,
-      parent_node_id: n.parentNodeId,
-      branch_position: n.branchPosition,
-      policy_version: input.policyVersion,
-      prompt_text: items[n.group]!.prompt,
-      prompt_token_ids: promptIds[n.group]!,
-      completion_text: n.completion.text,
-      completion_token_ids: n.completion.tokens,
-      behaviour_logprobs: n.completion.logprobs,
-      finish_reason: n.completion.finishReason,
-    }));
+    return nodeRows(input, items, promptIds, result.nodes);
   } finally {
     await scorer?.close();
   }
@@ -300,23 +310,7 @@ async function retryRows(
         },
       ),
     );
-    return result.nodes.map((n) => ({
-      run_id: input.runId,
-      step: input.step,
-      prompt_id: items[n.group]!.promptId,
-      sample_id: n.sampleId,
-      group_id: items[n.group]!.promptId,
-      node_id: n.nodeId,
-      parent_node_id: n.parentNodeId,
-      branch_position: n.branchPosition,
-      policy_version: input.policyVersion,
-      prompt_text: items[n.group]!.prompt,
-      prompt_token_ids: promptIds[n.group]!,
-      completion_text: n.completion.text,
-      completion_token_ids: n.completion.tokens,
-      behaviour_logprobs: n.completion.logprobs,
-      finish_reason: n.completion.finishReason,
-    }));
+    return nodeRows(input, items, promptIds, result.nodes);
   } finally {
     await scorer.close();
   }

@@ -17,7 +17,7 @@ import { commitStep } from '../../../activities/checkpoint/commit-step.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { loadRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
-import type { LearnerInput, StepMetrics } from '../../../activities/run/types.js';
+import type { LearnerInput } from '../../../activities/run/types.js';
 import { initTrainState, ModelEngine } from '../../../activities/model/engine.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { ADVANTAGES_NAME, checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
@@ -33,6 +33,7 @@ import {
   type RolloutsInput,
 } from '../../../activities/store/schemas.js';
 import { lazyFixture } from '../../support/fixture.js';
+import { emptyMetrics } from '../../../workflows/step-metrics.js';
 
 const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   name: 'tiny',
@@ -55,34 +56,6 @@ const rlPhases = (): RunConfigInput['phases'] => [
     loss: { name: 'clipped_surrogate', options: { kl: { beta: 0.04 } } },
   },
 ];
-
-const emptyMetrics = (): StepMetrics => ({
-  num_prompts: 0,
-  num_samples: 0,
-  reward_mean: null,
-  reward_std: null,
-  reward_min: null,
-  reward_max: null,
-  loss: null,
-  kl: null,
-  entropy: null,
-  clip_fraction: null,
-  grad_norm: null,
-  learning_rate: null,
-  prompt_length_mean: null,
-  completion_length_mean: null,
-  completion_length_max: null,
-  tokens_per_second: null,
-  rollout_seconds: null,
-  reward_seconds: null,
-  advantage_seconds: null,
-  learner_seconds: null,
-  step_seconds: null,
-  reward_errors: 0,
-  dropped_samples: 0,
-  truncated_samples: 0,
-  extra: {},
-});
 
 let dir: string;
 let storeUri: string;
