@@ -52,6 +52,15 @@ export interface RunCarry {
   model: string;
 }
 
+/** An rl step's rollouts and rewards, filled shard by shard (refill rounds append), with their timings. */
+interface RolloutBatch {
+  rollouts: RolloutShardResult[];
+  rewards: RewardShardResult[];
+  /** When the last rollout shard finished (workflow time). */
+  rolloutEnd: number;
+  rewardSeconds: number;
+}
+
 export interface TrainingRunInput {
   /** The run id (also the workflow id): the data lives under `runPrefix(runId)` (activities/store/keys.ts). */
   runId: string;
@@ -313,73 +322,20 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
    */
   async function rlStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
-    const n = plan.shards.length;
-    // Old histories have no dynamic sampling and never reach the patch; new runs with it on record the marker.
-    const dynamic = dynamicSamplingOf(plan.phase) !== null && wf.patched('dapo-refill') ? dynamicSamplingOf(plan.phase) : null;
-    // The same for the KL in the reward (parseRunConfig refused it before this patch existed).
-    const klInReward =
-      plan.phase.kind === 'rl' &&
-      plan.phase.loss.name === 'clipped_surrogate' &&
-      plan.phase.loss.options.kl?.inReward === true &&
-      wf.patched('kl-in-reward');
-    let reference: ReferenceLogprobsResult | undefined;
-    let referenceSeconds = 0;
-    const referenceVersion = carry.referenceVersion ?? plan.step - plan.stepInPhase;
-    const advantagesOf = async (round?: number) => {
-      if (klInReward) {
-        const start = Date.now();
-        reference = await stages.reference(plan, referenceVersion, rollouts);
-        referenceSeconds += (Date.now() - start) / 1000;
-      }
-      return stages.advantages(plan, rollouts, rewards, round, reference?.referenceLogprobs);
+    const batch: RolloutBatch = {
+      rollouts: new Array(plan.shards.length),
+      rewards: new Array(plan.shards.length),
+      rolloutEnd: 0,
+      rewardSeconds: 0,
     };
     shardsDone = 0;
-    shardsTotal = n;
+    shardsTotal = plan.shards.length;
     enter('rollout');
-    const rollouts: RolloutShardResult[] = new Array(n);
-    const rewards: RewardShardResult[] = new Array(n);
-    let rolloutEnd = 0;
-    let rewardSeconds = 0;
-    // Each lane generates a shard and scores it at once: reward annotation of shard k overlaps
-    // generation of shard k+1.
-    const rollAndScore = async (shards: readonly ShardPlan[], of: number) => {
-      let next = 0;
-      const lane = async () => {
-        while (next < shards.length) {
-          const shard = shards[next++]!;
-          const rolled = (rollouts[shard.shard] = await stages.rollout(plan, shard, of));
-          rolloutEnd = Math.max(rolloutEnd, Date.now());
-          if (stage === 'rollout' && rollouts.filter(Boolean).length === of) stage = 'reward';
-          details();
-          const scored = (rewards[shard.shard] = await stages.reward(plan, shard, rolled, of));
-          rewardSeconds += scored.seconds;
-          shardsDone++;
-          details();
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(config.rollout.maxConcurrentShards, shards.length) }, lane));
-    };
-    await rollAndScore(plan.shards, n);
+    await rollAndScore(plan, batch, plan.shards, plan.shards.length);
 
-    enter('advantages');
-    let advantagesStart = Date.now();
-    let advantages = await advantagesOf(dynamic ? 0 : undefined);
-    let advantageSeconds = (Date.now() - advantagesStart) / 1000;
-    let promptsRolled = plan.count;
-    if (dynamic?.mode === 'refill') {
-      for (let round = 1; round <= dynamic.maxRounds && (advantages.dynamic?.morePrompts ?? 0) > 0; round++) {
-        const refill = planRefill(config, plan, round, advantages.dynamic!.morePrompts, rollouts.length);
-        if (refill.shards.length === 0) break;
-        promptsRolled += refill.count;
-        shardsTotal = rollouts.length + refill.shards.length;
-        enter('rollout');
-        await rollAndScore(refill.shards, shardsTotal);
-        enter('advantages');
-        advantagesStart = Date.now();
-        advantages = await advantagesOf(round);
-        advantageSeconds += (Date.now() - advantagesStart) / 1000;
-      }
-    }
+    const scored = await advantagesOf(plan, batch);
+    const { rollouts, rewards } = batch;
+    const { advantages, reference } = scored;
 
     enter('learner');
     const online = plan.phase.kind === 'online_dpo';
@@ -387,13 +343,20 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages)
       : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages, reference?.referenceLogprobs);
 
-    const seconds = { rollout: (rolloutEnd - t0) / 1000, reward: rewardSeconds, advantage: advantageSeconds };
+    const seconds = { rollout: (batch.rolloutEnd - t0) / 1000, reward: batch.rewardSeconds, advantage: scored.advantageSeconds };
     const metrics = online
       ? onlineDpoStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds)
       : rlStepMetrics(
           plan,
-          { rollouts, rewards, advantages, update, ...(dynamic ? { promptsRolled } : {}), ...(reference ? { reference } : {}) },
-          { ...seconds, ...(reference ? { reference: referenceSeconds } : {}) },
+          {
+            rollouts,
+            rewards,
+            advantages,
+            update,
+            ...(scored.dynamic ? { promptsRolled: scored.promptsRolled } : {}),
+            ...(reference ? { reference } : {}),
+          },
+          { ...seconds, ...(reference ? { reference: scored.referenceSeconds } : {}) },
         );
     const artifacts = [
       ...rollouts.map((r) => r.rollouts),
@@ -404,7 +367,74 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     return commit(plan, update.checkpoint, artifacts, metrics, t0);
   }
 
-  /** Commits the step (checkpoint, artifacts, metrics with the step's duration); remembers where it went. */
+  /**
+   * Rolls out `shards` into the batch, each lane generating a shard and scoring it at once: reward
+   * annotation of shard k overlaps generation of shard k+1. `of` is the step's shard count so far.
+   */
+  async function rollAndScore(plan: StepPlan, batch: RolloutBatch, shards: readonly ShardPlan[], of: number): Promise<void> {
+    let next = 0;
+    const lane = async () => {
+      while (next < shards.length) {
+        const shard = shards[next++]!;
+        const rolled = (batch.rollouts[shard.shard] = await stages.rollout(plan, shard, of));
+        batch.rolloutEnd = Math.max(batch.rolloutEnd, Date.now());
+        if (stage === 'rollout' && batch.rollouts.filter(Boolean).length === of) stage = 'reward';
+        details();
+        const scored = (batch.rewards[shard.shard] = await stages.reward(plan, shard, rolled, of));
+        batch.rewardSeconds += scored.seconds;
+        shardsDone++;
+        details();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(config.rollout.maxConcurrentShards, shards.length) }, lane));
+  }
+
+  /**
+   * The step's advantages: with `kl.inReward`, the reference logprobs of every shard so far first;
+   * with `dynamicSampling: refill`, further rounds of rollout + reward on fresh prompts, and the
+   * advantages again, while fewer than promptsPerStep groups are informative and rounds are left.
+   */
+  async function advantagesOf(plan: StepPlan, batch: RolloutBatch) {
+    // Old histories have no dynamic sampling and never reach the patch; new runs with it on record the marker.
+    const dynamic = dynamicSamplingOf(plan.phase) !== null && wf.patched('dapo-refill') ? dynamicSamplingOf(plan.phase) : null;
+    // The same for the KL in the reward (parseRunConfig refused it before this patch existed).
+    const klInReward =
+      plan.phase.kind === 'rl' &&
+      plan.phase.loss.name === 'clipped_surrogate' &&
+      plan.phase.loss.options.kl?.inReward === true &&
+      wf.patched('kl-in-reward');
+    const referenceVersion = carry.referenceVersion ?? plan.step - plan.stepInPhase;
+    let reference: ReferenceLogprobsResult | undefined;
+    let referenceSeconds = 0;
+    let advantageSeconds = 0;
+    const round = async (r?: number) => {
+      const start = Date.now();
+      if (klInReward) {
+        reference = await stages.reference(plan, referenceVersion, batch.rollouts);
+        referenceSeconds += (Date.now() - start) / 1000;
+      }
+      const result = await stages.advantages(plan, batch.rollouts, batch.rewards, r, reference?.referenceLogprobs);
+      advantageSeconds += (Date.now() - start) / 1000;
+      return result;
+    };
+    enter('advantages');
+    let advantages = await round(dynamic ? 0 : undefined);
+    let promptsRolled = plan.count;
+    if (dynamic?.mode === 'refill') {
+      for (let r = 1; r <= dynamic.maxRounds && (advantages.dynamic?.morePrompts ?? 0) > 0; r++) {
+        const refill = planRefill(config, plan, r, advantages.dynamic!.morePrompts, batch.rollouts.length);
+        if (refill.shards.length === 0) break;
+        promptsRolled += refill.count;
+        shardsTotal = batch.rollouts.length + refill.shards.length;
+        enter('rollout');
+        await rollAndScore(plan, batch, refill.shards, shardsTotal);
+        enter('advantages');
+        advantages = await round(r);
+      }
+    }
+    return { advantages, reference, referenceSeconds, advantageSeconds, promptsRolled, dynamic };
+  }
+
   async function commit(
     plan: StepPlan,
     checkpoint: ManifestEntry[],
