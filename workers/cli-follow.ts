@@ -114,12 +114,7 @@ export class Follower {
       this.drawn = block.length;
       return;
     }
-    for (const e of p.evals) {
-      const key = `${e.policyVersion}:${e.uri}`;
-      if (this.evalsShown.has(key)) continue;
-      this.evalsShown.add(key);
-      this.out.write(`${evalLine(e)}\n`);
-    }
+    this.writeNewEvals(p.evals);
     const line = progressLine(p);
     if (line !== this.lastLine) {
       this.lastLine = line;
@@ -134,8 +129,12 @@ export class Follower {
    */
   done(evals: readonly EvalSummary[] = []): void {
     this.drawn = 0;
-    if (this.tty) return;
-    for (const e of [...evals].sort((a, b) => a.policyVersion - b.policyVersion)) {
+    if (!this.tty) this.writeNewEvals([...evals].sort((a, b) => a.policyVersion - b.policyVersion));
+  }
+
+  /** Writes each evaluation not written yet, one line each (no terminal). */
+  private writeNewEvals(evals: readonly EvalSummary[]): void {
+    for (const e of evals) {
       const key = `${e.policyVersion}:${e.uri}`;
       if (this.evalsShown.has(key)) continue;
       this.evalsShown.add(key);

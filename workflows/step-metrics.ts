@@ -61,7 +61,7 @@ export function sftStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: Lea
 
 /**
  * Learner metrics an rl step's row keeps under `extra`, when the learner reported them
- * (activities/learner/learner-update.ts keeps the same list to read a committed step back):
+ * (a learner that finds its step committed reads them back from there by name):
  * - `logprob_diff`: mean |log π_θ − log π_old| over the step's updates;
  * - `mismatch_logprob_diff`, `mismatch_kl`: the rollout/learner mismatch (mean |Δlogprob| and the
  *   k3 estimate of KL(π_rollout ‖ π_learner)) of the weights that sampled, every step;

@@ -370,23 +370,11 @@ function toBatch(rows: Row[], t: number): TrainBatch {
 
 // ── the activity ────────────────────────────────────────────────────────────────────────────────
 
-/** Learner metrics the step's metrics row keeps under `extra` with the same name (workflows/step-metrics.ts). */
-const LEARNER_EXTRA = [
-  'pg_loss',
-  'approx_kl',
-  'logprob_diff',
-  'mismatch_logprob_diff',
-  'mismatch_kl',
-  'log_ratio_clamped',
-  'kl_clamped',
-  'tis_weight_mean',
-  'tis_clip_frac',
-  'clip_frac_last_epoch',
-  'ratio_mean_last_epoch',
-  'updates',
-] as const;
-
-/** The metrics of a committed step's metrics.arrow, named like the engine's (for a learner that finds its work done). */
+/**
+ * The metrics of a committed step's metrics.arrow, named like the engine's (for a learner that
+ * finds its work done): the loss columns, and every `extra` value under its own name (the step's
+ * row keeps the learner's metrics there by name: workflows/step-metrics.ts).
+ */
 async function committedMetrics(store: ObjectStore, runId: string, step: number): Promise<Record<string, number>> {
   const prefix = stepPrefix(runId, step);
   const manifest = await readManifest(store, prefix);
@@ -403,7 +391,7 @@ async function committedMetrics(store: ObjectStore, runId: string, step: number)
   put('kl', row.kl);
   put('entropy', row.entropy);
   put('clip_frac', row.clip_fraction);
-  for (const k of LEARNER_EXTRA) put(k, row.extra[k]);
+  for (const [k, v] of Object.entries(row.extra)) put(k, v);
   return out;
 }
 

@@ -182,6 +182,19 @@ describe('learnerUpdate: sft', () => {
     assert.equal(r.sequences, 0);
   });
 
+  it('a retry that finds its step committed returns the committed metrics: loss 1.5, and logprob_diff 0.25 and mismatch_kl 0.01 from extra', async () => {
+    const runId = 'sft-committed-metrics';
+    await newRun(runId);
+    const first = await learnerUpdate(sftInput(runId, 0));
+    const metrics = { ...emptyMetrics(), loss: 1.5, extra: { logprob_diff: 0.25, mismatch_kl: 0.01 } };
+    await commitStep({ storeUri, runId, step: 0, phase: 'sft', checkpoint: first.checkpoint, artifacts: [], metrics });
+    const again = await learnerUpdate(sftInput(runId, 0));
+    assert.equal(again.microBatches, 0, 'nothing was trained');
+    assert.equal(again.metrics.loss, 1.5);
+    assert.equal(again.metrics.logprob_diff, 0.25);
+    assert.ok(Math.abs(again.metrics.mismatch_kl! - 0.01) < 1e-12, `mismatch_kl ${again.metrics.mismatch_kl}`);
+  });
+
   it('a SIGKILL after the train step writes nothing; the retry writes the same bytes', async () => {
     await newRun('sft-crash');
     const url = pathToFileURL(join(process.cwd(), 'activities/learner/learner-update.ts')).href;
