@@ -100,13 +100,21 @@ function importRules() {
       ['activities/model/*.ts'],
       'activities/model/README.md',
       'activities/model/ may import ../common/ only among the project folders',
-      [otherStages(['model', 'common']), outsideActivities],
+      [
+        otherStages(['model', 'common']),
+        outsideActivities,
+        {
+          regex: '^(?!\\.|node:)(?!(onnxruntime-node|onnx-proto|@huggingface/(tokenizers|jinja)|zod)$)',
+          message:
+            'activities/model/ may import only the packages its README names: onnxruntime-node, onnx-proto, @huggingface/tokenizers, @huggingface/jinja, zod',
+        },
+      ],
     ),
     restrict(
       ['activities/model/arch/*.ts'],
       'activities/model/arch/README.md',
-      'an architecture may import ../graph, ../ops, ../attention and ../config (the model definition only, no I/O)',
-      [{ regex: '^\\.\\./(?!(graph|ops|attention|config)\\.js$)' }, modelOutside, io],
+      'an architecture may import ../graph, ../ops, ../attention, ../config and ../rope (the model definition only, no I/O)',
+      [{ regex: '^\\.\\./(?!(graph|ops|attention|config|rope)\\.js$)' }, modelOutside, io],
     ),
     restrict(
       ['activities/model/graphs/*.ts'],

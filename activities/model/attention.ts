@@ -64,6 +64,23 @@ export function attentionBias(ids: Tensor, keyMask: Tensor, dtype: DType): Tenso
 }
 
 /**
+ * `bias` (from `attentionBias`) narrowed to a sliding window (Mistral; Beltagy et al., "Longformer",
+ * 2020): query position p also stops seeing keys at positions <= p - window. Positions count real
+ * tokens only (queries: `positions` [B, T]; keys: from `keyMask` [B, S]), so left padding and unused
+ * cache slots do not shift the window.
+ */
+export function slidingWindowBias(bias: Tensor, positions: Tensor, keyMask: Tensor, window: number): Tensor {
+  const g = bias.g;
+  return g.noTape(() => {
+    const maskInt = F.cast(keyMask, 'int64');
+    const keyPositions = F.sub(g.node1('CumSum', [maskInt, g.constant([1], 'int64', [])], 'int64', maskInt.shape), 1); // [B, S]
+    const distance = F.sub(F.unsqueeze(positions, [1, 3]), F.unsqueeze(keyPositions, [1, 2])); // [B, 1, T, S]
+    const inWindow = g.node1('Less', [distance, g.constant([window], 'int64', [])], 'bool', distance.shape);
+    return F.where(inWindow, bias, g.scalar(maskValue(bias.dtype), bias.dtype));
+  });
+}
+
+/**
  * q [B, Hq, T, hd], k and v [B, Hkv, S, hd] (S >= T: keys may include a cache of past positions);
  * Hq a multiple of Hkv. Returns [B, Hq, T, hd]. Masking: `bias` from `attentionBias` (shared across
  * layers), or else computed here from `keyMask`.

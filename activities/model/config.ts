@@ -8,12 +8,22 @@
  * - `llama` — LLaMA (Touvron et al., "LLaMA: Open and Efficient Foundation Language Models", 2023):
  *   RMSNorm, rotary position embeddings (Su et al., "RoFormer", 2021), SwiGLU MLP (Shazeer, "GLU
  *   Variants Improve Transformer", 2020), grouped-query attention (Ainslie et al., "GQA", 2023).
- * - `qwen2` — Qwen2 (Yang et al., "Qwen2 Technical Report", 2024): the llama architecture with a bias
- *   on the q/k/v projections; normalised to `arch: 'llama'` with `qkvBias: true`.
+ * - `qwen2` — Qwen2 / Qwen2.5 (Yang et al., "Qwen2 Technical Report", 2024): the llama architecture
+ *   with a bias on the q/k/v projections; normalised to `arch: 'llama'` with `qkvBias: true`.
+ * - `qwen3` — Qwen3 dense (Yang et al., "Qwen3 Technical Report", 2025): llama with an RMSNorm over
+ *   each query and key head before the rotation (`qkNorm`), biases as `attention_bias` says.
+ * - `mistral` — Mistral (Jiang et al., "Mistral 7B", 2023): llama with sliding-window attention
+ *   (`sliding_window`, every layer; HF's default 4096 when the field is absent).
+ * Llama 3.x and SmolLM2 are `llama` configs (tied embeddings for the small ones, llama3 RoPE).
+ *
+ * RoPE comes in both config forms and four types (`rope.ts`). Sliding windows (Mistral; Qwen2/3
+ * with `use_sliding_window`, on the layers `layer_types` or `max_window_layers` say) are
+ * implemented: a query sees the `sliding_window` most recent positions, itself included.
  *
  * Unknown extra fields are tolerated (HF configs carry many: `torch_dtype`, `transformers_version`,
  * `architectures`, ...); fields that would change the computation in a way this project does not
- * implement (`rope_scaling`, sliding-window attention) are rejected rather than silently ignored.
+ * implement (dynamic or partial RoPE, an activation other than SiLU) are rejected rather than
+ * silently ignored.
  *
  * Sequence classifiers (reward models): a `config.json` whose `architectures` names a
  * `*ForSequenceClassification` class (`GPT2ForSequenceClassification`,
@@ -26,9 +36,10 @@
  * `transformers`.
  */
 import { ConfigError, parseConfig, z } from '../common/config.js';
+import { parseRope, ropeToHf, type RopeConfig } from './rope.js';
 
 /** The model types this project can build, as HF names them in `config.json`. */
-export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2'] as const;
+export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3', 'mistral'] as const;
 export type SupportedModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
 /** Fields both normalised architectures share. Sizes are element counts. */
@@ -82,14 +93,21 @@ export interface Gpt2ModelConfig extends ModelConfigBase {
 export interface LlamaModelConfig extends ModelConfigBase {
   arch: 'llama';
   activation: 'silu';
-  /** RoPE base frequency θ (RoFormer); 10000 for LLaMA, 1e6 for Qwen2.5. */
-  ropeTheta: number;
-  /** q_proj / k_proj / v_proj carry a bias (Qwen2 always; LLaMA when `attention_bias`). */
+  /** Rotary embeddings: base θ (10000 for LLaMA, 1e6 for Qwen2.5) and the scaling type (`rope.ts`). */
+  rope: RopeConfig;
+  /** q_proj / k_proj / v_proj carry a bias (Qwen2 always; LLaMA and Qwen3 when `attention_bias`). */
   qkvBias: boolean;
-  /** o_proj carries a bias (LLaMA with `attention_bias`; never Qwen2). */
+  /** o_proj carries a bias (LLaMA and Qwen3 with `attention_bias`; never Qwen2). */
   oBias: boolean;
   /** gate/up/down projections carry a bias (LLaMA `mlp_bias`). */
   mlpBias: boolean;
+  /** RMSNorm (`q_norm`, `k_norm`, weight [headDim]) over each query and key head before RoPE (Qwen3). */
+  qkNorm: boolean;
+  /**
+   * Sliding-window attention: on the listed layers a query at position i sees keys at positions
+   * j with i - window < j <= i (HF's `kv_idx > q_idx - sliding_window`). null: full causal attention.
+   */
+  slidingWindow: { window: number; layers: number[] } | null;
 }
 
 /** One normalised model configuration; `arch` discriminates. */
@@ -123,10 +141,10 @@ const gpt2Schema = z
     }
   });
 
-/** HF LlamaConfig / Qwen2Config fields we read (defaults are LlamaConfig's unless noted). */
+/** HF LlamaConfig / Qwen2Config / Qwen3Config / MistralConfig fields we read (defaults are LlamaConfig's unless noted). */
 const llamaLikeSchema = z
   .object({
-    model_type: z.enum(['llama', 'qwen2']),
+    model_type: z.enum(['llama', 'qwen2', 'qwen3', 'mistral']),
     vocab_size: posInt,
     hidden_size: posInt,
     num_hidden_layers: posInt,
@@ -135,19 +153,20 @@ const llamaLikeSchema = z
     num_key_value_heads: posInt.nullish(),
     intermediate_size: posInt,
     rms_norm_eps: z.number().positive().default(1e-6),
-    rope_theta: z.number().positive().default(10000),
     max_position_embeddings: posInt.default(2048),
     tie_word_embeddings: z.boolean().default(false),
-    /** LLaMA: bias on q/k/v/o. Qwen2 ignores it (its q/k/v always have a bias, o never). */
+    /** LLaMA, Qwen3: bias on q/k/v/o. Qwen2 ignores it (its q/k/v always have a bias, o never). */
     attention_bias: z.boolean().default(false),
     mlp_bias: z.boolean().default(false),
     /** Absent means hidden_size / num_attention_heads. */
     head_dim: posInt.nullish(),
-    hidden_act: z.literal('silu', { error: 'only silu (SwiGLU) is supported for llama/qwen2' }).default('silu'),
-    rope_scaling: z.null({ error: 'rope_scaling is not supported (only plain RoPE); remove it or set it to null' }).optional(),
-    use_sliding_window: z
-      .literal(false, { error: 'sliding-window attention is not supported; set use_sliding_window to false' })
-      .optional(),
+    hidden_act: z.literal('silu', { error: 'only silu (SwiGLU) is supported for llama, qwen2, qwen3 and mistral' }).default('silu'),
+    /** Mistral: every layer (null: none; absent: HF's default 4096). Qwen2/3: only with use_sliding_window. */
+    sliding_window: posInt.nullish(),
+    use_sliding_window: z.boolean().default(false),
+    /** Qwen2/3: layers from this index on slide, unless layer_types lists them. */
+    max_window_layers: z.number().int().nonnegative().default(28),
+    layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).nullish(),
     bos_token_id: tokenId.nullish(),
     eos_token_id: eosField,
     pad_token_id: tokenId.nullish(),
@@ -166,6 +185,13 @@ const llamaLikeSchema = z
         code: 'custom',
         path: ['num_key_value_heads'],
         message: `num_attention_heads (${c.num_attention_heads}) must be divisible by num_key_value_heads (${kv})`,
+      });
+    }
+    if (c.layer_types && c.layer_types.length !== c.num_hidden_layers) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['layer_types'],
+        message: `layer_types lists ${c.layer_types.length} layers but num_hidden_layers is ${c.num_hidden_layers}`,
       });
     }
     const headDim = c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads);
@@ -195,8 +221,10 @@ export function classifierOf(input: Record<string, unknown>): { classifier: bool
 }
 
 /** The HF class name of a normalised config (what `architectures` lists on export). */
+const FAMILY: Record<SupportedModelType, string> = { gpt2: 'GPT2', llama: 'Llama', qwen2: 'Qwen2', qwen3: 'Qwen3', mistral: 'Mistral' };
+
 export function hfArchitecture(config: ModelConfig): string {
-  const family = config.modelType === 'gpt2' ? 'GPT2' : config.modelType === 'qwen2' ? 'Qwen2' : 'Llama';
+  const family = FAMILY[config.modelType];
   if (config.classifier) return `${family}ForSequenceClassification`;
   return config.modelType === 'gpt2' ? 'GPT2LMHeadModel' : `${family}ForCausalLM`;
 }
@@ -259,7 +287,9 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
     };
   }
   const c = parseConfig(llamaLikeSchema, input, what);
-  const qwen = c.model_type === 'qwen2';
+  const raw = input as Record<string, unknown>;
+  const qwen2 = c.model_type === 'qwen2';
+  const biasAll = c.model_type !== 'mistral' && !qwen2 && c.attention_bias; // llama, qwen3: q/k/v/o together
   return {
     arch: 'llama',
     modelType: c.model_type,
@@ -277,12 +307,26 @@ export function parseModelConfig(input: unknown, what = 'model config.json'): Mo
     eosTokenIds: eosList(c.eos_token_id),
     padTokenId: c.pad_token_id ?? null,
     activation: 'silu',
-    ropeTheta: c.rope_theta,
-    qkvBias: qwen || c.attention_bias,
-    oBias: !qwen && c.attention_bias,
-    mlpBias: !qwen && c.mlp_bias,
+    rope: parseRope(raw, c.max_position_embeddings, what),
+    qkvBias: qwen2 || biasAll,
+    oBias: biasAll,
+    mlpBias: c.model_type === 'llama' && c.mlp_bias,
+    qkNorm: c.model_type === 'qwen3',
+    slidingWindow: slidingWindowOf(c, 'sliding_window' in raw),
     ...head,
   };
+}
+
+/** Which layers slide over how many positions, as transformers decides it for each family. */
+function slidingWindowOf(c: z.output<typeof llamaLikeSchema>, windowGiven: boolean): LlamaModelConfig['slidingWindow'] {
+  const all = Array.from({ length: c.num_hidden_layers }, (_, i) => i);
+  if (c.model_type === 'mistral') {
+    const window = windowGiven ? c.sliding_window : 4096;
+    return window ? { window, layers: all } : null;
+  }
+  if (c.model_type === 'llama' || !c.use_sliding_window || !c.sliding_window) return null;
+  const layers = c.layer_types ? all.filter((i) => c.layer_types![i] === 'sliding_attention') : all.filter((i) => i >= c.max_window_layers);
+  return layers.length > 0 ? { window: c.sliding_window, layers } : null;
 }
 
 /**
@@ -317,17 +361,38 @@ export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> =
       ...ids,
     };
   }
-  const qwen = config.modelType === 'qwen2';
-  if (qwen && (config.oBias || config.mlpBias || !config.qkvBias)) {
-    throw new ConfigError('model config', [
-      { path: 'modelType', message: 'qwen2 has q/k/v bias and no o/mlp bias; use modelType llama for other bias layouts' },
-    ]);
-  }
-  if (!qwen && config.qkvBias !== config.oBias) {
-    throw new ConfigError('model config', [
-      { path: 'qkvBias', message: 'llama attention_bias puts a bias on q/k/v/o together; use modelType qwen2 for q/k/v-only bias' },
-    ]);
-  }
+  const type = config.modelType;
+  const qwen2 = type === 'qwen2';
+  const layout = (ok: boolean, path: string, message: string) => {
+    if (!ok) throw new ConfigError('model config', [{ path, message }]);
+  };
+  layout(
+    !qwen2 || (config.qkvBias && !config.oBias && !config.mlpBias),
+    'modelType',
+    'qwen2 has q/k/v bias and no o/mlp bias; use modelType llama for other bias layouts',
+  );
+  layout(
+    qwen2 || config.qkvBias === config.oBias,
+    'qkvBias',
+    `${type} attention_bias puts a bias on q/k/v/o together; use modelType qwen2 for q/k/v-only bias`,
+  );
+  layout(type === 'llama' || !config.mlpBias, 'mlpBias', `${type} has no MLP bias; use modelType llama`);
+  layout(config.qkNorm === (type === 'qwen3'), 'qkNorm', 'q/k RMSNorm is the qwen3 architecture (and only it)');
+  const sw = config.slidingWindow;
+  const allLayers = sw !== null && sw.layers.length === config.layers;
+  layout(sw === null || type !== 'llama', 'slidingWindow', 'llama has no sliding-window attention; use modelType mistral or qwen2/qwen3');
+  layout(sw === null || type !== 'mistral' || allLayers, 'slidingWindow', 'mistral slides on every layer');
+  const window =
+    type === 'mistral'
+      ? { sliding_window: sw?.window ?? null }
+      : type === 'llama'
+        ? {}
+        : {
+            use_sliding_window: sw !== null,
+            sliding_window: sw?.window ?? null,
+            max_window_layers: config.layers,
+            layer_types: Array.from({ length: config.layers }, (_, i) => (sw?.layers.includes(i) ? 'sliding_attention' : 'full_attention')),
+          };
   return {
     ...extra,
     architectures: [hfArchitecture(config)],
@@ -341,10 +406,12 @@ export function toHfConfig(config: ModelConfig, extra: Record<string, unknown> =
     intermediate_size: config.intermediate,
     max_position_embeddings: config.maxPositions,
     rms_norm_eps: config.normEps,
-    rope_theta: config.ropeTheta,
+    ...ropeToHf(config.rope),
     hidden_act: 'silu',
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(qwen ? {} : { attention_bias: config.oBias, mlp_bias: config.mlpBias }),
+    ...(type === 'llama' || type === 'qwen3' ? { attention_bias: config.oBias } : {}),
+    ...(type === 'llama' ? { mlp_bias: config.mlpBias } : {}),
+    ...window,
     ...ids,
   };
 }
@@ -400,6 +467,10 @@ export function parameterShapes(config: ModelConfig): ParameterSpec[] {
       if (config.qkvBias) add(`${p}.self_attn.v_proj.bias`, kv);
       add(`${p}.self_attn.o_proj.weight`, H, q);
       if (config.oBias) add(`${p}.self_attn.o_proj.bias`, H);
+      if (config.qkNorm) {
+        add(`${p}.self_attn.q_norm.weight`, config.headDim);
+        add(`${p}.self_attn.k_norm.weight`, config.headDim);
+      }
       add(`${p}.post_attention_layernorm.weight`, H);
       add(`${p}.mlp.gate_proj.weight`, I, H);
       if (config.mlpBias) add(`${p}.mlp.gate_proj.bias`, I);

@@ -16,7 +16,7 @@ export interface InitOptions {
 }
 
 const RESIDUAL_OUT = /(attn\.c_proj|mlp\.c_proj|self_attn\.o_proj|mlp\.down_proj)\.weight$/;
-const NORM_GAIN = /(ln_1|ln_2|ln_f|input_layernorm|post_attention_layernorm|model\.norm)\.weight$/;
+const NORM_GAIN = /(ln_1|ln_2|ln_f|input_layernorm|post_attention_layernorm|q_norm|k_norm|model\.norm)\.weight$/;
 
 /** Fresh parameters for `cfg`, in `parameterShapes` order. */
 export function initWeights(cfg: ModelConfig, seed: number | string, opts: InitOptions = {}): Map<string, WeightTensor> {

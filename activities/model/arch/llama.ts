@@ -1,28 +1,35 @@
 /**
- * LLaMA / Qwen2 (Touvron et al., "LLaMA", 2023; Yang et al., "Qwen2 Technical Report", 2024), in
- * one readable function: RMSNorm (Zhang & Sennrich, 2019), rotary position embeddings (Su et al.,
- * "RoFormer", 2021, HF's rotate-half form), grouped-query attention (Ainslie et al., "GQA", 2023),
- * SwiGLU MLP (Shazeer, "GLU Variants Improve Transformer", 2020), optional q/k/v (and o, MLP)
- * biases, tied or untied LM head. Weights are torch nn.Linear [out, in]; names are HF's
- * (`model.layers.0.self_attn.q_proj.weight`, ...).
+ * LLaMA and its descendants — Llama 3.x, SmolLM2, Qwen2/2.5, Qwen3, Mistral (Touvron et al.,
+ * "LLaMA", 2023; Yang et al., "Qwen2 Technical Report", 2024; "Qwen3 Technical Report", 2025;
+ * Jiang et al., "Mistral 7B", 2023) — in one readable function: RMSNorm (Zhang & Sennrich, 2019),
+ * rotary position embeddings (Su et al., "RoFormer", 2021, HF's rotate-half form, scaled as
+ * `rope.ts` says), grouped-query attention (Ainslie et al., "GQA", 2023), SwiGLU MLP (Shazeer, "GLU
+ * Variants Improve Transformer", 2020), optional q/k/v (and o, MLP) biases, Qwen3's per-head q/k
+ * RMSNorm, Mistral's sliding window, tied or untied LM head. Weights are torch nn.Linear [out, in];
+ * names are HF's (`model.layers.0.self_attn.q_proj.weight`, ...).
  */
 import type { Graph, Tensor } from '../graph.js';
 import type { LlamaModelConfig, ModelConfig } from '../config.js';
 import * as F from '../ops.js';
-import { attentionBias, causalAttention } from '../attention.js';
+import { attentionBias, causalAttention, slidingWindowBias } from '../attention.js';
+import { ropeFrequencies, type RopeConfig } from '../rope.js';
 import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './types.js';
 
-/** cos and sin of the rotary angles, each [B, 1, T, hd] (float32, not differentiated). */
-export function rotaryTables(g: Graph, positions: Tensor, headDim: number, theta: number, dtype: 'float32' | 'float64'): [Tensor, Tensor] {
-  const half = headDim / 2;
-  const invFreq = Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / headDim));
+/** cos and sin of the rotary angles, each [B, 1, T, hd] (not differentiated), times the type's attention factor. */
+export function rotaryTables(
+  g: Graph,
+  positions: Tensor,
+  headDim: number,
+  rope: RopeConfig,
+  dtype: 'float32' | 'float64',
+): [Tensor, Tensor] {
+  const { invFreq, attentionFactor } = ropeFrequencies(rope, headDim);
   return g.noTape(() => {
     const pos = F.cast(positions, dtype); // [B, T]
-    const freqs = F.mul(F.unsqueeze(pos, [-1]), g.constant(invFreq, dtype, [half])); // [B, T, half]
+    const freqs = F.mul(F.unsqueeze(pos, [-1]), g.constant(invFreq, dtype, [headDim / 2])); // [B, T, half]
     const emb = F.unsqueeze(F.concat([freqs, freqs], -1), [1]); // [B, 1, T, hd]
-    const cos = g.node1('Cos', [emb], dtype, emb.shape);
-    const sin = g.node1('Sin', [emb], dtype, emb.shape);
-    return [cos, sin];
+    const scaled = (t: Tensor) => (attentionFactor === 1 ? t : F.mul(t, attentionFactor));
+    return [scaled(g.node1('Cos', [emb], dtype, emb.shape)), scaled(g.node1('Sin', [emb], dtype, emb.shape))];
   });
 }
 
@@ -44,20 +51,25 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
   const { heads: nh, kvHeads: nkv, headDim: hd } = cfg;
   const opt = (name: string, on: boolean) => (on ? p(name) : null);
   let h = F.gather(p('model.embed_tokens.weight'), inp.ids);
-  const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.ropeTheta, h.dtype === 'float64' ? 'float64' : 'float32');
+  const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.rope, h.dtype === 'float64' ? 'float64' : 'float32');
   const fresh: LayerKV[] = [];
   const bias = attentionBias(inp.ids, inp.keyMask, h.dtype); // shared by every layer
+  const sw = cfg.slidingWindow;
+  const windowBias = sw ? slidingWindowBias(bias, inp.positions, inp.keyMask, sw.window) : null; // shared by the sliding layers
   for (let i = 0; i < cfg.layers; i++) {
     const n = `model.layers.${i}`;
     h = g.scope(n, () => {
       const a = F.rmsNorm(h, p(`${n}.input_layernorm.weight`), cfg.normEps);
       const proj = (what: string, bias: boolean) =>
         F.linear(a, p(`${n}.self_attn.${what}.weight`), opt(`${n}.self_attn.${what}.bias`, bias), 'out_in');
-      const q = applyRotary(heads(proj('q_proj', cfg.qkvBias), nh, hd), cos, sin, hd);
-      const k = applyRotary(heads(proj('k_proj', cfg.qkvBias), nkv, hd), cos, sin, hd);
+      // Qwen3 normalises each head (over hd) before the rotation
+      const headNorm = (x: Tensor, what: string) => (cfg.qkNorm ? F.rmsNorm(x, p(`${n}.self_attn.${what}.weight`), cfg.normEps) : x);
+      const q = applyRotary(headNorm(heads(proj('q_proj', cfg.qkvBias), nh, hd), 'q_norm'), cos, sin, hd);
+      const k = applyRotary(headNorm(heads(proj('k_proj', cfg.qkvBias), nkv, hd), 'k_norm'), cos, sin, hd);
       const v = heads(proj('v_proj', cfg.qkvBias), nkv, hd);
       fresh.push({ key: k, value: v });
-      const att = causalAttention(q, k, v, { bias, past: inp.past?.[i] });
+      const layerBias = windowBias && sw!.layers.includes(i) ? windowBias : bias;
+      const att = causalAttention(q, k, v, { bias: layerBias, past: inp.past?.[i] });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
       const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
       const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);

@@ -89,7 +89,7 @@ test('qwen2 maps to llama with q/k/v bias only, GQA kv heads and rope theta', ()
   assert.equal(c.oBias, false);
   assert.equal(c.kvHeads, 2);
   assert.equal(c.headDim, 64);
-  assert.equal(c.ropeTheta, 1e6);
+  assert.deepEqual(c.rope, { type: 'default', theta: 1e6 });
   // Qwen2.5-0.5B has 494,032,768 parameters (tied head).
   assert.equal(parameterCount(c), 494032768);
   const names = parameterShapes(c).map((p) => p.name);
@@ -136,7 +136,7 @@ test('gpt2 parameter shapes use Conv1D [in, out] layout', () => {
 });
 
 test('unknown model_type is rejected naming it and the supported list', () => {
-  assert.throws(() => parseModelConfig({ model_type: 'mistral' }), /model_type.*"mistral".*gpt2, llama, qwen2/);
+  assert.throws(() => parseModelConfig({ model_type: 'falcon' }), /model_type.*"falcon".*gpt2, llama, qwen2, qwen3, mistral/);
   assert.throws(() => parseModelConfig({}), /model_type.*supported/);
   assert.throws(() => parseModelConfig([1]), /JSON object/);
 });
@@ -148,8 +148,14 @@ test('inconsistent sizes are rejected naming the field', () => {
   configError(() => parseModelConfig({ ...llamaTiny, vocab_size: -1 }), /vocab_size/);
   configError(() => parseModelConfig({ ...llamaTiny, hidden_size: undefined }), /hidden_size/);
   configError(() => parseModelConfig({ ...llamaTiny, hidden_act: 'gelu' }), /hidden_act: only silu/);
-  configError(() => parseModelConfig({ ...llamaTiny, rope_scaling: { type: 'llama3', factor: 8 } }), /rope_scaling/);
-  configError(() => parseModelConfig({ ...qwen25Hf, use_sliding_window: true }), /use_sliding_window/);
+  configError(
+    () => parseModelConfig({ ...llamaTiny, rope_scaling: { type: 'llama3', factor: 8 } }),
+    /rope_scaling\.low_freq_factor: expected a positive number/,
+  );
+  configError(
+    () => parseModelConfig({ ...qwen25Hf, layer_types: ['full_attention'] }),
+    /layer_types: layer_types lists 1 layers but num_hidden_layers is 24/,
+  );
 });
 
 test('explicit head_dim decouples head width from hidden size', () => {
