@@ -67,7 +67,7 @@ function importRules() {
           message: 'Workflow code must be deterministic: no Node built-ins',
         },
         {
-          group: ['**/activities/**', '@aws-sdk/*', 'onnxruntime-node', 'apache-arrow', 'pino'],
+          group: ['**/activities/**', '@aws-sdk/*', 'onnxruntime-node', 'apache-arrow', 'hyparquet', 'pino'],
           allowTypeImports: true,
           message: 'Workflow code passes URIs, it never touches data: import only types from activities',
         },
@@ -208,8 +208,13 @@ function importRules() {
     restrict(
       ['activities/data/**/*.ts'],
       'activities/data/README.md',
-      'activities/data/ (dataset loaders) may import ../common/ only among the project folders',
-      [otherStages(['data', 'common']), outsideActivities],
+      'activities/data/ (datasets) may import ../common/, ../store/ (reading s3:// files), the Task type of ../tasks/types and the reward API and exact_match of ../reward/ (types, verifiable) among the project folders',
+      [
+        otherStages(['data', 'common', 'store', 'tasks', 'reward']),
+        { regex: '^\\.\\./tasks\\/(?!types\\.js$)' },
+        { regex: '^\\.\\./reward\\/(?!(types|verifiable)\\.js$)' },
+        outsideActivities,
+      ],
     ),
 
     restrict(

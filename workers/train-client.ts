@@ -13,8 +13,8 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
-import { checkRunConfig, readRunRecord } from '../activities/run/resolve.js';
-import type { ResumeSource } from '../activities/run/types.js';
+import { checkRunConfig, dataChange, dataRecord, loadRunData, readRunRecord } from '../activities/run/resolve.js';
+import type { ResumeSource, RunRecord } from '../activities/run/types.js';
 import { committedSteps } from '../activities/store/manifest.js';
 import { withStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
@@ -136,14 +136,17 @@ async function runningHandle(client: Client, runId: string, what: string): Promi
 }
 
 /** The store URI and config of a run, from its memo and run.json. */
-export async function runSource(client: Client, runId: string): Promise<{ storeUri: string; config: RunConfig; status: string }> {
+export async function runSource(
+  client: Client,
+  runId: string,
+): Promise<{ storeUri: string; config: RunConfig; status: string; record: RunRecord }> {
   const { description: d } = await describeRun(client, runId);
   const storeUri = (d.memo as { storeUri?: string } | undefined)?.storeUri;
   if (!storeUri) throw new RunError(`run "${runId}" has no storeUri in its memo: it was not started by durable-rl`);
   const record = await withStore(storeUri, (store) => readRunRecord(store, runId)).catch((err: unknown) => {
     throw new RunError(`run "${runId}" has no run record in ${storeUri}: ${(err as Error).message}`);
   });
-  return { storeUri, config: record.config, status: d.status.name };
+  return { storeUri, config: record.config, status: d.status.name, record };
 }
 
 /**
@@ -176,6 +179,11 @@ export async function resumeFromRun(
   if (checkpoint >= total)
     throw new RunError(`"${sourceRunId}" finished all ${total} steps at checkpoint ${checkpoint}: nothing left to train`);
   planStep(src.config, checkpoint); // in range
+  if (src.config.data && src.record.data) {
+    // a run on data continues on the very files it read (their order is the data cursor)
+    const change = dataChange(src.record.data, dataRecord(await loadRunData(src.config)), `cannot resume "${sourceRunId}"`);
+    if (change) throw new RunError(change);
+  }
   const started = await startTrainingRun(client, src.config, {
     runId: opts.runId ?? newRunId(src.config.name),
     resumeFrom: { runId: sourceRunId, checkpoint },

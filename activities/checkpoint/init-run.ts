@@ -14,14 +14,17 @@ import { initTrainState } from '../model/engine.js';
 import { initWeights } from '../model/init.js';
 import { stage } from '../run/stage.js';
 import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
-import { readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
+import { dataChange, dataRecord, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
 import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
-import type { ObjectStore } from '../store/object-store.js';
+import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { writeCheckpoint } from './checkpoint.js';
 
 const log = logger('checkpoint');
+
+/** A run's dataset as `loadRunData` reads it. */
+type LoadedDataset = Awaited<ReturnType<typeof loadRunData>>;
 
 /** "215k" / "1.2M": a parameter count in a few characters. */
 function shortCount(n: number): string {
@@ -60,13 +63,21 @@ function firstDifference(a: unknown, b: unknown, path: string): { path: string; 
 }
 
 /**
- * Why `config` cannot continue the training of `source` (a different model, task or seed), or
+ * Why `config` cannot continue the training of `source` (a different model, task, dataset or seed), or
  * undefined when it can. The comparison is on the resolved model (so `hidden: 96` spelled out and
  * the default agree) and on the validated task options.
  */
-function incompatibility(source: RunConfig, config: RunConfig): string | undefined {
-  const a = resolveRun(source);
-  const b = resolveRun(config);
+function incompatibility(record: RunRecord, config: RunConfig, data: LoadedDataset | undefined): string | undefined {
+  const source = record.config;
+  if (Boolean(source.data) !== Boolean(data))
+    return `the prompts differ: the source run reads ${source.data ? 'a dataset (data)' : `task ${source.task.name}`}, this one ${data ? 'a dataset (data)' : `task ${config.task.name}`}`;
+  if (data) {
+    // the same files, byte for byte: the data order (and the char vocabulary) follows from them
+    const change = record.data ? dataChange(record.data, dataRecord(data), 'the dataset differs') : 'the source run recorded no dataset';
+    if (change) return change;
+  }
+  const a = resolveRun(source, data);
+  const b = resolveRun(config, data);
   const show = (v: unknown) => (v === undefined ? '(default)' : JSON.stringify(v));
   if (a.task.name !== b.task.name)
     return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
@@ -109,7 +120,11 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     const { progress, store } = ctx;
     const { runId } = input;
     const config = parseRunConfig(input.config, 'initRun config');
-    const run = resolveRun(config);
+    // a run on data: read it now; run.json records what was read, and a re-execution that finds run.json checks the files against it
+    const existing = config.data ? await getIfExists(store, runRecordKey(runId)) : undefined;
+    const recorded = existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).data : undefined;
+    const data = config.data ? await loadRunData(config, recorded, `run "${runId}"`) : undefined;
+    const run = resolveRun(config, data);
     const from = input.resumeFrom;
     let startStep = 0;
     let referenceVersion: number | null = null;
@@ -145,7 +160,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
           'CheckpointMissing',
         );
       }
-      const why = incompatibility(source.config, config);
+      const why = incompatibility(source, config, data);
       if (why) throw ApplicationFailure.nonRetryable(`cannot resume run "${from.runId}" at checkpoint ${c}: ${why}`, 'ResumeIncompatible');
       const at = phaseAt(config, c);
       // (sft and reward_model phases have no reference policy)
@@ -166,6 +181,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       name: config.name,
       resumed_from: from ? { run_id: from.runId, step: from.checkpoint, checkpoint: from.checkpoint } : null,
       config,
+      ...(data ? { data: dataRecord(data) } : {}),
     });
 
     if (!from) {

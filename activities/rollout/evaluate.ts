@@ -72,7 +72,8 @@ async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run
 }
 
 /**
- * Evaluates checkpoint `policyVersion` on the first `eval.prompts` items of the eval split:
+ * Evaluates checkpoint `policyVersion` on the first `eval.prompts` items of the eval split (all of
+ * a dataset's eval rows when it has fewer):
  * greedy accuracy, mean reward of the greedy completions, and pass@k over `eval.passK` samples per
  * prompt at `eval.temperature` (the unbiased estimator of Chen et al. 2021 with n = k, i.e. the
  * fraction of prompts with at least one correct sample). Commits `eval.json` under
@@ -107,7 +108,8 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
       if (!created) return stored(manifest);
       return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
     }
-    const items = run.task.prompts(config.seed, 'eval', config.eval.prompts, 0);
+    // a dataset's eval split is finite: at most its rows
+    const items = run.task.prompts(config.seed, 'eval', Math.min(config.eval.prompts, run.task.evalItems ?? Infinity), 0);
     const k = config.eval.passK;
     const maxNew = run.maxNewTokens();
     const V = tokenizer.vocabSize;

@@ -10,7 +10,7 @@
  * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
  */
 import { readFileSync } from 'node:fs';
-import { resolve as resolvePath } from 'node:path';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { advantageConfigSchema, estimators, impliedAggregation } from '../advantage/index.js';
@@ -19,7 +19,11 @@ import { dpoSchema } from '../learner/dpo.js';
 import { bradleyTerrySchema } from '../model/losses-reward.js';
 import { loadPreferenceDataset, PreferenceDatasetError } from '../data/preference-dataset.js';
 import { heldOutCount } from '../data/reward-model-split.js';
+import { dataConfigSchema } from '../data/dataset.js';
+import { resolveDataUri } from '../data/source.js';
+import { DATASET_TASK } from '../data/dataset-task.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
+import { resolveRewardFunctions, rewardFunctionSchema } from '../reward/functions.js';
 import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
 import { treeRolloutSchema } from '../rollout/tree-plan.js';
@@ -366,16 +370,30 @@ export const runConfigSchema = z.strictObject({
   store: z.string().min(1).default('file://./durable-rl-data'),
   task: z
     .strictObject({
-      /** A built-in task (activities/tasks): addition, countdown. */
+      /** A built-in task (activities/tasks): addition, countdown; `data` for a run on `data` (set by itself when `data` is given). */
       name: z
         .string()
-        .refine((n) => taskNames().includes(n), { message: `unknown task; built-in tasks: ${taskNames().join(', ')}` })
+        .refine((n) => n === DATASET_TASK || taskNames().includes(n), {
+          message: `unknown task; built-in tasks: ${taskNames().join(', ')} (or give data)`,
+        })
+
         .default('addition'),
       /** The task's difficulty knobs (activities/tasks/README.md). */
       options: z.record(z.string(), z.unknown()).default({ minDigits: 1, maxDigits: 3, reverse: true, pad: true }),
     })
     .prefault({}),
   model: modelSchema.prefault({}),
+  /**
+   * A dataset of the user's own as the run's prompts, in place of a built-in task (activities/data/
+   * README.md): `train` (and `eval`, or `evalFraction` held out by the seed) as a path relative to
+   * the config file, `file://` or `s3://`, JSONL or Parquet; `promptColumn` (a string or chat
+   * messages), `completionColumn` (the gold answer sft phases train on), `referenceColumn`,
+   * `template`, `system`. The train rows are read epoch after epoch, each epoch in an order drawn
+   * from (seed, epoch); a model trained from scratch gets a character vocabulary of the data's
+   * alphabet; run.json records each file's URI, size and sha256, and a changed file is refused.
+   * null (default): the built-in `task`.
+   */
+  data: dataConfigSchema.nullable().default(null),
   reward: z
     .strictObject({
       /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
@@ -383,6 +401,24 @@ export const runConfigSchema = z.strictObject({
         .strictObject({ name: z.string().min(1), options: z.unknown().optional() })
         .nullable()
         .default(null),
+      /**
+       * Several reward functions, in place of `spec` (activities/reward/functions.ts): your own
+       * TypeScript / JavaScript modules (`{ module: ./rewards/gsm8k.ts, export: correctness }`, a path
+       * relative to the config file; an export is a function `(sample, ctx) => number | RewardResult`
+       * or a `defineReward(...)` definition) and registry rewards (`{ name: format_tags, options }`),
+       * each with an optional `id` (its component, `reward/<id>` in metrics), `weight` (for the
+       * default weighted sum) and `verifiable` (counts for evaluation accuracy). A sample gets
+       * every unmapped dataset column in `metadata`. null (default): `spec`, or the task's reward.
+       */
+      functions: z.array(rewardFunctionSchema).min(1).nullable().default(null),
+      /**
+       * How the functions' values become the reward: a composition of activities/reward/compose.ts
+       * by its `name` with its options — weighted_sum, gated (G-RA), lexicographic (OPTIAGENT),
+       * sweet_spot (SSL), clip_delta (Gao et al. 2024), process_outcome_schedule (Atom-Searcher),
+       * hybrid — whose component names are the functions' ids (COMPOSE.md). null (default): the
+       * weighted sum of the functions with their `weight`s. Validated with defaults filled.
+       */
+      compose: z.record(z.string(), z.unknown()).nullable().default(null),
       /**
        * What a reward that throws, times out or returns NaN does (recorded with its message, never a silent 0; activities/reward/run.ts): `fail` the step,
        * `drop` the sample (left out of the advantages, counted in metrics.reward_errors), or give it
@@ -528,7 +564,9 @@ function pairLoss(cfg: RunConfig, p: RlPhase, i: number, problems: { path: strin
   o.aggregation = gspo ? 'sequence_mean' : impliedAggregation(p.advantage);
   if (o.aggregation === 'constant' && o.constantNormaliser === undefined) {
     try {
-      o.constantNormaliser = completionBudget(p, getTask(cfg.task.name, cfg.task.options));
+      // a dataset's completion budget is known only once its files are read: give max_tokens or constantNormaliser
+      if (cfg.data && p.sampling.max_tokens === undefined) throw new Error('no completion budget before the data is read');
+      o.constantNormaliser = completionBudget(p, cfg.data ? { maxCompletionChars: 0 } : getTask(cfg.task.name, cfg.task.options));
     } catch {
       problems.push({
         path: `${at}.constantNormaliser`,
@@ -662,10 +700,50 @@ function rewardModelProblems(cfg: RunConfig, problems: { path: string; message: 
   }
 }
 
-/** Validates a run config, filling defaults; ConfigError names every bad field. */
-export function parseRunConfig(input: unknown, what = 'run config'): RunConfig {
+/**
+ * A run on `data`: its file references made canonical URIs (relative paths against `baseDir`), and
+ * the task set to `data` (a config that names a built-in task too is refused: one prompt source).
+ */
+function dataProblems(cfg: RunConfig, input: unknown, baseDir: string | undefined, problems: { path: string; message: string }[]): void {
+  const given = (input as { task?: { name?: unknown } } | null)?.task;
+  if (!cfg.data) {
+    if (cfg.task.name === DATASET_TASK)
+      problems.push({ path: 'task.name', message: `task "${DATASET_TASK}" is a run on a dataset: give data` });
+    return;
+  }
+  if (given !== undefined && given.name !== DATASET_TASK) {
+    problems.push({ path: 'task', message: 'give either a built-in task or data (the prompts of a run come from one of them), not both' });
+  }
+  cfg.task = { name: DATASET_TASK, options: {} };
+  cfg.data.train = resolveDataUri(cfg.data.train, baseDir);
+  if (cfg.data.eval !== null) cfg.data.eval = resolveDataUri(cfg.data.eval, baseDir);
+}
+
+/** `reward.functions` and `reward.compose`: module paths made absolute, the composition validated with defaults filled. */
+function rewardProblems(cfg: RunConfig, baseDir: string | undefined, problems: { path: string; message: string }[]): void {
+  const r = cfg.reward;
+  if (!r.functions) {
+    if (r.compose) problems.push({ path: 'reward.compose', message: 'compose combines reward.functions: give them' });
+    return;
+  }
+  if (r.spec)
+    problems.push({ path: 'reward.spec', message: 'give either reward.spec (one registry reward) or reward.functions, not both' });
+  const sub: { path: string; message: string }[] = [];
+  const composition = resolveRewardFunctions(r.functions, r.compose, baseDir, sub);
+  for (const p of sub) problems.push({ path: `reward.${p.path}`, message: p.message });
+  if (composition) r.compose = composition as unknown as Record<string, unknown>;
+}
+
+/**
+ * Validates a run config, filling defaults; ConfigError names every bad field. `baseDir`: the
+ * directory relative data paths resolve against (the config file's; default the working directory).
+ */
+export function parseRunConfig(input: unknown, what = 'run config', opts: { baseDir?: string } = {}): RunConfig {
   const cfg = parseConfig(runConfigSchema, input ?? {}, what);
   const problems: { path: string; message: string }[] = [];
+  dataProblems(cfg, input, opts.baseDir, problems);
+  rewardProblems(cfg, opts.baseDir, problems);
+
   let step = 0;
   let items = 0;
   let refillItems = 0;
@@ -726,5 +804,5 @@ export function loadRunConfig(file: string): RunConfig {
       { path: '', message: `not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}` },
     ]);
   }
-  return parseRunConfig(doc ?? {}, file);
+  return parseRunConfig(doc ?? {}, file, { baseDir: dirname(resolvePath(file)) });
 }

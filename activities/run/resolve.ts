@@ -10,14 +10,18 @@ import { parseModelConfig, type ModelConfig } from '../model/config.js';
 import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
 import { withRewardFaults } from '../reward/faults.js';
+import { checkRewardFunctions, composedReward } from '../reward/functions.js';
+import { parseCompositionConfig } from '../reward/compose.js';
 import { getTask, type Task } from '../tasks/tasks.js';
 import { runRecordKey } from '../store/keys.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
+import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.js';
+import { datasetTask } from '../data/dataset-task.js';
 import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
-import type { RunRecord } from './types.js';
+import type { RunDataRecord, RunRecord } from './types.js';
 
 /** Everything a stage needs that follows from the config. */
 export interface ResolvedRun {
@@ -36,9 +40,13 @@ export interface ResolvedRun {
 
 const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
 
-/** Derives the task, tokenizer, model config and reward of a run config. Throws ConfigError on a bad task option. */
-export function resolveRun(config: RunConfig): ResolvedRun {
-  const task = getTask(config.task.name, config.task.options);
+/**
+ * Derives the task, tokenizer, model config and reward of a run config. Throws ConfigError on a bad
+ * task option. A run on `data` needs its loaded dataset (`loadRunData`): its task and alphabet.
+ */
+export function resolveRun(config: RunConfig, data?: LoadedDataset): ResolvedRun {
+  if (config.data && !data) throw new Error('resolveRun: this run reads a dataset (config.data); load it first (loadRunData)');
+  const task = config.data ? datasetTask(data!) : getTask(config.task.name, config.task.options);
   const tokenizer = CharTokenizer.fromAlphabet(task.alphabet);
   const defaultBudget = task.maxCompletionChars + 4;
   const budget = (p?: SamplingPhase) => (p ? completionBudget(p, task) : defaultBudget);
@@ -89,7 +97,13 @@ export function resolveRun(config: RunConfig): ResolvedRun {
     model,
     maxNewTokens: budget,
     createReward: (opts = {}) => {
-      const fn = config.reward.spec ? registry.create(config.reward.spec) : task.createReward();
+      const r = config.reward;
+      const fn = r.functions
+        ? composedReward(r.functions, parseCompositionConfig(r.compose ?? { name: 'weighted_sum' }), registry)
+        : r.spec
+          ? registry.create(r.spec)
+          : task.createReward();
+
       return config.reward.faults && opts.faults !== false ? withRewardFaults(fn, config.reward.faults) : fn;
     },
   };
@@ -112,6 +126,40 @@ const MODEL_FIELDS: Record<string, string> = {
 const issuesOf = (err: unknown): string =>
   err instanceof ConfigError ? err.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : (err as Error).message;
 
+/** What run.json records of a run's dataset: each file's URI, size and sha256, and the alphabet. */
+export function dataRecord(data: LoadedDataset): RunDataRecord {
+  return { train: data.files.train, eval: data.files.eval, alphabet: data.alphabet };
+}
+
+/**
+ * Why a dataset read now is not the one a run recorded (a file changed under the same URI, or
+ * another file), naming both hashes; undefined when it is the same.
+ */
+export function dataChange(recorded: RunDataRecord, now: RunDataRecord, what: string): string | undefined {
+  for (const split of ['train', 'eval'] as const) {
+    const a = recorded[split];
+    const b = now[split];
+    if (a?.uri === b?.uri && a?.size === b?.size && a?.sha256 === b?.sha256) continue;
+    if (a && b && a.uri === b.uri)
+      return `${what}: the ${split} dataset ${a.uri} changed: run.json records sha256 ${a.sha256} (${a.size} bytes), the file now has sha256 ${b.sha256} (${b.size} bytes); a run reads the data it started with — restore the file, or start a new run`;
+    return `${what}: the ${split} dataset is ${b ? `${b.uri} (sha256 ${b.sha256})` : 'none'} here but ${a ? `${a.uri} (sha256 ${a.sha256})` : 'none'} in run.json`;
+  }
+  return undefined;
+}
+
+/**
+ * Reads and checks a run's dataset (activities/data/dataset.ts) — for the run's seed, needing
+ * completions where an sft phase trains on them. With `recorded` (run.json's `data`), a dataset
+ * whose files differ from the recorded ones is refused (non-retryable, naming both hashes).
+ */
+export async function loadRunData(config: RunConfig, recorded?: RunDataRecord, what = 'run'): Promise<LoadedDataset> {
+  if (!config.data) throw new Error('loadRunData: the run config has no data');
+  const data = await loadDataset(config.data, { seed: config.seed, needCompletion: config.phases.some((p) => p.kind === 'sft') });
+  const change = recorded ? dataChange(recorded, dataRecord(data), what) : undefined;
+  if (change) throw ApplicationFailure.nonRetryable(change, 'DatasetChanged');
+  return data;
+}
+
 /**
  * What a config needs beyond its schema, checked before a run starts (so a bad run is never
  * started): the store URI parses, the task accepts its options, the model can be built for the
@@ -125,10 +173,20 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
     problems.push({ path: 'store', message: (err as Error).message });
   }
   let run: ResolvedRun | undefined;
-  try {
-    getTask(config.task.name, config.task.options);
+  let data: LoadedDataset | undefined;
+  if (config.data) {
     try {
-      run = resolveRun(config);
+      data = await loadRunData(config);
+    } catch (err) {
+      if (!(err instanceof DatasetError)) throw err;
+      problems.push({ path: `data.${err.field}`, message: err.message });
+      throw new ConfigError(what, problems);
+    }
+  }
+  try {
+    if (!data) getTask(config.task.name, config.task.options);
+    try {
+      run = resolveRun(config, data);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       for (const i of err.issues)
@@ -140,7 +198,10 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
   } catch (err) {
     problems.push({ path: 'task.options', message: issuesOf(err) });
   }
-  if (run) {
+  if (run && config.reward.functions) {
+    for (const p of await checkRewardFunctions(config.reward.functions, defaultRegistry()))
+      problems.push({ path: `reward.${p.path}`, message: p.message });
+  } else if (run) {
     try {
       const reward = run.createReward();
       await reward.close?.();
@@ -199,16 +260,18 @@ export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRec
   return p;
 }
 
-const resolved = new Map<string, ResolvedRun>();
+const resolved = new Map<string, Promise<ResolvedRun>>();
 
-/** The run's record and resolved config (cached). */
+/** The run's record and resolved config (cached); a run on data reads its dataset once per process, checked against run.json. */
 export async function loadRun(store: ObjectStore, runId: string): Promise<{ record: RunRecord; run: ResolvedRun }> {
   const record = await readRunRecord(store, runId);
   const cacheKey = `${store.root}|${runId}`;
   let run = resolved.get(cacheKey);
   if (!run) {
-    run = resolveRun(record.config);
+    run = (async () =>
+      resolveRun(record.config, record.config.data ? await loadRunData(record.config, record.data, `run "${runId}"`) : undefined))();
+    run.catch(() => resolved.delete(cacheKey));
     resolved.set(cacheKey, run);
   }
-  return { record, run };
+  return { record, run: await run };
 }

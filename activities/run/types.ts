@@ -9,6 +9,7 @@
  * checkpoint `s + 1`, then step `s`. A step exists iff its manifest does; a checkpoint iff its own
  * manifest does. Where each lies in the store, and every artifact's name: activities/store/keys.ts.
  */
+import type { DataFileIdentity } from '../data/source.js';
 import type { ManifestEntry } from '../store/manifest.js';
 import type { RunConfig } from './config.js';
 
@@ -33,6 +34,16 @@ export interface RunRecord {
    */
   resumed_from: { run_id: string; step: number; checkpoint: number } | null;
   config: RunConfig;
+  /** A run on `config.data`: what it read (each file's URI, size, sha256) and the alphabet of its character vocabulary; absent otherwise. */
+  data?: RunDataRecord;
+}
+
+/** The identity of a run's dataset, as run.json records it (activities/data/source.ts). */
+export interface RunDataRecord {
+  train: DataFileIdentity;
+  eval: DataFileIdentity | null;
+  /** Every character of the data's prompts and completions, in code-point order: the char tokenizer's vocabulary. */
+  alphabet: string;
 }
 
 /** Every activity of a run gets these: where the run's data is. Activities load the config from run.json (cached). */

@@ -17,8 +17,10 @@ export interface TaskItem {
   prompt: string;
   /** The reference answer the reward compares with (the sum; Countdown's target). */
   reference: string;
-  /** JSON data the reward reads (Countdown: `numbers`, `target`); always carries `task` and `split`. */
+  /** JSON data the reward reads (Countdown: `numbers`, `target`; a dataset's unmapped columns); a built-in task's always carries `task` and `split`. */
   metadata: Record<string, unknown>;
+  /** The prompt as chat messages, when it is one (a dataset's conversational prompt, or one with a system message); `prompt` is their plain rendering. */
+  messages?: { role: string; content: string }[];
 }
 
 /** A task with validated options. */
@@ -58,6 +60,11 @@ export interface Task<O = unknown> {
    * A model generating from this alphabet can write any well-formed answer of the task.
    */
   readonly alphabet: string;
+  /**
+   * How many items the eval split has, when it is finite (a dataset's held-out rows); undefined: as
+   * many as asked for (the seeded synthetic tasks). An evaluation takes at most this many.
+   */
+  readonly evalItems?: number;
   /** Longest prompt under these options, in characters (code points). */
   readonly maxPromptChars: number;
   /** Longest gold completion under these options, in characters; a generation budget should be at least this. */
