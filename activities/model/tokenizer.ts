@@ -282,7 +282,7 @@ export class CharTokenizer implements TextTokenizer {
 }
 
 /** Name of a special token in `tokenizer_config.json`: a string or an AddedToken object. */
-function specialName(v: unknown): string | null {
+export function specialName(v: unknown): string | null {
   if (typeof v === 'string') return v;
   if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string')
     return (v as { content: string }).content;
