@@ -61,7 +61,18 @@ export async function exportRun(storeUri: string, runId: string, version: number
           ),
           tokenizer: run.tokenizer,
         })
-      : await exportModel(dir, { config: run.model, weights, tokenizer: run.tokenizer });
+      : await exportModel(dir, {
+          config: run.model,
+          weights,
+          tokenizer: run.tokenizer,
+          // a pretrained start: its config.json's other fields and its chat template go back out with the weights
+          ...(run.pretrained
+            ? {
+                rawConfig: JSON.parse(run.pretrained.files.config) as Record<string, unknown>,
+                chatTemplate: run.pretrained.chatTemplate?.source ?? null,
+              }
+            : {}),
+        });
     log.info({ runId, version: v, dir, files: files.length }, 'exported checkpoint');
     return { dir, files, version: v };
   });

@@ -12,6 +12,9 @@ import { logger } from '../common/log.js';
 import { parameterCount, type ModelConfig } from '../model/config.js';
 import { initTrainState } from '../model/engine.js';
 import { initWeights } from '../model/init.js';
+import { checkParameters, ModelDirError } from '../model/hf.js';
+import type { WeightTensor } from '../model/graphs/common.js';
+import type { TensorMap } from '../model/safetensors.js';
 import { stage } from '../run/stage.js';
 import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
 import { dataChange, dataRecord, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
@@ -20,11 +23,31 @@ import { checkpointPrefix, runRecordKey } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { writeCheckpoint } from './checkpoint.js';
+import {
+  baseChange,
+  readBaseModel,
+  readModelSource,
+  writeBaseModel,
+  type BaseModelFiles,
+  type BaseModelRecord,
+} from '../run/base-model.js';
 
 const log = logger('checkpoint');
 
 /** A run's dataset as `loadRunData` reads it. */
 type LoadedDataset = Awaited<ReturnType<typeof loadRunData>>;
+
+/** A pretrained model's tensors, checked against its config (names, shapes; F16/BF16 already upcast) and in float32. */
+function pretrainedWeights(model: ModelConfig, tensors: TensorMap, uri: string): Map<string, WeightTensor> {
+  let checked: TensorMap;
+  try {
+    checked = checkParameters(model, tensors, uri);
+  } catch (err) {
+    if (err instanceof ModelDirError) throw ApplicationFailure.nonRetryable(err.message, 'BadPretrainedModel');
+    throw err;
+  }
+  return new Map([...checked].map(([name, t]) => [name, { shape: t.shape, data: t.data as Float32Array }]));
+}
 
 /** "215k" / "1.2M": a parameter count in a few characters. */
 function shortCount(n: number): string {
@@ -67,8 +90,23 @@ function firstDifference(a: unknown, b: unknown, path: string): { path: string; 
  * undefined when it can. The comparison is on the resolved model (so `hidden: 96` spelled out and
  * the default agree) and on the validated task options.
  */
-function incompatibility(record: RunRecord, config: RunConfig, data: LoadedDataset | undefined): string | undefined {
+async function incompatibility(
+  store: ObjectStore,
+  record: RunRecord,
+  config: RunConfig,
+  data: LoadedDataset | undefined,
+  base: { files: BaseModelFiles; record: BaseModelRecord } | undefined,
+): Promise<string | undefined> {
   const source = record.config;
+  if ((source.model.from !== null) !== (base !== undefined))
+    return `the model differs: the source run ${source.model.from !== null ? `starts from ${source.model.from}` : 'trains a model from scratch'}, this one ${base ? `from ${base.record.uri}` : 'from scratch'}`;
+  // a pretrained start: the same files, byte for byte (the tokenizer and chat template shape every prompt)
+  const baseDiffers =
+    base &&
+    (record.base_model
+      ? baseChange(record.base_model, base.record, 'the pretrained model differs')
+      : 'the source run recorded no pretrained model');
+  if (baseDiffers) return baseDiffers;
   if (Boolean(source.data) !== Boolean(data))
     return `the prompts differ: the source run reads ${source.data ? 'a dataset (data)' : `task ${source.task.name}`}, this one ${data ? 'a dataset (data)' : `task ${config.task.name}`}`;
   if (data) {
@@ -76,8 +114,8 @@ function incompatibility(record: RunRecord, config: RunConfig, data: LoadedDatas
     const change = record.data ? dataChange(record.data, dataRecord(data), 'the dataset differs') : 'the source run recorded no dataset';
     if (change) return change;
   }
-  const a = resolveRun(source, data);
-  const b = resolveRun(config, data);
+  const a = resolveRun(source, data, base ? await readBaseModel(store, record.run_id) : undefined);
+  const b = resolveRun(config, data, base?.files);
   const show = (v: unknown) => (v === undefined ? '(default)' : JSON.stringify(v));
   if (a.task.name !== b.task.name)
     return `the task differs: task.name is ${show(b.task.name)} here but ${show(a.task.name)} in the source run`;
@@ -121,10 +159,15 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     const { runId } = input;
     const config = parseRunConfig(input.config, 'initRun config');
     // a run on data: read it now; run.json records what was read, and a re-execution that finds run.json checks the files against it
-    const existing = config.data ? await getIfExists(store, runRecordKey(runId)) : undefined;
+    const existing = config.data || config.model.from !== null ? await getIfExists(store, runRecordKey(runId)) : undefined;
     const recorded = existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).data : undefined;
     const data = config.data ? await loadRunData(config, recorded, `run "${runId}"`) : undefined;
-    const run = resolveRun(config, data);
+    // a run from a pretrained model reads its directory once here; run.json records every file's size and sha256
+    const base = config.model.from !== null ? await readModelSource(config.model.from) : undefined;
+    const recordedBase = base && existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).base_model : undefined;
+    const changed = base && recordedBase ? baseChange(recordedBase, base.record, `run "${runId}"`) : undefined;
+    if (changed) throw ApplicationFailure.nonRetryable(changed, 'BaseModelChanged');
+    const run = resolveRun(config, data, base?.files);
     const from = input.resumeFrom;
     let startStep = 0;
     let referenceVersion: number | null = null;
@@ -160,7 +203,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
           'CheckpointMissing',
         );
       }
-      const why = incompatibility(source, config, data);
+      const why = await incompatibility(store, source, config, data, base);
       if (why) throw ApplicationFailure.nonRetryable(`cannot resume run "${from.runId}" at checkpoint ${c}: ${why}`, 'ResumeIncompatible');
       const at = phaseAt(config, c);
       // (sft and reward_model phases have no reference policy)
@@ -182,12 +225,18 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       resumed_from: from ? { run_id: from.runId, step: from.checkpoint, checkpoint: from.checkpoint } : null,
       config,
       ...(data ? { data: dataRecord(data) } : {}),
+      ...(base ? { base_model: base.record } : {}),
     });
+    // every stage tokenises with the run's own copy of the pretrained model's files
+    if (base) await writeBaseModel(store, runId, base.files);
 
     if (!from) {
       if (!(await readManifest(store, checkpointPrefix(runId, 0)))) {
-        progress({ phase: 'initial weights' });
-        const state = initTrainState(run.model, initWeights(run.model, config.seed, { std: config.model.initStd }));
+        progress({ phase: base ? 'pretrained weights' : 'initial weights' });
+        const weights = base
+          ? pretrainedWeights(run.model, base.weights, base.record.uri)
+          : initWeights(run.model, config.seed, { std: config.model.initStd });
+        const state = initTrainState(run.model, weights);
         const entries = await writeCheckpoint(store, runId, 0, state);
         await commit(store, checkpointPrefix(runId, 0), entries);
         log.info({ runId, params: parameterCount(run.model) }, 'initial checkpoint committed');

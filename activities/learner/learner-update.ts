@@ -134,7 +134,7 @@ interface Row {
 }
 
 function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
-  const { task, tokenizer: tok, config } = run;
+  const { task, config } = run;
   if (!Number.isSafeInteger(input.batchSize) || input.batchSize < 1) {
     throw ApplicationFailure.nonRetryable(
       `learnerUpdate step ${input.step}: batchSize must be a positive integer, got ${input.batchSize}`,
@@ -143,8 +143,8 @@ function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
   }
   const items = task.prompts(config.seed, 'train', input.batchSize, input.promptOffset);
   return items.map((item) => {
-    const prompt = tok.encode(item.prompt);
-    const completion = [...tok.encode(task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
+    const prompt = run.encodePrompt(item.prompt, item.messages);
+    const completion = run.encodeCompletion(task.sftTarget(item));
     return {
       ids: [...prompt, ...completion],
       lossMask: [...prompt.map(() => 0), ...completion.map(() => 1)],

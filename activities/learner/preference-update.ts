@@ -112,16 +112,16 @@ function datasetPairs(run: ResolvedRun, phase: DpoPhase, input: LearnerInput): {
   }
   let rows;
   try {
-    rows = loadPreferenceDataset(phase.dataset, { alphabet: run.task.alphabet });
+    // a char model must be able to spell every row; a pretrained tokenizer encodes any text
+    rows = loadPreferenceDataset(phase.dataset, run.tokenizer.kind === 'char' ? { alphabet: run.task.alphabet } : {});
   } catch (err) {
     if (err instanceof PreferenceDatasetError) throw bad(`phases.${input.phaseIndex}.dataset: ${err.message}`);
     throw err;
   }
-  const tok = run.tokenizer;
   return preferenceBatch(rows, input.promptOffset, input.batchSize).map((r) => {
-    const prompt = tok.encode(r.prompt);
+    const prompt = run.encodePrompt(r.prompt);
     const side = (text: string): PairRow => {
-      const completion = [...tok.encode(text, { addSpecialTokens: false }), tok.eosId];
+      const completion = run.encodeCompletion(text);
       return { ids: [...prompt, ...completion], lossMask: [...prompt.map(() => 0), ...completion.map(() => 1)] };
     };
     return { chosen: side(r.chosen), rejected: side(r.rejected) };

@@ -75,8 +75,7 @@ export async function rewardModelUpdate(u: RewardModelUpdateInput): Promise<Rewa
     if (err instanceof PreferenceDatasetError) throw bad(`phases.${input.phaseIndex}.dataset: ${err.message}`);
     throw err;
   }
-  const tok = run.tokenizer;
-  const pairs = encodePairs(tok, preferenceBatch(train, input.promptOffset, input.batchSize));
+  const pairs = encodePairs(run, preferenceBatch(train, input.promptOffset, input.batchSize));
   const longest = Math.max(...pairs.flatMap((p) => [p.chosen.length, p.rejected.length]));
   if (longest > run.model.maxPositions) {
     throw bad(
@@ -91,7 +90,7 @@ export async function rewardModelUpdate(u: RewardModelUpdateInput): Promise<Rewa
   let at = 0;
   for (let k = 0; k < n; k++) {
     const take = Math.floor(pairs.length / n) + (k < pairs.length % n ? 1 : 0);
-    batches.push(pairLayout(pairs.slice(at, at + take), { padId: tok.padId }));
+    batches.push(pairLayout(pairs.slice(at, at + take), { padId: run.tokenizer.padId ?? 0 }));
     at += take;
   }
   const tokens = pairs.reduce((a, p) => a + p.chosen.length + p.rejected.length, 0);

@@ -210,6 +210,8 @@ export interface ExportModelInput {
   tokenizer?: TextTokenizer | null;
   /** Fields of an original `config.json` to keep (see `saveHfModel`). */
   rawConfig?: Record<string, unknown>;
+  /** The chat template to write with the tokenizer (see `saveHfModel`). */
+  chatTemplate?: string | null;
 }
 
 /**
@@ -227,7 +229,13 @@ export async function exportModel(
   const tensors = asTensorMap(model.weights, `export to ${dir}`);
   const hfFiles = await saveHfModel(
     dir,
-    { config: model.config, tensors, tokenizer: model.tokenizer ?? null, rawConfig: model.rawConfig },
+    {
+      config: model.config,
+      tensors,
+      tokenizer: model.tokenizer ?? null,
+      rawConfig: model.rawConfig,
+      chatTemplate: model.chatTemplate ?? null,
+    },
     { maxShardBytes, metadata },
   );
   const eos = model.tokenizer ? [...model.config.eosTokenIds, ...model.tokenizer.eosIds] : model.config.eosTokenIds;

@@ -218,6 +218,11 @@ export interface SaveHfModelInput {
   tokenizer?: TextTokenizer | null;
   /** Fields of an original `config.json` to keep (those the normalised config sets are overwritten). */
   rawConfig?: Record<string, unknown>;
+  /**
+   * A chat template (Jinja text) to write with the tokenizer: as `chat_template.jinja`, where
+   * transformers 5 reads it, and as tokenizer_config.json's `chat_template`, where 4 does.
+   */
+  chatTemplate?: string | null;
 }
 
 /**
@@ -231,7 +236,7 @@ export async function saveHfModel(dir: string, model: SaveHfModelInput, options:
   const tensors = checkParameters(model.config, model.tensors, `export to ${dir}`);
   await mkdir(dir, { recursive: true });
   // The weights are written as float32 whatever the original checkpoint held.
-  const hfConfig = { ...toHfConfig(model.config, model.rawConfig ?? {}), torch_dtype: 'float32' };
+  const hfConfig = { ...toHfConfig(model.config, model.rawConfig ?? {}), torch_dtype: 'float32', dtype: 'float32' }; // transformers 4 reads torch_dtype, 5 dtype
   const files = ['config.json', 'generation_config.json'];
   await writeJson(path.join(dir, 'config.json'), hfConfig);
   const eos = model.tokenizer ? [...new Set([...model.config.eosTokenIds, ...model.tokenizer.eosIds])] : model.config.eosTokenIds;
@@ -242,9 +247,17 @@ export async function saveHfModel(dir: string, model: SaveHfModelInput, options:
   });
   files.push(...(await writeCheckpointDir(dir, tensors, options)));
   if (model.tokenizer) {
+    const chat = model.chatTemplate ?? null;
     await writeJson(path.join(dir, 'tokenizer.json'), model.tokenizer.toTokenizerJson());
-    await writeJson(path.join(dir, 'tokenizer_config.json'), model.tokenizer.toTokenizerConfig());
+    await writeJson(path.join(dir, 'tokenizer_config.json'), {
+      ...model.tokenizer.toTokenizerConfig(),
+      ...(chat === null ? {} : { chat_template: chat }),
+    });
     files.push('tokenizer.json', 'tokenizer_config.json');
+    if (chat !== null) {
+      await writeFile(path.join(dir, 'chat_template.jinja'), chat);
+      files.push('chat_template.jinja');
+    }
   }
   log.info({ dir, files }, 'wrote model directory');
   return files;

@@ -56,7 +56,7 @@ async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run
   }
   const split = rows.heldOut.length > 0 ? 'held_out' : 'train';
   const pairs = (split === 'held_out' ? rows.heldOut : rows.train).slice(0, phase.eval.maxPairs);
-  const s = await withPolicy(store, input.runId, run, v, (engine) => scorePreferencePairs(engine, run.tokenizer, pairs));
+  const s = await withPolicy(store, input.runId, run, v, (engine) => scorePreferencePairs(engine, run, pairs));
   return {
     run_id: input.runId,
     policy_version: v,
@@ -113,11 +113,11 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     const k = config.eval.passK;
     const maxNew = run.maxNewTokens();
     const V = tokenizer.vocabSize;
-    const stopIds = tokenizer.eosIds;
+    const stopIds = run.stopIds;
     const stopSet = new Set(stopIds);
     const greedyParams = parseSamplingParams({ temperature: 0, max_tokens: maxNew });
     const passParams = parseSamplingParams({ temperature: config.eval.temperature, max_tokens: maxNew });
-    const prompts = items.map((it) => tokenizer.encode(it.prompt));
+    const prompts = items.map((it) => run.encodePrompt(it.prompt, it.messages));
     const jobs: SequenceJob[] = items.map((_, i) => ({ prompt: prompts[i]!, pick: (logits) => argmax(logits.subarray(0, V)) }));
     items.forEach((item, i) => {
       for (let s = 0; s < k; s++) {

@@ -345,10 +345,10 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     const { config, tokenizer } = run;
     const items = run.task.prompts(config.seed, 'train', input.promptCount, input.promptOffset);
     const G = phase.groupSize;
-    const stopIds = [...new Set([...(params.ignore_eos ? [] : tokenizer.eosIds), ...params.stop_token_ids])];
+    const stopIds = [...new Set([...(params.ignore_eos ? [] : run.stopIds), ...params.stop_token_ids])];
     const V = tokenizer.vocabSize;
     const jobs: SequenceJob[] = [];
-    const promptIds = items.map((it) => tokenizer.encode(it.prompt));
+    const promptIds = items.map((it) => run.encodePrompt(it.prompt, it.messages));
     if (phase.tree) {
       progress({ done: 0, of: items.length });
       const rows = await treeRows(store, run, phase, input, items, promptIds, params, stopIds);

@@ -323,22 +323,43 @@ export type SftPhase = z.output<typeof sftPhaseSchema>;
 export type RlPhase = z.output<typeof rlPhaseSchema>;
 export type Phase = z.output<typeof phaseSchema>;
 
-/** A model trained from scratch (weights from the run seed), sized for the task's character vocabulary. */
-export const modelSchema = z.strictObject({
-  /** Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU) or 'gpt2' (LayerNorm, learned positions, GELU). */
-  type: z.enum(['llama', 'gpt2']).default('llama'),
-  /** Width of the residual stream. */
-  hidden: posInt.default(128),
-  /** Transformer blocks. */
-  layers: posInt.default(2),
-  /** Attention heads (hidden must be divisible by it; llama needs an even head size). */
-  heads: posInt.default(4),
+/** The model fields that describe a model trained from scratch, which a pretrained model (`from`) brings itself. */
+export const SCRATCH_MODEL_FIELDS = ['type', 'hidden', 'layers', 'heads', 'intermediate', 'maxPositions', 'initStd'] as const;
+
+/**
+ * The model: trained from scratch (weights from the run seed, sized for the task's character
+ * vocabulary; the default), or a pretrained Hugging Face model (`from`).
+ */
+const modelObjectSchema = z.strictObject({
+  /**
+   * A pretrained model to start from: a Hugging Face model directory (a path, relative to the config
+   * file's directory; a `file://` URI; or `s3://bucket/prefix`) with `config.json` (llama, qwen2,
+   * qwen3, mistral or gpt2, in the transformers 4 or 5 form), safetensors weights (one file or
+   * shards; F32, F16 or BF16, trained in float32), `tokenizer.json` and, where the model has them,
+   * `tokenizer_config.json` (special tokens, chat template), `chat_template.jinja` and
+   * `generation_config.json` (the ids that end generation). Prompts are rendered through the chat
+   * template when there is one (the task's prompt as the user turn, with the generation prompt);
+   * without one they are encoded as the tokenizer does (its own BOS). `initRun` copies the config
+   * and tokenizer files into the run (so every worker reads the same ones) and records each
+   * source file's size and sha256 in run.json; checkpoint 0 holds the pretrained weights. With
+   * `from`, the from-scratch fields (type, hidden, layers, heads, intermediate, maxPositions,
+   * initStd) must be left out. Default null: train from scratch.
+   */
+  from: z.string().min(1).nullable().default(null),
+  /** Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU; default) or 'gpt2' (LayerNorm, learned positions, GELU). */
+  type: z.enum(['llama', 'gpt2']).optional(),
+  /** Width of the residual stream (default 128). */
+  hidden: posInt.optional(),
+  /** Transformer blocks (default 2). */
+  layers: posInt.optional(),
+  /** Attention heads (default 4; hidden must be divisible by it; llama needs an even head size). */
+  heads: posInt.optional(),
   /** MLP width; default 4·hidden (gpt2) or 8/3·hidden rounded to 8 (llama SwiGLU). */
   intermediate: posInt.optional(),
   /** Context length; default: BOS + the task's longest prompt + the generation budget, rounded up to 8. */
   maxPositions: posInt.optional(),
-  /** Standard deviation of the initial weights (GPT-2: 0.02). */
-  initStd: z.number().positive().default(0.02),
+  /** Standard deviation of the initial weights (default 0.02, GPT-2's). */
+  initStd: z.number().positive().optional(),
   /**
    * Train a reward model: the model is a sequence classifier (HF `*ForSequenceClassification`, one
    * label: a scalar score head `score.weight` [1, hidden] read at each sequence's last token, in
@@ -348,7 +369,32 @@ export const modelSchema = z.strictObject({
    */
   classifier: z.boolean().default(false),
 });
-export type ModelSpec = z.output<typeof modelSchema>;
+
+/** The from-scratch fields' defaults, filled in only when there is no `from` (so a parsed config parses again to itself). */
+const SCRATCH_DEFAULTS = { type: 'llama', hidden: 128, layers: 2, heads: 4, initStd: 0.02 } as const;
+
+export const modelSchema = z.preprocess((raw, ctx) => {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  if ((raw as { from?: unknown }).from == null) return { ...SCRATCH_DEFAULTS, ...raw };
+  {
+    for (const field of SCRATCH_MODEL_FIELDS.filter((f) => f in raw)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [field],
+        message: `model.from loads a pretrained model, which brings its own ${field === 'initStd' ? 'weights' : 'architecture'}; remove model.${field} (it describes a model trained from scratch)`,
+      });
+    }
+    if ((raw as { classifier?: unknown }).classifier === true) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['classifier'],
+        message: 'a reward model (classifier) from a pretrained model is not supported yet: train it from scratch, or leave model.from out',
+      });
+    }
+  }
+  return raw;
+}, modelObjectSchema);
+export type ModelSpec = z.output<typeof modelObjectSchema>;
 
 export const runConfigSchema = z.strictObject({
   /**
@@ -376,7 +422,6 @@ export const runConfigSchema = z.strictObject({
         .refine((n) => n === DATASET_TASK || taskNames().includes(n), {
           message: `unknown task; built-in tasks: ${taskNames().join(', ')} (or give data)`,
         })
-
         .default('addition'),
       /** The task's difficulty knobs (activities/tasks/README.md). */
       options: z.record(z.string(), z.unknown()).default({ minDigits: 1, maxDigits: 3, reverse: true, pad: true }),
@@ -743,7 +788,8 @@ export function parseRunConfig(input: unknown, what = 'run config', opts: { base
   const problems: { path: string; message: string }[] = [];
   dataProblems(cfg, input, opts.baseDir, problems);
   rewardProblems(cfg, opts.baseDir, problems);
-
+  // a pretrained model's directory resolves like a dataset path: against the config file's directory
+  if (cfg.model.from !== null) cfg.model.from = resolveDataUri(cfg.model.from, opts.baseDir);
   let step = 0;
   let items = 0;
   let refillItems = 0;

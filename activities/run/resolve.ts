@@ -5,7 +5,8 @@
  * different machines agree on every id and shape. Also the run record (`run.json`) I/O.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { CharTokenizer } from '../model/tokenizer.js';
+import { CharTokenizer, type TextTokenizer } from '../model/tokenizer.js';
+import { encodeChat, type ChatMessage, type ChatTemplate } from '../model/chat.js';
 import { parseModelConfig, type ModelConfig } from '../model/config.js';
 import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
@@ -22,13 +23,29 @@ import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.j
 import { datasetTask } from '../data/dataset-task.js';
 import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
 import type { RunDataRecord, RunRecord } from './types.js';
+import { inspectModelSource, parseBaseModel, readBaseModel, type BaseModelFiles } from './base-model.js';
 
 /** Everything a stage needs that follows from the config. */
 export interface ResolvedRun {
   config: RunConfig;
   task: Task;
-  tokenizer: CharTokenizer;
+  /** The character tokenizer of a model trained from scratch, or a pretrained model's own. */
+  tokenizer: TextTokenizer;
   model: ModelConfig;
+  /** The ids that end a completion (a pretrained model's generation_config eos ids; the EOS of a char model). */
+  stopIds: readonly number[];
+  /** A run `from` a pretrained model: its config and tokenizer files and chat template (what an export writes back); null from scratch. */
+  pretrained: { files: BaseModelFiles; chatTemplate: ChatTemplate | null } | null;
+  /**
+   * A task prompt as the model reads it: through the chat template when the model has one (the
+   * item's chat messages — a dataset's conversational prompt, a system message — or else the
+   * prompt as the user turn; then the generation prompt: transformers' `apply_chat_template(...,
+   * add_generation_prompt=True)`), otherwise the plain prompt encoded with the tokenizer's own
+   * special tokens (the char tokenizer's BOS).
+   */
+  encodePrompt(prompt: string, messages?: readonly ChatMessage[]): number[];
+  /** A gold completion (SFT target, preference side) as the model should produce it: its tokens, then the end-of-turn token. */
+  encodeCompletion(completion: string): number[];
   /** Completion token budget of an rl phase's rollouts (sampling.max_tokens or the task's longest answer + 4). */
   maxNewTokens(phase?: SamplingPhase): number;
   /**
@@ -41,17 +58,16 @@ export interface ResolvedRun {
 const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
 
 /**
- * Derives the task, tokenizer, model config and reward of a run config. Throws ConfigError on a bad
- * task option. A run on `data` needs its loaded dataset (`loadRunData`): its task and alphabet.
+ * The date `strftime_now` gives chat templates (Llama 3.1's template puts it in the system turn):
+ * fixed, so a prompt renders to the same tokens on every worker, retry and replay. 26 Jul 2024 is
+ * the date Llama 3.1's own template falls back to without a clock.
  */
-export function resolveRun(config: RunConfig, data?: LoadedDataset): ResolvedRun {
-  if (config.data && !data) throw new Error('resolveRun: this run reads a dataset (config.data); load it first (loadRunData)');
-  const task = config.data ? datasetTask(data!) : getTask(config.task.name, config.task.options);
-  const tokenizer = CharTokenizer.fromAlphabet(task.alphabet);
-  const defaultBudget = task.maxCompletionChars + 4;
-  const budget = (p?: SamplingPhase) => (p ? completionBudget(p, task) : defaultBudget);
-  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)));
+export const CHAT_TEMPLATE_DATE = new Date(Date.UTC(2024, 6, 26));
+
+/** The model trained from scratch: sized for the task's characters, its context from the task's longest prompt and budget. */
+function scratchModel(config: RunConfig, task: Task, tokenizer: CharTokenizer, longest: number): ModelConfig {
   const m = config.model;
+  const hidden = m.hidden!; // modelSchema fills the from-scratch defaults when there is no model.from
   const maxPositions = m.maxPositions ?? roundUp8(1 + task.maxPromptChars + longest);
   const special = {
     bos_token_id: tokenizer.bosId,
@@ -60,41 +76,93 @@ export function resolveRun(config: RunConfig, data?: LoadedDataset): ResolvedRun
     // a reward-model run: the same backbone with a scalar score head (config.ts model.classifier)
     ...(m.classifier ? { architectures: [m.type === 'gpt2' ? 'GPT2ForSequenceClassification' : 'LlamaForSequenceClassification'] } : {}),
   };
-  const model =
-    m.type === 'gpt2'
-      ? parseModelConfig(
-          {
-            model_type: 'gpt2',
-            vocab_size: tokenizer.vocabSize,
-            n_embd: m.hidden,
-            n_layer: m.layers,
-            n_head: m.heads,
-            n_positions: maxPositions,
-            n_inner: m.intermediate ?? 4 * m.hidden,
-            ...special,
-          },
-          'run config model',
-        )
-      : parseModelConfig(
-          {
-            model_type: 'llama',
-            vocab_size: tokenizer.vocabSize,
-            hidden_size: m.hidden,
-            num_hidden_layers: m.layers,
-            num_attention_heads: m.heads,
-            intermediate_size: m.intermediate ?? roundUp8((8 * m.hidden) / 3),
-            max_position_embeddings: maxPositions,
-            tie_word_embeddings: true,
-            ...special,
-          },
-          'run config model',
-        );
+  return m.type === 'gpt2'
+    ? parseModelConfig(
+        {
+          model_type: 'gpt2',
+          vocab_size: tokenizer.vocabSize,
+          n_embd: hidden,
+          n_layer: m.layers,
+          n_head: m.heads,
+          n_positions: maxPositions,
+          n_inner: m.intermediate ?? 4 * hidden,
+          ...special,
+        },
+        'run config model',
+      )
+    : parseModelConfig(
+        {
+          model_type: 'llama',
+          vocab_size: tokenizer.vocabSize,
+          hidden_size: hidden,
+          num_hidden_layers: m.layers,
+          num_attention_heads: m.heads,
+          intermediate_size: m.intermediate ?? roundUp8((8 * hidden) / 3),
+          max_position_embeddings: maxPositions,
+          tie_word_embeddings: true,
+          ...special,
+        },
+        'run config model',
+      );
+}
+
+/** How prompts and gold completions become ids: the chat template of a pretrained model, or the tokenizer's own specials. */
+function promptFormat(tokenizer: TextTokenizer, chat: ChatTemplate | null, stopIds: readonly number[]) {
+  const endOfTurn = tokenizer.eosId ?? stopIds[0];
+  if (endOfTurn === undefined || endOfTurn === null) {
+    throw new ConfigError('model', [
+      { path: 'from', message: 'the tokenizer has no eos token and the model no eos ids: a completion could never end' },
+    ]);
+  }
+  return {
+    encodePrompt: (prompt: string, messages?: readonly ChatMessage[]) =>
+      chat
+        ? encodeChat(tokenizer, chat, messages ?? [{ role: 'user', content: prompt }], {
+            addGenerationPrompt: true,
+            now: CHAT_TEMPLATE_DATE,
+          })
+        : tokenizer.encode(prompt),
+    encodeCompletion: (completion: string) => [...tokenizer.encode(completion, { addSpecialTokens: false }), endOfTurn],
+  };
+}
+
+/**
+ * Derives the task, tokenizer, model config and reward of a run config. Throws ConfigError on a bad
+ * task option. A run on `data` needs its loaded dataset (`loadRunData`): its task and alphabet; a
+ * run `from` a pretrained model needs its config and tokenizer files (`readBaseModel`,
+ * `inspectModelSource`).
+ */
+export function resolveRun(config: RunConfig, data?: LoadedDataset, base?: BaseModelFiles): ResolvedRun {
+  if (config.data && !data) throw new Error('resolveRun: this run reads a dataset (config.data); load it first (loadRunData)');
+  if (config.model.from !== null && !base)
+    throw new Error('resolveRun: this run starts from a pretrained model (model.from); read its files first');
+  const task = config.data ? datasetTask(data!) : getTask(config.task.name, config.task.options);
+  const defaultBudget = task.maxCompletionChars + 4;
+  const budget = (p?: SamplingPhase) => (p ? completionBudget(p, task) : defaultBudget);
+  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)));
+  let tokenizer: TextTokenizer;
+  let model: ModelConfig;
+  let chat: ChatTemplate | null = null;
+  let stopIds: readonly number[];
+  if (base) {
+    const pretrained = parseBaseModel(base, config.model.from!);
+    ({ model } = pretrained);
+    ({ tokenizer, chatTemplate: chat, stopIds } = pretrained.tokenizer);
+  } else {
+    const chars = CharTokenizer.fromAlphabet(task.alphabet);
+    tokenizer = chars;
+    model = scratchModel(config, task, chars, longest);
+    stopIds = chars.eosIds;
+  }
   const registry = defaultRegistry();
   return {
     config,
     task,
     tokenizer,
     model,
+    stopIds,
+    pretrained: base ? { files: base, chatTemplate: chat } : null,
+    ...promptFormat(tokenizer, chat, stopIds),
     maxNewTokens: budget,
     createReward: (opts = {}) => {
       const r = config.reward;
@@ -103,7 +171,6 @@ export function resolveRun(config: RunConfig, data?: LoadedDataset): ResolvedRun
         : r.spec
           ? registry.create(r.spec)
           : task.createReward();
-
       return config.reward.faults && opts.faults !== false ? withRewardFaults(fn, config.reward.faults) : fn;
     },
   };
@@ -183,17 +250,28 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
       throw new ConfigError(what, problems);
     }
   }
+  let base: BaseModelFiles | undefined;
+  if (config.model.from !== null) {
+    try {
+      base = (await inspectModelSource(config.model.from)).files;
+    } catch (err) {
+      // the directory, its config.json or tokenizer files: the message names the file and field
+      problems.push({ path: 'model.from', message: (err as Error).message });
+      throw new ConfigError(what, problems);
+    }
+  }
   try {
     if (!data) getTask(config.task.name, config.task.options);
     try {
-      run = resolveRun(config, data);
+      run = resolveRun(config, data, base);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      for (const i of err.issues)
+      for (const i of base ? [] : err.issues)
         problems.push({
           path: `model.${MODEL_FIELDS[i.path] ?? i.path}`,
           message: i.message.replace(/\b[a-z_]+\b/g, (w) => MODEL_FIELDS[w] ?? w),
         });
+      if (base) problems.push({ path: 'model.from', message: err.message });
     }
   } catch (err) {
     problems.push({ path: 'task.options', message: issuesOf(err) });
@@ -269,7 +347,11 @@ export async function loadRun(store: ObjectStore, runId: string): Promise<{ reco
   let run = resolved.get(cacheKey);
   if (!run) {
     run = (async () =>
-      resolveRun(record.config, record.config.data ? await loadRunData(record.config, record.data, `run "${runId}"`) : undefined))();
+      resolveRun(
+        record.config,
+        record.config.data ? await loadRunData(record.config, record.data, `run "${runId}"`) : undefined,
+        record.config.model.from !== null ? await readBaseModel(store, runId) : undefined,
+      ))();
     run.catch(() => resolved.delete(cacheKey));
     resolved.set(cacheKey, run);
   }

@@ -14,7 +14,6 @@
  */
 import type { ModelEngine } from '../model/engine.js';
 import { preferenceBatch as pairLayout } from '../model/losses-reward.js';
-import type { CharTokenizer } from '../model/tokenizer.js';
 import { loadPreferenceDataset, type PreferenceRow } from '../data/preference-dataset.js';
 export { PreferenceDatasetError } from '../data/preference-dataset.js';
 import { splitHeldOut } from '../data/reward-model-split.js';
@@ -36,14 +35,17 @@ export function rewardModelRows(run: ResolvedRun, phase: RewardModelPhase): Rewa
   return splitHeldOut(rows, phase.eval.fraction, run.config.seed);
 }
 
-/** BOS + prompt + completion + EOS. */
-export function encodeSide(tok: CharTokenizer, prompt: string, completion: string): number[] {
-  return [...tok.encode(prompt), ...tok.encode(completion, { addSpecialTokens: false }), tok.eosId];
+/** What encoding a preference pair takes from the run: its prompt format and tokenizer (pad id). */
+export type PairEncoder = Pick<ResolvedRun, 'encodePrompt' | 'encodeCompletion' | 'tokenizer'>;
+
+/** The prompt as the run encodes it (BOS + prompt for a char model), then the completion and its end-of-turn token. */
+export function encodeSide(enc: PairEncoder, prompt: string, completion: string): number[] {
+  return [...enc.encodePrompt(prompt), ...enc.encodeCompletion(completion)];
 }
 
 /** The pairs' token ids (chosen, rejected) in the layout of the Bradley-Terry loss. */
-export function encodePairs(tok: CharTokenizer, rows: readonly PreferenceRow[]): { chosen: number[]; rejected: number[] }[] {
-  return rows.map((r) => ({ chosen: encodeSide(tok, r.prompt, r.chosen), rejected: encodeSide(tok, r.prompt, r.rejected) }));
+export function encodePairs(enc: PairEncoder, rows: readonly PreferenceRow[]): { chosen: number[]; rejected: number[] }[] {
+  return rows.map((r) => ({ chosen: encodeSide(enc, r.prompt, r.chosen), rejected: encodeSide(enc, r.prompt, r.rejected) }));
 }
 
 export interface PreferenceScores {
@@ -64,17 +66,17 @@ const softplusNeg = (x: number) => (x >= 0 ? Math.log1p(Math.exp(-x)) : -x + Mat
 /** Scores pairs under the engine's installed weights (a classifier), `perBatch` pairs per engine call. */
 export async function scorePreferencePairs(
   engine: ModelEngine,
-  tok: CharTokenizer,
+  enc: PairEncoder,
   rows: readonly PreferenceRow[],
   perBatch = 32,
 ): Promise<PreferenceScores> {
-  const pairs = encodePairs(tok, rows);
+  const pairs = encodePairs(enc, rows);
   let correct = 0;
   let margin = 0;
   let loss = 0;
   let score = 0;
   for (let at = 0; at < pairs.length; at += perBatch) {
-    const b = pairLayout(pairs.slice(at, at + perBatch), { padId: tok.padId });
+    const b = pairLayout(pairs.slice(at, at + perBatch), { padId: enc.tokenizer.padId ?? 0 });
     const r = await engine.reward({ ids: b.ids, attentionMask: b.attentionMask });
     for (let i = 0; 2 * i < r.length; i++) {
       const d = r[2 * i]! - r[2 * i + 1]!;

@@ -12,6 +12,7 @@
 import type { DataFileIdentity } from '../data/source.js';
 import type { ManifestEntry } from '../store/manifest.js';
 import type { RunConfig } from './config.js';
+import type { BaseModelRecord } from './base-model.js';
 
 /** The kind of a phase of the run config (activities/run/config.ts `phaseSchema`). */
 export type PhaseKind = 'sft' | 'rl' | 'online_dpo' | 'dpo' | 'reward_model';
@@ -36,6 +37,11 @@ export interface RunRecord {
   config: RunConfig;
   /** A run on `config.data`: what it read (each file's URI, size, sha256) and the alphabet of its character vocabulary; absent otherwise. */
   data?: RunDataRecord;
+  /**
+   * A run `from` a pretrained model (`config.model.from`): the directory's URI and every file read
+   * from it (config, tokenizer files, weights) with its size and sha256; absent otherwise.
+   */
+  base_model?: BaseModelRecord;
 }
 
 /** The identity of a run's dataset, as run.json records it (activities/data/source.ts). */

@@ -153,6 +153,14 @@ export function runRecordKey(runId: string): string {
   return joinKey(runPrefix(runId), RUN_RECORD_NAME);
 }
 
+/**
+ * `runs/{runId}/base` — the pretrained model a `model.from` run starts from: its config.json and
+ * tokenizer files, copied once by initRun and committed by a manifest (the weights are checkpoint 0).
+ */
+export function basePrefix(runId: string): string {
+  return `${runPrefix(runId)}/base`;
+}
+
 /** `runs/{runId}/steps/{step:06d}` — the artifacts and manifest of one training step. */
 export function stepPrefix(runId: string, step: number): string {
   return `${runFolder(runId, 'steps')}/${folderNumber('a step', step)}`;

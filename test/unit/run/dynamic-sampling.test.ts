@@ -42,11 +42,11 @@ async function writeShard(
   offset: number,
   rewards: number[][],
 ): Promise<{ rollouts: ManifestEntry; rewards: ManifestEntry; rows: RolloutsInput[] }> {
-  const { task, tokenizer, config: cfg } = f.run;
+  const { task, config: cfg } = f.run;
   const rows: RolloutsInput[] = [];
   task.prompts(cfg.seed, 'train', rewards.length, offset).forEach((item) => {
     for (let s = 0; s < G; s++) {
-      const ids = [...tokenizer.encode('1'.repeat(1 + s), { addSpecialTokens: false }), tokenizer.eosId];
+      const ids = f.run.encodeCompletion('1'.repeat(1 + s));
       rows.push({
         run_id: RUN,
         step: STEP,
@@ -55,7 +55,7 @@ async function writeShard(
         group_id: item.promptId,
         policy_version: STEP,
         prompt_text: item.prompt,
-        prompt_token_ids: tokenizer.encode(item.prompt),
+        prompt_token_ids: f.run.encodePrompt(item.prompt),
         completion_text: '1'.repeat(1 + s),
         completion_token_ids: ids,
         behaviour_logprobs: ids.map(() => -1),

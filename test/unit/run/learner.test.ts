@@ -265,8 +265,8 @@ function samples(run: ResolvedRun): Sample[] {
   const tok = run.tokenizer;
   const out: Sample[] = [];
   for (const item of run.task.prompts(run.config.seed, 'train', 2, 0)) {
-    const prompt = tok.encode(item.prompt);
-    const gold = [...tok.encode(run.task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
+    const prompt = run.encodePrompt(item.prompt);
+    const gold = run.encodeCompletion(run.task.sftTarget(item));
     const wrong = gold.map((id, i) =>
       i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id,
     );

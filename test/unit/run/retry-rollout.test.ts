@@ -70,15 +70,11 @@ async function warmRun(retry: Record<string, unknown> | null = {}, updates = 32)
   const { run } = f;
   const { tokenizer, task } = run;
   const items = task.prompts(run.config.seed, 'train', 16);
-  const seqs = items.map((it) => [
-    ...tokenizer.encode(it.prompt),
-    ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }),
-    tokenizer.eosId,
-  ]);
-  const promptLen = items.map((it) => tokenizer.encode(it.prompt).length);
+  const seqs = items.map((it) => [...run.encodePrompt(it.prompt), ...run.encodeCompletion(task.sftTarget(it))]);
+  const promptLen = items.map((it) => run.encodePrompt(it.prompt).length);
   const T = Math.max(...seqs.map((s) => s.length));
   const batch = {
-    ids: seqs.map((s) => [...s, ...Array<number>(T - s.length).fill(tokenizer.padId)]),
+    ids: seqs.map((s) => [...s, ...Array<number>(T - s.length).fill(tokenizer.padId ?? 0)]),
     attentionMask: seqs.map((s) => [...s.map(() => 1), ...Array<number>(T - s.length).fill(0)]),
     lossMask: seqs.map((s, b) => [...s.map((_, j) => (j >= promptLen[b]! ? 1 : 0)), ...Array<number>(T - s.length).fill(0)]),
   };

@@ -128,7 +128,7 @@ describe('reward_model phase through the learner and evaluation activities', () 
     const engine = new ModelEngine(f.run.model, { threads: 1 });
     try {
       engine.setWeights(await loadWeights(f.store, RUN, 0), 'v0');
-      const s = await scorePreferencePairs(engine, f.run.tokenizer, rewardModelRows(f.run, phase).train);
+      const s = await scorePreferencePairs(engine, f.run, rewardModelRows(f.run, phase).train);
       assert.ok(Math.abs(s.loss - metrics[0]!.loss!) < 1e-5, `scored ${s.loss} vs learner ${metrics[0]!.loss}`);
       assert.ok(Math.abs(s.accuracy - metrics[0]!.accuracy!) < 1e-9);
     } finally {
@@ -149,7 +149,7 @@ describe('reward_model phase through the learner and evaluation activities', () 
     const engine = new ModelEngine(f.run.model, { threads: 1 });
     try {
       engine.setWeights(await loadWeights(f.store, RUN, STEPS), 'v');
-      const s = await scorePreferencePairs(engine, f.run.tokenizer, rewardModelRows(f.run, phase).heldOut);
+      const s = await scorePreferencePairs(engine, f.run, rewardModelRows(f.run, phase).heldOut);
       assert.equal(s.accuracy, e.preference!.accuracy);
       assert.ok(Math.abs(s.loss - e.preference!.loss) < 1e-6);
     } finally {
@@ -183,9 +183,8 @@ describe('reward_model phase through the learner and evaluation activities', () 
     const engine = new ModelEngine(f.run.model, { threads: 1 });
     try {
       engine.setWeights(await loadWeights(f.store, RUN, STEPS), 'v');
-      const tok = f.run.tokenizer;
       for (const [i, s] of samples.entries()) {
-        const [r] = await engine.reward({ ids: [encodeSide(tok, s.prompt, s.completion)] });
+        const [r] = await engine.reward({ ids: [encodeSide(f.run, s.prompt, s.completion)] });
         assert.ok(Math.abs(scored[i]!.reward - r!) < 1e-4, `sample ${i}: reward ${scored[i]!.reward} vs engine ${r}`);
       }
     } finally {

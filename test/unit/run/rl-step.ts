@@ -30,8 +30,8 @@ export function goldAndWrong(run: ResolvedRun, prompts: number, advantage: numbe
   const tok = run.tokenizer;
   const out: Sample[] = [];
   run.task.prompts(run.config.seed, 'train', prompts, 0).forEach((item, k) => {
-    const prompt = tok.encode(item.prompt);
-    const gold = [...tok.encode(run.task.sftTarget(item), { addSpecialTokens: false }), tok.eosId];
+    const prompt = run.encodePrompt(item.prompt);
+    const gold = run.encodeCompletion(run.task.sftTarget(item));
     const wrong = gold.map((id, i) =>
       i < gold.length - 1 ? tok.encode(String((Number(tok.decode([id])) + 3) % 10), { addSpecialTokens: false })[0]! : id,
     );

@@ -57,13 +57,13 @@ async function writeRollouts(
   offset: number,
   pattern: number[][],
 ): Promise<{ entry: ManifestEntry; rows: RolloutsInput[] }> {
-  const { task, tokenizer, config } = f.run;
+  const { task, config } = f.run;
   const items = task.prompts(config.seed, 'train', pattern.length, offset);
   const rows: RolloutsInput[] = [];
   items.forEach((item, p) => {
     pattern[p]!.forEach((right, s) => {
       const text = right ? task.sftTarget(item) : '+'.repeat(1 + s);
-      const ids = [...tokenizer.encode(text, { addSpecialTokens: false }), tokenizer.eosId];
+      const ids = f.run.encodeCompletion(text);
       rows.push({
         run_id: RUN,
         step: STEP,
@@ -72,7 +72,7 @@ async function writeRollouts(
         group_id: item.promptId,
         policy_version: STEP,
         prompt_text: item.prompt,
-        prompt_token_ids: tokenizer.encode(item.prompt),
+        prompt_token_ids: f.run.encodePrompt(item.prompt),
         completion_text: text,
         completion_token_ids: ids,
         behaviour_logprobs: ids.map(() => -1),

@@ -94,7 +94,7 @@ describe('rolloutShard', () => {
       assert.ok(ids.every((t) => Number.isInteger(t) && t >= 0 && t < tokenizer.vocabSize));
       assert.equal(row.behaviour_logprobs.length, ids.length);
       assert.ok([...row.behaviour_logprobs].every((lp) => lp <= 0 && Number.isFinite(lp)));
-      const eosAt = ids.indexOf(tokenizer.eosId);
+      const eosAt = ids.indexOf(tokenizer.eosId!);
       if (row.finish_reason === 'stop') {
         assert.equal(eosAt, ids.length - 1, 'a stopped completion ends with its only EOS');
         assert.equal(row.completion_text, tokenizer.decode(ids.slice(0, -1)));
@@ -238,15 +238,11 @@ describe('evaluate', () => {
     const { run, state: s0 } = f;
     const { tokenizer, task, config } = run;
     const items = task.prompts(config.seed, 'eval', 8);
-    const seqs = items.map((it) => [
-      ...tokenizer.encode(it.prompt),
-      ...tokenizer.encode(task.sftTarget(it), { addSpecialTokens: false }),
-      tokenizer.eosId,
-    ]);
-    const promptLen = items.map((it) => tokenizer.encode(it.prompt).length);
+    const seqs = items.map((it) => [...run.encodePrompt(it.prompt), ...run.encodeCompletion(task.sftTarget(it))]);
+    const promptLen = items.map((it) => run.encodePrompt(it.prompt).length);
     const T = Math.max(...seqs.map((s) => s.length));
     const batch = {
-      ids: seqs.map((s) => [...s, ...Array<number>(T - s.length).fill(tokenizer.padId)]),
+      ids: seqs.map((s) => [...s, ...Array<number>(T - s.length).fill(tokenizer.padId!)]),
       attentionMask: seqs.map((s) => [...s.map(() => 1), ...Array<number>(T - s.length).fill(0)]),
       lossMask: seqs.map((s, b) => [...s.map((_, j) => (j >= promptLen[b]! ? 1 : 0)), ...Array<number>(T - s.length).fill(0)]),
     };

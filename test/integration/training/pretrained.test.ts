@@ -1,0 +1,106 @@
+/**
+ * A training run that starts `from` a pretrained Hugging Face model directory (issue 11 §3), end to
+ * end on a real Temporal dev server with worker processes: the tiny Qwen3 that transformers saved
+ * for the parity fixtures (byte-level BPE tokenizer, ChatML template, generation config) trains SFT
+ * then GRPO on addition; a learner SIGKILLed in each phase changes no bit of the final weights; the
+ * rollouts hold prompts rendered through the chat template; the export loads back with the model's
+ * config, tokenizer and template.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { exportRun } from '../../../activities/checkpoint/export.js';
+import { loadHfModel } from '../../../activities/model/hf.js';
+import { parseModelConfig } from '../../../activities/model/config.js';
+import { loadRun } from '../../../activities/run/resolve.js';
+import { rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
+import { readArtifact } from '../../../activities/store/manifest.js';
+import { openStore } from '../../../activities/store/open.js';
+import type { ObjectStore } from '../../../activities/store/object-store.js';
+import { decodeRollouts } from '../../../activities/store/schemas.js';
+import { startTrainingRun } from '../../../workers/train-client.js';
+import { totalSteps } from '../../../workflows/run-plan.js';
+import { lazyFixture } from '../../support/fixture.js';
+import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
+import { assertCommittedRun, superviseWorker, tinyRunConfig, weightsSha } from '../../support/training.js';
+
+const QWEN3 = fileURLToPath(new URL('../../fixtures/hf/qwen3', import.meta.url));
+const storeDir = mkdtempSync(join(tmpdir(), 'training-pretrained-'));
+const storeUri = pathToFileURL(storeDir).href;
+const config = () => tinyRunConfig(storeUri, { name: 'from-qwen3', model: { from: QWEN3 } });
+const TOTAL = totalSteps(config());
+let t: TestTemporal;
+let control: { stop(): Promise<void> };
+let store: ObjectStore;
+
+before(async () => {
+  t = await testTemporal();
+  control = await startWorkers(t, ['control']);
+  store = openStore(storeUri);
+});
+
+after(async () => {
+  await control?.stop();
+  await t?.client.connection.close();
+  await store?.close();
+  rmSync(storeDir, { recursive: true, force: true });
+});
+
+/** Trains the run with one worker process per queue, killed at `crashAt` (once each) and restarted; returns the run id. */
+async function train(crashAt: string[]): Promise<{ runId: string; restarts: number }> {
+  const onceDir = mkdtempSync(join(tmpdir(), 'pretrained-crash-once-'));
+  const env: Record<string, string> = crashAt.length ? { DURABLE_RL_CRASH_AT: crashAt.join(','), DURABLE_RL_CRASH_ONCE: onceDir } : {};
+  const workers = await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...env })));
+  try {
+    const run = await startTrainingRun(t.client, config());
+    assert.equal((await run.result()).status, 'completed');
+    return { runId: run.runId, restarts: workers.reduce((n, w) => n + w.restarts, 0) };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    rmSync(onceDir, { recursive: true, force: true });
+  }
+}
+
+const uninterrupted = lazyFixture(async () => {
+  const { runId } = await train([]);
+  await assertCommittedRun(store, runId, TOTAL);
+  return { runId, sha: await weightsSha(store, runId, TOTAL) };
+});
+
+test('a run from a pretrained model directory trains SFT then GRPO with prompts rendered through its chat template', async () => {
+  const { runId, sha } = await uninterrupted();
+  assert.notEqual(sha, await weightsSha(store, runId, 0), 'training changed the pretrained weights');
+  const { run } = await loadRun(store, runId);
+  const rlStep = TOTAL - 1; // the last step is an rl step: its rollouts were sampled from the pretrained policy's descendant
+  const rows = decodeRollouts(await readArtifact(store, stepPrefix(runId, rlStep), rolloutsName(0)));
+  assert.ok(rows.length > 0);
+  for (const r of rows) {
+    const prompt = run.tokenizer.decode([...r.prompt_token_ids]);
+    assert.equal(prompt, `<|im_start|>user\n${r.prompt_text}<|im_end|>\n<|im_start|>assistant\n`);
+  }
+});
+
+test('a learner SIGKILLed in the SFT and in the GRPO phase of a pretrained run changes no bit of its final weights', async () => {
+  const reference = (await uninterrupted()).sha;
+  const { runId, restarts } = await train(['learner@1', 'learner@3']);
+  assert.equal(restarts, 2, 'each crash point killed the learner once');
+  await assertCommittedRun(store, runId, TOTAL);
+  assert.equal(await weightsSha(store, runId, TOTAL), reference, "weights equal the uninterrupted run's");
+});
+
+test('the export of a pretrained run loads back with its config, tokenizer and chat template', async () => {
+  const { runId } = await uninterrupted();
+  const dir = mkdtempSync(join(tmpdir(), 'pretrained-export-'));
+  try {
+    await exportRun(storeUri, runId, TOTAL, dir);
+    const back = await loadHfModel(dir, { requireTokenizer: true });
+    assert.deepEqual(back.config, parseModelConfig(JSON.parse(readFileSync(join(QWEN3, 'config.json'), 'utf8'))));
+    assert.equal(readFileSync(join(dir, 'chat_template.jinja'), 'utf8'), readFileSync(join(QWEN3, 'chat_template.jinja'), 'utf8'));
+    assert.deepEqual(back.tokenizer!.encode('12+34=46'), (await loadRun(store, runId)).run.tokenizer.encode('12+34=46'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
