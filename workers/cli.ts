@@ -12,6 +12,7 @@
  *   durable-rl demo                       the reward-annotation demo
  *   durable-rl annotate <key>             start reward annotation of an Arrow file in the store
  *   durable-rl make-sample                write a sample annotation input to the store
+ *   durable-rl make-dataset gsm8k-style   write the example dataset: GSM8K-style word problems as JSONL
  *   durable-rl worker                     run workers (all queues, or --queues a,b)
  *
  * `npm start` is `train --follow --with-workers`: the main job. Temporal from DURABLE_RL_TEMPORAL_*
@@ -19,10 +20,12 @@
  * and exit non-zero: 2 for a bad command line, config or unknown run, 1 for anything else.
  */
 import './cli-env.js';
-import { resolve } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../activities/common/config.js';
+import { wordProblemsJsonl } from '../activities/data/gsm8k-style.js';
 import type { AnnotateRewardsResult } from '../activities/reward/annotate-types.js';
 import type { writeSampleInputs as WriteSampleInputs } from '../activities/reward/annotate-activities.js';
 import { QUEUE_NAMES, TASK_QUEUES } from '../workflows/task-queues.js';
@@ -60,6 +63,10 @@ training runs:
   export <run>              export a checkpoint (model.safetensors, config.json, ONNX graphs) to a directory
   runs                      recent training runs with their search attributes
 
+datasets:
+  make-dataset gsm8k-style  write GSM8K-style arithmetic word problems (templated, seeded) as JSONL with the
+                            columns question, prompt, completion, answer (docs/configs/gsm8k-style.yaml)
+
 reward annotation:
   demo                      score a generated sample with the annotateRewards workflow
   annotate <input-key>      start annotateRewards on an Arrow file (schema annotation_inputs) in the store
@@ -74,10 +81,12 @@ options:
                             one line per change otherwise), then the result and the report
   --with-workers            train, resume-from: run the all-in-one workers in this process until the run ends
   --name NAME               train: the run's name (prefix of its id)
-  --seed N                  train: the run's seed
+  --seed N                  train: the run's seed; make-dataset: the problems' seed (default 1)
   --step N                  resume-from, export: the checkpoint after step N (default: the latest)
   --out PATH                report: the HTML file (default ./durable-rl-reports/<run>.html);
-                            export: the directory (default ./durable-rl-exports/<run>[-step-N])
+                            export: the directory (default ./durable-rl-exports/<run>[-step-N]);
+                            make-dataset: the JSONL file (default ./data/gsm8k-style.jsonl)
+  --rows N                  make-dataset: rows to write (default 5000)
   --save DIR                replay: also write each execution's history as JSON (replay test fixtures)
   --limit N                 runs: how many (default 20)
   --job ID                  job id / workflow id (annotate, demo)
@@ -128,6 +137,7 @@ async function main(argv: string[]): Promise<number> {
         limit: { type: 'string' },
         job: { type: 'string' },
         records: { type: 'string' },
+        rows: { type: 'string' },
         key: { type: 'string' },
         'shard-size': { type: 'string' },
         reward: { type: 'string' },
@@ -185,6 +195,17 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'runs':
       return runsCommand(int(values.limit, 'limit', 20));
+    case 'make-dataset': {
+      const kind = arg(rest, command, 'the kind of dataset (gsm8k-style)');
+      if (kind !== 'gsm8k-style') throw new UsageError(`unknown dataset kind "${kind}"; make-dataset writes gsm8k-style`);
+      const out = resolve(values.out ?? 'data/gsm8k-style.jsonl');
+      const rows = int(values.rows, 'rows', 5000);
+      const seed = int(values.seed, 'seed', 1);
+      mkdirSync(dirname(out), { recursive: true });
+      writeFileSync(out, wordProblemsJsonl(seed, rows));
+      say(`wrote ${rows} GSM8K-style word problems (seed ${seed}) to ${out}`);
+      return 0;
+    }
     case 'make-sample': {
       const key = values.key ?? 'inputs/sample.arrow';
       const n = await sampleInputs(store, key, int(values.records, 'records', 2000), 1);
