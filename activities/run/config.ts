@@ -346,8 +346,12 @@ const modelObjectSchema = z.strictObject({
    * initStd) must be left out. Default null: train from scratch.
    */
   from: z.string().min(1).nullable().default(null),
-  /** Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU; default) or 'gpt2' (LayerNorm, learned positions, GELU). */
-  type: z.enum(['llama', 'gpt2']).optional(),
+  /**
+   * Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU; default), 'qwen3' (llama with an RMSNorm
+   * over each query and key head; exported as a Qwen3ForCausalLM directory) or 'gpt2' (LayerNorm,
+   * learned positions, GELU).
+   */
+  type: z.enum(['llama', 'qwen3', 'gpt2']).optional(),
   /** Width of the residual stream (default 128). */
   hidden: posInt.optional(),
   /** Transformer blocks (default 2). */

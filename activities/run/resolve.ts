@@ -92,7 +92,7 @@ function scratchModel(config: RunConfig, task: Task, tokenizer: CharTokenizer, l
       )
     : parseModelConfig(
         {
-          model_type: 'llama',
+          model_type: m.type === 'qwen3' ? 'qwen3' : 'llama',
           vocab_size: tokenizer.vocabSize,
           hidden_size: hidden,
           num_hidden_layers: m.layers,

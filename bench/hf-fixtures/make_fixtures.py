@@ -900,7 +900,16 @@ def check_export(directory, expect, tol):
             if raw.encode(text, add_special_tokens=False).ids != ids:
                 failures.append(f"tokenizer.json and {type(tok).__name__} tokenise {text!r} differently")
     else:
-        failures.append("the tokenizer has no chat template")
+        # a base model (e.g. durable-rl's char-tokenizer models trained from scratch): a plain prompt
+        text = "123+045="
+        ids = tok(text)["input_ids"]
+        print(f"no chat template; plain prompt {text!r} -> {ids}")
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits
+        if not torch.isfinite(logits).all():
+            failures.append("the plain prompt's logits are not finite")
+        else:
+            print(f"next token after the prompt: {int(logits[0, -1].argmax())} ({tok.decode([int(logits[0, -1].argmax())])!r})")
     if expect:
         want = json.loads(Path(expect).read_text())
         ids = torch.tensor(want["input_ids"])

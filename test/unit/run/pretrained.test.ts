@@ -194,4 +194,35 @@ describe('initRun of a pretrained run', () => {
     const weights = checkParameters(back.config, (await readCheckpointDir(src)).tensors, src);
     for (const [name, t] of weights) assert.deepEqual(back.tensors.get(name)!.data, t.data, name);
   });
+
+  it('a Qwen3 trained from scratch exports as a Qwen3ForCausalLM directory that a from-run starts from bit for bit (the README example)', async () => {
+    const store0 = pathToFileURL(join(work, 'store-scratch')).href;
+    const scratch = parseRunConfig({
+      name: 'tiny-qwen3',
+      store: store0,
+      model: { type: 'qwen3', hidden: 32, layers: 1, heads: 2 },
+      phases: [{ kind: 'sft', steps: 1 }],
+    });
+    await initRun({ storeUri: store0, runId: 'scratch', config: scratch, resumeFrom: null });
+    const dir = join(work, 'tiny-qwen3');
+    await exportRun(store0, 'scratch', 0, dir);
+    const exported = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(exported.model_type, 'qwen3');
+    assert.deepEqual(exported.architectures, ['Qwen3ForCausalLM']);
+    const config = configFrom(dir, { name: 'from-tiny-qwen3' });
+    const run = await checkRunConfig(config);
+    assert.equal(run.tokenizer.kind, 'char', "the exported char tokenizer is read back as the run's char tokenizer");
+    assert.deepEqual(run.encodePrompt('1+2='), [run.tokenizer.bosId, ...run.tokenizer.encode('1+2=', { addSpecialTokens: false })]);
+    await initRun({ storeUri: config.store, runId: 'from-scratch', config, resumeFrom: null });
+    const store = openStore(config.store);
+    const store1 = openStore(store0);
+    try {
+      const a = await loadWeights(store1, 'scratch', 0);
+      const b = await loadWeights(store, 'from-scratch', 0);
+      for (const [name, t] of a) assert.deepEqual(b.get(name)!.data, t.data, name);
+    } finally {
+      await store.close();
+      await store1.close();
+    }
+  });
 });
