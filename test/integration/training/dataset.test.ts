@@ -133,13 +133,14 @@ test('a JSONL dataset run across SIGKILLs and continue-as-new: each rl step read
     const run = await startTrainingRun(t.client, config);
     const result = await run.result();
     assert.equal(result.status, 'completed');
-    // each point that fired left its marker and killed one worker (a point the run got past without reaching it leaves none)
-    const fired = readdirSync(onceDir);
-    assert.ok(fired.length >= 2, `workers were killed mid-step (${fired.join(', ')})`);
-    assert.equal(
-      workers.reduce((n, w) => n + w.restarts, 0),
-      fired.length,
-      'each crash that fired killed a worker once',
+    // Each point left its marker and killed its worker once. (A point is missed only when a worker
+    // outside this test took the activity: another process polling the same task queues on a
+    // shared server — run the integration tests on servers of their own, DURABLE_RL_STATE_DIR.)
+    assert.deepEqual(readdirSync(onceDir).sort(), [...points].sort(), 'every crash point was reached');
+    assert.deepEqual(
+      workers.map((w) => w.restarts),
+      [1, 1, 2],
+      'the rollout worker died once, the reward worker once, the learner twice (learner@4, commit@5)',
     );
     await assertCommittedRun(store, run.runId, total);
     const items = await assertStepsFollowTheOrder(store, run.runId, config, 1, total);
