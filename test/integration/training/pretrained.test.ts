@@ -21,11 +21,13 @@ import { readArtifact } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
-import { startTrainingRun } from '../../../workers/train-client.js';
+import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
+import { loadRunReport, renderReport } from '../../../activities/report/index.js';
+import { committedSteps } from '../../../activities/store/manifest.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { lazyFixture } from '../../support/fixture.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { assertCommittedRun, superviseWorker, tinyRunConfig, weightsSha } from '../../support/training.js';
+import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor, weightsSha } from '../../support/training.js';
 
 const QWEN3 = fileURLToPath(new URL('../../fixtures/hf/qwen3', import.meta.url));
 const storeDir = mkdtempSync(join(tmpdir(), 'training-pretrained-'));
@@ -49,19 +51,28 @@ after(async () => {
   rmSync(storeDir, { recursive: true, force: true });
 });
 
-/** Trains the run with one worker process per queue, killed at `crashAt` (once each) and restarted; returns the run id. */
-async function train(crashAt: string[]): Promise<{ runId: string; restarts: number }> {
+/** Runs `fn` with one worker process per queue, killed at `crashAt` (once each) and restarted; returns its result and the restarts. */
+async function withWorkers<T>(crashAt: string[], fn: () => Promise<T>): Promise<{ result: T; restarts: number }> {
   const onceDir = mkdtempSync(join(tmpdir(), 'pretrained-crash-once-'));
   const env: Record<string, string> = crashAt.length ? { DURABLE_RL_CRASH_AT: crashAt.join(','), DURABLE_RL_CRASH_ONCE: onceDir } : {};
   const workers = await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...env })));
   try {
-    const run = await startTrainingRun(t.client, config());
-    assert.equal((await run.result()).status, 'completed');
-    return { runId: run.runId, restarts: workers.reduce((n, w) => n + w.restarts, 0) };
+    const result = await fn();
+    return { result, restarts: workers.reduce((n, w) => n + w.restarts, 0) };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     rmSync(onceDir, { recursive: true, force: true });
   }
+}
+
+/** Trains the run to the end; returns its id. */
+async function train(crashAt: string[]): Promise<{ runId: string; restarts: number }> {
+  const { result, restarts } = await withWorkers(crashAt, async () => {
+    const run = await startTrainingRun(t.client, config());
+    assert.equal((await run.result()).status, 'completed');
+    return run.runId;
+  });
+  return { runId: result, restarts };
 }
 
 const uninterrupted = lazyFixture(async () => {
@@ -103,4 +114,20 @@ test('the export of a pretrained run loads back with its config, tokenizer and c
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('resume-from a terminated pretrained run ends with the uninterrupted weights, and its report renders', async () => {
+  const reference = (await uninterrupted()).sha;
+  const { result: resumed } = await withWorkers([], async () => {
+    const b = await startTrainingRun(t.client, config());
+    await waitFor('step 2 of the run to commit', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
+    await b.handle.terminate('test: the run dies');
+    const c = await resumeFromRun(t.client, b.runId);
+    assert.equal((await c.result()).status, 'completed');
+    return c;
+  });
+  await assertCommittedRun(store, resumed.runId, TOTAL, resumed.checkpoint);
+  assert.equal(await weightsSha(store, resumed.runId, TOTAL), reference, "resume-from gives the uninterrupted run's weights");
+  const report = renderReport(await loadRunReport(store, resumed.runId));
+  assert.ok(report.includes(resumed.runId) && report.includes('<svg'), 'the report names the run and charts it');
 });
