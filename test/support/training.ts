@@ -29,7 +29,7 @@ export function tinyRunConfig(store: string, overrides: Partial<RunConfigInput> 
     learner: { microBatchSize: 16 },
     eval: { prompts: 16, passK: 2 },
     engine: { threads: 1 },
-    workflow: { heartbeatTimeoutSeconds: 3, maxAttempts: 30 },
+    workflow: { heartbeatTimeoutSeconds: 3 },
     ...overrides,
   });
 }

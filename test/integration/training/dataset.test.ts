@@ -75,7 +75,7 @@ function dataConfig(over: Partial<RunConfigInput> = {}): RunConfig {
     learner: { microBatchSize: 16 },
     eval: { prompts: 16, passK: 2 },
     engine: { threads: 1 },
-    workflow: { heartbeatTimeoutSeconds: 3, maxAttempts: 30, continueAsNewEvery: 2 },
+    workflow: { heartbeatTimeoutSeconds: 3, continueAsNewEvery: 2 },
     ...over,
   });
 }
