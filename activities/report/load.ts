@@ -67,8 +67,8 @@ export interface EvalRow {
   step: number;
   /** What produced the evaluated weights: "init" (no training yet) or the phase kind ("sft", "rl", "online_dpo", "dpo", "reward_model"). */
   phase: 'sft' | 'rl' | 'online_dpo' | 'dpo' | 'reward_model' | 'init';
-  /** Fraction of prompts answered correctly by greedy decoding, 0..1. */
-  greedy_accuracy: number;
+  /** Fraction of prompts answered correctly by greedy decoding, 0..1; null when the run's reward judges no correctness (mean reward only). */
+  greedy_accuracy: number | null;
   /** pass@k (Chen et al. 2021, unbiased estimator) when sampled evaluation ran, else null. */
   pass_at_k: { k: number; value: number } | null;
   mean_reward: number;
@@ -310,7 +310,8 @@ export function parseEvalJson(json: unknown, runId: string, policyVersion: numbe
   if (!nonNegInt(step)) return `step must be a non-negative integer, got ${JSON.stringify(step)}`;
   if (phase !== 'sft' && phase !== 'rl' && phase !== 'online_dpo' && phase !== 'dpo' && phase !== 'reward_model' && phase !== 'init')
     return `phase must be "sft", "rl", "online_dpo", "dpo", "reward_model" or "init", got ${JSON.stringify(phase)}`;
-  if (!finiteNumber(acc) || acc < 0 || acc > 1) return `greedy_accuracy must be a number in 0..1, got ${JSON.stringify(acc)}`;
+  if (acc !== null && (!finiteNumber(acc) || acc < 0 || acc > 1))
+    return `greedy_accuracy must be null or a number in 0..1, got ${JSON.stringify(acc)}`;
   let passAtK: EvalRow['pass_at_k'] = null;
   if (pak !== null && pak !== undefined) {
     if (!isObject(pak) || !nonNegInt(pak.k) || pak.k < 1 || !finiteNumber(pak.value) || pak.value < 0 || pak.value > 1) {

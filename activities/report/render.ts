@@ -5,8 +5,11 @@
  * references, error messages, config) is HTML-escaped.
  *
  * The page: a header (run id, name, store, resume history, steps and phases, evaluation accuracy
- * before and after RL, warnings), charts of the step metrics and of the evaluations by step, the
- * sample table of the last RL step, the latest evaluation's samples, and the run's config.
+ * before and after RL, warnings), charts of the step metrics (with the reward's components, one
+ * line per `reward/<name>` of the step metrics' extras: each function of `reward.functions`) and of
+ * the evaluations by step (accuracy and pass@k; mean reward), the sample table of the last RL step,
+ * the latest evaluation's samples, and the run's config. An evaluation without accuracy (a reward
+ * that judges no correctness) is shown by its mean reward.
  */
 import { finite, formatValue, lineChart, type PhaseSpan, type Series } from './chart.js';
 import type { EvalRow, RunReportData, TreeNodeView } from './load.js';
@@ -103,6 +106,46 @@ function metricCharts(data: RunReportData, phases: PhaseSpan[], xDomain: [number
   });
 }
 
+/**
+ * The reward's components by step: one series per top-level component `reward/<name>` found in
+ * the steps' `extra` (mean per scored sample; a run's `reward.functions` log one per function,
+ * `reward/<id>`), in name order. Nested components (`reward/<id>/<name>`) are left out. Null when
+ * no step has one (sft-only runs, runs from before components were logged).
+ */
+export function componentsChart(
+  data: RunReportData,
+  phases: PhaseSpan[],
+  xDomain: [number, number],
+  maxPoints: number | undefined,
+): string | null {
+  const keys = [...new Set(data.steps.flatMap((s) => Object.keys(s.extra ?? {}).filter((k) => /^reward\/[^/]+$/.test(k))))].sort();
+  if (keys.length === 0) return null;
+  return lineChart({
+    id: 'reward_components',
+    title: 'Reward components (mean per sample)',
+    yLabel: 'reward',
+    x: data.steps.map((s) => s.step),
+    series: keys.map((k) => ({ label: k, values: data.steps.map((s) => s.extra?.[k] ?? null) })),
+    phases,
+    xDomain,
+    maxPoints,
+  });
+}
+
+/** Mean reward of the greedy completions at each evaluation: the measure of a reward that judges no correctness. */
+function evalRewardChart(evals: readonly EvalRow[], phases: PhaseSpan[], xDomain: [number, number], maxPoints: number | undefined): string {
+  return lineChart({
+    id: 'eval_reward',
+    title: 'Evaluation mean reward (greedy completions)',
+    yLabel: 'reward',
+    x: evals.map((e) => e.step),
+    xDomain,
+    phases,
+    maxPoints,
+    series: [{ label: 'mean reward', values: evals.map((e) => e.mean_reward) }],
+  });
+}
+
 function evalChart(evals: readonly EvalRow[], phases: PhaseSpan[], xDomain: [number, number], maxPoints: number | undefined): string {
   const ks = [...new Set(evals.flatMap((e) => (e.pass_at_k ? [e.pass_at_k.k] : [])))];
   const passLabel = ks.length === 1 ? `pass@${ks[0]}` : 'pass@k';
@@ -142,9 +185,11 @@ function header(data: RunReportData): string {
   const rl = data.steps.filter((s) => s.phase === 'rl');
   const { before, after } = accuracyBeforeAfterRl(data);
   const evalText = (e: EvalRow | null) =>
-    e
-      ? `${pct(e.greedy_accuracy)} greedy${e.pass_at_k ? `, pass@${e.pass_at_k.k} ${pct(e.pass_at_k.value)}` : ''} (step ${e.step})`
-      : 'no evaluation';
+    !e
+      ? 'no evaluation'
+      : e.greedy_accuracy === null
+        ? `mean reward ${formatValue(e.mean_reward)} (step ${e.step})`
+        : `${pct(e.greedy_accuracy)} greedy${e.pass_at_k ? `, pass@${e.pass_at_k.k} ${pct(e.pass_at_k.value)}` : ''} (step ${e.step})`;
   const rows: [string, string][] = [
     ['run', data.run_id],
     ['name', data.name ?? '—'],
@@ -284,7 +329,13 @@ figure.tree li { margin: 3px 0; } .node { font-family: monospace; font-weight: 6
 export function renderReport(data: RunReportData, opts: RenderOptions = {}): string {
   const phases = phaseSpans(data.steps);
   const xDomain = xDomainOf(data);
-  const charts = [...metricCharts(data, phases, xDomain, opts.maxPoints), evalChart(data.evals, phases, xDomain, opts.maxPoints)];
+  const components = componentsChart(data, phases, xDomain, opts.maxPoints);
+  const charts = [
+    ...metricCharts(data, phases, xDomain, opts.maxPoints),
+    ...(components ? [components] : []),
+    evalChart(data.evals, phases, xDomain, opts.maxPoints),
+    evalRewardChart(data.evals, phases, xDomain, opts.maxPoints),
+  ];
   return (
     '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
     `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>` +

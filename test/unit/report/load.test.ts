@@ -228,7 +228,23 @@ describe('loadRunReport', () => {
       assert.equal(d.evals.length, 0);
       assert.equal(d.warnings.length, 2);
       assert.match(d.warnings.join('\n'), /step 1 of run r left out: .*sha256/);
-      assert.match(d.warnings.join('\n'), /evaluation left out: .*eval\.json: greedy_accuracy must be a number in 0\.\.1, got 7/);
+      assert.match(d.warnings.join('\n'), /evaluation left out: .*eval\.json: greedy_accuracy must be null or a number in 0\.\.1, got 7/);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('reads an evaluation without accuracy (greedy_accuracy null, pass_at_k null: a reward that judges no correctness) with its mean reward', async () => {
+    const { store, cleanup } = await tempStore();
+    try {
+      await commitSftStep(store, 'r', 0);
+      await commitEval(store, 'r', evalOf(1, 1, 'sft', 0, { greedy_accuracy: null, pass_at_k: null, mean_reward: 0.375 }));
+      const d = await loadRunReport(store, 'r');
+      assert.deepEqual(d.warnings, []);
+      assert.deepEqual(
+        d.evals.map((e) => [e.greedy_accuracy, e.pass_at_k, e.mean_reward]),
+        [[null, null, 0.375]],
+      );
     } finally {
       await cleanup();
     }

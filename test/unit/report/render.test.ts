@@ -5,6 +5,7 @@ import { downsampleMinMax, lineChart, niceTicks } from '../../../activities/repo
 import { loadRunReport } from '../../../activities/report/load.js';
 import { METRIC_CHARTS, renderReport } from '../../../activities/report/render.js';
 import type { EvalRow } from '../../../activities/report/load.js';
+import type { MetricsRow } from '../../../activities/store/schemas.js';
 import { commitEval, commitRlStep, commitSftStep, reportData, samples, tempStore } from './helpers.js';
 
 /** The `<svg data-chart="id">...</svg>` element of a chart. */
@@ -50,7 +51,8 @@ describe('renderReport', () => {
       await commitEval(store, 'run-1', { ...evalRow(6, 0.6, 0.9) });
       const html = renderReport(await loadRunReport(store, 'run-1'));
 
-      assert.equal((html.match(/<svg\b/g) ?? []).length, METRIC_CHARTS.length + 1);
+      // the metric charts, evaluation accuracy and evaluation mean reward (no reward components logged here)
+      assert.equal((html.match(/<svg\b/g) ?? []).length, METRIC_CHARTS.length + 2);
       const count = (id: string) => polylines(chartSvg(html, id)).map((p) => [p.series, p.points.length]);
       assert.deepEqual(count('reward'), [['reward mean', 4]]);
       assert.deepEqual(count('kl'), [['KL', 4]]);
@@ -61,6 +63,8 @@ describe('renderReport', () => {
         ['greedy accuracy', 3],
         ['pass@8', 2],
       ]);
+      assert.deepEqual(count('eval_reward'), [['mean reward', 3]]);
+      assert.doesNotMatch(html, /data-chart="reward_components"/);
       // The reward band: mean ± std over the 4 RL steps (4 upper + 4 lower vertices).
       const band = /<polygon class="band"[^>]*points="([^"]*)"/.exec(chartSvg(html, 'reward'));
       assert.equal(band![1]!.split(' ').length, 8);
@@ -175,6 +179,41 @@ describe('renderReport', () => {
     assert.match(html, /eval accuracy before RL<\/th><td>25\.0% greedy, pass@8 50\.0% \(step 2\)/);
     assert.match(html, /eval accuracy after RL<\/th><td>75\.0% greedy, pass@8 87\.5% \(step 4\)/);
     assert.match(html, /phases<\/th><td>SFT 0–1 \(2\), RL 2–3 \(2\)/);
+  });
+
+  it('charts reward/<name> components of the steps: reward/correctness and reward/format over 3 rl steps after 1 sft step, nested reward/correctness/answered left out', () => {
+    const steps: Partial<MetricsRow>[] = [
+      { phase: 'sft', extra: {} },
+      { extra: { 'reward/correctness': 0.25, 'reward/format': 0.5, 'reward/correctness/answered': 1, kl_sum: 3 } },
+      { extra: { 'reward/correctness': 0.5, 'reward/format': 0.75, 'reward/correctness/answered': 1 } },
+      { extra: { 'reward/correctness': 0.75, 'reward/format': 1 } },
+    ];
+    const svg = chartSvg(renderReport(reportData(steps)), 'reward_components');
+    assert.deepEqual(
+      polylines(svg).map((p) => [p.series, p.points.length]),
+      [
+        ['reward/correctness', 3],
+        ['reward/format', 3],
+      ],
+    );
+    assert.match(svg, /Reward components \(mean per sample\)/);
+    // higher values higher: reward/format's last point (1) above reward/correctness's (0.75)
+    const [correctness, format] = polylines(svg);
+    assert.ok(format!.points[2]![1] < correctness!.points[2]![1]);
+  });
+
+  it('an evaluation without accuracy (a reward that judges no correctness) shows its mean reward: in the header and the mean-reward chart, the accuracy chart "not measured"', () => {
+    const steps = [0, 1, 2, 3].map((i) => ({ phase: (i < 2 ? 'sft' : 'rl') as 'sft' | 'rl' }));
+    const noAcc = (step: number, reward: number): EvalRow => ({ ...evalRow(step, 0, null), greedy_accuracy: null, mean_reward: reward });
+    const html = renderReport(reportData(steps, { evals: [noAcc(0, 0.125), noAcc(2, 0.25), noAcc(4, 0.625)] }));
+    assert.match(html, /eval accuracy before RL<\/th><td>mean reward 0\.25\d* \(step 2\)/);
+    assert.match(html, /eval accuracy after RL<\/th><td>mean reward 0\.625\d* \(step 4\)/);
+    assert.match(chartSvg(html, 'eval'), /not measured/);
+    assert.equal(polylines(chartSvg(html, 'eval')).length, 0);
+    assert.deepEqual(
+      polylines(chartSvg(html, 'eval_reward')).map((p) => [p.series, p.points.length]),
+      [['mean reward', 3]],
+    );
   });
 
   it('reduces 10 000 steps to about 1000 points per chart and keeps the extremes', () => {
