@@ -18,6 +18,7 @@ import { committedSteps, readArtifact } from '../activities/store/manifest.js';
 import { openStore } from '../activities/store/open.js';
 import { decodeMetrics, type MetricsRow } from '../activities/store/schemas.js';
 import { up } from '../infra/index.js';
+import { evalText } from '../workers/cli-follow.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { startTrainingRun } from '../workers/train-client.js';
 import { createWorkers, ENTRYPOINT_CONCURRENCY } from '../workers/worker.js';
@@ -78,9 +79,7 @@ for (const phase of ['sft', 'rl'] as const) {
   console.log(`  ${line.join(' · ')}`);
 }
 for (const ev of result.evals) {
-  console.log(
-    `  eval checkpoint ${ev.policyVersion} (${ev.phase}): greedy ${(100 * ev.greedyAccuracy).toFixed(1)}%${ev.passAtK ? `, pass@${ev.passAtK.k} ${(100 * ev.passAtK.value).toFixed(1)}%` : ''}`,
-  );
+  console.log(`  eval ${evalText(ev)}`);
 }
 console.log(
   `  overhead (wall − step time − evals): ${(seconds - sum(rows.map((m) => m.step_seconds))).toFixed(1)} s (initRun, evaluations, workflow tasks between steps)`,

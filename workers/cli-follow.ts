@@ -44,7 +44,9 @@ function metricsText(p: RunProgress): string {
   return parts.join(' · ');
 }
 
+/** An evaluation in one line: greedy accuracy and pass@k; the mean reward where the reward judges no correctness (accuracy null). */
 export function evalText(e: EvalSummary): string {
+  if (e.greedyAccuracy === null) return `checkpoint ${e.policyVersion} (${e.phase}): mean reward ${fmt(e.meanReward)}`;
   return `checkpoint ${e.policyVersion} (${e.phase}): greedy ${pct(e.greedyAccuracy)}${e.passAtK ? `, pass@${e.passAtK.k} ${pct(e.passAtK.value)}` : ''}`;
 }
 
@@ -52,7 +54,13 @@ export function evalText(e: EvalSummary): string {
 export function progressLine(p: RunProgress): string {
   const phase = p.phase === 'done' ? '' : ` · phase ${p.phase}`;
   const m = metricsText(p);
-  return `${p.status}${phase} · ${stepText(p)} · ${stageText(p, false)}${m ? ` · last step: ${m}` : ''}`;
+  const blocked = (p.blocked ?? []).map((b) => ` · blocked in ${b.stage}: ${b.error}`).join('');
+  return `${p.status}${phase} · ${stepText(p)} · ${stageText(p, false)}${m ? ` · last step: ${m}` : ''}${blocked}`;
+}
+
+/** A blocked call in one line: where, why, and what happens next (retrying by itself, or waiting for `retry` / `stop`). */
+export function blockedText(b: NonNullable<RunProgress['blocked']>[number]): string {
+  return `blocked in ${b.stage} (${b.summary}), ${b.calls} call${b.calls === 1 ? '' : 's'} gave up: ${b.type}: ${b.error} — ${b.kind === 'retrying' ? 'retrying by itself' : `fix the cause, then durable-rl retry (or stop)`}`;
 }
 
 export function evalLine(e: EvalSummary): string {
@@ -67,6 +75,7 @@ export function progressBlock(p: RunProgress): string[] {
   ];
   const m = metricsText(p);
   if (m) lines.push(`last step: ${m}`);
+  for (const b of p.blocked ?? []) lines.push(blockedText(b));
   if (p.rewardTrend.length > 1) lines.push(`reward trend (${p.rewardTrend.length} rl steps): ${sparkline(p.rewardTrend)}`);
   for (const e of p.evals) lines.push(`eval ${evalText(e)}`);
   return lines;

@@ -20,6 +20,7 @@ import { openStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
 import { QUEUE_NAMES } from '../workflows/task-queues.js';
 import type { RunProgress } from '../workflows/run-details.js';
+import type { ControlAction } from '../workflows/run-control.js';
 import { progressQuery, type TrainingRunResult, type trainingRun } from '../workflows/training-run.js';
 import { causeMessage, index, resolveTemporal, say, sleep, UsageError } from './cli-common.js';
 import { beforeAfterRl, evalText, Follower, progressBlock } from './cli-follow.js';
@@ -29,6 +30,7 @@ import {
   pauseRun,
   resumeFromRun,
   resumeRun,
+  retryRun,
   runHandle,
   runSource,
   startTrainingRun,
@@ -226,12 +228,16 @@ function printResult(r: TrainingRunResult): void {
     `run ${r.runId} ${r.status}: ${r.steps} step${r.steps === 1 ? '' : 's'} committed${r.lastCheckpointUri ? `, last checkpoint ${r.lastCheckpointUri}` : ''}`,
   );
   const { before, after } = beforeAfterRl(r.evals);
-  if (before && after) {
+  if (before && after && before.greedyAccuracy !== null && after.greedyAccuracy !== null) {
     say(`eval accuracy before RL: ${evalText(before)}`);
     say(`eval accuracy after RL:  ${evalText(after)}`);
     say(
       `greedy accuracy ${(100 * before.greedyAccuracy).toFixed(1)}% → ${(100 * after.greedyAccuracy).toFixed(1)}% (${after.greedyAccuracy >= before.greedyAccuracy ? '+' : ''}${(100 * (after.greedyAccuracy - before.greedyAccuracy)).toFixed(1)} points)`,
     );
+  } else if (before && after) {
+    // a reward that judges no correctness: the mean reward is the measure
+    say(`eval before RL: ${evalText(before)}`);
+    say(`eval after RL:  ${evalText(after)}`);
   } else {
     for (const e of r.evals) say(`eval ${evalText(e)}`);
   }
@@ -305,7 +311,7 @@ function printResultIndented(r: TrainingRunResult): void {
   );
   for (const e of r.evals) say(`  eval ${evalText(e)}`);
   const { before, after } = beforeAfterRl(r.evals);
-  if (before && after)
+  if (before && after && before.greedyAccuracy !== null && after.greedyAccuracy !== null)
     say(`  greedy accuracy before RL ${(100 * before.greedyAccuracy).toFixed(1)}% → after RL ${(100 * after.greedyAccuracy).toFixed(1)}%`);
 }
 
@@ -323,20 +329,20 @@ function attributesText(sa: SearchAttrs): string {
 
 // ── pause / resume / stop ──────────────────────────────────────────────────────────────────────
 
-export async function controlCommand(what: 'pause' | 'resume' | 'stop', runId: string): Promise<number> {
+export async function controlCommand(what: ControlAction, runId: string): Promise<number> {
   const client = await connectClient(await resolveTemporal());
-  if (what === 'pause') {
-    await pauseRun(client, runId);
-    say(`pause requested: ${runId} finishes and commits its current step, then waits (durable-rl resume ${runId})`);
-  } else if (what === 'resume') {
-    await resumeRun(client, runId);
-    say(`resume requested: ${runId} goes on with its next step`);
-  } else {
-    await stopRun(client, runId);
-    say(
-      `stop requested: ${runId} finishes and commits its current step, then ends as stopped (continue it later with durable-rl resume-from ${runId})`,
-    );
-  }
+  const r =
+    what === 'pause'
+      ? await pauseRun(client, runId)
+      : what === 'resume'
+        ? await resumeRun(client, runId)
+        : what === 'stop'
+          ? await stopRun(client, runId)
+          : await retryRun(client, runId);
+  // e.g. "pause: tiny-… pauses before step 4: step 3 finishes and is committed first"
+  say(`${what}: ${runId} ${r.message}${r.step !== null ? ` [step ${r.step}]` : ''}`);
+  if (what === 'stop') say(`continue it later with durable-rl resume-from ${runId}`);
+  if (what === 'pause') say(`durable-rl resume ${runId} goes on`);
   return 0;
 }
 

@@ -4,16 +4,25 @@
  * the text can be checked without a server.
  */
 import type { StepMetrics } from '../activities/run/types.js';
+import { blockedLines, type BlockedCall } from './run-control.js';
 
-export type RunStatus = 'starting' | 'running' | 'paused' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
+/**
+ * DurableRlStatus. `blocked`: a stage cannot go on (an outage outlasting its retry window, or an
+ * error retrying cannot fix); the current details name the stage and the error (run-control.ts).
+ * `failed` is left to runs of earlier code and to workflow bugs: a run no longer fails by itself.
+ */
+export type RunStatus = 'starting' | 'running' | 'paused' | 'blocked' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
 export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
 
 /** A short evaluation record kept in the workflow (the full one is in the store). */
 export interface EvalSummary {
   policyVersion: number;
   phase: string;
-  greedyAccuracy: number;
+  /** null when the run's reward does not judge correctness (reward.functions, none verifiable): mean reward only. */
+  greedyAccuracy: number | null;
   passAtK: { k: number; value: number } | null;
+  /** Mean reward of the greedy completions (absent in evaluations recorded before it was kept). */
+  meanReward?: number;
   uri: string;
 }
 
@@ -36,6 +45,8 @@ export interface RunProgress {
   lastCheckpointUri: string | null;
   executions: number;
   model: string;
+  /** The calls the run is blocked on (absent or empty: not blocked). */
+  blocked?: BlockedCall[];
 }
 
 /** The progress plus what the details show beyond it. */
@@ -48,6 +59,8 @@ export interface RunDetails extends RunProgress {
   phases: number;
   task: string;
   seed: number;
+  /** Workflow time of the snapshot (ms), for how long a blocked call has waited. */
+  now?: number;
 }
 
 const SPARK = '▁▂▃▄▅▆▇█';
@@ -80,13 +93,14 @@ export function renderRunDetails(d: RunDetails): string {
   if (d.rewardTrend.length > 0)
     lines.push(`- **reward trend** (last ${d.rewardTrend.length} rl steps): \`${sparkline(d.rewardTrend)}\` ${fmt(d.rewardTrend.at(-1))}`);
   if (d.evals.length > 0) {
-    lines.push('', '| checkpoint | phase | greedy accuracy | pass@k |', '| --- | --- | --- | --- |');
+    lines.push('', '| checkpoint | phase | greedy accuracy | pass@k | mean reward |', '| --- | --- | --- | --- | --- |');
     for (const e of d.evals)
       lines.push(
-        `| ${e.policyVersion} | ${e.phase} | ${(100 * e.greedyAccuracy).toFixed(1)}% | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} |`,
+        `| ${e.policyVersion} | ${e.phase} | ${e.greedyAccuracy === null ? '–' : `${(100 * e.greedyAccuracy).toFixed(1)}%`} | ${e.passAtK ? `pass@${e.passAtK.k} ${(100 * e.passAtK.value).toFixed(1)}%` : '–'} | ${fmt(e.meanReward)} |`,
       );
     lines.push('');
   }
+  lines.push(...blockedLines(d.blocked ?? [], d.now ?? 0));
   // runPrefix(runId) of activities/store/keys.ts, spelled here because workflow code may import
   // only types from activities/; test/unit/workflows/run-details.test.ts checks the two agree.
   lines.push(`- **store:** \`${d.storeUri}\` · run data under \`runs/${d.runId}/\``);

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bar, beforeAfterRl, Follower, progressBlock, progressLine } from '../../../workers/cli-follow.js';
+import { bar, beforeAfterRl, evalText, Follower, progressBlock, progressLine } from '../../../workers/cli-follow.js';
 import type { EvalSummary, RunProgress } from '../../../workflows/run-details.js';
 
 const ev = (policyVersion: number, phase: string, greedyAccuracy: number): EvalSummary => ({
@@ -107,4 +107,12 @@ test('before RL is the last evaluation of weights no RL step trained; after RL t
   assert.equal(noSft.after?.policyVersion, 4);
   const sftOnly = beforeAfterRl([ev(0, 'init', 0.1), ev(4, 'sft', 0.3)]);
   assert.equal(sftOnly.after, null);
+});
+
+test('an evaluation without accuracy (a reward that judges no correctness) reads as its mean reward: "checkpoint 3 (rl): mean reward 0.375"', () => {
+  assert.equal(
+    evalText({ ...ev(3, 'rl', 0), greedyAccuracy: null, passAtK: null, meanReward: 0.375 }),
+    'checkpoint 3 (rl): mean reward 0.375',
+  );
+  assert.equal(evalText(ev(3, 'rl', 0.5)), 'checkpoint 3 (rl): greedy 50.0%, pass@4 60.0%');
 });

@@ -45,7 +45,7 @@ test('a run commits every step once across continue-as-new, evaluates, and shows
     result.evals.map((e) => e.policyVersion),
     [0, 2, 5],
   );
-  for (const e of result.evals) assert.ok(e.greedyAccuracy >= 0 && e.greedyAccuracy <= 1);
+  for (const e of result.evals) assert.ok(e.greedyAccuracy !== null && e.greedyAccuracy >= 0 && e.greedyAccuracy <= 1);
 
   // Continue-as-new every 2 steps: three executions in the chain, the last one completed.
   const executions: { runId: string; status: string; startTime: Date }[] = [];

@@ -43,14 +43,15 @@ test('fmt: 0.12345 → 0.123 (4 digits: 0.1235), null, undefined and NaN → an 
   for (const x of [null, undefined, Number.NaN, Number.POSITIVE_INFINITY]) assert.equal(fmt(x), '–');
 });
 
-test('a run after its first execution, at step 3 of 5 with last metrics, a reward trend of 0.2 then 0.6, two evaluations and its store URIs', () => {
+test('a run after its first execution, at step 3 of 5 with last metrics, a reward trend of 0.2 then 0.6, three evaluations (the last with no accuracy: its reward judges no correctness, mean reward only) and its store URIs', () => {
   const text = renderRunDetails(
     snapshot({
       lastMetrics: { reward_mean: 0.6, reward_std: 0.49, loss: 0.12345, kl: 0.00123, entropy: 1.5, clip_fraction: 0.1, step_seconds: 2.25 },
       rewardTrend: [0.2, 0.6],
       evals: [
-        { policyVersion: 0, phase: 'init', greedyAccuracy: 0.125, passAtK: { k: 2, value: 0.25 }, uri: 'e0' },
-        { policyVersion: 2, phase: 'sft', greedyAccuracy: 0.5, passAtK: null, uri: 'e2' },
+        { policyVersion: 0, phase: 'init', greedyAccuracy: 0.125, passAtK: { k: 2, value: 0.25 }, meanReward: 0.125, uri: 'e0' },
+        { policyVersion: 2, phase: 'sft', greedyAccuracy: 0.5, passAtK: null, meanReward: 0.5, uri: 'e2' },
+        { policyVersion: 3, phase: 'rl', greedyAccuracy: null, passAtK: null, meanReward: 0.75, uri: 'e3' },
       ],
       lastCheckpointUri: 'file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json',
       lastStepUri: 'file:///tmp/store/runs/tiny-1/steps/000002/manifest.json',
@@ -67,10 +68,11 @@ test('a run after its first execution, at step 3 of 5 with last metrics, a rewar
       '- **last step:** reward 0.600 ± 0.490 · loss 0.1235 · KL 0.0012 · entropy 1.500 · clip 0.100 · 2.3 s',
       '- **reward trend** (last 2 rl steps): `▁█` 0.600',
       '',
-      '| checkpoint | phase | greedy accuracy | pass@k |',
-      '| --- | --- | --- | --- |',
-      '| 0 | init | 12.5% | pass@2 25.0% |',
-      '| 2 | sft | 50.0% | – |',
+      '| checkpoint | phase | greedy accuracy | pass@k | mean reward |',
+      '| --- | --- | --- | --- | --- |',
+      '| 0 | init | 12.5% | pass@2 25.0% | 0.125 |',
+      '| 2 | sft | 50.0% | – | 0.500 |',
+      '| 3 | rl | – | – | 0.750 |',
       '',
       '- **store:** `file:///tmp/store` · run data under `runs/tiny-1/`',
       '- **last checkpoint:** `file:///tmp/store/runs/tiny-1/checkpoints/000003/manifest.json`',
