@@ -3,7 +3,7 @@
  *
  *   durable-rl train [config.yaml|json]   start a training run (the embedded defaults without a file)
  *   durable-rl status <run|job>           state and progress of a training run or an annotation job
- *   durable-rl pause|resume|stop <run>    control a running training run (between steps)
+ *   durable-rl pause|resume|stop|retry <run>  control a running training run (answers the step it takes effect at)
  *   durable-rl resume-from <run>          a new run from another run's committed checkpoint
  *   durable-rl replay <run>               replay every execution's history against the current code
  *   durable-rl report <run>               the run's HTML report
@@ -55,7 +55,9 @@ training runs:
   status <run>              status and progress of a training run (or of an annotation job)
   pause <run>               pause after the current step
   resume <run>              continue a paused run
-  stop <run>                finish the current step, then end as stopped
+  stop <run>                finish the current step, then end as stopped (a paused or blocked run: at once)
+  retry <run>               a run blocked on an error retrying cannot fix (after you fixed the cause): call the
+                            blocked stage again
   resume-from <run>         start a new run from <run>'s last committed checkpoint (or --step N's)
   replay <run>              replay every execution of the run against the current workflow code (exit 1
                             if any is non-deterministic)
@@ -182,6 +184,7 @@ async function main(argv: string[]): Promise<number> {
     case 'pause':
     case 'resume':
     case 'stop':
+    case 'retry':
       return controlCommand(command, arg(rest, command, 'a run id'));
     case 'report':
       return reportCommand(arg(rest, command, 'a run id'), { out: values.out, store: values.store });

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import {
   WorkflowIdConflictPolicy,
   WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
   type Client,
   type WorkflowExecutionDescription,
   type WorkflowHandle,
@@ -21,11 +22,16 @@ import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
 import type { RunProgress } from '../workflows/run-details.js';
+import type { ControlAction, ControlResult } from '../workflows/run-control.js';
 import {
   pauseSignal,
+  pauseUpdate,
   progressQuery,
   resumeSignal,
+  resumeUpdate,
+  retryUpdate,
   stopSignal,
+  stopUpdate,
   type TrainingRunInput,
   type TrainingRunResult,
   type trainingRun,
@@ -117,16 +123,54 @@ export async function runProgress(client: Client, runId: string): Promise<RunPro
   }
 }
 
-export async function pauseRun(client: Client, runId: string): Promise<void> {
-  await (await runningHandle(client, runId, 'pause')).signal(pauseSignal);
+/** What a control answered: the step at which it takes effect (null when a run's workers predate the Updates and a signal went instead). */
+export interface ControlAnswer extends Omit<ControlResult, 'step'> {
+  step: number | null;
 }
 
-export async function resumeRun(client: Client, runId: string): Promise<void> {
-  await (await runningHandle(client, runId, 'resume')).signal(resumeSignal);
+/** pause: the run finishes and commits its running step, then waits; refused (RunError, with the reason) when already paused or stopping. */
+export function pauseRun(client: Client, runId: string): Promise<ControlAnswer> {
+  return controlRun(client, runId, 'pause');
 }
 
-export async function stopRun(client: Client, runId: string, reason = 'stopped from the CLI'): Promise<void> {
-  await (await runningHandle(client, runId, 'stop')).signal(stopSignal, reason);
+/** resume: a paused run goes on (or a requested pause is withdrawn); refused when not paused. */
+export function resumeRun(client: Client, runId: string): Promise<ControlAnswer> {
+  return controlRun(client, runId, 'resume');
+}
+
+/** stop: the run ends after committing its running step (a paused or blocked run at once). */
+export function stopRun(client: Client, runId: string, reason = 'stopped from the CLI'): Promise<ControlAnswer> {
+  return controlRun(client, runId, 'stop', reason);
+}
+
+/** retry: a run blocked on an error retrying could not fix calls the blocked stage again (after the user fixed the cause). */
+export function retryRun(client: Client, runId: string): Promise<ControlAnswer> {
+  return controlRun(client, runId, 'retry');
+}
+
+const UPDATES = { pause: pauseUpdate, resume: resumeUpdate, stop: stopUpdate, retry: retryUpdate } as const;
+
+/**
+ * Sends control `action` as the run's Update and answers what it said. A refusal (the validator's
+ * reason) is a RunError. A run whose workers predate the Updates has no handler for them: pause,
+ * resume and stop then go as the signals of old (with no step to answer); retry has no signal.
+ */
+async function controlRun(client: Client, runId: string, action: ControlAction, reason?: string): Promise<ControlAnswer> {
+  const handle = await runningHandle(client, runId, action);
+  try {
+    return action === 'stop'
+      ? await handle.executeUpdate(stopUpdate, { args: [reason ?? ''] })
+      : await handle.executeUpdate(UPDATES[action] as typeof pauseUpdate);
+  } catch (err) {
+    if (!(err instanceof WorkflowUpdateFailedError)) throw err;
+    const why = err.cause?.message ?? err.message;
+    if (/No registered handler for update/.test(why) && action !== 'retry') {
+      if (action === 'stop') await handle.signal(stopSignal, reason);
+      else await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
+      return { action, step: null, message: "requested (the run's workers predate controls as Updates: sent as a signal)" };
+    }
+    throw new RunError(`${runId}: ${why}`);
+  }
 }
 
 async function runningHandle(client: Client, runId: string, what: string): Promise<WorkflowHandle<typeof trainingRun>> {

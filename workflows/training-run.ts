@@ -11,8 +11,17 @@
  * steps. The workflow holds only small state (run id, step, claim checks) and continues as new
  * every `workflow.continueAsNewEvery` steps or when Temporal suggests it.
  *
- * Control: signals `pause` / `resume` / `stop` (both take effect between steps: the running step
- * is finished and committed first), the `progress` query. In the Web UI: search attributes
+ * Control: Updates `pause` / `resume` / `stop` / `retry`, validated (an invalid transition is
+ * refused with the reason) and answering the step at which they take effect (run-control.ts); the
+ * signals of the same names, which runs started before the Updates were sent, still work. Pause
+ * and stop take effect between steps (the running step is finished and committed first); stop of a
+ * blocked run ends it at once. The `progress` query.
+ *
+ * Blocked, not failed: every activity retries without an attempt limit; a call still failing after
+ * its stage's blockedAfterMinutes gives up to the workflow, which shows the run `blocked` (search
+ * attribute and current details: stage, error) and calls the stage again, so the run goes on by
+ * itself when the cause clears; an error no retry can fix blocks the run until `retry` or `stop`
+ * (behind the patch `blocked-not-failed`; workflows/README.md says how time in retry is measured). In the Web UI: search attributes
  * (DurableRlRunName, DurableRlPhase, DurableRlStep, DurableRlMeanReward, DurableRlStatus), current
  * details in markdown, a summary on every activity naming stage, step and shard.
  */
@@ -28,7 +37,17 @@ import type {
   StepMetrics,
 } from '../activities/run/types.js';
 import type { ManifestEntry } from '../activities/store/manifest.js';
-import { activityCaller } from './call-activity.js';
+import { activityCaller, type ActivityInput, type ActivityOutput, type CallActivity } from './call-activity.js';
+import type { ActivityName } from './activity-queues.js';
+import {
+  classifyFailure,
+  controlOutcome,
+  type BlockedCall,
+  type ControlAction,
+  type ControlResult,
+  type ControlState,
+} from './run-control.js';
+import { stageActivityOptions, STAGE_OF, type RunActivityName } from './stage-options.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
 import { dynamicSamplingOf, evaluateAt, planRefill, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
@@ -86,13 +105,21 @@ export const pauseSignal = wf.defineSignal('pause');
 export const resumeSignal = wf.defineSignal('resume');
 export const stopSignal = wf.defineSignal<[reason?: string]>('stop');
 export const progressQuery = wf.defineQuery<RunProgress>('progress');
+// The controls as Updates (validated; they answer when they take effect). Same names as the
+// signals above, which stay for clients and runs from before the Updates.
+export const pauseUpdate = wf.defineUpdate<ControlResult>('pause');
+export const resumeUpdate = wf.defineUpdate<ControlResult>('resume');
+export const stopUpdate = wf.defineUpdate<ControlResult, [reason: string]>('stop');
+export const retryUpdate = wf.defineUpdate<ControlResult>('retry');
+
+/** The patch under which a failed activity call blocks the run instead of failing it (histories recorded before it fail as they did). */
+export const BLOCKED_PATCH = 'blocked-not-failed';
 
 const TREND = 40;
 
 export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunResult> {
   const { config, runId, storeUri } = input;
   const total = totalSteps(config);
-  const stages = stageCalls(input);
 
   const carry: RunCarry = input.carry ?? {
     nextStep: 0,
@@ -114,6 +141,14 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   let shardsDone = 0;
   let shardsTotal = 0;
   let currentStep = carry.nextStep;
+  /** Step carry.nextStep is being trained (pause and stop wait for its commit). */
+  let inStep = false;
+  /** The calls the run is blocked on; `retry` bumps retryRound, which the calls waiting for the user watch. */
+  const blocked: BlockedCall[] = [];
+  let retryRound = 0;
+  /** A stop of a blocked run cancels `main` (the init and the steps): the blocked step is not finished. */
+  const main = new wf.CancellationScope();
+  let stoppedWhileBlocked = false;
 
   const phaseOf = (step: number) => (step < total ? planStep(config, step) : undefined);
   const progress = (): RunProgress => {
@@ -137,6 +172,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       lastCheckpointUri: carry.lastCheckpointUri,
       executions: carry.executions,
       model: carry.model,
+      blocked: blocked.map((b) => ({ ...b })),
     };
   };
 
@@ -147,10 +183,40 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   wf.setHandler(resumeSignal, () => {
     carry.paused = false;
   });
-  wf.setHandler(stopSignal, (reason?: string) => {
+  const requestStop = (reason?: string) => {
     stopRequested = true;
     stopReason = reason ?? '';
+    if (blocked.length > 0) {
+      stoppedWhileBlocked = true;
+      main.cancel();
+    }
+  };
+  wf.setHandler(stopSignal, requestStop);
+
+  const controlState = (): ControlState => ({
+    nextStep: carry.nextStep,
+    totalSteps: total,
+    inStep,
+    paused: status === 'paused',
+    pauseRequested: carry.paused && status !== 'paused',
+    stopRequested,
+    blocked,
+    finished: stage === 'done',
   });
+  // Each Update's validator refuses what controlOutcome refuses (the client gets the reason); the handler applies it and answers the outcome.
+  const validate = (action: ControlAction) => () => void controlOutcome(controlState(), action);
+  const answer = (action: ControlAction, apply: () => void): ControlResult => {
+    const outcome = controlOutcome(controlState(), action);
+    apply();
+    details();
+    return outcome;
+  };
+  wf.setHandler(pauseUpdate, () => answer('pause', () => (carry.paused = true)), { validator: validate('pause') });
+  wf.setHandler(resumeUpdate, () => answer('resume', () => (carry.paused = false)), { validator: validate('resume') });
+  wf.setHandler(stopUpdate, (reason: string) => answer('stop', () => requestStop(reason)), {
+    validator: (_reason: string) => validate('stop')(),
+  });
+  wf.setHandler(retryUpdate, () => answer('retry', () => retryRound++), { validator: validate('retry') });
 
   const details = () =>
     wf.setCurrentDetails(
@@ -161,6 +227,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         phases: config.phases.length,
         task: config.task.name,
         seed: config.seed,
+        now: Date.now(),
       }),
     );
   const enter = (s: Stage) => {
@@ -173,6 +240,45 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     details();
   };
 
+  /**
+   * Every activity call of the run: its stage's timeouts, unlimited attempts. A call that gives up
+   * (classifyFailure) blocks the run — `retrying`: called again at once (its attempts back off
+   * anew, so the run goes on by itself when the cause clears); `needs-user`: called again after a
+   * `retry` — and unblocks it when it succeeds. A stop while blocked cancels `main`.
+   */
+  const rawCall = activityCaller((name) => stageActivityOptions(config.workflow, name as RunActivityName));
+  const call: CallActivity = async <N extends ActivityName>(
+    name: N,
+    summary: string,
+    input: ActivityInput<N>,
+  ): Promise<ActivityOutput<N>> => {
+    let entry: BlockedCall | undefined;
+    for (;;) {
+      try {
+        const result = await rawCall(name, summary, input);
+        if (entry) {
+          blocked.splice(blocked.indexOf(entry), 1);
+          wf.log.info('stage unblocked', { stage: entry.stage, summary, calls: entry.calls });
+          if (blocked.length === 0) setStatus('running');
+          else details();
+        }
+        return result;
+      } catch (err) {
+        const failure = classifyFailure(err);
+        if (!failure || !wf.patched(BLOCKED_PATCH)) throw err;
+        if (entry) Object.assign(entry, failure, { calls: entry.calls + 1 });
+        else blocked.push((entry = { stage: STAGE_OF[name as RunActivityName], summary, ...failure, since: Date.now(), calls: 1 }));
+        const calls = entry.calls;
+        wf.log.warn('stage blocked', { stage: entry.stage, summary, kind: failure.kind, type: failure.type, error: failure.error, calls });
+        if (status !== 'blocked') setStatus('blocked');
+        else details();
+        const round = retryRound;
+        if (failure.kind === 'needs-user') await wf.condition(() => retryRound !== round);
+      }
+    }
+  };
+  const stages = stageCalls(input, call);
+
   wf.upsertSearchAttributes([
     { key: RUN_NAME, value: config.name },
     { key: STATUS, value: status },
@@ -182,6 +288,35 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   details();
 
   try {
+    await main.run(() => trainSteps());
+  } catch (err) {
+    if (!(stoppedWhileBlocked && wf.isCancellation(err))) {
+      if (!wf.isCancellation(err) && !(err instanceof wf.ContinueAsNew)) {
+        status = 'failed';
+        wf.upsertSearchAttributes([{ key: STATUS, value: 'failed' }]);
+        details();
+      } else if (wf.isCancellation(err)) {
+        wf.upsertSearchAttributes([{ key: STATUS, value: 'cancelled' }]);
+      }
+      throw err;
+    }
+    // stopped while blocked: the blocked step is not committed
+    blocked.length = 0;
+  }
+
+  stage = 'done';
+  setStatus(carry.nextStep >= total ? 'completed' : 'stopped');
+  if (stopReason) wf.log.info('run stopped on request', { reason: stopReason });
+  return {
+    runId,
+    status: carry.nextStep >= total ? 'completed' : 'stopped',
+    steps: carry.nextStep,
+    lastCheckpointUri: carry.lastCheckpointUri,
+    evals: carry.evals,
+  };
+
+  /** Init (a fresh run), then the steps until the last, a stop, or continue-as-new (which throws). */
+  async function trainSteps(): Promise<void> {
     if (!input.carry) {
       const init = await stages.init();
       carry.nextStep = init.startStep;
@@ -200,6 +335,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         phase,
         greedyAccuracy: result.greedy_accuracy,
         passAtK: result.pass_at_k,
+        meanReward: result.mean_reward,
         uri: result.uri,
       };
       carry.evals = [...carry.evals.filter((x) => x.policyVersion !== v), e].slice(-12);
@@ -226,11 +362,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         // The closed execution would otherwise keep DurableRlStatus "running" in list queries.
         // (The next execution sets its own status first thing.)
         if (wf.patched('status-before-continue-as-new')) wf.upsertSearchAttributes([{ key: STATUS, value: 'continued' }]);
-        return await wf.continueAsNew<typeof trainingRun>({ ...input, carry });
+        await wf.continueAsNew<typeof trainingRun>({ ...input, carry });
       }
 
       const plan = planStep(config, carry.nextStep);
       currentStep = plan.step;
+      inStep = true;
       // the reference policy of an rl phase's KL and of DPO: the checkpoint where the phase starts
       if (plan.stepInPhase === 0 && plan.phase.kind !== 'sft' && plan.phase.kind !== 'reward_model') carry.referenceVersion = plan.step;
       wf.upsertSearchAttributes([
@@ -256,29 +393,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       currentStep = carry.nextStep;
       stepsThisExecution++;
       wf.upsertSearchAttributes([{ key: STEP, value: carry.nextStep }]);
+      inStep = false;
       details();
       if (evaluateAt(config, carry.nextStep)) await evaluate(carry.nextStep);
     }
-
-    stage = 'done';
-    setStatus(carry.nextStep >= total ? 'completed' : 'stopped');
-    if (stopReason) wf.log.info('run stopped on request', { reason: stopReason });
-    return {
-      runId,
-      status: carry.nextStep >= total ? 'completed' : 'stopped',
-      steps: carry.nextStep,
-      lastCheckpointUri: carry.lastCheckpointUri,
-      evals: carry.evals,
-    };
-  } catch (err) {
-    if (!wf.isCancellation(err) && !(err instanceof wf.ContinueAsNew)) {
-      status = 'failed';
-      wf.upsertSearchAttributes([{ key: STATUS, value: 'failed' }]);
-      details();
-    } else if (wf.isCancellation(err)) {
-      wf.upsertSearchAttributes([{ key: STATUS, value: 'cancelled' }]);
-    }
-    throw err;
   }
 
   /** An sft step: learner update on gold completions ─► commit. */
@@ -451,22 +569,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   }
 }
 
-/** Timeouts, heartbeats and retries of every activity of a run (the queue comes from ACTIVITY_QUEUES). */
-function activityOptions(config: RunConfig): wf.ActivityOptions {
-  const w = config.workflow;
-  return {
-    startToCloseTimeout: `${w.activityTimeoutMinutes} minutes`,
-    heartbeatTimeout: `${w.heartbeatTimeoutSeconds} seconds`,
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: w.maxAttempts },
-  };
-}
-
 /**
  * One typed call per stage of a run: its activity, its input built from the step's plan, and the
- * summary the Web UI shows for it (stage · step · shard · size).
+ * summary the Web UI shows for it (stage · step · shard · size), made through `call` (the run's
+ * blocking caller, with each stage's timeouts).
  */
-function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput) {
-  const call = activityCaller(activityOptions(config));
+function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput, call: CallActivity) {
   const ref = { storeUri, runId };
   const sftBatch = (plan: StepPlan) => (plan.phase.kind === 'sft' ? plan.phase.batchSize : plan.count);
   return {

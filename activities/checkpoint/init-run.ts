@@ -16,7 +16,7 @@ import { checkParameters, ModelDirError } from '../model/hf.js';
 import type { WeightTensor } from '../model/graphs/common.js';
 import type { TensorMap } from '../model/safetensors.js';
 import { stage } from '../run/stage.js';
-import { parseRunConfig, type Phase, type RunConfig } from '../run/config.js';
+import { parseStoredRunConfig, type Phase, type RunConfig } from '../run/config.js';
 import { dataChange, dataRecord, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
 import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
@@ -157,7 +157,8 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
   return stage('initRun', input.storeUri, async (ctx) => {
     const { progress, store } = ctx;
     const { runId } = input;
-    const config = parseRunConfig(input.config, 'initRun config');
+    // the config as the client passed it: a run started before an upgrade passes an older version, migrated here
+    const config = parseStoredRunConfig(input.config, 'initRun config');
     // a run on data: read it now; run.json records what was read, and a re-execution that finds run.json checks the files against it
     const existing = config.data || config.model.from !== null ? await getIfExists(store, runRecordKey(runId)) : undefined;
     const recorded = existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).data : undefined;

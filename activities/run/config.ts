@@ -29,6 +29,14 @@ import { samplingParamsSchema } from '../rollout/sampling.js';
 import { treeRolloutSchema } from '../rollout/tree-plan.js';
 import { optimizerSchema } from '../model/graphs/train.js';
 import { getTask, taskNames } from '../tasks/tasks.js';
+import {
+  configVersionOf,
+  migrateRunConfig,
+  removedFieldProblems,
+  RUN_CONFIG_VERSION,
+  UNVERSIONED,
+  versionProblem,
+} from './config-version.js';
 
 const posInt = z.number().int().positive();
 
@@ -400,6 +408,20 @@ export const modelSchema = z.preprocess((raw, ctx) => {
 }, modelObjectSchema);
 export type ModelSpec = z.output<typeof modelObjectSchema>;
 
+/** The stages of a run whose activity timeouts `workflow.stages` sets (workflows/stage-options.ts maps activities to them). */
+export const STAGE_NAMES = ['init', 'rollout', 'reward', 'reference', 'advantages', 'learner', 'commit', 'eval'] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
+
+/** One stage's timeouts; an unset field takes the `workflow` section's default. */
+const stageTimeoutsSchema = z.strictObject({
+  /** Start-to-close of one attempt, in minutes. */
+  startToCloseMinutes: z.number().positive().optional(),
+  /** Heartbeat timeout, in seconds: a worker silent this long is taken for dead and the attempt retried. */
+  heartbeatSeconds: posInt.optional(),
+  /** Minutes in retry before the run shows blocked (see workflow.blockedAfterMinutes). */
+  blockedAfterMinutes: z.number().positive().optional(),
+});
+
 export const runConfigSchema = z.strictObject({
   /**
    * Name of the run: the prefix of its run id (`<name>-<time>`), shown in the Web UI as the
@@ -558,12 +580,36 @@ export const runConfigSchema = z.strictObject({
        * within this time and its activity retried elsewhere.
        */
       heartbeatTimeoutSeconds: posInt.default(10),
-      /** Start-to-close timeout of one activity attempt, in minutes. */
+      /** Start-to-close timeout of one activity attempt, in minutes (every stage without its own in `stages`). */
       activityTimeoutMinutes: posInt.default(30),
-      /** Attempts per activity before the run fails (retryable errors only; bad input fails at once). */
-      maxAttempts: posInt.default(20),
+      /**
+       * Minutes an activity call may spend in retry before the run shows `blocked` (DurableRlStatus,
+       * with the stage and the error in its current details): attempts are unlimited, so an outage
+       * (store, network, a worker that never comes) is waited out and the run goes on by itself when
+       * it clears. Errors no retry can fix (bad data, a reward module that fails to import, NaN
+       * weights) block the run at once, until `durable-rl retry` or `stop`. How "time in retry" is
+       * measured: workflows/README.md ("Blocked, not failed").
+       */
+      blockedAfterMinutes: z.number().positive().default(5),
+      /** Ceiling of the exponential backoff between attempts (from 1 s, doubling), in seconds. */
+      retryIntervalCapSeconds: posInt.default(60),
+      /**
+       * Per-stage timeouts, over the two defaults above: `{ startToCloseMinutes, heartbeatSeconds,
+       * blockedAfterMinutes }` for init, rollout, reward, reference, advantages, learner, commit,
+       * eval. A call's schedule-to-close is its start-to-close plus its blockedAfterMinutes.
+       */
+      stages: z
+        .strictObject(
+          Object.fromEntries(STAGE_NAMES.map((s) => [s, stageTimeoutsSchema.optional()])) as Record<
+            StageName,
+            z.ZodOptional<typeof stageTimeoutsSchema>
+          >,
+        )
+        .prefault({}),
     })
     .prefault({}),
+  /** Version of this config's schema (activities/run/config-version.ts): a config stating an older one is migrated first. */
+  version: z.literal(RUN_CONFIG_VERSION).default(RUN_CONFIG_VERSION),
 });
 
 export type RunConfig = z.output<typeof runConfigSchema>;
@@ -788,7 +834,26 @@ function rewardProblems(cfg: RunConfig, baseDir: string | undefined, problems: {
  * directory relative data paths resolve against (the config file's; default the working directory).
  */
 export function parseRunConfig(input: unknown, what = 'run config', opts: { baseDir?: string } = {}): RunConfig {
-  const cfg = parseConfig(runConfigSchema, input ?? {}, what);
+  return parseVersionedConfig(input ?? {}, RUN_CONFIG_VERSION, what, opts);
+}
+
+/**
+ * A config stored by an earlier run (a workflow input, run.json's config): one without `version`
+ * was written before versions existed (version 1) and is migrated to the current version first.
+ */
+export function parseStoredRunConfig(input: unknown, what = 'stored run config'): RunConfig {
+  return parseVersionedConfig(input, UNVERSIONED, what, {});
+}
+
+function parseVersionedConfig(input: unknown, unstated: number, what: string, opts: { baseDir?: string }): RunConfig {
+  const version = configVersionOf(input, unstated);
+  const bad = versionProblem(version);
+  if (bad) throw new ConfigError(what, [{ path: 'version', message: bad }]);
+  if (version === RUN_CONFIG_VERSION) {
+    const removed = removedFieldProblems(input);
+    if (removed.length > 0) throw new ConfigError(what, removed);
+  }
+  const cfg = parseConfig(runConfigSchema, migrateRunConfig(input, version), what);
   const problems: { path: string; message: string }[] = [];
   dataProblems(cfg, input, opts.baseDir, problems);
   rewardProblems(cfg, opts.baseDir, problems);

@@ -23,6 +23,7 @@ import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.j
 import { datasetTask } from '../data/dataset-task.js';
 import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
 import type { RunDataRecord, RunRecord } from './types.js';
+import { migrateRunRecord, RUN_CONFIG_VERSION, UNVERSIONED, versionProblem } from './config-version.js';
 import { inspectModelSource, parseBaseModel, readBaseModel, type BaseModelFiles } from './base-model.js';
 
 /** Everything a stage needs that follows from the config. */
@@ -291,23 +292,67 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
   return run;
 }
 
-/** Writes run.json once. A run id reused with a different config is refused (non-retryable). */
-export async function writeRunRecord(store: ObjectStore, record: RunRecord): Promise<void> {
+/**
+ * Writes run.json once, at the current schema_version. A run id reused with a different config is
+ * refused (non-retryable); a run.json written by an earlier version of durable-rl (a re-executed
+ * initRun of a run started before an upgrade) is compared after migrating it, and left as it was.
+ */
+export async function writeRunRecord(store: ObjectStore, record: Omit<RunRecord, 'schema_version'>): Promise<void> {
   const key = runRecordKey(record.run_id);
-  const bytes = new TextEncoder().encode(canonicalJson(record));
+  const full: RunRecord = { schema_version: RUN_CONFIG_VERSION, ...record };
+  const bytes = new TextEncoder().encode(canonicalJson(full));
   if (await store.putIfAbsent(key, bytes)) return;
   const existing = await store.get(key);
-  if (Buffer.compare(Buffer.from(existing), Buffer.from(bytes)) !== 0) {
+  if (Buffer.compare(Buffer.from(existing), Buffer.from(bytes)) === 0) return;
+  const recorded = canonicalJson(recordFromBytes(existing, store.uri(key)));
+  const differs = firstDifference(JSON.parse(recorded), JSON.parse(canonicalJson(full)), '');
+  if (differs) {
     throw ApplicationFailure.nonRetryable(
-      `${store.uri(key)} already holds a different config for run "${record.run_id}"; a run id names one run — start a new run (a new id) instead`,
+      `${store.uri(key)} already holds a different config for run "${record.run_id}" (${differs} differs); a run id names one run — start a new run (a new id) instead`,
       'RunConfigConflict',
     );
   }
 }
 
+/** The first dotted path where two JSON values differ, or undefined. */
+function firstDifference(a: unknown, b: unknown, path: string): string | undefined {
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObj(a) && isObj(b)) {
+    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+      const d = firstDifference(a[k], b[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+    return undefined;
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? undefined : path || '(the record)';
+}
+
+/**
+ * run.json's bytes as a current RunRecord: parsed, migrated from its schema_version (none: 1) and
+ * its config validated by today's schema. Non-retryable errors name the file.
+ */
+export function recordFromBytes(bytes: Uint8Array, uri: string): RunRecord {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable(
+      `${uri} is not valid JSON (${(err as Error).message}); the run record is damaged`,
+      'CorruptRunRecord',
+    );
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw ApplicationFailure.nonRetryable(`${uri} is not a JSON object; the run record is damaged`, 'CorruptRunRecord');
+  const version = (raw as { schema_version?: unknown }).schema_version ?? UNVERSIONED;
+  const bad = typeof version === 'number' ? versionProblem(version) : `schema_version ${JSON.stringify(version)} is not a number`;
+  if (bad) throw ApplicationFailure.nonRetryable(`${uri}: ${bad}`, 'RunRecordVersion');
+  const migrated = migrateRunRecord(raw as Record<string, unknown>) as unknown as RunRecord;
+  return { ...migrated, config: parseRunConfig(migrated.config, uri) };
+}
+
 const records = new Map<string, Promise<RunRecord>>();
 
-/** Reads and validates run.json (cached per store and run: it never changes once written). */
+/** Reads run.json, migrated to the current version and validated (cached per store and run: it never changes once written). */
 export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRecord> {
   const cacheKey = `${store.root}|${runId}`;
   let p = records.get(cacheKey);
@@ -321,16 +366,7 @@ export function readRunRecord(store: ObjectStore, runId: string): Promise<RunRec
           'UnknownRun',
         );
       }
-      let raw: RunRecord;
-      try {
-        raw = JSON.parse(new TextDecoder().decode(bytes)) as RunRecord;
-      } catch (err) {
-        throw ApplicationFailure.nonRetryable(
-          `${store.uri(key)} is not valid JSON (${(err as Error).message}); the run record is damaged`,
-          'CorruptRunRecord',
-        );
-      }
-      return { ...raw, config: parseRunConfig(raw.config, store.uri(key)) };
+      return recordFromBytes(bytes, store.uri(key));
     })();
     p.catch(() => records.delete(cacheKey));
     records.set(cacheKey, p);

@@ -26,6 +26,8 @@ export interface ResumeSource {
 
 /** The run's `run.json` (`runRecordKey`). */
 export interface RunRecord {
+  /** Version of this record and of its config (activities/run/config-version.ts); absent in records written before versions (1). Readers migrate older ones. */
+  schema_version: number;
   run_id: string;
   name: string;
   /**
@@ -336,11 +338,16 @@ export interface EvalRecord {
   policy_version: number;
   step: number;
   phase: PhaseKind | 'init';
-  /** Fraction of eval prompts answered correctly (reward = the task's correct reward) by greedy decoding. */
-  greedy_accuracy: number;
-  /** Unbiased pass@k over k samples per prompt at eval.temperature (Chen et al. 2021); null when off. */
+  /**
+   * Fraction of eval prompts answered correctly by greedy decoding (the reward's `correct`
+   * component is 1, or without one the reward is at least 1). null when the run's reward does not
+   * say what is correct: `reward.functions` none of which is `verifiable` (the mean reward is then
+   * the measure).
+   */
+  greedy_accuracy: number | null;
+  /** Unbiased pass@k over k samples per prompt at eval.temperature (Chen et al. 2021); null when off, or when greedy_accuracy is null. */
   pass_at_k: { k: number; value: number } | null;
-  /** Mean task reward of the greedy completions. */
+  /** Mean reward of the greedy completions. */
   mean_reward: number;
   num_prompts: number;
   /**
