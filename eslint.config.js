@@ -113,8 +113,8 @@ function importRules() {
     restrict(
       ['activities/model/arch/*.ts'],
       'activities/model/arch/README.md',
-      'an architecture may import ../graph, ../ops, ../attention, ../config and ../rope (the model definition only, no I/O)',
-      [{ regex: '^\\.\\./(?!(graph|ops|attention|config|rope)\\.js$)' }, modelOutside, io],
+      'an architecture may import ../graph, ../ops, ../attention, ../config, ../rope and ../lora (the model definition only, no I/O)',
+      [{ regex: '^\\.\\./(?!(graph|ops|attention|config|rope|lora)\\.js$)' }, modelOutside, io],
     ),
     restrict(
       ['activities/model/graphs/*.ts'],

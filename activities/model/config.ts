@@ -37,6 +37,7 @@
  */
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { parseRope, ropeToHf, type RopeConfig } from './rope.js';
+import { adapterShapes, isAdapterName, isLoraModule, normaliseLora, type LoraConfig, type LoraInput } from './lora.js';
 
 /** The model types this project can build, as HF names them in `config.json`. */
 export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3', 'mistral'] as const;
@@ -79,6 +80,12 @@ interface ModelConfigBase {
    * state of each sequence's last real token; it has no LM head. Absent (not false) for causal LMs.
    */
   classifier?: boolean;
+  /**
+   * LoRA adapters on the listed linear modules of every block (`lora.ts`; llama family only): their
+   * tensors are parameters too (listed after the base ones), the only ones that train. Absent
+   * without adapters. Not part of config.json (an adapter has its own adapter_config.json).
+   */
+  lora?: LoraConfig;
 }
 
 export interface Gpt2ModelConfig extends ModelConfigBase {
@@ -483,7 +490,50 @@ export function parameterShapes(config: ModelConfig): ParameterSpec[] {
   }
   if (config.classifier) add('score.weight', 1, H);
   else if (!config.tieWordEmbeddings) add('lm_head.weight', V, H);
+  if (config.lora) {
+    // the adapters after every base parameter, block by block in module order: [out, in] of each target
+    const byName = new Map(out.map((s) => [s.name, s.shape]));
+    for (let i = 0; i < config.layers; i++) {
+      for (const m of [
+        'self_attn.q_proj',
+        'self_attn.k_proj',
+        'self_attn.v_proj',
+        'self_attn.o_proj',
+        'mlp.gate_proj',
+        'mlp.up_proj',
+        'mlp.down_proj',
+      ]) {
+        const module = `model.layers.${i}.${m}`;
+        if (!isLoraModule(config.lora, module)) continue;
+        const [o, inp] = byName.get(`${module}.weight`)!;
+        out.push(...adapterShapes(module, o!, inp!, config.lora.rank));
+      }
+    }
+  }
   return out;
+}
+
+/**
+ * The config with LoRA adapters (or without, for null): `withLora(parseModelConfig(hf), { rank: 16 })`.
+ * Throws ConfigError naming `lora` for an architecture it does not support.
+ */
+export function withLora(config: ModelConfig, lora: LoraInput | LoraConfig | null): ModelConfig {
+  const { lora: _old, ...rest } = config;
+  if (lora === null) return rest;
+  if (config.arch !== 'llama') {
+    throw new ConfigError('model config', [
+      { path: 'lora', message: `LoRA is supported for the llama family (llama, qwen2, qwen3, mistral), not ${config.modelType}` },
+    ]);
+  }
+  if (config.classifier)
+    throw new ConfigError('model config', [{ path: 'lora', message: 'LoRA on a sequence classifier is not supported' }]);
+  return { ...rest, lora: normaliseLora(lora) };
+}
+
+/** The parameters that train: the adapters of a LoRA model, else all of them. */
+export function trainableNames(config: ModelConfig): Set<string> {
+  const names = parameterShapes(config).map((s) => s.name);
+  return new Set(config.lora ? names.filter(isAdapterName) : names);
 }
 
 /** Name of the token-embedding matrix (the LM head when embeddings are tied). */

@@ -4,7 +4,7 @@
  *
  * GPT-2's scheme (Radford et al., 2019): weights ~ N(0, std²) with std 0.02, residual output
  * projections (attn c_proj / o_proj, MLP c_proj / down_proj) scaled by 1/sqrt(2·layers), biases 0,
- * norm gains 1.
+ * norm gains 1. LoRA adapters as PEFT starts them: A ~ U(-1/√in, 1/√in), B = 0.
  */
 import { CounterRng, hash32 } from '../common/rng.js';
 import { parameterShapes, type ModelConfig } from './config.js';
@@ -25,8 +25,13 @@ export function initWeights(cfg: ModelConfig, seed: number | string, opts: InitO
   for (const spec of parameterShapes(cfg)) {
     const n = spec.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    if (spec.name.endsWith('.bias')) {
-      // zeros
+    if (spec.name.endsWith('.bias') || spec.name.endsWith('.lora_B.weight')) {
+      // zeros (a LoRA's B starts at 0, as PEFT's: the adapted model starts as the base model)
+    } else if (spec.name.endsWith('.lora_A.weight')) {
+      // PEFT's default for A: Kaiming-uniform with a = √5, i.e. U(-1/√in, 1/√in)
+      const bound = 1 / Math.sqrt(spec.shape[1]!);
+      const rng = new CounterRng(seed, hash32(spec.name));
+      for (let i = 0; i < n; i++) data[i] = bound * (2 * rng.uniform(i) - 1);
     } else if (NORM_GAIN.test(spec.name)) {
       data.fill(1);
     } else {

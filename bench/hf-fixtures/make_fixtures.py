@@ -24,7 +24,14 @@ How to run it (by hand only: never from tests or CI)
 
 Pinned versions (written into every expected.json; making fixtures refuses to run under others)
   torch 2.15.0, transformers 5.23.0, tokenizers 0.23.3, peft 0.21.2, safetensors 0.8.0, numpy 2.4.6.
-  peft belongs to the pinned environment; this script does not use it.
+  peft makes the LoRA fixtures (`<fixture>/lora/`, see LORA below).
+
+LoRA (PEFT's `LoraConfig`): for the llama-family fixtures in LORA_FIXTURES, an adapter of rank 4, alpha 8
+on every linear module of the blocks, with seeded nonzero A and B (PEFT would start B at zero, which
+would hide the adapter), saved by PEFT itself (`lora/adapter_config.json`,
+`lora/adapter_model.safetensors`, float32), and `lora/expected.json`: logprobs, loss and the adapter
+parameters' gradient norms on the fixture's batch, in float64 with the base weights frozen.
+`lora ROOT` redoes only this part over existing fixtures.
 
 Deterministic: fixed seeds, one CPU thread, sorted JSON; two runs write byte-identical files.
 
@@ -829,6 +836,80 @@ def write_fixture(root, name, spec, base_tok):
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# LoRA (PEFT)
+# ---------------------------------------------------------------------------------------------
+
+LORA_FIXTURES = ["llama", "qwen2", "qwen3", "mistral"]
+LORA_RANK = 4
+LORA_ALPHA = 8
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_STD = 0.1
+
+
+def write_lora(root, name):
+    """PEFT's LoRA on the saved fixture `name`: the adapter directory and what it computes."""
+    from peft import LoraConfig, get_peft_model
+
+    base_dir = root / name
+    out = base_dir / "lora"
+    if out.exists():
+        shutil.rmtree(out)
+    spec = FIXTURES[name]
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float64, attn_implementation="eager_float64")
+    assert type(base) is spec["cls"], type(base)
+    lora = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=LORA_TARGETS, lora_dropout=0.0, bias="none")
+    model = get_peft_model(base, lora)
+    gen = torch.Generator().manual_seed(seed_of(name, "lora"))
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "lora_" in pname:
+                # float32-representable values, so the saved float32 adapter is exactly what was computed with
+                p.copy_((LORA_STD * torch.randn(p.shape, generator=gen, dtype=torch.float64)).to(torch.float32).to(torch.float64))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable), sorted(trainable)[:4]
+    model.save_pretrained(out, safe_serialization=True)
+    # PEFT saves the adapter in the model's dtype (float64 here): keep float32, as a trained adapter is
+    with safe_open(out / "adapter_model.safetensors", "pt") as f:
+        saved = {k: f.get_tensor(k).to(torch.float32) for k in f.keys()}
+    from safetensors.torch import save_file
+
+    save_file(saved, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "README.md").unlink(missing_ok=True)
+    # PEFT writes target_modules from a set (its order follows the string hash seed): sorted, the file is the same every run
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+
+    pad = json.loads((base_dir / "config.json").read_text()).get("pad_token_id")
+    ids, mask, loss_mask = make_batch(name, pad if pad is not None else 0)
+    model.eval()
+    logprobs, _ = token_logprobs(model, ids, mask)
+    loss = -(logprobs * loss_mask).sum() / loss_mask.sum()
+    loss.backward()
+    # PEFT's saved names drop the adapter name ("default"): those are the names an exporter writes
+    grads = {n.replace(".default", ""): p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert set(grads) == set(saved), sorted(set(grads) ^ set(saved))[:4]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    with model.disable_adapter(), torch.no_grad():
+        off, _ = token_logprobs(model, ids, mask)
+    base_expected = torch.tensor(json.loads((base_dir / "expected.json").read_text())["logprobs"], dtype=torch.float64)
+    assert (off - base_expected).abs().max().item() < 1e-9, "the adapter switched off is the base model"
+    assert (logprobs - off).abs().max().item() > 1e-2, f"{name}: the adapter changes nothing"
+    expected = {
+        "versions": PINNED,
+        "name": name,
+        "lora": {"r": LORA_RANK, "lora_alpha": LORA_ALPHA, "target_modules": LORA_TARGETS, "lora_dropout": 0.0},
+        "reference_dtype": "float64",
+        "logprobs": logprobs.detach().tolist(),
+        "loss": loss.item(),
+        "grad_norm": math.sqrt(sum(g.pow(2).sum().item() for g in grads.values())),
+        "grad_norms": {n: g.norm().item() for n, g in grads.items()},
+    }
+    (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    print(f"{name:13s} lora r={LORA_RANK} alpha={LORA_ALPHA}: loss {loss.item():.6f}  {len(grads)} adapter tensors")
+
+
 def check_versions():
     found = {
         "torch": torch.__version__.split("+")[0],
@@ -857,6 +938,17 @@ def make_all(root, only):
     for name, spec in FIXTURES.items():
         if not only or name in only:
             write_fixture(root, name, spec, base)
+            if name in LORA_FIXTURES:
+                write_lora(root, name)
+
+
+def make_lora(root, only):
+    check_versions()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for name in LORA_FIXTURES:
+        if not only or name in only:
+            write_lora(root, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -934,6 +1026,13 @@ def main(argv):
         p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |logprob difference|")
         a = p.parse_args(argv[1:])
         return check_export(a.dir, a.expect, a.tol)
+    if argv[:1] == ["lora"]:
+        p = argparse.ArgumentParser(prog="make_fixtures.py lora")
+        p.add_argument("out", help="the fixture root holding the base fixtures (test/fixtures/hf)")
+        p.add_argument("--only", nargs="*", choices=LORA_FIXTURES)
+        a = p.parse_args(argv[1:])
+        make_lora(Path(a.out), a.only)
+        return 0
     p = argparse.ArgumentParser(prog="make_fixtures.py", description=__doc__.split("\n")[0])
     p.add_argument("out", help="where the fixture directories go (test/fixtures/hf)")
     p.add_argument("--only", nargs="*", help="make only these fixtures (default: all)", choices=list(FIXTURES))

@@ -13,6 +13,7 @@ import type { LlamaModelConfig, ModelConfig } from '../config.js';
 import * as F from '../ops.js';
 import { attentionBias, causalAttention, slidingWindowBias } from '../attention.js';
 import { ropeFrequencies, type RopeConfig } from '../rope.js';
+import { isLoraModule, loraScaling } from '../lora.js';
 import type { ArchBuilder, ArchInputs, ArchOutputs, LayerKV, ParamFn } from './types.js';
 
 /** cos and sin of the rotary angles, each [B, 1, T, hd] (not differentiated), times the type's attention factor. */
@@ -50,6 +51,13 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
   const cfg = cfg0 as LlamaModelConfig;
   const { heads: nh, kvHeads: nkv, headDim: hd } = cfg;
   const opt = (name: string, on: boolean) => (on ? p(name) : null);
+  // a linear module by HF name: x Wᵀ (+ b), plus LoRA's (alpha/r)·(x Aᵀ) Bᵀ where the module is adapted
+  const linear = (x: Tensor, module: string, bias: boolean) => {
+    const y = F.linear(x, p(`${module}.weight`), opt(`${module}.bias`, bias), 'out_in');
+    if (!isLoraModule(cfg.lora, module)) return y;
+    const low = F.linear(F.linear(x, p(`${module}.lora_A.weight`), null, 'out_in'), p(`${module}.lora_B.weight`), null, 'out_in');
+    return F.add(y, F.mul(low, loraScaling(cfg.lora!)));
+  };
   let h = F.gather(p('model.embed_tokens.weight'), inp.ids);
   const [cos, sin] = rotaryTables(g, inp.positions, hd, cfg.rope, h.dtype === 'float64' ? 'float64' : 'float32');
   const fresh: LayerKV[] = [];
@@ -60,8 +68,7 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
     const n = `model.layers.${i}`;
     h = g.scope(n, () => {
       const a = F.rmsNorm(h, p(`${n}.input_layernorm.weight`), cfg.normEps);
-      const proj = (what: string, bias: boolean) =>
-        F.linear(a, p(`${n}.self_attn.${what}.weight`), opt(`${n}.self_attn.${what}.bias`, bias), 'out_in');
+      const proj = (what: string, bias: boolean) => linear(a, `${n}.self_attn.${what}`, bias);
       // Qwen3 normalises each head (over hd) before the rotation
       const headNorm = (x: Tensor, what: string) => (cfg.qkNorm ? F.rmsNorm(x, p(`${n}.self_attn.${what}.weight`), cfg.normEps) : x);
       const q = applyRotary(headNorm(heads(proj('q_proj', cfg.qkvBias), nh, hd), 'q_norm'), cos, sin, hd);
@@ -71,10 +78,9 @@ function body(g: Graph, cfg0: ModelConfig, p: ParamFn, inp: ArchInputs): ArchOut
       const layerBias = windowBias && sw!.layers.includes(i) ? windowBias : bias;
       const att = causalAttention(q, k, v, { bias: layerBias, past: inp.past?.[i] });
       const merged = F.reshape(F.transpose(att, [0, 2, 1, 3]), [0, 0, nh * hd]);
-      const hAttn = F.add(h, F.linear(merged, p(`${n}.self_attn.o_proj.weight`), opt(`${n}.self_attn.o_proj.bias`, cfg.oBias), 'out_in'));
+      const hAttn = F.add(h, linear(merged, `${n}.self_attn.o_proj`, cfg.oBias));
       const m = F.rmsNorm(hAttn, p(`${n}.post_attention_layernorm.weight`), cfg.normEps);
-      const mlp = (what: string, x: Tensor) =>
-        F.linear(x, p(`${n}.mlp.${what}.weight`), opt(`${n}.mlp.${what}.bias`, cfg.mlpBias), 'out_in');
+      const mlp = (what: string, x: Tensor) => linear(x, `${n}.mlp.${what}`, cfg.mlpBias);
       const gated = F.mul(F.silu(mlp('gate_proj', m)), mlp('up_proj', m));
       return F.add(hAttn, mlp('down_proj', gated));
     });

@@ -26,7 +26,7 @@
  * the 30M bench model: peak RSS 4.3-4.5 -> 2.6-2.9 GiB, no slowdown visible in the noise (bench/README.md).
  */
 import { Graph, type DType, type Tensor } from '../graph.js';
-import { parameterShapes, type ModelConfig } from '../config.js';
+import { parameterShapes, trainableNames, type ModelConfig } from '../config.js';
 import { parseConfig, z } from '../../common/config.js';
 import * as F from '../ops.js';
 import { grad } from '../autodiff.js';
@@ -372,7 +372,10 @@ export function buildTrainGraph(
 ): TrainGraph {
   const opt = parseOptimizer(optInput);
   const g = new Graph({ name: `${kind}-${cfg.modelType}`, tape: kind !== 'apply' });
-  const { p, params } = declareParams(g, cfg, 'inputs');
+  const { p, params: all } = declareParams(g, cfg, 'inputs');
+  // what trains (a LoRA model's adapters; else everything): gradients, accumulators and AdamW state for these only
+  const trainable = trainableNames(cfg);
+  const params = all.filter((t) => trainable.has(t.name));
   if (kind === 'apply') {
     const scale = g.input('grad_scale', 'float32', []);
     const grads = params.map((q) => F.mul(g.input(`acc.${q.name}`, 'float32', q.shape), scale));
