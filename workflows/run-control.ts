@@ -163,15 +163,14 @@ export function classifyFailure(err: unknown): Pick<BlockedCall, 'kind' | 'type'
   if (cause instanceof TimeoutFailure) {
     const name = TIMEOUT_NAMES[String(cause.timeoutType)] ?? 'activity';
     const last = cause.cause?.message ? `; last attempt: ${cause.cause.message}` : '';
-    return {
-      kind: 'retrying',
-      type: `${name} timeout`,
-      error: oneLine(
-        cause.timeoutType === TimeoutType.SCHEDULE_TO_CLOSE
+    // the server reports a call that no worker started within its schedule-to-close as a schedule-to-start timeout
+    const text =
+      cause.timeoutType === TimeoutType.SCHEDULE_TO_START
+        ? "no worker took the call within its schedule-to-close timeout: is a worker polling the stage's queue?"
+        : cause.timeoutType === TimeoutType.SCHEDULE_TO_CLOSE
           ? `no attempt completed within the call's schedule-to-close timeout: no worker took it, or every attempt timed out${last}`
-          : `${name} timeout${last}`,
-      ),
-    };
+          : `${name} timeout${last}`;
+    return { kind: 'retrying', type: `${name} timeout`, error: oneLine(text) };
   }
   return { kind: 'retrying', type: cause?.name ?? 'Error', error: oneLine(cause?.message ?? err.message) };
 }

@@ -124,6 +124,13 @@ test('a schedule-to-close timeout (no worker took the call, or every attempt tim
   assert.match(f!.error, /no worker took it, or every attempt timed out; last attempt: heartbeat/);
 });
 
+test("a schedule-to-start timeout (the server's report of a call no worker started within its schedule-to-close) is retrying and asks whether a worker polls the queue", () => {
+  const f = classifyFailure(activityFailure(new TimeoutFailure('timed out', undefined, TimeoutType.SCHEDULE_TO_START)));
+  assert.equal(f?.kind, 'retrying');
+  assert.equal(f?.type, 'schedule-to-start timeout');
+  assert.match(f!.error, /no worker took the call .* is a worker polling the stage's queue\?/);
+});
+
 test('a cancellation, or an error that is not an activity failure, is not classified (the workflow rethrows it)', () => {
   assert.equal(classifyFailure(activityFailure(new CancelledFailure('cancelled'))), undefined);
   assert.equal(classifyFailure(new Error('a bug in workflow code')), undefined);
