@@ -52,6 +52,12 @@
  *   numbers of loss tokens (always the case with one micro-batch — the default microBatchSize 64 ≥
  *   batchSize 64 — and for fixed-length gold answers when n divides B).
  *
+ * Progress and cancellation: heartbeats carry the update and the micro-batches done within it
+ * (`microBatchesDone`, after each engine run; the engine runs on its own thread, so heartbeats flow
+ * during a run however long); the activity's cancellation is checked before every session run, so
+ * a cancelled learner stops at the next micro-batch boundary and writes nothing. The train state
+ * moves into the engine's worker (`moveState`), so this process keeps no copy of it.
+ *
  * Idempotent: when checkpoint step + 1 is already committed its entries are returned without
  * computing. Deterministic: the same checkpoint, batch and seed give bitwise the same
  * model.safetensors (fixed intra-op threads; the only randomness, the mini-batch order, is a pure
@@ -312,13 +318,14 @@ async function scoreRows(
   microBatchSize: number,
   temperature: number,
   report: (k: number, of: number) => void,
+  signal: AbortSignal,
 ): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   const parts = splitRows(rows, microBatchSize);
   for (const [k, part] of parts.entries()) {
     report(k, parts.length);
     const batch = toBatch(part, t);
-    const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false, temperature });
+    const sc = await engine.score({ ids: batch.ids, attentionMask: batch.attentionMask }, { entropy: false, temperature, signal });
     part.forEach((_, i) => out.push(sc.logprobs.slice(i * t, (i + 1) * t)));
   }
   return out;
@@ -401,7 +408,7 @@ async function committedMetrics(store: ObjectStore, runId: string, step: number)
  */
 export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult> {
   return stage('learnerUpdate', input.storeUri, async (ctx) => {
-    const { progress, store } = ctx;
+    const { progress, store, signal } = ctx;
     const t0 = performance.now();
     const { runId, step } = input;
     const next = checkpointPrefix(runId, step + 1);
@@ -578,16 +585,28 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       const t = Math.max(...rows.map((r) => r.ids.length));
       if (reference) {
         engine.setWeights(reference, `reference:${input.referenceVersion}`);
-        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) =>
-          progress({ phase: 'reference logprobs', microBatch: k + 1, of }),
+        const scored = await scoreRows(
+          engine,
+          rows,
+          t,
+          config.learner.microBatchSize,
+          temperature,
+          (k, of) => progress({ phase: 'reference logprobs', microBatch: k + 1, of }),
+          signal,
         );
         rows.forEach((r, i) => (r.refLogprobs = scored[i]));
       }
       if (tis || epochs * perEpoch > 1) {
         // the learner's logprobs of the sampling policy (checkpoint `step`), before any update
         engine.setWeights(state.params, `policy:${step}`);
-        const scored = await scoreRows(engine, rows, t, config.learner.microBatchSize, temperature, (k, of) =>
-          progress({ phase: 'policy logprobs', microBatch: k + 1, of }),
+        const scored = await scoreRows(
+          engine,
+          rows,
+          t,
+          config.learner.microBatchSize,
+          temperature,
+          (k, of) => progress({ phase: 'policy logprobs', microBatch: k + 1, of }),
+          signal,
         );
         rlMismatch = mismatch(rows, scored, (r) => r.oldLogprobs!);
         if (tis) {
@@ -634,7 +653,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
           batch.extra = extra;
         }
       }
-      progress({
+      const train = {
         phase: 'train',
         update: u + 1,
         of: updates.length,
@@ -642,11 +661,23 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
         microBatches: parts.length,
         sequences: rows.length,
         tokens: rowTokens,
-      });
+      };
+      progress({ ...train, microBatchesDone: 0 });
+      // the state is this process's own from here on: moved to the engine's worker, not copied
+      // (its arrays are unusable afterwards, so nothing may keep it for a later activity)
+      cached.last = null;
       const r = await engine.trainStep(
         newState,
         batches.map((b) => b.batch),
-        { loss, lr, optimizer: config.optimizer, temperature },
+        {
+          loss,
+          lr,
+          optimizer: config.optimizer,
+          temperature,
+          signal,
+          moveState: true,
+          onProgress: (done) => progress({ ...train, microBatchesDone: Math.min(done, parts.length) }), // then the update's run
+        },
       );
       newState = r.state;
       for (const [name, v] of Object.entries(r.metrics)) sums[name] = (sums[name] ?? 0) + v;

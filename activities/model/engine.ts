@@ -39,6 +39,7 @@ import {
   type TrainGraphKind,
 } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
+import { SessionHost, type HostedFeed, type HostedSession, type KvCacheHandle, type ResidentTensor } from './session-host.js';
 import { logprobTemperature, ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
 
 const log = logger('model:engine');
@@ -75,6 +76,13 @@ export const engineOptionsSchema = z.object({
   recompute: z.boolean().default(true),
   /** Most sessions kept alive at once (least recently used are released first). */
   maxSessions: z.number().int().positive().default(8),
+  /**
+   * Where the sessions run: 'worker', a worker thread of this engine's own (the event loop keeps
+   * turning during a run, so heartbeats and cancellation flow; feeds are copied to the worker,
+   * parameters once per call, see session-host.ts), or 'main', the calling thread (no copies, but
+   * every run blocks the event loop until it returns). Results are bitwise the same.
+   */
+  thread: z.enum(['worker', 'main']).default('worker'),
 });
 export type EngineOptions = z.output<typeof engineOptionsSchema>;
 export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
@@ -90,6 +98,21 @@ export interface TrainStepOptions {
    * distribution the rollout sampled from (TRL, verl). Default 1 (SFT, greedy).
    */
   temperature?: number;
+  /**
+   * Checked before every session run (each micro-batch, the update): once aborted, trainStep
+   * throws the signal's reason (an activity's cancellation) instead of starting the next run.
+   */
+  signal?: AbortSignal;
+  /** Called after every session run: `done` of `of` runs (micro-batches, then the update when there are several). */
+  onProgress?: (done: number, of: number) => void;
+  /**
+   * The caller gives `state` up: where sessions run on a worker thread, the buffers of its
+   * parameters and moments that own their whole ArrayBuffer move there instead of being copied
+   * (one copy of the model and its moments less at peak), and are detached afterwards — reading
+   * `state` again, even after an error, is an error of the caller's. Installed decode/score
+   * weights that are `state.params` are uninstalled. Default false (state is copied).
+   */
+  moveState?: boolean;
 }
 
 export interface TrainStepResult {
@@ -107,29 +130,37 @@ export interface ScoreResult {
 }
 
 class SessionCache {
-  private readonly entries = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly entries = new Map<string, { session: Promise<HostedSession>; ready?: HostedSession }>();
   constructor(
     private readonly max: number,
+    private readonly host: SessionHost,
     private readonly options: ort.InferenceSession.SessionOptions,
   ) {}
 
-  get(key: string, build: () => Graph, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+  get(key: string, build: () => Graph, extra: ort.InferenceSession.SessionOptions = {}): Promise<HostedSession> {
     const hit = this.entries.get(key);
-    if (hit) {
+    if (hit && (!hit.ready || hit.ready.alive)) {
       this.entries.delete(key);
       this.entries.set(key, hit);
-      return hit;
+      return hit.session;
     }
+    this.entries.delete(key); // a session of an exited worker: build it again
     const t0 = performance.now();
     const bytes = build().toBytes();
-    const p = ort.InferenceSession.create(bytes, { ...this.options, ...extra }).then((s) => {
-      log.debug({ key, bytes: bytes.length, ms: Math.round(performance.now() - t0) }, 'session created');
-      return s;
+    const n = bytes.length;
+    const entry: { session: Promise<HostedSession>; ready?: HostedSession } = {
+      session: this.host.create(bytes, { ...this.options, ...extra }).then((s) => {
+        log.debug({ key, bytes: n, ms: Math.round(performance.now() - t0) }, 'session created');
+        entry.ready = s;
+        return s;
+      }),
+    };
+    entry.session.catch(() => {
+      if (this.entries.get(key) === entry) this.entries.delete(key);
     });
-    p.catch(() => this.entries.delete(key));
-    this.entries.set(key, p);
+    this.entries.set(key, entry);
     while (this.entries.size > this.max) this.evict(this.entries.keys().next().value!);
-    return p;
+    return entry.session;
   }
 
   keys(): string[] {
@@ -137,9 +168,9 @@ class SessionCache {
   }
 
   evict(key: string): void {
-    const p = this.entries.get(key);
+    const e = this.entries.get(key);
     this.entries.delete(key);
-    p?.then((s) => s.release()).catch(() => undefined);
+    e?.session.then((s) => s.release()).catch(() => undefined);
   }
 
   evictWhere(pred: (key: string) => boolean): void {
@@ -149,7 +180,7 @@ class SessionCache {
   async releaseAll(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
-    await Promise.all(all.map((p) => p.then((s) => s.release()).catch(() => undefined)));
+    await Promise.all(all.map((e) => e.session.then((s) => s.release()).catch(() => undefined)));
   }
 }
 
@@ -171,6 +202,8 @@ export class ModelEngine {
   readonly config: ModelConfig;
   readonly options: EngineOptions;
   private readonly sessions: SessionCache;
+  /** Where the sessions run (a worker thread unless `thread: 'main'`). */
+  private readonly host: SessionHost;
   private weights: WeightMap | null = null;
   private version = '';
 
@@ -185,7 +218,8 @@ export class ModelEngine {
       enableCpuMemArena: this.options.memArena !== 'off',
     };
     if (this.options.threads > 0) so.intraOpNumThreads = this.options.threads;
-    this.sessions = new SessionCache(this.options.maxSessions, so);
+    this.host = new SessionHost(this.options.thread);
+    this.sessions = new SessionCache(this.options.maxSessions, this.host, so);
   }
 
   /** The weights version decode/score currently use ('' before `setWeights`). */
@@ -202,6 +236,7 @@ export class ModelEngine {
     this.checkWeights(weights, 'weights');
     if (version === this.version && weights === this.weights) return;
     const old = this.version;
+    this.dropWeightFeeds();
     this.weights = weights;
     this.version = version;
     // baked sessions (keys ending `@version`) hold the old tensors: drop those of the old version
@@ -292,7 +327,7 @@ export class ModelEngine {
   }
 
   /** The decode session of the installed weights. */
-  async decodeSession(opts: DecodeGraphOptions = {}): Promise<ort.InferenceSession> {
+  async decodeSession(opts: DecodeGraphOptions = {}): Promise<HostedSession> {
     this.requireLm('decode');
     const w = this.requireWeights();
     const src = this.options.bakeWeights ? w : 'inputs';
@@ -306,26 +341,56 @@ export class ModelEngine {
 
   /**
    * Feeds for the parameters of decode/score sessions: empty when the weights are baked in, else
-   * one ort.Tensor per parameter over the installed Float32Arrays (no copies).
+   * one resident tensor per parameter, made from the installed Float32Arrays once per `setWeights`
+   * (copied to the session worker once, then fed by reference to every run).
    */
-  weightFeeds(): Record<string, ort.Tensor> {
+  weightFeeds(): Promise<Record<string, HostedFeed>> {
     const w = this.requireWeights();
-    if (this.options.bakeWeights) return {};
-    if (this.weightTensors?.source !== w) {
-      const tensors: Record<string, ort.Tensor> = {};
-      for (const s of parameterShapes(this.config)) tensors[s.name] = tensorOf(w.get(s.name)!);
-      this.weightTensors = { source: w, tensors };
-    }
-    return this.weightTensors.tensors;
+    if (this.options.bakeWeights) return Promise.resolve({});
+    const cached = this.weightTensors;
+    if (cached?.source === w && Object.values(cached.ready ?? {}).every((t) => t.generation === this.host.generation))
+      return cached.tensors;
+    this.dropWeightFeeds();
+    const entry: WeightFeeds = { source: w, tensors: this.uploadWeights(w) };
+    entry.tensors.then(
+      (t) => (entry.ready = t),
+      () => {
+        if (this.weightTensors === entry) this.weightTensors = null;
+      },
+    );
+    this.weightTensors = entry;
+    return entry.tensors;
   }
 
-  private weightTensors: { source: WeightMap; tensors: Record<string, ort.Tensor> } | null = null;
+  private async uploadWeights(w: WeightMap): Promise<Record<string, ResidentTensor>> {
+    const tensors: Record<string, ResidentTensor> = {};
+    for (const s of parameterShapes(this.config)) tensors[s.name] = await this.host.put(tensorOf(w.get(s.name)!));
+    return tensors;
+  }
+
+  private weightTensors: WeightFeeds | null = null;
+
+  /** Frees the resident weight feeds of the installed weights (they are about to change). */
+  private dropWeightFeeds(): void {
+    const old = this.weightTensors;
+    this.weightTensors = null;
+    old?.tensors.then((t) => this.host.drop(Object.values(t))).catch(() => undefined);
+  }
+
+  /**
+   * A KV cache for `generate` where the sessions run: 2 x layers float32 buffers
+   * [batch, kvHeads, capacity, headDim] (keys and values of each layer, in that order).
+   */
+  decodeCache(batch: number, capacity: number): Promise<KvCacheHandle> {
+    const c = this.config;
+    return this.host.kvCache({ tensors: 2 * c.layers, batch, heads: c.kvHeads, capacity, headDim: c.headDim });
+  }
 
   /**
    * Per-token logprobs (and entropy) of the given sequences under the installed weights, of
    * softmax(logits / temperature) (default temperature 1; see `TrainStepOptions.temperature`).
    */
-  async score(batch: TokenBatch, opts: { entropy?: boolean; temperature?: number } = {}): Promise<ScoreResult> {
+  async score(batch: TokenBatch, opts: { entropy?: boolean; temperature?: number; signal?: AbortSignal } = {}): Promise<ScoreResult> {
     this.requireLm('score');
     const w = this.requireWeights();
     const { b, t, ids, mask } = this.checkTokens(batch);
@@ -333,8 +398,9 @@ export class ModelEngine {
     const entropy = opts.entropy ?? true;
     const src = this.options.bakeWeights ? w : 'inputs';
     const s = await this.sessions.get(`score:${entropy}${this.versionKey()}`, () => buildScoreGraph(this.config, src, { entropy }));
+    opts.signal?.throwIfAborted();
     const r = await s.run({
-      ...this.weightFeeds(),
+      ...(await this.weightFeeds()),
       input_ids: ids,
       attention_mask: mask,
       [TEMPERATURE_INPUT]: temperatureTensor(opts.temperature),
@@ -359,7 +425,7 @@ export class ModelEngine {
       throw new ModelInputError(`batch.attentionMask row ${empty} has no real token: a sequence to reward needs at least one`);
     const src = this.options.bakeWeights ? w : 'inputs';
     const s = await this.sessions.get(`reward${this.versionKey()}`, () => buildRewardGraph(this.config, src));
-    const r = await s.run({ ...this.weightFeeds(), input_ids: ids, attention_mask: mask });
+    const r = await s.run({ ...(await this.weightFeeds()), input_ids: ids, attention_mask: mask });
     return r.rewards!.data as Float32Array;
   }
 
@@ -368,7 +434,7 @@ export class ModelEngine {
     kind: TrainGraphKind,
     loss: LossBuilder,
     optimizer: OptimizerInput = {},
-  ): Promise<{ session: ort.InferenceSession; graph: TrainGraphInfo }> {
+  ): Promise<{ session: HostedSession; graph: TrainGraphInfo }> {
     const opt = parseOptimizer(optimizer);
     const key = `${kind}:${kind === 'apply' ? '' : loss.key}:${JSON.stringify(opt)}`;
     let info = this.trainInfo.get(key);
@@ -389,7 +455,9 @@ export class ModelEngine {
 
   /**
    * One optimizer step: forward, loss, backward, clipping and AdamW. Several micro-batches
-   * accumulate their gradients (the update uses their mean) before one update.
+   * accumulate their gradients (the update uses their mean) before one update. The parameters and
+   * moments go to the session worker once per call (moved with `moveState`), the accumulated
+   * gradients stay there between micro-batches, and the new state comes back without a copy.
    */
   async trainStep(state: TrainState, batches: TrainBatch | TrainBatch[], opts: TrainStepOptions): Promise<TrainStepResult> {
     const list = Array.isArray(batches) ? batches : [batches];
@@ -398,70 +466,117 @@ export class ModelEngine {
     this.checkState(state);
     const opt = parseOptimizer(opts.optimizer ?? {});
     const specs = parameterShapes(this.config);
-    const paramFeeds: Record<string, ort.Tensor> = {};
-    for (const s of specs) paramFeeds[s.name] = tensorOf(state.params.get(s.name)!);
-    const optFeeds: Record<string, ort.Tensor> = {
-      step: new ort.Tensor('int64', BigInt64Array.of(BigInt(state.step)), []),
-      lr: new ort.Tensor('float32', Float32Array.of(opts.lr), []),
-    };
-    for (const s of specs) {
-      optFeeds[`adam_m.${s.name}`] = tensorOf(state.adamM.get(s.name)!);
-      optFeeds[`adam_v.${s.name}`] = tensorOf(state.adamV.get(s.name)!);
-    }
 
     const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
     const { session, graph } = await this.trainSession(kind, opts.loss, opt);
     const temperature = temperatureTensor(opts.temperature);
     const feedsOf = list.map((b, i) => {
       opts.loss.validate?.(b, `batch ${i}`); // the loss's own layout rules (e.g. preference pairs)
-      const feeds = this.batchFeeds(b, graph, `batch ${i}`); // validate all first
+      const feeds: Record<string, HostedFeed> = this.batchFeeds(b, graph, `batch ${i}`); // validate all first
       if (graph.temperature) feeds[TEMPERATURE_INPUT] = temperature;
       return feeds;
     });
+    const apply = kind === 'grad' ? await this.trainSession('apply', opts.loss, opt) : null;
+    const { signal, onProgress } = opts;
+    signal?.throwIfAborted();
+
+    const move = opts.moveState === true;
+    if (move && this.weights === state.params) {
+      // the installed weights are about to move away: nothing may build a session from them later
+      this.dropWeightFeeds();
+      this.sessions.evictWhere((k) => k.endsWith(`@${this.version}`));
+      this.weights = null;
+      this.version = '';
+    }
+    const resident: ResidentTensor[] = [];
+    const upload = async (prefix: string, m: Map<string, WeightTensor>, into: Record<string, HostedFeed>) => {
+      for (const s of specs) {
+        const t = await this.host.put(tensorOf(m.get(s.name)!), { move });
+        resident.push(t);
+        into[`${prefix}${s.name}`] = t;
+      }
+    };
+    const paramFeeds: Record<string, HostedFeed> = {};
+    const optFeeds: Record<string, HostedFeed> = {
+      step: new ort.Tensor('int64', BigInt64Array.of(BigInt(state.step)), []),
+      lr: new ort.Tensor('float32', Float32Array.of(opts.lr), []),
+    };
     const sums: Record<string, number> = {};
-    const addMetrics = (r: ort.InferenceSession.OnnxValueMapType) => {
+    const addMetrics = (r: Record<string, ort.Tensor>) => {
       const add = (k: string, v: number) => (sums[k] = (sums[k] ?? 0) + v);
       add('loss', Number(r.loss!.data[0]));
       for (const m of graph.metrics) add(m, Number(r[`metric.${m}`]!.data[0]));
     };
+    const runs = list.length + (apply ? 1 : 0);
+    let done = 0;
+    const ran = () => onProgress?.(++done, runs);
 
-    let out: ort.InferenceSession.OnnxValueMapType;
-    if (kind === 'trainStep') {
-      out = await session.run({ ...paramFeeds, ...optFeeds, ...feedsOf[0]! });
-      addMetrics(out);
-    } else {
-      let acc: Record<string, ort.Tensor> = {};
-      for (const s of specs)
-        acc[`acc.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape);
-      for (const f of feedsOf) {
-        const r = await session.run({ ...paramFeeds, ...acc, ...f });
-        addMetrics(r);
-        acc = {};
-        for (const s of specs) acc[`acc.${s.name}`] = r[`new.acc.${s.name}`]!;
+    let out: Record<string, ort.Tensor>;
+    try {
+      await upload('', state.params, paramFeeds);
+      await upload('adam_m.', state.adamM, optFeeds);
+      await upload('adam_v.', state.adamV, optFeeds);
+      if (!apply) {
+        signal?.throwIfAborted();
+        out = (await session.exec({ ...paramFeeds, ...optFeeds, ...feedsOf[0]! })).outputs;
+        addMetrics(out);
+        ran();
+      } else {
+        let acc: Record<string, ResidentTensor> = {};
+        for (const s of specs) resident.push((acc[`acc.${s.name}`] = await this.host.zeros(s.shape)));
+        const keep = specs.map((s) => `new.acc.${s.name}`);
+        for (const f of feedsOf) {
+          signal?.throwIfAborted();
+          const r = await session.exec({ ...paramFeeds, ...acc, ...f }, { keep });
+          addMetrics(r.outputs);
+          await this.host.drop(Object.values(acc));
+          acc = {};
+          for (const s of specs) resident.push((acc[`acc.${s.name}`] = r.kept[`new.acc.${s.name}`]!));
+          ran();
+        }
+        signal?.throwIfAborted();
+        out = (
+          await apply.session.exec({
+            ...paramFeeds,
+            ...optFeeds,
+            ...acc,
+            grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []),
+          })
+        ).outputs;
+        ran();
       }
-      const apply = await this.trainSession('apply', opts.loss, opt);
-      out = await apply.session.run({
-        ...paramFeeds,
-        ...optFeeds,
-        ...acc,
-        grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []),
-      });
+      const metrics: Record<string, number> = {};
+      for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;
+      metrics.grad_norm = Number(out.grad_norm!.data[0]);
+      metrics.skipped = Number(out.skipped!.data[0]);
+      if (metrics.skipped) {
+        // a non-finite gradient: the update is skipped, parameters, moments and step stay as they were
+        log.warn({ step: state.step, grad_norm: metrics.grad_norm }, 'non-finite gradient: update skipped');
+        return { state: move ? await this.takeBack(state, paramFeeds, optFeeds) : state, metrics };
+      }
+      const take = (prefix: string) =>
+        new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
+      return {
+        state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
+        metrics,
+      };
+    } finally {
+      await this.host.drop(resident).catch(() => undefined);
     }
-    const metrics: Record<string, number> = {};
-    for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;
-    metrics.grad_norm = Number(out.grad_norm!.data[0]);
-    metrics.skipped = Number(out.skipped!.data[0]);
-    if (metrics.skipped) {
-      // a non-finite gradient: the update is skipped, parameters, moments and step stay as they were
-      log.warn({ step: state.step, grad_norm: metrics.grad_norm }, 'non-finite gradient: update skipped');
-      return { state, metrics };
-    }
-    const take = (prefix: string) =>
-      new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
-    return {
-      state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
-      metrics,
+  }
+
+  /** A moved state, back from the session worker unchanged (an update skipped by a non-finite gradient). */
+  private async takeBack(state: TrainState, params: Record<string, HostedFeed>, opt: Record<string, HostedFeed>): Promise<TrainState> {
+    const specs = parameterShapes(this.config);
+    const back = async (feeds: Record<string, HostedFeed>, prefix: string) => {
+      const m = new Map<string, WeightTensor>();
+      for (const s of specs) {
+        const t = await this.host.take(feeds[`${prefix}${s.name}`] as ResidentTensor);
+        m.set(s.name, { shape: s.shape.slice(), data: t.data as Float32Array });
+      }
+      return m;
     };
+    return { params: await back(params, ''), adamM: await back(opt, 'adam_m.'), adamV: await back(opt, 'adam_v.'), step: state.step };
   }
 
   private checkState(state: TrainState): void {
@@ -514,10 +629,19 @@ export class ModelEngine {
     return this.sessions.keys();
   }
 
-  /** Releases every cached session. */
+  /** Releases every cached session and stops the session worker (a later call starts a new one). */
   async close(): Promise<void> {
+    this.dropWeightFeeds();
     await this.sessions.releaseAll();
+    await this.host.close();
   }
+}
+
+/** The resident weight feeds of one installed WeightMap (`weightFeeds`). */
+interface WeightFeeds {
+  source: WeightMap;
+  tensors: Promise<Record<string, ResidentTensor>>;
+  ready?: Record<string, ResidentTensor>;
 }
 
 interface TrainGraphInfo {

@@ -108,10 +108,18 @@ export interface SequenceJob {
 export async function generateAll(
   engine: ModelEngine,
   jobs: readonly SequenceJob[],
-  opts: { maxNewTokens: number; stopTokenIds: readonly number[]; temperature: number },
+  opts: {
+    maxNewTokens: number;
+    stopTokenIds: readonly number[];
+    temperature: number;
+    /** The activity's cancellation: checked before every decode step (generate.ts). */
+    signal?: AbortSignal;
+    /** After every decode step of the current batch: the steps done in it (1 after the prefill). */
+    onStep?: (steps: number) => void;
+  },
   onBatch: (done: number) => void,
 ): Promise<Generation[]> {
-  const { maxNewTokens, stopTokenIds, temperature } = opts;
+  const { maxNewTokens, stopTokenIds, temperature, signal, onStep } = opts;
   const out: Generation[] = [];
   for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
     const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
@@ -122,6 +130,8 @@ export async function generateAll(
         maxNewTokens,
         stopTokenIds,
         temperature,
+        signal,
+        onStep,
         pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
       },
     );

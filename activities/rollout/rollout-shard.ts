@@ -81,6 +81,7 @@ async function decodeContinuations(
   params: SamplingParams,
   stopIds: readonly number[],
   jobs: readonly ContinuationJob[],
+  signal: AbortSignal,
 ): Promise<TreeCompletion[]> {
   const V = run.tokenizer.vocabSize;
   const stopSet = new Set(stopIds);
@@ -105,7 +106,7 @@ async function decodeContinuations(
     const gens = await generateAll(
       engine,
       seqJobs,
-      { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature },
+      { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature, signal },
       () => undefined,
     );
     idx.forEach((i, k) => {
@@ -199,6 +200,7 @@ async function treeRows(
   promptIds: readonly number[][],
   params: SamplingParams,
   stopIds: readonly number[],
+  signal: AbortSignal,
 ): Promise<RolloutsInput[]> {
   const { config } = run;
   const scorer = phase.tree!.criterion === 'value' ? rolloutScorer(run, items, promptIds, input.step) : null;
@@ -223,6 +225,7 @@ async function treeRows(
                 streamKey: j.streamKey,
                 prefix: j.prefix,
               })),
+              signal,
             ),
           score: async (samples) => (scorer ? scorer.score(samples) : samples.map(() => null)),
         },
@@ -252,6 +255,7 @@ async function retryRows(
   params: SamplingParams,
   stopIds: readonly number[],
   flat: readonly RolloutsInput[],
+  signal: AbortSignal,
 ): Promise<RolloutsInput[]> {
   const options = phase.retry as RetryRolloutOptions;
   const estimator = phase.advantage;
@@ -306,6 +310,7 @@ async function retryRows(
                 prefix: j.prefix,
                 context: j.reflection === null ? promptIds[j.group]! : [...promptIds[j.group]!, ...reflectionIds(j.reflection)],
               })),
+              signal,
             ),
         },
       ),
@@ -318,7 +323,7 @@ async function retryRows(
 
 /** Generates one rollout shard of an RL step and writes `rolloutsName(shard)` (uncommitted). */
 export async function rolloutShard(input: RolloutShardInput): Promise<RolloutShardResult> {
-  return stage('rollout', input.storeUri, async ({ store, progress }) => {
+  return stage('rollout', input.storeUri, async ({ store, progress, signal }) => {
     const t0 = performance.now();
     const { runId, step, shard } = input;
     if (!Number.isInteger(shard) || shard < 0 || !Number.isInteger(input.shards) || shard >= input.shards) {
@@ -351,7 +356,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     const promptIds = items.map((it) => run.encodePrompt(it.prompt, it.messages));
     if (phase.tree) {
       progress({ done: 0, of: items.length });
-      const rows = await treeRows(store, run, phase, input, items, promptIds, params, stopIds);
+      const rows = await treeRows(store, run, phase, input, items, promptIds, params, stopIds, signal);
       crashPoint('rollout', step);
       const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
       progress({ done: items.length, of: items.length });
@@ -364,9 +369,20 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
       }
     });
     progress({ done: 0, of: items.length });
+    let done = 0; // samples generated (whole batches)
     const gens = await withPolicy(store, runId, run, input.policyVersion, (engine) =>
-      generateAll(engine, jobs, { maxNewTokens: params.max_tokens, stopTokenIds: stopIds, temperature: params.temperature }, (done) =>
-        progress({ done: Math.floor(done / G), of: items.length }),
+      generateAll(
+        engine,
+        jobs,
+        {
+          maxNewTokens: params.max_tokens,
+          stopTokenIds: stopIds,
+          temperature: params.temperature,
+          signal,
+          // real progress inside a batch: its decode steps (the engine runs off this thread, so they go out during the batch)
+          onStep: (steps) => progress({ done: Math.floor(done / G), of: items.length, decodeSteps: steps, maxSteps: params.max_tokens }),
+        },
+        (d) => progress({ done: Math.floor((done = d) / G), of: items.length }),
       ),
     );
     crashPoint('rollout', step);
@@ -393,7 +409,8 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
         finish_reason: c.finishReason,
       };
     });
-    if (phase.kind === 'rl' && phase.retry) rows = await retryRows(store, run, phase, input, items, promptIds, params, stopIds, rows);
+    if (phase.kind === 'rl' && phase.retry)
+      rows = await retryRows(store, run, phase, input, items, promptIds, params, stopIds, rows, signal);
     const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
     progress({ done: items.length, of: items.length });
     return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };
