@@ -10,7 +10,10 @@
  * continued as new twice (recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training`, which
  * writes training-run-exec{1,3}.json; rename them to the next version): the first ends in
  * continue-as-new, the last starts from the carried state. v1 predates the
- * `status-before-continue-as-new` patch, v2 has it.
+ * `status-before-continue-as-new` patch, v2 has it. training-run-v3-controls (pause / resume /
+ * stop as Updates, rl steps of 4 shards, an evaluation every 2 steps) and training-run-v3-blocked
+ * (a run blocked on a failing reward, retried, then stopped: the `blocked-not-failed` patch) are
+ * recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/controls`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,4 +65,49 @@ test('a history that the current code cannot produce is reported as non-determin
     Worker.runReplayHistory({ workflowsPath }, historyFromJSON(json), 'tampered'),
     /[Nn]ondeterminism|DeterminismViolation/,
   );
+});
+
+/** The events of a fixture, as JSON. */
+type Event = Record<string, Record<string, unknown> | undefined>;
+const events = (f: string) => (JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { events: Event[] }).events;
+const updates = (evs: Event[]) =>
+  evs.flatMap((e) => {
+    const a = e.workflowExecutionUpdateAcceptedEventAttributes as { acceptedRequest?: { input?: { name?: string } } } | undefined;
+    return a?.acceptedRequest?.input?.name ? [a.acceptedRequest.input.name] : [];
+  });
+const scheduled = (evs: Event[], type: string) =>
+  evs.filter(
+    (e) => (e.activityTaskScheduledEventAttributes as { activityType?: { name?: string } } | undefined)?.activityType?.name === type,
+  );
+const patches = (evs: Event[]) =>
+  evs.flatMap((e) => {
+    const details = (e.markerRecordedEventAttributes as { details?: Record<string, { payloads?: { data?: string }[] }> } | undefined)
+      ?.details;
+    return Object.values(details ?? {}).flatMap((p) => (p.payloads ?? []).map((x) => Buffer.from(x.data ?? '', 'base64').toString('utf8')));
+  });
+
+test('training-run-v3-controls holds pause, resume and stop Updates, rl steps of 4 rollout shards and evaluations every 2 steps', () => {
+  const evs = events('training-run-v3-controls.json');
+  assert.deepEqual(updates(evs), ['pause', 'resume', 'stop']);
+  const summaries = scheduled(evs, 'rolloutShard').map((e) =>
+    String((e.userMetadata as { summary?: { data?: string } } | undefined)?.summary?.data ?? ''),
+  );
+  assert.ok(
+    summaries.some((s) => Buffer.from(s, 'base64').toString('utf8').includes('shard 4/4')),
+    'a fourth shard of four',
+  );
+  assert.ok(scheduled(evs, 'evaluate').length >= 3, 'the initial, end-of-sft and every-2-steps evaluations');
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes, 'the run ends (stopped)');
+});
+
+test('training-run-v3-blocked holds the blocked-not-failed patch, a retry Update and a stop Update, and completes (stopped), never failed', () => {
+  const evs = events('training-run-v3-blocked.json');
+  assert.ok(patches(evs).some((p) => p.includes('blocked-not-failed')));
+  assert.deepEqual(updates(evs), ['retry', 'stop']);
+  assert.ok(
+    evs.some((e) => e.activityTaskFailedEventAttributes),
+    'reward calls that failed',
+  );
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes);
+  assert.ok(!evs.some((e) => e.workflowExecutionFailedEventAttributes));
 });
