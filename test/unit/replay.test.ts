@@ -13,6 +13,7 @@
  * `status-before-continue-as-new` patch, v2 has it. training-run-v3-controls (pause / resume /
  * stop as Updates, rl steps of 4 shards, an evaluation every 2 steps) and training-run-v3-blocked
  * (a run blocked on a failing reward, retried, then stopped: the `blocked-not-failed` patch) are
+ * and training-run-v3-resume-from (a run started by resume-from another run's checkpoint) are
  * recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/controls`.
  */
 import { test } from 'node:test';
@@ -110,4 +111,15 @@ test('training-run-v3-blocked holds the blocked-not-failed patch, a retry Update
   );
   assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes);
   assert.ok(!evs.some((e) => e.workflowExecutionFailedEventAttributes));
+});
+
+test("training-run-v3-resume-from starts from another run's checkpoint (initRun with resumeFrom) and completes", () => {
+  const evs = events('training-run-v3-resume-from.json');
+  const started = evs[0]!.workflowExecutionStartedEventAttributes as { input?: { payloads?: { data?: string }[] } };
+  const input = JSON.parse(Buffer.from(started.input!.payloads![0]!.data!, 'base64').toString('utf8')) as {
+    resumeFrom: { checkpoint: number } | null;
+  };
+  assert.ok(input.resumeFrom && input.resumeFrom.checkpoint > 0, 'a resume-from run');
+  assert.equal(scheduled(evs, 'initRun').length, 1);
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes);
 });

@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { openStore } from '../../../activities/store/open.js';
 import { committedSteps } from '../../../activities/store/manifest.js';
-import { pauseRun, resumeRun, retryRun, runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
+import { pauseRun, resumeFromRun, resumeRun, retryRun, runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
 import { pauseSignal, resumeSignal, stopSignal } from '../../../workflows/training-run.js';
 import { temporalWithWorkers } from '../../support/temporal.js';
 import { assertCommittedRun, tinyRunConfig, waitFor } from '../../support/training.js';
@@ -158,6 +158,26 @@ test('a reward that fails every sample under onError fail blocks the run (not fa
     assert.deepEqual(await committedSteps(store, run.runId), [0]);
     assert.equal(await statusOf(client, run.runId), 'stopped');
     await record(run.handle, 'training-run-v3-blocked');
+  } finally {
+    await store.close();
+  }
+});
+
+test('a run stopped by the stop Update at the answered step is continued by resume-from from that checkpoint to the end (its history is the resume-from replay fixture)', async () => {
+  const { client } = temporal();
+  const a = await startTrainingRun(client, tinyRunConfig(storeUri));
+  const store = openStore(storeUri);
+  try {
+    await waitFor('step 1 committed', async () => ((await committedSteps(store, a.runId)).includes(1) ? true : undefined));
+    const stop = await stopRun(client, a.runId, 'test');
+    const stopped = await a.result();
+    assert.deepEqual([stopped.status, stopped.steps], ['stopped', stop.step]);
+    const b = await resumeFromRun(client, a.runId);
+    assert.equal(b.checkpoint, stop.step, 'resumes from the checkpoint the stop answered');
+    const result = await b.result();
+    assert.equal(result.status, 'completed');
+    await assertCommittedRun(store, b.runId, 5, b.checkpoint);
+    await record(b.handle, 'training-run-v3-resume-from');
   } finally {
     await store.close();
   }
