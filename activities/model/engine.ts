@@ -23,7 +23,7 @@
 import ort from 'onnxruntime-node';
 import { parseConfig, z } from '../common/config.js';
 import { logger } from '../common/log.js';
-import { parameterShapes, parseModelConfig, type ModelConfig } from './config.js';
+import { parameterShapes, parseModelConfig, trainableNames, type ModelConfig } from './config.js';
 import { archOf } from './arch/index.js';
 import type { Graph } from './graph.js';
 import { TEMPERATURE_INPUT, type WeightMap, type WeightTensor } from './graphs/common.js';
@@ -245,10 +245,13 @@ export class ModelEngine {
     this.sessions.evictWhere((k) => k.endsWith(`@${old}`) || k.endsWith(`@${version}`));
   }
 
-  /** Throws ModelInputError naming each missing, unexpected, misshapen or non-float32 tensor. */
-  checkWeights(weights: WeightMap, what: string): void {
+  /**
+   * Throws ModelInputError naming each missing, unexpected, misshapen or non-float32 tensor; `only`
+   * narrows the expected set (the trainable parameters, for AdamW moments).
+   */
+  checkWeights(weights: WeightMap, what: string, only?: ReadonlySet<string>): void {
     const problems: string[] = [];
-    const specs = parameterShapes(this.config);
+    const specs = parameterShapes(this.config).filter((s) => !only || only.has(s.name));
     const expected = new Set(specs.map((s) => s.name));
     for (const s of specs) {
       const w = weights.get(s.name);
@@ -466,6 +469,9 @@ export class ModelEngine {
     this.checkState(state);
     const opt = parseOptimizer(opts.optimizer ?? {});
     const specs = parameterShapes(this.config);
+    // what trains (a LoRA model's adapters; else every parameter) has moments, accumulators and new values; the rest is fed as is
+    const trainable = trainableNames(this.config);
+    const trained = specs.filter((s) => trainable.has(s.name));
 
     const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
     const { session, graph } = await this.trainSession(kind, opts.loss, opt);
@@ -489,9 +495,10 @@ export class ModelEngine {
       this.version = '';
     }
     const resident: ResidentTensor[] = [];
-    const upload = async (prefix: string, m: Map<string, WeightTensor>, into: Record<string, HostedFeed>) => {
-      for (const s of specs) {
-        const t = await this.host.put(tensorOf(m.get(s.name)!), { move });
+    const upload = async (prefix: string, m: Map<string, WeightTensor>, into: Record<string, HostedFeed>, which = specs) => {
+      for (const s of which) {
+        // frozen parameters never move: the new state shares their buffers
+        const t = await this.host.put(tensorOf(m.get(s.name)!), { move: move && trainable.has(s.name) });
         resident.push(t);
         into[`${prefix}${s.name}`] = t;
       }
@@ -514,8 +521,8 @@ export class ModelEngine {
     let out: Record<string, ort.Tensor>;
     try {
       await upload('', state.params, paramFeeds);
-      await upload('adam_m.', state.adamM, optFeeds);
-      await upload('adam_v.', state.adamV, optFeeds);
+      await upload('adam_m.', state.adamM, optFeeds, trained);
+      await upload('adam_v.', state.adamV, optFeeds, trained);
       if (!apply) {
         signal?.throwIfAborted();
         out = (await session.exec({ ...paramFeeds, ...optFeeds, ...feedsOf[0]! })).outputs;
@@ -523,15 +530,15 @@ export class ModelEngine {
         ran();
       } else {
         let acc: Record<string, ResidentTensor> = {};
-        for (const s of specs) resident.push((acc[`acc.${s.name}`] = await this.host.zeros(s.shape)));
-        const keep = specs.map((s) => `new.acc.${s.name}`);
+        for (const s of trained) resident.push((acc[`acc.${s.name}`] = await this.host.zeros(s.shape)));
+        const keep = trained.map((s) => `new.acc.${s.name}`);
         for (const f of feedsOf) {
           signal?.throwIfAborted();
           const r = await session.exec({ ...paramFeeds, ...acc, ...f }, { keep });
           addMetrics(r.outputs);
           await this.host.drop(Object.values(acc));
           acc = {};
-          for (const s of specs) resident.push((acc[`acc.${s.name}`] = r.kept[`new.acc.${s.name}`]!));
+          for (const s of trained) resident.push((acc[`acc.${s.name}`] = r.kept[`new.acc.${s.name}`]!));
           ran();
         }
         signal?.throwIfAborted();
@@ -555,9 +562,10 @@ export class ModelEngine {
         return { state: move ? await this.takeBack(state, paramFeeds, optFeeds) : state, metrics };
       }
       const take = (prefix: string) =>
-        new Map(specs.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
+        new Map(trained.map((s) => [s.name, { shape: s.shape.slice(), data: out[`${prefix}${s.name}`]!.data as Float32Array }]));
+      const params = new Map(specs.map((s) => [s.name, trainable.has(s.name) ? take('new.').get(s.name)! : state.params.get(s.name)!]));
       return {
-        state: { params: take('new.'), adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
+        state: { params, adamM: take('new.adam_m.'), adamV: take('new.adam_v.'), step: Number(out['new.step']!.data[0]) },
         metrics,
       };
     } finally {
@@ -567,7 +575,8 @@ export class ModelEngine {
 
   /** A moved state, back from the session worker unchanged (an update skipped by a non-finite gradient). */
   private async takeBack(state: TrainState, params: Record<string, HostedFeed>, opt: Record<string, HostedFeed>): Promise<TrainState> {
-    const specs = parameterShapes(this.config);
+    const trainable = trainableNames(this.config);
+    const specs = parameterShapes(this.config).filter((s) => trainable.has(s.name)); // only these moved
     const back = async (feeds: Record<string, HostedFeed>, prefix: string) => {
       const m = new Map<string, WeightTensor>();
       for (const s of specs) {
@@ -576,13 +585,16 @@ export class ModelEngine {
       }
       return m;
     };
-    return { params: await back(params, ''), adamM: await back(opt, 'adam_m.'), adamV: await back(opt, 'adam_v.'), step: state.step };
+    const moved = await back(params, '');
+    const all = new Map([...state.params].map(([n, w]) => [n, moved.get(n) ?? w]));
+    return { params: all, adamM: await back(opt, 'adam_m.'), adamV: await back(opt, 'adam_v.'), step: state.step };
   }
 
   private checkState(state: TrainState): void {
+    const trainable = trainableNames(this.config);
     this.checkWeights(state.params, 'train state params');
-    this.checkWeights(state.adamM, 'train state adamM');
-    this.checkWeights(state.adamV, 'train state adamV');
+    this.checkWeights(state.adamM, 'train state adamM', trainable);
+    this.checkWeights(state.adamV, 'train state adamV', trainable);
     if (!Number.isSafeInteger(state.step) || state.step < 0)
       throw new ModelInputError(`train state step must be a non-negative integer, got ${state.step}`);
   }
@@ -675,11 +687,14 @@ function extraTensor(v: ExtraValue, dtype: string, what: string, b: number, t: n
   return new ort.Tensor('float32', float32(rows), [b, t]);
 }
 
-/** A fresh training state: the given parameters (validated by trainStep), zero moments, step 0. */
+/** A fresh training state: the given parameters (validated by trainStep), zero moments for those that train, step 0. */
 export function initTrainState(cfg: ModelConfig, params: Map<string, WeightTensor>): TrainState {
+  const trainable = trainableNames(cfg);
   const zeros = () =>
     new Map(
-      parameterShapes(cfg).map((s) => [s.name, { shape: s.shape.slice(), data: new Float32Array(s.shape.reduce((a, b) => a * b, 1)) }]),
+      parameterShapes(cfg)
+        .filter((s) => trainable.has(s.name))
+        .map((s) => [s.name, { shape: s.shape.slice(), data: new Float32Array(s.shape.reduce((a, b) => a * b, 1)) }]),
     );
   return { params, adamM: zeros(), adamV: zeros(), step: 0 };
 }
