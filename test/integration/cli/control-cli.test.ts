@@ -1,5 +1,5 @@
 /**
- * `durable-rl pause | resume | stop | runs | resume-from` as child processes against a real run on the
+ * `durable-rl pause | resume | stop | retry | runs | resume-from` as child processes against a real run on the
  * Temporal dev server, with in-process workers: a long tiny SFT run is paused (status shows it, and
  * nothing is committed while paused), resumed (steps advance), listed by `runs`, stopped (it ends as
  * stopped with contiguous steps from 0), and continued by `resume-from`, whose new run starts at the
@@ -42,7 +42,9 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
 
     const pause = await cli(['pause', runId]);
     assert.equal(pause.code, 0, pause.stdout + pause.stderr);
-    assert.match(pause.stdout, new RegExp(`^pause requested: ${runId} `));
+    // the Update's answer: the step the run pauses before
+    const pausedAt = Number(pause.stdout.match(new RegExp(`^pause: ${runId} pauses before step (\\d+)`))?.[1]);
+    assert.ok(Number.isInteger(pausedAt), pause.stdout);
     await waitFor(
       'the run to report paused',
       async () => ((await runProgress(client, runId))?.status === 'paused' ? true : undefined),
@@ -53,12 +55,19 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
     assert.match(status.stdout, new RegExp(`^${runId}: RUNNING · training run "${name}"`));
     assert.match(status.stdout, new RegExp(`^ {2}run ${runId} · paused`, 'm'), status.stdout);
     const atPause = await steps(runId);
+    assert.equal(atPause.length, pausedAt, 'paused with the steps before the printed one committed');
     await sleep(2000);
     assert.deepEqual(await steps(runId), atPause, 'a step was committed while the run was paused');
 
     const resume = await cli(['resume', runId]);
     assert.equal(resume.code, 0, resume.stdout + resume.stderr);
-    assert.match(resume.stdout, new RegExp(`^resume requested: ${runId} `));
+    assert.match(resume.stdout, new RegExp(`^resume: ${runId} goes on with step ${pausedAt} \\[step ${pausedAt}\\]`));
+    const again = await cli(['resume', runId]);
+    assert.equal(again.code, 2, 'a refused control exits 2');
+    assert.match(again.stderr, /cannot resume: the run is not paused/);
+    const retry = await cli(['retry', runId]);
+    assert.equal(retry.code, 2);
+    assert.match(retry.stderr, /cannot retry: the run is not blocked/);
     await waitFor('a step after the resume', async () => ((await steps(runId)).length > atPause.length ? true : undefined), 60_000);
 
     // `runs` lists the run with its name and the status search attribute (visibility lags a little).
@@ -75,10 +84,14 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
 
     const stop = await cli(['stop', runId]);
     assert.equal(stop.code, 0, stop.stdout + stop.stderr);
-    assert.match(stop.stdout, new RegExp(`^stop requested: ${runId} `));
+    const stopAt = Number(
+      stop.stdout.match(new RegExp(`^stop: ${runId} ends after step \\d+ is committed \\((\\d+) steps committed\\)`))?.[1],
+    );
+    assert.ok(Number.isInteger(stopAt), stop.stdout);
     const result = await started.result();
     live.shift();
     assert.equal(result.status, 'stopped');
+    assert.equal(result.steps, stopAt, 'the run ended with the printed number of steps');
     assert.ok(result.steps > atPause.length && result.steps < total, `steps ${result.steps}`);
     assert.deepEqual(
       await steps(runId),
