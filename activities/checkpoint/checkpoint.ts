@@ -10,6 +10,11 @@
  * The bytes are a deterministic function of the tensors (safetensors with sorted names), so a
  * re-executed learner writes the same content-addressed keys, and two runs with equal weights have
  * equal sha256s.
+ *
+ * Frozen parameters (a LoRA run's base weights: those without AdamW moments in the state) are
+ * written once, in checkpoint 0; a later checkpoint holds only the parameters that train, with
+ * metadata `frozen_from: "0"`, and reading it takes the others from checkpoint 0 (shared, read
+ * once per run and process).
  */
 import type { TrainState } from '../model/engine-types.js';
 import type { WeightTensor } from '../model/graphs/common.js';
@@ -38,9 +43,19 @@ function toWeights(tensors: Map<string, Tensor>, what: string, prefix = ''): Map
   return out;
 }
 
-/** The two artifacts of a checkpoint, serialized. */
-export function encodeCheckpoint(state: TrainState): { model: Uint8Array; optimizer: Uint8Array } {
-  const model = serializeSafetensors(toTensors(state.params), { format: 'pt' });
+/** The checkpoint that holds the frozen parameters of later ones. */
+const FROZEN_FROM = 0;
+
+/** The two artifacts of checkpoint `version`, serialized (frozen parameters only in checkpoint 0). */
+export function encodeCheckpoint(state: TrainState, version = FROZEN_FROM): { model: Uint8Array; optimizer: Uint8Array } {
+  const frozen = [...state.params.keys()].some((n) => !state.adamM.has(n));
+  const model =
+    frozen && version !== FROZEN_FROM
+      ? serializeSafetensors(toTensors(new Map([...state.params].filter(([n]) => state.adamM.has(n)))), {
+          format: 'pt',
+          frozen_from: String(FROZEN_FROM),
+        })
+      : serializeSafetensors(toTensors(state.params), { format: 'pt' });
   const moments = new Map([...toTensors(state.adamM, 'adam_m.'), ...toTensors(state.adamV, 'adam_v.')]);
   const optimizer = serializeSafetensors(moments, { step: String(state.step) });
   return { model, optimizer };
@@ -49,7 +64,7 @@ export function encodeCheckpoint(state: TrainState): { model: Uint8Array; optimi
 /** Writes the artifacts of checkpoint `version` (uncommitted: `commit` them with the step). */
 export async function writeCheckpoint(store: ObjectStore, runId: string, version: number, state: TrainState): Promise<ManifestEntry[]> {
   const prefix = checkpointPrefix(runId, version);
-  const { model, optimizer } = encodeCheckpoint(state);
+  const { model, optimizer } = encodeCheckpoint(state, version);
   return [
     await writeArtifact(store, prefix, { name: MODEL_NAME, bytes: model }),
     await writeArtifact(store, prefix, { name: OPTIMIZER_NAME, bytes: optimizer }),
@@ -61,11 +76,66 @@ export async function hasCheckpoint(store: ObjectStore, runId: string, version: 
   return (await readManifest(store, checkpointPrefix(runId, version))) !== undefined;
 }
 
-/** Parameters of a committed checkpoint (size and sha256 verified). */
-export async function loadWeights(store: ObjectStore, runId: string, version: number): Promise<Map<string, WeightTensor>> {
+/** Checkpoint 0's parameters per store and run, read once: the frozen base of a LoRA run's later checkpoints. */
+const frozenBases = new Map<string, Promise<Map<string, WeightTensor>>>();
+const MAX_FROZEN_BASES = 2;
+
+function frozenBase(store: ObjectStore, runId: string): Promise<Map<string, WeightTensor>> {
+  const key = `${store.root}|${runId}`;
+  let p = frozenBases.get(key);
+  if (!p) {
+    p = loadOwnWeights(store, runId, FROZEN_FROM).then((r) => r.weights);
+    p.catch(() => frozenBases.delete(key));
+    frozenBases.set(key, p);
+    for (const k of [...frozenBases.keys()].slice(0, Math.max(0, frozenBases.size - MAX_FROZEN_BASES))) frozenBases.delete(k);
+  } else {
+    frozenBases.delete(key); // most recently used last
+    frozenBases.set(key, p);
+  }
+  return p;
+}
+
+async function loadOwnWeights(
+  store: ObjectStore,
+  runId: string,
+  version: number,
+): Promise<{ weights: Map<string, WeightTensor>; frozenFrom: number | null }> {
   const prefix = checkpointPrefix(runId, version);
-  const bytes = await readArtifact(store, prefix, MODEL_NAME);
-  return toWeights(parseSafetensors(bytes, store.uri(prefix) + MODEL_NAME).tensors, store.uri(prefix) + MODEL_NAME);
+  const what = store.uri(prefix) + MODEL_NAME;
+  const parsed = parseSafetensors(await readArtifact(store, prefix, MODEL_NAME), what);
+  const from = parsed.metadata.frozen_from;
+  if (from !== undefined && from !== String(FROZEN_FROM))
+    throw new IntegrityError(what, `metadata frozen_from is ${JSON.stringify(from)}, expected "${FROZEN_FROM}"`);
+  return { weights: toWeights(parsed.tensors, what), frozenFrom: from === undefined ? null : FROZEN_FROM };
+}
+
+/**
+ * Parameters of a committed checkpoint (size and sha256 verified); a checkpoint of trained
+ * parameters only is completed with checkpoint 0's frozen ones (the same buffers, not copies).
+ */
+export async function loadWeights(store: ObjectStore, runId: string, version: number): Promise<Map<string, WeightTensor>> {
+  const own = await loadOwnWeights(store, runId, version);
+  if (own.frozenFrom === null) return own.weights;
+  const base = await frozenBase(store, runId);
+  return new Map([...base].map(([n, w]) => [n, own.weights.get(n) ?? w]));
+}
+
+/**
+ * The KL reference of an rl phase that starts at checkpoint `version`: that checkpoint's weights;
+ * for a LoRA model the base model itself, the adapters switched off (B = 0; TRL's reference for
+ * PEFT models), on checkpoint 0's base tensors without copying them.
+ */
+export async function loadReferenceWeights(
+  store: ObjectStore,
+  runId: string,
+  version: number,
+  model: { lora?: unknown },
+): Promise<Map<string, WeightTensor>> {
+  if (!model.lora) return loadWeights(store, runId, version);
+  const base = await frozenBase(store, runId);
+  return new Map(
+    [...base].map(([n, w]) => [n, n.endsWith('.lora_B.weight') ? { shape: w.shape, data: new Float32Array(w.data.length) } : w]),
+  );
 }
 
 /** Parameters, AdamW moments and update count of a committed checkpoint. */

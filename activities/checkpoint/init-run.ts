@@ -9,7 +9,8 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
-import { parameterCount, type ModelConfig } from '../model/config.js';
+import { parameterCount, withLora, type ModelConfig } from '../model/config.js';
+import { isAdapterName } from '../model/lora.js';
 import { initTrainState } from '../model/engine.js';
 import { initWeights } from '../model/init.js';
 import { checkParameters, ModelDirError } from '../model/hf.js';
@@ -37,16 +38,26 @@ const log = logger('checkpoint');
 /** A run's dataset as `loadRunData` reads it. */
 type LoadedDataset = Awaited<ReturnType<typeof loadRunData>>;
 
-/** A pretrained model's tensors, checked against its config (names, shapes; F16/BF16 already upcast) and in float32. */
-function pretrainedWeights(model: ModelConfig, tensors: TensorMap, uri: string): Map<string, WeightTensor> {
+/**
+ * A pretrained model's tensors, checked against its config (names, shapes; F16/BF16 already upcast)
+ * and in float32; with LoRA, the fresh adapters (`adapters`, PEFT's start: the base model exactly) added.
+ */
+function pretrainedWeights(
+  model: ModelConfig,
+  tensors: TensorMap,
+  uri: string,
+  adapters: () => Map<string, WeightTensor>,
+): Map<string, WeightTensor> {
   let checked: TensorMap;
   try {
-    checked = checkParameters(model, tensors, uri);
+    checked = checkParameters(withLora(model, null), tensors, uri);
   } catch (err) {
     if (err instanceof ModelDirError) throw ApplicationFailure.nonRetryable(err.message, 'BadPretrainedModel');
     throw err;
   }
-  return new Map([...checked].map(([name, t]) => [name, { shape: t.shape, data: t.data as Float32Array }]));
+  const weights = new Map([...checked].map(([name, t]) => [name, { shape: t.shape, data: t.data as Float32Array }]));
+  if (model.lora) for (const [name, w] of adapters()) if (isAdapterName(name)) weights.set(name, w);
+  return weights;
 }
 
 /** "215k" / "1.2M": a parameter count in a few characters. */
@@ -235,7 +246,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
       if (!(await readManifest(store, checkpointPrefix(runId, 0)))) {
         progress({ phase: base ? 'pretrained weights' : 'initial weights' });
         const weights = base
-          ? pretrainedWeights(run.model, base.weights, base.record.uri)
+          ? pretrainedWeights(run.model, base.weights, base.record.uri, () => initWeights(run.model, config.seed))
           : initWeights(run.model, config.seed, { std: config.model.initStd });
         const state = initTrainState(run.model, weights);
         const entries = await writeCheckpoint(store, runId, 0, state);
@@ -245,6 +256,11 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     } else {
       progress({ phase: 'copy checkpoint', checkpoint: from.checkpoint });
       await copyCommitted(store, checkpointPrefix(from.runId, from.checkpoint), checkpointPrefix(runId, from.checkpoint));
+      if (run.model.lora && from.checkpoint !== 0) {
+        // a LoRA checkpoint holds the adapters only: the frozen base lives in checkpoint 0 (checkpoint.ts)
+        progress({ phase: 'copy base checkpoint', checkpoint: 0 });
+        await copyCommitted(store, checkpointPrefix(from.runId, 0), checkpointPrefix(runId, 0));
+      }
       if (referenceFrom !== null) {
         progress({ phase: 'copy reference checkpoint', checkpoint: referenceFrom });
         await copyCommitted(store, checkpointPrefix(from.runId, referenceFrom), checkpointPrefix(runId, referenceFrom));

@@ -78,7 +78,7 @@ import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { LearnerInput, LearnerResult } from '../run/types.js';
-import { loadTrainState, loadWeights, writeCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadReferenceWeights, loadTrainState, writeCheckpoint } from '../checkpoint/checkpoint.js';
 import { CounterRng } from '../common/rng.js';
 import { buildLoss, type ClippedSurrogateOptions } from './index.js';
 import type { LossBuilder } from '../model/losses.js';
@@ -110,7 +110,8 @@ const engines = new RunEngines<RunEngine>({
  */
 export async function referenceEngine(store: ObjectStore, runId: string, run: ResolvedRun, version: number): Promise<ModelEngine> {
   const cached = engines.slot(store.root, runId, run);
-  if (cached.reference?.version !== version) cached.reference = { version, weights: await loadWeights(store, runId, version) };
+  if (cached.reference?.version !== version)
+    cached.reference = { version, weights: await loadReferenceWeights(store, runId, version, run.model) };
   cached.engine.setWeights(cached.reference.weights, `reference:${version}`);
   return cached.engine;
 }
@@ -477,7 +478,8 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     // preference phases (online_dpo, dpo): one DPO update on pairs (preference-update.ts)
     if (phase.kind === 'online_dpo' || phase.kind === 'dpo') {
       const referenceWeights = async (v: number) => {
-        if (cached.reference?.version !== v) cached.reference = { version: v, weights: await loadWeights(store, runId, v) };
+        if (cached.reference?.version !== v)
+          cached.reference = { version: v, weights: await loadReferenceWeights(store, runId, v, run.model) };
         return cached.reference.weights;
       };
       const r = await preferenceUpdate({
@@ -572,7 +574,8 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
           'BadLearnerInput',
         );
       }
-      if (cached.reference?.version !== ref) cached.reference = { version: ref, weights: await loadWeights(store, runId, ref) };
+      if (cached.reference?.version !== ref)
+        cached.reference = { version: ref, weights: await loadReferenceWeights(store, runId, ref, run.model) };
       reference = cached.reference.weights;
     }
 

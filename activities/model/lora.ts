@@ -76,3 +76,38 @@ export const isAdapterName = (name: string): boolean => /\.lora_[AB]\.weight$/.t
 
 /** PEFT's prefix of adapter tensor names in `adapter_model.safetensors`. */
 export const PEFT_PREFIX = 'base_model.model.';
+
+/**
+ * The adapted weights as a plain model's: every adapted W [out, in] replaced by W + (alpha / r)·B·A
+ * (float64 sums, rounded once), the adapter tensors left out. What `export` writes for tools that
+ * do not load adapters; the adapter itself goes out as a PEFT directory (peft.ts).
+ */
+export function mergeLora<T extends { shape: number[]; data: Float32Array }>(
+  lora: LoraConfig,
+  weights: ReadonlyMap<string, T>,
+): Map<string, { shape: number[]; data: Float32Array }> {
+  const s = loraScaling(lora);
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, w] of weights) {
+    if (isAdapterName(name)) continue;
+    const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : null;
+    const a = module ? weights.get(`${module}.lora_A.weight`) : undefined;
+    const b = module ? weights.get(`${module}.lora_B.weight`) : undefined;
+    if (!a || !b) {
+      out.set(name, w);
+      continue;
+    }
+    const [rows, cols] = w.shape as [number, number];
+    const r = a.shape[0]!;
+    const merged = new Float32Array(rows * cols);
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < cols; j++) {
+        let acc = 0;
+        for (let k = 0; k < r; k++) acc += b.data[i * r + k]! * a.data[k * cols + j]!;
+        merged[i * cols + j] = w.data[i * cols + j]! + s * acc;
+      }
+    }
+    out.set(name, { shape: w.shape.slice(), data: merged });
+  }
+  return out;
+}

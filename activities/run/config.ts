@@ -28,6 +28,7 @@ import { ErrorPolicySchema } from '../reward/run.js';
 import { samplingParamsSchema } from '../rollout/sampling.js';
 import { treeRolloutSchema } from '../rollout/tree-plan.js';
 import { optimizerSchema } from '../model/graphs/train.js';
+import { loraSchema } from '../model/lora.js';
 import { getTask, taskNames } from '../tasks/tasks.js';
 import {
   configVersionOf,
@@ -354,6 +355,16 @@ const modelObjectSchema = z.strictObject({
    * initStd) must be left out. Default null: train from scratch.
    */
   from: z.string().min(1).nullable().default(null),
+  /**
+   * LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"; PEFT's `LoraConfig`):
+   * train only low-rank adapters `{ rank, alpha (default 2·rank), targets (default q/k/v/o and
+   * gate/up/down projections), dropout: 0 }` on top of the frozen weights (llama family). AdamW
+   * state exists for the adapters alone; checkpoint 0 holds the base weights once and every later
+   * checkpoint only the adapters and their moments; the KL reference of an rl phase is the base
+   * model with the adapters switched off (TRL's choice for PEFT models); `export` writes the merged
+   * weights and the adapter as a PEFT directory (`adapter/`). Default null: train every weight.
+   */
+  lora: loraSchema.nullable().default(null),
   /**
    * Architecture family: 'llama' (RMSNorm, RoPE, SwiGLU; default), 'qwen3' (llama with an RMSNorm
    * over each query and key head; exported as a Qwen3ForCausalLM directory) or 'gpt2' (LayerNorm,

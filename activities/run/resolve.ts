@@ -7,7 +7,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { CharTokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { encodeChat, type ChatMessage, type ChatTemplate } from '../model/chat.js';
-import { parseModelConfig, type ModelConfig } from '../model/config.js';
+import { parseModelConfig, withLora, type ModelConfig } from '../model/config.js';
 import { defaultRegistry } from '../reward/registry.js';
 import type { RewardFn } from '../reward/types.js';
 import { withRewardFaults } from '../reward/faults.js';
@@ -155,6 +155,8 @@ export function resolveRun(config: RunConfig, data?: LoadedDataset, base?: BaseM
     model = scratchModel(config, task, chars, longest);
     stopIds = chars.eosIds;
   }
+  // LoRA adapters on the model, pretrained or not (model/lora.ts): only they train
+  if (config.model.lora) model = withLora(model, config.model.lora);
   const registry = defaultRegistry();
   return {
     config,
