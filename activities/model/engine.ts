@@ -373,6 +373,26 @@ export class ModelEngine {
 
   private weightTensors: WeightFeeds | null = null;
 
+  /** Frozen parameters made resident by trainStep, by name, with the buffer they were copied from. */
+  private readonly frozen = new Map<string, { data: Float32Array; tensor: ResidentTensor }>();
+
+  /** Copies of frozen parameters made so far (diagnostics: a LoRA run copies its base once, not every step). */
+  get frozenUploads(): number {
+    return this.frozenCopies;
+  }
+  private frozenCopies = 0;
+
+  /** The resident copy of frozen parameter `name`: made once per buffer (a new buffer replaces it). */
+  private async frozenFeed(name: string, w: WeightTensor): Promise<ResidentTensor> {
+    const hit = this.frozen.get(name);
+    if (hit?.data === w.data) return hit.tensor;
+    if (hit) await this.host.drop([hit.tensor]);
+    this.frozenCopies++;
+    const tensor = await this.host.put(tensorOf(w));
+    this.frozen.set(name, { data: w.data, tensor });
+    return tensor;
+  }
+
   /** Frees the resident weight feeds of the installed weights (they are about to change). */
   private dropWeightFeeds(): void {
     const old = this.weightTensors;
@@ -497,8 +517,12 @@ export class ModelEngine {
     const resident: ResidentTensor[] = [];
     const upload = async (prefix: string, m: Map<string, WeightTensor>, into: Record<string, HostedFeed>, which = specs) => {
       for (const s of which) {
-        // frozen parameters never move: the new state shares their buffers
-        const t = await this.host.put(tensorOf(m.get(s.name)!), { move: move && trainable.has(s.name) });
+        if (prefix === '' && !trainable.has(s.name)) {
+          // frozen parameters (a LoRA model's base) stay resident between steps: one copy where the sessions run
+          into[s.name] = await this.frozenFeed(s.name, m.get(s.name)!);
+          continue;
+        }
+        const t = await this.host.put(tensorOf(m.get(s.name)!), { move });
         resident.push(t);
         into[`${prefix}${s.name}`] = t;
       }
@@ -644,6 +668,7 @@ export class ModelEngine {
   /** Releases every cached session and stops the session worker (a later call starts a new one). */
   async close(): Promise<void> {
     this.dropWeightFeeds();
+    this.frozen.clear(); // freed with the session worker
     await this.sessions.releaseAll();
     await this.host.close();
   }

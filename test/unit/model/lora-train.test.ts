@@ -2,7 +2,8 @@
  * Training with LoRA (issue 12 §1) on a tiny llama: a fresh adapter (PEFT's initialisation, B = 0)
  * leaves the model's logprobs exactly the base model's; updates move only the adapter tensors
  * (AdamW moments exist for them alone) and lower the loss; gradient accumulation over micro-batches
- * takes the same frozen-base path as a single batch.
+ * takes the same frozen-base path as a single batch; the frozen base is copied to the session
+ * thread once for all updates.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -74,6 +75,11 @@ test('LoRA SFT lowers the loss over 20 updates while every base weight stays bit
       state = r.state;
     }
     assert.ok(losses.at(-1)! < 0.5 * losses[0]!, `loss ${losses[0]!.toFixed(3)} → ${losses.at(-1)!.toFixed(3)}`);
+    assert.equal(
+      engine.frozenUploads,
+      parameterShapes(base).length,
+      'the frozen base went to the session thread once, not once per update',
+    );
     for (const s of parameterShapes(base))
       assert.deepEqual(state.params.get(s.name)!.data, baseWeights.get(s.name)!.data, `${s.name} frozen`);
     const bMoved = [...state.params].some(([n, w]) => n.endsWith('lora_B.weight') && w.data.some((v) => v !== 0));
