@@ -582,6 +582,33 @@ export const runConfigSchema = z.strictObject({
         .default(['cpu']),
     })
     .prefault({}),
+  /**
+   * What a run's store keeps of its checkpoints (activities/checkpoint/retention.ts; applied by
+   * `durable-rl gc <run>`). Each checkpoint holds the weights (4 bytes per parameter) and the AdamW
+   * moments (8 more); without a policy every one of them is kept, as before. Whatever the policy,
+   * the latest checkpoint, checkpoint 0 of a LoRA run (the frozen base of every later one) and an
+   * rl/online_dpo/dpo phase's first checkpoint (its reference policy) while a kept checkpoint lies
+   * inside that phase are kept; step data (metrics, rollouts, evaluations) is never removed.
+   */
+  retention: z
+    .strictObject({
+      /** Keep the N most recent checkpoints; null (default): keep every checkpoint. */
+      keepLast: posInt.nullable().default(null),
+      /** Also keep every checkpoint whose number is a multiple of M (0, M, 2M, ...); needs keepLast; null: none beyond the last N. */
+      keepEvery: posInt.nullable().default(null),
+      /**
+       * Where the AdamW moments (two thirds of a checkpoint's bytes) stay: 'all' (default) on every
+       * kept checkpoint, so resume-from works from each; 'last' only on the latest (what the run
+       * itself and resume-from's default continue from), the older kept checkpoints becoming
+       * weights-only (evaluation, export, reference policy; resume-from refuses them).
+       */
+      optimizerState: z.enum(['last', 'all']).default('all'),
+    })
+    .refine((r) => r.keepEvery === null || r.keepLast !== null, {
+      message: 'keepEvery needs keepLast (without keepLast every checkpoint is kept)',
+      path: ['keepEvery'],
+    })
+    .prefault({}),
   workflow: z
     .strictObject({
       /** Continue-as-new after this many steps in one workflow execution (also when Temporal suggests it). */
