@@ -60,6 +60,15 @@ export const rewardFunctionSchema = z
   .refine((f) => f.module !== undefined || f.export === undefined, { message: 'export goes with module', path: ['export'] });
 export type RewardFunctionSpec = z.output<typeof rewardFunctionSchema>;
 
+/**
+ * Whether evaluations of a run with these functions measure accuracy and pass@k: some function is
+ * marked `verifiable` (its judgement of a sample is right or wrong). Without one, an evaluation
+ * reports the mean reward only.
+ */
+export function anyVerifiable(functions: readonly RewardFunctionSpec[]): boolean {
+  return functions.some((f) => f.verifiable);
+}
+
 /** The component id of a function entry. */
 export function functionId(f: RewardFunctionSpec): string {
   if (f.id !== undefined) return f.id;

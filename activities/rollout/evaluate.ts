@@ -1,10 +1,11 @@
 /**
- * `evaluate` (rollout queue): greedy accuracy and pass@k of a checkpoint on the task's eval split,
- * committed as `eval.json` under `evalPrefix(run, v)` (store/keys.ts). An evaluation already
- * committed is returned as stored.
+ * `evaluate` (rollout queue): greedy accuracy, pass@k and mean reward of a checkpoint on the task's
+ * eval split, committed as `eval.json` under `evalPrefix(run, v)` (store/keys.ts). An evaluation
+ * already committed is returned as stored.
  */
 import { CounterRng } from '../common/rng.js';
 import type { RewardFn, RewardSample } from '../reward/types.js';
+import { anyVerifiable } from '../reward/functions.js';
 import { scoreSamples, type RewardRow } from '../reward/run.js';
 import { stage } from '../run/stage.js';
 import { PreferenceDatasetError, rewardModelRows, scorePreferencePairs } from '../run/reward-model-data.js';
@@ -76,11 +77,14 @@ async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run
  * a dataset's eval rows when it has fewer):
  * greedy accuracy, mean reward of the greedy completions, and pass@k over `eval.passK` samples per
  * prompt at `eval.temperature` (the unbiased estimator of Chen et al. 2021 with n = k, i.e. the
- * fraction of prompts with at least one correct sample). Commits `eval.json` under
- * `evalPrefix(run, v)`; an evaluation already committed is returned as stored.
+ * fraction of prompts with at least one correct sample). Accuracy and pass@k need a reward that says
+ * what is correct: a built-in task's, a registry spec, or `reward.functions` with a `verifiable`
+ * one; with functions none of which is verifiable both are null, no pass@k samples are drawn, and
+ * the mean reward is the measure. Commits `eval.json` under `evalPrefix(run, v)`; an evaluation
+ * already committed is returned as stored.
  */
 export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
-  return stage('eval', input.storeUri, async ({ store, progress }) => {
+  return stage('eval', input.storeUri, async ({ store, progress, signal }) => {
     const t0 = performance.now();
     const { runId, policyVersion: v } = input;
     if (!Number.isInteger(v) || v < 0) throw badInput(`policyVersion must be a non-negative integer, got ${v}`);
@@ -110,7 +114,9 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     }
     // a dataset's eval split is finite: at most its rows
     const items = run.task.prompts(config.seed, 'eval', Math.min(config.eval.prompts, run.task.evalItems ?? Infinity), 0);
-    const k = config.eval.passK;
+    // accuracy and pass@k only where the reward judges correctness (see the function comment)
+    const judged = config.reward.functions === null || anyVerifiable(config.reward.functions);
+    const k = judged ? config.eval.passK : 0;
     const maxNew = run.maxNewTokens();
     const V = tokenizer.vocabSize;
     const stopIds = run.stopIds;
@@ -129,7 +135,9 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     progress({ done: 0, of: total });
     const gens = await withPolicy(store, runId, run, v, (engine) =>
       // evaluations keep no logprobs: the temperature they are recorded at does not matter
-      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1 }, (done) => progress({ done, of: total })),
+      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1, signal }, (done) =>
+        progress({ done, of: total }),
+      ),
     );
     const decode = (ids: number[]) => tokenizer.decode(ids);
     const sample = (i: number, sampleId: number): RewardSample => {
@@ -168,7 +176,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
       policy_version: v,
       step: v,
       phase: input.phase,
-      greedy_accuracy: n > 0 ? correct / n : 0,
+      greedy_accuracy: !judged ? null : n > 0 ? correct / n : 0,
       pass_at_k: k > 0 ? { k, value: n > 0 ? passed / n : 0 } : null,
       mean_reward: rewarded.length > 0 ? rewarded.reduce((a, r) => a + r.reward!, 0) / rewarded.length : 0,
       num_prompts: n,

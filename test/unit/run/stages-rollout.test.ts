@@ -17,6 +17,7 @@ import { sftLoss } from '../../../activities/model/losses.js';
 import { checkpointPrefix, EVAL_NAME, evalPrefix, MANIFEST_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readArtifact, readEntry, readManifest } from '../../../activities/store/manifest.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
+import { fileURLToPath } from 'node:url';
 
 const RUN = 'tiny-run';
 
@@ -200,7 +201,7 @@ describe('evaluate', () => {
     assert.equal(r.policy_version, 0);
     assert.equal(r.step, 0);
     assert.equal(r.phase, 'init');
-    assert.ok(r.greedy_accuracy <= 0.25, `greedy accuracy of random weights ${r.greedy_accuracy}`);
+    assert.ok(r.greedy_accuracy !== null && r.greedy_accuracy <= 0.25, `greedy accuracy of random weights ${r.greedy_accuracy}`);
     assert.equal(r.pass_at_k?.k, 2);
     assert.ok(r.pass_at_k!.value >= 0 && r.pass_at_k!.value <= 1);
     assert.equal(r.samples.length, 8);
@@ -255,10 +256,48 @@ describe('evaluate', () => {
     const before0 = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
     const r = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 1, phase: 'sft' });
     t.diagnostic(`after 150 SFT updates: greedy ${r.greedy_accuracy}, pass@2 ${r.pass_at_k?.value}, mean reward ${r.mean_reward}`);
-    assert.ok(r.greedy_accuracy >= 0.75, `greedy accuracy after memorising the eval prompts: ${r.greedy_accuracy}`);
-    assert.ok(r.greedy_accuracy > before0.greedy_accuracy);
+    assert.ok(
+      r.greedy_accuracy !== null && r.greedy_accuracy >= 0.75,
+      `greedy accuracy after memorising the eval prompts: ${r.greedy_accuracy}`,
+    );
+    assert.ok(r.greedy_accuracy > before0.greedy_accuracy!);
     assert.ok(r.mean_reward >= 0.75);
     assert.ok(r.pass_at_k!.value >= 0.5, `pass@2 ${r.pass_at_k!.value}`);
     assert.equal(r.samples.filter((s) => s.reward === 1).length, Math.round(r.greedy_accuracy * 8));
+  });
+
+  it('reward.functions with none verifiable: accuracy and pass@k null, the mean reward of the greedy completions; with a verifiable one: accuracy counts it, pass@2 measured', async () => {
+    const module = fileURLToPath(new URL('../../fixtures/rewards/good.ts', import.meta.url));
+    // brevity: −length/10, no verdict; exact: 1 when the completion equals the reference
+    const plain = await setup({ reward: { functions: [{ module, export: 'brevity' }] } });
+    try {
+      const r = await evaluate({ storeUri: plain.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
+      assert.equal(r.greedy_accuracy, null);
+      assert.equal(r.pass_at_k, null);
+      assert.equal(r.samples.length, 8);
+      const lengths = r.samples.map((s) => -s.completion.length / 10);
+      assert.deepEqual(
+        r.samples.map((s) => s.reward),
+        lengths,
+      );
+      assert.ok(Math.abs(r.mean_reward - lengths.reduce((a, b) => a + b, 0) / 8) < 1e-12, `mean reward ${r.mean_reward}`);
+    } finally {
+      await teardown(plain);
+    }
+    const judged = await setup({
+      reward: {
+        functions: [
+          { module, export: 'brevity' },
+          { module, export: 'exact', verifiable: true },
+        ],
+      },
+    });
+    try {
+      const r = await evaluate({ storeUri: judged.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
+      assert.equal(r.greedy_accuracy, r.samples.filter((s) => s.completion === s.reference).length / 8);
+      assert.equal(r.pass_at_k?.k, 2);
+    } finally {
+      await teardown(judged);
+    }
   });
 });
