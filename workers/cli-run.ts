@@ -16,7 +16,7 @@ import {
 } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { runPrefix } from '../activities/store/keys.js';
-import { openStore } from '../activities/store/open.js';
+import { openStore, withStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
 import { QUEUE_NAMES } from '../workflows/task-queues.js';
 import type { RunProgress } from '../workflows/run-details.js';
@@ -377,6 +377,54 @@ export async function exportCommand(runId: string, opts: { step?: string; out?: 
   const files = [...r.files].sort();
   say(`exported checkpoint ${r.version} of ${runId} (the weights after ${r.version} update${r.version === 1 ? '' : 's'}) to ${r.dir}`);
   for (const f of files) say(`  ${f}`);
+  return 0;
+}
+
+// ── gc ──────────────────────────────────────────────────────────────────────────────────────────
+
+/** "1.2 MB": a byte count in a few characters. */
+function bytesText(n: number): string {
+  if (n < 1e3) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${(n / 1e9).toFixed(2)} GB`;
+}
+
+export interface GcCommandOptions {
+  store?: string;
+  dryRun?: boolean;
+  /** Overrides of the run's own retention policy. */
+  keepLast?: number;
+  keepEvery?: number;
+  optimizerState?: string;
+}
+
+/** `durable-rl gc <run>`: applies the retention policy to the run's checkpoints, printing what goes and the bytes freed. */
+export async function gcCommand(runId: string, opts: GcCommandOptions): Promise<number> {
+  if (opts.optimizerState !== undefined && opts.optimizerState !== 'last' && opts.optimizerState !== 'all')
+    throw new UsageError(`--optimizer-state must be last or all, got "${opts.optimizerState}"`);
+  const policy = {
+    ...(opts.keepLast !== undefined ? { keepLast: opts.keepLast } : {}),
+    ...(opts.keepEvery !== undefined ? { keepEvery: opts.keepEvery } : {}),
+    ...(opts.optimizerState !== undefined ? { optimizerState: opts.optimizerState as 'last' | 'all' } : {}),
+  };
+  const storeUri = await storeOf(runId, opts.store);
+  const { gcRun, RetentionPolicyError } = await import('../activities/checkpoint/gc.js');
+  const r = await withStore(storeUri, (store) => gcRun(store, runId, { dryRun: opts.dryRun, policy })).catch((err: unknown) => {
+    throw err instanceof RetentionPolicyError ? new UsageError(err.message) : asRunError(err);
+  });
+  const p = r.policy;
+  say(`retention of ${runId}: keepLast ${p.keepLast ?? 'all'}, keepEvery ${p.keepEvery ?? '-'}, optimizerState ${p.optimizerState}`);
+  say(`keeps checkpoints ${r.plan.keep.map((v) => `${v} (${r.plan.why.get(v)!.join(', ')})`).join('; ') || 'none'}`);
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  for (const x of r.removed) {
+    const what =
+      x.what === 'checkpoint' ? 'checkpoint' : x.what === 'optimizer' ? 'optimizer state of checkpoint' : 'leftover objects of checkpoint';
+    say(`  ${verb} ${what} ${x.checkpoint}: ${x.keys.length} object${x.keys.length === 1 ? '' : 's'}, ${bytesText(x.bytes)}`);
+  }
+  say(
+    `${r.dryRun ? 'would free' : 'freed'} ${bytesText(r.bytesFreed)} (${r.bytesFreed} bytes)${r.removed.length === 0 ? ': nothing to remove' : ''}`,
+  );
   return 0;
 }
 

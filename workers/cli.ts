@@ -8,6 +8,7 @@
  *   durable-rl replay <run>               replay every execution's history against the current code
  *   durable-rl report <run>               the run's HTML report
  *   durable-rl export <run>               a checkpoint as a Hugging Face-style model directory
+ *   durable-rl gc <run>                   remove the checkpoints (and optimizer state) the run's retention policy no longer keeps
  *   durable-rl runs                       recent training runs
  *   durable-rl demo                       the reward-annotation demo
  *   durable-rl annotate <key>             start reward annotation of an Arrow file in the store
@@ -36,6 +37,7 @@ import {
   controlCommand,
   describeJob,
   exportCommand,
+  gcCommand,
   reportCommand,
   resumeFromCommand,
   runsCommand,
@@ -63,6 +65,8 @@ training runs:
                             if any is non-deterministic)
   report <run>              write the run's HTML report
   export <run>              export a checkpoint (model.safetensors, config.json, ONNX graphs) to a directory
+  gc <run>                  remove the checkpoints (and AdamW moments) the run's retention policy no longer keeps;
+                            prints each removal and the bytes freed (step metrics and evaluations are never removed)
   runs                      recent training runs with their search attributes
 
 datasets:
@@ -88,6 +92,10 @@ options:
   --out PATH                report: the HTML file (default ./durable-rl-reports/<run>.html);
                             export: the directory (default ./durable-rl-exports/<run>[-step-N]);
                             make-dataset: the JSONL file (default ./data/gsm8k-style.jsonl)
+  --dry-run                 gc: print what would be removed, remove nothing
+  --keep-last N             gc: keep the N latest checkpoints (overrides the run's retention.keepLast)
+  --keep-every M            gc: also keep every M-th checkpoint (retention.keepEvery)
+  --optimizer-state S       gc: last (AdamW moments on the latest checkpoint only) or all (retention.optimizerState)
   --rows N                  make-dataset: rows to write (default 5000)
   --save DIR                replay: also write each execution's history as JSON (replay test fixtures)
   --limit N                 runs: how many (default 20)
@@ -147,6 +155,10 @@ async function main(argv: string[]): Promise<number> {
         queues: { type: 'string' },
         ...Object.fromEntries(QUEUE_NAMES.map((q) => [`${q}-concurrency`, { type: 'string' as const }])),
         'shutdown-grace': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        'keep-last': { type: 'string' },
+        'keep-every': { type: 'string' },
+        'optimizer-state': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -190,6 +202,14 @@ async function main(argv: string[]): Promise<number> {
       return reportCommand(arg(rest, command, 'a run id'), { out: values.out, store: values.store });
     case 'export':
       return exportCommand(arg(rest, command, 'a run id'), { step: values.step, out: values.out, store: values.store });
+    case 'gc':
+      return gcCommand(arg(rest, command, 'a run id'), {
+        store: values.store,
+        dryRun: values['dry-run'],
+        keepLast: values['keep-last'] === undefined ? undefined : int(values['keep-last'], 'keep-last', 1),
+        keepEvery: values['keep-every'] === undefined ? undefined : int(values['keep-every'], 'keep-every', 1),
+        optimizerState: values['optimizer-state'],
+      });
     case 'replay': {
       const id = arg(rest, command, 'a run id (workflow id)');
       const client = await connectClient(await resolveTemporal());

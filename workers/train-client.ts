@@ -17,6 +17,7 @@ import { parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { checkRunConfig, dataChange, dataRecord, loadRunData, readRunRecord } from '../activities/run/resolve.js';
 import type { ResumeSource, RunRecord } from '../activities/run/types.js';
 import { committedSteps } from '../activities/store/manifest.js';
+import { hasOptimizerState } from '../activities/checkpoint/checkpoint.js';
 import { withStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
@@ -223,6 +224,10 @@ export async function resumeFromRun(
   if (checkpoint >= total)
     throw new RunError(`"${sourceRunId}" finished all ${total} steps at checkpoint ${checkpoint}: nothing left to train`);
   planStep(src.config, checkpoint); // in range
+  if (!(await withStore(src.storeUri, (store) => hasOptimizerState(store, sourceRunId, checkpoint))))
+    throw new RunError(
+      `checkpoint ${checkpoint} of "${sourceRunId}" holds the weights only (its retention policy, optimizerState 'last', removed the AdamW moments a resumed run trains on); resume from the latest checkpoint, ${checkpoints.at(-1)}`,
+    );
   if (src.config.data && src.record.data) {
     // a run on data continues on the very files it read (their order is the data cursor)
     const change = dataChange(src.record.data, dataRecord(await loadRunData(src.config)), `cannot resume "${sourceRunId}"`);

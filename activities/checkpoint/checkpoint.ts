@@ -76,6 +76,15 @@ export async function hasCheckpoint(store: ObjectStore, runId: string, version: 
   return (await readManifest(store, checkpointPrefix(runId, version))) !== undefined;
 }
 
+/**
+ * Whether committed checkpoint `version` still holds its AdamW moments (what a resume trains on);
+ * false for a weights-only one (retention `optimizerState: 'last'`, gc.ts) or one not committed.
+ */
+export async function hasOptimizerState(store: ObjectStore, runId: string, version: number): Promise<boolean> {
+  const manifest = await readManifest(store, checkpointPrefix(runId, version));
+  return manifest?.artifacts.some((e) => e.name === OPTIMIZER_NAME) ?? false;
+}
+
 /** Checkpoint 0's parameters per store and run, read once: the frozen base of a LoRA run's later checkpoints. */
 const frozenBases = new Map<string, Promise<Map<string, WeightTensor>>>();
 const MAX_FROZEN_BASES = 2;

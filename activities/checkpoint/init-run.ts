@@ -23,7 +23,7 @@ import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
-import { writeCheckpoint } from './checkpoint.js';
+import { hasOptimizerState, writeCheckpoint } from './checkpoint.js';
 import {
   baseChange,
   readBaseModel,
@@ -213,6 +213,12 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
         throw ApplicationFailure.nonRetryable(
           `run "${from.runId}" has no committed checkpoint ${c} (committed checkpoints: ${committed.length ? committed.join(', ') : 'none'}); resume from one of those`,
           'CheckpointMissing',
+        );
+      }
+      if (!(await hasOptimizerState(store, from.runId, c))) {
+        throw ApplicationFailure.nonRetryable(
+          `checkpoint ${c} of run "${from.runId}" holds the weights only: the run's retention policy (optimizerState 'last') removed its AdamW moments, which a resumed run trains on; resume from the latest checkpoint (${committed.at(-1)}), or export or evaluate this one`,
+          'CheckpointWeightsOnly',
         );
       }
       const why = await incompatibility(store, source, config, data, base);
