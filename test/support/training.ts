@@ -5,13 +5,18 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { openStore } from '../../activities/store/open.js';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../activities/run/config.js';
 import { checkpointPrefix, METRICS_NAME, MODEL_NAME, stepPrefix } from '../../activities/store/keys.js';
 import { committedSteps, readArtifact, readCommitted } from '../../activities/store/manifest.js';
 import { decodeMetrics } from '../../activities/store/schemas.js';
 import type { ObjectStore } from '../../activities/store/object-store.js';
 import type { QueueName } from '../../workflows/task-queues.js';
-import { spawnWorkerProcess } from './temporal.js';
+import { spawnWorkerProcess, startWorkers, testTemporal, type TestTemporal } from './temporal.js';
 
 /** A run that trains a 1-layer model on 1-digit addition: 2 sft steps then 3 rl steps, 2 rollout shards per step. */
 export function tinyRunConfig(store: string, overrides: Partial<RunConfigInput> = {}): RunConfig {
@@ -105,5 +110,63 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     if (v !== undefined) return v;
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** What a training integration test runs against: the dev server (with a control worker) and a store. */
+export interface TrainingServers {
+  readonly t: TestTemporal;
+  readonly store: ObjectStore;
+}
+
+/**
+ * Registers node:test `before`/`after` hooks that start the test's Temporal (and a control worker)
+ * and open the store at `storeUri`, and tear both down (removing `cleanup` directories). The fields
+ * are read inside tests, after `before` ran.
+ */
+export function trainingServers(storeUri: string, cleanup: string[] = []): TrainingServers {
+  let t: TestTemporal | undefined;
+  let control: { stop(): Promise<void> } | undefined;
+  let store: ObjectStore | undefined;
+  before(async () => {
+    t = await testTemporal();
+    control = await startWorkers(t, ['control']);
+    store = openStore(storeUri);
+  });
+  after(async () => {
+    await control?.stop();
+    await t?.client.connection.close();
+    await store?.close();
+    for (const d of cleanup) rmSync(d, { recursive: true, force: true });
+  });
+  return {
+    get t() {
+      return t!;
+    },
+    get store() {
+      return store!;
+    },
+  };
+}
+
+/**
+ * Runs `fn` with one supervised worker process per activity queue (rollout, reward, learner), each
+ * SIGKILLed at the crash points `crashAt` (`learner@3`: once across processes) and restarted; returns
+ * what `fn` returned and how many restarts there were.
+ */
+export async function withCrashingWorkers<T>(
+  env: Record<string, string>,
+  crashAt: string[],
+  fn: () => Promise<T>,
+): Promise<{ result: T; restarts: number }> {
+  const onceDir = mkdtempSync(join(tmpdir(), 'crash-once-'));
+  const crash: Record<string, string> = crashAt.length ? { DURABLE_RL_CRASH_AT: crashAt.join(','), DURABLE_RL_CRASH_ONCE: onceDir } : {};
+  const workers = await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...env, ...crash })));
+  try {
+    const result = await fn();
+    return { result, restarts: workers.reduce((n, w) => n + w.restarts, 0) };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    rmSync(onceDir, { recursive: true, force: true });
   }
 }

@@ -6,7 +6,7 @@
  * rollouts hold prompts rendered through the chat template; the export loads back with the model's
  * config, tokenizer and template.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,57 +18,28 @@ import { parseModelConfig } from '../../../activities/model/config.js';
 import { loadRun } from '../../../activities/run/resolve.js';
 import { rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { readArtifact } from '../../../activities/store/manifest.js';
-import { openStore } from '../../../activities/store/open.js';
-import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
 import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
 import { loadRunReport, renderReport } from '../../../activities/report/index.js';
 import { committedSteps } from '../../../activities/store/manifest.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { lazyFixture } from '../../support/fixture.js';
-import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor, weightsSha } from '../../support/training.js';
+import { assertCommittedRun, tinyRunConfig, trainingServers, waitFor, weightsSha, withCrashingWorkers } from '../../support/training.js';
 
 const QWEN3 = fileURLToPath(new URL('../../fixtures/hf/qwen3', import.meta.url));
 const storeDir = mkdtempSync(join(tmpdir(), 'training-pretrained-'));
 const storeUri = pathToFileURL(storeDir).href;
 const config = () => tinyRunConfig(storeUri, { name: 'from-qwen3', model: { from: QWEN3 } });
 const TOTAL = totalSteps(config());
-let t: TestTemporal;
-let control: { stop(): Promise<void> };
-let store: ObjectStore;
+const servers = trainingServers(storeUri, [storeDir]);
 
-before(async () => {
-  t = await testTemporal();
-  control = await startWorkers(t, ['control']);
-  store = openStore(storeUri);
-});
-
-after(async () => {
-  await control?.stop();
-  await t?.client.connection.close();
-  await store?.close();
-  rmSync(storeDir, { recursive: true, force: true });
-});
-
-/** Runs `fn` with one worker process per queue, killed at `crashAt` (once each) and restarted; returns its result and the restarts. */
-async function withWorkers<T>(crashAt: string[], fn: () => Promise<T>): Promise<{ result: T; restarts: number }> {
-  const onceDir = mkdtempSync(join(tmpdir(), 'pretrained-crash-once-'));
-  const env: Record<string, string> = crashAt.length ? { DURABLE_RL_CRASH_AT: crashAt.join(','), DURABLE_RL_CRASH_ONCE: onceDir } : {};
-  const workers = await Promise.all((['rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...env })));
-  try {
-    const result = await fn();
-    return { result, restarts: workers.reduce((n, w) => n + w.restarts, 0) };
-  } finally {
-    await Promise.all(workers.map((w) => w.stop()));
-    rmSync(onceDir, { recursive: true, force: true });
-  }
-}
+/** Runs `fn` with one worker process per queue, killed at `crashAt` (once each) and restarted. */
+const withWorkers = <T>(crashAt: string[], fn: () => Promise<T>) => withCrashingWorkers(servers.t.env, crashAt, fn);
 
 /** Trains the run to the end; returns its id. */
 async function train(crashAt: string[]): Promise<{ runId: string; restarts: number }> {
   const { result, restarts } = await withWorkers(crashAt, async () => {
-    const run = await startTrainingRun(t.client, config());
+    const run = await startTrainingRun(servers.t.client, config());
     assert.equal((await run.result()).status, 'completed');
     return run.runId;
   });
@@ -77,16 +48,16 @@ async function train(crashAt: string[]): Promise<{ runId: string; restarts: numb
 
 const uninterrupted = lazyFixture(async () => {
   const { runId } = await train([]);
-  await assertCommittedRun(store, runId, TOTAL);
-  return { runId, sha: await weightsSha(store, runId, TOTAL) };
+  await assertCommittedRun(servers.store, runId, TOTAL);
+  return { runId, sha: await weightsSha(servers.store, runId, TOTAL) };
 });
 
 test('a run from a pretrained model directory trains SFT then GRPO with prompts rendered through its chat template', async () => {
   const { runId, sha } = await uninterrupted();
-  assert.notEqual(sha, await weightsSha(store, runId, 0), 'training changed the pretrained weights');
-  const { run } = await loadRun(store, runId);
+  assert.notEqual(sha, await weightsSha(servers.store, runId, 0), 'training changed the pretrained weights');
+  const { run } = await loadRun(servers.store, runId);
   const rlStep = TOTAL - 1; // the last step is an rl step: its rollouts were sampled from the pretrained policy's descendant
-  const rows = decodeRollouts(await readArtifact(store, stepPrefix(runId, rlStep), rolloutsName(0)));
+  const rows = decodeRollouts(await readArtifact(servers.store, stepPrefix(runId, rlStep), rolloutsName(0)));
   assert.ok(rows.length > 0);
   for (const r of rows) {
     const prompt = run.tokenizer.decode([...r.prompt_token_ids]);
@@ -98,8 +69,8 @@ test('a learner SIGKILLed in the SFT and in the GRPO phase of a pretrained run c
   const reference = (await uninterrupted()).sha;
   const { runId, restarts } = await train(['learner@1', 'learner@3']);
   assert.equal(restarts, 2, 'each crash point killed the learner once');
-  await assertCommittedRun(store, runId, TOTAL);
-  assert.equal(await weightsSha(store, runId, TOTAL), reference, "weights equal the uninterrupted run's");
+  await assertCommittedRun(servers.store, runId, TOTAL);
+  assert.equal(await weightsSha(servers.store, runId, TOTAL), reference, "weights equal the uninterrupted run's");
 });
 
 test('the export of a pretrained run loads back with its config, tokenizer and chat template', async () => {
@@ -110,7 +81,7 @@ test('the export of a pretrained run loads back with its config, tokenizer and c
     const back = await loadHfModel(dir, { requireTokenizer: true });
     assert.deepEqual(back.config, parseModelConfig(JSON.parse(readFileSync(join(QWEN3, 'config.json'), 'utf8'))));
     assert.equal(readFileSync(join(dir, 'chat_template.jinja'), 'utf8'), readFileSync(join(QWEN3, 'chat_template.jinja'), 'utf8'));
-    assert.deepEqual(back.tokenizer!.encode('12+34=46'), (await loadRun(store, runId)).run.tokenizer.encode('12+34=46'));
+    assert.deepEqual(back.tokenizer!.encode('12+34=46'), (await loadRun(servers.store, runId)).run.tokenizer.encode('12+34=46'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -119,15 +90,17 @@ test('the export of a pretrained run loads back with its config, tokenizer and c
 test('resume-from a terminated pretrained run ends with the uninterrupted weights, and its report renders', async () => {
   const reference = (await uninterrupted()).sha;
   const { result: resumed } = await withWorkers([], async () => {
-    const b = await startTrainingRun(t.client, config());
-    await waitFor('step 2 of the run to commit', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
+    const b = await startTrainingRun(servers.t.client, config());
+    await waitFor('step 2 of the run to commit', async () =>
+      (await committedSteps(servers.store, b.runId)).includes(2) ? true : undefined,
+    );
     await b.handle.terminate('test: the run dies');
-    const c = await resumeFromRun(t.client, b.runId);
+    const c = await resumeFromRun(servers.t.client, b.runId);
     assert.equal((await c.result()).status, 'completed');
     return c;
   });
-  await assertCommittedRun(store, resumed.runId, TOTAL, resumed.checkpoint);
-  assert.equal(await weightsSha(store, resumed.runId, TOTAL), reference, "resume-from gives the uninterrupted run's weights");
-  const report = renderReport(await loadRunReport(store, resumed.runId));
+  await assertCommittedRun(servers.store, resumed.runId, TOTAL, resumed.checkpoint);
+  assert.equal(await weightsSha(servers.store, resumed.runId, TOTAL), reference, "resume-from gives the uninterrupted run's weights");
+  const report = renderReport(await loadRunReport(servers.store, resumed.runId));
   assert.ok(report.includes(resumed.runId) && report.includes('<svg'), 'the report names the run and charts it');
 });
