@@ -12,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { wordProblem, wordProblemsJsonl } from '../../../activities/data/gsm8k-style.js';
 import { scoreSamples } from '../../../activities/reward/run.js';
 import type { RewardContext, RewardSample } from '../../../activities/reward/types.js';
-import { loadRunConfig } from '../../../activities/run/config.js';
+import { loadRunConfig, parseRunConfig } from '../../../activities/run/config.js';
 import { checkRunConfig } from '../../../activities/run/resolve.js';
 import { correctness, format } from '../../../docs/rewards/gsm8k.js';
 
@@ -93,4 +93,33 @@ test("the config's reward on samples: gold 1 + 0.2·1 = 1.2, a wrong number 0 + 
       [0, 0, 0],
     ],
   );
+});
+
+test('the same data and reward from a pretrained model (the tiny Qwen3 fixture, model.from) with a system message: prompts go through its chat template as system + user turns, completions end with <|im_end|>', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gsm8k-pretrained-'));
+  try {
+    const file = join(dir, 'gsm8k-style.jsonl');
+    writeFileSync(file, wordProblemsJsonl(1, 50));
+    const example = loadRunConfig(CONFIG);
+    const config = parseRunConfig({
+      name: 'gsm8k-from-qwen3',
+      data: { train: file, evalFraction: 0.1, referenceColumn: 'answer', system: 'You solve word problems.' },
+      model: { from: join(root, 'test/fixtures/hf/qwen3') },
+      reward: { functions: example.reward.functions },
+      phases: [{ kind: 'rl', steps: 1, promptsPerStep: 2, groupSize: 2 }],
+    });
+    const run = await checkRunConfig(config);
+    const [item] = run.task.prompts(config.seed, 'train', 1);
+    assert.deepEqual(item!.messages, [
+      { role: 'system', content: 'You solve word problems.' },
+      { role: 'user', content: item!.metadata.question + ' Give the final answer in <answer></answer> tags.' },
+    ]);
+    assert.equal(
+      run.tokenizer.decode(run.encodePrompt(item!.prompt, item!.messages)),
+      `<|im_start|>system\nYou solve word problems.<|im_end|>\n<|im_start|>user\n${item!.messages![1]!.content}<|im_end|>\n<|im_start|>assistant\n`,
+    );
+    assert.equal(run.tokenizer.decode(run.encodeCompletion('<answer>15</answer>')), '<answer>15</answer><|im_end|>');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
