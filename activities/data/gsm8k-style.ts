@@ -2,8 +2,9 @@
  * GSM8K-style arithmetic word problems (Cobbe et al. 2021, "Training Verifiers to Solve Math Word
  * Problems"), generated from templates: the offline example dataset of `durable-rl make-dataset
  * gsm8k-style` (docs/configs/gsm8k-style.yaml trains on it). Each problem takes two steps of
- * whole-number arithmetic (+, −, ×) with small numbers, so a model trained from scratch on
- * characters can learn some of it on a CPU; the answer is a whole number ≥ 0.
+ * whole-number arithmetic (+, −, ×) with small numbers (one factor of a product at most 9, the
+ * other at most 5; sums and differences of numbers up to 20), so a model trained from scratch on
+ * characters can learn some of it on a CPU; the answer is a whole number from 0 to 44.
  *
  * Row r of seed s is a pure function of (s, r): template, names and numbers are drawn from
  * `CounterRng(s, 'gsm8k-style', r)`, so a file regenerates byte for byte and `--rows 2000` begins
@@ -61,8 +62,8 @@ const cap = (s: string) => s[0]!.toUpperCase() + s.slice(1);
 
 const TEMPLATES: readonly Template[] = [
   (d, a, b, items) => {
-    const x = d.int(3, 20);
-    const y = d.int(2, 15);
+    const x = d.int(2, 9);
+    const y = d.int(2, 9);
     const z = d.int(1, x + y);
     return {
       question: `${a.name} has ${x} ${items}. ${cap(a.he)} buys ${y} more and gives ${z} to ${b.name}. How many ${items} does ${a.name} have now?`,
@@ -73,8 +74,8 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d, a, _b, items) => {
-    const x = d.int(2, 12);
-    const y = d.int(2, 9);
+    const x = d.int(2, 9);
+    const y = d.int(2, 5);
     const z = d.int(1, x * y);
     return {
       question: `A box holds ${x} ${items}. ${a.name} fills ${y} boxes and then uses ${z} of the ${items}. How many ${items} are left?`,
@@ -85,9 +86,9 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d, a, _b) => {
-    const x = d.int(2, 12);
-    const y = d.int(2, 9);
-    const z = x * y + d.int(1, 40);
+    const x = d.int(2, 9);
+    const y = d.int(2, 5);
+    const z = x * y + d.int(1, 9);
     return {
       question: `${a.name} reads ${x} pages a day for ${y} days. The book has ${z} pages. How many pages are left to read?`,
       steps: [
@@ -97,8 +98,8 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d, a, _b) => {
-    const x = d.int(5, 15);
-    const y = d.int(2, 8);
+    const x = d.int(2, 9);
+    const y = d.int(2, 5);
     const z = d.int(1, x * y);
     return {
       question: `${a.name} earns ${x} dollars an hour and works ${y} hours. ${cap(a.he)} spends ${z} dollars on lunch. How many dollars does ${a.he} have left?`,
@@ -109,8 +110,8 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d) => {
-    const x = d.int(2, 12);
-    const y = d.int(2, 12);
+    const x = d.int(2, 9);
+    const y = d.int(2, 5);
     const z = d.int(1, x * y);
     return {
       question: `A hall has ${x} rows of ${y} chairs. ${z} chairs are taken. How many chairs are free?`,
@@ -121,8 +122,8 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d, a, b, items) => {
-    const x = d.int(2, 15);
-    const y = d.int(2, 5);
+    const x = d.int(2, 9);
+    const y = d.int(2, 3);
     return {
       question: `${a.name} has ${x} ${items} and ${b.name} has ${y} times as many. How many ${items} do they have together?`,
       steps: [
@@ -133,8 +134,8 @@ const TEMPLATES: readonly Template[] = [
   },
   (d, a, _b, items) => {
     const x = d.int(2, 9);
-    const y = d.int(2, 9);
-    const z = x * y + d.int(0, 30);
+    const y = d.int(2, 5);
+    const z = x * y + d.int(0, 9);
     return {
       question: `A shop sells ${items} at ${x} dollars each. ${a.name} buys ${y} of them and pays with ${z} dollars. How much change does ${a.he} get?`,
       steps: [
@@ -144,9 +145,9 @@ const TEMPLATES: readonly Template[] = [
     };
   },
   (d, a, b, items) => {
-    const x = d.int(5, 30);
+    const x = d.int(5, 20);
     const y = d.int(1, x);
-    const z = d.int(2, 20);
+    const z = d.int(2, 9);
     return {
       question: `${a.name} had ${x} ${items} and lost ${y} of them. Then ${b.name} gave ${a.name} ${z} ${items}. How many ${items} does ${a.name} have?`,
       steps: [

@@ -19,7 +19,9 @@ import { correctness, format } from '../../../docs/rewards/gsm8k.js';
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const CONFIG = join(root, 'docs/configs/gsm8k-style.yaml');
 
-const row = wordProblem(1, 0); // "Tom earns 14 dollars an hour and works 4 hours. …", answer 15
+const row = wordProblem(1, 0);
+/** A number other than the row's answer. */
+const wrong = String(Number(row.answer) + 1);
 const sample = (completion: string, reference = row.answer): RewardSample => ({
   promptId: 'data-train-000000',
   sampleId: 0,
@@ -57,10 +59,10 @@ test('the example config passes the check before a run starts on 5000 generated 
   }
 });
 
-test('correctness: the gold completion 1, another number 0, no tag 0, and a GSM8K solution as the reference ("… #### 15") read as its number', async () => {
+test('correctness: the gold completion 1, another number 0, no tag 0, and a GSM8K solution as the reference ("… #### 15") read as its number (15.0 = 15)', async () => {
   assert.deepEqual(await correctness(sample(row.completion), ctx), { reward: 1, components: { correct: 1, answered: 1 } });
-  assert.equal((await correctness(sample('14 * 4 = 56. 56 - 41 = 16. <answer>16</answer>'), ctx)).reward, 0);
-  assert.equal((await correctness(sample('14 * 4 = 56. 56 - 41 = 15.'), ctx)).reward, 0);
+  assert.equal((await correctness(sample(`${row.completion.split('<answer>')[0]}<answer>${wrong}</answer>`), ctx)).reward, 0);
+  assert.equal((await correctness(sample(row.completion.split(' <answer>')[0]!), ctx)).reward, 0);
   assert.equal((await correctness(sample('<answer>15.0</answer>', 'Tom earns 14 * 4 = <<14*4=56>>56 dollars.\n#### 15'), ctx)).reward, 1);
 });
 
@@ -77,7 +79,7 @@ test("the config's reward on samples: gold 1 + 0.2·1 = 1.2, a wrong number 0 + 
   const run = await checkRunConfig(Object.assign(loadRunConfig(CONFIG), { data: null, task: { name: 'addition', options: {} } }));
   const out = await scoreSamples(
     run.createReward(),
-    [sample(row.completion), sample('<answer>16</answer>'), sample('15')],
+    [sample(row.completion), sample(`<answer>${wrong}</answer>`), sample(row.answer)],
     run.config.reward.errorPolicy,
     { step: 0 },
   );
