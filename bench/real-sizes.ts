@@ -27,7 +27,9 @@
  * measurement (without it only durable-rl's column is printed); `--threads N` (default 2, both
  * sides); `--models a,b`; `--parts decode,full,lora`; `--decode P+N` (default 256+256);
  * `--train-steps N` timed steps after the warm-up (default 1; 0 times the first step, session
- * warm-up included: for the slowest runs); `--decode-reps N` (default 1).
+ * warm-up included: for the slowest runs); `--decode-reps N` (default 1); `--micro N` splits each
+ * 8 x 512 training batch into N micro-batches whose gradients are accumulated (durable-rl only:
+ * the same update, less activation memory).
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -53,6 +55,7 @@ const models = arg('--models', 'smollm2-135m,qwen2.5-0.5b').split(',');
 const parts = arg('--parts', 'decode,full,lora').split(',');
 const trainSteps = Number(arg('--train-steps', '1'));
 const decodeReps = Number(arg('--decode-reps', '1'));
+const micro = Number(arg('--micro', '1'));
 const [promptLen, newLen] = arg('--decode', quick ? '16+8' : '256+256')
   .split('+')
   .map(Number) as [number, number];
@@ -170,9 +173,15 @@ async function benchTrain(base: ModelConfig, lora: boolean): Promise<Record<stri
   await engine.trainSession('trainStep', sftLoss());
   const loadS = now() - t0;
   const step = async (i: number) => {
-    const batch = { ids: randomIds(`train${i}`, TRAIN.batch, TRAIN.seq, cfg.vocabSize), lossMask: rows() };
+    const ids = randomIds(`train${i}`, TRAIN.batch, TRAIN.seq, cfg.vocabSize);
+    const mask = rows();
+    const per = Math.ceil(TRAIN.batch / micro);
+    const batches = Array.from({ length: Math.ceil(TRAIN.batch / per) }, (_, k) => ({
+      ids: ids.slice(k * per, (k + 1) * per),
+      lossMask: mask.slice(k * per, (k + 1) * per),
+    }));
     const t = now();
-    const r = await engine.trainStep(state, batch, { loss: sftLoss(), lr: 1e-4, moveState: true });
+    const r = await engine.trainStep(state, batches.length === 1 ? batches[0]! : batches, { loss: sftLoss(), lr: 1e-4, moveState: true });
     state = r.state;
     return { s: now() - t, loss: r.metrics.loss! };
   };
@@ -214,7 +223,16 @@ function child(side: 'durable-rl' | 'torch' | 'torch-bf16', name: string): Resul
   if (side === 'durable-rl') {
     cmd = process.execPath;
     argv = ['--import', 'tsx', fileURLToPath(import.meta.url), '--part', name, '--threads', String(threads)];
-    argv.push('--decode', `${promptLen}+${newLen}`, '--train-steps', String(trainSteps), '--decode-reps', String(decodeReps));
+    argv.push(
+      '--decode',
+      `${promptLen}+${newLen}`,
+      '--train-steps',
+      String(trainSteps),
+      '--decode-reps',
+      String(decodeReps),
+      '--micro',
+      String(micro),
+    );
     if (quick) argv.push('--quick');
   } else {
     cmd = python!;
