@@ -13,7 +13,7 @@
  * `architectures: [*ForSequenceClassification]` or `LoadHfModelOptions.classifier`) expects
  * `score.weight` [1, hidden] and no LM head.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { logger } from '../common/log.js';
 import { parameterShapes, parseModelConfig, toHfConfig, type ModelConfig } from './config.js';
@@ -24,7 +24,8 @@ import {
   type TensorMap,
   type WriteCheckpointOptions,
 } from './safetensors.js';
-import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
+import type { TextTokenizer } from './tokenizer.js';
+import { loadTokenizerDir } from './tokenizer-dir.js';
 
 const log = logger('model:hf');
 
@@ -142,12 +143,22 @@ async function readJson(file: string, required: boolean): Promise<Record<string,
   return json as Record<string, unknown>;
 }
 
-/** eos ids a `generation_config.json` names (one or a list). */
-function generationEos(gen: Record<string, unknown> | null): number[] {
-  const eos = gen?.eos_token_id;
-  if (typeof eos === 'number') return [eos];
-  if (Array.isArray(eos)) return eos.filter((x): x is number => typeof x === 'number');
-  return [];
+/** Throws ModelDirError when the embedding (config `vocab_size`) cannot cover every id of the tokenizer. */
+export function checkTokenizerFits(config: ModelConfig, tokenizer: TextTokenizer, what: string): void {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new ModelDirError(
+      `${what}: tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}; the embedding cannot cover the tokenizer`,
+    );
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Options of `loadHfModel`. */
@@ -171,18 +182,11 @@ export async function loadHfModel(dir: string, options: LoadHfModelOptions = {})
   const config: ModelConfig = options.classifier === undefined ? parsed : withClassifier(parsed, options.classifier);
   const weights = await readCheckpointDir(dir);
   const tensors = checkParameters(config, weights.tensors, dir, weights.sourceDtypes);
-  const tokJson = await readJson(path.join(dir, 'tokenizer.json'), options.requireTokenizer ?? false);
+  // the tokenizer files as tokenizer-dir.ts reads every model directory (generation_config's eos ids included)
   let tokenizer: TextTokenizer | null = null;
-  if (tokJson) {
-    const tokConfig = (await readJson(path.join(dir, 'tokenizer_config.json'), false)) ?? {};
-    const gen = await readJson(path.join(dir, 'generation_config.json'), false);
-    const extraEosIds = [...config.eosTokenIds, ...generationEos(gen)];
-    tokenizer = loadTokenizer(tokJson, tokConfig, { extraEosIds }, path.join(dir, 'tokenizer.json'));
-    if (tokenizer.vocabSize > config.vocabSize) {
-      throw new ModelDirError(
-        `${dir}: tokenizer has ${tokenizer.vocabSize} ids but config.json vocab_size is ${config.vocabSize}; the embedding cannot cover the tokenizer`,
-      );
-    }
+  if (options.requireTokenizer || (await exists(path.join(dir, 'tokenizer.json')))) {
+    tokenizer = (await loadTokenizerDir(dir, { configEosIds: config.eosTokenIds })).tokenizer;
+    checkTokenizerFits(config, tokenizer, dir);
   }
   log.info(
     {

@@ -17,6 +17,7 @@
 import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseModelConfig, type ModelConfig } from '../model/config.js';
+import { checkTokenizerFits } from '../model/hf.js';
 import { INDEX_FILE, parseSafetensors, parseShardIndex, SINGLE_FILE, type TensorMap } from '../model/safetensors.js';
 import { TOKENIZER_FILES, tokenizerFromFiles, type TokenizerDir, type TokenizerFiles } from '../model/tokenizer-dir.js';
 import { basePrefix } from '../store/keys.js';
@@ -66,11 +67,7 @@ export function parseBaseModel(files: BaseModelFiles, source: string): { model: 
   }
   const model = parseModelConfig(json, `${source}/${CONFIG_FILE}`);
   const tokenizer = tokenizerFromFiles(files.tokenizer, { source, configEosIds: model.eosTokenIds });
-  if (tokenizer.tokenizer.vocabSize > model.vocabSize) {
-    throw new ModelSourceError(
-      `${source}: the tokenizer has ${tokenizer.tokenizer.vocabSize} ids but ${CONFIG_FILE} vocab_size is ${model.vocabSize}; the embedding cannot cover the tokenizer`,
-    );
-  }
+  checkTokenizerFits(model, tokenizer.tokenizer, source);
   return { model, tokenizer };
 }
 
