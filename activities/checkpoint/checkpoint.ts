@@ -23,6 +23,7 @@ import { IntegrityError } from '../store/errors.js';
 import { checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME } from '../store/keys.js';
 import { readArtifact, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
+import { LruCache } from '../run/engines.js';
 
 function toTensors(params: ReadonlyMap<string, WeightTensor>, prefix = ''): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
@@ -85,9 +86,8 @@ export async function hasOptimizerState(store: ObjectStore, runId: string, versi
   return manifest?.artifacts.some((e) => e.name === OPTIMIZER_NAME) ?? false;
 }
 
-/** Checkpoint 0's parameters per store and run, read once: the frozen base of a LoRA run's later checkpoints. */
-const frozenBases = new Map<string, Promise<Map<string, WeightTensor>>>();
-const MAX_FROZEN_BASES = 2;
+/** Checkpoint 0's parameters of the two most recently used runs (per store), read once: the frozen base of a LoRA run's later checkpoints. */
+const frozenBases = new LruCache<Promise<Map<string, WeightTensor>>>(2);
 
 function frozenBase(store: ObjectStore, runId: string): Promise<Map<string, WeightTensor>> {
   const key = `${store.root}|${runId}`;
@@ -95,10 +95,6 @@ function frozenBase(store: ObjectStore, runId: string): Promise<Map<string, Weig
   if (!p) {
     p = loadOwnWeights(store, runId, FROZEN_FROM).then((r) => r.weights);
     p.catch(() => frozenBases.delete(key));
-    frozenBases.set(key, p);
-    for (const k of [...frozenBases.keys()].slice(0, Math.max(0, frozenBases.size - MAX_FROZEN_BASES))) frozenBases.delete(k);
-  } else {
-    frozenBases.delete(key); // most recently used last
     frozenBases.set(key, p);
   }
   return p;

@@ -18,7 +18,7 @@ import type { WeightTensor } from '../model/graphs/common.js';
 import type { TensorMap } from '../model/safetensors.js';
 import { stage } from '../run/stage.js';
 import { parseStoredRunConfig, type Phase, type RunConfig } from '../run/config.js';
-import { dataChange, dataRecord, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
+import { dataChange, dataRecord, firstDifference, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
 import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
@@ -81,19 +81,6 @@ function phaseAt(config: RunConfig, step: number): { index: number; start: numbe
     start += phase.steps;
   }
   return undefined;
-}
-
-/** First place where two JSON-like values differ, as a dotted path (`hidden`, `options.maxDigits`), or undefined. */
-function firstDifference(a: unknown, b: unknown, path: string): { path: string; a: unknown; b: unknown } | undefined {
-  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-  if (isObj(a) && isObj(b)) {
-    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
-      const d = firstDifference(a[k], b[k], path ? `${path}.${k}` : k);
-      if (d) return d;
-    }
-    return undefined;
-  }
-  return JSON.stringify(a) === JSON.stringify(b) ? undefined : { path, a, b };
 }
 
 /**

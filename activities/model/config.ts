@@ -37,7 +37,7 @@
  */
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { parseRope, ropeToHf, type RopeConfig } from './rope.js';
-import { adapterShapes, isAdapterName, isLoraModule, normaliseLora, type LoraConfig, type LoraInput } from './lora.js';
+import { adapterShapes, isAdapterName, LORA_MODULE_PATHS, normaliseLora, type LoraConfig, type LoraInput } from './lora.js';
 
 /** The model types this project can build, as HF names them in `config.json`. */
 export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3', 'mistral'] as const;
@@ -491,20 +491,11 @@ export function parameterShapes(config: ModelConfig): ParameterSpec[] {
   if (config.classifier) add('score.weight', 1, H);
   else if (!config.tieWordEmbeddings) add('lm_head.weight', V, H);
   if (config.lora) {
-    // the adapters after every base parameter, block by block in module order: [out, in] of each target
+    // the adapters after every base parameter, block by block in LORA_TARGETS order (normaliseLora sorts): [out, in] of each target
     const byName = new Map(out.map((s) => [s.name, s.shape]));
     for (let i = 0; i < config.layers; i++) {
-      for (const m of [
-        'self_attn.q_proj',
-        'self_attn.k_proj',
-        'self_attn.v_proj',
-        'self_attn.o_proj',
-        'mlp.gate_proj',
-        'mlp.up_proj',
-        'mlp.down_proj',
-      ]) {
-        const module = `model.layers.${i}.${m}`;
-        if (!isLoraModule(config.lora, module)) continue;
+      for (const target of config.lora.targets) {
+        const module = `model.layers.${i}.${LORA_MODULE_PATHS[target]}`;
         const [o, inp] = byName.get(`${module}.weight`)!;
         out.push(...adapterShapes(module, o!, inp!, config.lora.rank));
       }

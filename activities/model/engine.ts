@@ -200,6 +200,8 @@ function float32(rows: readonly (readonly number[])[]): Float32Array {
 
 export class ModelEngine {
   readonly config: ModelConfig;
+  /** The parameters that train (a LoRA model's adapters; else all): moments, accumulators and new values for these only. */
+  private readonly trainable: ReadonlySet<string>;
   readonly options: EngineOptions;
   private readonly sessions: SessionCache;
   /** Where the sessions run (a worker thread unless `thread: 'main'`). */
@@ -210,6 +212,7 @@ export class ModelEngine {
   /** `config`: a normalised ModelConfig or a raw HF config.json object. */
   constructor(config: ModelConfig | Record<string, unknown>, options: EngineOptionsInput = {}) {
     this.config = 'arch' in config && 'hidden' in config ? (config as ModelConfig) : parseModelConfig(config);
+    this.trainable = trainableNames(this.config);
     archOf(this.config); // unknown architecture: fail now
     this.options = parseConfig(engineOptionsSchema, options, 'model engine options');
     const so: ort.InferenceSession.SessionOptions = {
@@ -490,7 +493,7 @@ export class ModelEngine {
     const opt = parseOptimizer(opts.optimizer ?? {});
     const specs = parameterShapes(this.config);
     // what trains (a LoRA model's adapters; else every parameter) has moments, accumulators and new values; the rest is fed as is
-    const trainable = trainableNames(this.config);
+    const { trainable } = this;
     const trained = specs.filter((s) => trainable.has(s.name));
 
     const kind: TrainGraphKind = list.length === 1 ? 'trainStep' : 'grad';
@@ -599,7 +602,7 @@ export class ModelEngine {
 
   /** A moved state, back from the session worker unchanged (an update skipped by a non-finite gradient). */
   private async takeBack(state: TrainState, params: Record<string, HostedFeed>, opt: Record<string, HostedFeed>): Promise<TrainState> {
-    const trainable = trainableNames(this.config);
+    const { trainable } = this;
     const specs = parameterShapes(this.config).filter((s) => trainable.has(s.name)); // only these moved
     const back = async (feeds: Record<string, HostedFeed>, prefix: string) => {
       const m = new Map<string, WeightTensor>();
@@ -615,7 +618,7 @@ export class ModelEngine {
   }
 
   private checkState(state: TrainState): void {
-    const trainable = trainableNames(this.config);
+    const { trainable } = this;
     this.checkWeights(state.params, 'train state params');
     this.checkWeights(state.adamM, 'train state adamM', trainable);
     this.checkWeights(state.adamV, 'train state adamV', trainable);

@@ -20,6 +20,17 @@ import { z } from '../common/config.js';
 export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
+/** Where each target sits in a block (`model.layers.{i}.` + path). */
+export const LORA_MODULE_PATHS: Record<LoraTarget, string> = {
+  q_proj: 'self_attn.q_proj',
+  k_proj: 'self_attn.k_proj',
+  v_proj: 'self_attn.v_proj',
+  o_proj: 'self_attn.o_proj',
+  gate_proj: 'mlp.gate_proj',
+  up_proj: 'mlp.up_proj',
+  down_proj: 'mlp.down_proj',
+};
+
 /** The `model.lora` option of a run, and what `ModelConfig.lora` holds. */
 export const loraSchema = z.strictObject({
   /** Rank r of the update B·A (PEFT `r`); the adapter has r·(in + out) parameters per targeted module. */

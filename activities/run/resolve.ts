@@ -310,14 +310,14 @@ export async function writeRunRecord(store: ObjectStore, record: Omit<RunRecord,
   const differs = firstDifference(JSON.parse(recorded), JSON.parse(canonicalJson(full)), '');
   if (differs) {
     throw ApplicationFailure.nonRetryable(
-      `${store.uri(key)} already holds a different config for run "${record.run_id}" (${differs} differs); a run id names one run — start a new run (a new id) instead`,
+      `${store.uri(key)} already holds a different config for run "${record.run_id}" (${differs.path || '(the record)'} differs); a run id names one run — start a new run (a new id) instead`,
       'RunConfigConflict',
     );
   }
 }
 
-/** The first dotted path where two JSON values differ, or undefined. */
-function firstDifference(a: unknown, b: unknown, path: string): string | undefined {
+/** The first place where two JSON-like values differ, as a dotted path (`hidden`, `options.maxDigits`) with both values, or undefined. */
+export function firstDifference(a: unknown, b: unknown, path: string): { path: string; a: unknown; b: unknown } | undefined {
   const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
   if (isObj(a) && isObj(b)) {
     for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
@@ -326,7 +326,7 @@ function firstDifference(a: unknown, b: unknown, path: string): string | undefin
     }
     return undefined;
   }
-  return JSON.stringify(a) === JSON.stringify(b) ? undefined : path || '(the record)';
+  return JSON.stringify(a) === JSON.stringify(b) ? undefined : { path, a, b };
 }
 
 /**
