@@ -6,11 +6,12 @@
  * another issue's job.
  *
  * Rows are numbered from 1 in file order, blank lines skipped (the number is the row's, and the
- * error also names its line). `loadPreferenceDataset` throws `PreferenceDatasetError` naming the
+ * error also names its line): the JSONL reader of `formats.ts`, the one the run's `data` uses. `loadPreferenceDataset` throws `PreferenceDatasetError` naming the
  * first bad row; `alphabet` (the task's character vocabulary) makes a character outside it an error
  * too, so a run config is refused before the run starts rather than at the step that meets it.
  */
 import { readFileSync } from 'node:fs';
+import { DataFormatError, parseJsonl, rowName, type DataRow } from './formats.js';
 
 /** Where a preference dataset is and which columns hold what (the `dpo` phase's `dataset`). */
 export interface PreferenceDatasetSpec {
@@ -39,9 +40,9 @@ export class PreferenceDatasetError extends Error {
 
 /** Reads and checks every row of the dataset (see the file comment). */
 export function loadPreferenceDataset(spec: PreferenceDatasetSpec, opts: { alphabet?: string } = {}): PreferenceRow[] {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = readFileSync(spec.path, 'utf8');
+    bytes = readFileSync(spec.path);
   } catch (err) {
     throw new PreferenceDatasetError(`cannot read the preference dataset ${spec.path}: ${(err as Error).message}`);
   }
@@ -51,22 +52,19 @@ export function loadPreferenceDataset(spec: PreferenceDatasetSpec, opts: { alpha
     ['chosen', spec.chosenColumn],
     ['rejected', spec.rejectedColumn],
   ] as const;
+  let docs: DataRow[];
+  try {
+    docs = parseJsonl(bytes, spec.path);
+  } catch (err) {
+    if (err instanceof DataFormatError) throw new PreferenceDatasetError(err.message);
+    throw err;
+  }
   const rows: PreferenceRow[] = [];
-  const lines = text.split('\n');
-  for (const [l, raw] of lines.entries()) {
-    const line = raw.trim();
-    if (line === '') continue;
-    const where = `${spec.path} row ${rows.length + 1} (line ${l + 1})`;
-    let doc: unknown;
-    try {
-      doc = JSON.parse(line);
-    } catch (err) {
-      throw new PreferenceDatasetError(`${where} is not valid JSON: ${(err as Error).message}`);
-    }
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new PreferenceDatasetError(`${where} is not a JSON object`);
+  for (const doc of docs) {
+    const where = `${spec.path} ${rowName(doc)}`;
     const row: Partial<PreferenceRow> = {};
     for (const [key, column] of columns) {
-      const v = (doc as Record<string, unknown>)[column];
+      const v = doc.columns[column];
       const field = `${key}Column` as const;
       if (typeof v !== 'string') {
         throw new PreferenceDatasetError(
