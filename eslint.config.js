@@ -34,6 +34,7 @@ const ACTIVITY_FOLDERS = [
   'checkpoint',
   'common',
   'data',
+  'env',
   'learner',
   'model',
   'report',
@@ -134,18 +135,29 @@ function importRules() {
       [{ regex: '^\\.\\./(?!common\\/|reward\\/(types|extract|rational)\\.js$)' }, outsideActivities],
     ),
 
+    restrict(
+      ['activities/env/**/*.ts'],
+      'activities/env/README.md',
+      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts) and the reward library (never its activity bridges annotate-*.ts, reward-shard.ts)",
+      [
+        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/)' },
+        { regex: '^\\.\\./reward\\/(annotate-[a-z-]+|reward-shard)\\.js$' },
+        outsideActivities,
+      ],
+    ),
+
     // rollout: the sampling library vs the stage's activities
     restrict(
       ['activities/rollout/**/*.ts'],
       'activities/rollout/README.md',
-      'activities/rollout/ may import ../common/, ../model/ and ../store/; only the stage files (policy.ts, rollout-shard.ts, evaluate.ts) also ../run/, ../checkpoint/ and ../reward/',
-      [otherStages(['rollout', 'common', 'model', 'store']), outsideActivities],
+      'activities/rollout/ may import ../common/, ../model/, ../store/ and ../env/; only the stage files (policy.ts, rollout-shard.ts, evaluate.ts) also ../run/, ../checkpoint/ and ../reward/',
+      [otherStages(['rollout', 'common', 'model', 'store', 'env']), outsideActivities],
     ),
     restrict(
       ['activities/rollout/policy.ts', 'activities/rollout/rollout-shard.ts', 'activities/rollout/evaluate.ts'],
       'activities/rollout/README.md',
-      'the rollout stage files (policy.ts, rollout-shard.ts, evaluate.ts) may import ../common/, ../model/, ../store/, ../run/, ../checkpoint/ and ../reward/',
-      [otherStages(['rollout', 'common', 'model', 'store', 'run', 'checkpoint', 'reward']), outsideActivities],
+      'the rollout stage files (policy.ts, rollout-shard.ts, evaluate.ts) may import ../common/, ../model/, ../store/, ../env/, ../run/, ../checkpoint/ and ../reward/',
+      [otherStages(['rollout', 'common', 'model', 'store', 'env', 'run', 'checkpoint', 'reward']), outsideActivities],
     ),
 
     // reward: the library vs its bridges to the store, the run and the model
