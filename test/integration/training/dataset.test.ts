@@ -3,12 +3,14 @@
  * the data cursor counted: every rl step's committed rollouts name the train items the run plan
  * gives the step, and each item reads the row the seed's epoch order says — across a worker
  * SIGKILLed mid-step (supervised child workers), continue-as-new every 2 steps, and a resume-from
- * of a terminated run; a Parquet file on MinIO trains the same way, and a file changed under its
- * URI is refused, naming both hashes.
+ * of a terminated run. Parquet files, local and on MinIO, scored by a TypeScript reward module of
+ * the user's own: they train, evaluate by the module's verdict, report, and resume (after a
+ * terminate, and from a step) to the uninterrupted run's weights; a file changed under its URI is
+ * refused, naming both hashes.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,14 +19,15 @@ import { epochOrder } from '../../../activities/data/order.js';
 import { splitHeldOut } from '../../../activities/data/reward-model-split.js';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { readRunRecord } from '../../../activities/run/resolve.js';
-import { EVAL_NAME, evalPrefix, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
+import { EVAL_NAME, evalPrefix, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import type { EvalRecord } from '../../../activities/run/types.js';
 import { committedSteps, readArtifact } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
-import { decodeRollouts } from '../../../activities/store/schemas.js';
+import { decodeRewards, decodeRollouts } from '../../../activities/store/schemas.js';
 import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
 import { planStep, totalSteps } from '../../../workflows/run-plan.js';
+import { runCli } from '../../support/cli.js';
 import { servers } from '../../support/servers.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, superviseWorker, waitFor, weightsSha, type SupervisedWorker } from '../../support/training.js';
@@ -41,6 +44,20 @@ const evalRows = [5, 6, 7, 8].map((a) => ({ prompt: `${a}+1=`, completion: Strin
 const jsonl = (xs: unknown[]) => xs.map((x) => JSON.stringify(x)).join('\n') + '\n';
 writeFileSync(join(dir, 'train.jsonl'), jsonl(rows));
 writeFileSync(join(dir, 'eval.jsonl'), jsonl(evalRows));
+/** The user's reward module (TypeScript): a verifiable exact-match verdict and a brevity term. */
+const rewardModule = join(dir, 'rewards', 'mine.ts');
+mkdirSync(join(dir, 'rewards'));
+writeFileSync(
+  rewardModule,
+  `interface Sample { completion: string; reference?: string | string[] }
+/** 1 when the completion is the reference answer, else 0. */
+export function correctness(sample: Sample): number {
+  return sample.completion.trim() === sample.reference ? 1 : 0;
+}
+/** Shorter is better: minus the completion's length in characters, over 10. */
+export const brevity = (sample: Sample): number => -sample.completion.length / 10;
+`,
+);
 
 let t: TestTemporal;
 let control: { stop(): Promise<void> };
@@ -195,54 +212,147 @@ test('resume-from a terminated dataset run continues the data order where the so
   });
 });
 
-test('a Parquet dataset on MinIO trains; the same URI with changed bytes is refused on resume-from, naming both hashes', async () => {
+/** The 20 rows as Parquet, as a user's export would hold them: a question column and an integer answer. */
+function parquet(xs: typeof rows): Uint8Array {
+  return new Uint8Array(
+    parquetWriteBuffer({
+      columnData: [
+        { name: 'question', data: xs.map((r) => r.prompt), type: 'STRING' },
+        { name: 'answer', data: xs.map((r) => Number(r.completion)), type: 'INT32' },
+      ],
+    }),
+  );
+}
+
+/** A Parquet run's config: the question column as the prompt, the answer as the gold completion, 20% held out, scored by `rewards/mine.ts`. */
+function parquetConfig(name: string, train: string): RunConfig {
+  return dataConfig({
+    name,
+    data: { train, evalFraction: 0.2, template: '{question}', completionColumn: 'answer' },
+    reward: {
+      functions: [
+        { module: rewardModule, export: 'correctness', weight: 1, verifiable: true },
+        { module: rewardModule, export: 'brevity', weight: 0.1 },
+      ],
+    },
+    phases: [
+      { kind: 'sft', steps: 1, batchSize: 8, lr: 3e-3 },
+      { kind: 'rl', steps: 3, promptsPerStep: 8, groupSize: 2, lr: 1e-3 },
+    ],
+  });
+}
+
+/**
+ * Every scored sample of a committed rl step: the module's functions' values recomputed from the
+ * completion text and the reference (the integer answer column, as text) are the committed
+ * components, and the reward is correctness + 0.1 · brevity.
+ */
+async function assertScoredByTheModule(runId: string, step: number): Promise<void> {
+  for (let k = 0; k < 2; k++) {
+    const rollouts = decodeRollouts(await readArtifact(store, stepPrefix(runId, step), rolloutsName(k)));
+    const rewards = decodeRewards(await readArtifact(store, stepPrefix(runId, step), rewardsName(k)));
+    assert.equal(rewards.length, rollouts.length);
+    rollouts.forEach((r, i) => {
+      const [a, b] = r.prompt_text.slice(0, -1).split('+').map(Number);
+      const correct = r.completion_text.trim() === String(a! + b!) ? 1 : 0;
+      const got = rewards[i]!;
+      assert.equal(got.components.correctness, correct, `correctness of ${r.prompt_text}${JSON.stringify(r.completion_text)}`);
+      assert.equal(got.components.brevity, -r.completion_text.length / 10);
+      assert.equal(Math.round(got.reward! * 1e6), Math.round((correct - r.completion_text.length / 100) * 1e6));
+    });
+  }
+}
+
+test('a local Parquet dataset with a reward module of the user’s own trains, evaluates by its verdict and reports; terminated mid-run, resume-from ends with the uninterrupted run’s weights', async () => {
+  writeFileSync(join(dir, 'train.parquet'), parquet(rows));
+  const config = parquetConfig('parquet-local', join(dir, 'train.parquet'));
+  const total = totalSteps(config);
+  // evalFraction 0.2 holds out 4 of the 20 rows, drawn by the seed; the train split keeps file order
+  const { train: trainRows, heldOut } = splitHeldOut(rows, 0.2, config.seed);
+  await withActivityWorkers({}, async () => {
+    const a = await startTrainingRun(t.client, config);
+    const result = await a.result();
+    assert.equal(result.status, 'completed');
+    await assertCommittedRun(store, a.runId, total);
+    for (let step = 1; step < total; step++) {
+      assert.deepEqual(await stepPrompts(store, a.runId, step, 2), expectedPrompts(config, step, trainRows), `step ${step} of the run`);
+      await assertScoredByTheModule(a.runId, step);
+    }
+    // the evaluations score the 4 held-out rows; accuracy is the module's verdict on the greedy answers
+    const ev = JSON.parse(new TextDecoder().decode(await readArtifact(store, evalPrefix(a.runId, total), EVAL_NAME))) as EvalRecord;
+    assert.equal(ev.num_prompts, 4);
+    assert.deepEqual(
+      ev.samples.map((x) => x.prompt),
+      heldOut.map((r) => r.prompt),
+    );
+    assert.equal(ev.greedy_accuracy, ev.samples.filter((x) => x.completion.trim() === x.reference).length / 4);
+    assert.equal(ev.pass_at_k?.k, 2);
+    // durable-rl report renders the run and charts the module's functions
+    const out = join(dir, 'parquet-report.html');
+    const r = await runCli(['report', a.runId, '--store', storeUri, '--out', out], t.env);
+    assert.equal(r.code, 0, r.stderr);
+    const chart = /<svg data-chart="reward_components"[\s\S]*?<\/svg>/.exec(readFileSync(out, 'utf8'))?.[0] ?? '';
+    assert.deepEqual([...chart.matchAll(/data-series="([^"]*)"/g)].map((m) => m[1]).sort(), [
+      'reward/brevity',
+      'reward/correct',
+      'reward/correctness',
+    ]);
+
+    // the same run, terminated after its second rl step and resumed from its last checkpoint
+    const b = await startTrainingRun(t.client, config);
+    await waitFor('step 2 of the run to commit', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
+    await b.handle.terminate('test: the run dies');
+    const c = await resumeFromRun(t.client, b.runId);
+    assert.ok(c.checkpoint >= 3 && c.checkpoint < total, `resumes inside the rl phase (checkpoint ${c.checkpoint})`);
+    assert.equal((await c.result()).status, 'completed');
+    await assertCommittedRun(store, c.runId, total, c.checkpoint);
+    for (let step = c.checkpoint; step < total; step++) {
+      assert.deepEqual(
+        await stepPrompts(store, c.runId, step, 2),
+        expectedPrompts(config, step, trainRows),
+        `step ${step} after the resume`,
+      );
+      await assertScoredByTheModule(c.runId, step);
+    }
+    assert.equal(await weightsSha(store, c.runId, total), await weightsSha(store, a.runId, total), 'the uninterrupted run’s final weights');
+  });
+});
+
+test('a Parquet dataset on MinIO with the user’s reward module trains and resumes from a step; the same URI with changed bytes is refused on resume-from, naming both hashes', async () => {
   const e = await servers();
   const prefix = `dataset-${Date.now()}`;
   const s3 = openStore(`s3://${e.minio.bucket}/${prefix}`);
-  const parquet = (xs: typeof rows) =>
-    new Uint8Array(
-      parquetWriteBuffer({
-        columnData: [
-          { name: 'question', data: xs.map((r) => r.prompt), type: 'STRING' },
-          { name: 'answer', data: xs.map((r) => Number(r.completion)), type: 'INT32' },
-        ],
-      }),
-    );
   try {
     await s3.put('train.parquet', parquet(rows));
-    const config = dataConfig({
-      name: 'parquet-run',
-      data: {
-        train: `s3://${e.minio.bucket}/${prefix}/train.parquet`,
-        evalFraction: 0.2,
-        template: '{question}',
-        completionColumn: 'answer',
-      },
-      phases: [
-        { kind: 'sft', steps: 1, batchSize: 8, lr: 3e-3 },
-        { kind: 'rl', steps: 2, promptsPerStep: 8, groupSize: 2, lr: 1e-3 },
-      ],
-    });
+    const uri = `s3://${e.minio.bucket}/${prefix}/train.parquet`;
+    const config = parquetConfig('parquet-run', uri);
     const total = totalSteps(config);
-    const run = await withActivityWorkers({}, async () => {
+    const trainRows = splitHeldOut(rows, 0.2, config.seed).train;
+    const { run, resumed } = await withActivityWorkers({}, async () => {
       const r = await startTrainingRun(t.client, config);
       assert.equal((await r.result()).status, 'completed');
-      return r;
+      // resume-from step 1 of the completed run re-reads the same bytes from MinIO and trains steps 2.. again
+      const c = await resumeFromRun(t.client, r.runId, { step: 1 });
+      assert.equal((await c.result()).status, 'completed');
+      return { run: r, resumed: c };
     });
     await assertCommittedRun(store, run.runId, total);
-    const record = await readRunRecord(store, run.runId);
-    // evalFraction 0.2 holds out 4 of the 20 rows, drawn by the seed; the train split keeps file order
-    const trainRows = splitHeldOut(rows, 0.2, config.seed).train;
     for (let step = 1; step < total; step++) {
       assert.deepEqual(await stepPrompts(store, run.runId, step, 2), expectedPrompts(config, step, trainRows), `step ${step}`);
+      await assertScoredByTheModule(run.runId, step);
     }
+    await assertCommittedRun(store, resumed.runId, total, 2);
+    assert.equal(
+      await weightsSha(store, resumed.runId, total),
+      await weightsSha(store, run.runId, total),
+      'the resumed run ends where the source did',
+    );
+    const record = await readRunRecord(store, run.runId);
+    assert.equal(record.data?.train.uri, uri);
     const old = record.data!.train.sha256;
     await s3.put('train.parquet', parquet(rows.map((r) => ({ ...r, prompt: r.prompt.replace('+', '+ ') }))));
     await assert.rejects(resumeFromRun(t.client, run.runId, { step: 0 }), (err: Error) => {
-      assert.match(
-        err.message,
-        new RegExp(`train dataset s3://${e.minio.bucket}/${prefix}/train.parquet changed: run.json records sha256 ${old}`),
-      );
+      assert.match(err.message, new RegExp(`train dataset ${uri} changed: run.json records sha256 ${old}`));
       assert.match(err.message, /the file now has sha256 [0-9a-f]{64}/);
       return true;
     });
