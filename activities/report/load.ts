@@ -99,7 +99,7 @@ export interface SampleRow {
   completion: string;
   /** Completion length in tokens. */
   completion_tokens: number;
-  finish_reason: 'stop' | 'length' | 'branch';
+  finish_reason: RolloutsRow['finish_reason'];
   /** Total reward, or null when it failed or the step has no rewards row for the sample. */
   reward: number | null;
   /** Why the reward failed (rewards.error), else null. */

@@ -39,7 +39,7 @@ import {
 import { CorruptDataError, InvalidRowsError, SchemaMismatchError } from './errors.js';
 
 export type ColumnKind =
-  'utf8' | 'int32' | 'float32' | 'float64' | 'bool' | 'list<int32>' | 'list<float32>' | 'list<bool>' | 'map<utf8,float64>';
+  'utf8' | 'int32' | 'float32' | 'float64' | 'bool' | 'list<int32>' | 'list<float32>' | 'list<bool>' | 'list<utf8>' | 'map<utf8,float64>';
 
 export interface ColumnSpec {
   kind: ColumnKind;
@@ -104,17 +104,21 @@ type BaseOut<S extends ColumnSpec> = S['kind'] extends 'utf8'
           ? Float32Array
           : S['kind'] extends 'list<bool>'
             ? boolean[]
-            : S['kind'] extends 'map<utf8,float64>'
-              ? Record<string, number>
-              : never;
+            : S['kind'] extends 'list<utf8>'
+              ? string[]
+              : S['kind'] extends 'map<utf8,float64>'
+                ? Record<string, number>
+                : never;
 
 type BaseIn<S extends ColumnSpec> = S['kind'] extends 'list<int32>' | 'list<float32>'
   ? ArrayLike<number>
   : S['kind'] extends 'list<bool>'
     ? ArrayLike<boolean>
-    : S['kind'] extends 'map<utf8,float64>'
-      ? Record<string, number> | ReadonlyMap<string, number>
-      : BaseOut<S>;
+    : S['kind'] extends 'list<utf8>'
+      ? readonly string[]
+      : S['kind'] extends 'map<utf8,float64>'
+        ? Record<string, number> | ReadonlyMap<string, number>
+        : BaseOut<S>;
 
 type NullableKeys<C> = { [K in keyof C]: C[K] extends { nullable: true } ? K : never }[keyof C];
 type RequiredKeys<C> = Exclude<keyof C, NullableKeys<C>>;
@@ -164,6 +168,8 @@ function arrowType(kind: ColumnKind): DataType {
       return new List(new Field('item', new Float32(), false));
     case 'list<bool>':
       return new List(new Field('item', new Bool(), false));
+    case 'list<utf8>':
+      return new List(new Field('item', new Utf8(), false));
     case 'map<utf8,float64>':
       return new Map_(
         new Field(
@@ -234,7 +240,8 @@ function columnProblem(spec: ColumnSpec, v: unknown, deep: boolean): string | un
       return typeof v === 'boolean' ? undefined : `must be a boolean, got ${describe(v)}`;
     case 'list<int32>':
     case 'list<float32>':
-    case 'list<bool>': {
+    case 'list<bool>':
+    case 'list<utf8>': {
       if (!isArrayLike(v)) return `must be an array, got ${describe(v)}`;
       if (!deep || v instanceof Int32Array) return undefined;
       if (v instanceof Float32Array && !(spec.kind === 'list<float32>' && spec.finite)) return undefined;
@@ -242,6 +249,8 @@ function columnProblem(spec: ColumnSpec, v: unknown, deep: boolean): string | un
         const x = v[i];
         if (spec.kind === 'list<bool>') {
           if (typeof x !== 'boolean') return `element ${i} must be a boolean, got ${describe(x)}`;
+        } else if (spec.kind === 'list<utf8>') {
+          if (typeof x !== 'string') return `element ${i} must be a string, got ${describe(x)}`;
         } else if (typeof x !== 'number') {
           return `element ${i} must be a number, got ${describe(x)}`;
         } else if (spec.kind === 'list<int32>' && (!Number.isInteger(x) || x < INT32_MIN || x > INT32_MAX)) {
@@ -408,6 +417,9 @@ function extract(kind: ColumnKind, vec: Vector, n: number): unknown[] {
         break;
       case 'list<bool>':
         out[i] = Array.from(v as Iterable<boolean>);
+        break;
+      case 'list<utf8>':
+        out[i] = Array.from(v as Iterable<string>);
         break;
       case 'map<utf8,float64>':
         out[i] = (v as { toJSON(): Record<string, number> }).toJSON();

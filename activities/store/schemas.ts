@@ -31,12 +31,19 @@ const parentNodeId = {
   doc: 'Tree rollouts only: node_id of the parent node; null for a root node and for flat rollouts.',
 } as const;
 
+/** The roles of an episode's segments (rollouts.segment_roles): who produced the tokens. */
+export const SEGMENT_ROLES = ['policy', 'observation', 'glue'] as const;
+export type SegmentRole = (typeof SEGMENT_ROLES)[number];
+
+/** How an episode ended besides "stop" (a final answer) and "length" (its token budget). */
+export const EPISODE_FINISH_REASONS = ['max_turns', 'max_seconds', 'tool_failure'] as const;
+
 /** Rollouts: one row per generated sample (flat sampling) or per tree node (tree sampling). */
 export const ROLLOUTS = defineTable({
   name: 'rollouts',
-  version: 2,
-  readsVersions: [1],
-  doc: "One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase's `tree` option, V-STAR's value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X's completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X's tokens [0, p)). R^3L retries (the rl phase's `retry` option) use the same fields: every sample has node_id {prompt_id}/{sample_id}, and a retry (sample_id groupSize + k) is the child of the failed sample it retries, at branch_position = the failure point. Version 2 added branch_position; version 1 files still read, with branch_position null.",
+  version: 3,
+  readsVersions: [1, 2],
+  doc: "One generated sample (flat GRPO-style sampling) or one node of a sampling tree (tree sampling: the rl phase's `tree` option, V-STAR's value-guided tree decoding). Every tree node is a complete completion: a child of node X at branch_position p holds X's completion tokens [0, p) and their behaviour logprobs unchanged, then the tokens it sampled itself from p on (decoded from prompt + X's tokens [0, p)). R^3L retries (the rl phase's `retry` option) use the same fields: every sample has node_id {prompt_id}/{sample_id}, and a retry (sample_id groupSize + k) is the child of the failed sample it retries, at branch_position = the failure point. A multi-turn episode (the run's `environment` option; activities/rollout/episode.ts) is one row too: its completion is every token after the prompt — the policy's turns exactly as sampled, and between them the observation segments the environment appended (tool results and the chat template's glue, tokenised once and never re-tokenised) — cut into segments (segment_ends, segment_roles, segment_turns) with loss_mask false and behaviour logprob 0 on every token the policy did not sample. Version 2 added branch_position, version 3 the episode columns; files of versions 1 and 2 still read, with those columns null.",
   columns: {
     run_id: runId,
     step,
@@ -69,8 +76,51 @@ export const ROLLOUTS = defineTable({
     },
     finish_reason: {
       kind: 'utf8',
-      values: ['stop', 'length', 'branch'],
-      doc: '"stop": an end-of-sequence token or stop string ended generation; "length": the token limit did; "branch": reserved for trees stored as segments (a node whose generation continues in its children); the tree rollouts written here are complete nodes and never use it.',
+      values: ['stop', 'length', 'branch', ...EPISODE_FINISH_REASONS],
+      doc: '"stop": an end-of-sequence token or stop string ended generation (an episode: the policy gave its final answer); "length": the token limit did (an episode: its total-token limit); "branch": reserved for trees stored as segments (a node whose generation continues in its children); the tree rollouts written here are complete nodes and never use it. Episodes only: "max_turns" (the environment\'s turn limit), "max_seconds" (its wall-time limit), "tool_failure" (a tool call\'s infrastructure failed on every attempt: the episode is incomplete through no fault of the policy, and the advantage stage leaves it out instead of scoring it).',
+    },
+    loss_mask: {
+      kind: 'list<bool>',
+      nullable: true,
+      since: 3,
+      doc: "Episodes only: one per completion token, true on the tokens the policy sampled (trained on: the loss, the KL and the importance ratio see only these), false on observation and glue tokens (never trained on). Null for single completions: every completion token is the policy's.",
+    },
+    segment_ends: {
+      kind: 'list<int32>',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: the completion position where each segment ends (exclusive), increasing, the last equal to the number of completion tokens; segment k covers [segment_ends[k-1], segment_ends[k]) (the first starts at 0).',
+    },
+    segment_roles: {
+      kind: 'list<utf8>',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: the role of each segment: "policy" (a turn the policy sampled, as sampled), "observation" (tool results with the chat template\'s glue around them, appended by the environment), "glue" (template tokens alone, e.g. an end-of-turn token the policy\'s stop string left out).',
+    },
+    segment_turns: {
+      kind: 'list<int32>',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: the turn (0-based) each segment belongs to; an observation belongs to the turn whose calls it answers.',
+    },
+    turns: { kind: 'int32', nullable: true, since: 3, doc: 'Episodes only: the policy turns the episode took.' },
+    tool_calls: {
+      kind: 'list<utf8>',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: every tool call the policy made, in order, each a JSON object {"turn", "name", "arguments", "output" (the text the tool returned, or null), "error" (why the call failed, or null), "attempts" (runs of the tool, retries of infrastructure failures included)}.',
+    },
+    observations: {
+      kind: 'list<utf8>',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: the text of each observation segment as the environment produced it (one per "observation" segment, in order; a malformed turn\'s observation says what was wrong).',
+    },
+    malformed_turns: {
+      kind: 'int32',
+      nullable: true,
+      since: 3,
+      doc: 'Episodes only: turns whose tool calls could not be parsed (each got an observation saying what was wrong).',
     },
   },
   rules: [
@@ -78,6 +128,9 @@ export const ROLLOUTS = defineTable({
     'parent_node_id is set only together with node_id.',
     'branch_position is set only together with node_id: 0 for a root (parent_node_id null), at least 1 for a child, and below the number of completion tokens.',
     'finish_reason "branch" only on tree nodes (node_id set).',
+    'The episode columns (loss_mask, segment_ends, segment_roles, segment_turns, turns, tool_calls, observations, malformed_turns) are all set or all null; episode finish reasons only with them.',
+    'loss_mask has one value per completion token, true exactly on the "policy" segments; segment_ends increase and end at the number of completion tokens; segment_roles and segment_turns have one value per segment; one observation per "observation" segment.',
+    'behaviour_logprobs is 0 on every token outside the loss mask.',
   ],
   check: (r) => {
     if (r.behaviour_logprobs.length !== r.completion_token_ids.length) {
@@ -93,9 +146,60 @@ export const ROLLOUTS = defineTable({
         return `branch_position is ${bp} with ${r.completion_token_ids.length} completion tokens; a child copies [0, branch_position) from its parent and samples at least one token itself`;
       }
     }
-    return undefined;
+    return episodeProblem(r);
   },
 });
+
+/** What breaks the episode rules of a rollouts row (see ROLLOUTS.rules), or undefined. */
+function episodeProblem(r: {
+  completion_token_ids: ArrayLike<number>;
+  behaviour_logprobs: ArrayLike<number>;
+  finish_reason: string;
+  loss_mask: readonly boolean[] | null;
+  segment_ends: ArrayLike<number> | null;
+  segment_roles: readonly string[] | null;
+  segment_turns: ArrayLike<number> | null;
+  turns: number | null;
+  tool_calls: readonly string[] | null;
+  observations: readonly string[] | null;
+  malformed_turns: number | null;
+}): string | undefined {
+  const cols = [r.loss_mask, r.segment_ends, r.segment_roles, r.segment_turns, r.turns, r.tool_calls, r.observations, r.malformed_turns];
+  const set = cols.filter((c) => c !== null).length;
+  if (set === 0) {
+    return (EPISODE_FINISH_REASONS as readonly string[]).includes(r.finish_reason)
+      ? `finish_reason "${r.finish_reason}" is an episode's; set the episode columns`
+      : undefined;
+  }
+  if (set !== cols.length) return 'the episode columns are set only in part; an episode row sets all of them, a single completion none';
+  const n = r.completion_token_ids.length;
+  const mask = r.loss_mask!;
+  const ends = r.segment_ends!;
+  const roles = r.segment_roles!;
+  if (mask.length !== n) return `loss_mask has ${mask.length} values for ${n} completion tokens`;
+  if (roles.length !== ends.length || r.segment_turns!.length !== ends.length)
+    return `${ends.length} segment_ends but ${roles.length} segment_roles and ${r.segment_turns!.length} segment_turns; give one of each per segment`;
+  if (n > 0 && ends[ends.length - 1] !== n)
+    return `the last segment ends at ${ends[ends.length - 1] ?? 0}, not at the ${n} completion tokens`;
+  let start = 0;
+  for (let k = 0; k < ends.length; k++) {
+    const end = ends[k]!;
+    if (end <= start) return `segment ${k} ends at ${end}, not after its start ${start}`;
+    const role = roles[k]!;
+    if (!(SEGMENT_ROLES as readonly string[]).includes(role))
+      return `segment ${k} has role "${role}"; roles are ${SEGMENT_ROLES.join(', ')}`;
+    for (let j = start; j < end; j++) {
+      if (mask[j] !== (role === 'policy'))
+        return `loss_mask[${j}] is ${mask[j]} inside a "${role}" segment; it is true exactly on policy segments`;
+      if (role !== 'policy' && r.behaviour_logprobs[j] !== 0)
+        return `behaviour_logprobs[${j}] is ${r.behaviour_logprobs[j]} on a "${role}" token; tokens the policy did not sample have 0`;
+    }
+    start = end;
+  }
+  const obs = roles.filter((x) => x === 'observation').length;
+  if (r.observations!.length !== obs) return `${r.observations!.length} observations for ${obs} observation segments`;
+  return undefined;
+}
 
 /** Rewards: one row per rollout row that was scored. */
 export const REWARDS = defineTable({

@@ -228,7 +228,7 @@ describe('arrow contracts: writing rejects bad rows, naming row and column', () 
   });
 
   it('enum values', () => {
-    bad([rollout(0, { finish_reason: 'eos' as 'stop' })], /column "finish_reason" must be one of "stop", "length", "branch", got "eos"/);
+    bad([rollout(0, { finish_reason: 'eos' as 'stop' })], /column "finish_reason" must be one of "stop", "length", "branch", "max_turns", "max_seconds", "tool_failure", got "eos"/);
   });
 
   it('non-finite numbers where finite is required', () => {
@@ -288,8 +288,8 @@ describe('arrow contracts: reading fails clearly', () => {
   }
 
   it('schema version mismatch names the versions read and the one found', () => {
-    const v3 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '3' });
-    assert.throws(() => decodeRollouts(v3, 'f.arrow'), /expected rollouts schema version 2, 1, found version 3/);
+    const v4 = withMetadata(good, { [SCHEMA_NAME_KEY]: 'rollouts', [SCHEMA_VERSION_KEY]: '4' });
+    assert.throws(() => decodeRollouts(v4, 'f.arrow'), /expected rollouts schema version 3, 1, 2, found version 4/);
     const none = withMetadata(good, {});
     assert.throws(() => decodeRollouts(none, 'f.arrow'), /expected schema "rollouts", found no durable_rl.schema metadata/);
   });
@@ -336,7 +336,7 @@ describe('arrow contracts: reading fails clearly', () => {
     assert.throws(
       () => decodeRollouts(rebuilt(['behaviour_logprobs']), 'f.arrow'),
       (e: unknown) =>
-        e instanceof SchemaMismatchError && /missing column "behaviour_logprobs" \(List<Float32>\) of rollouts v2/.test(e.message),
+        e instanceof SchemaMismatchError && /missing column "behaviour_logprobs" \(List<Float32>\) of rollouts v3/.test(e.message),
     );
   });
 
