@@ -93,6 +93,31 @@ export function planStep(config: RunConfig, step: number): StepPlan {
   throw new RangeError(`step ${step} is past the last phase`);
 }
 
+/** `rollout.offPolicySteps` (k) of a config; a config recorded before the option existed has none (0: on-policy). */
+export function offPolicySteps(config: RunConfig): number {
+  return config.rollout.offPolicySteps ?? 0;
+}
+
+/**
+ * The policy version (checkpoint) whose weights generate step `step`'s rollouts (rl and online_dpo
+ * phases; a step of another phase samples nothing: its own step), fixed by the plan:
+ *
+ *   policyVersion(step) = max(step − k, phaseStart(step), start)
+ *
+ * k = `rollout.offPolicySteps`; phaseStart(step) the first step of the step's phase (each phase
+ * starts on-policy: no rollout of a phase samples from the previous phase's weights); `start` the
+ * first step this run trains (0, or the checkpoint a resume-from continues: the run holds no earlier
+ * checkpoint). k = 0 gives `step` (on-policy). Checkpoint v exists once step v − 1 has committed, so
+ * the rollouts of step m can start as soon as step policyVersion(m) begins: while the learner updates
+ * step n, the rollouts of steps up to n + k (of the same phase) run. A function of the config and
+ * the run's start alone: a crash, a replay or a continue-as-new rolls out from the same weights.
+ */
+export function policyVersion(config: RunConfig, step: number, start = 0): number {
+  const { phase, phaseStart } = planStep(config, step);
+  if (phase.kind !== 'rl' && phase.kind !== 'online_dpo') return step; // no rollouts: the learner's own checkpoint
+  return Math.max(step - offPolicySteps(config), phaseStart, start);
+}
+
 /** The dynamic-sampling settings of a phase; a config recorded before the option existed has none (off). */
 export function dynamicSamplingOf(
   p: Phase,

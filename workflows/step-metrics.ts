@@ -266,3 +266,16 @@ export function onlineDpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, resul
 export function dpoStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, update: LearnerResult): StepMetrics {
   return pairStepMetrics(plan, update, dpoExtras(update.metrics));
 }
+
+/**
+ * An rl (or online_dpo) step of a run with `rollout.offPolicySteps` > 0: its row with, under
+ * `extra`, `off_policy/behaviour_version` (the checkpoint that generated the step's rollouts,
+ * run-plan.ts `policyVersion`) and `off_policy/staleness` (step − that version: 0 on-policy, at
+ * most k). The row's `policy_version` stays the checkpoint the learner updated (the step).
+ */
+export function offPolicyMetrics(metrics: StepMetrics, step: number, behaviourVersion: number): StepMetrics {
+  return {
+    ...metrics,
+    extra: { ...metrics.extra, 'off_policy/behaviour_version': behaviourVersion, 'off_policy/staleness': step - behaviourVersion },
+  };
+}

@@ -49,9 +49,26 @@ import {
 } from './run-control.js';
 import { stageActivityOptions, STAGE_OF, type RunActivityName } from './stage-options.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
-import { dynamicSamplingOf, evaluateAt, planRefill, planStep, totalSteps, type ShardPlan, type StepPlan } from './run-plan.js';
+import {
+  dynamicSamplingOf,
+  evaluateAt,
+  offPolicySteps,
+  planRefill,
+  planStep,
+  policyVersion,
+  totalSteps,
+  type ShardPlan,
+  type StepPlan,
+} from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
-import { dpoStepMetrics, onlineDpoStepMetrics, rewardModelStepMetrics, rlStepMetrics, sftStepMetrics } from './step-metrics.js';
+import {
+  dpoStepMetrics,
+  offPolicyMetrics,
+  onlineDpoStepMetrics,
+  rewardModelStepMetrics,
+  rlStepMetrics,
+  sftStepMetrics,
+} from './step-metrics.js';
 
 /** What survives continue-as-new: a few numbers and URIs, never data. */
 export interface RunCarry {
@@ -69,16 +86,37 @@ export interface RunCarry {
   stopRequested?: boolean;
   executions: number;
   model: string;
+  /**
+   * `rollout.offPolicySteps` > 0: the steps past `nextStep` whose rollouts and rewards the previous
+   * execution had started ahead, finished before it continued as new — their results (claim checks
+   * and counts), which this execution trains on instead of rolling them out again. Absent otherwise.
+   */
+  ahead?: RolloutBatch[];
 }
 
 /** An rl step's rollouts and rewards, filled shard by shard (refill rounds append), with their timings. */
-interface RolloutBatch {
+export interface RolloutBatch {
+  step: number;
+  /** The checkpoint that generates every shard of the step (run-plan.ts `policyVersion`). */
+  policyVersion: number;
   rollouts: RolloutShardResult[];
   rewards: RewardShardResult[];
-  /** When the last rollout shard finished (workflow time). */
+  /** When the first rollout shard was started and the last finished (workflow time). */
+  rolloutStart: number;
   rolloutEnd: number;
   rewardSeconds: number;
+  /** Shards rolled out and scored so far. */
+  done: number;
 }
+
+/** A step's rollouts and rewards being generated: the batch they fill, and when they are done. */
+interface Rolling {
+  batch: RolloutBatch;
+  finished: Promise<unknown>;
+}
+
+/** The patch under which an rl step's rollouts start ahead of the learner (`rollout.offPolicySteps` > 0; recorded histories have k = 0 and never reach it). */
+export const OFF_POLICY_PATCH = 'off-policy-steps';
 
 export interface TrainingRunInput {
   /** The run id (also the workflow id): the data lives under `runPrefix(runId)` (activities/store/keys.ts). */
@@ -279,6 +317,18 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   };
   const stages = stageCalls(input, call);
 
+  /**
+   * offPolicySteps: the rl steps past the current one whose rollouts and rewards have started (or,
+   * carried over continue-as-new, finished), by step. Their calls run in `aheadScope` (a child of
+   * `main`), which a stop cancels: the run ends with its committed steps, as with k = 0.
+   */
+  const rolledAhead = new Map<number, Rolling>((carry.ahead ?? []).map((batch) => [batch.step, { batch, finished: Promise.resolve() }]));
+  delete carry.ahead;
+  /** The first step this run trains: its plan's policy versions never go below it (no earlier checkpoint is in the run). */
+  const runStart = input.resumeFrom?.checkpoint ?? 0;
+  /** Created inside `main` by trainSteps (so a stop while blocked cancels it too). */
+  let aheadScope: wf.CancellationScope | undefined;
+
   wf.upsertSearchAttributes([
     { key: RUN_NAME, value: config.name },
     { key: STATUS, value: status },
@@ -325,6 +375,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       currentStep = carry.nextStep;
     }
     setStatus('running');
+    aheadScope = new wf.CancellationScope();
 
     const evaluate = async (v: number) => {
       enter('eval');
@@ -358,6 +409,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         (stepsThisExecution > 0 && wf.workflowInfo().continueAsNewSuggested)
       ) {
         await wf.condition(wf.allHandlersFinished);
+        // rollouts in flight for later steps are finished and handed over as claim checks (none are lost or redone)
+        if (rolledAhead.size > 0) {
+          await Promise.all([...rolledAhead.values()].map((r) => r.finished));
+          carry.ahead = [...rolledAhead.values()].map((r) => r.batch);
+        }
         carry.stopRequested = stopRequested;
         // The closed execution would otherwise keep DurableRlStatus "running" in list queries.
         // (The next execution sets its own status first thing.)
@@ -396,6 +452,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       inStep = false;
       details();
       if (evaluateAt(config, carry.nextStep)) await evaluate(carry.nextStep);
+    }
+    if (rolledAhead.size > 0) {
+      // stopped with rollouts of later steps in flight: cancel them (their uncommitted artifacts are left, as after a crash)
+      aheadScope?.cancel();
+      await Promise.allSettled([...rolledAhead.values()].map((r) => r.finished));
     }
   }
 
@@ -440,16 +501,18 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
    */
   async function rlStep(plan: StepPlan): Promise<StepMetrics> {
     const t0 = Date.now();
-    const batch: RolloutBatch = {
-      rollouts: new Array(plan.shards.length),
-      rewards: new Array(plan.shards.length),
-      rolloutEnd: 0,
-      rewardSeconds: 0,
-    };
-    shardsDone = 0;
+    // offPolicySteps k > 0 (behind its patch): this step's rollouts may have started steps ago, and
+    // those of the next steps whose policy version is committed (checkpoint ≤ this step) start now,
+    // to run beside this step's advantages, learner update and commit
+    const pipelined = offPolicySteps(config) > 0 && wf.patched(OFF_POLICY_PATCH);
+    const rolling = rolledAhead.get(plan.step) ?? rollOut(plan);
+    rolledAhead.delete(plan.step);
+    const { batch } = rolling;
+    shardsDone = batch.done;
     shardsTotal = plan.shards.length;
-    enter('rollout');
-    await rollAndScore(plan, batch, plan.shards, plan.shards.length);
+    enter(batch.rollouts.filter(Boolean).length === plan.shards.length ? 'reward' : 'rollout');
+    if (pipelined) rollAhead(plan.step);
+    await rolling.finished;
 
     const scored = await advantagesOf(plan, batch);
     const { rollouts, rewards } = batch;
@@ -461,8 +524,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       ? await stages.learnOnlineDpo(plan, carry.referenceVersion, rollouts, advantages)
       : await stages.learnRl(plan, carry.referenceVersion, rollouts, advantages, reference?.referenceLogprobs);
 
-    const seconds = { rollout: (batch.rolloutEnd - t0) / 1000, reward: batch.rewardSeconds, advantage: scored.advantageSeconds };
-    const metrics = online
+    const seconds = {
+      rollout: (batch.rolloutEnd - batch.rolloutStart) / 1000,
+      reward: batch.rewardSeconds,
+      advantage: scored.advantageSeconds,
+    };
+    const stepMetrics = online
       ? onlineDpoStepMetrics(plan, { rollouts, rewards, advantages, update }, seconds)
       : rlStepMetrics(
           plan,
@@ -476,6 +543,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
           },
           { ...seconds, ...(reference ? { reference: scored.referenceSeconds } : {}) },
         );
+    const metrics = pipelined ? offPolicyMetrics(stepMetrics, plan.step, batch.policyVersion) : stepMetrics;
     const artifacts = [
       ...rollouts.map((r) => r.rollouts),
       ...rewards.map((r) => r.rewards),
@@ -483,6 +551,42 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       ...(reference ? [reference.referenceLogprobs] : []),
     ];
     return commit(plan, update.checkpoint, artifacts, metrics, t0);
+  }
+
+  /** Starts the rollouts and rewards of a step's planned shards, from the checkpoint its plan fixes. */
+  function rollOut(plan: StepPlan): Rolling {
+    const batch: RolloutBatch = {
+      step: plan.step,
+      policyVersion: policyVersion(config, plan.step, runStart),
+      rollouts: new Array(plan.shards.length),
+      rewards: new Array(plan.shards.length),
+      rolloutStart: Date.now(),
+      rolloutEnd: 0,
+      rewardSeconds: 0,
+      done: 0,
+    };
+    return { batch, finished: rollAndScore(plan, batch, plan.shards, plan.shards.length) };
+  }
+
+  /**
+   * Starts (in `aheadScope`) the rollouts of the steps after `step`, up to step + k, whose policy
+   * version is at most `step` — committed, since step `step` is running — and that have not started.
+   * A version never lies before its step's phase, so no step of another phase starts here.
+   */
+  function rollAhead(step: number): void {
+    const last = Math.min(total - 1, step + offPolicySteps(config));
+    for (let m = step + 1; m <= last; m++) {
+      if (rolledAhead.has(m) || policyVersion(config, m, runStart) > step) continue;
+      const plan = planStep(config, m);
+      let rolling: Rolling | undefined;
+      const finished = aheadScope!.run(async () => {
+        rolling = rollOut(plan); // (run calls this at once: `rolling` is set before run returns)
+        await rolling.finished;
+      });
+      // handled here: a stop cancels these calls while nothing awaits them
+      finished.catch(() => undefined);
+      rolledAhead.set(m, { batch: rolling!.batch, finished });
+    }
   }
 
   /**
@@ -494,13 +598,15 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     const lane = async () => {
       while (next < shards.length) {
         const shard = shards[next++]!;
-        const rolled = (batch.rollouts[shard.shard] = await stages.rollout(plan, shard, of));
+        const rolled = (batch.rollouts[shard.shard] = await stages.rollout(plan, shard, of, batch.policyVersion));
         batch.rolloutEnd = Math.max(batch.rolloutEnd, Date.now());
-        if (stage === 'rollout' && batch.rollouts.filter(Boolean).length === of) stage = 'reward';
+        const current = batch.step === currentStep;
+        if (current && stage === 'rollout' && batch.rollouts.filter(Boolean).length === of) stage = 'reward';
         details();
         const scored = (batch.rewards[shard.shard] = await stages.reward(plan, shard, rolled, of));
         batch.rewardSeconds += scored.seconds;
-        shardsDone++;
+        batch.done++;
+        if (batch.step === currentStep) shardsDone = batch.done;
         details();
       }
     };
@@ -587,14 +693,15 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput, c
     evaluate: (policyVersion: number, phase: EvaluateInput['phase']) =>
       call('evaluate', `eval · checkpoint ${policyVersion} · ${config.eval.prompts} prompts`, { ...ref, policyVersion, phase }),
     // `of`: the step's shards so far (the planned ones, plus those of dynamic-sampling refill rounds).
-    rollout: (plan: StepPlan, s: ShardPlan, of = plan.shards.length) =>
+    // `policyVersion`: the checkpoint that generates (run-plan.ts `policyVersion`; the step itself on-policy)
+    rollout: (plan: StepPlan, s: ShardPlan, of: number, policyVersion: number) =>
       call(
         'rolloutShard',
-        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}`,
+        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}${policyVersion !== plan.step ? ` · checkpoint ${policyVersion}` : ''}`,
         {
           ...ref,
           step: plan.step,
-          policyVersion: plan.step,
+          policyVersion,
           phaseIndex: plan.phaseIndex,
           shard: s.shard,
           shards: of,

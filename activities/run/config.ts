@@ -543,6 +543,26 @@ export const runConfigSchema = z.strictObject({
       promptsPerShard: posInt.default(16),
       /** Shards generated at once (each is one activity on the rollout queue). */
       maxConcurrentShards: posInt.default(4),
+      /**
+       * Async steps, still deterministic: the rollouts (and reward annotation) of step n + k are
+       * generated while the learner updates step n, from the policy version the run plan fixes —
+       * step n rolls out with checkpoint max(n − k, first step of its phase, first step of the run)
+       * (workflows/run-plan.ts `policyVersion`), never "whatever weights are newest", so a run with
+       * crashes ends bitwise equal to an uninterrupted one with the same k. 0 (the default) is
+       * on-policy: each step samples from the weights it updates. 1 is the one-step off-policy
+       * pipeline of AReaL (Fu et al. 2025, "AReaL: A Large-Scale Asynchronous Reinforcement Learning
+       * System for Language Reasoning", max staleness η) and of verl's one-step-off-policy recipe;
+       * the gain is the overlap of generation with the update, the cost rollouts up to k versions
+       * stale. The correction is the clipped importance ratio π_θ / π_behaviour on the behaviour
+       * logprobs each rollout row records (PPO's ratio with the sampling policy as π_old); with the
+       * loss's `tis` the ratio is taken against the learner's own logprobs of checkpoint n and the
+       * behaviour logprobs give the truncated importance weight, AReaL's decoupled PPO objective.
+       * Each phase starts on-policy (its first step rolls out from its first checkpoint) and a
+       * resumed run from its resumed checkpoint, the pipeline filling over the next k steps. At most
+       * 16: the workflow keeps the claim checks of every step in flight and carries them over
+       * continue-as-new, and a staler behaviour policy leaves most ratios clipped.
+       */
+      offPolicySteps: z.number().int().min(0).max(16).default(0),
     })
     .prefault({}),
   learner: z
