@@ -41,6 +41,7 @@ const ACTIVITY_FOLDERS = [
   'reward',
   'rollout',
   'run',
+  'sandbox',
   'store',
   'tasks',
 ];
@@ -81,6 +82,13 @@ function importRules() {
       'activities/common/README.md',
       'activities/common/ imports nothing from other project folders',
       [{ regex: '^\\.\\./' }],
+    ),
+
+    restrict(
+      ['activities/sandbox/**/*.ts'],
+      'activities/sandbox/README.md',
+      'activities/sandbox/ may import ../common/ only among the project folders',
+      [otherStages(['sandbox', 'common']), outsideActivities],
     ),
 
     restrict(
@@ -138,9 +146,9 @@ function importRules() {
     restrict(
       ['activities/env/**/*.ts'],
       'activities/env/README.md',
-      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts) and the reward library (never its activity bridges annotate-*.ts, reward-shard.ts)",
+      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts), the reward library (never its activity bridges annotate-*.ts, reward-shard.ts) and the tasks' split, expression and types modules",
       [
-        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/)' },
+        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/|tasks\\/(split|expression|types)\\.js$)' },
         { regex: '^\\.\\./reward\\/(annotate-[a-z-]+|reward-shard)\\.js$' },
         outsideActivities,
       ],
@@ -276,11 +284,12 @@ function rewardRules() {
     'activities/reward/reward-shard.ts': ['store', 'run', 'tasks'],
     'activities/reward/reward-model.ts': ['model'],
     'activities/reward/builtins.ts': ['tasks'],
+    'activities/reward/code.ts': ['sandbox'],
   };
   const library = restrict(
     ['activities/reward/**/*.ts'],
     readme,
-    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, reward-shard.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/',
+    'the reward library imports ../common/ only; annotate-*.ts may import ../store/, reward-shard.ts ../store/, ../run/ and ../tasks/, reward-model.ts ../model/, builtins.ts ../tasks/, code.ts ../sandbox/',
     [otherStages(['reward', 'common']), outsideActivities],
   );
   return [

@@ -50,6 +50,26 @@ export interface RewardSample {
   completionTokens?: number;
   /** Tool calls made during the rollout, for tool-use and efficiency rewards. */
   toolCalls?: ToolCall[];
+  /**
+   * The turns of a multi-turn episode (issue 15), in order: the policy's turns and the observations
+   * answering them. `completion` is then the whole episode after the prompt; the outcome is read
+   * from the last policy turn. Absent for single-completion rollouts.
+   */
+  turns?: RewardTurn[];
+}
+
+/** One turn of a multi-turn episode, as rewards see it. */
+export interface RewardTurn {
+  /** `assistant`: a turn the policy generated; `tool`: an observation (tool output, or the error of a malformed turn). */
+  role: 'assistant' | 'tool';
+  /** The policy's text as generated (end-of-turn token excluded), or the observation's content. */
+  text: string;
+  /** Assistant turns: the calls parsed from the turn (none for a final or malformed turn). */
+  toolCalls?: ToolCall[];
+  /** Assistant turns: what was wrong, when the turn's calls were malformed. */
+  malformed?: string;
+  /** Tokens of the turn (the policy's sampled tokens, or the observation segment's), when the rollout knows them. */
+  tokens?: number;
 }
 
 /** What a reward returns for one sample. */
