@@ -10,7 +10,7 @@
  */
 import { stage } from '../run/stage.js';
 import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';
-import { crashPoint } from '../run/faults.js';
+import { crashPoint, slowPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { RolloutShardInput, RolloutShardResult } from '../run/types.js';
 import { rolloutsName, stepPrefix } from '../store/keys.js';
@@ -385,6 +385,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
         (d) => progress({ done: Math.floor((done = d) / G), of: items.length }),
       ),
     );
+    await slowPoint('rollout', step, signal);
     crashPoint('rollout', step);
 
     const stopSet = new Set(stopIds);
