@@ -128,9 +128,9 @@ function importRules() {
     restrict(
       ['activities/model/graphs/*.ts'],
       'activities/model/graphs/README.md',
-      'a graph builder may import ../graph, ../ops, ../autodiff, ../arch/, ../losses, ../config and ../../common/config (no I/O, no onnxruntime: that is ../engine.ts)',
+      'a graph builder may import ../graph, ../ops, ../autodiff, ../arch/, ../losses, ../config, ../quantize and ../../common/config (no I/O, no onnxruntime: that is ../engine.ts)',
       [
-        { regex: '^\\.\\./(?!\\.\\./|(graph|ops|autodiff|losses|config)\\.js$|arch\\/)' },
+        { regex: '^\\.\\./(?!\\.\\./|(graph|ops|autodiff|losses|config|quantize)\\.js$|arch\\/)' },
         { regex: '^(\\.\\./){2,}(?!common\\/config\\.js$)' },
         io,
       ],
@@ -146,9 +146,9 @@ function importRules() {
     restrict(
       ['activities/env/**/*.ts'],
       'activities/env/README.md',
-      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts), the reward library (never its activity bridges annotate-*.ts, reward-shard.ts) and the tasks' split, expression and types modules",
+      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts), the reward library (never its activity bridges annotate-*.ts, reward-shard.ts), ../sandbox/ (tools that run code) and the tasks' split, expression and types modules",
       [
-        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/|tasks\\/(split|expression|types)\\.js$)' },
+        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/|sandbox\\/|tasks\\/(split|expression|types)\\.js$)' },
         { regex: '^\\.\\./reward\\/(annotate-[a-z-]+|reward-shard)\\.js$' },
         outsideActivities,
       ],

@@ -28,6 +28,7 @@ import { archOf } from './arch/index.js';
 import type { Graph } from './graph.js';
 import { TEMPERATURE_INPUT, type WeightMap, type WeightTensor } from './graphs/common.js';
 import { buildDecodeGraph, type DecodeGraphOptions } from './graphs/decode.js';
+import { quantizeSpec, type DecodeQuantize } from './quantize.js';
 import { buildScoreGraph } from './graphs/score.js';
 import { buildRewardGraph } from './graphs/reward.js';
 import {
@@ -332,12 +333,27 @@ export class ModelEngine {
       throw new ModelInputError(`${what} needs an LM head, but this model is a sequence classifier (score head): use reward()`);
   }
 
-  /** The decode session of the installed weights. */
-  async decodeSession(opts: DecodeGraphOptions = {}): Promise<HostedSession> {
+  /**
+   * The decode session of the installed weights. With `quantize` ('int8' or 'int4', `quantize.ts`)
+   * its linear layers run on weight-only quantised weights, baked whatever `bakeWeights` says (the
+   * quantised kernels pre-pack them): one session per weights version. Feed it `decodeFeeds(quantize)`.
+   */
+  async decodeSession(opts: { output?: DecodeGraphOptions['output']; quantize?: DecodeQuantize | null } = {}): Promise<HostedSession> {
     this.requireLm('decode');
     const w = this.requireWeights();
+    const output = opts.output ?? 'logits';
+    const quantize = quantizeSpec(opts.quantize);
+    if (quantize)
+      return this.sessions.get(`decode:${output}:${opts.quantize}@${this.version}`, () =>
+        buildDecodeGraph(this.config, w, { output, quantize }),
+      );
     const src = this.options.bakeWeights ? w : 'inputs';
-    return this.sessions.get(`decode:${opts.output ?? 'logits'}${this.versionKey()}`, () => buildDecodeGraph(this.config, src, opts));
+    return this.sessions.get(`decode:${output}${this.versionKey()}`, () => buildDecodeGraph(this.config, src, { output }));
+  }
+
+  /** The parameter feeds of a decode session: none when it is quantised (its weights are baked), else `weightFeeds()`. */
+  decodeFeeds(quantize?: DecodeQuantize | null): Promise<Record<string, HostedFeed>> {
+    return quantizeSpec(quantize) ? Promise.resolve({}) : this.weightFeeds();
   }
 
   /** The session-cache suffix of weight-dependent sessions (none when weights are inputs). */

@@ -20,6 +20,7 @@
 import ort from 'onnxruntime-node';
 import type { ModelEngine } from './engine.js';
 import { logprobTemperature, ModelInputError } from './engine-types.js';
+import type { DecodeQuantize } from './quantize.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate per sequence (>= 1). */
@@ -39,10 +40,22 @@ export interface GenerateOptions {
    * (greedy decoding: no sampling distribution) records the model's own logprob at T = 1.
    */
   temperature?: number;
+  /**
+   * Ends sequence `seq` after the token just picked at position `pos` (finish reason "stop", the
+   * token kept), besides the stop tokens: e.g. when its text now ends with a stop string, or its
+   * own token budget is reached. Default: never.
+   */
+  endSequence?: (seq: number, token: number, pos: number) => boolean;
   /** Checked before every decode step: once aborted, generate throws the signal's reason. */
   signal?: AbortSignal;
   /** Called after every decode step with the steps done (1 after the prefill). */
   onStep?: (steps: number) => void;
+  /**
+   * Decode on weight-only quantised linear layers ('int8' or 'int4', `quantize.ts`): faster, and
+   * the recorded logprobs are the quantised policy's (the learner measures the mismatch). Default
+   * null: float32.
+   */
+  quantize?: DecodeQuantize | null;
 }
 
 export interface Generation {
@@ -83,8 +96,8 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   const mask = prompts.map((p) => [...Array<number>(plen - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
   const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
   opts.signal?.throwIfAborted();
-  const session = await engine.decodeSession();
-  const weightFeeds = await engine.weightFeeds();
+  const session = await engine.decodeSession({ quantize: opts.quantize });
+  const weightFeeds = await engine.decodeFeeds(opts.quantize);
   const V = cfg.vocabSize;
 
   const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
@@ -124,7 +137,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
         const res = results[seq]!;
         res.tokens.push(tok);
         res.logprobs.push(tokenLogprob(row, tok, T));
-        if (stop.has(tok)) res.finishReason = 'stop';
+        if (stop.has(tok) || opts.endSequence?.(seq, tok, pos)) res.finishReason = 'stop';
         else {
           keep.push(r);
           next.push(tok);

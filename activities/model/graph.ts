@@ -13,6 +13,7 @@
  * intermediate value created inside, so a dump of a graph reads like the model that produced it.
  */
 import onnxProto from 'onnx-proto';
+import type { QuantizeSpec } from './quantize.js';
 
 const { onnx } = onnxProto;
 type IModelProto = onnxProto.onnx.IModelProto;
@@ -148,6 +149,8 @@ export interface GraphOptions {
   tape?: boolean;
   /** ONNX opset (default `OPSET`). */
   opset?: number;
+  /** Quantise the linear layers on baked float32 weights (`quantize.ts`; decode graphs only, no tape). */
+  quantize?: QuantizeSpec | null;
 }
 
 /** Builds one ONNX graph. */
@@ -160,6 +163,8 @@ export class Graph {
   readonly initializers: Initializer[] = [];
   /** The autodiff tape (null when the graph records none). */
   tape: TapeEntry[] | null;
+  /** How `linear` quantises baked weights (null: it does not). */
+  readonly quantize: QuantizeSpec | null;
   private readonly used = new Set<string>();
   private readonly scopes: string[] = [];
   private readonly constCache = new Map<string, Tensor>();
@@ -176,6 +181,14 @@ export class Graph {
     this.name = opts.name ?? 'graph';
     this.opset = opts.opset ?? OPSET;
     this.tape = opts.tape ? [] : null;
+    this.quantize = opts.quantize ?? null;
+    if (this.quantize && this.tape)
+      throw new Error(`graph ${this.name}: quantized linear layers have no gradient; build it without a tape`);
+  }
+
+  /** The data of initializer `name` (undefined for inputs and node outputs). */
+  initializerData(name: string): TypedData | undefined {
+    return this.initializers.find((i) => i.name === name)?.data;
   }
 
   /** Runs `fn` with `name` appended to the scope prefix of every node and value it creates. */
@@ -378,7 +391,11 @@ export class Graph {
         .filter((e): e is [string, AttrValue] => e[1] !== undefined)
         .map(([k, v]) => attribute(k, v)),
     }));
-    const initializer: ITensorProto[] = this.initializers.map((i) => tensorProto(i.name, i.dtype, i.dims, i.data));
+    // an initializer nothing reads is not stored (a float32 weight replaced by its quantised form)
+    const read = new Set([...nodes.flatMap((n) => n.input ?? []), ...this.outputs.map((t) => t.name)]);
+    const initializer: ITensorProto[] = this.initializers
+      .filter((i) => read.has(i.name))
+      .map((i) => tensorProto(i.name, i.dtype, i.dims, i.data));
     const opsetImport = [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))];
     return {
       irVersion: IR_VERSION,

@@ -9,6 +9,7 @@
  * `Shape` arithmetic otherwise). Axes are static integers (negative counts from the end).
  */
 import { Tensor, isFloat, type Graph, onnxDType, tensorProto, typedArray, type DType, type Shape } from './graph.js';
+import { quantizedMatMul } from './quantize.js';
 import { broadcastShapes, fmtShape, matmulShape, normAxis, product, reduceShape, reshapeShape, sameDim, sameShape } from './shape.js';
 
 type Grads = (Tensor | null | false | undefined)[];
@@ -526,6 +527,12 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, layout: 'in_out' 
     throw new Error(`linear: input ${x} has ${xin} features but weight ${w.name} ${fmtShape(w.shape)} expects ${inDim}`);
   }
   const yShape = [...x.shape.slice(0, -1), outDim];
+  // a decode graph that quantises: a baked float32 weight becomes MatMulNBits (LoRA's small adapters stay float32)
+  const baked = g.quantize && w.dtype === 'float32' && !w.name.includes('.lora_') ? g.initializerData(w.name) : undefined;
+  if (baked) {
+    const y = quantizedMatMul(x, w, baked as Float32Array, layout, g.quantize!);
+    return b ? g.node1('Add', [y, b], x.dtype, yShape) : y;
+  }
   const wt = layout === 'in_out' ? w : g.node1('Transpose', [w], w.dtype, [inDim, outDim], { perm: [1, 0] });
   let y = g.node1('MatMul', [x, wt], x.dtype, yShape);
   if (b) y = g.node1('Add', [y, b], x.dtype, yShape);

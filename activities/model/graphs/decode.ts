@@ -15,9 +15,12 @@
  * buffer as `past` with unused slots masked out in `attention_mask`. Returning the concatenated
  * cache every step cost more than the step itself at batch 32 (fresh output buffers of tens of MB).
  * Positions come from the attention mask (count of real tokens before each), as in every graph.
- * Weights are baked in as initializers, or (`'inputs'`) are graph inputs named by HF names.
+ * Weights are baked in as initializers, or (`'inputs'`) are graph inputs named by HF names. With
+ * `quantize` (baked weights only) every linear layer but LoRA's adapters runs on int8 or 4-bit
+ * weights (`../quantize.ts`).
  */
 import { Graph } from '../graph.js';
+import type { QuantizeSpec } from '../quantize.js';
 import type { ModelConfig } from '../config.js';
 import * as F from '../ops.js';
 import { archOf, type LayerKV } from '../arch/index.js';
@@ -26,10 +29,13 @@ import { DIM, declareParams, positionsAndMask, logSoftmax, type WeightMap } from
 export interface DecodeGraphOptions {
   /** What the graph returns for the next token: raw logits (default) or log-softmax. */
   output?: 'logits' | 'logprobs';
+  /** Weight-only quantised linear layers (`../quantize.ts`); needs baked weights. */
+  quantize?: QuantizeSpec | null;
 }
 
 export function buildDecodeGraph(cfg: ModelConfig, weights: WeightMap | 'inputs', opts: DecodeGraphOptions = {}): Graph {
-  const g = new Graph({ name: `decode-${cfg.modelType}` });
+  if (opts.quantize && weights === 'inputs') throw new Error('a quantized decode graph bakes its weights: pass the weights, not "inputs"');
+  const g = new Graph({ name: `decode-${cfg.modelType}`, quantize: opts.quantize ?? null });
   const arch = archOf(cfg);
   const { p } = declareParams(g, cfg, weights === 'inputs' ? 'inputs' : { weights });
   const ids = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
