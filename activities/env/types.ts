@@ -17,6 +17,7 @@
  * episode's completed turns gets the same observations.
  */
 import type { ChatMessage } from '../model/chat.js';
+import type { z } from 'zod';
 import type { RewardFn, ToolCall } from '../reward/types.js';
 
 export type { ChatMessage, ToolCall };
@@ -170,4 +171,19 @@ export interface Environment {
 /** Typed helper for environment modules (`export default defineEnvironment({ … })`): checks the shape at compile time. */
 export function defineEnvironment(e: Environment): Environment {
   return e;
+}
+
+/** A built-in environment kind: options validated by its schema (defaults filled), then `create`. */
+export interface EnvironmentDefinition<S extends z.ZodType = z.ZodType> {
+  /** Registry name (`environmentByName`). */
+  name: string;
+  /** One line: what the episodes ask. */
+  description: string;
+  optionsSchema: S;
+  create(options: z.output<S>): Environment;
+}
+
+/** Typed helper: keeps the link between a definition's schema and its `create` argument. */
+export function defineEnvironmentKind<S extends z.ZodType>(def: EnvironmentDefinition<S>): EnvironmentDefinition<S> {
+  return def;
 }
