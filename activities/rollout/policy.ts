@@ -98,6 +98,8 @@ export async function withPolicy<T>(
 export interface SequenceJob {
   prompt: number[];
   pick: (logits: Float32Array, pos: number) => number;
+  /** Ends the sequence after `token` at `pos` besides the stop tokens (generate.ts `endSequence`): an episode turn's stop strings and budget. */
+  ends?: (token: number, pos: number) => boolean;
 }
 
 /**
@@ -133,6 +135,9 @@ export async function generateAll(
         signal,
         onStep,
         pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
+        ...(batch.some((j) => j.ends)
+          ? { endSequence: (seq: number, tok: number, pos: number) => batch[seq]!.ends?.(tok, pos) ?? false }
+          : {}),
       },
     );
     out.push(...gens);

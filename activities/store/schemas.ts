@@ -114,7 +114,7 @@ export const ROLLOUTS = defineTable({
       kind: 'list<utf8>',
       nullable: true,
       since: 3,
-      doc: 'Episodes only: the text of each observation segment as the environment produced it (one per "observation" segment, in order; a malformed turn\'s observation says what was wrong).',
+      doc: "Episodes only: what each observation segment says, without the template's glue: the contents of its tool messages (the tools' outputs, joined by a newline when a turn made several calls; a malformed turn's is the error saying what was wrong), one per \"observation\" segment, in order.",
     },
     malformed_turns: {
       kind: 'int32',
