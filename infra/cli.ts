@@ -8,15 +8,19 @@
  *   status  [--state-dir DIR] [--json]      where each server stands; starts nothing
  *   env     [--state-dir DIR]               `export DURABLE_RL_...=...` lines for a shell:
  *                                           eval "$(npm run -s infra -- env)"
+ *   sandbox                                 find bubblewrap, installing it as root with apt-get (`up` does too,
+ *                                           and only warns when it cannot)
  */
 import { parseArgs } from 'node:util';
+import { BubblewrapMissingError, ensureBubblewrap } from './bubblewrap.js';
 import { COMPONENTS, down, endpointsEnv, ensure, status, type Component, type InfraStatus } from './index.js';
 
-const USAGE = `usage: npm run infra -- <up|down|status|env> [options]
+const USAGE = `usage: npm run infra -- <up|down|status|env|sandbox> [options]
   up      [--only temporal|minio] [--state-dir DIR] [--json] [--quiet]
   down    [--only temporal|minio] [--state-dir DIR] [--purge]
   status  [--state-dir DIR] [--json]
   env     [--state-dir DIR]
+  sandbox (bubblewrap for untrusted code: installed with apt-get as root)
 The state dir defaults to $DURABLE_RL_STATE_DIR, else <cache>/state (cache: $DURABLE_RL_CACHE_DIR or ~/.cache/durable-rl).`;
 
 function out(line = ''): void {
@@ -36,6 +40,17 @@ function describe(st: InfraStatus): void {
   if (m.uiUrl) out(`  console ${m.uiUrl}`);
   if (m.log) out(`  log     ${m.log}`);
   out(`state dir ${st.stateDir}  (credentials: \`npm run infra -- env\`)`);
+}
+
+/** bubblewrap for activities/sandbox/, installed when missing and possible; a missing one is a warning here, not a failure. */
+function bubblewrapLine(quiet: boolean): string {
+  try {
+    const b = ensureBubblewrap({ progress: quiet ? undefined : (m) => out(m) });
+    return `bubblewrap ${b.source === 'installed' ? 'installed' : 'found'}: ${b.path}`;
+  } catch (e) {
+    if (!(e instanceof BubblewrapMissingError)) throw e;
+    return `no bubblewrap (${e.message})`;
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -67,8 +82,9 @@ async function main(argv: string[]): Promise<number> {
     case 'up': {
       const t0 = Date.now();
       const r = await ensure({ stateDir, components: only, quiet: values.quiet });
+      const sandbox = bubblewrapLine(values.quiet || values.json);
       if (values.json) {
-        out(JSON.stringify({ ...r, seconds: (Date.now() - t0) / 1000 }));
+        out(JSON.stringify({ ...r, bubblewrap: sandbox, seconds: (Date.now() - t0) / 1000 }));
         return 0;
       }
       const e = r.endpoints;
@@ -79,6 +95,7 @@ async function main(argv: string[]): Promise<number> {
         );
       if (r.actions.minio !== 'skipped')
         out(`MinIO     ${r.actions.minio}: S3 ${e.minio.endpoint}  bucket ${e.minio.bucket}  region ${e.minio.region}`);
+      out(`sandbox   ${sandbox}`);
       out(`ready in ${secs} s; state dir ${r.stateDir}; \`npm run infra -- env\` prints the endpoints and credentials as env vars`);
       return 0;
     }
@@ -100,6 +117,11 @@ async function main(argv: string[]): Promise<number> {
         throw new Error(`MinIO is ${st.minio.state}; run \`npm run infra -- up\` first`);
       const r = await ensure({ stateDir, quiet: true }); // healthy: the lock-free fast path, no side effects
       for (const [k, v] of Object.entries(endpointsEnv(r.endpoints))) out(`export ${k}='${v.replace(/'/g, `'\\''`)}'`);
+      return 0;
+    }
+    case 'sandbox': {
+      const b = ensureBubblewrap({ progress: (m) => out(m) });
+      out(`bubblewrap ${b.source === 'installed' ? 'installed' : 'found'}: ${b.path}`);
       return 0;
     }
     default:

@@ -6,29 +6,32 @@
  * line by line with trailing whitespace ignored by default) and/or `metadata.testCode` (code
  * appended to the program, e.g. Python `assert` lines or JS `if (...) throw`; exit status 0 passes).
  *
- * Isolation, in layers, using what Linux offers without root:
- * 1. a fresh temp directory per sample as working directory and HOME, an environment holding only
- *    PATH, the process in its own process group, killed (SIGKILL to the group) at the wall-clock
- *    timeout, output capped;
- * 2. no network: `unshare --map-root-user --net` puts the process in an empty network namespace
- *    (not even loopback). Where user namespaces are unavailable the reward logs a warning once
- *    and relies on layer 3 alone (`network: 'require'` refuses to run instead);
- * 3. in-process guards: Python runs behind a `sys.addaudithook` hook that refuses sockets,
- *    subprocesses, ctypes and any file write outside the temp directory, with `resource` limits on
- *    address space, CPU time and file size; JavaScript runs under Node's permission model
- *    (`--experimental-permission`: file reads and writes only inside the temp directory, no child
- *    processes, no workers, no native addons), a preload that disables `net`, `dgram`, `dns`,
- *    `http(s)`, `tls` and `fetch`, `--max-old-space-size`, and `prlimit` CPU/file-size limits.
+ * Isolation: the program runs through activities/sandbox/ (a bubblewrap sandbox where the host
+ * has one: no network, nothing of the host but read-only system directories, a private /tmp, an
+ * unprivileged uid, process and memory limits; else `unshare --net` and rlimits), in a fresh
+ * private directory, killed with its process group at the wall-clock timeout, its output capped.
+ * On top, in every layer, in-process guards: Python runs behind a `sys.addaudithook` hook that
+ * refuses sockets, subprocesses, ctypes and any file write outside the private directory, with
+ * `resource` limits on address space, CPU time and file size; JavaScript runs under Node's
+ * permission model (`--experimental-permission`: file reads and writes only inside the private
+ * directory, no child processes, no workers, no native addons), a preload that disables `net`,
+ * `dgram`, `dns`, `http(s)`, `tls` and `fetch`, and `--max-old-space-size`.
  *
- * Layer 3 is a guard against accidents and reward hacking by ordinary code, not a security boundary
- * against a determined attacker; run untrusted-at-scale workloads in a container or VM as well.
+ * Without bubblewrap the guards are what stands between the program and the host's files: they
+ * stop ordinary code and reward hacking, not a determined attacker (`sandbox: 'bubblewrap'`
+ * refuses to run without the real sandbox).
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile, realpath } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { z } from '../common/config.js';
-import { logger } from '../common/log.js';
+import {
+  runInSandbox,
+  sandboxHost,
+  SANDBOX_LAYERS,
+  type SandboxLayer,
+  type SandboxResult,
+  type SandboxStatus,
+} from '../sandbox/sandbox.js';
 import { defineReward, type RewardResult, type RewardSample } from './types.js';
 
 export type CodeLanguage = 'python' | 'javascript';
@@ -48,6 +51,12 @@ export const CodeOptions = z.strictObject({
     .default(1 << 20),
   /** Network isolation: `require` an empty network namespace, or `prefer` it and fall back to in-process guards with a warning. */
   network: z.enum(['prefer', 'require']).default('prefer'),
+  /**
+   * Which isolation runs the program (activities/sandbox/README.md): `auto` the strongest the host
+   * allows (bubblewrap, else unshare, else process limits alone, with a warning), `bubblewrap`
+   * only a real sandbox (refuses to run without one), `fallback` only the weaker layers.
+   */
+  sandbox: z.enum(['auto', 'bubblewrap', 'fallback']).default('auto'),
   /** Stdout comparison: `trim` ignores trailing whitespace per line and trailing blank lines, `tokens` compares whitespace-separated tokens, `exact` bytes. */
   outputMatch: z.enum(['trim', 'tokens', 'exact']).default('trim'),
   /** `fraction` of tests passed, or `all` (1 only when every test passes). */
@@ -143,35 +152,8 @@ globalThis.WebSocket = undefined;
 syncBuiltinESMExports();
 `;
 
-interface Capabilities {
-  unshare: boolean;
-  prlimit: boolean;
-}
-let caps: Capabilities | undefined;
-let warned = false;
-
-/** Probes (once per process) which isolation tools this host allows. */
-export function sandboxCapabilities(): Capabilities {
-  if (!caps) {
-    const ok = (cmd: string, args: string[]) => {
-      const r = spawnSync(cmd, args, { stdio: 'ignore', timeout: 5_000 });
-      return r.status === 0;
-    };
-    caps = { unshare: ok('unshare', ['--map-root-user', '--net', 'true']), prlimit: ok('prlimit', ['--cpu=10', 'true']) };
-  }
-  return caps;
-}
-
-export type RunStatus = 'ok' | 'exit' | 'timeout' | 'output_limit' | 'signal';
-
-export interface RunResult {
-  status: RunStatus;
-  exitCode: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
+export type RunStatus = SandboxStatus;
+export type RunResult = SandboxResult;
 
 export interface SandboxOptions {
   language: CodeLanguage;
@@ -179,131 +161,97 @@ export interface SandboxOptions {
   memoryMb: number;
   maxOutputBytes: number;
   network: 'prefer' | 'require';
+  /** Which layers of activities/sandbox/ may run the program (see the `sandbox` option). */
+  sandbox?: 'auto' | 'bubblewrap' | 'fallback';
   pythonCommand: string;
   signal?: AbortSignal;
 }
 
-const pythonPaths = new Map<string, string>();
+interface Python {
+  /** The interpreter binary. */
+  executable: string;
+  /** Its prefixes (`sys.prefix`, `sys.base_prefix`), readable inside the sandbox (pyenv and venv installs live outside /usr). */
+  prefixes: string[];
+}
+const pythons = new Map<string, Python>();
 
 /**
  * The interpreter binary behind a Python command, resolved once: version-manager shims (pyenv,
  * asdf) are shell scripts that cost a second of start-up per run and read the environment.
  */
-export function resolvePython(command: string): string {
-  let p = pythonPaths.get(command);
+export function resolvePython(command: string): Python {
+  let p = pythons.get(command);
   if (p === undefined) {
-    const r = spawnSync(command, ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', timeout: 30_000 });
-    if (r.error || r.status !== 0 || r.stdout.trim() === '') {
+    const r = spawnSync(command, ['-c', 'import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    const lines = r.stdout?.trim().split('\n') ?? [];
+    if (r.error || r.status !== 0 || lines.length !== 3) {
       throw new Error(
         `code sandbox: cannot run ${command} (${r.error?.message ?? r.stderr.trim() ?? `exit ${r.status}`}): install Python 3 or set the pythonCommand option`,
       );
     }
-    p = r.stdout.trim();
-    pythonPaths.set(command, p);
+    p = { executable: lines[0]!, prefixes: [...new Set(lines.slice(1))] };
+    pythons.set(command, p);
   }
   return p;
 }
 
-/** Runs `code` once with `stdin` in a fresh sandbox directory; never throws for the program's own failures. */
+/** The sandbox layers a program may run in, under the `network` and `sandbox` options. */
+function acceptedLayers(o: SandboxOptions): SandboxLayer[] {
+  const layers: SandboxLayer[] =
+    o.sandbox === 'bubblewrap' ? ['bubblewrap'] : o.sandbox === 'fallback' ? ['unshare', 'process'] : [...SANDBOX_LAYERS];
+  return o.network === 'require' ? layers.filter((l) => l !== 'process') : layers;
+}
+
+/** Runs `code` once with `stdin` in a fresh sandbox (activities/sandbox/); never throws for the program's own failures. */
 export async function runSandboxed(code: string, stdin: string, o: SandboxOptions): Promise<RunResult> {
-  const c = sandboxCapabilities();
-  if (!c.unshare) {
-    if (o.network === 'require') {
-      throw new Error(
-        'code sandbox: network isolation is required but `unshare --map-root-user --net` is not permitted on this host (enable unprivileged user namespaces, or set network: "prefer")',
-      );
-    }
-    if (!warned) {
-      warned = true;
-      logger('reward:code').warn(
-        'unshare --net is not permitted on this host: code runs without a network namespace, guarded in-process only',
-      );
-    }
+  const layers = acceptedLayers(o);
+  if (o.network === 'require' && !layers.some((l) => sandboxHost().layers.includes(l))) {
+    throw new Error(
+      'code sandbox: network isolation is required but neither bubblewrap nor `unshare --map-root-user --net` is permitted on this host (install bubblewrap, enable unprivileged user namespaces, or set network: "prefer")',
+    );
   }
-  const dir = await realpath(await mkdtemp(join(tmpdir(), 'durable-rl-code-')));
-  try {
-    const cpuSeconds = Math.ceil(o.timeoutMs / 1000) + 1;
-    let argv: string[];
-    if (o.language === 'python') {
-      await writeFile(join(dir, 'main.py'), code);
-      await writeFile(join(dir, 'sandbox_prelude.py'), PY_PRELUDE);
-      argv = [resolvePython(o.pythonCommand), '-I', '-B', join(dir, 'sandbox_prelude.py')];
-    } else {
-      await writeFile(join(dir, 'main.mjs'), code);
-      await writeFile(join(dir, 'sandbox_prelude.mjs'), JS_PRELUDE);
-      argv = [
-        process.execPath,
-        '--no-warnings',
-        '--experimental-permission',
-        `--allow-fs-read=${dir}/`,
-        `--allow-fs-write=${dir}/`,
-        `--max-old-space-size=${o.memoryMb}`,
-        '--import',
-        join(dir, 'sandbox_prelude.mjs'),
-        join(dir, 'main.mjs'),
-      ];
-      if (c.prlimit) argv = ['prlimit', `--cpu=${cpuSeconds}`, `--fsize=${o.maxOutputBytes * 4}`, '--', ...argv];
-    }
-    if (c.unshare) argv = ['unshare', '--map-root-user', '--net', '--', ...argv];
-    const env: Record<string, string> = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: dir,
-      TMPDIR: dir,
-      LANG: 'C.UTF-8',
-      PYTHONIOENCODING: 'utf-8',
-      SANDBOX_ROOT: dir,
-      SANDBOX_MEM_BYTES: String(o.memoryMb * 1024 * 1024),
-      SANDBOX_CPU_SECONDS: String(cpuSeconds),
-      SANDBOX_FSIZE_BYTES: String(o.maxOutputBytes * 4),
-    };
-    return await new Promise<RunResult>((resolve, reject) => {
-      const t0 = performance.now();
-      const child = spawn(argv[0]!, argv.slice(1), { cwd: dir, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      let bytes = 0;
-      let status: RunStatus | undefined;
-      const kill = (why: RunStatus) => {
-        status ??= why;
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      };
-      const timer = setTimeout(() => kill('timeout'), o.timeoutMs);
-      const onAbort = () => kill('timeout');
-      o.signal?.addEventListener('abort', onAbort, { once: true });
-      const collect = (into: Buffer[]) => (b: Buffer) => {
-        bytes += b.length;
-        if (bytes > o.maxOutputBytes) kill('output_limit');
-        else into.push(b);
-      };
-      child.stdout.on('data', collect(out));
-      child.stderr.on('data', collect(err));
-      child.stdin.on('error', () => undefined); // the program may exit without reading its input
-      child.stdin.end(stdin);
-      child.on('error', (e) => {
-        clearTimeout(timer);
-        o.signal?.removeEventListener('abort', onAbort);
-        reject(new Error(`code sandbox: cannot start ${argv[0]}: ${e.message}`));
-      });
-      child.on('close', (code, sig) => {
-        clearTimeout(timer);
-        o.signal?.removeEventListener('abort', onAbort);
-        resolve({
-          status: status ?? (sig ? 'signal' : code === 0 ? 'ok' : 'exit'),
-          exitCode: code,
-          signal: sig,
-          stdout: Buffer.concat(out).toString('utf8'),
-          stderr: Buffer.concat(err).toString('utf8'),
-          ms: performance.now() - t0,
-        });
-      });
+  const cpuSeconds = Math.ceil(o.timeoutMs / 1000) + 1;
+  const limits = { timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes, signal: o.signal, layers };
+  if (o.language === 'python') {
+    const py = resolvePython(o.pythonCommand);
+    return runInSandbox({
+      ...limits,
+      memoryMb: o.memoryMb,
+      files: { 'main.py': code, 'sandbox_prelude.py': PY_PRELUDE },
+      readOnly: py.prefixes,
+      command: (dir) => [py.executable, '-I', '-B', join(dir, 'sandbox_prelude.py')],
+      env: (dir) => ({
+        PYTHONIOENCODING: 'utf-8',
+        SANDBOX_ROOT: dir,
+        SANDBOX_MEM_BYTES: String(o.memoryMb * 1024 * 1024),
+        SANDBOX_CPU_SECONDS: String(cpuSeconds),
+        SANDBOX_FSIZE_BYTES: String(o.maxOutputBytes * 4),
+      }),
+      stdin,
     });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
+  return runInSandbox({
+    ...limits,
+    // V8's heap is capped at memoryMb; the process around it (code, young generation, buffers) gets 256 MiB more.
+    memoryMb: o.memoryMb + 256,
+    files: { 'main.mjs': code, 'sandbox_prelude.mjs': JS_PRELUDE },
+    readOnly: [dirname(dirname(process.execPath))],
+    command: (dir) => [
+      process.execPath,
+      '--no-warnings',
+      '--experimental-permission',
+      `--allow-fs-read=${dir}/`,
+      `--allow-fs-write=${dir}/`,
+      `--max-old-space-size=${o.memoryMb}`,
+      '--import',
+      join(dir, 'sandbox_prelude.mjs'),
+      join(dir, 'main.mjs'),
+    ],
+    stdin,
+  });
 }
 
 function outputsMatch(got: string, want: string, mode: 'trim' | 'tokens' | 'exact'): boolean {

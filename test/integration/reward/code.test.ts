@@ -10,7 +10,8 @@ import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultRegistry } from '../../../activities/reward/registry.js';
-import { runSandboxed, sandboxCapabilities } from '../../../activities/reward/code.js';
+import { runSandboxed } from '../../../activities/reward/code.js';
+import { sandboxHost } from '../../../activities/sandbox/sandbox.js';
 import type { RewardResult, RewardSample } from '../../../activities/reward/types.js';
 import { logger } from '../../../activities/common/log.js';
 
@@ -133,10 +134,18 @@ test('a network attempt to a live loopback server fails (python and javascript)'
   assert.equal(connections, before);
 });
 
-test('a write outside the sandbox directory fails; inside it works', async () => {
+// The in-process guards, in the layers that rely on them (without bubblewrap); test/integration/sandbox/ holds bubblewrap's escape suite.
+test('fallback layers: a write outside the sandbox directory fails; inside it works', async () => {
   const outside = join(tmpdir(), `durable-rl-escape-${process.pid}.txt`);
   rmSync(outside, { force: true });
-  const opts = { timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer' as const, pythonCommand: 'python3' };
+  const opts = {
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'prefer' as const,
+    sandbox: 'fallback' as const,
+    pythonCommand: 'python3',
+  };
   const py = await runSandboxed(`open(${JSON.stringify(outside)}, "w").write("x")`, '', { ...opts, language: 'python' });
   assert.equal(py.status, 'exit');
   assert.match(py.stderr, /PermissionError: sandbox: writing outside/);
@@ -156,8 +165,15 @@ test('a write outside the sandbox directory fails; inside it works', async () =>
   assert.equal(inside.stdout, 'ok\n');
 });
 
-test('subprocesses are refused', async () => {
-  const opts = { timeoutMs: 20_000, memoryMb: 256, maxOutputBytes: 1 << 20, network: 'prefer' as const, pythonCommand: 'python3' };
+test('fallback layers: subprocesses are refused', async () => {
+  const opts = {
+    timeoutMs: 20_000,
+    memoryMb: 256,
+    maxOutputBytes: 1 << 20,
+    network: 'prefer' as const,
+    sandbox: 'fallback' as const,
+    pythonCommand: 'python3',
+  };
   const py = await runSandboxed('import subprocess\nsubprocess.run(["echo", "hi"])', '', { ...opts, language: 'python' });
   assert.match(py.stderr, /subprocess\.Popen is not allowed/);
   const js = await runSandboxed('import cp from "node:child_process"; cp.execSync("echo hi");', '', { ...opts, language: 'javascript' });
@@ -175,7 +191,7 @@ test('bad data is an error naming what to fix; an empty completion scores 0', as
   assert.equal((await score('', { tests: [{ output: '1' }], language: 'python' })).reward, 0);
 });
 
-test('network: "require" runs in a network namespace where the host allows one, else refuses to run', async () => {
+test('network: "require" runs in a network namespace where the host allows one (bubblewrap or unshare), else refuses to run', async () => {
   const opts = {
     language: 'python' as const,
     timeoutMs: 20_000,
@@ -184,11 +200,11 @@ test('network: "require" runs in a network namespace where the host allows one, 
     network: 'require' as const,
     pythonCommand: 'python3',
   };
-  if (sandboxCapabilities().unshare) {
-    // Inside an empty namespace even the loopback interface is down: the interface list has only "lo".
+  if (sandboxHost().layers.some((l) => l !== 'process')) {
+    // Inside a new network namespace the interface list has only its own "lo".
     const r = await runSandboxed('print(open("/proc/net/dev").read().count(":"))', '', opts);
     assert.equal(r.stdout.trim(), '1');
   } else {
-    await assert.rejects(() => runSandboxed('print(1)', '', opts), /network isolation is required but `unshare/);
+    await assert.rejects(() => runSandboxed('print(1)', '', opts), /network isolation is required but neither bubblewrap nor `unshare/);
   }
 });
