@@ -11,6 +11,10 @@
  * steps. The workflow holds only small state (run id, step, claim checks) and continues as new
  * every `workflow.continueAsNewEvery` steps or when Temporal suggests it.
  *
+ * Async steps (`rollout.offPolicySteps` k > 0, behind the patch `off-policy-steps`): the rollout
+ * and reward shards of steps n+1..n+k start while step n trains, each from the checkpoint the plan
+ * fixes (run-plan.ts `policyVersion`), and cross continue-as-new as claim checks (`RunCarry.ahead`).
+ *
  * Control: Updates `pause` / `resume` / `stop` / `retry`, validated (an invalid transition is
  * refused with the reason) and answering the step at which they take effect (run-control.ts); the
  * signals of the same names, which runs started before the Updates were sent, still work. Pause

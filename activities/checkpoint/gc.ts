@@ -65,7 +65,13 @@ export async function gcRun(store: ObjectStore, runId: string, options: GcOption
   if (policy.keepEvery !== null && policy.keepLast === null)
     throw new RetentionPolicyError('keepEvery needs keepLast (without keepLast every checkpoint is kept): give --keep-last');
   const checkpoints = await committedSteps(store, runId, 'checkpoints');
-  const plan = retentionPlan({ checkpoints, phases: config.phases, frozenBase: Boolean(config.model.lora), policy });
+  const plan = retentionPlan({
+    checkpoints,
+    phases: config.phases,
+    frozenBase: Boolean(config.model.lora),
+    policy,
+    offPolicySteps: config.rollout.offPolicySteps ?? 0,
+  });
   const latest = checkpoints.at(-1) ?? -1;
   const dryRun = options.dryRun ?? false;
 

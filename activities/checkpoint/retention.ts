@@ -12,7 +12,10 @@
  * - the first checkpoint of a phase with a reference policy (rl, online_dpo, dpo), while a kept
  *   checkpoint lies inside that phase past its first step: the phase's KL / DPO reference, which
  *   the running phase reads every step and resume-from copies with any checkpoint inside it
- *   (init-run.ts). Once the phase is over and no kept checkpoint is inside it, nothing reads it.
+ *   (init-run.ts). Once the phase is over and no kept checkpoint is inside it, nothing reads it;
+ * - with `rollout.offPolicySteps` k > 0, the checkpoints the steps from the latest on roll out from
+ *   (workflows/run-plan.ts `policyVersion`: max(step − k, phase start), down to latest − k): a step's
+ *   rollouts may be in flight, or re-run after a crash, while a later checkpoint is the latest.
  *
  * The moments stay on every kept checkpoint (`optimizerState: 'all'`) or on the latest only
  * (`'last'`): a reference or a base is read for its weights alone.
@@ -33,6 +36,8 @@ export interface RetentionInput {
   /** True when checkpoints after 0 read their frozen parameters from checkpoint 0 (a LoRA run). */
   frozenBase: boolean;
   policy: RetentionPolicy;
+  /** The run's `rollout.offPolicySteps` (absent: 0). */
+  offPolicySteps?: number;
 }
 
 export interface RetentionPlan {
@@ -78,6 +83,11 @@ export function retentionPlan(input: RetentionInput): RetentionPlan {
     start += p.steps;
     return r;
   });
+  const k = input.offPolicySteps ?? 0;
+  for (let m = latest; k > 0 && m <= latest + k; m++) {
+    const p = phases.find((q) => m >= q.start && m < q.end);
+    if (p && (p.kind === 'rl' || p.kind === 'online_dpo')) keep(Math.max(m - k, p.start), `rollouts of step ${m}`);
+  }
   for (const v of [...why.keys()]) {
     if (input.frozenBase && v !== 0) keep(0, 'LoRA base');
     const p = phases.find((q) => v > q.start && v < q.end);

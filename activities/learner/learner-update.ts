@@ -26,12 +26,16 @@
  * one mini-batch) and cuts them into `miniBatches` mini-batches (sizes differ by at most one row);
  * each mini-batch is one AdamW update at the step's lr. The ratio's old logprobs are the policy that
  * sampled for every update, so after the first update the ratio leaves 1 and the clip range binds.
+ * Off-policy (`rollout.offPolicySteps` k > 0) the rollouts come from checkpoint
+ * policyVersion ≤ `step` (their rows' `policy_version`), and the ratio against their behaviour
+ * logprobs is the clipped importance ratio π_θ / π_behaviour from the first update on.
  * Reference logprobs are scored once per row before the first update. When the step makes more than
  * one update, or the loss has `tis`, the learner also scores the rows under checkpoint `step` (the
  * sampling weights) before the first update: with `tis` those are the ratio's `old_logprobs` and the
  * behaviour logprobs become `rollout_logprobs`; in any case they give the rollout/learner mismatch
  * over the whole batch. Without that scoring (one update, no `tis`) the mismatch is the update's own
- * `logprob_diff` and `approx_kl` (at that update the learner's weights are the sampling weights).
+ * `logprob_diff` and `approx_kl` (on-policy, at that update the learner's weights are the sampling
+ * weights; off-policy they include the k steps of staleness).
  *
  * Metrics: means over the step's updates of the loss's metrics; with more than one epoch also
  * `clip_frac_last_epoch` and `ratio_mean_last_epoch` (means over the last epoch's updates); `updates`

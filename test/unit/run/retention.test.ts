@@ -155,3 +155,28 @@ test('a 1,000-step run with keepLast 3, keepEvery 100 keeps 13 checkpoints (0, 1
   assert.deepEqual(r.keep.slice(-3), [998, 999, 1000]);
   assert.equal(r.drop.length, 988);
 });
+
+test('offPolicySteps 2, keepLast 1, checkpoints 0..7 of sft 2 + rl 10: keeps 5 and 6 (steps 7..9 roll out from 5, 6, 7), 7 (latest) and 2 (the reference); drops 0, 1, 3, 4', () => {
+  const r = retentionPlan({
+    checkpoints: range(0, 7),
+    phases: [sft(2), rl(10)],
+    frozenBase: false,
+    policy: policy({ keepLast: 1 }),
+    offPolicySteps: 2,
+  });
+  assert.deepEqual(r.keep, [2, 5, 6, 7]);
+  assert.deepEqual(r.drop, [0, 1, 3, 4]);
+  assert.deepEqual(r.why.get(5), ['rollouts of step 7']);
+});
+
+test('offPolicySteps 2 at the start of an rl phase (latest 3 of sft 2 + rl 10) keeps no sft checkpoint: steps 3..5 roll out from 2, 2, 3', () => {
+  const r = retentionPlan({
+    checkpoints: range(0, 3),
+    phases: [sft(2), rl(10)],
+    frozenBase: false,
+    policy: policy({ keepLast: 1 }),
+    offPolicySteps: 2,
+  });
+  assert.deepEqual(r.keep, [2, 3]);
+  assert.deepEqual(r.drop, [0, 1]);
+});
