@@ -20,6 +20,7 @@
 import ort from 'onnxruntime-node';
 import type { ModelEngine } from './engine.js';
 import { logprobTemperature, ModelInputError } from './engine-types.js';
+import type { DecodeQuantize } from './quantize.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate per sequence (>= 1). */
@@ -49,6 +50,12 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Called after every decode step with the steps done (1 after the prefill). */
   onStep?: (steps: number) => void;
+  /**
+   * Decode on weight-only quantised linear layers ('int8' or 'int4', `quantize.ts`): faster, and
+   * the recorded logprobs are the quantised policy's (the learner measures the mismatch). Default
+   * null: float32.
+   */
+  quantize?: DecodeQuantize | null;
 }
 
 export interface Generation {
@@ -89,8 +96,8 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   const mask = prompts.map((p) => [...Array<number>(plen - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
   const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
   opts.signal?.throwIfAborted();
-  const session = await engine.decodeSession();
-  const weightFeeds = await engine.weightFeeds();
+  const session = await engine.decodeSession({ quantize: opts.quantize });
+  const weightFeeds = await engine.decodeFeeds(opts.quantize);
   const V = cfg.vocabSize;
 
   const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
