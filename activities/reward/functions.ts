@@ -168,21 +168,33 @@ function importModule(path: string): Promise<Record<string, unknown>> {
   return p;
 }
 
+/**
+ * One export of a user's module (an absolute path), the module imported once per process; errors
+ * in one line naming the file: `<path> throws at import: …`, `<path> has no export "x" (it
+ * exports "a", "b")`. Reward modules and environment modules (activities/env/module.ts) load
+ * through it.
+ */
+export async function loadModuleExport(module: string, exportName = 'default'): Promise<unknown> {
+  let ns: Record<string, unknown>;
+  try {
+    ns = await importModule(module);
+  } catch (err) {
+    throw new Error(`${module} throws at import: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!(exportName in ns)) {
+    const have = Object.keys(ns).filter((k) => k !== '__esModule');
+    throw new Error(
+      `${module} has no export "${exportName}" (it exports ${have.length ? have.map((k) => `"${k}"`).join(', ') : 'nothing'})`,
+    );
+  }
+  return ns[exportName];
+}
+
 /** The reward function of one entry (a module's export loaded, or the registry's reward). */
 export async function loadRewardFunction(f: RewardFunctionSpec, registry: RewardRegistry): Promise<RewardFn> {
   if (f.module === undefined) return registry.create({ name: f.name!, options: f.options });
-  let ns: Record<string, unknown>;
-  try {
-    ns = await importModule(f.module);
-  } catch (err) {
-    throw new Error(`${f.module} throws at import: ${(err as Error).message.split('\n')[0]}`);
-  }
   const name = f.export ?? 'default';
-  if (!(name in ns)) {
-    const have = Object.keys(ns).filter((k) => k !== '__esModule');
-    throw new Error(`${f.module} has no export "${name}" (it exports ${have.length ? have.map((k) => `"${k}"`).join(', ') : 'nothing'})`);
-  }
-  return rewardFromExport(ns[name], f, `export "${name}" of ${f.module}`);
+  return rewardFromExport(await loadModuleExport(f.module, name), f, `export "${name}" of ${f.module}`);
 }
 
 /**
