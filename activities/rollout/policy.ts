@@ -17,6 +17,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { hasCheckpoint, loadWeights } from '../checkpoint/checkpoint.js';
 import { generate, type Generation } from '../model/generate.js';
+import type { DecodeQuantize } from '../model/quantize.js';
 import type { ModelEngine } from '../model/engine.js';
 import type { WeightMap } from '../model/graphs/common.js';
 import { LruCache, MAX_RUNS, RunEngines, runKey } from '../run/engines.js';
@@ -118,10 +119,12 @@ export async function generateAll(
     signal?: AbortSignal;
     /** After every decode step of the current batch: the steps done in it (1 after the prefill). */
     onStep?: (steps: number) => void;
+    /** Decode on quantised weights (the run's `rollout.quantize`; generate.ts). */
+    quantize?: DecodeQuantize | null;
   },
   onBatch: (done: number) => void,
 ): Promise<Generation[]> {
-  const { maxNewTokens, stopTokenIds, temperature, signal, onStep } = opts;
+  const { maxNewTokens, stopTokenIds, temperature, signal, onStep, quantize } = opts;
   const out: Generation[] = [];
   for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
     const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
@@ -134,6 +137,7 @@ export async function generateAll(
         temperature,
         signal,
         onStep,
+        quantize,
         pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
         ...(batch.some((j) => j.ends)
           ? { endSequence: (seq: number, tok: number, pos: number) => batch[seq]!.ends?.(tok, pos) ?? false }

@@ -106,7 +106,13 @@ async function decodeContinuations(
     const gens = await generateAll(
       engine,
       seqJobs,
-      { maxNewTokens: params.max_tokens - start, stopTokenIds: stopIds, temperature: params.temperature, signal },
+      {
+        maxNewTokens: params.max_tokens - start,
+        stopTokenIds: stopIds,
+        temperature: params.temperature,
+        signal,
+        quantize: run.config.rollout.quantize,
+      },
       () => undefined,
     );
     idx.forEach((i, k) => {
@@ -379,6 +385,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
           stopTokenIds: stopIds,
           temperature: params.temperature,
           signal,
+          quantize: config.rollout.quantize,
           // real progress inside a batch: its decode steps (the engine runs off this thread, so they go out during the batch)
           onStep: (steps) => progress({ done: Math.floor(done / G), of: items.length, decodeSteps: steps, maxSteps: params.max_tokens }),
         },

@@ -563,6 +563,17 @@ export const runConfigSchema = z.strictObject({
        * continue-as-new, and a staler behaviour policy leaves most ratios clipped.
        */
       offPolicySteps: z.number().int().min(0).max(16).default(0),
+      /**
+       * Rollout decode on weight-only quantised weights (activities/model/quantize.ts: blocks of 32
+       * inputs with one scale each, onnxruntime's MatMulNBits, int8 products on VNNI/AMX CPUs):
+       * 'int8' or 'int4'; null (default) decodes in float32. Faster generation (the weights are read
+       * at a quarter or an eighth of the bytes); the behaviour logprobs are then the quantised
+       * policy's while the learner scores in float32 — the rollout/training mismatch that
+       * Yao et al. ("Your Efficient RL Framework Secretly Brings You Off-Policy RL Training", 2025)
+       * correct with truncated importance sampling: set the loss's `tis`. Every step's metrics log it
+       * (`mismatch_logprob_diff`, mean |Δlogprob|; `mismatch_kl`). Evaluations decode in float32.
+       */
+      quantize: z.enum(['int8', 'int4']).nullable().default(null),
     })
     .prefault({}),
   learner: z
