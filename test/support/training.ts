@@ -43,6 +43,8 @@ export function tinyRunConfig(store: string, overrides: Partial<RunConfigInput> 
 export interface SupervisedWorker {
   /** Times the process died and was restarted. */
   readonly restarts: number;
+  /** SIGKILLs the running process (a crash); the supervisor starts another. Resolves once the new one polls. */
+  kill(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -50,12 +52,16 @@ export async function superviseWorker(queues: QueueName[], env: Record<string, s
   let stopping = false;
   let restarts = 0;
   let current = spawnWorkerProcess(queues, env);
+  let restarted: (() => void) | undefined;
   const watch = (c: ChildProcess) => {
     c.once('exit', () => {
       if (stopping) return;
       restarts++;
       current = spawnWorkerProcess(queues, env);
       watch(current.child);
+      const next = restarted;
+      restarted = undefined;
+      void current.ready.then(next, next);
     });
   };
   watch(current.child);
@@ -63,6 +69,11 @@ export async function superviseWorker(queues: QueueName[], env: Record<string, s
   return {
     get restarts() {
       return restarts;
+    },
+    async kill() {
+      const back = new Promise<void>((r) => (restarted = r));
+      current.child.kill('SIGKILL');
+      await back;
     },
     async stop() {
       stopping = true;

@@ -14,7 +14,10 @@
  * stop as Updates, rl steps of 4 shards, an evaluation every 2 steps) and training-run-v3-blocked
  * (a run blocked on a failing reward, retried, then stopped: the `blocked-not-failed` patch) are
  * and training-run-v3-resume-from (a run started by resume-from another run's checkpoint) are
- * recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/controls`.
+ * recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/controls`. training-run-off-policy
+ * (the middle execution of a `rollout.offPolicySteps: 1` run: the `off-policy-steps` patch, a step
+ * rolled out ahead carried in and the next carried out) is recorded by
+ * `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/off-policy`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -122,4 +125,44 @@ test("training-run-v3-resume-from starts from another run's checkpoint (initRun 
   assert.ok(input.resumeFrom && input.resumeFrom.checkpoint > 0, 'a resume-from run');
   assert.equal(scheduled(evs, 'initRun').length, 1);
   assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes);
+});
+
+test('training-run-off-policy (rollout.offPolicySteps 1) holds the off-policy-steps patch, starts with a step rolled out ahead in its carry (never rolled out again) and continues as new with the next one', () => {
+  const evs = events('training-run-off-policy.json');
+  assert.ok(patches(evs).some((p) => p.includes('off-policy-steps')));
+  const payload = (e: Event, key: string) => {
+    const a = e[key] as { input?: { payloads?: { data?: string }[] } };
+    return JSON.parse(Buffer.from(a.input!.payloads![0]!.data!, 'base64').toString('utf8')) as {
+      carry?: { nextStep: number; ahead?: { step: number }[] };
+    };
+  };
+  const carried = payload(evs[0]!, 'workflowExecutionStartedEventAttributes').carry!;
+  assert.deepEqual(
+    carried.ahead?.map((b) => b.step),
+    [carried.nextStep],
+    'starts with its first step rolled out',
+  );
+  const next = payload(evs.at(-1)!, 'workflowExecutionContinuedAsNewEventAttributes').carry!;
+  assert.deepEqual(
+    next.ahead?.map((b) => b.step),
+    [next.nextStep],
+    'hands the next step over rolled out',
+  );
+  const steps = scheduled(evs, 'rolloutShard').map(
+    (e) =>
+      (
+        JSON.parse(
+          Buffer.from(
+            (e.activityTaskScheduledEventAttributes as { input: { payloads: { data: string }[] } }).input.payloads[0]!.data,
+            'base64',
+          ).toString('utf8'),
+        ) as { step: number }
+      ).step,
+  );
+  // its steps are 2 and 3: it rolls out 3 (beside 2's learner) and 4 (beside 3's), never 2 again
+  assert.deepEqual(
+    [...new Set(steps)],
+    [carried.nextStep + 1, next.nextStep],
+    'rolls out the steps after its first, never the carried one',
+  );
 });
