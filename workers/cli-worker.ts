@@ -20,6 +20,8 @@ export interface WorkerFlags {
   shutdownGrace?: string;
   /** `--<queue>-concurrency N`: tasks at once on that queue. */
   concurrency?: Partial<Record<QueueName, string | undefined>>;
+  /** `--metrics PORT|HOST:PORT`: the SDK's Prometheus exporter. */
+  metrics?: string;
 }
 
 /** `--queues a,b` → queue names; an unknown or repeated name is a UsageError. */
@@ -57,6 +59,7 @@ export async function workerSettings(
     argv.push(single ? `--concurrency=${n}` : `--${q}-concurrency=${n}`);
   }
   if (flags.shutdownGrace !== undefined) argv.push(`--shutdown-grace=${flags.shutdownGrace}`);
+  if (flags.metrics !== undefined) argv.push(`--metrics=${flags.metrics}`);
   try {
     const { help: _help, ...opts } = workerProcessOptions({ name: 'durable-rl worker', queues }, argv, env);
     return opts;
@@ -75,7 +78,8 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   const queues = parseQueues(flags.queues);
   const opts = await workerSettings(queues, flags); // before connecting: a bad setting starts nothing
   const temporal = await resolveTemporal();
-  const { createWorkers } = await import('./worker.js');
+  const [{ createWorkers }, { installRuntime }] = await Promise.all([import('./worker.js'), import('./runtime.js')]);
+  installRuntime({ metrics: opts.metrics });
   const { control: workflowTasks, ...activityTasks } = opts.concurrency;
   const group = await createWorkers({
     temporal,
@@ -87,6 +91,7 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   // Tests and supervisors wait for "workers polling": keep that prefix.
   say(`workers polling ${queues.map((q) => TASK_QUEUES[q]).join(', ')} on ${temporal.address}; Ctrl-C to stop`);
   say(`  tasks at once: ${concurrencyText(queues, opts.concurrency)}; shutdown grace ${opts.shutdownGraceTimeMs / 1000} s`);
+  if (opts.metrics) say(`  Prometheus metrics at http://${opts.metrics}/metrics`);
   await group.run();
   return 0;
 }

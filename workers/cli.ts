@@ -111,6 +111,8 @@ options:
                             control the Temporal SDK's), as the per-queue worker entrypoints
   --shutdown-grace S        worker: seconds in-flight activities get to finish on SIGINT/SIGTERM, then
                             they are cancelled (env DURABLE_RL_SHUTDOWN_GRACE_SECONDS; default 30)
+  --metrics PORT|HOST:PORT  worker: the Temporal SDK's worker metrics for Prometheus at
+                            http://HOST:PORT/metrics (env DURABLE_RL_METRICS_ADDRESS; default none)
   -h, --help                this text`;
 
 const workerModule = () => import('./worker.js');
@@ -155,6 +157,7 @@ async function main(argv: string[]): Promise<number> {
         queues: { type: 'string' },
         ...Object.fromEntries(QUEUE_NAMES.map((q) => [`${q}-concurrency`, { type: 'string' as const }])),
         'shutdown-grace': { type: 'string' },
+        metrics: { type: 'string' },
         'dry-run': { type: 'boolean' },
         'keep-last': { type: 'string' },
         'keep-every': { type: 'string' },
@@ -271,6 +274,7 @@ async function main(argv: string[]): Promise<number> {
       return workerCommand({
         queues: values.queues,
         shutdownGrace: values['shutdown-grace'],
+        metrics: values.metrics,
         concurrency: Object.fromEntries(QUEUE_NAMES.map((q) => [q, flagValue(`${q}-concurrency`)])),
       });
     }

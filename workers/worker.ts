@@ -14,6 +14,7 @@ import { activityNamesOn, type ActivityName, type ActivityQueue } from '../workf
 import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
 import { up } from '../infra/index.js';
 import { connectWorker, temporalConfig, temporalEnv, type TemporalConfig } from './temporal.js';
+import { installRuntime, METRICS_ENV, metricsBindAddress } from './runtime.js';
 
 export interface WorkerOptions {
   temporal: TemporalConfig;
@@ -174,6 +175,8 @@ export interface WorkerProcessOptions {
   /** Per queue: activity tasks at once (workflow tasks for control); absent = SDK default. */
   concurrency: Partial<Record<QueueName, number>>;
   shutdownGraceTimeMs: number;
+  /** Bind address of the SDK's Prometheus exporter (`--metrics PORT|HOST:PORT`, env DURABLE_RL_METRICS_ADDRESS); absent = none. */
+  metrics?: string;
 }
 
 /** A bad command line or environment variable of a worker entrypoint (exit code 2). */
@@ -209,6 +212,7 @@ export function workerUsage(spec: WorkerProcessSpec): string {
     'options:',
     ...conc,
     `  --shutdown-grace S        seconds in-flight activities get to finish on shutdown, then they are cancelled (env DURABLE_RL_SHUTDOWN_GRACE_SECONDS; default ${ENTRYPOINT_SHUTDOWN_GRACE_S})`,
+    `  --metrics PORT|HOST:PORT  serve the Temporal SDK's worker metrics for Prometheus at http://HOST:PORT/metrics (PORT alone: every interface; env ${METRICS_ENV}; default none)`,
     '  -h, --help                this text',
   ].join('\n');
 }
@@ -222,6 +226,7 @@ export function workerProcessOptions(
   const single = spec.queues.length === 1;
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
     'shutdown-grace': { type: 'string' },
+    metrics: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   };
   if (single) options.concurrency = { type: 'string' };
@@ -249,7 +254,16 @@ export function workerProcessOptions(
       : graceEnv !== undefined && graceEnv !== ''
         ? positive(graceEnv, 'DURABLE_RL_SHUTDOWN_GRACE_SECONDS', false)
         : ENTRYPOINT_SHUTDOWN_GRACE_S;
-  return { concurrency, shutdownGraceTimeMs: Math.round(graceS * 1000), help: values.help === true };
+  const metricsFlag = values.metrics as string | undefined;
+  const metricsEnv = env[METRICS_ENV];
+  let metrics: string | undefined;
+  try {
+    if (metricsFlag !== undefined) metrics = metricsBindAddress(metricsFlag, '--metrics');
+    else if (metricsEnv) metrics = metricsBindAddress(metricsEnv, METRICS_ENV);
+  } catch (err) {
+    throw new WorkerUsageError((err as Error).message);
+  }
+  return { concurrency, shutdownGraceTimeMs: Math.round(graceS * 1000), ...(metrics ? { metrics } : {}), help: values.help === true };
 }
 
 /** Temporal from the environment, else the local dev server that infra/ starts (as `durable-rl worker` does). */
@@ -297,6 +311,7 @@ export async function runWorkerProcess(
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
+    installRuntime({ metrics: opts.metrics });
     const temporal = await entrypointTemporal(env);
     const { control: workflowTasks, ...activityTasks } = opts.concurrency;
     const group = await createWorkers({

@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -51,6 +52,15 @@ function spawnEntrypoint(file: string, args: string[] = [], env: Record<string, 
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   return { child, output: () => out, exited };
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 /** Resolves with the entrypoint's "worker polling" log record once it is written. */
@@ -112,6 +122,27 @@ test('the reward worker entrypoint polls durable-rl.reward, then exits 0 within 
   assert.equal(code, 0, w.output());
   assert.ok(Date.now() - t0 < 10_000);
   assert.match(w.output(), /"worker stopped"/);
+});
+
+test("with --metrics 127.0.0.1:PORT the worker serves the SDK's Prometheus metrics, its reward queue's 4 free activity slots among them", async () => {
+  const port = await freePort();
+  const w = spawnEntrypoint('workers/reward-worker.ts', ['--metrics', `127.0.0.1:${port}`, '--shutdown-grace', '5']);
+  await ready(w);
+  const slots = new RegExp(`^temporal_worker_task_slots_available\\{[^}]*task_queue="${TASK_QUEUES.reward}"[^}]*\\} (\\d+)`, 'm');
+  let body = '';
+  const deadline = Date.now() + 30_000;
+  while (!slots.test(body)) {
+    if (Date.now() > deadline) assert.fail(`no task-slot gauge of ${TASK_QUEUES.reward} in the scrape:\n${body.slice(0, 2000)}`);
+    await sleep(500);
+    body = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+      (r) => r.text(),
+      () => '',
+    );
+  }
+  assert.equal(Number(slots.exec(body)![1]), 4, 'four activity slots free: the reward default concurrency, none taken');
+  assert.match(body, /^# TYPE temporal_\w+ (counter|gauge|histogram)$/m);
+  w.child.kill('SIGTERM');
+  assert.equal((await within(w.exited, 10_000, 'exit after SIGTERM', w.output)).code, 0, w.output());
 });
 
 test('SIGINT stops it the same way, with the concurrency taken from DURABLE_RL_REWARD_CONCURRENCY', async () => {
@@ -219,6 +250,13 @@ test('entrypoint options: a flag wins over its environment variable, which wins 
     (e: Error) => e instanceof WorkerUsageError && /DURABLE_RL_REWARD_CONCURRENCY must be a positive integer, got "1.5"/.test(e.message),
   );
   assert.throws(() => workerProcessOptions(reward, ['--shutdown-grace=-1']), /--shutdown-grace must be a positive number/);
+  assert.equal(workerProcessOptions(reward, ['--metrics', '9464']).metrics, '0.0.0.0:9464', 'a port alone: every interface');
+  assert.equal(workerProcessOptions(reward, [], { DURABLE_RL_METRICS_ADDRESS: '127.0.0.1:9100' }).metrics, '127.0.0.1:9100');
+  assert.equal(workerProcessOptions(reward, ['--metrics=9464'], { DURABLE_RL_METRICS_ADDRESS: '127.0.0.1:9100' }).metrics, '0.0.0.0:9464');
+  assert.throws(
+    () => workerProcessOptions(reward, ['--metrics', 'localhost:99999']),
+    /--metrics must be PORT or HOST:PORT .*"localhost:99999"/,
+  );
   assert.throws(
     () => workerProcessOptions(reward, ['--reward-concurrency', '2']),
     /Unknown option '--reward-concurrency'.*reward-worker --help/,
