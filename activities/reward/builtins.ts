@@ -11,6 +11,7 @@ import { bleuReward, chrfReward, rougeLReward } from './reference.js';
 import { codeExecution } from './code.js';
 import { llmJudge } from './judge.js';
 import { efficiency } from './efficiency.js';
+import { turnRewards } from './turns.js';
 import { rewardModel } from './reward-model.js';
 import { taskRewardDefinitions } from '../tasks/tasks.js';
 
@@ -30,6 +31,7 @@ export function builtinRewards(): RewardDefinition[] {
     codeExecution,
     llmJudge,
     efficiency,
+    turnRewards,
     rewardModel,
   ];
   // The built-in synthetic tasks' own rewards (`addition`, `countdown`), see activities/tasks/.
