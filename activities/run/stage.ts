@@ -114,6 +114,10 @@ export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageCo
   try {
     return await fn({ store, progress, signal: ctx?.cancellationSignal ?? new AbortController().signal });
   } catch (err) {
+    // A cancelled attempt (the workflow cancelled the call, or this worker shuts down past its
+    // grace period) ends as the cancellation: the SDK reports a shutdown's as a failed attempt, so
+    // the server hands the call to another worker at once. Never StageBlocked: nothing is broken.
+    if (ctx?.cancellationSignal.aborted) throw err;
     if (err instanceof ApplicationFailure && err.nonRetryable) throw err;
     if (isPermanent(err)) {
       throw ApplicationFailure.create({

@@ -11,6 +11,8 @@ type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory'
 export interface ActivityCall {
   activityId: string;
   type: string;
+  /** The call's Web UI summary (stage · step · shard): the calls of one stage of one step share it. */
+  summary: string;
   /** Wall time the call was scheduled and closed (ms since the epoch; closed undefined while open). */
   scheduledAt: number;
   closedAt?: number;
@@ -24,6 +26,17 @@ export interface ActivityCall {
 
 const timeOf = (e: HistoryEvent) => Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
 
+/** The Web UI summary a scheduled event carries (a JSON string payload), '' when none. */
+function summaryOf(e: HistoryEvent): string {
+  const data = e.userMetadata?.summary?.data;
+  if (!data) return '';
+  try {
+    return String(JSON.parse(Buffer.from(data).toString('utf8')));
+  } catch {
+    return '';
+  }
+}
+
 /** Every activity call of the history, in schedule order. */
 export function activityCalls(events: readonly HistoryEvent[]): ActivityCall[] {
   const calls = new Map<number, ActivityCall>();
@@ -34,6 +47,7 @@ export function activityCalls(events: readonly HistoryEvent[]): ActivityCall[] {
       calls.set(id, {
         activityId: s.activityId ?? '',
         type: s.activityType?.name ?? '',
+        summary: summaryOf(e),
         scheduledAt: timeOf(e),
         attempt: 0,
         identity: '',

@@ -7,6 +7,12 @@
  * completes with every step committed once and the final weights bitwise equal to those of the
  * same run on a fixed set of workers.
  *
+ * And the other way to leave: a worker whose grace period (1 s) is shorter than its shard hands
+ * the shard back — the SDK cancels the attempt at the end of the grace, the worker reports it
+ * failed and exits 0, and the server gives the shard to another worker at once (no heartbeat
+ * timeout, and no StageBlocked although the call is past its retry window: the run is never
+ * blocked).
+ *
  * The drained worker waits 4 s in each shard (DURABLE_RL_SLOW_AT, activities/run/faults.ts), so
  * the test can catch it mid-shard however fast the machine is. The joins land while the run is
  * held between steps (pause, then resume once the new workers poll), for the same reason.
@@ -21,6 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { committedSteps } from '../../../activities/store/manifest.js';
 import { pauseRun, resumeRun, runProgress, startTrainingRun } from '../../../workers/train-client.js';
 import { planStep, totalSteps } from '../../../workflows/run-plan.js';
+import { lazyFixture } from '../../support/fixture.js';
 import { activityCalls } from '../../support/history.js';
 import { killHard, spawnWorkerProcess, startWorkers } from '../../support/temporal.js';
 import { assertCommittedRun, tinyRunConfig, trainingServers, waitFor, weightsSha } from '../../support/training.js';
@@ -49,21 +56,24 @@ function rolloutWorker(env: Record<string, string>) {
   return { child, ready, exited, identity: `pid-${child.pid}@rollout` };
 }
 
+/** sha256 of the final weights of the same run on in-process workers that never change. */
+const fixedFleetWeights = lazyFixture(async () => {
+  const { t, store } = servers;
+  const fixed = await startWorkers(t, ['rollout', 'reward', 'learner']);
+  try {
+    const run = await startTrainingRun(t.client, config);
+    assert.equal((await run.result()).status, 'completed');
+    return await weightsSha(store, run.runId, TOTAL);
+  } finally {
+    await fixed.stop();
+  }
+});
+
 test('rollout workers join and leave mid-run (1, then 3, then one drained with SIGTERM mid-shard): every step committed once, final weights bitwise equal', async () => {
   const { t, store } = servers;
   assert.equal(SHARDS, 4);
 
-  // The reference: the same run on in-process workers that never change.
-  const fixed = await startWorkers(t, ['rollout', 'reward', 'learner']);
-  let reference: string;
-  try {
-    const run = await startTrainingRun(t.client, config);
-    assert.equal((await run.result()).status, 'completed');
-    reference = await weightsSha(store, run.runId, TOTAL);
-  } finally {
-    await fixed.stop();
-  }
-
+  const reference = await fixedFleetWeights();
   const others = await startWorkers(t, ['reward', 'learner']);
   const children: ChildProcess[] = [];
   try {
@@ -138,6 +148,65 @@ test('rollout workers join and leave mid-run (1, then 3, then one drained with S
     );
     process.stdout.write(
       `# elastic fleet: ${rollouts.length} rollout shards; first worker ${ranBy(a).length}, joined ${ranBy(b).length} (drained) and ${ranBy(c).length}; ${stepsBeforeJoin} steps before the joins, ${stepsAtDrain} at the drain of ${TOTAL}\n`,
+    );
+  } finally {
+    await Promise.all(children.map(killHard));
+    await others.stop();
+  }
+});
+
+test('a rollout worker SIGTERMed with a grace shorter than its shard hands the shard back: it exits 0 after the grace, reporting the attempt failed (no heartbeat timeout), and another worker runs the shard; weights bitwise equal', async () => {
+  const { t, store } = servers;
+  const reference = await fixedFleetWeights();
+  const others = await startWorkers(t, ['reward', 'learner']);
+  const children: ChildProcess[] = [];
+  try {
+    const a = rolloutWorker(t.env);
+    // b would take a minute per shard, and gets 1 s to finish when told to stop
+    const b = rolloutWorker({ ...t.env, DURABLE_RL_SLOW_AT: 'rollout:60000', DURABLE_RL_SHUTDOWN_GRACE_SECONDS: '1' });
+    children.push(a.child, b.child);
+    await Promise.all([a.ready, b.ready]);
+    // A retry window (3 s) shorter than b's shard: the cancelled attempt must not give up as StageBlocked.
+    const run = await startTrainingRun(t.client, { ...config, workflow: { ...config.workflow, blockedAfterMinutes: 0.05 } });
+    const handle = t.client.workflow.getHandle(run.runId);
+    const inFlight = await waitFor(`${b.identity} running a rollout shard`, async () =>
+      ((await handle.describe()).raw.pendingActivities ?? []).find(
+        (p) => p.activityType?.name === 'rolloutShard' && p.lastWorkerIdentity === b.identity && p.lastStartedTime && Number(p.state) === 2,
+      ),
+    );
+    // past the call's retry window: a cancelled attempt that turned into StageBlocked would block the run now
+    await new Promise((r) => setTimeout(r, 4000));
+    b.child.kill('SIGTERM');
+    const bExit = await b.exited;
+    assert.deepEqual([bExit.code, bExit.signal], [0, null], 'the worker exits cleanly after its grace');
+    // Its attempt was reported failed (a cancellation at shutdown), so the server retries the call at once.
+    const retried = await waitFor('the handed-back shard pending again or done', async () => {
+      const p = ((await handle.describe()).raw.pendingActivities ?? []).find((x) => x.activityId === inFlight.activityId);
+      if (!p) return { failure: undefined };
+      return Number(p.attempt) > Number(inFlight.attempt) ? { failure: p.lastFailure ?? undefined } : undefined;
+    });
+    assert.ok(retried.failure, 'the failed attempt is seen before the retry completes (the retry waits 1 s of backoff)');
+    assert.match(
+      retried.failure.message ?? '',
+      /shutting down/,
+      `reported by the worker, not a heartbeat timeout: ${JSON.stringify(retried.failure)}`,
+    );
+
+    const result = await run.result();
+    assert.equal(result.status, 'completed');
+    await assertCommittedRun(store, run.runId, TOTAL);
+    assert.equal(await weightsSha(store, run.runId, TOTAL), reference, "final weights equal the fixed fleet's");
+    const calls = activityCalls((await handle.fetchHistory()).events ?? []);
+    const held = calls.find((x) => x.activityId === inFlight.activityId)!;
+    assert.deepEqual(
+      calls.filter((x) => x.outcome !== 'completed'),
+      [],
+      'the call was handed back, not failed: no call gave up (the run was never blocked)',
+    );
+    assert.equal(held.identity, a.identity, 'the other worker ran the handed-back shard');
+    assert.ok(held.attempt > Number(inFlight.attempt), `on a later attempt (${held.attempt})`);
+    process.stdout.write(
+      `# hand-back: shard ${inFlight.activityId} attempt ${held.attempt} on the remaining worker; failure reported: ${retried.failure?.message ?? '(already done)'}\n`,
     );
   } finally {
     await Promise.all(children.map(killHard));
