@@ -443,6 +443,26 @@ export async function startMinio(opts: Omit<UpOptions, 'components'> = {}): Prom
   return (await ensureWith({ ...opts, components: ['minio'] }, 'require')).endpoints.minio;
 }
 
+/**
+ * Kills a server with SIGKILL, as a crash or a lost machine would (chaos drills: the soak test,
+ * bench/store-outage.ts): no shutdown, and its ports, credentials and data stay recorded, so
+ * `startTemporal` / `startMinio` (or `up`) bring it back on the same address with the same data.
+ * Resolves once the process is gone; false when it was not running.
+ */
+export async function crashServer(component: Component, opts: { stateDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<boolean> {
+  const stateDir = stateDirOf(opts.stateDir, opts.env ?? process.env);
+  const s = readStateIfDir(stateDir)?.[component];
+  const ref = s ? refOf(s) : null;
+  if (!ref || !isAlive(ref)) return false;
+  process.kill(ref.pid, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (isAlive(ref)) {
+    if (Date.now() > deadline) throw new Error(`${component} (pid ${ref.pid}) survived SIGKILL; stop it by hand (kill -9 ${ref.pid})`);
+    await sleep(50);
+  }
+  return true;
+}
+
 export interface ComponentStatus {
   /** running: healthy; unhealthy: process alive but probe fails; stopped: recorded but not running. */
   state: 'running' | 'unhealthy' | 'stopped' | 'never-started' | 'external';
