@@ -10,6 +10,7 @@
  *
  *   npx tsx bench/off-policy.ts                      # 3 pairs of 8-step runs
  *   npx tsx bench/off-policy.ts --pairs 2 --steps 6
+ *   npx tsx bench/off-policy.ts --hidden 256 --layers 4   # a larger model (default 128 × 2)
  *   npx tsx bench/off-policy.ts --quick              # 1 pair of 3-step runs of a tiny model (a smoke run)
  *
  * Run it with a state dir of its own (DURABLE_RL_STATE_DIR=/tmp/…), so no other worker takes its
@@ -34,6 +35,8 @@ const { values: opts } = parseArgs({
   options: {
     pairs: { type: 'string', default: '3' },
     steps: { type: 'string', default: '8' },
+    hidden: { type: 'string', default: '128' },
+    layers: { type: 'string', default: '2' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -41,14 +44,14 @@ const pairs = opts.quick ? 1 : Number(opts.pairs);
 const steps = opts.quick ? 3 : Number(opts.steps);
 const root = fileURLToPath(new URL('..', import.meta.url));
 
-/** The run: addition, a 2-layer model; rl steps of 16 prompts × 4 samples in 2 shards. */
+/** The run: addition, a model of `--layers` × `--hidden` (4 heads); rl steps of 16 prompts × 4 samples in 2 shards. */
 const configFor = (k: number, store: string) =>
   parseRunConfig({
     name: `off-policy-k${k}`,
     seed: 3,
     store,
     task: { name: 'addition', options: { minDigits: 1, maxDigits: 2, reverse: true, pad: true } },
-    model: opts.quick ? { hidden: 32, layers: 1, heads: 2 } : { hidden: 128, layers: 2, heads: 4 },
+    model: opts.quick ? { hidden: 32, layers: 1, heads: 2 } : { hidden: Number(opts.hidden), layers: Number(opts.layers), heads: 4 },
     phases: [{ kind: 'rl', steps, promptsPerStep: 16, groupSize: 4, lr: 1e-3 }],
     rollout: { promptsPerShard: 8, maxConcurrentShards: 2, offPolicySteps: k },
     learner: { microBatchSize: 64 },
@@ -133,7 +136,9 @@ try {
 }
 const of = (k: number) => results.filter((r) => r.k === k);
 const avg = (k: number, f: (m: Measured) => number) => mean(of(k).map(f));
-console.log(`\n${pairs} pairs of ${steps}-step runs, alternated; load average ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}`);
+console.log(
+  `\n${pairs} pairs of ${steps}-step runs, alternated, model ${opts.quick ? '32 × 1' : `${opts.hidden} × ${opts.layers}`}; load average ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}`,
+);
 for (const k of [0, 1])
   console.log(
     `k=${k}: ${avg(k, (m) => m.step).toFixed(2)} s/step, ${avg(k, (m) => m.wall).toFixed(1)} s wall per run (rollout ${avg(k, (m) => m.rollout).toFixed(2)} s, learner ${avg(k, (m) => m.learner).toFixed(2)} s per step)`,

@@ -19,7 +19,7 @@ import type { RunConfig } from '../../../activities/run/config.js';
 import { METRICS_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { committedSteps, readArtifact } from '../../../activities/store/manifest.js';
 import { decodeMetrics, decodeRollouts } from '../../../activities/store/schemas.js';
-import { startTrainingRun } from '../../../workers/train-client.js';
+import { resumeFromRun, startTrainingRun, type StartedRun } from '../../../workers/train-client.js';
 import { policyVersion, totalSteps } from '../../../workflows/run-plan.js';
 import type { TrainingRunInput } from '../../../workflows/training-run.js';
 import { assertCommittedRun, superviseWorker, tinyRunConfig, trainingServers, waitFor, weightsSha } from '../../support/training.js';
@@ -41,6 +41,20 @@ const config = (): RunConfig =>
   });
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+/** The checkpoint that generated the rollouts of each of `steps` of a committed run (one per step: every row agrees). */
+async function rolloutVersions(runId: string, steps: number[]): Promise<number[]> {
+  return Promise.all(
+    steps.map(async (step) => {
+      const versions = new Set<number>();
+      for (const shard of [0, 1])
+        for (const r of decodeRollouts(await readArtifact(servers.store, stepPrefix(runId, step), rolloutsName(shard))))
+          versions.add(r.policy_version);
+      assert.equal(versions.size, 1, `step ${step}: one policy version, got ${[...versions].join(', ')}`);
+      return [...versions][0]!;
+    }),
+  );
+}
 
 /** The histories of a run's executions, first to last (from the latest back along continue-as-new). */
 async function executions(client: Client, workflowId: string): Promise<HistoryEvent[][]> {
@@ -81,13 +95,14 @@ async function runWithProcesses(
   cfg: RunConfig,
   env: Record<string, string>,
   during?: (runId: string, killControl: () => Promise<void>) => Promise<void>,
+  start: () => Promise<StartedRun> = () => startTrainingRun(servers.t.client, cfg),
 ) {
   const { t } = servers;
   const workers = await Promise.all(
     (['control', 'rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...(q === 'control' ? {} : env) })),
   );
   try {
-    const run = await startTrainingRun(t.client, cfg);
+    const run = await start();
     await during?.(run.runId, () => workers[0]!.kill());
     const result = await run.result();
     assert.equal(result.status, 'completed');
@@ -202,6 +217,34 @@ test("k = 1: step n+1 rolls out from checkpoint n beside step n's learner, rollo
     assert.deepEqual(crashed.restarts, [1, 1, 1, 2], 'control once (killed), rollout once, reward once, learner twice');
     await assertCommittedRun(store, crashed.run.runId, total);
     assert.equal(crashed.sha, clean.sha, 'final weights bitwise equal to the uninterrupted k = 1 run');
+  } finally {
+    rmSync(onceDir, { recursive: true, force: true });
+  }
+});
+
+test('resume-from checkpoint 3 of a k = 1 run rolls out steps 3, 4, 5 from checkpoints 3, 3, 4 (none before the resumed one), and with the rollout worker SIGKILLed on the step rolled out ahead ends bitwise equal to a clean resume', async () => {
+  const { store } = servers;
+  const cfg = config();
+  const total = totalSteps(cfg);
+  const source = await runWithProcesses(cfg, {});
+  const resume = () => resumeFromRun(servers.t.client, source.run.runId, { step: 2 });
+  const clean = await runWithProcesses(cfg, {}, undefined, resume);
+  assert.equal((clean.run as StartedRun & { checkpoint: number }).checkpoint, 3);
+  await assertCommittedRun(store, clean.run.runId, total, 3);
+  assert.deepEqual(await rolloutVersions(clean.run.runId, [3, 4, 5]), [3, 3, 4]);
+  assert.deepEqual(
+    [3, 4, 5].map((s) => policyVersion(cfg, s, 3)),
+    [3, 3, 4],
+  );
+  // the source's own steps 3..5 rolled out from 2, 3, 4: a resumed k = 1 run is its own run from checkpoint 3
+  assert.deepEqual(await rolloutVersions(source.run.runId, [3, 4, 5]), [2, 3, 4]);
+
+  const onceDir = mkdtempSync(join(tmpdir(), 'crash-once-'));
+  try {
+    const crashed = await runWithProcesses(cfg, { DURABLE_RL_CRASH_AT: 'rollout@4', DURABLE_RL_CRASH_ONCE: onceDir }, undefined, resume);
+    assert.deepEqual(readdirSync(onceDir), ['rollout@4'], 'the crash point was reached');
+    await assertCommittedRun(store, crashed.run.runId, total, 3);
+    assert.equal(crashed.sha, clean.sha, 'final weights bitwise equal to the clean resume');
   } finally {
     rmSync(onceDir, { recursive: true, force: true });
   }
