@@ -8,6 +8,8 @@
  *   divided by time and by the MatMul peak);
  * - decode at batch 1, 8, 32 with 128 prompt + 128 new tokens (best of two runs): new tokens/s
  *   over the whole generate call and over the decode steps alone, and % of the FLOP-bound limit;
+ *   at batch 32 also on int8 and int4 weights (`rollout.quantize`), each beside a float32 run
+ *   measured right after it (the ratio);
  * - composed attention vs onnxruntime's fused com.microsoft.MultiHeadAttention on the same shapes;
  * - peak RSS of each part (each part runs in its own child process);
  * - the same trainStep without activation recomputation (`recompute: false`), for comparison.
@@ -25,6 +27,7 @@ import { ModelEngine, initTrainState } from '../activities/model/engine.js';
 import { initWeights } from '../activities/model/init.js';
 import { sftLoss } from '../activities/model/losses.js';
 import { generate } from '../activities/model/generate.js';
+import type { DecodeQuantize } from '../activities/model/quantize.js';
 import { Graph } from '../activities/model/graph.js';
 import * as F from '../activities/model/ops.js';
 import { causalAttention } from '../activities/model/attention.js';
@@ -141,15 +144,15 @@ async function benchTrain(threads: number, recompute = true): Promise<Record<str
   return { initS, buildS, warmS, stepS: step, tokensPerS: tokens / step, gflops: flops / step / 1e9 };
 }
 
-async function benchDecode(threads: number, batch: number): Promise<Record<string, number>> {
+async function benchDecode(threads: number, batch: number, quantize: DecodeQuantize | null = null): Promise<Record<string, number>> {
   const engine = new ModelEngine(modelCfg, { threads });
   engine.setWeights(initWeights(modelCfg, 1), 'bench');
   const rng = new CounterRng(3, 'bench-decode', batch);
   const prompts = randomIds(rng, batch, DECODE.prompt, 0);
   const t0 = now();
-  await engine.decodeSession();
+  await engine.decodeSession({ quantize });
   const buildS = now() - t0;
-  const warm = await generate(engine, prompts.slice(0, 1), { maxNewTokens: 2, pickToken: () => 1, stopTokenIds: [] });
+  const warm = await generate(engine, prompts.slice(0, 1), { maxNewTokens: 2, pickToken: () => 1, stopTokenIds: [], quantize });
   void warm;
   // best of two runs (the machine is shared): the run with the fastest decode steps
   let total = Infinity;
@@ -161,6 +164,7 @@ async function benchDecode(threads: number, batch: number): Promise<Record<strin
     await generate(engine, prompts, {
       maxNewTokens: DECODE.fresh,
       stopTokenIds: [],
+      quantize,
       pickToken: (_l, s, pos) => {
         if (pos === 0 && s === 0) firstAt = now();
         return sampler.int(s * 4096 + pos, modelCfg.vocabSize);
@@ -270,7 +274,10 @@ async function runPart(name: string): Promise<void> {
   if (name === 'peak') r = await matmulPeak(threadsArg);
   else if (name === 'train') r = await benchTrain(threadsArg);
   else if (name === 'train-norecompute') r = await benchTrain(threadsArg, false);
-  else if (name.startsWith('decode')) r = await benchDecode(threadsArg, Number(name.slice(6)));
+  else if (name.startsWith('decode-int')) {
+    const [, q, b] = /^decode-(int8|int4)-(\d+)$/.exec(name) ?? [];
+    r = await benchDecode(threadsArg, Number(b), q as DecodeQuantize);
+  } else if (name.startsWith('decode')) r = await benchDecode(threadsArg, Number(name.slice(6)));
   else if (name === 'attention') r = await benchAttention(threadsArg);
   else throw new Error(`unknown bench part ${name}`);
   r.peakRssMiB = rssMiB();
@@ -339,6 +346,18 @@ async function main(): Promise<void> {
         `session ${fmt(d.buildS!, 1)} s; peak RSS ${fmt(d.peakRssMiB!, 0)} MiB\n`,
     );
   }
+  // weight-only quantised decode (rollout.quantize) at the largest batch, beside float32 measured again in turn
+  const lastBatch = DECODE.batches[DECODE.batches.length - 1]!;
+  const quantized: [string, Record<string, number>, Record<string, number>][] = [];
+  for (const q of ['int8', 'int4'] as const) {
+    const d = child(`decode-${q}-${lastBatch}`);
+    const f = child(`decode${lastBatch}`);
+    quantized.push([q, d, f]);
+    process.stdout.write(
+      `decode batch ${lastBatch}, ${q} weights: ${fmt(d.newTokensPerS!)} new tokens/s overall, ${fmt(d.stepTokensPerS!)} in decode steps ` +
+        `(float32 measured next to it: ${fmt(f.stepTokensPerS!)}; ${fmt(d.stepTokensPerS! / f.stepTokensPerS!, 2)}x); session ${fmt(d.buildS!, 1)} s; peak RSS ${fmt(d.peakRssMiB!, 0)} MiB\n`,
+    );
+  }
   const att = child('attention');
   process.stdout.write(`attention core (${modelCfg.heads} heads x ${modelCfg.headDim}), best of runs:\n`);
   for (const [k, v] of Object.entries(att)) if (k !== 'peakRssMiB') process.stdout.write(`  ${k}: ${fmt(v, 2)}\n`);
@@ -371,6 +390,16 @@ async function main(): Promise<void> {
       mib(d.peakRssMiB!),
       target ? '>= 25% of FLOP bound' : '',
       target ? (d.stepGflops! / peak.gflops! >= 0.25 ? 'yes' : 'no') : '',
+    ]);
+  }
+  for (const [q, d, f] of quantized) {
+    rows.push([
+      `decode batch ${lastBatch} (steps), ${q}`,
+      fmt(d.stepTokensPerS!),
+      pct(d.stepGflops!),
+      mib(d.peakRssMiB!),
+      `${fmt(d.stepTokensPerS! / f.stepTokensPerS!, 2)}x float32`,
+      '',
     ]);
   }
   for (const [k, v] of Object.entries(att)) {
