@@ -100,6 +100,23 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
+/** Bytes hashed between two turns of the event loop by `sha256HexStreamed` (about 10 ms at SHA-NI speeds). */
+export const HASH_CHUNK_BYTES = 16 << 20;
+
+/**
+ * sha256 of `bytes` in chunks of HASH_CHUNK_BYTES, yielding to the event loop between chunks, so
+ * hashing a checkpoint of gigabytes (seconds of work) never stalls heartbeats, cancellation or a
+ * workflow worker in the same process; no copy of the bytes is made. Same digest as `sha256Hex`.
+ */
+export async function sha256HexStreamed(bytes: Uint8Array): Promise<string> {
+  const h = createHash('sha256');
+  for (let at = 0; at < bytes.byteLength; at += HASH_CHUNK_BYTES) {
+    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    h.update(bytes.subarray(at, at + HASH_CHUNK_BYTES));
+  }
+  return h.digest('hex');
+}
+
 /** Key of a prefix's manifest. */
 export function manifestKey(prefix: string): string {
   return `${validateKey(prefix)}/${MANIFEST_NAME}`;
@@ -162,7 +179,7 @@ async function storeArtifact(store: ObjectStore, prefix: string, a: ArtifactInpu
   checkName(prefix, a.name);
   if (!(a.bytes instanceof Uint8Array)) throw new StoreError('invalid_rows', `artifact ${a.name} of ${prefix}: bytes must be a Uint8Array`);
   checkClaimedSchema(store, prefix, a);
-  const sha256 = sha256Hex(a.bytes);
+  const sha256 = await sha256HexStreamed(a.bytes);
   const entry: ManifestEntry = {
     name: a.name,
     key: contentKey(a.name, sha256),
@@ -295,18 +312,18 @@ export async function readEntry(store: ObjectStore, prefix: string, entry: Manif
     if (err instanceof NotFoundError) throw new IntegrityError(store.uri(key), `missing (artifact "${entry.name}", ${entry.bytes} bytes)`);
     throw err;
   }
-  verifyBytes(store.uri(key), entry, bytes);
+  await verifyBytes(store.uri(key), entry, bytes);
   return bytes;
 }
 
-function verifyBytes(uri: string, entry: ManifestEntry, bytes: Uint8Array): void {
+async function verifyBytes(uri: string, entry: ManifestEntry, bytes: Uint8Array): Promise<void> {
   if (bytes.byteLength !== entry.bytes) {
     throw new IntegrityError(
       uri,
       `size is ${bytes.byteLength} bytes but the manifest records ${entry.bytes}${bytes.byteLength < entry.bytes ? ' (truncated)' : ''}`,
     );
   }
-  const sha = sha256Hex(bytes);
+  const sha = await sha256HexStreamed(bytes);
   if (sha !== entry.sha256) throw new IntegrityError(uri, `sha256 is ${sha} but the manifest records ${entry.sha256} (corrupted)`);
 }
 
