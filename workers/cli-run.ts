@@ -254,8 +254,17 @@ async function writeReport(storeUri: string, runId: string, out?: string): Promi
   const store = openStore(storeUri);
   let html: string;
   try {
+    // the trajectory viewer shows token texts through the run's own tokenizer, when run.json resolves
+    const tokenText = await import('../activities/run/resolve.js')
+      .then(({ loadRun }) => loadRun(store, runId))
+      .then(
+        ({ run }) =>
+          (id: number) =>
+            run.tokenizer.decode([id]),
+      )
+      .catch(() => null);
     // ReportError: nothing committed for this run in this store (a user error, like an unknown run).
-    const data = await loadRunReport(store, runId).catch((err: unknown) => {
+    const data = await loadRunReport(store, runId, { tokenText }).catch((err: unknown) => {
       throw err instanceof ReportError ? new RunError(err.message) : asRunError(err);
     });
     html = renderReport(data);

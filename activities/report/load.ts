@@ -39,6 +39,7 @@ import {
   type RewardsRow,
   type RolloutsRow,
 } from '../store/schemas.js';
+import { loadTrajectories, type TrajectoryStep } from './trajectories.js';
 
 /** How a run was resumed, as `run.json` records it. */
 export interface ResumedFrom {
@@ -167,6 +168,8 @@ export interface RunReportData {
     /** With tree rollouts: the trees of the step's first `maxTrees` prompts (absent or empty for flat rollouts). */
     trees?: SampleTree[];
   } | null;
+  /** Multi-turn episodes of the last rl steps (runs with an environment; empty otherwise): the trajectory viewer (trajectories.ts). */
+  trajectories?: TrajectoryStep[];
   /** The latest evaluation's samples (null when there is no evaluation). */
   eval_samples: { run_id: string; policy_version: number; step: number; rows: EvalSample[] } | null;
   /** What could not be read and was left out, each naming the object. */
@@ -182,6 +185,12 @@ export interface LoadReportOptions {
   maxResumeDepth?: number;
   /** Objects read at once (step metrics, evaluations). Default 8; raise for S3 stores with many steps. */
   concurrency?: number;
+  /** The trajectory viewer (runs with an environment): the last this many rl steps with episodes. Default 3; 0 leaves it out. */
+  trajectorySteps?: number;
+  /** The trajectory viewer: groups shown per step. Default 4. */
+  trajectoryGroups?: number;
+  /** Token id → text for the trajectory viewer (the run's tokenizer; the CLI passes it). Default null: tokens show as ids. */
+  tokenText?: ((id: number) => string) | null;
 }
 
 /** The run has nothing to report, or an option is invalid. */
@@ -189,7 +198,15 @@ export class ReportError extends Error {
   override name = 'ReportError';
 }
 
-const DEFAULTS = { maxSamples: 24, followResumedFrom: true, maxResumeDepth: 16, concurrency: 8 };
+const DEFAULTS = {
+  maxSamples: 24,
+  followResumedFrom: true,
+  maxResumeDepth: 16,
+  concurrency: 8,
+  trajectorySteps: 3,
+  trajectoryGroups: 4,
+  tokenText: null,
+};
 
 function checkOptions(opts: LoadReportOptions): Required<LoadReportOptions> {
   const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) };
@@ -202,6 +219,10 @@ function checkOptions(opts: LoadReportOptions): Required<LoadReportOptions> {
   int('maxSamples', 0);
   int('maxResumeDepth', 0);
   int('concurrency', 1);
+  int('trajectorySteps', 0);
+  int('trajectoryGroups', 1);
+  if (o.tokenText !== null && typeof o.tokenText !== 'function')
+    throw new ReportError('report option tokenText must be a function (id) => text, or null');
   if (typeof o.followResumedFrom !== 'boolean') {
     throw new ReportError(`report option followResumedFrom must be true or false, got ${JSON.stringify(o.followResumedFrom)}`);
   }
@@ -380,7 +401,8 @@ async function loadEvals(
 
 // ---- samples of the last RL step ----
 
-const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) =>
+/** The key of a row of the step tables: prompt, sample and tree node. */
+export const rowKey = (r: { prompt_id: string; sample_id: number; node_id: string | null }) =>
   `${r.prompt_id}\u0000${r.sample_id}\u0000${r.node_id ?? ''}`;
 
 /**
@@ -411,7 +433,15 @@ function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' 
   return { advantage: n ? sum / n : null, advantage_kind: 'token_mean', in_loss };
 }
 
-async function loadSamples(store: ObjectStore, runId: string, step: number, max: number): Promise<NonNullable<RunReportData['samples']>> {
+/** The rows of a committed rl step: its rollouts (every shard, in shard order), and its rewards and advantages by row key (`rowKey`). */
+export interface StepRows {
+  rollouts: RolloutsRow[];
+  rewards: Map<string, RewardsRow>;
+  advantages: Map<string, AdvantagesRow>;
+}
+
+/** Reads a committed step's rollouts, rewards and advantages through its manifest (sizes and sha256s verified). */
+export async function readStepRows(store: ObjectStore, runId: string, step: number): Promise<StepRows> {
   const prefix = stepPrefix(runId, step);
   const manifest = await readManifest(store, prefix);
   if (!manifest) throw new Error(`${store.uri(manifestKey(prefix))} vanished while the report was read`);
@@ -428,6 +458,11 @@ async function loadSamples(store: ObjectStore, runId: string, step: number, max:
   if (manifest.artifacts.some((a) => a.name === ADVANTAGES_NAME)) {
     for (const a of await read(ADVANTAGES_NAME, decodeAdvantages)) advantages.set(rowKey(a), a);
   }
+  return { rollouts, rewards, advantages };
+}
+
+async function loadSamples(store: ObjectStore, runId: string, step: number, max: number): Promise<NonNullable<RunReportData['samples']>> {
+  const { rollouts, rewards, advantages } = await readStepRows(store, runId, step);
   const rows = rollouts.slice(0, max).map((r): SampleRow => {
     const rw = rewards.get(rowKey(r));
     return {
@@ -568,6 +603,19 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
       warnings.push(`samples of step ${lastRl.step} of run ${from} left out: ${message(err)}`);
     }
   }
+  let trajectories: TrajectoryStep[] = [];
+  if (o.trajectorySteps > 0) {
+    const rlSteps = steps.filter((s) => s.phase === 'rl').slice(-o.trajectorySteps);
+    try {
+      trajectories = await loadTrajectories(
+        store,
+        rlSteps.map((s) => ({ runId: stepOwner.get(s)!, step: s.step })),
+        { tokenText: o.tokenText, maxGroups: o.trajectoryGroups },
+      );
+    } catch (err) {
+      warnings.push(`trajectories of steps ${rlSteps.map((s) => s.step).join(', ')} left out: ${message(err)}`);
+    }
+  }
   const latestEval = evals.at(-1);
   return {
     run_id: runId,
@@ -578,6 +626,7 @@ export async function loadRunReport(store: ObjectStore, runId: string, opts: Loa
     steps,
     evals,
     samples,
+    trajectories,
     eval_samples: latestEval
       ? {
           run_id: latestEval.run_id,

@@ -13,6 +13,7 @@
  */
 import { finite, formatValue, lineChart, type PhaseSpan, type Series } from './chart.js';
 import type { EvalRow, RunReportData, TreeNodeView } from './load.js';
+import { renderTrajectories, TRAJECTORY_CSS } from './trajectories.js';
 import type { MetricsRow } from '../store/schemas.js';
 
 export interface RenderOptions {
@@ -338,11 +339,12 @@ export function renderReport(data: RunReportData, opts: RenderOptions = {}): str
   ];
   return (
     '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
-    `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}</style></head><body>` +
+    `<title>durable-rl report: ${escapeHtml(data.run_id)}</title><style>${CSS}${TRAJECTORY_CSS}</style></head><body>` +
     header(data) +
     `<section><h2>Training curves</h2><p><small>Shaded: SFT warm-up steps; dashed line: the first RL step.</small></p><div class="charts">${charts.join('')}</div></section>` +
     sampleTable(data) +
     treeSection(data) +
+    renderTrajectories(data.trajectories ?? []) +
     evalSampleTable(data) +
     configSection(data) +
     '</body></html>\n'
