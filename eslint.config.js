@@ -247,10 +247,10 @@ function importRules() {
     restrict(
       ['activities/run/**/*.ts'],
       'activities/run/README.md',
-      "activities/run/ may import the libraries of activities/ (of ../rollout/ only sampling.ts and tree-plan.ts), never ../checkpoint/, ../report/ or a stage's activities",
+      "activities/run/ may import the libraries of activities/ (of ../rollout/ only sampling.ts, tree-plan.ts and episode.ts), never ../checkpoint/, ../report/ or a stage's activities",
       [
         { regex: '^\\.\\./(checkpoint|report)\\/' },
-        { regex: '^\\.\\./rollout\\/(?!sampling\\.js$|tree-plan\\.js$)' },
+        { regex: '^\\.\\./rollout\\/(?!sampling\\.js$|tree-plan\\.js$|episode\\.js$)' },
         { regex: '^\\.\\./(advantage|learner|reward)\\/(step-advantages|learner-update|reward-shard|annotate-[a-z-]+)\\.js$' },
         outsideActivities,
       ],

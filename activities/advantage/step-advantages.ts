@@ -171,7 +171,8 @@ export function stepAdvantages(
       throw new AdvantageInputError(
         `sample ${r.prompt_id}/${r.sample_id} has no rewards row: score every rollout shard before computing advantages`,
       );
-    if (w.reward === null || brokenTrees.has(r.group_id)) {
+    // a sample without a reward, and an episode whose tool infrastructure failed (never scored as 0), are left out
+    if (w.reward === null || r.finish_reason === 'tool_failure' || brokenTrees.has(r.group_id)) {
       sampleOf.push(null);
       continue;
     }
@@ -233,7 +234,10 @@ export function stepAdvantages(
     const out = k === undefined ? null : result!.samples[k]!;
     const n = r.completion_token_ids.length;
     const keep = out?.keep === true;
-    const mask = keep && out!.lossMask ? Array.from(out!.lossMask, (m) => m === 1) : new Array<boolean>(n).fill(keep);
+    const estimated = keep && out!.lossMask ? Array.from(out!.lossMask, (m) => m === 1) : new Array<boolean>(n).fill(keep);
+    // an episode's observation and glue tokens are never trained on, whatever the estimator kept
+    const policy = r.loss_mask;
+    const mask = policy ? estimated.map((m, t) => m && policy[t] === true) : estimated;
     return {
       run_id: r.run_id,
       step: r.step,

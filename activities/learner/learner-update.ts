@@ -8,10 +8,13 @@
  *
  * Batches. sft: items [promptOffset, promptOffset + batchSize) of the task's train split; each
  * sequence is BOS + prompt + gold completion + EOS with the loss on the completion and EOS
- * (`sft` loss). rl: every rollout row whose advantages row keeps at least one token (rows the
+ * (`sft` loss); with an environment, the item's gold trajectory segment by segment (run/gold-episode.ts:
+ * the policy's turns in the loss, observations and glue not). rl: every rollout row whose advantages row keeps at least one token (rows the
  * advantage stage dropped — all-false loss mask — or that have no completion are left out; a row
  * without an advantages row is an error), sequence = prompt_token_ids + completion_token_ids, loss
- * on the kept completion tokens; the phase's clipped-surrogate loss gets `old_logprobs`
+ * on the kept completion tokens — of a multi-turn episode only those the policy sampled (the
+ * rollout's loss_mask: observations and template glue are context, never in the loss, the KL, the
+ * importance ratios or the mismatch metrics); the phase's clipped-surrogate loss gets `old_logprobs`
  * (behaviour_logprobs at their positions), `advantages` ([B]; [B,T] when the loss option says
  * 'token' or any row has token_advantages, which take precedence as the data contract says) and,
  * with a KL term, `ref_logprobs` scored under the reference checkpoint — with `kl.inReward` read from
@@ -82,6 +85,7 @@ import type { RlPhase } from '../run/config.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { LearnerInput, LearnerResult } from '../run/types.js';
+import { encodeGoldEpisode } from '../run/gold-episode.js';
 import { loadReferenceWeights, loadTrainState, writeCheckpoint } from '../checkpoint/checkpoint.js';
 import { CounterRng } from '../common/rng.js';
 import { buildLoss, type ClippedSurrogateOptions } from './index.js';
@@ -153,6 +157,9 @@ function sftRows(run: ResolvedRun, input: LearnerInput): Row[] {
     );
   }
   const items = task.prompts(config.seed, 'train', input.batchSize, input.promptOffset);
+  // a run with an environment: the gold trajectory, tokenised segment by segment as the episode rollout does (observations loss mask 0)
+  const env = run.environment;
+  if (env) return items.map((item) => encodeGoldEpisode(run, env, item));
   return items.map((item) => {
     const prompt = run.encodePrompt(item.prompt, item.messages);
     const completion = run.encodeCompletion(task.sftTarget(item));
@@ -226,10 +233,13 @@ async function rlRows(
         dropped++;
         continue;
       }
-      const keep = a.loss_mask ?? new Array<boolean>(n).fill(true);
-      if (keep.length !== n) {
+      const estimated = a.loss_mask ?? new Array<boolean>(n).fill(true);
+      // an episode's tokens the policy did not sample (observations, glue) never enter the loss, the KL or a ratio
+      const policy = r.loss_mask;
+      const keep = policy ? estimated.map((m, j) => m && policy[j] === true) : estimated;
+      if (estimated.length !== n) {
         throw ApplicationFailure.nonRetryable(
-          `${where}: ${n} completion tokens but its advantages row has a loss_mask of ${keep.length}; the advantages must come from these rollouts`,
+          `${where}: ${n} completion tokens but its advantages row has a loss_mask of ${estimated.length}; the advantages must come from these rollouts`,
           'BadLearnerInput',
         );
       }

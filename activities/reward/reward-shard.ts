@@ -17,10 +17,18 @@ import { loadRun } from '../run/resolve.js';
 import type { RewardShardInput, RewardShardResult } from '../run/types.js';
 import { rewardsName, stepPrefix } from '../store/keys.js';
 import { manifestKey, readEntry, readManifest, writeArtifact } from '../store/manifest.js';
-import { REWARDS, decodeRewards, decodeRollouts, encodeRewards, type RewardsInput, type RewardsRow } from '../store/schemas.js';
+import {
+  REWARDS,
+  decodeRewards,
+  decodeRollouts,
+  encodeRewards,
+  type RewardsInput,
+  type RewardsRow,
+  type RolloutsRow,
+} from '../store/schemas.js';
 import type { Split, Task, TaskItem } from '../tasks/types.js';
 import { scoreSamples } from './run.js';
-import type { RewardSample } from './types.js';
+import type { RewardSample, RewardTurn, ToolCall } from './types.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
@@ -58,6 +66,44 @@ export function taskItemsById(task: Pick<Task, 'name' | 'prompts'>, seed: number
     }
   }
   return out;
+}
+
+/** The `error` of an episode whose tool infrastructure failed for good: not scored (never a 0), left out of the advantages. */
+export const TOOL_FAILURE_ERROR = 'not scored: the episode\'s tool infrastructure failed (finish_reason "tool_failure")';
+
+/**
+ * What a reward sees of a multi-turn episode row (rollouts v3 episode columns): its tool calls and
+ * its turns — each policy turn's text (decoded from its tokens as sampled, a final stop token left
+ * out) with the calls it made, each observation's text; a turn answered by an observation without
+ * having made a call was malformed, and its observation says what was wrong. {} for a single
+ * completion.
+ */
+export function episodeSample(
+  r: RolloutsRow,
+  decode: (ids: number[]) => string,
+  stopIds: ReadonlySet<number>,
+): Pick<RewardSample, 'toolCalls' | 'turns'> {
+  if (r.segment_ends === null || r.segment_roles === null || r.segment_turns === null) return {};
+  const calls = (r.tool_calls ?? []).map((c) => JSON.parse(c) as ToolCall & { turn: number });
+  const turns: RewardTurn[] = [];
+  let start = 0;
+  let obs = 0;
+  r.segment_ends.forEach((end, k) => {
+    const ids = Array.from(r.completion_token_ids.subarray(start, end));
+    const turn = r.segment_turns![k]!;
+    if (r.segment_roles![k] === 'policy') {
+      const text = decode(stopIds.has(ids[ids.length - 1]!) ? ids.slice(0, -1) : ids);
+      const made = calls.filter((c) => c.turn === turn).map(({ name, arguments: args }) => ({ name, arguments: args }));
+      turns.push({ role: 'assistant', text, toolCalls: made, tokens: ids.length });
+    } else if (r.segment_roles![k] === 'observation') {
+      const text = r.observations?.[obs++] ?? '';
+      const asked = turns[turns.length - 1];
+      if (asked?.role === 'assistant' && asked.toolCalls?.length === 0) asked.malformed = text;
+      turns.push({ role: 'tool', text, tokens: ids.length });
+    }
+    start = end;
+  });
+  return { toolCalls: calls.map(({ name, arguments: args }) => ({ name, arguments: args })), turns };
 }
 
 /** The counts of RewardShardResult, from the rows of a rewards table. */
@@ -123,6 +169,8 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
     } catch (err) {
       throw badInput(`${store.uri(prefix)}/${input.rollouts.key}: ${(err as Error).message}`);
     }
+    const stopIds = new Set(run.stopIds);
+    const decode = (ids: number[]) => run.tokenizer.decode(ids);
     const samples: RewardSample[] = rollouts.map((r) => {
       const item = items.get(r.prompt_id)!;
       if (item.prompt !== r.prompt_text) {
@@ -139,30 +187,42 @@ export async function rewardShard(input: RewardShardInput): Promise<RewardShardR
         metadata: item.metadata,
         promptTokens: r.prompt_token_ids.length,
         completionTokens: r.completion_token_ids.length,
+        ...episodeSample(r, decode, stopIds),
       };
     });
-    progress({ done: 0, of: samples.length });
+    // an episode whose tool infrastructure failed is not the policy's doing: it is not scored at all
+    const scoredIdx = rollouts.flatMap((r, i) => (r.finish_reason === 'tool_failure' ? [] : [i]));
+    progress({ done: 0, of: scoredIdx.length });
     const reward = run.createReward();
     let outcome;
     try {
-      outcome = await scoreSamples(reward, samples, run.config.reward.errorPolicy, {
-        step,
-        onProgress: (done, of) => progress({ done, of }),
-      });
+      outcome = await scoreSamples(
+        reward,
+        scoredIdx.map((i) => samples[i]!),
+        run.config.reward.errorPolicy,
+        {
+          step,
+          onProgress: (done, of) => progress({ done, of }),
+        },
+      );
     } finally {
       await reward.close?.();
     }
-    const rows: RewardsInput[] = outcome.rows.map((r, i) => ({
-      run_id: runId,
-      step,
-      prompt_id: rollouts[i]!.prompt_id,
-      sample_id: rollouts[i]!.sample_id,
-      node_id: rollouts[i]!.node_id,
-      reward: r.reward,
-      components: r.components ?? {},
-      token_rewards: r.processRewards,
-      error: r.error,
-    }));
+    const scoredRows = new Map(scoredIdx.map((i, k) => [i, outcome.rows[k]!]));
+    const rows: RewardsInput[] = rollouts.map((ro, i) => {
+      const r = scoredRows.get(i) ?? { reward: null, components: {}, processRewards: null, error: TOOL_FAILURE_ERROR };
+      return {
+        run_id: runId,
+        step,
+        prompt_id: ro.prompt_id,
+        sample_id: ro.sample_id,
+        node_id: ro.node_id,
+        reward: r.reward,
+        components: r.components ?? {},
+        token_rewards: r.processRewards,
+        error: r.error,
+      };
+    });
     crashPoint('reward', step);
     const entry = await writeArtifact(store, prefix, { name, bytes: encodeRewards(rows), schema: REWARDS });
     return { rewards: entry, ...rewardSummary(rows), seconds: seconds() };

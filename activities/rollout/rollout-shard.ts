@@ -6,19 +6,24 @@
  * each prompt's groupSize completions form a tree (V-STAR; tree-rollout.ts) and the rows carry
  * node_id, parent_node_id and branch_position. With its `retry` option (R^3L; retry-rollout.ts)
  * the groupSize samples are scored and each failed one gets a retry from its failure point, an
- * extra row of the group with the same tree fields (parent = the failed sample).
+ * extra row of the group with the same tree fields (parent = the failed sample). With the run's
+ * `environment` each row is a multi-turn episode (episode.ts), every completed turn recorded under
+ * `episodePartKey` so that a retried shard resumes after the last one and writes the same bytes.
  */
 import { stage } from '../run/stage.js';
 import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';
 import { crashPoint, slowPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { RolloutShardInput, RolloutShardResult } from '../run/types.js';
-import { rolloutsName, stepPrefix } from '../store/keys.js';
+import { episodePartKey, episodePartsPrefix, rolloutsName, stepPrefix } from '../store/keys.js';
 import { readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
 import { parseSamplingParams, sampleAt, sampleStream, type SamplingParams } from './sampling.js';
 import { badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
 import { rolloutTrees, type TreeCompletion, type TreeRolloutNode } from './tree-rollout.js';
+import { episodeColumns, runEpisodes, type EpisodeStart, type EpisodesCheckpoint } from './episode.js';
+import { renderPrompt, type ChatRendering } from '../env/format.js';
+import { CHAT_TEMPLATE_DATE } from '../run/resolve.js';
 import { rolloutRetries, type RetryRolloutNode, type RetryRolloutOptions } from './retry-rollout.js';
 import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
@@ -327,6 +332,113 @@ async function retryRows(
   }
 }
 
+/** What a recorded turn of a shard's episodes belongs to: a record of another input is never resumed from. */
+function episodeInputKey(input: RolloutShardInput) {
+  const { runId, step, shard, policyVersion, phaseIndex, promptOffset, promptCount } = input;
+  return { runId, step, shard, policyVersion, phaseIndex, promptOffset, promptCount };
+}
+
+/** The state recorded after the shard's last completed turn by an earlier attempt (`episodePartKey`), or null. */
+async function recordedTurns(store: ObjectStore, input: RolloutShardInput): Promise<EpisodesCheckpoint | null> {
+  const prefix = episodePartsPrefix(input.runId, input.step, input.shard);
+  const keys: string[] = [];
+  for await (const o of store.list(`${prefix}/`)) keys.push(o.key);
+  const want = JSON.stringify(episodeInputKey(input));
+  for (const key of keys.reverse()) {
+    const part = JSON.parse(new TextDecoder().decode(await store.get(key))) as { input: unknown; checkpoint: EpisodesCheckpoint };
+    if (JSON.stringify(part.input) === want) return part.checkpoint;
+  }
+  return null;
+}
+
+/**
+ * The rows of a shard of multi-turn episodes (the run's `environment`; episode.ts): groupSize
+ * episodes per prompt, every live episode's turn in one batched generation, each completed turn
+ * recorded under `episodePartKey` so that a retried activity resumes after the last one (and
+ * writes the same bytes). Heartbeats name the turn and the live episodes.
+ */
+async function episodeRows(
+  store: ObjectStore,
+  run: ResolvedRun,
+  phase: SamplingPhase & { groupSize: number },
+  input: RolloutShardInput,
+  items: readonly PromptItem[],
+  params: SamplingParams,
+  stopIds: readonly number[],
+  progress: (p: Record<string, string | number | boolean | null>) => void,
+  signal: AbortSignal,
+): Promise<RolloutsInput[]> {
+  const env = run.environment!;
+  const { tokenizer } = run;
+  const template = run.pretrained?.chatTemplate ?? null;
+  const chat: ChatRendering | null = template ? { template, tools: env.tools, now: CHAT_TEMPLATE_DATE } : null;
+  const starts: EpisodeStart[] = [];
+  const promptTokens = items.map((item) => {
+    const messages = env.reset(item);
+    const text = renderPrompt(messages, chat);
+    // the char model's prompt: its own BOS + the text; a chat template writes its own specials
+    const ids = chat ? tokenizer.encode(text, { addSpecialTokens: false }) : run.encodePrompt(text);
+    for (let s = 0; s < phase.groupSize; s++) starts.push({ promptId: item.promptId, sampleId: s, row: item, messages, promptTokens: ids });
+    return ids;
+  });
+  const resume = await recordedTurns(store, input);
+  const episodes = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+    runEpisodes(starts, {
+      env,
+      seed: run.config.seed,
+      step: input.step,
+      params,
+      stopIds,
+      vocabSize: tokenizer.vocabSize,
+      encode: (text) => tokenizer.encode(text, { addSpecialTokens: false }),
+      decode: (ids) => tokenizer.decode([...ids]),
+      chat,
+      toolRetry: run.config.environment!.toolRetry,
+      resume,
+      signal,
+      generate: (jobs, maxNewTokens) =>
+        generateAll(
+          engine,
+          jobs,
+          { maxNewTokens, stopTokenIds: stopIds, temperature: params.temperature, signal, quantize: run.config.rollout.quantize },
+          () => undefined,
+        ),
+      onProgress: ({ turn, live, episodes: n, liveEpisodes }) =>
+        progress({
+          turn,
+          liveEpisodes: live,
+          episodes: n,
+          episode: liveEpisodes.length > 3 ? `${liveEpisodes.slice(0, 3).join(', ')}, … (${live})` : liveEpisodes.join(', '),
+        }),
+      async onTurn(checkpoint) {
+        const bytes = new TextEncoder().encode(JSON.stringify({ input: episodeInputKey(input), checkpoint }));
+        await store.put(episodePartKey(input.runId, input.step, input.shard, checkpoint.turnsCompleted), bytes);
+        // a crash drill mid-episode: after a recorded turn, with turns still to go
+        if (checkpoint.episodes.some((e) => e.finishReason === null)) crashPoint('episode', input.step);
+      },
+    }),
+  );
+  const stopSet = new Set(stopIds);
+  const decode = (ids: readonly number[]) => tokenizer.decode([...ids]);
+  return episodes.map((e, i) => {
+    const s = starts[i]!;
+    const item = items[Math.floor(i / phase.groupSize)]!;
+    return {
+      run_id: input.runId,
+      step: input.step,
+      prompt_id: s.promptId,
+      sample_id: s.sampleId,
+      group_id: s.promptId,
+      node_id: null,
+      parent_node_id: null,
+      policy_version: input.policyVersion,
+      prompt_text: item.prompt,
+      prompt_token_ids: promptTokens[Math.floor(i / phase.groupSize)]!,
+      ...episodeColumns(e, decode, stopSet),
+    };
+  });
+}
+
 /** Generates one rollout shard of an RL step and writes `rolloutsName(shard)` (uncommitted). */
 export async function rolloutShard(input: RolloutShardInput): Promise<RolloutShardResult> {
   return stage('rollout', input.storeUri, async ({ store, progress, signal }) => {
@@ -360,9 +472,11 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     const V = tokenizer.vocabSize;
     const jobs: SequenceJob[] = [];
     const promptIds = items.map((it) => run.encodePrompt(it.prompt, it.messages));
-    if (phase.tree) {
+    if (run.environment || phase.tree) {
       progress({ done: 0, of: items.length });
-      const rows = await treeRows(store, run, phase, input, items, promptIds, params, stopIds, signal);
+      const rows = run.environment
+        ? await episodeRows(store, run, phase, input, items, params, stopIds, progress, signal)
+        : await treeRows(store, run, phase as RlPhase, input, items, promptIds, params, stopIds, signal);
       crashPoint('rollout', step);
       const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
       progress({ done: items.length, of: items.length });

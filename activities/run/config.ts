@@ -22,6 +22,7 @@ import { heldOutCount } from '../data/reward-model-split.js';
 import { dataConfigSchema } from '../data/dataset.js';
 import { resolveDataUri } from '../data/source.js';
 import { DATASET_TASK } from '../data/dataset-task.js';
+import { environmentConfigSchema } from './environment.js';
 import { rewardFaultsSchema } from '../reward/faults.js';
 import { resolveRewardFunctions, rewardFunctionSchema } from '../reward/functions.js';
 import { ErrorPolicySchema } from '../reward/run.js';
@@ -476,6 +477,15 @@ export const runConfigSchema = z.strictObject({
    * null (default): the built-in `task`.
    */
   data: dataConfigSchema.nullable().default(null),
+  /**
+   * Multi-turn, tool-using episodes (issue 15; activities/run/environment.ts, activities/env/):
+   * `{ name: calculator | lookup, options, limits, toolRetry }`. Each rollout is then an episode of
+   * the environment — the policy's turns, its tool calls in the environment's format, the tools'
+   * observations appended as loss-mask-0 segments — up to its turn, token and time limits; the
+   * environment's task items are the run's prompts (in place of `task`), its gold trajectories
+   * the sft targets, its trajectory reward the default reward. null (default): single completions.
+   */
+  environment: environmentConfigSchema.nullable().default(null),
   reward: z
     .strictObject({
       /** A reward spec `{ name, options }` from the registry (activities/reward); default: the task's own reward. */
@@ -614,8 +624,8 @@ export const runConfigSchema = z.strictObject({
     })
     .prefault({}),
   /**
-   * What a run's store keeps of its checkpoints (activities/checkpoint/retention.ts; applied by
-   * `durable-rl gc <run>`). Each checkpoint holds the weights (4 bytes per parameter) and the AdamW
+   * What a run's store keeps of its checkpoints (activities/checkpoint/retention.ts; applied after
+   * every committed step, see `apply`, and by `durable-rl gc <run>`). Each checkpoint holds the weights (4 bytes per parameter) and the AdamW
    * moments (8 more); without a policy every one of them is kept, as before. Whatever the policy,
    * the latest checkpoint, checkpoint 0 of a LoRA run (the frozen base of every later one) and an
    * rl/online_dpo/dpo phase's first checkpoint (its reference policy) while a kept checkpoint lies
@@ -634,6 +644,12 @@ export const runConfigSchema = z.strictObject({
        * weights-only (evaluation, export, reference policy; resume-from refuses them).
        */
       optimizerState: z.enum(['last', 'all']).default('all'),
+      /**
+       * When the policy is carried out: 'every_step' (default) by the commit of every step, so the
+       * store stays bounded however long the run (the kept checkpoints plus the step data); 'manual'
+       * only by `durable-rl gc <run>`. Without keepLast nothing is removed either way.
+       */
+      apply: z.enum(['every_step', 'manual']).default('every_step'),
     })
     .refine((r) => r.keepEvery === null || r.keepLast !== null, {
       message: 'keepEvery needs keepLast (without keepLast every checkpoint is kept)',

@@ -3,7 +3,9 @@
  * reaches a named point kills itself with SIGKILL, as a preempted machine would, mid-stage.
  *
  *   DURABLE_RL_CRASH_AT    comma-separated points, each `<point>` or `<point>@<step>`
- *                          (points: rollout, reward, advantages, learner, commit, commit-mid, eval)
+ *                          (points: rollout, episode (mid-episode: after a rollout shard recorded a
+ *                          turn and some episode has turns to go), reward, advantages, learner,
+ *                          commit, commit-mid, eval)
  *   DURABLE_RL_CRASH_ONCE  a directory: each point crashes only once across all processes (a
  *                          marker file `<point>@<step>` is created, exclusively, just before the
  *                          kill), so the restarted worker gets past it

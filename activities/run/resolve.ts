@@ -21,6 +21,8 @@ import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
 import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.js';
 import { datasetTask } from '../data/dataset-task.js';
+import type { Environment } from '../env/types.js';
+import { environmentTask, resolveEnvironment } from './environment.js';
 import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
 import type { RunDataRecord, RunRecord } from './types.js';
 import { migrateRunRecord, RUN_CONFIG_VERSION, UNVERSIONED, versionProblem } from './config-version.js';
@@ -30,6 +32,8 @@ import { inspectModelSource, parseBaseModel, readBaseModel, type BaseModelFiles 
 export interface ResolvedRun {
   config: RunConfig;
   task: Task;
+  /** The run's environment (config.environment; activities/run/environment.ts): rollouts are its multi-turn episodes. null: single completions. */
+  environment: Environment | null;
   /** The character tokenizer of a model trained from scratch, or a pretrained model's own. */
   tokenizer: TextTokenizer;
   model: ModelConfig;
@@ -137,10 +141,20 @@ export function resolveRun(config: RunConfig, data?: LoadedDataset, base?: BaseM
   if (config.data && !data) throw new Error('resolveRun: this run reads a dataset (config.data); load it first (loadRunData)');
   if (config.model.from !== null && !base)
     throw new Error('resolveRun: this run starts from a pretrained model (model.from); read its files first');
-  const task = config.data ? datasetTask(data!) : getTask(config.task.name, config.task.options);
+  const environment = config.environment ? resolveEnvironment(config.environment) : null;
+  const task = config.data
+    ? datasetTask(data!)
+    : environment && config.environment
+      ? environmentTask(environment, config.environment)
+      : getTask(config.task.name, config.task.options);
   const defaultBudget = task.maxCompletionChars + 4;
   const budget = (p?: SamplingPhase) => (p ? completionBudget(p, task) : defaultBudget);
-  const longest = Math.max(defaultBudget, ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)));
+  const longest = Math.max(
+    defaultBudget,
+    // an episode's completion may run to its token limit (prompt included)
+    environment?.limits.maxTotalTokens ?? 0,
+    ...config.phases.map((p) => (p.kind === 'rl' || p.kind === 'online_dpo' ? budget(p) : 0)),
+  );
   let tokenizer: TextTokenizer;
   let model: ModelConfig;
   let chat: ChatTemplate | null = null;
@@ -161,6 +175,7 @@ export function resolveRun(config: RunConfig, data?: LoadedDataset, base?: BaseM
   return {
     config,
     task,
+    environment,
     tokenizer,
     model,
     stopIds,
@@ -263,8 +278,17 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
       throw new ConfigError(what, problems);
     }
   }
+  if (config.environment) {
+    for (const p of environmentProblems(config)) problems.push(p);
+    try {
+      resolveEnvironment(config.environment);
+    } catch (err) {
+      problems.push({ path: 'environment.options', message: issuesOf(err) });
+      throw new ConfigError(what, problems);
+    }
+  }
   try {
-    if (!data) getTask(config.task.name, config.task.options);
+    if (!data && !config.environment) getTask(config.task.name, config.task.options);
     try {
       run = resolveRun(config, data, base);
     } catch (err) {
@@ -292,6 +316,25 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
   }
   if (problems.length > 0 || !run) throw new ConfigError(what, problems);
   return run;
+}
+
+/** What an environment run cannot combine with: a dataset (one prompt source), tree or retry rollouts, online DPO. */
+function environmentProblems(config: RunConfig): { path: string; message: string }[] {
+  const out: { path: string; message: string }[] = [];
+  if (config.data)
+    out.push({
+      path: 'environment',
+      message: 'a built-in environment brings its own task items: give either data or environment, not both',
+    });
+  config.phases.forEach((p, i) => {
+    if (p.kind === 'rl' && p.tree)
+      out.push({ path: `phases.${i}.tree`, message: 'tree rollouts are single completions: not with environment episodes' });
+    if (p.kind === 'rl' && p.retry)
+      out.push({ path: `phases.${i}.retry`, message: 'reflect-then-retry rollouts are single completions: not with environment episodes' });
+    if (p.kind === 'online_dpo')
+      out.push({ path: `phases.${i}.kind`, message: 'online_dpo samples single completions: with environment episodes use an rl phase' });
+  });
+  return out;
 }
 
 /**

@@ -24,6 +24,7 @@
  *       reference_logprobs.{sha16}.arrow           REFERENCE_LOGPROBS_NAME (RL steps whose loss has kl.inReward)
  *       preference_pairs.{sha16}.arrow             PREFERENCE_PAIRS_NAME (online DPO steps, in place of advantages)
  *       metrics.{sha16}.arrow                      METRICS_NAME: the step's one metrics row
+ *       episodes-{k:03d}/turn-{t:04d}.json         episodePartKey: rollout shard k's episodes after t completed turns (uncommitted resume points of multi-turn episodes)
  *     evals/{v:06d}/ (c)                           evalPrefix: the evaluation of checkpoint v
  *       eval.{sha16}.json                          EVAL_NAME
  *   annotations/{jobId}/ (c)                       annotationPrefix: default output prefix P of an offline reward-annotation job
@@ -105,11 +106,11 @@ export function validateSegment(what: string, value: string): string {
 }
 
 /** A step, checkpoint, evaluation or shard number as a folder name: zero-padded to six digits. */
-function folderNumber(what: string, n: number): string {
+function folderNumber(what: string, n: number, width = 6): string {
   if (!Number.isSafeInteger(n) || n < 0) {
     throw new InvalidKeyError(String(n), `${what} must be a non-negative integer`);
   }
-  return String(n).padStart(6, '0');
+  return String(n).padStart(width, '0');
 }
 
 // ── training runs ───────────────────────────────────────────────────────────────────────────────
@@ -191,6 +192,20 @@ export function rolloutsName(shard: number): string {
 /** Artifact of an RL step: the rewards of rollout shard `shard`, `rewards-{shard:03d}.arrow`. */
 export function rewardsName(shard: number): string {
   return shardName('rewards', shard);
+}
+
+/**
+ * `runs/{runId}/steps/{step:06d}/episodes-{shard:03d}` — the resume points of rollout shard
+ * `shard`'s multi-turn episodes (activities/rollout/episode.ts): plain JSON objects, never
+ * committed, one per completed turn.
+ */
+export function episodePartsPrefix(runId: string, step: number, shard: number): string {
+  return `${stepPrefix(runId, step)}/episodes-${folderNumber('a shard', shard, 3)}`;
+}
+
+/** `…/episodes-{shard:03d}/turn-{turns:04d}.json` — the state of shard `shard`'s episodes after `turns` completed turns. */
+export function episodePartKey(runId: string, step: number, shard: number, turns: number): string {
+  return `${episodePartsPrefix(runId, step, shard)}/turn-${folderNumber('a turn count', turns, 4)}.json`;
 }
 
 /** The kind and shard number of a name `rolloutsName` or `rewardsName` builds, or undefined. */

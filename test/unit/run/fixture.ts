@@ -9,6 +9,8 @@ import { writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { initTrainState } from '../../../activities/model/engine.js';
 import type { TrainState } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
+import { ModelEngine } from '../../../activities/model/engine.js';
+import { sftLoss } from '../../../activities/model/losses.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { resolveRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
 import { checkpointPrefix } from '../../../activities/store/keys.js';
@@ -50,4 +52,31 @@ export async function runFixture(runId: string, config: RunConfigInput, opts: { 
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Commits checkpoint 0 of `f`'s run as the seeded model after `updates` supervised updates (lr
+ * `lr`) on the gold completions of the first `items` train prompts of its task: a policy that
+ * answers some prompts, not all.
+ */
+export async function warmCheckpoint0(f: RunFixture, runId: string, opts: { items: number; updates: number; lr?: number }): Promise<void> {
+  const { run } = f;
+  const { tokenizer, task } = run;
+  const items = task.prompts(run.config.seed, 'train', opts.items);
+  const seqs = items.map((it) => [...run.encodePrompt(it.prompt), ...run.encodeCompletion(task.sftTarget(it))]);
+  const promptLen = items.map((it) => run.encodePrompt(it.prompt).length);
+  const T = Math.max(...seqs.map((s) => s.length));
+  const batch = {
+    ids: seqs.map((s) => [...s, ...Array<number>(T - s.length).fill(tokenizer.padId ?? 0)]),
+    attentionMask: seqs.map((s) => [...s.map(() => 1), ...Array<number>(T - s.length).fill(0)]),
+    lossMask: seqs.map((s, b) => [...s.map((_, j) => (j >= promptLen[b]! ? 1 : 0)), ...Array<number>(T - s.length).fill(0)]),
+  };
+  const engine = new ModelEngine(run.model, { threads: 1 });
+  let state = initTrainState(run.model, initWeights(run.model, run.config.seed));
+  try {
+    for (let i = 0; i < opts.updates; i++) state = (await engine.trainStep(state, batch, { loss: sftLoss(), lr: opts.lr ?? 1e-2 })).state;
+  } finally {
+    await engine.close();
+  }
+  await commit(f.store, checkpointPrefix(runId, 0), await writeCheckpoint(f.store, runId, 0, state));
 }
