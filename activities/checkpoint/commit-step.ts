@@ -2,14 +2,22 @@
  * `commitStep` (learner queue): commits checkpoint step + 1 (written by the learner), then the step
  * itself (its artifacts + the metrics table). Checkpoint first: a committed step always has its
  * weights. A retried commit of a committed step returns `created: false` and writes nothing.
+ * Then the run's retention policy (config `retention`, with `keepLast` set and `apply:
+ * 'every_step'`) is applied (gc.ts): the store holds the kept checkpoints only, whatever the number
+ * of steps. On a retry too, so a crash between the commit and the gc loses no removal.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import { logger } from '../common/log.js';
+import { readRunRecord } from '../run/resolve.js';
 import { stage } from '../run/stage.js';
+import { gcRun } from './gc.js';
 import { crashPoint } from '../run/faults.js';
 import type { CommitStepInput, CommitStepResult } from '../run/types.js';
 import { checkpointPrefix, METRICS_NAME, stepPrefix } from '../store/keys.js';
 import { commit, manifestKey, readManifest, writeArtifact } from '../store/manifest.js';
 import { METRICS, encodeMetrics } from '../store/schemas.js';
+
+const log = logger('commit');
 
 /**
  * Commits step `step`: checkpoint step + 1 (the learner's artifacts), then the step prefix with its
@@ -27,7 +35,21 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       stepUri: store.uri(manifestKey(stepAt)),
       checkpointUri: store.uri(manifestKey(ckptAt)),
     });
-    if (await readManifest(store, stepAt)) return result(false);
+    const retain = async () => {
+      const { config } = await readRunRecord(store, runId);
+      if (config.retention.keepLast === null || config.retention.apply !== 'every_step') return;
+      progress({ phase: 'retention', step });
+      const gc = await gcRun(store, runId);
+      if (gc.removed.length > 0)
+        log.info(
+          { runId, step, bytesFreed: gc.bytesFreed, removed: gc.removed.map((r) => `${r.checkpoint}:${r.what}`) },
+          'retention applied',
+        );
+    };
+    if (await readManifest(store, stepAt)) {
+      await retain();
+      return result(false);
+    }
     if (input.checkpoint.length === 0) {
       throw ApplicationFailure.nonRetryable(
         `commitStep of step ${step}: no checkpoint artifacts given (learnerUpdate returns them)`,
@@ -45,6 +67,7 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       schema: METRICS,
     });
     const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
+    await retain();
     return result(r.created);
   });
 }

@@ -625,11 +625,12 @@ export const runConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * What a run's store keeps of its checkpoints (activities/checkpoint/retention.ts; applied after
-   * every committed step, see `apply`, and by `durable-rl gc <run>`). Each checkpoint holds the weights (4 bytes per parameter) and the AdamW
-   * moments (8 more); without a policy every one of them is kept, as before. Whatever the policy,
-   * the latest checkpoint, checkpoint 0 of a LoRA run (the frozen base of every later one) and an
-   * rl/online_dpo/dpo phase's first checkpoint (its reference policy) while a kept checkpoint lies
-   * inside that phase are kept; step data (metrics, rollouts, evaluations) is never removed.
+   * every committed step, see `apply`, and by `durable-rl gc <run>`). Each checkpoint holds the
+   * weights (4 bytes per parameter) and the AdamW moments (8 more); without a policy every one of
+   * them is kept, as before. Whatever the policy, the latest checkpoint, checkpoint 0 of a LoRA run
+   * (the frozen base of every later one) and an rl/online_dpo/dpo phase's first checkpoint (its
+   * reference policy) while a kept checkpoint lies inside that phase are kept; step data (metrics,
+   * rollouts, evaluations) is never removed.
    */
   retention: z
     .strictObject({

@@ -2,6 +2,7 @@
  * gcRun (activities/checkpoint/gc.ts) on a real file:// store made by a short run: initRun, then 6
  * sft steps (learnerUpdate + commitStep, outside Temporal) of a tiny llama 32x1 with retention
  * { keepLast: 2, keepEvery: 3 }, so checkpoints 0..6. Each test works on its own copy of that store.
+ * With `apply: 'every_step'` (the default) the commit of every step applies the policy itself.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,7 +31,8 @@ const made: string[] = [];
 /** sha256 of model.safetensors of checkpoints 0..STEPS, before any gc. */
 const modelSha: string[] = [];
 
-function config(storeUri: string): RunConfig {
+/** The source run applies its policy only when told (`apply: 'manual'`): the tests below run gc themselves. */
+function config(storeUri: string, apply: 'manual' | 'every_step' = 'manual'): RunConfig {
   return parseRunConfig({
     name: 'gc',
     seed: 5,
@@ -40,7 +42,7 @@ function config(storeUri: string): RunConfig {
     phases: [{ kind: 'sft', steps: 8, batchSize: 8, lr: 3e-3 }],
     learner: { microBatchSize: 8 },
     engine: { threads: 1 },
-    retention: { keepLast: 2, keepEvery: 3 },
+    retention: { keepLast: 2, keepEvery: 3, apply },
   });
 }
 
@@ -244,6 +246,42 @@ describe('gcRun', () => {
       ],
     );
     assert.equal(under(await checkpointObjects(store), 0).length, 2);
+    await store.close();
+  });
+
+  it("apply 'every_step' (the default): after each commit the store holds just the kept checkpoints — {0,1}, {0,1,2}, {0,2,3}, {0,3,4}, {0,3,4,5}, {0,3,5,6} — and trains the same weights", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'gc-auto-'));
+    made.push(dir);
+    const storeUri = pathToFileURL(dir).href;
+    const runId = 'gc-auto';
+    const cfg = config(storeUri, 'every_step');
+    assert.equal(parseRunConfig({ ...cfg, retention: { keepLast: 2 } }).retention.apply, 'every_step', 'the default');
+    await initRun({ storeUri, runId, config: cfg, resumeFrom: null });
+    const store = openStore(storeUri);
+    const kept: number[][] = [];
+    for (let step = 0; step < STEPS; step++) {
+      assert.equal(await trainStep(storeUri, runId, step), modelSha[step + 1], `checkpoint ${step + 1} as the manual run's`);
+      kept.push(await committedSteps(store, runId, 'checkpoints'));
+      // nothing but the kept checkpoints' objects is left (no leftovers of the removed ones)
+      const objects = await checkpointObjects(store, runId);
+      const folders = new Set([...objects.keys()].map((k) => Number(/checkpoints\/(\d+)\//.exec(k)![1])));
+      assert.deepEqual(
+        [...folders].sort((a, b) => a - b),
+        kept.at(-1),
+        `after step ${step}: objects only under kept checkpoints`,
+      );
+    }
+    assert.deepEqual(kept, [
+      [0, 1],
+      [0, 1, 2],
+      [0, 2, 3],
+      [0, 3, 4],
+      [0, 3, 4, 5],
+      [0, 3, 5, 6],
+    ]);
+    // a retried commit of a committed step applies the policy again and removes nothing more
+    await commitStep({ storeUri, runId, step: STEPS - 1, phase: 'sft', checkpoint: [], artifacts: [], metrics: emptyMetrics() });
+    assert.deepEqual(await committedSteps(store, runId, 'checkpoints'), [0, 3, 5, 6]);
     await store.close();
   });
 });
