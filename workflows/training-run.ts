@@ -701,7 +701,7 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput, c
     rollout: (plan: StepPlan, s: ShardPlan, of: number, policyVersion: number) =>
       call(
         'rolloutShard',
-        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}${policyVersion !== plan.step ? ` · checkpoint ${policyVersion}` : ''}`,
+        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}${config.environment ? ` ${config.environment.name} episodes (heartbeats: turn, live episodes)` : ''}${policyVersion !== plan.step ? ` · checkpoint ${policyVersion}` : ''}`,
         {
           ...ref,
           step: plan.step,
