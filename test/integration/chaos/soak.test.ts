@@ -198,9 +198,12 @@ test(
       const failed = await waitFor(
         `${OLD_MAX_ATTEMPTS} failed attempts of one call chain, and the run shown blocked`,
         async () => {
-          blockedDuring ??= status.blockedMs(down0, Date.now()) > 0 ? await runProgress(client!, run.runId) : undefined;
+          if (!blockedDuring && status.blockedMs(down0, Date.now()) > 0) {
+            const p = await runProgress(client!, run.runId);
+            if (p?.blocked?.length) blockedDuring = p;
+          }
           const n = await failedAttemptsInOneChain(handle, down0, base);
-          return n >= OLD_MAX_ATTEMPTS && blockedDuring?.blocked?.length ? n : undefined;
+          return n >= OLD_MAX_ATTEMPTS && blockedDuring ? n : undefined;
         },
         600_000,
       );
