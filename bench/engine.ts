@@ -17,9 +17,19 @@
  * >= 25% of the FLOP-bound limit, trainStep peak RSS <= 4 GB) and the machine's load average.
  * `--quick` shrinks everything (a smoke run of the script itself); `--no-baseline` skips the
  * trainStep run without recomputation.
+ *
+ * `--with-torch PYTHON` (issue 16 item 1) also runs the same shapes in PyTorch eager through
+ * `bench/torch-companion.py` with that interpreter, each right after durable-rl's measurement of the
+ * same part (alternating, one invocation): fp32, and bf16 autocast where the CPU has AMX
+ * (`/proc/cpuinfo` amx_bf16). The machine's peak is then the best square GEMM any of them reaches
+ * (onnxruntime fp32, torch.mm fp32, torch.mm bf16 on AMX), every percentage is against it, and the
+ * last table prints each durable-rl / PyTorch ratio. `--torch-bf16` adds bf16 autocast on a CPU
+ * without AMX too.
  */
 import { spawnSync } from 'node:child_process';
-import { cpus, loadavg } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { parseModelConfig, parameterCount, type ModelConfig } from '../activities/model/config.js';
@@ -38,29 +48,34 @@ const quick = args.includes('--quick');
 const threadsArg = args.includes('--threads') ? Number(args[args.indexOf('--threads') + 1]) : 0;
 const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : undefined;
 const baseline = !args.includes('--no-baseline');
+/** `--with-torch PYTHON`: the interpreter that runs bench/torch-companion.py (absent: durable-rl alone). */
+const python = args.includes('--with-torch') ? args[args.indexOf('--with-torch') + 1] : undefined;
+/** `--torch-bf16`: PyTorch bf16 autocast even on a CPU without AMX (by default only where it has AMX). */
+const forceBf16 = args.includes('--torch-bf16');
 
-const modelCfg: ModelConfig = parseModelConfig(
-  quick
-    ? {
-        model_type: 'llama',
-        vocab_size: 512,
-        hidden_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 8,
-        num_key_value_heads: 2,
-        intermediate_size: 176,
-      }
-    : {
-        model_type: 'llama',
-        vocab_size: 8192,
-        hidden_size: 512,
-        num_hidden_layers: 8,
-        num_attention_heads: 8,
-        num_key_value_heads: 2,
-        intermediate_size: 1408,
-        max_position_embeddings: 1024,
-      },
-);
+/** The benchmark model as a Hugging Face config (what the PyTorch companion builds too). */
+const hfConfig: Record<string, unknown> = quick
+  ? {
+      model_type: 'llama',
+      vocab_size: 512,
+      hidden_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      intermediate_size: 176,
+    }
+  : {
+      model_type: 'llama',
+      vocab_size: 8192,
+      hidden_size: 512,
+      num_hidden_layers: 8,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      intermediate_size: 1408,
+      max_position_embeddings: 1024,
+      tie_word_embeddings: false,
+    };
+const modelCfg: ModelConfig = parseModelConfig(hfConfig);
 const TRAIN = quick ? { batch: 2, seq: 64, steps: 2 } : { batch: 8, seq: 512, steps: 3 };
 const DECODE = quick ? { prompt: 16, fresh: 16, batches: [1, 4] } : { prompt: 128, fresh: 128, batches: [1, 8, 32] };
 
@@ -300,13 +315,66 @@ function child(name: string): Record<string, number> {
   return JSON.parse(line.slice(7)) as Record<string, number>;
 }
 
+/** Whether the CPU has AMX (bf16 tiles): PyTorch bf16 autocast is measured only there. */
+function hasAmx(): boolean {
+  try {
+    return /\bamx_bf16\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+type TorchDtype = 'fp32' | 'bf16';
+
+/**
+ * One measurement of bench/torch-companion.py (PyTorch eager, its own process): `part` peak, train
+ * (TRAIN's shape, the same SFT loss and AdamW) or decode at `batch` (DECODE's prompt and new
+ * tokens, best of two calls as ours). Null when it failed (the reason goes to stderr).
+ */
+function torchChild(config: string, dtype: TorchDtype, what: 'peak' | 'train' | 'decode', batch = 0): Record<string, number> | null {
+  const companion = fileURLToPath(new URL('torch-companion.py', import.meta.url));
+  const argv = [companion, '--part', what, '--threads', String(threadsArg || cpus().length), '--dtype', dtype];
+  if (what === 'train')
+    argv.push('--config', config, '--batch', String(TRAIN.batch), '--seq', String(TRAIN.seq), '--steps', String(TRAIN.steps));
+  if (what === 'decode')
+    argv.push(
+      '--config',
+      config,
+      '--batch',
+      String(batch),
+      '--prompt',
+      String(DECODE.prompt),
+      '--new',
+      String(DECODE.fresh),
+      '--reps',
+      quick ? '1' : '2',
+    );
+  const r = spawnSync(python!, argv, { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (!line) {
+    process.stderr.write(
+      `torch ${dtype} ${what}${batch ? ` batch ${batch}` : ''} failed (exit ${r.status}, signal ${r.signal}): ${r.stderr.slice(-1500)}\n`,
+    );
+    return null;
+  }
+  const out = JSON.parse(line.slice(7)) as Record<string, unknown>;
+  const nums = Object.fromEntries(Object.entries(out).filter(([, v]) => typeof v === 'number')) as Record<string, number>;
+  // trainStep: the mean of the timed steps, as ours (the companion reports the best)
+  const steps = out.stepsS as number[] | undefined;
+  if (what === 'train' && steps && steps.length) {
+    nums.stepS = steps.reduce((a, b) => a + b, 0) / steps.length;
+    nums.tokensPerS = (TRAIN.batch * TRAIN.seq) / nums.stepS;
+  }
+  return nums;
+}
+
 function fmt(x: number, digits = 1): string {
   return x.toFixed(digits);
 }
 
 function trainLine(label: string, train: Record<string, number>, peak: number): string {
   return (
-    `${label} ${TRAIN.batch}x${TRAIN.seq}: ${fmt(train.tokensPerS!)} tokens/s, ${fmt(train.stepS!, 2)} s/step, ${fmt(train.gflops!)} GFLOP/s, MFU ${fmt((100 * train.gflops!) / peak)}% of the matmul peak; ` +
+    `${label} ${TRAIN.batch}x${TRAIN.seq}: ${fmt(train.tokensPerS!)} tokens/s, ${fmt(train.stepS!, 2)} s/step, ${fmt(train.gflops!)} GFLOP/s, MFU ${fmt((100 * train.gflops!) / peak)}% of the machine peak; ` +
     `init ${fmt(train.initS!, 1)} s, graph+session ${fmt(train.buildS!, 1)} s, first step ${fmt(train.warmS!, 1)} s; peak RSS ${fmt(train.peakRssMiB!, 0)} MiB\n`
   );
 }
@@ -321,30 +389,65 @@ async function main(): Promise<void> {
   if (part) return runPart(part);
   const n = parameterCount(modelCfg);
   const load0 = loadavg();
+  const amx = hasAmx();
+  const dtypes: TorchDtype[] = python ? (amx || forceBf16 ? ['fp32', 'bf16'] : ['fp32']) : [];
   process.stdout.write(
-    `model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}\n`,
+    `model: llama-style, ${(n / 1e6).toFixed(1)}M parameters (d ${modelCfg.hidden}, ${modelCfg.layers} layers, ${modelCfg.heads}q/${modelCfg.kvHeads}kv heads, vocab ${modelCfg.vocabSize}); threads ${threadsArg || 'ort default'}` +
+      `${python ? `; PyTorch eager ${dtypes.join(' and ')} beside each part (${python}, threads ${threadsArg || cpus().length}; AMX ${amx ? 'yes' : 'no'}${!dtypes.includes('bf16') ? ': bf16 autocast not measured' : ''})` : ''}\n`,
   );
+  // the HF config the companion builds the same model from
+  const tmp = mkdtempSync(join(tmpdir(), 'bench-engine-'));
+  const configPath = join(tmp, 'config.json');
+  writeFileSync(configPath, JSON.stringify(hfConfig));
+  /** PyTorch's result of each part, by dtype ('' where not run or failed). */
+  const torch = new Map<string, Record<string, number> | null>();
+  const withTorch = (key: string, what: 'peak' | 'train' | 'decode', batch = 0) => {
+    for (const dt of dtypes) torch.set(`${key}:${dt}`, torchChild(configPath, dt, what, batch));
+  };
+
   const peak = child('peak');
+  withTorch('peak', 'peak');
   const sizes = Object.entries(peak)
     .filter(([k]) => k.startsWith('n'))
     .map(([k, v]) => `${k.slice(1)}: ${fmt(v)}`)
     .join(', ');
+  const torchPeak = (dt: TorchDtype) => torch.get(`peak:${dt}`)?.gflops ?? 0;
+  /** The machine's peak: the best square GEMM any side reaches (bf16 on AMX included); every percentage is of it. */
+  const machinePeak = Math.max(peak.gflops!, ...dtypes.map(torchPeak));
   process.stdout.write(
-    `matmul peak: ${fmt(peak.gflops!)} GFLOP/s (square MatMul, by size ${sizes}; peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)\n`,
+    `matmul peak: onnxruntime fp32 ${fmt(peak.gflops!)} GFLOP/s (square MatMul, by size ${sizes}; peak RSS ${fmt(peak.peakRssMiB!, 0)} MiB)` +
+      dtypes.map((dt) => `, torch.mm ${dt} ${fmt(torchPeak(dt))}`).join('') +
+      `; machine peak ${fmt(machinePeak)} GFLOP/s\n`,
   );
   const train = child('train');
-  process.stdout.write(trainLine('trainStep', train, peak.gflops!));
+  process.stdout.write(trainLine('trainStep', train, machinePeak));
+  withTorch('train', 'train');
+  for (const dt of dtypes) {
+    const t = torch.get(`train:${dt}`);
+    if (t)
+      process.stdout.write(
+        `  PyTorch ${dt}: ${fmt(t.tokensPerS!)} tokens/s, ${fmt(t.stepS!, 2)} s/step (mean of ${TRAIN.steps} after a warm-up step of ${fmt(t.warmS!, 1)} s); peak RSS ${fmt(t.peakRssMiB!, 0)} MiB\n`,
+      );
+  }
   const plain = baseline ? child('train-norecompute') : null;
-  if (plain) process.stdout.write(trainLine('trainStep without recomputation', plain, peak.gflops!));
+  if (plain) process.stdout.write(trainLine('trainStep without recomputation', plain, machinePeak));
   const decodes = new Map<number, Record<string, number>>();
   for (const b of DECODE.batches) {
     const d = child(`decode${b}`);
     decodes.set(b, d);
     process.stdout.write(
       `decode batch ${b} (${DECODE.prompt} prompt + ${DECODE.fresh} new): ${fmt(d.newTokensPerS!)} new tokens/s overall (prefill ${fmt(d.prefillS!, 2)} s), ` +
-        `${fmt(d.stepTokensPerS!)} tokens/s in decode steps = ${fmt(d.stepGflops!)} GFLOP/s, ${fmt((100 * d.stepGflops!) / peak.gflops!)}% of the FLOP-bound limit; ` +
+        `${fmt(d.stepTokensPerS!)} tokens/s in decode steps = ${fmt(d.stepGflops!)} GFLOP/s, ${fmt((100 * d.stepGflops!) / machinePeak)}% of the FLOP-bound limit; ` +
         `session ${fmt(d.buildS!, 1)} s; peak RSS ${fmt(d.peakRssMiB!, 0)} MiB\n`,
     );
+    withTorch(`decode${b}`, 'decode', b);
+    for (const dt of dtypes) {
+      const t = torch.get(`decode${b}:${dt}`);
+      if (t)
+        process.stdout.write(
+          `  PyTorch ${dt} HF generate: ${fmt(t.newTokensPerS!)} new tokens/s overall (${fmt(t.totalS!, 2)} s, prefill included); peak RSS ${fmt(t.peakRssMiB!, 0)} MiB\n`,
+        );
+    }
   }
   // weight-only quantised decode (rollout.quantize) at the largest batch, beside float32 measured again in turn
   const lastBatch = DECODE.batches[DECODE.batches.length - 1]!;
@@ -361,13 +464,14 @@ async function main(): Promise<void> {
   const att = child('attention');
   process.stdout.write(`attention core (${modelCfg.heads} heads x ${modelCfg.headDim}), best of runs:\n`);
   for (const [k, v] of Object.entries(att)) if (k !== 'peakRssMiB') process.stdout.write(`  ${k}: ${fmt(v, 2)}\n`);
+  rmSync(tmp, { recursive: true, force: true });
 
   // the summary: every number the targets name, in one table
-  const pct = (x: number) => `${fmt((100 * x) / peak.gflops!)}%`;
+  const pct = (x: number) => `${fmt((100 * x) / machinePeak)}%`;
   const mib = (x: number) => `${fmt(x, 0)} MiB`;
-  const rows: string[][] = [['measure', 'tokens/s', '% of matmul peak', 'peak RSS', 'target', 'met']];
+  const rows: string[][] = [['measure', 'tokens/s', '% of machine peak', 'peak RSS', 'target', 'met']];
   const trainRow = (label: string, t: Record<string, number>, target: boolean) => {
-    const mfu = t.gflops! / peak.gflops!;
+    const mfu = t.gflops! / machinePeak;
     const gb = (t.peakRssMiB! * 2 ** 20) / 1e9;
     rows.push([
       label,
@@ -389,7 +493,7 @@ async function main(): Promise<void> {
       pct(d.stepGflops!),
       mib(d.peakRssMiB!),
       target ? '>= 25% of FLOP bound' : '',
-      target ? (d.stepGflops! / peak.gflops! >= 0.25 ? 'yes' : 'no') : '',
+      target ? (d.stepGflops! / machinePeak >= 0.25 ? 'yes' : 'no') : '',
     ]);
   }
   for (const [q, d, f] of quantized) {
@@ -409,10 +513,57 @@ async function main(): Promise<void> {
     rows.push([`attention ${shape}: composed / fused MHA`, '', '', '', `${fmt(v, 2)} / ${fmt(fused, 2)} ms`, '']);
   }
   const load1 = loadavg();
-  process.stdout.write(
-    `\nsummary (matmul peak ${fmt(peak.gflops!)} GFLOP/s; 1 GB = 1e9 bytes; load average ${fmt(load0[0]!, 2)} at start, ${fmt(load1[0]!, 2)} at end on ${cpus().length} CPUs):\n`,
-  );
+  const loads = `load average ${fmt(load0[0]!, 2)} at start, ${fmt(load1[0]!, 2)} at end on ${cpus().length} CPUs`;
+  process.stdout.write(`\nsummary (machine peak ${fmt(machinePeak)} GFLOP/s; 1 GB = 1e9 bytes; ${loads}):\n`);
   process.stdout.write(table(rows));
+  if (python) process.stdout.write(sideBySide(train, decodes, torch, dtypes, machinePeak, loads));
+}
+
+/**
+ * The side-by-side table of `--with-torch`: tokens/s of each side, its fraction of the machine's
+ * peak (model FLOPs over time), and the ratio durable-rl / PyTorch; decode over the whole call,
+ * prefill included, as HF `generate` is timed.
+ */
+function sideBySide(
+  train: Record<string, number>,
+  decodes: Map<number, Record<string, number>>,
+  torch: Map<string, Record<string, number> | null>,
+  dtypes: TorchDtype[],
+  machinePeak: number,
+  loads: string,
+): string {
+  const pct = (flops: number, seconds: number) => `${fmt((100 * flops) / seconds / 1e9 / machinePeak)}%`;
+  const header = ['measure', 'durable-rl', '% peak'];
+  for (const dt of dtypes) header.push(`PyTorch ${dt}`, '% peak', `ratio vs ${dt}`);
+  const rows: string[][] = [header];
+  const trainFlops = 3 * TRAIN.batch * TRAIN.seq * forwardFlopsPerToken(modelCfg, TRAIN.seq / 2);
+  const row = (label: string, ours: number, oursS: number, key: string, tput: string, time: string, flops: number) => {
+    const r = [label, fmt(ours), pct(flops, oursS)];
+    for (const dt of dtypes) {
+      const t = torch.get(`${key}:${dt}`);
+      r.push(...(t ? [fmt(t[tput]!), pct(flops, t[time]!), `${fmt(ours / t[tput]!, 2)}x`] : ['failed', '', '']));
+    }
+    rows.push(r);
+  };
+  row(`trainStep ${TRAIN.batch}x${TRAIN.seq}, tokens/s`, train.tokensPerS!, train.stepS!, 'train', 'tokensPerS', 'stepS', trainFlops);
+  for (const [b, d] of decodes) {
+    const flops =
+      b * DECODE.prompt * forwardFlopsPerToken(modelCfg, DECODE.prompt / 2) +
+      b * (DECODE.fresh - 1) * forwardFlopsPerToken(modelCfg, DECODE.prompt + DECODE.fresh / 2);
+    row(
+      `decode batch ${b} ${DECODE.prompt}+${DECODE.fresh}, new tokens/s`,
+      d.newTokensPerS!,
+      d.totalS!,
+      `decode${b}`,
+      'newTokensPerS',
+      'totalS',
+      flops,
+    );
+  }
+  return (
+    `\nside by side (ratio = durable-rl / PyTorch; % peak = model FLOPs / time / machine peak ${fmt(machinePeak)} GFLOP/s; ` +
+    `decode over the whole call, prefill included; ${loads}):\n${table(rows)}`
+  );
 }
 
 await main();
