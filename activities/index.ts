@@ -12,6 +12,7 @@ import { learnerUpdate } from './learner/learner-update.js';
 import { scoreReferenceLogprobs } from './learner/reference-logprobs.js';
 import { initRun } from './checkpoint/init-run.js';
 import { commitStep } from './checkpoint/commit-step.js';
+import { unpolledQueues } from './run/queue-watch.js';
 
 export const ACTIVITIES = {
   planAnnotation,
@@ -28,3 +29,11 @@ export const ACTIVITIES = {
 };
 
 export type Activities = typeof ACTIVITIES;
+
+/**
+ * The local activities of the workflows: run by the control worker that runs the workflow itself
+ * (no queue of their own), so the control worker registers them.
+ */
+export const LOCAL_ACTIVITIES = { unpolledQueues };
+
+export type LocalActivities = typeof LOCAL_ACTIVITIES;

@@ -8,7 +8,7 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, bundleWorkflowCode, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ACTIVITIES, type Activities } from '../activities/index.js';
+import { ACTIVITIES, LOCAL_ACTIVITIES, type Activities } from '../activities/index.js';
 import { logger } from '../activities/common/log.js';
 import { activityNamesOn, type ActivityName, type ActivityQueue } from '../workflows/activity-queues.js';
 import { TASK_QUEUES, type QueueName } from '../workflows/task-queues.js';
@@ -96,6 +96,8 @@ async function createWorker(opts: WorkerOptions, q: QueueName, conn: NativeConne
     return Worker.create({
       ...baseWorkerOptions(opts, q, conn),
       workflowBundle,
+      activities: LOCAL_ACTIVITIES, // the workflows' local activities run where the workflow runs
+      maxConcurrentActivityTaskExecutions: 1, // (none is scheduled on the control queue: this only caps that idle poller)
       ...(opts.maxConcurrentWorkflowTasks ? { maxConcurrentWorkflowTaskExecutions: opts.maxConcurrentWorkflowTasks } : {}),
     });
   }

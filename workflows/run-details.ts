@@ -47,6 +47,34 @@ export interface RunProgress {
   model: string;
   /** The calls the run is blocked on (absent or empty: not blocked). */
   blocked?: BlockedCall[];
+  /** Queues the run waits on that no worker polls (queue-watch.ts; absent or empty: none). */
+  unpolled?: UnpolledQueueView[];
+}
+
+/** A task queue the run has calls waiting on while no worker polls it. */
+export interface UnpolledQueueView {
+  taskQueue: string;
+  /** When the server last saw a poller on it (ms since the epoch); null: none it remembers. */
+  lastSeenMs: number | null;
+  /** The run's calls waiting on it, and since when the oldest waits (ms since the epoch). */
+  calls: number;
+  sinceMs: number;
+}
+
+const clock = (ms: number) => `${new Date(ms).toISOString().slice(11, 19)} UTC`;
+
+/** The details' lines about unpolled queues: which, since when, and what to start. */
+export function unpolledLines(queues: readonly UnpolledQueueView[]): string[] {
+  if (queues.length === 0) return [];
+  return [
+    '',
+    '### No worker',
+    ...queues.map(
+      (q) =>
+        `- **no worker polls \`${q.taskQueue}\`** (${q.lastSeenMs === null ? 'none seen' : `last seen ${clock(q.lastSeenMs)}`}): ${q.calls} call${q.calls === 1 ? '' : 's'} waiting since ${clock(q.sinceMs)}; start one, e.g. \`durable-rl worker --queues ${q.taskQueue.replace(/^durable-rl\./, '')}\` (or its workers are all busy)`,
+    ),
+    '',
+  ];
 }
 
 /** The progress plus what the details show beyond it. */
@@ -101,6 +129,7 @@ export function renderRunDetails(d: RunDetails): string {
     lines.push('');
   }
   lines.push(...blockedLines(d.blocked ?? [], d.now ?? 0));
+  lines.push(...unpolledLines(d.unpolled ?? []));
   // runPrefix(runId) of activities/store/keys.ts, spelled here because workflow code may import
   // only types from activities/; test/unit/workflows/run-details.test.ts checks the two agree.
   lines.push(`- **store:** \`${d.storeUri}\` · run data under \`runs/${d.runId}/\``);
@@ -108,4 +137,35 @@ export function renderRunDetails(d: RunDetails): string {
   if (d.lastStepUri) lines.push(`- **last step manifest:** \`${d.lastStepUri}\``);
   if (d.executions > 1) lines.push(`- continued as new ${d.executions - 1} time(s)`);
   return lines.join('\n');
+}
+
+/** What a run's static details (set once at start, kept with the history) say about it. */
+export interface StaticRunFacts {
+  runId: string;
+  name: string;
+  /** Each phase's kind and steps, in order. */
+  phases: readonly { kind: string; steps: number }[];
+  task: string;
+  seed: number;
+  /** The model section of the config as given (from scratch: sizes; pretrained: `from`). */
+  model: unknown;
+  storeUri: string;
+  resumeFrom: { runId: string; checkpoint: number } | null;
+}
+
+/**
+ * The Web UI's static details of a run: what it trains and where its data goes. Set at start
+ * (`staticDetails`), stored with the workflow, so the page of a closed run (whose current details
+ * no worker answers any more) still shows them, with the commands that read its results.
+ */
+export function renderStaticDetails(f: StaticRunFacts): string {
+  const steps = f.phases.reduce((n, p) => n + p.steps, 0);
+  return [
+    `## Training run \`${f.runId}\` (${f.name})`,
+    `- **phases:** ${f.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} (${steps} steps)`,
+    `- **task:** ${f.task} · **seed:** ${f.seed} · **model:** \`${JSON.stringify(f.model)}\``,
+    ...(f.resumeFrom ? [`- **resumed from:** run \`${f.resumeFrom.runId}\` at checkpoint ${f.resumeFrom.checkpoint}`] : []),
+    `- **store:** \`${f.storeUri}\` · run data under \`runs/${f.runId}/\``,
+    `- its state: \`durable-rl status ${f.runId}\` · its results: \`durable-rl report ${f.runId}\``,
+  ].join('\n');
 }

@@ -52,6 +52,7 @@ import {
   type ControlState,
 } from './run-control.js';
 import { stageActivityOptions, STAGE_OF, type RunActivityName } from './stage-options.js';
+import { QueueWatch, QUEUE_WATCH_PATCH } from './queue-watch.js';
 import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
 import {
   dynamicSamplingOf,
@@ -191,6 +192,8 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   /** A stop of a blocked run cancels `main` (the init and the steps): the blocked step is not finished. */
   const main = new wf.CancellationScope();
   let stoppedWhileBlocked = false;
+  /** The calls waiting and the queues among theirs no worker polls (queue-watch.ts). */
+  const watch = new QueueWatch(() => details());
 
   const phaseOf = (step: number) => (step < total ? planStep(config, step) : undefined);
   const progress = (): RunProgress => {
@@ -215,6 +218,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       executions: carry.executions,
       model: carry.model,
       blocked: blocked.map((b) => ({ ...b })),
+      unpolled: watch.unpolled.map((u) => ({ ...u })),
     };
   };
 
@@ -297,7 +301,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     let entry: BlockedCall | undefined;
     for (;;) {
       try {
-        const result = await rawCall(name, summary, input);
+        const result = await watch.track(name, () => rawCall(name, summary, input));
         if (entry) {
           blocked.splice(blocked.indexOf(entry), 1);
           wf.log.info('stage unblocked', { stage: entry.stage, summary, calls: entry.calls });
@@ -320,6 +324,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     }
   };
   const stages = stageCalls(input, call);
+  if (wf.patched(QUEUE_WATCH_PATCH)) void watch.run(() => stage === 'done');
 
   /**
    * offPolicySteps: the rl steps past the current one whose rollouts and rewards have started (or,

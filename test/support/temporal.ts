@@ -104,3 +104,16 @@ export function temporalWithWorkers(queues: QueueName[]): () => TestTemporal {
     return t;
   };
 }
+
+/** The run's markdown current details, as the Web UI reads them (the metadata query a control worker answers). */
+export async function currentDetails(client: Client, workflowId: string): Promise<string> {
+  return (
+    (await client.workflow.getHandle(workflowId).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? ''
+  );
+}
+
+/** The run's DurableRlStatus search attribute. */
+export async function runStatusAttribute(client: Client, workflowId: string): Promise<string> {
+  const status = { name: 'DurableRlStatus', type: 'KEYWORD' } as never;
+  return (await client.workflow.getHandle(workflowId).describe()).typedSearchAttributes.get(status) as unknown as string;
+}

@@ -22,14 +22,11 @@ import { openStore } from '../../../activities/store/open.js';
 import { connectClient, temporalConfig } from '../../../workers/temporal.js';
 import { pauseRun, resumeRun, runProgress, startTrainingRun } from '../../../workers/train-client.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
-import { startWorkers, testTemporal } from '../../support/temporal.js';
+import { currentDetails, runStatusAttribute, startWorkers, testTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor } from '../../support/training.js';
 
-const STATUS = { name: 'DurableRlStatus', type: 'KEYWORD' } as never;
-const statusOf = async (client: Client, runId: string) =>
-  (await client.workflow.getHandle(runId).describe()).typedSearchAttributes.get(STATUS) as unknown as string;
-const detailsOf = async (client: Client, runId: string) =>
-  (await client.workflow.getHandle(runId).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+const statusOf = runStatusAttribute;
+const detailsOf = currentDetails;
 /** Whether the run's history holds the blocked-not-failed patch marker (recorded the first time a call gave up). */
 const markedBlocked = async (client: Client, runId: string) =>
   (await client.workflow.getHandle(runId).fetchHistory()).events!.some((e) =>

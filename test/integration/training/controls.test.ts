@@ -12,22 +12,19 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle } from '@temporalio/client';
 import { openStore } from '../../../activities/store/open.js';
 import { committedSteps } from '../../../activities/store/manifest.js';
 import { pauseRun, resumeFromRun, resumeRun, retryRun, runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
 import { pauseSignal, resumeSignal, stopSignal } from '../../../workflows/training-run.js';
-import { temporalWithWorkers } from '../../support/temporal.js';
+import { currentDetails, runStatusAttribute, temporalWithWorkers } from '../../support/temporal.js';
 import { assertCommittedRun, tinyRunConfig, waitFor } from '../../support/training.js';
 
 const temporal = temporalWithWorkers(['control', 'rollout', 'reward', 'learner']);
 const storeUri = pathToFileURL(mkdtempSync(join(tmpdir(), 'training-controls-'))).href;
 
-const STATUS = { name: 'DurableRlStatus', type: 'KEYWORD' } as never;
-const statusOf = async (client: Client, runId: string) =>
-  (await client.workflow.getHandle(runId).describe()).typedSearchAttributes.get(STATUS) as unknown as string;
-const detailsOf = async (client: Client, runId: string) =>
-  (await client.workflow.getHandle(runId).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+const statusOf = runStatusAttribute;
+const detailsOf = currentDetails;
 
 /** With DURABLE_RL_RECORD_FIXTURES=1: the run's (single execution) history as a replay fixture. */
 async function record(handle: WorkflowHandle, name: string): Promise<void> {

@@ -71,6 +71,16 @@ test('a run commits every step once across continue-as-new, evaluates, and shows
 
   // What the Web UI shows: search attributes and the markdown current details.
   const d = await client.workflow.getHandle(run.runId).describe();
+  // ... and, with no worker needed (kept with the closed workflow), its summary and details: the
+  // first execution's static summary and details, and every execution's memo (continue-as-new
+  // carries the memo, not the static ones).
+  const summary = /^tiny: sft ×2 → rl ×3 on addition$/;
+  const staticDetails = new RegExp(`^## Training run \`${run.runId}\` \\(tiny\\)\n- \\*\\*phases:\\*\\* sft ×2 → rl ×3 \\(5 steps\\)`);
+  const first = await client.workflow.getHandle(run.runId, executions[0]!.runId).describe();
+  assert.match((await first.staticSummary()) ?? '', summary);
+  assert.match((await first.staticDetails()) ?? '', staticDetails);
+  assert.match(String(d.memo?.summary), summary);
+  assert.match(String(d.memo?.details), staticDetails);
   const sa = d.typedSearchAttributes;
   assert.equal(sa.get({ name: 'DurableRlRunName', type: 'KEYWORD' } as never), 'tiny');
   assert.equal(sa.get({ name: 'DurableRlStatus', type: 'KEYWORD' } as never), 'completed');

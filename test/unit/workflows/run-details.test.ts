@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runPrefix } from '../../../activities/store/keys.js';
-import { fmt, renderRunDetails, sparkline, type RunDetails } from '../../../workflows/run-details.js';
+import { fmt, renderRunDetails, renderStaticDetails, sparkline, type RunDetails } from '../../../workflows/run-details.js';
 
 const snapshot = (o: Partial<RunDetails> = {}): RunDetails => ({
   runId: 'tiny-1',
@@ -127,4 +127,28 @@ test("the run data folder the details name is the store layout's runPrefix (stor
     const text = renderRunDetails(snapshot({ runId }));
     assert.ok(text.includes(`run data under \`${runPrefix(runId)}/\``), text);
   }
+});
+
+test('static details: phases sft ×2 → rl ×3 (5 steps), task, seed, model, resume source, store and the commands that read a closed run', () => {
+  const text = renderStaticDetails({
+    runId: 'tiny-1',
+    name: 'tiny',
+    phases: [
+      { kind: 'sft', steps: 2 },
+      { kind: 'rl', steps: 3 },
+    ],
+    task: 'addition',
+    seed: 7,
+    model: { hidden: 32, layers: 1 },
+    storeUri: 'file:///data',
+    resumeFrom: { runId: 'tiny-0', checkpoint: 4 },
+  });
+  assert.deepEqual(text.split('\n'), [
+    '## Training run `tiny-1` (tiny)',
+    '- **phases:** sft ×2 → rl ×3 (5 steps)',
+    '- **task:** addition · **seed:** 7 · **model:** `{"hidden":32,"layers":1}`',
+    '- **resumed from:** run `tiny-0` at checkpoint 4',
+    `- **store:** \`file:///data\` · run data under \`${runPrefix('tiny-1')}/\``,
+    '- its state: `durable-rl status tiny-1` · its results: `durable-rl report tiny-1`',
+  ]);
 });
