@@ -20,6 +20,7 @@ import { stage } from '../run/stage.js';
 import { parseStoredRunConfig, type Phase, type RunConfig } from '../run/config.js';
 import { dataChange, dataRecord, firstDifference, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
 import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
+import { preloadRunEnvironment } from '../run/environment.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
 import { commit, committedSteps, manifestKey, readEntry, readManifest } from '../store/manifest.js';
 import { getIfExists, type ObjectStore } from '../store/object-store.js';
@@ -112,6 +113,7 @@ async function incompatibility(
     const change = record.data ? dataChange(record.data, dataRecord(data), 'the dataset differs') : 'the source run recorded no dataset';
     if (change) return change;
   }
+  await preloadRunEnvironment(source);
   const a = resolveRun(source, data, base ? await readBaseModel(store, record.run_id) : undefined);
   const b = resolveRun(config, data, base?.files);
   const show = (v: unknown) => (v === undefined ? '(default)' : JSON.stringify(v));
@@ -166,6 +168,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     const recordedBase = base && existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).base_model : undefined;
     const changed = base && recordedBase ? baseChange(recordedBase, base.record, `run "${runId}"`) : undefined;
     if (changed) throw ApplicationFailure.nonRetryable(changed, 'BaseModelChanged');
+    await preloadRunEnvironment(config); // an environment module of the user's, imported once per process
     const run = resolveRun(config, data, base?.files);
     const from = input.resumeFrom;
     let startStep = 0;

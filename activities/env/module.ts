@@ -77,7 +77,7 @@ export function environmentFromExport(value: unknown, options: unknown, where: s
     env = def.create(parseConfig(def.optionsSchema, options ?? {}, `options of ${where}`));
   } else if (typeof value === 'function') {
     env = (value as (o: unknown) => unknown)(options ?? {});
-  } else if (options !== undefined) {
+  } else if (options !== undefined && !(options !== null && typeof options === 'object' && Object.keys(options).length === 0)) {
     throw new Error(
       `${where} is an environment object: options are for a defineEnvironmentKind export or a function (options) => Environment`,
     );
@@ -111,4 +111,26 @@ export async function loadEnvironment(source: EnvironmentSource): Promise<Enviro
   if (source.module !== undefined) return loadEnvironmentModule(source.module, source.export, source.options);
   if (source.name === undefined) throw new Error('an environment needs a name (calculator, lookup) or a module of your own');
   return environmentByName(source.name, source.options);
+}
+
+/** Exports of environment modules loaded in this process, by `module#export`: what `environmentFromModule` builds from without waiting. */
+const preloaded = new Map<string, unknown>();
+const cacheKey = (module: string, exportName: string) => `${module}#${exportName}`;
+
+/**
+ * Loads a module's export once per process and keeps it, so a synchronous caller (resolving a run)
+ * can build the environment afterwards (`environmentFromModule`). Errors as `loadEnvironmentModule`'s;
+ * the export's shape is checked when it is built, with the options.
+ */
+export async function preloadEnvironmentModule(module: string, exportName = 'default'): Promise<void> {
+  const key = cacheKey(module, exportName);
+  if (!preloaded.has(key)) preloaded.set(key, await loadModuleExport(module, exportName));
+}
+
+/** The environment of a preloaded module export, built with `options` (one-line errors naming the file and export). */
+export function environmentFromModule(module: string, exportName = 'default', options?: unknown): Environment {
+  const key = cacheKey(module, exportName);
+  if (!preloaded.has(key))
+    throw new Error(`environment module ${module} (export "${exportName}") is not loaded in this process: preloadEnvironmentModule first`);
+  return environmentFromExport(preloaded.get(key), options, `export "${exportName}" of ${module}`);
 }

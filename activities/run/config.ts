@@ -10,7 +10,7 @@
  * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseConfig, z } from '../common/config.js';
 import { advantageConfigSchema, estimators, impliedAggregation } from '../advantage/index.js';
@@ -945,6 +945,9 @@ function parseVersionedConfig(input: unknown, unstated: number, what: string, op
   rewardProblems(cfg, opts.baseDir, problems);
   // a pretrained model's directory resolves like a dataset path: against the config file's directory
   if (cfg.model.from !== null) cfg.model.from = resolveDataUri(cfg.model.from, opts.baseDir);
+  // an environment module, like a reward module: against the config file's directory
+  const envModule = cfg.environment?.module;
+  if (envModule !== undefined && !isAbsolute(envModule)) cfg.environment!.module = resolvePath(opts.baseDir ?? process.cwd(), envModule);
   let step = 0;
   let items = 0;
   let refillItems = 0;

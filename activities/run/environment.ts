@@ -4,13 +4,16 @@
  * the run's prompts, SFT targets and reward.
  *
  *   environment:
- *     name: calculator            # a built-in (calculator, lookup), or the name of your module's
- *     options: { maxTurns: 3 }    # the built-in's options (format, limits, difficulty, reward)
+ *     name: calculator            # a built-in (calculator, lookup), or instead:
+ *     # module: ./my-env.ts       # an environment module of your own (activities/env/module.ts),
+ *     # export: searchEnv         #   path relative to the config file, export default `default`
+ *     options: { maxTurns: 3 }    # the built-in's (or your definition's) options (format, limits, difficulty, reward)
  *     limits: { maxTurns: 4 }     # overrides of the environment's limits (any environment)
  *     toolRetry: { maxAttempts: 5 }
  */
 import { z } from '../common/config.js';
 import { environmentByName, environmentNames } from '../env/registry.js';
+import { environmentFromModule, preloadEnvironmentModule } from '../env/module.js';
 import { renderObservation } from '../env/format.js';
 import type { EnvRow, Environment } from '../env/types.js';
 import type { Task } from '../tasks/types.js';
@@ -19,45 +22,63 @@ import { DEFAULT_TOOL_RETRY } from '../rollout/episode.js';
 const posInt = z.number().int().positive();
 
 /** The `environment` option of a run config. */
-export const environmentConfigSchema = z.strictObject({
-  /** A built-in environment (`calculator`: multiplication with a `calc` tool; `lookup`: two-hop questions over a shipped table with a `lookup` tool). */
-  name: z.string().refine((n) => environmentNames().includes(n), {
-    message: `unknown environment; built-in environments: ${environmentNames().join(', ')}`,
-  }),
-  /** The built-in's options (activities/env/README.md: `format`, `maxTurns`, `maxTotalTokens`, `maxSeconds`, difficulty, reward weights), validated with defaults filled. */
-  options: z.record(z.string(), z.unknown()).default({}),
-  /**
-   * Overrides of the environment's limits: most policy turns (`maxTurns` → finish reason
-   * "max_turns"), most tokens of a whole episode, prompt included (`maxTotalTokens` → "length"),
-   * most wall seconds (`maxSeconds` → "max_seconds"; not deterministic: a run that must replay
-   * bitwise bounds its episodes by turns and tokens). Unset: the environment's own.
-   */
-  limits: z
-    .strictObject({ maxTurns: posInt.optional(), maxTotalTokens: posInt.optional(), maxSeconds: z.number().positive().optional() })
-    .default({}),
-  /**
-   * How a tool call whose infrastructure fails (a ToolInfraError, a timeout) is retried: alone,
-   * inside its turn, never the turn's generation nor the step. A call that fails on every attempt
-   * ends its episode with finish reason "tool_failure": left out of the advantages, never scored 0.
-   */
-  toolRetry: z
-    .strictObject({
-      /** Runs of one call at most, the first included. */
-      maxAttempts: posInt.max(100).default(DEFAULT_TOOL_RETRY.maxAttempts),
-      /** Wait before the second run (ms). */
-      initialBackoffMs: z.number().min(0).default(DEFAULT_TOOL_RETRY.initialBackoffMs),
-      /** Each later wait is this many times the previous one. */
-      backoffCoefficient: z.number().min(1).default(DEFAULT_TOOL_RETRY.backoffCoefficient),
-      /** Longest wait (ms). */
-      maxBackoffMs: z.number().min(0).default(DEFAULT_TOOL_RETRY.maxBackoffMs),
-    })
-    .prefault({}),
-});
+export const environmentConfigSchema = z
+  .strictObject({
+    /** A built-in environment (`calculator`: multiplication with a `calc` tool; `lookup`: two-hop questions over a shipped table with a `lookup` tool). */
+    name: z
+      .string()
+      .refine((n) => environmentNames().includes(n), {
+        message: `unknown environment; built-in environments: ${environmentNames().join(', ')}`,
+      })
+      .optional(),
+    /**
+     * Instead of `name`: an environment module of your own (TypeScript or JavaScript; a path relative
+     * to the config file, made absolute when the config is read), loaded like reward modules and
+     * checked before the run starts (activities/env/module.ts: an environment, a
+     * `defineEnvironmentKind` definition built with `options`, or a function of `options`).
+     */
+    module: z.string().min(1).optional(),
+    /** With `module`: the export to use (default `default`). */
+    export: z.string().min(1).optional(),
+    /** The built-in's options (activities/env/README.md: `format`, `maxTurns`, `maxTotalTokens`, `maxSeconds`, difficulty, reward weights), validated with defaults filled. */
+    options: z.record(z.string(), z.unknown()).default({}),
+    /**
+     * Overrides of the environment's limits: most policy turns (`maxTurns` → finish reason
+     * "max_turns"), most tokens of a whole episode, prompt included (`maxTotalTokens` → "length"),
+     * most wall seconds (`maxSeconds` → "max_seconds"; not deterministic: a run that must replay
+     * bitwise bounds its episodes by turns and tokens). Unset: the environment's own.
+     */
+    limits: z
+      .strictObject({ maxTurns: posInt.optional(), maxTotalTokens: posInt.optional(), maxSeconds: z.number().positive().optional() })
+      .default({}),
+    /**
+     * How a tool call whose infrastructure fails (a ToolInfraError, a timeout) is retried: alone,
+     * inside its turn, never the turn's generation nor the step. A call that fails on every attempt
+     * ends its episode with finish reason "tool_failure": left out of the advantages, never scored 0.
+     */
+    toolRetry: z
+      .strictObject({
+        /** Runs of one call at most, the first included. */
+        maxAttempts: posInt.max(100).default(DEFAULT_TOOL_RETRY.maxAttempts),
+        /** Wait before the second run (ms). */
+        initialBackoffMs: z.number().min(0).default(DEFAULT_TOOL_RETRY.initialBackoffMs),
+        /** Each later wait is this many times the previous one. */
+        backoffCoefficient: z.number().min(1).default(DEFAULT_TOOL_RETRY.backoffCoefficient),
+        /** Longest wait (ms). */
+        maxBackoffMs: z.number().min(0).default(DEFAULT_TOOL_RETRY.maxBackoffMs),
+      })
+      .prefault({}),
+  })
+  .refine((e) => (e.name === undefined) !== (e.module === undefined), { message: 'give either name (a built-in) or module (your own)' })
+  .refine((e) => e.module !== undefined || e.export === undefined, { message: 'export goes with module', path: ['export'] });
 export type EnvironmentConfig = z.output<typeof environmentConfigSchema>;
 
 /** The run's environment: the built-in with its options, the config's limits over its own. Throws ConfigError on a bad option. */
 export function resolveEnvironment(cfg: EnvironmentConfig): Environment {
-  const env = environmentByName(cfg.name, cfg.options);
+  const env =
+    cfg.module !== undefined
+      ? environmentFromModule(cfg.module, cfg.export, Object.keys(cfg.options).length > 0 ? cfg.options : undefined)
+      : environmentByName(cfg.name!, cfg.options);
   const { maxTurns, maxTotalTokens, maxSeconds } = cfg.limits;
   return {
     ...env,
@@ -67,6 +88,15 @@ export function resolveEnvironment(cfg: EnvironmentConfig): Environment {
       maxSeconds: maxSeconds ?? env.limits.maxSeconds,
     },
   };
+}
+
+/**
+ * Loads the run's environment module, if it names one, so that `resolveEnvironment` (and
+ * `resolveRun`) can build it synchronously; once per process. One-line errors name the file and export.
+ */
+export async function preloadRunEnvironment(config: { environment: EnvironmentConfig | null }): Promise<void> {
+  const e = config.environment;
+  if (e?.module !== undefined) await preloadEnvironmentModule(e.module, e.export);
 }
 
 /**

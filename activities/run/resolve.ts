@@ -22,7 +22,7 @@ import { canonicalJson } from '../store/manifest.js';
 import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.js';
 import { datasetTask } from '../data/dataset-task.js';
 import type { Environment } from '../env/types.js';
-import { environmentTask, resolveEnvironment } from './environment.js';
+import { environmentTask, preloadRunEnvironment, resolveEnvironment } from './environment.js';
 import { completionBudget, parseRunConfig, type SamplingPhase, type RunConfig } from './config.js';
 import type { RunDataRecord, RunRecord } from './types.js';
 import { migrateRunRecord, RUN_CONFIG_VERSION, UNVERSIONED, versionProblem } from './config-version.js';
@@ -280,10 +280,24 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
   }
   if (config.environment) {
     for (const p of environmentProblems(config)) problems.push(p);
+    const own = config.environment.module !== undefined;
+    try {
+      await preloadRunEnvironment(config);
+    } catch (err) {
+      // the module does not import (environment.module) or lacks the export (environment.export)
+      const msg = (err as Error).message;
+      problems.push({ path: / has no export /.test(msg) ? 'environment.export' : 'environment.module', message: msg });
+      throw new ConfigError(what, problems);
+    }
     try {
       resolveEnvironment(config.environment);
     } catch (err) {
-      problems.push({ path: 'environment.options', message: issuesOf(err) });
+      // a module's export that is no environment names its field; options its definition refuses
+      const msg = issuesOf(err);
+      problems.push({
+        path: own && !/^options of /.test((err as Error).message) ? 'environment.export' : 'environment.options',
+        message: msg,
+      });
       throw new ConfigError(what, problems);
     }
   }
@@ -321,7 +335,7 @@ export async function checkRunConfig(config: RunConfig, what = 'run config'): Pr
 /** What an environment run cannot combine with: a dataset (one prompt source), tree or retry rollouts, online DPO. */
 function environmentProblems(config: RunConfig): { path: string; message: string }[] {
   const out: { path: string; message: string }[] = [];
-  if (config.data)
+  if (config.data && config.environment?.module === undefined)
     out.push({
       path: 'environment',
       message: 'a built-in environment brings its own task items: give either data or environment, not both',
@@ -427,12 +441,14 @@ export async function loadRun(store: ObjectStore, runId: string): Promise<{ reco
   const cacheKey = `${store.root}|${runId}`;
   let run = resolved.get(cacheKey);
   if (!run) {
-    run = (async () =>
-      resolveRun(
+    run = (async () => {
+      await preloadRunEnvironment(record.config);
+      return resolveRun(
         record.config,
         record.config.data ? await loadRunData(record.config, record.data, `run "${runId}"`) : undefined,
         record.config.model.from !== null ? await readBaseModel(store, runId) : undefined,
-      ))();
+      );
+    })();
     run.catch(() => resolved.delete(cacheKey));
     resolved.set(cacheKey, run);
   }
