@@ -137,6 +137,11 @@ export interface EpisodeOptions {
   toolRetry?: ToolRetryPolicy;
   /** The state recorded after the last completed turn of an earlier attempt: the run continues from it. */
   resume?: EpisodesCheckpoint | null;
+  /**
+   * A tag that names other streams than the training step's (an evaluation's, `eval@v`): turn t of
+   * sample s then draws from (seed, step, prompt, `${tag}/${s}/${t}`). Default none.
+   */
+  streamTag?: string;
   /** Called after every completed turn (all live episodes' turn t) with the state to record. */
   onTurn?(checkpoint: EpisodesCheckpoint): Promise<void>;
   /** Called as a turn starts: the turn and its live episodes (heartbeats, activity summaries). */
@@ -148,9 +153,9 @@ export interface EpisodeOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
-/** The random stream of turn `turn` of one episode: (seed, step, prompt, `${sample}/${turn}`). */
-export function turnStream(seed: number, step: number, promptId: string, sampleId: number, turn: number) {
-  return sampleStream({ seed, step, promptId, sampleId: `${sampleId}/${turn}` });
+/** The random stream of turn `turn` of one episode: (seed, step, prompt, `${sample}/${turn}`), with a tag `${tag}/${sample}/${turn}`. */
+export function turnStream(seed: number, step: number, promptId: string, sampleId: number, turn: number, tag?: string) {
+  return sampleStream({ seed, step, promptId, sampleId: tag === undefined ? `${sampleId}/${turn}` : `${tag}/${sampleId}/${turn}` });
 }
 
 const sleepFor = (ms: number, signal?: AbortSignal) =>
@@ -321,7 +326,7 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
     });
     const jobs: SequenceJob[] = live.map((i, k) => {
       const s = starts[i]!;
-      const stream = turnStream(o.seed, o.step, s.promptId, s.sampleId, turn);
+      const stream = turnStream(o.seed, o.step, s.promptId, s.sampleId, turn, o.streamTag);
       const atStop = stopWatcher(stops, o.decode);
       return {
         prompt: [...s.promptTokens, ...episodes[i]!.tokens],

@@ -15,7 +15,21 @@ import type { EvalRecord, EvaluateInput, EvaluateResult } from '../run/types.js'
 import { EVAL_NAME, evalPrefix } from '../store/keys.js';
 import { canonicalJson, commit, manifestKey, readEntry, readManifest, type Manifest } from '../store/manifest.js';
 import { parseSamplingParams, sampleAt } from './sampling.js';
-import { argmax, badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
+import {
+  argmax,
+  badInput,
+  committedEntry,
+  episodeOptions,
+  episodeStarts,
+  finishCompletion,
+  generateAll,
+  withPolicy,
+  type SequenceJob,
+} from './policy.js';
+import { episodeColumns, runEpisodes, type EpisodeRecord, type EpisodeStart } from './episode.js';
+import { episodeSample } from '../reward/reward-shard.js';
+import type { RolloutsRow } from '../store/schemas.js';
+import type { EnvRow } from '../env/types.js';
 
 /** Whether a scored row counts as correct: its `correct` component is 1, else (no such component) reward >= 1. */
 export function isCorrect(row: Pick<RewardRow, 'reward' | 'components'> | undefined): boolean {
@@ -73,6 +87,120 @@ async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run
 }
 
 /**
+ * The evaluation of a run with an `environment`: each eval prompt's greedy episode (temperature 0)
+ * and, for pass@k, `eval.passK` episodes at `eval.temperature` (streams of `eval@v`), scored by the
+ * run's reward on their trajectories; `episodes` says what the greedy ones did (turns, tool calls,
+ * malformed turns, finish reasons). An episode whose tool infrastructure failed is not scored
+ * (it counts as not correct and stays out of the mean reward).
+ */
+async function evaluateEpisodes(
+  store: ObjectStore,
+  input: EvaluateInput,
+  run: ResolvedRun,
+  items: readonly EnvRow[],
+  progress: (p: Record<string, number | string>) => void,
+  signal: AbortSignal,
+): Promise<EvalRecord> {
+  const { config, tokenizer } = run;
+  const v = input.policyVersion;
+  const judged = config.reward.functions === null || anyVerifiable(config.reward.functions);
+  const k = judged ? config.eval.passK : 0;
+  const maxNew = run.maxNewTokens();
+  const stopSet = new Set(run.stopIds);
+  const decode = (ids: readonly number[]) => tokenizer.decode([...ids]);
+  const run1 = async (samples: number, temperature: number, tag: string) => {
+    const { starts, chat } = episodeStarts(run, items, samples);
+    if (starts.length === 0) return { starts, episodes: [] };
+    const params = parseSamplingParams({ temperature, max_tokens: maxNew });
+    const episodes = await withPolicy(store, input.runId, run, v, (engine) =>
+      runEpisodes(starts, {
+        ...episodeOptions(run, engine, { step: v, params, stopIds: run.stopIds, chat, signal }),
+        streamTag: tag,
+        onProgress: ({ turn, live }) => progress({ turn, liveEpisodes: live, of: starts.length }),
+      }),
+    );
+    return { starts, episodes };
+  };
+  const greedy = await run1(1, 0, `eval@${v}/greedy`);
+  const pass = await run1(k, config.eval.temperature, `eval@${v}`);
+  const toSample = (start: EpisodeStart, e: EpisodeRecord, sampleId: string | number): RewardSample => {
+    const item = start.row;
+    const cols = episodeColumns(e, decode, stopSet);
+    const row = {
+      ...cols,
+      completion_token_ids: Int32Array.from(e.tokens),
+      segment_ends: Int32Array.from(e.segmentEnds),
+      segment_turns: Int32Array.from(e.segmentTurns),
+    } as unknown as RolloutsRow;
+    return {
+      promptId: item.promptId,
+      sampleId,
+      prompt: item.prompt,
+      completion: cols.completion_text,
+      reference: item.reference,
+      metadata: item.metadata,
+      promptTokens: start.promptTokens.length,
+      completionTokens: e.tokens.length,
+      ...episodeSample(row, decode, stopSet),
+    };
+  };
+  const scoreable = (set: { starts: EpisodeStart[]; episodes: EpisodeRecord[] }, id: (i: number) => string | number) =>
+    set.episodes.map((e, i) => (e.finishReason === 'tool_failure' ? null : toSample(set.starts[i]!, e, id(i))));
+  const greedySamples = scoreable(greedy, () => 'greedy');
+  const passSamples = scoreable(pass, (i) => i % Math.max(k, 1));
+  const reward = run.createReward({ faults: false });
+  const score = async (xs: (RewardSample | null)[]) => {
+    const rows = await scoreEval(
+      run,
+      reward,
+      xs.filter((x): x is RewardSample => x !== null),
+      v,
+    );
+    let j = 0;
+    return xs.map((x) => (x === null ? undefined : rows[j++]));
+  };
+  let greedyRows: (RewardRow | undefined)[];
+  let passRows: (RewardRow | undefined)[];
+  try {
+    greedyRows = await score(greedySamples);
+    passRows = await score(passSamples);
+  } finally {
+    await reward.close?.();
+  }
+  const n = items.length;
+  const correct = greedyRows.filter((r) => isCorrect(r)).length;
+  const rewarded = greedyRows.filter((r): r is RewardRow => r !== undefined && r.reward !== null);
+  let passed = 0;
+  for (let i = 0; i < n; i++) if (passRows.slice(i * k, (i + 1) * k).some((r) => isCorrect(r))) passed++;
+  const mean = (f: (e: EpisodeRecord) => number) => (n > 0 ? greedy.episodes.reduce((a, e) => a + f(e), 0) / n : 0);
+  const finish: Record<string, number> = {};
+  for (const e of greedy.episodes) finish[e.finishReason ?? 'length'] = (finish[e.finishReason ?? 'length'] ?? 0) + 1 / n;
+  return {
+    run_id: input.runId,
+    policy_version: v,
+    step: v,
+    phase: input.phase,
+    greedy_accuracy: !judged ? null : n > 0 ? correct / n : 0,
+    pass_at_k: k > 0 ? { k, value: n > 0 ? passed / n : 0 } : null,
+    mean_reward: rewarded.length > 0 ? rewarded.reduce((a, r) => a + r.reward!, 0) / rewarded.length : 0,
+    num_prompts: n,
+    episodes: {
+      turns_mean: mean((e) => e.turns),
+      tool_calls_mean: mean((e) => e.toolCalls.length),
+      malformed_turns_mean: mean((e) => e.malformedTurns),
+      finish_reasons: finish,
+    },
+    samples: greedy.episodes.slice(0, 16).map((e, i) => ({
+      prompt_id: items[i]!.promptId,
+      prompt: items[i]!.prompt,
+      completion: episodeColumns(e, decode, stopSet).completion_text,
+      reward: greedyRows[i]?.reward ?? null,
+      reference: items[i]!.reference,
+    })),
+  };
+}
+
+/**
  * Evaluates checkpoint `policyVersion` on the first `eval.prompts` items of the eval split (all of
  * a dataset's eval rows when it has fewer):
  * greedy accuracy, mean reward of the greedy completions, and pass@k over `eval.passK` samples per
@@ -114,6 +242,17 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     }
     // a dataset's eval split is finite: at most its rows
     const items = run.task.prompts(config.seed, 'eval', Math.min(config.eval.prompts, run.task.evalItems ?? Infinity), 0);
+    if (run.environment) {
+      const record = await evaluateEpisodes(store, input, run, items, progress, signal);
+      const { manifest, created } = await commit(
+        store,
+        prefix,
+        [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
+        { run_id: runId, step: v },
+      );
+      if (!created) return stored(manifest);
+      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+    }
     // accuracy and pass@k only where the reward judges correctness (see the function comment)
     const judged = config.reward.functions === null || anyVerifiable(config.reward.functions);
     const k = judged ? config.eval.passK : 0;

@@ -25,6 +25,10 @@ import { type ResolvedRun } from '../run/resolve.js';
 import { manifestKey, type Manifest, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { StopChecker, type SamplingParams } from './sampling.js';
+import { renderPrompt, type ChatRendering } from '../env/format.js';
+import type { EnvRow } from '../env/types.js';
+import { CHAT_TEMPLATE_DATE } from '../run/resolve.js';
+import type { EpisodeOptions, EpisodeStart } from './episode.js';
 
 /** Most sequences in one `generate` call (the KV cache of a batch is allocated at once). */
 export const MAX_BATCH_SEQUENCES = 256;
@@ -213,4 +217,65 @@ export function committedEntry(store: ObjectStore, prefix: string, manifest: Man
     );
   }
   return entry;
+}
+
+// ── episodes ────────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * The episodes of `items` for the run's environment, `samples` per item (sample ids 0..samples-1,
+ * item-major): each starts from `env.reset(item)`, its prompt rendered with the tools by the chat
+ * template of a pretrained model (fixed date), or as the char model's BOS + the user text.
+ */
+export function episodeStarts(
+  run: ResolvedRun,
+  items: readonly EnvRow[],
+  samples: number,
+): { starts: EpisodeStart[]; promptTokens: number[][]; chat: ChatRendering | null } {
+  const env = run.environment!;
+  const template = run.pretrained?.chatTemplate ?? null;
+  const chat: ChatRendering | null = template ? { template, tools: env.tools, now: CHAT_TEMPLATE_DATE } : null;
+  const starts: EpisodeStart[] = [];
+  const promptTokens = items.map((item) => {
+    const messages = env.reset(item);
+    const text = renderPrompt(messages, chat);
+    const ids = chat ? run.tokenizer.encode(text, { addSpecialTokens: false }) : run.encodePrompt(text);
+    for (let s = 0; s < samples; s++) starts.push({ promptId: item.promptId, sampleId: s, row: item, messages, promptTokens: ids });
+    return ids;
+  });
+  return { starts, promptTokens, chat };
+}
+
+/** What `runEpisodes` needs of the run and its engine (the rest — resume, records, progress — is the caller's). */
+export function episodeOptions(
+  run: ResolvedRun,
+  engine: ModelEngine,
+  o: { step: number; params: SamplingParams; stopIds: readonly number[]; chat: ChatRendering | null; signal: AbortSignal },
+): EpisodeOptions {
+  const { tokenizer } = run;
+  return {
+    env: run.environment!,
+    seed: run.config.seed,
+    step: o.step,
+    params: o.params,
+    stopIds: o.stopIds,
+    vocabSize: tokenizer.vocabSize,
+    encode: (text) => tokenizer.encode(text, { addSpecialTokens: false }),
+    decode: (ids) => tokenizer.decode([...ids]),
+    chat: o.chat,
+    toolRetry: run.config.environment?.toolRetry,
+    signal: o.signal,
+    generate: (jobs, maxNewTokens) =>
+      generateAll(
+        engine,
+        jobs,
+        {
+          maxNewTokens,
+          stopTokenIds: o.stopIds,
+          temperature: o.params.temperature,
+          signal: o.signal,
+          quantize: run.config.rollout.quantize,
+        },
+        () => undefined,
+      ),
+  };
 }

@@ -19,11 +19,18 @@ import { episodePartKey, episodePartsPrefix, rolloutsName, stepPrefix } from '..
 import { readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
 import { parseSamplingParams, sampleAt, sampleStream, type SamplingParams } from './sampling.js';
-import { badInput, committedEntry, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
+import {
+  badInput,
+  committedEntry,
+  episodeOptions,
+  episodeStarts,
+  finishCompletion,
+  generateAll,
+  withPolicy,
+  type SequenceJob,
+} from './policy.js';
 import { rolloutTrees, type TreeCompletion, type TreeRolloutNode } from './tree-rollout.js';
-import { episodeColumns, runEpisodes, type EpisodeStart, type EpisodesCheckpoint } from './episode.js';
-import { renderPrompt, type ChatRendering } from '../env/format.js';
-import { CHAT_TEMPLATE_DATE } from '../run/resolve.js';
+import { episodeColumns, runEpisodes, type EpisodesCheckpoint } from './episode.js';
 import { rolloutRetries, type RetryRolloutNode, type RetryRolloutOptions } from './retry-rollout.js';
 import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
@@ -368,41 +375,13 @@ async function episodeRows(
   progress: (p: Record<string, string | number | boolean | null>) => void,
   signal: AbortSignal,
 ): Promise<RolloutsInput[]> {
-  const env = run.environment!;
   const { tokenizer } = run;
-  const template = run.pretrained?.chatTemplate ?? null;
-  const chat: ChatRendering | null = template ? { template, tools: env.tools, now: CHAT_TEMPLATE_DATE } : null;
-  const starts: EpisodeStart[] = [];
-  const promptTokens = items.map((item) => {
-    const messages = env.reset(item);
-    const text = renderPrompt(messages, chat);
-    // the char model's prompt: its own BOS + the text; a chat template writes its own specials
-    const ids = chat ? tokenizer.encode(text, { addSpecialTokens: false }) : run.encodePrompt(text);
-    for (let s = 0; s < phase.groupSize; s++) starts.push({ promptId: item.promptId, sampleId: s, row: item, messages, promptTokens: ids });
-    return ids;
-  });
+  const { starts, promptTokens, chat } = episodeStarts(run, items, phase.groupSize);
   const resume = await recordedTurns(store, input);
   const episodes = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
     runEpisodes(starts, {
-      env,
-      seed: run.config.seed,
-      step: input.step,
-      params,
-      stopIds,
-      vocabSize: tokenizer.vocabSize,
-      encode: (text) => tokenizer.encode(text, { addSpecialTokens: false }),
-      decode: (ids) => tokenizer.decode([...ids]),
-      chat,
-      toolRetry: run.config.environment!.toolRetry,
+      ...episodeOptions(run, engine, { step: input.step, params, stopIds, chat, signal }),
       resume,
-      signal,
-      generate: (jobs, maxNewTokens) =>
-        generateAll(
-          engine,
-          jobs,
-          { maxNewTokens, stopTokenIds: stopIds, temperature: params.temperature, signal, quantize: run.config.rollout.quantize },
-          () => undefined,
-        ),
       onProgress: ({ turn, live, episodes: n, liveEpisodes }) =>
         progress({
           turn,

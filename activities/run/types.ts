@@ -357,6 +357,17 @@ export interface EvalRecord {
    * `num_prompts` the pairs, `pass_at_k` is null and `samples` empty. Absent for a policy.
    */
   preference?: { split: 'held_out' | 'train'; pairs: number; accuracy: number; margin: number; loss: number };
+  /**
+   * A run with an `environment`: what its greedy episodes did, per episode (means over the eval
+   * prompts): policy turns, tool calls, malformed turns, and the share of episodes by finish reason
+   * ("stop": a final answer; "tool_failure" episodes are not scored). Absent otherwise.
+   */
+  episodes?: {
+    turns_mean: number;
+    tool_calls_mean: number;
+    malformed_turns_mean: number;
+    finish_reasons: Record<string, number>;
+  };
   /** The first greedy completions, for reports. */
   samples: { prompt_id: string; prompt: string; completion: string; reward: number | null; reference: string }[];
 }

@@ -14,6 +14,7 @@ import { learnerUpdate } from '../../../activities/learner/learner-update.js';
 import { rewardShard } from '../../../activities/reward/reward-shard.js';
 import { releaseEngines } from '../../../activities/rollout/policy.js';
 import { rolloutShard } from '../../../activities/rollout/rollout-shard.js';
+import { evaluate } from '../../../activities/rollout/evaluate.js';
 import type { RunConfigInput } from '../../../activities/run/config.js';
 import { episodePartKey, episodePartsPrefix, stepPrefix } from '../../../activities/store/keys.js';
 import { readEntry } from '../../../activities/store/manifest.js';
@@ -168,5 +169,19 @@ describe('episodes through the activities (environment: calculator)', () => {
       advantages: adv.advantages,
     });
     assert.equal(learned.sequences, advRows.filter((a) => a.loss_mask!.some(Boolean)).length);
+  });
+
+  it('the evaluation runs greedy episodes: accuracy from their final answers, and per episode the turns, tool calls and finish reasons', async () => {
+    const r = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
+    const n = r.num_prompts;
+    assert.equal(n, f.run.config.eval.prompts);
+    assert.ok(r.episodes, 'an environment run records its episodes');
+    assert.ok(r.episodes.turns_mean >= 1 && r.episodes.turns_mean <= 3);
+    assert.ok(r.episodes.tool_calls_mean >= 0);
+    const shares = Object.values(r.episodes.finish_reasons).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(shares - 1) < 1e-9, `finish reason shares sum to ${shares}`);
+    const shown = r.samples.filter((x) => /<a>(.*?)<\/a>/.exec(x.completion.split('</o>').pop()!)?.[1] === x.reference).length;
+    assert.ok(r.greedy_accuracy! >= shown / n - 1e-9);
+    assert.ok(r.pass_at_k && r.pass_at_k.k === f.run.config.eval.passK);
   });
 });
