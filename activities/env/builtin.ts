@@ -5,9 +5,10 @@
  */
 import { z } from '../common/config.js';
 import { instantiateReward } from '../reward/types.js';
-import { answerTag, formatAnswer, formatCall } from './format.js';
+import { splitItems, type Candidate, type Draws } from '../tasks/split.js';
+import { answerTag, formatAnswer, formatCall, renderObservation } from './format.js';
 import { EpisodeRewardOptions, episodeReward } from './reward.js';
-import type { ChatMessage, EnvironmentLimits, Tool, ToolCall, ToolCallFormat, Trajectory } from './types.js';
+import type { ChatMessage, Environment, EnvironmentLimits, EnvRow, Tool, ToolCall, ToolCallFormat, Trajectory } from './types.js';
 
 /** Options every built-in environment takes. */
 export const builtinOptions = {
@@ -64,4 +65,75 @@ export function goldTrajectory(
   }
   out.push({ role: 'assistant', content: formatAnswer(format, answer) });
   return out;
+}
+
+/** Characters of a trajectory after the prompt, as the tagged format writes it (observations rendered). */
+export function trajectoryChars(format: ToolCallFormat, trajectory: Trajectory): number {
+  return trajectory.reduce(
+    (n, m) => n + (m.role === 'tool' ? renderObservation(format, { history: [], observations: [m] }) : m.content).length,
+    0,
+  );
+}
+
+/** The validated options every built-in has (`builtinOptions`). */
+export interface BuiltinEnvOptions {
+  format: ToolCallFormat;
+  maxTurns: number;
+  maxTotalTokens?: number | undefined;
+  maxSeconds: number;
+  evalFraction: number;
+  reward: Record<string, unknown>;
+}
+
+/** What makes one built-in environment: its tools, its problems and their gold trajectories. */
+export interface BuiltinSpec {
+  name: string;
+  tools: Tool[];
+  /** The system message of the hermes format (none in the tagged format: the prompt is the user text alone). */
+  system: string;
+  maxPromptChars: number;
+  /** The longest gold trajectory, which sizes `maxEpisodeChars` and the token limit. */
+  longestGold: Trajectory;
+  gold(row: EnvRow): Trajectory;
+  /** One problem from an attempt's draws (`splitItems`: its key decides the split). */
+  candidate(d: Draws): Candidate | null;
+  /** What to change when a split runs out of problems. */
+  hint: string;
+}
+
+/** A built-in environment from its spec: seeded items by split, the format's messages, limits and the episode reward. */
+export function builtinEnvironment(o: BuiltinEnvOptions, spec: BuiltinSpec): Environment {
+  const maxEpisodeChars = trajectoryChars(o.format, spec.longestGold);
+  return {
+    name: spec.name,
+    tools: spec.tools,
+    format: o.format,
+    limits: limitsOf(o, spec.maxPromptChars + maxEpisodeChars),
+    reset: (row) =>
+      o.format === 'tagged'
+        ? [{ role: 'user', content: row.prompt }]
+        : [
+            { role: 'system', content: spec.system },
+            { role: 'user', content: row.prompt },
+          ],
+    task: {
+      alphabet: PRINTABLE_ASCII,
+      maxPromptChars: spec.maxPromptChars,
+      maxEpisodeChars,
+      prompts: (seed, split, count, offset = 0) =>
+        splitItems({
+          task: spec.name,
+          seed,
+          split,
+          count,
+          offset,
+          evalFraction: o.evalFraction,
+          maxAttempts: 2000,
+          hint: spec.hint,
+          candidate: spec.candidate,
+        }),
+    },
+    gold: spec.gold,
+    reward: builtinReward(o.format, o.reward),
+  };
 }

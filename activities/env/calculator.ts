@@ -12,8 +12,8 @@
  */
 import { z } from '../common/config.js';
 import { evaluate, ExpressionSyntaxError, formatRational, parseExpression } from '../tasks/expression.js';
-import { splitItems, type Draws } from '../tasks/split.js';
-import { builtinOptions, builtinReward, goldTrajectory, limitsOf, PRINTABLE_ASCII } from './builtin.js';
+import type { Draws } from '../tasks/split.js';
+import { builtinEnvironment, builtinOptions, goldTrajectory } from './builtin.js';
 import { defineEnvironmentKind, type EnvRow, type Tool, type ToolCallFormat } from './types.js';
 
 export const CalculatorOptions = z
@@ -104,58 +104,34 @@ export const calculator = defineEnvironmentKind({
       ],
       '9'.repeat(longestProduct),
     );
-    const maxEpisodeChars = widest.reduce((n, m) => n + m.content.length + (m.role === 'tool' ? 7 : 0), 0); // `<o>` `</o>`
-    return {
+    return builtinEnvironment(o, {
       name: 'calculator',
       tools,
-      format: o.format,
-      limits: limitsOf(o, maxPromptChars + maxEpisodeChars),
-      reset: (row) =>
-        o.format === 'tagged'
-          ? [{ role: 'user', content: row.prompt }]
-          : [
-              { role: 'system', content: 'You are a careful calculator. Products of numbers with two or more digits need the calc tool.' },
-              { role: 'user', content: row.prompt },
-            ],
-      task: {
-        alphabet: PRINTABLE_ASCII,
-        maxPromptChars,
-        maxEpisodeChars,
-        prompts(seed, split, count, offset = 0) {
-          return splitItems({
-            task: 'calculator',
-            seed,
-            split,
-            count,
-            offset,
-            evalFraction: o.evalFraction,
-            maxAttempts: 2000,
-            hint: 'Widen the digit ranges or move evalFraction away from 0/1.',
-            candidate(d) {
-              const easy = d.uniform() < o.easyFraction;
-              const a = easy ? d.intIn(1, 9) : factor(d, d.intIn(o.minDigits, o.maxDigitsA));
-              const b = easy ? d.intIn(1, 9) : factor(d, d.intIn(o.minDigits, o.maxDigitsB));
-              const goldCalls = easy ? 0 : 1;
-              return {
-                key: a <= b ? `${a}*${b}` : `${b}*${a}`,
-                item: {
-                  prompt: prompt(o.format, a, b),
-                  reference: String(a * b),
-                  metadata: {
-                    env: 'calculator',
-                    a,
-                    b,
-                    goldCalls,
-                    toolCalls: easy ? [] : [{ name: 'calc', arguments: { expression: `${a}*${b}` } }],
-                  },
-                },
-              };
-            },
-          });
-        },
-      },
+      system: 'You are a careful calculator. Products of numbers with two or more digits need the calc tool.',
+      maxPromptChars,
+      longestGold: widest,
       gold,
-      reward: builtinReward(o.format, o.reward),
-    };
+      hint: 'Widen the digit ranges or move evalFraction away from 0/1.',
+      candidate(d) {
+        const easy = d.uniform() < o.easyFraction;
+        const a = easy ? d.intIn(1, 9) : factor(d, d.intIn(o.minDigits, o.maxDigitsA));
+        const b = easy ? d.intIn(1, 9) : factor(d, d.intIn(o.minDigits, o.maxDigitsB));
+        const goldCalls = easy ? 0 : 1;
+        return {
+          key: a <= b ? `${a}*${b}` : `${b}*${a}`,
+          item: {
+            prompt: prompt(o.format, a, b),
+            reference: String(a * b),
+            metadata: {
+              env: 'calculator',
+              a,
+              b,
+              goldCalls,
+              toolCalls: easy ? [] : [{ name: 'calc', arguments: { expression: `${a}*${b}` } }],
+            },
+          },
+        };
+      },
+    });
   },
 });

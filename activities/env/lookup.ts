@@ -13,8 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from '../common/config.js';
-import { splitItems } from '../tasks/split.js';
-import { builtinOptions, builtinReward, goldTrajectory, limitsOf, PRINTABLE_ASCII } from './builtin.js';
+import { builtinEnvironment, builtinOptions, goldTrajectory, trajectoryChars } from './builtin.js';
 import { defineEnvironmentKind, type EnvRow, type Tool, type ToolCall, type ToolCallFormat } from './types.js';
 
 /** One row of the table. */
@@ -144,44 +143,20 @@ export const lookup = defineEnvironmentKind({
       };
     };
     const all = questions.map(rowOf);
-    const maxPromptChars = Math.max(...all.map((r) => r.prompt.length));
-    const maxEpisodeChars = Math.max(...all.map((r) => gold(r).reduce((n, m) => n + m.content.length + (m.role === 'tool' ? 7 : 0), 0)));
-    return {
+    const longest = all.reduce((a, r) => (trajectoryChars(o.format, gold(r)) > trajectoryChars(o.format, gold(a)) ? r : a));
+    return builtinEnvironment(o, {
       name: 'lookup',
       tools,
-      format: o.format,
-      limits: limitsOf(o, maxPromptChars + maxEpisodeChars),
-      reset: (row) =>
-        o.format === 'tagged'
-          ? [{ role: 'user', content: row.prompt }]
-          : [
-              { role: 'system', content: 'Answer from the country table only: look facts up with the lookup tool, one hop at a time.' },
-              { role: 'user', content: row.prompt },
-            ],
-      task: {
-        alphabet: PRINTABLE_ASCII,
-        maxPromptChars,
-        maxEpisodeChars,
-        prompts(seed, split, count, offset = 0) {
-          return splitItems({
-            task: 'lookup',
-            seed,
-            split,
-            count,
-            offset,
-            evalFraction: o.evalFraction,
-            maxAttempts: 2000,
-            hint: 'Ask both kinds of question, or move evalFraction away from 0/1 (the table has 42 countries).',
-            candidate(d) {
-              const q = d.pick(questions);
-              const { promptId: _, ...item } = rowOf(q);
-              return { key: `${q.kind}:${item.metadata.entity as string}`, item };
-            },
-          });
-        },
-      },
+      system: 'Answer from the country table only: look facts up with the lookup tool, one hop at a time.',
+      maxPromptChars: Math.max(...all.map((r) => r.prompt.length)),
+      longestGold: gold(longest),
       gold,
-      reward: builtinReward(o.format, o.reward),
-    };
+      hint: 'Ask both kinds of question, or move evalFraction away from 0/1 (the table has 42 countries).',
+      candidate(d) {
+        const q = d.pick(questions);
+        const { promptId: _, ...item } = rowOf(q);
+        return { key: `${q.kind}:${item.metadata.entity as string}`, item };
+      },
+    });
   },
 });
