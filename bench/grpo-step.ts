@@ -1,0 +1,232 @@
+/**
+ * The whole GRPO step side by side with TRL (issue 16 item 4), numbers only:
+ *
+ *   DURABLE_RL_STATE_DIR=/tmp/grpo-bench npx tsx bench/grpo-step.ts --with-trl /tmp/pyfx/bin/python
+ *   npx tsx bench/grpo-step.ts --steps 4 --prompts 8 --group 4 --with-trl python   # a smoke run
+ *   npx tsx bench/grpo-step.ts                                  # durable-rl alone
+ *
+ * durable-rl runs the way a user runs it: a training run started through Temporal (the dev server
+ * of the state dir, `DURABLE_RL_STATE_DIR`: give the benchmark one of its own so no other worker
+ * takes its activities) on one all-in-one worker process (`durable-rl worker`, every queue, the
+ * entrypoints' concurrency), a fresh file:// store. Through Temporal rather than the activities
+ * in-process, because that is what a user's RL step costs: the step time read from the committed
+ * metrics includes the activity scheduling, the store writes and the commit the durability needs.
+ * The run is the main job's rl phase alone (the embedded defaults: addition with 1-3 digit
+ * operands, reversed, padded; a char-level llama of hidden 128 × 2 layers × 4 heads from scratch;
+ * 32 prompts × 8 samples per step, temperature 0.7, the completion budget (task's longest answer
+ * + 4 = 8 tokens), clipped surrogate 0.2/0.28, no KL, learner micro-batches of 64, AdamW
+ * 0.9/0.99, lr 2e-4 cosine to 0.1x; engine threads 2), `--steps` steps.
+ *
+ * Then, in the same invocation, `bench/trl-companion.py` runs TRL's GRPOTrainer on the same
+ * settings: checkpoint 0 of that run (its initial weights) exported with the project's export
+ * (`exportRun`, what `durable-rl export` writes: HF config, safetensors, char tokenizer), the same
+ * prompts in the same order (the task's train items of each step, written to a JSONL file: prompt
+ * and reference), group size, completion budget, temperature, loss clipping, micro-batch and
+ * optimizer, the same exact-match reward re-implemented, transformers `generate` (no vLLM), CPU,
+ * the same threads. Both start from identical weights and tokenizer.
+ *
+ * Prints, per side: seconds per rl step (durable-rl: `step_seconds` of the committed metrics, from
+ * the start of the rollout to the commit; TRL: on_step_begin → on_step_end of the trainer, the
+ * generation included), as the mean of the steps after the first (the first builds sessions /
+ * warms up on both sides, printed apart), steps per hour, mean completion length and reward (the
+ * work done must match), and the ratio durable-rl / TRL in steps per hour (issue 16's goal: 3x).
+ * Also the wall time of each side's whole run for reference, and the load average.
+ *
+ * Options: `--steps N` (default 10), `--prompts N` per step (32), `--group N` (8), `--hidden`,
+ * `--layers`, `--heads` (128, 2, 4), `--threads N` (2: engine and torch), `--micro N` learner
+ * micro-batch (64), `--with-trl PYTHON` (the interpreter with trl; without it durable-rl alone).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { exportRun } from '../activities/checkpoint/export.js';
+import { completionBudget, parseRunConfig, type RunConfig } from '../activities/run/config.js';
+import { METRICS_NAME, rolloutsName, stepPrefix } from '../activities/store/keys.js';
+import { committedSteps, readArtifact } from '../activities/store/manifest.js';
+import { openStore } from '../activities/store/open.js';
+import { decodeMetrics, decodeRollouts, type MetricsRow } from '../activities/store/schemas.js';
+import { getTask } from '../activities/tasks/tasks.js';
+import { endpointsEnv, up } from '../infra/index.js';
+import { connectClient, temporalConfig } from '../workers/temporal.js';
+import { startTrainingRun } from '../workers/train-client.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    steps: { type: 'string', default: '10' },
+    prompts: { type: 'string', default: '32' },
+    group: { type: 'string', default: '8' },
+    hidden: { type: 'string', default: '128' },
+    layers: { type: 'string', default: '2' },
+    heads: { type: 'string', default: '4' },
+    threads: { type: 'string', default: '2' },
+    micro: { type: 'string', default: '64' },
+    'with-trl': { type: 'string' },
+  },
+});
+const steps = Number(opts.steps);
+const threads = Number(opts.threads);
+const python = opts['with-trl'];
+const root = fileURLToPath(new URL('..', import.meta.url));
+const defaults = parseRunConfig({});
+const defaultRl = defaults.phases.find((p) => p.kind === 'rl')!;
+
+/** The main job's rl phase alone, at the sizes asked for. */
+const configFor = (store: string): RunConfig =>
+  parseRunConfig({
+    name: 'grpo-step-bench',
+    seed: defaults.seed,
+    store,
+    task: defaults.task,
+    model: { hidden: Number(opts.hidden), layers: Number(opts.layers), heads: Number(opts.heads) },
+    phases: [{ ...defaultRl, steps, promptsPerStep: Number(opts.prompts), groupSize: Number(opts.group) }],
+    learner: { microBatchSize: Number(opts.micro) },
+    eval: { prompts: 8, passK: 0 },
+    engine: { threads },
+  });
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+const fmt = (x: number, digits = 2) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+/** The all-in-one worker (`durable-rl worker`, every queue) in its own process; resolves once it polls. */
+function allInOneWorker(env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker'], {
+    cwd: root,
+    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out = (out + d.toString()).slice(-20_000);
+      if (out.includes('workers polling')) resolve(child);
+    });
+    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+    child.once('exit', (code, sig) => reject(new Error(`worker exited (${code ?? sig}):\n${out}`)));
+  });
+}
+
+interface Side {
+  /** Seconds of each rl step, in order. */
+  stepS: number[];
+  /** Wall time of the whole run (durable-rl: start to result, evaluations and initRun included; TRL: trainer.train()). */
+  wallS: number;
+  completionLengthMean: number;
+  rewardMean: number;
+}
+
+const load0 = loadavg()[0]!;
+const dir = mkdtempSync(join(tmpdir(), 'bench-grpo-step-'));
+const storeUri = pathToFileURL(join(dir, 'store')).href;
+const config = configFor(storeUri);
+const phase = config.phases[0]!;
+if (phase.kind !== 'rl') throw new Error('the bench run is one rl phase');
+const task = getTask(config.task.name, config.task.options);
+const budget = completionBudget(phase, task);
+const loss = phase.loss.options;
+if (phase.loss.name !== 'clipped_surrogate' || !('clipLow' in loss)) throw new Error('the bench run uses the clipped surrogate');
+
+// ── durable-rl: the run through Temporal on the all-in-one worker ───────────────────────────────
+const e = await up({ quiet: true, components: ['temporal'] });
+const worker = await allInOneWorker(endpointsEnv(e));
+const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
+let ours: Side | undefined;
+let runId = '';
+let firstPromptIds: number[] = [];
+try {
+  const t0 = performance.now();
+  const run = await startTrainingRun(client, config);
+  const result = await run.result();
+  const wallS = (performance.now() - t0) / 1000;
+  if (result.status !== 'completed') throw new Error(`run ${run.runId} ended ${result.status}`);
+  runId = run.runId;
+  const store = openStore(storeUri);
+  const rows: MetricsRow[] = [];
+  for (const s of await committedSteps(store, run.runId))
+    rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!);
+  // the first prompt as durable-rl encoded it, to check the TRL side sees the same ids
+  firstPromptIds = [...decodeRollouts(await readArtifact(store, stepPrefix(run.runId, 0), rolloutsName(0)))[0]!.prompt_token_ids];
+  await store.close();
+  ours = {
+    stepS: rows.map((r) => r.step_seconds!),
+    wallS,
+    completionLengthMean: mean(rows.map((r) => r.completion_length_mean!)),
+    rewardMean: mean(rows.map((r) => r.reward_mean!)),
+  };
+} finally {
+  worker.kill('SIGTERM');
+  await client.connection.close();
+}
+const line = (name: string, s: Side) => {
+  const later = s.stepS.slice(1);
+  return (
+    `${name}: ${s.stepS.length} rl steps, first ${fmt(s.stepS[0]!)} s, then ${fmt(mean(later))} s/step (${later.map((x) => fmt(x)).join(', ')}) = ` +
+    `${fmt(3600 / mean(later), 0)} steps/hour; whole run ${fmt(s.wallS, 1)} s wall; mean completion ${fmt(s.completionLengthMean)} tokens, mean reward ${fmt(s.rewardMean, 3)}`
+  );
+};
+console.log(
+  `GRPO step: ${task.name}, ${phase.promptsPerStep} prompts x ${phase.groupSize} samples, completion budget ${budget} tokens, temperature ${phase.sampling.temperature}, ` +
+    `llama ${config.model.hidden} x ${config.model.layers} layers, learner micro-batch ${config.learner.microBatchSize}, threads ${threads}, ${cpus().length} CPUs; load average ${fmt(load0)}`,
+);
+if (!ours) throw new Error('no durable-rl result');
+console.log(line('durable-rl (Temporal, all-in-one worker)', ours));
+
+// ── TRL: the same run in GRPOTrainer ────────────────────────────────────────────────────────────
+let theirs: Side | null = null;
+if (python) {
+  const modelDir = join(dir, 'model');
+  await exportRun(storeUri, runId, 0, modelDir);
+  const items = task.prompts(config.seed, 'train', steps * phase.promptsPerStep, 0); // one rl phase: step k takes items [kP, (k+1)P)
+  const data = join(dir, 'prompts.jsonl');
+  writeFileSync(data, items.map((it) => JSON.stringify({ prompt: it.prompt, reference: it.reference })).join('\n') + '\n');
+  const rewardOptions = task.reward.options as { reversed: boolean };
+  const argv = [
+    fileURLToPath(new URL('trl-companion.py', import.meta.url)),
+    ...['--model', modelDir, '--data', data, '--steps', String(steps), '--prompts', String(phase.promptsPerStep)],
+    ...['--group', String(phase.groupSize), '--max-new', String(budget), '--temperature', String(phase.sampling.temperature)],
+    ...['--lr', String(phase.lr), '--min-lr-ratio', String(phase.minLrRatio), '--micro', String(config.learner.microBatchSize)],
+    ...[
+      '--beta1',
+      String(config.optimizer.beta1),
+      '--beta2',
+      String(config.optimizer.beta2),
+      '--max-grad-norm',
+      String(config.optimizer.maxGradNorm),
+    ],
+    ...['--clip-low', String(loss.clipLow), '--clip-high', String(loss.clipHigh)],
+    ...['--threads', String(threads), '--seed', String(config.seed), ...(rewardOptions.reversed ? ['--reversed'] : [])],
+  ];
+  const t0 = performance.now();
+  const r = spawnSync(python, argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const out = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (!out)
+    console.log(
+      `TRL failed (exit ${r.status}, signal ${r.signal}) after ${fmt((performance.now() - t0) / 1000, 0)} s:\n${r.stderr.slice(-3000)}`,
+    );
+  else {
+    const res = JSON.parse(out.slice(7)) as Side & { versions: Record<string, string>; promptIds0: number[] };
+    theirs = res;
+    const same = JSON.stringify(res.promptIds0) === JSON.stringify(firstPromptIds);
+    console.log(
+      `first prompt's ids: durable-rl [${firstPromptIds.join(',')}], TRL [${res.promptIds0.join(',')}]${same ? ' (equal)' : ' — DIFFERENT: the sides do not see the same prompts'}`,
+    );
+    console.log(
+      line(
+        `TRL GRPOTrainer (${Object.entries(res.versions)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')})`,
+        res,
+      ),
+    );
+  }
+}
+rmSync(dir, { recursive: true, force: true });
+
+const perHour = (s: Side) => 3600 / mean(s.stepS.slice(1));
+console.log(
+  `\nsteps/hour (mean of steps 2..${steps}): durable-rl ${fmt(perHour(ours), 0)}` +
+    (theirs ? `, TRL ${fmt(perHour(theirs), 0)}, ratio durable-rl / TRL ${fmt(perHour(ours) / perHour(theirs))}x (goal 3x)` : '') +
+    `; load average ${fmt(load0)} at start, ${fmt(loadavg()[0]!)} at end`,
+);
