@@ -5,7 +5,9 @@
  * step n, carries the rollouts in flight over continue-as-new as claim checks (the next execution
  * rolls none of them out again), and, with the rollout, reward, learner and commit workers SIGKILLed
  * at crash points and the workflow worker SIGKILLed mid-run, ends with final weights bitwise equal
- * to the uninterrupted k = 1 run.
+ * to the uninterrupted k = 1 run. A resume-from of such a run rolls out its first steps from the
+ * resumed checkpoint (and is bitwise equal across a SIGKILL), and a stop ends a k = 1 run with the
+ * answered number of steps committed while the next step's rollouts run ahead.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,7 +21,7 @@ import type { RunConfig } from '../../../activities/run/config.js';
 import { METRICS_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { committedSteps, readArtifact } from '../../../activities/store/manifest.js';
 import { decodeMetrics, decodeRollouts } from '../../../activities/store/schemas.js';
-import { resumeFromRun, startTrainingRun, type StartedRun } from '../../../workers/train-client.js';
+import { resumeFromRun, startTrainingRun, stopRun, type StartedRun } from '../../../workers/train-client.js';
 import { policyVersion, totalSteps } from '../../../workflows/run-plan.js';
 import type { TrainingRunInput } from '../../../workflows/training-run.js';
 import { assertCommittedRun, superviseWorker, tinyRunConfig, trainingServers, waitFor, weightsSha } from '../../support/training.js';
@@ -72,15 +74,19 @@ const decode = (p: temporal.api.common.v1.IPayload | undefined): unknown =>
 
 /** Each activity scheduled in an execution: its type, its input's step, when it was scheduled and completed (event ids). */
 function activities(events: HistoryEvent[]) {
-  const byId = new Map<number, { type: string; step: number; policyVersion?: number; scheduled: number; completed?: number }>();
+  const byId = new Map<
+    number,
+    { type: string; step: number; policyVersion?: number; referenceVersion?: number | null; scheduled: number; completed?: number }
+  >();
   for (const e of events) {
     const s = e.activityTaskScheduledEventAttributes;
     if (s) {
-      const input = decode(s.input?.payloads?.[0]) as { step?: number; policyVersion?: number };
+      const input = decode(s.input?.payloads?.[0]) as { step?: number; policyVersion?: number; referenceVersion?: number | null };
       byId.set(Number(e.eventId), {
         type: s.activityType?.name ?? '',
         step: input.step ?? -1,
         ...(input.policyVersion !== undefined ? { policyVersion: input.policyVersion } : {}),
+        ...(input.referenceVersion !== undefined ? { referenceVersion: input.referenceVersion } : {}),
         scheduled: Number(e.eventId),
       });
     }
@@ -90,30 +96,34 @@ function activities(events: HistoryEvent[]) {
   return [...byId.values()];
 }
 
-/** Runs `config` with a worker process per queue (control included) and `env`; returns the run and its final weights' sha256. */
+/** Runs `fn` with a supervised worker process per queue (control included; `env` for the activity workers) and stops them after. */
+async function withProcesses<T>(env: Record<string, string>, fn: (killControl: () => Promise<void>) => Promise<T>) {
+  const { t } = servers;
+  const workers = await Promise.all(
+    (['control', 'rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...(q === 'control' ? {} : env) })),
+  );
+  try {
+    const result = await fn(() => workers[0]!.kill());
+    return { result, restarts: workers.map((w) => w.restarts) };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+  }
+}
+
+/** Runs `cfg` (or what `start` starts) to completion on worker processes; its run, final weights' sha256 and worker restarts. */
 async function runWithProcesses(
   cfg: RunConfig,
   env: Record<string, string>,
   during?: (runId: string, killControl: () => Promise<void>) => Promise<void>,
   start: () => Promise<StartedRun> = () => startTrainingRun(servers.t.client, cfg),
 ) {
-  const { t } = servers;
-  const workers = await Promise.all(
-    (['control', 'rollout', 'reward', 'learner'] as const).map((q) => superviseWorker([q], { ...t.env, ...(q === 'control' ? {} : env) })),
-  );
-  try {
+  const { result, restarts } = await withProcesses(env, async (killControl) => {
     const run = await start();
-    await during?.(run.runId, () => workers[0]!.kill());
-    const result = await run.result();
-    assert.equal(result.status, 'completed');
-    return {
-      run,
-      sha: await weightsSha(servers.store, run.runId, totalSteps(cfg)),
-      restarts: workers.map((w) => w.restarts),
-    };
-  } finally {
-    await Promise.all(workers.map((w) => w.stop()));
-  }
+    await during?.(run.runId, killControl);
+    assert.equal((await run.result()).status, 'completed');
+    return { run, sha: await weightsSha(servers.store, run.runId, totalSteps(cfg)) };
+  });
+  return { ...result, restarts };
 }
 
 test("k = 1: step n+1 rolls out from checkpoint n beside step n's learner, rollouts in flight cross continue-as-new as claim checks, and SIGKILLs of every worker leave the final weights bitwise equal", async () => {
@@ -185,6 +195,12 @@ test("k = 1: step n+1 rolls out from checkpoint n beside step n's learner, rollo
       );
     }
   }
+  // the KL reference stays the rl phase's first checkpoint (1) whatever generated the rollouts
+  const learners = execs.flatMap((ev) => activities(ev).filter((a) => a.type === 'learnerUpdate' && a.step >= 1));
+  assert.deepEqual(
+    learners.map((a) => [a.step, a.referenceVersion]),
+    [1, 2, 3, 4, 5].map((s) => [s, 1]),
+  );
   const markers = execs.flat().filter((e) => e.markerRecordedEventAttributes);
   assert.ok(markers.length >= 1, 'the off-policy-steps patch marker is recorded');
   if (process.env.DURABLE_RL_RECORD_FIXTURES === '1') {
@@ -248,4 +264,26 @@ test('resume-from checkpoint 3 of a k = 1 run rolls out steps 3, 4, 5 from check
   } finally {
     rmSync(onceDir, { recursive: true, force: true });
   }
+});
+
+test('stop of a k = 1 run ends it with the answered number of steps committed (never a step rolled out ahead), stopped, not failed', async () => {
+  const { t, store } = servers;
+  const cfg = tinyRunConfig(storeUri, {
+    phases: [
+      { kind: 'sft', steps: 1, batchSize: 16, lr: 3e-3 },
+      { kind: 'rl', steps: 200, promptsPerStep: 8, groupSize: 4, lr: 1e-2 },
+    ],
+    rollout: { promptsPerShard: 4, maxConcurrentShards: 2, offPolicySteps: 1 },
+    eval: { prompts: 8, passK: 0 },
+  });
+  await withProcesses({}, async () => {
+    const run = await startTrainingRun(t.client, cfg);
+    await waitFor('step 2 committed', async () => ((await committedSteps(store, run.runId)).includes(2) ? true : undefined), 600_000);
+    const stop = await stopRun(t.client, run.runId, 'test');
+    const result = await run.result();
+    assert.equal(result.status, 'stopped');
+    assert.ok(stop.step !== null && stop.step >= 3, `stop answered step ${stop.step}`);
+    assert.equal(result.steps, stop.step);
+    await assertCommittedRun(store, run.runId, stop.step);
+  });
 });
