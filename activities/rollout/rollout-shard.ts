@@ -374,7 +374,7 @@ async function episodeRows(
   stopIds: readonly number[],
   progress: (p: Record<string, string | number | boolean | null>) => void,
   signal: AbortSignal,
-): Promise<RolloutsInput[]> {
+): Promise<{ rows: RolloutsInput[]; resumedTurns: number }> {
   const { tokenizer } = run;
   const { starts, promptTokens, chat } = episodeStarts(run, items, phase.groupSize);
   const resume = await recordedTurns(store, input);
@@ -399,7 +399,7 @@ async function episodeRows(
   );
   const stopSet = new Set(stopIds);
   const decode = (ids: readonly number[]) => tokenizer.decode([...ids]);
-  return episodes.map((e, i) => {
+  const rows = episodes.map((e, i): RolloutsInput => {
     const s = starts[i]!;
     const item = items[Math.floor(i / phase.groupSize)]!;
     return {
@@ -416,6 +416,7 @@ async function episodeRows(
       ...episodeColumns(e, decode, stopSet),
     };
   });
+  return { rows, resumedTurns: resume?.turnsCompleted ?? 0 };
 }
 
 /** Generates one rollout shard of an RL step and writes `rolloutsName(shard)` (uncommitted). */
@@ -453,13 +454,13 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     const promptIds = items.map((it) => run.encodePrompt(it.prompt, it.messages));
     if (run.environment || phase.tree) {
       progress({ done: 0, of: items.length });
-      const rows = run.environment
+      const { rows, resumedTurns } = run.environment
         ? await episodeRows(store, run, phase, input, items, params, stopIds, progress, signal)
-        : await treeRows(store, run, phase as RlPhase, input, items, promptIds, params, stopIds, signal);
+        : { rows: await treeRows(store, run, phase as RlPhase, input, items, promptIds, params, stopIds, signal), resumedTurns: undefined };
       crashPoint('rollout', step);
       const entry = await writeArtifact(store, prefix, { name, bytes: encodeRollouts(rows), schema: ROLLOUTS });
       progress({ done: items.length, of: items.length });
-      return { rollouts: entry, ...shardSummary(rows), seconds: seconds() };
+      return { rollouts: entry, ...shardSummary(rows), seconds: seconds(), ...(resumedTurns !== undefined ? { resumedTurns } : {}) };
     }
     items.forEach((item, p) => {
       for (let s = 0; s < G; s++) {

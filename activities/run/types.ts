@@ -108,6 +108,12 @@ export interface RolloutShardResult {
   promptTokens: number;
   truncated: number;
   seconds: number;
+  /**
+   * A shard of multi-turn episodes (the run's `environment`) run again after a crash: the turns
+   * it found recorded (`episodePartKey`) and resumed after instead of generating them again. 0 on
+   * a first run; absent for single completions.
+   */
+  resumedTurns?: number;
 }
 
 // ── rewardShard (reward queue) ──────────────────────────────────────────────────────────────────

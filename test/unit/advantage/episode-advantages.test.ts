@@ -71,7 +71,7 @@ test('an episode whose tool infrastructure failed is left out, not scored 0: wit
     1e-12,
   );
   assert.equal(got.rows[2]!.advantage, 0);
-  assert.equal(got.rows[2]!.loss_mask!.some(Boolean), false);
+  assert.equal(Array.from(got.rows[2]!.loss_mask!).some(Boolean), false);
   assert.equal(got.keptSamples, 2);
   // and scored as null (what rewardShard writes for it), the same
   const nulled = stepAdvantages(cfg, [episode(0), episode(1), episode(2, 'tool_failure')], [reward(0, 1), reward(1, 0), reward(2, null)]);

@@ -58,16 +58,19 @@ describe('episodes through the activities (environment: calculator)', () => {
   let f: RunFixture;
   let rows: RolloutsRow[];
   let sha: string;
+  let firstResumed: number | undefined;
   before(async () => {
     f = await warmRun();
     const r = await rolloutShard(shardInput(f));
     sha = r.rollouts.sha256;
+    firstResumed = r.resumedTurns;
     rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), r.rollouts));
   });
   after(() => f.teardown());
 
   it('a shard of 6 prompts × 4 is 24 episode rows, each with segments covering its completion and the loss mask on its policy segments only', () => {
     assert.equal(rows.length, P * G);
+    assert.equal(firstResumed, 0, 'a first run resumes nothing');
     for (const r of rows) {
       assert.ok(r.segment_ends && r.segment_roles && r.loss_mask, `${r.prompt_id}/${r.sample_id} is an episode row`);
       assert.equal(r.segment_ends[r.segment_ends.length - 1], r.completion_token_ids.length);
@@ -106,6 +109,7 @@ describe('episodes through the activities (environment: calculator)', () => {
     const record = await f.store.get(turn1);
     for (const k of keys.slice(1)) await f.store.delete(k);
     const again = await rolloutShard(shardInput(f));
+    assert.equal(again.resumedTurns, 1, 'resumed after the recorded turn 1');
     assert.equal(again.rollouts.sha256, sha, 'bitwise equal to the uninterrupted shard');
 
     // the record is what the retry builds on: a token logprob changed in it comes out in the row
