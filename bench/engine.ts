@@ -48,6 +48,8 @@ const quick = args.includes('--quick');
 const threadsArg = args.includes('--threads') ? Number(args[args.indexOf('--threads') + 1]) : 0;
 const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : undefined;
 const baseline = !args.includes('--no-baseline');
+/** `--profile PREFIX`: the train and decode parts' sessions write onnxruntime profiles (`PREFIX_<date>.json`; summed by bench/profile.ts). */
+const profilePrefix = args.includes('--profile') ? args[args.indexOf('--profile') + 1]! : null;
 /** `--with-torch PYTHON`: the interpreter that runs bench/torch-companion.py (absent: durable-rl alone). */
 const python = args.includes('--with-torch') ? args[args.indexOf('--with-torch') + 1] : undefined;
 /** `--torch-bf16`: PyTorch bf16 autocast even on a CPU without AMX (by default only where it has AMX). */
@@ -131,7 +133,7 @@ async function benchTrain(threads: number, recompute = true): Promise<Record<str
   const t0 = now();
   const weights = initWeights(modelCfg, 1);
   const initS = now() - t0;
-  const engine = new ModelEngine(modelCfg, { threads, recompute });
+  const engine = new ModelEngine(modelCfg, { threads, recompute, profilePrefix });
   let state = initTrainState(modelCfg, weights);
   const rng = new CounterRng(2, 'bench-train');
   const { batch, seq, steps } = TRAIN;
@@ -160,7 +162,7 @@ async function benchTrain(threads: number, recompute = true): Promise<Record<str
 }
 
 async function benchDecode(threads: number, batch: number, quantize: DecodeQuantize | null = null): Promise<Record<string, number>> {
-  const engine = new ModelEngine(modelCfg, { threads });
+  const engine = new ModelEngine(modelCfg, { threads, profilePrefix });
   engine.setWeights(initWeights(modelCfg, 1), 'bench');
   const rng = new CounterRng(3, 'bench-decode', batch);
   const prompts = randomIds(rng, batch, DECODE.prompt, 0);
@@ -303,7 +305,16 @@ function child(name: string): Record<string, number> {
   const self = fileURLToPath(import.meta.url);
   const r = spawnSync(
     process.execPath,
-    ['--import', 'tsx', self, '--part', name, ...(quick ? ['--quick'] : []), ...(threadsArg ? ['--threads', String(threadsArg)] : [])],
+    [
+      '--import',
+      'tsx',
+      self,
+      '--part',
+      name,
+      ...(quick ? ['--quick'] : []),
+      ...(threadsArg ? ['--threads', String(threadsArg)] : []),
+      ...(profilePrefix ? ['--profile', `${profilePrefix}-${name}`] : []),
+    ],
     {
       encoding: 'utf8',
       maxBuffer: 1 << 24,

@@ -75,6 +75,12 @@ export const engineOptionsSchema = z.object({
    * visible in the run-to-run noise (bench/README.md). Off: every activation is kept.
    */
   recompute: z.boolean().default(true),
+  /**
+   * onnxruntime's profiler: every session of this engine writes a Chrome-trace JSON of its node
+   * timings to `{profilePrefix}_{date}.json` when it is released (engine.close). null (default): off.
+   * `bench/profile.ts` sums such a file by operator.
+   */
+  profilePrefix: z.string().min(1).nullable().default(null),
   /** Most sessions kept alive at once (least recently used are released first). */
   maxSessions: z.number().int().positive().default(8),
   /**
@@ -222,6 +228,7 @@ export class ModelEngine {
       enableCpuMemArena: this.options.memArena !== 'off',
     };
     if (this.options.threads > 0) so.intraOpNumThreads = this.options.threads;
+    if (this.options.profilePrefix !== null) Object.assign(so, { enableProfiling: true, profileFilePrefix: this.options.profilePrefix });
     this.host = new SessionHost(this.options.thread);
     this.sessions = new SessionCache(this.options.maxSessions, this.host, so);
   }
