@@ -9,6 +9,7 @@ import type {
   ReferenceLogprobsResult,
   RewardShardResult,
   RolloutShardResult,
+  StageIo,
   StepMetrics,
 } from '../activities/run/types.js';
 import type { StepPlan } from './run-plan.js';
@@ -278,4 +279,22 @@ export function offPolicyMetrics(metrics: StepMetrics, step: number, behaviourVe
     ...metrics,
     extra: { ...metrics.extra, 'off_policy/behaviour_version': behaviourVersion, 'off_policy/staleness': step - behaviourVersion },
   };
+}
+
+/** `total` plus `io` (absent: nothing to add), for summing the store traffic of a step's calls. */
+export function addIo(total: StageIo | undefined, io: StageIo | undefined): StageIo | undefined {
+  if (!io) return total;
+  return { bytesRead: (total?.bytesRead ?? 0) + io.bytesRead, bytesWritten: (total?.bytesWritten ?? 0) + io.bytesWritten };
+}
+
+/**
+ * A step's row with its store traffic under `extra`: `io/bytes_read` and `io/bytes_written`, the
+ * sums over the step's calls before the commit (rollout and reward shards, reference scoring,
+ * advantages, the learner; the commit's own writes come after the row is made). A call re-run
+ * after a crash counts its last attempt; weights a worker holds in its engine cache are not read
+ * again. Without any counted call the row is unchanged.
+ */
+export function withStepIo(metrics: StepMetrics, io: StageIo | undefined): StepMetrics {
+  if (!io) return metrics;
+  return { ...metrics, extra: { ...metrics.extra, 'io/bytes_read': io.bytesRead, 'io/bytes_written': io.bytesWritten } };
 }

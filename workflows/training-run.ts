@@ -38,6 +38,7 @@ import type {
   ResumeSource,
   RewardShardResult,
   RolloutShardResult,
+  StageIo,
   StepMetrics,
 } from '../activities/run/types.js';
 import type { ManifestEntry } from '../activities/store/manifest.js';
@@ -67,12 +68,14 @@ import {
 } from './run-plan.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from './search-attributes.js';
 import {
+  addIo,
   dpoStepMetrics,
   offPolicyMetrics,
   onlineDpoStepMetrics,
   rewardModelStepMetrics,
   rlStepMetrics,
   sftStepMetrics,
+  withStepIo,
 } from './step-metrics.js';
 
 /** What survives continue-as-new: a few numbers and URIs, never data. */
@@ -194,6 +197,8 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   let stoppedWhileBlocked = false;
   /** The calls waiting and the queues among theirs no worker polls (queue-watch.ts). */
   const watch = new QueueWatch(() => details());
+  /** Store bytes the calls of each step have read and written so far (the commit puts them in the step's metrics). */
+  const stepIo = new Map<number, StageIo>();
 
   const phaseOf = (step: number) => (step < total ? planStep(config, step) : undefined);
   const progress = (): RunProgress => {
@@ -302,6 +307,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     for (;;) {
       try {
         const result = await watch.track(name, () => rawCall(name, summary, input));
+        const ioStep = (input as { step?: unknown }).step;
+        const io = typeof ioStep === 'number' ? addIo(stepIo.get(ioStep), (result as { io?: StageIo } | undefined)?.io) : undefined;
+        if (io) stepIo.set(ioStep as number, io);
         if (entry) {
           blocked.splice(blocked.indexOf(entry), 1);
           wf.log.info('stage unblocked', { stage: entry.stage, summary, calls: entry.calls });
@@ -676,8 +684,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     t0: number,
   ): Promise<StepMetrics> {
     enter('commit');
-    const done: StepMetrics = { ...metrics, step_seconds: (Date.now() - t0) / 1000 };
+    const done: StepMetrics = { ...withStepIo(metrics, stepIo.get(plan.step)), step_seconds: (Date.now() - t0) / 1000 };
     const committed = await stages.commit(plan, checkpoint, artifacts, done);
+    stepIo.delete(plan.step);
     carry.lastStepUri = committed.stepUri;
     carry.lastCheckpointUri = committed.checkpointUri;
     return done;

@@ -17,6 +17,7 @@ import { ModelInputError } from '../model/engine-types.js';
 import { IntegrityError, InvalidUriError } from '../store/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { openStore } from '../store/open.js';
+import { countingStore } from '../store/counting.js';
 
 const log = logger('run');
 
@@ -100,10 +101,12 @@ export function blockedFailure(
  * for good: a damaged object does not repair itself. Any other error that is still failing once
  * the call has been retrying for its window (`retryWindowMs`) gives up as a non-retryable
  * `StageBlocked` failure, so the workflow can show the run blocked (it calls the stage again).
+ * The bytes the body read and wrote through the store are added to an object result as `io`
+ * (`StageIo`, summed into the step metrics by the workflow).
  */
 export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageContext) => Promise<T>): Promise<T> {
   const ctx = inActivity();
-  const store = openStore(storeUri);
+  const store = countingStore(openStore(storeUri));
   let latest: Progress = { stage: what };
   const progress = (p: Progress) => {
     latest = { stage: what, ...p };
@@ -112,7 +115,12 @@ export async function stage<T>(what: string, storeUri: string, fn: (ctx: StageCo
   const timeoutMs = ctx?.info.heartbeatTimeoutMs ?? 0;
   const timer = ctx && timeoutMs > 0 ? setInterval(() => ctx.heartbeat(latest), Math.max(100, Math.floor(timeoutMs / 3))) : undefined;
   try {
-    return await fn({ store, progress, signal: ctx?.cancellationSignal ?? new AbortController().signal });
+    const result = await fn({ store, progress, signal: ctx?.cancellationSignal ?? new AbortController().signal });
+    if (result !== null && typeof result === 'object' && !Array.isArray(result)) {
+      const { bytesRead, bytesWritten } = store.counts();
+      Object.assign(result, { io: { bytesRead, bytesWritten } });
+    }
+    return result;
   } catch (err) {
     // A cancelled attempt (the workflow cancelled the call, or this worker shuts down past its
     // grace period) ends as the cancellation: the SDK reports a shutdown's as a failed attempt, so

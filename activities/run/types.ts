@@ -67,7 +67,15 @@ export interface InitRunInput extends RunRef {
   resumeFrom: ResumeSource | null;
 }
 
+/** Object-store bytes one activity read and wrote (stage.ts counts them; the step metrics sum them as `io/bytes_read`, `io/bytes_written`). */
+export interface StageIo {
+  bytesRead: number;
+  bytesWritten: number;
+}
+
 export interface InitRunResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** The first step this run trains: 0, or the resumed checkpoint. */
   startStep: number;
   /**
@@ -99,6 +107,8 @@ export interface RolloutShardInput extends RunRef {
 }
 
 export interface RolloutShardResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** `rolloutsName(shard)`, written (not yet committed) under the step prefix. */
   rollouts: ManifestEntry;
   samples: number;
@@ -126,6 +136,8 @@ export interface RewardShardInput extends RunRef {
 }
 
 export interface RewardShardResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** `rewardsName(shard)` under the step prefix. */
   rewards: ManifestEntry;
   samples: number;
@@ -157,6 +169,8 @@ export interface ReferenceLogprobsInput extends RunRef {
 }
 
 export interface ReferenceLogprobsResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** `REFERENCE_LOGPROBS_NAME` under the step prefix (written, not yet committed), one row per rollout row. */
   referenceLogprobs: ManifestEntry;
   /** Rollout rows and completion tokens scored. */
@@ -220,6 +234,8 @@ export interface PreferencePairsCounts {
 }
 
 export interface AdvantagesResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** `ADVANTAGES_NAME` under the step prefix; an online_dpo step's `PREFERENCE_PAIRS_NAME` (what its learner trains on). */
   advantages: ManifestEntry;
   keptSamples: number;
@@ -270,6 +286,8 @@ export interface LearnerInput extends RunRef {
 }
 
 export interface LearnerResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** The checkpoint's `MODEL_NAME` and `OPTIMIZER_NAME` entries (content-addressed keys), written under checkpoint prefix step + 1. */
   checkpoint: ManifestEntry[];
   /** The engine's metrics (means over micro-batches): loss, grad_norm, pg_loss, clip_frac, kl, entropy, ... */
@@ -323,6 +341,8 @@ export interface CommitStepInput extends RunRef {
 }
 
 export interface CommitStepResult {
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
   /** False when the step was already committed (a retried or replayed commit): nothing was written. */
   created: boolean;
   /** URIs of the step manifest and the checkpoint manifest. */
@@ -381,4 +401,6 @@ export interface EvalRecord {
 export interface EvaluateResult extends EvalRecord {
   uri: string;
   seconds: number;
+  /** Store bytes this call read and wrote (added by stage.ts). */
+  io?: StageIo;
 }

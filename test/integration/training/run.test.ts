@@ -40,6 +40,14 @@ test('a run commits every step once across continue-as-new, evaluates, and shows
   assert.equal(rl.num_prompts, 8);
   assert.ok(rl.reward_mean !== null && rl.reward_mean >= 0 && rl.reward_mean <= 1);
   assert.ok(rl.loss !== null && Number.isFinite(rl.loss));
+  // The step's store traffic before its commit: at least the artifacts it committed were written
+  // (rollouts, rewards, advantages; the manifest and metrics come after the row), and read back.
+  let artifactBytes = 0;
+  for await (const o of store.list(`${stepPrefix(run.runId, 3)}/`))
+    if (!o.key.endsWith('/manifest.json') && !o.key.endsWith(`/${METRICS_NAME}`)) artifactBytes += o.size;
+  assert.ok(artifactBytes > 0);
+  assert.ok(rl.extra['io/bytes_written']! >= artifactBytes, `io/bytes_written ${rl.extra['io/bytes_written']} < ${artifactBytes}`);
+  assert.ok(rl.extra['io/bytes_read']! >= artifactBytes, `io/bytes_read ${rl.extra['io/bytes_read']} < ${artifactBytes}`);
   // Evaluations: the initial weights, the end of sft (before RL), the end of the run.
   assert.deepEqual(
     result.evals.map((e) => e.policyVersion),

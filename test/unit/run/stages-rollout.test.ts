@@ -217,11 +217,11 @@ describe('evaluate', () => {
     assert.ok(r.uri.endsWith(`${evalPrefix(RUN, 0)}/${MANIFEST_NAME}`), r.uri);
 
     const stored = JSON.parse(new TextDecoder().decode(await readArtifact(f.store, evalPrefix(RUN, 0), EVAL_NAME)));
-    const { uri: _u, seconds: _s, ...record } = r;
+    const { uri: _u, seconds: _s, io: _io, ...record } = r;
     assert.deepEqual(stored, record);
     const manifestBefore = await readManifest(f.store, evalPrefix(RUN, 0));
     const again = await evaluate({ storeUri: f.storeUri, runId: RUN, policyVersion: 0, phase: 'init' });
-    const { uri: _u2, seconds: _s2, ...record2 } = again;
+    const { uri: _u2, seconds: _s2, io: _io2, ...record2 } = again;
     assert.deepEqual(record2, record);
     assert.deepEqual(await readManifest(f.store, evalPrefix(RUN, 0)), manifestBefore);
 

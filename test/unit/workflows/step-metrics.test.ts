@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AdvantagesResult, LearnerResult, RewardShardResult, RolloutShardResult } from '../../../activities/run/types.js';
 import type { ManifestEntry } from '../../../activities/store/manifest.js';
-import { emptyMetrics, rlStepMetrics, sftStepMetrics } from '../../../workflows/step-metrics.js';
+import { addIo, emptyMetrics, rlStepMetrics, sftStepMetrics, withStepIo } from '../../../workflows/step-metrics.js';
 
 const entry = (name: string) => ({ name }) as unknown as ManifestEntry;
 
@@ -249,4 +249,13 @@ test("the learner's mismatch (mismatch_logprob_diff 0.3, mismatch_kl 0.05), guar
     seconds,
   );
   for (const k of Object.keys(reported)) assert.equal(k in bare.extra, false, k);
+});
+
+test('step io: calls of 100 read / 40 written and 5 / 0 sum to 105 / 40 under extra io/bytes_read, io/bytes_written; no counted call leaves the row as it was', () => {
+  const total = addIo(addIo(undefined, { bytesRead: 100, bytesWritten: 40 }), { bytesRead: 5, bytesWritten: 0 });
+  assert.deepEqual(total, { bytesRead: 105, bytesWritten: 40 });
+  assert.equal(addIo(total, undefined), total);
+  const row = { ...emptyMetrics(), extra: { 'reward/a': 0.5 } };
+  assert.deepEqual(withStepIo(row, total).extra, { 'reward/a': 0.5, 'io/bytes_read': 105, 'io/bytes_written': 40 });
+  assert.equal(withStepIo(row, undefined), row);
 });
