@@ -7,6 +7,10 @@
  *            7*8=     →  <a>56</a>
  *   hermes:  "What is 123*45? …"  →  <tool_call>{"name": "calc", …}</tool_call> … <answer>5535</answer>
  *
+ * Splits: a multi-digit problem is in train or eval by a hash of its unordered factors, never both;
+ * the one-digit products (the multiplication table, 45 unordered pairs) are drawn in both splits, as
+ * what a model is meant to know without a tool: held-out one-digit pairs could not be learnt at all.
+ *
  * `calc` evaluates +, -, *, / and parentheses over whole numbers exactly (the tasks' recursive
  * descent parser and BigInt rationals, activities/tasks/expression.ts; never `eval`).
  */
@@ -118,7 +122,8 @@ export const calculator = defineEnvironmentKind({
         const b = easy ? d.intIn(1, 9) : factor(d, d.intIn(o.minDigits, o.maxDigitsB));
         const goldCalls = easy ? 0 : 1;
         return {
-          key: a <= b ? `${a}*${b}` : `${b}*${a}`,
+          // a multi-digit problem is in one split only; the one-digit table is knowledge to hold in one's head, drawn in both splits
+          key: easy ? `table:${a}*${b}#${d.intIn(0, 2 ** 30)}` : a <= b ? `${a}*${b}` : `${b}*${a}`,
           item: {
             prompt: prompt(o.format, a, b),
             reference: String(a * b),

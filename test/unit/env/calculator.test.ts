@@ -27,7 +27,7 @@ test('calc answers bad expressions with an error text, never running them: proce
   );
 });
 
-test('calculator items: same seed, same items; train and eval never share a problem; tool items have 2-3 x 2 digits, easy ones 1 x 1', () => {
+test('calculator items: same seed, same items; train and eval never share a multi-digit problem (one-digit products are in both); tool items have 2-3 x 2 digits, easy ones 1 x 1', () => {
   const env = environmentByName('calculator', { evalFraction: 0.2 });
   const train = env.task!.prompts(7, 'train', 300);
   assert.deepEqual(env.task!.prompts(7, 'train', 300), train);
@@ -36,8 +36,13 @@ test('calculator items: same seed, same items; train and eval never share a prob
     const { a, b } = r.metadata as { a: number; b: number };
     return `${Math.min(a, b)}*${Math.max(a, b)}`;
   };
-  const evalKeys = new Set(env.task!.prompts(7, 'eval', 300).map(key));
-  assert.equal(train.filter((r) => evalKeys.has(key(r))).length, 0);
+  const evalItems = env.task!.prompts(7, 'eval', 300);
+  const evalKeys = new Set(evalItems.filter((r) => r.metadata.goldCalls === 1).map(key));
+  assert.equal(train.filter((r) => r.metadata.goldCalls === 1 && evalKeys.has(key(r))).length, 0);
+  assert.ok(
+    evalItems.some((r) => r.metadata.goldCalls === 0),
+    'one-digit products in eval too',
+  );
   for (const r of train) {
     const { a, b, goldCalls } = r.metadata as { a: number; b: number; goldCalls: number };
     assert.equal(r.prompt, `${a}*${b}=`);
