@@ -1,0 +1,148 @@
+/**
+ * Multi-turn episodes end to end (issue 15) on a real Temporal dev server with worker processes:
+ * the `calculator` environment (tagged tool calls, a char model from scratch) trains SFT on gold
+ * trajectories then GRPO on its episodes through the durable run; a rollout worker SIGKILLed
+ * mid-episode (after a recorded turn) resumes from the last completed turn, and the run ends with
+ * weights bitwise equal to the uninterrupted run's.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { EvalRecord } from '../../../activities/run/types.js';
+import { ADVANTAGES_NAME, EVAL_NAME, evalPrefix, parseShardName, stepPrefix } from '../../../activities/store/keys.js';
+import { readArtifact, readCommitted } from '../../../activities/store/manifest.js';
+import { decodeAdvantages, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
+import { startTrainingRun } from '../../../workers/train-client.js';
+import { totalSteps } from '../../../workflows/run-plan.js';
+import { lazyFixture } from '../../support/fixture.js';
+import { activityCalls } from '../../support/history.js';
+import { assertCommittedRun, tinyRunConfig, trainingServers, weightsSha, withCrashingWorkers } from '../../support/training.js';
+
+const storeDir = mkdtempSync(join(tmpdir(), 'training-episodes-'));
+const storeUri = pathToFileURL(storeDir).href;
+const SFT_STEPS = 3;
+const config = () =>
+  tinyRunConfig(storeUri, {
+    name: 'episodes-calculator',
+    environment: { name: 'calculator', options: { minDigits: 2, maxDigitsA: 2, maxDigitsB: 2, easyFraction: 0.25, maxTurns: 3 } },
+    phases: [
+      { kind: 'sft', steps: SFT_STEPS, updatesPerStep: 10, batchSize: 16, lr: 1e-2 },
+      { kind: 'rl', steps: 3, promptsPerStep: 8, groupSize: 4, lr: 1e-3, sampling: { temperature: 1 } },
+    ],
+  });
+const TOTAL = totalSteps(config());
+const servers = trainingServers(storeUri, [storeDir]);
+
+/** Trains the run to the end with one worker process per queue, killed at `crashAt` (once each) and restarted. */
+async function train(crashAt: string[]) {
+  const { result, restarts } = await withCrashingWorkers(servers.t.env, crashAt, async () => {
+    const run = await startTrainingRun(servers.t.client, config());
+    const outcome = await run.result();
+    assert.equal(outcome.status, 'completed');
+    const events = (await servers.t.client.workflow.getHandle(run.runId).fetchHistory()).events ?? [];
+    return { runId: run.runId, events };
+  });
+  return { ...result, restarts };
+}
+
+const uninterrupted = lazyFixture(async () => {
+  const r = await train([]);
+  await assertCommittedRun(servers.store, r.runId, TOTAL);
+  return { ...r, sha: await weightsSha(servers.store, r.runId, TOTAL) };
+});
+
+/** The rollouts rows of a committed step, every shard in order. */
+async function stepRollouts(runId: string, step: number): Promise<RolloutsRow[]> {
+  const m = await readCommitted(servers.store, stepPrefix(runId, step));
+  const rows: RolloutsRow[] = [];
+  for (const e of m!.artifacts.filter((a) => parseShardName(a.name)?.kind === 'rollouts').sort((a, b) => (a.name < b.name ? -1 : 1)))
+    rows.push(...decodeRollouts(await readArtifact(servers.store, stepPrefix(runId, step), e.name)));
+  return rows;
+}
+
+/** The JSON result of every completed rolloutShard call of a history, with the attempt that completed it. */
+function rolloutResults(events: Awaited<ReturnType<typeof train>>['events']) {
+  const calls = activityCalls(events);
+  const scheduled = new Map<number, { attempt: number; summary: string }>();
+  const out: { attempt: number; summary: string; resumedTurns?: number }[] = [];
+  const byId = new Map(calls.map((c) => [c.activityId, c]));
+  for (const e of events) {
+    const s = e.activityTaskScheduledEventAttributes;
+    if (s?.activityType?.name === 'rolloutShard') {
+      const c = byId.get(s.activityId ?? '')!;
+      scheduled.set(Number(e.eventId), c);
+    }
+    const done = e.activityTaskCompletedEventAttributes;
+    const c = done && scheduled.get(Number(done.scheduledEventId));
+    if (c) {
+      const data = done.result?.payloads?.[0]?.data;
+      const result = data ? (JSON.parse(Buffer.from(data).toString('utf8')) as { resumedTurns?: number }) : {};
+      out.push({ ...c, ...(result.resumedTurns !== undefined ? { resumedTurns: result.resumedTurns } : {}) });
+    }
+  }
+  return out;
+}
+
+test('calculator trains SFT on gold trajectories then GRPO on its episodes: rows with turns, tool calls and observations masked out of the loss, rewards on final answers, episode evaluations, and no activity per turn', async () => {
+  const { runId, events } = await uninterrupted();
+  let multiTurn = 0;
+  let calls = 0;
+  for (let step = SFT_STEPS; step < TOTAL; step++) {
+    const rows = await stepRollouts(runId, step);
+    assert.equal(rows.length, 8 * 4, `step ${step}: 8 prompts × 4 episodes`);
+    const prefix = stepPrefix(runId, step);
+    const adv = new Map(
+      decodeAdvantages(await readArtifact(servers.store, prefix, ADVANTAGES_NAME)).map((a) => [`${a.prompt_id}#${a.sample_id}`, a]),
+    );
+    for (const r of rows) {
+      assert.ok(
+        r.segment_ends && r.loss_mask && r.turns! >= 1 && r.turns! <= 3,
+        `step ${step} ${r.prompt_id}/${r.sample_id} is an episode`,
+      );
+      if (r.turns! > 1) multiTurn++;
+      calls += r.tool_calls!.length;
+      const a = adv.get(`${r.prompt_id}#${r.sample_id}`)!;
+      a.loss_mask!.forEach((m, t) => assert.ok(!m || r.loss_mask![t], `step ${step}: an observation token is in the loss`));
+    }
+    const m = await readCommitted(servers.store, prefix);
+    for (const e of m!.artifacts.filter((x) => parseShardName(x.name)?.kind === 'rewards'))
+      for (const w of decodeRewards(await readArtifact(servers.store, prefix, e.name))) {
+        assert.ok(w.reward !== null, `step ${step}: every episode scored (no tool failures here)`);
+        assert.ok(w.components.correct === 0 || w.components.correct === 1);
+      }
+  }
+  assert.ok(multiTurn > 0 && calls > 0, `the policy called the tool (${calls} calls, ${multiTurn} multi-turn episodes)`);
+
+  const evalRecord = JSON.parse(
+    new TextDecoder().decode(await readArtifact(servers.store, evalPrefix(runId, TOTAL), EVAL_NAME)),
+  ) as EvalRecord;
+  assert.ok(evalRecord.episodes && evalRecord.episodes.turns_mean >= 1, 'the evaluation ran episodes');
+  assert.ok(evalRecord.greedy_accuracy !== null);
+
+  // turns are not activities: an rl step schedules one rollout and one reward call per shard (2 shards)
+  const rollouts = activityCalls(events).filter((c) => c.type === 'rolloutShard');
+  assert.equal(rollouts.length, 3 * 2);
+  assert.ok(
+    rollouts.every((c) => /calculator episodes/.test(c.summary)),
+    rollouts[0]?.summary,
+  );
+  assert.ok(
+    rolloutResults(events).every((r) => r.resumedTurns === 0),
+    'an uninterrupted run resumes no shard',
+  );
+});
+
+test('a rollout worker SIGKILLed mid-episode resumes from the last completed turn and the run ends bitwise equal to the uninterrupted one', async () => {
+  const reference = (await uninterrupted()).sha;
+  // killed in the first and the last rl step, each time after a shard recorded a turn with turns to go
+  const { runId, restarts, events } = await train([`episode@${SFT_STEPS}`, `episode@${TOTAL - 1}`]);
+  assert.equal(restarts, 2, 'the rollout worker was killed twice, each time after a recorded turn');
+  await assertCommittedRun(servers.store, runId, TOTAL);
+  const retried = rolloutResults(events).filter((r) => r.attempt > 1);
+  assert.equal(retried.length, 2, 'two rollout shards ran a second attempt');
+  for (const r of retried) assert.ok(r.resumedTurns! >= 1, `${r.summary}: the retry resumed after ${r.resumedTurns} recorded turn(s)`);
+  assert.equal(await weightsSha(servers.store, runId, TOTAL), reference, "the final weights equal the uninterrupted run's");
+});
