@@ -282,6 +282,7 @@ describe('commitStep', () => {
 
   it('commits the step artifacts it is given next to metrics.arrow', async () => {
     const runId = 'with-artifacts';
+    await writeRunRecord(store, { run_id: runId, name: 'with-artifacts', resumed_from: null, config: configOf(storeUri) }); // initRun's part
     const model = resolveRun(configOf(storeUri)).model;
     const checkpoint = await writeCheckpoint(store, runId, 2, { ...initTrainState(model, initWeights(model, 56)), step: 2 });
     const { writeArtifact } = await import('../../../activities/store/manifest.js');

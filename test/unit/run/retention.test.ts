@@ -17,8 +17,8 @@ test('no policy (the default) keeps all 11 checkpoints of 0..10 with their optim
   assert.deepEqual(r.dropOptimizer, []);
 });
 
-test('the config defaults to no policy: keepLast null, keepEvery null, optimizerState all', () => {
-  assert.deepEqual(parseRunConfig({}).retention, { keepLast: null, keepEvery: null, optimizerState: 'all' });
+test('the config defaults to no policy: keepLast null, keepEvery null, optimizerState all, applied by every step’s commit', () => {
+  assert.deepEqual(parseRunConfig({}).retention, { keepLast: null, keepEvery: null, optimizerState: 'all', apply: 'every_step' });
 });
 
 test('keepEvery without keepLast is refused naming retention.keepEvery', () => {
