@@ -34,7 +34,9 @@
  *
  * Options: `--steps N` (default 10), `--prompts N` per step (32), `--group N` (8), `--hidden`,
  * `--layers`, `--heads` (128, 2, 4), `--threads N` (2: engine and torch), `--micro N` learner
- * micro-batch (64), `--with-trl PYTHON` (the interpreter with trl; without it durable-rl alone).
+ * micro-batch (64), `--rounds N` (1): N runs of each side, alternated (durable-rl, TRL, durable-rl,
+ * …) so the load of other processes falls on both alike, the steps/hour over all of them;
+ * `--with-trl PYTHON` (the interpreter with trl; without it durable-rl alone).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -63,11 +65,13 @@ const { values: opts } = parseArgs({
     heads: { type: 'string', default: '4' },
     threads: { type: 'string', default: '2' },
     micro: { type: 'string', default: '64' },
+    rounds: { type: 'string', default: '1' },
     'with-trl': { type: 'string' },
   },
 });
 const steps = Number(opts.steps);
 const threads = Number(opts.threads);
+const rounds = Number(opts.rounds);
 const python = opts['with-trl'];
 const root = fileURLToPath(new URL('..', import.meta.url));
 const defaults = parseRunConfig({});
@@ -115,50 +119,94 @@ interface Side {
   wallS: number;
   completionLengthMean: number;
   rewardMean: number;
+  /** durable-rl: mean seconds of each stage over the steps after the first. */
+  stages?: Record<string, number>;
 }
 
 const load0 = loadavg()[0]!;
 const dir = mkdtempSync(join(tmpdir(), 'bench-grpo-step-'));
-const storeUri = pathToFileURL(join(dir, 'store')).href;
-const config = configFor(storeUri);
-const phase = config.phases[0]!;
-if (phase.kind !== 'rl') throw new Error('the bench run is one rl phase');
-const task = getTask(config.task.name, config.task.options);
+const template = configFor(pathToFileURL(join(dir, 'store-0')).href);
+const first = template.phases[0]!;
+if (first.kind !== 'rl') throw new Error('the bench run is one rl phase');
+const phase = first;
+const task = getTask(template.task.name, template.task.options);
 const budget = completionBudget(phase, task);
-const loss = phase.loss.options;
-if (phase.loss.name !== 'clipped_surrogate' || !('clipLow' in loss)) throw new Error('the bench run uses the clipped surrogate');
+const surrogate = phase.loss.options;
+if (phase.loss.name !== 'clipped_surrogate' || !('clipLow' in surrogate)) throw new Error('the bench run uses the clipped surrogate');
+const loss = surrogate;
+console.log(
+  `GRPO step: ${task.name}, ${phase.promptsPerStep} prompts x ${phase.groupSize} samples, completion budget ${budget} tokens, temperature ${phase.sampling.temperature}, ` +
+    `llama ${template.model.hidden} x ${template.model.layers} layers, learner micro-batch ${template.learner.microBatchSize}, threads ${threads}, ${cpus().length} CPUs; ` +
+    `${rounds} round(s) of durable-rl then TRL; load average ${fmt(load0)}`,
+);
 
-// ── durable-rl: the run through Temporal on the all-in-one worker ───────────────────────────────
 const e = await up({ quiet: true, components: ['temporal'] });
 const worker = await allInOneWorker(endpointsEnv(e));
 const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
-let ours: Side | undefined;
-let runId = '';
-let firstPromptIds: number[] = [];
-try {
+
+/** durable-rl's run through Temporal on the all-in-one worker, in a fresh store (same config and seed each round: same weights). */
+async function durableRl(round: number): Promise<Side & { storeUri: string; runId: string; firstPromptIds: number[] }> {
+  const storeUri = pathToFileURL(join(dir, `store-${round}`)).href;
+  const config = configFor(storeUri);
   const t0 = performance.now();
   const run = await startTrainingRun(client, config);
   const result = await run.result();
   const wallS = (performance.now() - t0) / 1000;
   if (result.status !== 'completed') throw new Error(`run ${run.runId} ended ${result.status}`);
-  runId = run.runId;
   const store = openStore(storeUri);
   const rows: MetricsRow[] = [];
   for (const s of await committedSteps(store, run.runId))
     rows.push(decodeMetrics(await readArtifact(store, stepPrefix(run.runId, s), METRICS_NAME))[0]!);
   // the first prompt as durable-rl encoded it, to check the TRL side sees the same ids
-  firstPromptIds = [...decodeRollouts(await readArtifact(store, stepPrefix(run.runId, 0), rolloutsName(0)))[0]!.prompt_token_ids];
+  const rollouts = decodeRollouts(await readArtifact(store, stepPrefix(run.runId, 0), rolloutsName(0)));
   await store.close();
-  ours = {
+  const later = rows.slice(1);
+  return {
+    storeUri,
+    runId: run.runId,
+    firstPromptIds: [...rollouts[0]!.prompt_token_ids],
     stepS: rows.map((r) => r.step_seconds!),
     wallS,
     completionLengthMean: mean(rows.map((r) => r.completion_length_mean!)),
     rewardMean: mean(rows.map((r) => r.reward_mean!)),
+    stages: {
+      rollout: mean(later.map((r) => r.rollout_seconds!)),
+      reward: mean(later.map((r) => r.reward_seconds!)),
+      advantages: mean(later.map((r) => r.advantage_seconds!)),
+      learner: mean(later.map((r) => r.learner_seconds!)),
+    },
   };
-} finally {
-  worker.kill('SIGTERM');
-  await client.connection.close();
 }
+
+/** TRL's GRPOTrainer on `modelDir` and the prompts file, through bench/trl-companion.py; null when it failed. */
+function trl(modelDir: string, data: string): (Side & { versions: Record<string, string>; promptIds0: number[] }) | null {
+  const reversed = (task.reward.options as { reversed?: boolean }).reversed === true;
+  const argv = [
+    fileURLToPath(new URL('trl-companion.py', import.meta.url)),
+    ...['--model', modelDir, '--data', data, '--steps', String(steps), '--prompts', String(phase.promptsPerStep)],
+    ...['--group', String(phase.groupSize), '--max-new', String(budget), '--temperature', String(phase.sampling.temperature)],
+    ...['--lr', String(phase.lr), '--min-lr-ratio', String(phase.minLrRatio), '--micro', String(template.learner.microBatchSize)],
+    ...['--beta1', String(template.optimizer.beta1), '--beta2', String(template.optimizer.beta2)],
+    ...[
+      '--max-grad-norm',
+      String(template.optimizer.maxGradNorm),
+      '--clip-low',
+      String(loss.clipLow),
+      '--clip-high',
+      String(loss.clipHigh),
+    ],
+    ...['--threads', String(threads), '--seed', String(template.seed), ...(reversed ? ['--reversed'] : [])],
+  ];
+  const t0 = performance.now();
+  const r = spawnSync(python!, argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const out = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (out) return JSON.parse(out.slice(7)) as Side & { versions: Record<string, string>; promptIds0: number[] };
+  console.log(
+    `TRL failed (exit ${r.status}, signal ${r.signal}) after ${fmt((performance.now() - t0) / 1000, 0)} s:\n${r.stderr.slice(-3000)}`,
+  );
+  return null;
+}
+
 const line = (name: string, s: Side) => {
   const later = s.stepS.slice(1);
   return (
@@ -166,67 +214,58 @@ const line = (name: string, s: Side) => {
     `${fmt(3600 / mean(later), 0)} steps/hour; whole run ${fmt(s.wallS, 1)} s wall; mean completion ${fmt(s.completionLengthMean)} tokens, mean reward ${fmt(s.rewardMean, 3)}`
   );
 };
-console.log(
-  `GRPO step: ${task.name}, ${phase.promptsPerStep} prompts x ${phase.groupSize} samples, completion budget ${budget} tokens, temperature ${phase.sampling.temperature}, ` +
-    `llama ${config.model.hidden} x ${config.model.layers} layers, learner micro-batch ${config.learner.microBatchSize}, threads ${threads}, ${cpus().length} CPUs; load average ${fmt(load0)}`,
-);
-if (!ours) throw new Error('no durable-rl result');
-console.log(line('durable-rl (Temporal, all-in-one worker)', ours));
 
-// ── TRL: the same run in GRPOTrainer ────────────────────────────────────────────────────────────
-let theirs: Side | null = null;
-if (python) {
-  const modelDir = join(dir, 'model');
-  await exportRun(storeUri, runId, 0, modelDir);
-  const items = task.prompts(config.seed, 'train', steps * phase.promptsPerStep, 0); // one rl phase: step k takes items [kP, (k+1)P)
-  const data = join(dir, 'prompts.jsonl');
-  writeFileSync(data, items.map((it) => JSON.stringify({ prompt: it.prompt, reference: it.reference })).join('\n') + '\n');
-  const rewardOptions = task.reward.options as { reversed: boolean };
-  const argv = [
-    fileURLToPath(new URL('trl-companion.py', import.meta.url)),
-    ...['--model', modelDir, '--data', data, '--steps', String(steps), '--prompts', String(phase.promptsPerStep)],
-    ...['--group', String(phase.groupSize), '--max-new', String(budget), '--temperature', String(phase.sampling.temperature)],
-    ...['--lr', String(phase.lr), '--min-lr-ratio', String(phase.minLrRatio), '--micro', String(config.learner.microBatchSize)],
-    ...[
-      '--beta1',
-      String(config.optimizer.beta1),
-      '--beta2',
-      String(config.optimizer.beta2),
-      '--max-grad-norm',
-      String(config.optimizer.maxGradNorm),
-    ],
-    ...['--clip-low', String(loss.clipLow), '--clip-high', String(loss.clipHigh)],
-    ...['--threads', String(threads), '--seed', String(config.seed), ...(rewardOptions.reversed ? ['--reversed'] : [])],
-  ];
-  const t0 = performance.now();
-  const r = spawnSync(python, argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
-  const out = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-  if (!out)
+const ours: Side[] = [];
+const theirs: Side[] = [];
+let data = '';
+let modelDir = '';
+try {
+  for (let round = 0; round < rounds; round++) {
+    const d = await durableRl(round);
+    ours.push(d);
+    console.log(line(`round ${round + 1} durable-rl (Temporal, all-in-one worker)`, d));
+    const stages = Object.entries(d.stages!);
     console.log(
-      `TRL failed (exit ${r.status}, signal ${r.signal}) after ${fmt((performance.now() - t0) / 1000, 0)} s:\n${r.stderr.slice(-3000)}`,
+      `  stages, mean of steps 2..${steps}: ${stages.map(([k, v]) => `${k} ${fmt(v)} s`).join(', ')}; ` +
+        `step minus these: ${fmt(mean(d.stepS.slice(1)) - stages.reduce((a, [, v]) => a + v, 0))} s (scheduling, store writes, the commit)`,
     );
-  else {
-    const res = JSON.parse(out.slice(7)) as Side & { versions: Record<string, string>; promptIds0: number[] };
-    theirs = res;
-    const same = JSON.stringify(res.promptIds0) === JSON.stringify(firstPromptIds);
-    console.log(
-      `first prompt's ids: durable-rl [${firstPromptIds.join(',')}], TRL [${res.promptIds0.join(',')}]${same ? ' (equal)' : ' — DIFFERENT: the sides do not see the same prompts'}`,
-    );
-    console.log(
-      line(
-        `TRL GRPOTrainer (${Object.entries(res.versions)
-          .map(([k, v]) => `${k} ${v}`)
-          .join(', ')})`,
-        res,
-      ),
-    );
+    if (!python) continue;
+    if (round === 0) {
+      // checkpoint 0 (the initial weights, the same in every round) as an HF directory, and the steps' prompts in order
+      modelDir = join(dir, 'model');
+      await exportRun(d.storeUri, d.runId, 0, modelDir);
+      const items = task.prompts(template.seed, 'train', steps * phase.promptsPerStep, 0); // one rl phase: step k takes items [kP, (k+1)P)
+      data = join(dir, 'prompts.jsonl');
+      writeFileSync(data, items.map((it) => JSON.stringify({ prompt: it.prompt, reference: it.reference })).join('\n') + '\n');
+    }
+    const t = trl(modelDir, data);
+    if (!t) continue;
+    theirs.push(t);
+    if (round === 0) {
+      const same = JSON.stringify(t.promptIds0) === JSON.stringify(d.firstPromptIds);
+      console.log(
+        `first prompt's ids: durable-rl [${d.firstPromptIds.join(',')}], TRL [${t.promptIds0.join(',')}]${same ? ' (equal)' : ' — DIFFERENT: the sides do not see the same prompts'}`,
+      );
+    }
+    const versions = Object.entries(t.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    console.log(line(`round ${round + 1} TRL GRPOTrainer (${versions})`, t));
   }
+} finally {
+  worker.kill('SIGTERM');
+  await client.connection.close();
+  rmSync(dir, { recursive: true, force: true });
 }
-rmSync(dir, { recursive: true, force: true });
 
-const perHour = (s: Side) => 3600 / mean(s.stepS.slice(1));
+/** Steps per hour over every round's steps after the first of its run. */
+const perHour = (sides: Side[]) => 3600 / mean(sides.flatMap((s) => s.stepS.slice(1)));
+const wallPerHour = (sides: Side[]) => (3600 * steps * sides.length) / sides.reduce((a, s) => a + s.wallS, 0);
+const both = theirs.length > 0;
 console.log(
-  `\nsteps/hour (mean of steps 2..${steps}): durable-rl ${fmt(perHour(ours), 0)}` +
-    (theirs ? `, TRL ${fmt(perHour(theirs), 0)}, ratio durable-rl / TRL ${fmt(perHour(ours) / perHour(theirs))}x (goal 3x)` : '') +
-    `; load average ${fmt(load0)} at start, ${fmt(loadavg()[0]!)} at end`,
+  `\nsteps/hour (mean of steps 2..${steps} of ${ours.length} run(s)): durable-rl ${fmt(perHour(ours), 0)}` +
+    (both ? `, TRL ${fmt(perHour(theirs), 0)}, ratio durable-rl / TRL ${fmt(perHour(ours) / perHour(theirs))}x (goal 3x)` : '') +
+    `\nwhole runs (steps / wall, first step and start-up included; durable-rl also its initRun and two 8-prompt evaluations): durable-rl ${fmt(wallPerHour(ours), 0)}` +
+    (both ? `, TRL ${fmt(wallPerHour(theirs), 0)}, ratio ${fmt(wallPerHour(ours) / wallPerHour(theirs))}x` : '') +
+    `\nload average ${fmt(load0)} at start, ${fmt(loadavg()[0]!)} at end`,
 );
