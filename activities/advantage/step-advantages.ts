@@ -60,6 +60,7 @@ import { computeAdvantages, AdvantageInputError, type AdvantageConfig, type Adva
 import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
 import { klPenalisedRewardRows, referenceByKey, type KlInReward } from './step-kl-reward.js';
+import { tokenTurns, turnAdvantages } from './turn-advantages.js';
 
 const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
@@ -143,6 +144,8 @@ export function stepAdvantages(
   rewards: readonly RewardsRow[],
   selection?: StepSelection,
   klReward?: StepKlReward,
+  /** Episodes (the run's `environment.advantage: turn`): per-turn advantages over the samples the estimator kept (turn-advantages.ts). */
+  perTurn = false,
 ): StepAdvantages {
   const byKey = new Map<string, RewardsRow>();
   for (const r of rewards) {
@@ -249,6 +252,16 @@ export function stepAdvantages(
       loss_mask: mask,
     };
   });
+  if (perTurn) {
+    const trained = rows.flatMap((row, i) => (Array.from(row.loss_mask as boolean[]).some(Boolean) ? [i] : []));
+    const adv = turnAdvantages(
+      trained.map((i) => {
+        const w = byKey.get(rowKey(rollouts[i]!.prompt_id, rollouts[i]!.sample_id))!;
+        return { groupId: rollouts[i]!.group_id, reward: w.reward!, tokenTurns: tokenTurns(rollouts[i]!), tokenRewards: w.token_rewards };
+      }),
+    );
+    trained.forEach((i, k) => (rows[i]!.token_advantages = Float32Array.from(adv[k]!)));
+  }
   const kept = result?.stats.keptSamples ?? 0;
   return {
     rows,
@@ -498,7 +511,7 @@ export async function computeStepAdvantages(input: AdvantagesInput): Promise<Adv
       const ds = phase.dynamicSampling as DynamicSamplingSettings | undefined; // absent in a run.json written before the option
       const selection = ds && ds.mode !== 'off' ? { settings: ds, targetGroups: phase.promptsPerStep, round: input.round ?? 0 } : undefined;
       const klReward = kl && refRows ? { reference: referenceByKey(refRows), kl } : undefined;
-      result = stepAdvantages(phase.advantage, rollouts, rewards, selection, klReward);
+      result = stepAdvantages(phase.advantage, rollouts, rewards, selection, klReward, run.config.environment?.advantage === 'turn');
     } catch (err) {
       if (err instanceof AdvantageInputError) throw badInput(`advantages of step ${step} (${phase.advantage.estimator}): ${err.message}`);
       throw err;

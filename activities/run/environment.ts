@@ -52,6 +52,14 @@ export const environmentConfigSchema = z
       .strictObject({ maxTurns: posInt.optional(), maxTotalTokens: posInt.optional(), maxSeconds: z.number().positive().optional() })
       .default({}),
     /**
+     * The credit of an episode's turns: `trajectory` (default) — the rl phase's estimator (GRPO
+     * family) gives each episode one advantage, shared by all its turns; `turn` — per-turn
+     * advantages (activities/advantage/turn-advantages.ts, after MT-GRPO, Zeng et al. 2025): the
+     * return of each turn (outcome + the process rewards of that turn and later ones) normalised over
+     * the group's episodes that reached that turn, on the samples the estimator kept.
+     */
+    advantage: z.enum(['trajectory', 'turn']).default('trajectory'),
+    /**
      * How a tool call whose infrastructure fails (a ToolInfraError, a timeout) is retried: alone,
      * inside its turn, never the turn's generation nor the step. A call that fails on every attempt
      * ends its episode with finish reason "tool_failure": left out of the advantages, never scored 0.

@@ -80,3 +80,20 @@ test('an episode whose tool infrastructure failed is left out, not scored 0: wit
     got.rows.map((r) => r.advantage),
   );
 });
+
+test('per-turn (environment.advantage: turn): token advantages by turn over the kept episodes — rewards 1, 0 give turn 0 and turn 1 ±0.7071 on the policy tokens, 0 on the observation — and the tool_failure episode stays out', () => {
+  const cfg = parseAdvantageConfig({ estimator: 'grpo' });
+  const got = stepAdvantages(
+    cfg,
+    [episode(0), episode(1), episode(2, 'tool_failure')],
+    [reward(0, 1), reward(1, 0), reward(2, null)],
+    undefined,
+    undefined,
+    true,
+  );
+  const x = 0.5 / (Math.SQRT1_2 + 1e-6);
+  assertClose(Array.from(got.rows[0]!.token_advantages!), [x, x, 0, 0, 0, x], 1e-6);
+  assertClose(Array.from(got.rows[1]!.token_advantages!), [-x, -x, 0, 0, 0, -x], 1e-6);
+  assert.equal(got.rows[2]!.token_advantages, null);
+  assert.equal(Array.from(got.rows[2]!.loss_mask!).some(Boolean), false);
+});
