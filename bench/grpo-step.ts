@@ -119,7 +119,7 @@ interface Side {
   wallS: number;
   completionLengthMean: number;
   rewardMean: number;
-  /** durable-rl: mean seconds of each stage over the steps after the first. */
+  /** Mean seconds of each stage over the steps after the first (durable-rl: the metrics' stage times; TRL: time inside its trainer's methods). */
   stages?: Record<string, number>;
 }
 
@@ -251,6 +251,11 @@ try {
       .map(([k, v]) => `${k} ${v}`)
       .join(', ');
     console.log(line(`round ${round + 1} TRL GRPOTrainer (${versions})`, t));
+    const ts = t.stages!;
+    console.log(
+      `  stages, mean of steps 2..${steps}: generate ${fmt(ts.generate!)} s, rewards ${fmt(ts.rewards!)} s, generate-and-score ${fmt(ts.generateAndScore!)} s ` +
+        `(those two, tokenising, logprobs, advantages); step minus that: ${fmt(mean(t.stepS.slice(1)) - ts.generateAndScore!)} s (forward/backward passes, optimizer)`,
+    );
   }
 } finally {
   worker.kill('SIGTERM');

@@ -28,8 +28,10 @@ run, so both sides are measured in one invocation; by hand:
   `--min-lr-ratio` x lr; fp32 on the CPU (`use_cpu`), no vLLM, `--threads` torch threads.
 
 Prints one line `RESULT {json}`: stepS (seconds of each optimizer step, on_step_begin to
-on_step_end, the generation included), wallS (trainer.train()), completionLengthMean and rewardMean
-(means over the steps' logs), versions.
+on_step_end, the generation included), stages (mean seconds per step after the first inside the
+trainer's `_generate`, `_calculate_rewards` and `_generate_and_score_completions`, the rest of a
+step being the forward/backward passes and the optimizer), wallS (trainer.train()),
+completionLengthMean and rewardMean (means over the steps' logs), versions.
 """
 import argparse
 import json
@@ -102,16 +104,23 @@ def main():
     if batch % micro:
         raise SystemExit(f"prompts x group = {batch} must be a multiple of the micro-batch {micro}")
 
+    # seconds spent in the trainer's own stages during the current step (see `timed` below)
+    inside = {"generate": 0.0, "rewards": 0.0, "generateAndScore": 0.0}
+
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.times = []
+            self.stages = []
             self.t0 = None
 
         def on_step_begin(self, *_, **__):
+            for k in inside:
+                inside[k] = 0.0
             self.t0 = time.perf_counter()
 
         def on_step_end(self, *_, **__):
             self.times.append(time.perf_counter() - self.t0)
+            self.stages.append(dict(inside))
 
     timer = StepTimer()
     out_dir = tempfile.mkdtemp(prefix="trl-grpo-")
@@ -161,6 +170,22 @@ def main():
         processing_class=tokenizer,
         callbacks=[timer],
     )
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                inside[name] += time.perf_counter() - t
+
+        return wrapper
+
+    # where a step's time goes: `generate` (sampling), the reward functions, and the whole
+    # generate-and-score stage (those two plus tokenising, the logprobs it computes, advantages)
+    trainer._generate = timed("generate", trainer._generate)
+    trainer._calculate_rewards = timed("rewards", trainer._calculate_rewards)
+    trainer._generate_and_score_completions = timed("generateAndScore", trainer._generate_and_score_completions)
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
@@ -168,6 +193,7 @@ def main():
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
     result = {
         "stepS": timer.times,
+        "stages": {k: mean([st[k] for st in timer.stages[1:]]) for k in inside},
         "wallS": wall,
         "completionLengthMean": mean([h["completions/mean_length"] for h in logs if "completions/mean_length" in h]),
         "rewardMean": mean([h["reward"] for h in logs]),
