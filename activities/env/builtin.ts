@@ -95,8 +95,8 @@ export interface BuiltinSpec {
   /** The longest gold trajectory, which sizes `maxEpisodeChars` and the token limit. */
   longestGold: Trajectory;
   gold(row: EnvRow): Trajectory;
-  /** One problem from an attempt's draws (`splitItems`: its key decides the split). */
-  candidate(d: Draws): Candidate | null;
+  /** One problem from an attempt's draws for a split (`splitItems`: its key decides the split; null: draw again). */
+  candidate(d: Draws, split: 'train' | 'eval'): Candidate | null;
   /** What to change when a split runs out of problems. */
   hint: string;
 }
@@ -130,7 +130,7 @@ export function builtinEnvironment(o: BuiltinEnvOptions, spec: BuiltinSpec): Env
           evalFraction: o.evalFraction,
           maxAttempts: 2000,
           hint: spec.hint,
-          candidate: spec.candidate,
+          candidate: (d) => spec.candidate(d, split),
         }),
     },
     gold: spec.gold,

@@ -78,71 +78,107 @@ export function lookupTool(rows: readonly CountryRow[]): Tool {
   };
 }
 
-type Kind = 'capital' | 'currency';
+/** What a question knows of a country, and what it asks. */
+type Relation2 = (typeof RELATIONS)[number];
 
-/** The question: the wanted relation of the country known by the other one. */
-function prompt(format: ToolCallFormat, kind: Kind, entity: string): string {
-  const by = kind === 'capital' ? 'currency' : 'capital';
-  return format === 'tagged'
-    ? `${kind} of ${by} ${entity}?`
-    : `What is the ${kind} of the country whose ${by} is ${entity}? Use the lookup tool; give the result in <answer></answer>.`;
+/** A question: the `wanted` fact of the country known by its `known` fact. Two hops unless one side is the country itself. */
+interface Question {
+  known: Relation2;
+  wanted: Relation2;
+  row: CountryRow;
+}
+
+const hopsOf = (q: Pick<Question, 'known' | 'wanted'>) => (q.known === 'country' || q.wanted === 'country' ? 1 : 2);
+
+/** The question's text: `capital of currency SEK?` (tagged), or a sentence (hermes). */
+function prompt(format: ToolCallFormat, q: Pick<Question, 'known' | 'wanted'>, entity: string): string {
+  if (format === 'tagged') return `${q.wanted} of ${q.known} ${entity}?`;
+  const ask = q.known === 'country' ? `the ${q.wanted} of ${entity}` : `the ${q.wanted} of the country whose ${q.known} is ${entity}`;
+  return `What is ${ask}? Use the lookup tool; give the result in <answer></answer>.`;
+}
+
+/** The calls that answer a question: to the country first (unless known), then to the wanted fact (unless the country). */
+function questionCalls(q: Question): ToolCall[] {
+  const entity = q.row[q.known];
+  const out: ToolCall[] = [];
+  if (q.known !== 'country') out.push({ name: 'lookup', arguments: { entity, relation: 'country' } });
+  if (q.wanted !== 'country') out.push({ name: 'lookup', arguments: { entity: q.row.country, relation: q.wanted } });
+  return out;
 }
 
 export const LookupOptions = z.strictObject({
-  /** Question kinds drawn: the capital of the country of a currency, the currency of the country of a capital. */
+  /** Two-hop question kinds: `capital` (the capital of the country of a currency), `currency` (the currency of the country of a capital). */
   kinds: z
     .array(z.enum(['capital', 'currency']))
     .min(1)
     .default(['capital', 'currency']),
+  /**
+   * Fraction of training items that are one-hop questions (the country of a capital or currency, the
+   * capital or currency of a country), practice for each hop on every entity of the table; they are
+   * never evaluated. Without them a model of 84 two-hop questions memorises the 67 it trains on
+   * instead of learning to copy entities into calls (0 of 64 held-out episodes after 600 SFT steps
+   * in a trial, at train loss 0.001).
+   */
+  oneHopFraction: z.number().min(0).lt(1).default(0.5),
   ...builtinOptions,
-  /** Fraction of (kind, entity) questions held out for evaluation (80 questions in all with both kinds). */
+  /** Fraction of two-hop (kind, entity) questions held out for evaluation (84 in all with both kinds). */
   evalFraction: z.number().min(0).max(1).default(0.2),
 });
 export type LookupOptions = z.output<typeof LookupOptions>;
 
 export const lookup = defineEnvironmentKind({
   name: 'lookup',
-  description: 'two-hop questions over the shipped country table (capital by currency, currency by capital) with a lookup tool',
+  description:
+    'two-hop questions over the shipped country table (capital by currency, currency by capital), one-hop practice in training, with a lookup tool',
   optionsSchema: LookupOptions,
   create(o) {
     const rows = countryTable();
     const tools = [lookupTool(rows)];
-    const calls = (kind: Kind, entity: string, country: string): ToolCall[] => [
-      { name: 'lookup', arguments: { entity, relation: 'country' } },
-      { name: 'lookup', arguments: { entity: country, relation: kind } },
-    ];
     const gold = (row: EnvRow) => {
-      const { kind, entity, country } = row.metadata as { kind: Kind; entity: string; country: string };
-      const [first, second] = calls(kind, entity, country);
+      const { known, wanted, country } = row.metadata as { known: Relation2; wanted: Relation2; country: string };
+      const q: Question = { known, wanted, row: rows.find((r) => r.country === country)! };
       return goldTrajectory(
         o.format,
         tools,
-        [
-          { call: first!, observation: country },
-          { call: second!, observation: row.reference },
-        ],
+        questionCalls(q).map((call) => ({
+          call,
+          observation: lookupFact(rows, call.arguments.entity as string, call.arguments.relation as Relation2),
+        })),
         row.reference,
       );
     };
-    const questions = rows.flatMap((r) => o.kinds.map((kind) => ({ kind, row: r })));
-    const rowOf = (q: (typeof questions)[number]): EnvRow => {
-      const entity = q.kind === 'capital' ? q.row.currency : q.row.capital;
-      const reference = q.row[q.kind];
+    const twoHop: Question[] = rows.flatMap((row) =>
+      o.kinds.map((wanted): Question => ({ known: wanted === 'capital' ? 'currency' : 'capital', wanted, row })),
+    );
+    const oneHop: Question[] = rows.flatMap((row) =>
+      (
+        [
+          ['capital', 'country'],
+          ['currency', 'country'],
+          ['country', 'capital'],
+          ['country', 'currency'],
+        ] as const
+      ).map(([known, wanted]): Question => ({ known, wanted, row })),
+    );
+    const rowOf = (q: Question): EnvRow => {
+      const entity = q.row[q.known];
       return {
         promptId: '',
-        prompt: prompt(o.format, q.kind, entity),
-        reference,
+        prompt: prompt(o.format, q, entity),
+        reference: q.row[q.wanted],
         metadata: {
           env: 'lookup',
-          kind: q.kind,
+          kind: `${q.wanted}_of_${q.known}`,
+          known: q.known,
+          wanted: q.wanted,
           entity,
           country: q.row.country,
-          goldCalls: 2,
-          toolCalls: calls(q.kind, entity, q.row.country),
+          goldCalls: hopsOf(q),
+          toolCalls: questionCalls(q),
         },
       };
     };
-    const all = questions.map(rowOf);
+    const all = [...twoHop, ...oneHop].map(rowOf);
     const longest = all.reduce((a, r) => (trajectoryChars(o.format, gold(r)) > trajectoryChars(o.format, gold(a)) ? r : a));
     return builtinEnvironment(o, {
       name: 'lookup',
@@ -152,10 +188,14 @@ export const lookup = defineEnvironmentKind({
       longestGold: gold(longest),
       gold,
       hint: 'Ask both kinds of question, or move evalFraction away from 0/1 (the table has 42 countries).',
-      candidate(d) {
-        const q = d.pick(questions);
+      candidate(d, split) {
+        // one-hop practice: training only, any entity (its key carries a draw, so it is never a held-out problem)
+        const practice = o.oneHopFraction > 0 && d.uniform() < o.oneHopFraction;
+        if (practice && split === 'eval') return null;
+        const q = practice ? d.pick(oneHop) : d.pick(twoHop);
         const { promptId: _, ...item } = rowOf(q);
-        return { key: `${q.kind}:${item.metadata.entity as string}`, item };
+        const key = `${item.metadata.kind as string}:${item.metadata.entity as string}`;
+        return { key: practice ? `${key}#${d.intIn(0, 2 ** 30)}` : key, item };
       },
     });
   },

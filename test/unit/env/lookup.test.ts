@@ -29,8 +29,10 @@ test('lookup: SEK|country -> Sweden, Sweden|capital -> Stockholm, oslo|country -
 
 test('lookup gold trajectory of "capital of currency SEK?": two calls, two observations, the capital', () => {
   const env = environmentByName('lookup');
-  const row = env.task!.prompts(0, 'train', 500).find((r) => r.prompt === 'capital of currency SEK?');
-  assert.ok(row, 'SEK appears in 500 train items');
+  const row = [...env.task!.prompts(0, 'train', 1000), ...env.task!.prompts(0, 'eval', 200)].find(
+    (r) => r.prompt === 'capital of currency SEK?',
+  );
+  assert.ok(row, 'the question is drawn in one of the splits');
   assert.deepEqual(env.gold!(row), [
     { role: 'assistant', content: '<l>SEK|country</l>' },
     { role: 'tool', name: 'lookup', content: 'Sweden' },
@@ -40,14 +42,39 @@ test('lookup gold trajectory of "capital of currency SEK?": two calls, two obser
   ]);
 });
 
-test('lookup items: 84 questions, train and eval disjoint by (kind, entity), the same under every seed', () => {
+test('lookup items: 84 two-hop questions, train and eval disjoint by (kind, entity) under every seed; one-hop practice in training only', () => {
   const env = environmentByName('lookup');
   const key = (r: { metadata: Record<string, unknown> }) => `${r.metadata.kind as string}:${r.metadata.entity as string}`;
-  const train = new Set([0, 1, 2].flatMap((s) => env.task!.prompts(s, 'train', 400).map(key)));
-  const evalQ = new Set([0, 1, 2].flatMap((s) => env.task!.prompts(s, 'eval', 400).map(key)));
+  const trainItems = [0, 1, 2].flatMap((s) => env.task!.prompts(s, 'train', 400));
+  const evalItems = [0, 1, 2].flatMap((s) => env.task!.prompts(s, 'eval', 400));
+  const train = new Set(trainItems.filter((r) => r.metadata.goldCalls === 2).map(key));
+  const evalQ = new Set(evalItems.map(key));
   assert.equal(train.size + evalQ.size, 84);
   assert.equal([...train].filter((k) => evalQ.has(k)).length, 0);
   assert.ok(evalQ.size >= 8 && evalQ.size <= 28, `eval questions ${evalQ.size}`);
+  assert.ok(
+    evalItems.every((r) => r.metadata.goldCalls === 2),
+    'evaluations ask two-hop questions only',
+  );
+  const practice = trainItems.filter((r) => r.metadata.goldCalls === 1).length / trainItems.length;
+  assert.ok(practice > 0.4 && practice < 0.6, `one-hop fraction ${practice}`);
+});
+
+test('one-hop practice questions: "country of currency SEK?" is one call, "capital of country Sweden?" one call', () => {
+  const env = environmentByName('lookup');
+  const items = env.task!.prompts(0, 'train', 2000);
+  const byCurrency = items.find((r) => r.prompt === 'country of currency SEK?')!;
+  assert.deepEqual(env.gold!(byCurrency), [
+    { role: 'assistant', content: '<l>SEK|country</l>' },
+    { role: 'tool', name: 'lookup', content: 'Sweden' },
+    { role: 'assistant', content: '<a>Sweden</a>' },
+  ]);
+  const ofCountry = items.find((r) => r.prompt === 'capital of country Sweden?')!;
+  assert.deepEqual(env.gold!(ofCountry), [
+    { role: 'assistant', content: '<l>Sweden|capital</l>' },
+    { role: 'tool', name: 'lookup', content: 'Stockholm' },
+    { role: 'assistant', content: '<a>Stockholm</a>' },
+  ]);
 });
 
 test('lookup gold trajectories replay through the tool, fit the char budget and encode with the alphabet', async () => {
