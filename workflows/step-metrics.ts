@@ -179,6 +179,9 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
             'dynamic/dropped_groups': advantages.dynamic.droppedGroups,
           }
         : {}),
+      // multi-turn episodes (the run's environment): per episode, policy turns, tool calls and
+      // malformed turns; episodes whose tool infrastructure failed (left out of the advantages)
+      ...episodeMetrics(rollouts),
       // KL in the reward (kl.inReward, REINFORCE++): mean over rewarded samples of Σ_t kl_t and of the
       // penalty β Σ_t kl_t taken off their rewards; the reference scoring's tokens and seconds
       ...(advantages.klReward
@@ -191,6 +194,20 @@ export function rlStepMetrics(plan: Pick<StepPlan, 'count' | 'lr'>, results: RlS
           }
         : {}),
     },
+  };
+}
+
+/** `episodes/turns_mean`, `episodes/tool_calls_mean`, `episodes/malformed_turns_mean` and `episodes/tool_failures` of a step of episodes; {} otherwise. */
+function episodeMetrics(rollouts: readonly RolloutShardResult[]): Record<string, number> {
+  const shards = rollouts.filter((r) => r.episodes);
+  const n = shards.reduce((a, r) => a + r.samples, 0);
+  if (shards.length === 0 || n === 0) return {};
+  const sum = (k: 'turns' | 'toolCalls' | 'malformedTurns' | 'toolFailures') => shards.reduce((a, r) => a + r.episodes![k], 0);
+  return {
+    'episodes/turns_mean': sum('turns') / n,
+    'episodes/tool_calls_mean': sum('toolCalls') / n,
+    'episodes/malformed_turns_mean': sum('malformedTurns') / n,
+    'episodes/tool_failures': sum('toolFailures'),
   };
 }
 

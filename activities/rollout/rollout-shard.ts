@@ -57,13 +57,22 @@ function shardSummary(rows: readonly RolloutsRow[] | readonly RolloutsInput[]) {
   let promptTokens = 0;
   let truncated = 0;
   let maxCompletionTokens = 0;
+  const episodes = { turns: 0, toolCalls: 0, malformedTurns: 0, toolFailures: 0 };
+  let isEpisodes = false;
   for (const r of rows) {
     completionTokens += r.completion_token_ids.length;
     maxCompletionTokens = Math.max(maxCompletionTokens, r.completion_token_ids.length);
     promptTokens += r.prompt_token_ids.length;
     if (r.finish_reason === 'length') truncated++;
+    if (r.turns != null) {
+      isEpisodes = true;
+      episodes.turns += r.turns;
+      episodes.toolCalls += r.tool_calls?.length ?? 0;
+      episodes.malformedTurns += r.malformed_turns ?? 0;
+      if (r.finish_reason === 'tool_failure') episodes.toolFailures++;
+    }
   }
-  return { samples: rows.length, completionTokens, maxCompletionTokens, promptTokens, truncated };
+  return { samples: rows.length, completionTokens, maxCompletionTokens, promptTokens, truncated, ...(isEpisodes ? { episodes } : {}) };
 }
 
 type PromptItem = ReturnType<ResolvedRun['task']['prompts']>[number];

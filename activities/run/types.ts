@@ -124,6 +124,11 @@ export interface RolloutShardResult {
    * a first run; absent for single completions.
    */
   resumedTurns?: number;
+  /**
+   * A shard of multi-turn episodes: its policy turns, tool calls, malformed turns and episodes
+   * whose tool infrastructure failed, summed over its episodes (the step's `episodes/…` metrics).
+   */
+  episodes?: { turns: number; toolCalls: number; malformedTurns: number; toolFailures: number };
 }
 
 // ── rewardShard (reward queue) ──────────────────────────────────────────────────────────────────

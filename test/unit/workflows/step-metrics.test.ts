@@ -259,3 +259,28 @@ test('step io: calls of 100 read / 40 written and 5 / 0 sum to 105 / 40 under ex
   assert.deepEqual(withStepIo(row, total).extra, { 'reward/a': 0.5, 'io/bytes_read': 105, 'io/bytes_written': 40 });
   assert.equal(withStepIo(row, undefined), row);
 });
+
+test('a step of episodes: 2 shards of 4 episodes with 6 and 10 turns, 3 and 5 tool calls, 1 malformed turn, 1 tool failure → episodes/turns_mean 2, tool_calls_mean 1, malformed_turns_mean 0.125, tool_failures 1; none for single completions', () => {
+  const m = rlStepMetrics(
+    plan,
+    {
+      rollouts: [
+        rollout({ episodes: { turns: 6, toolCalls: 3, malformedTurns: 1, toolFailures: 0 } }),
+        rollout({ episodes: { turns: 10, toolCalls: 5, malformedTurns: 0, toolFailures: 1 } }),
+      ],
+      rewards: [reward(), reward()],
+      advantages: advantages(),
+      update: update(),
+    },
+    seconds,
+  );
+  assert.equal(m.extra['episodes/turns_mean'], 2);
+  assert.equal(m.extra['episodes/tool_calls_mean'], 1);
+  assert.equal(m.extra['episodes/malformed_turns_mean'], 0.125);
+  assert.equal(m.extra['episodes/tool_failures'], 1);
+  const single = rlStepMetrics(plan, { rollouts: [rollout()], rewards: [reward()], advantages: advantages(), update: update() }, seconds);
+  assert.equal(
+    Object.keys(single.extra).some((k) => k.startsWith('episodes/')),
+    false,
+  );
+});
