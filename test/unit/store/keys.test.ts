@@ -25,6 +25,8 @@ import {
   parseStep,
   rewardsName,
   rolloutsName,
+  episodePartKey,
+  episodePartsPrefix,
   runFolder,
   runPrefix,
   runRecordKey,
@@ -107,6 +109,13 @@ describe('keys', () => {
     assert.equal(MODEL_NAME, 'model.safetensors');
     assert.equal(OPTIMIZER_NAME, 'optimizer.safetensors');
     assert.equal(MANIFEST_NAME, 'manifest.json');
+  });
+
+  it("names an episode shard's resume points: runs/r/steps/000003/episodes-001/turn-0002.json; shards past 999 keep every digit", () => {
+    assert.equal(episodePartsPrefix('r', 3, 1), 'runs/r/steps/000003/episodes-001');
+    assert.equal(episodePartKey('r', 3, 1, 2), 'runs/r/steps/000003/episodes-001/turn-0002.json');
+    assert.equal(episodePartKey('r', 3, 1234, 12345), 'runs/r/steps/000003/episodes-1234/turn-12345.json');
+    assert.throws(() => episodePartKey('r', 3, 1, -1), /a turn count must be a non-negative integer/);
   });
 
   it('lays out an annotation job', () => {
