@@ -528,6 +528,11 @@ async function main(): Promise<void> {
   process.stdout.write(`\nsummary (machine peak ${fmt(machinePeak)} GFLOP/s; 1 GB = 1e9 bytes; ${loads}):\n`);
   process.stdout.write(table(rows));
   if (python) process.stdout.write(sideBySide(train, decodes, torch, dtypes, machinePeak, loads));
+  const busiest = Math.max(load0[0]!, load1[0]!);
+  if (python && busiest > cpus().length && (threadsArg || cpus().length) > 1)
+    process.stdout.write(
+      `note: load average ${fmt(busiest)} is above the ${cpus().length} CPUs: spinning thread pools (PyTorch's OpenMP, onnxruntime's intra-op pool) lose time to other processes, unequally; take these ratios on a quiet machine, or compare at --threads 1\n`,
+    );
 }
 
 /**

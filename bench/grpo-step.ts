@@ -274,3 +274,7 @@ console.log(
     (both ? `, TRL ${fmt(wallPerHour(theirs), 0)}, ratio ${fmt(wallPerHour(ours) / wallPerHour(theirs))}x` : '') +
     `\nload average ${fmt(load0)} at start, ${fmt(loadavg()[0]!)} at end`,
 );
+if (Math.max(load0, loadavg()[0]!) > cpus().length && threads > 1)
+  console.log(
+    `note: load average ${fmt(Math.max(load0, loadavg()[0]!))} is above the ${cpus().length} CPUs: spinning thread pools (PyTorch's OpenMP, onnxruntime's intra-op pool) lose time to other processes, unequally; take these ratios on a quiet machine, or compare at --threads 1`,
+  );
