@@ -11,7 +11,10 @@
  *
  * Why not a schedule-to-start timeout: a call that waits behind busy workers (shards queued for a
  * single rollout worker) is normal, and a timeout cannot tell it from a queue nobody polls; it
- * would also add two events per call per timeout. History cost here: while calls wait, a timer
+ * would also add two events per call per timeout. The other way round, the watch is what tells a
+ * call that timed out waiting in its queue (`polledRecently`): on a queue found polled, it waited
+ * behind busy workers and is scheduled again without the run showing blocked (patch
+ * `queued-not-blocked`); on a queue found unpolled, or not checked, the run shows blocked. History cost here: while calls wait, a timer
  * (2 events) per 30 s and a marker (1 event) per check; nothing while no call waits.
  */
 import * as wf from '@temporalio/workflow';
@@ -38,6 +41,8 @@ export class QueueWatch {
   private ids = 0;
   /** The queues the last check found unpolled (empty: none, or not checked). */
   unpolled: UnpolledQueueView[] = [];
+  /** When each queue was last checked successfully (workflow time, ms). */
+  private readonly checkedAt = new Map<string, number>();
 
   /** `changed` is called after each change of `unpolled` (the workflow re-renders its details). */
   constructor(private readonly changed: () => void) {}
@@ -54,6 +59,18 @@ export class QueueWatch {
       const kept = this.unpolled.filter((u) => still.has(u.taskQueue));
       if (kept.length !== this.unpolled.length) this.set(kept);
     }
+  }
+
+  /**
+   * Whether `name`'s queue was found polled by a check of the last two periods: a call of it that
+   * timed out waiting (run-control.ts `timedOutWaiting`) waited behind busy workers (shards queued
+   * for one rollout worker), which is not a blocked run. False when no recent check covered the
+   * queue, or it found none polling.
+   */
+  polledRecently(name: ActivityName): boolean {
+    const queue = TASK_QUEUES[ACTIVITY_QUEUES[name]];
+    const at = this.checkedAt.get(queue);
+    return at !== undefined && Date.now() - at <= 2 * QUEUE_CHECK_MS && !this.unpolled.some((u) => u.taskQueue === queue);
   }
 
   private set(unpolled: UnpolledQueueView[]): void {
@@ -83,6 +100,7 @@ export class QueueWatch {
           const queues = [...byQueue].map(([taskQueue, q]) => ({ taskQueue, activityTypes: activityNamesOn(q.queue) }));
           const none = await unpolledQueues({ queues, seenWithinSeconds: SEEN_WITHIN_S });
           found = none.map((u) => ({ ...u, calls: byQueue.get(u.taskQueue)!.calls, sinceMs: byQueue.get(u.taskQueue)!.sinceMs }));
+          for (const q of byQueue.keys()) this.checkedAt.set(q, now);
         } catch (err) {
           wf.log.warn('queue check failed; the details keep the last answer', { error: String(err) });
         }

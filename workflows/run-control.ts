@@ -175,6 +175,21 @@ export function classifyFailure(err: unknown): Pick<BlockedCall, 'kind' | 'type'
   return { kind: 'retrying', type: cause?.name ?? 'Error', error: oneLine(cause?.message ?? err.message) };
 }
 
+/**
+ * True when a call ran out of its schedule-to-close window with no attempt having failed: no
+ * worker took it in time, or its one attempt started so late that the window closed while it ran
+ * (the server reports the first as a schedule-to-start or a schedule-to-close timeout, the second
+ * as a schedule-to-close timeout; neither has a last failure). Either way the call waited in its
+ * queue; whether that means no worker at all or workers busy with the run's other calls is for the
+ * queue watch to say (queue-watch.ts `polledRecently`). A call whose attempts failed or timed out
+ * (a crashing worker) carries its last failure and is not counted.
+ */
+export function timedOutWaiting(err: unknown): boolean {
+  if (!(err instanceof ActivityFailure) || !(err.cause instanceof TimeoutFailure)) return false;
+  const t = err.cause.timeoutType;
+  return (t === TimeoutType.SCHEDULE_TO_START || t === TimeoutType.SCHEDULE_TO_CLOSE) && err.cause.cause === undefined;
+}
+
 /** Markdown lines of the current details for the blocked calls (none: no lines). */
 export function blockedLines(blocked: readonly BlockedCall[], now: number): string[] {
   if (blocked.length === 0) return [];

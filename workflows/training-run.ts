@@ -46,6 +46,7 @@ import { activityCaller, type ActivityInput, type ActivityOutput, type CallActiv
 import type { ActivityName } from './activity-queues.js';
 import {
   classifyFailure,
+  timedOutWaiting,
   controlOutcome,
   type BlockedCall,
   type ControlAction,
@@ -160,6 +161,8 @@ export const retryUpdate = wf.defineUpdate<ControlResult>('retry');
 
 /** The patch under which a failed activity call blocks the run instead of failing it (histories recorded before it fail as they did). */
 export const BLOCKED_PATCH = 'blocked-not-failed';
+/** The patch under which a call that timed out waiting on a queue the watch found polled is scheduled again instead of blocking (queue-watch.ts). */
+export const QUEUED_PATCH = 'queued-not-blocked';
 
 const TREND = 40;
 
@@ -318,6 +321,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         }
         return result;
       } catch (err) {
+        // waited in its queue past the schedule-to-close while workers were busy with the run's other calls: not blocked, scheduled again
+        if (timedOutWaiting(err) && watch.polledRecently(name) && wf.patched(QUEUED_PATCH)) {
+          wf.log.info('call timed out waiting behind busy workers: scheduled again', { summary });
+          continue;
+        }
         const failure = classifyFailure(err);
         if (!failure || !wf.patched(BLOCKED_PATCH)) throw err;
         if (entry) Object.assign(entry, failure, { calls: entry.calls + 1 });

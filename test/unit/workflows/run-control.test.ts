@@ -10,6 +10,7 @@ import {
   BLOCKED_FAILURE_TYPE,
   blockedLines,
   classifyFailure,
+  timedOutWaiting,
   ControlRefused,
   controlOutcome,
   type BlockedCall,
@@ -129,6 +130,17 @@ test("a schedule-to-start timeout (the server's report of a call no worker start
   assert.equal(f?.kind, 'retrying');
   assert.equal(f?.type, 'schedule-to-start timeout');
   assert.match(f!.error, /no worker took the call .* is a worker polling the stage's queue\?/);
+});
+
+test('timed out waiting: a schedule-to-start or schedule-to-close timeout with no failed attempt; not one whose last attempt timed out, nor any other failure', () => {
+  assert.equal(timedOutWaiting(activityFailure(new TimeoutFailure('timed out', undefined, TimeoutType.SCHEDULE_TO_START))), true);
+  assert.equal(timedOutWaiting(activityFailure(new TimeoutFailure('timed out', undefined, TimeoutType.SCHEDULE_TO_CLOSE))), true);
+  const crashing = new TimeoutFailure('timed out', undefined, TimeoutType.SCHEDULE_TO_CLOSE);
+  Object.assign(crashing, { cause: new TimeoutFailure('heartbeat', undefined, TimeoutType.HEARTBEAT) });
+  assert.equal(timedOutWaiting(activityFailure(crashing)), false, 'a worker crashing every attempt');
+  assert.equal(timedOutWaiting(activityFailure(new TimeoutFailure('timed out', undefined, TimeoutType.START_TO_CLOSE))), false);
+  assert.equal(timedOutWaiting(activityFailure(ApplicationFailure.retryable('S3 503', 'StoreError'))), false);
+  assert.equal(timedOutWaiting(new Error('a bug in workflow code')), false);
 });
 
 test('a cancellation, or an error that is not an activity failure, is not classified (the workflow rethrows it)', () => {
