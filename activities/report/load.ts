@@ -417,7 +417,8 @@ function shardNames(manifest: Manifest, kind: ShardArtifact): string[] {
     .map((x) => x.name);
 }
 
-function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' | 'advantage_kind' | 'in_loss'> {
+/** A sample's advantage for display: the scalar, or the mean of its per-token advantages over the trained tokens; whether it trained at all. */
+export function advantageOf(a: AdvantagesRow | undefined): Pick<SampleRow, 'advantage' | 'advantage_kind' | 'in_loss'> {
   if (!a) return { advantage: null, advantage_kind: null };
   const in_loss = a.loss_mask === null || a.loss_mask.some(Boolean);
   if (a.advantage !== null) return { advantage: a.advantage, advantage_kind: 'scalar', in_loss };

@@ -9,7 +9,7 @@
  * Token text comes from the caller (`tokenText`: the CLI passes the run's tokenizer), because this
  * folder reads the store only; without it tokens show as their ids.
  */
-import { readStepRows, rowKey } from './load.js';
+import { advantageOf, readStepRows, rowKey } from './load.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { AdvantagesRow, RewardsRow, RolloutsRow } from '../store/schemas.js';
 
@@ -154,20 +154,6 @@ export function episodeTurns(
   return [...turns.values()].sort((a, b) => a.turn - b.turn);
 }
 
-function meanAdvantage(adv: AdvantagesRow | undefined): number | null {
-  if (!adv) return null;
-  if (adv.advantage !== null) return adv.advantage;
-  const t = adv.token_advantages!;
-  let sum = 0;
-  let n = 0;
-  for (let i = 0; i < t.length; i++) {
-    if (adv.loss_mask && !adv.loss_mask[i]) continue;
-    sum += t[i]!;
-    n++;
-  }
-  return n > 0 ? sum / n : null;
-}
-
 /** The viewer's data of one step's rows: episodes only (rows with segments), grouped, the first `maxGroups` groups. Pure. */
 export function trajectoryStep(
   runId: string,
@@ -193,7 +179,7 @@ export function trajectoryStep(
       reward: rw?.reward ?? null,
       reward_error: rw ? rw.error : 'no rewards row for this sample',
       components: rw?.components ? { ...rw.components } : {},
-      advantage: meanAdvantage(adv),
+      advantage: advantageOf(adv).advantage,
       finish_reason: r.finish_reason,
       malformed_turns: r.malformed_turns ?? 0,
       turns: episodeTurns(r, adv, o.tokenText),
