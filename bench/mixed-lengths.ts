@@ -51,7 +51,6 @@ async function main(): Promise<void> {
   const run = async (mixed: boolean) => {
     let firstAt = 0;
     let steps = 0;
-    const t0 = performance.now();
     const out = await generate(engine, prompts, {
       maxNewTokens: MAX,
       stopTokenIds: [],
