@@ -228,7 +228,10 @@ describe('arrow contracts: writing rejects bad rows, naming row and column', () 
   });
 
   it('enum values', () => {
-    bad([rollout(0, { finish_reason: 'eos' as 'stop' })], /column "finish_reason" must be one of "stop", "length", "branch", "max_turns", "max_seconds", "tool_failure", got "eos"/);
+    bad(
+      [rollout(0, { finish_reason: 'eos' as 'stop' })],
+      /column "finish_reason" must be one of "stop", "length", "branch", "max_turns", "max_seconds", "tool_failure", got "eos"/,
+    );
   });
 
   it('non-finite numbers where finite is required', () => {
