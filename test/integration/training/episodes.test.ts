@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { EvalRecord } from '../../../activities/run/types.js';
-import { ADVANTAGES_NAME, EVAL_NAME, evalPrefix, parseShardName, stepPrefix } from '../../../activities/store/keys.js';
+import { ADVANTAGES_NAME, EVAL_NAME, METRICS_NAME, evalPrefix, parseShardName, stepPrefix } from '../../../activities/store/keys.js';
 import { readArtifact, readCommitted } from '../../../activities/store/manifest.js';
-import { decodeAdvantages, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
+import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
 import { startTrainingRun } from '../../../workers/train-client.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { lazyFixture } from '../../support/fixture.js';
@@ -86,7 +86,7 @@ function rolloutResults(events: Awaited<ReturnType<typeof train>>['events']) {
   return out;
 }
 
-test('calculator trains SFT on gold trajectories then GRPO on its episodes: rows with turns, tool calls and observations masked out of the loss, rewards on final answers, episode evaluations, and no activity per turn', async () => {
+test('calculator trains SFT on gold trajectories then GRPO on its episodes: rows with turns, tool calls and observations masked out of the loss, rewards on final answers, episode metrics and evaluations, and no activity per turn', async () => {
   const { runId, events } = await uninterrupted();
   let multiTurn = 0;
   let calls = 0;
@@ -94,6 +94,9 @@ test('calculator trains SFT on gold trajectories then GRPO on its episodes: rows
     const rows = await stepRollouts(runId, step);
     assert.equal(rows.length, 8 * 4, `step ${step}: 8 prompts × 4 episodes`);
     const prefix = stepPrefix(runId, step);
+    const metrics = decodeMetrics(await readArtifact(servers.store, prefix, METRICS_NAME))[0]!;
+    assert.equal(metrics.extra['episodes/turns_mean'], rows.reduce((a, r) => a + r.turns!, 0) / rows.length);
+    assert.equal(metrics.extra['episodes/tool_calls_mean'], rows.reduce((a, r) => a + r.tool_calls!.length, 0) / rows.length);
     const adv = new Map(
       decodeAdvantages(await readArtifact(servers.store, prefix, ADVANTAGES_NAME)).map((a) => [`${a.prompt_id}#${a.sample_id}`, a]),
     );
