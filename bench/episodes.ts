@@ -22,7 +22,7 @@ import { openStore } from '../activities/store/open.js';
 import { up } from '../infra/index.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { startTrainingRun } from '../workers/train-client.js';
-import { createWorkers, ENTRYPOINT_CONCURRENCY } from '../workers/worker.js';
+import { startAllInOne } from './workers.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -64,15 +64,7 @@ function configOf(env: string, seed: number, storeUri: string): RunConfig {
 
 const e = await up({ quiet: true, components: ['temporal'] });
 const temporal = temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace });
-const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
-const group = await createWorkers({
-  temporal,
-  queues: ['control', 'rollout', 'reward', 'learner'],
-  maxConcurrentActivities: activities,
-  maxConcurrentWorkflowTasks: control,
-  shutdownGraceTimeMs: 2000,
-});
-const running = group.run();
+const { group, running } = await startAllInOne(temporal);
 const client = await connectClient(temporal);
 
 interface Measured {

@@ -38,7 +38,7 @@
  * …) so the load of other processes falls on both alike, the steps/hour over all of them;
  * `--with-trl PYTHON` (the interpreter with trl; without it durable-rl alone).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +54,7 @@ import { getTask } from '../activities/tasks/tasks.js';
 import { endpointsEnv, up } from '../infra/index.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { startTrainingRun } from '../workers/train-client.js';
+import { spawnWorker } from './workers.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -73,7 +74,6 @@ const steps = Number(opts.steps);
 const threads = Number(opts.threads);
 const rounds = Number(opts.rounds);
 const python = opts['with-trl'];
-const root = fileURLToPath(new URL('..', import.meta.url));
 const defaults = parseRunConfig({});
 const defaultRl = defaults.phases.find((p) => p.kind === 'rl')!;
 
@@ -93,24 +93,6 @@ const configFor = (store: string): RunConfig =>
 
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const fmt = (x: number, digits = 2) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-
-/** The all-in-one worker (`durable-rl worker`, every queue) in its own process; resolves once it polls. */
-function allInOneWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker'], {
-    cwd: root,
-    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  return new Promise((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out = (out + d.toString()).slice(-20_000);
-      if (out.includes('workers polling')) resolve(child);
-    });
-    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-    child.once('exit', (code, sig) => reject(new Error(`worker exited (${code ?? sig}):\n${out}`)));
-  });
-}
 
 interface Side {
   /** Seconds of each rl step, in order. */
@@ -141,7 +123,7 @@ console.log(
 );
 
 const e = await up({ quiet: true, components: ['temporal'] });
-const worker = await allInOneWorker(endpointsEnv(e));
+const worker = await spawnWorker(endpointsEnv(e));
 const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
 
 /** durable-rl's run through Temporal on the all-in-one worker, in a fresh store (same config and seed each round: same weights). */

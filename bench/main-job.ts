@@ -21,7 +21,7 @@ import { up } from '../infra/index.js';
 import { evalText } from '../workers/cli-follow.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { startTrainingRun } from '../workers/train-client.js';
-import { createWorkers, ENTRYPOINT_CONCURRENCY } from '../workers/worker.js';
+import { startAllInOne } from './workers.js';
 
 const file = process.argv[2];
 const dir = mkdtempSync(join(tmpdir(), 'bench-main-job-'));
@@ -31,15 +31,7 @@ const load0 = loadavg()[0]!;
 
 const e = await up({ quiet: true, components: ['temporal'] });
 const temporal = temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace });
-const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
-const group = await createWorkers({
-  temporal,
-  queues: ['control', 'rollout', 'reward', 'learner'],
-  maxConcurrentActivities: activities,
-  maxConcurrentWorkflowTasks: control,
-  shutdownGraceTimeMs: 2000,
-});
-const running = group.run();
+const { group, running } = await startAllInOne(temporal);
 const client = await connectClient(temporal);
 
 const t0 = performance.now();

@@ -16,11 +16,11 @@
  * Run it with a state dir of its own (DURABLE_RL_STATE_DIR=/tmp/…), so no other worker takes its
  * activities.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseRunConfig } from '../activities/run/config.js';
 import { METRICS_NAME, stepPrefix } from '../activities/store/keys.js';
@@ -30,6 +30,7 @@ import { decodeMetrics, type MetricsRow } from '../activities/store/schemas.js';
 import { endpointsEnv, up } from '../infra/index.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { startTrainingRun } from '../workers/train-client.js';
+import { spawnWorker } from './workers.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -42,7 +43,6 @@ const { values: opts } = parseArgs({
 });
 const pairs = opts.quick ? 1 : Number(opts.pairs);
 const steps = opts.quick ? 3 : Number(opts.steps);
-const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** The run: addition, a model of `--layers` × `--hidden` (4 heads); rl steps of 16 prompts × 4 samples in 2 shards. */
 const configFor = (k: number, store: string) =>
@@ -64,22 +64,7 @@ const env = endpointsEnv(e);
 const client = await connectClient(temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace }));
 
 /** A worker process polling one queue; resolves once it polls. */
-function worker(queue: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/cli.ts', 'worker', '--queues', queue], {
-    cwd: root,
-    env: { ...process.env, ...env, DURABLE_RL_LOG_FORMAT: 'json' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  return new Promise((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out = (out + d.toString()).slice(-20_000);
-      if (out.includes('workers polling')) resolve(child);
-    });
-    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-    child.once('exit', (code, sig) => reject(new Error(`worker ${queue} exited (${code ?? sig}):\n${out}`)));
-  });
-}
+const worker = (queue: string): Promise<ChildProcess> => spawnWorker(env, [queue]);
 
 const workers = await Promise.all(['control', 'rollout', 'reward', 'learner'].map(worker));
 const mean = (xs: (number | null)[]) => {

@@ -25,7 +25,7 @@ import type { ObjectStore } from '../activities/store/object-store.js';
 import { crashServer, down, endpointsEnv, startMinio, up } from '../infra/index.js';
 import { connectClient, temporalConfig } from '../workers/temporal.js';
 import { runProgress, startTrainingRun } from '../workers/train-client.js';
-import { createWorkers, ENTRYPOINT_CONCURRENCY } from '../workers/worker.js';
+import { startAllInOne } from './workers.js';
 import { totalSteps } from '../workflows/run-plan.js';
 
 const { values: opt } = parseArgs({
@@ -55,15 +55,7 @@ const e = await up({ stateDir, quiet: true, env });
 Object.assign(process.env, endpointsEnv(e)); // the in-process workers' S3 store reads them
 const temporal = temporalConfig({ address: e.temporal.address, namespace: e.temporal.namespace });
 const client = await connectClient(temporal);
-const { control, ...activities } = ENTRYPOINT_CONCURRENCY;
-const group = await createWorkers({
-  temporal,
-  queues: ['control', 'rollout', 'reward', 'learner'],
-  maxConcurrentActivities: activities,
-  maxConcurrentWorkflowTasks: control,
-  shutdownGraceTimeMs: 2000,
-});
-const running = group.run();
+const { group, running } = await startAllInOne(temporal);
 const s3Uri = `s3://${e.minio.bucket}/store-outage`;
 const store: ObjectStore = openStore(s3Uri);
 

@@ -39,7 +39,7 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       const { config } = await readRunRecord(store, runId);
       if (config.retention.keepLast === null || config.retention.apply !== 'every_step') return;
       progress({ phase: 'retention', step });
-      const gc = await gcRun(store, runId);
+      const gc = await gcRun(store, runId, { config });
       if (gc.removed.length > 0)
         log.info(
           { runId, step, bytesFreed: gc.bytesFreed, removed: gc.removed.map((r) => `${r.checkpoint}:${r.what}`) },

@@ -21,6 +21,7 @@
  * Safe on a running run: the plan keeps the latest checkpoint (which the next step trains from and
  * rolls out with) and the reference of a running phase.
  */
+import type { RunConfig } from '../run/config.js';
 import { readRunRecord } from '../run/resolve.js';
 import { retentionPlan, type RetentionPlan, type RetentionPolicy } from './retention.js';
 import { checkpointPrefix, OPTIMIZER_NAME, parseRunKey, runFolder } from '../store/keys.js';
@@ -37,6 +38,8 @@ export interface GcOptions {
   dryRun?: boolean;
   /** Fields that override the run's own `retention` (the CLI's --keep-last, --keep-every, --optimizer-state). */
   policy?: Partial<RetentionPolicy>;
+  /** The run's config when the caller has read run.json already (commitStep); default: read it here. */
+  config?: RunConfig;
 }
 
 /** One removal: a whole checkpoint, a checkpoint's moments, or objects an interrupted gc left. */
@@ -60,7 +63,7 @@ export interface GcResult {
 
 /** Applies the run's retention policy (with `options.policy` over it) to its checkpoints. */
 export async function gcRun(store: ObjectStore, runId: string, options: GcOptions = {}): Promise<GcResult> {
-  const { config } = await readRunRecord(store, runId);
+  const config = options.config ?? (await readRunRecord(store, runId)).config;
   const policy: RetentionPolicy = { ...config.retention, ...options.policy };
   if (policy.keepEvery !== null && policy.keepLast === null)
     throw new RetentionPolicyError('keepEvery needs keepLast (without keepLast every checkpoint is kept): give --keep-last');

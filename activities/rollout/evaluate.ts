@@ -223,6 +223,17 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
       const record = JSON.parse(new TextDecoder().decode(bytes)) as EvalRecord;
       return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
     };
+    // commits the record as eval.json; a concurrent attempt that committed first wins, and its record is returned
+    const committed = async (record: EvalRecord): Promise<EvaluateResult> => {
+      const { manifest, created } = await commit(
+        store,
+        prefix,
+        [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
+        { run_id: runId, step: v },
+      );
+      if (!created) return stored(manifest);
+      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+    };
     const existing = await readManifest(store, prefix);
     if (existing) return stored(existing);
 
@@ -231,27 +242,13 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     if (run.model.classifier) {
       // a reward-model run: preference accuracy of checkpoint v on the phase's evaluation pairs
       const record = await evaluateRewardModel(store, input, run);
-      const { manifest, created } = await commit(
-        store,
-        prefix,
-        [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
-        { run_id: runId, step: v },
-      );
-      if (!created) return stored(manifest);
-      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+      return committed(record);
     }
     // a dataset's eval split is finite: at most its rows
     const items = run.task.prompts(config.seed, 'eval', Math.min(config.eval.prompts, run.task.evalItems ?? Infinity), 0);
     if (run.environment) {
       const record = await evaluateEpisodes(store, input, run, items, progress, signal);
-      const { manifest, created } = await commit(
-        store,
-        prefix,
-        [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
-        { run_id: runId, step: v },
-      );
-      if (!created) return stored(manifest);
-      return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+      return committed(record);
     }
     // accuracy and pass@k only where the reward judges correctness (see the function comment)
     const judged = config.reward.functions === null || anyVerifiable(config.reward.functions);
@@ -327,14 +324,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
         reference: items[i]!.reference,
       })),
     };
-    const { manifest, created } = await commit(
-      store,
-      prefix,
-      [{ name: EVAL_NAME, bytes: new TextEncoder().encode(canonicalJson(record)) }],
-      { run_id: runId, step: v },
-    );
     progress({ done: total, of: total });
-    if (!created) return stored(manifest);
-    return { ...record, uri, seconds: (performance.now() - t0) / 1000 };
+    return committed(record);
   });
 }
