@@ -338,11 +338,13 @@ function attributesText(sa: SearchAttrs): string {
 
 // ── pause / resume / stop ──────────────────────────────────────────────────────────────────────
 
-export async function controlCommand(what: ControlAction, runId: string): Promise<number> {
+export async function controlCommand(what: ControlAction, runId: string, opts: { step?: string } = {}): Promise<number> {
+  if (opts.step !== undefined && what !== 'pause') throw new UsageError(`${what} takes no --step (pause --step N pauses before step N)`);
+  const beforeStep = index(opts.step, 'step');
   const client = await connectClient(await resolveTemporal());
   const r =
     what === 'pause'
-      ? await pauseRun(client, runId)
+      ? await pauseRun(client, runId, beforeStep)
       : what === 'resume'
         ? await resumeRun(client, runId)
         : what === 'stop'

@@ -55,7 +55,7 @@ training runs:
                             and Web UI link; --follow shows progress until it ends, then the eval accuracy
                             before and after RL and the report's path
   status <run>              status and progress of a training run (or of an annotation job)
-  pause <run>               pause after the current step
+  pause <run>               pause after the current step (--step N: before step N)
   resume <run>              continue a paused run
   stop <run>                finish the current step, then end as stopped (a paused or blocked run: at once)
   retry <run>               a run blocked on an error retrying cannot fix (after you fixed the cause): call the
@@ -88,7 +88,8 @@ options:
   --with-workers            train, resume-from: run the all-in-one workers in this process until the run ends
   --name NAME               train: the run's name (prefix of its id)
   --seed N                  train: the run's seed; make-dataset: the problems' seed (default 1)
-  --step N                  resume-from, export: the checkpoint after step N (default: the latest)
+  --step N                  resume-from, export: the checkpoint after step N (default: the latest);
+                            pause: pause before step N instead of after the current step
   --out PATH                report: the HTML file (default ./durable-rl-reports/<run>.html);
                             export: the directory (default ./durable-rl-exports/<run>[-step-N]);
                             make-dataset: the JSONL file (default ./data/gsm8k-style.jsonl)
@@ -200,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
     case 'resume':
     case 'stop':
     case 'retry':
-      return controlCommand(command, arg(rest, command, 'a run id'));
+      return controlCommand(command, arg(rest, command, 'a run id'), { step: values.step });
     case 'report':
       return reportCommand(arg(rest, command, 'a run id'), { out: values.out, store: values.store });
     case 'export':

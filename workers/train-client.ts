@@ -143,9 +143,13 @@ export interface ControlAnswer extends Omit<ControlResult, 'step'> {
   step: number | null;
 }
 
-/** pause: the run finishes and commits its running step, then waits; refused (RunError, with the reason) when already paused or stopping. */
-export function pauseRun(client: Client, runId: string): Promise<ControlAnswer> {
-  return controlRun(client, runId, 'pause');
+/**
+ * pause: the run finishes and commits its running step, then waits — or, with `beforeStep`, runs
+ * until that later step and waits before it. Refused (RunError, with the reason) when already
+ * paused or stopping, or when `beforeStep` has started or is past the last step.
+ */
+export function pauseRun(client: Client, runId: string, beforeStep?: number): Promise<ControlAnswer> {
+  return controlRun(client, runId, 'pause', undefined, beforeStep);
 }
 
 /** resume: a paused run goes on (or a requested pause is withdrawn); refused when not paused. */
@@ -170,16 +174,23 @@ const UPDATES = { pause: pauseUpdate, resume: resumeUpdate, stop: stopUpdate, re
  * reason) is a RunError. A run whose workers predate the Updates has no handler for them: pause,
  * resume and stop then go as the signals of old (with no step to answer); retry has no signal.
  */
-async function controlRun(client: Client, runId: string, action: ControlAction, reason?: string): Promise<ControlAnswer> {
+async function controlRun(
+  client: Client,
+  runId: string,
+  action: ControlAction,
+  reason?: string,
+  beforeStep?: number,
+): Promise<ControlAnswer> {
   const handle = await runningHandle(client, runId, action);
   try {
-    return action === 'stop'
-      ? await handle.executeUpdate(stopUpdate, { args: [reason ?? ''] })
-      : await handle.executeUpdate(UPDATES[action] as typeof pauseUpdate);
+    if (action === 'stop') return await handle.executeUpdate(stopUpdate, { args: [reason ?? ''] });
+    if (beforeStep !== undefined) return await handle.executeUpdate(pauseUpdate, { args: [beforeStep] });
+    // a plain pause sends no argument, as clients before `pause --step` did
+    return await handle.executeUpdate(UPDATES[action] as typeof resumeUpdate);
   } catch (err) {
     if (!(err instanceof WorkflowUpdateFailedError)) throw err;
     const why = err.cause?.message ?? err.message;
-    if (/No registered handler for update/.test(why) && action !== 'retry') {
+    if (/No registered handler for update/.test(why) && action !== 'retry' && beforeStep === undefined) {
       if (action === 'stop') await handle.signal(stopSignal, reason);
       else await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
       return { action, step: null, message: "requested (the run's workers predate controls as Updates: sent as a signal)" };

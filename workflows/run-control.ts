@@ -40,8 +40,10 @@ export interface ControlState {
   inStep: boolean;
   /** Holding between steps until resume. */
   paused: boolean;
-  /** A pause that takes effect after the running step. */
+  /** A pause that takes effect after the running step (or before `pauseAt`). */
   pauseRequested: boolean;
+  /** The step a pause requested for a later step (`pause --step N`) takes effect at; absent: after the running step. */
+  pauseAt?: number;
   stopRequested: boolean;
   /** The run's blocked calls (empty: not blocked). */
   blocked: readonly Pick<BlockedCall, 'stage' | 'kind'>[];
@@ -72,20 +74,35 @@ export class ControlRefused extends Error {
 
 /**
  * What `action` does now: the step it takes effect at and a sentence, or ControlRefused with the
- * reason it is not a valid transition.
+ * reason it is not a valid transition. `beforeStep` (pause only): pause before that later step
+ * instead of after the running one — a step no worker has started, and not past the last step.
  */
-export function controlOutcome(s: ControlState, action: ControlAction): ControlResult {
+export function controlOutcome(s: ControlState, action: ControlAction, beforeStep?: number): ControlResult {
   const refuse = (why: string): never => {
     throw new ControlRefused(`cannot ${action}: ${why}`);
   };
   if (s.finished) refuse('the run has ended');
   const afterRunning = s.inStep ? s.nextStep + 1 : s.nextStep;
+  if (beforeStep !== undefined && action !== 'pause') refuse('only pause takes a step');
   const blockedText = s.blocked.length > 0 ? ` (it is blocked in ${[...new Set(s.blocked.map((b) => b.stage))].join(', ')})` : '';
   switch (action) {
     case 'pause':
       if (s.stopRequested) refuse('a stop is pending');
       if (s.paused) refuse(`already paused before step ${s.nextStep} (durable-rl resume goes on)`);
-      if (s.pauseRequested) refuse(`a pause is already requested: the run pauses before step ${afterRunning}`);
+      if (s.pauseRequested) refuse(`a pause is already requested: the run pauses before step ${s.pauseAt ?? afterRunning}`);
+      if (beforeStep !== undefined && beforeStep !== afterRunning) {
+        if (!Number.isInteger(beforeStep)) refuse(`the step must be a whole number, got ${beforeStep}`);
+        if (beforeStep < afterRunning)
+          refuse(
+            `step ${beforeStep} ${s.inStep && beforeStep === s.nextStep ? 'is running' : 'is committed'}: the earliest step a pause can precede is ${afterRunning}`,
+          );
+        if (beforeStep >= s.totalSteps) refuse(`the run's last step is ${s.totalSteps - 1}: it ends before step ${beforeStep}`);
+        return {
+          action,
+          step: beforeStep,
+          message: `pauses before step ${beforeStep}: steps ${afterRunning}..${beforeStep - 1} run first`,
+        };
+      }
       return {
         action,
         step: afterRunning,
@@ -98,7 +115,11 @@ export function controlOutcome(s: ControlState, action: ControlAction): ControlR
       if (!s.paused && !s.pauseRequested) refuse('the run is not paused');
       return s.paused
         ? { action, step: s.nextStep, message: `goes on with step ${s.nextStep}` }
-        : { action, step: afterRunning, message: `pause request withdrawn: step ${afterRunning} follows without a pause` };
+        : {
+            action,
+            step: afterRunning,
+            message: `pause request withdrawn: ${s.pauseAt !== undefined ? `step ${s.pauseAt} follows` : `step ${afterRunning} follows`} without a pause`,
+          };
     case 'stop':
       if (s.stopRequested) refuse('a stop is already requested');
       if (s.blocked.length > 0)

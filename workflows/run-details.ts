@@ -83,6 +83,8 @@ export interface RunDetails extends RunProgress {
   stopRequested: boolean;
   /** A pause was requested: it takes effect after the running step. */
   pauseRequested: boolean;
+  /** The step a requested pause waits for (absent: after the running step). */
+  pauseAt?: number;
   /** Number of phases in the config. */
   phases: number;
   task: string;
@@ -109,7 +111,7 @@ export function renderRunDetails(d: RunDetails): string {
   const m = d.lastMetrics;
   const lines = [
     `## Training run \`${d.runId}\``,
-    `- **status:** ${d.status}${d.stopRequested && d.status !== 'stopped' ? ' (stop requested: finishing the step)' : ''}${d.pauseRequested && d.status !== 'paused' ? ' (pause requested: after this step)' : ''}`,
+    `- **status:** ${d.status}${d.stopRequested && d.status !== 'stopped' ? ' (stop requested: finishing the step)' : ''}${d.pauseRequested && d.status !== 'paused' ? (d.pauseAt !== undefined ? ` (pause requested: before step ${d.pauseAt})` : ' (pause requested: after this step)') : ''}`,
     `- **phase:** ${d.phase} (${d.phaseIndex + 1}/${d.phases}) · **step:** ${Math.min(d.step, d.totalSteps)} / ${d.totalSteps} · **stage:** ${d.stage}${d.shardsTotal > 0 && (d.stage === 'rollout' || d.stage === 'reward') ? ` (${d.shardsDone}/${d.shardsTotal} shards)` : ''}`,
     `- **model:** ${d.model || '…'} · **task:** ${d.task} · **seed:** ${d.seed}`,
   ];

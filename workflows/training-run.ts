@@ -91,6 +91,8 @@ export interface RunCarry {
   lastStepUri: string | null;
   lastCheckpointUri: string | null;
   paused: boolean;
+  /** A pause requested for a later step (`pause --step N`): the step it takes effect at. Absent: none. */
+  pauseAt?: number;
   /** A stop requested while the previous execution was handing over (kept, so it is not lost). */
   stopRequested?: boolean;
   executions: number;
@@ -154,7 +156,8 @@ export const stopSignal = wf.defineSignal<[reason?: string]>('stop');
 export const progressQuery = wf.defineQuery<RunProgress>('progress');
 // The controls as Updates (validated; they answer when they take effect). Same names as the
 // signals above, which stay for clients and runs from before the Updates.
-export const pauseUpdate = wf.defineUpdate<ControlResult>('pause');
+// pause's argument: the step to pause before (undefined: after the running step; clients before it send none)
+export const pauseUpdate = wf.defineUpdate<ControlResult, [beforeStep: number | undefined]>('pause');
 export const resumeUpdate = wf.defineUpdate<ControlResult>('resume');
 export const stopUpdate = wf.defineUpdate<ControlResult, [reason: string]>('stop');
 export const retryUpdate = wf.defineUpdate<ControlResult>('retry');
@@ -252,21 +255,43 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     totalSteps: total,
     inStep,
     paused: status === 'paused',
-    pauseRequested: carry.paused && status !== 'paused',
+    pauseRequested: (carry.paused && status !== 'paused') || carry.pauseAt !== undefined,
+    pauseAt: carry.pauseAt,
     stopRequested,
     blocked,
     finished: stage === 'done',
   });
   // Each Update's validator refuses what controlOutcome refuses (the client gets the reason); the handler applies it and answers the outcome.
   const validate = (action: ControlAction) => () => void controlOutcome(controlState(), action);
-  const answer = (action: ControlAction, apply: () => void): ControlResult => {
-    const outcome = controlOutcome(controlState(), action);
-    apply();
+  const answer = (action: ControlAction, apply: (outcome: ControlResult) => void, beforeStep?: number): ControlResult => {
+    const outcome = controlOutcome(controlState(), action, beforeStep);
+    apply(outcome);
     details();
     return outcome;
   };
-  wf.setHandler(pauseUpdate, () => answer('pause', () => (carry.paused = true)), { validator: validate('pause') });
-  wf.setHandler(resumeUpdate, () => answer('resume', () => (carry.paused = false)), { validator: validate('resume') });
+  // pause with a step waits for it (carry.pauseAt, turned into a pause when the loop reaches it); without one, after the running step
+  wf.setHandler(
+    pauseUpdate,
+    (beforeStep?: number) =>
+      answer(
+        'pause',
+        (o) => {
+          if (beforeStep === undefined) carry.paused = true;
+          else carry.pauseAt = o.step;
+        },
+        beforeStep,
+      ),
+    { validator: (beforeStep?: number) => void controlOutcome(controlState(), 'pause', beforeStep) },
+  );
+  wf.setHandler(
+    resumeUpdate,
+    () =>
+      answer('resume', () => {
+        carry.paused = false;
+        carry.pauseAt = undefined;
+      }),
+    { validator: validate('resume') },
+  );
   wf.setHandler(stopUpdate, (reason: string) => answer('stop', () => requestStop(reason)), {
     validator: (_reason: string) => validate('stop')(),
   });
@@ -277,7 +302,8 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       renderRunDetails({
         ...progress(),
         stopRequested,
-        pauseRequested: carry.paused,
+        pauseRequested: carry.paused || carry.pauseAt !== undefined,
+        pauseAt: carry.pauseAt,
         phases: config.phases.length,
         task: config.task.name,
         seed: config.seed,
@@ -422,6 +448,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     let stepsThisExecution = 0;
     while (carry.nextStep < total) {
       if (stopRequested) break;
+      if (carry.pauseAt !== undefined && carry.nextStep >= carry.pauseAt) {
+        carry.paused = true;
+        carry.pauseAt = undefined;
+      }
       if (carry.paused) {
         stage = 'paused';
         setStatus('paused');

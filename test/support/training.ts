@@ -16,6 +16,8 @@ import { committedSteps, readArtifact, readCommitted } from '../../activities/st
 import { decodeMetrics } from '../../activities/store/schemas.js';
 import type { ObjectStore } from '../../activities/store/object-store.js';
 import type { QueueName } from '../../workflows/task-queues.js';
+import type { Client } from '@temporalio/client';
+import { pauseRun, runProgress, type StartedRun } from '../../workers/train-client.js';
 import { spawnWorkerProcess, startWorkers, testTemporal, type TestTemporal } from './temporal.js';
 
 /** A run that trains a 1-layer model on 1-digit addition: 2 sft steps then 3 rl steps, 2 rollout shards per step. */
@@ -122,6 +124,21 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * A run dies at a chosen point, deterministically: it is asked to pause before `step` (the pause
+ * Update, sent before that step can have started), and terminated once paused, with steps
+ * 0..step-1 committed — however fast the machine trains. (Waiting for a commit and then
+ * terminating races the run: a fast machine commits the last steps before the terminate lands.)
+ */
+export async function terminateBefore(client: Client, run: StartedRun, step: number): Promise<void> {
+  const answer = await pauseRun(client, run.runId, step);
+  assert.equal(answer.step, step, answer.message);
+  await waitFor(`${run.runId} to pause before step ${step}`, async () =>
+    (await runProgress(client, run.runId))?.status === 'paused' ? true : undefined,
+  );
+  await run.handle.terminate('test: the run dies');
 }
 
 /** What a training integration test runs against: the dev server (with a control worker) and a store. */

@@ -1,7 +1,8 @@
 /**
  * `durable-rl pause | resume | stop | retry | runs | resume-from` as child processes against a real run on the
  * Temporal dev server, with in-process workers: a long tiny SFT run is paused (status shows it, and
- * nothing is committed while paused), resumed (steps advance), listed by `runs`, stopped (it ends as
+ * nothing is committed while paused), resumed (steps advance), paused before a later step it names
+ * (`pause --step N`) and resumed again, listed by `runs`, stopped (it ends as
  * stopped with contiguous steps from 0), and continued by `resume-from`, whose new run starts at the
  * checkpoint it prints.
  */
@@ -69,6 +70,28 @@ test('pause, status, resume, runs, stop and resume-from control a live run from 
     assert.equal(retry.code, 2);
     assert.match(retry.stderr, /cannot retry: the run is not blocked/);
     await waitFor('a step after the resume', async () => ((await steps(runId)).length > atPause.length ? true : undefined), 60_000);
+
+    // pause --step N: the run trains on and pauses before step N; a committed step is refused.
+    // (80 steps ahead: several seconds of training, far more than the command takes to start.)
+    const early = await cli(['pause', runId, '--step', '0']);
+    assert.equal(early.code, 2, early.stdout + early.stderr);
+    assert.match(early.stderr, /cannot pause: step 0 is committed: the earliest step a pause can precede is \d+/);
+    const target = (await steps(runId)).length + 80;
+    const ahead = await cli(['pause', runId, '--step', String(target)]);
+    assert.equal(ahead.code, 0, ahead.stdout + ahead.stderr);
+    assert.match(
+      ahead.stdout,
+      new RegExp(`^pause: ${runId} pauses before step ${target}: steps \\d+\\.\\.${target - 1} run first \\[step ${target}\\]`),
+    );
+    await waitFor(
+      `the run to pause before step ${target}`,
+      async () => ((await runProgress(client, runId))?.status === 'paused' ? true : undefined),
+      120_000,
+    );
+    assert.equal((await steps(runId)).length, target, 'paused with exactly the steps before the asked one committed');
+    const resumeAgain = await cli(['resume', runId]);
+    assert.equal(resumeAgain.code, 0, resumeAgain.stdout + resumeAgain.stderr);
+    assert.match(resumeAgain.stdout, new RegExp(`^resume: ${runId} goes on with step ${target}`));
 
     // `runs` lists the run with its name and the status search attribute (visibility lags a little).
     const header = /^RUN\s+TEMPORAL\s+STATUS\s+NAME\s+STEP\s+PHASE\s+MEAN REWARD\s+STARTED$/m;

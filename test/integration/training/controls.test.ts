@@ -171,8 +171,11 @@ test('a run stopped by the stop Update at the answered step is continued by resu
   const a = await startTrainingRun(client, tinyRunConfig(storeUri));
   const store = openStore(storeUri);
   try {
-    await waitFor('step 1 committed', async () => ((await committedSteps(store, a.runId)).includes(1) ? true : undefined));
+    // held before step 2 (however fast the machine), then stopped: at once, with steps 0 and 1 committed
+    await pauseRun(client, a.runId, 2);
+    await waitFor('paused', async () => ((await runProgress(client, a.runId))?.status === 'paused' ? true : undefined));
     const stop = await stopRun(client, a.runId, 'test');
+    assert.equal(stop.step, 2);
     const stopped = await a.result();
     assert.deepEqual([stopped.status, stopped.steps], ['stopped', stop.step]);
     const b = await resumeFromRun(client, a.runId);

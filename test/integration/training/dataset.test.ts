@@ -21,7 +21,7 @@ import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../../ac
 import { readRunRecord } from '../../../activities/run/resolve.js';
 import { EVAL_NAME, evalPrefix, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import type { EvalRecord } from '../../../activities/run/types.js';
-import { committedSteps, readArtifact } from '../../../activities/store/manifest.js';
+import { readArtifact } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeRewards, decodeRollouts } from '../../../activities/store/schemas.js';
@@ -30,7 +30,7 @@ import { planStep, totalSteps } from '../../../workflows/run-plan.js';
 import { runCli } from '../../support/cli.js';
 import { servers } from '../../support/servers.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { assertCommittedRun, superviseWorker, waitFor, weightsSha, type SupervisedWorker } from '../../support/training.js';
+import { assertCommittedRun, superviseWorker, terminateBefore, weightsSha, type SupervisedWorker } from '../../support/training.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dataset-run-'));
 const storeUri = pathToFileURL(join(dir, 'store')).href;
@@ -195,10 +195,9 @@ test('resume-from a terminated dataset run continues the data order where the so
   const total = totalSteps(config);
   await withActivityWorkers({}, async () => {
     const b = await startTrainingRun(t.client, config);
-    await waitFor('step 3 of the run to commit', async () => ((await committedSteps(store, b.runId)).includes(3) ? true : undefined));
-    await b.handle.terminate('test: the run dies');
+    await terminateBefore(t.client, b, 4);
     const c = await resumeFromRun(t.client, b.runId);
-    assert.ok(c.checkpoint >= 4 && c.checkpoint < total, `resumes inside the rl phase (checkpoint ${c.checkpoint})`);
+    assert.equal(c.checkpoint, 4, 'resumes inside the rl phase, from the checkpoint after step 3');
     assert.equal((await c.result()).status, 'completed');
     await assertCommittedRun(store, c.runId, total, c.checkpoint);
     const before = await assertStepsFollowTheOrder(store, b.runId, config, 1, c.checkpoint);
@@ -300,10 +299,9 @@ test('a local Parquet dataset with a reward module of the user’s own trains, e
 
     // the same run, terminated after its second rl step and resumed from its last checkpoint
     const b = await startTrainingRun(t.client, config);
-    await waitFor('step 2 of the run to commit', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
-    await b.handle.terminate('test: the run dies');
+    await terminateBefore(t.client, b, 3);
     const c = await resumeFromRun(t.client, b.runId);
-    assert.ok(c.checkpoint >= 3 && c.checkpoint < total, `resumes inside the rl phase (checkpoint ${c.checkpoint})`);
+    assert.equal(c.checkpoint, 3, 'resumes inside the rl phase, from the checkpoint after step 2');
     assert.equal((await c.result()).status, 'completed');
     await assertCommittedRun(store, c.runId, total, c.checkpoint);
     for (let step = c.checkpoint; step < total; step++) {

@@ -84,8 +84,7 @@ test('rollout workers join and leave mid-run (1, then 3, then one drained with S
     const handle = t.client.workflow.getHandle(run.runId);
 
     // One worker for 4 shards a step; hold the run between steps while two more start.
-    await waitFor('the first rl step committed', async () => ((await committedSteps(store, run.runId)).includes(1) ? true : undefined));
-    await pauseRun(t.client, run.runId);
+    await pauseRun(t.client, run.runId, 2); // after the first rl step (1)
     await waitFor('paused', async () => ((await runProgress(t.client, run.runId))?.status === 'paused' ? true : undefined));
     const joinedAt = Date.now();
     const b = rolloutWorker({ ...t.env, DURABLE_RL_SLOW_AT: 'rollout:4000' });

@@ -25,7 +25,15 @@ import { pauseRun, resumeFromRun, resumeRun, runProgress, startTrainingRun } fro
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { lazyFixture } from '../../support/fixture.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
-import { assertCommittedRun, superviseWorker, tinyRunConfig, waitFor, weightsSha, type SupervisedWorker } from '../../support/training.js';
+import {
+  assertCommittedRun,
+  superviseWorker,
+  terminateBefore,
+  tinyRunConfig,
+  waitFor,
+  weightsSha,
+  type SupervisedWorker,
+} from '../../support/training.js';
 
 const storeDir = mkdtempSync(join(tmpdir(), 'training-failures-'));
 const storeUri = pathToFileURL(storeDir).href;
@@ -81,11 +89,11 @@ test('resume-from after a terminated run ends with the weights of an uninterrupt
   const reference = await uninterruptedWeights();
   await withActivityWorkers({}, false, async () => {
     const b = await startTrainingRun(t.client, tinyRunConfig(storeUri));
-    await waitFor('step 2 of the run to terminate', async () => ((await committedSteps(store, b.runId)).includes(2) ? true : undefined));
-    await b.handle.terminate('test: the run dies');
+    await terminateBefore(t.client, b, 3);
     const committed = await committedSteps(store, b.runId, 'checkpoints');
+    assert.equal(committed.at(-1), 3, 'the checkpoint after step 2 is the last one committed');
     const c = await resumeFromRun(t.client, b.runId);
-    assert.equal(c.checkpoint, committed.at(-1), 'resumes from the last committed checkpoint');
+    assert.equal(c.checkpoint, 3, 'resumes from the last committed checkpoint');
     assert.equal((await c.result()).status, 'completed');
     await assertCommittedRun(store, c.runId, TOTAL, c.checkpoint);
     assert.equal(await weightsSha(store, c.runId, TOTAL), reference, "resume-from gives the uninterrupted run's weights");

@@ -21,10 +21,16 @@ import { readArtifact } from '../../../activities/store/manifest.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
 import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
 import { loadRunReport, renderReport } from '../../../activities/report/index.js';
-import { committedSteps } from '../../../activities/store/manifest.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { lazyFixture } from '../../support/fixture.js';
-import { assertCommittedRun, tinyRunConfig, trainingServers, waitFor, weightsSha, withCrashingWorkers } from '../../support/training.js';
+import {
+  assertCommittedRun,
+  terminateBefore,
+  tinyRunConfig,
+  trainingServers,
+  weightsSha,
+  withCrashingWorkers,
+} from '../../support/training.js';
 
 const QWEN3 = fileURLToPath(new URL('../../fixtures/hf/qwen3', import.meta.url));
 const storeDir = mkdtempSync(join(tmpdir(), 'training-pretrained-'));
@@ -91,11 +97,9 @@ test('resume-from a terminated pretrained run ends with the uninterrupted weight
   const reference = (await uninterrupted()).sha;
   const { result: resumed } = await withWorkers([], async () => {
     const b = await startTrainingRun(servers.t.client, config());
-    await waitFor('step 2 of the run to commit', async () =>
-      (await committedSteps(servers.store, b.runId)).includes(2) ? true : undefined,
-    );
-    await b.handle.terminate('test: the run dies');
+    await terminateBefore(servers.t.client, b, 3);
     const c = await resumeFromRun(servers.t.client, b.runId);
+    assert.equal(c.checkpoint, 3, 'resumes from the checkpoint after step 2');
     assert.equal((await c.result()).status, 'completed');
     return c;
   });

@@ -52,6 +52,33 @@ test('pause is refused when paused, already requested or a stop is pending, each
   refused(state({ stopRequested: true }), 'pause', /a stop is pending/);
 });
 
+test('pause --step 6 while step 3 runs takes effect at step 6 (steps 4..5 run first); --step 4 is the plain pause', () => {
+  const r = controlOutcome(state(), 'pause', 6);
+  assert.deepEqual([r.step, r.message], [6, 'pauses before step 6: steps 4..5 run first']);
+  assert.deepEqual(controlOutcome(state(), 'pause', 4), controlOutcome(state(), 'pause'));
+  assert.equal(controlOutcome(state({ inStep: false }), 'pause', 9).step, 9);
+});
+
+test('pause --step is refused for a running or committed step, past the last step, not whole, and on another action', () => {
+  const r = (step: number, reason: RegExp, s = state()) =>
+    assert.throws(
+      () => controlOutcome(s, 'pause', step),
+      (e: unknown) => e instanceof ControlRefused && reason.test(e.message),
+    );
+  r(3, /step 3 is running: the earliest step a pause can precede is 4/);
+  r(2, /step 2 is committed: the earliest step a pause can precede is 4/);
+  r(2, /step 2 is committed: the earliest step a pause can precede is 3/, state({ inStep: false }));
+  r(10, /the run's last step is 9: it ends before step 10/);
+  r(5.5, /whole number, got 5.5/);
+  assert.throws(() => controlOutcome(state({ paused: true, inStep: false }), 'resume', 5), /only pause takes a step/);
+});
+
+test('a pause requested before step 6 refuses a second pause naming step 6; resume withdraws it', () => {
+  refused(state({ pauseRequested: true, pauseAt: 6 }), 'pause', /already requested: the run pauses before step 6/);
+  const r = controlOutcome(state({ pauseRequested: true, pauseAt: 6 }), 'resume');
+  assert.equal(r.message, 'pause request withdrawn: step 6 follows without a pause');
+});
+
 test('resume of a run paused before step 3 goes on with step 3; of a requested pause withdraws it (step 4 follows)', () => {
   const paused = controlOutcome(state({ paused: true, inStep: false }), 'resume');
   assert.deepEqual([paused.step, paused.message], [3, 'goes on with step 3']);
