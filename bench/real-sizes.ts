@@ -29,7 +29,8 @@
  * `--train-steps N` timed steps after the warm-up (default 1; 0 times the first step, session
  * warm-up included: for the slowest runs); `--decode-reps N` (default 1); `--micro N` splits each
  * 8 x 512 training batch into N micro-batches whose gradients are accumulated (durable-rl only:
- * the same update, less activation memory).
+ * the same update, less activation memory); `--update-part-mib N` the engine's `updatePartMiB` (the
+ * accumulated update in parts of at most N MiB of parameters; default the engine's 512, 0 whole).
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -56,6 +57,7 @@ const parts = arg('--parts', 'decode,full,lora').split(',');
 const trainSteps = Number(arg('--train-steps', '1'));
 const decodeReps = Number(arg('--decode-reps', '1'));
 const micro = Number(arg('--micro', '1'));
+const updatePartMiB = args.includes('--update-part-mib') ? Number(arg('--update-part-mib', '')) : undefined;
 const [promptLen, newLen] = arg('--decode', quick ? '16+8' : '256+256')
   .split('+')
   .map(Number) as [number, number];
@@ -166,7 +168,7 @@ async function benchDecode(cfg: ModelConfig): Promise<Record<string, number>> {
 
 async function benchTrain(base: ModelConfig, lora: boolean): Promise<Record<string, number>> {
   const cfg = lora ? withLora(base, { rank: LORA_RANK }) : base;
-  const engine = new ModelEngine(cfg, { threads });
+  const engine = new ModelEngine(cfg, { threads, ...(updatePartMiB === undefined ? {} : { updatePartMiB }) });
   let state = initTrainState(cfg, initWeights(cfg, 1));
   const rows = () => Array.from({ length: TRAIN.batch }, () => Array.from({ length: TRAIN.seq }, (_, t) => (t === 0 ? 0 : 1)));
   const t0 = now();
@@ -234,6 +236,7 @@ function child(side: 'durable-rl' | 'torch' | 'torch-bf16', name: string): Resul
       String(micro),
     );
     if (quick) argv.push('--quick');
+    if (updatePartMiB !== undefined) argv.push('--update-part-mib', String(updatePartMiB));
   } else {
     cmd = python!;
     argv = [COMPANION, '--threads', String(threads), '--dtype', side === 'torch-bf16' ? 'bf16' : 'fp32'];

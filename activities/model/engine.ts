@@ -40,10 +40,13 @@ import {
   type TrainGraphKind,
 } from './graphs/train.js';
 import type { LossBuilder } from './losses.js';
-import { SessionHost, type HostedFeed, type HostedSession, type KvCacheHandle, type ResidentTensor } from './session-host.js';
+import { ResidentTensor, SessionHost, type HostedFeed, type HostedSession, type KvCacheHandle } from './session-host.js';
 import { logprobTemperature, ModelInputError, type ExtraValue, type TokenBatch, type TrainBatch, type TrainState } from './engine-types.js';
 
 const log = logger('model:engine');
+
+/** The training graphs that only update (no forward, so no loss in their session key). */
+const UPDATE_KINDS: ReadonlySet<TrainGraphKind> = new Set(['apply', 'gradNorm', 'applyPart']);
 
 export const engineOptionsSchema = z.object({
   /** Intra-op threads of CPU sessions; 0 lets onnxruntime use one per core. */
@@ -75,6 +78,16 @@ export const engineOptionsSchema = z.object({
    * visible in the run-to-run noise (bench/README.md). Off: every activation is kept.
    */
   recompute: z.boolean().default(true),
+  /**
+   * The update after accumulated micro-batches (clipping + AdamW) of a model whose trained
+   * parameters exceed this many MiB runs in parts of at most this size (a larger tensor alone):
+   * one run computes the global gradient norm, then each part's parameters and moments are
+   * updated and that part's inputs freed before the next, so the old and the new state are both
+   * held for one part at a time instead of the whole model (`gradNorm` and `applyPart` in
+   * graphs/train.ts). Bitwise the same state as one update; a one-batch step (no accumulation)
+   * updates in its own graph and is not split. 0: never in parts.
+   */
+  updatePartMiB: z.number().min(0).default(512),
   /**
    * onnxruntime's profiler: every session of this engine writes a Chrome-trace JSON of its node
    * timings to `{profilePrefix}_{date}.json` when it is released (engine.close). null (default): off.
@@ -483,14 +496,16 @@ export class ModelEngine {
     kind: TrainGraphKind,
     loss: LossBuilder,
     optimizer: OptimizerInput = {},
+    part?: readonly string[],
   ): Promise<{ session: HostedSession; graph: TrainGraphInfo }> {
     const opt = parseOptimizer(optimizer);
-    const key = `${kind}:${kind === 'apply' ? '' : loss.key}:${JSON.stringify(opt)}`;
+    const what = kind === 'applyPart' ? `${part![0]}..${part!.at(-1)}#${part!.length}` : UPDATE_KINDS.has(kind) ? '' : loss.key;
+    const key = `${kind}:${what}:${JSON.stringify(opt)}`;
     let info = this.trainInfo.get(key);
     const session = await this.sessions.get(
       key,
       () => {
-        const tg = buildTrainGraph(this.config, kind, loss, opt, { recompute: this.options.recompute });
+        const tg = buildTrainGraph(this.config, kind, loss, opt, { recompute: this.options.recompute, part });
         info = { extraInputs: tg.extraInputs, metrics: tg.metrics, temperature: tg.temperature };
         this.trainInfo.set(key, info);
         return tg.graph;
@@ -501,6 +516,28 @@ export class ModelEngine {
   }
 
   private readonly trainInfo = new Map<string, TrainGraphInfo>();
+
+  /**
+   * The trained parameters in the parts the update runs in (`updatePartMiB`): consecutive in
+   * parameter order, each at most the budget (a larger tensor alone). One part: not split.
+   */
+  updateParts(): string[][] {
+    const budget = this.options.updatePartMiB * 2 ** 20;
+    const trained = parameterShapes(this.config).filter((s) => this.trainable.has(s.name));
+    if (budget === 0) return [trained.map((s) => s.name)];
+    const parts: string[][] = [];
+    let bytes = Infinity;
+    for (const s of trained) {
+      const b = 4 * s.shape.reduce((a, d) => a * d, 1);
+      if (bytes + b > budget) {
+        parts.push([]);
+        bytes = 0;
+      }
+      parts.at(-1)!.push(s.name);
+      bytes += b;
+    }
+    return parts;
+  }
 
   /**
    * One optimizer step: forward, loss, backward, clipping and AdamW. Several micro-batches
@@ -528,7 +565,10 @@ export class ModelEngine {
       if (graph.temperature) feeds[TEMPERATURE_INPUT] = temperature;
       return feeds;
     });
-    const apply = kind === 'grad' ? await this.trainSession('apply', opts.loss, opt) : null;
+    // after accumulation: one update run, or a norm run and the update in parts (updatePartMiB)
+    const parts = kind === 'grad' ? this.updateParts() : [];
+    const apply = parts.length === 1 ? await this.trainSession('apply', opts.loss, opt) : null;
+    const norm = parts.length > 1 ? await this.trainSession('gradNorm', opts.loss, opt) : null;
     const { signal, onProgress } = opts;
     signal?.throwIfAborted();
 
@@ -564,7 +604,7 @@ export class ModelEngine {
       add('loss', Number(r.loss!.data[0]));
       for (const m of graph.metrics) add(m, Number(r[`metric.${m}`]!.data[0]));
     };
-    const runs = list.length + (apply ? 1 : 0);
+    const runs = list.length + (apply ? 1 : 0) + (norm ? 1 + parts.length : 0);
     let done = 0;
     const ran = () => onProgress?.(++done, runs);
 
@@ -573,7 +613,7 @@ export class ModelEngine {
       await upload('', state.params, paramFeeds);
       await upload('adam_m.', state.adamM, optFeeds, trained);
       await upload('adam_v.', state.adamV, optFeeds, trained);
-      if (!apply) {
+      if (kind !== 'grad') {
         signal?.throwIfAborted();
         out = (await session.exec({ ...paramFeeds, ...optFeeds, ...feedsOf[0]! })).outputs;
         addMetrics(out);
@@ -592,15 +632,35 @@ export class ModelEngine {
           ran();
         }
         signal?.throwIfAborted();
-        out = (
-          await apply.session.exec({
-            ...paramFeeds,
-            ...optFeeds,
-            ...acc,
-            grad_scale: new ort.Tensor('float32', Float32Array.of(1 / list.length), []),
-          })
-        ).outputs;
-        ran();
+        const gradScale = new ort.Tensor('float32', Float32Array.of(1 / list.length), []);
+        if (apply) {
+          out = (await apply.session.exec({ ...paramFeeds, ...optFeeds, ...acc, grad_scale: gradScale })).outputs;
+          ran();
+        } else {
+          const n = (await norm!.session.exec({ ...acc, grad_scale: gradScale })).outputs;
+          ran();
+          out = { grad_norm: n.grad_norm!, skipped: n.skipped! };
+          // a skipped update (non-finite norm) runs no part: the moved state is taken back whole below
+          if (!Number(n.skipped!.data[0])) {
+            for (const names of parts) {
+              signal?.throwIfAborted();
+              const feeds: Record<string, HostedFeed> = {
+                grad_scale: gradScale,
+                grad_norm: n.grad_norm!,
+                step: optFeeds.step!,
+                lr: optFeeds.lr!,
+              };
+              for (const name of names)
+                for (const k of [name, `adam_m.${name}`, `adam_v.${name}`, `acc.${name}`])
+                  feeds[k] = paramFeeds[k] ?? optFeeds[k] ?? acc[k]!;
+              const { session: part } = await this.trainSession('applyPart', opts.loss, opt, names);
+              Object.assign(out, (await part.exec(feeds)).outputs);
+              // this part's old parameters, moments and gradients are done with: freed before the next part runs
+              await this.host.drop(Object.values(feeds).filter((f): f is ResidentTensor => f instanceof ResidentTensor));
+              ran();
+            }
+          }
+        }
       }
       const metrics: Record<string, number> = {};
       for (const [k, v] of Object.entries(sums)) metrics[k] = v / list.length;

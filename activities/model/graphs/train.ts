@@ -8,6 +8,11 @@
  *                (`acc.<param>` in, `new.acc.<param>` out).
  * - `apply`:     clipping + AdamW from accumulated gradients scaled by `grad_scale`
  *                (1 / number of micro-batches).
+ * - `gradNorm` + `applyPart`: the same update in parts, for models whose update would otherwise
+ *                hold every parameter and moment twice (inputs and outputs): `gradNorm` takes the
+ *                accumulators and outputs `grad_norm` and `skipped`; each `applyPart` takes
+ *                `grad_norm` as an input and updates the parameters `TrainBuildOptions.part` names.
+ *                The same ops in the same order as `apply`: bitwise the same new state.
  *
  * Inputs (as applicable): every parameter by HF name; `adam_m.<param>`, `adam_v.<param>`;
  * `step` int64 [] (updates applied so far); `lr` float32 []; `input_ids` int64 [batch, seq];
@@ -66,7 +71,7 @@ export function parseOptimizer(input: unknown): OptimizerOptions {
   return parseConfig(optimizerSchema, input ?? {}, 'optimizer options');
 }
 
-export type TrainGraphKind = 'trainStep' | 'grad' | 'apply';
+export type TrainGraphKind = 'trainStep' | 'grad' | 'apply' | 'gradNorm' | 'applyPart';
 
 /** How a training graph is built (not what it computes: results agree to float rounding). */
 export interface TrainBuildOptions {
@@ -77,6 +82,8 @@ export interface TrainBuildOptions {
    * would otherwise merge the copies back.
    */
   recompute?: boolean;
+  /** `applyPart`: the trained parameters it updates (and only their moments and accumulators are inputs). */
+  part?: readonly string[];
 }
 
 /**
@@ -165,18 +172,27 @@ function forwardLoss(g: Graph, cfg: ModelConfig, params: { p: (n: string) => Ten
   return { loss: r.loss, metrics: r.metrics ?? {}, extraInputs };
 }
 
-/** Emits clipping + AdamW and their outputs. */
-function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerOptions): void {
-  const f = (v: number) => g.scalar(v, 'float32');
-  const step = g.input('step', 'int64', []);
-  const lr = g.input('lr', 'float32', []);
-  // global norm over all gradients
+/** Emits the global norm over all gradients and its outputs `grad_norm` and `skipped` (1 when not finite). */
+function emitGradNorm(g: Graph, grads: Tensor[]): Tensor {
   const sq = grads.map((gr) => F.reduceSum(F.mul(gr, gr)));
   const total = sq.length === 1 ? sq[0]! : g.node1('Sum', sq, 'float32', []);
   const gradNorm = F.sqrt(total);
   g.output(gradNorm, 'grad_norm');
   const nonFinite = F.or(g.node1('IsNaN', [gradNorm], 'bool', []), g.node1('IsInf', [gradNorm], 'bool', []));
   g.output(F.cast(nonFinite, 'float32'), 'skipped');
+  return gradNorm;
+}
+
+/** Emits clipping + AdamW and their outputs. */
+function emitUpdate(g: Graph, params: Tensor[], grads: Tensor[], opt: OptimizerOptions): void {
+  emitAdamW(g, params, grads, emitGradNorm(g, grads), opt);
+}
+
+/** Emits clipping by `gradNorm` (the global norm of all gradients, this graph's or an input) and AdamW for `params`. */
+function emitAdamW(g: Graph, params: Tensor[], grads: Tensor[], gradNorm: Tensor, opt: OptimizerOptions): void {
+  const f = (v: number) => g.scalar(v, 'float32');
+  const step = g.input('step', 'int64', []);
+  const lr = g.input('lr', 'float32', []);
   const coef = opt.maxGradNorm > 0 ? F.minimum(f(1), F.div(f(opt.maxGradNorm), F.add(gradNorm, 1e-6))) : null;
   const t = F.cast(F.add(step, g.constant([1], 'int64', [])), 'float32');
   const bc1 = F.sub(1, F.pow(f(opt.beta1), t));
@@ -371,10 +387,31 @@ export function buildTrainGraph(
   build: TrainBuildOptions = {},
 ): TrainGraph {
   const opt = parseOptimizer(optInput);
-  const g = new Graph({ name: `${kind}-${cfg.modelType}`, tape: kind !== 'apply' });
-  const { p, params: all } = declareParams(g, cfg, 'inputs');
+  const g = new Graph({ name: `${kind}-${cfg.modelType}`, tape: kind !== 'apply' && kind !== 'gradNorm' && kind !== 'applyPart' });
   // what trains (a LoRA model's adapters; else everything): gradients, accumulators and AdamW state for these only
   const trainable = trainableNames(cfg);
+  if (kind === 'gradNorm' || kind === 'applyPart') {
+    // inputs: the accumulators (and for a part, its parameters and moments) only, not the whole model
+    const part = kind === 'applyPart' ? new Set(build.part ?? []) : trainable;
+    const unknown = [...part].filter((n) => !trainable.has(n));
+    if (part.size === 0 || unknown.length > 0) throw new Error(`${kind}: needs trained parameters, got [${[...part].join(', ')}]`);
+    const specs = parameterShapes(cfg).filter((s) => part.has(s.name));
+    const scale = g.input('grad_scale', 'float32', []);
+    const grads = specs.map((s) => F.mul(g.input(`acc.${s.name}`, 'float32', s.shape), scale));
+    if (kind === 'gradNorm') emitGradNorm(g, grads);
+    else {
+      const gradNorm = g.input('grad_norm', 'float32', []);
+      emitAdamW(
+        g,
+        specs.map((s) => g.input(s.name, 'float32', s.shape)),
+        grads,
+        gradNorm,
+        opt,
+      );
+    }
+    return { graph: g, extraInputs: [], metrics: [], temperature: false };
+  }
+  const { p, params: all } = declareParams(g, cfg, 'inputs');
   const params = all.filter((t) => trainable.has(t.name));
   if (kind === 'apply') {
     const scale = g.input('grad_scale', 'float32', []);
