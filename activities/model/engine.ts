@@ -105,6 +105,17 @@ export const engineOptionsSchema = z.object({
   thread: z.enum(['worker', 'main']).default('worker'),
 });
 export type EngineOptions = z.output<typeof engineOptionsSchema>;
+
+/**
+ * Whether sessions with these execution providers run on an accelerator (any provider but the
+ * CPU's first): there, graph inputs fed from the caller's arrays cross to the device on every run,
+ * while initializers are uploaded once with the session.
+ */
+export function onDevice(executionProviders: EngineOptions['executionProviders']): boolean {
+  const first = executionProviders[0];
+  const name = typeof first === 'string' ? first : first?.name;
+  return name !== undefined && name !== 'cpu';
+}
 export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
 
 export interface TrainStepOptions {

@@ -9,8 +9,11 @@
  * with the config's fixed thread count.
  *
  * Engines: one `ModelEngine` per (store, run) (`RunEngines`, run/engines.ts: the two most recently
- * used runs). The engine takes the weights as graph inputs (`bakeWeights: false`), so one decode
- * session serves every policy version: `setWeights` only swaps the tensors fed to it. Uses of one
+ * used runs). On the CPU the engine takes the weights as graph inputs (`bakeWeights: false`), so one
+ * decode session serves every policy version: `setWeights` only swaps the tensors fed to it. On an
+ * accelerator (`engine.executionProviders` led by cuda, webgpu, …) inputs fed from host arrays
+ * would cross to the device on every decode step, the whole model each time; there the weights are
+ * baked (`rolloutEngineOptions`): uploaded once per policy version with that version's session. Uses of one
  * engine are serialised, so a switch to another version never lands under a running generation.
  * The weights of the two most recently used (store, run, version) stay loaded.
  */
@@ -18,7 +21,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { hasCheckpoint, loadWeights } from '../checkpoint/checkpoint.js';
 import { generate, type Generation } from '../model/generate.js';
 import type { DecodeQuantize } from '../model/quantize.js';
-import type { ModelEngine } from '../model/engine.js';
+import { onDevice, type EngineOptionsInput, type ModelEngine } from '../model/engine.js';
 import type { WeightMap } from '../model/graphs/common.js';
 import { LruCache, MAX_RUNS, RunEngines, runKey } from '../run/engines.js';
 import { type ResolvedRun } from '../run/resolve.js';
@@ -43,10 +46,17 @@ interface EngineSlot {
   tail: Promise<unknown>;
 }
 
+/**
+ * The rollout engine's options for a run: weights as inputs on the CPU (the policy changes every
+ * step: one decode session for all versions instead of building and optimising one per step),
+ * baked on an accelerator (weights stay on the device between decode steps).
+ */
+export function rolloutEngineOptions(run: Pick<ResolvedRun, 'config'>): EngineOptionsInput {
+  return { bakeWeights: onDevice(run.config.engine.executionProviders) };
+}
+
 const engines = new RunEngines<EngineSlot>({
-  // the policy changes every step: weights as inputs keep one decode session for all versions
-  // instead of building (and optimising) a new one per step
-  engine: { bakeWeights: false },
+  engine: rolloutEngineOptions,
   slot: (engine) => ({ engine, tail: Promise.resolve() }),
   // a released engine finishes the uses already chained on it first
   release: (slot) => slot.tail.then(() => slot.engine.close()).catch(() => undefined),

@@ -59,8 +59,8 @@ export function runKey(storeRoot: string, runId: string): string {
 }
 
 export interface RunEnginesOptions<S> {
-  /** Engine options on top of the run config's `engine.threads` and `engine.executionProviders`. */
-  engine?: EngineOptionsInput;
+  /** Engine options on top of the run config's `engine.threads` and `engine.executionProviders` (or a function of the run giving them). */
+  engine?: EngineOptionsInput | ((run: ResolvedRun) => EngineOptionsInput);
   /** What the stage keeps for a run around its new engine. */
   slot(engine: ModelEngine): S;
   /** Releases a slot's engine (on eviction and in `releaseAll`); a failure must not throw. */
@@ -83,7 +83,7 @@ export class RunEngines<S extends { engine: ModelEngine }> {
       const engine = new ModelEngine(run.model, {
         threads: run.config.engine.threads,
         executionProviders: run.config.engine.executionProviders,
-        ...this.options.engine,
+        ...(typeof this.options.engine === 'function' ? this.options.engine(run) : this.options.engine),
       });
       slot = this.options.slot(engine);
       this.slots.set(key, slot);
