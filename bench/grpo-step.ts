@@ -14,7 +14,8 @@
  * The run is the main job's rl phase alone (the embedded defaults: addition with 1-3 digit
  * operands, reversed, padded; a char-level llama of hidden 128 × 2 layers × 4 heads from scratch;
  * 32 prompts × 8 samples per step, temperature 0.7, the completion budget (task's longest answer
- * + 4 = 8 tokens), clipped surrogate 0.2/0.28, no KL, learner micro-batches of 64, AdamW
+ * + 4 = 8 tokens), clipped surrogate 0.2/0.28, no KL (the main job's β = 0 KL metric, a reference
+ * forward each step, is left out: TRL at β = 0 scores no reference), learner micro-batches of 64, AdamW
  * 0.9/0.99, lr 2e-4 cosine to 0.1x; engine threads 2), `--steps` steps.
  *
  * Then, in the same invocation, `bench/trl-companion.py` runs TRL's GRPOTrainer on the same
@@ -75,7 +76,7 @@ const threads = Number(opts.threads);
 const rounds = Number(opts.rounds);
 const python = opts['with-trl'];
 const defaults = parseRunConfig({});
-const defaultRl = defaults.phases.find((p) => p.kind === 'rl')!;
+const defaultRl = defaults.phases.find((p): p is Extract<RunConfig['phases'][number], { kind: 'rl' }> => p.kind === 'rl')!;
 
 /** The main job's rl phase alone, at the sizes asked for. */
 const configFor = (store: string): RunConfig =>
@@ -85,7 +86,17 @@ const configFor = (store: string): RunConfig =>
     store,
     task: defaults.task,
     model: { hidden: Number(opts.hidden), layers: Number(opts.layers), heads: Number(opts.heads) },
-    phases: [{ ...defaultRl, steps, promptsPerStep: Number(opts.prompts), groupSize: Number(opts.group) }],
+    // the main job measures the KL to its warm-up model at β = 0 (a reference forward pass every
+    // step, for its chart); TRL at β = 0 loads no reference model, so here neither side scores one
+    phases: [
+      {
+        ...defaultRl,
+        steps,
+        promptsPerStep: Number(opts.prompts),
+        groupSize: Number(opts.group),
+        loss: { ...defaultRl.loss, options: { ...defaultRl.loss.options, kl: null } },
+      },
+    ],
     learner: { microBatchSize: Number(opts.micro) },
     eval: { prompts: 8, passK: 0 },
     engine: { threads },
