@@ -105,6 +105,7 @@ export const engineOptionsSchema = z.object({
   thread: z.enum(['worker', 'main']).default('worker'),
 });
 export type EngineOptions = z.output<typeof engineOptionsSchema>;
+export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
 
 /**
  * Whether sessions with these execution providers run on an accelerator (any provider but the
@@ -116,7 +117,6 @@ export function onDevice(executionProviders: EngineOptions['executionProviders']
   const name = typeof first === 'string' ? first : first?.name;
   return name !== undefined && name !== 'cpu';
 }
-export type EngineOptionsInput = z.input<typeof engineOptionsSchema>;
 
 export interface TrainStepOptions {
   loss: LossBuilder;
