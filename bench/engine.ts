@@ -26,6 +26,7 @@
  * last table prints each durable-rl / PyTorch ratio. `--torch-bf16` adds bf16 autocast on a CPU
  * without AMX too.
  */
+import { BENCH_MODEL_HF, QUICK_MODEL_HF } from './bench-model.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -56,27 +57,7 @@ const python = args.includes('--with-torch') ? args[args.indexOf('--with-torch')
 const forceBf16 = args.includes('--torch-bf16');
 
 /** The benchmark model as a Hugging Face config (what the PyTorch companion builds too). */
-const hfConfig: Record<string, unknown> = quick
-  ? {
-      model_type: 'llama',
-      vocab_size: 512,
-      hidden_size: 64,
-      num_hidden_layers: 2,
-      num_attention_heads: 8,
-      num_key_value_heads: 2,
-      intermediate_size: 176,
-    }
-  : {
-      model_type: 'llama',
-      vocab_size: 8192,
-      hidden_size: 512,
-      num_hidden_layers: 8,
-      num_attention_heads: 8,
-      num_key_value_heads: 2,
-      intermediate_size: 1408,
-      max_position_embeddings: 1024,
-      tie_word_embeddings: false,
-    };
+const hfConfig: Record<string, unknown> = { ...(quick ? QUICK_MODEL_HF : BENCH_MODEL_HF) };
 const modelCfg: ModelConfig = parseModelConfig(hfConfig);
 const TRAIN = quick ? { batch: 2, seq: 64, steps: 2 } : { batch: 8, seq: 512, steps: 3 };
 const DECODE = quick ? { prompt: 16, fresh: 16, batches: [1, 4] } : { prompt: 128, fresh: 128, batches: [1, 8, 32] };

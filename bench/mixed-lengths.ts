@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/mixed-lengths.ts [--batch 64] [--prompt 32] [--max 128] [--threads 2] [--reps 2]
  *
- * The 30.9M bench model (bench/engine.ts's shape, random weights) generates one batch of `--batch`
+ * The 30.9M bench model (bench/bench-model.ts, random weights) generates one batch of `--batch`
  * sequences twice, alternating, best of `--reps`:
  * - uniform: every sequence runs to `--max` new tokens (the batch stays full to the end);
  * - mixed: sequence i stops after a length drawn uniformly from [max/8, max] (a task with mixed
@@ -14,6 +14,7 @@
  * decode steps each took, and that bound.
  */
 import { parseModelConfig } from '../activities/model/config.js';
+import { BENCH_MODEL_HF } from './bench-model.js';
 import { ModelEngine } from '../activities/model/engine.js';
 import { initWeights } from '../activities/model/init.js';
 import { generate } from '../activities/model/generate.js';
@@ -28,16 +29,7 @@ const MAX = arg('--max', 128);
 const REPS = arg('--reps', 2);
 const THREADS = arg('--threads', 2);
 
-const cfg = parseModelConfig({
-  model_type: 'llama',
-  vocab_size: 8192,
-  hidden_size: 512,
-  num_hidden_layers: 8,
-  num_attention_heads: 8,
-  num_key_value_heads: 2,
-  intermediate_size: 1408,
-  max_position_embeddings: 1024,
-});
+const cfg = parseModelConfig(BENCH_MODEL_HF);
 
 async function main(): Promise<void> {
   const engine = new ModelEngine(cfg, { threads: THREADS });

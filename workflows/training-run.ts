@@ -262,7 +262,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     finished: stage === 'done',
   });
   // Each Update's validator refuses what controlOutcome refuses (the client gets the reason); the handler applies it and answers the outcome.
-  const validate = (action: ControlAction) => () => void controlOutcome(controlState(), action);
+  const validate = (action: ControlAction) => (beforeStep?: number) => void controlOutcome(controlState(), action, beforeStep);
   const answer = (action: ControlAction, apply: (outcome: ControlResult) => void, beforeStep?: number): ControlResult => {
     const outcome = controlOutcome(controlState(), action, beforeStep);
     apply(outcome);
@@ -281,7 +281,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         },
         beforeStep,
       ),
-    { validator: (beforeStep?: number) => void controlOutcome(controlState(), 'pause', beforeStep) },
+    { validator: validate('pause') },
   );
   wf.setHandler(
     resumeUpdate,

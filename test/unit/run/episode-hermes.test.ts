@@ -20,6 +20,7 @@ import { stepPrefix } from '../../../activities/store/keys.js';
 import { readEntry } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import { decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
+import { firstShardInput } from './fixture.js';
 
 const FIXTURES = fileURLToPath(new URL('../../fixtures/', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'episode-hermes-'));
@@ -50,17 +51,7 @@ describe('hermes episodes of a pretrained chat model', () => {
     const store = openStore(storeUri);
     const { run } = await loadRun(store, 'h');
     decode = (ids) => run.tokenizer.decode(Array.from(ids));
-    const r = await rolloutShard({
-      storeUri,
-      runId: 'h',
-      step: 0,
-      policyVersion: 0,
-      phaseIndex: 0,
-      shard: 0,
-      shards: 1,
-      promptOffset: 0,
-      promptCount: 2,
-    });
+    const r = await rolloutShard(firstShardInput(storeUri, 'h', 2));
     rows = decodeRollouts(await readEntry(store, stepPrefix('h', 0), r.rollouts));
     await store.close();
   });

@@ -8,7 +8,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { runFixture, warmCheckpoint0, type RunFixture } from './fixture.js';
+import { firstShardInput, runFixture, warmCheckpoint0, type RunFixture } from './fixture.js';
 import { computeStepAdvantages } from '../../../activities/advantage/step-advantages.js';
 import { learnerUpdate } from '../../../activities/learner/learner-update.js';
 import { rewardShard } from '../../../activities/reward/reward-shard.js';
@@ -33,17 +33,7 @@ const config: RunConfigInput = {
   engine: { threads: 1 },
 };
 
-const shardInput = (f: RunFixture) => ({
-  storeUri: f.storeUri,
-  runId: RUN,
-  step: 0,
-  policyVersion: 0,
-  phaseIndex: 0,
-  shard: 0,
-  shards: 1,
-  promptOffset: 0,
-  promptCount: P,
-});
+const shardInput = (f: RunFixture) => firstShardInput(f.storeUri, RUN, P);
 
 /** A run whose checkpoint 0 is the seeded model after `updates` SFT updates on gold trajectories of the train split. */
 async function warmRun(updates = 60): Promise<RunFixture> {

@@ -13,6 +13,7 @@ import { ModelEngine } from '../../../activities/model/engine.js';
 import { sftLoss } from '../../../activities/model/losses.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { resolveRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
+import type { RolloutShardInput } from '../../../activities/run/types.js';
 import { checkpointPrefix } from '../../../activities/store/keys.js';
 import { commit } from '../../../activities/store/manifest.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
@@ -27,6 +28,11 @@ export interface RunFixture {
   state: TrainState | null;
   /** Closes the store and deletes the temp dir. */
   teardown(): Promise<void>;
+}
+
+/** The input of step 0's one rollout shard: its first `promptCount` prompts, sampled by checkpoint 0. */
+export function firstShardInput(storeUri: string, runId: string, promptCount: number): RolloutShardInput {
+  return { storeUri, runId, step: 0, policyVersion: 0, phaseIndex: 0, shard: 0, shards: 1, promptOffset: 0, promptCount };
 }
 
 export async function runFixture(runId: string, config: RunConfigInput, opts: { checkpoint0?: boolean } = {}): Promise<RunFixture> {

@@ -16,7 +16,7 @@ import type { RunConfigInput } from '../../../activities/run/config.js';
 import { stepPrefix } from '../../../activities/store/keys.js';
 import { readEntry } from '../../../activities/store/manifest.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
-import { runFixture, type RunFixture } from './fixture.js';
+import { firstShardInput, runFixture, type RunFixture } from './fixture.js';
 
 const RUN = 'quantized';
 const config = (quantize: 'int8' | null): RunConfigInput => ({
@@ -39,17 +39,7 @@ after(async () => {
 async function rolloutVsScore(quantize: 'int8' | null): Promise<number> {
   const f = await runFixture(RUN, config(quantize), { checkpoint0: true });
   fixtures.push(f);
-  const r = await rolloutShard({
-    storeUri: f.storeUri,
-    runId: RUN,
-    step: 0,
-    policyVersion: 0,
-    phaseIndex: 0,
-    shard: 0,
-    shards: 1,
-    promptOffset: 0,
-    promptCount: 4,
-  });
+  const r = await rolloutShard(firstShardInput(f.storeUri, RUN, 4));
   const rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), r.rollouts));
   const engine = new ModelEngine(f.run.model, { threads: 1 });
   engine.setWeights(await loadWeights(f.store, RUN, 0), '0');

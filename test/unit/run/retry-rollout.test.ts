@@ -9,7 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
-import { runFixture, type RunFixture } from './fixture.js';
+import { firstShardInput, runFixture, type RunFixture } from './fixture.js';
 import { computeStepAdvantages } from '../../../activities/advantage/step-advantages.js';
 import { grpo, grpoOptionsSchema } from '../../../activities/advantage/grpo.js';
 import { r3l, r3lOptionsSchema } from '../../../activities/advantage/r3l.js';
@@ -52,17 +52,7 @@ const config = (retry: Record<string, unknown> | null = {}): RunConfigInput => (
   engine: { threads: 1 },
 });
 
-const shardInput = (f: RunFixture) => ({
-  storeUri: f.storeUri,
-  runId: RUN,
-  step: 0,
-  policyVersion: 0,
-  phaseIndex: 0,
-  shard: 0,
-  shards: 1,
-  promptOffset: 0,
-  promptCount: P,
-});
+const shardInput = (f: RunFixture) => firstShardInput(f.storeUri, RUN, P);
 
 /** A run whose checkpoint 0 is the seeded model after `updates` SFT updates on the step's prompts (it answers some, not all). */
 async function warmRun(retry: Record<string, unknown> | null = {}, updates = 32): Promise<RunFixture> {

@@ -15,7 +15,7 @@ import type { RunConfigInput } from '../../../activities/run/config.js';
 import { ADVANTAGES_NAME, stepPrefix } from '../../../activities/store/keys.js';
 import { readEntry, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
 import { ADVANTAGES, decodeRollouts, encodeAdvantages, type RolloutsRow } from '../../../activities/store/schemas.js';
-import { runFixture, type RunFixture } from './fixture.js';
+import { firstShardInput, runFixture, type RunFixture } from './fixture.js';
 
 const RUN = 'temperature';
 const T = 0.7;
@@ -47,17 +47,7 @@ let rows: RolloutsRow[];
 let rollouts: ManifestEntry;
 before(async () => {
   f = await runFixture(RUN, config(), { checkpoint0: true });
-  const r = await rolloutShard({
-    storeUri: f.storeUri,
-    runId: RUN,
-    step: 0,
-    policyVersion: 0,
-    phaseIndex: 0,
-    shard: 0,
-    shards: 1,
-    promptOffset: 0,
-    promptCount: 4,
-  });
+  const r = await rolloutShard(firstShardInput(f.storeUri, RUN, 4));
   rollouts = r.rollouts;
   rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), rollouts));
 });

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { runFixture, type RunFixture } from './fixture.js';
+import { firstShardInput, runFixture, type RunFixture } from './fixture.js';
 import { computeStepAdvantages, stepAdvantages } from '../../../activities/advantage/step-advantages.js';
 import { parseAdvantageConfig } from '../../../activities/advantage/index.js';
 import { siblingGrpo, siblingGrpoOptionsSchema } from '../../../activities/advantage/sibling-grpo.js';
@@ -45,17 +45,7 @@ const config = (tree: Record<string, unknown> | null = { roots: 2, childrenPerBr
   engine: { threads: 1 },
 });
 
-const shardInput = (f: RunFixture) => ({
-  storeUri: f.storeUri,
-  runId: RUN,
-  step: 0,
-  policyVersion: 0,
-  phaseIndex: 0,
-  shard: 0,
-  shards: 1,
-  promptOffset: 0,
-  promptCount: 3,
-});
+const shardInput = (f: RunFixture) => firstShardInput(f.storeUri, RUN, 3);
 
 after(() => releaseEngines());
 
