@@ -452,11 +452,12 @@ export class ModelEngine {
 
   /**
    * A KV cache for `generate` where the sessions run: 2 x layers float32 buffers
-   * [batch, kvHeads, capacity, headDim] (keys and values of each layer, in that order).
+   * [batch, kvHeads, capacity, headDim] (keys and values of each layer, in that order), with room
+   * for `rows` (default `batch`) rows when more are admitted later (continuous batching).
    */
-  decodeCache(batch: number, capacity: number): Promise<KvCacheHandle> {
+  decodeCache(batch: number, capacity: number, rows = batch): Promise<KvCacheHandle> {
     const c = this.config;
-    return this.host.kvCache({ tensors: 2 * c.layers, batch, heads: c.kvHeads, capacity, headDim: c.headDim });
+    return this.host.kvCache({ tensors: 2 * c.layers, batch, heads: c.kvHeads, capacity, headDim: c.headDim, rows });
   }
 
   /**

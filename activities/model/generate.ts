@@ -21,6 +21,7 @@ import ort from 'onnxruntime-node';
 import type { ModelEngine } from './engine.js';
 import { logprobTemperature, ModelInputError } from './engine-types.js';
 import type { DecodeQuantize } from './quantize.js';
+import type { KvCacheHandle } from './session-host.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate per sequence (>= 1). */
@@ -48,8 +49,19 @@ export interface GenerateOptions {
   endSequence?: (seq: number, token: number, pos: number) => boolean;
   /** Checked before every decode step: once aborted, generate throws the signal's reason. */
   signal?: AbortSignal;
-  /** Called after every decode step with the steps done (1 after the prefill). */
+  /** Called after every session run (a prefill or a decode step) with the runs done (1 after the first prefill). */
   onStep?: (steps: number) => void;
+  /** Called when sequences finish, with how many have finished so far. */
+  onFinished?: (finished: number) => void;
+  /**
+   * Most sequences decoding at once (default: all the prompts). With more prompts than this, the
+   * rest wait in a queue and join as finished sequences free their slots (continuous batching, the
+   * scheduling of vLLM and Orca): a wave of queued prompts is prefilled and joins the running batch
+   * once a quarter of its slots are free (or the rest of the queue fits), so short completions do
+   * not hold the next prompts back while the longest one finishes. What a sequence generates does
+   * not depend on when it joined or beside whom (its tokens; its logprobs within float rounding).
+   */
+  maxBatch?: number;
   /**
    * Decode on weight-only quantised linear layers ('int8' or 'int4', `quantize.ts`): faster, and
    * the recorded logprobs are the quantised policy's (the learner measures the mismatch). Default
@@ -78,10 +90,14 @@ function tokenLogprob(row: Float32Array, token: number, T: number): number {
 /** Generates continuations of `prompts` with the engine's installed weights. */
 export async function generate(engine: ModelEngine, prompts: readonly (readonly number[])[], opts: GenerateOptions): Promise<Generation[]> {
   const cfg = engine.config;
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 1) {
-    throw new ModelInputError(`maxNewTokens must be a positive integer, got ${opts.maxNewTokens}`);
+  const maxNew = opts.maxNewTokens;
+  if (!Number.isInteger(maxNew) || maxNew < 1) {
+    throw new ModelInputError(`maxNewTokens must be a positive integer, got ${maxNew}`);
   }
   if (prompts.length === 0) throw new ModelInputError('generate needs at least one prompt');
+  if (opts.maxBatch !== undefined && !(Number.isInteger(opts.maxBatch) && opts.maxBatch >= 1)) {
+    throw new ModelInputError(`maxBatch must be a positive integer, got ${opts.maxBatch}`);
+  }
   const T = logprobTemperature(opts.temperature ?? 1);
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new ModelInputError(`prompt ${i} is empty: every prompt needs at least one token (e.g. BOS)`);
@@ -89,76 +105,144 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
   const stop = new Set(opts.stopTokenIds ?? cfg.eosTokenIds);
   const pad = opts.padTokenId ?? cfg.padTokenId ?? 0;
   const plen = Math.max(...prompts.map((p) => p.length));
-  if (cfg.arch === 'gpt2' && Math.max(...prompts.map((p) => p.length)) + opts.maxNewTokens > cfg.maxPositions) {
-    throw new ModelInputError(`prompt (${plen} tokens) + maxNewTokens (${opts.maxNewTokens}) exceeds n_positions ${cfg.maxPositions}`);
+  if (cfg.arch === 'gpt2' && plen + maxNew > cfg.maxPositions) {
+    throw new ModelInputError(`prompt (${plen} tokens) + maxNewTokens (${maxNew}) exceeds n_positions ${cfg.maxPositions}`);
   }
-  const ids = prompts.map((p) => [...Array<number>(plen - p.length).fill(pad), ...p]);
-  const mask = prompts.map((p) => [...Array<number>(plen - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
-  const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
+  const width = Math.min(prompts.length, opts.maxBatch ?? prompts.length);
+  const queued = width < prompts.length;
+  // Positions ever held: a batch that starts together needs its prompt and all but the last token.
+  // With admissions, a row joins at position <= plen + maxNew - 2 (after the leading slots no row
+  // uses are dropped) and the rows live then need at most maxNew - 2 more writes.
+  const capacity = queued ? plen + 2 * maxNew - 2 : plen + maxNew - 1;
+  // a wave of queued prompts joins once this many slots are free (or the rest of the queue fits)
+  const waveAt = Math.max(1, Math.ceil(width / 4));
   opts.signal?.throwIfAborted();
   const session = await engine.decodeSession({ quantize: opts.quantize });
   const weightFeeds = await engine.decodeFeeds(opts.quantize);
   const V = cfg.vocabSize;
-
-  const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
-  let live = prompts.map((_, i) => i); // original index of each batch row
-  let maskRows = mask;
-  const capacity = plen + opts.maxNewTokens - 1; // positions ever held in the cache
-  const cache = await engine.decodeCache(prompts.length, capacity);
   const past: string[] = [];
   const fresh: string[] = [];
   for (let l = 0; l < cfg.layers; l++) {
     past.push(`past.${l}.key`, `past.${l}.value`);
     fresh.push(`fresh.${l}.key`, `fresh.${l}.value`);
   }
-  let length = 0; // positions filled in the cache
-  let feeds: Record<string, ort.Tensor> = { input_ids: checked.ids, attention_mask: checked.mask };
 
+  const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
+  let live: number[] = []; // the prompt index of each batch row
+  let maskRows: number[][] = []; // per row, its cache positions' attention mask (1: a real token)
+  let next: number[] = []; // per row, the token to feed next
+  let length = 0; // positions filled in the cache
+  let queue = 0; // prompts[queue..] have not joined yet
+  let runs = 0;
+  let finished = 0;
+
+  /** Records each row's pick from its logits; returns the rows that go on. */
+  const pickRows = (logits: Float32Array, seqs: readonly number[]): number[] => {
+    const keep: number[] = [];
+    seqs.forEach((seq, r) => {
+      const res = results[seq]!;
+      const pos = res.tokens.length;
+      const row = logits.subarray(r * V, (r + 1) * V);
+      const tok = opts.pickToken(row, seq, pos);
+      if (!Number.isInteger(tok) || tok < 0 || tok >= V) {
+        throw new ModelInputError(`pickToken returned ${tok} for sequence ${seq} at position ${pos}: not a token id (vocab_size ${V})`);
+      }
+      res.tokens.push(tok);
+      res.logprobs.push(tokenLogprob(row, tok, T));
+      if (stop.has(tok) || opts.endSequence?.(seq, tok, pos)) res.finishReason = 'stop';
+      else if (pos + 1 < maxNew) keep.push(r);
+    });
+    finished += seqs.length - keep.length;
+    if (keep.length < seqs.length) opts.onFinished?.(finished);
+    return keep;
+  };
+  const run = async (feeds: Record<string, ort.Tensor>, cache: KvCacheHandle, at: number, chunk: number, write: boolean) => {
+    opts.signal?.throwIfAborted();
+    const { outputs } = await session.exec(
+      { ...weightFeeds, ...feeds },
+      { cache: { handle: cache, inputs: past, outputs: fresh, length: at, chunk, write } },
+    );
+    opts.onStep?.(++runs);
+    return outputs.logits!.data as Float32Array;
+  };
+
+  /** Prefills the next `n` queued prompts and adds the ones that go on to the batch. */
+  const admit = async (n: number) => {
+    const wave = prompts.slice(queue, queue + n);
+    const seqs = wave.map((_, i) => queue + i);
+    queue += n;
+    const wl = Math.max(...wave.map((p) => p.length));
+    const ids = wave.map((p) => [...Array<number>(wl - p.length).fill(pad), ...p]);
+    const mask = wave.map((p) => [...Array<number>(wl - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
+    const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
+    // the first wave (or one into an empty batch) prefills straight into the cache
+    const into = live.length === 0 ? cache : await engine.decodeCache(n, wl);
+    if (into === cache && runs > 0) await cache.reset(n);
+    try {
+      const keep = pickRows(await run({ input_ids: checked.ids, attention_mask: checked.mask }, into, 0, wl, true), seqs);
+      if (into === cache) {
+        length = wl;
+        if (keep.length < n) await cache.compact(keep);
+        live = keep.map((r) => seqs[r]!);
+        maskRows = keep.map((r) => mask[r]!);
+        next = keep.map((r) => results[seqs[r]!]!.tokens.at(-1)!);
+        return;
+      }
+      if (keep.length === 0) return;
+      if (keep.length < n) await into.compact(keep);
+      // drop the leading positions no row uses, then make room for the wave's prompt length
+      const drop = Math.min(...maskRows.map((m) => m.indexOf(1)));
+      const by = drop - Math.max(0, wl - (length - drop));
+      if (by !== 0) {
+        await cache.shift(by, length);
+        maskRows = maskRows.map((m) => (by > 0 ? m.slice(by) : [...Array<number>(-by).fill(0), ...m]));
+        length -= by;
+      }
+      await cache.admit(into, length);
+      for (const r of keep) {
+        live.push(seqs[r]!);
+        maskRows.push([...Array<number>(length - wl).fill(0), ...mask[r]!]);
+        next.push(results[seqs[r]!]!.tokens.at(-1)!);
+      }
+    } finally {
+      if (into !== cache) await into.release().catch(() => undefined);
+    }
+  };
+
+  const cache = await engine.decodeCache(width, capacity);
   try {
-    for (let pos = 0; pos < opts.maxNewTokens; pos++) {
-      if (pos > 0) opts.signal?.throwIfAborted();
-      const chunk = pos === 0 ? plen : 1;
-      // prefill: no past at all; later steps: the whole buffer, unfilled slots masked
-      const { outputs: out } = await session.exec(
-        { ...weightFeeds, ...feeds },
-        { cache: { handle: cache, inputs: past, outputs: fresh, length, chunk, write: pos + 1 < opts.maxNewTokens } },
-      );
-      length += chunk;
-      opts.onStep?.(pos + 1);
-      const logits = out.logits!.data as Float32Array;
-      const next: number[] = [];
-      const keep: number[] = [];
-      live.forEach((seq, r) => {
-        const row = logits.subarray(r * V, (r + 1) * V);
-        const tok = opts.pickToken(row, seq, pos);
-        if (!Number.isInteger(tok) || tok < 0 || tok >= V) {
-          throw new ModelInputError(`pickToken returned ${tok} for sequence ${seq} at position ${pos}: not a token id (vocab_size ${V})`);
-        }
-        const res = results[seq]!;
-        res.tokens.push(tok);
-        res.logprobs.push(tokenLogprob(row, tok, T));
-        if (stop.has(tok) || opts.endSequence?.(seq, tok, pos)) res.finishReason = 'stop';
-        else {
-          keep.push(r);
-          next.push(tok);
-        }
+    for (;;) {
+      const free = width - live.length;
+      const waiting = prompts.length - queue;
+      if (waiting > 0 && (live.length === 0 || free >= Math.min(waveAt, waiting))) await admit(Math.min(free, waiting));
+      if (live.length === 0) {
+        if (queue === prompts.length) break;
+        continue;
+      }
+      // attention mask: filled cache slots (real or padding), unused slots (0), the new token (1)
+      const rows = live.length;
+      const am = new BigInt64Array(rows * (capacity + 1));
+      maskRows.forEach((m, r) => {
+        m.forEach((v, j) => (am[r * (capacity + 1) + j] = BigInt(v)));
+        am[r * (capacity + 1) + capacity] = 1n;
       });
-      if (keep.length === 0 || pos + 1 === opts.maxNewTokens) break;
-      if (keep.length !== live.length) await cache.compact(keep);
-      live = keep.map((r) => live[r]!);
-      const cacheMask = keep.map((r) => maskRows[r]!); // one entry per filled cache position
-      // attention mask: filled cache slots (real or left padding), unused slots (0), the new token (1)
-      const width = capacity + 1;
-      const am = new BigInt64Array(live.length * width);
-      cacheMask.forEach((row, r) => {
-        row.forEach((v, j) => (am[r * width + j] = BigInt(v)));
-        am[r * width + capacity] = 1n;
-      });
-      maskRows = cacheMask.map((row) => [...row, 1]); // the new token's keys/values join the cache after the run
-      feeds = {
-        input_ids: new ort.Tensor('int64', BigInt64Array.from(next.map(BigInt)), [next.length, 1]),
-        attention_mask: new ort.Tensor('int64', am, [live.length, width]),
+      // the new tokens' keys/values are kept when a row will need them (not after anyone's last token)
+      const write = live.some((seq) => results[seq]!.tokens.length + 1 < maxNew) || queue < prompts.length;
+      if (write && length >= capacity) throw new Error(`generate: KV cache full at ${length} positions (a bug: capacity ${capacity})`);
+      const feeds = {
+        input_ids: new ort.Tensor('int64', BigInt64Array.from(next.map(BigInt)), [rows, 1]),
+        attention_mask: new ort.Tensor('int64', am, [rows, capacity + 1]),
       };
+      const logits = await run(feeds, cache, length, 1, write);
+      if (write) {
+        length += 1;
+        maskRows = maskRows.map((m) => [...m, 1]);
+      }
+      const keep = pickRows(logits, live);
+      if (keep.length !== rows) await cache.compact(keep);
+      live = keep.map((r) => live[r]!);
+      maskRows = keep.map((r) => maskRows[r]!);
+      next = live.map((seq) => results[seq]!.tokens.at(-1)!);
     }
   } finally {
     await cache.release().catch(() => undefined);

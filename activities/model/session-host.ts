@@ -48,6 +48,22 @@ export class KvCacheHandle {
     return this.host.call({ op: 'compact', ref: this.ref, keep: [...keep] }, this.generation).then(() => undefined);
   }
 
+  /** Empties the cache and puts its first `batch` rows in use. */
+  reset(batch: number): Promise<void> {
+    return this.host.call({ op: 'reset', ref: this.ref, batch }, this.generation).then(() => undefined);
+  }
+
+  /** Moves every row's filled positions [0, length) `by` positions towards the start (session-server.ts `shift`). */
+  shift(by: number, length: number): Promise<void> {
+    return this.host.call({ op: 'shift', ref: this.ref, by, length }, this.generation).then(() => undefined);
+  }
+
+  /** Appends the rows of `from` (all its positions filled) right-aligned to end at position `at - 1`. */
+  admit(from: KvCacheHandle, at: number): Promise<void> {
+    this.host.check(from.generation, 'KV cache');
+    return this.host.call({ op: 'admit', ref: this.ref, from: from.ref, at }, this.generation).then(() => undefined);
+  }
+
   release(): Promise<void> {
     return this.host.drop([this]);
   }
@@ -288,7 +304,15 @@ export class SessionHost {
   }
 
   /** A resident KV cache of `tensors` float32 [batch, heads, capacity, headDim] buffers. */
-  async kvCache(shape: { tensors: number; batch: number; heads: number; capacity: number; headDim: number }): Promise<KvCacheHandle> {
+  async kvCache(shape: {
+    tensors: number;
+    batch: number;
+    heads: number;
+    capacity: number;
+    headDim: number;
+    /** Rows allocated (default `batch`): room for rows admitted later. */
+    rows?: number;
+  }): Promise<KvCacheHandle> {
     const ref = this.newRef();
     const generation = this.generation;
     await this.call({ op: 'cache', ref, ...shape }, generation);

@@ -42,8 +42,11 @@ export type Request =
   | { op: 'zeros'; ref: number; dims: readonly number[] }
   | { op: 'take'; ref: number }
   | { op: 'drop'; refs: readonly number[] }
-  | { op: 'cache'; ref: number; tensors: number; batch: number; heads: number; capacity: number; headDim: number }
+  | { op: 'cache'; ref: number; tensors: number; batch: number; heads: number; capacity: number; headDim: number; rows?: number }
   | { op: 'compact'; ref: number; keep: readonly number[] }
+  | { op: 'shift'; ref: number; by: number; length: number }
+  | { op: 'reset'; ref: number; batch: number }
+  | { op: 'admit'; ref: number; from: number; at: number }
   | {
       op: 'run';
       session: number;
@@ -78,22 +81,24 @@ export function buffersOf(tensors: Iterable<WireTensor>): ArrayBuffer[] {
 }
 
 /**
- * One KV-cache tensor group: `tensors` preallocated [batch, heads, capacity, headDim] buffers whose
- * first `length` positions of every (row, head) are filled; the rest is masked out by the caller.
+ * One KV-cache tensor group: `tensors` buffers of `rows` x [heads, capacity, headDim] whose first
+ * `batch` rows are in use, and whose first `length` positions of every (row, head) are filled (the
+ * caller tracks `length`); the rest is masked out by the caller.
  */
 class KvCache {
   private readonly data: Float32Array[];
   constructor(
     tensors: number,
     private batch: number,
-    private readonly heads: number,
-    private readonly capacity: number,
-    private readonly headDim: number,
+    readonly heads: number,
+    readonly capacity: number,
+    readonly headDim: number,
+    private readonly rows = batch,
   ) {
-    this.data = Array.from({ length: tensors }, () => new Float32Array(batch * heads * capacity * headDim));
+    this.data = Array.from({ length: tensors }, () => new Float32Array(rows * heads * capacity * headDim));
   }
 
-  /** Tensor i: an empty past (length 0) or the whole buffer (a view, no copy). */
+  /** Tensor i: an empty past (length 0) or the rows in use, whole (a view, no copy). */
   feed(i: number, length: number): ort.Tensor {
     const { batch, heads, capacity, headDim } = this;
     if (length === 0) return new ort.Tensor('float32', new Float32Array(0), [batch, heads, 0, headDim]);
@@ -118,6 +123,50 @@ class KvCache {
       });
     }
     this.batch = keep.length;
+  }
+
+  /** Empties the cache and puts its first `batch` rows in use (for a prefill at length 0). */
+  reset(batch: number): void {
+    if (batch > this.rows) throw new Error(`KV cache reset to ${batch} rows: only ${this.rows} allocated`);
+    this.batch = batch;
+  }
+
+  /**
+   * Moves the filled positions [0, length) of every row `by` positions towards the start: by > 0
+   * drops the first `by` (slots every row masks), by < 0 opens -by slots before them (to be masked).
+   */
+  shift(by: number, length: number): void {
+    const { heads, capacity, headDim } = this;
+    const from = Math.max(by, 0);
+    const to = Math.max(-by, 0);
+    if (length - from + to > capacity || from > length)
+      throw new Error(`KV cache shift by ${by} of ${length} positions leaves capacity ${capacity}`);
+    for (const data of this.data)
+      for (let bh = 0; bh < this.batch * heads; bh++) {
+        const row = bh * capacity * headDim;
+        data.copyWithin(row + to * headDim, row + from * headDim, row + length * headDim);
+      }
+  }
+
+  /**
+   * Appends the rows of `src` (every position of it filled) after the rows in use, right-aligned so
+   * that their last position is `at - 1`: the positions before them are the caller's to mask.
+   */
+  admit(src: KvCache, at: number): void {
+    const { heads, capacity, headDim } = this;
+    const n = src.capacity;
+    if (src.heads !== heads || src.headDim !== headDim || src.data.length !== this.data.length)
+      throw new Error('KV cache admit: the caches differ in shape');
+    if (this.batch + src.batch > this.rows || n > at || at > capacity)
+      throw new Error(
+        `KV cache admit: ${src.batch} rows of ${n} positions at ${at} do not fit ${this.rows - this.batch} free rows of ${capacity}`,
+      );
+    this.data.forEach((data, i) => {
+      const from = src.data[i]!;
+      for (let bh = 0; bh < src.batch * heads; bh++)
+        data.set(from.subarray(bh * n * headDim, (bh + 1) * n * headDim), ((this.batch * heads + bh) * capacity + at - n) * headDim);
+    });
+    this.batch += src.batch;
   }
 }
 
@@ -162,10 +211,19 @@ export class SessionServer {
         }
         return {};
       case 'cache':
-        this.caches.set(req.ref, new KvCache(req.tensors, req.batch, req.heads, req.capacity, req.headDim));
+        this.caches.set(req.ref, new KvCache(req.tensors, req.batch, req.heads, req.capacity, req.headDim, req.rows));
         return {};
       case 'compact':
         this.cache(req.ref).compact(req.keep);
+        return {};
+      case 'reset':
+        this.cache(req.ref).reset(req.batch);
+        return {};
+      case 'shift':
+        this.cache(req.ref).shift(req.by, req.length);
+        return {};
+      case 'admit':
+        this.cache(req.ref).admit(this.cache(req.from), req.at);
         return {};
       case 'run':
         return { outputs: await this.run(req) };

@@ -271,8 +271,11 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     progress({ done: 0, of: total });
     const gens = await withPolicy(store, runId, run, v, (engine) =>
       // evaluations keep no logprobs: the temperature they are recorded at does not matter
-      generateAll(engine, jobs, { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1, signal }, (done) =>
-        progress({ done, of: total }),
+      generateAll(
+        engine,
+        jobs,
+        { maxNewTokens: maxNew, stopTokenIds: stopIds, temperature: 1, maxBatch: config.rollout.maxBatchSequences, signal },
+        (done) => progress({ done, of: total }),
       ),
     );
     const decode = (ids: number[]) => tokenizer.decode(ids);

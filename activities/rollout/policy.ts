@@ -33,9 +33,6 @@ import type { EnvRow } from '../env/types.js';
 import { CHAT_TEMPLATE_DATE } from '../run/resolve.js';
 import type { EpisodeOptions, EpisodeStart } from './episode.js';
 
-/** Most sequences in one `generate` call (the KV cache of a batch is allocated at once). */
-export const MAX_BATCH_SEQUENCES = 256;
-
 export const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
 
 // ── engine and weights cache ────────────────────────────────────────────────────────────────────
@@ -118,9 +115,10 @@ export interface SequenceJob {
 }
 
 /**
- * Generates every job in batches of at most MAX_BATCH_SEQUENCES; results in job order. The logprobs
- * recorded are at `temperature` (the sampling temperature; see generate.ts), what the learner
- * recomputes for the importance ratio.
+ * Generates every job, at most `maxBatch` sequences decoding at once (the run's
+ * `rollout.maxBatchSequences`; more jobs join as earlier ones finish: continuous batching,
+ * generate.ts); results in job order. The logprobs recorded are at `temperature` (the sampling
+ * temperature; see generate.ts), what the learner recomputes for the importance ratio.
  */
 export async function generateAll(
   engine: ModelEngine,
@@ -129,39 +127,35 @@ export async function generateAll(
     maxNewTokens: number;
     stopTokenIds: readonly number[];
     temperature: number;
+    /** Most sequences decoding at once. */
+    maxBatch: number;
     /** The activity's cancellation: checked before every decode step (generate.ts). */
     signal?: AbortSignal;
-    /** After every decode step of the current batch: the steps done in it (1 after the prefill). */
+    /** After every session run (prefill or decode step): the runs done (1 after the first prefill). */
     onStep?: (steps: number) => void;
     /** Decode on quantised weights (the run's `rollout.quantize`; generate.ts). */
     quantize?: DecodeQuantize | null;
   },
-  onBatch: (done: number) => void,
+  onFinished: (done: number) => void,
 ): Promise<Generation[]> {
-  const { maxNewTokens, stopTokenIds, temperature, signal, onStep, quantize } = opts;
-  const out: Generation[] = [];
-  for (let start = 0; start < jobs.length; start += MAX_BATCH_SEQUENCES) {
-    const batch = jobs.slice(start, start + MAX_BATCH_SEQUENCES);
-    const gens = await generate(
-      engine,
-      batch.map((j) => j.prompt),
-      {
-        maxNewTokens,
-        stopTokenIds,
-        temperature,
-        signal,
-        onStep,
-        quantize,
-        pickToken: (logits, seq, pos) => batch[seq]!.pick(logits, pos),
-        ...(batch.some((j) => j.ends)
-          ? { endSequence: (seq: number, tok: number, pos: number) => batch[seq]!.ends?.(tok, pos) ?? false }
-          : {}),
-      },
-    );
-    out.push(...gens);
-    onBatch(out.length);
-  }
-  return out;
+  const { maxNewTokens, stopTokenIds, temperature, maxBatch, signal, onStep, quantize } = opts;
+  if (jobs.length === 0) return [];
+  return generate(
+    engine,
+    jobs.map((j) => j.prompt),
+    {
+      maxNewTokens,
+      stopTokenIds,
+      temperature,
+      maxBatch,
+      signal,
+      onStep,
+      onFinished,
+      quantize,
+      pickToken: (logits, seq, pos) => jobs[seq]!.pick(logits, pos),
+      ...(jobs.some((j) => j.ends) ? { endSequence: (seq: number, tok: number, pos: number) => jobs[seq]!.ends?.(tok, pos) ?? false } : {}),
+    },
+  );
 }
 
 /** The argmax of a logits row, lowest id on ties. */
@@ -282,6 +276,7 @@ export function episodeOptions(
           maxNewTokens,
           stopTokenIds: o.stopIds,
           temperature: o.params.temperature,
+          maxBatch: run.config.rollout.maxBatchSequences,
           signal: o.signal,
           quantize: run.config.rollout.quantize,
         },

@@ -132,6 +132,7 @@ async function decodeContinuations(
         stopTokenIds: stopIds,
         temperature: params.temperature,
         signal,
+        maxBatch: run.config.rollout.maxBatchSequences,
         quantize: run.config.rollout.quantize,
       },
       () => undefined,
@@ -488,6 +489,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
           stopTokenIds: stopIds,
           temperature: params.temperature,
           signal,
+          maxBatch: config.rollout.maxBatchSequences,
           quantize: config.rollout.quantize,
           // real progress inside a batch: its decode steps (the engine runs off this thread, so they go out during the batch)
           onStep: (steps) => progress({ done: Math.floor(done / G), of: items.length, decodeSteps: steps, maxSteps: params.max_tokens }),

@@ -584,6 +584,16 @@ export const runConfigSchema = z.strictObject({
        * (`mismatch_logprob_diff`, mean |Δlogprob|; `mismatch_kl`). Evaluations decode in float32.
        */
       quantize: z.enum(['int8', 'int4']).nullable().default(null),
+      /**
+       * Most sequences a rollout or evaluation decodes at once (its KV cache is allocated for
+       * them). A shard with more samples than this queues the rest, and they join as finished
+       * sequences free their slots (continuous batching, the scheduling of Orca, Yu et al. OSDI
+       * 2022, and vLLM's `max_num_seqs`): short completions do not hold back the next prompts while
+       * the longest finishes. What a sample generates does not depend on it beyond float rounding.
+       * Lower it where memory is short (the cache holds layers x 2 x this x kv_heads x (prompt +
+       * 2 x max_tokens) x head_dim floats).
+       */
+      maxBatchSequences: posInt.default(256),
     })
     .prefault({}),
   learner: z

@@ -63,3 +63,88 @@ test('sequences finish independently and are unaffected by their batch-mates', a
   }
   await engine.close();
 });
+
+test('continuous batching: with maxBatch below the prompt count, queued prompts join as slots free, and every sequence generates what it generates in one batch', async () => {
+  const cfg = parseModelConfig({
+    model_type: 'llama',
+    vocab_size: 30,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 40,
+    eos_token_id: STOP,
+  });
+  const engine = new ModelEngine(cfg, { threads: 1 });
+  engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
+  // 10 prompts of 1-6 tokens; sequence i stops after lengths[i] tokens (1 to 9 of a budget of 9)
+  const prompts = Array.from({ length: 10 }, (_, i) => Array.from({ length: 1 + ((i * 7) % 6) }, (_, t) => 4 + ((i * 5 + t * 3) % 25)));
+  const lengths = [2, 9, 1, 5, 3, 9, 7, 2, 4, 6];
+  const endSequence = (seq: number, _tok: number, pos: number) => pos + 1 >= lengths[seq]!;
+  const together = await generate(engine, prompts, { maxNewTokens: 9, pickToken: (l) => greedy(l), endSequence });
+  let runs = 0;
+  const width = new Set<number>();
+  const joined: number[] = []; // the order in which sequences got their first token
+  const queued = await generate(engine, prompts, {
+    maxNewTokens: 9,
+    maxBatch: 3,
+    endSequence,
+    onStep: (n) => (runs = n),
+    pickToken: (l, seq, pos) => {
+      if (pos === 0) joined.push(seq);
+      width.add(seq);
+      return greedy(l);
+    },
+  });
+  assert.deepEqual(
+    joined,
+    [...joined].sort((a, b) => a - b),
+    'prompts join in queue order',
+  );
+  prompts.forEach((_, i) => {
+    assert.deepEqual(queued[i]!.tokens, together[i]!.tokens, `sequence ${i}: tokens`);
+    assert.equal(queued[i]!.tokens.length, lengths[i], `sequence ${i}: length`);
+    assert.equal(queued[i]!.finishReason, together[i]!.finishReason);
+    queued[i]!.logprobs.forEach((lp, j) =>
+      assert.ok(Math.abs(lp - together[i]!.logprobs[j]!) <= 1e-4, `sequence ${i} token ${j}: ${lp} vs ${together[i]!.logprobs[j]}`),
+    );
+  });
+  // batches of 3 one after another would take sum(max length of each batch) decode steps
+  // plus 4 prefills; refilling freed slots finishes in fewer session runs
+  const sequential = [0, 3, 6, 9].reduce((n, s) => n + 1 + Math.max(...lengths.slice(s, s + 3)) - 1, 0);
+  assert.ok(runs < sequential, `${runs} session runs with refills, ${sequential} in batches of 3`);
+  await engine.close();
+});
+
+test('continuous batching: at most maxBatch sequences decode at once', async () => {
+  const cfg = parseModelConfig({
+    model_type: 'llama',
+    vocab_size: 20,
+    hidden_size: 16,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    intermediate_size: 24,
+  });
+  const engine = new ModelEngine(cfg, { threads: 1 });
+  engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
+  const prompts = Array.from({ length: 7 }, (_, i) => [1 + i, 2 + i]);
+  let step = -1;
+  const perStep = new Map<number, number>();
+  const gens = await generate(engine, prompts, {
+    maxNewTokens: 5,
+    maxBatch: 2,
+    stopTokenIds: [],
+    endSequence: (seq, _t, pos) => pos + 1 >= 1 + (seq % 5),
+    onStep: (n) => (step = n),
+    pickToken: () => {
+      perStep.set(step, (perStep.get(step) ?? 0) + 1);
+      return 5;
+    },
+  });
+  assert.deepEqual(
+    gens.map((g) => g.tokens.length),
+    prompts.map((_, i) => 1 + (i % 5)),
+  );
+  assert.ok(Math.max(...perStep.values()) <= 2, `rows picked per session run: ${[...perStep.values()]}`);
+  await engine.close();
+});
