@@ -129,7 +129,9 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
 
   const results: Generation[] = prompts.map(() => ({ tokens: [], logprobs: [], finishReason: 'length' }));
   let live: number[] = []; // the prompt index of each batch row
-  let maskRows: number[][] = []; // per row, its cache positions' attention mask (1: a real token)
+  // per row, its first real cache position: a row's real tokens fill [first, length), the slots
+  // before (left padding, or positions other rows used) are masked
+  let first: number[] = [];
   let next: number[] = []; // per row, the token to feed next
   let length = 0; // positions filled in the cache
   let queue = 0; // prompts[queue..] have not joined yet
@@ -184,24 +186,24 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
         length = wl;
         if (keep.length < n) await cache.compact(keep);
         live = keep.map((r) => seqs[r]!);
-        maskRows = keep.map((r) => mask[r]!);
+        first = keep.map((r) => wl - wave[r]!.length);
         next = keep.map((r) => results[seqs[r]!]!.tokens.at(-1)!);
         return;
       }
       if (keep.length === 0) return;
       if (keep.length < n) await into.compact(keep);
       // drop the leading positions no row uses, then make room for the wave's prompt length
-      const drop = Math.min(...maskRows.map((m) => m.indexOf(1)));
+      const drop = Math.min(...first);
       const by = drop - Math.max(0, wl - (length - drop));
       if (by !== 0) {
         await cache.shift(by, length);
-        maskRows = maskRows.map((m) => (by > 0 ? m.slice(by) : [...Array<number>(-by).fill(0), ...m]));
+        first = first.map((f) => f - by);
         length -= by;
       }
       await cache.admit(into, length);
       for (const r of keep) {
         live.push(seqs[r]!);
-        maskRows.push([...Array<number>(length - wl).fill(0), ...mask[r]!]);
+        first.push(length - wave[r]!.length);
         next.push(results[seqs[r]!]!.tokens.at(-1)!);
       }
     } finally {
@@ -219,29 +221,27 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
         if (queue === prompts.length) break;
         continue;
       }
-      // attention mask: filled cache slots (real or padding), unused slots (0), the new token (1)
+      // attention mask: each row's real cache positions, then the new token (capacity); the rest 0
       const rows = live.length;
-      const am = new BigInt64Array(rows * (capacity + 1));
-      maskRows.forEach((m, r) => {
-        m.forEach((v, j) => (am[r * (capacity + 1) + j] = BigInt(v)));
-        am[r * (capacity + 1) + capacity] = 1n;
+      const span = capacity + 1;
+      const am = new BigInt64Array(rows * span);
+      first.forEach((f, r) => {
+        am.fill(1n, r * span + f, r * span + length);
+        am[r * span + capacity] = 1n;
       });
       // the new tokens' keys/values are kept when a row will need them (not after anyone's last token)
-      const write = live.some((seq) => results[seq]!.tokens.length + 1 < maxNew) || queue < prompts.length;
+      const write = live.some((seq) => results[seq]!.tokens.length + 1 < maxNew);
       if (write && length >= capacity) throw new Error(`generate: KV cache full at ${length} positions (a bug: capacity ${capacity})`);
       const feeds = {
         input_ids: new ort.Tensor('int64', BigInt64Array.from(next.map(BigInt)), [rows, 1]),
-        attention_mask: new ort.Tensor('int64', am, [rows, capacity + 1]),
+        attention_mask: new ort.Tensor('int64', am, [rows, span]),
       };
       const logits = await run(feeds, cache, length, 1, write);
-      if (write) {
-        length += 1;
-        maskRows = maskRows.map((m) => [...m, 1]);
-      }
+      if (write) length += 1;
       const keep = pickRows(logits, live);
       if (keep.length !== rows) await cache.compact(keep);
       live = keep.map((r) => live[r]!);
-      maskRows = keep.map((r) => maskRows[r]!);
+      first = keep.map((r) => first[r]!);
       next = live.map((seq) => results[seq]!.tokens.at(-1)!);
     }
   } finally {
