@@ -491,9 +491,17 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
           signal,
           maxBatch: config.rollout.maxBatchSequences,
           quantize: config.rollout.quantize,
-          // real progress inside a batch: its decode steps (the engine runs off this thread, so they go out during the batch)
-          onStep: (steps) => progress({ done: Math.floor(done / G), of: items.length, decodeSteps: steps, maxSteps: params.max_tokens }),
+          // real progress during generation: its session runs (the engine runs off this thread, so
+          // they go out meanwhile); the bound holds when the shard decodes in one batch
+          onStep: (steps) =>
+            progress({
+              done: Math.floor(done / G),
+              of: items.length,
+              decodeSteps: steps,
+              ...(jobs.length <= config.rollout.maxBatchSequences ? { maxSteps: params.max_tokens } : {}),
+            }),
         },
+        // finished samples (whole prompts' groups finish in any order once batching is continuous)
         (d) => progress({ done: Math.floor((done = d) / G), of: items.length }),
       ),
     );
