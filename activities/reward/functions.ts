@@ -21,7 +21,7 @@
 import { basename, extname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from '../common/config.js';
-import { compositionConfigSchema, compositionNames, composeRewards, type CompositionConfig } from './compose.js';
+import { componentReferences, compositionConfigSchema, compositionNames, composeRewards, type CompositionConfig } from './compose.js';
 import type { RewardRegistry } from './registry.js';
 import { validateResult } from './run.js';
 import {
@@ -87,7 +87,8 @@ export interface RewardConfigProblem {
  * The composition of the functions, validated (compose.ts schemas, defaults filled): `compose`
  * as given (`{ name: 'gated', outcome: 'correctness', dense: { format_tags: 0.2 } }`), or
  * `weighted_sum` over the functions' weights when absent (a `weighted_sum` without `weights` takes
- * them too). Module paths are made absolute against `baseDir`. Problems name the field.
+ * them too). Module paths are made absolute against `baseDir`. Every component the composition
+ * names must be a function's id (or `<id>/<name>`, one of its own components). Problems name the field.
  */
 export function resolveRewardFunctions(
   functions: RewardFunctionSpec[],
@@ -122,6 +123,15 @@ export function resolveRewardFunctions(
       problems.push({ path: ['compose', ...issue.path].join('.'), message });
     }
     return null;
+  }
+  // every component the composition names is a function's id, or `<id>/<name>` (a function's own component)
+  const known = [...ids.keys()];
+  for (const ref of componentReferences(parsed.data)) {
+    if (ids.has(ref.name) || known.some((id) => ref.name.startsWith(`${id}/`))) continue;
+    problems.push({
+      path: ['compose', ...ref.path].join('.'),
+      message: `"${ref.name}" is not the id of a reward function; the ids are ${known.map((id) => `"${id}"`).join(', ')} (a function's own component is "<id>/<name>")`,
+    });
   }
   return parsed.data;
 }

@@ -235,6 +235,52 @@ test('config errors name the field: a weight with another composition, a duplica
   );
 });
 
+test("every composition option that names a component is checked against the functions' ids before the run: the field, the unknown id, the ids", () => {
+  const fns = [
+    { module: good, export: 'exact' },
+    { module: good, export: 'brevity' },
+  ];
+  const ids = '"exact", "brevity"';
+  // each option that names a component, set to a name no function has (the rest valid)
+  const cases: [string, Record<string, unknown>][] = [
+    ['weights.typo', { name: 'weighted_sum', weights: { exact: 1, typo: 1 } }],
+    ['outcome', { name: 'gated', outcome: 'typo' }],
+    ['dense.typo', { name: 'gated', outcome: 'exact', dense: { typo: 1 } }],
+    ['levels.1.component', { name: 'lexicographic', levels: [{ component: 'exact' }, { component: 'typo' }] }],
+    ['component', { name: 'sweet_spot', component: 'typo', tiers: [{ bound: 1, reward: 1 }] }],
+    [
+      'outcome.component',
+      { name: 'sweet_spot', component: 'brevity/chars', tiers: [{ bound: 1, reward: 1 }], outcome: { component: 'typo' } },
+    ],
+    ['outcome', { name: 'clip_delta', outcome: 'typo' }],
+    ['outcome', { name: 'process_outcome_schedule', outcome: 'typo', totalSteps: 10 }],
+    ['process', { name: 'process_outcome_schedule', outcome: 'exact', process: 'typo', totalSteps: 10 }],
+    ['rule', { name: 'hybrid', rule: 'typo', model: 'brevity' }],
+    ['ruleConfidence', { name: 'hybrid', rule: 'exact', ruleConfidence: 'typo', model: 'brevity' }],
+    ['model', { name: 'hybrid', rule: 'exact', model: 'typo' }],
+    ['aspects.typo', { name: 'hybrid', rule: 'exact', model: 'brevity', aspects: { typo: 0.5 } }],
+  ];
+  for (const [field, compose] of cases) {
+    let issues: { path: string; message: string }[] | undefined;
+    try {
+      config(fns, compose);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      issues = err.issues;
+    }
+    assert.deepEqual(
+      issues?.map((i) => `${i.path}: ${i.message}`),
+      [
+        `reward.compose.${field}: "typo" is not the id of a reward function; the ids are ${ids} (a function's own component is "<id>/<name>")`,
+      ],
+      `${compose.name as string} ${field}`,
+    );
+  }
+  // a function's own component (<id>/<name>) and the ids themselves are accepted
+  config(fns, { name: 'sweet_spot', component: 'brevity/chars', tiers: [{ bound: 1, reward: 1 }], outcome: { component: 'exact' } });
+  config(fns, { name: 'hybrid', rule: 'exact', ruleConfidence: 'exact/confidence', model: 'brevity', aspects: { brevity: 1 } });
+});
+
 test('checkRunConfig refuses unusable modules before a run starts, one line naming the file and the export', async () => {
   const refused = async (f: unknown): Promise<string> => {
     try {
