@@ -18,6 +18,7 @@
  * once per process; `checkRewardFunctions` loads them before a run starts and names the file and
  * the export of a module that cannot be used.
  */
+import { existsSync } from 'node:fs';
 import { basename, extname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from '../common/config.js';
@@ -180,8 +181,8 @@ function importModule(path: string): Promise<Record<string, unknown>> {
 
 /**
  * One export of a user's module (an absolute path), the module imported once per process; errors
- * in one line naming the file: `<path> throws at import: …`, `<path> has no export "x" (it
- * exports "a", "b")`. Reward modules and environment modules (activities/env/module.ts) load
+ * in one line naming the file: `<path> does not exist: …`, `<path> throws at import: …`,
+ * `<path> has no export "x" (it exports "a", "b")`. Reward modules and environment modules (activities/env/module.ts) load
  * through it.
  */
 export async function loadModuleExport(module: string, exportName = 'default'): Promise<unknown> {
@@ -189,6 +190,9 @@ export async function loadModuleExport(module: string, exportName = 'default'): 
   try {
     ns = await importModule(module);
   } catch (err) {
+    // a path that names no file is the user's typo, not the module's failure (a module that exists
+    // and imports a package that does not is still "throws at import")
+    if (!existsSync(module)) throw new Error(`${module} does not exist: check the path (relative to the config file's directory)`);
     throw new Error(`${module} throws at import: ${(err as Error).message.split('\n')[0]}`);
   }
   if (!(exportName in ns)) {
@@ -226,7 +230,7 @@ export async function checkRewardFunctions(functions: RewardFunctionSpec[], regi
             : 'options'
           : / has no export | export "/.test(msg)
             ? 'export'
-            : /options/.test(msg) && !/throws at import/.test(msg)
+            : /options/.test(msg) && !/throws at import|does not exist/.test(msg)
               ? 'options'
               : 'module';
       const issues = (err as { issues?: { path: string; message: string }[] }).issues;

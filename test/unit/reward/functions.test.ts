@@ -303,7 +303,10 @@ test('checkRunConfig refuses unusable modules before a run starts, one line nami
     await refused({ module: `${fixtures}throws.ts`, export: 'x' }),
     /^reward\.functions\.0\.module: .*throws\.ts throws at import: reward module failed to initialise: missing API key$/,
   );
-  assert.match(await refused({ module: `${fixtures}missing.ts` }), /^reward\.functions\.0\.module: .*missing\.ts throws at import: /);
+  assert.match(
+    await refused({ module: `${fixtures}missing.ts` }),
+    /^reward\.functions\.0\.module: .*missing\.ts does not exist: check the path/,
+  );
   assert.match(await refused({ name: 'no_such_reward' }), /^reward\.functions\.0\.name: .*unknown reward "no_such_reward"/);
   assert.match(
     await refused({ module: good, export: 'exact', options: { a: 1 } }),
