@@ -24,7 +24,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from '../common/config.js';
 import { componentReferences, compositionConfigSchema, compositionNames, composeRewards, type CompositionConfig } from './compose.js';
 import type { RewardRegistry } from './registry.js';
-import { validateResult } from './run.js';
+import { failureOf, validateResult } from './run.js';
 import {
   instantiateReward,
   type RewardContext,
@@ -277,7 +277,8 @@ export function composedReward(functions: RewardFunctionSpec[], composition: Com
         try {
           r = await scoreWith(fn, id, sample, ctx);
         } catch (err) {
-          throw new Error(`reward function ${id}: ${(err as Error).message}`);
+          // named, and of the kind it was (a NaN counts as non_finite in the step metrics, not as thrown)
+          throw failureOf(`reward function ${id}`, err);
         }
         components[id] = r.reward;
         for (const [k, v] of Object.entries(r.components ?? {})) components[`${id}/${k}`] = v;
