@@ -76,11 +76,14 @@ export interface LoadedDataset {
   evalSource: 'file' | 'held_out' | 'train';
   files: { train: DataFileIdentity; eval: DataFileIdentity | null };
   /**
-   * Every character of every prompt and completion of both splits, each once, in code-point order
-   * (deterministic): the vocabulary of a character model trained from scratch on this data.
+   * Every character of every prompt and completion of both splits (held-out rows included), each
+   * once, in code-point order (deterministic): the vocabulary of a character model trained from
+   * scratch on this data.
    */
   alphabet: string;
+  /** The longest prompt of both splits, in code points (it sizes a from-scratch model's positions). */
   maxPromptChars: number;
+  /** The longest completion of both splits, in code points (0 when no row has one). */
   maxCompletionChars: number;
 }
 
@@ -257,7 +260,8 @@ export async function loadDataset(c: DataConfig, opts: { seed: number; needCompl
     evalRows = trainRows;
     evalSource = 'train';
   }
-  const all = [...trainRows, ...(evalSource === 'file' ? evalRows : [])];
+  // every row the run tokenizes: a held-out prompt outside the alphabet or the limits would stop the run at its first evaluation
+  const all = [...trainRows, ...(evalSource === 'train' ? [] : evalRows)];
   const chars = new Set<string>();
   for (const x of all) {
     for (const ch of x.prompt) chars.add(ch);

@@ -548,6 +548,45 @@ export const compositionConfigSchema = z.discriminatedUnion('name', [
 ]);
 export type CompositionConfig = z.output<typeof compositionConfigSchema>;
 
+/**
+ * Every component name a composition config refers to, with the option that names it (`outcome`,
+ * `dense.format`, `levels.1.component`, …): what a run checks against its reward functions' ids
+ * before it starts, since a name no sample has fails every sample at scoring time.
+ */
+export function componentReferences(c: CompositionConfig): { path: (string | number)[]; name: string }[] {
+  const keys = (field: string, w: Record<string, number>) => Object.keys(w).map((name) => ({ path: [field, name], name }));
+  const named = (refs: [string, string | null][]) => refs.filter(([, n]) => n !== null).map(([f, n]) => ({ path: [f], name: n! }));
+  switch (c.name) {
+    case 'weighted_sum':
+      return keys('weights', c.weights);
+    case 'gated':
+      return [...named([['outcome', c.outcome]]), ...keys('dense', c.dense)];
+    case 'lexicographic':
+      return c.levels.map((l, i) => ({ path: ['levels', i, 'component'], name: l.component }));
+    case 'sweet_spot':
+      return [
+        { path: ['component'], name: c.component },
+        ...(c.outcome ? [{ path: ['outcome', 'component'], name: c.outcome.component }] : []),
+      ];
+    case 'clip_delta':
+      return named([['outcome', c.outcome]]);
+    case 'process_outcome_schedule':
+      return named([
+        ['outcome', c.outcome],
+        ['process', c.process],
+      ]);
+    case 'hybrid':
+      return [
+        ...named([
+          ['rule', c.rule],
+          ['ruleConfidence', c.ruleConfidence],
+          ['model', c.model],
+        ]),
+        ...keys('aspects', c.aspects),
+      ];
+  }
+}
+
 /** Validates a composition config (filling defaults); the error names the bad field. */
 export function parseCompositionConfig(input: unknown): CompositionConfig {
   return parseConfig(compositionConfigSchema, input, 'reward composition');

@@ -18,12 +18,13 @@
  * once per process; `checkRewardFunctions` loads them before a run starts and names the file and
  * the export of a module that cannot be used.
  */
+import { existsSync } from 'node:fs';
 import { basename, extname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from '../common/config.js';
-import { compositionConfigSchema, compositionNames, composeRewards, type CompositionConfig } from './compose.js';
+import { componentReferences, compositionConfigSchema, compositionNames, composeRewards, type CompositionConfig } from './compose.js';
 import type { RewardRegistry } from './registry.js';
-import { validateResult } from './run.js';
+import { failureOf, validateResult } from './run.js';
 import {
   instantiateReward,
   type RewardContext,
@@ -87,7 +88,8 @@ export interface RewardConfigProblem {
  * The composition of the functions, validated (compose.ts schemas, defaults filled): `compose`
  * as given (`{ name: 'gated', outcome: 'correctness', dense: { format_tags: 0.2 } }`), or
  * `weighted_sum` over the functions' weights when absent (a `weighted_sum` without `weights` takes
- * them too). Module paths are made absolute against `baseDir`. Problems name the field.
+ * them too). Module paths are made absolute against `baseDir`. Every component the composition
+ * names must be a function's id (or `<id>/<name>`, one of its own components). Problems name the field.
  */
 export function resolveRewardFunctions(
   functions: RewardFunctionSpec[],
@@ -122,6 +124,15 @@ export function resolveRewardFunctions(
       problems.push({ path: ['compose', ...issue.path].join('.'), message });
     }
     return null;
+  }
+  // every component the composition names is a function's id, or `<id>/<name>` (a function's own component)
+  const known = [...ids.keys()];
+  for (const ref of componentReferences(parsed.data)) {
+    if (ids.has(ref.name) || known.some((id) => ref.name.startsWith(`${id}/`))) continue;
+    problems.push({
+      path: ['compose', ...ref.path].join('.'),
+      message: `"${ref.name}" is not the id of a reward function; the ids are ${known.map((id) => `"${id}"`).join(', ')} (a function's own component is "<id>/<name>")`,
+    });
   }
   return parsed.data;
 }
@@ -170,8 +181,8 @@ function importModule(path: string): Promise<Record<string, unknown>> {
 
 /**
  * One export of a user's module (an absolute path), the module imported once per process; errors
- * in one line naming the file: `<path> throws at import: …`, `<path> has no export "x" (it
- * exports "a", "b")`. Reward modules and environment modules (activities/env/module.ts) load
+ * in one line naming the file: `<path> does not exist: …`, `<path> throws at import: …`,
+ * `<path> has no export "x" (it exports "a", "b")`. Reward modules and environment modules (activities/env/module.ts) load
  * through it.
  */
 export async function loadModuleExport(module: string, exportName = 'default'): Promise<unknown> {
@@ -179,6 +190,9 @@ export async function loadModuleExport(module: string, exportName = 'default'): 
   try {
     ns = await importModule(module);
   } catch (err) {
+    // a path that names no file is the user's typo, not the module's failure (a module that exists
+    // and imports a package that does not is still "throws at import")
+    if (!existsSync(module)) throw new Error(`${module} does not exist: check the path (relative to the config file's directory)`);
     throw new Error(`${module} throws at import: ${(err as Error).message.split('\n')[0]}`);
   }
   if (!(exportName in ns)) {
@@ -216,7 +230,7 @@ export async function checkRewardFunctions(functions: RewardFunctionSpec[], regi
             : 'options'
           : / has no export | export "/.test(msg)
             ? 'export'
-            : /options/.test(msg) && !/throws at import/.test(msg)
+            : /options/.test(msg) && !/throws at import|does not exist/.test(msg)
               ? 'options'
               : 'module';
       const issues = (err as { issues?: { path: string; message: string }[] }).issues;
@@ -263,7 +277,8 @@ export function composedReward(functions: RewardFunctionSpec[], composition: Com
         try {
           r = await scoreWith(fn, id, sample, ctx);
         } catch (err) {
-          throw new Error(`reward function ${id}: ${(err as Error).message}`);
+          // named, and of the kind it was (a NaN counts as non_finite in the step metrics, not as thrown)
+          throw failureOf(`reward function ${id}`, err);
         }
         components[id] = r.reward;
         for (const [k, v] of Object.entries(r.components ?? {})) components[`${id}/${k}`] = v;

@@ -126,6 +126,15 @@ function errorText(e: unknown): string {
   }
 }
 
+/**
+ * A failure of a part of a reward (one function of a composed reward) as the whole reward's, its
+ * message prefixed with `what` ("reward function x"); a failure `validateResult` found keeps its
+ * kind (non_finite, invalid), anything else thrown is `threw`.
+ */
+export function failureOf(what: string, err: unknown): Error {
+  return new SampleFailure(err instanceof SampleFailure ? err.kind : 'threw', `${what}: ${errorText(err)}`);
+}
+
 /** Checks a reward's return value; throws SampleFailure naming what is wrong. */
 export function validateResult(value: unknown, rewardName: string): RewardResult {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {

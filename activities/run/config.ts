@@ -507,8 +507,9 @@ export const runConfigSchema = z.strictObject({
        * How the functions' values become the reward: a composition of activities/reward/compose.ts
        * by its `name` with its options — weighted_sum, gated (G-RA), lexicographic (OPTIAGENT),
        * sweet_spot (SSL), clip_delta (Gao et al. 2024), process_outcome_schedule (Atom-Searcher),
-       * hybrid — whose component names are the functions' ids (COMPOSE.md). null (default): the
-       * weighted sum of the functions with their `weight`s. Validated with defaults filled.
+       * hybrid — whose component names are the functions' ids, or `<id>/<name>` for a function's
+       * own component (COMPOSE.md); another name is refused before the run starts. null (default):
+       * the weighted sum of the functions with their `weight`s. Validated with defaults filled.
        */
       compose: z.record(z.string(), z.unknown()).nullable().default(null),
       /**

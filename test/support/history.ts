@@ -5,12 +5,15 @@
  * attempt, so `attempt - 1` is the number of attempts that failed before it (retries).
  */
 import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 
 type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
 
 export interface ActivityCall {
   activityId: string;
   type: string;
+  /** The call's argument (activities take one input object), decoded. */
+  input: unknown;
   /** The call's Web UI summary (stage · step · shard): the calls of one stage of one step share it. */
   summary: string;
   /** Wall time the call was scheduled and closed (ms since the epoch; closed undefined while open). */
@@ -47,6 +50,7 @@ export function activityCalls(events: readonly HistoryEvent[]): ActivityCall[] {
       calls.set(id, {
         activityId: s.activityId ?? '',
         type: s.activityType?.name ?? '',
+        input: s.input?.payloads?.[0] ? defaultPayloadConverter.fromPayload(s.input.payloads[0]) : undefined,
         summary: summaryOf(e),
         scheduledAt: timeOf(e),
         attempt: 0,

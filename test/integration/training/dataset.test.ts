@@ -1,8 +1,9 @@
 /**
  * A run on a dataset of the user's own (the run config's `data`), against the real servers, with
- * the data cursor counted: every rl step's committed rollouts name the train items the run plan
- * gives the step, and each item reads the row the seed's epoch order says — across a worker
- * SIGKILLed mid-step (supervised child workers), continue-as-new every 2 steps, and a resume-from
+ * the data cursor counted: sft step 0's learner call (read from the history) trains on items 0..7,
+ * every rl step's committed rollouts name the train items the run plan gives the step, and each
+ * item reads the row the seed's epoch order says — across a worker SIGKILLed mid-step (supervised
+ * child workers), continue-as-new every 2 steps (the execution chain checked), and a resume-from
  * of a terminated run. Parquet files, local and on MinIO, scored by a TypeScript reward module of
  * the user's own: they train, evaluate by the module's verdict, report, and resume (after a
  * terminate, and from a step) to the uninterrupted run's weights; a file changed under its URI is
@@ -20,14 +21,16 @@ import { splitHeldOut } from '../../../activities/data/reward-model-split.js';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { readRunRecord } from '../../../activities/run/resolve.js';
 import { EVAL_NAME, evalPrefix, rewardsName, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
-import type { EvalRecord } from '../../../activities/run/types.js';
+import type { EvalRecord, LearnerInput } from '../../../activities/run/types.js';
 import { readArtifact } from '../../../activities/store/manifest.js';
 import { openStore } from '../../../activities/store/open.js';
 import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { decodeRewards, decodeRollouts } from '../../../activities/store/schemas.js';
+import { fetchExecutions } from '../../../workers/cli-replay.js';
 import { resumeFromRun, startTrainingRun } from '../../../workers/train-client.js';
 import { planStep, totalSteps } from '../../../workflows/run-plan.js';
 import { runCli } from '../../support/cli.js';
+import { activityCalls } from '../../support/history.js';
 import { servers } from '../../support/servers.js';
 import { startWorkers, testTemporal, type TestTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, superviseWorker, terminateBefore, weightsSha, type SupervisedWorker } from '../../support/training.js';
@@ -141,7 +144,7 @@ async function assertStepsFollowTheOrder(s: ObjectStore, runId: string, config: 
 /** sha256 of the uninterrupted-equivalent final weights: set by the first test, compared by the resume-from test. */
 let killedRunWeights: string | undefined;
 
-test('a JSONL dataset run across SIGKILLs and continue-as-new: each rl step reads exactly the rows the seed orders, none twice or skipped', async () => {
+test('a JSONL dataset run across SIGKILLs and continue-as-new (a chain of executions): sft step 0 and each rl step read exactly the items the seed orders, none twice or skipped', async () => {
   const onceDir = mkdtempSync(join(tmpdir(), 'crash-once-'));
   const points = ['rollout@2', 'reward@3', 'learner@4', 'commit@5'];
   const config = dataConfig();
@@ -165,6 +168,26 @@ test('a JSONL dataset run across SIGKILLs and continue-as-new: each rl step read
     assert.deepEqual(
       items,
       Array.from({ length: 40 }, (_, k) => 8 + k),
+    );
+    // continue-as-new every 2 steps did happen: a chain of at least ⌈6 / 2⌉ executions, each before the last closed by ContinueAsNew
+    const executions = await fetchExecutions(t.client, run.runId);
+    assert.ok(executions.length >= Math.ceil(total / 2), `${executions.length} executions`);
+    for (const e of executions.slice(0, -1))
+      assert.ok(e.history.events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes, `execution ${e.runId} continued as new`);
+    // step 0 (sft): one learner call, whose updates trained on items 0..7 — so the whole run read items 0..47 once each
+    const sftCalls = executions
+      .flatMap((e) => activityCalls(e.history.events ?? []))
+      .filter((c) => c.type === 'learnerUpdate' && (c.input as LearnerInput).step === 0);
+    assert.equal(sftCalls.length, 1, 'step 0 was scheduled once (a retried attempt reads the same items)');
+    const sft = sftCalls[0]!.input as LearnerInput;
+    const sftItems = (sft.lrs ?? [sft.lr]).flatMap((_, u) =>
+      Array.from({ length: sft.batchSize }, (_, k) => sft.promptOffset + u * sft.batchSize + k),
+    );
+    assert.deepEqual(sftItems, [0, 1, 2, 3, 4, 5, 6, 7], 'step 0 trains on items 0..7');
+    assert.deepEqual(
+      [...sftItems, ...items],
+      Array.from({ length: 48 }, (_, k) => k),
+      'sft step 0 and the rl steps together read items 0..47, none twice or skipped',
     );
     const epoch1 = items.filter((i) => i >= 20 && i < 40).map((i) => epochOrder(5, 1, 20)[i - 20]!);
     assert.deepEqual(
@@ -262,6 +285,34 @@ async function assertScoredByTheModule(runId: string, step: number): Promise<voi
   }
 }
 
+/**
+ * The Parquet run evaluated by the user's module and reported: every evaluation of the run's result
+ * has its record, scoring the 4 held-out rows, accuracy the module's verdict on the greedy answers;
+ * `durable-rl report` renders the run and charts the module's functions.
+ */
+async function assertEvaluatedAndReported(runId: string, evals: readonly { policyVersion: number }[], heldOut: typeof rows): Promise<void> {
+  assert.ok(evals.length >= 2, `${evals.length} evaluations`);
+  for (const e of evals) {
+    const ev = JSON.parse(new TextDecoder().decode(await readArtifact(store, evalPrefix(runId, e.policyVersion), EVAL_NAME))) as EvalRecord;
+    assert.equal(ev.num_prompts, 4, `evaluation at ${e.policyVersion}`);
+    assert.deepEqual(
+      ev.samples.map((x) => x.prompt),
+      heldOut.map((r) => r.prompt),
+    );
+    assert.equal(ev.greedy_accuracy, ev.samples.filter((x) => x.completion.trim() === x.reference).length / 4);
+    assert.equal(ev.pass_at_k?.k, 2);
+  }
+  const out = join(dir, `${runId}-report.html`);
+  const r = await runCli(['report', runId, '--store', storeUri, '--out', out], t.env);
+  assert.equal(r.code, 0, r.stderr);
+  const chart = /<svg data-chart="reward_components"[\s\S]*?<\/svg>/.exec(readFileSync(out, 'utf8'))?.[0] ?? '';
+  assert.deepEqual([...chart.matchAll(/data-series="([^"]*)"/g)].map((m) => m[1]).sort(), [
+    'reward/brevity',
+    'reward/correct',
+    'reward/correctness',
+  ]);
+}
+
 test('a local Parquet dataset with a reward module of the user’s own trains, evaluates by its verdict and reports; terminated mid-run, resume-from ends with the uninterrupted run’s weights', async () => {
   writeFileSync(join(dir, 'train.parquet'), parquet(rows));
   const config = parquetConfig('parquet-local', join(dir, 'train.parquet'));
@@ -277,25 +328,7 @@ test('a local Parquet dataset with a reward module of the user’s own trains, e
       assert.deepEqual(await stepPrompts(store, a.runId, step, 2), expectedPrompts(config, step, trainRows), `step ${step} of the run`);
       await assertScoredByTheModule(a.runId, step);
     }
-    // the evaluations score the 4 held-out rows; accuracy is the module's verdict on the greedy answers
-    const ev = JSON.parse(new TextDecoder().decode(await readArtifact(store, evalPrefix(a.runId, total), EVAL_NAME))) as EvalRecord;
-    assert.equal(ev.num_prompts, 4);
-    assert.deepEqual(
-      ev.samples.map((x) => x.prompt),
-      heldOut.map((r) => r.prompt),
-    );
-    assert.equal(ev.greedy_accuracy, ev.samples.filter((x) => x.completion.trim() === x.reference).length / 4);
-    assert.equal(ev.pass_at_k?.k, 2);
-    // durable-rl report renders the run and charts the module's functions
-    const out = join(dir, 'parquet-report.html');
-    const r = await runCli(['report', a.runId, '--store', storeUri, '--out', out], t.env);
-    assert.equal(r.code, 0, r.stderr);
-    const chart = /<svg data-chart="reward_components"[\s\S]*?<\/svg>/.exec(readFileSync(out, 'utf8'))?.[0] ?? '';
-    assert.deepEqual([...chart.matchAll(/data-series="([^"]*)"/g)].map((m) => m[1]).sort(), [
-      'reward/brevity',
-      'reward/correct',
-      'reward/correctness',
-    ]);
+    await assertEvaluatedAndReported(a.runId, result.evals, heldOut);
 
     // the same run, terminated after its second rl step and resumed from its last checkpoint
     const b = await startTrainingRun(t.client, config);
@@ -316,7 +349,7 @@ test('a local Parquet dataset with a reward module of the user’s own trains, e
   });
 });
 
-test('a Parquet dataset on MinIO with the user’s reward module trains and resumes from a step; the same URI with changed bytes is refused on resume-from, naming both hashes', async () => {
+test('a Parquet dataset on MinIO with the user’s TypeScript reward module trains, evaluates, reports and resumes from a step; the same URI with changed bytes is refused on resume-from, naming both hashes', async () => {
   const e = await servers();
   const prefix = `dataset-${Date.now()}`;
   const s3 = openStore(`s3://${e.minio.bucket}/${prefix}`);
@@ -325,20 +358,22 @@ test('a Parquet dataset on MinIO with the user’s reward module trains and resu
     const uri = `s3://${e.minio.bucket}/${prefix}/train.parquet`;
     const config = parquetConfig('parquet-run', uri);
     const total = totalSteps(config);
-    const trainRows = splitHeldOut(rows, 0.2, config.seed).train;
-    const { run, resumed } = await withActivityWorkers({}, async () => {
+    const { train: trainRows, heldOut } = splitHeldOut(rows, 0.2, config.seed);
+    const { run, result, resumed } = await withActivityWorkers({}, async () => {
       const r = await startTrainingRun(t.client, config);
-      assert.equal((await r.result()).status, 'completed');
+      const done = await r.result();
+      assert.equal(done.status, 'completed');
       // resume-from step 1 of the completed run re-reads the same bytes from MinIO and trains steps 2.. again
       const c = await resumeFromRun(t.client, r.runId, { step: 1 });
       assert.equal((await c.result()).status, 'completed');
-      return { run: r, resumed: c };
+      return { run: r, result: done, resumed: c };
     });
     await assertCommittedRun(store, run.runId, total);
     for (let step = 1; step < total; step++) {
       assert.deepEqual(await stepPrompts(store, run.runId, step, 2), expectedPrompts(config, step, trainRows), `step ${step}`);
       await assertScoredByTheModule(run.runId, step);
     }
+    await assertEvaluatedAndReported(run.runId, result.evals, heldOut);
     await assertCommittedRun(store, resumed.runId, total, 2);
     assert.equal(
       await weightsSha(store, resumed.runId, total),

@@ -10,6 +10,7 @@ import { dataConfigSchema, DatasetError, loadDataset, renderChat, type DataConfi
 import { datasetTask } from '../../../activities/data/dataset-task.js';
 import { epochOrder, TrainOrder } from '../../../activities/data/order.js';
 import { resolveDataUri } from '../../../activities/data/source.js';
+import { CharTokenizer } from '../../../activities/model/tokenizer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dataset-'));
 const file = (name: string, text: string | Uint8Array) => {
@@ -134,6 +135,31 @@ test('evalFraction 0.3 holds out round(0.3 · 10) = 3 rows chosen by the seed; t
   );
   await assert.rejects(load({ train: p, evalFraction: 0.01 }), /holds out 0: leave at least one row on each side/);
   await assert.rejects(load({ train: p, evalFraction: 0.1, eval: p }), /either an eval file or evalFraction/);
+});
+
+test('evalFraction: the held-out rows are in the alphabet and the prompt and completion limits (the run tokenizes them too)', async () => {
+  // row i has a letter no other row has, and the longest prompt and completion are row 10's
+  const rows = Array.from({ length: 10 }, (_, i) => ({
+    prompt: `${String.fromCharCode(97 + i)}${'?'.repeat(i)}`,
+    completion: '!'.repeat(i + 1),
+  }));
+  const p = file('held-out-chars.jsonl', jsonl(rows));
+  let seed = 1;
+  while (!(await load({ train: p, evalFraction: 0.3 }, false, seed)).eval.some((x) => x.row === 10)) seed++;
+  const d = await load({ train: p, evalFraction: 0.3 }, false, seed);
+  assert.ok(
+    d.eval.some((x) => x.row === 10),
+    `seed ${seed} holds out row 10`,
+  );
+  assert.equal(d.alphabet, '!?abcdefghij', 'the letters of the held-out rows too, in code-point order');
+  for (const x of d.eval) for (const ch of x.prompt) assert.ok(d.alphabet.includes(ch), `row ${x.row}'s ${ch} is in the alphabet`);
+  assert.equal(d.maxPromptChars, 10, "row 10's prompt (held out) is the longest");
+  assert.equal(d.maxCompletionChars, 10, "row 10's completion (held out) is the longest");
+  const again = await load({ train: p, evalFraction: 0.3 }, false, seed);
+  assert.equal(again.alphabet, d.alphabet, 'the same seed, the same alphabet');
+  // the char tokenizer built from it encodes every held-out prompt
+  const tokenizer = CharTokenizer.fromAlphabet(d.alphabet);
+  for (const x of d.eval) assert.equal(tokenizer.encode(x.prompt, { addSpecialTokens: false }).length, [...x.prompt].length);
 });
 
 test('epoch order: each epoch a permutation of the rows, from (seed, epoch) alone', () => {

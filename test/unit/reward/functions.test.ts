@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { ApplicationFailure } from '@temporalio/common';
 import { ConfigError } from '../../../activities/common/config.js';
 import { parseRunConfig } from '../../../activities/run/config.js';
 import { checkRunConfig, resolveRun } from '../../../activities/run/resolve.js';
@@ -88,14 +89,74 @@ test('verifiable functions give the correct component evaluations count: correct
   );
 });
 
-test("a function returning NaN goes through the run's error policy (drop: reward null, the message names the function)", async () => {
+test("a function returning NaN goes through the run's error policy (drop: reward null, kind non_finite, the message names the function)", async () => {
   const cfg = config([
     { module: good, export: 'exact' },
     { module: good, export: 'broken' },
   ]);
-  const [r] = await score(cfg, [sample('7')]);
+  const out = await scoreSamples(resolveRun(cfg).createReward(), [sample('7')], cfg.reward.errorPolicy);
+  const [r] = out.rows;
   assert.equal(r!.reward, null);
   assert.match(r!.error ?? '', /reward function broken: .*NaN/);
+  assert.equal(r!.errorKind, 'non_finite', 'a NaN, not a throw');
+  assert.deepEqual([out.counts.nonFinite, out.counts.thrown, out.counts.dropped], [1, 0, 1]);
+});
+
+/** A run config over exact plus `failing` (a function that fails on every sample) under `errorPolicy`. */
+const failingConfig = (failing: string, errorPolicy: Record<string, unknown>) =>
+  config(
+    [
+      { module: good, export: 'exact' },
+      { module: good, export: failing },
+    ],
+    undefined,
+    { errorPolicy },
+  );
+
+/** The step's reward refused under onError fail: a non-retryable RewardError whose message says `what`. */
+const failsTheStep = (what: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof ApplicationFailure, String(err));
+  assert.equal(err.type, 'RewardError');
+  assert.equal(err.nonRetryable, true);
+  assert.match(err.message, what);
+  return true;
+};
+
+test("a function that throws goes through the run's error policy: drop (null, kind threw, named), default (the default reward, the error kept), fail (the step)", async () => {
+  const drop = failingConfig('crashes', { onError: 'drop' });
+  const dropped = await scoreSamples(resolveRun(drop).createReward(), [sample('7'), sample('8')], drop.reward.errorPolicy);
+  for (const r of dropped.rows) {
+    assert.deepEqual([r.reward, r.dropped, r.errorKind, r.error], [null, true, 'threw', 'reward function crashes: the grader crashed']);
+  }
+  assert.deepEqual([dropped.counts.thrown, dropped.counts.dropped, dropped.counts.scored], [2, 2, 0]);
+
+  const dflt = failingConfig('crashes', { onError: 'default', defaultReward: -1 });
+  const defaulted = await scoreSamples(resolveRun(dflt).createReward(), [sample('7')], dflt.reward.errorPolicy);
+  assert.deepEqual(
+    [defaulted.rows[0]!.reward, defaulted.rows[0]!.error, defaulted.counts.defaulted],
+    [-1, 'reward function crashes: the grader crashed', 1],
+  );
+
+  const fail = failingConfig('crashes', { onError: 'fail' });
+  await assert.rejects(
+    scoreSamples(resolveRun(fail).createReward(), [sample('7')], fail.reward.errorPolicy),
+    failsTheStep(/failed on sample p\/7 \(threw\): reward function crashes: the grader crashed/),
+  );
+});
+
+test("a function that never returns times out after the policy's timeoutMs: drop (null, kind timeout), fail (the step)", async () => {
+  const drop = failingConfig('hangs', { onError: 'drop', timeoutMs: 50 });
+  const dropped = await scoreSamples(resolveRun(drop).createReward(), [sample('7')], drop.reward.errorPolicy);
+  const [r] = dropped.rows;
+  assert.deepEqual([r!.reward, r!.dropped, r!.errorKind], [null, true, 'timeout']);
+  assert.match(r!.error ?? '', /timed out after 50 ms/);
+  assert.deepEqual([dropped.counts.timeouts, dropped.counts.dropped], [1, 1]);
+
+  const fail = failingConfig('hangs', { onError: 'fail', timeoutMs: 50 });
+  await assert.rejects(
+    scoreSamples(resolveRun(fail).createReward(), [sample('7')], fail.reward.errorPolicy),
+    failsTheStep(/failed on sample p\/7 \(timeout\): timed out after 50 ms/),
+  );
 });
 
 test('compose weighted_sum with its own weights: exact·2 + brevity·1 on "7" = 1.9', async () => {
@@ -235,6 +296,52 @@ test('config errors name the field: a weight with another composition, a duplica
   );
 });
 
+test("every composition option that names a component is checked against the functions' ids before the run: the field, the unknown id, the ids", () => {
+  const fns = [
+    { module: good, export: 'exact' },
+    { module: good, export: 'brevity' },
+  ];
+  const ids = '"exact", "brevity"';
+  // each option that names a component, set to a name no function has (the rest valid)
+  const cases: [string, Record<string, unknown>][] = [
+    ['weights.typo', { name: 'weighted_sum', weights: { exact: 1, typo: 1 } }],
+    ['outcome', { name: 'gated', outcome: 'typo' }],
+    ['dense.typo', { name: 'gated', outcome: 'exact', dense: { typo: 1 } }],
+    ['levels.1.component', { name: 'lexicographic', levels: [{ component: 'exact' }, { component: 'typo' }] }],
+    ['component', { name: 'sweet_spot', component: 'typo', tiers: [{ bound: 1, reward: 1 }] }],
+    [
+      'outcome.component',
+      { name: 'sweet_spot', component: 'brevity/chars', tiers: [{ bound: 1, reward: 1 }], outcome: { component: 'typo' } },
+    ],
+    ['outcome', { name: 'clip_delta', outcome: 'typo' }],
+    ['outcome', { name: 'process_outcome_schedule', outcome: 'typo', totalSteps: 10 }],
+    ['process', { name: 'process_outcome_schedule', outcome: 'exact', process: 'typo', totalSteps: 10 }],
+    ['rule', { name: 'hybrid', rule: 'typo', model: 'brevity' }],
+    ['ruleConfidence', { name: 'hybrid', rule: 'exact', ruleConfidence: 'typo', model: 'brevity' }],
+    ['model', { name: 'hybrid', rule: 'exact', model: 'typo' }],
+    ['aspects.typo', { name: 'hybrid', rule: 'exact', model: 'brevity', aspects: { typo: 0.5 } }],
+  ];
+  for (const [field, compose] of cases) {
+    let issues: { path: string; message: string }[] | undefined;
+    try {
+      config(fns, compose);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      issues = err.issues;
+    }
+    assert.deepEqual(
+      issues?.map((i) => `${i.path}: ${i.message}`),
+      [
+        `reward.compose.${field}: "typo" is not the id of a reward function; the ids are ${ids} (a function's own component is "<id>/<name>")`,
+      ],
+      `${compose.name as string} ${field}`,
+    );
+  }
+  // a function's own component (<id>/<name>) and the ids themselves are accepted
+  config(fns, { name: 'sweet_spot', component: 'brevity/chars', tiers: [{ bound: 1, reward: 1 }], outcome: { component: 'exact' } });
+  config(fns, { name: 'hybrid', rule: 'exact', ruleConfidence: 'exact/confidence', model: 'brevity', aspects: { brevity: 1 } });
+});
+
 test('checkRunConfig refuses unusable modules before a run starts, one line naming the file and the export', async () => {
   const refused = async (f: unknown): Promise<string> => {
     try {
@@ -257,7 +364,10 @@ test('checkRunConfig refuses unusable modules before a run starts, one line nami
     await refused({ module: `${fixtures}throws.ts`, export: 'x' }),
     /^reward\.functions\.0\.module: .*throws\.ts throws at import: reward module failed to initialise: missing API key$/,
   );
-  assert.match(await refused({ module: `${fixtures}missing.ts` }), /^reward\.functions\.0\.module: .*missing\.ts throws at import: /);
+  assert.match(
+    await refused({ module: `${fixtures}missing.ts` }),
+    /^reward\.functions\.0\.module: .*missing\.ts does not exist: check the path/,
+  );
   assert.match(await refused({ name: 'no_such_reward' }), /^reward\.functions\.0\.name: .*unknown reward "no_such_reward"/);
   assert.match(
     await refused({ module: good, export: 'exact', options: { a: 1 } }),

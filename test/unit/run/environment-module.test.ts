@@ -56,7 +56,7 @@ test('module errors name the field, the file and the export: no such export, a f
   const [missing] = await problems(config({ module: './absent.ts' }));
   assert.match(
     missing!,
-    new RegExp(`^environment.module: ${path.join(dir, 'absent.ts').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} throws at import: `),
+    new RegExp(`^environment.module: ${path.join(dir, 'absent.ts').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist: check the path`),
   );
   assert.deepEqual(await problems(config({ module: './my-env.ts', export: 'notAnEnv' })), [
     `environment.export: export "notAnEnv" of ${file}: format must be one of hermes, tagged, got undefined`,

@@ -1,0 +1,105 @@
+/**
+ * The workers' refusal of a dataset file that changed under its URI after a run recorded it
+ * (run.json's `data`): `loadRun`, which every stage activity calls, `initRun` re-executed for the
+ * same run, and `initRun` resuming from the run — each non-retryable, naming the sha256 the run
+ * recorded and the one the file has now. Called directly in a temp file:// store (no server).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ApplicationFailure } from '@temporalio/common';
+import { initRun } from '../../../activities/checkpoint/init-run.js';
+import { parseRunConfig, type RunConfig } from '../../../activities/run/config.js';
+import { loadRun } from '../../../activities/run/resolve.js';
+import type { ObjectStore } from '../../../activities/store/object-store.js';
+import { openStore } from '../../../activities/store/open.js';
+
+const rowsA = ['{"prompt":"1+1=","completion":"2"}', '{"prompt":"2+2=","completion":"4"}', '{"prompt":"3+3=","completion":"6"}'];
+const textA = rowsA.join('\n') + '\n';
+/** The same rows, one answer edited: what a user's re-export of the file under the same name might hold. */
+const textB = textA.replace('"6"', '"7"');
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+let dir: string;
+let storeUri: string;
+let train: string;
+let config: RunConfig;
+let store: ObjectStore;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dataset-changed-'));
+  storeUri = pathToFileURL(join(dir, 'store')).href;
+  train = join(dir, 'train.jsonl');
+  store = openStore(storeUri);
+  config = parseRunConfig({
+    name: 'changed',
+    seed: 3,
+    store: storeUri,
+    data: { train },
+    model: { hidden: 16, layers: 1, heads: 2 },
+    phases: [{ kind: 'rl', steps: 1, promptsPerStep: 2, groupSize: 2 }],
+    engine: { threads: 1 },
+  });
+});
+
+after(async () => {
+  await store?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Starts run `runId` on textA (run.json records its hash), then writes textB under the same path. */
+async function runThenChangeTheFile(runId: string): Promise<void> {
+  await writeFile(train, textA);
+  await initRun({ storeUri, runId, config, resumeFrom: null });
+  await writeFile(train, textB);
+}
+
+/** A non-retryable failure of `type` whose message names both hashes, in the run record's words. */
+function namesBothHashes(type: string) {
+  return (err: unknown) => {
+    assert.ok(err instanceof ApplicationFailure, `an ApplicationFailure, got ${String(err)}`);
+    assert.equal(err.type, type);
+    assert.equal(err.nonRetryable, true, 'a changed file is not retried');
+    assert.ok(
+      err.message.includes(`run.json records sha256 ${sha(textA)} (${Buffer.byteLength(textA)} bytes)`),
+      `the recorded hash in: ${err.message}`,
+    );
+    assert.ok(
+      err.message.includes(`the file now has sha256 ${sha(textB)} (${Buffer.byteLength(textB)} bytes)`),
+      `the file's hash in: ${err.message}`,
+    );
+    assert.ok(err.message.includes(`the train dataset ${pathToFileURL(train).href} changed`), err.message);
+    return true;
+  };
+}
+
+test('loadRun (every stage activity) refuses a dataset changed after run.json recorded it, naming both sha256 hashes', async () => {
+  await runThenChangeTheFile('load');
+  await assert.rejects(loadRun(store, 'load'), namesBothHashes('DatasetChanged'));
+});
+
+test('initRun re-executed for the same run refuses the changed dataset, naming both hashes', async () => {
+  await runThenChangeTheFile('again');
+  await assert.rejects(initRun({ storeUri, runId: 'again', config, resumeFrom: null }), namesBothHashes('DatasetChanged'));
+});
+
+test('initRun resuming from a run whose dataset changed refuses it (ResumeIncompatible), naming both hashes', async () => {
+  await runThenChangeTheFile('source');
+  await assert.rejects(initRun({ storeUri, runId: 'resumed', config, resumeFrom: { runId: 'source', checkpoint: 0 } }), (err: unknown) => {
+    assert.match((err as Error).message, /^cannot resume run "source" at checkpoint 0: the dataset differs: /);
+    return namesBothHashes('ResumeIncompatible')(err);
+  });
+});
+
+test('the unchanged file is accepted by all three (the refusals above are the change, not the setup)', async () => {
+  await runThenChangeTheFile('same');
+  await writeFile(train, textA);
+  const { run } = await loadRun(store, 'same');
+  assert.equal(run.task.prompts(config.seed, 'train', 3).length, 3);
+  await initRun({ storeUri, runId: 'same', config, resumeFrom: null });
+  await initRun({ storeUri, runId: 'same-resumed', config, resumeFrom: { runId: 'same', checkpoint: 0 } });
+});
