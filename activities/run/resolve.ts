@@ -235,14 +235,17 @@ export function dataChange(recorded: RunDataRecord, now: RunDataRecord, what: st
 /**
  * Reads and checks a run's dataset (activities/data/dataset.ts) — for the run's seed, needing
  * completions where an sft phase trains on them. With `recorded` (run.json's `data`), a dataset
- * whose files differ from the recorded ones is refused (non-retryable, naming both hashes).
+ * whose files differ from the recorded ones is refused (non-retryable, naming both hashes), and the
+ * recorded alphabet is the run's.
  */
 export async function loadRunData(config: RunConfig, recorded?: RunDataRecord, what = 'run'): Promise<LoadedDataset> {
   if (!config.data) throw new Error('loadRunData: the run config has no data');
   const data = await loadDataset(config.data, { seed: config.seed, needCompletion: config.phases.some((p) => p.kind === 'sft') });
   const change = recorded ? dataChange(recorded, dataRecord(data), what) : undefined;
   if (change) throw ApplicationFailure.nonRetryable(change, 'DatasetChanged');
-  return data;
+  // the vocabulary the run's weights were built for: what run.json recorded, even where today's
+  // code would derive another from the same files (an upgrade must not change a running model's shape)
+  return recorded?.alphabet !== undefined && recorded.alphabet !== data.alphabet ? { ...data, alphabet: recorded.alphabet } : data;
 }
 
 /**

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -102,4 +102,25 @@ test('the unchanged file is accepted by all three (the refusals above are the ch
   assert.equal(run.task.prompts(config.seed, 'train', 3).length, 3);
   await initRun({ storeUri, runId: 'same', config, resumeFrom: null });
   await initRun({ storeUri, runId: 'same-resumed', config, resumeFrom: { runId: 'same', checkpoint: 0 } });
+});
+
+test('a run keeps the alphabet run.json recorded, even where this code would derive another from the same file (its weights were built for it)', async () => {
+  await writeFile(train, textA);
+  await initRun({ storeUri, runId: 'alphabet', config, resumeFrom: null });
+  const recordPath = join(dir, 'store', 'runs', 'alphabet', 'run.json');
+  const record = JSON.parse(await readFile(recordPath, 'utf8')) as { data: { alphabet: string } };
+  const derived = record.data.alphabet;
+  // what an older derivation might have recorded: one character more than today's
+  await writeFile(recordPath, JSON.stringify({ ...record, data: { ...record.data, alphabet: derived + 'x' } }));
+  await initRun({ storeUri, runId: 'alphabet-as-derived', config, resumeFrom: null });
+  const { run } = await loadRun(store, 'alphabet');
+  const { run: asDerived } = await loadRun(store, 'alphabet-as-derived');
+  assert.equal(run.tokenizer.vocabSize, asDerived.tokenizer.vocabSize + 1);
+  assert.equal(run.model.vocabSize, asDerived.model.vocabSize + 1, "the model's embedding follows the recorded vocabulary");
+  assert.equal(
+    run.tokenizer.decode(run.tokenizer.encode('x', { addSpecialTokens: false })),
+    'x',
+    'the recorded character is in the vocabulary',
+  );
+  assert.throws(() => asDerived.tokenizer.encode('x', { addSpecialTokens: false }), /not in the tokenizer's alphabet/);
 });
