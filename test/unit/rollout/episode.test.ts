@@ -215,6 +215,87 @@ describe('episodes: turns, segments, exact tokens', () => {
   });
 });
 
+describe("episodes: an environment's own step", () => {
+  /** calcEnv with a step of its own: `judge(turn, history)` answers each turn; every call the loop makes is recorded. */
+  function steppedEnv(judge: NonNullable<Environment['step']>) {
+    const seen: { kind: string; text: string; last: string }[] = [];
+    const env = defineEnvironment({
+      ...calcEnv(),
+      step: async (turn, history, ctx) => {
+        seen.push({ kind: turn.kind, text: turn.text, last: history[history.length - 1]!.content });
+        return judge(turn, history, ctx);
+      },
+    });
+    return { env, seen };
+  }
+
+  it('step sees every turn, a final answer too; done: false after a wrong answer appends its observation and the policy answers again', async () => {
+    const { env, seen } = steppedEnv(async (turn, history) => {
+      const answer = /<a>(.*?)<\/a>/.exec(turn.text)?.[1];
+      if (turn.kind === 'final')
+        return answer === '6' ? { observations: [], done: true } : { observations: [{ role: 'tool', content: 'no' }], done: false };
+      return { observations: [{ role: 'tool', content: `seen ${history.length}` }], done: false };
+    });
+    const s = [start('p0', 0, '2*3=')];
+    const [e] = await runEpisodes(s, options(env, scripted({ 'p0/0': ['<a>5</a>$', '<a>6</a>$'] })));
+    assert.deepEqual(
+      seen.map((x) => [x.kind, x.last]),
+      [
+        ['final', '<a>5</a>'],
+        ['final', '<a>6</a>'],
+      ],
+    );
+    assert.equal(e!.turns, 2);
+    assert.equal(e!.finishReason, 'stop');
+    assert.deepEqual(e!.segmentRoles, ['policy', 'observation', 'policy']);
+    assert.deepEqual(e!.observations, ['no']);
+    assert.equal(tok.decode(e!.tokens.slice(e!.segmentEnds[0], e!.segmentEnds[1])), '<o>no</o>');
+  });
+
+  it('done: true on a calls turn ends the episode there ("stop", no observation segment), its output recorded as the call\'s', async () => {
+    const { env, seen } = steppedEnv(async (turn) =>
+      turn.kind === 'calls'
+        ? { observations: [{ role: 'tool', name: 'calc', content: 'submitted' }], done: true }
+        : { observations: [], done: false },
+    );
+    const s = [start('p0', 0, '2*3='), start('p1', 0, '2*3=')];
+    const gen = scripted({ 'p0/0': ['<c>2*3</c>', '<a>6</a>$'], 'p1/0': ['<a>6</a>$', '<c>2*3</c>'] });
+    const out = await runEpisodes(s, options(env, gen));
+    assert.equal(out[0]!.finishReason, 'stop');
+    assert.equal(out[0]!.turns, 1, 'no turn after done');
+    assert.deepEqual(out[0]!.segmentRoles, ['policy']);
+    assert.deepEqual(out[0]!.observations, []);
+    assert.equal(out[0]!.toolCalls[0]!.output, 'submitted');
+    assert.deepEqual(out[0]!.messages.slice(-2), [
+      { role: 'assistant', content: '<c>2*3</c>' },
+      { role: 'tool', name: 'calc', content: 'submitted' },
+    ]);
+    // the other episode's final answer is not done for this environment: it goes on to its call
+    assert.equal(out[1]!.turns, 2);
+    assert.equal(out[1]!.finishReason, 'stop');
+    assert.deepEqual(gen.calls, [2, 1]);
+    assert.deepEqual(
+      seen.map((x) => x.kind),
+      ['calls', 'final', 'calls'],
+    );
+  });
+
+  it('a step that never says done runs to maxTurns; one returning a bad shape is refused naming the environment', async () => {
+    const { env } = steppedEnv(async () => ({ observations: [], done: false }));
+    const [e] = await runEpisodes(
+      [start('p0', 0, '2*3=')],
+      options(env, scripted({ 'p0/0': ['<a>6</a>$', '<a>6</a>$', '<a>6</a>$', '<a>6</a>$'] })),
+    );
+    assert.equal(e!.finishReason, 'max_turns');
+    assert.equal(e!.turns, 4);
+    const bad = steppedEnv(async () => ({ observations: 'no' }) as never).env;
+    await assert.rejects(
+      runEpisodes([start('p0', 0, '2*3=')], options(bad, scripted({ 'p0/0': ['<a>6</a>$'] }))),
+      /environment calc-test: step returned \{"observations":"no"\}, not \{ observations: ChatMessage\[\], done: boolean \}/,
+    );
+  });
+});
+
 describe('episodes: tools fail, retried alone', () => {
   it('a tool that fails 3 times then succeeds costs retries of that call only: attempts 4, the episode ends "stop", 2 generate calls (no turn generated again)', async () => {
     let runs = 0;
