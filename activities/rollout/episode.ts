@@ -10,6 +10,8 @@
  *                  final → done, each call through its tool and retried alone, malformed → its
  *                  error); an environment's own step sees every turn, and its `done` ends the episode
  *                  observation text (renderObservation) tokenised ONCE as an "observation" segment
+ *                  the live episodes' answers run concurrently (`toolConcurrency` at once), so a
+ *                  slow or retrying tool holds up its own episode, not the others' tool calls
  *   limits:        maxTurns → "max_turns", maxTotalTokens → "length", maxSeconds → "max_seconds";
  *                  a tool whose infrastructure fails on every attempt → "tool_failure"
  *   record:        after every turn the state of every episode (onTurn), so a retried activity
@@ -27,6 +29,7 @@
  * replay bitwise bounds its episodes by turns and tokens (maxSeconds only as a safety net); a
  * resumed episode keeps the seconds its recorded turns took.
  */
+import { mapLimit } from '../common/pool.js';
 import type { Generation } from '../model/generate.js';
 import type { ChatRendering } from '../env/format.js';
 import { parseTurn, renderObservation, stopStrings } from '../env/format.js';
@@ -60,6 +63,9 @@ export interface ToolRetryPolicy {
 }
 
 export const DEFAULT_TOOL_RETRY: ToolRetryPolicy = { maxAttempts: 5, initialBackoffMs: 100, backoffCoefficient: 2, maxBackoffMs: 2000 };
+
+/** Episodes whose tool calls run at once within a turn, by default (`EpisodeOptions.toolConcurrency`). */
+export const DEFAULT_TOOL_CONCURRENCY = 8;
 
 /** One tool call of an episode as rollouts.tool_calls records it (JSON). */
 export interface ToolCallRecord extends ToolCall {
@@ -138,6 +144,13 @@ export interface EpisodeOptions {
   /** One batched generation of every job (policy.ts `generateAll` with the policy's engine); `who` names each job's episode and turn. */
   generate(jobs: readonly SequenceJob[], maxNewTokens: number, who: readonly TurnKey[]): Promise<Generation[]>;
   toolRetry?: ToolRetryPolicy;
+  /**
+   * Most episodes whose tool calls (their environment's step) run at once within a turn (the
+   * environment config's `toolConcurrency`; default `DEFAULT_TOOL_CONCURRENCY`). An episode's own
+   * calls run in order; tools are deterministic given (arguments, context), so the results do not
+   * depend on it, only how long a turn waits on its slowest tools.
+   */
+  toolConcurrency?: number;
   /** The state recorded after the last completed turn of an earlier attempt: the run continues from it. */
   resume?: EpisodesCheckpoint | null;
   /**
@@ -363,24 +376,35 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
     });
     const who = live.map((i) => ({ promptId: starts[i]!.promptId, sampleId: starts[i]!.sampleId, turn }));
     const gens = await o.generate(jobs, Math.max(...budgets), who);
-    // each live episode's turn: its tokens as sampled, then the environment's answer
-    for (const [k, i] of live.entries()) {
+    // each live episode's turn: its tokens as sampled, parsed
+    const policyTurns = live.map((i, k) => {
       const e = episodes[i]!;
-      const s = starts[i]!;
-      const gen = gens[k]!;
-      const tokens = gen.tokens.slice(0, budgets[k]);
-      const logprobs = gen.logprobs.slice(0, tokens.length);
-      appendSegment(e, tokens, logprobs, 'policy', turn);
+      const tokens = gens[k]!.tokens.slice(0, budgets[k]);
+      appendSegment(e, tokens, gens[k]!.logprobs.slice(0, tokens.length), 'policy', turn);
       e.turns++;
       const last = tokens[tokens.length - 1];
       const endedOnToken = last !== undefined && stopSet.has(last);
       const text = o.decode(endedOnToken ? tokens.slice(0, -1) : tokens);
       const parsed = parseTurn(env.format, text, env.tools);
-      const history: ChatMessage[] = [...e.messages, { role: 'assistant', content: text }];
-      const outOfTokens = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length <= 0;
-      const cut = !endedOnToken && tokens.length >= budgets[k]! && !stops.some((x) => text.endsWith(x));
       if (parsed.kind === 'malformed') e.malformedTurns++;
-      const answer = await answerTurn(o, parsed, history, { seed: o.seed, promptId: s.promptId, sampleId: s.sampleId, turn });
+      return {
+        i,
+        parsed,
+        history: [...e.messages, { role: 'assistant', content: text }] as ChatMessage[],
+        endOfTurn: endedOnToken ? o.decode([last]) : '',
+        cut: !endedOnToken && tokens.length >= budgets[k]! && !stops.some((x) => text.endsWith(x)),
+      };
+    });
+    // the environment's answers: the episodes' tool calls run concurrently (a slow or retrying tool
+    // holds up only its own episode's answer), each episode's from its own turn alone; taken in episode order
+    const answers = await mapLimit(policyTurns, o.toolConcurrency ?? DEFAULT_TOOL_CONCURRENCY, ({ i, parsed, history }) =>
+      answerTurn(o, parsed, history, { seed: o.seed, promptId: starts[i]!.promptId, sampleId: starts[i]!.sampleId, turn }),
+    );
+    for (const [k, { i, history, endOfTurn, cut }] of policyTurns.entries()) {
+      const e = episodes[i]!;
+      const s = starts[i]!;
+      const answer = answers[k]!;
+      const outOfTokens = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length <= 0;
       e.toolCalls.push(...answer.calls);
       e.messages = [...history, ...answer.observations];
       if (answer.failed !== null) {
@@ -393,12 +417,7 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
         e.finishReason = cut ? 'length' : 'stop';
         continue;
       }
-      const obsText = renderObservation(env.format, {
-        history,
-        observations: answer.observations,
-        chat: o.chat,
-        endOfTurn: endedOnToken ? o.decode([last]) : '',
-      });
+      const obsText = renderObservation(env.format, { history, observations: answer.observations, chat: o.chat, endOfTurn });
       // an observation never takes the episode past its token limit (nor the model past its positions): it is cut there, and the episode ends
       const room = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length;
       const obsIds = outOfTokens ? [] : o.encode(obsText).slice(0, room);

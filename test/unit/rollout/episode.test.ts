@@ -364,6 +364,73 @@ describe('episodes: tools fail, retried alone', () => {
   });
 });
 
+describe("episodes: the episodes' tool calls run concurrently", () => {
+  /** A calc tool that waits (longer for earlier episodes, so calls finish in reverse order) and counts the calls in flight. */
+  function slowCalc() {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const finished: string[] = [];
+    const env = calcEnv({
+      run: async (args, ctx) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise((r) => setTimeout(r, 5 * (8 - Number(ctx.promptId.slice(1)))));
+        inFlight--;
+        finished.push(ctx.promptId);
+        const [a, b] = String(args.expression).split('*').map(Number);
+        return String(a! * b!);
+      },
+    });
+    return { env, finished, max: () => maxInFlight };
+  }
+  const N = 6;
+  const starts = () => Array.from({ length: N }, (_, p) => start(`p${p}`, 0, `${p + 2}*3=`));
+  const scripts = () =>
+    Object.fromEntries(Array.from({ length: N }, (_, p) => [`p${p}/0`, [`<c>${p + 2}*3</c>`, `<a>${(p + 2) * 3}</a>$`]]));
+
+  it('6 episodes calling a slow tool in the same turn: all 6 calls in flight at once by default (toolConcurrency 8), 2 with toolConcurrency 2, and the episodes equal the one-at-a-time run', async () => {
+    const all = slowCalc();
+    const together = await runEpisodes(starts(), options(all.env, scripted(scripts())));
+    assert.equal(all.max(), N, "every episode's call overlaps the others");
+    assert.notDeepEqual(all.finished, [...all.finished].sort(), 'the calls finished out of episode order');
+
+    const two = slowCalc();
+    const bounded = await runEpisodes(starts(), options(two.env, scripted(scripts()), { toolConcurrency: 2 }));
+    assert.equal(two.max(), 2);
+
+    const one = slowCalc();
+    const sequential = await runEpisodes(starts(), options(one.env, scripted(scripts()), { toolConcurrency: 1 }));
+    assert.equal(one.max(), 1);
+    assert.deepEqual(one.finished, ['p0', 'p1', 'p2', 'p3', 'p4', 'p5']);
+    const strip = (out: typeof together) => out.map((e) => ({ ...e, seconds: 0 }));
+    assert.deepEqual(strip(together), strip(sequential));
+    assert.deepEqual(strip(bounded), strip(sequential));
+    assert.deepEqual(
+      together.map((e) => e.observations[0]),
+      ['6', '9', '12', '15', '18', '21'],
+    );
+  });
+
+  it("a tool retrying its infrastructure failures holds up only its own episode: the others' calls run meanwhile", async () => {
+    const order: string[] = [];
+    let p0Runs = 0;
+    const env = calcEnv({
+      run: async (args, ctx) => {
+        order.push(`${ctx.promptId} starts`);
+        if (ctx.promptId === 'p0' && ++p0Runs < 3) throw new ToolInfraError('busy');
+        return String(args.expression);
+      },
+    });
+    const s = [start('p0', 0, '2*3='), start('p1', 0, '2*3='), start('p2', 0, '2*3=')];
+    const gen = scripted({ 'p0/0': ['<c>2*3</c>', '<a>6</a>$'], 'p1/0': ['<c>2*3</c>', '<a>6</a>$'], 'p2/0': ['<c>2*3</c>', '<a>6</a>$'] });
+    const waits: string[] = [];
+    const out = await runEpisodes(s, options(env, gen, { sleep: async (ms) => void waits.push(`${ms}`) }));
+    assert.deepEqual(order.slice(0, 3), ['p0 starts', 'p1 starts', 'p2 starts'], "p1 and p2 did not wait for p0's retries");
+    assert.equal(out[0]!.toolCalls[0]!.attempts, 3);
+    assert.ok(out.every((e) => e.finishReason === 'stop'));
+  });
+});
+
 describe('episodes: durable turn by turn', () => {
   it('resuming from the state recorded after turn 1 generates only turns 2.. and ends equal to the uninterrupted run', async () => {
     const scripts = {
