@@ -146,9 +146,9 @@ function importRules() {
     restrict(
       ['activities/env/**/*.ts'],
       'activities/env/README.md',
-      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts), the reward library (never its activity bridges annotate-*.ts, reward-shard.ts), ../sandbox/ (tools that run code) and the tasks' split, expression and types modules",
+      "activities/env/ may import ../common/, ../model/'s tokenizer and chat templates (tokenizer.ts, chat.ts), the reward library (never its activity bridges annotate-*.ts, reward-shard.ts; tools that run code go through its code.ts, never ../sandbox/ directly) and the tasks' split, expression and types modules",
       [
-        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/|sandbox\\/|tasks\\/(split|expression|types)\\.js$)' },
+        { regex: '^\\.\\./(?!common\\/|model\\/(tokenizer|chat)\\.js$|reward\\/|tasks\\/(split|expression|types)\\.js$)' },
         { regex: '^\\.\\./reward\\/(annotate-[a-z-]+|reward-shard)\\.js$' },
         outsideActivities,
       ],

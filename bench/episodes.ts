@@ -5,7 +5,8 @@
  * evaluations at the end of SFT ("before RL") and at the end of the run ("after RL"): success rate
  * (the reward's `correct`: the final answer equals the reference) and tool calls per episode.
  *
- *   npx tsx bench/episodes.ts                                   # calculator and lookup, seeds 1 2 3
+ *   npx tsx bench/episodes.ts                                   # calculator and lookup, seeds 1 2 3 (quick: 64x2, 12 SFT + 8 RL steps)
+ *   npx tsx bench/episodes.ts --hidden 128 --layers 3 --sft-steps 80 --rl-steps 16 --rl-lr 5e-4   # the README's table
  *   npx tsx bench/episodes.ts --envs calculator --seeds 1 --sft-steps 10 --rl-steps 5
  *   npx tsx bench/episodes.ts --json /tmp/episodes.json         # also write the numbers as JSON
  */

@@ -22,7 +22,7 @@ import { withStore } from '../activities/store/open.js';
 import { planStep, totalSteps } from '../workflows/run-plan.js';
 import { TASK_QUEUES } from '../workflows/task-queues.js';
 import { RUN_NAME, STATUS } from '../workflows/search-attributes.js';
-import { renderStaticDetails, type RunProgress } from '../workflows/run-details.js';
+import { environmentLabel, renderStaticDetails, type RunProgress } from '../workflows/run-details.js';
 import type { ControlAction, ControlResult } from '../workflows/run-control.js';
 import {
   pauseSignal,
@@ -75,12 +75,14 @@ export async function startTrainingRun(client: Client, config: unknown, opts: St
   const runId = opts.runId ?? newRunId(cfg.name);
   const input: TrainingRunInput = { runId, storeUri, config: { ...cfg, store: storeUri }, resumeFrom: opts.resumeFrom ?? null };
   // What the Web UI shows of the run without asking a worker, also once it has closed.
-  const summary = `${cfg.name}: ${cfg.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${cfg.task.name}${opts.resumeFrom ? ` (from ${opts.resumeFrom.runId} @${opts.resumeFrom.checkpoint})` : ''}`;
+  // an environment's items are the run's prompts in place of the task's
+  const task = cfg.environment ? `${environmentLabel(cfg.environment)} environment` : cfg.task.name;
+  const summary = `${cfg.name}: ${cfg.phases.map((p) => `${p.kind} ×${p.steps}`).join(' → ')} on ${task}${opts.resumeFrom ? ` (from ${opts.resumeFrom.runId} @${opts.resumeFrom.checkpoint})` : ''}`;
   const details = renderStaticDetails({
     runId,
     name: cfg.name,
     phases: cfg.phases,
-    task: cfg.task.name,
+    task,
     seed: cfg.seed,
     model: cfg.model,
     storeUri,
@@ -94,7 +96,7 @@ export async function startTrainingRun(client: Client, config: unknown, opts: St
     staticSummary: summary,
     staticDetails: details,
     // summary and details in the memo too: continue-as-new carries the memo, not the static ones
-    memo: { summary, details, storeUri, name: cfg.name, task: cfg.task.name, seed: cfg.seed, resumedFrom: opts.resumeFrom ?? null },
+    memo: { summary, details, storeUri, name: cfg.name, task, seed: cfg.seed, resumedFrom: opts.resumeFrom ?? null },
     // Set at start, so a namespace without durable-rl's search attributes refuses the run here, in
     // one line, instead of failing its first workflow task over and over.
     typedSearchAttributes: [

@@ -14,6 +14,39 @@ import { blockedLines, type BlockedCall } from './run-control.js';
 export type RunStatus = 'starting' | 'running' | 'paused' | 'blocked' | 'stopped' | 'completed' | 'failed' | 'cancelled' | 'continued';
 export type Stage = 'init' | 'rollout' | 'reward' | 'advantages' | 'learner' | 'commit' | 'eval' | 'paused' | 'done';
 
+/**
+ * How the Web UI names a run's environment (the config's `environment`; activities/run/environment.ts):
+ * a built-in by its name (`calculator`), a module of the user's own by its file and, unless it is
+ * the default, its export (`my-env.ts#searchEnv`): the config has no name for it, and the file is
+ * what the user wrote. The one home of that label (activity summaries, the run's static details).
+ */
+export function environmentLabel(env: { name?: string; module?: string; export?: string }): string {
+  if (env.name !== undefined) return env.name;
+  const file = (env.module ?? '').split(/[\\/]/).pop() || 'environment module';
+  return env.export !== undefined && env.export !== 'default' ? `${file}#${env.export}` : file;
+}
+
+/**
+ * The Web UI summary of a rolloutShard call: stage, step, shard, size; with an environment, the
+ * episodes it runs (named by `environmentLabel`); the checkpoint that generates when it is not the
+ * step's own (off-policy steps).
+ */
+export function rolloutSummary(r: {
+  step: number;
+  /** 0-based. */
+  shard: number;
+  /** The step's shards so far. */
+  of: number;
+  promptCount: number;
+  groupSize: number;
+  environment: { name?: string; module?: string; export?: string } | null;
+  policyVersion: number;
+}): string {
+  const episodes = r.environment ? ` ${environmentLabel(r.environment)} episodes (heartbeats: turn, live episodes)` : '';
+  const checkpoint = r.policyVersion !== r.step ? ` · checkpoint ${r.policyVersion}` : '';
+  return `rollout · step ${r.step} · shard ${r.shard + 1}/${r.of} · ${r.promptCount} prompts × ${r.groupSize}${episodes}${checkpoint}`;
+}
+
 /** A short evaluation record kept in the workflow (the full one is in the store). */
 export interface EvalSummary {
   policyVersion: number;

@@ -55,7 +55,7 @@ import {
 } from './run-control.js';
 import { stageActivityOptions, STAGE_OF, type RunActivityName } from './stage-options.js';
 import { QueueWatch, QUEUE_WATCH_PATCH } from './queue-watch.js';
-import { renderRunDetails, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
+import { renderRunDetails, rolloutSummary, type EvalSummary, type RunProgress, type RunStatus, type Stage } from './run-details.js';
 import {
   dynamicSamplingOf,
   evaluateAt,
@@ -753,7 +753,15 @@ function stageCalls({ config, runId, storeUri, resumeFrom }: TrainingRunInput, c
     rollout: (plan: StepPlan, s: ShardPlan, of: number, policyVersion: number) =>
       call(
         'rolloutShard',
-        `rollout · step ${plan.step} · shard ${s.shard + 1}/${of} · ${s.promptCount} prompts × ${plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1}${config.environment ? ` ${config.environment.name} episodes (heartbeats: turn, live episodes)` : ''}${policyVersion !== plan.step ? ` · checkpoint ${policyVersion}` : ''}`,
+        rolloutSummary({
+          step: plan.step,
+          shard: s.shard,
+          of,
+          promptCount: s.promptCount,
+          groupSize: plan.phase.kind === 'rl' || plan.phase.kind === 'online_dpo' ? plan.phase.groupSize : 1,
+          environment: config.environment,
+          policyVersion,
+        }),
         {
           ...ref,
           step: plan.step,

@@ -5,6 +5,12 @@
  * Then the run's retention policy (config `retention`, with `keepLast` set and `apply:
  * 'every_step'`) is applied (gc.ts): the store holds the kept checkpoints only, whatever the number
  * of steps. On a retry too, so a crash between the commit and the gc loses no removal.
+ *
+ * Once the step is committed, the resume points of its multi-turn episodes (`episodePartKey`, one
+ * JSON snapshot per rollout shard and turn) are deleted: a rollout shard of a committed step
+ * returns the committed artifact and never reads them again. Not earlier: until the commit, a
+ * retried shard (even one whose artifact was written, its result lost) resumes from them instead
+ * of generating its turns again. Also on a retry, for the same reason as the gc.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
@@ -13,8 +19,8 @@ import { stage } from '../run/stage.js';
 import { gcRun } from './gc.js';
 import { crashPoint } from '../run/faults.js';
 import type { CommitStepInput, CommitStepResult } from '../run/types.js';
-import { checkpointPrefix, METRICS_NAME, stepPrefix } from '../store/keys.js';
-import { commit, manifestKey, readManifest, writeArtifact } from '../store/manifest.js';
+import { checkpointPrefix, METRICS_NAME, stepEpisodePartsPrefix, stepPrefix } from '../store/keys.js';
+import { artifactKey, commit, manifestKey, readManifest, writeArtifact, type Manifest } from '../store/manifest.js';
 import { METRICS, encodeMetrics } from '../store/schemas.js';
 
 const log = logger('commit');
@@ -46,7 +52,18 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
           'retention applied',
         );
     };
-    if (await readManifest(store, stepAt)) {
+    const dropEpisodeParts = async (manifest: Manifest) => {
+      // the parts are not artifacts of the step; a key the manifest lists is never deleted all the same
+      const listed = new Set(manifest.artifacts.map((a) => artifactKey(stepAt, a)));
+      const parts: string[] = [];
+      for await (const o of store.list(stepEpisodePartsPrefix(runId, step))) if (!listed.has(o.key)) parts.push(o.key);
+      if (parts.length === 0) return;
+      progress({ phase: 'episode resume points', step, objects: parts.length });
+      for (const key of parts) await store.delete(key);
+    };
+    const committed = await readManifest(store, stepAt);
+    if (committed) {
+      await dropEpisodeParts(committed);
       await retain();
       return result(false);
     }
@@ -67,6 +84,7 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       schema: METRICS,
     });
     const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
+    await dropEpisodeParts(r.manifest);
     await retain();
     return result(r.created);
   });

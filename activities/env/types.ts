@@ -4,13 +4,15 @@
  * An environment turns a data row into the first messages of an episode (`reset`), declares the
  * tools the policy may call (JSON schemas, the chat template's `tools`), and answers each policy
  * turn with observations until the episode is done (`step`, by default: every parsed call run
- * through its tool). The rollout stage (activities/rollout/episode.ts) drives it turn by turn:
+ * through its tool, a final answer done). The rollout stage (activities/rollout/episode.ts) drives
+ * it turn by turn:
  *
  *   messages = env.reset(row)                         the prompt
  *   loop: policy samples a turn (stops at stopStrings(format) or end of turn)
  *         turn = parseTurn(format, text, tools)       final | calls | malformed
- *         { observations, done } = step(turn)          observations: role 'tool' messages
- *         renderObservation(...)                       template glue + observations, one segment, loss mask 0
+ *         { observations, done } = step(turn)          every turn, a final one too; done ends the episode
+ *         renderObservation(...)                       (not done) template glue + observations, one segment, loss mask 0
+ *   until done, or a limit (turns, tokens, seconds), or a tool whose infrastructure failed for good
  *
  * The policy's sampled tokens are kept as sampled; only observations and glue are tokenised.
  * Everything here is deterministic given the row and the calls: a retried activity that replays an
@@ -34,7 +36,8 @@ export interface ToolSpec {
 
 /**
  * What a parser makes of one assistant turn's text.
- * - `final`: no tool call; the episode ends with this turn (its `<answer>` is the outcome).
+ * - `final`: no tool call; with the default step the episode ends with this turn (its `<answer>` is
+ *   the outcome). An environment's own `step` decides: `done: false` answers it like any turn.
  * - `calls`: one or more well-formed calls of known tools with arguments matching their schemas.
  * - `malformed`: a call that cannot run (bad JSON, unknown tool, arguments against the schema,
  *   an unclosed tag); `error` says what was wrong and becomes the observation. Counted in metrics.
@@ -122,9 +125,19 @@ export interface EnvRow {
 
 /** What `step` makes of a parsed turn. */
 export interface StepResult {
-  /** Role `tool` messages (one per call; one for a malformed turn, saying what was wrong). Empty when done. */
+  /**
+   * Role `tool` messages (one per call, in call order: the i-th is recorded as the i-th call's
+   * output; one for a malformed turn, saying what was wrong). Appended to the episode as one
+   * loss-mask-0 segment before the next policy turn. With `done` nothing follows, so they are not
+   * tokenised: they stay in the conversation and as the calls' outputs (which rewards see). The
+   * default step gives none with `done`.
+   */
   observations: ChatMessage[];
-  /** True when the episode ends with this turn (a final answer). */
+  /**
+   * True when the episode ends with this turn (finish reason "stop"; "length" if the turn ran out
+   * of its token budget). The default step: on a final answer. An environment's own step may end
+   * an episode on any turn (a `submit` call) or go on after a final-looking one (`done: false`).
+   */
   done: boolean;
 }
 
@@ -156,8 +169,12 @@ export interface Environment {
   /** The episode's first messages from a data row. Deterministic. */
   reset(row: EnvRow): ChatMessage[];
   /**
-   * Observations for a parsed turn, or done. Optional: the default (`defaultStep` in step.ts) ends
-   * the episode on `final`, answers `malformed` with its error, and runs each call through its Tool.
+   * Observations for a parsed turn, or done. Called on every policy turn, whatever its kind (a
+   * final answer too), with `history` the conversation so far ending with that turn; `done` ends
+   * the episode, otherwise the next policy turn follows its observations (limits still apply). A
+   * `ToolInfraError` it throws retries the whole step (the config's `toolRetry`); one that persists
+   * ends the episode "tool_failure". Optional: the default (`defaultStep` in step.ts) ends the
+   * episode on `final`, answers `malformed` with its error, and runs each call through its Tool.
    */
   step?(turn: ParsedTurn, history: readonly ChatMessage[], ctx: ToolContext): Promise<StepResult>;
   /** The environment's own task items (built-ins); a user's environment may run on a dataset instead. */

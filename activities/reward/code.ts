@@ -126,6 +126,7 @@ def _hook(event, args):
                 raise PermissionError('sandbox: ' + event + ' outside the sandbox directory is not allowed')
 sys.addaudithook(_hook)
 sys.argv = ['main.py']
+sys.stderr.write('\x1e'); sys.stderr.flush()
 runpy.run_path(os.path.join(_root, 'main.py'), run_name='__main__')
 `;
 
@@ -150,10 +151,21 @@ tls.connect = deny('tls.connect');
 globalThis.fetch = deny('fetch');
 globalThis.WebSocket = undefined;
 syncBuiltinESMExports();
+process.stderr.write('\x1e');
 `;
 
+/**
+ * Written to stderr by each prelude as its last act before the program runs (guards in place),
+ * and taken off again by `runSandboxed`: a result without it never ran the program — the sandbox
+ * or the interpreter did not start. The program cannot fake it, since nothing of it runs before.
+ */
+const STARTED = '\u001e';
+
 export type RunStatus = SandboxStatus;
-export type RunResult = SandboxResult;
+export interface RunResult extends SandboxResult {
+  /** Whether the program itself ran: false when the sandbox or the interpreter failed before it (bubblewrap's own setup, an interpreter that cannot start under the limits). */
+  started: boolean;
+}
 
 export interface SandboxOptions {
   language: CodeLanguage;
@@ -205,8 +217,18 @@ function acceptedLayers(o: SandboxOptions): SandboxLayer[] {
   return o.network === 'require' ? layers.filter((l) => l !== 'process') : layers;
 }
 
-/** Runs `code` once with `stdin` in a fresh sandbox (activities/sandbox/); never throws for the program's own failures. */
+/**
+ * Runs `code` once with `stdin` in a fresh sandbox (activities/sandbox/); never throws for the
+ * program's own failures. Throws when no sandbox can run it at all (no accepted layer, the
+ * interpreter missing, a process that cannot be spawned); `started` says whether the program ran.
+ */
 export async function runSandboxed(code: string, stdin: string, o: SandboxOptions): Promise<RunResult> {
+  const r = await runProgram(code, stdin, o);
+  const started = r.stderr.startsWith(STARTED);
+  return { ...r, started, stderr: started ? r.stderr.slice(STARTED.length) : r.stderr };
+}
+
+async function runProgram(code: string, stdin: string, o: SandboxOptions): Promise<SandboxResult> {
   const layers = acceptedLayers(o);
   if (o.network === 'require' && !layers.some((l) => sandboxHost().layers.includes(l))) {
     throw new Error(

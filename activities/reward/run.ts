@@ -23,6 +23,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { parseConfig, z } from '../common/config.js';
 import { logger } from '../common/log.js';
+import { mapLimit } from '../common/pool.js';
 import type { JsonValue, RewardContext, RewardFn, RewardResult, RewardSample } from './types.js';
 
 export const ErrorPolicySchema = z
@@ -206,18 +207,6 @@ async function withTimeout<T>(
   }
 }
 
-/** Runs `worker` over `n` items with at most `concurrency` in flight. */
-async function pool(n: number, concurrency: number, worker: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(concurrency, n) }, async () => {
-    while (next < n) {
-      const i = next++;
-      await worker(i);
-    }
-  });
-  await Promise.all(lanes);
-}
-
 /**
  * Scores `samples` with `rewardFn` under `policy` (validated with `ErrorPolicySchema`; defaults
  * filled). Returns rows in input order, counts, and the raw results.
@@ -264,9 +253,8 @@ export async function scoreSamples(
   if (rewardFn.scoreBatch) {
     const chunks: [number, number][] = [];
     for (let s = 0; s < samples.length; s += policy.batchSize) chunks.push([s, Math.min(samples.length, s + policy.batchSize)]);
-    await pool(chunks.length, policy.concurrency, async (c) => {
+    await mapLimit(chunks, policy.concurrency, async ([a, b]) => {
       if (parent.aborted) return;
-      const [a, b] = chunks[c]!;
       const batch = samples.slice(a, b);
       try {
         const results = await withTimeout(policy.timeoutMs, parent, (signal) => rewardFn.scoreBatch!(batch, ctxFor(signal)));
@@ -293,7 +281,7 @@ export async function scoreSamples(
       opts.onProgress?.(done, samples.length);
     });
   } else {
-    await pool(samples.length, policy.concurrency, async (i) => {
+    await mapLimit(samples, policy.concurrency, async (_, i) => {
       if (parent.aborted) return;
       try {
         const r = await withTimeout(policy.timeoutMs, parent, (signal) => rewardFn.score!(samples[i]!, ctxFor(signal)));

@@ -6,8 +6,12 @@
  *   turn t, for every live episode together:   ONE batched generation (generateTurn) over
  *     prompt + the episode's completion so far; a turn stops at the format's stop strings, an
  *     end-of-turn (stop) token, or its budget
- *   each episode:  parseTurn → final (done) | calls → tools (each call retried alone) | malformed
+ *   each episode:  parseTurn → final | calls | malformed → the environment's step (by default:
+ *                  final → done, each call through its tool and retried alone, malformed → its
+ *                  error); an environment's own step sees every turn, and its `done` ends the episode
  *                  observation text (renderObservation) tokenised ONCE as an "observation" segment
+ *                  the live episodes' answers run concurrently (`toolConcurrency` at once), so a
+ *                  slow or retrying tool holds up its own episode, not the others' tool calls
  *   limits:        maxTurns → "max_turns", maxTotalTokens → "length", maxSeconds → "max_seconds";
  *                  a tool whose infrastructure fails on every attempt → "tool_failure"
  *   record:        after every turn the state of every episode (onTurn), so a retried activity
@@ -25,6 +29,7 @@
  * replay bitwise bounds its episodes by turns and tokens (maxSeconds only as a safety net); a
  * resumed episode keeps the seconds its recorded turns took.
  */
+import { mapLimit } from '../common/pool.js';
 import type { Generation } from '../model/generate.js';
 import type { ChatRendering } from '../env/format.js';
 import { parseTurn, renderObservation, stopStrings } from '../env/format.js';
@@ -35,6 +40,7 @@ import {
   type Environment,
   type EnvRow,
   type ParsedTurn,
+  type StepResult,
   type ToolCall,
   type ToolContext,
 } from '../env/types.js';
@@ -57,6 +63,9 @@ export interface ToolRetryPolicy {
 }
 
 export const DEFAULT_TOOL_RETRY: ToolRetryPolicy = { maxAttempts: 5, initialBackoffMs: 100, backoffCoefficient: 2, maxBackoffMs: 2000 };
+
+/** Episodes whose tool calls run at once within a turn, by default (`EpisodeOptions.toolConcurrency`). */
+export const DEFAULT_TOOL_CONCURRENCY = 8;
 
 /** One tool call of an episode as rollouts.tool_calls records it (JSON). */
 export interface ToolCallRecord extends ToolCall {
@@ -135,6 +144,13 @@ export interface EpisodeOptions {
   /** One batched generation of every job (policy.ts `generateAll` with the policy's engine); `who` names each job's episode and turn. */
   generate(jobs: readonly SequenceJob[], maxNewTokens: number, who: readonly TurnKey[]): Promise<Generation[]>;
   toolRetry?: ToolRetryPolicy;
+  /**
+   * Most episodes whose tool calls (their environment's step) run at once within a turn (the
+   * environment config's `toolConcurrency`; default `DEFAULT_TOOL_CONCURRENCY`). An episode's own
+   * calls run in order; tools are deterministic given (arguments, context), so the results do not
+   * depend on it, only how long a turn waits on its slowest tools.
+   */
+  toolConcurrency?: number;
   /** The state recorded after the last completed turn of an earlier attempt: the run continues from it. */
   resume?: EpisodesCheckpoint | null;
   /**
@@ -203,19 +219,29 @@ export async function retryTool<T>(
   return { ok: false, error: `${last} (${policy.maxAttempts} attempts)`, attempts: policy.maxAttempts };
 }
 
-/** The observations answering a parsed turn, the calls it made, and why the tools' infrastructure failed for good (or null). */
+/**
+ * The environment's answer to a parsed turn: its observations, the calls it made, whether the
+ * episode is over (`done`), and why the tools' infrastructure failed for good (or null). An
+ * environment's own `step` sees every turn, a final one too, and is retried as one call; without
+ * one (the default step) a final turn is done, a malformed one answered with its error, and each
+ * call of a `calls` turn run and retried alone.
+ */
 async function answerTurn(
   o: EpisodeOptions,
-  parsed: Exclude<ParsedTurn, { kind: 'final' }>,
+  parsed: ParsedTurn,
   history: readonly ChatMessage[],
   base: Omit<ToolContext, 'signal'>,
-): Promise<{ observations: ChatMessage[]; calls: ToolCallRecord[]; failed: string | null }> {
+): Promise<{ observations: ChatMessage[]; calls: ToolCallRecord[]; done: boolean; failed: string | null }> {
   const policy = o.toolRetry ?? DEFAULT_TOOL_RETRY;
   const { env } = o;
   const ctx: ToolContext = { ...base, signal: o.signal ?? new AbortController().signal };
   if (env.step) {
     // the environment answers the turn itself: its step is retried as one call
     const r = await retryTool(() => stepEnvironment(env, parsed, history, ctx), policy, o);
+    if (r.ok && !isStepResult(r.value))
+      throw new Error(
+        `environment ${env.name}: step returned ${JSON.stringify(r.value)}, not { observations: ChatMessage[], done: boolean }`,
+      );
     const calls = (parsed.kind === 'calls' ? parsed.calls : []).map((c, i) => ({
       ...c,
       turn: base.turn,
@@ -223,18 +249,32 @@ async function answerTurn(
       error: r.ok ? null : r.error,
       attempts: r.attempts,
     }));
-    return r.ok ? { observations: r.value.observations, calls, failed: null } : { observations: [], calls, failed: r.error };
+    return r.ok
+      ? { observations: r.value.observations, calls, done: r.value.done, failed: null }
+      : { observations: [], calls, done: false, failed: r.error };
   }
-  if (parsed.kind === 'malformed') return { observations: [errorObservation(parsed.error)], calls: [], failed: null };
+  if (parsed.kind === 'final') return { observations: [], calls: [], done: true, failed: null };
+  if (parsed.kind === 'malformed') return { observations: [errorObservation(parsed.error)], calls: [], done: false, failed: null };
   const observations: ChatMessage[] = [];
   const calls: ToolCallRecord[] = [];
   for (const call of parsed.calls) {
     const r = await retryTool(() => runToolCall(env, call, ctx), policy, o);
     calls.push({ ...call, turn: base.turn, output: r.ok ? r.value : null, error: r.ok ? null : r.error, attempts: r.attempts });
-    if (!r.ok) return { observations, calls, failed: `tool ${call.name}: ${r.error}` };
+    if (!r.ok) return { observations, calls, done: false, failed: `tool ${call.name}: ${r.error}` };
     observations.push({ role: 'tool', name: call.name, content: r.value });
   }
-  return { observations, calls, failed: null };
+  return { observations, calls, done: false, failed: null };
+}
+
+/** A user's `step` result has the shape the loop reads (a module environment is checked at load, its step's results only here). */
+function isStepResult(v: unknown): v is StepResult {
+  if (v === null || typeof v !== 'object') return false;
+  const r = v as Record<string, unknown>;
+  return (
+    typeof r.done === 'boolean' &&
+    Array.isArray(r.observations) &&
+    r.observations.every((m) => m !== null && typeof m === 'object' && typeof (m as ChatMessage).content === 'string')
+  );
 }
 
 function newRecord(start: EpisodeStart): EpisodeRecord {
@@ -336,41 +376,48 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
     });
     const who = live.map((i) => ({ promptId: starts[i]!.promptId, sampleId: starts[i]!.sampleId, turn }));
     const gens = await o.generate(jobs, Math.max(...budgets), who);
-    // each live episode's turn: its tokens as sampled, then the environment's answer
-    for (const [k, i] of live.entries()) {
+    // each live episode's turn: its tokens as sampled, parsed
+    const policyTurns = live.map((i, k) => {
       const e = episodes[i]!;
-      const s = starts[i]!;
-      const gen = gens[k]!;
-      const tokens = gen.tokens.slice(0, budgets[k]);
-      const logprobs = gen.logprobs.slice(0, tokens.length);
-      appendSegment(e, tokens, logprobs, 'policy', turn);
+      const tokens = gens[k]!.tokens.slice(0, budgets[k]);
+      appendSegment(e, tokens, gens[k]!.logprobs.slice(0, tokens.length), 'policy', turn);
       e.turns++;
       const last = tokens[tokens.length - 1];
       const endedOnToken = last !== undefined && stopSet.has(last);
       const text = o.decode(endedOnToken ? tokens.slice(0, -1) : tokens);
       const parsed = parseTurn(env.format, text, env.tools);
-      const history: ChatMessage[] = [...e.messages, { role: 'assistant', content: text }];
-      const outOfTokens = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length <= 0;
-      const cut = !endedOnToken && tokens.length >= budgets[k]! && !stops.some((x) => text.endsWith(x));
-      if (parsed.kind === 'final') {
-        e.messages = history;
-        e.finishReason = cut ? 'length' : 'stop';
-        continue;
-      }
       if (parsed.kind === 'malformed') e.malformedTurns++;
-      const answer = await answerTurn(o, parsed, history, { seed: o.seed, promptId: s.promptId, sampleId: s.sampleId, turn });
+      return {
+        i,
+        parsed,
+        history: [...e.messages, { role: 'assistant', content: text }] as ChatMessage[],
+        endOfTurn: endedOnToken ? o.decode([last]) : '',
+        cut: !endedOnToken && tokens.length >= budgets[k]! && !stops.some((x) => text.endsWith(x)),
+      };
+    });
+    // the environment's answers: the episodes' tool calls run concurrently (a slow or retrying tool
+    // holds up only its own episode's answer), each episode's from its own turn alone; taken in episode order
+    const answers = await mapLimit(policyTurns, o.toolConcurrency ?? DEFAULT_TOOL_CONCURRENCY, ({ i, parsed, history }) =>
+      answerTurn(o, parsed, history, { seed: o.seed, promptId: starts[i]!.promptId, sampleId: starts[i]!.sampleId, turn }),
+    );
+    for (const [k, { i, history, endOfTurn, cut }] of policyTurns.entries()) {
+      const e = episodes[i]!;
+      const s = starts[i]!;
+      const answer = answers[k]!;
+      const outOfTokens = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length <= 0;
       e.toolCalls.push(...answer.calls);
       e.messages = [...history, ...answer.observations];
       if (answer.failed !== null) {
         e.finishReason = 'tool_failure';
         continue;
       }
-      const obsText = renderObservation(env.format, {
-        history,
-        observations: answer.observations,
-        chat: o.chat,
-        endOfTurn: endedOnToken ? o.decode([last]) : '',
-      });
+      // done: no policy turn follows, so observations given with it stay in the conversation and the
+      // calls' records (rewards see them) but are not appended as tokens
+      if (answer.done) {
+        e.finishReason = cut ? 'length' : 'stop';
+        continue;
+      }
+      const obsText = renderObservation(env.format, { history, observations: answer.observations, chat: o.chat, endOfTurn });
       // an observation never takes the episode past its token limit (nor the model past its positions): it is cut there, and the episode ends
       const room = limits.maxTotalTokens - s.promptTokens.length - e.tokens.length;
       const obsIds = outOfTokens ? [] : o.encode(obsText).slice(0, room);

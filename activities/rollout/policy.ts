@@ -267,6 +267,7 @@ export function episodeOptions(
     decode: (ids) => tokenizer.decode([...ids]),
     chat: o.chat,
     toolRetry: run.config.environment?.toolRetry,
+    toolConcurrency: run.config.environment?.toolConcurrency,
     signal: o.signal,
     generate: (jobs, maxNewTokens) =>
       generateAll(

@@ -8,7 +8,8 @@
  * the groupSize samples are scored and each failed one gets a retry from its failure point, an
  * extra row of the group with the same tree fields (parent = the failed sample). With the run's
  * `environment` each row is a multi-turn episode (episode.ts), every completed turn recorded under
- * `episodePartKey` so that a retried shard resumes after the last one and writes the same bytes.
+ * `episodePartKey` so that a retried shard resumes after the last one and writes the same bytes
+ * (the records stay until the step commits: commitStep deletes them).
  */
 import { stage } from '../run/stage.js';
 import type { OnlineDpoPhase, RlPhase, SamplingPhase } from '../run/config.js';

@@ -479,11 +479,12 @@ export const runConfigSchema = z.strictObject({
   data: dataConfigSchema.nullable().default(null),
   /**
    * Multi-turn, tool-using episodes (issue 15; activities/run/environment.ts, activities/env/):
-   * `{ name: calculator | lookup, options, limits, toolRetry }`. Each rollout is then an episode of
-   * the environment — the policy's turns, its tool calls in the environment's format, the tools'
-   * observations appended as loss-mask-0 segments — up to its turn, token and time limits; the
-   * environment's task items are the run's prompts (in place of `task`), its gold trajectories
-   * the sft targets, its trajectory reward the default reward. null (default): single completions.
+   * `{ name: calculator | lookup (or module, export), options, limits, advantage, toolRetry,
+   * toolConcurrency }`. Each rollout is then an episode of the environment — the policy's turns,
+   * its tool calls in the environment's format, the tools' observations appended as loss-mask-0
+   * segments — up to its turn, token and time limits; the environment's task items are the run's
+   * prompts (in place of `task`), its gold trajectories the sft targets, its trajectory reward the
+   * default reward. null (default): single completions.
    */
   environment: environmentConfigSchema.nullable().default(null),
   reward: z

@@ -10,6 +10,7 @@
  *     options: { maxTurns: 3 }    # the built-in's (or your definition's) options (format, limits, difficulty, reward)
  *     limits: { maxTurns: 4 }     # overrides of the environment's limits (any environment)
  *     toolRetry: { maxAttempts: 5 }
+ *     toolConcurrency: 8          # episodes whose tool calls run at once within a turn
  */
 import { z } from '../common/config.js';
 import { environmentByName, environmentNames } from '../env/registry.js';
@@ -17,7 +18,7 @@ import { environmentFromModule, preloadEnvironmentModule } from '../env/module.j
 import { renderObservation } from '../env/format.js';
 import type { EnvRow, Environment } from '../env/types.js';
 import type { Task } from '../tasks/types.js';
-import { DEFAULT_TOOL_RETRY } from '../rollout/episode.js';
+import { DEFAULT_TOOL_CONCURRENCY, DEFAULT_TOOL_RETRY } from '../rollout/episode.js';
 
 const posInt = z.number().int().positive();
 
@@ -76,6 +77,15 @@ export const environmentConfigSchema = z
         maxBackoffMs: z.number().min(0).default(DEFAULT_TOOL_RETRY.maxBackoffMs),
       })
       .prefault({}),
+    /**
+     * Most episodes of a rollout shard whose tool calls run at the same time within a turn (each
+     * episode's own calls run in order). The turn's generation is batched over every live episode;
+     * its tool calls then run concurrently, so one slow or retrying tool holds up its own episode's
+     * answer and not every other episode's. Tools are deterministic given their arguments and
+     * context, so the rollouts are the same bytes whatever the value: raise it for slow remote tools,
+     * lower it for tools that each take a lot of the machine (a code sandbox).
+     */
+    toolConcurrency: posInt.max(1024).default(DEFAULT_TOOL_CONCURRENCY),
   })
   .refine((e) => (e.name === undefined) !== (e.module === undefined), { message: 'give either name (a built-in) or module (your own)' })
   .refine((e) => e.module !== undefined || e.export === undefined, { message: 'export goes with module', path: ['export'] });

@@ -24,7 +24,7 @@
  *       reference_logprobs.{sha16}.arrow           REFERENCE_LOGPROBS_NAME (RL steps whose loss has kl.inReward)
  *       preference_pairs.{sha16}.arrow             PREFERENCE_PAIRS_NAME (online DPO steps, in place of advantages)
  *       metrics.{sha16}.arrow                      METRICS_NAME: the step's one metrics row
- *       episodes-{k:03d}/turn-{t:04d}.json         episodePartKey: rollout shard k's episodes after t completed turns (uncommitted resume points of multi-turn episodes)
+ *       episodes-{k:03d}/turn-{t:04d}.json         episodePartKey: rollout shard k's episodes after t completed turns (uncommitted resume points of multi-turn episodes; deleted once the step commits)
  *     evals/{v:06d}/ (c)                           evalPrefix: the evaluation of checkpoint v
  *       eval.{sha16}.json                          EVAL_NAME
  *   annotations/{jobId}/ (c)                       annotationPrefix: default output prefix P of an offline reward-annotation job
@@ -195,12 +195,21 @@ export function rewardsName(shard: number): string {
 }
 
 /**
+ * `runs/{runId}/steps/{step:06d}/episodes-` — the plain-string prefix of every rollout shard's
+ * `episodePartsPrefix` in a step (what commitStep lists to delete them once the step commits).
+ */
+export function stepEpisodePartsPrefix(runId: string, step: number): string {
+  return `${stepPrefix(runId, step)}/episodes-`;
+}
+
+/**
  * `runs/{runId}/steps/{step:06d}/episodes-{shard:03d}` — the resume points of rollout shard
  * `shard`'s multi-turn episodes (activities/rollout/episode.ts): plain JSON objects, never
- * committed, one per completed turn.
+ * committed, one per completed turn; read by a retried shard until the step commits, then deleted
+ * (activities/checkpoint/commit-step.ts).
  */
 export function episodePartsPrefix(runId: string, step: number, shard: number): string {
-  return `${stepPrefix(runId, step)}/episodes-${folderNumber('a shard', shard, 3)}`;
+  return `${stepEpisodePartsPrefix(runId, step)}${folderNumber('a shard', shard, 3)}`;
 }
 
 /** `…/episodes-{shard:03d}/turn-{turns:04d}.json` — the state of shard `shard`'s episodes after `turns` completed turns. */

@@ -3,7 +3,8 @@
  * the `calculator` environment (tagged tool calls, a char model from scratch) trains SFT on gold
  * trajectories then GRPO on its episodes through the durable run; a rollout worker SIGKILLed
  * mid-episode (after a recorded turn) resumes from the last completed turn, and the run ends with
- * weights bitwise equal to the uninterrupted run's.
+ * weights bitwise equal to the uninterrupted run's. The `lookup` environment trains the same way
+ * (two-hop questions, the `lookup` tool's answers as observations).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,8 +12,17 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { countryTable, lookupFact, RELATIONS } from '../../../activities/env/lookup.js';
 import type { EvalRecord } from '../../../activities/run/types.js';
-import { ADVANTAGES_NAME, EVAL_NAME, METRICS_NAME, evalPrefix, parseShardName, stepPrefix } from '../../../activities/store/keys.js';
+import {
+  ADVANTAGES_NAME,
+  EVAL_NAME,
+  METRICS_NAME,
+  evalPrefix,
+  parseShardName,
+  stepEpisodePartsPrefix,
+  stepPrefix,
+} from '../../../activities/store/keys.js';
 import { readArtifact, readCommitted } from '../../../activities/store/manifest.js';
 import { decodeAdvantages, decodeMetrics, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
 import { startTrainingRun } from '../../../workers/train-client.js';
@@ -37,9 +47,9 @@ const TOTAL = totalSteps(config());
 const servers = trainingServers(storeUri, [storeDir]);
 
 /** Trains the run to the end with one worker process per queue, killed at `crashAt` (once each) and restarted. */
-async function train(crashAt: string[]) {
+async function train(crashAt: string[], runConfig = config) {
   const { result, restarts } = await withCrashingWorkers(servers.t.env, crashAt, async () => {
-    const run = await startTrainingRun(servers.t.client, config());
+    const run = await startTrainingRun(servers.t.client, runConfig());
     const outcome = await run.result();
     assert.equal(outcome.status, 'completed');
     const events = (await servers.t.client.workflow.getHandle(run.runId).fetchHistory()).events ?? [];
@@ -148,4 +158,77 @@ test('a rollout worker SIGKILLed mid-episode resumes from the last completed tur
   assert.equal(retried.length, 2, 'two rollout shards ran a second attempt');
   for (const r of retried) assert.ok(r.resumedTurns! >= 1, `${r.summary}: the retry resumed after ${r.resumedTurns} recorded turn(s)`);
   assert.equal(await weightsSha(servers.store, runId, TOTAL), reference, "the final weights equal the uninterrupted run's");
+});
+
+const LOOKUP_SFT_STEPS = 6;
+const lookupConfig = () =>
+  tinyRunConfig(storeUri, {
+    name: 'episodes-lookup',
+    environment: { name: 'lookup', options: { maxTurns: 3 } },
+    phases: [
+      { kind: 'sft', steps: LOOKUP_SFT_STEPS, updatesPerStep: 10, batchSize: 16, lr: 1e-2 },
+      // a cool temperature: a model this small and this briefly trained spells the relation right mostly at its mode
+      { kind: 'rl', steps: 2, promptsPerStep: 8, groupSize: 4, lr: 1e-3, sampling: { temperature: 0.3 } },
+    ],
+  });
+
+test('lookup trains SFT on gold trajectories then GRPO on its episodes: rollouts hold lookup calls answered from the table, their observations out of the loss, a reward for every episode, episode evaluations', async () => {
+  const total = totalSteps(lookupConfig());
+  const { runId, events } = await train([], lookupConfig);
+  await assertCommittedRun(servers.store, runId, total);
+  const table = countryTable();
+  let calls = 0;
+  let observations = 0;
+  for (let step = LOOKUP_SFT_STEPS; step < total; step++) {
+    const rows = await stepRollouts(runId, step);
+    assert.equal(rows.length, 8 * 4, `step ${step}: 8 prompts × 4 episodes`);
+    for (const r of rows) {
+      const who = `step ${step} ${r.prompt_id}/${r.sample_id}`;
+      assert.ok(r.segment_ends && r.segment_roles && r.loss_mask && r.turns! >= 1 && r.turns! <= 3, `${who} is an episode`);
+      // each call ran the lookup tool: its output is the table's answer, and it is the observation the policy read next
+      for (const c of r.tool_calls!.map(
+        (x) => JSON.parse(x) as { name: string; arguments: { entity: string; relation: string }; output: string },
+      )) {
+        assert.equal(c.name, 'lookup', who);
+        assert.ok((RELATIONS as readonly string[]).includes(c.arguments.relation), who);
+        assert.equal(c.output, lookupFact(table, c.arguments.entity, c.arguments.relation as (typeof RELATIONS)[number]), who);
+        if (r.finish_reason !== 'length') assert.ok(r.completion_text.includes(`<o>${c.output}</o>`), `${who}: ${r.completion_text}`);
+        calls++;
+      }
+      // every observation token is out of the loss (behaviour logprob 0), every policy token in it
+      let start = 0;
+      r.segment_roles!.forEach((role, k) => {
+        const end = r.segment_ends![k]!;
+        for (let t = start; t < end; t++) {
+          assert.equal(r.loss_mask![t], role === 'policy', `${who} token ${t} (${role})`);
+          if (role === 'observation') assert.equal(r.behaviour_logprobs[t], 0, `${who} token ${t}`);
+        }
+        if (role === 'observation') observations++;
+        start = end;
+      });
+    }
+    const prefix = stepPrefix(runId, step);
+    const m = await readCommitted(servers.store, prefix);
+    const rewards = [];
+    for (const e of m!.artifacts.filter((x) => parseShardName(x.name)?.kind === 'rewards'))
+      rewards.push(...decodeRewards(await readArtifact(servers.store, prefix, e.name)));
+    assert.equal(rewards.length, rows.length);
+    for (const w of rewards) assert.ok(w.reward !== null && Number.isFinite(w.reward), `step ${step}: every episode scored`);
+    const parts: string[] = [];
+    for await (const o of servers.store.list(stepEpisodePartsPrefix(runId, step))) parts.push(o.key);
+    assert.deepEqual(parts, [], `step ${step}: its committed step deleted the episodes' resume points`);
+  }
+  assert.ok(calls > 0 && observations > 0, `the policy called the lookup tool (${calls} calls, ${observations} observation segments)`);
+
+  const evalRecord = JSON.parse(
+    new TextDecoder().decode(await readArtifact(servers.store, evalPrefix(runId, total), EVAL_NAME)),
+  ) as EvalRecord;
+  assert.ok(evalRecord.episodes && evalRecord.episodes.turns_mean >= 1, 'the evaluation ran episodes');
+  assert.ok(evalRecord.greedy_accuracy !== null);
+  const rollouts = activityCalls(events).filter((c) => c.type === 'rolloutShard');
+  assert.equal(rollouts.length, 2 * 2, 'two rollout activities per rl step (2 shards), whatever the turns');
+  assert.ok(
+    rollouts.every((c) => /lookup episodes/.test(c.summary)),
+    rollouts[0]?.summary,
+  );
 });

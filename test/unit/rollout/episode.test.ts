@@ -215,6 +215,87 @@ describe('episodes: turns, segments, exact tokens', () => {
   });
 });
 
+describe("episodes: an environment's own step", () => {
+  /** calcEnv with a step of its own: `judge(turn, history)` answers each turn; every call the loop makes is recorded. */
+  function steppedEnv(judge: NonNullable<Environment['step']>) {
+    const seen: { kind: string; text: string; last: string }[] = [];
+    const env = defineEnvironment({
+      ...calcEnv(),
+      step: async (turn, history, ctx) => {
+        seen.push({ kind: turn.kind, text: turn.text, last: history[history.length - 1]!.content });
+        return judge(turn, history, ctx);
+      },
+    });
+    return { env, seen };
+  }
+
+  it('step sees every turn, a final answer too; done: false after a wrong answer appends its observation and the policy answers again', async () => {
+    const { env, seen } = steppedEnv(async (turn, history) => {
+      const answer = /<a>(.*?)<\/a>/.exec(turn.text)?.[1];
+      if (turn.kind === 'final')
+        return answer === '6' ? { observations: [], done: true } : { observations: [{ role: 'tool', content: 'no' }], done: false };
+      return { observations: [{ role: 'tool', content: `seen ${history.length}` }], done: false };
+    });
+    const s = [start('p0', 0, '2*3=')];
+    const [e] = await runEpisodes(s, options(env, scripted({ 'p0/0': ['<a>5</a>$', '<a>6</a>$'] })));
+    assert.deepEqual(
+      seen.map((x) => [x.kind, x.last]),
+      [
+        ['final', '<a>5</a>'],
+        ['final', '<a>6</a>'],
+      ],
+    );
+    assert.equal(e!.turns, 2);
+    assert.equal(e!.finishReason, 'stop');
+    assert.deepEqual(e!.segmentRoles, ['policy', 'observation', 'policy']);
+    assert.deepEqual(e!.observations, ['no']);
+    assert.equal(tok.decode(e!.tokens.slice(e!.segmentEnds[0], e!.segmentEnds[1])), '<o>no</o>');
+  });
+
+  it('done: true on a calls turn ends the episode there ("stop", no observation segment), its output recorded as the call\'s', async () => {
+    const { env, seen } = steppedEnv(async (turn) =>
+      turn.kind === 'calls'
+        ? { observations: [{ role: 'tool', name: 'calc', content: 'submitted' }], done: true }
+        : { observations: [], done: false },
+    );
+    const s = [start('p0', 0, '2*3='), start('p1', 0, '2*3=')];
+    const gen = scripted({ 'p0/0': ['<c>2*3</c>', '<a>6</a>$'], 'p1/0': ['<a>6</a>$', '<c>2*3</c>'] });
+    const out = await runEpisodes(s, options(env, gen));
+    assert.equal(out[0]!.finishReason, 'stop');
+    assert.equal(out[0]!.turns, 1, 'no turn after done');
+    assert.deepEqual(out[0]!.segmentRoles, ['policy']);
+    assert.deepEqual(out[0]!.observations, []);
+    assert.equal(out[0]!.toolCalls[0]!.output, 'submitted');
+    assert.deepEqual(out[0]!.messages.slice(-2), [
+      { role: 'assistant', content: '<c>2*3</c>' },
+      { role: 'tool', name: 'calc', content: 'submitted' },
+    ]);
+    // the other episode's final answer is not done for this environment: it goes on to its call
+    assert.equal(out[1]!.turns, 2);
+    assert.equal(out[1]!.finishReason, 'stop');
+    assert.deepEqual(gen.calls, [2, 1]);
+    assert.deepEqual(
+      seen.map((x) => x.kind),
+      ['calls', 'final', 'calls'],
+    );
+  });
+
+  it('a step that never says done runs to maxTurns; one returning a bad shape is refused naming the environment', async () => {
+    const { env } = steppedEnv(async () => ({ observations: [], done: false }));
+    const [e] = await runEpisodes(
+      [start('p0', 0, '2*3=')],
+      options(env, scripted({ 'p0/0': ['<a>6</a>$', '<a>6</a>$', '<a>6</a>$', '<a>6</a>$'] })),
+    );
+    assert.equal(e!.finishReason, 'max_turns');
+    assert.equal(e!.turns, 4);
+    const bad = steppedEnv(async () => ({ observations: 'no' }) as never).env;
+    await assert.rejects(
+      runEpisodes([start('p0', 0, '2*3=')], options(bad, scripted({ 'p0/0': ['<a>6</a>$'] }))),
+      /environment calc-test: step returned \{"observations":"no"\}, not \{ observations: ChatMessage\[\], done: boolean \}/,
+    );
+  });
+});
+
 describe('episodes: tools fail, retried alone', () => {
   it('a tool that fails 3 times then succeeds costs retries of that call only: attempts 4, the episode ends "stop", 2 generate calls (no turn generated again)', async () => {
     let runs = 0;
@@ -280,6 +361,73 @@ describe('episodes: tools fail, retried alone', () => {
     const [e] = await runEpisodes(s, options(env, scripted({ 'p0/0': ['<c>2*3</c>', '<a>6</a>$'] })));
     assert.equal(runs, 1);
     assert.deepEqual(e!.observations, ['error: bad expression']);
+  });
+});
+
+describe("episodes: the episodes' tool calls run concurrently", () => {
+  /** A calc tool that waits (longer for earlier episodes, so calls finish in reverse order) and counts the calls in flight. */
+  function slowCalc() {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const finished: string[] = [];
+    const env = calcEnv({
+      run: async (args, ctx) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise((r) => setTimeout(r, 5 * (8 - Number(ctx.promptId.slice(1)))));
+        inFlight--;
+        finished.push(ctx.promptId);
+        const [a, b] = String(args.expression).split('*').map(Number);
+        return String(a! * b!);
+      },
+    });
+    return { env, finished, max: () => maxInFlight };
+  }
+  const N = 6;
+  const starts = () => Array.from({ length: N }, (_, p) => start(`p${p}`, 0, `${p + 2}*3=`));
+  const scripts = () =>
+    Object.fromEntries(Array.from({ length: N }, (_, p) => [`p${p}/0`, [`<c>${p + 2}*3</c>`, `<a>${(p + 2) * 3}</a>$`]]));
+
+  it('6 episodes calling a slow tool in the same turn: all 6 calls in flight at once by default (toolConcurrency 8), 2 with toolConcurrency 2, and the episodes equal the one-at-a-time run', async () => {
+    const all = slowCalc();
+    const together = await runEpisodes(starts(), options(all.env, scripted(scripts())));
+    assert.equal(all.max(), N, "every episode's call overlaps the others");
+    assert.notDeepEqual(all.finished, [...all.finished].sort(), 'the calls finished out of episode order');
+
+    const two = slowCalc();
+    const bounded = await runEpisodes(starts(), options(two.env, scripted(scripts()), { toolConcurrency: 2 }));
+    assert.equal(two.max(), 2);
+
+    const one = slowCalc();
+    const sequential = await runEpisodes(starts(), options(one.env, scripted(scripts()), { toolConcurrency: 1 }));
+    assert.equal(one.max(), 1);
+    assert.deepEqual(one.finished, ['p0', 'p1', 'p2', 'p3', 'p4', 'p5']);
+    const strip = (out: typeof together) => out.map((e) => ({ ...e, seconds: 0 }));
+    assert.deepEqual(strip(together), strip(sequential));
+    assert.deepEqual(strip(bounded), strip(sequential));
+    assert.deepEqual(
+      together.map((e) => e.observations[0]),
+      ['6', '9', '12', '15', '18', '21'],
+    );
+  });
+
+  it("a tool retrying its infrastructure failures holds up only its own episode: the others' calls run meanwhile", async () => {
+    const order: string[] = [];
+    let p0Runs = 0;
+    const env = calcEnv({
+      run: async (args, ctx) => {
+        order.push(`${ctx.promptId} starts`);
+        if (ctx.promptId === 'p0' && ++p0Runs < 3) throw new ToolInfraError('busy');
+        return String(args.expression);
+      },
+    });
+    const s = [start('p0', 0, '2*3='), start('p1', 0, '2*3='), start('p2', 0, '2*3=')];
+    const gen = scripted({ 'p0/0': ['<c>2*3</c>', '<a>6</a>$'], 'p1/0': ['<c>2*3</c>', '<a>6</a>$'], 'p2/0': ['<c>2*3</c>', '<a>6</a>$'] });
+    const waits: string[] = [];
+    const out = await runEpisodes(s, options(env, gen, { sleep: async (ms) => void waits.push(`${ms}`) }));
+    assert.deepEqual(order.slice(0, 3), ['p0 starts', 'p1 starts', 'p2 starts'], "p1 and p2 did not wait for p0's retries");
+    assert.equal(out[0]!.toolCalls[0]!.attempts, 3);
+    assert.ok(out.every((e) => e.finishReason === 'stop'));
   });
 });
 

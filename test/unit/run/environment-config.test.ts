@@ -35,6 +35,15 @@ describe('run config: environment', () => {
     });
   });
 
+  it("toolConcurrency: 8 episodes' tool calls at once by default, as given otherwise; 0 is refused naming the field", () => {
+    assert.equal(parseRunConfig(base()).environment!.toolConcurrency, 8);
+    assert.equal(parseRunConfig(base({ environment: { name: 'calculator', toolConcurrency: 2 } })).environment!.toolConcurrency, 2);
+    assert.throws(
+      () => parseRunConfig(base({ environment: { name: 'calculator', toolConcurrency: 0 } })),
+      (e: unknown) => e instanceof ConfigError && /environment\.toolConcurrency/.test(e.message),
+    );
+  });
+
   it("the resolved run's prompts, alphabet and reward are the environment's; limits override its own (maxTurns 2, maxTotalTokens 64); the model has room for an episode", () => {
     const run = resolveRun(parseRunConfig(base({ environment: { name: 'calculator', limits: { maxTurns: 2, maxTotalTokens: 64 } } })));
     assert.equal(run.environment!.name, 'calculator');

@@ -17,7 +17,9 @@ import { rolloutShard } from '../../../activities/rollout/rollout-shard.js';
 import { evaluate } from '../../../activities/rollout/evaluate.js';
 import type { RunConfigInput } from '../../../activities/run/config.js';
 import { episodePartKey, episodePartsPrefix, stepPrefix } from '../../../activities/store/keys.js';
-import { readEntry } from '../../../activities/store/manifest.js';
+import { artifactKey, readEntry, readManifest } from '../../../activities/store/manifest.js';
+import { commitStep } from '../../../activities/checkpoint/commit-step.js';
+import { emptyMetrics } from '../../../workflows/step-metrics.js';
 import { decodeAdvantages, decodeRewards, decodeRollouts, type RolloutsRow } from '../../../activities/store/schemas.js';
 
 const RUN = 'episode-run';
@@ -163,6 +165,57 @@ describe('episodes through the activities (environment: calculator)', () => {
       advantages: adv.advantages,
     });
     assert.equal(learned.sequences, advRows.filter((a) => a.loss_mask!.some(Boolean)).length);
+  });
+
+  it('the resume points stay until the step commits (a retry before then resumes from them), then are deleted, and nothing the manifest lists with them', async () => {
+    const prefix = stepPrefix(RUN, 0);
+    const parts = async () => {
+      const keys: string[] = [];
+      for await (const o of f.store.list(`${episodePartsPrefix(RUN, 0, 0)}/`)) keys.push(o.key);
+      return keys;
+    };
+    for (const k of await parts()) await f.store.delete(k);
+    const r = await rolloutShard(shardInput(f));
+    assert.equal(r.rollouts.sha256, sha);
+    const turns = Math.max(...rows.map((x) => x.turns!));
+    assert.equal((await parts()).length, turns, 'written, not committed: every turn is still recorded');
+    assert.equal((await rolloutShard(shardInput(f))).resumedTurns, turns, 'a retry before the commit resumes after the last turn');
+    const w = await rewardShard({ storeUri: f.storeUri, runId: RUN, step: 0, shard: 0, shards: 1, rollouts: r.rollouts });
+    const ref = { storeUri: f.storeUri, runId: RUN, step: 0, phaseIndex: 0 };
+    const adv = await computeStepAdvantages({ ...ref, rollouts: [r.rollouts], rewards: [w.rewards] });
+    const learned = await learnerUpdate({
+      ...ref,
+      phase: 'rl',
+      lr: 1e-3,
+      referenceVersion: null,
+      promptOffset: 0,
+      batchSize: P,
+      rollouts: [r.rollouts],
+      advantages: adv.advantages,
+    });
+    const input = {
+      storeUri: f.storeUri,
+      runId: RUN,
+      step: 0,
+      phase: 'rl' as const,
+      checkpoint: learned.checkpoint,
+      artifacts: [r.rollouts, w.rewards, adv.advantages],
+      metrics: emptyMetrics(),
+    };
+    // a part left by a crash between the commit and the deletion is deleted by the retried commit
+    const straggler = episodePartKey(RUN, 0, 0, 1);
+    const straggling = await f.store.get(straggler);
+    assert.equal((await commitStep(input)).created, true);
+    assert.deepEqual(await parts(), [], 'no resume point of the committed step is left');
+    await f.store.put(straggler, straggling);
+    assert.equal((await commitStep(input)).created, false);
+    assert.deepEqual(await parts(), []);
+    // every artifact the manifest lists is still there, and the shard now returns the committed one
+    const manifest = (await readManifest(f.store, prefix))!;
+    for (const e of manifest.artifacts) assert.ok(await f.store.head(artifactKey(prefix, e)), `${e.name} is kept`);
+    const again = await rolloutShard(shardInput(f));
+    assert.equal(again.rollouts.sha256, sha);
+    assert.equal(decodeRollouts(await readEntry(f.store, prefix, again.rollouts)).length, P * G);
   });
 
   it('the evaluation runs greedy episodes: accuracy from their final answers, and per episode the turns, tool calls and finish reasons', async () => {

@@ -27,6 +27,7 @@ import {
   rolloutsName,
   episodePartKey,
   episodePartsPrefix,
+  stepEpisodePartsPrefix,
   runFolder,
   runPrefix,
   runRecordKey,
@@ -116,6 +117,11 @@ describe('keys', () => {
     assert.equal(episodePartKey('r', 3, 1, 2), 'runs/r/steps/000003/episodes-001/turn-0002.json');
     assert.equal(episodePartKey('r', 3, 1234, 12345), 'runs/r/steps/000003/episodes-1234/turn-12345.json');
     assert.throws(() => episodePartKey('r', 3, 1, -1), /a turn count must be a non-negative integer/);
+    // the step's prefix of them all (what the commit lists to delete them) holds every shard's, and no artifact of the step
+    assert.equal(stepEpisodePartsPrefix('r', 3), 'runs/r/steps/000003/episodes-');
+    assert.ok(episodePartKey('r', 3, 1234, 1).startsWith(stepEpisodePartsPrefix('r', 3)));
+    for (const name of [rolloutsName(0), rewardsName(0), METRICS_NAME, ADVANTAGES_NAME])
+      assert.ok(!`${stepPrefix('r', 3)}/${name}`.startsWith(stepEpisodePartsPrefix('r', 3)), name);
   });
 
   it('lays out an annotation job', () => {

@@ -2,7 +2,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runPrefix } from '../../../activities/store/keys.js';
-import { fmt, renderRunDetails, renderStaticDetails, sparkline, type RunDetails } from '../../../workflows/run-details.js';
+import { parseRunConfig } from '../../../activities/run/config.js';
+import {
+  environmentLabel,
+  fmt,
+  renderRunDetails,
+  renderStaticDetails,
+  rolloutSummary,
+  sparkline,
+  type RunDetails,
+} from '../../../workflows/run-details.js';
 
 const snapshot = (o: Partial<RunDetails> = {}): RunDetails => ({
   runId: 'tiny-1',
@@ -151,4 +160,24 @@ test('static details: phases sft ×2 → rl ×3 (5 steps), task, seed, model, re
     `- **store:** \`file:///data\` · run data under \`${runPrefix('tiny-1')}/\``,
     '- its state: `durable-rl status tiny-1` · its results: `durable-rl report tiny-1`',
   ]);
+});
+
+test("a rollout shard's summary names its episodes: a built-in by name, a module environment by its file and export (never 'undefined')", () => {
+  const shard = { step: 3, shard: 0, of: 2, promptCount: 8, groupSize: 4, policyVersion: 3 };
+  // the environment as a run config holds it: a module's path made absolute against the config file
+  const own = parseRunConfig({ environment: { module: './envs/my-env.ts', export: 'searchEnv' } }, 'run config', {
+    baseDir: '/home/me/project',
+  }).environment!;
+  assert.equal(own.module, '/home/me/project/envs/my-env.ts');
+  assert.equal(
+    rolloutSummary({ ...shard, environment: own }),
+    'rollout · step 3 · shard 1/2 · 8 prompts × 4 my-env.ts#searchEnv episodes (heartbeats: turn, live episodes)',
+  );
+  assert.equal(environmentLabel({ module: '/home/me/project/envs/my-env.ts' }), 'my-env.ts', 'the default export: the file alone');
+  assert.equal(environmentLabel({ module: 'C:\\envs\\my-env.ts', export: 'default' }), 'my-env.ts');
+  assert.equal(
+    rolloutSummary({ ...shard, environment: { name: 'calculator' }, policyVersion: 2 }),
+    'rollout · step 3 · shard 1/2 · 8 prompts × 4 calculator episodes (heartbeats: turn, live episodes) · checkpoint 2',
+  );
+  assert.equal(rolloutSummary({ ...shard, environment: null }), 'rollout · step 3 · shard 1/2 · 8 prompts × 4');
 });
