@@ -337,15 +337,24 @@ export const codeExecution = defineReward({
       let passed = 0;
       let timeouts = 0;
       let runs = 0;
+      // the sandbox, not the program, failed: an error for the run's error policy, never a score of 0
+      const run = async (code: string, stdin: string) => {
+        const r = await runSandboxed(code, stdin, sandbox);
+        if (!r.started)
+          throw new Error(
+            `code_execution: the sandbox could not start the ${language} program of ${where} (${r.stderr.trim().split('\n')[0] || r.status}); check the interpreter and memoryMb`,
+          );
+        return r;
+      };
       for (const t of tests) {
-        const r = await runSandboxed(prog.code, t.input, sandbox);
+        const r = await run(prog.code, t.input);
         runs++;
         if (r.status === 'timeout') timeouts++;
         if (r.status === 'ok' && (t.output === undefined || outputsMatch(r.stdout, t.output, o.outputMatch))) passed++;
         if (ctx.signal.aborted) break;
       }
       if (testCode !== undefined && !ctx.signal.aborted) {
-        const r = await runSandboxed(`${prog.code}\n\n${testCode}\n`, '', sandbox);
+        const r = await run(`${prog.code}\n\n${testCode}\n`, '');
         runs++;
         if (r.status === 'timeout') timeouts++;
         if (r.status === 'ok') passed++;

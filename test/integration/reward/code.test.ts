@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
-import { existsSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultRegistry } from '../../../activities/reward/registry.js';
@@ -207,4 +207,28 @@ test('network: "require" runs in a network namespace where the host allows one (
   } else {
     await assert.rejects(() => runSandboxed('print(1)', '', opts), /network isolation is required but neither bubblewrap nor `unshare/);
   }
+});
+
+test('a sandbox that cannot start the program is an error for the error policy, never a score of 0', async () => {
+  // an interpreter that answers the sandbox's probe but dies before the program's prelude runs
+  const dir = mkdtempSync(join(tmpdir(), 'fake-python-'));
+  const fake = join(dir, 'python3');
+  writeFileSync(
+    fake,
+    `#!/bin/sh\nif [ "$1" = "-c" ]; then echo ${fake}; echo ${dir}; echo ${dir}; exit 0; fi\necho "fake interpreter: cannot start" >&2\nexit 1\n`,
+  );
+  chmodSync(fake, 0o755);
+  try {
+    await assert.rejects(
+      () => score('```python\nprint(4)\n```', { tests: [{ input: '2\n', output: '4\n' }] }, { pythonCommand: fake, sandbox: 'fallback' }),
+      /^Error: code_execution: the sandbox could not start the python program of prompt p \(fake interpreter: cannot start\); check the interpreter and memoryMb$/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(
+    (await score('```python\nprint(int(input()) * 2)\n```', doubling)).reward,
+    1,
+    'the same program runs with the real interpreter',
+  );
 });
