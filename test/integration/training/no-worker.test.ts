@@ -1,7 +1,7 @@
 /**
  * Operators' signals (issue 14 §8) on real servers: a run whose learner queue no worker polls says
- * so in its current details and its progress (workflows/queue-watch.ts), long before any timeout
- * of the call, and the line goes away once a learner worker takes the call; the run then completes.
+ * so in its current details and its progress (workflows/queue-watch.ts) within a minute of the
+ * call being scheduled, long before any timeout of the call, and the line goes away once a learner worker takes the call; the run then completes.
  * Needs servers no other process's learner workers poll (DURABLE_RL_STATE_DIR).
  */
 import { test } from 'node:test';
@@ -16,10 +16,11 @@ import { totalSteps } from '../../../workflows/run-plan.js';
 import { TASK_QUEUES } from '../../../workflows/task-queues.js';
 import { currentDetails, startWorkers, testTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, tinyRunConfig, waitFor } from '../../support/training.js';
+import { activityCalls } from '../../support/history.js';
 
 const detailsOf = currentDetails;
 
-test('no learner worker: the details and progress name durable-rl.learner as unpolled while init waits, not blocked; the line goes once a learner worker takes the call', async () => {
+test('no learner worker: the details and progress name durable-rl.learner as unpolled within a minute of the call while init waits, not blocked; the line goes once a learner worker takes the call', async () => {
   const t = await testTemporal();
   const others = await startWorkers(t, ['control', 'rollout', 'reward']);
   let learner: { stop(): Promise<void> } | undefined;
@@ -29,16 +30,23 @@ test('no learner worker: the details and progress name durable-rl.learner as unp
     // The default timeouts: init's call would only time out after minutes.
     const config = tinyRunConfig(pathToFileURL(storeDir).href);
     const run = await startTrainingRun(t.client, config);
-    const t0 = Date.now();
     const p = await waitFor(
       'the learner queue shown unpolled',
       async () => {
         const q = await runProgress(t.client, run.runId);
         return q?.unpolled?.length ? q : undefined;
       },
-      240_000,
+      120_000,
     );
-    process.stderr.write(`no-worker: shown ${((Date.now() - t0) / 1000).toFixed(0)} s after the start\n`);
+    const shownAt = Date.now();
+    // "within a minute" (issue 14 §8), from the call's ActivityTaskScheduled event (same clock: the
+    // server runs on this machine) to the first answer that names the queue; the design's is ~30 s
+    const events = (await t.client.workflow.getHandle(run.runId).fetchHistory()).events ?? [];
+    const init = activityCalls(events).find((c) => c.type === 'initRun');
+    assert.ok(init, 'initRun was scheduled');
+    const seconds = (shownAt - init.scheduledAt) / 1000;
+    process.stderr.write(`no-worker: shown ${seconds.toFixed(1)} s after initRun was scheduled\n`);
+    assert.ok(seconds <= 60, `the unpolled learner queue showed ${seconds.toFixed(1)} s after the call was scheduled, over a minute`);
     assert.equal(p.status, 'starting', 'waiting on a queue is not blocked');
     assert.equal(p.stage, 'init');
     assert.deepEqual(
