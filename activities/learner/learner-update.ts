@@ -69,6 +69,11 @@
  * computing. Deterministic: the same checkpoint, batch and seed give bitwise the same
  * model.safetensors (fixed intra-op threads; the only randomness, the mini-batch order, is a pure
  * function of the seed, step and epoch).
+ *
+ * Finite weights only: a checkpoint loaded from the store, and the state the step's updates
+ * produced, are scanned for NaN and ±Infinity (parameters and AdamW moments); one found fails the
+ * activity non-retryably (`NonFiniteWeights`, naming the tensor and the step), so the run shows
+ * blocked (needs-user) instead of training on, and never commits such a checkpoint.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { logger } from '../common/log.js';
@@ -86,7 +91,7 @@ import { crashPoint } from '../run/faults.js';
 import { loadRun, type ResolvedRun } from '../run/resolve.js';
 import type { LearnerInput, LearnerResult } from '../run/types.js';
 import { encodeGoldEpisode } from '../run/gold-episode.js';
-import { loadReferenceWeights, loadTrainState, writeCheckpoint } from '../checkpoint/checkpoint.js';
+import { firstNonFinite, loadReferenceWeights, loadTrainState, writeCheckpoint } from '../checkpoint/checkpoint.js';
 import { CounterRng } from '../common/rng.js';
 import { buildLoss, type ClippedSurrogateOptions } from './index.js';
 import type { LossBuilder } from '../model/losses.js';
@@ -130,6 +135,29 @@ const shasOf = (entries: readonly ManifestEntry[]) =>
     .map((e) => `${e.name}:${e.sha256}`)
     .sort()
     .join(' ');
+
+/** The failure type of a learner that found weights or moments holding NaN or ±Infinity (non-retryable: the same input gives the same values). */
+export const NON_FINITE_FAILURE_TYPE = 'NonFiniteWeights';
+
+/**
+ * Refuses a train state holding a value that is not finite: `loaded` a checkpoint the step would
+ * start from, else the state the step's updates produced (checked before checkpoint step + 1 is
+ * written, so it is never committed). The engine already skips an update whose gradient is not
+ * finite (`skipped`); this catches what that cannot: a checkpoint stored with NaN, or an update
+ * that overflows (a learning rate far too large). Non-retryable: the run shows blocked, waiting for
+ * `stop` (a retry trains the same update again).
+ */
+function assertFiniteState(state: TrainState, step: number, loaded: boolean): void {
+  const bad = firstNonFinite(state, { trainedOnly: !loaded });
+  if (!bad) return;
+  const where = `${bad.tensor} (${bad.count} non-finite value${bad.count === 1 ? '' : 's'}, ${bad.value} at index ${bad.index})`;
+  throw ApplicationFailure.nonRetryable(
+    loaded
+      ? `learnerUpdate step ${step}: checkpoint ${step} holds ${where}; no step can train from it: stop the run and resume-from an earlier checkpoint (durable-rl resume-from <run> --step N)`
+      : `learnerUpdate step ${step}: the update made ${where}; checkpoint ${step + 1} is not written: stop the run and train again with a lower lr (or optimizer.maxGradNorm), from checkpoint ${step} or earlier`,
+    NON_FINITE_FAILURE_TYPE,
+  );
+}
 
 // ── batches ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -470,7 +498,10 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     }
     let state: TrainState;
     if (cached.last && cached.last.version === step && cached.last.shas === shasOf(from.artifacts)) state = cached.last.state;
-    else state = await loadTrainState(store, runId, step);
+    else {
+      state = await loadTrainState(store, runId, step);
+      assertFiniteState(state, step, true);
+    }
 
     /** The end of a step that trains on pairs (dpo, online_dpo, reward_model): write checkpoint step + 1 and report. */
     const writePairUpdate = async (r: {
@@ -481,6 +512,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       microBatches: number;
     }): Promise<LearnerResult> => {
       crashPoint('learner', step);
+      assertFiniteState(r.state, step, false);
       progress({ phase: 'write', checkpoint: step + 1 });
       const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
       cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
@@ -726,6 +758,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       }
     }
     crashPoint('learner', step);
+    assertFiniteState(newState, step, false);
 
     progress({ phase: 'write', checkpoint: step + 1 });
     const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);

@@ -1,7 +1,7 @@
 /**
  * Which task queues a run waits on while no worker polls them: the local activity behind the
  * "no worker" lines of a run's current details (workflows/training-run.ts runs it on the control
- * worker, every 30 s while one of its calls has waited 30 s or more).
+ * worker, for each queue once one of its calls has waited 30 s, then every 30 s while calls wait on it).
  *
  * A queue counts as unpolled when none of the run's calls on it is running (the run's pending
  * activities, DescribeWorkflowExecution) and the server has seen no poller on it within

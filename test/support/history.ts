@@ -2,8 +2,10 @@
  * What a workflow's history says about its activity calls, for tests that check who ran what:
  * one record per call (scheduled event), with the attempt that closed it, the worker identity that
  * ran that attempt, and how it closed. Temporal records a call's started event only for its last
- * attempt, so `attempt - 1` is the number of attempts that failed before it (retries).
+ * attempt, so `attempt - 1` is the number of attempts that failed before it (retries). And the
+ * history as a replay fixture (`recordFixture`, test/unit/replay.test.ts).
  */
+import { writeFileSync } from 'node:fs';
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 
@@ -88,4 +90,27 @@ export function activityCalls(events: readonly HistoryEvent[]): ActivityCall[] {
 /** The history's signals and Updates: what a user (or a script) sent the run. */
 export function userActions(events: readonly HistoryEvent[]): number {
   return events.filter((e) => e.workflowExecutionSignaledEventAttributes || e.workflowExecutionUpdateAcceptedEventAttributes).length;
+}
+
+/**
+ * With DURABLE_RL_RECORD_FIXTURES=1: the execution's history written as the replay fixture
+ * test/fixtures/histories/`name`.json (replayed by test/unit/replay.test.ts); otherwise nothing.
+ */
+export async function recordFixture(handle: WorkflowHandle, name: string): Promise<void> {
+  if (process.env.DURABLE_RL_RECORD_FIXTURES !== '1') return;
+  const history = await handle.fetchHistory();
+  writeFileSync(new URL(`../fixtures/histories/${name}.json`, import.meta.url), JSON.stringify(history));
+}
+
+/**
+ * The text of every payload the history's markers carry: patch ids (`queue-watch`, …) and local
+ * activity results (`unpolledQueues`' answer names the queues), for tests that check what a
+ * history holds.
+ */
+export function markerTexts(events: readonly HistoryEvent[]): string[] {
+  return events.flatMap((e) =>
+    Object.values(e.markerRecordedEventAttributes?.details ?? {}).flatMap((p) =>
+      (p.payloads ?? []).map((x) => Buffer.from(x.data ?? new Uint8Array()).toString('utf8')),
+    ),
+  );
 }

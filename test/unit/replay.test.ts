@@ -17,7 +17,13 @@
  * recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/controls`. training-run-off-policy
  * (the middle execution of a `rollout.offPolicySteps: 1` run: the `off-policy-steps` patch, a step
  * rolled out ahead carried in and the next carried out) is recorded by
- * `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/off-policy`.
+ * `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/off-policy`. training-run-v4-queue-watch (the
+ * default path of today's trainingRun: the `queue-watch` and `queue-watch-due` patches, the
+ * `unpolledQueues` checks on their timers with one finding the learner queue unpolled, pause and
+ * resume Updates, 3 shards a step, evaluations) and training-run-v4-queued-not-blocked (shard calls
+ * timed out waiting behind a busy rollout worker, scheduled again: the `queued-not-blocked` patch)
+ * are recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/no-worker training/queued-not-blocked`
+ * (on servers of their own: DURABLE_RL_STATE_DIR).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +31,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Worker } from '@temporalio/worker';
 import proto from '@temporalio/proto';
 import { workflowsPath } from '../../workers/worker.js';
+import { activityCalls, markerTexts } from '../support/history.js';
 
 // Fixtures are a History message as JSON (what `JSON.stringify(await handle.fetchHistory())` writes).
 const historyFromJSON = (json: unknown) => proto.temporal.api.history.v1.History.fromObject(json as Record<string, unknown>);
@@ -165,4 +172,51 @@ test('training-run-off-policy (rollout.offPolicySteps 1) holds the off-policy-st
     [carried.nextStep + 1, next.nextStep],
     'rolls out the steps after its first, never the carried one',
   );
+});
+
+/** A fixture as the SDK's History message (what the replayer takes), for the helpers of support/history.ts. */
+const protoEvents = (f: string) => historyFromJSON(JSON.parse(readFileSync(new URL(f, dir), 'utf8'))).events ?? [];
+
+test("training-run-v4-queue-watch holds today's default path: the queue-watch patches, unpolledQueues checks on their timers (one finding the learner queue unpolled), pause and resume Updates, 3 shards a step, evaluations, and completes", () => {
+  const evs = protoEvents('training-run-v4-queue-watch.json');
+  const markers = markerTexts(evs);
+  for (const patch of ['queue-watch', 'queue-watch-due'])
+    assert.ok(
+      markers.some((m) => m.includes(`"id":"${patch}"`)),
+      `the ${patch} patch`,
+    );
+  const checks = markers.filter((m) => m.includes('"activity_type":"unpolledQueues"'));
+  assert.ok(checks.length >= 1, 'unpolledQueues local activities');
+  assert.ok(
+    markers.some((m) => m.startsWith('[{"taskQueue":"durable-rl.learner"')),
+    'a check that found the learner queue unpolled (the details\' "### No worker" line)',
+  );
+  assert.ok(evs.filter((e) => e.timerFiredEventAttributes).length >= checks.length, 'a timer before each check');
+  assert.deepEqual(updates(events('training-run-v4-queue-watch.json')), ['pause', 'resume']);
+  const calls = activityCalls(evs);
+  assert.ok(
+    calls.some((c) => c.type === 'rolloutShard' && c.summary.includes('shard 3/3')),
+    'a third shard of three',
+  );
+  assert.ok(calls.filter((c) => c.type === 'evaluate').length >= 2, 'evaluations');
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes, 'the run completes');
+});
+
+test('training-run-v4-queued-not-blocked holds the queued-not-blocked patch: shard calls that timed out waiting in their queue, scheduled again, every shard completed once, and the run completes', () => {
+  const evs = protoEvents('training-run-v4-queued-not-blocked.json');
+  const markers = markerTexts(evs);
+  for (const patch of ['queue-watch', 'queue-watch-due', 'queued-not-blocked'])
+    assert.ok(
+      markers.some((m) => m.includes(`"id":"${patch}"`)),
+      `the ${patch} patch`,
+    );
+  const shards = activityCalls(evs).filter((c) => c.type === 'rolloutShard');
+  assert.ok(
+    shards.some((c) => c.outcome === 'timed-out'),
+    'a shard call that timed out waiting',
+  );
+  const completed = shards.filter((c) => c.outcome === 'completed').map((c) => c.summary);
+  assert.equal(new Set(completed).size, completed.length, 'each shard completed once');
+  assert.ok(completed.length >= 4, 'four shards');
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes, 'the run completes');
 });

@@ -8,16 +8,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { WorkflowHandle } from '@temporalio/client';
 import { openStore } from '../../../activities/store/open.js';
 import { committedSteps } from '../../../activities/store/manifest.js';
 import { pauseRun, resumeFromRun, resumeRun, retryRun, runProgress, startTrainingRun, stopRun } from '../../../workers/train-client.js';
 import { pauseSignal, resumeSignal, stopSignal } from '../../../workflows/training-run.js';
 import { currentDetails, runStatusAttribute, temporalWithWorkers } from '../../support/temporal.js';
+import { recordFixture } from '../../support/history.js';
 import { assertCommittedRun, tinyRunConfig, waitFor } from '../../support/training.js';
 
 const temporal = temporalWithWorkers(['control', 'rollout', 'reward', 'learner']);
@@ -25,13 +25,6 @@ const storeUri = pathToFileURL(mkdtempSync(join(tmpdir(), 'training-controls-'))
 
 const statusOf = runStatusAttribute;
 const detailsOf = currentDetails;
-
-/** With DURABLE_RL_RECORD_FIXTURES=1: the run's (single execution) history as a replay fixture. */
-async function record(handle: WorkflowHandle, name: string): Promise<void> {
-  if (process.env.DURABLE_RL_RECORD_FIXTURES !== '1') return;
-  const history = await handle.fetchHistory();
-  writeFileSync(new URL(`../../fixtures/histories/${name}.json`, import.meta.url), JSON.stringify(history));
-}
 
 test('pause, resume and stop as Updates answer the step they take effect at and the run does so; invalid ones are refused with the reason', async () => {
   const { client } = temporal();
@@ -87,7 +80,7 @@ test('pause, resume and stop as Updates answer the step they take effect at and 
       result.evals.some((e) => e.policyVersion === 2),
       'the every-2-steps evaluation ran',
     );
-    await record(run.handle, 'training-run-v3-controls');
+    await recordFixture(run.handle, 'training-run-v3-controls');
   } finally {
     await store.close();
   }
@@ -160,7 +153,7 @@ test('a reward that fails every sample under onError fail blocks the run (not fa
     assert.deepEqual([result.status, result.steps], ['stopped', 1]);
     assert.deepEqual(await committedSteps(store, run.runId), [0]);
     assert.equal(await statusOf(client, run.runId), 'stopped');
-    await record(run.handle, 'training-run-v3-blocked');
+    await recordFixture(run.handle, 'training-run-v3-blocked');
   } finally {
     await store.close();
   }
@@ -183,7 +176,7 @@ test('a run stopped by the stop Update at the answered step is continued by resu
     const result = await b.result();
     assert.equal(result.status, 'completed');
     await assertCommittedRun(store, b.runId, 5, b.checkpoint);
-    await record(b.handle, 'training-run-v3-resume-from');
+    await recordFixture(b.handle, 'training-run-v3-resume-from');
   } finally {
     await store.close();
   }

@@ -5,7 +5,8 @@
  * 1 min + blockedAfterMinutes 0.1). The third shard starts at 60 s and its window closes while it
  * runs, the fourth is not taken at all: both calls time out waiting, with no failed attempt. The
  * queue watch had found the rollout queue polled (the run's own shard running on it), so both are
- * scheduled again, the run never shows `blocked`, and it completes with every step committed.
+ * scheduled again, the run never shows `blocked`, and it completes with every step committed; its
+ * history replays (with DURABLE_RL_RECORD_FIXTURES=1 it becomes training-run-v4-queued-not-blocked).
  * Needs servers no other process's rollout workers poll (DURABLE_RL_STATE_DIR).
  */
 import { test } from 'node:test';
@@ -16,10 +17,12 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../../../activities/store/open.js';
 import { startTrainingRun } from '../../../workers/train-client.js';
-import { bundleWorkflows, createWorkers } from '../../../workers/worker.js';
+import { Worker } from '@temporalio/worker';
+import { bundleWorkflows, createWorkers, workflowsPath } from '../../../workers/worker.js';
+import { QUEUED_PATCH } from '../../../workflows/training-run.js';
 import { totalSteps } from '../../../workflows/run-plan.js';
 import { STATUS } from '../../../workflows/search-attributes.js';
-import { activityCalls } from '../../support/history.js';
+import { activityCalls, markerTexts, recordFixture } from '../../support/history.js';
 import { startWorkers, testTemporal } from '../../support/temporal.js';
 import { assertCommittedRun, tinyRunConfig } from '../../support/training.js';
 
@@ -49,7 +52,8 @@ test('four 30 s shards for one single-slot rollout worker: the calls whose 66 s 
     assert.equal(result.status, 'completed');
     await assertCommittedRun(store, run.runId, totalSteps(config));
 
-    const events = (await t.client.workflow.getHandle(run.runId).fetchHistory()).events ?? [];
+    const history = await run.handle.fetchHistory();
+    const events = history.events ?? [];
     const shards = activityCalls(events).filter((c) => c.type === 'rolloutShard');
     const timedOut = shards.filter((c) => c.outcome === 'timed-out');
     assert.ok(timedOut.length >= 1, `a shard call timed out waiting: ${JSON.stringify(shards)}`);
@@ -69,6 +73,13 @@ test('four 30 s shards for one single-slot rollout worker: the calls whose 66 s 
     });
     assert.ok(statuses.includes('running'), `statuses seen: ${JSON.stringify(statuses)}`);
     assert.ok(!statuses.includes('blocked'), `statuses seen: ${JSON.stringify(statuses)}`);
+    assert.ok(
+      markerTexts(events).some((m) => m.includes(`"${QUEUED_PATCH}"`)),
+      'the queued-not-blocked patch marker',
+    );
+    // the path replays against the current code (and is kept as a replay fixture)
+    await Worker.runReplayHistory({ workflowsPath }, history, run.runId);
+    await recordFixture(run.handle, 'training-run-v4-queued-not-blocked');
   } finally {
     delete process.env.DURABLE_RL_SLOW_AT;
     rollout.shutdown();

@@ -7,18 +7,20 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { learnerUpdate } from '../../../activities/learner/learner-update.js';
+import { learnerUpdate, NON_FINITE_FAILURE_TYPE } from '../../../activities/learner/learner-update.js';
 import { commitStep } from '../../../activities/checkpoint/commit-step.js';
 import { loadTrainState, loadWeights, writeCheckpoint } from '../../../activities/checkpoint/checkpoint.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { loadRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
 import type { LearnerInput } from '../../../activities/run/types.js';
 import { initTrainState, ModelEngine } from '../../../activities/model/engine.js';
+import type { TrainState } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { ADVANTAGES_NAME, checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME, rolloutsName, stepPrefix } from '../../../activities/store/keys.js';
 import { commit, readManifest, writeArtifact, type ManifestEntry } from '../../../activities/store/manifest.js';
@@ -34,6 +36,7 @@ import {
 } from '../../../activities/store/schemas.js';
 import { lazyFixture } from '../../support/fixture.js';
 import { emptyMetrics } from '../../../workflows/step-metrics.js';
+import { classifyFailure } from '../../../workflows/run-control.js';
 
 const tiny = (over: Partial<RunConfigInput> = {}): RunConfigInput => ({
   name: 'tiny',
@@ -71,12 +74,13 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** run.json + committed checkpoint 0 (the seeded initial weights). */
-async function newRun(runId: string, over: Partial<RunConfigInput> = {}): Promise<ResolvedRun> {
+/** run.json + committed checkpoint 0 (the seeded initial weights, changed by `edit` when given). */
+async function newRun(runId: string, over: Partial<RunConfigInput> = {}, edit?: (state: TrainState) => void): Promise<ResolvedRun> {
   const config = parseRunConfig({ ...tiny(over), store: storeUri });
   await writeRunRecord(store, { run_id: runId, name: config.name, resumed_from: null, config });
   const { run } = await loadRun(store, runId);
   const state = initTrainState(run.model, initWeights(run.model, config.seed, { std: config.model.initStd }));
+  edit?.(state);
   await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state));
   return run;
 }
@@ -239,6 +243,57 @@ describe('learnerUpdate: sft', () => {
       learnerUpdate({ ...sftInput('sft-refused', 3) }),
       /no committed checkpoint 3 to train step 3 from \(committed checkpoints: 0\)/,
     );
+  });
+});
+
+describe('learnerUpdate: non-finite weights', () => {
+  /** What learnerUpdate threw, checked to be the non-retryable NonFiniteWeights failure. */
+  async function nonFinite(p: Promise<unknown>): Promise<ApplicationFailure> {
+    const err = await p.then(
+      () => assert.fail('learnerUpdate should have refused'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `an ApplicationFailure, got ${String(err)}`);
+    assert.equal(err.type, NON_FINITE_FAILURE_TYPE);
+    assert.equal(err.nonRetryable, true, 'retrying cannot make the weights finite');
+    return err;
+  }
+
+  it('refuses to train from a checkpoint holding a NaN, naming the tensor, the step and the checkpoint; the run shows blocked (needs-user)', async () => {
+    const tensor = 'model.layers.0.mlp.up_proj.weight';
+    await newRun('nan-param', {}, (s) => (s.params.get(tensor)!.data[5] = NaN));
+    const err = await nonFinite(learnerUpdate(sftInput('nan-param', 0)));
+    assert.match(
+      err.message,
+      /^learnerUpdate step 0: checkpoint 0 holds model\.layers\.0\.mlp\.up_proj\.weight \(1 non-finite value, NaN at index 5\)/,
+    );
+    assert.match(err.message, /resume-from an earlier checkpoint/, 'says what to do');
+    assert.equal(await readManifest(store, checkpointPrefix('nan-param', 1)), undefined, 'nothing committed');
+    // what the workflow makes of the call's failure (workflows/run-control.ts): blocked until retry or stop, never failed
+    const call = new ActivityFailure('activity failed', 'learnerUpdate', '7', RetryState.NON_RETRYABLE_FAILURE, 'worker-1', err);
+    assert.deepEqual(classifyFailure(call), { kind: 'needs-user', type: NON_FINITE_FAILURE_TYPE, error: err.message });
+  });
+
+  it('refuses an AdamW moment holding Infinity, named as in optimizer.safetensors', async () => {
+    await newRun('inf-moment', {}, (s) => s.adamV.get('model.norm.weight')!.data.fill(Infinity, 0, 3));
+    const err = await nonFinite(learnerUpdate(sftInput('inf-moment', 0)));
+    assert.match(err.message, /checkpoint 0 holds adam_v\.model\.norm\.weight \(3 non-finite values, Infinity at index 0\)/);
+  });
+
+  it('refuses to write the checkpoint of an update that overflows (lr 1e38): checkpoint step + 1 is never written', async () => {
+    await newRun('overflow');
+    const err = await nonFinite(learnerUpdate({ ...sftInput('overflow', 0), lr: 1e38 }));
+    assert.match(
+      err.message,
+      /^learnerUpdate step 0: the update made \S+ \(\d+ non-finite values?, -?(Infinity|NaN) at index \d+\); checkpoint 1 is not written/,
+    );
+    assert.match(err.message, /lower lr/);
+    const written: string[] = [];
+    for await (const o of store.list(`${checkpointPrefix('overflow', 1)}/`)) written.push(o.key);
+    assert.deepEqual(written, [], 'no object of checkpoint 1 in the store');
+    // a sane lr on the same (finite) checkpoint 0 trains
+    const ok = await learnerUpdate(sftInput('overflow', 0));
+    assert.ok(Number.isFinite(ok.metrics.loss));
   });
 });
 
