@@ -164,7 +164,8 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
       { ...weightFeeds, ...feeds },
       { cache: { handle: cache, inputs: past, outputs: fresh, length: at, chunk, write } },
     );
-    opts.onStep?.(++runs);
+    runs += 1; // not inside the optional call below: its argument is not evaluated when onStep is unset
+    opts.onStep?.(runs);
     return outputs.logits!.data as Float32Array;
   };
 

@@ -148,3 +148,43 @@ test('continuous batching: at most maxBatch sequences decode at once', async () 
   assert.ok(Math.max(...perStep.values()) <= 2, `rows picked per session run: ${[...perStep.values()]}`);
   await engine.close();
 });
+
+test('continuous batching over 60 seeded shapes (prompt count, maxBatch, budget, prompt lengths, sequences ending at the prefill): every sequence as in one batch', async () => {
+  const cfg = parseModelConfig({
+    model_type: 'llama',
+    vocab_size: 20,
+    hidden_size: 16,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    intermediate_size: 24,
+    eos_token_id: STOP,
+  });
+  const engine = new ModelEngine(cfg, { threads: 1 });
+  engine.setWeights(initWeights(cfg, 'gen', { std: 0.5 }), 'v1');
+  let seed = 1;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  for (let trial = 0; trial < 60; trial++) {
+    const n = 1 + rnd(30);
+    const maxBatch = 1 + rnd(10);
+    const maxNewTokens = 1 + rnd(6);
+    const prompts = Array.from({ length: n }, () => Array.from({ length: 1 + rnd(7) }, () => 4 + rnd(16)));
+    const lengths = prompts.map(() => 1 + rnd(maxNewTokens));
+    // no onStep: the batching must not depend on the caller's callbacks; every fifth sequence stops at its first token
+    const opts = {
+      maxNewTokens,
+      pickToken: (_l: Float32Array, s: number, pos: number) => (pos === 0 && s % 5 === 0 ? STOP : 4 + ((s + pos) % 15)),
+      endSequence: (s: number, _t: number, pos: number) => pos + 1 >= lengths[s]!,
+    };
+    const together = await generate(engine, prompts, opts);
+    const queued = await generate(engine, prompts, { ...opts, maxBatch });
+    const shape = `trial ${trial}: ${n} prompts, maxBatch ${maxBatch}, maxNewTokens ${maxNewTokens}`;
+    queued.forEach((g, i) => {
+      assert.deepEqual(g.tokens, together[i]!.tokens, `${shape}, sequence ${i}`);
+      g.logprobs.forEach((lp, j) => assert.ok(Math.abs(lp - together[i]!.logprobs[j]!) <= 1e-4, `${shape}, sequence ${i} token ${j}`));
+    });
+  }
+  await engine.close();
+});
