@@ -4,7 +4,7 @@
  * advantage estimator and a loss), with which resources (shards, micro-batches, threads) and where
  * the data goes (store URI). Every option is documented here, where it is declared, with the paper
  * it comes from; the defaults are the README's main job (a from-scratch model on 3-digit addition,
- * SFT then GRPO, a few minutes on 2 CPU cores).
+ * SFT then GRPO, a few minutes on 2 CPU cores), which adds only a retention policy (`MAIN_JOB`).
  *
  * The config is validated before a workflow starts (`parseRunConfig`): an error names the field
  * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
@@ -640,7 +640,9 @@ export const runConfigSchema = z.strictObject({
    * them is kept, as before. Whatever the policy, the latest checkpoint, checkpoint 0 of a LoRA run
    * (the frozen base of every later one) and an rl/online_dpo/dpo phase's first checkpoint (its
    * reference policy) while a kept checkpoint lies inside that phase are kept; step data (metrics,
-   * rollouts, evaluations) is never removed.
+   * rollouts, evaluations) is never removed. Keeping everything by default is what the peers do
+   * (TRL's `save_total_limit` and verl's `max_ckpt_to_keep` default to None): removing a run's data
+   * is asked for, never assumed. The main job (`MAIN_JOB`) asks for it.
    */
   retention: z
     .strictObject({
@@ -923,6 +925,22 @@ function rewardProblems(cfg: RunConfig, baseDir: string | undefined, problems: {
   const composition = resolveRewardFunctions(r.functions, r.compose, baseDir, sub);
   for (const p of sub) problems.push({ path: `reward.${p.path}`, message: p.message });
   if (composition) r.compose = composition as unknown as Record<string, unknown>;
+}
+
+/**
+ * The README's main job (`npm start`, i.e. `durable-rl train` without a config file, and
+ * bench/main-job.ts): the defaults above, whose phases are its SFT warm-up and GRPO, plus a
+ * retention policy so that its store stays bounded (about 7 of its 75 checkpoints, 12 bytes per
+ * parameter each, instead of all of them): the last 3 and every 24th — 0 (the initial weights),
+ * 24 (the end of the warm-up, evaluated as "before RL" and the rl phase's KL reference, kept for
+ * it anyway while the phase runs), 48 and 72. The moments stay on each kept checkpoint, so
+ * `resume-from --step N` works from every one of them (test/unit/run/retention.test.ts).
+ */
+export const MAIN_JOB = { retention: { keepLast: 3, keepEvery: 24, optimizerState: 'all' } } as const satisfies RunConfigInput;
+
+/** The main job's config (`MAIN_JOB` validated, defaults filled). */
+export function mainJobConfig(): RunConfig {
+  return parseRunConfig(MAIN_JOB, 'the main job');
 }
 
 /**
