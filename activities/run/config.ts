@@ -585,6 +585,23 @@ export const runConfigSchema = z.strictObject({
        */
       quantize: z.enum(['int8', 'int4']).nullable().default(null),
       /**
+       * The weights rollouts read: 'float32' (default), the checkpoint's parameters; 'bf16', a
+       * weights-only snapshot of them rounded to bfloat16 (to nearest, ties to even), which each
+       * checkpoint's writer (initRun for checkpoint 0, the learner for the others) stores beside
+       * them (`MODEL_BF16_NAME`, listed in the checkpoint's manifest: committed with it, copied by
+       * resume-from, removed with it by retention), widened back to float32 for compute. A rollout
+       * worker then reads half the bytes per policy version (the step's `io/bytes_read`), for 2 more
+       * bytes per parameter in each checkpoint. The behaviour logprobs are the bf16-rounded policy's
+       * while the learner scores in float32: the rollout/training mismatch of `quantize`, smaller
+       * (the policy of verl and OpenRLHF's bf16 vLLM rollouts), logged every step as
+       * `mismatch_logprob_diff` and corrected by the loss's `tis`. The snapshot is a pure function
+       * of the float32 weights, so a run stays bitwise reproducible. With `quantize` the bf16 weights
+       * are the ones quantised. Evaluations read the float32 weights: their accuracy is the trained
+       * policy's. Not with `model.lora`: a LoRA checkpoint after the first holds only the adapters
+       * and the frozen base is read once per process, so there is nothing to halve per step.
+       */
+      weights: z.enum(['float32', 'bf16']).default('float32'),
+      /**
        * Most sequences a rollout or evaluation decodes at once (its KV cache is allocated for
        * them). A shard with more samples than this queues the rest, and they join as finished
        * sequences free their slots (continuous batching, the scheduling of Orca, Yu et al. OSDI
@@ -1009,6 +1026,13 @@ function parseVersionedConfig(input: unknown, unstated: number, what: string, op
     step += p.steps;
   });
   rewardModelProblems(cfg, problems);
+  if (cfg.rollout.weights === 'bf16' && cfg.model.lora) {
+    problems.push({
+      path: 'rollout.weights',
+      message:
+        'bf16 rollout weights halve what rollouts read per checkpoint, but a LoRA checkpoint holds only the adapters (the frozen base is read once per process): remove rollout.weights or model.lora',
+    });
+  }
   if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
   if (items + refillItems > 0xffffffff) {
     problems.push({
