@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadRunConfig, parseRunConfig } from '../activities/run/config.js';
+import { loadRunConfig, mainJobConfig, parseRunConfig } from '../activities/run/config.js';
 import { METRICS_NAME, stepPrefix } from '../activities/store/keys.js';
 import { committedSteps, readArtifact } from '../activities/store/manifest.js';
 import { openStore } from '../activities/store/open.js';
@@ -26,7 +26,7 @@ import { startAllInOne } from './workers.js';
 const file = process.argv[2];
 const dir = mkdtempSync(join(tmpdir(), 'bench-main-job-'));
 const storeUri = pathToFileURL(dir).href;
-const config = parseRunConfig({ ...(file ? loadRunConfig(file) : parseRunConfig({})), store: storeUri });
+const config = parseRunConfig({ ...(file ? loadRunConfig(file) : mainJobConfig()), store: storeUri });
 const load0 = loadavg()[0]!;
 
 const e = await up({ quiet: true, components: ['temporal'] });

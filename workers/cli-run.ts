@@ -14,7 +14,7 @@ import {
   type WorkflowExecutionDescription,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { loadRunConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
+import { loadRunConfig, mainJobConfig, parseRunConfig, type RunConfig } from '../activities/run/config.js';
 import { runPrefix } from '../activities/store/keys.js';
 import { openStore, withStore } from '../activities/store/open.js';
 import { MEAN_REWARD, PHASE, RUN_NAME, STATUS, STEP } from '../workflows/search-attributes.js';
@@ -57,12 +57,12 @@ export interface TrainOptions {
 }
 
 /**
- * The config `train` starts: the file (YAML or JSON) or the embedded defaults, with --store,
+ * The config `train` starts: the file (YAML or JSON) or the main job (`MAIN_JOB`), with --store,
  * --name and --seed applied on top and validated again, so an error names the field either way.
  */
 export function trainConfig(file: string | undefined, opts: Pick<TrainOptions, 'store' | 'name' | 'seed'>): RunConfig {
   const what = file ?? 'run config';
-  const base = file ? loadRunConfig(file) : parseRunConfig({}, what);
+  const base = file ? loadRunConfig(file) : mainJobConfig();
   const overrides: Record<string, unknown> = {};
   if (opts.store !== undefined) overrides.store = opts.store;
   if (opts.name !== undefined) overrides.name = opts.name;

@@ -4,8 +4,14 @@
  *
  *   MODEL_NAME      the parameters, by their Hugging Face names (float32)
  *   OPTIMIZER_NAME  AdamW moments `adam_m.<param>` / `adam_v.<param>`; metadata `step` = updates applied
+ *   MODEL_BF16_NAME the parameters rounded to bfloat16, in a run with `rollout.weights: bf16` only:
+ *                   what its rollouts read (`loadRolloutWeights`), half MODEL_NAME's bytes
  *
- * and its manifest, written last: the checkpoint exists iff it does (store/manifest.ts).
+ * and its manifest, written last: the checkpoint exists iff it does (store/manifest.ts). The bf16
+ * snapshot is written with the other two, before the manifest, so a crash anywhere before the
+ * commit leaves an uncommitted checkpoint whose re-executed writer writes the same three objects
+ * (the snapshot is a pure function of the float32 parameters), and a committed checkpoint of such
+ * a run always has it.
  *
  * The bytes are a deterministic function of the tensors (safetensors with sorted names), so a
  * re-executed learner writes the same content-addressed keys, and two runs with equal weights have
@@ -18,10 +24,10 @@
  */
 import type { TrainState } from '../model/engine-types.js';
 import type { WeightTensor } from '../model/graphs/common.js';
-import { parseSafetensors, serializeSafetensors, type Tensor } from '../model/safetensors.js';
+import { bf16ToFloat32, float32ToBf16, parseSafetensors, serializeSafetensors, toBf16, type Tensor } from '../model/safetensors.js';
 import { IntegrityError } from '../store/errors.js';
-import { checkpointPrefix, MODEL_NAME, OPTIMIZER_NAME } from '../store/keys.js';
-import { readArtifact, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
+import { checkpointPrefix, MODEL_BF16_NAME, MODEL_NAME, OPTIMIZER_NAME } from '../store/keys.js';
+import { readArtifact, readEntry, readManifest, writeArtifact, type ManifestEntry } from '../store/manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { LruCache } from '../run/engines.js';
 
@@ -47,9 +53,28 @@ function toWeights(tensors: Map<string, Tensor>, what: string, prefix = ''): Map
 /** The checkpoint that holds the frozen parameters of later ones. */
 const FROZEN_FROM = 0;
 
-/** The two artifacts of checkpoint `version`, serialized (frozen parameters only in checkpoint 0). */
-export function encodeCheckpoint(state: TrainState, version = FROZEN_FROM): { model: Uint8Array; optimizer: Uint8Array } {
+/** The weights a run's rollouts read (config `rollout.weights`). */
+export type RolloutWeights = 'float32' | 'bf16';
+
+/** What a checkpoint's writer needs of the run's config. */
+export interface CheckpointOptions {
+  /** 'bf16': also write MODEL_BF16_NAME (default 'float32': the two artifacts alone). */
+  rolloutWeights?: RolloutWeights;
+}
+
+/**
+ * The artifacts of checkpoint `version`, serialized (frozen parameters only in checkpoint 0), and
+ * the bf16 snapshot of the parameters when the run's rollouts read one.
+ */
+export function encodeCheckpoint(
+  state: TrainState,
+  version = FROZEN_FROM,
+  options: CheckpointOptions = {},
+): { model: Uint8Array; optimizer: Uint8Array; modelBf16: Uint8Array | null } {
   const frozen = [...state.params.keys()].some((n) => !state.adamM.has(n));
+  const bf16 = options.rolloutWeights === 'bf16';
+  // the config check refuses bf16 with LoRA (activities/run/config.ts `rollout.weights`)
+  if (bf16 && frozen) throw new Error('a bf16 rollout snapshot of a checkpoint with frozen parameters (LoRA) is not written');
   const model =
     frozen && version !== FROZEN_FROM
       ? serializeSafetensors(toTensors(new Map([...state.params].filter(([n]) => state.adamM.has(n)))), {
@@ -59,16 +84,24 @@ export function encodeCheckpoint(state: TrainState, version = FROZEN_FROM): { mo
       : serializeSafetensors(toTensors(state.params), { format: 'pt' });
   const moments = new Map([...toTensors(state.adamM, 'adam_m.'), ...toTensors(state.adamV, 'adam_v.')]);
   const optimizer = serializeSafetensors(moments, { step: String(state.step) });
-  return { model, optimizer };
+  const modelBf16 = bf16 ? serializeSafetensors(new Map([...state.params].map(([n, w]) => [n, toBf16(w)])), { format: 'pt' }) : null;
+  return { model, optimizer, modelBf16 };
 }
 
 /** Writes the artifacts of checkpoint `version` (uncommitted: `commit` them with the step). */
-export async function writeCheckpoint(store: ObjectStore, runId: string, version: number, state: TrainState): Promise<ManifestEntry[]> {
+export async function writeCheckpoint(
+  store: ObjectStore,
+  runId: string,
+  version: number,
+  state: TrainState,
+  options: CheckpointOptions = {},
+): Promise<ManifestEntry[]> {
   const prefix = checkpointPrefix(runId, version);
-  const { model, optimizer } = encodeCheckpoint(state, version);
+  const { model, optimizer, modelBf16 } = encodeCheckpoint(state, version, options);
   return [
     await writeArtifact(store, prefix, { name: MODEL_NAME, bytes: model }),
     await writeArtifact(store, prefix, { name: OPTIMIZER_NAME, bytes: optimizer }),
+    ...(modelBf16 ? [await writeArtifact(store, prefix, { name: MODEL_BF16_NAME, bytes: modelBf16 })] : []),
   ];
 }
 
@@ -123,6 +156,33 @@ export async function loadWeights(store: ObjectStore, runId: string, version: nu
   if (own.frozenFrom === null) return own.weights;
   const base = await frozenBase(store, runId);
   return new Map([...base].map(([n, w]) => [n, own.weights.get(n) ?? w]));
+}
+
+/**
+ * The parameters a run's rollouts decode with, from committed checkpoint `version`: with
+ * `rollout.weights: bf16` its MODEL_BF16_NAME snapshot (half the bytes of MODEL_NAME), widened to
+ * float32; a checkpoint without one (copied by resume-from from a run that wrote none) gives its
+ * float32 parameters rounded the same way, so the values never depend on where they came from.
+ * With 'float32', `loadWeights`.
+ */
+export async function loadRolloutWeights(
+  store: ObjectStore,
+  runId: string,
+  version: number,
+  weights: RolloutWeights,
+): Promise<Map<string, WeightTensor>> {
+  if (weights === 'float32') return loadWeights(store, runId, version);
+  const prefix = checkpointPrefix(runId, version);
+  const entry = (await readManifest(store, prefix))?.artifacts.find((e) => e.name === MODEL_BF16_NAME);
+  if (!entry) {
+    const exact = await loadWeights(store, runId, version);
+    return new Map([...exact].map(([n, w]) => [n, { shape: w.shape, data: bf16ToFloat32(float32ToBf16(w.data)) }]));
+  }
+  const what = store.uri(prefix) + MODEL_BF16_NAME;
+  const parsed = parseSafetensors(await readEntry(store, prefix, entry), what);
+  for (const [name, dtype] of parsed.sourceDtypes)
+    if (dtype !== 'BF16') throw new IntegrityError(what, `tensor ${name} is ${dtype}, expected BF16`);
+  return toWeights(parsed.tensors, what);
 }
 
 /**

@@ -245,7 +245,7 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
           ? pretrainedWeights(run.model, base.weights, base.record.uri, () => initWeights(run.model, config.seed))
           : initWeights(run.model, config.seed, { std: config.model.initStd });
         const state = initTrainState(run.model, weights);
-        const entries = await writeCheckpoint(store, runId, 0, state);
+        const entries = await writeCheckpoint(store, runId, 0, state, { rolloutWeights: config.rollout.weights });
         await commit(store, checkpointPrefix(runId, 0), entries);
         log.info({ runId, params: parameterCount(run.model) }, 'initial checkpoint committed');
       }

@@ -514,7 +514,9 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
       crashPoint('learner', step);
       assertFiniteState(r.state, step, false);
       progress({ phase: 'write', checkpoint: step + 1 });
-      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state);
+      const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, r.state, {
+        rolloutWeights: config.rollout.weights,
+      });
       cached.last = { version: step + 1, shas: shasOf(checkpoint), state: r.state };
       const seconds = (performance.now() - t0) / 1000;
       log.info({ runId, step, phase: phase.kind, pairs: r.metrics.pairs, loss: r.metrics.loss, seconds }, 'learner update written');
@@ -761,7 +763,7 @@ export async function learnerUpdate(input: LearnerInput): Promise<LearnerResult>
     assertFiniteState(newState, step, false);
 
     progress({ phase: 'write', checkpoint: step + 1 });
-    const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState);
+    const checkpoint: ManifestEntry[] = await writeCheckpoint(store, runId, step + 1, newState, { rolloutWeights: config.rollout.weights });
     cached.last = { version: step + 1, shas: shasOf(checkpoint), state: newState };
     const seconds = (performance.now() - t0) / 1000;
     log.info(

@@ -24,7 +24,7 @@ import { open, readFile, readdir, writeFile, mkdir, rename, rm } from 'node:fs/p
 import { endianness } from 'node:os';
 import path from 'node:path';
 
-/** dtypes that can be read (`F32` | `I64` | `I32` are also written). */
+/** dtypes that can be read (`F32` | `BF16` | `I64` | `I32` are also written; BF16 from a `Bf16Tensor`). */
 export const READABLE_DTYPES = ['F32', 'F16', 'BF16', 'I64', 'I32'] as const;
 export type SafetensorsDtype = (typeof READABLE_DTYPES)[number];
 /** Every dtype the safetensors format defines, for telling "unknown" from "not supported". */
@@ -51,6 +51,19 @@ export type Tensor =
   | { dtype: 'F32'; shape: number[]; data: Float32Array }
   | { dtype: 'I64'; shape: number[]; data: BigInt64Array }
   | { dtype: 'I32'; shape: number[]; data: Int32Array };
+
+/**
+ * A bfloat16 tensor to write: its raw bits (`toBf16`). Reading widens BF16 to an F32 `Tensor`, so
+ * this type is only ever written.
+ */
+export interface Bf16Tensor {
+  dtype: 'BF16';
+  shape: number[];
+  data: Uint16Array;
+}
+
+/** What `serializeSafetensors` writes: any in-memory tensor, or a bfloat16 one. */
+export type WritableTensor = Tensor | Bf16Tensor;
 
 /** Tensors by name. A Map keeps names out of prototype territory (`__proto__`, `constructor`). */
 export type TensorMap = Map<string, Tensor>;
@@ -204,6 +217,35 @@ function halfToFloatTable(): Float32Array {
   return halfTable;
 }
 
+/** bfloat16 bits → float32 values: bfloat16 is the top half of a float32, so the bits shift into place (exact). */
+export function bf16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bits[i]! << 16;
+  return new Float32Array(out.buffer);
+}
+
+/**
+ * float32 values → bfloat16 bits, rounded to nearest, ties to even (as torch's `.to(torch.bfloat16)`
+ * and the accelerators do): add 0x7fff plus the lowest kept bit, then keep the top 16 bits. Values
+ * past the largest bfloat16 round to ±Infinity; a NaN stays a (quiet) NaN of its sign. A pure
+ * function of the bits, so the same float32 weights always give the same bytes.
+ */
+export function float32ToBf16(values: Float32Array): Uint16Array {
+  const src = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < src.length; i++) {
+    const b = src[i]!;
+    if ((b & 0x7fffffff) > 0x7f800000) out[i] = (b >>> 16) | 0x0040;
+    else out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** An F32 tensor as a bfloat16 one to write (`float32ToBf16`). */
+export function toBf16(t: { shape: number[]; data: Float32Array }): Bf16Tensor {
+  return { dtype: 'BF16', shape: [...t.shape], data: float32ToBf16(t.data) };
+}
+
 /**
  * Decodes one tensor's bytes into an owned typed array. `bytes` is copied first unless `owned`
  * (a fresh buffer of exactly this tensor, offset 0, that nothing else references).
@@ -222,13 +264,8 @@ function decodeTensor(entry: HeaderEntry, bytes: Uint8Array, owned = false): Ten
       return { dtype: 'I64', shape: entry.shape, data: new BigInt64Array(own.buffer, 0, n) };
     case 'I32':
       return { dtype: 'I32', shape: entry.shape, data: new Int32Array(own.buffer, 0, n) };
-    case 'BF16': {
-      // bfloat16 is the top half of a float32: shift the bits into place (exact).
-      const src = new Uint16Array(own.buffer, 0, n);
-      const out = new Uint32Array(n);
-      for (let i = 0; i < n; i++) out[i] = src[i]! << 16;
-      return { dtype: 'F32', shape: entry.shape, data: new Float32Array(out.buffer) };
-    }
+    case 'BF16':
+      return { dtype: 'F32', shape: entry.shape, data: bf16ToFloat32(new Uint16Array(own.buffer, 0, n)) };
     case 'F16': {
       const src = new Uint16Array(own.buffer, 0, n);
       const table = halfToFloatTable();
@@ -286,7 +323,7 @@ export async function readSafetensorsFile(file: string): Promise<SafetensorsCont
 
 const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
-function checkTensor(name: string, t: Tensor): void {
+function checkTensor(name: string, t: WritableTensor): void {
   if (name === '__metadata__' || name.length === 0) throw new SafetensorsError(`tensor name ${JSON.stringify(name)} is reserved or empty`);
   if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new SafetensorsError(`tensor "${name}": shape ${JSON.stringify(t.shape)} must be non-negative integers`);
@@ -299,12 +336,13 @@ function checkTensor(name: string, t: Tensor): void {
   const ok =
     (t.dtype === 'F32' && t.data instanceof Float32Array) ||
     (t.dtype === 'I64' && t.data instanceof BigInt64Array) ||
-    (t.dtype === 'I32' && t.data instanceof Int32Array);
+    (t.dtype === 'I32' && t.data instanceof Int32Array) ||
+    (t.dtype === 'BF16' && t.data instanceof Uint16Array);
   if (!ok) throw new SafetensorsError(`tensor "${name}": dtype ${t.dtype} does not match its ${t.data.constructor.name} data`);
 }
 
 /** Byte size a tensor takes in a safetensors file. */
-export function tensorByteLength(t: Tensor): number {
+export function tensorByteLength(t: WritableTensor): number {
   return t.data.byteLength;
 }
 
@@ -312,7 +350,10 @@ export function tensorByteLength(t: Tensor): number {
  * Serialises tensors into safetensors bytes, deterministically (see the file comment).
  * Accepts a Map or a plain record of tensors; `metadata` becomes `__metadata__` (omitted when empty).
  */
-export function serializeSafetensors(tensors: TensorMap | Record<string, Tensor>, metadata: Record<string, string> = {}): Uint8Array {
+export function serializeSafetensors(
+  tensors: ReadonlyMap<string, WritableTensor> | Record<string, WritableTensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
   const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
   const names = [...map.keys()].sort(byCodeUnit);
   // The header is assembled as text so that any tensor name (even `__proto__`) is an ordinary key

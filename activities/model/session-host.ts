@@ -18,6 +18,7 @@
  * cannot stand in for the copies: a tensor onnxruntime reads must be owned by the worker's thread.
  */
 import { Worker } from 'node:worker_threads';
+import { workerScript } from '../common/worker-script.js';
 import ort from 'onnxruntime-node';
 import { buffersOf, ownsBuffer, SessionServer, wire, type CacheUse, type Reply, type Request, type WireTensor } from './session-server.js';
 
@@ -154,21 +155,6 @@ class InlineTransport implements Transport {
   }
 }
 
-/**
- * The worker's module: the TypeScript source when this file runs as TypeScript (tsx), whose loader
- * Node 20 does not pass on to worker threads — the worker registers it itself — else the built JS.
- */
-function workerScript(): { code: string | URL; eval: boolean } {
-  const self = import.meta.url;
-  if (!self.endsWith('.ts')) return { code: new URL('./session-worker.js', self), eval: false };
-  const entry = new URL('./session-worker.ts', self).href;
-  const tsx = import.meta.resolve('tsx/esm/api');
-  return {
-    code: `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`,
-    eval: true,
-  };
-}
-
 /** The server on a worker thread, started on first use and again after it exits. */
 class WorkerTransport implements Transport {
   private worker: Worker | null = null;
@@ -178,7 +164,7 @@ class WorkerTransport implements Transport {
   constructor(private readonly onExit: (reason: string) => void) {}
 
   private start(): Worker {
-    const { code, eval: isEval } = workerScript();
+    const { code, eval: isEval } = workerScript(import.meta.url, './session-worker');
     const w = new Worker(code, { eval: isEval, name: 'durable-rl onnxruntime sessions' });
     w.on('message', (msg: { id: number; reply?: Reply; error?: { message: string; name: string } }) => {
       const p = this.pending.get(msg.id);

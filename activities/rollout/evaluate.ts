@@ -1,7 +1,9 @@
 /**
  * `evaluate` (rollout queue): greedy accuracy, pass@k and mean reward of a checkpoint on the task's
  * eval split, committed as `eval.json` under `evalPrefix(run, v)` (store/keys.ts). An evaluation
- * already committed is returned as stored.
+ * already committed is returned as stored. It decodes with the checkpoint's float32 parameters
+ * whatever the run's `rollout.weights`: an evaluation measures the trained policy, not its bf16
+ * rounding.
  */
 import { CounterRng } from '../common/rng.js';
 import type { RewardFn, RewardSample } from '../reward/types.js';
@@ -71,7 +73,7 @@ async function evaluateRewardModel(store: ObjectStore, input: EvaluateInput, run
   }
   const split = rows.heldOut.length > 0 ? 'held_out' : 'train';
   const pairs = (split === 'held_out' ? rows.heldOut : rows.train).slice(0, phase.eval.maxPairs);
-  const s = await withPolicy(store, input.runId, run, v, (engine) => scorePreferencePairs(engine, run, pairs));
+  const s = await withPolicy(store, input.runId, run, v, 'float32', (engine) => scorePreferencePairs(engine, run, pairs));
   return {
     run_id: input.runId,
     policy_version: v,
@@ -112,7 +114,7 @@ async function evaluateEpisodes(
     const { starts, chat } = episodeStarts(run, items, samples);
     if (starts.length === 0) return { starts, episodes: [] };
     const params = parseSamplingParams({ temperature, max_tokens: maxNew });
-    const episodes = await withPolicy(store, input.runId, run, v, (engine) =>
+    const episodes = await withPolicy(store, input.runId, run, v, 'float32', (engine) =>
       runEpisodes(starts, {
         ...episodeOptions(run, engine, { step: v, params, stopIds: run.stopIds, chat, signal }),
         streamTag: tag,
@@ -209,7 +211,9 @@ async function evaluateEpisodes(
  * what is correct: a built-in task's, a registry spec, or `reward.functions` with a `verifiable`
  * one; with functions none of which is verifiable both are null, no pass@k samples are drawn, and
  * the mean reward is the measure. Commits `eval.json` under `evalPrefix(run, v)`; an evaluation
- * already committed is returned as stored.
+ * already committed is returned as stored. It decodes with the checkpoint's float32 parameters
+ * whatever the run's `rollout.weights`: an evaluation measures the trained policy, not its bf16
+ * rounding.
  */
 export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
   return stage('eval', input.storeUri, async ({ store, progress, signal }) => {
@@ -269,7 +273,7 @@ export async function evaluate(input: EvaluateInput): Promise<EvaluateResult> {
     });
     const total = jobs.length;
     progress({ done: 0, of: total });
-    const gens = await withPolicy(store, runId, run, v, (engine) =>
+    const gens = await withPolicy(store, runId, run, v, 'float32', (engine) =>
       // evaluations keep no logprobs: the temperature they are recorded at does not matter
       generateAll(
         engine,

@@ -18,7 +18,7 @@
  * The weights of the two most recently used (store, run, version) stay loaded.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { hasCheckpoint, loadWeights } from '../checkpoint/checkpoint.js';
+import { hasCheckpoint, loadRolloutWeights, type RolloutWeights } from '../checkpoint/checkpoint.js';
 import { generate, type Generation } from '../model/generate.js';
 import type { DecodeQuantize } from '../model/quantize.js';
 import { onDevice, type EngineOptionsInput, type ModelEngine } from '../model/engine.js';
@@ -58,14 +58,14 @@ const engines = new RunEngines<EngineSlot>({
   // a released engine finishes the uses already chained on it first
   release: (slot) => slot.tail.then(() => slot.engine.close()).catch(() => undefined),
 });
-/** Loaded policy weights by (store, run, version), the most recently used MAX_RUNS. */
+/** Loaded policy weights by (store, run, version, precision), the most recently used MAX_RUNS. */
 const weights = new LruCache<Promise<WeightMap>>(MAX_RUNS);
 
-function policyWeights(store: ObjectStore, runId: string, version: number): Promise<WeightMap> {
-  const key = `${runKey(store.root, runId)}|${version}`;
+function policyWeights(store: ObjectStore, runId: string, version: number, precision: RolloutWeights): Promise<WeightMap> {
+  const key = `${runKey(store.root, runId)}|${version}|${precision}`;
   let p = weights.get(key);
   if (p) return p;
-  p = loadWeights(store, runId, version);
+  p = loadRolloutWeights(store, runId, version, precision);
   p.catch(() => weights.delete(key));
   weights.set(key, p);
   return p;
@@ -79,13 +79,16 @@ export async function releaseEngines(): Promise<void> {
 
 /**
  * Runs `fn` with the run's engine holding the weights of checkpoint `version` (loaded once per
- * (run, version)); uses of one engine run one at a time.
+ * (run, version, precision)); uses of one engine run one at a time. `precision`: the checkpoint's
+ * float32 parameters (evaluations), or the run's `rollout.weights` (rollouts: with 'bf16' the
+ * checkpoint's bfloat16 snapshot, widened; checkpoint.ts `loadRolloutWeights`).
  */
 export async function withPolicy<T>(
   store: ObjectStore,
   runId: string,
   run: ResolvedRun,
   version: number,
+  precision: RolloutWeights,
   fn: (engine: ModelEngine) => Promise<T>,
 ): Promise<T> {
   if (!Number.isInteger(version) || version < 0) throw badInput(`policyVersion must be a non-negative integer, got ${version}`);
@@ -95,9 +98,9 @@ export async function withPolicy<T>(
     );
   }
   const slot = engines.slot(store.root, runId, run);
-  const w = await policyWeights(store, runId, version);
+  const w = await policyWeights(store, runId, version, precision);
   const use = slot.tail.then(async () => {
-    slot.engine.setWeights(w, String(version));
+    slot.engine.setWeights(w, precision === 'float32' ? String(version) : `${version}/${precision}`);
     return fn(slot.engine);
   });
   slot.tail = use.catch(() => undefined);

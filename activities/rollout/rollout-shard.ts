@@ -234,7 +234,7 @@ async function treeRows(
   const { config } = run;
   const scorer = phase.tree!.criterion === 'value' ? rolloutScorer(run, items, promptIds, input.step) : null;
   try {
-    const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+    const result = await withPolicy(store, input.runId, run, input.policyVersion, run.config.rollout.weights, (engine) =>
       rolloutTrees(
         items.map((it) => it.promptId),
         phase.tree!,
@@ -312,7 +312,7 @@ async function retryRows(
   };
   const scorer = rolloutScorer(run, items, promptIds, input.step);
   try {
-    const result = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+    const result = await withPolicy(store, input.runId, run, input.policyVersion, run.config.rollout.weights, (engine) =>
       rolloutRetries(
         items.map((it) => it.promptId),
         groups,
@@ -389,7 +389,7 @@ async function episodeRows(
   const { tokenizer } = run;
   const { starts, promptTokens, chat } = episodeStarts(run, items, phase.groupSize);
   const resume = await recordedTurns(store, input);
-  const episodes = await withPolicy(store, input.runId, run, input.policyVersion, (engine) =>
+  const episodes = await withPolicy(store, input.runId, run, input.policyVersion, run.config.rollout.weights, (engine) =>
     runEpisodes(starts, {
       ...episodeOptions(run, engine, { step: input.step, params, stopIds, chat, signal }),
       resume,
@@ -481,7 +481,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
     });
     progress({ done: 0, of: items.length });
     let done = 0; // samples generated (whole batches)
-    const gens = await withPolicy(store, runId, run, input.policyVersion, (engine) =>
+    const gens = await withPolicy(store, runId, run, input.policyVersion, run.config.rollout.weights, (engine) =>
       generateAll(
         engine,
         jobs,

@@ -4,7 +4,7 @@
  * advantage estimator and a loss), with which resources (shards, micro-batches, threads) and where
  * the data goes (store URI). Every option is documented here, where it is declared, with the paper
  * it comes from; the defaults are the README's main job (a from-scratch model on 3-digit addition,
- * SFT then GRPO, a few minutes on 2 CPU cores).
+ * SFT then GRPO, a few minutes on 2 CPU cores), which adds only a retention policy (`MAIN_JOB`).
  *
  * The config is validated before a workflow starts (`parseRunConfig`): an error names the field
  * (`phases.1.promptsPerStep: expected a positive integer`) and nothing is started.
@@ -587,6 +587,23 @@ export const runConfigSchema = z.strictObject({
        */
       quantize: z.enum(['int8', 'int4']).nullable().default(null),
       /**
+       * The weights rollouts read: 'float32' (default), the checkpoint's parameters; 'bf16', a
+       * weights-only snapshot of them rounded to bfloat16 (to nearest, ties to even), which each
+       * checkpoint's writer (initRun for checkpoint 0, the learner for the others) stores beside
+       * them (`MODEL_BF16_NAME`, listed in the checkpoint's manifest: committed with it, copied by
+       * resume-from, removed with it by retention), widened back to float32 for compute. A rollout
+       * worker then reads half the bytes per policy version (the step's `io/bytes_read`), for 2 more
+       * bytes per parameter in each checkpoint. The behaviour logprobs are the bf16-rounded policy's
+       * while the learner scores in float32: the rollout/training mismatch of `quantize`, smaller
+       * (the policy of verl and OpenRLHF's bf16 vLLM rollouts), logged every step as
+       * `mismatch_logprob_diff` and corrected by the loss's `tis`. The snapshot is a pure function
+       * of the float32 weights, so a run stays bitwise reproducible. With `quantize` the bf16 weights
+       * are the ones quantised. Evaluations read the float32 weights: their accuracy is the trained
+       * policy's. Not with `model.lora`: a LoRA checkpoint after the first holds only the adapters
+       * and the frozen base is read once per process, so there is nothing to halve per step.
+       */
+      weights: z.enum(['float32', 'bf16']).default('float32'),
+      /**
        * Most sequences a rollout or evaluation decodes at once (its KV cache is allocated for
        * them). A shard with more samples than this queues the rest, and they join as finished
        * sequences free their slots (continuous batching, the scheduling of Orca, Yu et al. OSDI
@@ -642,7 +659,9 @@ export const runConfigSchema = z.strictObject({
    * them is kept, as before. Whatever the policy, the latest checkpoint, checkpoint 0 of a LoRA run
    * (the frozen base of every later one) and an rl/online_dpo/dpo phase's first checkpoint (its
    * reference policy) while a kept checkpoint lies inside that phase are kept; step data (metrics,
-   * rollouts, evaluations) is never removed.
+   * rollouts, evaluations) is never removed. Keeping everything by default is what the peers do
+   * (TRL's `save_total_limit` and verl's `max_ckpt_to_keep` default to None): removing a run's data
+   * is asked for, never assumed. The main job (`MAIN_JOB`) asks for it.
    */
   retention: z
     .strictObject({
@@ -928,6 +947,22 @@ function rewardProblems(cfg: RunConfig, baseDir: string | undefined, problems: {
 }
 
 /**
+ * The README's main job (`npm start`, i.e. `durable-rl train` without a config file, and
+ * bench/main-job.ts): the defaults above, whose phases are its SFT warm-up and GRPO, plus a
+ * retention policy so that its store stays bounded (about 7 of its 75 checkpoints, 12 bytes per
+ * parameter each, instead of all of them): the last 3 and every 24th — 0 (the initial weights),
+ * 24 (the end of the warm-up, evaluated as "before RL" and the rl phase's KL reference, kept for
+ * it anyway while the phase runs), 48 and 72. The moments stay on each kept checkpoint, so
+ * `resume-from --step N` works from every one of them (test/unit/run/retention.test.ts).
+ */
+export const MAIN_JOB = { retention: { keepLast: 3, keepEvery: 24, optimizerState: 'all' } } as const satisfies RunConfigInput;
+
+/** The main job's config (`MAIN_JOB` validated, defaults filled). */
+export function mainJobConfig(): RunConfig {
+  return parseRunConfig(MAIN_JOB, 'the main job');
+}
+
+/**
  * Validates a run config, filling defaults; ConfigError names every bad field. `baseDir`: the
  * directory relative data paths resolve against (the config file's; default the working directory).
  */
@@ -993,6 +1028,13 @@ function parseVersionedConfig(input: unknown, unstated: number, what: string, op
     step += p.steps;
   });
   rewardModelProblems(cfg, problems);
+  if (cfg.rollout.weights === 'bf16' && cfg.model.lora) {
+    problems.push({
+      path: 'rollout.weights',
+      message:
+        'bf16 rollout weights halve what rollouts read per checkpoint, but a LoRA checkpoint holds only the adapters (the frozen base is read once per process): remove rollout.weights or model.lora',
+    });
+  }
   if (step > 1_000_000) problems.push({ path: 'phases', message: `${step} steps in all; at most 1 000 000` });
   if (items + refillItems > 0xffffffff) {
     problems.push({

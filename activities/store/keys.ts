@@ -17,6 +17,7 @@
  *     checkpoints/{v:06d}/ (c)                     checkpointPrefix: the weights after v optimizer updates
  *       model.{sha16}.safetensors                  MODEL_NAME: parameters by Hugging Face name
  *       optimizer.{sha16}.safetensors              OPTIMIZER_NAME: AdamW moments
+ *       model-bf16.{sha16}.safetensors             MODEL_BF16_NAME: the parameters rounded to bfloat16 (runs with rollout.weights bf16)
  *     steps/{s:06d}/ (c)                           stepPrefix: training step s (0-based)
  *       rollouts-{k:03d}.{sha16}.arrow             rolloutsName(k): rollout shard k (RL steps; see "shard numbering")
  *       rewards-{k:03d}.{sha16}.arrow              rewardsName(k): rewards of rollout shard k (RL steps)
@@ -124,6 +125,11 @@ export const RUN_RECORD_NAME = 'run.json';
 export const MODEL_NAME = 'model.safetensors';
 /** Artifact of a checkpoint: the AdamW moments `adam_m.<param>` / `adam_v.<param>` (safetensors). */
 export const OPTIMIZER_NAME = 'optimizer.safetensors';
+/**
+ * Artifact of a checkpoint of a run with `rollout.weights: bf16`: MODEL_NAME's parameters rounded to
+ * bfloat16 (safetensors BF16), what its rollouts read (activities/checkpoint/checkpoint.ts).
+ */
+export const MODEL_BF16_NAME = 'model-bf16.safetensors';
 /** Artifact of a step: its one METRICS row. */
 export const METRICS_NAME = 'metrics.arrow';
 /** Artifact of an RL step: the ADVANTAGES table, one row per rollout row. */

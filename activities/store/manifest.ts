@@ -26,6 +26,7 @@ import { readSchemaRef, type SchemaRef } from './arrow.js';
 import { CorruptDataError, IntegrityError, NotCommittedError, NotFoundError, SchemaMismatchError, StoreError } from './errors.js';
 import { contentKey, MANIFEST_NAME, parseRunKey, parseStep, runFolder, validateKey, type RunFolder } from './keys.js';
 import { getIfExists, type ObjectStore } from './object-store.js';
+import { HASH_CHUNK_BYTES, sha256HexOffThread } from './hash-thread.js';
 
 const log = logger('store');
 
@@ -100,21 +101,16 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Bytes hashed between two turns of the event loop by `sha256HexStreamed` (about 10 ms at SHA-NI speeds). */
-export const HASH_CHUNK_BYTES = 16 << 20;
+export { HASH_CHUNK_BYTES };
 
 /**
- * sha256 of `bytes` in chunks of HASH_CHUNK_BYTES, yielding to the event loop between chunks, so
- * hashing a checkpoint of gigabytes (seconds of work) never stalls heartbeats, cancellation or a
- * workflow worker in the same process; no copy of the bytes is made. Same digest as `sha256Hex`.
+ * sha256 of an artifact's bytes, the same digest as `sha256Hex`. From HASH_CHUNK_BYTES up, on the
+ * process's hashing thread (hash-thread.ts), streamed in chunks, so hashing a checkpoint of
+ * gigabytes (seconds of work) never stalls heartbeats, cancellation or a workflow worker in the
+ * same process; below it, here and at once (a few milliseconds at most, less than a round trip).
  */
 export async function sha256HexStreamed(bytes: Uint8Array): Promise<string> {
-  const h = createHash('sha256');
-  for (let at = 0; at < bytes.byteLength; at += HASH_CHUNK_BYTES) {
-    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    h.update(bytes.subarray(at, at + HASH_CHUNK_BYTES));
-  }
-  return h.digest('hex');
+  return bytes.byteLength < HASH_CHUNK_BYTES ? sha256Hex(bytes) : sha256HexOffThread(bytes);
 }
 
 /** Key of a prefix's manifest. */

@@ -13,6 +13,7 @@ import {
   writeCheckpointDir,
   writeSafetensorsFile,
   SafetensorsError,
+  toBf16,
   type Tensor,
 } from '../../../activities/model/safetensors.js';
 
@@ -26,6 +27,7 @@ function handMade(header: Record<string, unknown>, data: Uint8Array): Uint8Array
   return out;
 }
 const u16 = (...v: number[]) => new Uint8Array(new Uint16Array(v).buffer);
+const readHeaderLength = (file: Uint8Array) => Number(new DataView(file.buffer, file.byteOffset, 8).getBigUint64(0, true));
 
 async function tempDir(): Promise<string> {
   return mkdtemp(path.join(tmpdir(), 'durable-rl-st-'));
@@ -103,6 +105,28 @@ test('BF16 and F16 are upcast to F32 exactly; I32/I64 read as integers', () => {
   assert.equal(tensors.get('b')!.dtype, 'F32');
   assert.equal(sourceDtypes.get('b'), 'BF16');
   assert.deepEqual(tensors.get('i'), { dtype: 'I32', shape: [2, 1], data: new Int32Array([-1, 2147483647]) });
+});
+
+test('BF16 is written rounded to nearest, ties to even (overflow to inf, NaN kept), and reads back as the rounded values', () => {
+  const bits = [
+    0x3f800000, // 1 → 0x3f80
+    0x3f808000, // halfway between 0x3f80 and 0x3f81 → the even 0x3f80
+    0x3f818000, // halfway between 0x3f81 and 0x3f82 → the even 0x3f82
+    0x3f808001, // past halfway → 0x3f81
+    0xbf7fffff, // -(1 - 2^-24) → -1 (0xbf80, the carry into the exponent)
+    0x7f7fffff, // the largest float32 → inf (past the largest bf16)
+    0x80000000, // -0 → 0x8000
+    0x7f800001, // a signalling NaN → a quiet NaN (0x7fc0), never inf
+  ];
+  const data = new Float32Array(new Uint32Array(bits).buffer);
+  const t = toBf16({ shape: [bits.length], data });
+  assert.deepEqual([...t.data], [0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xbf80, 0x7f80, 0x8000, 0x7fc0]);
+  const file = serializeSafetensors({ w: t }, { format: 'pt' });
+  const { tensors, sourceDtypes } = parseSafetensors(file);
+  assert.equal(sourceDtypes.get('w'), 'BF16');
+  assert.equal(file.byteLength - readHeaderLength(file) - 8, bits.length * 2, 'two bytes per value');
+  const back = new Uint32Array((tensors.get('w')!.data as Float32Array).buffer);
+  assert.deepEqual([...back], [0x3f800000, 0x3f800000, 0x3f820000, 0x3f810000, 0xbf800000, 0x7f800000, 0x80000000, 0x7fc00000]);
 });
 
 test('bad headers are rejected with the tensor named', () => {

@@ -45,7 +45,7 @@ export async function runFixture(runId: string, config: RunConfigInput, opts: { 
   let state: TrainState | null = null;
   if (opts.checkpoint0) {
     state = initTrainState(run.model, initWeights(run.model, cfg.seed));
-    await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state));
+    await commit(store, checkpointPrefix(runId, 0), await writeCheckpoint(store, runId, 0, state, { rolloutWeights: cfg.rollout.weights }));
   }
   return {
     dir,

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { retentionPlan, type RetentionPolicy } from '../../../activities/checkpoint/retention.js';
 import { ConfigError } from '../../../activities/common/config.js';
-import { parseRunConfig } from '../../../activities/run/config.js';
+import { mainJobConfig, parseRunConfig } from '../../../activities/run/config.js';
+import { evaluateAt } from '../../../workflows/run-plan.js';
 
 const policy = (p: Partial<RetentionPolicy> = {}): RetentionPolicy => ({ keepLast: null, keepEvery: null, optimizerState: 'all', ...p });
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
@@ -179,4 +180,39 @@ test('offPolicySteps 2 at the start of an rl phase (latest 3 of sft 2 + rl 10) k
   });
   assert.deepEqual(r.keep, [2, 3]);
   assert.deepEqual(r.drop, [0, 1]);
+});
+
+test('the main job keeps at most 8 checkpoints over its 74 steps, always the last 3 and its rl phase’s KL reference, and ends with 0, 24, 48, 72, 73, 74, all resumable', () => {
+  const config = mainJobConfig();
+  assert.deepEqual(config.retention, { keepLast: 3, keepEvery: 24, optimizerState: 'all', apply: 'every_step' });
+  assert.deepEqual(
+    config.phases.map((p) => [p.kind, p.steps]),
+    [
+      ['sft', 24],
+      ['rl', 50],
+    ],
+  );
+  // the store as the commits leave it: each step commits checkpoint s + 1, then gcRun removes what the plan drops
+  let stored = [0];
+  let most = 0;
+  for (let s = 0; s < 74; s++) {
+    const v = s + 1;
+    const plan = retentionPlan({
+      checkpoints: [...stored, v],
+      phases: config.phases,
+      frozenBase: Boolean(config.model.lora),
+      policy: config.retention,
+      offPolicySteps: config.rollout.offPolicySteps,
+    });
+    stored = plan.keep;
+    most = Math.max(most, stored.length);
+    for (const c of [v, v - 1, v - 2].filter((c) => c >= 0)) assert.ok(stored.includes(c), `checkpoint ${c} dropped after step ${s}`);
+    // the rl phase (steps 24..73) reads its reference, checkpoint 24, every step until its last
+    if (s >= 24 && s < 73) assert.ok(stored.includes(24), `KL reference 24 dropped after step ${s}`);
+    // an evaluation of checkpoint v runs after its commit: v is there (and stays, the latest, until the next commit)
+    if (evaluateAt(config, v)) assert.ok(stored.includes(v));
+    assert.deepEqual(plan.dropOptimizer, [], 'every kept checkpoint keeps its AdamW moments (resume-from --step works from each)');
+  }
+  assert.ok(most <= 8, `${most} checkpoints at once`);
+  assert.deepEqual(stored, [0, 24, 48, 72, 73, 74]);
 });
