@@ -20,19 +20,34 @@ const greedy = (l: Float32Array): number => {
   return b;
 };
 
-test('sequences finish independently and are unaffected by their batch-mates', async () => {
+/** A llama of the given size with seeded weights (std `std`), STOP its end of sequence unless `eos` is false. */
+function tinyEngine(o: {
+  vocab: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  std: number;
+  eos?: false;
+}): ModelEngine {
   const cfg = parseModelConfig({
     model_type: 'llama',
-    vocab_size: 30,
-    hidden_size: 32,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    intermediate_size: 40,
-    eos_token_id: STOP,
+    vocab_size: o.vocab,
+    hidden_size: o.hidden,
+    num_hidden_layers: o.layers,
+    num_attention_heads: o.heads,
+    num_key_value_heads: o.kvHeads,
+    intermediate_size: o.intermediate,
+    ...(o.eos === false ? {} : { eos_token_id: STOP }),
   });
   const engine = new ModelEngine(cfg, { threads: 1 });
-  engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
+  engine.setWeights(initWeights(cfg, 'gen', { std: o.std }), 'v1');
+  return engine;
+}
+
+test('sequences finish independently and are unaffected by their batch-mates', async () => {
+  const engine = tinyEngine({ vocab: 30, hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, std: 0.2 });
   const prompts = [
     [5, 6, 7, 8, 9],
     [10, 11],
@@ -65,18 +80,7 @@ test('sequences finish independently and are unaffected by their batch-mates', a
 });
 
 test('continuous batching: with maxBatch below the prompt count, queued prompts join as slots free, and every sequence generates what it generates in one batch', async () => {
-  const cfg = parseModelConfig({
-    model_type: 'llama',
-    vocab_size: 30,
-    hidden_size: 32,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    intermediate_size: 40,
-    eos_token_id: STOP,
-  });
-  const engine = new ModelEngine(cfg, { threads: 1 });
-  engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
+  const engine = tinyEngine({ vocab: 30, hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, std: 0.2 });
   // 10 prompts of 1-6 tokens; sequence i stops after lengths[i] tokens (1 to 9 of a budget of 9)
   const prompts = Array.from({ length: 10 }, (_, i) => Array.from({ length: 1 + ((i * 7) % 6) }, (_, t) => 4 + ((i * 5 + t * 3) % 25)));
   const lengths = [2, 9, 1, 5, 3, 9, 7, 2, 4, 6];
@@ -117,16 +121,7 @@ test('continuous batching: with maxBatch below the prompt count, queued prompts 
 });
 
 test('continuous batching: at most maxBatch sequences decode at once', async () => {
-  const cfg = parseModelConfig({
-    model_type: 'llama',
-    vocab_size: 20,
-    hidden_size: 16,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    intermediate_size: 24,
-  });
-  const engine = new ModelEngine(cfg, { threads: 1 });
-  engine.setWeights(initWeights(cfg, 'gen', { std: 0.2 }), 'v1');
+  const engine = tinyEngine({ vocab: 20, hidden: 16, layers: 1, heads: 2, kvHeads: 2, intermediate: 24, std: 0.2, eos: false });
   const prompts = Array.from({ length: 7 }, (_, i) => [1 + i, 2 + i]);
   let step = -1;
   const perStep = new Map<number, number>();
@@ -150,17 +145,7 @@ test('continuous batching: at most maxBatch sequences decode at once', async () 
 });
 
 test('continuous batching over 60 seeded shapes (prompt count, maxBatch, budget, prompt lengths, sequences ending at the prefill): every sequence as in one batch', async () => {
-  const cfg = parseModelConfig({
-    model_type: 'llama',
-    vocab_size: 20,
-    hidden_size: 16,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    intermediate_size: 24,
-    eos_token_id: STOP,
-  });
-  const engine = new ModelEngine(cfg, { threads: 1 });
-  engine.setWeights(initWeights(cfg, 'gen', { std: 0.5 }), 'v1');
+  const engine = tinyEngine({ vocab: 20, hidden: 16, layers: 1, heads: 2, kvHeads: 2, intermediate: 24, std: 0.5 });
   let seed = 1;
   const rnd = (n: number) => {
     seed = (seed * 1103515245 + 12345) % 2147483648;
