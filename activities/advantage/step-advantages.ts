@@ -24,7 +24,6 @@
  *
  * Idempotent: on a committed step the committed advantages are returned without computing.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import { stage } from '../run/stage.js';
 import { crashPoint } from '../run/faults.js';
 import { loadRun } from '../run/resolve.js';
@@ -61,8 +60,7 @@ import { groupSamples, isFlat, groupRewards, mean, std } from './batch.js';
 import { selectGroups, selectedSamples, selectionOptions, type DynamicSamplingSettings } from './dynamic-sampling.js';
 import { klPenalisedRewardRows, referenceByKey, type KlInReward } from './step-kl-reward.js';
 import { tokenTurns, turnAdvantages } from './turn-advantages.js';
-
-const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+import { badInput } from '../common/failures.js';
 
 const rowKey = (promptId: string, sampleId: number) => `${promptId}#${sampleId}`;
 

@@ -45,6 +45,9 @@ export async function runToolCall(env: Environment, call: ToolCall, ctx: ToolCon
   });
   try {
     const out = await Promise.race([Promise.resolve().then(() => tool.run(call.arguments, { ...ctx, signal: ac.signal })), timedOut]);
+    // an answer given after the activity was cancelled may be the cancellation's doing (a sandbox
+    // reports its killed program as timed out): never recorded as the call's outcome
+    ctx.signal.throwIfAborted();
     if (typeof out !== 'string') return `error: tool ${call.name} returned ${out === null ? 'null' : typeof out}, not text`;
     return out;
   } catch (err) {

@@ -10,7 +10,6 @@
  *
  * Idempotent: a shard of a committed step returns the committed rewards without scoring again.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import { crashPoint } from '../run/faults.js';
 import { stage } from '../run/stage.js';
 import { loadRun } from '../run/resolve.js';
@@ -29,8 +28,7 @@ import {
 import type { Split, Task, TaskItem } from '../tasks/types.js';
 import { scoreSamples } from './run.js';
 import type { RewardSample, RewardTurn, ToolCall } from './types.js';
-
-const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+import { badInput } from '../common/failures.js';
 
 const PROMPT_ID = /^(.+)-(train|eval)-(\d+)$/;
 

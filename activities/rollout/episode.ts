@@ -47,6 +47,7 @@ import {
 import type { RolloutsInput, SegmentRole } from '../store/schemas.js';
 import { sampleAt, sampleStream, type SamplingParams } from './sampling.js';
 import type { SequenceJob } from './policy.js';
+import { badInput } from '../common/failures.js';
 
 /** How an episode ended (rollouts.finish_reason). */
 export type EpisodeFinish = 'stop' | 'length' | 'max_turns' | 'max_seconds' | 'tool_failure';
@@ -205,7 +206,9 @@ export async function retryTool<T>(
   for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
     opts.signal?.throwIfAborted();
     try {
-      return { ok: true, value: await fn(), attempts: attempt };
+      const value = await fn();
+      opts.signal?.throwIfAborted(); // an answer after the cancellation may be its doing: not the call's outcome
+      return { ok: true, value, attempts: attempt };
     } catch (err) {
       opts.signal?.throwIfAborted();
       if (!(err instanceof ToolInfraError)) throw err;
@@ -239,7 +242,8 @@ async function answerTurn(
     // the environment answers the turn itself: its step is retried as one call
     const r = await retryTool(() => stepEnvironment(env, parsed, history, ctx), policy, o);
     if (r.ok && !isStepResult(r.value))
-      throw new Error(
+      // the user's module, the same every attempt: the run waits for a fix (blocked, needs-user), never retries it
+      throw badInput(
         `environment ${env.name}: step returned ${JSON.stringify(r.value)}, not { observations: ChatMessage[], done: boolean }`,
       );
     const calls = (parsed.kind === 'calls' ? parsed.calls : []).map((c, i) => ({
@@ -432,6 +436,7 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
       e.seconds += turnSeconds;
       if (e.finishReason === null && e.seconds > limits.maxSeconds) e.finishReason = 'max_seconds';
     }
+    o.signal?.throwIfAborted(); // a turn finished under a cancellation is not recorded as one an uninterrupted run would make
     await o.onTurn?.({ turnsCompleted: turn + 1, episodes });
   }
   return episodes;

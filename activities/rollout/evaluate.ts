@@ -19,7 +19,6 @@ import { canonicalJson, commit, manifestKey, readEntry, readManifest, type Manif
 import { parseSamplingParams, sampleAt } from './sampling.js';
 import {
   argmax,
-  badInput,
   committedEntry,
   episodeOptions,
   episodeStarts,
@@ -32,6 +31,7 @@ import { episodeColumns, runEpisodes, type EpisodeRecord, type EpisodeStart } fr
 import { episodeSample } from '../reward/reward-shard.js';
 import type { RolloutsRow } from '../store/schemas.js';
 import type { EnvRow } from '../env/types.js';
+import { badInput } from '../common/failures.js';
 
 /** Whether a scored row counts as correct: its `correct` component is 1, else (no such component) reward >= 1. */
 export function isCorrect(row: Pick<RewardRow, 'reward' | 'components'> | undefined): boolean {

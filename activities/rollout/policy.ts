@@ -17,7 +17,6 @@
  * engine are serialised, so a switch to another version never lands under a running generation.
  * The weights of the two most recently used (store, run, version) stay loaded.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import { hasCheckpoint, loadRolloutWeights, type RolloutWeights } from '../checkpoint/checkpoint.js';
 import { generate, type Generation } from '../model/generate.js';
 import type { DecodeQuantize } from '../model/quantize.js';
@@ -32,8 +31,7 @@ import { renderPrompt, type ChatRendering } from '../env/format.js';
 import type { EnvRow } from '../env/types.js';
 import { CHAT_TEMPLATE_DATE } from '../run/resolve.js';
 import type { EpisodeOptions, EpisodeStart } from './episode.js';
-
-export const badInput = (message: string) => ApplicationFailure.nonRetryable(message, 'BadInput');
+import { badInput } from '../common/failures.js';
 
 // ── engine and weights cache ────────────────────────────────────────────────────────────────────
 

@@ -20,16 +20,7 @@ import { episodePartKey, episodePartsPrefix, rolloutsName, stepPrefix } from '..
 import { readEntry, readManifest, writeArtifact } from '../store/manifest.js';
 import { ROLLOUTS, decodeRollouts, encodeRollouts, type RolloutsInput, type RolloutsRow } from '../store/schemas.js';
 import { parseSamplingParams, sampleAt, sampleStream, type SamplingParams } from './sampling.js';
-import {
-  badInput,
-  committedEntry,
-  episodeOptions,
-  episodeStarts,
-  finishCompletion,
-  generateAll,
-  withPolicy,
-  type SequenceJob,
-} from './policy.js';
+import { committedEntry, episodeOptions, episodeStarts, finishCompletion, generateAll, withPolicy, type SequenceJob } from './policy.js';
 import { rolloutTrees, type TreeCompletion, type TreeRolloutNode } from './tree-rollout.js';
 import { episodeColumns, runEpisodes, type EpisodesCheckpoint } from './episode.js';
 import { rolloutRetries, type RetryRolloutNode, type RetryRolloutOptions } from './retry-rollout.js';
@@ -37,6 +28,7 @@ import { scoreSamples } from '../reward/run.js';
 import type { RewardSample } from '../reward/types.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { ModelEngine } from '../model/engine.js';
+import { badInput } from '../common/failures.js';
 
 /** The phase that samples: an rl phase, or an online_dpo phase (groupSize independent samples per prompt: no tree option). */
 function rlPhase(run: ResolvedRun, phaseIndex: number): RlPhase | (OnlineDpoPhase & { tree: null }) {

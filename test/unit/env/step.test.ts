@@ -81,3 +81,18 @@ test("a tool's ToolInfraError is thrown on (the episode retries the call), any o
   await assert.rejects(runToolCall(env, { name: 'infra', arguments: {} }, ctx()), /sandbox did not start/);
   assert.equal(await runToolCall(env, { name: 'buggy', arguments: {} }, ctx()), 'error: x out of range');
 });
+
+test('a tool that answers after the activity was cancelled (a sandbox reports its killed program as timed out) is not an outcome: runToolCall throws the cancellation', async () => {
+  const killed: Tool = {
+    spec: spec('killed'),
+    timeoutMs: 10_000,
+    run: (_a, c) => new Promise<string>((resolve) => c.signal.addEventListener('abort', () => resolve('error: timed out after 5000 ms'))),
+  };
+  const withKilled = defineEnvironment({ ...env, name: 't2', tools: [killed] });
+  const cancel = new AbortController();
+  setTimeout(() => cancel.abort(new Error('activity cancelled')), 5);
+  await assert.rejects(
+    runToolCall(withKilled, { name: 'killed', arguments: {} }, { ...ctx(), signal: cancel.signal }),
+    /^Error: activity cancelled$/,
+  );
+});

@@ -7,6 +7,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { ApplicationFailure } from '@temporalio/common';
 import { readFileSync } from 'node:fs';
 import { CharTokenizer, type TextTokenizer } from '../../../activities/model/tokenizer.js';
 import { loadTokenizerDir } from '../../../activities/model/tokenizer-dir.js';
@@ -289,10 +290,14 @@ describe("episodes: an environment's own step", () => {
     assert.equal(e!.finishReason, 'max_turns');
     assert.equal(e!.turns, 4);
     const bad = steppedEnv(async () => ({ observations: 'no' }) as never).env;
-    await assert.rejects(
-      runEpisodes([start('p0', 0, '2*3=')], options(bad, scripted({ 'p0/0': ['<a>6</a>$'] }))),
-      /environment calc-test: step returned \{"observations":"no"\}, not \{ observations: ChatMessage\[\], done: boolean \}/,
-    );
+    await assert.rejects(runEpisodes([start('p0', 0, '2*3=')], options(bad, scripted({ 'p0/0': ['<a>6</a>$'] }))), (err: unknown) => {
+      assert.match(
+        (err as Error).message,
+        /environment calc-test: step returned \{"observations":"no"\}, not \{ observations: ChatMessage\[\], done: boolean \}/,
+      );
+      assert.ok(err instanceof ApplicationFailure && err.nonRetryable, 'the same every attempt: not retried, the run waits for a fix');
+      return true;
+    });
   });
 });
 
@@ -457,6 +462,27 @@ describe('episodes: durable turn by turn', () => {
       resumed.map((e) => ({ ...e, seconds: 0 })),
       whole.map((e) => ({ ...e, seconds: 0 })),
     );
+  });
+
+  it('a turn under a cancellation is not recorded: a tool that answers once the activity is cancelled (a sandbox reporting its killed program as timed out) makes the episodes throw the cancellation, and onTurn never sees that turn', async () => {
+    const cancel = new AbortController();
+    const killed: Tool['run'] = (_args, ctx) =>
+      new Promise<string>((resolve) => {
+        ctx.signal.addEventListener('abort', () => resolve('error: timed out after 5000 ms'));
+        setTimeout(() => cancel.abort(new Error('activity cancelled')), 5);
+      });
+    const recorded: EpisodesCheckpoint[] = [];
+    await assert.rejects(
+      runEpisodes(
+        [start('p0', 0, '12*34=')],
+        options(calcEnv({ run: killed, timeoutMs: 60_000 }), scripted({ 'p0/0': ['<c>12*34</c>', '<a>408</a>$'] }), {
+          signal: cancel.signal,
+          onTurn: async (c) => void recorded.push(c),
+        }),
+      ),
+      /^Error: activity cancelled$/,
+    );
+    assert.deepEqual(recorded, [], 'no turn recorded');
   });
 
   it('turn t of sample s draws from its own stream: position 0 of turns 0 and 1 differ, and the stream is the same whatever else runs', () => {
