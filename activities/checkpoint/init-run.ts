@@ -18,7 +18,16 @@ import type { WeightTensor } from '../model/graphs/common.js';
 import type { TensorMap } from '../model/safetensors.js';
 import { stage } from '../run/stage.js';
 import { parseStoredRunConfig, type Phase, type RunConfig } from '../run/config.js';
-import { dataChange, dataRecord, firstDifference, loadRunData, readRunRecord, resolveRun, writeRunRecord } from '../run/resolve.js';
+import {
+  asRecorded,
+  dataChange,
+  dataRecord,
+  firstDifference,
+  loadRunData,
+  readRunRecord,
+  resolveRun,
+  writeRunRecord,
+} from '../run/resolve.js';
 import type { InitRunInput, InitRunResult, RunRecord } from '../run/types.js';
 import { preloadRunEnvironment } from '../run/environment.js';
 import { checkpointPrefix, runRecordKey } from '../store/keys.js';
@@ -162,7 +171,13 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     // a run on data: read it now; run.json records what was read, and a re-execution that finds run.json checks the files against it
     const existing = config.data || config.model.from !== null ? await getIfExists(store, runRecordKey(runId)) : undefined;
     const recorded = existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).data : undefined;
-    const data = config.data ? await loadRunData(config, recorded, `run "${runId}"`) : undefined;
+    let data = config.data ? await loadRunData(config, recorded, `run "${runId}"`) : undefined;
+    if (data && !recorded && input.resumeFrom) {
+      // resuming: the same files (checked below) with the vocabulary and limits the source's weights were built with
+      const source = await getIfExists(store, runRecordKey(input.resumeFrom.runId));
+      const sourceData = source ? (JSON.parse(new TextDecoder().decode(source)) as RunRecord).data : undefined;
+      if (sourceData) data = asRecorded(data, sourceData);
+    }
     // a run from a pretrained model reads its directory once here; run.json records every file's size and sha256
     const base = config.model.from !== null ? await readModelSource(config.model.from) : undefined;
     const recordedBase = base && existing ? (JSON.parse(new TextDecoder().decode(existing)) as RunRecord).base_model : undefined;

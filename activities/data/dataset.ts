@@ -223,7 +223,8 @@ async function readExamples(
 }
 
 /** Longest text of a list, in code points. */
-const longest = (xs: readonly (string | null)[]) => xs.reduce((m, s) => Math.max(m, s === null ? 0 : [...s].length), 0);
+/** The longest of some texts in code points (0 for none, or null). */
+export const longest = (xs: readonly (string | null)[]): number => xs.reduce((m, s) => Math.max(m, s === null ? 0 : [...s].length), 0);
 
 /**
  * Reads and checks the dataset (see the file comment). `seed` draws the held-out rows of

@@ -19,7 +19,7 @@ import { getIfExists, type ObjectStore } from '../store/object-store.js';
 import { parseStoreUri } from '../store/open.js';
 import { ConfigError } from '../common/config.js';
 import { canonicalJson } from '../store/manifest.js';
-import { DatasetError, loadDataset, type LoadedDataset } from '../data/dataset.js';
+import { DatasetError, loadDataset, longest, type LoadedDataset } from '../data/dataset.js';
 import { datasetTask } from '../data/dataset-task.js';
 import type { Environment } from '../env/types.js';
 import { environmentTask, preloadRunEnvironment, resolveEnvironment } from './environment.js';
@@ -211,9 +211,32 @@ const MODEL_FIELDS: Record<string, string> = {
 const issuesOf = (err: unknown): string =>
   err instanceof ConfigError ? err.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : (err as Error).message;
 
-/** What run.json records of a run's dataset: each file's URI, size and sha256, and the alphabet. */
+/** What run.json records of a run's dataset: each file's URI, size and sha256, the alphabet and the length limits. */
 export function dataRecord(data: LoadedDataset): RunDataRecord {
-  return { train: data.files.train, eval: data.files.eval, alphabet: data.alphabet };
+  return {
+    train: data.files.train,
+    eval: data.files.eval,
+    alphabet: data.alphabet,
+    maxPromptChars: data.maxPromptChars,
+    maxCompletionChars: data.maxCompletionChars,
+  };
+}
+
+/**
+ * `data` with the vocabulary and length limits a run recorded (run.json `data`): what its weights
+ * (embedding, positions) and its completion budgets were built with, whatever today's code derives
+ * from the same files — an upgrade must not change a running model's shape or its samples. A record
+ * written before the limits were recorded gets them as that code derived them (held-out rows of
+ * `evalFraction` left out).
+ */
+export function asRecorded(data: LoadedDataset, recorded: RunDataRecord): LoadedDataset {
+  const trainOnly = data.evalSource === 'held_out';
+  return {
+    ...data,
+    alphabet: recorded.alphabet,
+    maxPromptChars: recorded.maxPromptChars ?? (trainOnly ? longest(data.train.map((x) => x.prompt)) : data.maxPromptChars),
+    maxCompletionChars: recorded.maxCompletionChars ?? (trainOnly ? longest(data.train.map((x) => x.completion)) : data.maxCompletionChars),
+  };
 }
 
 /**
@@ -236,16 +259,14 @@ export function dataChange(recorded: RunDataRecord, now: RunDataRecord, what: st
  * Reads and checks a run's dataset (activities/data/dataset.ts) — for the run's seed, needing
  * completions where an sft phase trains on them. With `recorded` (run.json's `data`), a dataset
  * whose files differ from the recorded ones is refused (non-retryable, naming both hashes), and the
- * recorded alphabet is the run's.
+ * recorded alphabet and limits are the run's (`asRecorded`).
  */
 export async function loadRunData(config: RunConfig, recorded?: RunDataRecord, what = 'run'): Promise<LoadedDataset> {
   if (!config.data) throw new Error('loadRunData: the run config has no data');
   const data = await loadDataset(config.data, { seed: config.seed, needCompletion: config.phases.some((p) => p.kind === 'sft') });
   const change = recorded ? dataChange(recorded, dataRecord(data), what) : undefined;
   if (change) throw ApplicationFailure.nonRetryable(change, 'DatasetChanged');
-  // the vocabulary the run's weights were built for: what run.json recorded, even where today's
-  // code would derive another from the same files (an upgrade must not change a running model's shape)
-  return recorded?.alphabet !== undefined && recorded.alphabet !== data.alphabet ? { ...data, alphabet: recorded.alphabet } : data;
+  return recorded ? asRecorded(data, recorded) : data;
 }
 
 /**

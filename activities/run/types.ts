@@ -52,6 +52,13 @@ export interface RunDataRecord {
   eval: DataFileIdentity | null;
   /** Every character of the data's prompts and completions, in code-point order: the char tokenizer's vocabulary. */
   alphabet: string;
+  /**
+   * The longest prompt and completion in code points (a from-scratch model's positions, the default
+   * completion budget). Absent from records written before they were recorded: those runs derived
+   * them from the training rows and an eval file, held-out rows left out (`asRecorded`).
+   */
+  maxPromptChars?: number;
+  maxCompletionChars?: number;
 }
 
 /** Every activity of a run gets these: where the run's data is. Activities load the config from run.json (cached). */

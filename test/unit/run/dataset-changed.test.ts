@@ -124,3 +124,44 @@ test('a run keeps the alphabet run.json recorded, even where this code would der
   );
   assert.throws(() => asDerived.tokenizer.encode('x', { addSpecialTokens: false }), /not in the tokenizer's alphabet/);
 });
+
+test("a run keeps the length limits run.json recorded; a record from before they were recorded gets them as that code derived them (held-out rows left out); a resumed run takes its source's", async () => {
+  // 8 rows, 2 held out by the seed; one long prompt and one long completion somewhere among them
+  const rows = Array.from({ length: 8 }, (_, i) =>
+    JSON.stringify({ prompt: i === 5 ? `${i}+${i}=`.padEnd(20, ' ') : `${i}+${i}=`, completion: i === 6 ? '1'.repeat(12) : String(2 * i) }),
+  );
+  const limitsFile = join(dir, 'limits.jsonl');
+  await writeFile(limitsFile, rows.join('\n') + '\n');
+  const held = parseRunConfig({ ...config, data: { train: limitsFile, evalFraction: 0.25 } });
+  await initRun({ storeUri, runId: 'limits', config: held, resumeFrom: null });
+  const recordPath = join(dir, 'store', 'runs', 'limits', 'run.json');
+  const record = JSON.parse(await readFile(recordPath, 'utf8')) as { data: { maxPromptChars: number; maxCompletionChars: number } };
+  assert.equal(record.data.maxPromptChars, 20, 'recorded: the longest prompt of both splits');
+  assert.equal(record.data.maxCompletionChars, 12);
+  const budget = async (runId: string) => (await loadRun(store, runId)).run.maxNewTokens();
+
+  // recorded limits win over what the files give today
+  await writeFile(recordPath, JSON.stringify({ ...record, data: { ...record.data, maxCompletionChars: 30 } }));
+  assert.equal(await budget('limits'), 30 + 4);
+
+  // a record without limits: derived from the training rows only, as the code that wrote it did
+  await initRun({ storeUri, runId: 'limits-old', config: held, resumeFrom: null });
+  const oldPath = join(dir, 'store', 'runs', 'limits-old', 'run.json');
+  const old = JSON.parse(await readFile(oldPath, 'utf8')) as { data: Record<string, unknown> };
+  delete old.data.maxPromptChars;
+  delete old.data.maxCompletionChars;
+  await writeFile(oldPath, JSON.stringify(old));
+  const { run: oldRun } = await loadRun(store, 'limits-old');
+  const trainRows = oldRun.task.prompts(held.seed, 'train', 6);
+  const longestTrainAnswer = Math.max(...trainRows.map((it) => [...oldRun.task.sftTarget(it)].length));
+  assert.ok(longestTrainAnswer < 12, `the long completion is held out by this seed (train answers up to ${longestTrainAnswer})`);
+  assert.equal(oldRun.maxNewTokens(), longestTrainAnswer + 4);
+
+  // resume-from: the new run records and uses the source's limits
+  await initRun({ storeUri, runId: 'limits-resumed', config: held, resumeFrom: { runId: 'limits', checkpoint: 0 } });
+  const resumed = JSON.parse(await readFile(join(dir, 'store', 'runs', 'limits-resumed', 'run.json'), 'utf8')) as {
+    data: { maxCompletionChars: number };
+  };
+  assert.equal(resumed.data.maxCompletionChars, 30);
+  assert.equal(await budget('limits-resumed'), 30 + 4);
+});
