@@ -224,8 +224,10 @@ function acceptedLayers(o: SandboxOptions): SandboxLayer[] {
  */
 export async function runSandboxed(code: string, stdin: string, o: SandboxOptions): Promise<RunResult> {
   const r = await runProgram(code, stdin, o);
-  const started = r.stderr.startsWith(STARTED);
-  return { ...r, started, stderr: started ? r.stderr.slice(STARTED.length) : r.stderr };
+  // the prelude writes the marker before the program runs, after whatever the interpreter printed
+  // starting up (a warning): its first occurrence is the prelude's, whatever the program prints later
+  const at = r.stderr.indexOf(STARTED);
+  return { ...r, started: at >= 0, stderr: at >= 0 ? r.stderr.slice(0, at) + r.stderr.slice(at + STARTED.length) : r.stderr };
 }
 
 async function runProgram(code: string, stdin: string, o: SandboxOptions): Promise<SandboxResult> {

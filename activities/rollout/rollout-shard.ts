@@ -472,7 +472,7 @@ export async function rolloutShard(input: RolloutShardInput): Promise<RolloutSha
       }
     });
     progress({ done: 0, of: items.length });
-    let done = 0; // samples generated (whole batches)
+    let done = 0; // samples finished so far
     const gens = await withPolicy(store, runId, run, input.policyVersion, run.config.rollout.weights, (engine) =>
       generateAll(
         engine,

@@ -949,7 +949,7 @@ function rewardProblems(cfg: RunConfig, baseDir: string | undefined, problems: {
 /**
  * The README's main job (`npm start`, i.e. `durable-rl train` without a config file, and
  * bench/main-job.ts): the defaults above, whose phases are its SFT warm-up and GRPO, plus a
- * retention policy so that its store stays bounded (about 7 of its 75 checkpoints, 12 bytes per
+ * retention policy so that its store stays bounded (6 of its 75 checkpoints, 12 bytes per
  * parameter each, instead of all of them): the last 3 and every 24th — 0 (the initial weights),
  * 24 (the end of the warm-up, evaluated as "before RL" and the rl phase's KL reference, kept for
  * it anyway while the phase runs), 48 and 72. The moments stay on each kept checkpoint, so

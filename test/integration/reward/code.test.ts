@@ -232,3 +232,19 @@ test('a sandbox that cannot start the program is an error for the error policy, 
     'the same program runs with the real interpreter',
   );
 });
+
+test('an interpreter that prints a warning to stderr before the program starts still runs it: scored, not taken for a sandbox that could not start', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'warning-python-'));
+  const wrapper = join(dir, 'python3');
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh\nif [ "$1" = "-c" ]; then echo ${wrapper}; python3 -c 'import sys; print(sys.prefix); print(sys.base_prefix)'; exit 0; fi\necho "warning: startup notice" >&2\nexec python3 "$@"\n`,
+  );
+  chmodSync(wrapper, 0o755);
+  try {
+    const r = await score('```python\nprint(int(input()) * 2)\n```', doubling, { pythonCommand: wrapper, sandbox: 'fallback' });
+    assert.equal(r.reward, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
