@@ -401,9 +401,28 @@ export async function runEpisodes(starts: readonly EpisodeStart[], o: EpisodeOpt
     });
     // the environment's answers: the episodes' tool calls run concurrently (a slow or retrying tool
     // holds up only its own episode's answer), each episode's from its own turn alone; taken in episode order
-    const answers = await mapLimit(policyTurns, o.toolConcurrency ?? DEFAULT_TOOL_CONCURRENCY, ({ i, parsed, history }) =>
-      answerTurn(o, parsed, history, { seed: o.seed, promptId: starts[i]!.promptId, sampleId: starts[i]!.sampleId, turn }),
-    );
+    // The first answer that fails fails the turn: the others' tools are told to stop (their signal
+    // aborts with that failure), so none runs on beside the activity's next attempt.
+    const turnAbort = new AbortController();
+    const cancel = () => turnAbort.abort(o.signal!.reason);
+    if (o.signal?.aborted) cancel();
+    else o.signal?.addEventListener('abort', cancel, { once: true });
+    let answers: Awaited<ReturnType<typeof answerTurn>>[];
+    try {
+      answers = await mapLimit(policyTurns, o.toolConcurrency ?? DEFAULT_TOOL_CONCURRENCY, ({ i, parsed, history }) =>
+        answerTurn({ ...o, signal: turnAbort.signal }, parsed, history, {
+          seed: o.seed,
+          promptId: starts[i]!.promptId,
+          sampleId: starts[i]!.sampleId,
+          turn,
+        }).catch((err: unknown) => {
+          turnAbort.abort(err);
+          throw err;
+        }),
+      );
+    } finally {
+      o.signal?.removeEventListener('abort', cancel);
+    }
     for (const [k, { i, history, endOfTurn, cut }] of policyTurns.entries()) {
       const e = episodes[i]!;
       const s = starts[i]!;

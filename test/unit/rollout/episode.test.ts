@@ -393,6 +393,29 @@ describe("episodes: the episodes' tool calls run concurrently", () => {
   const scripts = () =>
     Object.fromEntries(Array.from({ length: N }, (_, p) => [`p${p}/0`, [`<c>${p + 2}*3</c>`, `<a>${(p + 2) * 3}</a>$`]]));
 
+  it("an episode's answer that fails fails the turn and tells the other episodes' running tools to stop (their signal aborts with that failure)", async () => {
+    let stoppedWith: unknown = null;
+    const env = defineEnvironment({
+      ...calcEnv(),
+      step: async (_turn, _history, ctx) => {
+        if (ctx.promptId === 'p0') throw new RangeError('the judge crashed');
+        // p1's step runs until it is told to stop
+        await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+        stoppedWith = ctx.signal.reason;
+        return { observations: [], done: true };
+      },
+    });
+    await assert.rejects(
+      runEpisodes(
+        [start('p0', 0, '2*3='), start('p1', 0, '2*4=')],
+        options(env, scripted({ 'p0/0': ['<a>6</a>$'], 'p1/0': ['<a>8</a>$'] })),
+      ),
+      /the judge crashed/,
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.ok(stoppedWith instanceof RangeError, `p1's step was stopped by p0's failure (reason ${String(stoppedWith)})`);
+  });
+
   it('6 episodes calling a slow tool in the same turn: all 6 calls in flight at once by default (toolConcurrency 8), 2 with toolConcurrency 2, and the episodes equal the one-at-a-time run', async () => {
     const all = slowCalc();
     const together = await runEpisodes(starts(), options(all.env, scripted(scripts())));
