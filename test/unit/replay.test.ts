@@ -23,7 +23,14 @@
  * resume Updates, 3 shards a step, evaluations) and training-run-v4-queued-not-blocked (shard calls
  * timed out waiting behind a busy rollout worker, scheduled again: the `queued-not-blocked` patch)
  * are recorded by `DURABLE_RL_RECORD_FIXTURES=1 npm test -- training/no-worker training/queued-not-blocked`
- * (on servers of their own: DURABLE_RL_STATE_DIR).
+ * (on servers of their own: DURABLE_RL_STATE_DIR). training-run-v3-queue-watch-beat is a run started
+ * by the code before the `queue-watch-due` patch (commit a35c29d), which runs in flight at the
+ * upgrade replay: the `queue-watch` patch alone, so today's code checks every queue on one 30 s beat
+ * (queue-watch.ts `runOnOneBeat`). It was recorded once, by a one-off test at that commit shaped
+ * like no-worker.test.ts: no rollout worker until the run showed the rollout queue unpolled (60 s
+ * in), sft ×1 → rl ×1; the step-0 evaluate was scheduled just after the beat began, so the first
+ * beat found no call that had waited 30 s and checked nothing, the second found the rollout queue
+ * unpolled. The per-queue due checks would have checked at the first beat: it fails replay there.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -218,5 +225,39 @@ test('training-run-v4-queued-not-blocked holds the queued-not-blocked patch: sha
   const completed = shards.filter((c) => c.outcome === 'completed').map((c) => c.summary);
   assert.equal(new Set(completed).size, completed.length, 'each shard completed once');
   assert.ok(completed.length >= 4, 'four shards');
+  assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes, 'the run completes');
+});
+
+test('training-run-v3-queue-watch-beat (started before queue-watch-due) holds the old one-beat path: the queue-watch patch without queue-watch-due, a beat that checked nothing, then a check finding the rollout queue unpolled, and completes', () => {
+  const evs = protoEvents('training-run-v3-queue-watch-beat.json');
+  const markers = markerTexts(evs);
+  assert.ok(
+    markers.some((m) => m.includes('"id":"queue-watch"')),
+    'the queue-watch patch',
+  );
+  assert.ok(!markers.some((m) => m.includes('"id":"queue-watch-due"')), "no queue-watch-due patch: today's code takes runOnOneBeat");
+  const checks = markers.filter((m) => m.includes('"activity_type":"unpolledQueues"'));
+  assert.ok(checks.length >= 1, 'unpolledQueues local activities');
+  assert.ok(
+    markers.some((m) => m.startsWith('[{"taskQueue":"durable-rl.rollout"')),
+    'a check that found the rollout queue unpolled',
+  );
+  assert.ok(evs.filter((e) => e.timerFiredEventAttributes).length > checks.length, 'a timer before each check, and beats without one');
+  // What sets the one-beat path apart: a beat that checked nothing (its timer fired and was started
+  // again with no marker between) while a call had waited 29-30 s, the step-0 evaluate scheduled just
+  // after the beat began. The due checks (1 s slack) check that call then: that history fails their replay.
+  const ms = (e: (typeof evs)[number]) => Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
+  const calls = activityCalls(evs);
+  const beatsWithoutCheck = evs.filter((e, i) => {
+    if (!e.timerFiredEventAttributes) return false;
+    const next = evs.slice(i + 1).find((n) => n.timerStartedEventAttributes || n.markerRecordedEventAttributes);
+    return !!next?.timerStartedEventAttributes;
+  });
+  assert.ok(
+    beatsWithoutCheck.some((b) =>
+      calls.some((c) => ms(b) - c.scheduledAt >= 29_000 && ms(b) - c.scheduledAt < 30_000 && (c.closedAt ?? Infinity) > ms(b)),
+    ),
+    'a beat that checked nothing while a call had waited 29-30 s',
+  );
   assert.ok(evs.at(-1)!.workflowExecutionCompletedEventAttributes, 'the run completes');
 });
