@@ -41,8 +41,20 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       stepUri: store.uri(manifestKey(stepAt)),
       checkpointUri: store.uri(manifestKey(ckptAt)),
     });
-    const retain = async () => {
+    // After the commit (also on a retry, so a crash after the commit loses neither): the resume
+    // points of the step's episodes go, then the retention policy applies; run.json read once.
+    const afterCommit = async (manifest: Manifest) => {
       const { config } = await readRunRecord(store, runId);
+      if (config.environment) {
+        // the parts are not artifacts of the step; a key the manifest lists is never deleted all the same
+        const listed = new Set(manifest.artifacts.map((a) => artifactKey(stepAt, a)));
+        const parts: string[] = [];
+        for await (const o of store.list(stepEpisodePartsPrefix(runId, step))) if (!listed.has(o.key)) parts.push(o.key);
+        if (parts.length > 0) {
+          progress({ phase: 'episode resume points', step, objects: parts.length });
+          for (const key of parts) await store.delete(key);
+        }
+      }
       if (config.retention.keepLast === null || config.retention.apply !== 'every_step') return;
       progress({ phase: 'retention', step });
       const gc = await gcRun(store, runId, { config });
@@ -52,19 +64,9 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
           'retention applied',
         );
     };
-    const dropEpisodeParts = async (manifest: Manifest) => {
-      // the parts are not artifacts of the step; a key the manifest lists is never deleted all the same
-      const listed = new Set(manifest.artifacts.map((a) => artifactKey(stepAt, a)));
-      const parts: string[] = [];
-      for await (const o of store.list(stepEpisodePartsPrefix(runId, step))) if (!listed.has(o.key)) parts.push(o.key);
-      if (parts.length === 0) return;
-      progress({ phase: 'episode resume points', step, objects: parts.length });
-      for (const key of parts) await store.delete(key);
-    };
     const committed = await readManifest(store, stepAt);
     if (committed) {
-      await dropEpisodeParts(committed);
-      await retain();
+      await afterCommit(committed);
       return result(false);
     }
     if (input.checkpoint.length === 0) {
@@ -84,8 +86,7 @@ export async function commitStep(input: CommitStepInput): Promise<CommitStepResu
       schema: METRICS,
     });
     const r = await commit(store, stepAt, [...input.artifacts.filter((a) => a.name !== METRICS_NAME), metrics]);
-    await dropEpisodeParts(r.manifest);
-    await retain();
+    await afterCommit(r.manifest);
     return result(r.created);
   });
 }

@@ -174,8 +174,8 @@ export async function initRun(input: InitRunInput): Promise<InitRunResult> {
     let data = config.data ? await loadRunData(config, recorded, `run "${runId}"`) : undefined;
     if (data && !recorded && input.resumeFrom) {
       // resuming: the same files (checked below) with the vocabulary and limits the source's weights were built with
-      const source = await getIfExists(store, runRecordKey(input.resumeFrom.runId));
-      const sourceData = source ? (JSON.parse(new TextDecoder().decode(source)) as RunRecord).data : undefined;
+      // (a missing source run is refused below, with the checks of the resume)
+      const sourceData = (await readRunRecord(store, input.resumeFrom.runId).catch(() => undefined))?.data;
       if (sourceData) data = asRecorded(data, sourceData);
     }
     // a run from a pretrained model reads its directory once here; run.json records every file's size and sha256

@@ -164,7 +164,7 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
       { ...weightFeeds, ...feeds },
       { cache: { handle: cache, inputs: past, outputs: fresh, length: at, chunk, write } },
     );
-    runs += 1; // not inside the optional call below: its argument is not evaluated when onStep is unset
+    runs += 1;
     opts.onStep?.(runs);
     return outputs.logits!.data as Float32Array;
   };
@@ -178,9 +178,9 @@ export async function generate(engine: ModelEngine, prompts: readonly (readonly 
     const ids = wave.map((p) => [...Array<number>(wl - p.length).fill(pad), ...p]);
     const mask = wave.map((p) => [...Array<number>(wl - p.length).fill(0), ...Array<number>(p.length).fill(1)]);
     const checked = engine.checkTokens({ ids, attentionMask: mask }, 'prompts');
-    // the first wave (or one into an empty batch) prefills straight into the cache
+    // the first wave (or one into an emptied batch) prefills straight into the cache, its rows reset to the wave's
     const into = live.length === 0 ? cache : await engine.decodeCache(n, wl);
-    if (into === cache && runs > 0) await cache.reset(n);
+    if (into === cache) await cache.reset(n);
     try {
       const keep = pickRows(await run({ input_ids: checked.ids, attention_mask: checked.mask }, into, 0, wl, true), seqs);
       if (into === cache) {

@@ -101,8 +101,6 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-export { HASH_CHUNK_BYTES };
-
 /**
  * sha256 of an artifact's bytes, the same digest as `sha256Hex`. From HASH_CHUNK_BYTES up, on the
  * process's hashing thread (hash-thread.ts), streamed in chunks, so hashing a checkpoint of

@@ -20,7 +20,6 @@ import { gcRun } from '../../../activities/checkpoint/gc.js';
 import { initRun } from '../../../activities/checkpoint/init-run.js';
 import { ConfigError } from '../../../activities/common/config.js';
 import { learnerUpdate } from '../../../activities/learner/learner-update.js';
-import { ModelEngine } from '../../../activities/model/engine.js';
 import type { WeightMap } from '../../../activities/model/graphs/common.js';
 import { bf16ToFloat32, float32ToBf16 } from '../../../activities/model/safetensors.js';
 import { releaseEngines } from '../../../activities/rollout/policy.js';
@@ -33,7 +32,7 @@ import type { ObjectStore } from '../../../activities/store/object-store.js';
 import { openStore } from '../../../activities/store/open.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
 import { emptyMetrics } from '../../../workflows/step-metrics.js';
-import { firstShardInput } from './fixture.js';
+import { firstShardInput, meanLogprobGap } from './fixture.js';
 
 const RUN = 'bf16';
 const base = (weights: 'float32' | 'bf16', phase: 'rl' | 'sft'): RunConfigInput => ({
@@ -83,24 +82,9 @@ async function expectedSnapshot(store: ObjectStore, v: number): Promise<string> 
 
 /** Mean |behaviour logprob − score under `weights`| over every completion token of the shard's rows. */
 async function meanGap(rows: ReturnType<typeof decodeRollouts>, weights: WeightMap): Promise<number> {
-  const engine = new ModelEngine(resolveRun(parseRunConfig(base('float32', 'rl'))).model, { threads: 1 });
-  engine.setWeights(weights, 'w');
-  let sum = 0;
-  let n = 0;
-  try {
-    for (const row of rows) {
-      const ids = [...row.prompt_token_ids, ...row.completion_token_ids];
-      const s = await engine.score({ ids: [ids], attentionMask: [ids.map(() => 1)] });
-      row.completion_token_ids.forEach((_, j) => {
-        sum += Math.abs(s.logprobs[row.prompt_token_ids.length + j]! - row.behaviour_logprobs[j]!);
-        n++;
-      });
-    }
-  } finally {
-    await engine.close();
-  }
-  assert.ok(n > 16, 'the shard generated tokens');
-  return sum / n;
+  const gap = await meanLogprobGap(resolveRun(parseRunConfig(base('float32', 'rl'))).model, weights, rows);
+  assert.ok(gap.tokens > 16, 'the shard generated tokens');
+  return gap.mean;
 }
 
 test('bf16 rollout weights: checkpoint 0 lists the snapshot (half the weights’ bytes), the rollout reads it instead of the float32 weights and records the bf16 policy’s logprobs', async () => {

@@ -10,6 +10,9 @@ import { initTrainState } from '../../../activities/model/engine.js';
 import type { TrainState } from '../../../activities/model/engine-types.js';
 import { initWeights } from '../../../activities/model/init.js';
 import { ModelEngine } from '../../../activities/model/engine.js';
+import type { ModelConfig } from '../../../activities/model/config.js';
+import type { WeightMap } from '../../../activities/model/graphs/common.js';
+import type { RolloutsRow } from '../../../activities/store/schemas.js';
 import { sftLoss } from '../../../activities/model/losses.js';
 import { parseRunConfig, type RunConfigInput } from '../../../activities/run/config.js';
 import { resolveRun, writeRunRecord, type ResolvedRun } from '../../../activities/run/resolve.js';
@@ -85,4 +88,33 @@ export async function warmCheckpoint0(f: RunFixture, runId: string, opts: { item
     await engine.close();
   }
   await commit(f.store, checkpointPrefix(runId, 0), await writeCheckpoint(f.store, runId, 0, state));
+}
+
+/**
+ * Mean |behaviour logprob − score| over every completion token of rollout `rows`, scored by a
+ * `model` engine holding `weights`: how far the policy that sampled them (quantised, bf16) is from
+ * the one scored.
+ */
+export async function meanLogprobGap(
+  model: ModelConfig,
+  weights: WeightMap,
+  rows: readonly Pick<RolloutsRow, 'prompt_token_ids' | 'completion_token_ids' | 'behaviour_logprobs'>[],
+): Promise<{ mean: number; tokens: number }> {
+  const engine = new ModelEngine(model, { threads: 1 });
+  engine.setWeights(weights, 'scored');
+  let sum = 0;
+  let n = 0;
+  try {
+    for (const row of rows) {
+      const ids = [...row.prompt_token_ids, ...row.completion_token_ids];
+      const s = await engine.score({ ids: [ids], attentionMask: [ids.map(() => 1)] });
+      row.completion_token_ids.forEach((_, j) => {
+        sum += Math.abs(s.logprobs[row.prompt_token_ids.length + j]! - row.behaviour_logprobs[j]!);
+        n++;
+      });
+    }
+  } finally {
+    await engine.close();
+  }
+  return { mean: sum / n, tokens: n };
 }

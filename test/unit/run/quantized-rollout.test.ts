@@ -9,14 +9,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadWeights } from '../../../activities/checkpoint/checkpoint.js';
-import { ModelEngine } from '../../../activities/model/engine.js';
 import { releaseEngines } from '../../../activities/rollout/policy.js';
 import { rolloutShard } from '../../../activities/rollout/rollout-shard.js';
 import type { RunConfigInput } from '../../../activities/run/config.js';
 import { stepPrefix } from '../../../activities/store/keys.js';
 import { readEntry } from '../../../activities/store/manifest.js';
 import { decodeRollouts } from '../../../activities/store/schemas.js';
-import { firstShardInput, runFixture, type RunFixture } from './fixture.js';
+import { firstShardInput, meanLogprobGap, runFixture, type RunFixture } from './fixture.js';
 
 const RUN = 'quantized';
 const config = (quantize: 'int8' | null): RunConfigInput => ({
@@ -41,21 +40,9 @@ async function rolloutVsScore(quantize: 'int8' | null): Promise<number> {
   fixtures.push(f);
   const r = await rolloutShard(firstShardInput(f.storeUri, RUN, 4));
   const rows = decodeRollouts(await readEntry(f.store, stepPrefix(RUN, 0), r.rollouts));
-  const engine = new ModelEngine(f.run.model, { threads: 1 });
-  engine.setWeights(await loadWeights(f.store, RUN, 0), '0');
-  let sum = 0;
-  let n = 0;
-  for (const row of rows) {
-    const ids = [...row.prompt_token_ids, ...row.completion_token_ids];
-    const s = await engine.score({ ids: [ids], attentionMask: [ids.map(() => 1)] });
-    row.completion_token_ids.forEach((_, j) => {
-      sum += Math.abs(s.logprobs[row.prompt_token_ids.length + j]! - row.behaviour_logprobs[j]!);
-      n++;
-    });
-  }
-  await engine.close();
-  assert.ok(n > 16, 'the shard generated tokens');
-  return sum / n;
+  const gap = await meanLogprobGap(f.run.model, await loadWeights(f.store, RUN, 0), rows);
+  assert.ok(gap.tokens > 16, 'the shard generated tokens');
+  return gap.mean;
 }
 
 test('an int8 rollout records the quantised policy’s logprobs: float32 scoring differs by a mean |Δ| in (2e-4, 0.1); a float32 rollout agrees within 1e-4', async () => {

@@ -10,7 +10,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { HASH_CHUNK_BYTES, sha256HexStreamed } from '../../../activities/store/manifest.js';
+import { HASH_CHUNK_BYTES } from '../../../activities/store/hash-thread.js';
+import { sha256HexStreamed } from '../../../activities/store/manifest.js';
 
 function bytes(n: number): Uint8Array {
   const b = new Uint8Array(n);
